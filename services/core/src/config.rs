@@ -1,0 +1,214 @@
+//! Typed configuration read from the environment. Every setting, its variable and
+//! its default live here and nowhere else; docs/configuration.md mirrors this file.
+//! Secrets are wrapped so that they never reach a log line.
+
+use std::{env, net::SocketAddr, path::PathBuf, str::FromStr};
+
+use secrecy::SecretString;
+
+use crate::crypto::MasterKey;
+
+/// The public Microsoft 365 cloud; national clouds set other hosts.
+pub const DEFAULT_LOGIN_URL: &str = "https://login.microsoftonline.com";
+pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
+pub const DEFAULT_SMTP_ENDPOINT: &str = "smtp.office365.com:587";
+/// The resources tokens are requested for (`{resource}/.default`).
+pub const DEFAULT_GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
+pub const DEFAULT_EXCHANGE_RESOURCE: &str = "https://outlook.office365.com";
+/// Exchange Online's default maximum send size per mailbox.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 35 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is not set: {why}")]
+    Missing { name: &'static str, why: &'static str },
+    #[error("{name} has an invalid value: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Where mailbridge finds Microsoft 365: the endpoints and the MSP's Entra app.
+#[derive(Debug, Clone)]
+pub struct M365Settings {
+    pub login_url: String,
+    pub graph_url: String,
+    pub smtp_endpoint: String,
+    pub graph_resource: String,
+    pub exchange_resource: String,
+    /// The MSP's multi-tenant app registration, used for tenants without their own.
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+}
+
+/// The SMTP edge.
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    pub submission_listen: SocketAddr,
+    /// Name in the banner, EHLO answer and Received header; also the self-signed
+    /// certificate's name when no certificate is configured.
+    pub hostname: String,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub max_message_size: usize,
+}
+
+/// The delivery worker.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Messages delivered at once by one worker process.
+    pub concurrency: usize,
+    /// How long a leased message stays with a worker before another may take it.
+    pub lease_seconds: u64,
+    /// Safety net next to LISTEN/NOTIFY: how often due retries are looked for.
+    pub sweep_seconds: u64,
+    /// After this long in the queue a message that still cannot be delivered fails.
+    pub max_age_seconds: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: Option<SecretString>,
+    pub master_key: Option<MasterKey>,
+    pub extra_ca_file: Option<PathBuf>,
+    pub web_listen: SocketAddr,
+    pub m365: M365Settings,
+    pub edge: EdgeSettings,
+    pub worker: WorkerSettings,
+}
+
+impl Settings {
+    /// Reads every setting from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Reads settings through `lookup`, so tests can configure without touching
+    /// the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let master_key = match lookup("MAILBRIDGE_MASTER_KEY") {
+            Some(v) => Some(MasterKey::from_base64(&v).map_err(|e| ConfigError::Invalid {
+                name: "MAILBRIDGE_MASTER_KEY",
+                reason: e.to_string(),
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            database_url: lookup("DATABASE_URL").map(SecretString::from),
+            master_key,
+            extra_ca_file: lookup("MAILBRIDGE_EXTRA_CA_FILE").map(PathBuf::from),
+            web_listen: parse(&lookup, "MAILBRIDGE_WEB_LISTEN", "0.0.0.0:8080")?,
+            m365: M365Settings {
+                login_url: url(&lookup, "MAILBRIDGE_M365_LOGIN_URL", DEFAULT_LOGIN_URL),
+                graph_url: url(&lookup, "MAILBRIDGE_M365_GRAPH_URL", DEFAULT_GRAPH_URL),
+                smtp_endpoint: lookup("MAILBRIDGE_M365_SMTP")
+                    .unwrap_or_else(|| DEFAULT_SMTP_ENDPOINT.to_owned()),
+                graph_resource: url(&lookup, "MAILBRIDGE_M365_GRAPH_RESOURCE", DEFAULT_GRAPH_RESOURCE),
+                exchange_resource: url(
+                    &lookup,
+                    "MAILBRIDGE_M365_EXCHANGE_RESOURCE",
+                    DEFAULT_EXCHANGE_RESOURCE,
+                ),
+                client_id: lookup("MAILBRIDGE_ENTRA_CLIENT_ID"),
+                client_secret: lookup("MAILBRIDGE_ENTRA_CLIENT_SECRET").map(SecretString::from),
+            },
+            edge: EdgeSettings {
+                submission_listen: parse(&lookup, "MAILBRIDGE_SUBMISSION_LISTEN", "0.0.0.0:587")?,
+                hostname: lookup("MAILBRIDGE_HOSTNAME").unwrap_or_else(system_hostname),
+                tls_cert_file: lookup("MAILBRIDGE_TLS_CERT_FILE").map(PathBuf::from),
+                tls_key_file: lookup("MAILBRIDGE_TLS_KEY_FILE").map(PathBuf::from),
+                max_message_size: parse(
+                    &lookup,
+                    "MAILBRIDGE_MAX_MESSAGE_SIZE",
+                    &DEFAULT_MAX_MESSAGE_SIZE.to_string(),
+                )?,
+            },
+            worker: WorkerSettings {
+                concurrency: parse(&lookup, "MAILBRIDGE_WORKER_CONCURRENCY", "16")?,
+                lease_seconds: parse(&lookup, "MAILBRIDGE_WORKER_LEASE_SECONDS", "300")?,
+                sweep_seconds: parse(&lookup, "MAILBRIDGE_WORKER_SWEEP_SECONDS", "15")?,
+                max_age_seconds: parse(&lookup, "MAILBRIDGE_MAX_MESSAGE_AGE_SECONDS", "432000")?,
+            },
+        })
+    }
+
+    /// The database URL, or a clear error for the commands that need one.
+    pub fn require_database_url(&self) -> Result<&SecretString, ConfigError> {
+        self.database_url.as_ref().ok_or(ConfigError::Missing {
+            name: "DATABASE_URL",
+            why: "this command needs PostgreSQL (postgres://user:password@host/db)",
+        })
+    }
+
+    /// The master key, or a clear error for the commands that handle secrets.
+    pub fn require_master_key(&self) -> Result<&MasterKey, ConfigError> {
+        self.master_key.as_ref().ok_or(ConfigError::Missing {
+            name: "MAILBRIDGE_MASTER_KEY",
+            why: "secrets at rest are encrypted with it (32 random bytes, base64: `openssl rand -base64 32`)",
+        })
+    }
+}
+
+fn parse<T: FromStr>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    let raw = lookup(name).unwrap_or_else(|| default.to_owned());
+    raw.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+        name,
+        reason: format!("{raw:?}: {e}"),
+    })
+}
+
+fn url(lookup: &impl Fn(&str) -> Option<String>, name: &str, default: &str) -> String {
+    lookup(name)
+        .unwrap_or_else(|| default.to_owned())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// The kernel's host name; no DNS is involved.
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "mailbridge".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let vars: Vec<(String, String)> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults_point_at_the_public_cloud() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.m365.login_url, "https://login.microsoftonline.com");
+        assert_eq!(s.m365.graph_url, "https://graph.microsoft.com");
+        assert_eq!(s.m365.smtp_endpoint, "smtp.office365.com:587");
+        assert_eq!(s.edge.submission_listen.port(), 587);
+        assert!(s.master_key.is_none());
+    }
+
+    #[test]
+    fn endpoints_lose_their_trailing_slash() {
+        let s = settings(&[("MAILBRIDGE_M365_GRAPH_URL", "https://graph.microsoft.us/")]).unwrap();
+        assert_eq!(s.m365.graph_url, "https://graph.microsoft.us");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = settings(&[("MAILBRIDGE_SUBMISSION_LISTEN", "port 587")]).unwrap_err();
+        assert!(err.to_string().contains("MAILBRIDGE_SUBMISSION_LISTEN"), "{err}");
+        let err = settings(&[("MAILBRIDGE_MASTER_KEY", "c2hvcnQ=")]).unwrap_err();
+        assert!(err.to_string().contains("MAILBRIDGE_MASTER_KEY"), "{err}");
+    }
+}

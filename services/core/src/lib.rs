@@ -1,0 +1,19 @@
+//! mailbridge-core: what every part of mailbridge shares — configuration, the
+//! PostgreSQL schema and its queries (tenants, devices, the message queue), secrets
+//! at rest, TLS material, and the throwaway PostgreSQL used by `dev` and the tests.
+//!
+//! It owns no listener and no upstream protocol: the edge, the worker, the web
+//! control plane and the simulator build on it.
+
+pub mod address;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod devices;
+pub mod queue;
+pub mod scratch_postgres;
+pub mod telemetry;
+pub mod tenants;
+pub mod tls;
+
+pub use config::Settings;

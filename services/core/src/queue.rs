@@ -1,0 +1,249 @@
+//! The message queue in PostgreSQL: what the edge commits before it says `250`, and
+//! what workers lease, deliver and settle.
+//!
+//! A message is `queued` until a worker leases it (`delivering`, with an owner and an
+//! expiry), then `delivered`, `failed`, or `queued` again with a later due time. A
+//! lease that expires (its worker died) makes the message due again, so nothing is
+//! ever stranded. Settling checks the lease owner, so a worker whose lease was taken
+//! over cannot overwrite the newer owner's result.
+
+use std::{net::IpAddr, time::Duration};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+/// The NOTIFY channel workers LISTEN on; the payload is the tenant id.
+pub const QUEUE_CHANNEL: &str = "mailbridge_queue";
+
+/// A message as the edge hands it over.
+#[derive(Debug)]
+pub struct NewMessage {
+    /// Chosen by the edge, so its trace header can name it before the commit.
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub device_id: Option<Uuid>,
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub client_addr: IpAddr,
+    pub tls_protocol: Option<String>,
+    pub tls_cipher: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// Commits a message and its body in one transaction and wakes the workers.
+/// Only when this returns `Ok` may the edge answer `250`.
+pub async fn enqueue(pool: &PgPool, message: &NewMessage) -> Result<Uuid, sqlx::Error> {
+    let id = message.id;
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO messages (id, tenant_id, device_id, mail_from, rcpt_to, size_bytes, client_addr, tls_protocol, tls_cipher)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(id)
+    .bind(message.tenant_id)
+    .bind(message.device_id)
+    .bind(&message.mail_from)
+    .bind(&message.rcpt_to)
+    .bind(message.body.len() as i64)
+    .bind(ipnet::IpNet::from(message.client_addr))
+    .bind(&message.tls_protocol)
+    .bind(&message.tls_cipher)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO message_bodies (message_id, body) VALUES ($1, $2)")
+        .bind(id)
+        .bind(&message.body)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(QUEUE_CHANNEL)
+        .bind(message.tenant_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// A message a worker holds a lease on.
+#[derive(Debug, Clone, FromRow)]
+pub struct LeasedMessage {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    /// Including the attempt this lease is for.
+    pub attempt_count: i32,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Leases up to `limit` due messages (oldest due first) for `lease`; messages whose
+/// previous lease expired count as due. Concurrent workers never get the same row.
+pub async fn lease_due(
+    pool: &PgPool,
+    owner: &str,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<LeasedMessage>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE messages m
+            SET state = 'delivering', lease_owner = $1,
+                lease_expires_at = now() + make_interval(secs => $3),
+                attempt_count = m.attempt_count + 1
+          WHERE m.id IN (
+                SELECT id FROM messages
+                 WHERE (state = 'queued' AND next_attempt_at <= now())
+                    OR (state = 'delivering' AND lease_expires_at < now())
+                 ORDER BY next_attempt_at
+                 LIMIT $2
+                 FOR UPDATE SKIP LOCKED)
+         RETURNING m.id, m.tenant_id, m.mail_from, m.rcpt_to, m.attempt_count, m.received_at",
+    )
+    .bind(owner)
+    .bind(limit)
+    .bind(lease.as_secs_f64())
+    .fetch_all(pool)
+    .await
+}
+
+/// The raw message as received (with our Received header), if still stored.
+pub async fn body(pool: &PgPool, id: Uuid) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar("SELECT body FROM message_bodies WHERE message_id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// What one delivery attempt came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum AttemptOutcome {
+    Delivered,
+    Retry,
+    Permanent,
+}
+
+/// One try to hand a message to Microsoft 365, as recorded.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct DeliveryAttempt {
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    pub method: String,
+    pub outcome: AttemptOutcome,
+    /// HTTP status or SMTP reply code.
+    pub upstream_status: Option<i32>,
+    /// Microsoft's code: an enhanced status code, a Graph error code, an AADSTS code.
+    pub upstream_code: Option<String>,
+    pub upstream_message: Option<String>,
+    pub worker: String,
+}
+
+/// How a leased message is settled.
+#[derive(Debug, Clone, Copy)]
+pub enum Settlement {
+    Delivered,
+    RetryAt(DateTime<Utc>),
+    Failed,
+}
+
+/// Records the attempt and settles the message in one transaction, if `owner` still
+/// holds the lease. Returns false when the lease had passed to another worker (the
+/// attempt is recorded all the same: it happened). A delivered message's body is
+/// deleted: it is health data and no longer needed.
+pub async fn settle(
+    pool: &PgPool,
+    message_id: Uuid,
+    owner: &str,
+    attempt: &DeliveryAttempt,
+    settlement: Settlement,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO delivery_attempts
+            (message_id, started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, worker)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(message_id)
+    .bind(attempt.started_at)
+    .bind(attempt.duration_ms)
+    .bind(&attempt.method)
+    .bind(attempt.outcome)
+    .bind(attempt.upstream_status)
+    .bind(&attempt.upstream_code)
+    .bind(&attempt.upstream_message)
+    .bind(&attempt.worker)
+    .execute(&mut *tx)
+    .await?;
+    let error = match attempt.outcome {
+        AttemptOutcome::Delivered => None,
+        _ => Some(
+            [attempt.upstream_code.as_deref(), attempt.upstream_message.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(": "),
+        ),
+    };
+    let (state, next_attempt_at) = match settlement {
+        Settlement::Delivered => ("delivered", None),
+        Settlement::RetryAt(at) => ("queued", Some(at)),
+        Settlement::Failed => ("failed", None),
+    };
+    let updated = sqlx::query(
+        "UPDATE messages
+            SET state = $3,
+                next_attempt_at = COALESCE($4, next_attempt_at),
+                finished_at = CASE WHEN $3 IN ('delivered', 'failed') THEN now() END,
+                last_error = $5, lease_owner = NULL, lease_expires_at = NULL
+          WHERE id = $1 AND lease_owner = $2 AND state = 'delivering'",
+    )
+    .bind(message_id)
+    .bind(owner)
+    .bind(state)
+    .bind(next_attempt_at)
+    .bind(error)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if updated && matches!(settlement, Settlement::Delivered | Settlement::Failed) {
+        sqlx::query("DELETE FROM message_bodies WHERE message_id = $1")
+            .bind(message_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(updated)
+}
+
+/// A message's state as the log shows it.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct MessageStatus {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub state: String,
+    pub attempt_count: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+}
+
+pub async fn status(pool: &PgPool, id: Uuid) -> Result<Option<MessageStatus>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, tenant_id, state, attempt_count, next_attempt_at, last_error FROM messages WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn attempts(pool: &PgPool, id: Uuid) -> Result<Vec<DeliveryAttempt>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, worker
+           FROM delivery_attempts WHERE message_id = $1 ORDER BY started_at, id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,178 @@
+//! Tenants: the MSP's customers, one Microsoft 365 (Entra) tenant each, with the
+//! mailbox mail is sent as and how it is delivered. Every query about a customer's
+//! data starts from a tenant id.
+
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+use crate::{
+    address::{EmailAddress, InvalidAddress},
+    crypto::{CryptoError, MasterKey},
+};
+
+/// How a tenant's mail reaches Microsoft 365.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, clap::ValueEnum)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMethod {
+    /// Microsoft Graph `sendMail` (MIME): needs only admin consent.
+    Graph,
+    /// SMTP AUTH with XOAUTH2 to Exchange Online.
+    Smtp,
+}
+
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub name: String,
+    pub entra_tenant_id: Uuid,
+    pub sender_mailbox: String,
+    pub delivery_method: DeliveryMethod,
+    pub save_to_sent_items: bool,
+    /// The customer's own app registration, when it has one.
+    pub client_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A customer's own Entra app registration.
+#[derive(Debug)]
+pub struct OwnApp {
+    pub client_id: String,
+    pub client_secret: SecretString,
+}
+
+#[derive(Debug)]
+pub struct NewTenant {
+    pub name: String,
+    pub entra_tenant_id: Uuid,
+    pub sender_mailbox: String,
+    pub delivery_method: DeliveryMethod,
+    pub own_app: Option<OwnApp>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    #[error("a customer named {0:?} already exists")]
+    NameTaken(String),
+    #[error("the customer name must be 1 to 200 characters")]
+    InvalidName,
+    #[error("sender mailbox: {0}")]
+    InvalidMailbox(#[from] InvalidAddress),
+    #[error("no customer {0:?}")]
+    NotFound(String),
+    #[error("MAILBRIDGE_MASTER_KEY is needed to store a client secret")]
+    NoMasterKey,
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+macro_rules! columns {
+    () => {
+        "id, name, entra_tenant_id, sender_mailbox, delivery_method, save_to_sent_items, client_id, created_at"
+    };
+}
+
+fn secret_context(tenant_id: Uuid) -> String {
+    format!("tenant-client-secret:{tenant_id}")
+}
+
+pub async fn create(
+    pool: &PgPool,
+    master_key: Option<&MasterKey>,
+    new: NewTenant,
+) -> Result<Tenant, TenantError> {
+    let name = new.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(TenantError::InvalidName);
+    }
+    let mailbox = EmailAddress::parse(&new.sender_mailbox)?;
+    let id = Uuid::new_v4();
+    let (client_id, sealed) = match &new.own_app {
+        Some(app) => {
+            let key = master_key.ok_or(TenantError::NoMasterKey)?;
+            let sealed = key.seal(&secret_context(id), app.client_secret.expose_secret().as_bytes());
+            (Some(app.client_id.clone()), Some(sealed))
+        }
+        None => (None, None),
+    };
+    sqlx::query_as::<_, Tenant>(concat!(
+        "INSERT INTO tenants (id, name, entra_tenant_id, sender_mailbox, delivery_method, client_id, client_secret_sealed)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+        columns!()
+    ))
+    .bind(id)
+    .bind(&name)
+    .bind(new.entra_tenant_id)
+    .bind(mailbox.as_str())
+    .bind(new.delivery_method)
+    .bind(client_id)
+    .bind(sealed)
+    .fetch_one(pool)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("tenants_name_key") => {
+            TenantError::NameTaken(name.clone())
+        }
+        _ => TenantError::Database(e),
+    })
+}
+
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Tenant>, sqlx::Error> {
+    sqlx::query_as(concat!("SELECT ", columns!(), " FROM tenants WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Finds a tenant by its id or its (unique) name, as the CLI accepts either.
+pub async fn find(pool: &PgPool, name_or_id: &str) -> Result<Tenant, TenantError> {
+    let by_id = match Uuid::parse_str(name_or_id) {
+        Ok(id) => get(pool, id).await?,
+        Err(_) => None,
+    };
+    let found = match by_id {
+        Some(t) => Some(t),
+        None => {
+            sqlx::query_as(concat!("SELECT ", columns!(), " FROM tenants WHERE name = $1"))
+                .bind(name_or_id.trim())
+                .fetch_optional(pool)
+                .await?
+        }
+    };
+    found.ok_or_else(|| TenantError::NotFound(name_or_id.to_owned()))
+}
+
+pub async fn list(pool: &PgPool) -> Result<Vec<Tenant>, sqlx::Error> {
+    sqlx::query_as(concat!("SELECT ", columns!(), " FROM tenants ORDER BY name"))
+        .fetch_all(pool)
+        .await
+}
+
+/// The tenant's own app credentials, unsealed, if it has its own app registration.
+pub async fn own_app(
+    pool: &PgPool,
+    master_key: Option<&MasterKey>,
+    tenant_id: Uuid,
+) -> Result<Option<OwnApp>, TenantError> {
+    let row: Option<(Option<String>, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT client_id, client_secret_sealed FROM tenants WHERE id = $1")
+            .bind(tenant_id)
+            .fetch_optional(pool)
+            .await?;
+    match row {
+        Some((Some(client_id), Some(sealed))) => {
+            let key = master_key.ok_or(TenantError::NoMasterKey)?;
+            let secret = key.open(&secret_context(tenant_id), &sealed)?;
+            Ok(Some(OwnApp {
+                client_id,
+                client_secret: SecretString::from(String::from_utf8_lossy(&secret).into_owned()),
+            }))
+        }
+        _ => Ok(None),
+    }
+}

@@ -1,0 +1,43 @@
+//! EHLO and HELO: the greeting, and the list of extensions on offer. AUTH is
+//! offered only inside TLS; STARTTLS only outside it.
+
+use std::io::Write;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::{reply, session::Session};
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub(crate) fn handle_ehlo(&mut self, host: String, extended: bool) {
+        let host = host.trim();
+        if host.is_empty() {
+            self.reply(reply::HELO_SYNTAX);
+            return;
+        }
+        // A new greeting resets the transaction (RFC 5321 §4.1.4), not the login.
+        self.envelope = None;
+        self.helo = Some(host.chars().take(255).collect());
+        let hostname = self.context.hostname.clone();
+        if !extended {
+            reply::write_text(&mut self.out, 250, "2.0.0", &hostname);
+            return;
+        }
+        let mut lines = vec![
+            format!("{hostname} greets {host}"),
+            format!("SIZE {}", self.context.max_message_size),
+            "8BITMIME".to_owned(),
+            "PIPELINING".to_owned(),
+            "ENHANCEDSTATUSCODES".to_owned(),
+            "SMTPUTF8".to_owned(),
+        ];
+        if self.tls.is_some() {
+            lines.push("AUTH PLAIN LOGIN".to_owned());
+        } else {
+            lines.push("STARTTLS".to_owned());
+        }
+        let last = lines.len() - 1;
+        for (i, line) in lines.iter().enumerate() {
+            let _ = write!(self.out, "250{}{line}\r\n", if i == last { ' ' } else { '-' });
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Microsoft Graph `sendMail`: `POST /v1.0/users/{id | userPrincipalName}/sendMail`.
+//!
+//! The MIME form (`Content-Type: text/plain`, the whole RFC 5322 message in base64)
+//! as the relay uses it, with Graph's checks in Graph's order: the bearer token
+//! (signature, expiry, audience, tenant), the `Mail.Send` role, the mailbox, the
+//! 4 MB request limit, the base64, the recipients, and SendAs. Success is
+//! `202 Accepted` with an empty body.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, Path, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use chrono::Utc;
+use jsonwebtoken::{Algorithm, Validation};
+use mail_parser::{Address, MessageParser};
+use uuid::Uuid;
+
+use crate::{DeliveredMessage, Directory, GRAPH_RESOURCE, ROLE_MAIL_SEND, token::AccessTokenClaims};
+
+/// Graph's limit on a request body.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+pub fn router() -> Router<Arc<Directory>> {
+    Router::new()
+        .route("/v1.0/users/{user}/sendMail", post(send_mail))
+        // Let oversized bodies through to the handler so it can answer as Graph does.
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES * 4))
+}
+
+/// A Graph error: `{"error":{"code","message","innerError"}}`.
+fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({
+        "error": {
+            "code": code,
+            "message": message,
+            "innerError": {
+                "date": Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string(),
+                "request-id": Uuid::new_v4(),
+                "client-request-id": Uuid::new_v4(),
+            }
+        }
+    });
+    (status, Json(body)).into_response()
+}
+
+fn validate_token(directory: &Directory, headers: &HeaderMap) -> Result<AccessTokenClaims, Response> {
+    let invalid = |message: &str| graph_error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", message);
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| invalid("Access token is empty."))?;
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_audience(&[GRAPH_RESOURCE, "00000003-0000-0000-c000-000000000000"]);
+    validation.leeway = 0;
+    jsonwebtoken::decode::<AccessTokenClaims>(token, &directory.verifying_key, &validation)
+        .map(|data| data.claims)
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => invalid("Lifetime validation failed, the token is expired."),
+            jsonwebtoken::errors::ErrorKind::InvalidAudience => invalid("Access token validation failure. Invalid audience."),
+            _ => invalid("Access token validation failure."),
+        })
+}
+
+async fn send_mail(
+    State(directory): State<Arc<Directory>>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let claims = match validate_token(&directory, &headers) {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    if !claims.roles.iter().any(|r| r == ROLE_MAIL_SEND) {
+        return graph_error(StatusCode::FORBIDDEN, "ErrorAccessDenied", "Access is denied. Check credentials and try again.");
+    }
+    let Ok(tenant_id) = Uuid::parse_str(&claims.tid) else {
+        return graph_error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", "Access token validation failure.");
+    };
+    let mailbox = user.to_ascii_lowercase();
+    let send_as = {
+        let state = directory.lock();
+        match state.tenants.get(&tenant_id).and_then(|t| t.mailboxes.get(&mailbox)) {
+            Some(send_as) => send_as.clone(),
+            None => {
+                return graph_error(
+                    StatusCode::NOT_FOUND,
+                    "ErrorInvalidUser",
+                    &format!("The requested user '{user}' is invalid."),
+                );
+            }
+        }
+    };
+    if body.len() > MAX_REQUEST_BYTES {
+        return graph_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestBodyTooLarge",
+            "The maximum request length supported is 4MB.",
+        );
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if !content_type.starts_with("text/plain") {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidRequest",
+            "This simulator accepts sendMail in MIME form (Content-Type: text/plain) only.",
+        );
+    }
+    let compact: Vec<u8> = body.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    let Ok(mime) = STANDARD.decode(&compact) else {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorMimeContentInvalidBase64String",
+            "Invalid base64 string for MIME content.",
+        );
+    };
+    let Some(parsed) = MessageParser::default().parse_headers(&mime) else {
+        return graph_error(StatusCode::BAD_REQUEST, "ErrorMimeContentInvalid", "The MIME content is invalid.");
+    };
+    let addresses = |a: Option<&Address>| -> Vec<String> {
+        a.map(|a| a.iter().filter_map(|addr| addr.address().map(str::to_ascii_lowercase)).collect())
+            .unwrap_or_default()
+    };
+    let mut recipients = addresses(parsed.to());
+    recipients.extend(addresses(parsed.cc()));
+    recipients.extend(addresses(parsed.bcc()));
+    if recipients.is_empty() {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidRecipients",
+            "At least one recipient isn't valid., A message can't be sent because it contains no recipients.",
+        );
+    }
+    let from = addresses(parsed.from()).into_iter().next();
+    if let Some(from) = &from {
+        if *from != mailbox && !send_as.contains(from) {
+            return graph_error(
+                StatusCode::FORBIDDEN,
+                "ErrorSendAsDenied",
+                "The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account., Cannot submit message.",
+            );
+        }
+    }
+    let subject = parsed.subject().map(str::to_owned);
+    let stored = strip_bcc(&mime);
+    directory.lock().delivered.push(DeliveredMessage {
+        id: Uuid::new_v4(),
+        tenant_id,
+        mailbox,
+        from,
+        recipients,
+        subject,
+        mime: String::from_utf8_lossy(&stored).into_owned(),
+        via: "graph",
+        received_at: Utc::now(),
+    });
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// Removes Bcc header fields (with their folded continuation lines) from the header
+/// section, as Exchange does before a message is stored or sent on.
+pub(crate) fn strip_bcc(mime: &[u8]) -> Vec<u8> {
+    let header_end = mime
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 2)
+        .unwrap_or(mime.len());
+    let (head, rest) = mime.split_at(header_end);
+    let mut out = Vec::with_capacity(mime.len());
+    let mut skipping = false;
+    for line in head.split_inclusive(|&b| b == b'\n') {
+        let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if !continuation {
+            skipping = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"bcc:");
+        }
+        if !skipping {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_bcc;
+
+    #[test]
+    fn bcc_fields_and_their_folds_are_removed() {
+        let mime = b"From: a@x.example\r\nBcc: b@x.example,\r\n c@x.example\r\nTo: d@x.example\r\n\r\nBcc: body stays\r\n";
+        assert_eq!(
+            strip_bcc(mime),
+            b"From: a@x.example\r\nTo: d@x.example\r\n\r\nBcc: body stays\r\n".to_vec()
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! The Microsoft 365 simulator: a separate, faithful stand-in for the Microsoft
+//! endpoints mailbridge talks to, built from the documented wire behaviour
+//! (m365-facts.md): the Entra token endpoint, Graph `sendMail`, and mailboxes whose
+//! contents tests and people can read.
+//!
+//! It serves HTTPS with a certificate from its own small CA, so the relay verifies
+//! TLS against it exactly as against Microsoft (through `MAILBRIDGE_EXTRA_CA_FILE`).
+//! It never reaches into mailbridge's code or database: it only sees the wire.
+
+mod control;
+mod directory;
+mod graph;
+mod https;
+mod token;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use directory::{DeliveredMessage, Directory, SimTenant, TokenRequestRecord};
+
+/// Application permissions (app roles) the simulator knows.
+pub const ROLE_MAIL_SEND: &str = "Mail.Send";
+pub const ROLE_SMTP_SEND_AS_APP: &str = "SMTP.SendAsApp";
+pub const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
+pub const EXCHANGE_RESOURCE: &str = "https://outlook.office365.com";
+
+/// A running simulator.
+pub struct Simulator {
+    pub directory: Arc<Directory>,
+    addr: SocketAddr,
+    ca_pem: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl Simulator {
+    /// Starts the simulator on `listen` (port 0 picks a free port).
+    pub async fn start(listen: SocketAddr) -> anyhow::Result<Self> {
+        mailbridge_core::tls::install_crypto_provider();
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let names = vec![addr.ip().to_string(), "localhost".to_owned()];
+        let authority = mailbridge_core::tls::LocalAuthority::generate("mailbridge M365 simulator CA", &names)?;
+        let tls = authority.server.server_config()?;
+        let directory = Arc::new(Directory::new()?);
+        let app = router(directory.clone());
+        let task = tokio::spawn(https::serve(listener, tls, app));
+        tracing::info!(%addr, "Microsoft 365 simulator listening (HTTPS)");
+        Ok(Self { directory, addr, ca_pem: authority.ca_pem, task })
+    }
+
+    /// The base URL for both the login and the Graph endpoint.
+    pub fn base_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The CA certificate (PEM) clients must trust to reach the simulator.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn router(directory: Arc<Directory>) -> Router {
+    Router::new()
+        .merge(token::router())
+        .merge(graph::router())
+        .merge(control::router())
+        .with_state(directory)
+}

@@ -1,0 +1,113 @@
+//! `mailbridge dev`: a throwaway PostgreSQL (unless `DATABASE_URL` is set), the
+//! migrations, the Microsoft 365 simulator, edge, worker and web in one process, a
+//! demo customer and device, and what a newcomer needs printed on the terminal.
+//! Ctrl-C stops everything and removes the throwaway database.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use mailbridge::stack::{Stack, StackOptions};
+use mailbridge_core::{
+    Settings, db, devices,
+    scratch_postgres::{ScratchOptions, ScratchPostgres},
+    tenants::{self, DeliveryMethod, NewTenant, TenantError},
+};
+use mailbridge_m365_sim::ROLE_MAIL_SEND;
+use uuid::Uuid;
+
+const DEMO_TENANT: &str = "Praxis Dr. Sonnenschein (demo)";
+const DEMO_MAILBOX: &str = "scanner@praxis-sonnenschein.example";
+const DEMO_RECIPIENT: &str = "empfang@praxis-sonnenschein.example";
+
+fn listen_or(env: &str, default: &str) -> anyhow::Result<SocketAddr> {
+    let value = std::env::var(env).unwrap_or_else(|_| default.to_owned());
+    value.parse().with_context(|| format!("{env}={value:?} is not an address:port"))
+}
+
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let (scratch, url) = match settings.database_url.clone() {
+        Some(url) => (None, url),
+        None => {
+            println!("Starting a throwaway PostgreSQL …");
+            let scratch = tokio::task::spawn_blocking(|| ScratchPostgres::start(&ScratchOptions::default()))
+                .await??;
+            let admin = db::pool(&scratch.url("postgres"), db::PoolOptions::default())?;
+            sqlx::query("CREATE DATABASE mailbridge").execute(&admin).await?;
+            admin.close().await;
+            let url = scratch.url("mailbridge");
+            (Some(scratch), url)
+        }
+    };
+    let pool = db::pool(&url, db::PoolOptions::default())?;
+    db::migrate(&pool).await.context("applying migrations")?;
+
+    let options = StackOptions {
+        smtp_listen: listen_or("MAILBRIDGE_SUBMISSION_LISTEN", "127.0.0.1:2587")?,
+        web_listen: listen_or("MAILBRIDGE_WEB_LISTEN", "127.0.0.1:8080")?,
+        sim_listen: listen_or("MAILBRIDGE_SIM_LISTEN", "127.0.0.1:9443")?,
+        start_worker: true,
+    };
+    let stack = Stack::start(pool.clone(), settings, options).await?;
+
+    // The demo customer, in mailbridge and in the simulated Microsoft 365.
+    let tenant = match tenants::find(&pool, DEMO_TENANT).await {
+        Ok(existing) => existing,
+        Err(TenantError::NotFound(_)) => {
+            tenants::create(
+                &pool,
+                stack.settings.master_key.as_ref(),
+                NewTenant {
+                    name: DEMO_TENANT.to_owned(),
+                    entra_tenant_id: Uuid::new_v4(),
+                    sender_mailbox: DEMO_MAILBOX.to_owned(),
+                    delivery_method: DeliveryMethod::Graph,
+                    own_app: None,
+                },
+            )
+            .await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let directory = &stack.simulator.directory;
+    directory.add_tenant(tenant.entra_tenant_id, &[&tenant.sender_mailbox, DEMO_RECIPIENT]);
+    directory.consent(tenant.entra_tenant_id, &stack.client_id, &[ROLE_MAIL_SEND]);
+    let existing = devices::list(&pool, tenant.id).await?.len();
+    let device_name = format!("Empfang scanner {}", existing + 1);
+    let device = devices::create(&pool, tenant.id, &device_name).await?;
+
+    let smtp = stack.smtp_addr;
+    let ca = stack.edge_ca_file.display();
+    println!(
+        r#"
+mailbridge is running.
+
+  Control plane   http://{web}/
+  SMTP            {smtp} (STARTTLS, AUTH PLAIN/LOGIN); CA certificate: {ca}
+  Device          username {user}
+                  password {password}
+  Customer        {tenant} → sends as {mailbox}
+  Microsoft 365   simulated at {sim}; mailboxes: {sim}/_sim/inbox
+
+Send a test message:
+
+  printf 'From: {mailbox}\r\nTo: {rcpt}\r\nSubject: Hello from mailbridge\r\n\r\nIt works.\r\n' | curl --ssl-reqd --cacert {ca} --url smtp://{smtp} --user '{user}:{password}' --mail-from {mailbox} --mail-rcpt {rcpt} --upload-file -
+
+then open {sim}/_sim/inbox (the simulator's certificate is signed by its own CA).
+Ctrl-C stops everything{cleanup}.
+"#,
+        web = stack.web_addr,
+        user = device.device.username,
+        password = device.password,
+        tenant = tenant.name,
+        mailbox = tenant.sender_mailbox,
+        rcpt = DEMO_RECIPIENT,
+        sim = stack.simulator.base_url(),
+        cleanup = if scratch.is_some() { " and removes the throwaway database" } else { "" },
+    );
+
+    crate::shutdown_on_signal().cancelled().await;
+    stack.shutdown().await;
+    pool.close().await;
+    drop(scratch);
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! `mailbridge`: one binary, one subcommand per part (edge, worker, web, sim), plus
+//! `migrate`, the administration commands for scripting (`tenant`, `device`), and
+//! `dev`, everything in one process for a first look.
+
+mod admin;
+mod dev;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mailbridge_core::{Settings, db};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(name = "mailbridge", version, about = "SMTP relay for devices into Microsoft 365 with OAuth 2.0")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Everything in one process: throwaway PostgreSQL (unless DATABASE_URL is set),
+    /// the Microsoft 365 simulator, edge, worker and web, with a demo customer and device.
+    Dev,
+    /// The SMTP listeners.
+    Edge,
+    /// The delivery workers.
+    Worker,
+    /// The control plane (HTML, health endpoints).
+    Web,
+    /// The Microsoft 365 simulator on its own.
+    Sim(admin::SimArgs),
+    /// Applies the database migrations.
+    Migrate,
+    /// Customers (Microsoft 365 tenants).
+    #[command(subcommand)]
+    Tenant(admin::TenantCommand),
+    /// Devices and their SMTP credentials.
+    #[command(subcommand)]
+    Device(admin::DeviceCommand),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    mailbridge_core::telemetry::init();
+    let cli = Cli::parse();
+    let settings = Settings::from_env()?;
+    match cli.command {
+        Command::Dev => dev::run(settings).await,
+        Command::Edge => run_edge(settings).await,
+        Command::Worker => run_worker(settings).await,
+        Command::Web => run_web(settings).await,
+        Command::Sim(args) => admin::run_sim(args, shutdown_on_signal()).await,
+        Command::Migrate => {
+            let pool = connect(&settings)?;
+            db::migrate(&pool).await.context("applying migrations")?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Tenant(command) => admin::tenant(command, &connect(&settings)?, &settings).await,
+        Command::Device(command) => admin::device(command, &connect(&settings)?).await,
+    }
+}
+
+fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
+    Ok(db::pool(settings.require_database_url()?, db::PoolOptions::default())?)
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM (what Kubernetes sends before it kills a pod).
+pub(crate) fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        cancel.cancel();
+    });
+    token
+}
+
+async fn run_edge(settings: Settings) -> anyhow::Result<()> {
+    let pool = connect(&settings)?;
+    let identity = mailbridge_edge::identity_from_settings(&settings.edge)?;
+    let edge = mailbridge_edge::Edge::bind(&settings.edge, pool, identity).await?;
+    edge.run(shutdown_on_signal()).await;
+    Ok(())
+}
+
+async fn run_worker(settings: Settings) -> anyhow::Result<()> {
+    let pool = connect(&settings)?;
+    let worker = Arc::new(mailbridge_worker::Worker::new(pool, settings)?);
+    worker.run(shutdown_on_signal()).await;
+    Ok(())
+}
+
+async fn run_web(settings: Settings) -> anyhow::Result<()> {
+    let pool = connect(&settings)?;
+    let listener = tokio::net::TcpListener::bind(settings.web_listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.web_listen))?;
+    mailbridge_web::serve(listener, pool, shutdown_on_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,142 @@
+//! A complete mailbridge in one process, wired to the Microsoft 365 simulator: the
+//! simulator's CA is trusted through the extra-CA setting, the MSP app is registered
+//! with it, and the edge serves a certificate from a local CA whose PEM a client can
+//! trust. Every part is the real one; only Microsoft is simulated.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use mailbridge_core::{
+    Settings,
+    crypto::{self, MasterKey},
+    tls::LocalAuthority,
+};
+use mailbridge_edge::Edge;
+use mailbridge_m365_sim::Simulator;
+use mailbridge_worker::Worker;
+use secrecy::SecretString;
+use sqlx::PgPool;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+/// Where the parts of a stack listen; port 0 picks a free port.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub smtp_listen: SocketAddr,
+    pub web_listen: SocketAddr,
+    pub sim_listen: SocketAddr,
+    /// Start the delivery worker right away (tests may start it later).
+    pub start_worker: bool,
+}
+
+impl StackOptions {
+    /// Free loopback ports for everything: what tests use.
+    pub fn ephemeral() -> Self {
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
+        Self { smtp_listen: any, web_listen: any, sim_listen: any, start_worker: true }
+    }
+}
+
+/// A running stack.
+#[derive(Debug)]
+pub struct Stack {
+    pub pool: PgPool,
+    pub settings: Settings,
+    pub simulator: Simulator,
+    pub smtp_addr: SocketAddr,
+    pub web_addr: SocketAddr,
+    /// PEM of the CA that signed the edge's certificate (trust it to verify the edge).
+    pub edge_ca_file: PathBuf,
+    /// The MSP app as registered with the simulator.
+    pub client_id: String,
+    files: tempfile::TempDir,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    worker_task: Option<JoinHandle<()>>,
+}
+
+impl Stack {
+    /// Starts the simulator, edge, web and (optionally) worker against `pool`, which
+    /// must be migrated. `settings` gives everything not about Microsoft's endpoints.
+    pub async fn start(pool: PgPool, mut settings: Settings, options: StackOptions) -> anyhow::Result<Self> {
+        mailbridge_core::tls::install_crypto_provider();
+        let files = tempfile::Builder::new().prefix("mailbridge-stack-").tempdir()?;
+        let simulator = Simulator::start(options.sim_listen).await?;
+        let sim_ca = files.path().join("m365-simulator-ca.pem");
+        std::fs::write(&sim_ca, simulator.ca_pem())?;
+
+        let client_id = uuid::Uuid::new_v4().to_string();
+        let client_secret = crypto::generate_password();
+        simulator.directory.register_app(&client_id, &client_secret);
+        settings.m365.login_url = simulator.base_url();
+        settings.m365.graph_url = simulator.base_url();
+        settings.m365.client_id = Some(client_id.clone());
+        settings.m365.client_secret = Some(SecretString::from(client_secret));
+        settings.extra_ca_file = Some(sim_ca);
+        if settings.master_key.is_none() {
+            settings.master_key = Some(MasterKey::from_base64(&MasterKey::generate_base64())?);
+        }
+
+        let edge_names = vec![
+            "localhost".to_owned(),
+            options.smtp_listen.ip().to_string(),
+            settings.edge.hostname.clone(),
+        ];
+        let edge_authority = LocalAuthority::generate("mailbridge development CA", &edge_names)?;
+        let edge_ca_file = files.path().join("edge-ca.pem");
+        std::fs::write(&edge_ca_file, &edge_authority.ca_pem)?;
+        settings.edge.submission_listen = options.smtp_listen;
+        let edge = Edge::bind(&settings.edge, pool.clone(), edge_authority.server).await?;
+        let smtp_addr = edge.local_addr();
+
+        let web_listener = TcpListener::bind(options.web_listen).await?;
+        let web_addr = web_listener.local_addr()?;
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = vec![tokio::spawn(edge.run(shutdown.clone()))];
+        let (web_pool, web_shutdown) = (pool.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = mailbridge_web::serve(web_listener, web_pool, web_shutdown).await {
+                tracing::error!(error = %e, "control plane stopped");
+            }
+        }));
+        let mut stack = Self {
+            pool,
+            settings,
+            simulator,
+            smtp_addr,
+            web_addr,
+            edge_ca_file,
+            client_id,
+            files,
+            shutdown,
+            tasks,
+            worker_task: None,
+        };
+        if options.start_worker {
+            stack.start_worker()?;
+        }
+        Ok(stack)
+    }
+
+    /// Starts the delivery worker (once).
+    pub fn start_worker(&mut self) -> anyhow::Result<()> {
+        if self.worker_task.is_none() {
+            let worker = Arc::new(Worker::new(self.pool.clone(), self.settings.clone())?);
+            self.worker_task = Some(tokio::spawn(worker.run(self.shutdown.clone())));
+        }
+        Ok(())
+    }
+
+    /// Where the stack keeps its files (CA certificates).
+    pub fn files_dir(&self) -> &std::path::Path {
+        self.files.path()
+    }
+
+    /// Stops every part and waits for them.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        for task in self.tasks.drain(..).chain(self.worker_task.take()) {
+            let _ = task.await;
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Microsoft Graph `sendMail` in MIME form: the whole message, base64, as
+//! `text/plain`, posted as the tenant's sender mailbox. Graph answers `202` when it
+//! has accepted the message; everything else is classified in `outcome`.
+
+use std::time::Duration;
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::outcome::DeliveryOutcome;
+
+#[derive(Debug, Clone)]
+pub struct GraphClient {
+    http: reqwest::Client,
+    base_url: String,
+}
+
+#[derive(Deserialize)]
+struct GraphErrorBody {
+    error: GraphError,
+}
+
+#[derive(Deserialize)]
+struct GraphError {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+impl GraphClient {
+    pub fn new(http: reqwest::Client, base_url: String) -> Self {
+        Self { http, base_url }
+    }
+
+    pub async fn send_mime(&self, token: &SecretString, mailbox: &str, mime: &[u8]) -> DeliveryOutcome {
+        let url = format!("{}/v1.0/users/{}/sendMail", self.base_url, urlencode_path(mailbox));
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(token.expose_secret())
+            .header(reqwest::header::CONTENT_TYPE, "text/plain")
+            .body(STANDARD.encode(mime))
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => return DeliveryOutcome::unreachable("graph", crate::describe_http_error(&e)),
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = response.bytes().await.unwrap_or_default();
+        if status == 202 {
+            return DeliveryOutcome::Delivered { status };
+        }
+        let (code, message) = match serde_json::from_slice::<GraphErrorBody>(&body) {
+            Ok(parsed) => (parsed.error.code, parsed.error.message),
+            Err(_) => (format!("HTTP {status}"), String::from_utf8_lossy(&body).chars().take(500).collect()),
+        };
+        DeliveryOutcome::from_graph(status, code, message, retry_after)
+    }
+}
+
+/// Percent-encodes a mailbox for a URL path segment (`@` and `.` stay readable).
+fn urlencode_path(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'@' | b'+' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

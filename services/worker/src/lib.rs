@@ -1,0 +1,262 @@
+//! mailbridge-worker: turns queued messages into messages in the customer's
+//! Microsoft 365.
+//!
+//! A worker leases due messages from PostgreSQL (`FOR UPDATE SKIP LOCKED`, so any
+//! number of workers share one queue), is woken by LISTEN/NOTIFY with a periodic
+//! sweep for retries as a safety net, gets an app-only token for the message's
+//! tenant, delivers through Graph `sendMail`, records the attempt, and settles the
+//! message. It never answers a device and never deletes a message it has not
+//! settled.
+
+pub mod graph;
+pub mod mime;
+pub mod outcome;
+pub mod token;
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use mailbridge_core::{
+    Settings,
+    crypto::MasterKey,
+    queue::{self, DeliveryAttempt, LeasedMessage, Settlement},
+    tenants::{self, Tenant},
+};
+use sqlx::{PgPool, postgres::PgListener};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    graph::GraphClient,
+    outcome::DeliveryOutcome,
+    token::{AppCredentials, TokenCache, TokenKey},
+};
+
+/// One delivery worker process.
+#[derive(Debug)]
+pub struct Worker {
+    pool: PgPool,
+    settings: Settings,
+    master_key: Option<MasterKey>,
+    tokens: TokenCache,
+    graph: GraphClient,
+    /// Written into leases and attempts: which worker did it.
+    identity: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Tls(#[from] mailbridge_core::tls::TlsError),
+    #[error("building the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// A readable account of an HTTP failure, with its causes (TLS, DNS, timeout …).
+pub(crate) fn describe_http_error(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    if error.is_timeout() {
+        text.push_str(" (timed out)");
+    }
+    text
+}
+
+impl Worker {
+    pub fn new(pool: PgPool, settings: Settings) -> Result<Self, WorkerError> {
+        mailbridge_core::tls::install_crypto_provider();
+        let tls = mailbridge_core::tls::client_config(settings.extra_ca_file.as_deref())?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured((*tls).clone())
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("mailbridge/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let identity = format!(
+            "{}:{}:{}",
+            settings.edge.hostname,
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        Ok(Self {
+            tokens: TokenCache::new(http.clone(), settings.m365.login_url.clone()),
+            graph: GraphClient::new(http, settings.m365.graph_url.clone()),
+            master_key: settings.master_key.clone(),
+            pool,
+            settings,
+            identity,
+        })
+    }
+
+    /// Delivers until `shutdown` is cancelled, then waits for deliveries in flight.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let concurrency = self.settings.worker.concurrency.max(1);
+        let permits = Arc::new(Semaphore::new(concurrency));
+        let sweep = Duration::from_secs(self.settings.worker.sweep_seconds.max(1));
+        let mut listener = None;
+        tracing::info!(worker = %self.identity, concurrency, "delivery worker started");
+        loop {
+            if listener.is_none() {
+                listener = self.listen().await;
+            }
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                permit = permits.clone().acquire_owned() => permit.expect("semaphore never closes"),
+            };
+            let mut batch = vec![first];
+            while let Ok(permit) = permits.clone().try_acquire_owned() {
+                batch.push(permit);
+            }
+            let wanted = batch.len();
+            let lease = Duration::from_secs(self.settings.worker.lease_seconds);
+            let leased = match queue::lease_due(&self.pool, &self.identity, wanted as i64, lease).await {
+                Ok(leased) => leased,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot lease messages: database unavailable");
+                    drop(batch);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            let got = leased.len();
+            for (message, permit) in leased.into_iter().zip(batch.drain(..)) {
+                let worker = self.clone();
+                tokio::spawn(async move {
+                    worker.deliver(message).await;
+                    drop(permit);
+                });
+            }
+            drop(batch);
+            if got == wanted {
+                continue; // There may be more due right now.
+            }
+            // Nothing (more) due: sleep until a new message, the sweep, or shutdown.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(sweep) => {}
+                woke = wait_for_notification(&mut listener) => {
+                    if let Err(e) = woke {
+                        tracing::warn!(error = %e, "queue notifications lost; reconnecting");
+                        listener = None;
+                    }
+                }
+            }
+        }
+        tracing::info!("worker stopping: waiting for deliveries in flight");
+        let _ = tokio::time::timeout(Duration::from_secs(30), permits.acquire_many(concurrency as u32)).await;
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
+        listener.listen(queue::QUEUE_CHANNEL).await.ok()?;
+        Some(listener)
+    }
+
+    /// One attempt for one leased message, recorded and settled.
+    async fn deliver(&self, message: LeasedMessage) {
+        let started_at = Utc::now();
+        let clock = std::time::Instant::now();
+        let outcome = self.attempt(&message).await;
+        let attempt = DeliveryAttempt {
+            started_at,
+            duration_ms: clock.elapsed().as_millis().min(i32::MAX as u128) as i32,
+            method: "graph".to_owned(),
+            outcome: outcome.attempt_outcome(),
+            upstream_status: outcome.status().map(i32::from),
+            upstream_code: outcome.code().map(str::to_owned),
+            upstream_message: outcome.message().map(|m| m.chars().take(2000).collect()),
+            worker: self.identity.clone(),
+        };
+        let settlement = match &outcome {
+            DeliveryOutcome::Delivered { .. } => Settlement::Delivered,
+            DeliveryOutcome::Permanent { .. } => Settlement::Failed,
+            DeliveryOutcome::RetryLater { retry_after, .. } => {
+                let next = Utc::now() + outcome::backoff(message.attempt_count, *retry_after);
+                let max_age = chrono::Duration::seconds(self.settings.worker.max_age_seconds as i64);
+                if next - message.received_at > max_age {
+                    Settlement::Failed
+                } else {
+                    Settlement::RetryAt(next)
+                }
+            }
+        };
+        tracing::info!(
+            queue_id = %message.id,
+            tenant = %message.tenant_id,
+            attempt = message.attempt_count,
+            outcome = ?attempt.outcome,
+            code = attempt.upstream_code.as_deref().unwrap_or(""),
+            "delivery attempt"
+        );
+        match queue::settle(&self.pool, message.id, &self.identity, &attempt, settlement).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(queue_id = %message.id, "lease was lost before settling; another worker owns it"),
+            // The lease expires and the message is tried again: at least once.
+            Err(e) => tracing::error!(queue_id = %message.id, error = %e, "could not settle message"),
+        }
+    }
+
+    async fn attempt(&self, message: &LeasedMessage) -> DeliveryOutcome {
+        let tenant = match tenants::get(&self.pool, message.tenant_id).await {
+            Ok(Some(tenant)) => tenant,
+            Ok(None) => return DeliveryOutcome::local("tenant_deleted", "the customer was deleted", true),
+            Err(e) => return DeliveryOutcome::local("database", e.to_string(), false),
+        };
+        let body = match queue::body(&self.pool, message.id).await {
+            Ok(Some(body)) => body,
+            Ok(None) => return DeliveryOutcome::local("body_missing", "the message body is no longer stored", true),
+            Err(e) => return DeliveryOutcome::local("database", e.to_string(), false),
+        };
+        let app = match self.app_for(&tenant).await {
+            Ok(app) => app,
+            Err(outcome) => return outcome,
+        };
+        let key = TokenKey {
+            entra_tenant_id: tenant.entra_tenant_id,
+            client_id: app.client_id.clone(),
+            scope: format!("{}/.default", self.settings.m365.graph_resource),
+        };
+        let token = match self.tokens.get(&key, &app).await {
+            Ok(token) => token,
+            Err(e) => return DeliveryOutcome::from_token_error(&e),
+        };
+        let mime = mime::with_envelope_recipients(&body, &message.rcpt_to);
+        let outcome = self.graph.send_mime(&token, &tenant.sender_mailbox, &mime).await;
+        if let DeliveryOutcome::RetryLater { invalidate_token: true, .. } = outcome {
+            self.tokens.invalidate(&key).await;
+        }
+        outcome
+    }
+
+    /// The tenant's own app registration, or the MSP's multi-tenant app.
+    async fn app_for(&self, tenant: &Tenant) -> Result<AppCredentials, DeliveryOutcome> {
+        match tenants::own_app(&self.pool, self.master_key.as_ref(), tenant.id).await {
+            Ok(Some(app)) => Ok(AppCredentials { client_id: app.client_id, client_secret: app.client_secret }),
+            Ok(None) => match (&self.settings.m365.client_id, &self.settings.m365.client_secret) {
+                (Some(client_id), Some(secret)) => {
+                    Ok(AppCredentials { client_id: client_id.clone(), client_secret: secret.clone() })
+                }
+                _ => Err(DeliveryOutcome::local(
+                    "not_configured",
+                    "MAILBRIDGE_ENTRA_CLIENT_ID and MAILBRIDGE_ENTRA_CLIENT_SECRET are not set",
+                    false,
+                )),
+            },
+            Err(e) => Err(DeliveryOutcome::local("secret_unavailable", e.to_string(), false)),
+        }
+    }
+}
+
+async fn wait_for_notification(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
+    match listener {
+        Some(l) => l.recv().await.map(drop),
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,165 @@
+//! App-only access tokens from the Entra token endpoint (client-credentials grant),
+//! cached per (tenant, app, resource) until shortly before they expire. However many
+//! messages wait for a tenant, one request per key is in flight: the others wait for
+//! its answer.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use uuid::Uuid;
+
+/// Refresh this long before expiry, so no request leaves with a dying token.
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// What a token is cached under.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenKey {
+    pub entra_tenant_id: Uuid,
+    pub client_id: String,
+    /// `{resource}/.default`
+    pub scope: String,
+}
+
+/// The credentials of the app a token is requested for.
+#[derive(Debug, Clone)]
+pub struct AppCredentials {
+    pub client_id: String,
+    pub client_secret: SecretString,
+}
+
+/// Why no token could be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenError {
+    /// Entra answered with an error (`AADSTS…`).
+    #[error("{description}")]
+    Rejected { status: u16, error: String, aadsts: Option<u32>, description: String },
+    /// No answer: connection, TLS or timeout.
+    #[error("token endpoint unreachable: {0}")]
+    Unreachable(String),
+}
+
+#[derive(Debug, Clone)]
+struct CachedToken {
+    access_token: SecretString,
+    refresh_at: Instant,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<CachedToken>>>;
+
+#[derive(Debug)]
+pub struct TokenCache {
+    http: reqwest::Client,
+    login_url: String,
+    slots: Mutex<HashMap<TokenKey, Slot>>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    expires_in: u64,
+}
+
+#[derive(Deserialize)]
+struct ErrorResponse {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: String,
+    #[serde(default)]
+    error_codes: Vec<u32>,
+}
+
+impl TokenCache {
+    pub fn new(http: reqwest::Client, login_url: String) -> Self {
+        Self { http, login_url, slots: Mutex::default() }
+    }
+
+    fn slot(&self, key: &TokenKey) -> Slot {
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// A valid token for `key`, from the cache or freshly requested.
+    pub async fn get(&self, key: &TokenKey, app: &AppCredentials) -> Result<SecretString, TokenError> {
+        let slot = self.slot(key);
+        let mut cached = slot.lock().await;
+        if let Some(token) = cached.as_ref().filter(|t| Instant::now() < t.refresh_at) {
+            return Ok(token.access_token.clone());
+        }
+        let fresh = self.request(key, app).await?;
+        let token = fresh.access_token.clone();
+        *cached = Some(fresh);
+        Ok(token)
+    }
+
+    /// Forgets the token for `key` (the resource refused it).
+    pub async fn invalidate(&self, key: &TokenKey) {
+        *self.slot(key).lock().await = None;
+    }
+
+    async fn request(&self, key: &TokenKey, app: &AppCredentials) -> Result<CachedToken, TokenError> {
+        let url = format!("{}/{}/oauth2/v2.0/token", self.login_url, key.entra_tenant_id);
+        let form = [
+            ("client_id", app.client_id.as_str()),
+            ("scope", key.scope.as_str()),
+            ("grant_type", "client_credentials"),
+            ("client_secret", app.client_secret.expose_secret()),
+        ];
+        let requested_at = Instant::now();
+        let response = self
+            .http
+            .post(&url)
+            .form(&form)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| TokenError::Unreachable(crate::describe_http_error(&e)))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| TokenError::Unreachable(crate::describe_http_error(&e)))?;
+        if status.is_success() {
+            let token: TokenResponse = serde_json::from_slice(&body).map_err(|e| TokenError::Rejected {
+                status: status.as_u16(),
+                error: "invalid_response".into(),
+                aadsts: None,
+                description: format!("the token endpoint answered with an unreadable token: {e}"),
+            })?;
+            let lifetime = Duration::from_secs(token.expires_in);
+            tracing::debug!(tenant = %key.entra_tenant_id, scope = %key.scope, "access token issued");
+            return Ok(CachedToken {
+                access_token: SecretString::from(token.access_token),
+                refresh_at: requested_at + lifetime.saturating_sub(REFRESH_MARGIN),
+            });
+        }
+        let error: ErrorResponse = serde_json::from_slice(&body).unwrap_or(ErrorResponse {
+            error: format!("http_{}", status.as_u16()),
+            error_description: String::from_utf8_lossy(&body).chars().take(500).collect(),
+            error_codes: Vec::new(),
+        });
+        // Entra puts the code first in the description too ("AADSTS7000215: …").
+        let aadsts = error.error_codes.first().copied().or_else(|| {
+            error
+                .error_description
+                .strip_prefix("AADSTS")
+                .and_then(|rest| rest.split(':').next())
+                .and_then(|code| code.parse().ok())
+        });
+        Err(TokenError::Rejected {
+            status: status.as_u16(),
+            error: error.error,
+            aadsts,
+            description: error.error_description,
+        })
+    }
+}
