@@ -24,8 +24,14 @@ impl EmailAddress {
                     && !domain.starts_with('.')
                     && !domain.ends_with('.')
             })
-            && !s.chars().any(|c| c.is_whitespace() || c.is_control() || "<>".contains(c));
-        if valid { Ok(Self(s.to_owned())) } else { Err(InvalidAddress(raw.to_owned())) }
+            && !s
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "<>".contains(c));
+        if valid {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(InvalidAddress(raw.to_owned()))
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -49,8 +55,22 @@ mod tests {
 
     #[test]
     fn accepts_mailboxes_and_refuses_the_rest() {
-        assert_eq!(EmailAddress::parse(" scan@praxis.example ").unwrap().domain(), "praxis.example");
-        for bad in ["", "praxis.example", "@praxis.example", "scan@", "scan@localhost", "a b@x.example", "<a@x.example>", "a@x.example."] {
+        assert_eq!(
+            EmailAddress::parse(" scan@praxis.example ")
+                .unwrap()
+                .domain(),
+            "praxis.example"
+        );
+        for bad in [
+            "",
+            "praxis.example",
+            "@praxis.example",
+            "scan@",
+            "scan@localhost",
+            "a b@x.example",
+            "<a@x.example>",
+            "a@x.example.",
+        ] {
             assert!(EmailAddress::parse(bad).is_err(), "{bad}");
         }
     }

@@ -21,7 +21,10 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 35 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{name} is not set: {why}")]
-    Missing { name: &'static str, why: &'static str },
+    Missing {
+        name: &'static str,
+        why: &'static str,
+    },
     #[error("{name} has an invalid value: {reason}")]
     Invalid { name: &'static str, reason: String },
 }
@@ -85,10 +88,12 @@ impl Settings {
     /// the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let master_key = match lookup("MAILBRIDGE_MASTER_KEY") {
-            Some(v) => Some(MasterKey::from_base64(&v).map_err(|e| ConfigError::Invalid {
-                name: "MAILBRIDGE_MASTER_KEY",
-                reason: e.to_string(),
-            })?),
+            Some(v) => Some(
+                MasterKey::from_base64(&v).map_err(|e| ConfigError::Invalid {
+                    name: "MAILBRIDGE_MASTER_KEY",
+                    reason: e.to_string(),
+                })?,
+            ),
             None => None,
         };
         Ok(Self {
@@ -101,7 +106,11 @@ impl Settings {
                 graph_url: url(&lookup, "MAILBRIDGE_M365_GRAPH_URL", DEFAULT_GRAPH_URL),
                 smtp_endpoint: lookup("MAILBRIDGE_M365_SMTP")
                     .unwrap_or_else(|| DEFAULT_SMTP_ENDPOINT.to_owned()),
-                graph_resource: url(&lookup, "MAILBRIDGE_M365_GRAPH_RESOURCE", DEFAULT_GRAPH_RESOURCE),
+                graph_resource: url(
+                    &lookup,
+                    "MAILBRIDGE_M365_GRAPH_RESOURCE",
+                    DEFAULT_GRAPH_RESOURCE,
+                ),
                 exchange_resource: url(
                     &lookup,
                     "MAILBRIDGE_M365_EXCHANGE_RESOURCE",
@@ -156,10 +165,12 @@ where
     T::Err: std::fmt::Display,
 {
     let raw = lookup(name).unwrap_or_else(|| default.to_owned());
-    raw.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
-        name,
-        reason: format!("{raw:?}: {e}"),
-    })
+    raw.trim()
+        .parse()
+        .map_err(|e: T::Err| ConfigError::Invalid {
+            name,
+            reason: format!("{raw:?}: {e}"),
+        })
 }
 
 fn url(lookup: &impl Fn(&str) -> Option<String>, name: &str, default: &str) -> String {
@@ -183,8 +194,10 @@ mod tests {
     use super::*;
 
     fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let vars: Vec<(String, String)> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
     }
 
@@ -207,7 +220,10 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable() {
         let err = settings(&[("MAILBRIDGE_SUBMISSION_LISTEN", "port 587")]).unwrap_err();
-        assert!(err.to_string().contains("MAILBRIDGE_SUBMISSION_LISTEN"), "{err}");
+        assert!(
+            err.to_string().contains("MAILBRIDGE_SUBMISSION_LISTEN"),
+            "{err}"
+        );
         let err = settings(&[("MAILBRIDGE_MASTER_KEY", "c2hvcnQ=")]).unwrap_err();
         assert!(err.to_string().contains("MAILBRIDGE_MASTER_KEY"), "{err}");
     }

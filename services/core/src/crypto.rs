@@ -67,7 +67,10 @@ impl MasterKey {
             .0
             .encrypt(
                 Nonce::from_slice(&nonce),
-                Payload { msg: plaintext, aad: context.as_bytes() },
+                Payload {
+                    msg: plaintext,
+                    aad: context.as_bytes(),
+                },
             )
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
         let mut sealed = Vec::with_capacity(1 + NONCE_LEN + ciphertext.len());
@@ -84,7 +87,10 @@ impl MasterKey {
                 self.0
                     .decrypt(
                         Nonce::from_slice(nonce),
-                        Payload { msg: ciphertext, aad: context.as_bytes() },
+                        Payload {
+                            msg: ciphertext,
+                            aad: context.as_bytes(),
+                        },
                     )
                     .map_err(|_| CryptoError::Unseal)
             }
@@ -121,7 +127,11 @@ pub fn generate_username(prefix: &str) -> String {
         .collect::<String>()
         .to_ascii_lowercase();
     let suffix = random_string(8).to_ascii_lowercase();
-    if prefix.is_empty() { format!("dev-{suffix}") } else { format!("{prefix}-{suffix}") }
+    if prefix.is_empty() {
+        format!("dev-{suffix}")
+    } else {
+        format!("{prefix}-{suffix}")
+    }
 }
 
 /// Hashes a password with argon2id (OWASP parameters, the crate's defaults).
@@ -168,8 +178,14 @@ mod tests {
 
     #[test]
     fn master_key_must_be_32_bytes() {
-        assert!(matches!(MasterKey::from_base64("AAAA"), Err(CryptoError::KeyLength(3))));
-        assert!(matches!(MasterKey::from_base64("not base64!"), Err(CryptoError::KeyEncoding)));
+        assert!(matches!(
+            MasterKey::from_base64("AAAA"),
+            Err(CryptoError::KeyLength(3))
+        ));
+        assert!(matches!(
+            MasterKey::from_base64("not base64!"),
+            Err(CryptoError::KeyEncoding)
+        ));
     }
 
     #[test]

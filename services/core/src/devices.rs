@@ -55,7 +55,11 @@ macro_rules! columns {
     };
 }
 
-pub async fn create(pool: &PgPool, tenant_id: Uuid, name: &str) -> Result<IssuedCredential, DeviceError> {
+pub async fn create(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    name: &str,
+) -> Result<IssuedCredential, DeviceError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(DeviceError::InvalidName);
@@ -83,21 +87,31 @@ pub async fn create(pool: &PgPool, tenant_id: Uuid, name: &str) -> Result<Issued
         .await;
         match inserted {
             Ok(device) => return Ok(IssuedCredential { device, password }),
-            Err(sqlx::Error::Database(db)) if db.constraint() == Some("devices_username_key") => continue,
-            Err(sqlx::Error::Database(db)) if db.constraint() == Some("devices_tenant_id_name_key") => {
+            Err(sqlx::Error::Database(db)) if db.constraint() == Some("devices_username_key") => {
+                continue;
+            }
+            Err(sqlx::Error::Database(db))
+                if db.constraint() == Some("devices_tenant_id_name_key") =>
+            {
                 return Err(DeviceError::NameTaken(name.to_owned()));
             }
             Err(e) => return Err(e.into()),
         }
     }
-    Err(DeviceError::Database(sqlx::Error::Protocol("could not find a free username".into())))
+    Err(DeviceError::Database(sqlx::Error::Protocol(
+        "could not find a free username".into(),
+    )))
 }
 
 pub async fn list(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<Device>, sqlx::Error> {
-    sqlx::query_as(concat!("SELECT ", columns!(), " FROM devices WHERE tenant_id = $1 ORDER BY name"))
-        .bind(tenant_id)
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM devices WHERE tenant_id = $1 ORDER BY name"
+    ))
+    .bind(tenant_id)
+    .fetch_all(pool)
+    .await
 }
 
 /// Checks a username and password. Unknown users and disabled devices cost the same

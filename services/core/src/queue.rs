@@ -179,11 +179,14 @@ pub async fn settle(
     let error = match attempt.outcome {
         AttemptOutcome::Delivered => None,
         _ => Some(
-            [attempt.upstream_code.as_deref(), attempt.upstream_message.as_deref()]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(": "),
+            [
+                attempt.upstream_code.as_deref(),
+                attempt.upstream_message.as_deref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(": "),
         ),
     };
     let (state, next_attempt_at) = match settlement {

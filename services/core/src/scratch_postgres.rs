@@ -46,7 +46,10 @@ pub struct ScratchOptions {
 
 impl Default for ScratchOptions {
     fn default() -> Self {
-        Self { fsync: false, max_connections: 200 }
+        Self {
+            fsync: false,
+            max_connections: 200,
+        }
     }
 }
 
@@ -66,7 +69,11 @@ impl ScratchPostgres {
         sweep_stale_dirs();
         let dir = tempfile::Builder::new().prefix(DIR_PREFIX).tempdir()?;
         fs::write(dir.path().join("owner.pid"), std::process::id().to_string())?;
-        let run_as = if is_root() { Some(unprivileged_user()?) } else { None };
+        let run_as = if is_root() {
+            Some(unprivileged_user()?)
+        } else {
+            None
+        };
         if let Some((uid, gid)) = run_as {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
         }
@@ -81,7 +88,12 @@ impl ScratchPostgres {
         let data = dir.path().join("data");
         let mut initdb = Command::new(bin.join("initdb"));
         initdb
-            .args(["--auth=scram-sha-256", "--encoding=UTF8", "--no-locale", "--no-sync"])
+            .args([
+                "--auth=scram-sha-256",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-sync",
+            ])
             .arg(format!("--username={SUPERUSER}"))
             .arg(format!("--pwfile={}", pwfile.display()))
             .arg("-D")
@@ -112,8 +124,14 @@ impl ScratchPostgres {
                 .arg("-k")
                 .arg(dir.path())
                 .args(["-c", "listen_addresses=127.0.0.1"])
-                .args(["-c", &format!("max_connections={}", options.max_connections)])
-                .args(["-c", &format!("fsync={}", if options.fsync { "on" } else { "off" })])
+                .args([
+                    "-c",
+                    &format!("max_connections={}", options.max_connections),
+                ])
+                .args([
+                    "-c",
+                    &format!("fsync={}", if options.fsync { "on" } else { "off" }),
+                ])
                 .args(["-c", "shared_buffers=128MB"])
                 .current_dir(dir.path())
                 .stdin(Stdio::null())
@@ -123,7 +141,15 @@ impl ScratchPostgres {
             die_with_parent(&mut postgres);
             let (pid, waiter, exited) = spawn_watched(postgres)?;
             match wait_ready(dir.path(), &exited) {
-                Ok(()) => return Ok(Self { pid, port, password, dir, waiter: Some(waiter) }),
+                Ok(()) => {
+                    return Ok(Self {
+                        pid,
+                        port,
+                        password,
+                        dir,
+                        waiter: Some(waiter),
+                    });
+                }
                 Err(e) => {
                     last_error = e;
                     send_signal(pid, libc::SIGQUIT);
@@ -131,7 +157,10 @@ impl ScratchPostgres {
                 }
             }
         }
-        Err(ScratchError::Step { step: "starting postgres", detail: last_error })
+        Err(ScratchError::Step {
+            step: "starting postgres",
+            detail: last_error,
+        })
     }
 
     /// Superuser URL of the server, for `database` (created by the caller if new).
@@ -184,10 +213,10 @@ fn wait_ready(dir: &Path, exited: &std::sync::mpsc::Receiver<()>) -> Result<(), 
 
 fn find_binaries() -> Option<PathBuf> {
     let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(dir) = std::env::split_paths(&path).find(|d| has_both(d)) {
-            return Some(dir);
-        }
+    if let Some(path) = std::env::var_os("PATH")
+        && let Some(dir) = std::env::split_paths(&path).find(|d| has_both(d))
+    {
+        return Some(dir);
     }
     let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
         .ok()?
@@ -269,9 +298,10 @@ fn spawn_watched(
                 let _ = started_tx.send(Err(e));
             }
         })?;
-    let pid = started_rx
-        .recv()
-        .map_err(|_| ScratchError::Step { step: "spawning postgres", detail: "waiter died".into() })??;
+    let pid = started_rx.recv().map_err(|_| ScratchError::Step {
+        step: "spawning postgres",
+        detail: "waiter died".into(),
+    })??;
     Ok((pid, waiter, exited_rx))
 }
 
@@ -284,7 +314,9 @@ fn send_signal(pid: u32, signal: libc::c_int) {
 
 /// Removes directories left by scratch servers whose owning process is gone.
 fn sweep_stale_dirs() {
-    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else { return };
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
     for entry in entries.filter_map(|e| e.ok()) {
         let name = entry.file_name();
         if !name.to_string_lossy().starts_with(DIR_PREFIX) {

@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// How a tenant's mail reaches Microsoft 365.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryMethod {
@@ -22,6 +22,20 @@ pub enum DeliveryMethod {
     Graph,
     /// SMTP AUTH with XOAUTH2 to Exchange Online.
     Smtp,
+}
+
+impl std::str::FromStr for DeliveryMethod {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "graph" => Ok(Self::Graph),
+            "smtp" => Ok(Self::Smtp),
+            other => Err(format!(
+                "unknown delivery method {other:?} (expected graph or smtp)"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, FromRow)]
@@ -95,7 +109,10 @@ pub async fn create(
     let (client_id, sealed) = match &new.own_app {
         Some(app) => {
             let key = master_key.ok_or(TenantError::NoMasterKey)?;
-            let sealed = key.seal(&secret_context(id), app.client_secret.expose_secret().as_bytes());
+            let sealed = key.seal(
+                &secret_context(id),
+                app.client_secret.expose_secret().as_bytes(),
+            );
             (Some(app.client_id.clone()), Some(sealed))
         }
         None => (None, None),
@@ -123,10 +140,14 @@ pub async fn create(
 }
 
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Tenant>, sqlx::Error> {
-    sqlx::query_as(concat!("SELECT ", columns!(), " FROM tenants WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tenants WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Finds a tenant by its id or its (unique) name, as the CLI accepts either.
@@ -138,19 +159,27 @@ pub async fn find(pool: &PgPool, name_or_id: &str) -> Result<Tenant, TenantError
     let found = match by_id {
         Some(t) => Some(t),
         None => {
-            sqlx::query_as(concat!("SELECT ", columns!(), " FROM tenants WHERE name = $1"))
-                .bind(name_or_id.trim())
-                .fetch_optional(pool)
-                .await?
+            sqlx::query_as(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM tenants WHERE name = $1"
+            ))
+            .bind(name_or_id.trim())
+            .fetch_optional(pool)
+            .await?
         }
     };
     found.ok_or_else(|| TenantError::NotFound(name_or_id.to_owned()))
 }
 
 pub async fn list(pool: &PgPool) -> Result<Vec<Tenant>, sqlx::Error> {
-    sqlx::query_as(concat!("SELECT ", columns!(), " FROM tenants ORDER BY name"))
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tenants ORDER BY name"
+    ))
+    .fetch_all(pool)
+    .await
 }
 
 /// The tenant's own app credentials, unsealed, if it has its own app registration.

@@ -11,7 +11,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} holds no PEM certificate")]
     NoCertificate { path: String },
     #[error("{path}: {detail}")]
@@ -24,22 +27,33 @@ pub enum TlsError {
 
 /// Reads every certificate of a PEM bundle.
 pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = std::fs::read(path)
-        .map_err(|source| TlsError::Read { path: path.display().to_string(), source })?;
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem { path: path.display().to_string(), detail: e.to_string() })?;
+        .map_err(|e| TlsError::Pem {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::NoCertificate { path: path.display().to_string() });
+        return Err(TlsError::NoCertificate {
+            path: path.display().to_string(),
+        });
     }
     Ok(certs)
 }
 
 fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = std::fs::read(path)
-        .map_err(|source| TlsError::Read { path: path.display().to_string(), source })?;
-    PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| TlsError::Pem { path: path.display().to_string(), detail: e.to_string() })
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })
 }
 
 /// A certificate chain and its key.
@@ -51,7 +65,10 @@ pub struct Identity {
 
 impl Identity {
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        Ok(Self { chain: load_certificates(cert)?, key: load_private_key(key)? })
+        Ok(Self {
+            chain: load_certificates(cert)?,
+            key: load_private_key(key)?,
+        })
     }
 
     /// A self-signed certificate for `names` (DNS names or IP addresses).
@@ -60,9 +77,11 @@ impl Identity {
             rcgen::generate_simple_self_signed(names.to_vec())?;
         Ok(Self {
             chain: vec![cert.der().clone()],
-            key: PrivateKeyDer::try_from(signing_key.serialize_der()).map_err(|e| TlsError::Pem {
-                path: "generated key".into(),
-                detail: e.to_string(),
+            key: PrivateKeyDer::try_from(signing_key.serialize_der()).map_err(|e| {
+                TlsError::Pem {
+                    path: "generated key".into(),
+                    detail: e.to_string(),
+                }
             })?,
         })
     }
@@ -92,21 +111,32 @@ impl LocalAuthority {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, common_name);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca_cert = ca_params.self_signed(&ca_key)?;
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
 
         let server_key = KeyPair::generate()?;
         let mut params = CertificateParams::new(server_names.to_vec())?;
-        params.distinguished_name.push(DnType::CommonName, server_names.first().map(String::as_str).unwrap_or(common_name));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            server_names
+                .first()
+                .map(String::as_str)
+                .unwrap_or(common_name),
+        );
         let server_cert = params.signed_by(&server_key, &issuer)?;
         Ok(Self {
             ca_pem: ca_cert.pem(),
             server: Identity {
                 chain: vec![server_cert.der().clone()],
                 key: PrivateKeyDer::try_from(server_key.serialize_der()).map_err(|e| {
-                    TlsError::Pem { path: "generated key".into(), detail: e.to_string() }
+                    TlsError::Pem {
+                        path: "generated key".into(),
+                        detail: e.to_string(),
+                    }
                 })?,
             },
         })

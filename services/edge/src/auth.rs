@@ -31,7 +31,10 @@ enum SaslStep {
 
 impl SaslExchange {
     fn new(step: SaslStep) -> Self {
-        Self { step, line: LineReceiver::new(()) }
+        Self {
+            step,
+            line: LineReceiver::new(()),
+        }
     }
 }
 
@@ -79,7 +82,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.phase = Phase::Sasl(SaslExchange::new(SaslStep::PlainResponse));
             }
             (AUTH_LOGIN, None) => self.ask_username(),
-            (AUTH_PLAIN | AUTH_LOGIN, Some(Decoded::Cancelled)) => self.reply(reply::AUTH_CANCELLED),
+            (AUTH_PLAIN | AUTH_LOGIN, Some(Decoded::Cancelled)) => {
+                self.reply(reply::AUTH_CANCELLED)
+            }
             (AUTH_PLAIN | AUTH_LOGIN, Some(Decoded::Invalid)) => self.reply(reply::BAD_BASE64),
             (AUTH_PLAIN, Some(Decoded::Text(response))) => self.finish_plain(&response).await,
             (AUTH_LOGIN, Some(Decoded::Text(username))) => self.ask_password(username),
@@ -111,7 +116,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match (exchange.step, decoded) {
             (_, Decoded::Cancelled) => self.reply(reply::AUTH_CANCELLED),
             (_, Decoded::Invalid) => self.reply(reply::BAD_BASE64),
-            (SaslStep::PlainResponse, Decoded::Text(response)) => self.finish_plain(&response).await,
+            (SaslStep::PlainResponse, Decoded::Text(response)) => {
+                self.finish_plain(&response).await
+            }
             (SaslStep::LoginUsername, Decoded::Text(username)) => self.ask_password(username),
             (SaslStep::LoginPassword { username }, Decoded::Text(password)) => {
                 self.verify(&username, &password).await
@@ -141,7 +148,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match devices::authenticate(&self.context.pool, username, password).await {
             Ok(Some(device)) => {
                 tracing::info!(device = %device.device_id, tenant = %device.tenant_id, "device authenticated");
-                let (pool, device_id, addr) = (self.context.pool.clone(), device.device_id, self.peer.ip());
+                let (pool, device_id, addr) =
+                    (self.context.pool.clone(), device.device_id, self.peer.ip());
                 tokio::spawn(async move {
                     if let Err(e) = devices::touch(&pool, device_id, addr).await {
                         tracing::debug!(error = %e, "could not record device last-seen");

@@ -123,10 +123,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             tls_cipher: self.tls.as_ref().map(|t| t.cipher.clone()),
             body: transfer.body,
         };
-        match tokio::time::timeout(COMMIT_TIMEOUT, queue::enqueue(&self.context.pool, &message)).await {
+        match tokio::time::timeout(COMMIT_TIMEOUT, queue::enqueue(&self.context.pool, &message))
+            .await
+        {
             Ok(Ok(id)) => {
                 tracing::info!(queue_id = %id, size = message.body.len(), recipients = message.rcpt_to.len(), "message queued");
-                reply::write(&mut self.out, reply::OK, Some(&format!("queued as {}", id.simple())));
+                reply::write(
+                    &mut self.out,
+                    reply::OK,
+                    Some(&format!("queued as {}", id.simple())),
+                );
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "message not queued: database error");

@@ -37,7 +37,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let last = lines.len() - 1;
         for (i, line) in lines.iter().enumerate() {
-            let _ = write!(self.out, "250{}{line}\r\n", if i == last { ' ' } else { '-' });
+            let _ = write!(
+                self.out,
+                "250{}{line}\r\n",
+                if i == last { ' ' } else { '-' }
+            );
         }
     }
 }

@@ -27,7 +27,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if from.size > self.context.max_message_size {
             return self.reply(reply::TOO_BIG);
         }
-        self.envelope = Some(Envelope { mail_from: from.address, rcpt_to: Vec::new() });
+        self.envelope = Some(Envelope {
+            mail_from: from.address,
+            rcpt_to: Vec::new(),
+        });
         self.reply(reply::SENDER_OK);
     }
 

@@ -43,7 +43,9 @@ pub fn identity_from_settings(settings: &EdgeSettings) -> Result<Identity, EdgeE
                 hostname = %settings.hostname,
                 "no MAILBRIDGE_TLS_CERT_FILE/MAILBRIDGE_TLS_KEY_FILE configured: using a self-signed certificate that devices cannot verify"
             );
-            Ok(Identity::self_signed(&[settings.hostname.clone()])?)
+            Ok(Identity::self_signed(std::slice::from_ref(
+                &settings.hostname,
+            ))?)
         }
         _ => Err(EdgeError::HalfConfiguredTls),
     }
@@ -51,7 +53,9 @@ pub fn identity_from_settings(settings: &EdgeSettings) -> Result<Identity, EdgeE
 
 impl std::fmt::Debug for EdgeContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EdgeContext").field("hostname", &self.hostname).finish_non_exhaustive()
+        f.debug_struct("EdgeContext")
+            .field("hostname", &self.hostname)
+            .finish_non_exhaustive()
     }
 }
 
@@ -65,7 +69,10 @@ pub struct Edge {
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Tls(#[from] mailbridge_core::tls::TlsError),
     #[error("set both MAILBRIDGE_TLS_CERT_FILE and MAILBRIDGE_TLS_KEY_FILE, or neither")]
@@ -74,11 +81,18 @@ pub enum EdgeError {
 
 impl Edge {
     /// Binds the submission listener, serving `identity` for STARTTLS.
-    pub async fn bind(settings: &EdgeSettings, pool: PgPool, identity: Identity) -> Result<Self, EdgeError> {
+    pub async fn bind(
+        settings: &EdgeSettings,
+        pool: PgPool,
+        identity: Identity,
+    ) -> Result<Self, EdgeError> {
         mailbridge_core::tls::install_crypto_provider();
         let listener = TcpListener::bind(settings.submission_listen)
             .await
-            .map_err(|source| EdgeError::Bind { addr: settings.submission_listen, source })?;
+            .map_err(|source| EdgeError::Bind {
+                addr: settings.submission_listen,
+                source,
+            })?;
         let context = Arc::new(EdgeContext {
             pool,
             hostname: settings.hostname.clone(),
@@ -91,7 +105,9 @@ impl Edge {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// Accepts connections until `shutdown` is cancelled.

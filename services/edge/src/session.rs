@@ -87,7 +87,8 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Edge
             return;
         }
     }
-    let handshake = tokio::time::timeout(context.idle_timeout, context.tls.accept(plain.stream)).await;
+    let handshake =
+        tokio::time::timeout(context.idle_timeout, context.tls.accept(plain.stream)).await;
     let stream = match handshake {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
@@ -109,7 +110,12 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, context: Arc<Edge
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    pub fn new(stream: S, context: Arc<EdgeContext>, peer: SocketAddr, tls: Option<TlsInfo>) -> Self {
+    pub fn new(
+        stream: S,
+        context: Arc<EdgeContext>,
+        peer: SocketAddr,
+        tls: Option<TlsInfo>,
+    ) -> Self {
         Self {
             stream,
             context,
@@ -125,8 +131,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     pub(crate) fn greet(&mut self) {
-        let greeting = format!("{} ESMTP mailbridge ready", self.context.hostname);
-        reply::write_text(&mut self.out, 220, "2.0.0", &greeting);
+        // No enhanced code in the greeting: the client has not asked for them yet.
+        let greeting = format!("220 {} ESMTP mailbridge ready\r\n", self.context.hostname);
+        self.out.extend_from_slice(greeting.as_bytes());
     }
 
     pub(crate) fn reply(&mut self, reply: Reply) {
@@ -148,7 +155,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             self.flush().await?;
-            let read = tokio::time::timeout(self.context.idle_timeout, self.stream.read(&mut buf)).await;
+            let read =
+                tokio::time::timeout(self.context.idle_timeout, self.stream.read(&mut buf)).await;
             let n = match read {
                 Ok(result) => result?,
                 Err(_) => {
@@ -200,7 +208,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Request::Helo { host } => self.handle_ehlo(host, false),
             Request::Lhlo { .. } => self.reply(reply::UNRECOGNISED),
             Request::StartTls => return self.handle_starttls(),
-            Request::Auth { mechanism, initial_response } => {
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => {
                 return self.handle_auth(mechanism, initial_response).await;
             }
             Request::Mail { from } => self.handle_mail(from),
@@ -217,9 +228,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.reply(reply::BYE);
                 return Flow::Quit;
             }
-            Request::Bdat { .. } | Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
-                self.reply(reply::NOT_IMPLEMENTED)
-            }
+            Request::Bdat { .. }
+            | Request::Etrn { .. }
+            | Request::Atrn { .. }
+            | Request::Burl { .. } => self.reply(reply::NOT_IMPLEMENTED),
         }
         Flow::Continue
     }
@@ -247,13 +259,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Error::SyntaxError { syntax } => {
                 reply::write_text(&mut self.out, 501, "5.5.4", &format!("Syntax: {syntax}"))
             }
-            Error::InvalidParameter { param } => {
-                reply::write_text(&mut self.out, 501, "5.5.4", &format!("Invalid parameter {param:?}"))
+            Error::InvalidParameter { param } => reply::write_text(
+                &mut self.out,
+                501,
+                "5.5.4",
+                &format!("Invalid parameter {param:?}"),
+            ),
+            Error::UnsupportedParameter { param } => reply::write_text(
+                &mut self.out,
+                555,
+                "5.5.4",
+                &format!("Unsupported parameter {param:?}"),
+            ),
+            Error::NeedsMoreData { .. } | Error::InvalidResponse { .. } => {
+                self.reply(reply::UNRECOGNISED)
             }
-            Error::UnsupportedParameter { param } => {
-                reply::write_text(&mut self.out, 555, "5.5.4", &format!("Unsupported parameter {param:?}"))
-            }
-            Error::NeedsMoreData { .. } | Error::InvalidResponse { .. } => self.reply(reply::UNRECOGNISED),
         }
     }
 }

@@ -37,7 +37,10 @@ fn select(directory: &Directory, query: &MailboxQuery) -> Vec<DeliveredMessage> 
     }
 }
 
-async fn messages(State(directory): State<Arc<Directory>>, Query(query): Query<MailboxQuery>) -> Response {
+async fn messages(
+    State(directory): State<Arc<Directory>>,
+    Query(query): Query<MailboxQuery>,
+) -> Response {
     Json(select(&directory, &query)).into_response()
 }
 
@@ -46,10 +49,16 @@ async fn token_requests(State(directory): State<Arc<Directory>>) -> Response {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
-async fn inbox_page(State(directory): State<Arc<Directory>>, Query(query): Query<MailboxQuery>) -> Html<String> {
+async fn inbox_page(
+    State(directory): State<Arc<Directory>>,
+    Query(query): Query<MailboxQuery>,
+) -> Html<String> {
     let mut page = String::from(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Microsoft 365 simulator — mailboxes</title>\
          <style>body{font-family:system-ui,sans-serif;margin:2rem}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top}pre{white-space:pre-wrap;max-width:60rem;margin:0}</style>\
@@ -78,7 +87,10 @@ struct AppRegistration {
     client_secret: String,
 }
 
-async fn register_app(State(directory): State<Arc<Directory>>, Json(app): Json<AppRegistration>) -> StatusCode {
+async fn register_app(
+    State(directory): State<Arc<Directory>>,
+    Json(app): Json<AppRegistration>,
+) -> StatusCode {
     directory.register_app(&app.client_id, &app.client_secret);
     StatusCode::NO_CONTENT
 }
@@ -93,7 +105,10 @@ struct TenantSetup {
     consents: HashMap<String, Vec<String>>,
 }
 
-async fn add_tenant(State(directory): State<Arc<Directory>>, Json(setup): Json<TenantSetup>) -> StatusCode {
+async fn add_tenant(
+    State(directory): State<Arc<Directory>>,
+    Json(setup): Json<TenantSetup>,
+) -> StatusCode {
     let mailboxes: Vec<&str> = setup.mailboxes.iter().map(String::as_str).collect();
     directory.add_tenant(setup.tenant_id, &mailboxes);
     for (client_id, roles) in &setup.consents {

@@ -35,6 +35,8 @@ pub struct DeliveredMessage {
     /// The message as stored: Bcc removed, as Exchange does.
     pub mime: String,
     pub via: &'static str,
+    /// The `uti` of the access token it was sent with.
+    pub token_id: String,
     pub received_at: DateTime<Utc>,
 }
 
@@ -65,7 +67,9 @@ pub struct Directory {
 
 impl std::fmt::Debug for Directory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Directory").field("key_id", &self.key_id).finish_non_exhaustive()
+        f.debug_struct("Directory")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,12 +86,16 @@ impl Directory {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Registers an app (client id and secret), as in the MSP's Entra tenant.
     pub fn register_app(&self, client_id: &str, client_secret: &str) {
-        self.lock().apps.insert(client_id.to_owned(), client_secret.to_owned());
+        self.lock()
+            .apps
+            .insert(client_id.to_owned(), client_secret.to_owned());
     }
 
     /// Creates (or extends) a tenant with mailboxes.
@@ -95,7 +103,10 @@ impl Directory {
         let mut state = self.lock();
         let tenant = state.tenants.entry(tenant_id).or_default();
         for mailbox in mailboxes {
-            tenant.mailboxes.entry(mailbox.to_ascii_lowercase()).or_default();
+            tenant
+                .mailboxes
+                .entry(mailbox.to_ascii_lowercase())
+                .or_default();
         }
     }
 
@@ -113,9 +124,10 @@ impl Directory {
     pub fn consent(&self, tenant_id: Uuid, client_id: &str, roles: &[&str]) {
         let mut state = self.lock();
         let tenant = state.tenants.entry(tenant_id).or_default();
-        tenant
-            .consents
-            .insert(client_id.to_owned(), roles.iter().map(|r| r.to_string()).collect());
+        tenant.consents.insert(
+            client_id.to_owned(),
+            roles.iter().map(|r| r.to_string()).collect(),
+        );
     }
 
     /// Messages received by `address` (as To, Cc or Bcc), oldest first.
@@ -124,7 +136,11 @@ impl Directory {
         self.lock()
             .delivered
             .iter()
-            .filter(|m| m.recipients.iter().any(|r| r.eq_ignore_ascii_case(&address)))
+            .filter(|m| {
+                m.recipients
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(&address))
+            })
             .cloned()
             .collect()
     }

@@ -22,7 +22,9 @@ use jsonwebtoken::{Algorithm, Validation};
 use mail_parser::{Address, MessageParser};
 use uuid::Uuid;
 
-use crate::{DeliveredMessage, Directory, GRAPH_RESOURCE, ROLE_MAIL_SEND, token::AccessTokenClaims};
+use crate::{
+    DeliveredMessage, Directory, GRAPH_RESOURCE, ROLE_MAIL_SEND, token::AccessTokenClaims,
+};
 
 /// Graph's limit on a request body.
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
@@ -50,22 +52,29 @@ fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(body)).into_response()
 }
 
-fn validate_token(directory: &Directory, headers: &HeaderMap) -> Result<AccessTokenClaims, Response> {
-    let invalid = |message: &str| graph_error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", message);
+/// Checks the bearer token; the error is Graph's message for `InvalidAuthenticationToken`.
+fn validate_token(
+    directory: &Directory,
+    headers: &HeaderMap,
+) -> Result<AccessTokenClaims, &'static str> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| invalid("Access token is empty."))?;
+        .ok_or("Access token is empty.")?;
     let mut validation = Validation::new(Algorithm::RS256);
     validation.set_audience(&[GRAPH_RESOURCE, "00000003-0000-0000-c000-000000000000"]);
     validation.leeway = 0;
     jsonwebtoken::decode::<AccessTokenClaims>(token, &directory.verifying_key, &validation)
         .map(|data| data.claims)
         .map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => invalid("Lifetime validation failed, the token is expired."),
-            jsonwebtoken::errors::ErrorKind::InvalidAudience => invalid("Access token validation failure. Invalid audience."),
-            _ => invalid("Access token validation failure."),
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                "Lifetime validation failed, the token is expired."
+            }
+            jsonwebtoken::errors::ErrorKind::InvalidAudience => {
+                "Access token validation failure. Invalid audience."
+            }
+            _ => "Access token validation failure.",
         })
 }
 
@@ -77,18 +86,36 @@ async fn send_mail(
 ) -> Response {
     let claims = match validate_token(&directory, &headers) {
         Ok(c) => c,
-        Err(response) => return response,
+        Err(message) => {
+            return graph_error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                message,
+            );
+        }
     };
     if !claims.roles.iter().any(|r| r == ROLE_MAIL_SEND) {
-        return graph_error(StatusCode::FORBIDDEN, "ErrorAccessDenied", "Access is denied. Check credentials and try again.");
+        return graph_error(
+            StatusCode::FORBIDDEN,
+            "ErrorAccessDenied",
+            "Access is denied. Check credentials and try again.",
+        );
     }
     let Ok(tenant_id) = Uuid::parse_str(&claims.tid) else {
-        return graph_error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", "Access token validation failure.");
+        return graph_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Access token validation failure.",
+        );
     };
     let mailbox = user.to_ascii_lowercase();
     let send_as = {
         let state = directory.lock();
-        match state.tenants.get(&tenant_id).and_then(|t| t.mailboxes.get(&mailbox)) {
+        match state
+            .tenants
+            .get(&tenant_id)
+            .and_then(|t| t.mailboxes.get(&mailbox))
+        {
             Some(send_as) => send_as.clone(),
             None => {
                 return graph_error(
@@ -118,7 +145,11 @@ async fn send_mail(
             "This simulator accepts sendMail in MIME form (Content-Type: text/plain) only.",
         );
     }
-    let compact: Vec<u8> = body.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    let compact: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
     let Ok(mime) = STANDARD.decode(&compact) else {
         return graph_error(
             StatusCode::BAD_REQUEST,
@@ -127,11 +158,19 @@ async fn send_mail(
         );
     };
     let Some(parsed) = MessageParser::default().parse_headers(&mime) else {
-        return graph_error(StatusCode::BAD_REQUEST, "ErrorMimeContentInvalid", "The MIME content is invalid.");
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorMimeContentInvalid",
+            "The MIME content is invalid.",
+        );
     };
     let addresses = |a: Option<&Address>| -> Vec<String> {
-        a.map(|a| a.iter().filter_map(|addr| addr.address().map(str::to_ascii_lowercase)).collect())
-            .unwrap_or_default()
+        a.map(|a| {
+            a.iter()
+                .filter_map(|addr| addr.address().map(str::to_ascii_lowercase))
+                .collect()
+        })
+        .unwrap_or_default()
     };
     let mut recipients = addresses(parsed.to());
     recipients.extend(addresses(parsed.cc()));
@@ -144,14 +183,15 @@ async fn send_mail(
         );
     }
     let from = addresses(parsed.from()).into_iter().next();
-    if let Some(from) = &from {
-        if *from != mailbox && !send_as.contains(from) {
-            return graph_error(
-                StatusCode::FORBIDDEN,
-                "ErrorSendAsDenied",
-                "The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account., Cannot submit message.",
-            );
-        }
+    if let Some(from) = &from
+        && *from != mailbox
+        && !send_as.contains(from)
+    {
+        return graph_error(
+            StatusCode::FORBIDDEN,
+            "ErrorSendAsDenied",
+            "The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account., Cannot submit message.",
+        );
     }
     let subject = parsed.subject().map(str::to_owned);
     let stored = strip_bcc(&mime);
@@ -164,6 +204,7 @@ async fn send_mail(
         subject,
         mime: String::from_utf8_lossy(&stored).into_owned(),
         via: "graph",
+        token_id: claims.uti.clone(),
         received_at: Utc::now(),
     });
     StatusCode::ACCEPTED.into_response()

@@ -36,7 +36,9 @@ pub struct Simulator {
 
 impl std::fmt::Debug for Simulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Simulator").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Simulator")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -47,13 +49,19 @@ impl Simulator {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let names = vec![addr.ip().to_string(), "localhost".to_owned()];
-        let authority = mailbridge_core::tls::LocalAuthority::generate("mailbridge M365 simulator CA", &names)?;
+        let authority =
+            mailbridge_core::tls::LocalAuthority::generate("mailbridge M365 simulator CA", &names)?;
         let tls = authority.server.server_config()?;
         let directory = Arc::new(Directory::new()?);
         let app = router(directory.clone());
         let task = tokio::spawn(https::serve(listener, tls, app));
         tracing::info!(%addr, "Microsoft 365 simulator listening (HTTPS)");
-        Ok(Self { directory, addr, ca_pem: authority.ca_pem, task })
+        Ok(Self {
+            directory,
+            addr,
+            ca_pem: authority.ca_pem,
+            task,
+        })
     }
 
     /// The base URL for both the login and the Graph endpoint.

@@ -16,7 +16,9 @@ use jsonwebtoken::{Algorithm, Header};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{Directory, EXCHANGE_RESOURCE, GRAPH_RESOURCE, ROLE_SMTP_SEND_AS_APP, TokenRequestRecord};
+use crate::{
+    Directory, EXCHANGE_RESOURCE, GRAPH_RESOURCE, ROLE_SMTP_SEND_AS_APP, TokenRequestRecord,
+};
 
 pub(crate) const TOKEN_LIFETIME_SECS: i64 = 3599;
 
@@ -47,6 +49,8 @@ pub(crate) struct AccessTokenClaims {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
     pub ver: String,
+    /// Entra's unique token identifier.
+    pub uti: String,
 }
 
 /// An Entra error: HTTP 400 and the AADSTS JSON.
@@ -58,7 +62,11 @@ pub(crate) struct AadError {
 
 impl AadError {
     fn new(error: &'static str, code: u32, description: impl Into<String>) -> Self {
-        Self { error, code, description: description.into() }
+        Self {
+            error,
+            code,
+            description: description.into(),
+        }
     }
 }
 
@@ -138,7 +146,8 @@ fn decide(directory: &Directory, tenant: &str, request: &TokenRequest) -> Result
         [single] => single.strip_suffix("/.default"),
         _ => None,
     };
-    let Some(resource) = resource.filter(|r| *r == GRAPH_RESOURCE || *r == EXCHANGE_RESOURCE) else {
+    let Some(resource) = resource.filter(|r| *r == GRAPH_RESOURCE || *r == EXCHANGE_RESOURCE)
+    else {
         return Err(AadError::new(
             "invalid_scope",
             70011,
@@ -148,7 +157,10 @@ fn decide(directory: &Directory, tenant: &str, request: &TokenRequest) -> Result
         ));
     };
     let state = directory.lock();
-    let Some(tenant_id) = Uuid::parse_str(tenant).ok().filter(|id| state.tenants.contains_key(id)) else {
+    let Some(tenant_id) = Uuid::parse_str(tenant)
+        .ok()
+        .filter(|id| state.tenants.contains_key(id))
+    else {
         return Err(AadError::new(
             "invalid_request",
             90002,
@@ -200,6 +212,7 @@ fn decide(directory: &Directory, tenant: &str, request: &TokenRequest) -> Result
         sub: Uuid::new_v5(&tenant_id, client_id.as_bytes()).to_string(),
         roles,
         ver: "1.0".to_owned(),
+        uti: Uuid::new_v4().simple().to_string(),
     };
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(directory.key_id.clone());

@@ -27,7 +27,7 @@ pub enum TenantCommand {
         /// The mailbox mail is sent as.
         #[arg(long)]
         sender_mailbox: String,
-        #[arg(long, value_enum, default_value = "graph")]
+        #[arg(long, default_value = "graph")]
         method: DeliveryMethod,
         /// The customer's own app registration (instead of the MSP's app).
         #[arg(long, requires = "client_secret_env")]
@@ -58,17 +58,38 @@ pub enum DeviceCommand {
     },
 }
 
-pub async fn tenant(command: TenantCommand, pool: &PgPool, settings: &Settings) -> anyhow::Result<()> {
+pub async fn tenant(
+    command: TenantCommand,
+    pool: &PgPool,
+    settings: &Settings,
+) -> anyhow::Result<()> {
     match command {
-        TenantCommand::Add { name, entra_tenant_id, sender_mailbox, method, client_id, client_secret_env } => {
+        TenantCommand::Add {
+            name,
+            entra_tenant_id,
+            sender_mailbox,
+            method,
+            client_id,
+            client_secret_env,
+        } => {
             let own_app = match (client_id, client_secret_env) {
                 (Some(client_id), Some(var)) => {
-                    let secret = std::env::var(&var).with_context(|| format!("reading the client secret from ${var}"))?;
-                    Some(OwnApp { client_id, client_secret: SecretString::from(secret) })
+                    let secret = std::env::var(&var)
+                        .with_context(|| format!("reading the client secret from ${var}"))?;
+                    Some(OwnApp {
+                        client_id,
+                        client_secret: SecretString::from(secret),
+                    })
                 }
                 _ => None,
             };
-            let new = NewTenant { name, entra_tenant_id, sender_mailbox, delivery_method: method, own_app };
+            let new = NewTenant {
+                name,
+                entra_tenant_id,
+                sender_mailbox,
+                delivery_method: method,
+                own_app,
+            };
             let tenant = tenants::create(pool, settings.master_key.as_ref(), new).await?;
             print_json(&tenant)
         }
@@ -101,7 +122,11 @@ pub struct SimArgs {
     #[arg(long, env = "MAILBRIDGE_SIM_LISTEN", default_value = "127.0.0.1:9443")]
     listen: SocketAddr,
     /// Where to write the simulator's CA certificate (PEM) for clients to trust.
-    #[arg(long, env = "MAILBRIDGE_SIM_CA_FILE", default_value = "m365-simulator-ca.pem")]
+    #[arg(
+        long,
+        env = "MAILBRIDGE_SIM_CA_FILE",
+        default_value = "m365-simulator-ca.pem"
+    )]
     ca_file: PathBuf,
 }
 
@@ -110,9 +135,18 @@ pub async fn run_sim(args: SimArgs, shutdown: CancellationToken) -> anyhow::Resu
     std::fs::write(&args.ca_file, simulator.ca_pem())
         .with_context(|| format!("writing {}", args.ca_file.display()))?;
     println!("Microsoft 365 simulator at {}", simulator.base_url());
-    println!("  trust its CA:      MAILBRIDGE_EXTRA_CA_FILE={}", args.ca_file.display());
-    println!("  endpoints:         MAILBRIDGE_M365_LOGIN_URL={0} MAILBRIDGE_M365_GRAPH_URL={0}", simulator.base_url());
-    println!("  register an app:   POST {}/_sim/apps {{\"client_id\",\"client_secret\"}}", simulator.base_url());
+    println!(
+        "  trust its CA:      MAILBRIDGE_EXTRA_CA_FILE={}",
+        args.ca_file.display()
+    );
+    println!(
+        "  endpoints:         MAILBRIDGE_M365_LOGIN_URL={0} MAILBRIDGE_M365_GRAPH_URL={0}",
+        simulator.base_url()
+    );
+    println!(
+        "  register an app:   POST {}/_sim/apps {{\"client_id\",\"client_secret\"}}",
+        simulator.base_url()
+    );
     println!(
         "  add a tenant:      POST {}/_sim/tenants {{\"tenant_id\",\"mailboxes\":[…],\"consents\":{{\"<client_id>\":[\"Mail.Send\"]}}}}",
         simulator.base_url()

@@ -21,7 +21,9 @@ const DEMO_RECIPIENT: &str = "empfang@praxis-sonnenschein.example";
 
 fn listen_or(env: &str, default: &str) -> anyhow::Result<SocketAddr> {
     let value = std::env::var(env).unwrap_or_else(|_| default.to_owned());
-    value.parse().with_context(|| format!("{env}={value:?} is not an address:port"))
+    value
+        .parse()
+        .with_context(|| format!("{env}={value:?} is not an address:port"))
 }
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
@@ -29,10 +31,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Some(url) => (None, url),
         None => {
             println!("Starting a throwaway PostgreSQL …");
-            let scratch = tokio::task::spawn_blocking(|| ScratchPostgres::start(&ScratchOptions::default()))
-                .await??;
+            let scratch =
+                tokio::task::spawn_blocking(|| ScratchPostgres::start(&ScratchOptions::default()))
+                    .await??;
             let admin = db::pool(&scratch.url("postgres"), db::PoolOptions::default())?;
-            sqlx::query("CREATE DATABASE mailbridge").execute(&admin).await?;
+            sqlx::query("CREATE DATABASE mailbridge")
+                .execute(&admin)
+                .await?;
             admin.close().await;
             let url = scratch.url("mailbridge");
             (Some(scratch), url)
@@ -69,7 +74,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     let directory = &stack.simulator.directory;
-    directory.add_tenant(tenant.entra_tenant_id, &[&tenant.sender_mailbox, DEMO_RECIPIENT]);
+    directory.add_tenant(
+        tenant.entra_tenant_id,
+        &[&tenant.sender_mailbox, DEMO_RECIPIENT],
+    );
     directory.consent(tenant.entra_tenant_id, &stack.client_id, &[ROLE_MAIL_SEND]);
     let existing = devices::list(&pool, tenant.id).await?.len();
     let device_name = format!("Empfang scanner {}", existing + 1);
@@ -86,13 +94,14 @@ mailbridge is running.
   Device          username {user}
                   password {password}
   Customer        {tenant} → sends as {mailbox}
-  Microsoft 365   simulated at {sim}; mailboxes: {sim}/_sim/inbox
+  Microsoft 365   simulated at {sim}; CA certificate: {sim_ca}
+                  mailboxes: {sim}/_sim/inbox (JSON: {sim}/_sim/messages)
 
 Send a test message:
 
   printf 'From: {mailbox}\r\nTo: {rcpt}\r\nSubject: Hello from mailbridge\r\n\r\nIt works.\r\n' | curl --ssl-reqd --cacert {ca} --url smtp://{smtp} --user '{user}:{password}' --mail-from {mailbox} --mail-rcpt {rcpt} --upload-file -
 
-then open {sim}/_sim/inbox (the simulator's certificate is signed by its own CA).
+then look at {sim}/_sim/inbox (its certificate is signed by the simulator's CA above).
 Ctrl-C stops everything{cleanup}.
 "#,
         web = stack.web_addr,
@@ -102,7 +111,17 @@ Ctrl-C stops everything{cleanup}.
         mailbox = tenant.sender_mailbox,
         rcpt = DEMO_RECIPIENT,
         sim = stack.simulator.base_url(),
-        cleanup = if scratch.is_some() { " and removes the throwaway database" } else { "" },
+        sim_ca = stack
+            .settings
+            .extra_ca_file
+            .as_deref()
+            .unwrap_or(std::path::Path::new("?"))
+            .display(),
+        cleanup = if scratch.is_some() {
+            " and removes the throwaway database"
+        } else {
+            ""
+        },
     );
 
     crate::shutdown_on_signal().cancelled().await;

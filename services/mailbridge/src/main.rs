@@ -14,7 +14,11 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
-#[command(name = "mailbridge", version, about = "SMTP relay for devices into Microsoft 365 with OAuth 2.0")]
+#[command(
+    name = "mailbridge",
+    version,
+    about = "SMTP relay for devices into Microsoft 365 with OAuth 2.0"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -66,7 +70,10 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
-    Ok(db::pool(settings.require_database_url()?, db::PoolOptions::default())?)
+    Ok(db::pool(
+        settings.require_database_url()?,
+        db::PoolOptions::default(),
+    )?)
 }
 
 /// A token cancelled on Ctrl-C or SIGTERM (what Kubernetes sends before it kills a pod).

@@ -32,7 +32,12 @@ impl StackOptions {
     /// Free loopback ports for everything: what tests use.
     pub fn ephemeral() -> Self {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
-        Self { smtp_listen: any, web_listen: any, sim_listen: any, start_worker: true }
+        Self {
+            smtp_listen: any,
+            web_listen: any,
+            sim_listen: any,
+            start_worker: true,
+        }
     }
 }
 
@@ -57,9 +62,15 @@ pub struct Stack {
 impl Stack {
     /// Starts the simulator, edge, web and (optionally) worker against `pool`, which
     /// must be migrated. `settings` gives everything not about Microsoft's endpoints.
-    pub async fn start(pool: PgPool, mut settings: Settings, options: StackOptions) -> anyhow::Result<Self> {
+    pub async fn start(
+        pool: PgPool,
+        mut settings: Settings,
+        options: StackOptions,
+    ) -> anyhow::Result<Self> {
         mailbridge_core::tls::install_crypto_provider();
-        let files = tempfile::Builder::new().prefix("mailbridge-stack-").tempdir()?;
+        let files = tempfile::Builder::new()
+            .prefix("mailbridge-stack-")
+            .tempdir()?;
         let simulator = Simulator::start(options.sim_listen).await?;
         let sim_ca = files.path().join("m365-simulator-ca.pem");
         std::fs::write(&sim_ca, simulator.ca_pem())?;

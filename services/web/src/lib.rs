@@ -73,7 +73,11 @@ async fn home(State(state): State<AppState>) -> Response {
         Ok(tenants) => HomePage { tenants }.into_response(),
         Err(e) => {
             tracing::error!(error = %e, "overview query failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "The database is not reachable right now.").into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The database is not reachable right now.",
+            )
+                .into_response()
         }
     }
 }

@@ -34,8 +34,17 @@ impl GraphClient {
         Self { http, base_url }
     }
 
-    pub async fn send_mime(&self, token: &SecretString, mailbox: &str, mime: &[u8]) -> DeliveryOutcome {
-        let url = format!("{}/v1.0/users/{}/sendMail", self.base_url, urlencode_path(mailbox));
+    pub async fn send_mime(
+        &self,
+        token: &SecretString,
+        mailbox: &str,
+        mime: &[u8],
+    ) -> DeliveryOutcome {
+        let url = format!(
+            "{}/v1.0/users/{}/sendMail",
+            self.base_url,
+            urlencode_path(mailbox)
+        );
         let response = self
             .http
             .post(&url)
@@ -62,7 +71,10 @@ impl GraphClient {
         }
         let (code, message) = match serde_json::from_slice::<GraphErrorBody>(&body) {
             Ok(parsed) => (parsed.error.code, parsed.error.message),
-            Err(_) => (format!("HTTP {status}"), String::from_utf8_lossy(&body).chars().take(500).collect()),
+            Err(_) => (
+                format!("HTTP {status}"),
+                String::from_utf8_lossy(&body).chars().take(500).collect(),
+            ),
         };
         DeliveryOutcome::from_graph(status, code, message, retry_after)
     }

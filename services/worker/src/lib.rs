@@ -114,17 +114,18 @@ impl Worker {
             }
             let wanted = batch.len();
             let lease = Duration::from_secs(self.settings.worker.lease_seconds);
-            let leased = match queue::lease_due(&self.pool, &self.identity, wanted as i64, lease).await {
-                Ok(leased) => leased,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot lease messages: database unavailable");
-                    drop(batch);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            let leased =
+                match queue::lease_due(&self.pool, &self.identity, wanted as i64, lease).await {
+                    Ok(leased) => leased,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot lease messages: database unavailable");
+                        drop(batch);
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        }
                     }
-                }
-            };
+                };
             let got = leased.len();
             for (message, permit) in leased.into_iter().zip(batch.drain(..)) {
                 let worker = self.clone();
@@ -150,7 +151,11 @@ impl Worker {
             }
         }
         tracing::info!("worker stopping: waiting for deliveries in flight");
-        let _ = tokio::time::timeout(Duration::from_secs(30), permits.acquire_many(concurrency as u32)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(30),
+            permits.acquire_many(concurrency as u32),
+        )
+        .await;
     }
 
     async fn listen(&self) -> Option<PgListener> {
@@ -179,7 +184,8 @@ impl Worker {
             DeliveryOutcome::Permanent { .. } => Settlement::Failed,
             DeliveryOutcome::RetryLater { retry_after, .. } => {
                 let next = Utc::now() + outcome::backoff(message.attempt_count, *retry_after);
-                let max_age = chrono::Duration::seconds(self.settings.worker.max_age_seconds as i64);
+                let max_age =
+                    chrono::Duration::seconds(self.settings.worker.max_age_seconds as i64);
                 if next - message.received_at > max_age {
                     Settlement::Failed
                 } else {
@@ -197,21 +203,33 @@ impl Worker {
         );
         match queue::settle(&self.pool, message.id, &self.identity, &attempt, settlement).await {
             Ok(true) => {}
-            Ok(false) => tracing::warn!(queue_id = %message.id, "lease was lost before settling; another worker owns it"),
+            Ok(false) => {
+                tracing::warn!(queue_id = %message.id, "lease was lost before settling; another worker owns it")
+            }
             // The lease expires and the message is tried again: at least once.
-            Err(e) => tracing::error!(queue_id = %message.id, error = %e, "could not settle message"),
+            Err(e) => {
+                tracing::error!(queue_id = %message.id, error = %e, "could not settle message")
+            }
         }
     }
 
     async fn attempt(&self, message: &LeasedMessage) -> DeliveryOutcome {
         let tenant = match tenants::get(&self.pool, message.tenant_id).await {
             Ok(Some(tenant)) => tenant,
-            Ok(None) => return DeliveryOutcome::local("tenant_deleted", "the customer was deleted", true),
+            Ok(None) => {
+                return DeliveryOutcome::local("tenant_deleted", "the customer was deleted", true);
+            }
             Err(e) => return DeliveryOutcome::local("database", e.to_string(), false),
         };
         let body = match queue::body(&self.pool, message.id).await {
             Ok(Some(body)) => body,
-            Ok(None) => return DeliveryOutcome::local("body_missing", "the message body is no longer stored", true),
+            Ok(None) => {
+                return DeliveryOutcome::local(
+                    "body_missing",
+                    "the message body is no longer stored",
+                    true,
+                );
+            }
             Err(e) => return DeliveryOutcome::local("database", e.to_string(), false),
         };
         let app = match self.app_for(&tenant).await {
@@ -228,8 +246,15 @@ impl Worker {
             Err(e) => return DeliveryOutcome::from_token_error(&e),
         };
         let mime = mime::with_envelope_recipients(&body, &message.rcpt_to);
-        let outcome = self.graph.send_mime(&token, &tenant.sender_mailbox, &mime).await;
-        if let DeliveryOutcome::RetryLater { invalidate_token: true, .. } = outcome {
+        let outcome = self
+            .graph
+            .send_mime(&token, &tenant.sender_mailbox, &mime)
+            .await;
+        if let DeliveryOutcome::RetryLater {
+            invalidate_token: true,
+            ..
+        } = outcome
+        {
             self.tokens.invalidate(&key).await;
         }
         outcome
@@ -238,18 +263,29 @@ impl Worker {
     /// The tenant's own app registration, or the MSP's multi-tenant app.
     async fn app_for(&self, tenant: &Tenant) -> Result<AppCredentials, DeliveryOutcome> {
         match tenants::own_app(&self.pool, self.master_key.as_ref(), tenant.id).await {
-            Ok(Some(app)) => Ok(AppCredentials { client_id: app.client_id, client_secret: app.client_secret }),
-            Ok(None) => match (&self.settings.m365.client_id, &self.settings.m365.client_secret) {
-                (Some(client_id), Some(secret)) => {
-                    Ok(AppCredentials { client_id: client_id.clone(), client_secret: secret.clone() })
-                }
+            Ok(Some(app)) => Ok(AppCredentials {
+                client_id: app.client_id,
+                client_secret: app.client_secret,
+            }),
+            Ok(None) => match (
+                &self.settings.m365.client_id,
+                &self.settings.m365.client_secret,
+            ) {
+                (Some(client_id), Some(secret)) => Ok(AppCredentials {
+                    client_id: client_id.clone(),
+                    client_secret: secret.clone(),
+                }),
                 _ => Err(DeliveryOutcome::local(
                     "not_configured",
                     "MAILBRIDGE_ENTRA_CLIENT_ID and MAILBRIDGE_ENTRA_CLIENT_SECRET are not set",
                     false,
                 )),
             },
-            Err(e) => Err(DeliveryOutcome::local("secret_unavailable", e.to_string(), false)),
+            Err(e) => Err(DeliveryOutcome::local(
+                "secret_unavailable",
+                e.to_string(),
+                false,
+            )),
         }
     }
 }

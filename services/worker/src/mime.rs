@@ -12,8 +12,12 @@ pub fn with_envelope_recipients<'a>(mime: &'a [u8], envelope: &[String]) -> Cow<
         .parse_headers(mime)
         .map(|m| {
             let addresses = |a: Option<&Address>| -> Vec<String> {
-                a.map(|a| a.iter().filter_map(|x| x.address().map(str::to_ascii_lowercase)).collect())
-                    .unwrap_or_default()
+                a.map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.address().map(str::to_ascii_lowercase))
+                        .collect()
+                })
+                .unwrap_or_default()
             };
             [addresses(m.to()), addresses(m.cc()), addresses(m.bcc())].concat()
         })
@@ -43,7 +47,10 @@ mod tests {
         let mime = b"From: a@x.example\r\nTo: B@x.example\r\n\r\nhi\r\n";
         let envelope = vec!["b@x.example".to_owned(), "c@x.example".to_owned()];
         let out = with_envelope_recipients(mime, &envelope);
-        assert_eq!(&out[..], b"Bcc: c@x.example\r\nFrom: a@x.example\r\nTo: B@x.example\r\n\r\nhi\r\n");
+        assert_eq!(
+            &out[..],
+            b"Bcc: c@x.example\r\nFrom: a@x.example\r\nTo: B@x.example\r\n\r\nhi\r\n"
+        );
         let all_named = with_envelope_recipients(mime, &envelope[..1]);
         assert_eq!(&all_named[..], &mime[..]);
     }

@@ -23,17 +23,40 @@ pub enum DeliveryOutcome {
         invalidate_token: bool,
     },
     /// Retrying cannot help: the message fails with this reason.
-    Permanent { status: Option<u16>, code: String, message: String },
+    Permanent {
+        status: Option<u16>,
+        code: String,
+        message: String,
+    },
 }
 
 impl DeliveryOutcome {
-    pub fn from_graph(status: u16, code: String, message: String, retry_after: Option<Duration>) -> Self {
+    pub fn from_graph(
+        status: u16,
+        code: String,
+        message: String,
+        retry_after: Option<Duration>,
+    ) -> Self {
         match status {
-            401 => Self::RetryLater { status: Some(status), code, message, retry_after, invalidate_token: true },
-            408 | 429 | 500..=599 => {
-                Self::RetryLater { status: Some(status), code, message, retry_after, invalidate_token: false }
-            }
-            _ => Self::Permanent { status: Some(status), code, message },
+            401 => Self::RetryLater {
+                status: Some(status),
+                code,
+                message,
+                retry_after,
+                invalidate_token: true,
+            },
+            408 | 429 | 500..=599 => Self::RetryLater {
+                status: Some(status),
+                code,
+                message,
+                retry_after,
+                invalidate_token: false,
+            },
+            _ => Self::Permanent {
+                status: Some(status),
+                code,
+                message,
+            },
         }
     }
 
@@ -41,9 +64,16 @@ impl DeliveryOutcome {
     /// secret while the message waits, so token errors are retried until max age.
     pub fn from_token_error(error: &TokenError) -> Self {
         match error {
-            TokenError::Rejected { status, error, aadsts, description } => Self::RetryLater {
+            TokenError::Rejected {
+                status,
+                error,
+                aadsts,
+                description,
+            } => Self::RetryLater {
                 status: Some(*status),
-                code: aadsts.map(|c| format!("AADSTS{c}")).unwrap_or_else(|| error.clone()),
+                code: aadsts
+                    .map(|c| format!("AADSTS{c}"))
+                    .unwrap_or_else(|| error.clone()),
                 message: description.clone(),
                 retry_after: None,
                 invalidate_token: false,
@@ -66,9 +96,19 @@ impl DeliveryOutcome {
     pub fn local(code: &str, message: impl Into<String>, permanent: bool) -> Self {
         let (code, message) = (code.to_owned(), message.into());
         if permanent {
-            Self::Permanent { status: None, code, message }
+            Self::Permanent {
+                status: None,
+                code,
+                message,
+            }
         } else {
-            Self::RetryLater { status: None, code, message, retry_after: None, invalidate_token: false }
+            Self::RetryLater {
+                status: None,
+                code,
+                message,
+                retry_after: None,
+                invalidate_token: false,
+            }
         }
     }
 
@@ -118,7 +158,9 @@ mod tests {
 
     #[test]
     fn graph_answers_are_classified() {
-        let c = |status| DeliveryOutcome::from_graph(status, "X".into(), "m".into(), None).attempt_outcome();
+        let c = |status| {
+            DeliveryOutcome::from_graph(status, "X".into(), "m".into(), None).attempt_outcome()
+        };
         assert_eq!(c(429), AttemptOutcome::Retry);
         assert_eq!(c(503), AttemptOutcome::Retry);
         assert_eq!(c(401), AttemptOutcome::Retry);
@@ -129,7 +171,10 @@ mod tests {
     #[test]
     fn backoff_grows_caps_and_honours_retry_after() {
         let first = backoff(1, None);
-        assert!(first >= Duration::from_secs(48) && first <= Duration::from_secs(72), "{first:?}");
+        assert!(
+            first >= Duration::from_secs(48) && first <= Duration::from_secs(72),
+            "{first:?}"
+        );
         let late = backoff(20, None);
         assert!(late <= Duration::from_secs(4320), "{late:?}");
         assert!(backoff(1, Some(Duration::from_secs(600))) >= Duration::from_secs(600));

@@ -37,7 +37,12 @@ pub struct AppCredentials {
 pub enum TokenError {
     /// Entra answered with an error (`AADSTS…`).
     #[error("{description}")]
-    Rejected { status: u16, error: String, aadsts: Option<u32>, description: String },
+    Rejected {
+        status: u16,
+        error: String,
+        aadsts: Option<u32>,
+        description: String,
+    },
     /// No answer: connection, TLS or timeout.
     #[error("token endpoint unreachable: {0}")]
     Unreachable(String),
@@ -76,7 +81,11 @@ struct ErrorResponse {
 
 impl TokenCache {
     pub fn new(http: reqwest::Client, login_url: String) -> Self {
-        Self { http, login_url, slots: Mutex::default() }
+        Self {
+            http,
+            login_url,
+            slots: Mutex::default(),
+        }
     }
 
     fn slot(&self, key: &TokenKey) -> Slot {
@@ -89,7 +98,11 @@ impl TokenCache {
     }
 
     /// A valid token for `key`, from the cache or freshly requested.
-    pub async fn get(&self, key: &TokenKey, app: &AppCredentials) -> Result<SecretString, TokenError> {
+    pub async fn get(
+        &self,
+        key: &TokenKey,
+        app: &AppCredentials,
+    ) -> Result<SecretString, TokenError> {
         let slot = self.slot(key);
         let mut cached = slot.lock().await;
         if let Some(token) = cached.as_ref().filter(|t| Instant::now() < t.refresh_at) {
@@ -106,8 +119,15 @@ impl TokenCache {
         *self.slot(key).lock().await = None;
     }
 
-    async fn request(&self, key: &TokenKey, app: &AppCredentials) -> Result<CachedToken, TokenError> {
-        let url = format!("{}/{}/oauth2/v2.0/token", self.login_url, key.entra_tenant_id);
+    async fn request(
+        &self,
+        key: &TokenKey,
+        app: &AppCredentials,
+    ) -> Result<CachedToken, TokenError> {
+        let url = format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.login_url, key.entra_tenant_id
+        );
         let form = [
             ("client_id", app.client_id.as_str()),
             ("scope", key.scope.as_str()),
@@ -129,12 +149,15 @@ impl TokenCache {
             .await
             .map_err(|e| TokenError::Unreachable(crate::describe_http_error(&e)))?;
         if status.is_success() {
-            let token: TokenResponse = serde_json::from_slice(&body).map_err(|e| TokenError::Rejected {
-                status: status.as_u16(),
-                error: "invalid_response".into(),
-                aadsts: None,
-                description: format!("the token endpoint answered with an unreadable token: {e}"),
-            })?;
+            let token: TokenResponse =
+                serde_json::from_slice(&body).map_err(|e| TokenError::Rejected {
+                    status: status.as_u16(),
+                    error: "invalid_response".into(),
+                    aadsts: None,
+                    description: format!(
+                        "the token endpoint answered with an unreadable token: {e}"
+                    ),
+                })?;
             let lifetime = Duration::from_secs(token.expires_in);
             tracing::debug!(tenant = %key.entra_tenant_id, scope = %key.scope, "access token issued");
             return Ok(CachedToken {

@@ -1,0 +1,124 @@
+//! The administration commands, run as the real binary against a real database.
+
+use crate::harness::{database_url, empty_database, mailbridge_binary};
+use secrecy::ExposeSecret;
+
+fn run(database: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(mailbridge_binary())
+        .args(args)
+        .env("DATABASE_URL", database_url(database).expose_secret())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running mailbridge")
+}
+
+fn json(output: &std::process::Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+}
+
+#[tokio::test]
+async fn migrate_then_add_a_tenant_and_a_device_from_the_command_line() {
+    let database = empty_database().await;
+    let migrate = run(&database, &["migrate"]);
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+
+    let tenant = json(&run(
+        &database,
+        &[
+            "tenant",
+            "add",
+            "--name",
+            "Praxis Dr. Kühn",
+            "--entra-tenant-id",
+            "5f1c7a52-0d7e-4c5e-9a51-2b7b1d0e8f11",
+            "--sender-mailbox",
+            "scanner@praxis-kuehn.example",
+        ],
+    ));
+    assert_eq!(tenant["name"], "Praxis Dr. Kühn");
+    assert_eq!(tenant["delivery_method"], "graph");
+    assert_eq!(
+        tenant["entra_tenant_id"],
+        "5f1c7a52-0d7e-4c5e-9a51-2b7b1d0e8f11"
+    );
+
+    let device = json(&run(
+        &database,
+        &[
+            "device",
+            "add",
+            "--tenant",
+            "Praxis Dr. Kühn",
+            "--name",
+            "MFP Flur",
+        ],
+    ));
+    let username = device["username"].as_str().unwrap();
+    let password = device["password"].as_str().unwrap();
+    assert!(password.len() >= 20, "{password}");
+    assert_eq!(device["tenant_id"], tenant["id"]);
+
+    let pool = sqlx::PgPool::connect(database_url(&database).expose_secret())
+        .await
+        .unwrap();
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM devices WHERE username = $1")
+        .bind(username)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!hash.contains(password));
+    let listed = json(&run(
+        &database,
+        &["device", "list", "--tenant", "Praxis Dr. Kühn"],
+    ));
+    assert!(
+        listed[0].get("password").is_none(),
+        "a listing never shows the password"
+    );
+
+    let duplicate = run(
+        &database,
+        &[
+            "tenant",
+            "add",
+            "--name",
+            "Praxis Dr. Kühn",
+            "--entra-tenant-id",
+            "5f1c7a52-0d7e-4c5e-9a51-2b7b1d0e8f11",
+            "--sender-mailbox",
+            "scanner@praxis-kuehn.example",
+        ],
+    );
+    assert!(!duplicate.status.success());
+    assert!(String::from_utf8_lossy(&duplicate.stderr).contains("already exists"));
+    let unknown = run(
+        &database,
+        &["device", "add", "--tenant", "Nobody", "--name", "x"],
+    );
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no customer"));
+    let bad_mailbox = run(
+        &database,
+        &[
+            "tenant",
+            "add",
+            "--name",
+            "Praxis B",
+            "--entra-tenant-id",
+            "5f1c7a52-0d7e-4c5e-9a51-2b7b1d0e8f12",
+            "--sender-mailbox",
+            "not-an-address",
+        ],
+    );
+    assert!(!bad_mailbox.status.success());
+}

@@ -1,0 +1,351 @@
+//! The end-to-end test harness (after zero-to-production's `spawn_app`): a real PostgreSQL (one throwaway server per test
+//! run, or the one `DATABASE_URL` names), a fresh database per test cloned from a
+//! migrated template, and a whole mailbridge stack (edge, worker, web and the
+//! Microsoft 365 simulator) per test on free loopback ports.
+
+use std::{
+    path::PathBuf,
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use mailbridge::stack::{Stack, StackOptions};
+use mailbridge_core::{
+    Settings, db,
+    devices::{self, IssuedCredential},
+    queue,
+    scratch_postgres::{ScratchOptions, ScratchPostgres},
+    tenants::{self, DeliveryMethod, NewTenant, Tenant},
+};
+use mailbridge_m365_sim::{DeliveredMessage, ROLE_MAIL_SEND};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+const TEMPLATE: &str = "mailbridge_test_template";
+
+/// The PostgreSQL server of this test run.
+enum Server {
+    Scratch(ScratchPostgres),
+    External(SecretString),
+}
+
+fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Server::External(SecretString::from(url)),
+        _ => Server::Scratch(
+            ScratchPostgres::start(&ScratchOptions::default())
+                .expect("starting a throwaway PostgreSQL"),
+        ),
+    })
+}
+
+/// The URL of `database` on this run's server.
+pub fn database_url(database: &str) -> SecretString {
+    match server() {
+        Server::Scratch(pg) => pg.url(database),
+        Server::External(url) => {
+            let url = url.expose_secret();
+            let base = url.rsplit_once('/').map(|(base, _)| base).unwrap_or(url);
+            SecretString::from(format!("{base}/{database}"))
+        }
+    }
+}
+
+fn admin_url() -> SecretString {
+    match server() {
+        Server::Scratch(pg) => pg.url("postgres"),
+        Server::External(url) => url.clone(),
+    }
+}
+
+/// Creates the migrated template once per test run.
+async fn template() {
+    static READY: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    READY
+        .get_or_init(|| async {
+            let mut admin = PgConnection::connect(admin_url().expose_secret())
+                .await
+                .expect("connecting to PostgreSQL");
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {TEMPLATE}"
+            )))
+            .execute(&mut admin)
+            .await
+            .expect("dropping an old template");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {TEMPLATE}")))
+                .execute(&mut admin)
+                .await
+                .expect("creating the template database");
+            let mut template = PgConnection::connect(database_url(TEMPLATE).expose_secret())
+                .await
+                .expect("connecting to the template");
+            db::MIGRATOR
+                .run(&mut template)
+                .await
+                .expect("migrating the template");
+            template.close().await.ok();
+            admin.close().await.ok();
+        })
+        .await;
+}
+
+/// A new database with nothing in it (not even the schema); returns its name.
+pub async fn empty_database() -> String {
+    let name = format!("test_{}", Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(admin_url().expose_secret())
+        .await
+        .expect("connecting to PostgreSQL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("creating a database");
+    admin.close().await.ok();
+    name
+}
+
+/// A fresh, migrated database of its own for one test.
+pub async fn fresh_database() -> PgPool {
+    template().await;
+    let name = format!("test_{}", Uuid::new_v4().simple());
+    let mut admin = PgConnection::connect(admin_url().expose_secret())
+        .await
+        .expect("connecting to PostgreSQL");
+    let mut tries = 0;
+    loop {
+        let created = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {name} TEMPLATE {TEMPLATE}"
+        )))
+        .execute(&mut admin)
+        .await;
+        match created {
+            Ok(_) => break,
+            // Another test cloning the template at the same instant.
+            Err(e) if tries < 20 && e.to_string().contains("being accessed by other users") => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("creating {name}: {e}"),
+        }
+    }
+    admin.close().await.ok();
+    db::pool(&database_url(&name), db::PoolOptions::default()).expect("pool")
+}
+
+/// A mailbridge stack for one test.
+pub struct TestApp {
+    pub stack: Stack,
+}
+
+/// A customer set up in mailbridge and in the simulated Microsoft 365.
+#[derive(Debug, Clone)]
+pub struct TestTenant {
+    pub tenant: Tenant,
+}
+
+impl TestApp {
+    /// Everything running, the worker included.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(StackOptions::ephemeral()).await
+    }
+
+    pub async fn spawn_with(options: StackOptions) -> Self {
+        let pool = fresh_database().await;
+        let mut settings = Settings::from_lookup(|_| None).expect("default settings");
+        settings.edge.hostname = "relay.mailbridge.test".to_owned();
+        settings.worker.sweep_seconds = 1;
+        let stack = Stack::start(pool, settings, options)
+            .await
+            .expect("starting the stack");
+        Self { stack }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.stack.pool
+    }
+
+    /// A customer whose admin consented to the MSP app with `Mail.Send`.
+    pub async fn add_tenant(&self, name: &str) -> TestTenant {
+        let slug: String = name
+            .to_ascii_lowercase()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
+        let mailbox = format!("scanner@{slug}.example");
+        let tenant = tenants::create(
+            self.pool(),
+            self.stack.settings.master_key.as_ref(),
+            NewTenant {
+                name: name.to_owned(),
+                entra_tenant_id: Uuid::new_v4(),
+                sender_mailbox: mailbox.clone(),
+                delivery_method: DeliveryMethod::Graph,
+                own_app: None,
+            },
+        )
+        .await
+        .expect("creating a tenant");
+        let directory = &self.stack.simulator.directory;
+        directory.add_tenant(tenant.entra_tenant_id, &[&mailbox]);
+        directory.consent(
+            tenant.entra_tenant_id,
+            &self.stack.client_id,
+            &[ROLE_MAIL_SEND],
+        );
+        TestTenant { tenant }
+    }
+
+    pub async fn add_device(&self, tenant: &TestTenant, name: &str) -> IssuedCredential {
+        devices::create(self.pool(), tenant.tenant.id, name)
+            .await
+            .expect("creating a device")
+    }
+
+    /// Waits until the simulator has `count` messages for `recipient`.
+    pub async fn wait_for_inbox(&self, recipient: &str, count: usize) -> Vec<DeliveredMessage> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let inbox = self.stack.simulator.directory.inbox(recipient);
+            if inbox.len() >= count {
+                return inbox;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{recipient} got {} of {count} messages in 30 s",
+                inbox.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until `check` holds for the message's state.
+    pub async fn wait_for_message(
+        &self,
+        id: Uuid,
+        check: impl Fn(&queue::MessageStatus) -> bool,
+    ) -> queue::MessageStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = queue::status(self.pool(), id)
+                .await
+                .expect("reading message status")
+            {
+                if check(&status) {
+                    return status;
+                }
+                assert!(Instant::now() < deadline, "message {id} stuck: {status:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn message_ids(&self) -> Vec<Uuid> {
+        sqlx::query_scalar("SELECT id FROM messages ORDER BY received_at")
+            .fetch_all(self.pool())
+            .await
+            .expect("listing messages")
+    }
+
+    pub fn edge_ca_pem(&self) -> Vec<u8> {
+        std::fs::read(&self.stack.edge_ca_file).expect("reading the edge CA")
+    }
+
+    /// A lettre transport to the edge: STARTTLS required, the edge's CA trusted.
+    pub fn lettre(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> lettre::AsyncSmtpTransport<lettre::Tokio1Executor> {
+        use lettre::transport::smtp::{
+            authentication::{Credentials, Mechanism},
+            client::{Certificate, Tls, TlsParameters},
+        };
+        let tls = TlsParameters::builder("localhost".to_owned())
+            .add_root_certificate(Certificate::from_pem(&self.edge_ca_pem()).expect("CA"))
+            .build_rustls()
+            .expect("TLS parameters");
+        lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(self.stack.smtp_addr.port())
+            .tls(Tls::Required(tls))
+            .credentials(Credentials::new(username.to_owned(), password.to_owned()))
+            .authentication(vec![Mechanism::Plain])
+            .hello_name(lettre::transport::smtp::extension::ClientId::Domain(
+                "printer.praxis.test".into(),
+            ))
+            .timeout(Some(Duration::from_secs(30)))
+            .build()
+    }
+}
+
+/// The `mailbridge` binary, built by cargo for this test.
+pub fn mailbridge_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mailbridge"))
+}
+
+/// A message as a device would send it: CRLF line ends, a From the tenant may use.
+pub fn sample_message(from: &str, to: &str, subject: &str) -> String {
+    format!(
+        "From: Scanner <{from}>\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{}@printer.praxis.test>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nBefund für Patient 4711 liegt bei.\r\nZeile zwei.\r\n.Punkt am Zeilenanfang\r\n",
+        Uuid::new_v4().simple()
+    )
+}
+
+/// lettre ends DATA with `CRLF . CRLF` after the message as given, so a message that
+/// already ends in CRLF would gain an empty line: hand it over without its last CRLF.
+pub fn without_final_crlf(message: &str) -> &[u8] {
+    message.strip_suffix("\r\n").unwrap_or(message).as_bytes()
+}
+
+/// A bare SMTP client for asserting on the protocol itself, reply by reply.
+pub struct SmtpProbe {
+    reader: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl SmtpProbe {
+    /// Connects and reads the greeting.
+    pub async fn connect(addr: std::net::SocketAddr) -> (Self, String) {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connecting to the edge");
+        let mut probe = Self {
+            reader: tokio::io::BufReader::new(stream),
+        };
+        let greeting = probe.reply().await;
+        (probe, greeting)
+    }
+
+    /// Reads one (possibly multi-line) reply.
+    pub async fn reply(&mut self) -> String {
+        use tokio::io::AsyncBufReadExt;
+        let mut reply = String::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(30), self.reader.read_line(&mut line))
+                .await
+                .expect("reply within 30 s")
+                .expect("reading a reply");
+            assert!(n > 0, "connection closed; got so far: {reply:?}");
+            reply.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return reply;
+            }
+        }
+    }
+
+    /// Sends raw bytes (a command line must include its CRLF).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.reader
+            .get_mut()
+            .write_all(bytes)
+            .await
+            .expect("writing to the edge");
+    }
+
+    /// Sends a command and returns its reply.
+    pub async fn command(&mut self, line: &str) -> String {
+        self.send_raw(format!("{line}\r\n").as_bytes()).await;
+        self.reply().await
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: real PostgreSQL, real TLS, real SMTP clients, the Microsoft 365
+//! simulator as the only stand-in. One module per feature.
+
+mod harness;
+
+mod cli;
+mod delivery;
+mod dev_command;
+mod submission;

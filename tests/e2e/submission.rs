@@ -1,0 +1,165 @@
+//! Devices submitting mail through the edge: real clients, real TLS.
+
+use crate::harness::{SmtpProbe, TestApp, sample_message, without_final_crlf};
+use lettre::{AsyncTransport, address::Envelope};
+
+#[tokio::test]
+async fn lettre_with_starttls_and_auth_plain_reaches_the_mailbox_unchanged() {
+    let app = TestApp::spawn().await;
+    let tenant = app.add_tenant("Praxis Lettre").await;
+    let device = app.add_device(&tenant, "Scanner Empfang").await;
+    let sender = tenant.tenant.sender_mailbox.clone();
+    let message = sample_message(&sender, "arzt@klinik.example", "Befund via lettre");
+
+    let envelope = Envelope::new(
+        Some(sender.parse().unwrap()),
+        vec!["arzt@klinik.example".parse().unwrap()],
+    )
+    .unwrap();
+    let response = app
+        .lettre(&device.device.username, &device.password)
+        .send_raw(&envelope, without_final_crlf(&message))
+        .await
+        .expect("lettre sends");
+    assert_eq!(response.code().to_string(), "250");
+
+    let inbox = app.wait_for_inbox("arzt@klinik.example", 1).await;
+    assert_eq!(inbox[0].mailbox, sender);
+    assert_eq!(inbox[0].via, "graph");
+    assert!(
+        inbox[0]
+            .mime
+            .starts_with("Received: from printer.praxis.test"),
+        "{}",
+        inbox[0].mime
+    );
+    assert!(
+        inbox[0].mime.ends_with(&message),
+        "body changed:\n{}",
+        inbox[0].mime
+    );
+}
+
+#[tokio::test]
+async fn python_smtplib_with_starttls_and_auth_login_reaches_the_mailbox_unchanged() {
+    let app = TestApp::spawn().await;
+    let tenant = app.add_tenant("Praxis Python").await;
+    let device = app.add_device(&tenant, "Labor").await;
+    let sender = tenant.tenant.sender_mailbox.clone();
+    let message = sample_message(&sender, "labor@klinik.example", "Befund via smtplib");
+    let dir = tempfile::tempdir().unwrap();
+    let eml = dir.path().join("message.eml");
+    std::fs::write(&eml, &message).unwrap();
+
+    let script = r#"
+import smtplib, ssl, sys
+host, port, ca, user, password, sender, rcpt, path = sys.argv[1:]
+context = ssl.create_default_context(cafile=ca)
+with smtplib.SMTP(host, int(port), local_hostname="labor.praxis.test", timeout=30) as smtp:
+    smtp.ehlo()
+    smtp.starttls(context=context)
+    smtp.ehlo()
+    assert "LOGIN" in smtp.esmtp_features["auth"].split(), smtp.esmtp_features
+    smtp.user, smtp.password = user, password
+    code, text = smtp.auth("LOGIN", smtp.auth_login)
+    assert code == 235, (code, text)
+    refused = smtp.sendmail(sender, [rcpt], open(path, "rb").read())
+    assert not refused, refused
+print("sent")
+"#;
+    let output = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg("127.0.0.1")
+        .arg(app.stack.smtp_addr.port().to_string())
+        .arg(&app.stack.edge_ca_file)
+        .arg(&device.device.username)
+        .arg(&device.password)
+        .arg(&sender)
+        .arg("labor@klinik.example")
+        .arg(&eml)
+        .output()
+        .await
+        .expect("running python3");
+    assert!(
+        output.status.success(),
+        "smtplib failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let inbox = app.wait_for_inbox("labor@klinik.example", 1).await;
+    assert!(
+        inbox[0].mime.ends_with(&message),
+        "body changed:\n{}",
+        inbox[0].mime
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_refused_with_535_and_nothing_is_queued() {
+    let app = TestApp::spawn().await;
+    let tenant = app.add_tenant("Praxis Falsch").await;
+    let device = app.add_device(&tenant, "Drucker").await;
+    let sender = tenant.tenant.sender_mailbox.clone();
+    let envelope = Envelope::new(
+        Some(sender.parse().unwrap()),
+        vec!["x@klinik.example".parse().unwrap()],
+    )
+    .unwrap();
+
+    let error = app
+        .lettre(&device.device.username, "not-the-password")
+        .send_raw(
+            &envelope,
+            sample_message(&sender, "x@klinik.example", "nope").as_bytes(),
+        )
+        .await
+        .expect_err("a wrong password must be refused");
+    assert_eq!(
+        error.status().map(|c| c.to_string()).as_deref(),
+        Some("535"),
+        "{error}"
+    );
+
+    let error = app
+        .lettre("no-such-device", &device.password)
+        .send_raw(&envelope, b"Subject: x\r\n\r\nx\r\n")
+        .await
+        .expect_err("an unknown user must be refused");
+    assert_eq!(
+        error.status().map(|c| c.to_string()).as_deref(),
+        Some("535"),
+        "{error}"
+    );
+    assert!(app.message_ids().await.is_empty(), "nothing may be queued");
+}
+
+#[tokio::test]
+async fn auth_is_offered_only_after_starttls_and_mail_needs_auth() {
+    let app = TestApp::spawn().await;
+    let (mut smtp, greeting) = SmtpProbe::connect(app.stack.smtp_addr).await;
+    assert!(
+        greeting.starts_with("220 relay.mailbridge.test "),
+        "{greeting}"
+    );
+    let ehlo = smtp.command("EHLO printer.praxis.test").await;
+    assert!(
+        ehlo.contains("250-STARTTLS") || ehlo.contains("250 STARTTLS"),
+        "{ehlo}"
+    );
+    assert!(!ehlo.contains("AUTH"), "AUTH offered before TLS:\n{ehlo}");
+    assert!(
+        ehlo.contains("ENHANCEDSTATUSCODES") && ehlo.contains("PIPELINING"),
+        "{ehlo}"
+    );
+
+    let auth = smtp.command("AUTH PLAIN AGZvbwBiYXI=").await;
+    assert!(auth.starts_with("538 5.7.11"), "{auth}");
+    let mail = smtp.command("MAIL FROM:<scanner@praxis.example>").await;
+    assert!(mail.starts_with("530 5.7.0"), "{mail}");
+    let rcpt = smtp.command("RCPT TO:<arzt@klinik.example>").await;
+    assert!(rcpt.starts_with("503 5.5.1"), "{rcpt}");
+    assert!(smtp.command("NOOP").await.starts_with("250 2.0.0"));
+    assert!(smtp.command("QUIT").await.starts_with("221 2.0.0"));
+    assert!(app.message_ids().await.is_empty());
+}
