@@ -151,10 +151,20 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: StackOptions) -> Self {
+        Self::spawn_configured(options, |_| {}).await
+    }
+
+    /// A stack whose settings `configure` adjusts (limits, policies, timeouts).
+    pub async fn spawn_configured(
+        options: StackOptions,
+        configure: impl FnOnce(&mut Settings),
+    ) -> Self {
         let pool = fresh_database().await;
         let mut settings = Settings::from_lookup(|_| None).expect("default settings");
         settings.edge.hostname = "relay.mailbridge.test".to_owned();
+        settings.edge.auth_throttle.failure_delay = Duration::from_millis(20);
         settings.worker.sweep_seconds = 1;
+        configure(&mut settings);
         let stack = Stack::start(pool, settings, options)
             .await
             .expect("starting the stack");
@@ -341,6 +351,50 @@ impl SmtpProbe {
             .write_all(bytes)
             .await
             .expect("writing to the edge");
+    }
+
+    /// Connects with a PROXY protocol header sent first.
+    pub async fn connect_via_proxy(addr: std::net::SocketAddr, header: &[u8]) -> (Self, String) {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connecting to the edge");
+        stream
+            .write_all(header)
+            .await
+            .expect("writing the PROXY header");
+        let mut probe = Self {
+            reader: tokio::io::BufReader::new(stream),
+        };
+        let greeting = probe.reply().await;
+        (probe, greeting)
+    }
+
+    /// Reads `n` replies (after a pipelined group of commands).
+    pub async fn replies(&mut self, n: usize) -> Vec<String> {
+        let mut replies = Vec::with_capacity(n);
+        for _ in 0..n {
+            replies.push(self.reply().await);
+        }
+        replies
+    }
+
+    /// Whether the server closed the connection (EOF before any more bytes).
+    pub async fn closed(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), self.reader.read(&mut byte)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    /// AUTH PLAIN with the initial response.
+    pub async fn login(&mut self, username: &str, password: &str) -> String {
+        use base64::Engine;
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{username}\0{password}"));
+        self.command(&format!("AUTH PLAIN {token}")).await
     }
 
     /// Sends a command and returns its reply.

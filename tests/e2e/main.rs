@@ -6,4 +6,5 @@ mod harness;
 mod cli;
 mod delivery;
 mod dev_command;
+mod edge;
 mod submission;

@@ -2,7 +2,7 @@
 //! its default live here and nowhere else; docs/configuration.md mirrors this file.
 //! Secrets are wrapped so that they never reach a log line.
 
-use std::{env, net::SocketAddr, path::PathBuf, str::FromStr};
+use std::{env, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use secrecy::SecretString;
 
@@ -15,8 +15,9 @@ pub const DEFAULT_SMTP_ENDPOINT: &str = "smtp.office365.com:587";
 /// The resources tokens are requested for (`{resource}/.default`).
 pub const DEFAULT_GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
 pub const DEFAULT_EXCHANGE_RESOURCE: &str = "https://outlook.office365.com";
-/// Exchange Online's default maximum send size per mailbox.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 35 * 1024 * 1024;
+/// Largest message accepted by default: room for a 35 MB attachment after base64
+/// (Exchange Online mailboxes can be raised to 150 MB; its default is 35 MB).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 50 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -42,16 +43,113 @@ pub struct M365Settings {
     pub client_secret: Option<SecretString>,
 }
 
+/// What the edge does with a bare LF or bare CR inside message data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BareNewlinePolicy {
+    /// Turn each into CRLF (Postfix's `normalize`): old devices keep working, and
+    /// nothing downstream can read the stray newline as an end of data.
+    Normalize,
+    /// Refuse the message with `550 5.6.0`.
+    Reject,
+}
+
+impl FromStr for BareNewlinePolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "normalize" => Ok(Self::Normalize),
+            "reject" => Ok(Self::Reject),
+            other => Err(format!("{other:?} (expected normalize or reject)")),
+        }
+    }
+}
+
+/// A comma-separated list of networks (`192.0.2.0/24, 2001:db8::/32, 198.51.100.7`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Networks(pub Vec<ipnet::IpNet>);
+
+impl Networks {
+    pub fn contains(&self, addr: &std::net::IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(addr))
+    }
+}
+
+impl FromStr for Networks {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(parse_network)
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
+/// A network in CIDR form, or a single address.
+pub fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map(|net| net.trunc())
+        .map_err(|_| format!("{text:?} is not an address or CIDR network"))
+}
+
+/// Limits of one SMTP session, each answered with its own reply.
+#[derive(Debug, Clone)]
+pub struct SessionLimits {
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    /// Largest header section accepted.
+    pub max_header_size: usize,
+    /// Unknown or malformed commands before the edge hangs up.
+    pub max_errors: usize,
+    pub max_messages: usize,
+    pub idle_timeout: Duration,
+    pub session_timeout: Duration,
+}
+
+/// How failed logins are slowed down and locked out.
+#[derive(Debug, Clone)]
+pub struct AuthThrottleSettings {
+    /// Pause before answering a failed login, doubling with each failure (up to 8×).
+    pub failure_delay: Duration,
+    /// Failures (per source address, or per username) within the window before a lockout.
+    pub lockout_failures: u32,
+    pub window: Duration,
+    pub lockout: Duration,
+    /// How long a verified password is remembered, sparing argon2 on repeated logins.
+    pub credential_cache: Duration,
+}
+
 /// The SMTP edge.
 #[derive(Debug, Clone)]
 pub struct EdgeSettings {
-    pub submission_listen: SocketAddr,
+    /// Submission with STARTTLS (587); `None` when switched off.
+    pub submission_listen: Option<SocketAddr>,
+    /// Submission over implicit TLS (465).
+    pub submissions_listen: Option<SocketAddr>,
+    /// Relay (25) for devices identified by their source address.
+    pub relay_listen: Option<SocketAddr>,
     /// Name in the banner, EHLO answer and Received header; also the self-signed
     /// certificate's name when no certificate is configured.
     pub hostname: String,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
-    pub max_message_size: usize,
+    /// Networks from which AUTH is allowed without TLS (devices that only speak TLS
+    /// 1.0 or RSA key exchange). Empty: AUTH only inside TLS.
+    pub plaintext_auth_networks: Networks,
+    /// Expect a PROXY protocol (v1 or v2) header from these peers.
+    pub proxy_protocol: bool,
+    pub trusted_proxies: Networks,
+    pub bare_newlines: BareNewlinePolicy,
+    pub limits: SessionLimits,
+    pub auth_throttle: AuthThrottleSettings,
+    /// After SIGTERM: how long sessions may finish before they are closed with 421.
+    pub shutdown_grace: Duration,
+    /// `/metrics`, `/healthz`, `/readyz` of the edge and the worker.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The delivery worker.
@@ -120,15 +218,54 @@ impl Settings {
                 client_secret: lookup("MAILBRIDGE_ENTRA_CLIENT_SECRET").map(SecretString::from),
             },
             edge: EdgeSettings {
-                submission_listen: parse(&lookup, "MAILBRIDGE_SUBMISSION_LISTEN", "0.0.0.0:587")?,
+                submission_listen: listen(&lookup, "MAILBRIDGE_SUBMISSION_LISTEN", "0.0.0.0:587")?,
+                submissions_listen: listen(
+                    &lookup,
+                    "MAILBRIDGE_SUBMISSIONS_LISTEN",
+                    "0.0.0.0:465",
+                )?,
+                relay_listen: listen(&lookup, "MAILBRIDGE_RELAY_LISTEN", "0.0.0.0:25")?,
                 hostname: lookup("MAILBRIDGE_HOSTNAME").unwrap_or_else(system_hostname),
                 tls_cert_file: lookup("MAILBRIDGE_TLS_CERT_FILE").map(PathBuf::from),
                 tls_key_file: lookup("MAILBRIDGE_TLS_KEY_FILE").map(PathBuf::from),
-                max_message_size: parse(
-                    &lookup,
-                    "MAILBRIDGE_MAX_MESSAGE_SIZE",
-                    &DEFAULT_MAX_MESSAGE_SIZE.to_string(),
-                )?,
+                plaintext_auth_networks: parse(&lookup, "MAILBRIDGE_PLAINTEXT_AUTH_NETWORKS", "")?,
+                proxy_protocol: parse(&lookup, "MAILBRIDGE_PROXY_PROTOCOL", "false")?,
+                trusted_proxies: parse(&lookup, "MAILBRIDGE_TRUSTED_PROXIES", "")?,
+                bare_newlines: parse(&lookup, "MAILBRIDGE_BARE_NEWLINES", "normalize")?,
+                limits: SessionLimits {
+                    max_message_size: parse(
+                        &lookup,
+                        "MAILBRIDGE_MAX_MESSAGE_SIZE",
+                        &DEFAULT_MAX_MESSAGE_SIZE.to_string(),
+                    )?,
+                    max_recipients: parse(&lookup, "MAILBRIDGE_MAX_RECIPIENTS", "100")?,
+                    max_header_size: parse(&lookup, "MAILBRIDGE_MAX_HEADER_SIZE", "1048576")?,
+                    max_errors: parse(&lookup, "MAILBRIDGE_MAX_COMMAND_ERRORS", "10")?,
+                    max_messages: parse(&lookup, "MAILBRIDGE_MAX_MESSAGES_PER_SESSION", "1000")?,
+                    idle_timeout: seconds(&lookup, "MAILBRIDGE_IDLE_TIMEOUT_SECONDS", "300")?,
+                    session_timeout: seconds(
+                        &lookup,
+                        "MAILBRIDGE_SESSION_TIMEOUT_SECONDS",
+                        "1800",
+                    )?,
+                },
+                auth_throttle: AuthThrottleSettings {
+                    failure_delay: Duration::from_millis(parse(
+                        &lookup,
+                        "MAILBRIDGE_AUTH_FAILURE_DELAY_MS",
+                        "1000",
+                    )?),
+                    lockout_failures: parse(&lookup, "MAILBRIDGE_AUTH_LOCKOUT_FAILURES", "10")?,
+                    window: seconds(&lookup, "MAILBRIDGE_AUTH_WINDOW_SECONDS", "900")?,
+                    lockout: seconds(&lookup, "MAILBRIDGE_AUTH_LOCKOUT_SECONDS", "900")?,
+                    credential_cache: seconds(
+                        &lookup,
+                        "MAILBRIDGE_CREDENTIAL_CACHE_SECONDS",
+                        "60",
+                    )?,
+                },
+                shutdown_grace: seconds(&lookup, "MAILBRIDGE_SHUTDOWN_GRACE_SECONDS", "25")?,
+                metrics_listen: listen(&lookup, "MAILBRIDGE_METRICS_LISTEN", "0.0.0.0:9090")?,
             },
             worker: WorkerSettings {
                 concurrency: parse(&lookup, "MAILBRIDGE_WORKER_CONCURRENCY", "16")?,
@@ -173,6 +310,26 @@ where
         })
 }
 
+/// A listen address, or `None` when set to `off`.
+fn listen(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    match lookup(name).as_deref().map(str::trim) {
+        Some("off") => Ok(None),
+        _ => parse(lookup, name, default).map(Some),
+    }
+}
+
+fn seconds(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    parse::<u64>(lookup, name, default).map(Duration::from_secs)
+}
+
 fn url(lookup: &impl Fn(&str) -> Option<String>, name: &str, default: &str) -> String {
     lookup(name)
         .unwrap_or_else(|| default.to_owned())
@@ -207,7 +364,10 @@ mod tests {
         assert_eq!(s.m365.login_url, "https://login.microsoftonline.com");
         assert_eq!(s.m365.graph_url, "https://graph.microsoft.com");
         assert_eq!(s.m365.smtp_endpoint, "smtp.office365.com:587");
-        assert_eq!(s.edge.submission_listen.port(), 587);
+        assert_eq!(s.edge.submission_listen.unwrap().port(), 587);
+        assert_eq!(s.edge.relay_listen.unwrap().port(), 25);
+        assert!(s.edge.plaintext_auth_networks.0.is_empty());
+        assert_eq!(s.edge.bare_newlines, BareNewlinePolicy::Normalize);
         assert!(s.master_key.is_none());
     }
 
@@ -215,6 +375,25 @@ mod tests {
     fn endpoints_lose_their_trailing_slash() {
         let s = settings(&[("MAILBRIDGE_M365_GRAPH_URL", "https://graph.microsoft.us/")]).unwrap();
         assert_eq!(s.m365.graph_url, "https://graph.microsoft.us");
+    }
+
+    #[test]
+    fn listeners_switch_off_and_networks_parse() {
+        let s = settings(&[
+            ("MAILBRIDGE_RELAY_LISTEN", "off"),
+            (
+                "MAILBRIDGE_PLAINTEXT_AUTH_NETWORKS",
+                "10.20.0.0/16, 192.0.2.7 ,2001:db8::/48",
+            ),
+        ])
+        .unwrap();
+        assert!(s.edge.relay_listen.is_none());
+        let nets = &s.edge.plaintext_auth_networks;
+        assert!(nets.contains(&"10.20.3.4".parse().unwrap()));
+        assert!(nets.contains(&"192.0.2.7".parse().unwrap()));
+        assert!(!nets.contains(&"192.0.2.8".parse().unwrap()));
+        assert!(nets.contains(&"2001:db8::1".parse().unwrap()));
+        assert!(settings(&[("MAILBRIDGE_TRUSTED_PROXIES", "10.0.0.0/33")]).is_err());
     }
 
     #[test]

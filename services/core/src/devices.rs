@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, PgPool};
@@ -19,6 +21,10 @@ pub struct Device {
     pub enabled: bool,
     pub created_at: DateTime<Utc>,
     pub last_seen_at: Option<DateTime<Utc>>,
+    pub allowed_networks: Vec<IpNet>,
+    pub allowed_senders: Vec<String>,
+    pub sender_policy: SenderPolicy,
+    pub rate_limit_per_minute: Option<i32>,
 }
 
 /// A new device with its password in clear: the only time the password exists.
@@ -29,12 +35,132 @@ pub struct IssuedCredential {
     pub password: String,
 }
 
-/// The device a session authenticated as.
+/// What a device may do once the edge knows who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevicePolicy {
+    /// Networks it may connect from (empty: anywhere, with a password).
+    pub allowed_networks: Vec<IpNet>,
+    /// Sender addresses or `@domain`s it may use; the tenant's sender mailbox always.
+    pub allowed_senders: Vec<String>,
+    pub sender_policy: SenderPolicy,
+    pub device_rate_limit: Option<i32>,
+    pub tenant_rate_limit: Option<i32>,
+    pub max_message_bytes: Option<i64>,
+    pub tenant_sender_mailbox: String,
+}
+
+impl DevicePolicy {
+    /// Whether `address` is a sender this device may use.
+    pub fn allows_sender(&self, address: &str) -> bool {
+        let address = address.trim().to_ascii_lowercase();
+        if address == self.tenant_sender_mailbox.to_ascii_lowercase() {
+            return true;
+        }
+        self.allowed_senders.iter().any(|allowed| {
+            let allowed = allowed.trim().to_ascii_lowercase();
+            match allowed.strip_prefix('@') {
+                Some(domain) => address.rsplit_once('@').is_some_and(|(_, d)| d == domain),
+                None => address == allowed,
+            }
+        })
+    }
+
+    pub fn allows_address(&self, addr: &IpAddr) -> bool {
+        self.allowed_networks.is_empty() || self.allowed_networks.iter().any(|n| n.contains(addr))
+    }
+}
+
+/// What happens to a message whose From the device may not use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum SenderPolicy {
+    /// From becomes the tenant's sender mailbox; the original goes to Reply-To.
+    Rewrite,
+    /// The message is refused.
+    Enforce,
+}
+
+impl std::str::FromStr for SenderPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "rewrite" => Ok(Self::Rewrite),
+            "enforce" => Ok(Self::Enforce),
+            other => Err(format!(
+                "unknown sender policy {other:?} (expected rewrite or enforce)"
+            )),
+        }
+    }
+}
+
+/// The device a session is acting for, with its policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticatedDevice {
     pub device_id: Uuid,
     pub tenant_id: Uuid,
     pub username: String,
+    pub policy: DevicePolicy,
+}
+
+/// A device's stored credential, as the edge checks it.
+#[derive(Debug, Clone)]
+pub struct StoredCredential {
+    pub password_hash: String,
+    pub enabled: bool,
+    pub device: AuthenticatedDevice,
+}
+
+#[derive(FromRow)]
+struct DeviceRow {
+    id: Uuid,
+    tenant_id: Uuid,
+    username: String,
+    password_hash: String,
+    enabled: bool,
+    allowed_networks: Vec<IpNet>,
+    allowed_senders: Vec<String>,
+    sender_policy: SenderPolicy,
+    rate_limit_per_minute: Option<i32>,
+    tenant_rate_limit: Option<i32>,
+    max_message_bytes: Option<i64>,
+    sender_mailbox: String,
+}
+
+impl From<DeviceRow> for StoredCredential {
+    fn from(row: DeviceRow) -> Self {
+        Self {
+            password_hash: row.password_hash,
+            enabled: row.enabled,
+            device: AuthenticatedDevice {
+                device_id: row.id,
+                tenant_id: row.tenant_id,
+                username: row.username,
+                policy: DevicePolicy {
+                    allowed_networks: row.allowed_networks,
+                    allowed_senders: row.allowed_senders,
+                    sender_policy: row.sender_policy,
+                    device_rate_limit: row.rate_limit_per_minute,
+                    tenant_rate_limit: row.tenant_rate_limit,
+                    max_message_bytes: row.max_message_bytes,
+                    tenant_sender_mailbox: row.sender_mailbox,
+                },
+            },
+        }
+    }
+}
+
+macro_rules! credential_query {
+    ($where:literal) => {
+        concat!(
+            "SELECT d.id, d.tenant_id, d.username, d.password_hash, d.enabled, d.allowed_networks,
+                    d.allowed_senders, d.sender_policy, d.rate_limit_per_minute,
+                    t.rate_limit_per_minute AS tenant_rate_limit, d.max_message_bytes, t.sender_mailbox
+               FROM devices d JOIN tenants t ON t.id = d.tenant_id WHERE ",
+            $where
+        )
+    };
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +177,8 @@ pub enum DeviceError {
 
 macro_rules! columns {
     () => {
-        "id, tenant_id, name, username, enabled, created_at, last_seen_at"
+        "id, tenant_id, name, username, enabled, created_at, last_seen_at, allowed_networks, \
+         allowed_senders, sender_policy, rate_limit_per_minute"
     };
 }
 
@@ -114,42 +241,152 @@ pub async fn list(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<Device>, sqlx::E
     .await
 }
 
-/// Checks a username and password. Unknown users and disabled devices cost the same
-/// argon2 work as a wrong password, so timing tells an attacker nothing.
+/// The stored credential and policy of `username`.
+pub async fn credential(
+    pool: &PgPool,
+    username: &str,
+) -> Result<Option<StoredCredential>, sqlx::Error> {
+    let row: Option<DeviceRow> = sqlx::query_as(credential_query!("d.username = $1"))
+        .bind(username)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(StoredCredential::from))
+}
+
+/// Verifies a password against a stored hash off the async threads. With no stored
+/// hash (unknown user) a decoy is verified, so a miss costs as much as a wrong password.
+pub async fn verify_password(stored_hash: Option<String>, password: &str) -> bool {
+    let password = password.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let hash = stored_hash.unwrap_or_else(|| crypto::decoy_hash().to_owned());
+        crypto::verify_password(&password, &hash)
+    })
+    .await
+    .expect("verification does not panic")
+}
+
+/// Checks a username and password: the device, if both are right and it is enabled.
 pub async fn authenticate(
     pool: &PgPool,
     username: &str,
     password: &str,
 ) -> Result<Option<AuthenticatedDevice>, sqlx::Error> {
-    let row: Option<(Uuid, Uuid, String, bool)> = sqlx::query_as(
-        "SELECT id, tenant_id, password_hash, enabled FROM devices WHERE username = $1",
-    )
-    .bind(username)
-    .fetch_optional(pool)
+    let stored = credential(pool, username).await?;
+    let verified =
+        verify_password(stored.as_ref().map(|c| c.password_hash.clone()), password).await;
+    Ok(stored.filter(|c| verified && c.enabled).map(|c| c.device))
+}
+
+/// The enabled device whose allow-list holds `addr` most specifically, for clients
+/// that cannot log in (port 25). Two devices of different tenants matching equally
+/// specifically is a configuration error: no device is chosen, so no mail can land
+/// in the wrong tenant.
+pub async fn find_by_address(
+    pool: &PgPool,
+    addr: IpAddr,
+) -> Result<Option<AuthenticatedDevice>, sqlx::Error> {
+    let rows: Vec<DeviceRow> = sqlx::query_as(credential_query!(
+        "d.enabled AND EXISTS (SELECT 1 FROM unnest(d.allowed_networks) n WHERE $1::inet <<= n)"
+    ))
+    .bind(IpNet::from(addr))
+    .fetch_all(pool)
     .await?;
-    let hash = row
-        .as_ref()
-        .map(|(_, _, hash, _)| hash.clone())
-        .unwrap_or_else(|| crypto::decoy_hash().to_owned());
-    let password = password.to_owned();
-    let verified = tokio::task::spawn_blocking(move || crypto::verify_password(&password, &hash))
-        .await
-        .expect("verification does not panic");
-    Ok(match row {
-        Some((device_id, tenant_id, _, true)) if verified => Some(AuthenticatedDevice {
-            device_id,
-            tenant_id,
-            username: username.to_owned(),
-        }),
-        _ => None,
-    })
+    let prefix = |row: &DeviceRow| {
+        row.allowed_networks
+            .iter()
+            .filter(|n| n.contains(&addr))
+            .map(IpNet::prefix_len)
+            .max()
+            .unwrap_or(0)
+    };
+    let best = rows.iter().map(prefix).max();
+    let mut best_rows = rows.into_iter().filter(|r| Some(prefix(r)) == best);
+    let chosen = best_rows.next();
+    if let Some(other) =
+        best_rows.find(|r| chosen.as_ref().is_some_and(|c| c.tenant_id != r.tenant_id))
+    {
+        tracing::warn!(%addr, tenant = %other.tenant_id, "address is allow-listed equally for devices of two tenants; refusing");
+        return Ok(None);
+    }
+    Ok(chosen.map(|row| StoredCredential::from(row).device))
+}
+
+/// Changes to a device's policy; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct PolicyChange {
+    pub allowed_networks: Option<Vec<IpNet>>,
+    pub allowed_senders: Option<Vec<String>>,
+    pub sender_policy: Option<SenderPolicy>,
+    pub rate_limit_per_minute: Option<Option<i32>>,
+    pub enabled: Option<bool>,
+}
+
+pub async fn change_policy(
+    pool: &PgPool,
+    device_id: Uuid,
+    change: PolicyChange,
+) -> Result<Option<Device>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "UPDATE devices SET
+            allowed_networks = COALESCE($2, allowed_networks),
+            allowed_senders = COALESCE($3, allowed_senders),
+            sender_policy = COALESCE($4, sender_policy),
+            rate_limit_per_minute = CASE WHEN $5 THEN $6 ELSE rate_limit_per_minute END,
+            enabled = COALESCE($7, enabled)
+          WHERE id = $1 RETURNING ",
+        columns!()
+    ))
+    .bind(device_id)
+    .bind(change.allowed_networks)
+    .bind(change.allowed_senders)
+    .bind(change.sender_policy)
+    .bind(change.rate_limit_per_minute.is_some())
+    .bind(change.rate_limit_per_minute.flatten())
+    .bind(change.enabled)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Finds a device of `tenant_id` by name or id.
+pub async fn find(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    name_or_id: &str,
+) -> Result<Option<Device>, sqlx::Error> {
+    let id = Uuid::parse_str(name_or_id).ok();
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM devices WHERE tenant_id = $1 AND (id = $2 OR name = $3)"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .bind(name_or_id.trim())
+    .fetch_optional(pool)
+    .await
+}
+
+/// Messages a device and its tenant committed within the last minute, for rate limits.
+pub async fn recent_message_counts(
+    pool: &PgPool,
+    device_id: Uuid,
+    tenant_id: Uuid,
+) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE device_id = $1), count(*)
+           FROM messages WHERE tenant_id = $2 AND received_at > now() - interval '1 minute'",
+    )
+    .bind(device_id)
+    .bind(tenant_id)
+    .fetch_one(pool)
+    .await
 }
 
 /// Records that a device was seen; called once per session, not per command.
 pub async fn touch(pool: &PgPool, device_id: Uuid, addr: IpAddr) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE devices SET last_seen_at = now(), last_seen_addr = $2 WHERE id = $1")
         .bind(device_id)
-        .bind(ipnet::IpNet::from(addr))
+        .bind(IpNet::from(addr))
         .execute(pool)
         .await
         .map(drop)

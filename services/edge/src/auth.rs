@@ -1,8 +1,7 @@
 //! AUTH: SASL PLAIN and LOGIN (RFC 4954, RFC 4616), with the initial response or
-//! through `334` challenges, checked against device credentials. Offered only inside
-//! TLS; a wrong password costs the client a pause before the `535`.
-
-use std::time::Duration;
+//! through `334` challenges, checked against device credentials. Offered inside TLS
+//! (or in clear only from networks the operator allowed); failures are slowed down
+//! and locked out per address and per username (see `throttle`).
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use mailbridge_core::devices;
@@ -11,11 +10,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::{
     reply,
-    session::{Flow, Phase, Session},
+    session::{Flow, Identification, Phase, Session},
+    throttle::Admission,
 };
-
-/// Slows down password guessing on a single connection.
-const FAILED_AUTH_DELAY: Duration = Duration::from_secs(1);
 
 /// A SASL exchange waiting for the client's next line.
 pub(crate) struct SaslExchange {
@@ -59,7 +56,7 @@ fn decode(response: &[u8]) -> Decoded {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(crate) async fn handle_auth(&mut self, mechanism: u64, initial_response: String) -> Flow {
-        if self.tls.is_none() {
+        if !self.auth_allowed() {
             self.reply(reply::ENCRYPTION_REQUIRED);
             return Flow::Continue;
         }
@@ -137,36 +134,82 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             {
                 self.verify(username, password).await
             }
-            _ => {
-                tokio::time::sleep(FAILED_AUTH_DELAY).await;
-                self.reply(reply::BAD_CREDENTIALS)
-            }
+            _ => self.verify("", "").await,
         }
     }
 
     async fn verify(&mut self, username: &str, password: &str) {
-        match devices::authenticate(&self.context.pool, username, password).await {
-            Ok(Some(device)) => {
-                tracing::info!(device = %device.device_id, tenant = %device.tenant_id, "device authenticated");
-                let (pool, device_id, addr) =
-                    (self.context.pool.clone(), device.device_id, self.peer.ip());
-                tokio::spawn(async move {
-                    if let Err(e) = devices::touch(&pool, device_id, addr).await {
-                        tracing::debug!(error = %e, "could not record device last-seen");
-                    }
-                });
-                self.device = Some(device);
-                self.reply(reply::AUTH_OK);
-            }
-            Ok(None) => {
-                tracing::info!(username = %username.chars().take(64).collect::<String>(), "authentication failed");
-                tokio::time::sleep(FAILED_AUTH_DELAY).await;
-                self.reply(reply::BAD_CREDENTIALS);
-            }
+        let ip = self.peer.ip();
+        let guard = &self.context.auth;
+        if guard.admit(ip, username) == Admission::Locked {
+            tracing::warn!(username = %printable(username), "authentication refused: locked out after repeated failures");
+            return self.reply(reply::AUTH_LOCKED);
+        }
+        let stored = match devices::credential(&self.context.pool, username).await {
+            Ok(stored) => stored,
             Err(e) => {
                 tracing::warn!(error = %e, "credential check failed: database unavailable");
-                self.reply(reply::AUTH_UNAVAILABLE);
+                return self.reply(reply::AUTH_UNAVAILABLE);
+            }
+        };
+        let verified = match &stored {
+            Some(c) if guard.recently_verified(username, &c.password_hash, password) => true,
+            _ => {
+                let ok = devices::verify_password(
+                    stored.as_ref().map(|c| c.password_hash.clone()),
+                    password,
+                )
+                .await;
+                if let (true, Some(c)) = (ok, &stored) {
+                    guard.remember_verified(username, &c.password_hash, password);
+                }
+                ok
+            }
+        };
+        let refusal = match &stored {
+            _ if !verified => Some("wrong username or password"),
+            Some(c) if !c.enabled => Some("device disabled"),
+            Some(c) if !c.device.policy.allows_address(&ip) => {
+                Some("source address not allow-listed for this device")
+            }
+            Some(_) => None,
+            None => Some("wrong username or password"),
+        };
+        match (refusal, stored) {
+            (None, Some(credential)) => {
+                guard.succeeded(ip, username);
+                let device = credential.device;
+                tracing::info!(device = %device.device_id, tenant = %device.tenant_id, "device authenticated");
+                self.record_seen(device.device_id);
+                self.device = Some((device, Identification::Password));
+                self.reply(reply::AUTH_OK);
+            }
+            (reason, _) => {
+                let delay = guard.failed(ip, username);
+                tracing::info!(username = %printable(username), reason = reason.unwrap_or_default(), "authentication failed");
+                tokio::time::sleep(delay).await;
+                self.reply(reply::BAD_CREDENTIALS);
             }
         }
     }
+
+    /// Records the device's last-seen time and address once per session, off the
+    /// session's path.
+    pub(crate) fn record_seen(&self, device_id: uuid::Uuid) {
+        let (pool, addr) = (self.context.pool.clone(), self.peer.ip());
+        tokio::spawn(async move {
+            if let Err(e) = devices::touch(&pool, device_id, addr).await {
+                tracing::debug!(error = %e, "could not record device last-seen");
+            }
+        });
+    }
+}
+
+/// A username as it may appear in a log line: bounded, without control characters.
+fn printable(username: &str) -> String {
+    username
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect()
 }

@@ -1,54 +1,123 @@
-//! DATA: the message itself. End of data is `<CRLF>.<CRLF>` only (smtp-proto's
-//! receiver; bare `<LF>.<LF>` and friends are message content, never the end), dots
-//! are unstuffed, the size limit is enforced while reading, and the message is
-//! committed to PostgreSQL before the `250` — or answered `451` and not kept at all.
+//! DATA and BDAT: the message itself.
+//!
+//! End of DATA is `<CRLF>.<CRLF>` only (smtp-proto's receiver: `<LF>.<LF>`,
+//! `<CR>.<CR>`, `<LF>.<CRLF>` and the like are content, never the end); dots are
+//! unstuffed; the size limit is enforced while reading, and the rest of an oversized
+//! message is read and dropped. A complete message then passes the header-size
+//! check, the bare-newline policy and the device's sender policy, and is committed
+//! to PostgreSQL before the `250` — or answered `451` and not kept at all.
 
 use std::time::Duration;
 
-use mailbridge_core::queue::{self, NewMessage};
-use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
+use mailbridge_core::{
+    config::BareNewlinePolicy,
+    devices::SenderPolicy,
+    queue::{self, NewMessage},
+};
+use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
 use tokio::io::{AsyncRead, AsyncWrite};
 use uuid::Uuid;
 
 use crate::{
-    reply,
+    message, reply,
+    reply::Reply,
     session::{Flow, Phase, Session},
 };
 
 /// How long a commit may take before the client is told to try again later.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
+enum Reader {
+    Data(DataReceiver),
+    Bdat {
+        receiver: BdatReceiver,
+        chunk_size: usize,
+    },
+    /// Reading the rest of what will be refused with `refusal`.
+    Discard {
+        receiver: DummyDataReceiver,
+        refusal: Reply,
+    },
+}
+
 /// A message being received.
 pub(crate) struct DataTransfer {
     id: Uuid,
-    receiver: DataReceiver,
+    reader: Reader,
     body: Vec<u8>,
     /// Length of our trace header at the start of `body`, not counted against SIZE.
     trace_len: usize,
-    /// Set once the message is over the limit: the rest is read and thrown away.
-    overflow: Option<DummyDataReceiver>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    pub(crate) fn handle_data(&mut self) {
-        let Some(envelope) = &self.envelope else {
-            return self.reply(reply::NEED_MAIL);
-        };
-        if envelope.rcpt_to.is_empty() {
-            return self.reply(reply::NEED_RCPT);
-        }
+    fn new_transfer(&self, reader: Reader) -> Box<DataTransfer> {
         let id = Uuid::now_v7();
         let mut body = Vec::with_capacity(16 * 1024);
         body.extend_from_slice(self.received_header(id).as_bytes());
         let trace_len = body.len();
-        self.phase = Phase::Data(Box::new(DataTransfer {
+        Box::new(DataTransfer {
             id,
-            receiver: DataReceiver::new(),
+            reader,
             body,
             trace_len,
-            overflow: None,
-        }));
+        })
+    }
+
+    /// Why a transaction cannot take message data now, if it cannot.
+    fn data_refusal(&self) -> Option<Reply> {
+        match &self.envelope {
+            None => Some(reply::NEED_MAIL),
+            Some(e) if e.rcpt_to.is_empty() => Some(reply::NEED_RCPT),
+            Some(_) => None,
+        }
+    }
+
+    pub(crate) fn handle_data(&mut self) {
+        if let Some(refusal) = self.data_refusal() {
+            return self.reply(refusal);
+        }
+        if self.envelope.as_ref().is_some_and(|e| e.chunks.is_some()) {
+            return self.reply(reply::BDAT_AFTER_DATA);
+        }
+        self.phase = Phase::Data(self.new_transfer(Reader::Data(DataReceiver::new())));
         self.reply(reply::START_DATA);
+    }
+
+    /// BDAT (RFC 3030): the chunk is always read, even when it will be refused.
+    pub(crate) async fn handle_bdat(&mut self, chunk_size: usize, is_last: bool) -> Flow {
+        let refusal = self.data_refusal();
+        let pending = self.envelope.as_mut().and_then(|e| e.chunks.take());
+        let mut transfer = match (refusal, pending) {
+            (Some(refusal), _) => {
+                let discard = Reader::Discard {
+                    receiver: DummyDataReceiver::new_bdat(chunk_size),
+                    refusal,
+                };
+                self.new_transfer(discard)
+            }
+            (None, Some(transfer)) => transfer,
+            (None, None) => self.new_transfer(Reader::Data(DataReceiver::new())),
+        };
+        let received = transfer.body.len() - transfer.trace_len;
+        if !matches!(transfer.reader, Reader::Discard { .. }) {
+            transfer.reader = if received.saturating_add(chunk_size) > self.size_limit() {
+                Reader::Discard {
+                    receiver: DummyDataReceiver::new_bdat(chunk_size),
+                    refusal: reply::TOO_BIG,
+                }
+            } else {
+                Reader::Bdat {
+                    receiver: BdatReceiver::new(chunk_size, is_last),
+                    chunk_size,
+                }
+            };
+        }
+        if chunk_size == 0 {
+            // Nothing to read: a zero-length (last) chunk completes at once.
+            return self.continue_data(transfer, &mut [].iter()).await;
+        }
+        self.phase = Phase::Data(transfer);
+        Flow::Continue
     }
 
     /// The RFC 5321 §4.4 trace field, with the RFC 3848 protocol name.
@@ -68,7 +137,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             "Received: from {} ([{}])\r\n\tby {} (mailbridge) with {protocol} id {}{tls};\r\n\t{}\r\n",
             self.helo.as_deref().unwrap_or("unknown"),
             self.peer.ip(),
-            self.context.hostname,
+            self.context.settings.hostname,
             id.simple(),
             chrono::Utc::now().to_rfc2822(),
         )
@@ -79,37 +148,104 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         mut transfer: Box<DataTransfer>,
         bytes: &mut std::slice::Iter<'_, u8>,
     ) -> Flow {
-        if let Some(discard) = transfer.overflow.as_mut() {
-            if discard.ingest(bytes) {
-                self.envelope = None;
-                self.reply(reply::TOO_BIG);
-            } else {
-                self.phase = Phase::Data(transfer);
+        let limit = self.size_limit();
+        match &mut transfer.reader {
+            Reader::Discard { receiver, refusal } => {
+                if receiver.ingest(bytes) {
+                    let refusal = *refusal;
+                    self.envelope = None;
+                    self.reply(refusal);
+                } else {
+                    self.phase = Phase::Data(transfer);
+                }
             }
-            return Flow::Continue;
-        }
-        let complete = transfer.receiver.ingest(bytes, &mut transfer.body);
-        if transfer.body.len() - transfer.trace_len > self.context.max_message_size {
-            if complete {
-                self.envelope = None;
-                self.reply(reply::TOO_BIG);
-            } else {
-                transfer.overflow = Some(DummyDataReceiver::new_data(&transfer.receiver));
-                transfer.body = Vec::new();
-                self.phase = Phase::Data(transfer);
+            Reader::Data(receiver) => {
+                let complete = receiver.ingest(bytes, &mut transfer.body);
+                if transfer.body.len() - transfer.trace_len > limit {
+                    let discard = DummyDataReceiver::new_data(receiver);
+                    if complete {
+                        self.envelope = None;
+                        self.reply(reply::TOO_BIG);
+                    } else {
+                        transfer.body = Vec::new();
+                        transfer.reader = Reader::Discard {
+                            receiver: discard,
+                            refusal: reply::TOO_BIG,
+                        };
+                        self.phase = Phase::Data(transfer);
+                    }
+                } else if complete {
+                    self.finish(*transfer).await;
+                } else {
+                    self.phase = Phase::Data(transfer);
+                }
             }
-            return Flow::Continue;
+            Reader::Bdat {
+                receiver,
+                chunk_size,
+            } => {
+                let chunk_size = *chunk_size;
+                let is_last = receiver.is_last;
+                if !(chunk_size == 0 || receiver.ingest(bytes, &mut transfer.body)) {
+                    self.phase = Phase::Data(transfer);
+                } else if is_last {
+                    self.finish(*transfer).await;
+                } else {
+                    self.refuse(250, "2.0.0", &format!("{chunk_size} octets received"));
+                    if let Some(envelope) = self.envelope.as_mut() {
+                        envelope.chunks = Some(transfer);
+                    }
+                }
+            }
         }
-        if !complete {
-            self.phase = Phase::Data(transfer);
-            return Flow::Continue;
-        }
-        self.commit(*transfer).await;
         Flow::Continue
     }
 
+    /// Checks a complete message, applies the policies, and commits it.
+    async fn finish(&mut self, mut transfer: DataTransfer) {
+        let settings = &self.context.settings;
+        let start = transfer.trace_len;
+        if message::header_section_len(&transfer.body[start..]) > settings.limits.max_header_size {
+            self.envelope = None;
+            return self.reply(reply::HEADER_TOO_BIG);
+        }
+        if message::has_bare_newline(&transfer.body[start..]) {
+            match settings.bare_newlines {
+                BareNewlinePolicy::Reject => {
+                    self.envelope = None;
+                    return self.reply(reply::BARE_NEWLINE);
+                }
+                BareNewlinePolicy::Normalize => {
+                    let normalized = message::normalize_newlines(&transfer.body[start..]);
+                    transfer.body.truncate(start);
+                    transfer.body.extend_from_slice(&normalized);
+                }
+            }
+        }
+        let Some((device, _)) = &self.device else {
+            self.envelope = None;
+            return self.reply(reply::NEED_MAIL);
+        };
+        let policy = &device.policy;
+        let from = message::from_addresses(&transfer.body[start..]);
+        if from.iter().any(|address| !policy.allows_sender(address)) {
+            match policy.sender_policy {
+                SenderPolicy::Enforce => {
+                    self.envelope = None;
+                    return self.reply(reply::SENDER_NOT_ALLOWED);
+                }
+                SenderPolicy::Rewrite => {
+                    transfer.body =
+                        message::rewrite_from(&transfer.body, start, &policy.tenant_sender_mailbox);
+                }
+            }
+        }
+        self.commit(transfer).await;
+    }
+
     async fn commit(&mut self, transfer: DataTransfer) {
-        let (Some(envelope), Some(device)) = (self.envelope.take(), self.device.as_ref()) else {
+        let (Some(envelope), Some((device, _))) = (self.envelope.take(), self.device.as_ref())
+        else {
             return self.reply(reply::NEED_MAIL);
         };
         let message = NewMessage {
@@ -127,6 +263,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .await
         {
             Ok(Ok(id)) => {
+                self.messages += 1;
                 tracing::info!(queue_id = %id, size = message.body.len(), recipients = message.rcpt_to.len(), "message queued");
                 reply::write(
                     &mut self.out,

@@ -17,23 +17,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // A new greeting resets the transaction (RFC 5321 §4.1.4), not the login.
         self.envelope = None;
         self.helo = Some(host.chars().take(255).collect());
-        let hostname = self.context.hostname.clone();
+        let hostname = self.context.settings.hostname.clone();
         if !extended {
             reply::write_text(&mut self.out, 250, "2.0.0", &hostname);
             return;
         }
         let mut lines = vec![
             format!("{hostname} greets {host}"),
-            format!("SIZE {}", self.context.max_message_size),
+            format!("SIZE {}", self.context.settings.limits.max_message_size),
             "8BITMIME".to_owned(),
             "PIPELINING".to_owned(),
             "ENHANCEDSTATUSCODES".to_owned(),
             "SMTPUTF8".to_owned(),
+            "CHUNKING".to_owned(),
+            "HELP".to_owned(),
         ];
-        if self.tls.is_some() {
-            lines.push("AUTH PLAIN LOGIN".to_owned());
-        } else {
+        if self.tls.is_none() {
             lines.push("STARTTLS".to_owned());
+        }
+        if self.auth_allowed() && self.device.is_none() {
+            lines.push("AUTH PLAIN LOGIN".to_owned());
         }
         let last = lines.len() - 1;
         for (i, line) in lines.iter().enumerate() {

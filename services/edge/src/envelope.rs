@@ -1,46 +1,146 @@
-//! MAIL FROM and RCPT TO: the envelope of one transaction. Only an authenticated
-//! device may start one; SIZE is checked up front.
+//! MAIL FROM and RCPT TO: the envelope of one transaction. Only an identified device
+//! (by password, or by address on the relay listener) may start one; its size limit,
+//! sender policy and rate limits are checked here, before any data is sent.
 
+use mailbridge_core::devices::{self, SenderPolicy};
 use smtp_proto::{MailFrom, RcptTo};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::{reply, session::Session};
+use crate::{
+    ListenerKind, reply,
+    session::{Flow, Identification, Session},
+};
 
 /// The envelope of the transaction in progress.
-#[derive(Debug, Clone)]
 pub(crate) struct Envelope {
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
+    /// An unidentified client on the relay listener: every recipient is refused.
+    pub relay_denied: bool,
+    /// A message arriving in BDAT chunks, between chunks.
+    pub chunks: Option<Box<crate::data::DataTransfer>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    pub(crate) fn handle_mail(&mut self, from: MailFrom<String>) {
+    /// The largest message this session's device may send.
+    pub(crate) fn size_limit(&self) -> usize {
+        let global = self.context.settings.limits.max_message_size;
+        self.device
+            .as_ref()
+            .and_then(|(d, _)| d.policy.max_message_bytes)
+            .map(|device| (device.max(0) as usize).min(global))
+            .unwrap_or(global)
+    }
+
+    pub(crate) async fn handle_mail(&mut self, from: MailFrom<String>) -> Flow {
         if self.helo.is_none() {
-            return self.reply(reply::HELO_FIRST);
-        }
-        if self.device.is_none() {
-            return self.reply(reply::AUTH_REQUIRED);
+            self.reply(reply::HELO_FIRST);
+            return Flow::Continue;
         }
         if self.envelope.is_some() {
-            return self.reply(reply::NESTED_MAIL);
+            self.reply(reply::NESTED_MAIL);
+            return Flow::Continue;
         }
-        if from.size > self.context.max_message_size {
-            return self.reply(reply::TOO_BIG);
+        if self.messages >= self.context.settings.limits.max_messages {
+            self.reply(reply::TOO_MANY_MESSAGES);
+            return Flow::Quit;
+        }
+        if self.device.is_none() {
+            if self.kind != ListenerKind::Relay {
+                self.reply(reply::AUTH_REQUIRED);
+                return Flow::Continue;
+            }
+            match devices::find_by_address(&self.context.pool, self.peer.ip()).await {
+                Ok(Some(device)) => {
+                    tracing::info!(device = %device.device_id, tenant = %device.tenant_id, "device identified by its address");
+                    self.record_seen(device.device_id);
+                    self.device = Some((device, Identification::Address));
+                }
+                Ok(None) => {
+                    // Answered at RCPT, where relay refusals are expected.
+                    self.envelope = Some(Envelope {
+                        mail_from: from.address,
+                        rcpt_to: Vec::new(),
+                        relay_denied: true,
+                        chunks: None,
+                    });
+                    self.reply(reply::SENDER_OK);
+                    return Flow::Continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "device lookup failed: database unavailable");
+                    self.reply(reply::NOT_QUEUED);
+                    return Flow::Continue;
+                }
+            }
+        }
+        if from.size > self.size_limit() {
+            self.reply(reply::TOO_BIG);
+            return Flow::Continue;
+        }
+        let Some((device, _)) = &self.device else {
+            return Flow::Continue;
+        };
+        let policy = &device.policy;
+        if policy.sender_policy == SenderPolicy::Enforce
+            && !from.address.is_empty()
+            && !policy.allows_sender(&from.address)
+        {
+            self.reply(reply::SENDER_NOT_ALLOWED);
+            return Flow::Continue;
+        }
+        if policy.device_rate_limit.is_some() || policy.tenant_rate_limit.is_some() {
+            match devices::recent_message_counts(
+                &self.context.pool,
+                device.device_id,
+                device.tenant_id,
+            )
+            .await
+            {
+                Ok((by_device, _))
+                    if policy
+                        .device_rate_limit
+                        .is_some_and(|limit| by_device >= i64::from(limit)) =>
+                {
+                    self.reply(reply::DEVICE_RATE_LIMITED);
+                    return Flow::Continue;
+                }
+                Ok((_, by_tenant))
+                    if policy
+                        .tenant_rate_limit
+                        .is_some_and(|limit| by_tenant >= i64::from(limit)) =>
+                {
+                    self.reply(reply::TENANT_RATE_LIMITED);
+                    return Flow::Continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "rate limit check failed: database unavailable");
+                    self.reply(reply::NOT_QUEUED);
+                    return Flow::Continue;
+                }
+            }
         }
         self.envelope = Some(Envelope {
             mail_from: from.address,
             rcpt_to: Vec::new(),
+            relay_denied: false,
+            chunks: None,
         });
         self.reply(reply::SENDER_OK);
+        Flow::Continue
     }
 
     pub(crate) fn handle_rcpt(&mut self, to: RcptTo<String>) {
-        let max_recipients = self.context.max_recipients;
+        let max_recipients = self.context.settings.limits.max_recipients;
         let Some(envelope) = self.envelope.as_mut() else {
             return self.reply(reply::NEED_MAIL);
         };
+        if envelope.relay_denied {
+            return self.reply(reply::RELAY_DENIED);
+        }
         if to.address.is_empty() {
-            return reply::write_text(&mut self.out, 501, "5.1.3", "Bad recipient address syntax");
+            return self.refuse(501, "5.1.3", "Bad recipient address syntax");
         }
         if envelope.rcpt_to.len() >= max_recipients {
             return self.reply(reply::TOO_MANY_RECIPIENTS);

@@ -1,16 +1,21 @@
-//! mailbridge-edge: the SMTP submission server every device talks to.
+//! mailbridge-edge: the SMTP server every device talks to.
 //!
-//! It owns the listeners, the TLS handshake and the SMTP session state machine (one
-//! module per protocol phase). It authenticates devices, and commits each accepted
-//! message to the queue in PostgreSQL *before* it answers `250`; it never talks to
-//! Microsoft 365 and never holds a message only in memory after saying yes to it.
+//! It owns the listeners (submission with STARTTLS, submission over implicit TLS,
+//! and relay for devices identified by address), PROXY protocol, the TLS handshake,
+//! and the SMTP session state machine (one module per protocol phase). It
+//! authenticates devices, applies their policies, and commits each accepted message
+//! to the queue in PostgreSQL *before* it answers `250`; it never talks to Microsoft
+//! 365 and never holds a message only in memory after saying yes to it.
 
 mod auth;
 mod data;
 mod ehlo;
 mod envelope;
+pub mod message;
+pub mod proxy;
 mod reply;
 mod session;
+pub mod throttle;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -18,20 +23,61 @@ use mailbridge_core::{config::EdgeSettings, tls::Identity};
 use sqlx::PgPool;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
-pub use session::Session;
+pub use session::{Flow, Session, TlsInfo};
 
-/// Everything a session needs, shared by all sessions of a listener.
+/// The kinds of listener, each with its own rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Port 587: STARTTLS, then AUTH.
+    Submission,
+    /// Port 465: TLS from the first byte, then AUTH.
+    Submissions,
+    /// Port 25: devices without credentials, identified by their address.
+    Relay,
+}
+
+impl ListenerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Submission => "submission",
+            Self::Submissions => "submissions",
+            Self::Relay => "relay",
+        }
+    }
+}
+
+/// Everything sessions share.
 pub struct EdgeContext {
     pub pool: PgPool,
-    pub hostname: String,
-    pub max_message_size: usize,
-    pub max_recipients: usize,
+    pub settings: EdgeSettings,
     pub tls: TlsAcceptor,
-    /// How long the edge waits for a client's next command or data before it gives up.
-    pub idle_timeout: Duration,
+    pub auth: throttle::AuthGuard,
+}
+
+impl std::fmt::Debug for EdgeContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeContext")
+            .field("hostname", &self.settings.hostname)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] mailbridge_core::tls::TlsError),
+    #[error("set both MAILBRIDGE_TLS_CERT_FILE and MAILBRIDGE_TLS_KEY_FILE, or neither")]
+    HalfConfiguredTls,
+    #[error("every SMTP listener is switched off")]
+    NoListener,
 }
 
 /// The configured certificate, or a self-signed one (with a warning) when none is.
@@ -51,91 +97,156 @@ pub fn identity_from_settings(settings: &EdgeSettings) -> Result<Identity, EdgeE
     }
 }
 
-impl std::fmt::Debug for EdgeContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EdgeContext")
-            .field("hostname", &self.hostname)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The submission listener (STARTTLS), bound and ready to accept.
+/// The edge's listeners, bound and ready to accept.
 #[derive(Debug)]
 pub struct Edge {
-    listener: TcpListener,
+    listeners: Vec<(ListenerKind, TcpListener)>,
     context: Arc<EdgeContext>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum EdgeError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Tls(#[from] mailbridge_core::tls::TlsError),
-    #[error("set both MAILBRIDGE_TLS_CERT_FILE and MAILBRIDGE_TLS_KEY_FILE, or neither")]
-    HalfConfiguredTls,
-}
-
 impl Edge {
-    /// Binds the submission listener, serving `identity` for STARTTLS.
+    /// Binds every configured listener, serving `identity` for TLS.
     pub async fn bind(
         settings: &EdgeSettings,
         pool: PgPool,
         identity: Identity,
     ) -> Result<Self, EdgeError> {
         mailbridge_core::tls::install_crypto_provider();
-        let listener = TcpListener::bind(settings.submission_listen)
-            .await
-            .map_err(|source| EdgeError::Bind {
-                addr: settings.submission_listen,
-                source,
-            })?;
+        let wanted = [
+            (ListenerKind::Submission, settings.submission_listen),
+            (ListenerKind::Submissions, settings.submissions_listen),
+            (ListenerKind::Relay, settings.relay_listen),
+        ];
+        let mut listeners = Vec::new();
+        for (kind, addr) in wanted {
+            if let Some(addr) = addr {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| EdgeError::Bind { addr, source })?;
+                listeners.push((kind, listener));
+            }
+        }
+        if listeners.is_empty() {
+            return Err(EdgeError::NoListener);
+        }
+        if !settings.plaintext_auth_networks.0.is_empty() {
+            tracing::warn!(
+                networks = ?settings.plaintext_auth_networks.0,
+                "AUTH WITHOUT TLS is allowed from these networks: passwords cross them in clear text"
+            );
+        }
         let context = Arc::new(EdgeContext {
             pool,
-            hostname: settings.hostname.clone(),
-            max_message_size: settings.max_message_size,
-            max_recipients: 100,
+            settings: settings.clone(),
             tls: TlsAcceptor::from(identity.server_config()?),
-            idle_timeout: Duration::from_secs(300),
+            auth: throttle::AuthGuard::new(settings.auth_throttle.clone()),
         });
-        Ok(Self { listener, context })
+        Ok(Self { listeners, context })
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+    /// Where each listener ended up (port 0 picks a free port).
+    pub fn local_addr(&self, kind: ListenerKind) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .and_then(|(_, l)| l.local_addr().ok())
     }
 
-    /// Accepts connections until `shutdown` is cancelled.
+    /// Accepts connections until `shutdown` is cancelled; then stops accepting, lets
+    /// sessions finish for the grace period, and closes the rest with `421 4.3.2`.
     pub async fn run(self, shutdown: CancellationToken) {
-        tracing::info!(addr = %self.local_addr(), "SMTP submission listener ready (STARTTLS)");
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = self.listener.accept() => accepted,
+        let sessions = TaskTracker::new();
+        let hard_stop = CancellationToken::new();
+        let mut acceptors = Vec::new();
+        for (kind, listener) in self.listeners {
+            tracing::info!(listener = kind.name(), addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "SMTP listener ready");
+            let stop = Shutdown {
+                soft: shutdown.clone(),
+                hard: hard_stop.clone(),
             };
-            match accepted {
-                Ok((stream, peer)) => {
-                    let context = self.context.clone();
-                    tokio::spawn(serve_connection(stream, peer, context));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+            let (context, sessions) = (self.context.clone(), sessions.clone());
+            acceptors.push(tokio::spawn(accept_loop(
+                kind, listener, context, sessions, stop,
+            )));
+        }
+        shutdown.cancelled().await;
+        for acceptor in acceptors {
+            let _ = acceptor.await;
+        }
+        sessions.close();
+        let grace = self.context.settings.shutdown_grace;
+        tracing::info!(sessions = sessions.len(), ?grace, "edge draining");
+        if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
+            hard_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), sessions.wait()).await;
+        }
+        tracing::info!("edge stopped");
+    }
+}
+
+/// The two stages of a shutdown, as sessions see them.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    /// Stop taking new work: idle sessions are closed with 421 between commands.
+    pub soft: CancellationToken,
+    /// The grace period is over: every session is closed with 421 now.
+    pub hard: CancellationToken,
+}
+
+async fn accept_loop(
+    kind: ListenerKind,
+    listener: TcpListener,
+    context: Arc<EdgeContext>,
+    sessions: TaskTracker,
+    shutdown: Shutdown,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.soft.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let span = tracing::info_span!("smtp", session = %uuid::Uuid::now_v7().simple(), listener = kind.name(), %peer);
+                sessions.spawn(
+                    serve_connection(kind, stream, peer, context.clone(), shutdown.clone())
+                        .instrument(span),
+                );
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, context: Arc<EdgeContext>) {
+async fn serve_connection(
+    kind: ListenerKind,
+    mut stream: TcpStream,
+    mut peer: SocketAddr,
+    context: Arc<EdgeContext>,
+    shutdown: Shutdown,
+) {
     let _ = stream.set_nodelay(true);
-    let session_id = uuid::Uuid::now_v7();
-    let span = tracing::info_span!("smtp", session = %session_id.simple(), %peer);
-    session::serve(stream, peer, context).instrument(span).await;
+    let settings = &context.settings;
+    if settings.proxy_protocol && settings.trusted_proxies.contains(&peer.ip()) {
+        match tokio::time::timeout(Duration::from_secs(10), proxy::read_header(&mut stream)).await {
+            Ok(Ok(Some(source))) => {
+                tracing::debug!(proxy = %peer, client = %source, "PROXY header");
+                peer = source;
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "dropping connection from trusted proxy: bad PROXY header");
+                return;
+            }
+            Err(_) => {
+                tracing::info!("dropping connection from trusted proxy: no PROXY header in time");
+                return;
+            }
+        }
+    }
+    session::serve(kind, stream, peer, context, shutdown).await;
 }

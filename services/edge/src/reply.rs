@@ -47,6 +47,18 @@ replies! {
     TOO_BIG = 552 "5.3.4" "Message size exceeds fixed maximum message size";
     NOT_QUEUED = 451 "4.3.0" "Temporary failure, message not accepted; try again later";
     TIMEOUT = 421 "4.4.2" "Idle timeout, closing connection";
+    SESSION_TOO_LONG = 421 "4.4.2" "Connection time limit exceeded, closing connection";
+    TOO_MANY_ERRORS = 421 "4.7.0" "Too many errors, closing connection";
+    TOO_MANY_MESSAGES = 421 "4.7.0" "Too many messages in this session, please reconnect";
+    SHUTTING_DOWN = 421 "4.3.2" "Service shutting down, try again later";
+    AUTH_LOCKED = 454 "4.7.0" "Too many failed authentication attempts, try again later";
+    DEVICE_RATE_LIMITED = 450 "4.7.1" "Message rate limit of this device exceeded, try again later";
+    TENANT_RATE_LIMITED = 450 "4.7.1" "Message rate limit of this customer exceeded, try again later";
+    RELAY_DENIED = 550 "5.7.1" "Relaying denied: authenticate, or send from an address allow-listed for a device";
+    SENDER_NOT_ALLOWED = 550 "5.7.1" "Sender address not allowed for this device";
+    HEADER_TOO_BIG = 552 "5.3.4" "Message header section too large";
+    BARE_NEWLINE = 550 "5.6.0" "Message contains a bare CR or LF; lines must end with CRLF";
+    BDAT_AFTER_DATA = 503 "5.5.1" "BDAT and DATA cannot be mixed in one transaction";
 }
 
 /// Appends `reply` to `out`; `detail` (e.g. a queue id) goes after the text.

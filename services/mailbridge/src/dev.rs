@@ -48,6 +48,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let options = StackOptions {
         smtp_listen: listen_or("MAILBRIDGE_SUBMISSION_LISTEN", "127.0.0.1:2587")?,
+        smtps_listen: Some(listen_or(
+            "MAILBRIDGE_SUBMISSIONS_LISTEN",
+            "127.0.0.1:2465",
+        )?),
+        relay_listen: Some(listen_or("MAILBRIDGE_RELAY_LISTEN", "127.0.0.1:2525")?),
         web_listen: listen_or("MAILBRIDGE_WEB_LISTEN", "127.0.0.1:8080")?,
         sim_listen: listen_or("MAILBRIDGE_SIM_LISTEN", "127.0.0.1:9443")?,
         start_worker: true,
@@ -90,7 +95,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 mailbridge is running.
 
   Control plane   http://{web}/
-  SMTP            {smtp} (STARTTLS, AUTH PLAIN/LOGIN); CA certificate: {ca}
+  SMTP            {smtp} (STARTTLS), {smtps} (implicit TLS), {relay} (relay by address)
+                  AUTH PLAIN/LOGIN; CA certificate: {ca}
   Device          username {user}
                   password {password}
   Customer        {tenant} → sends as {mailbox}
@@ -105,6 +111,8 @@ then look at {sim}/_sim/inbox (its certificate is signed by the simulator's CA a
 Ctrl-C stops everything{cleanup}.
 "#,
         web = stack.web_addr,
+        smtps = stack.smtps_addr.map(|a| a.to_string()).unwrap_or_default(),
+        relay = stack.relay_addr.map(|a| a.to_string()).unwrap_or_default(),
         user = device.device.username,
         password = device.password,
         tenant = tenant.name,

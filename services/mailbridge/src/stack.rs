@@ -10,7 +10,7 @@ use mailbridge_core::{
     crypto::{self, MasterKey},
     tls::LocalAuthority,
 };
-use mailbridge_edge::Edge;
+use mailbridge_edge::{Edge, ListenerKind};
 use mailbridge_m365_sim::Simulator;
 use mailbridge_worker::Worker;
 use secrecy::SecretString;
@@ -21,7 +21,12 @@ use tokio_util::sync::CancellationToken;
 /// Where the parts of a stack listen; port 0 picks a free port.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
+    /// Submission with STARTTLS.
     pub smtp_listen: SocketAddr,
+    /// Submission over implicit TLS.
+    pub smtps_listen: Option<SocketAddr>,
+    /// Relay for devices identified by address.
+    pub relay_listen: Option<SocketAddr>,
     pub web_listen: SocketAddr,
     pub sim_listen: SocketAddr,
     /// Start the delivery worker right away (tests may start it later).
@@ -34,6 +39,8 @@ impl StackOptions {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
         Self {
             smtp_listen: any,
+            smtps_listen: Some(any),
+            relay_listen: Some(any),
             web_listen: any,
             sim_listen: any,
             start_worker: true,
@@ -48,6 +55,8 @@ pub struct Stack {
     pub settings: Settings,
     pub simulator: Simulator,
     pub smtp_addr: SocketAddr,
+    pub smtps_addr: Option<SocketAddr>,
+    pub relay_addr: Option<SocketAddr>,
     pub web_addr: SocketAddr,
     /// PEM of the CA that signed the edge's certificate (trust it to verify the edge).
     pub edge_ca_file: PathBuf,
@@ -95,9 +104,15 @@ impl Stack {
         let edge_authority = LocalAuthority::generate("mailbridge development CA", &edge_names)?;
         let edge_ca_file = files.path().join("edge-ca.pem");
         std::fs::write(&edge_ca_file, &edge_authority.ca_pem)?;
-        settings.edge.submission_listen = options.smtp_listen;
+        settings.edge.submission_listen = Some(options.smtp_listen);
+        settings.edge.submissions_listen = options.smtps_listen;
+        settings.edge.relay_listen = options.relay_listen;
         let edge = Edge::bind(&settings.edge, pool.clone(), edge_authority.server).await?;
-        let smtp_addr = edge.local_addr();
+        let smtp_addr = edge
+            .local_addr(ListenerKind::Submission)
+            .expect("submission listener bound");
+        let smtps_addr = edge.local_addr(ListenerKind::Submissions);
+        let relay_addr = edge.local_addr(ListenerKind::Relay);
 
         let web_listener = TcpListener::bind(options.web_listen).await?;
         let web_addr = web_listener.local_addr()?;
@@ -115,6 +130,8 @@ impl Stack {
             settings,
             simulator,
             smtp_addr,
+            smtps_addr,
+            relay_addr,
             web_addr,
             edge_ca_file,
             client_id,

@@ -1,0 +1,145 @@
+//! What the edge checks and changes in a received message before committing it:
+//! the header section's size, bare CR/LF (the documented policy against SMTP
+//! smuggling), and the From header under the device's sender policy.
+
+use mail_parser::MessageParser;
+
+/// Length of the header section including the blank line that ends it, or the
+/// whole message if it has no body.
+pub fn header_section_len(message: &[u8]) -> usize {
+    memchr::memmem::find(message, b"\r\n\r\n")
+        .map(|p| p + 4)
+        .unwrap_or(message.len())
+}
+
+/// Whether the message holds a CR not followed by LF, or an LF not preceded by CR.
+pub fn has_bare_newline(message: &[u8]) -> bool {
+    memchr::memchr2_iter(b'\r', b'\n', message).any(|i| match message[i] {
+        b'\r' => message.get(i + 1) != Some(&b'\n'),
+        _ => i == 0 || message[i - 1] != b'\r',
+    })
+}
+
+/// Turns every bare CR and bare LF into CRLF.
+pub fn normalize_newlines(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 64);
+    let mut i = 0;
+    while i < message.len() {
+        match message[i] {
+            b'\r' if message.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 2;
+            }
+            b'\r' | b'\n' => {
+                out.extend_from_slice(b"\r\n");
+                i += 1;
+            }
+            byte => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The addresses in the From header(s), lower-cased.
+pub fn from_addresses(message: &[u8]) -> Vec<String> {
+    MessageParser::default()
+        .parse_headers(&message[..header_section_len(message)])
+        .and_then(|parsed| {
+            parsed.from().map(|from| {
+                from.iter()
+                    .filter_map(|a| a.address().map(str::to_ascii_lowercase))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// Replaces the From header with `new_from` (display name kept where there was one)
+/// and, unless the message has a Reply-To, points Reply-To at the original sender.
+/// `start` skips our own trace header.
+pub fn rewrite_from(message: &[u8], start: usize, new_from: &str) -> Vec<u8> {
+    let (trace, rest) = message.split_at(start);
+    let header_len = header_section_len(rest);
+    let (head, body) = rest.split_at(header_len);
+    let parsed = MessageParser::default().parse_headers(head);
+    let display_name = parsed
+        .as_ref()
+        .and_then(|p| p.from())
+        .and_then(|f| f.first())
+        .and_then(|a| a.name())
+        .map(|name| name.replace(['"', '\\', '\r', '\n'], ""));
+    let has_reply_to = parsed.as_ref().is_some_and(|p| p.reply_to().is_some());
+
+    let mut out = Vec::with_capacity(message.len() + 128);
+    out.extend_from_slice(trace);
+    let mut original_from: Vec<u8> = Vec::new();
+    let mut in_from = false;
+    for line in head.split_inclusive(|&b| b == b'\n') {
+        let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if !continuation {
+            in_from = line.len() >= 5 && line[..5].eq_ignore_ascii_case(b"from:");
+        }
+        if in_from {
+            original_from.extend_from_slice(if continuation { line } else { &line[5..] });
+        } else if line != b"\r\n" {
+            out.extend_from_slice(line);
+        }
+    }
+    match display_name.filter(|n| !n.trim().is_empty()) {
+        Some(name) => {
+            out.extend_from_slice(format!("From: \"{name}\" <{new_from}>\r\n").as_bytes())
+        }
+        None => out.extend_from_slice(format!("From: <{new_from}>\r\n").as_bytes()),
+    }
+    let original = String::from_utf8_lossy(&original_from).trim().to_owned();
+    if !has_reply_to && !original.is_empty() {
+        out.extend_from_slice(b"Reply-To: ");
+        out.extend_from_slice(original.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_newlines_are_found_and_normalized() {
+        assert!(!has_bare_newline(b"a\r\nb\r\n"));
+        assert!(has_bare_newline(b"a\nb\r\n"));
+        assert!(has_bare_newline(b"a\r\nb\r"));
+        assert!(has_bare_newline(b"\nb"));
+        assert_eq!(normalize_newlines(b"a\nb\rc\r\nd"), b"a\r\nb\r\nc\r\nd");
+        assert_eq!(
+            normalize_newlines(b"x\n.\nMAIL FROM"),
+            b"x\r\n.\r\nMAIL FROM"
+        );
+    }
+
+    #[test]
+    fn from_is_rewritten_and_the_original_kept_as_reply_to() {
+        let trace = b"Received: by relay\r\n";
+        let message = b"Received: by relay\r\nFrom: \"Scanner 3.OG\" <scan@printer.local>\r\nSubject: Scan\r\n\r\nbody\r\n";
+        let out = rewrite_from(message, trace.len(), "praxis@kuehn.example");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Received: by relay\r\nSubject: Scan\r\nFrom: \"Scanner 3.OG\" <praxis@kuehn.example>\r\nReply-To: \"Scanner 3.OG\" <scan@printer.local>\r\n\r\nbody\r\n"
+        );
+        let with_reply_to = b"From: a@x.example\r\n (comment)\r\nReply-To: b@x.example\r\n\r\nbody";
+        let out = String::from_utf8(rewrite_from(with_reply_to, 0, "p@k.example")).unwrap();
+        assert_eq!(
+            out,
+            "Reply-To: b@x.example\r\nFrom: <p@k.example>\r\n\r\nbody"
+        );
+        assert_eq!(
+            from_addresses(b"From: A <A@X.example>\r\n\r\n"),
+            vec!["a@x.example"]
+        );
+    }
+}
