@@ -86,6 +86,72 @@ async fn migrate_then_add_a_tenant_and_a_device_from_the_command_line() {
         "a listing never shows the password"
     );
 
+    let set = json(&run(
+        &database,
+        &[
+            "device",
+            "set",
+            "--tenant",
+            "Praxis Dr. Kühn",
+            "--device",
+            "MFP Flur",
+            "--allow-network",
+            "192.0.2.0/24",
+            "--allow-network",
+            "198.51.100.7",
+            "--allow-sender",
+            "@praxis-kuehn.example",
+            "--sender-policy",
+            "enforce",
+            "--rate-limit",
+            "30",
+        ],
+    ));
+    assert_eq!(
+        set["allowed_networks"],
+        serde_json::json!(["192.0.2.0/24", "198.51.100.7/32"])
+    );
+    assert_eq!(
+        set["allowed_senders"],
+        serde_json::json!(["@praxis-kuehn.example"])
+    );
+    assert_eq!(set["sender_policy"], "enforce");
+    assert_eq!(set["rate_limit_per_minute"], 30);
+    let bad = run(
+        &database,
+        &[
+            "device",
+            "set",
+            "--tenant",
+            "Praxis Dr. Kühn",
+            "--device",
+            "MFP Flur",
+            "--allow-network",
+            "192.0.2.0/33",
+        ],
+    );
+    assert!(!bad.status.success());
+    let rotated = json(&run(
+        &database,
+        &[
+            "device",
+            "rotate",
+            "--tenant",
+            "Praxis Dr. Kühn",
+            "--device",
+            "MFP Flur",
+        ],
+    ));
+    assert_eq!(rotated["username"], username);
+    assert_ne!(rotated["password"], password);
+    let new_hash: String =
+        sqlx::query_scalar("SELECT password_hash FROM devices WHERE username = $1")
+            .bind(username)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_ne!(new_hash, hash);
+
     let duplicate = run(
         &database,
         &[

@@ -191,13 +191,7 @@ pub async fn create(
     if name.is_empty() || name.chars().count() > 200 {
         return Err(DeviceError::InvalidName);
     }
-    let password = crypto::generate_password();
-    let hash = {
-        let password = password.clone();
-        tokio::task::spawn_blocking(move || crypto::hash_password(&password))
-            .await
-            .expect("hashing does not panic")?
-    };
+    let (password, hash) = new_password().await?;
     // A username collision is astronomically unlikely; a retry costs nothing.
     for _ in 0..3 {
         let username = crypto::generate_username(name);
@@ -228,6 +222,34 @@ pub async fn create(
     Err(DeviceError::Database(sqlx::Error::Protocol(
         "could not find a free username".into(),
     )))
+}
+
+/// A fresh password and its argon2id hash (hashed off the async threads).
+async fn new_password() -> Result<(String, String), DeviceError> {
+    let password = crypto::generate_password();
+    let for_hashing = password.clone();
+    let hash = tokio::task::spawn_blocking(move || crypto::hash_password(&for_hashing))
+        .await
+        .expect("hashing does not panic")?;
+    Ok((password, hash))
+}
+
+/// Replaces a device's password with a new one, returned this once. Sessions that
+/// already logged in keep going; every new login needs the new password.
+pub async fn rotate_password(
+    pool: &PgPool,
+    device_id: Uuid,
+) -> Result<IssuedCredential, DeviceError> {
+    let (password, hash) = new_password().await?;
+    let device = sqlx::query_as::<_, Device>(concat!(
+        "UPDATE devices SET password_hash = $2 WHERE id = $1 RETURNING ",
+        columns!()
+    ))
+    .bind(device_id)
+    .bind(&hash)
+    .fetch_one(pool)
+    .await?;
+    Ok(IssuedCredential { device, password })
 }
 
 pub async fn list(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<Device>, sqlx::Error> {

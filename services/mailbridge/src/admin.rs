@@ -6,7 +6,9 @@ use std::{net::SocketAddr, path::PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use mailbridge_core::{
-    Settings, devices,
+    Settings,
+    config::parse_network,
+    devices::{self, PolicyChange, SenderPolicy},
     tenants::{self, DeliveryMethod, NewTenant, OwnApp},
 };
 use mailbridge_m365_sim::Simulator;
@@ -55,6 +57,38 @@ pub enum DeviceCommand {
     List {
         #[arg(long)]
         tenant: String,
+    },
+    /// Changes a device's policy and prints the device as JSON.
+    Set {
+        #[arg(long)]
+        tenant: String,
+        /// The device's name or id.
+        #[arg(long)]
+        device: String,
+        /// Source networks it may connect from (CIDR or address; repeat, or `none`).
+        /// A device with networks can send on the relay port without a password.
+        #[arg(long = "allow-network", value_name = "CIDR")]
+        allow_networks: Vec<String>,
+        /// Sender addresses or `@domain`s it may use (repeat, or `none`).
+        #[arg(long = "allow-sender", value_name = "ADDRESS")]
+        allow_senders: Vec<String>,
+        /// `rewrite` (a From it may not use becomes the sender mailbox) or `enforce` (refused).
+        #[arg(long)]
+        sender_policy: Option<SenderPolicy>,
+        /// Messages per minute (0: no limit).
+        #[arg(long)]
+        rate_limit: Option<u32>,
+        #[arg(long, conflicts_with = "enable")]
+        disable: bool,
+        #[arg(long)]
+        enable: bool,
+    },
+    /// Issues a new password (the old one stops working at once) and prints it once.
+    Rotate {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        device: String,
     },
 }
 
@@ -108,6 +142,72 @@ pub async fn device(command: DeviceCommand, pool: &PgPool) -> anyhow::Result<()>
             let tenant = tenants::find(pool, &tenant).await?;
             print_json(&devices::list(pool, tenant.id).await?)
         }
+        DeviceCommand::Set {
+            tenant,
+            device,
+            allow_networks,
+            allow_senders,
+            sender_policy,
+            rate_limit,
+            disable,
+            enable,
+        } => {
+            let device = find_device(pool, &tenant, &device).await?;
+            let list = |values: Vec<String>| match values.as_slice() {
+                [] => None,
+                [none] if none == "none" => Some(Vec::new()),
+                _ => Some(values),
+            };
+            let networks = list(allow_networks)
+                .map(|nets| {
+                    nets.iter()
+                        .map(|n| parse_network(n))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let senders = list(allow_senders);
+            if let Some(bad) = senders.iter().flatten().find(|s| !valid_sender_pattern(s)) {
+                anyhow::bail!("{bad:?} is neither an address nor an @domain");
+            }
+            let change = PolicyChange {
+                allowed_networks: networks,
+                allowed_senders: senders,
+                sender_policy,
+                rate_limit_per_minute: rate_limit
+                    .map(|r| (r > 0).then_some(r.min(i32::MAX as u32) as i32)),
+                enabled: if disable {
+                    Some(false)
+                } else if enable {
+                    Some(true)
+                } else {
+                    None
+                },
+            };
+            let changed = devices::change_policy(pool, device.id, change).await?;
+            print_json(&changed)
+        }
+        DeviceCommand::Rotate { tenant, device } => {
+            let device = find_device(pool, &tenant, &device).await?;
+            print_json(&devices::rotate_password(pool, device.id).await?)
+        }
+    }
+}
+
+async fn find_device(pool: &PgPool, tenant: &str, device: &str) -> anyhow::Result<devices::Device> {
+    let tenant = tenants::find(pool, tenant).await?;
+    devices::find(pool, tenant.id, device)
+        .await?
+        .with_context(|| format!("{} has no device {device:?}", tenant.name))
+}
+
+/// `someone@domain.tld` or `@domain.tld`.
+fn valid_sender_pattern(pattern: &str) -> bool {
+    match pattern.strip_prefix('@') {
+        Some(domain) => {
+            mailbridge_core::address::EmailAddress::parse(&format!("x@{domain}")).is_ok()
+        }
+        None => mailbridge_core::address::EmailAddress::parse(pattern).is_ok(),
     }
 }
 
