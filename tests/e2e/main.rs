@@ -7,4 +7,5 @@ mod cli;
 mod delivery;
 mod dev_command;
 mod edge;
+mod operations;
 mod submission;

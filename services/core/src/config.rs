@@ -148,8 +148,6 @@ pub struct EdgeSettings {
     pub auth_throttle: AuthThrottleSettings,
     /// After SIGTERM: how long sessions may finish before they are closed with 421.
     pub shutdown_grace: Duration,
-    /// `/metrics`, `/healthz`, `/readyz` of the edge and the worker.
-    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The delivery worker.
@@ -171,6 +169,9 @@ pub struct Settings {
     pub master_key: Option<MasterKey>,
     pub extra_ca_file: Option<PathBuf>,
     pub web_listen: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz` of the edge and the worker (the web serves
+    /// them on its own port); `None` when switched off.
+    pub metrics_listen: Option<SocketAddr>,
     pub m365: M365Settings,
     pub edge: EdgeSettings,
     pub worker: WorkerSettings,
@@ -199,6 +200,7 @@ impl Settings {
             master_key,
             extra_ca_file: lookup("MAILBRIDGE_EXTRA_CA_FILE").map(PathBuf::from),
             web_listen: parse(&lookup, "MAILBRIDGE_WEB_LISTEN", "0.0.0.0:8080")?,
+            metrics_listen: listen(&lookup, "MAILBRIDGE_METRICS_LISTEN", "0.0.0.0:9090")?,
             m365: M365Settings {
                 login_url: url(&lookup, "MAILBRIDGE_M365_LOGIN_URL", DEFAULT_LOGIN_URL),
                 graph_url: url(&lookup, "MAILBRIDGE_M365_GRAPH_URL", DEFAULT_GRAPH_URL),
@@ -265,7 +267,6 @@ impl Settings {
                     )?,
                 },
                 shutdown_grace: seconds(&lookup, "MAILBRIDGE_SHUTDOWN_GRACE_SECONDS", "25")?,
-                metrics_listen: listen(&lookup, "MAILBRIDGE_METRICS_LISTEN", "0.0.0.0:9090")?,
             },
             worker: WorkerSettings {
                 concurrency: parse(&lookup, "MAILBRIDGE_WORKER_CONCURRENCY", "16")?,

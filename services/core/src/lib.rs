@@ -10,6 +10,8 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod devices;
+pub mod metrics;
+pub mod ops;
 pub mod queue;
 pub mod scratch_postgres;
 pub mod telemetry;

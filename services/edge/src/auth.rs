@@ -143,12 +143,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let guard = &self.context.auth;
         if guard.admit(ip, username) == Admission::Locked {
             tracing::warn!(username = %printable(username), "authentication refused: locked out after repeated failures");
+            self.count_auth("locked");
             return self.reply(reply::AUTH_LOCKED);
         }
         let stored = match devices::credential(&self.context.pool, username).await {
             Ok(stored) => stored,
             Err(e) => {
                 tracing::warn!(error = %e, "credential check failed: database unavailable");
+                self.count_auth("unavailable");
                 return self.reply(reply::AUTH_UNAVAILABLE);
             }
         };
@@ -182,15 +184,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 tracing::info!(device = %device.device_id, tenant = %device.tenant_id, "device authenticated");
                 self.record_seen(device.device_id);
                 self.device = Some((device, Identification::Password));
+                self.count_auth("success");
                 self.reply(reply::AUTH_OK);
             }
             (reason, _) => {
                 let delay = guard.failed(ip, username);
+                let throttled = delay > self.context.settings.auth_throttle.failure_delay;
+                self.count_auth(if throttled {
+                    "throttled"
+                } else {
+                    "bad_password"
+                });
                 tracing::info!(username = %printable(username), reason = reason.unwrap_or_default(), "authentication failed");
                 tokio::time::sleep(delay).await;
                 self.reply(reply::BAD_CREDENTIALS);
             }
         }
+    }
+
+    fn count_auth(&self, result: &str) {
+        let metrics = &mailbridge_core::metrics::metrics().edge;
+        metrics
+            .auth
+            .with_label_values(&[self.kind.name(), result])
+            .inc();
     }
 
     /// Records the device's last-seen time and address once per session, off the

@@ -154,7 +154,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if receiver.ingest(bytes) {
                     let refusal = *refusal;
                     self.envelope = None;
-                    self.reply(refusal);
+                    self.refuse_message(refusal);
                 } else {
                     self.phase = Phase::Data(transfer);
                 }
@@ -165,7 +165,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     let discard = DummyDataReceiver::new_data(receiver);
                     if complete {
                         self.envelope = None;
-                        self.reply(reply::TOO_BIG);
+                        self.refuse_message(reply::TOO_BIG);
                     } else {
                         transfer.body = Vec::new();
                         transfer.reader = Reader::Discard {
@@ -207,13 +207,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let start = transfer.trace_len;
         if message::header_section_len(&transfer.body[start..]) > settings.limits.max_header_size {
             self.envelope = None;
-            return self.reply(reply::HEADER_TOO_BIG);
+            return self.refuse_message(reply::HEADER_TOO_BIG);
         }
         if message::has_bare_newline(&transfer.body[start..]) {
             match settings.bare_newlines {
                 BareNewlinePolicy::Reject => {
                     self.envelope = None;
-                    return self.reply(reply::BARE_NEWLINE);
+                    return self.refuse_message(reply::BARE_NEWLINE);
                 }
                 BareNewlinePolicy::Normalize => {
                     let normalized = message::normalize_newlines(&transfer.body[start..]);
@@ -232,7 +232,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             match policy.sender_policy {
                 SenderPolicy::Enforce => {
                     self.envelope = None;
-                    return self.reply(reply::SENDER_NOT_ALLOWED);
+                    return self.refuse_message(reply::SENDER_NOT_ALLOWED);
                 }
                 SenderPolicy::Rewrite => {
                     transfer.body =
@@ -264,6 +264,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         {
             Ok(Ok(id)) => {
                 self.messages += 1;
+                crate::count_message(self.kind, "accepted", "2.0.0");
+                mailbridge_core::metrics::metrics()
+                    .edge
+                    .message_size
+                    .observe(message.body.len() as f64);
                 tracing::info!(queue_id = %id, size = message.body.len(), recipients = message.rcpt_to.len(), "message queued");
                 reply::write(
                     &mut self.out,
@@ -273,11 +278,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "message not queued: database error");
-                self.reply(reply::NOT_QUEUED);
+                self.refuse_message(reply::NOT_QUEUED);
             }
             Err(_) => {
                 tracing::error!("message not queued: database did not answer in time");
-                self.reply(reply::NOT_QUEUED);
+                self.refuse_message(reply::NOT_QUEUED);
             }
         }
     }

@@ -47,7 +47,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         if self.device.is_none() {
             if self.kind != ListenerKind::Relay {
-                self.reply(reply::AUTH_REQUIRED);
+                self.refuse_message(reply::AUTH_REQUIRED);
                 return Flow::Continue;
             }
             match devices::find_by_address(&self.context.pool, self.peer.ip()).await {
@@ -69,13 +69,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "device lookup failed: database unavailable");
-                    self.reply(reply::NOT_QUEUED);
+                    self.refuse_message(reply::NOT_QUEUED);
                     return Flow::Continue;
                 }
             }
         }
         if from.size > self.size_limit() {
-            self.reply(reply::TOO_BIG);
+            self.refuse_message(reply::TOO_BIG);
             return Flow::Continue;
         }
         let Some((device, _)) = &self.device else {
@@ -86,7 +86,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             && !from.address.is_empty()
             && !policy.allows_sender(&from.address)
         {
-            self.reply(reply::SENDER_NOT_ALLOWED);
+            self.refuse_message(reply::SENDER_NOT_ALLOWED);
             return Flow::Continue;
         }
         if policy.device_rate_limit.is_some() || policy.tenant_rate_limit.is_some() {
@@ -102,7 +102,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         .device_rate_limit
                         .is_some_and(|limit| by_device >= i64::from(limit)) =>
                 {
-                    self.reply(reply::DEVICE_RATE_LIMITED);
+                    self.refuse_message(reply::DEVICE_RATE_LIMITED);
                     return Flow::Continue;
                 }
                 Ok((_, by_tenant))
@@ -110,13 +110,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         .tenant_rate_limit
                         .is_some_and(|limit| by_tenant >= i64::from(limit)) =>
                 {
-                    self.reply(reply::TENANT_RATE_LIMITED);
+                    self.refuse_message(reply::TENANT_RATE_LIMITED);
                     return Flow::Continue;
                 }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "rate limit check failed: database unavailable");
-                    self.reply(reply::NOT_QUEUED);
+                    self.refuse_message(reply::NOT_QUEUED);
                     return Flow::Continue;
                 }
             }
@@ -137,13 +137,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return self.reply(reply::NEED_MAIL);
         };
         if envelope.relay_denied {
-            return self.reply(reply::RELAY_DENIED);
+            return self.refuse_message(reply::RELAY_DENIED);
         }
         if to.address.is_empty() {
             return self.refuse(501, "5.1.3", "Bad recipient address syntax");
         }
         if envelope.rcpt_to.len() >= max_recipients {
-            return self.reply(reply::TOO_MANY_RECIPIENTS);
+            return self.refuse_message(reply::TOO_MANY_RECIPIENTS);
         }
         envelope.rcpt_to.push(to.address);
         self.reply(reply::RECIPIENT_OK);

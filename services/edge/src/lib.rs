@@ -222,6 +222,14 @@ async fn accept_loop(
     }
 }
 
+pub(crate) fn count_message(kind: ListenerKind, result: &str, code: &str) {
+    let metrics = &mailbridge_core::metrics::metrics().edge;
+    metrics
+        .messages
+        .with_label_values(&[kind.name(), result, code])
+        .inc();
+}
+
 async fn serve_connection(
     kind: ListenerKind,
     mut stream: TcpStream,
@@ -248,5 +256,18 @@ async fn serve_connection(
             }
         }
     }
-    session::serve(kind, stream, peer, context, shutdown).await;
+    let metrics = &mailbridge_core::metrics::metrics().edge;
+    let listener = kind.name();
+    metrics.active_sessions.with_label_values(&[listener]).inc();
+    let started = std::time::Instant::now();
+    let tls = session::serve(kind, stream, peer, context, shutdown).await;
+    metrics.active_sessions.with_label_values(&[listener]).dec();
+    metrics
+        .session_duration
+        .with_label_values(&[listener])
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .connections
+        .with_label_values(&[listener, tls.as_deref().unwrap_or("none")])
+        .inc();
 }

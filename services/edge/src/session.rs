@@ -93,14 +93,15 @@ pub struct Session<S> {
 }
 
 /// Serves one connection: greeting, commands, and at most one move into TLS
-/// (STARTTLS, or at once on the implicit-TLS listener).
+/// (STARTTLS, or at once on the implicit-TLS listener). Returns the TLS version the
+/// connection ended with, if any.
 pub(crate) async fn serve(
     kind: ListenerKind,
     stream: TcpStream,
     peer: SocketAddr,
     context: Arc<EdgeContext>,
     shutdown: Shutdown,
-) {
+) -> Option<String> {
     let stream = if kind == ListenerKind::Submissions {
         stream
     } else {
@@ -108,10 +109,10 @@ pub(crate) async fn serve(
         plain.greet();
         match plain.run().await {
             Ok(Flow::StartTls) => plain.stream,
-            Ok(_) => return,
+            Ok(_) => return None,
             Err(e) => {
                 tracing::debug!(error = %e, "connection ended");
-                return;
+                return None;
             }
         }
     };
@@ -120,11 +121,11 @@ pub(crate) async fn serve(
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             tracing::info!(error = %e, "TLS handshake failed");
-            return;
+            return Some("handshake_failed".to_owned());
         }
         Err(_) => {
             tracing::info!("TLS handshake timed out");
-            return;
+            return Some("handshake_failed".to_owned());
         }
     };
     let info = TlsInfo::of(stream.get_ref().1);
@@ -137,6 +138,7 @@ pub(crate) async fn serve(
     if let Err(e) = secured.run().await {
         tracing::debug!(error = %e, "connection ended");
     }
+    secured.tls.map(|t| t.protocol)
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -182,6 +184,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.errors += 1;
         }
         reply::write(&mut self.out, reply, None);
+    }
+
+    /// Refuses a message (at MAIL, RCPT or after its data), counted by its code.
+    pub(crate) fn refuse_message(&mut self, reply: Reply) {
+        crate::count_message(self.kind, "refused", reply.enhanced);
+        self.reply(reply);
     }
 
     /// A 5xx answer with run-time text; counts as an error like `reply`.

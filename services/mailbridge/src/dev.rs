@@ -54,6 +54,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         )?),
         relay_listen: Some(listen_or("MAILBRIDGE_RELAY_LISTEN", "127.0.0.1:2525")?),
         web_listen: listen_or("MAILBRIDGE_WEB_LISTEN", "127.0.0.1:8080")?,
+        ops_listen: listen_or("MAILBRIDGE_METRICS_LISTEN", "127.0.0.1:9090")?,
         sim_listen: listen_or("MAILBRIDGE_SIM_LISTEN", "127.0.0.1:9443")?,
         start_worker: true,
     };
@@ -95,6 +96,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
 mailbridge is running.
 
   Control plane   http://{web}/
+  Metrics         http://{ops}/metrics (edge and worker), http://{web}/metrics (web)
   SMTP            {smtp} (STARTTLS), {smtps} (implicit TLS), {relay} (relay by address)
                   AUTH PLAIN/LOGIN; CA certificate: {ca}
   Device          username {user}
@@ -111,6 +113,7 @@ then look at {sim}/_sim/inbox (its certificate is signed by the simulator's CA a
 Ctrl-C stops everything{cleanup}.
 "#,
         web = stack.web_addr,
+        ops = stack.ops_addr,
         smtps = stack.smtps_addr.map(|a| a.to_string()).unwrap_or_default(),
         relay = stack.relay_addr.map(|a| a.to_string()).unwrap_or_default(),
         user = device.device.username,

@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mailbridge_core::{Settings, db};
+use mailbridge_core::{
+    Settings, db,
+    ops::{self, Readiness},
+};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -93,18 +96,64 @@ pub(crate) fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
+/// Serves `/metrics`, `/healthz` and `/readyz` on the metrics port, if configured.
+async fn serve_ops(
+    settings: &Settings,
+    readiness: Arc<Readiness>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if let Some(addr) = settings.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr} (MAILBRIDGE_METRICS_LISTEN)"))?;
+        tracing::info!(%addr, "operations endpoints listening");
+        tokio::spawn(async move {
+            if let Err(e) = ops::serve(
+                listener,
+                readiness,
+                async move { shutdown.cancelled().await },
+            )
+            .await
+            {
+                tracing::error!(error = %e, "operations endpoints stopped");
+            }
+        });
+    }
+    Ok(())
+}
+
 async fn run_edge(settings: Settings) -> anyhow::Result<()> {
     let pool = connect(&settings)?;
+    let shutdown = shutdown_on_signal();
+    let readiness = Readiness::listener_only(pool.clone());
     let identity = mailbridge_edge::identity_from_settings(&settings.edge)?;
     let edge = mailbridge_edge::Edge::bind(&settings.edge, pool, identity).await?;
-    edge.run(shutdown_on_signal()).await;
+    readiness.set_listening(true);
+    serve_ops(&settings, readiness.clone(), shutdown.clone()).await?;
+    // Unready as soon as draining starts, so the load balancer stops sending.
+    let draining = shutdown.clone();
+    tokio::spawn(async move {
+        draining.cancelled().await;
+        readiness.set_listening(false);
+    });
+    edge.run(shutdown).await;
     Ok(())
 }
 
 async fn run_worker(settings: Settings) -> anyhow::Result<()> {
     let pool = connect(&settings)?;
+    let shutdown = shutdown_on_signal();
+    let readiness = Readiness::new(pool.clone());
+    readiness.set_listening(true);
+    serve_ops(&settings, readiness, shutdown.clone()).await?;
+    let every = std::time::Duration::from_secs(15);
+    tokio::spawn(mailbridge_worker::report_queue(
+        pool.clone(),
+        every,
+        shutdown.clone(),
+    ));
     let worker = Arc::new(mailbridge_worker::Worker::new(pool, settings)?);
-    worker.run(shutdown_on_signal()).await;
+    worker.run(shutdown).await;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use mailbridge_core::{
     Settings,
     crypto::{self, MasterKey},
+    ops::Readiness,
     tls::LocalAuthority,
 };
 use mailbridge_edge::{Edge, ListenerKind};
@@ -28,6 +29,8 @@ pub struct StackOptions {
     /// Relay for devices identified by address.
     pub relay_listen: Option<SocketAddr>,
     pub web_listen: SocketAddr,
+    /// `/metrics`, `/healthz`, `/readyz` of the edge and worker.
+    pub ops_listen: SocketAddr,
     pub sim_listen: SocketAddr,
     /// Start the delivery worker right away (tests may start it later).
     pub start_worker: bool,
@@ -42,6 +45,7 @@ impl StackOptions {
             smtps_listen: Some(any),
             relay_listen: Some(any),
             web_listen: any,
+            ops_listen: any,
             sim_listen: any,
             start_worker: true,
         }
@@ -58,6 +62,7 @@ pub struct Stack {
     pub smtps_addr: Option<SocketAddr>,
     pub relay_addr: Option<SocketAddr>,
     pub web_addr: SocketAddr,
+    pub ops_addr: SocketAddr,
     /// PEM of the CA that signed the edge's certificate (trust it to verify the edge).
     pub edge_ca_file: PathBuf,
     /// The MSP app as registered with the simulator.
@@ -117,8 +122,26 @@ impl Stack {
         let web_listener = TcpListener::bind(options.web_listen).await?;
         let web_addr = web_listener.local_addr()?;
 
+        let ops_listener = TcpListener::bind(options.ops_listen).await?;
+        let ops_addr = ops_listener.local_addr()?;
+        let readiness = Readiness::new(pool.clone());
+        readiness.set_listening(true);
+
         let shutdown = CancellationToken::new();
         let mut tasks = vec![tokio::spawn(edge.run(shutdown.clone()))];
+        let ops_shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let stopped = async move { ops_shutdown.cancelled().await };
+            if let Err(e) = mailbridge_core::ops::serve(ops_listener, readiness, stopped).await {
+                tracing::error!(error = %e, "operations endpoints stopped");
+            }
+        }));
+        let every = std::time::Duration::from_secs(settings.worker.sweep_seconds.max(1));
+        tasks.push(tokio::spawn(mailbridge_worker::report_queue(
+            pool.clone(),
+            every,
+            shutdown.clone(),
+        )));
         let (web_pool, web_shutdown) = (pool.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = mailbridge_web::serve(web_listener, web_pool, web_shutdown).await {
@@ -133,6 +156,7 @@ impl Stack {
             smtps_addr,
             relay_addr,
             web_addr,
+            ops_addr,
             edge_ca_file,
             client_id,
             files,

@@ -4,13 +4,17 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
+use std::sync::Arc;
+
 use axum::{
     Router,
-    extract::State,
+    extract::{MatchedPath, Request, State},
     http::{StatusCode, header},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
 };
+use mailbridge_core::ops::Readiness;
 use sqlx::{FromRow, PgPool};
 use tokio_util::sync::CancellationToken;
 
@@ -37,13 +41,35 @@ struct HomePage {
     tenants: Vec<TenantOverview>,
 }
 
-pub fn router(pool: PgPool) -> Router {
+pub fn router(pool: PgPool, readiness: Arc<Readiness>) -> Router {
     Router::new()
         .route("/", get(home))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
         .route("/static/mailbridge.css", get(stylesheet))
         .with_state(AppState { pool })
+        .merge(mailbridge_core::ops::router(readiness))
+        .layer(middleware::from_fn(record_request))
+}
+
+/// Counts every request and its latency by route template (never the raw path, which
+/// would carry ids) and status.
+async fn record_request(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let metrics = &mailbridge_core::metrics::metrics().web;
+    metrics
+        .requests
+        .with_label_values(&[&route, response.status().as_str()])
+        .inc();
+    metrics
+        .request_duration
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    response
 }
 
 /// Serves the control plane until `shutdown` is cancelled.
@@ -53,7 +79,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "control plane listening");
-    axum::serve(listener, router(pool))
+    let readiness = Readiness::new(pool.clone());
+    readiness.set_listening(true);
+    axum::serve(listener, router(pool, readiness))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
@@ -79,13 +107,6 @@ async fn home(State(state): State<AppState>) -> Response {
             )
                 .into_response()
         }
-    }
-}
-
-async fn ready(State(state): State<AppState>) -> Response {
-    match sqlx::query("SELECT 1").execute(&state.pool).await {
-        Ok(_) => "ready".into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response(),
     }
 }
 

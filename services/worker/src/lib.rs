@@ -193,6 +193,7 @@ impl Worker {
                 }
             }
         };
+        record_metrics(&message, &outcome);
         tracing::info!(
             queue_id = %message.id,
             tenant = %message.tenant_id,
@@ -241,7 +242,7 @@ impl Worker {
             client_id: app.client_id.clone(),
             scope: format!("{}/.default", self.settings.m365.graph_resource),
         };
-        let token = match self.tokens.get(&key, &app).await {
+        let token = match self.tokens.get(&key, &app, &tenant.id.to_string()).await {
             Ok(token) => token,
             Err(e) => return DeliveryOutcome::from_token_error(&e),
         };
@@ -286,6 +287,92 @@ impl Worker {
                 e.to_string(),
                 false,
             )),
+        }
+    }
+}
+
+/// Counts the attempt, Microsoft's refusal if it was one, and the latency of a delivery.
+fn record_metrics(message: &LeasedMessage, outcome: &DeliveryOutcome) {
+    let metrics = &mailbridge_core::metrics::metrics().worker;
+    let tenant = message.tenant_id.to_string();
+    let result = match outcome.attempt_outcome() {
+        mailbridge_core::queue::AttemptOutcome::Delivered => "delivered",
+        mailbridge_core::queue::AttemptOutcome::Retry => "retry",
+        mailbridge_core::queue::AttemptOutcome::Permanent => "permanent",
+    };
+    metrics
+        .deliveries
+        .with_label_values(&[&tenant, "graph", result])
+        .inc();
+    match outcome {
+        DeliveryOutcome::Delivered { .. } => {
+            let latency = (Utc::now() - message.received_at)
+                .to_std()
+                .unwrap_or_default();
+            metrics
+                .delivery_latency
+                .with_label_values(&["graph"])
+                .observe(latency.as_secs_f64());
+        }
+        // An answer from Microsoft 365 itself (not the token endpoint, not the network).
+        DeliveryOutcome::RetryLater {
+            status: Some(_),
+            code,
+            ..
+        }
+        | DeliveryOutcome::Permanent {
+            status: Some(_),
+            code,
+            ..
+        } if !code.starts_with("AADSTS") => {
+            let code = mailbridge_core::metrics::code_label(code);
+            metrics
+                .upstream_rejects
+                .with_label_values(&[&tenant, code])
+                .inc();
+        }
+        _ => {}
+    }
+}
+
+/// Keeps the queue gauges (depth and oldest due age per tenant) and the tenant names
+/// current, for as long as `shutdown` is not cancelled.
+pub async fn report_queue(pool: PgPool, every: Duration, shutdown: CancellationToken) {
+    let metrics = mailbridge_core::metrics::metrics();
+    loop {
+        let rows: Result<Vec<(uuid::Uuid, String, i64, f64)>, _> = sqlx::query_as(
+            "SELECT t.id, t.name, count(m.id),
+                    COALESCE(EXTRACT(EPOCH FROM now() - min(m.next_attempt_at) FILTER (WHERE m.next_attempt_at <= now())), 0)::float8
+               FROM tenants t LEFT JOIN messages m ON m.tenant_id = t.id AND m.state IN ('queued', 'delivering')
+              GROUP BY t.id, t.name",
+        )
+        .fetch_all(&pool)
+        .await;
+        match rows {
+            Ok(rows) => {
+                metrics.worker.queue_depth.reset();
+                metrics.worker.queue_oldest_due_seconds.reset();
+                metrics.tenant_info.reset();
+                for (id, name, depth, oldest) in rows {
+                    let id = id.to_string();
+                    metrics
+                        .worker
+                        .queue_depth
+                        .with_label_values(&[&id])
+                        .set(depth);
+                    metrics
+                        .worker
+                        .queue_oldest_due_seconds
+                        .with_label_values(&[&id])
+                        .set(oldest.max(0.0) as i64);
+                    metrics.tenant_info.with_label_values(&[&id, &name]).set(1);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "queue gauges not updated"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
         }
     }
 }

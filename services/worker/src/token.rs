@@ -97,18 +97,43 @@ impl TokenCache {
             .clone()
     }
 
-    /// A valid token for `key`, from the cache or freshly requested.
+    /// A valid token for `key`, from the cache or freshly requested; `tenant` labels
+    /// the request in the metrics.
     pub async fn get(
         &self,
         key: &TokenKey,
         app: &AppCredentials,
+        tenant: &str,
     ) -> Result<SecretString, TokenError> {
         let slot = self.slot(key);
         let mut cached = slot.lock().await;
         if let Some(token) = cached.as_ref().filter(|t| Instant::now() < t.refresh_at) {
             return Ok(token.access_token.clone());
         }
-        let fresh = self.request(key, app).await?;
+        let result = self.request(key, app).await;
+        let (outcome, aadsts) = match &result {
+            Ok(_) => ("success", String::new()),
+            Err(TokenError::Rejected { aadsts, .. }) => {
+                ("refused", aadsts.map(|c| c.to_string()).unwrap_or_default())
+            }
+            Err(TokenError::Unreachable(_)) => ("unreachable", String::new()),
+        };
+        let metrics = &mailbridge_core::metrics::metrics();
+        metrics
+            .worker
+            .token_requests
+            .with_label_values(&[tenant, outcome, &aadsts])
+            .inc();
+        // Consent works while tokens are issued; a refusal says it does not.
+        if outcome != "unreachable" {
+            let ok = i64::from(outcome == "success");
+            metrics
+                .web
+                .tenant_consent_ok
+                .with_label_values(&[tenant])
+                .set(ok);
+        }
+        let fresh = result?;
         let token = fresh.access_token.clone();
         *cached = Some(fresh);
         Ok(token)

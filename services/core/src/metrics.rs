@@ -1,0 +1,288 @@
+//! Prometheus metrics of every part, in one registry per process, and their text
+//! exposition. Labels stay bounded: listener, result, enhanced or Microsoft error
+//! code, method, and tenant (an id; `mailbridge_tenant_info` maps it to a name) —
+//! never a device, an address or a message.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder, exponential_buckets,
+};
+
+/// The metrics of the SMTP edge.
+#[derive(Debug)]
+pub struct EdgeMetrics {
+    /// Finished connections by listener and the TLS they ended with (`none`, `TLSv1.3` …).
+    pub connections: IntCounterVec,
+    pub active_sessions: IntGaugeVec,
+    /// Logins by listener and result (`success`, `bad_password`, `throttled`, `locked`, `unavailable`).
+    pub auth: IntCounterVec,
+    /// Messages by listener, result (`accepted`, `refused`) and enhanced status code.
+    pub messages: IntCounterVec,
+    pub message_size: Histogram,
+    pub session_duration: HistogramVec,
+}
+
+/// The metrics of the delivery worker.
+#[derive(Debug)]
+pub struct WorkerMetrics {
+    /// Attempts by tenant, method and outcome (`delivered`, `retry`, `permanent`).
+    pub deliveries: IntCounterVec,
+    /// Upstream refusals by tenant and Microsoft's code (`5.7.30`, `ErrorSendAsDenied`, `429` …).
+    pub upstream_rejects: IntCounterVec,
+    /// Token requests by tenant, outcome (`success`, `refused`, `unreachable`) and AADSTS code.
+    pub token_requests: IntCounterVec,
+    pub queue_depth: IntGaugeVec,
+    pub queue_oldest_due_seconds: IntGaugeVec,
+    /// From the edge's `250` to Microsoft's acceptance.
+    pub delivery_latency: HistogramVec,
+}
+
+/// The metrics of the control plane.
+#[derive(Debug)]
+pub struct WebMetrics {
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    /// Onboarding funnel: `started`, `completed`, `failed`.
+    pub consents: IntCounterVec,
+    pub tenant_consent_ok: IntGaugeVec,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub edge: EdgeMetrics,
+    pub worker: WorkerMetrics,
+    pub web: WebMetrics,
+    /// `1` per tenant, labelled with its name, for dashboards to join on.
+    pub tenant_info: IntGaugeVec,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        #[cfg(target_os = "linux")]
+        {
+            let process = prometheus::process_collector::ProcessCollector::for_self();
+            registry
+                .register(Box::new(process))
+                .expect("process metrics");
+        }
+        let seconds = vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+        ];
+        let r = &registry;
+        let edge = EdgeMetrics {
+            connections: counter(
+                r,
+                "mailbridge_edge_connections_total",
+                "SMTP connections by listener and TLS version.",
+                &["listener", "tls"],
+            ),
+            active_sessions: gauge(
+                r,
+                "mailbridge_edge_active_sessions",
+                "SMTP sessions open now.",
+                &["listener"],
+            ),
+            auth: counter(
+                r,
+                "mailbridge_edge_auth_total",
+                "SMTP logins by listener and result.",
+                &["listener", "result"],
+            ),
+            messages: counter(
+                r,
+                "mailbridge_edge_messages_total",
+                "Messages accepted or refused, by listener, result and enhanced status code.",
+                &["listener", "result", "code"],
+            ),
+            message_size: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "mailbridge_edge_message_size_bytes",
+                        "Sizes of accepted messages.",
+                    )
+                    .buckets(exponential_buckets(1024.0, 4.0, 10).expect("valid buckets")),
+                )
+                .expect("valid metric");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
+            session_duration: histogram(
+                r,
+                "mailbridge_edge_session_duration_seconds",
+                "SMTP session durations.",
+                &["listener"],
+                seconds.clone(),
+            ),
+        };
+        let worker = WorkerMetrics {
+            deliveries: counter(
+                r,
+                "mailbridge_deliveries_total",
+                "Delivery attempts by tenant, method and outcome.",
+                &["tenant", "method", "outcome"],
+            ),
+            upstream_rejects: counter(
+                r,
+                "mailbridge_upstream_rejects_total",
+                "Refusals by Microsoft 365, by tenant and code (5.7.30, ErrorSendAsDenied, 429 …).",
+                &["tenant", "code"],
+            ),
+            token_requests: counter(
+                r,
+                "mailbridge_token_requests_total",
+                "Token requests to Entra ID by tenant, outcome and AADSTS code.",
+                &["tenant", "outcome", "aadsts"],
+            ),
+            queue_depth: gauge(
+                r,
+                "mailbridge_queue_depth",
+                "Messages waiting for delivery, by tenant.",
+                &["tenant"],
+            ),
+            queue_oldest_due_seconds: gauge(
+                r,
+                "mailbridge_queue_oldest_due_seconds",
+                "How long the oldest due message has been waiting, by tenant.",
+                &["tenant"],
+            ),
+            delivery_latency: histogram(
+                r,
+                "mailbridge_delivery_latency_seconds",
+                "From the edge's 250 to Microsoft's acceptance.",
+                &["method"],
+                seconds.clone(),
+            ),
+        };
+        let web = WebMetrics {
+            requests: counter(
+                r,
+                "mailbridge_web_requests_total",
+                "Control plane requests by route and status.",
+                &["route", "status"],
+            ),
+            request_duration: histogram(
+                r,
+                "mailbridge_web_request_duration_seconds",
+                "Control plane request latency by route.",
+                &["route"],
+                seconds,
+            ),
+            consents: counter(
+                r,
+                "mailbridge_consents_total",
+                "Microsoft 365 onboarding by stage (started, completed, failed).",
+                &["stage"],
+            ),
+            tenant_consent_ok: gauge(
+                r,
+                "mailbridge_tenant_consent_ok",
+                "1 while a tenant's consent works, 0 when its token requests are refused.",
+                &["tenant"],
+            ),
+        };
+        let tenant_info = gauge(
+            r,
+            "mailbridge_tenant_info",
+            "Tenant id to name.",
+            &["tenant", "name"],
+        );
+        Self {
+            registry,
+            edge,
+            worker,
+            web,
+            tenant_info,
+        }
+    }
+
+    /// The text exposition format (what `/metrics` serves).
+    pub fn encode(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("encoding metrics into memory cannot fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// A Microsoft answer code as a label value: enhanced status codes, Graph and AADSTS
+/// codes and HTTP statuses pass; anything else (free text) becomes `other`.
+pub fn code_label(code: &str) -> &str {
+    let bounded = code.len() <= 48 && !code.is_empty();
+    let shaped = code
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_');
+    if bounded && shaped { code } else { "other" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_every_family() {
+        let m = metrics();
+        m.edge
+            .auth
+            .with_label_values(&["submission", "success"])
+            .inc();
+        m.worker
+            .upstream_rejects
+            .with_label_values(&["t", "5.7.30"])
+            .inc();
+        let text = m.encode();
+        assert!(
+            text.contains("mailbridge_edge_auth_total{listener=\"submission\",result=\"success\"}")
+        );
+        assert!(text.contains("mailbridge_upstream_rejects_total{code=\"5.7.30\",tenant=\"t\"} 1"));
+    }
+
+    #[test]
+    fn code_labels_are_bounded() {
+        assert_eq!(code_label("5.7.30"), "5.7.30");
+        assert_eq!(code_label("ErrorSendAsDenied"), "ErrorSendAsDenied");
+        assert_eq!(code_label("AADSTS7000215"), "AADSTS7000215");
+        assert_eq!(code_label("Invalid client secret provided"), "other");
+    }
+}
