@@ -5,7 +5,12 @@ use std::time::Duration;
 use crate::harness::{TestApp, TestTenant, sample_message, without_final_crlf};
 use lettre::{AsyncTransport, address::Envelope};
 use mailbridge::stack::StackOptions;
-use mailbridge_core::queue::{self, AttemptOutcome};
+use mailbridge_core::{
+    devices::{self, PolicyChange},
+    diagnosis::{self, Lang},
+    queue::{self, AttemptOutcome},
+    tenants,
+};
 
 async fn submit(
     app: &TestApp,
@@ -186,4 +191,256 @@ async fn a_wrong_client_secret_leaves_the_message_queued_with_the_aadsts_error()
 
 fn chrono_now_plus_seconds(seconds: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now() + chrono::TimeDelta::seconds(seconds)
+}
+
+#[tokio::test]
+async fn send_as_denied_fails_the_message_and_reports_it_in_both_languages() {
+    let app = TestApp::spawn().await;
+    let tenant = app.add_tenant("Praxis SendAs").await;
+    tenants::set_notification_address(app.pool(), tenant.tenant.id, Some("it@msp.example"))
+        .await
+        .unwrap();
+    app.stack
+        .simulator
+        .directory
+        .add_tenant(tenant.tenant.entra_tenant_id, &["it@msp.example"]);
+    let device = app.add_device(&tenant, "Scanner").await;
+    // The device may use this address, but Exchange never granted SendAs for it.
+    devices::change_policy(
+        app.pool(),
+        device.device.id,
+        PolicyChange {
+            allowed_senders: Some(vec!["chef@praxissendas.example".into()]),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let message = "From: chef@praxissendas.example\r\nTo: a@klinik.example\r\nSubject: Laborwerte Patient 4711\r\n\r\nGeheimer Befund\r\n";
+    let envelope = Envelope::new(
+        Some("chef@praxissendas.example".parse().unwrap()),
+        vec!["a@klinik.example".parse().unwrap()],
+    )
+    .unwrap();
+    app.lettre(&device.device.username, &device.password)
+        .send_raw(&envelope, message.as_bytes())
+        .await
+        .unwrap();
+
+    let id = app.message_ids().await[0];
+    let status = app.wait_for_message(id, |s| s.state == "failed").await;
+    assert_eq!(
+        status.attempt_count, 1,
+        "a permanent refusal is not retried"
+    );
+    let attempts = queue::attempts(app.pool(), id).await.unwrap();
+    assert_eq!(attempts[0].outcome, AttemptOutcome::Permanent);
+    assert_eq!(attempts[0].upstream_status, Some(403));
+    assert_eq!(
+        attempts[0].upstream_code.as_deref(),
+        Some("ErrorSendAsDenied")
+    );
+    assert_eq!(attempts[0].diagnosis.as_deref(), Some("SendAsDenied"));
+    assert!(
+        queue::body(app.pool(), id).await.unwrap().is_none(),
+        "a failed body is deleted too"
+    );
+
+    let report = &app.wait_for_inbox("it@msp.example", 1).await[0];
+    assert_eq!(
+        report.from.as_deref(),
+        Some(tenant.tenant.sender_mailbox.as_str())
+    );
+    let explained = diagnosis::by_key("SendAsDenied").unwrap();
+    let text = report.mime.replace("\r\n", " ");
+    assert!(
+        text.contains(explained.title(Lang::De)) && text.contains(explained.title(Lang::En)),
+        "{}",
+        report.mime
+    );
+    assert!(
+        report.mime.contains("Laborwerte Patient 4711"),
+        "the subject names the message"
+    );
+    assert!(
+        !report.mime.contains("Geheimer Befund"),
+        "never the content"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.message_ids().await.len(),
+        2,
+        "one report, no report about the report"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_sender_mailbox_fails_permanently() {
+    let app = TestApp::spawn().await;
+    let tenant = app.add_tenant("Praxis Ohne Postfach").await;
+    sqlx::query(
+        "UPDATE tenants SET sender_mailbox = 'gibtsnicht@praxisohnepostfach.example' WHERE id = $1",
+    )
+    .bind(tenant.tenant.id)
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let device = app.add_device(&tenant, "Scanner").await;
+    let envelope = Envelope::new(None, vec!["a@klinik.example".parse().unwrap()]).unwrap();
+    app.lettre(&device.device.username, &device.password)
+        .send_raw(&envelope, b"To: a@klinik.example\r\nSubject: x\r\n\r\nx")
+        .await
+        .unwrap();
+    let id = app.message_ids().await[0];
+    app.wait_for_message(id, |s| s.state == "failed").await;
+    let attempts = queue::attempts(app.pool(), id).await.unwrap();
+    assert_eq!(attempts[0].diagnosis.as_deref(), Some("ErrorInvalidUser"));
+}
+
+#[tokio::test]
+async fn a_tenant_without_consent_is_paused_not_hammered() {
+    let app = TestApp::spawn().await;
+    let tenant = app
+        .add_tenant_without_consent("Praxis Ohne Zustimmung")
+        .await;
+    let device = app.add_device(&tenant, "Scanner").await;
+    for i in 0..3 {
+        submit(
+            &app,
+            &tenant,
+            &device.device.username,
+            &device.password,
+            "a@klinik.example",
+            &format!("m{i}"),
+        )
+        .await;
+    }
+    let first = app.message_ids().await[0];
+    app.wait_for_message(first, |s| s.attempt_count >= 1 && s.state == "queued")
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let refused: Vec<_> = app
+        .stack
+        .simulator
+        .directory
+        .token_requests()
+        .into_iter()
+        .filter(|r| r.tenant == tenant.tenant.entra_tenant_id.to_string())
+        .collect();
+    assert!(
+        !refused.is_empty() && refused.len() <= 2,
+        "the token endpoint is asked once, not per message: {refused:?}"
+    );
+    assert!(refused.iter().all(|r| r.error_code == Some(700016)));
+    let stored = mailbridge_core::tenants::get(app.pool(), tenant.tenant.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let paused = stored.paused_until.expect("the tenant is paused");
+    assert!(paused > chrono_now_plus_seconds(30), "{paused}");
+    assert!(stored.last_token_error.unwrap().starts_with("AADSTS700016"));
+    for id in app.message_ids().await {
+        let status = queue::status(app.pool(), id).await.unwrap().unwrap();
+        assert_eq!(status.state, "queued");
+        if let Some(attempt) = queue::attempts(app.pool(), id).await.unwrap().first() {
+            assert_eq!(attempt.diagnosis.as_deref(), Some("AADSTS700016"));
+        }
+    }
+    // Even when its messages fall due, a paused tenant's messages are not leased.
+    sqlx::query("UPDATE messages SET next_attempt_at = now() - interval '1 second'")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let leased = queue::lease_due(app.pool(), "probe", 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(leased.is_empty(), "{leased:?}");
+}
+
+#[tokio::test]
+async fn leasing_takes_every_tenants_oldest_messages_in_turn() {
+    let pool = crate::harness::fresh_database().await;
+    let mut ids = std::collections::HashMap::new();
+    for name in ["Burst", "Labor"] {
+        let tenant = tenants::create(
+            &pool,
+            None,
+            tenants::NewTenant {
+                name: name.into(),
+                entra_tenant_id: uuid::Uuid::new_v4(),
+                sender_mailbox: format!("s@{}.example", name.to_lowercase()),
+                delivery_method: tenants::DeliveryMethod::Graph,
+                own_app: None,
+            },
+        )
+        .await
+        .unwrap();
+        ids.insert(name, tenant.id);
+    }
+    let message = |tenant_id| queue::NewMessage {
+        id: uuid::Uuid::now_v7(),
+        tenant_id,
+        device_id: None,
+        mail_from: "s@x.example".into(),
+        rcpt_to: vec!["r@x.example".into()],
+        client_addr: "127.0.0.1".parse().unwrap(),
+        tls_protocol: None,
+        tls_cipher: None,
+        kind: queue::MessageKind::Device,
+        subject: None,
+        body: b"Subject: x\r\n\r\nx\r\n".to_vec(),
+    };
+    for _ in 0..50 {
+        queue::enqueue(&pool, &message(ids["Burst"])).await.unwrap();
+    }
+    let lab_result = queue::enqueue(&pool, &message(ids["Labor"])).await.unwrap();
+    let leased = queue::lease_due(&pool, "test", 4, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 4);
+    assert!(
+        leased.iter().any(|m| m.id == lab_result),
+        "the later lab result is not stuck behind the burst"
+    );
+    let again = queue::lease_due(&pool, "other", 100, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 47, "no message is leased twice");
+    assert!(again.iter().all(|m| !leased.iter().any(|l| l.id == m.id)));
+}
+
+#[tokio::test]
+async fn finished_records_are_purged_after_the_retention_period() {
+    let app = TestApp::spawn().await;
+    let tenant = app.add_tenant("Praxis Aufbewahrung").await;
+    let device = app.add_device(&tenant, "Scanner").await;
+    submit(
+        &app,
+        &tenant,
+        &device.device.username,
+        &device.password,
+        "a@klinik.example",
+        "alt",
+    )
+    .await;
+    let id = app.message_ids().await[0];
+    app.wait_for_message(id, |s| s.state == "delivered").await;
+    assert_eq!(
+        queue::purge_finished(app.pool(), Duration::from_secs(3600), 100)
+            .await
+            .unwrap(),
+        0
+    );
+    sqlx::query("UPDATE messages SET finished_at = now() - interval '2 hours'")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        queue::purge_finished(app.pool(), Duration::from_secs(3600), 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(queue::attempts(app.pool(), id).await.unwrap().is_empty());
 }

@@ -177,6 +177,18 @@ impl TestApp {
 
     /// A customer whose admin consented to the MSP app with `Mail.Send`.
     pub async fn add_tenant(&self, name: &str) -> TestTenant {
+        let tenant = self.add_tenant_without_consent(name).await;
+        let directory = &self.stack.simulator.directory;
+        directory.consent(
+            tenant.tenant.entra_tenant_id,
+            &self.stack.client_id,
+            &[ROLE_MAIL_SEND],
+        );
+        tenant
+    }
+
+    /// A customer whose Microsoft 365 exists, but whose admin never consented.
+    pub async fn add_tenant_without_consent(&self, name: &str) -> TestTenant {
         let slug: String = name
             .to_ascii_lowercase()
             .chars()
@@ -198,11 +210,6 @@ impl TestApp {
         .expect("creating a tenant");
         let directory = &self.stack.simulator.directory;
         directory.add_tenant(tenant.entra_tenant_id, &[&mailbox]);
-        directory.consent(
-            tenant.entra_tenant_id,
-            &self.stack.client_id,
-            &[ROLE_MAIL_SEND],
-        );
         TestTenant { tenant }
     }
 

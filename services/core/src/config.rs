@@ -161,6 +161,11 @@ pub struct WorkerSettings {
     pub sweep_seconds: u64,
     /// After this long in the queue a message that still cannot be delivered fails.
     pub max_age_seconds: u64,
+    /// Where reports of undeliverable messages go for tenants without an address of
+    /// their own (e.g. the MSP's helpdesk); sent through the tenant's own path.
+    pub failure_notification_address: Option<String>,
+    /// How long the records (not the bodies) of finished messages are kept.
+    pub retention: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -273,6 +278,10 @@ impl Settings {
                 lease_seconds: parse(&lookup, "MAILBRIDGE_WORKER_LEASE_SECONDS", "300")?,
                 sweep_seconds: parse(&lookup, "MAILBRIDGE_WORKER_SWEEP_SECONDS", "15")?,
                 max_age_seconds: parse(&lookup, "MAILBRIDGE_MAX_MESSAGE_AGE_SECONDS", "432000")?,
+                failure_notification_address: lookup("MAILBRIDGE_FAILURE_NOTIFICATION_ADDRESS"),
+                retention: Duration::from_secs(
+                    parse::<u64>(&lookup, "MAILBRIDGE_MESSAGE_RETENTION_DAYS", "30")? * 86_400,
+                ),
             },
         })
     }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod devices;
+pub mod diagnosis;
 pub mod metrics;
 pub mod ops;
 pub mod queue;

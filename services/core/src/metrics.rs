@@ -6,8 +6,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder, exponential_buckets,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder, exponential_buckets,
 };
 
 /// The metrics of the SMTP edge.
@@ -37,6 +37,11 @@ pub struct WorkerMetrics {
     pub queue_oldest_due_seconds: IntGaugeVec,
     /// From the edge's `250` to Microsoft's acceptance.
     pub delivery_latency: HistogramVec,
+    /// Deliveries whose lease had passed to another worker before they were recorded:
+    /// the message may reach Microsoft twice.
+    pub duplicates: IntCounter,
+    /// Reports of undeliverable messages queued.
+    pub notifications: IntCounter,
 }
 
 /// The metrics of the control plane.
@@ -61,6 +66,14 @@ pub struct Metrics {
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
+fn plain_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let metric = IntCounter::new(name, help).expect("valid metric");
     registry
         .register(Box::new(metric.clone()))
         .expect("unique metric");
@@ -186,6 +199,16 @@ impl Metrics {
                 "From the edge's 250 to Microsoft's acceptance.",
                 &["method"],
                 seconds.clone(),
+            ),
+            duplicates: plain_counter(
+                r,
+                "mailbridge_duplicate_deliveries_total",
+                "Deliveries that may have reached Microsoft twice (lease lost before recording).",
+            ),
+            notifications: plain_counter(
+                r,
+                "mailbridge_failure_notifications_total",
+                "Reports of undeliverable messages queued.",
             ),
         };
         let web = WebMetrics {

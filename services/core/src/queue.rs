@@ -17,6 +17,17 @@ use uuid::Uuid;
 /// The NOTIFY channel workers LISTEN on; the payload is the tenant id.
 pub const QUEUE_CHANNEL: &str = "mailbridge_queue";
 
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    /// A device submitted it.
+    Device,
+    /// mailbridge wrote it (a report of an undeliverable message); never reported on.
+    Notification,
+}
+
 /// A message as the edge hands it over.
 #[derive(Debug)]
 pub struct NewMessage {
@@ -29,6 +40,9 @@ pub struct NewMessage {
     pub client_addr: IpAddr,
     pub tls_protocol: Option<String>,
     pub tls_cipher: Option<String>,
+    pub kind: MessageKind,
+    /// The Subject, for the message log (never the body).
+    pub subject: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -38,8 +52,8 @@ pub async fn enqueue(pool: &PgPool, message: &NewMessage) -> Result<Uuid, sqlx::
     let id = message.id;
     let mut tx = pool.begin().await?;
     sqlx::query(
-        "INSERT INTO messages (id, tenant_id, device_id, mail_from, rcpt_to, size_bytes, client_addr, tls_protocol, tls_cipher)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO messages (id, tenant_id, device_id, mail_from, rcpt_to, size_bytes, client_addr, tls_protocol, tls_cipher, kind, subject)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(id)
     .bind(message.tenant_id)
@@ -50,6 +64,8 @@ pub async fn enqueue(pool: &PgPool, message: &NewMessage) -> Result<Uuid, sqlx::
     .bind(ipnet::IpNet::from(message.client_addr))
     .bind(&message.tls_protocol)
     .bind(&message.tls_cipher)
+    .bind(message.kind)
+    .bind(&message.subject)
     .execute(&mut *tx)
     .await?;
     sqlx::query("INSERT INTO message_bodies (message_id, body) VALUES ($1, $2)")
@@ -71,6 +87,9 @@ pub async fn enqueue(pool: &PgPool, message: &NewMessage) -> Result<Uuid, sqlx::
 pub struct LeasedMessage {
     pub id: Uuid,
     pub tenant_id: Uuid,
+    pub device_id: Option<Uuid>,
+    pub kind: MessageKind,
+    pub subject: Option<String>,
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
     /// Including the attempt this lease is for.
@@ -78,8 +97,10 @@ pub struct LeasedMessage {
     pub received_at: DateTime<Utc>,
 }
 
-/// Leases up to `limit` due messages (oldest due first) for `lease`; messages whose
-/// previous lease expired count as due. Concurrent workers never get the same row.
+/// Leases up to `limit` due messages for `lease`: every tenant's oldest due messages
+/// in turn (one customer's burst of thousands cannot delay another's lab result),
+/// skipping tenants whose deliveries are paused. Messages whose previous lease expired
+/// (their worker died) count as due. Concurrent workers never get the same row.
 pub async fn lease_due(
     pool: &PgPool,
     owner: &str,
@@ -93,12 +114,29 @@ pub async fn lease_due(
                 attempt_count = m.attempt_count + 1
           WHERE m.id IN (
                 SELECT id FROM messages
-                 WHERE (state = 'queued' AND next_attempt_at <= now())
-                    OR (state = 'delivering' AND lease_expires_at < now())
-                 ORDER BY next_attempt_at
+                 WHERE id = ANY(ARRAY(
+                       SELECT due.id
+                         FROM tenants t
+                        CROSS JOIN LATERAL (
+                              SELECT d.id, d.next_attempt_at,
+                                     row_number() OVER (ORDER BY d.next_attempt_at) AS turn
+                                FROM ((SELECT id, next_attempt_at FROM messages
+                                        WHERE tenant_id = t.id AND state = 'queued' AND next_attempt_at <= now()
+                                        ORDER BY next_attempt_at LIMIT $2)
+                                      UNION ALL
+                                      (SELECT id, next_attempt_at FROM messages
+                                        WHERE tenant_id = t.id AND state = 'delivering' AND lease_expires_at < now()
+                                        ORDER BY lease_expires_at LIMIT $2)) d
+                               ORDER BY d.next_attempt_at LIMIT $2) due
+                        WHERE t.paused_until IS NULL OR t.paused_until <= now()
+                        ORDER BY due.turn, due.next_attempt_at
+                        LIMIT $2))
+                   AND ((state = 'queued' AND next_attempt_at <= now())
+                        OR (state = 'delivering' AND lease_expires_at < now()))
                  LIMIT $2
                  FOR UPDATE SKIP LOCKED)
-         RETURNING m.id, m.tenant_id, m.mail_from, m.rcpt_to, m.attempt_count, m.received_at",
+         RETURNING m.id, m.tenant_id, m.device_id, m.kind, m.subject, m.mail_from, m.rcpt_to,
+                   m.attempt_count, m.received_at",
     )
     .bind(owner)
     .bind(limit)
@@ -137,6 +175,8 @@ pub struct DeliveryAttempt {
     /// Microsoft's code: an enhanced status code, a Graph error code, an AADSTS code.
     pub upstream_code: Option<String>,
     pub upstream_message: Option<String>,
+    /// What the answer meant (a `diagnosis` key).
+    pub diagnosis: Option<String>,
     pub worker: String,
 }
 
@@ -162,8 +202,8 @@ pub async fn settle(
     let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO delivery_attempts
-            (message_id, started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, worker)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            (message_id, started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, diagnosis, worker)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(message_id)
     .bind(attempt.started_at)
@@ -173,6 +213,7 @@ pub async fn settle(
     .bind(attempt.upstream_status)
     .bind(&attempt.upstream_code)
     .bind(&attempt.upstream_message)
+    .bind(&attempt.diagnosis)
     .bind(&attempt.worker)
     .execute(&mut *tx)
     .await?;
@@ -232,6 +273,26 @@ pub struct MessageStatus {
     pub last_error: Option<String>,
 }
 
+/// Deletes the records of messages finished longer than `retention` ago (bodies are
+/// gone already); at most `batch` per call. Returns how many were deleted.
+pub async fn purge_finished(
+    pool: &PgPool,
+    retention: Duration,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM messages WHERE id IN (
+             SELECT id FROM messages
+              WHERE state IN ('delivered', 'failed') AND finished_at < now() - make_interval(secs => $1)
+              LIMIT $2)",
+    )
+    .bind(retention.as_secs_f64())
+    .bind(batch)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected())
+}
+
 pub async fn status(pool: &PgPool, id: Uuid) -> Result<Option<MessageStatus>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, tenant_id, state, attempt_count, next_attempt_at, last_error FROM messages WHERE id = $1",
@@ -243,7 +304,7 @@ pub async fn status(pool: &PgPool, id: Uuid) -> Result<Option<MessageStatus>, sq
 
 pub async fn attempts(pool: &PgPool, id: Uuid) -> Result<Vec<DeliveryAttempt>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, worker
+        "SELECT started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, diagnosis, worker
            FROM delivery_attempts WHERE message_id = $1 ORDER BY started_at, id",
     )
     .bind(id)

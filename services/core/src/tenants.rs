@@ -49,6 +49,13 @@ pub struct Tenant {
     /// The customer's own app registration, when it has one.
     pub client_id: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// Where reports of undeliverable messages go.
+    pub notification_address: Option<String>,
+    /// Deliveries wait until then: the token endpoint keeps refusing this tenant.
+    pub paused_until: Option<DateTime<Utc>>,
+    pub last_token_error: Option<String>,
+    pub last_token_error_at: Option<DateTime<Utc>>,
+    pub last_token_ok_at: Option<DateTime<Utc>>,
 }
 
 /// A customer's own Entra app registration.
@@ -87,7 +94,8 @@ pub enum TenantError {
 
 macro_rules! columns {
     () => {
-        "id, name, entra_tenant_id, sender_mailbox, delivery_method, save_to_sent_items, client_id, created_at"
+        "id, name, entra_tenant_id, sender_mailbox, delivery_method, save_to_sent_items, client_id, created_at, \
+         notification_address, paused_until, last_token_error, last_token_error_at, last_token_ok_at"
     };
 }
 
@@ -204,4 +212,55 @@ pub async fn own_app(
         }
         _ => Ok(None),
     }
+}
+
+/// Records that a token was issued for the tenant: consent works, any pause ends.
+pub async fn record_token_success(pool: &PgPool, tenant_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE tenants SET token_failures = 0, paused_until = NULL, last_token_ok_at = now()
+          WHERE id = $1 AND (token_failures > 0 OR paused_until IS NOT NULL
+                             OR last_token_ok_at IS NULL OR last_token_ok_at < now() - interval '1 minute')",
+    )
+    .bind(tenant_id)
+    .execute(pool)
+    .await
+    .map(drop)
+}
+
+/// Records that the token endpoint refused the tenant and pauses its deliveries:
+/// one minute after the first refusal, doubling to at most 30 minutes. Returns the
+/// end of the pause.
+pub async fn record_token_failure(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    error: &str,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE tenants
+            SET token_failures = token_failures + 1,
+                paused_until = now() + make_interval(secs => least(60 * power(2, least(token_failures, 10)), 1800)),
+                last_token_error = $2, last_token_error_at = now()
+          WHERE id = $1
+      RETURNING paused_until",
+    )
+    .bind(tenant_id)
+    .bind(error)
+    .fetch_optional(pool)
+    .await
+    .map(Option::flatten)
+}
+
+/// Sets (or clears) where reports of undeliverable messages go.
+pub async fn set_notification_address(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    address: Option<&str>,
+) -> Result<(), TenantError> {
+    let address = address.map(EmailAddress::parse).transpose()?;
+    sqlx::query("UPDATE tenants SET notification_address = $2 WHERE id = $1")
+        .bind(tenant_id)
+        .bind(address.as_ref().map(EmailAddress::as_str))
+        .execute(pool)
+        .await?;
+    Ok(())
 }

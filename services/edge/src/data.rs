@@ -12,7 +12,7 @@ use std::time::Duration;
 use mailbridge_core::{
     config::BareNewlinePolicy,
     devices::SenderPolicy,
-    queue::{self, NewMessage},
+    queue::{self, MessageKind, NewMessage},
 };
 use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -257,6 +257,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             client_addr: self.peer.ip(),
             tls_protocol: self.tls.as_ref().map(|t| t.protocol.clone()),
             tls_cipher: self.tls.as_ref().map(|t| t.cipher.clone()),
+            kind: MessageKind::Device,
+            subject: message::subject(&transfer.body[transfer.trace_len..]),
             body: transfer.body,
         };
         match tokio::time::timeout(COMMIT_TIMEOUT, queue::enqueue(&self.context.pool, &message))

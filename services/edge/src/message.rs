@@ -57,6 +57,17 @@ pub fn from_addresses(message: &[u8]) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The Subject, decoded and bounded, for the message log.
+pub fn subject(message: &[u8]) -> Option<String> {
+    MessageParser::default()
+        .parse_headers(&message[..header_section_len(message)])
+        .and_then(|parsed| {
+            parsed
+                .subject()
+                .map(|s| s.chars().filter(|c| !c.is_control()).take(300).collect())
+        })
+}
+
 /// Replaces the From header with `new_from` (display name kept where there was one)
 /// and, unless the message has a Reply-To, points Reply-To at the original sender.
 /// `start` skips our own trace header.
@@ -133,9 +144,20 @@ mod tests {
         );
         let with_reply_to = b"From: a@x.example\r\n (comment)\r\nReply-To: b@x.example\r\n\r\nbody";
         let out = String::from_utf8(rewrite_from(with_reply_to, 0, "p@k.example")).unwrap();
+        // A comment after the address is all the display name there is.
         assert_eq!(
             out,
-            "Reply-To: b@x.example\r\nFrom: <p@k.example>\r\n\r\nbody"
+            "Reply-To: b@x.example\r\nFrom: \"comment\" <p@k.example>\r\n\r\nbody"
+        );
+        let bare = String::from_utf8(rewrite_from(
+            b"From: a@x.example\r\n\r\nbody",
+            0,
+            "p@k.example",
+        ))
+        .unwrap();
+        assert_eq!(
+            bare,
+            "From: <p@k.example>\r\nReply-To: a@x.example\r\n\r\nbody"
         );
         assert_eq!(
             from_addresses(b"From: A <A@X.example>\r\n\r\n"),

@@ -41,6 +41,15 @@ pub enum TenantCommand {
     },
     /// Lists the customers as JSON.
     List,
+    /// Changes a customer's settings.
+    Set {
+        /// The customer's name or id.
+        #[arg(long)]
+        tenant: String,
+        /// Where reports of undeliverable messages go (`none` to clear).
+        #[arg(long)]
+        notification_address: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,6 +137,17 @@ pub async fn tenant(
             print_json(&tenant)
         }
         TenantCommand::List => print_json(&tenants::list(pool).await?),
+        TenantCommand::Set {
+            tenant,
+            notification_address,
+        } => {
+            let tenant = tenants::find(pool, &tenant).await?;
+            if let Some(address) = notification_address {
+                let address = (address != "none").then_some(address);
+                tenants::set_notification_address(pool, tenant.id, address.as_deref()).await?;
+            }
+            print_json(&tenants::get(pool, tenant.id).await?)
+        }
     }
 }
 

@@ -76,7 +76,7 @@ impl GraphClient {
                 String::from_utf8_lossy(&body).chars().take(500).collect(),
             ),
         };
-        DeliveryOutcome::from_graph(status, code, message, retry_after)
+        DeliveryOutcome::graph(status, code, message, retry_after)
     }
 }
 

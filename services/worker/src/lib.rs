@@ -10,6 +10,7 @@
 
 pub mod graph;
 pub mod mime;
+mod notify;
 pub mod outcome;
 pub mod token;
 
@@ -19,7 +20,9 @@ use chrono::Utc;
 use mailbridge_core::{
     Settings,
     crypto::MasterKey,
-    queue::{self, DeliveryAttempt, LeasedMessage, Settlement},
+    diagnosis,
+    metrics::metrics,
+    queue::{self, AttemptOutcome, DeliveryAttempt, LeasedMessage, MessageKind, Settlement},
     tenants::{self, Tenant},
 };
 use sqlx::{PgPool, postgres::PgListener};
@@ -28,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     graph::GraphClient,
-    outcome::DeliveryOutcome,
+    outcome::{DeliveryOutcome, Source},
     token::{AppCredentials, TokenCache, TokenKey},
 };
 
@@ -165,28 +168,36 @@ impl Worker {
     }
 
     /// One attempt for one leased message, recorded and settled.
+    /// One attempt for one leased message, recorded and settled.
     async fn deliver(&self, message: LeasedMessage) {
         let started_at = Utc::now();
         let clock = std::time::Instant::now();
         let outcome = self.attempt(&message).await;
+        let failure = outcome.failure();
         let attempt = DeliveryAttempt {
             started_at,
             duration_ms: clock.elapsed().as_millis().min(i32::MAX as u128) as i32,
             method: "graph".to_owned(),
             outcome: outcome.attempt_outcome(),
             upstream_status: outcome.status().map(i32::from),
-            upstream_code: outcome.code().map(str::to_owned),
-            upstream_message: outcome.message().map(|m| m.chars().take(2000).collect()),
+            upstream_code: failure.map(|f| f.code.clone()),
+            upstream_message: failure.map(|f| f.message.chars().take(2000).collect()),
+            diagnosis: failure.map(|f| f.diagnosis.key.to_owned()),
             worker: self.identity.clone(),
         };
-        let settlement = match &outcome {
-            DeliveryOutcome::Delivered { .. } => Settlement::Delivered,
-            DeliveryOutcome::Permanent { .. } => Settlement::Failed,
-            DeliveryOutcome::RetryLater { retry_after, .. } => {
-                let next = Utc::now() + outcome::backoff(message.attempt_count, *retry_after);
+        let paused_until = self.track_tenant_credentials(&message, &outcome).await;
+        let mut expired = false;
+        let settlement = match (&outcome, attempt.outcome) {
+            (DeliveryOutcome::Delivered { .. }, _) => Settlement::Delivered,
+            (_, AttemptOutcome::Permanent) => Settlement::Failed,
+            (DeliveryOutcome::Failed(failure), _) => {
+                let mut next =
+                    Utc::now() + outcome::backoff(message.attempt_count, failure.retry_after);
+                next = next.max(paused_until.unwrap_or(next));
                 let max_age =
                     chrono::Duration::seconds(self.settings.worker.max_age_seconds as i64);
                 if next - message.received_at > max_age {
+                    expired = true;
                     Settlement::Failed
                 } else {
                     Settlement::RetryAt(next)
@@ -199,39 +210,86 @@ impl Worker {
             tenant = %message.tenant_id,
             attempt = message.attempt_count,
             outcome = ?attempt.outcome,
+            diagnosis = attempt.diagnosis.as_deref().unwrap_or(""),
             code = attempt.upstream_code.as_deref().unwrap_or(""),
+            expired,
             "delivery attempt"
         );
         match queue::settle(&self.pool, message.id, &self.identity, &attempt, settlement).await {
             Ok(true) => {}
             Ok(false) => {
-                tracing::warn!(queue_id = %message.id, "lease was lost before settling; another worker owns it")
+                // Another worker took the lease over: if this attempt delivered, the
+                // message may be delivered twice.
+                if matches!(outcome, DeliveryOutcome::Delivered { .. }) {
+                    metrics().worker.duplicates.inc();
+                }
+                tracing::warn!(queue_id = %message.id, "lease was lost before settling; another worker owns it");
+                return;
             }
             // The lease expires and the message is tried again: at least once.
             Err(e) => {
-                tracing::error!(queue_id = %message.id, error = %e, "could not settle message")
+                tracing::error!(queue_id = %message.id, error = %e, "could not settle message");
+                return;
             }
         }
+        if let (Settlement::Failed, MessageKind::Device) = (settlement, message.kind) {
+            let failure = outcome
+                .failure()
+                .expect("a failed settlement has a failure");
+            if let Err(e) =
+                notify::report_undeliverable(&self.pool, &self.settings, &message, failure, expired)
+                    .await
+            {
+                tracing::warn!(queue_id = %message.id, error = %e, "could not queue the failure report");
+            }
+        }
+    }
+
+    /// Keeps the tenant's token health current: a fresh token clears a pause; a
+    /// refusal by the token endpoint pauses the tenant's deliveries. Returns the end
+    /// of the pause, if there is one.
+    async fn track_tenant_credentials(
+        &self,
+        message: &LeasedMessage,
+        outcome: &DeliveryOutcome,
+    ) -> Option<chrono::DateTime<Utc>> {
+        let result = match outcome.failure() {
+            Some(f) if f.source == Source::TokenEndpoint && f.repeated => {
+                sqlx::query_scalar("SELECT paused_until FROM tenants WHERE id = $1")
+                    .bind(message.tenant_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map(Option::flatten)
+            }
+            Some(f) if f.source == Source::TokenEndpoint => {
+                let error = format!("{}: {}", f.code, f.message);
+                tenants::record_token_failure(&self.pool, message.tenant_id, &error).await
+            }
+            _ => return None,
+        };
+        result.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not record the token failure");
+            None
+        })
     }
 
     async fn attempt(&self, message: &LeasedMessage) -> DeliveryOutcome {
         let tenant = match tenants::get(&self.pool, message.tenant_id).await {
             Ok(Some(tenant)) => tenant,
             Ok(None) => {
-                return DeliveryOutcome::local("tenant_deleted", "the customer was deleted", true);
+                return DeliveryOutcome::local(&diagnosis::GONE, "the customer was deleted");
             }
-            Err(e) => return DeliveryOutcome::local("database", e.to_string(), false),
+            Err(e) => return DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string()),
         };
         let body = match queue::body(&self.pool, message.id).await {
             Ok(Some(body)) => body,
             Ok(None) => {
                 return DeliveryOutcome::local(
-                    "body_missing",
+                    &diagnosis::GONE,
                     "the message body is no longer stored",
-                    true,
                 );
             }
-            Err(e) => return DeliveryOutcome::local("database", e.to_string(), false),
+            Err(e) => return DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string()),
         };
         let app = match self.app_for(&tenant).await {
             Ok(app) => app,
@@ -244,18 +302,19 @@ impl Worker {
         };
         let token = match self.tokens.get(&key, &app, &tenant.id.to_string()).await {
             Ok(token) => token,
-            Err(e) => return DeliveryOutcome::from_token_error(&e),
+            Err(e) => return DeliveryOutcome::token(&e),
         };
+        if token.fresh
+            && let Err(e) = tenants::record_token_success(&self.pool, tenant.id).await
+        {
+            tracing::debug!(error = %e, "could not record the token success");
+        }
         let mime = mime::with_envelope_recipients(&body, &message.rcpt_to);
         let outcome = self
             .graph
-            .send_mime(&token, &tenant.sender_mailbox, &mime)
+            .send_mime(&token.access_token, &tenant.sender_mailbox, &mime)
             .await;
-        if let DeliveryOutcome::RetryLater {
-            invalidate_token: true,
-            ..
-        } = outcome
-        {
+        if outcome.token_refused() {
             self.tokens.invalidate(&key).await;
         }
         outcome
@@ -277,28 +336,23 @@ impl Worker {
                     client_secret: secret.clone(),
                 }),
                 _ => Err(DeliveryOutcome::local(
-                    "not_configured",
+                    &diagnosis::NOT_CONFIGURED,
                     "MAILBRIDGE_ENTRA_CLIENT_ID and MAILBRIDGE_ENTRA_CLIENT_SECRET are not set",
-                    false,
                 )),
             },
-            Err(e) => Err(DeliveryOutcome::local(
-                "secret_unavailable",
-                e.to_string(),
-                false,
-            )),
+            Err(e) => Err(DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string())),
         }
     }
 }
 
 /// Counts the attempt, Microsoft's refusal if it was one, and the latency of a delivery.
 fn record_metrics(message: &LeasedMessage, outcome: &DeliveryOutcome) {
-    let metrics = &mailbridge_core::metrics::metrics().worker;
+    let metrics = &metrics().worker;
     let tenant = message.tenant_id.to_string();
     let result = match outcome.attempt_outcome() {
-        mailbridge_core::queue::AttemptOutcome::Delivered => "delivered",
-        mailbridge_core::queue::AttemptOutcome::Retry => "retry",
-        mailbridge_core::queue::AttemptOutcome::Permanent => "permanent",
+        AttemptOutcome::Delivered => "delivered",
+        AttemptOutcome::Retry => "retry",
+        AttemptOutcome::Permanent => "permanent",
     };
     metrics
         .deliveries
@@ -314,24 +368,14 @@ fn record_metrics(message: &LeasedMessage, outcome: &DeliveryOutcome) {
                 .with_label_values(&["graph"])
                 .observe(latency.as_secs_f64());
         }
-        // An answer from Microsoft 365 itself (not the token endpoint, not the network).
-        DeliveryOutcome::RetryLater {
-            status: Some(_),
-            code,
-            ..
-        }
-        | DeliveryOutcome::Permanent {
-            status: Some(_),
-            code,
-            ..
-        } if !code.starts_with("AADSTS") => {
-            let code = mailbridge_core::metrics::code_label(code);
+        // An answer from Microsoft 365 itself (the token endpoint has its own metric).
+        DeliveryOutcome::Failed(f) if f.source == Source::Resource => {
             metrics
                 .upstream_rejects
-                .with_label_values(&[&tenant, code])
+                .with_label_values(&[&tenant, f.diagnosis.key])
                 .inc();
         }
-        _ => {}
+        DeliveryOutcome::Failed(_) => {}
     }
 }
 
@@ -369,6 +413,32 @@ pub async fn report_queue(pool: PgPool, every: Duration, shutdown: CancellationT
                 }
             }
             Err(e) => tracing::debug!(error = %e, "queue gauges not updated"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// Deletes the records of messages finished longer ago than the retention period,
+/// every `every`, until `shutdown`.
+pub async fn purge_finished(
+    pool: PgPool,
+    retention: Duration,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        loop {
+            match queue::purge_finished(&pool, retention, 10_000).await {
+                Ok(0) => break,
+                Ok(n) => tracing::info!(records = n, "purged finished messages past retention"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "purge of finished messages failed");
+                    break;
+                }
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

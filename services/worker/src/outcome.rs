@@ -1,144 +1,172 @@
-//! Every upstream answer, classified once: delivered, retry later, or permanent.
-//! Everything downstream (the queue's settlement, the attempt record, what the
-//! control plane shows) reads this and never looks at raw answers again.
+//! Every upstream answer, classified once: delivered, or failed with a diagnosis
+//! (retry later, or permanent) and Microsoft's own code and text. Everything
+//! downstream — the queue's settlement, the attempt record, the tenant pause, the
+//! metrics, what the control plane explains — reads this, never the raw answer.
 
 use std::time::Duration;
 
-use mailbridge_core::queue::AttemptOutcome;
+use mailbridge_core::{
+    diagnosis::{self, Class, Diagnosis},
+    queue::AttemptOutcome,
+};
 
 use crate::token::TokenError;
+
+/// Who gave the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Microsoft 365 itself (Graph, Exchange SMTP).
+    Resource,
+    /// The Entra token endpoint.
+    TokenEndpoint,
+    /// Nobody: the network, TLS or a timeout.
+    Network,
+    /// mailbridge's own state (configuration, database).
+    Local,
+}
+
+/// Why an attempt did not deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub diagnosis: &'static Diagnosis,
+    pub source: Source,
+    /// HTTP status or SMTP reply code.
+    pub status: Option<u16>,
+    /// Microsoft's own code: enhanced status code, Graph error code, `AADSTS…`.
+    pub code: String,
+    pub message: String,
+    /// The upstream's own `Retry-After`, honoured as a minimum.
+    pub retry_after: Option<Duration>,
+    /// The same refusal as moments ago, remembered rather than asked again.
+    pub repeated: bool,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryOutcome {
     /// Microsoft accepted the message.
-    Delivered { status: u16 },
-    /// Try again later: throttling, outages, timeouts, token trouble.
-    RetryLater {
-        status: Option<u16>,
-        code: String,
-        message: String,
-        /// The upstream's own `Retry-After`, honoured as a minimum.
-        retry_after: Option<Duration>,
-        /// The resource refused the token: fetch a new one next time.
-        invalidate_token: bool,
+    Delivered {
+        status: u16,
     },
-    /// Retrying cannot help: the message fails with this reason.
-    Permanent {
-        status: Option<u16>,
-        code: String,
-        message: String,
-    },
+    Failed(Failure),
 }
 
 impl DeliveryOutcome {
-    pub fn from_graph(
+    pub fn graph(
         status: u16,
         code: String,
         message: String,
         retry_after: Option<Duration>,
     ) -> Self {
-        match status {
-            401 => Self::RetryLater {
-                status: Some(status),
-                code,
-                message,
-                retry_after,
-                invalidate_token: true,
-            },
-            408 | 429 | 500..=599 => Self::RetryLater {
-                status: Some(status),
-                code,
-                message,
-                retry_after,
-                invalidate_token: false,
-            },
-            _ => Self::Permanent {
-                status: Some(status),
-                code,
-                message,
-            },
-        }
+        Self::Failed(Failure {
+            diagnosis: diagnosis::graph(status, &code, &message),
+            source: Source::Resource,
+            status: Some(status),
+            code,
+            message,
+            retry_after,
+            repeated: false,
+        })
     }
 
-    /// No token means no delivery now; the tenant's admin can fix consent or the
-    /// secret while the message waits, so token errors are retried until max age.
-    pub fn from_token_error(error: &TokenError) -> Self {
+    pub fn smtp(reply: u16, enhanced: &str, text: String) -> Self {
+        Self::Failed(Failure {
+            diagnosis: diagnosis::smtp(reply, enhanced, &text),
+            source: Source::Resource,
+            status: Some(reply),
+            code: if enhanced.is_empty() {
+                reply.to_string()
+            } else {
+                enhanced.to_owned()
+            },
+            message: text,
+            retry_after: None,
+            repeated: false,
+        })
+    }
+
+    pub fn token(error: &TokenError) -> Self {
         match error {
             TokenError::Rejected {
                 status,
                 error,
                 aadsts,
                 description,
-            } => Self::RetryLater {
+            } => Self::Failed(Failure {
+                diagnosis: diagnosis::token(*aadsts),
+                source: Source::TokenEndpoint,
                 status: Some(*status),
                 code: aadsts
                     .map(|c| format!("AADSTS{c}"))
                     .unwrap_or_else(|| error.clone()),
                 message: description.clone(),
                 retry_after: None,
-                invalidate_token: false,
-            },
+                repeated: false,
+            }),
             TokenError::Unreachable(detail) => Self::unreachable("token endpoint", detail.clone()),
+            TokenError::RecentlyRefused(error) => match Self::token(error) {
+                Self::Failed(failure) => Self::Failed(Failure {
+                    repeated: true,
+                    ..failure
+                }),
+                delivered => delivered,
+            },
         }
     }
 
     pub fn unreachable(what: &str, detail: String) -> Self {
-        Self::RetryLater {
+        Self::Failed(Failure {
+            diagnosis: &diagnosis::UNREACHABLE,
+            source: Source::Network,
             status: None,
             code: "unreachable".to_owned(),
             message: format!("{what}: {detail}"),
             retry_after: None,
-            invalidate_token: false,
-        }
+            repeated: false,
+        })
     }
 
-    /// A problem on our side that an operator must fix (configuration, missing data).
-    pub fn local(code: &str, message: impl Into<String>, permanent: bool) -> Self {
-        let (code, message) = (code.to_owned(), message.into());
-        if permanent {
-            Self::Permanent {
-                status: None,
-                code,
-                message,
-            }
-        } else {
-            Self::RetryLater {
-                status: None,
-                code,
-                message,
-                retry_after: None,
-                invalidate_token: false,
-            }
-        }
+    /// A problem on mailbridge's side.
+    pub fn local(diagnosis: &'static Diagnosis, message: impl Into<String>) -> Self {
+        Self::Failed(Failure {
+            diagnosis,
+            source: Source::Local,
+            status: None,
+            code: diagnosis.key.to_owned(),
+            message: message.into(),
+            retry_after: None,
+            repeated: false,
+        })
     }
 
     pub fn attempt_outcome(&self) -> AttemptOutcome {
         match self {
             Self::Delivered { .. } => AttemptOutcome::Delivered,
-            Self::RetryLater { .. } => AttemptOutcome::Retry,
-            Self::Permanent { .. } => AttemptOutcome::Permanent,
+            Self::Failed(f) if f.diagnosis.class == Class::Retry => AttemptOutcome::Retry,
+            Self::Failed(_) => AttemptOutcome::Permanent,
+        }
+    }
+
+    pub fn failure(&self) -> Option<&Failure> {
+        match self {
+            Self::Delivered { .. } => None,
+            Self::Failed(f) => Some(f),
         }
     }
 
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Delivered { status } => Some(*status),
-            Self::RetryLater { status, .. } | Self::Permanent { status, .. } => *status,
+            Self::Failed(f) => f.status,
         }
     }
 
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            Self::Delivered { .. } => None,
-            Self::RetryLater { code, .. } | Self::Permanent { code, .. } => Some(code),
-        }
-    }
-
-    pub fn message(&self) -> Option<&str> {
-        match self {
-            Self::Delivered { .. } => None,
-            Self::RetryLater { message, .. } | Self::Permanent { message, .. } => Some(message),
-        }
+    /// Whether the resource refused the token itself (fetch a new one next time).
+    pub fn token_refused(&self) -> bool {
+        self.failure().is_some_and(|f| {
+            f.source == Source::Resource
+                && (std::ptr::eq(f.diagnosis, &diagnosis::TOKEN_REFUSED_BY_RESOURCE)
+                    || std::ptr::eq(f.diagnosis, &diagnosis::SMTP_AUTH_REFUSED))
+        })
     }
 }
 
@@ -158,14 +186,26 @@ mod tests {
 
     #[test]
     fn graph_answers_are_classified() {
-        let c = |status| {
-            DeliveryOutcome::from_graph(status, "X".into(), "m".into(), None).attempt_outcome()
+        let c = |status, code: &str| {
+            DeliveryOutcome::graph(status, code.into(), "m".into(), None).attempt_outcome()
         };
-        assert_eq!(c(429), AttemptOutcome::Retry);
-        assert_eq!(c(503), AttemptOutcome::Retry);
-        assert_eq!(c(401), AttemptOutcome::Retry);
-        assert_eq!(c(403), AttemptOutcome::Permanent);
-        assert_eq!(c(400), AttemptOutcome::Permanent);
+        assert_eq!(c(429, "ApplicationThrottled"), AttemptOutcome::Retry);
+        assert_eq!(c(503, "ServiceUnavailable"), AttemptOutcome::Retry);
+        assert_eq!(c(401, "InvalidAuthenticationToken"), AttemptOutcome::Retry);
+        assert_eq!(c(403, "ErrorSendAsDenied"), AttemptOutcome::Permanent);
+        assert_eq!(
+            c(400, "ErrorMimeContentInvalidBase64String"),
+            AttemptOutcome::Permanent
+        );
+        assert!(
+            DeliveryOutcome::graph(
+                401,
+                "InvalidAuthenticationToken".into(),
+                String::new(),
+                None
+            )
+            .token_refused()
+        );
     }
 
     #[test]

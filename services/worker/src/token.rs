@@ -46,15 +46,35 @@ pub enum TokenError {
     /// No answer: connection, TLS or timeout.
     #[error("token endpoint unreachable: {0}")]
     Unreachable(String),
+    /// The endpoint refused moments ago; it was not asked again.
+    #[error("{0} (remembered)")]
+    RecentlyRefused(Box<TokenError>),
 }
 
+/// How long a refusal is remembered, so that the messages waiting for a tenant do not
+/// each ask Entra again (the tenant's deliveries are paused meanwhile).
+const REFUSAL_MEMORY: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
-struct CachedToken {
-    access_token: SecretString,
-    refresh_at: Instant,
+enum CachedToken {
+    Issued {
+        access_token: SecretString,
+        refresh_at: Instant,
+    },
+    Refused {
+        error: TokenError,
+        until: Instant,
+    },
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<CachedToken>>>;
+
+/// A token and whether it was just requested (rather than taken from the cache).
+#[derive(Debug)]
+pub struct Token {
+    pub access_token: SecretString,
+    pub fresh: bool,
+}
 
 #[derive(Debug)]
 pub struct TokenCache {
@@ -98,17 +118,30 @@ impl TokenCache {
     }
 
     /// A valid token for `key`, from the cache or freshly requested; `tenant` labels
-    /// the request in the metrics.
+    /// the request in the metrics. A refusal is remembered briefly.
     pub async fn get(
         &self,
         key: &TokenKey,
         app: &AppCredentials,
         tenant: &str,
-    ) -> Result<SecretString, TokenError> {
+    ) -> Result<Token, TokenError> {
         let slot = self.slot(key);
         let mut cached = slot.lock().await;
-        if let Some(token) = cached.as_ref().filter(|t| Instant::now() < t.refresh_at) {
-            return Ok(token.access_token.clone());
+        let now = Instant::now();
+        match cached.as_ref() {
+            Some(CachedToken::Issued {
+                access_token,
+                refresh_at,
+            }) if now < *refresh_at => {
+                return Ok(Token {
+                    access_token: access_token.clone(),
+                    fresh: false,
+                });
+            }
+            Some(CachedToken::Refused { error, until }) if now < *until => {
+                return Err(error.clone());
+            }
+            _ => {}
         }
         let result = self.request(key, app).await;
         let (outcome, aadsts) = match &result {
@@ -116,7 +149,7 @@ impl TokenCache {
             Err(TokenError::Rejected { aadsts, .. }) => {
                 ("refused", aadsts.map(|c| c.to_string()).unwrap_or_default())
             }
-            Err(TokenError::Unreachable(_)) => ("unreachable", String::new()),
+            Err(_) => ("unreachable", String::new()),
         };
         let metrics = &mailbridge_core::metrics::metrics();
         metrics
@@ -133,10 +166,28 @@ impl TokenCache {
                 .with_label_values(&[tenant])
                 .set(ok);
         }
-        let fresh = result?;
-        let token = fresh.access_token.clone();
-        *cached = Some(fresh);
-        Ok(token)
+        match result {
+            Ok(issued) => {
+                let token = match &issued {
+                    CachedToken::Issued { access_token, .. } => access_token.clone(),
+                    CachedToken::Refused { error, .. } => return Err(error.clone()),
+                };
+                *cached = Some(issued);
+                Ok(Token {
+                    access_token: token,
+                    fresh: true,
+                })
+            }
+            Err(error) => {
+                if let TokenError::Rejected { .. } = error {
+                    *cached = Some(CachedToken::Refused {
+                        error: error.clone(),
+                        until: now + REFUSAL_MEMORY,
+                    });
+                }
+                Err(error)
+            }
+        }
     }
 
     /// Forgets the token for `key` (the resource refused it).
@@ -185,7 +236,7 @@ impl TokenCache {
                 })?;
             let lifetime = Duration::from_secs(token.expires_in);
             tracing::debug!(tenant = %key.entra_tenant_id, scope = %key.scope, "access token issued");
-            return Ok(CachedToken {
+            return Ok(CachedToken::Issued {
                 access_token: SecretString::from(token.access_token),
                 refresh_at: requested_at + lifetime.saturating_sub(REFRESH_MARGIN),
             });
