@@ -24,6 +24,15 @@ pub enum DeliveryMethod {
     Smtp,
 }
 
+impl DeliveryMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Graph => "graph",
+            Self::Smtp => "smtp",
+        }
+    }
+}
+
 impl std::str::FromStr for DeliveryMethod {
     type Err = String;
 

@@ -12,6 +12,7 @@ pub mod graph;
 pub mod mime;
 mod notify;
 pub mod outcome;
+pub mod smtp;
 pub mod token;
 
 use std::{sync::Arc, time::Duration};
@@ -23,7 +24,7 @@ use mailbridge_core::{
     diagnosis,
     metrics::metrics,
     queue::{self, AttemptOutcome, DeliveryAttempt, LeasedMessage, MessageKind, Settlement},
-    tenants::{self, Tenant},
+    tenants::{self, DeliveryMethod, Tenant},
 };
 use sqlx::{PgPool, postgres::PgListener};
 use tokio::sync::Semaphore;
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     graph::GraphClient,
     outcome::{DeliveryOutcome, Source},
+    smtp::SmtpClient,
     token::{AppCredentials, TokenCache, TokenKey},
 };
 
@@ -43,6 +45,7 @@ pub struct Worker {
     master_key: Option<MasterKey>,
     tokens: TokenCache,
     graph: GraphClient,
+    smtp: SmtpClient,
     /// Written into leases and attempts: which worker did it.
     identity: String,
 }
@@ -53,19 +56,27 @@ pub enum WorkerError {
     Tls(#[from] mailbridge_core::tls::TlsError),
     #[error("building the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Smtp(#[from] smtp::SmtpSetupError),
 }
 
 /// A readable account of an HTTP failure, with its causes (TLS, DNS, timeout …).
 pub(crate) fn describe_http_error(error: &reqwest::Error) -> String {
+    let mut text = describe_error(error);
+    if error.is_timeout() {
+        text.push_str(" (timed out)");
+    }
+    text
+}
+
+/// An error with its chain of causes.
+pub(crate) fn describe_error(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
+    let mut source = error.source();
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());
         source = cause.source();
-    }
-    if error.is_timeout() {
-        text.push_str(" (timed out)");
     }
     text
 }
@@ -89,6 +100,10 @@ impl Worker {
         Ok(Self {
             tokens: TokenCache::new(http.clone(), settings.m365.login_url.clone()),
             graph: GraphClient::new(http, settings.m365.graph_url.clone()),
+            smtp: SmtpClient::new(
+                &settings.m365.smtp_endpoint,
+                settings.extra_ca_file.as_deref(),
+            )?,
             master_key: settings.master_key.clone(),
             pool,
             settings,
@@ -172,12 +187,12 @@ impl Worker {
     async fn deliver(&self, message: LeasedMessage) {
         let started_at = Utc::now();
         let clock = std::time::Instant::now();
-        let outcome = self.attempt(&message).await;
+        let (method, outcome) = self.attempt(&message).await;
         let failure = outcome.failure();
         let attempt = DeliveryAttempt {
             started_at,
             duration_ms: clock.elapsed().as_millis().min(i32::MAX as u128) as i32,
-            method: "graph".to_owned(),
+            method: method.as_str().to_owned(),
             outcome: outcome.attempt_outcome(),
             upstream_status: outcome.status().map(i32::from),
             upstream_code: failure.map(|f| f.code.clone()),
@@ -204,7 +219,7 @@ impl Worker {
                 }
             }
         };
-        record_metrics(&message, &outcome);
+        record_metrics(&message, method, &outcome);
         tracing::info!(
             queue_id = %message.id,
             tenant = %message.tenant_id,
@@ -273,14 +288,33 @@ impl Worker {
         })
     }
 
-    async fn attempt(&self, message: &LeasedMessage) -> DeliveryOutcome {
+    /// One try, by the tenant's delivery method.
+    async fn attempt(&self, message: &LeasedMessage) -> (DeliveryMethod, DeliveryOutcome) {
         let tenant = match tenants::get(&self.pool, message.tenant_id).await {
             Ok(Some(tenant)) => tenant,
             Ok(None) => {
-                return DeliveryOutcome::local(&diagnosis::GONE, "the customer was deleted");
+                return (
+                    DeliveryMethod::Graph,
+                    DeliveryOutcome::local(&diagnosis::GONE, "the customer was deleted"),
+                );
             }
-            Err(e) => return DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string()),
+            Err(e) => {
+                return (
+                    DeliveryMethod::Graph,
+                    DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string()),
+                );
+            }
         };
+        let method = tenant.delivery_method;
+        (method, self.attempt_with(message, &tenant, method).await)
+    }
+
+    async fn attempt_with(
+        &self,
+        message: &LeasedMessage,
+        tenant: &Tenant,
+        method: DeliveryMethod,
+    ) -> DeliveryOutcome {
         let body = match queue::body(&self.pool, message.id).await {
             Ok(Some(body)) => body,
             Ok(None) => {
@@ -291,14 +325,18 @@ impl Worker {
             }
             Err(e) => return DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string()),
         };
-        let app = match self.app_for(&tenant).await {
+        let app = match self.app_for(tenant).await {
             Ok(app) => app,
             Err(outcome) => return outcome,
+        };
+        let resource = match method {
+            DeliveryMethod::Graph => &self.settings.m365.graph_resource,
+            DeliveryMethod::Smtp => &self.settings.m365.exchange_resource,
         };
         let key = TokenKey {
             entra_tenant_id: tenant.entra_tenant_id,
             client_id: app.client_id.clone(),
-            scope: format!("{}/.default", self.settings.m365.graph_resource),
+            scope: format!("{resource}/.default"),
         };
         let token = match self.tokens.get(&key, &app, &tenant.id.to_string()).await {
             Ok(token) => token,
@@ -309,13 +347,27 @@ impl Worker {
         {
             tracing::debug!(error = %e, "could not record the token success");
         }
-        let mime = mime::with_envelope_recipients(&body, &message.rcpt_to);
-        let outcome = self
-            .graph
-            .send_mime(&token.access_token, &tenant.sender_mailbox, &mime)
-            .await;
+        let outcome = match method {
+            DeliveryMethod::Graph => {
+                let mime = mime::with_envelope_recipients(&body, &message.rcpt_to);
+                self.graph
+                    .send_mime(&token.access_token, &tenant.sender_mailbox, &mime)
+                    .await
+            }
+            DeliveryMethod::Smtp => {
+                self.smtp
+                    .send(
+                        &token.access_token,
+                        &tenant.sender_mailbox,
+                        &message.rcpt_to,
+                        &body,
+                    )
+                    .await
+            }
+        };
         if outcome.token_refused() {
             self.tokens.invalidate(&key).await;
+            self.smtp.forget(&tenant.sender_mailbox);
         }
         outcome
     }
@@ -346,7 +398,7 @@ impl Worker {
 }
 
 /// Counts the attempt, Microsoft's refusal if it was one, and the latency of a delivery.
-fn record_metrics(message: &LeasedMessage, outcome: &DeliveryOutcome) {
+fn record_metrics(message: &LeasedMessage, method: DeliveryMethod, outcome: &DeliveryOutcome) {
     let metrics = &metrics().worker;
     let tenant = message.tenant_id.to_string();
     let result = match outcome.attempt_outcome() {
@@ -356,7 +408,7 @@ fn record_metrics(message: &LeasedMessage, outcome: &DeliveryOutcome) {
     };
     metrics
         .deliveries
-        .with_label_values(&[&tenant, "graph", result])
+        .with_label_values(&[&tenant, method.as_str(), result])
         .inc();
     match outcome {
         DeliveryOutcome::Delivered { .. } => {
@@ -365,7 +417,7 @@ fn record_metrics(message: &LeasedMessage, outcome: &DeliveryOutcome) {
                 .unwrap_or_default();
             metrics
                 .delivery_latency
-                .with_label_values(&["graph"])
+                .with_label_values(&[method.as_str()])
                 .observe(latency.as_secs_f64());
         }
         // An answer from Microsoft 365 itself (the token endpoint has its own metric).
