@@ -1,16 +1,19 @@
 //! The Microsoft 365 simulator: a separate, faithful stand-in for the Microsoft
 //! endpoints mailbridge talks to, built from the documented wire behaviour
-//! (m365-facts.md): the Entra token endpoint, Graph `sendMail`, and mailboxes whose
+//! (m365-facts.md): the Entra token endpoint, the admin-consent pages, the OpenID
+//! Connect provider staff sign in with, Graph `sendMail`, and mailboxes whose
 //! contents tests and people can read.
 //!
 //! It serves HTTPS with a certificate from its own small CA, so the relay verifies
 //! TLS against it exactly as against Microsoft (through `MAILBRIDGE_EXTRA_CA_FILE`).
 //! It never reaches into mailbridge's code or database: it only sees the wire.
 
+mod consent;
 mod control;
 mod directory;
 mod graph;
 mod https;
+mod oidc;
 mod token;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -18,13 +21,28 @@ use std::{net::SocketAddr, sync::Arc};
 use axum::Router;
 use tokio::net::TcpListener;
 
-pub use directory::{DeliveredMessage, Directory, SimTenant, TokenRequestRecord};
+pub use consent::{ConsentDecision, LoginPageError};
+pub use directory::{
+    AdminConsentRecord, CertificateThumbprints, ClientCredentialKind, DeliveredMessage, Directory,
+    DirectoryError, SimTenant, SimUser, TokenRequestRecord,
+};
 
 /// Application permissions (app roles) the simulator knows.
 pub const ROLE_MAIL_SEND: &str = "Mail.Send";
+pub const ROLE_MAIL_READ_WRITE: &str = "Mail.ReadWrite";
 pub const ROLE_SMTP_SEND_AS_APP: &str = "SMTP.SendAsApp";
 pub const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
 pub const EXCHANGE_RESOURCE: &str = "https://outlook.office365.com";
+
+/// The resource (API) an app role belongs to: `SMTP.SendAsApp` is Exchange
+/// Online's, every other role the simulator knows is Microsoft Graph's.
+pub fn resource_of_role(role: &str) -> &'static str {
+    if role == ROLE_SMTP_SEND_AS_APP {
+        EXCHANGE_RESOURCE
+    } else {
+        GRAPH_RESOURCE
+    }
+}
 
 /// A running simulator.
 pub struct Simulator {
@@ -52,7 +70,7 @@ impl Simulator {
         let authority =
             mailbridge_core::tls::LocalAuthority::generate("mailbridge M365 simulator CA", &names)?;
         let tls = authority.server.server_config()?;
-        let directory = Arc::new(Directory::new()?);
+        let directory = Arc::new(Directory::with_base_url(&format!("https://{addr}"))?);
         let app = router(directory.clone());
         let task = tokio::spawn(https::serve(listener, tls, app));
         tracing::info!(%addr, "Microsoft 365 simulator listening (HTTPS)");
@@ -88,6 +106,8 @@ impl Drop for Simulator {
 fn router(directory: Arc<Directory>) -> Router {
     Router::new()
         .merge(token::router())
+        .merge(consent::router())
+        .merge(oidc::router())
         .merge(graph::router())
         .merge(control::router())
         .with_state(directory)
