@@ -107,6 +107,11 @@ pub async fn empty_database() -> String {
 
 /// A fresh, migrated database of its own for one test.
 pub async fn fresh_database() -> PgPool {
+    fresh_named_database().await.1
+}
+
+/// A fresh, migrated database of its own, with its name.
+pub async fn fresh_named_database() -> (String, PgPool) {
     template().await;
     let name = format!("test_{}", Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(admin_url().expose_secret())
@@ -130,12 +135,14 @@ pub async fn fresh_database() -> PgPool {
         }
     }
     admin.close().await.ok();
-    db::pool(&database_url(&name), db::PoolOptions::default()).expect("pool")
+    let pool = db::pool(&database_url(&name), db::PoolOptions::default()).expect("pool");
+    (name, pool)
 }
 
 /// A mailbridge stack for one test.
 pub struct TestApp {
     pub stack: Stack,
+    pub database: String,
 }
 
 /// A customer set up in mailbridge and in the simulated Microsoft 365.
@@ -159,7 +166,7 @@ impl TestApp {
         options: StackOptions,
         configure: impl FnOnce(&mut Settings),
     ) -> Self {
-        let pool = fresh_database().await;
+        let (database, pool) = fresh_named_database().await;
         let mut settings = Settings::from_lookup(|_| None).expect("default settings");
         settings.edge.hostname = "relay.mailbridge.test".to_owned();
         settings.edge.auth_throttle.failure_delay = Duration::from_millis(20);
@@ -168,7 +175,45 @@ impl TestApp {
         let stack = Stack::start(pool, settings, options)
             .await
             .expect("starting the stack");
-        Self { stack }
+        Self { stack, database }
+    }
+
+    /// A `mailbridge worker` process (the real binary) against this stack's database
+    /// and simulator, with short leases so that a killed worker's messages return soon.
+    pub fn spawn_worker_process(&self, lease_seconds: u64) -> std::process::Child {
+        use secrecy::ExposeSecret;
+        let settings = &self.stack.settings;
+        std::process::Command::new(mailbridge_binary())
+            .arg("worker")
+            .env("DATABASE_URL", database_url(&self.database).expose_secret())
+            .env("MAILBRIDGE_M365_LOGIN_URL", &settings.m365.login_url)
+            .env("MAILBRIDGE_M365_GRAPH_URL", &settings.m365.graph_url)
+            .env(
+                "MAILBRIDGE_EXTRA_CA_FILE",
+                settings.extra_ca_file.as_ref().expect("the simulator's CA"),
+            )
+            .env(
+                "MAILBRIDGE_ENTRA_CLIENT_ID",
+                settings.m365.client_id.as_deref().expect("MSP app"),
+            )
+            .env(
+                "MAILBRIDGE_ENTRA_CLIENT_SECRET",
+                settings
+                    .m365
+                    .client_secret
+                    .as_ref()
+                    .expect("MSP app")
+                    .expose_secret(),
+            )
+            .env("MAILBRIDGE_METRICS_LISTEN", "off")
+            .env("MAILBRIDGE_WORKER_LEASE_SECONDS", lease_seconds.to_string())
+            .env("MAILBRIDGE_WORKER_SWEEP_SECONDS", "1")
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting mailbridge worker")
     }
 
     pub fn pool(&self) -> &PgPool {

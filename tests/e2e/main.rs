@@ -9,3 +9,4 @@ mod dev_command;
 mod edge;
 mod operations;
 mod submission;
+mod worker_processes;

@@ -42,6 +42,9 @@ pub struct WorkerMetrics {
     pub duplicates: IntCounter,
     /// Reports of undeliverable messages queued.
     pub notifications: IntCounter,
+    /// Messages taken over from an expired lease (a worker died or hung mid-delivery):
+    /// each may reach Microsoft twice.
+    pub recovered_leases: IntCounter,
 }
 
 /// The metrics of the control plane.
@@ -209,6 +212,11 @@ impl Metrics {
                 r,
                 "mailbridge_failure_notifications_total",
                 "Reports of undeliverable messages queued.",
+            ),
+            recovered_leases: plain_counter(
+                r,
+                "mailbridge_recovered_leases_total",
+                "Messages taken over from an expired lease; each may reach Microsoft twice.",
             ),
         };
         let web = WebMetrics {

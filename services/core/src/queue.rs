@@ -95,6 +95,10 @@ pub struct LeasedMessage {
     /// Including the attempt this lease is for.
     pub attempt_count: i32,
     pub received_at: DateTime<Utc>,
+    /// Taken over from a worker whose lease expired (it died or hung): that worker
+    /// may have handed the message to Microsoft already, so this delivery may be a
+    /// duplicate.
+    pub recovered: bool,
 }
 
 /// Leases up to `limit` due messages for `lease`: every tenant's oldest due messages
@@ -112,8 +116,8 @@ pub async fn lease_due(
             SET state = 'delivering', lease_owner = $1,
                 lease_expires_at = now() + make_interval(secs => $3),
                 attempt_count = m.attempt_count + 1
-          WHERE m.id IN (
-                SELECT id FROM messages
+           FROM (
+                SELECT id, state AS previous_state FROM messages
                  WHERE id = ANY(ARRAY(
                        SELECT due.id
                          FROM tenants t
@@ -134,9 +138,10 @@ pub async fn lease_due(
                    AND ((state = 'queued' AND next_attempt_at <= now())
                         OR (state = 'delivering' AND lease_expires_at < now()))
                  LIMIT $2
-                 FOR UPDATE SKIP LOCKED)
+                 FOR UPDATE SKIP LOCKED) taken
+          WHERE m.id = taken.id
          RETURNING m.id, m.tenant_id, m.device_id, m.kind, m.subject, m.mail_from, m.rcpt_to,
-                   m.attempt_count, m.received_at",
+                   m.attempt_count, m.received_at, taken.previous_state = 'delivering' AS recovered",
     )
     .bind(owner)
     .bind(limit)

@@ -185,6 +185,10 @@ impl Worker {
     /// One attempt for one leased message, recorded and settled.
     /// One attempt for one leased message, recorded and settled.
     async fn deliver(&self, message: LeasedMessage) {
+        if message.recovered {
+            metrics().worker.recovered_leases.inc();
+            tracing::warn!(queue_id = %message.id, "message recovered from an expired lease; it may arrive twice");
+        }
         let started_at = Utc::now();
         let clock = std::time::Instant::now();
         let (method, outcome) = self.attempt(&message).await;

@@ -1,0 +1,183 @@
+//! Real `mailbridge worker` processes against one queue: two share it without
+//! delivering anything twice, and one killed with SIGKILL mid-delivery loses nothing.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use mailbridge::stack::StackOptions;
+use mailbridge_core::queue::{self, MessageKind, NewMessage};
+use uuid::Uuid;
+
+use crate::harness::{TestApp, TestTenant};
+
+/// Queues `count` messages for `tenant`, each with its own Message-ID; returns the ids.
+async fn queue_messages(app: &TestApp, tenant: &TestTenant, count: usize) -> Vec<String> {
+    let mut message_ids = Vec::with_capacity(count);
+    for i in 0..count {
+        let message_id = format!("{}@queue.test", Uuid::new_v4().simple());
+        let body = format!(
+            "From: {sender}\r\nTo: lab@klinik.example\r\nSubject: Befund {i}\r\nMessage-ID: <{message_id}>\r\n\r\nBefund {i}\r\n",
+            sender = tenant.tenant.sender_mailbox
+        );
+        queue::enqueue(
+            app.pool(),
+            &NewMessage {
+                id: Uuid::now_v7(),
+                tenant_id: tenant.tenant.id,
+                device_id: None,
+                mail_from: tenant.tenant.sender_mailbox.clone(),
+                rcpt_to: vec!["lab@klinik.example".into()],
+                client_addr: "192.0.2.1".parse().unwrap(),
+                tls_protocol: None,
+                tls_cipher: None,
+                kind: MessageKind::Device,
+                subject: Some(format!("Befund {i}")),
+                body: body.into_bytes(),
+            },
+        )
+        .await
+        .unwrap();
+        message_ids.push(message_id);
+    }
+    message_ids
+}
+
+async fn settled(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM messages WHERE state = 'delivered'")
+        .fetch_one(app.pool())
+        .await
+        .unwrap()
+}
+
+/// How often each Message-ID reached the simulated mailbox.
+fn arrivals(app: &TestApp) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for message in app.stack.simulator.directory.inbox("lab@klinik.example") {
+        let id = message
+            .mime
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Message-ID: <")
+                    .map(|r| r.trim_end_matches('>').to_owned())
+            })
+            .expect("a Message-ID");
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    seen
+}
+
+async fn wait_until_all_arrived(
+    app: &TestApp,
+    message_ids: &[String],
+    within: Duration,
+) -> HashMap<String, usize> {
+    let deadline = Instant::now() + within;
+    loop {
+        let seen = arrivals(app);
+        if message_ids.iter().all(|id| seen.contains_key(id)) {
+            return seen;
+        }
+        let missing = message_ids
+            .iter()
+            .filter(|id| !seen.contains_key(*id))
+            .count();
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} messages never arrived",
+            message_ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_worker_processes_share_one_queue_without_duplicates() {
+    let app = TestApp::spawn_with(StackOptions {
+        start_worker: false,
+        ..StackOptions::ephemeral()
+    })
+    .await;
+    let tenant = app.add_tenant("Praxis Zwei Worker").await;
+    let message_ids = queue_messages(&app, &tenant, 120).await;
+    let mut workers = [app.spawn_worker_process(30), app.spawn_worker_process(30)];
+    let seen = wait_until_all_arrived(&app, &message_ids, Duration::from_secs(90)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while settled(&app).await < 120 {
+        assert!(
+            Instant::now() < deadline,
+            "arrived but not recorded as delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for worker in &mut workers {
+        worker.kill().ok();
+        worker.wait().ok();
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    let by_worker: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT split_part(worker, ':', 2), count(*) FROM delivery_attempts GROUP BY 1",
+    )
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        by_worker.iter().map(|(_, n)| n).sum::<i64>(),
+        120,
+        "one attempt per message"
+    );
+    eprintln!("attempts by worker process: {by_worker:?}");
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_delivery_loses_nothing() {
+    let app = TestApp::spawn_with(StackOptions {
+        start_worker: false,
+        ..StackOptions::ephemeral()
+    })
+    .await;
+    let tenant = app.add_tenant("Praxis Absturz").await;
+    let message_ids = queue_messages(&app, &tenant, 300).await;
+
+    let mut doomed = app.spawn_worker_process(2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while arrivals(&app).len() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the first worker delivered nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    doomed.kill().expect("SIGKILL");
+    doomed.wait().ok();
+    let at_kill = arrivals(&app).len();
+    assert!(
+        at_kill < message_ids.len(),
+        "killed too late to prove anything"
+    );
+
+    let mut survivor = app.spawn_worker_process(2);
+    let seen = wait_until_all_arrived(&app, &message_ids, Duration::from_secs(120)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while settled(&app).await < 300 {
+        assert!(
+            Instant::now() < deadline,
+            "arrived but not recorded as delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    survivor.kill().ok();
+    survivor.wait().ok();
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    // Only messages in flight at the kill (at most one worker's concurrency) can arrive twice.
+    assert!(duplicates <= 16, "{duplicates} duplicates");
+    let settled: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM messages WHERE state = 'delivered'")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(settled, 300);
+    eprintln!("killed after {at_kill} deliveries; {duplicates} delivered twice");
+}
