@@ -444,3 +444,106 @@ async fn finished_records_are_purged_after_the_retention_period() {
     );
     assert!(queue::attempts(app.pool(), id).await.unwrap().is_empty());
 }
+
+/// A self-signed RSA certificate and its key, as a customer would register on its app.
+fn certificate() -> (Vec<u8>, tenants::CertificateCredential) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["mailbridge-app".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let credential = tenants::CertificateCredential {
+        certificate_pem: cert.pem(),
+        private_key_pem: secrecy::SecretString::from(key.serialize_pem()),
+    };
+    (cert.der().to_vec(), credential)
+}
+
+#[tokio::test]
+async fn a_customers_own_app_authenticates_with_a_certificate() {
+    let app = TestApp::spawn().await;
+    let directory = &app.stack.simulator.directory;
+    let (der, credential) = certificate();
+    let (_, impostor) = certificate();
+    // The registered certificate, signed with a key that does not belong to it.
+    let mismatched = tenants::CertificateCredential {
+        certificate_pem: credential.certificate_pem.clone(),
+        private_key_pem: impostor.private_key_pem.clone(),
+    };
+    let mut customers = Vec::new();
+    for (name, credential) in [
+        ("Praxis Zertifikat", credential),
+        ("Praxis Falscher Schluessel", mismatched),
+    ] {
+        let client_id = uuid::Uuid::new_v4().to_string();
+        directory.ensure_app(&client_id);
+        directory.add_certificate(&client_id, &der).unwrap();
+        let slug: String = name
+            .to_lowercase()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
+        let mailbox = format!("scanner@{slug}.example");
+        let tenant = tenants::create(
+            app.pool(),
+            app.stack.settings.master_key.as_ref(),
+            tenants::NewTenant {
+                name: name.into(),
+                entra_tenant_id: uuid::Uuid::new_v4(),
+                sender_mailbox: mailbox.clone(),
+                delivery_method: tenants::DeliveryMethod::Graph,
+                own_app: Some(tenants::OwnApp {
+                    client_id: client_id.clone(),
+                    credential: tenants::AppCredential::Certificate(credential),
+                }),
+            },
+        )
+        .await
+        .unwrap();
+        directory.add_tenant(tenant.entra_tenant_id, &[&mailbox]);
+        directory.consent(
+            tenant.entra_tenant_id,
+            &client_id,
+            &[mailbridge_m365_sim::ROLE_MAIL_SEND],
+        );
+        customers.push(TestTenant { tenant });
+    }
+    let (good, bad) = (&customers[0], &customers[1]);
+    let good_device = app.add_device(good, "Scanner").await;
+    submit(
+        &app,
+        good,
+        &good_device.device.username,
+        &good_device.password,
+        "zert@klinik.example",
+        "cert",
+    )
+    .await;
+    app.wait_for_inbox("zert@klinik.example", 1).await;
+    let requests = directory.token_requests();
+    let by_good = requests
+        .iter()
+        .find(|r| r.tenant == good.tenant.entra_tenant_id.to_string())
+        .unwrap();
+    assert_eq!(format!("{:?}", by_good.credential), "Certificate");
+
+    let bad_device = app.add_device(bad, "Scanner").await;
+    submit(
+        &app,
+        bad,
+        &bad_device.device.username,
+        &bad_device.password,
+        "nie@klinik.example",
+        "cert",
+    )
+    .await;
+    let id = app.message_ids().await.into_iter().last().unwrap();
+    app.wait_for_message(id, |s| s.attempt_count == 1 && s.state == "queued")
+        .await;
+    let attempts = queue::attempts(app.pool(), id).await.unwrap();
+    assert_eq!(
+        attempts[0].diagnosis.as_deref(),
+        Some("AADSTS700027"),
+        "{attempts:?}"
+    );
+}

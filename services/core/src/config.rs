@@ -41,6 +41,10 @@ pub struct M365Settings {
     /// The MSP's multi-tenant app registration, used for tenants without their own.
     pub client_id: Option<String>,
     pub client_secret: Option<SecretString>,
+    /// Or a certificate registered on that app and its private key (PEM files),
+    /// used for client assertions (private_key_jwt) instead of the secret.
+    pub client_certificate_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
 }
 
 /// What the edge does with a bare LF or bare CR inside message data.
@@ -223,6 +227,9 @@ impl Settings {
                 ),
                 client_id: lookup("MAILBRIDGE_ENTRA_CLIENT_ID"),
                 client_secret: lookup("MAILBRIDGE_ENTRA_CLIENT_SECRET").map(SecretString::from),
+                client_certificate_file: lookup("MAILBRIDGE_ENTRA_CLIENT_CERTIFICATE_FILE")
+                    .map(PathBuf::from),
+                client_key_file: lookup("MAILBRIDGE_ENTRA_CLIENT_KEY_FILE").map(PathBuf::from),
             },
             edge: EdgeSettings {
                 submission_listen: listen(&lookup, "MAILBRIDGE_SUBMISSION_LISTEN", "0.0.0.0:587")?,

@@ -67,11 +67,33 @@ pub struct Tenant {
     pub last_token_ok_at: Option<DateTime<Utc>>,
 }
 
+/// How an app proves who it is to Entra ID.
+#[derive(Debug, Clone)]
+pub enum AppCredential {
+    ClientSecret(SecretString),
+    /// A certificate registered on the app and its private key, PEM (private_key_jwt).
+    Certificate(CertificateCredential),
+}
+
+/// A certificate credential: the PEM certificate and its PEM private key.
+#[derive(Clone)]
+pub struct CertificateCredential {
+    pub certificate_pem: String,
+    pub private_key_pem: SecretString,
+}
+
+impl std::fmt::Debug for CertificateCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateCredential")
+            .finish_non_exhaustive()
+    }
+}
+
 /// A customer's own Entra app registration.
 #[derive(Debug)]
 pub struct OwnApp {
     pub client_id: String,
-    pub client_secret: SecretString,
+    pub credential: AppCredential,
 }
 
 #[derive(Debug)]
@@ -112,6 +134,10 @@ fn secret_context(tenant_id: Uuid) -> String {
     format!("tenant-client-secret:{tenant_id}")
 }
 
+fn certificate_context(tenant_id: Uuid) -> String {
+    format!("tenant-client-certificate:{tenant_id}")
+}
+
 pub async fn create(
     pool: &PgPool,
     master_key: Option<&MasterKey>,
@@ -123,20 +149,30 @@ pub async fn create(
     }
     let mailbox = EmailAddress::parse(&new.sender_mailbox)?;
     let id = Uuid::new_v4();
-    let (client_id, sealed) = match &new.own_app {
+    let (client_id, secret, certificate) = match &new.own_app {
         Some(app) => {
             let key = master_key.ok_or(TenantError::NoMasterKey)?;
-            let sealed = key.seal(
-                &secret_context(id),
-                app.client_secret.expose_secret().as_bytes(),
-            );
-            (Some(app.client_id.clone()), Some(sealed))
+            match &app.credential {
+                AppCredential::ClientSecret(secret) => {
+                    let sealed = key.seal(&secret_context(id), secret.expose_secret().as_bytes());
+                    (Some(app.client_id.clone()), Some(sealed), None)
+                }
+                AppCredential::Certificate(certificate) => {
+                    let bundle = format!(
+                        "{}\n{}",
+                        certificate.certificate_pem.trim(),
+                        certificate.private_key_pem.expose_secret().trim()
+                    );
+                    let sealed = key.seal(&certificate_context(id), bundle.as_bytes());
+                    (Some(app.client_id.clone()), None, Some(sealed))
+                }
+            }
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     sqlx::query_as::<_, Tenant>(concat!(
-        "INSERT INTO tenants (id, name, entra_tenant_id, sender_mailbox, delivery_method, client_id, client_secret_sealed)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+        "INSERT INTO tenants (id, name, entra_tenant_id, sender_mailbox, delivery_method, client_id, client_secret_sealed, client_certificate_sealed)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
         columns!()
     ))
     .bind(id)
@@ -145,7 +181,8 @@ pub async fn create(
     .bind(mailbox.as_str())
     .bind(new.delivery_method)
     .bind(client_id)
-    .bind(sealed)
+    .bind(secret)
+    .bind(certificate)
     .fetch_one(pool)
     .await
     .map_err(|e| match &e {
@@ -205,22 +242,47 @@ pub async fn own_app(
     master_key: Option<&MasterKey>,
     tenant_id: Uuid,
 ) -> Result<Option<OwnApp>, TenantError> {
-    let row: Option<(Option<String>, Option<Vec<u8>>)> =
-        sqlx::query_as("SELECT client_id, client_secret_sealed FROM tenants WHERE id = $1")
-            .bind(tenant_id)
-            .fetch_optional(pool)
-            .await?;
-    match row {
-        Some((Some(client_id), Some(sealed))) => {
-            let key = master_key.ok_or(TenantError::NoMasterKey)?;
+    let row: Option<(Option<String>, Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT client_id, client_secret_sealed, client_certificate_sealed FROM tenants WHERE id = $1",
+    )
+    .bind(tenant_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some((Some(client_id), secret, certificate)) = row else {
+        return Ok(None);
+    };
+    let key = master_key.ok_or(TenantError::NoMasterKey)?;
+    let credential = match (secret, certificate) {
+        (Some(sealed), _) => {
             let secret = key.open(&secret_context(tenant_id), &sealed)?;
-            Ok(Some(OwnApp {
-                client_id,
-                client_secret: SecretString::from(String::from_utf8_lossy(&secret).into_owned()),
-            }))
+            AppCredential::ClientSecret(SecretString::from(
+                String::from_utf8_lossy(&secret).into_owned(),
+            ))
         }
-        _ => Ok(None),
-    }
+        (None, Some(sealed)) => {
+            let bundle =
+                String::from_utf8_lossy(&key.open(&certificate_context(tenant_id), &sealed)?)
+                    .into_owned();
+            let split = bundle.find("-----BEGIN").and_then(|first| {
+                bundle[first + 1..]
+                    .find("-----BEGIN")
+                    .map(|second| first + 1 + second)
+            });
+            let (certificate_pem, private_key_pem) = match split {
+                Some(at) => (bundle[..at].to_owned(), bundle[at..].to_owned()),
+                None => (bundle.clone(), String::new()),
+            };
+            AppCredential::Certificate(CertificateCredential {
+                certificate_pem,
+                private_key_pem: SecretString::from(private_key_pem),
+            })
+        }
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(OwnApp {
+        client_id,
+        credential,
+    }))
 }
 
 /// Records that a token was issued for the tenant: consent works, any pause ends.

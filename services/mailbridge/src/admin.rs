@@ -9,7 +9,7 @@ use mailbridge_core::{
     Settings,
     config::parse_network,
     devices::{self, PolicyChange, SenderPolicy},
-    tenants::{self, DeliveryMethod, NewTenant, OwnApp},
+    tenants::{self, AppCredential, CertificateCredential, DeliveryMethod, NewTenant, OwnApp},
 };
 use mailbridge_m365_sim::Simulator;
 use secrecy::SecretString;
@@ -32,12 +32,22 @@ pub enum TenantCommand {
         #[arg(long, default_value = "graph")]
         method: DeliveryMethod,
         /// The customer's own app registration (instead of the MSP's app).
-        #[arg(long, requires = "client_secret_env")]
+        #[arg(long)]
         client_id: Option<String>,
         /// Name of the environment variable holding that app's client secret
         /// (secrets are not taken on the command line, where `ps` shows them).
-        #[arg(long, requires = "client_id")]
+        #[arg(
+            long,
+            requires = "client_id",
+            conflicts_with = "client_certificate_file"
+        )]
         client_secret_env: Option<String>,
+        /// Or that app's certificate (PEM) for client assertions instead of a secret.
+        #[arg(long, requires_all = ["client_id", "client_key_file"])]
+        client_certificate_file: Option<std::path::PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, requires = "client_certificate_file")]
+        client_key_file: Option<std::path::PathBuf>,
     },
     /// Lists the customers as JSON.
     List,
@@ -114,15 +124,33 @@ pub async fn tenant(
             method,
             client_id,
             client_secret_env,
+            client_certificate_file,
+            client_key_file,
         } => {
-            let own_app = match (client_id, client_secret_env) {
-                (Some(client_id), Some(var)) => {
+            let read = |path: &std::path::Path| {
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+            };
+            let credential = match (client_secret_env, client_certificate_file, client_key_file) {
+                (Some(var), _, _) => {
                     let secret = std::env::var(&var)
                         .with_context(|| format!("reading the client secret from ${var}"))?;
-                    Some(OwnApp {
-                        client_id,
-                        client_secret: SecretString::from(secret),
-                    })
+                    Some(AppCredential::ClientSecret(SecretString::from(secret)))
+                }
+                (None, Some(cert), Some(key)) => {
+                    Some(AppCredential::Certificate(CertificateCredential {
+                        certificate_pem: read(&cert)?,
+                        private_key_pem: SecretString::from(read(&key)?),
+                    }))
+                }
+                _ => None,
+            };
+            let own_app = match (client_id, credential) {
+                (Some(client_id), Some(credential)) => Some(OwnApp {
+                    client_id,
+                    credential,
+                }),
+                (Some(_), None) => {
+                    anyhow::bail!("--client-id needs --client-secret-env or a certificate and key")
                 }
                 _ => None,
             };

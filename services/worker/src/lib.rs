@@ -24,8 +24,9 @@ use mailbridge_core::{
     diagnosis,
     metrics::metrics,
     queue::{self, AttemptOutcome, DeliveryAttempt, LeasedMessage, MessageKind, Settlement},
-    tenants::{self, DeliveryMethod, Tenant},
+    tenants::{self, AppCredential, CertificateCredential, DeliveryMethod, Tenant},
 };
+use secrecy::SecretString;
 use sqlx::{PgPool, postgres::PgListener};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +47,8 @@ pub struct Worker {
     tokens: TokenCache,
     graph: GraphClient,
     smtp: SmtpClient,
+    /// The MSP's multi-tenant app, for tenants without their own.
+    msp_app: Option<AppCredentials>,
     /// Written into leases and attempts: which worker did it.
     identity: String,
 }
@@ -58,6 +61,43 @@ pub enum WorkerError {
     Http(#[from] reqwest::Error),
     #[error(transparent)]
     Smtp(#[from] smtp::SmtpSetupError),
+    #[error("the MSP app's credential: {0}")]
+    Credential(String),
+}
+
+/// The MSP's app from the settings: a client secret, or a certificate and its key.
+fn msp_app(settings: &Settings) -> Result<Option<AppCredentials>, WorkerError> {
+    let m365 = &settings.m365;
+    let Some(client_id) = m365.client_id.clone() else {
+        return Ok(None);
+    };
+    let credential = match (
+        &m365.client_certificate_file,
+        &m365.client_key_file,
+        &m365.client_secret,
+    ) {
+        (Some(cert), Some(key), _) => {
+            let read = |path: &std::path::Path| {
+                std::fs::read_to_string(path)
+                    .map_err(|e| WorkerError::Credential(format!("{}: {e}", path.display())))
+            };
+            AppCredential::Certificate(CertificateCredential {
+                certificate_pem: read(cert)?,
+                private_key_pem: SecretString::from(read(key)?),
+            })
+        }
+        (Some(_), None, _) | (None, Some(_), _) => {
+            return Err(WorkerError::Credential(
+                "set both MAILBRIDGE_ENTRA_CLIENT_CERTIFICATE_FILE and MAILBRIDGE_ENTRA_CLIENT_KEY_FILE".into(),
+            ));
+        }
+        (None, None, Some(secret)) => AppCredential::ClientSecret(secret.clone()),
+        (None, None, None) => return Ok(None),
+    };
+    Ok(Some(AppCredentials {
+        client_id,
+        credential,
+    }))
 }
 
 /// A readable account of an HTTP failure, with its causes (TLS, DNS, timeout …).
@@ -104,6 +144,7 @@ impl Worker {
                 &settings.m365.smtp_endpoint,
                 settings.extra_ca_file.as_deref(),
             )?,
+            msp_app: msp_app(&settings)?,
             master_key: settings.master_key.clone(),
             pool,
             settings,
@@ -381,21 +422,14 @@ impl Worker {
         match tenants::own_app(&self.pool, self.master_key.as_ref(), tenant.id).await {
             Ok(Some(app)) => Ok(AppCredentials {
                 client_id: app.client_id,
-                client_secret: app.client_secret,
+                credential: app.credential,
             }),
-            Ok(None) => match (
-                &self.settings.m365.client_id,
-                &self.settings.m365.client_secret,
-            ) {
-                (Some(client_id), Some(secret)) => Ok(AppCredentials {
-                    client_id: client_id.clone(),
-                    client_secret: secret.clone(),
-                }),
-                _ => Err(DeliveryOutcome::local(
+            Ok(None) => self.msp_app.clone().ok_or_else(|| {
+                DeliveryOutcome::local(
                     &diagnosis::NOT_CONFIGURED,
-                    "MAILBRIDGE_ENTRA_CLIENT_ID and MAILBRIDGE_ENTRA_CLIENT_SECRET are not set",
-                )),
-            },
+                    "MAILBRIDGE_ENTRA_CLIENT_ID and MAILBRIDGE_ENTRA_CLIENT_SECRET (or a certificate) are not set",
+                )
+            }),
             Err(e) => Err(DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string())),
         }
     }

@@ -9,8 +9,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use mailbridge_core::tenants::{AppCredential, CertificateCredential};
+use rustls_pki_types::{CertificateDer, pem::PemObject};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 use uuid::Uuid;
 
 /// Refresh this long before expiry, so no request leaves with a dying token.
@@ -29,7 +36,58 @@ pub struct TokenKey {
 #[derive(Debug, Clone)]
 pub struct AppCredentials {
     pub client_id: String,
-    pub client_secret: SecretString,
+    pub credential: AppCredential,
+}
+
+/// How long a client assertion is valid.
+const ASSERTION_LIFETIME_SECS: i64 = 600;
+
+#[derive(Serialize)]
+struct AssertionClaims<'a> {
+    aud: &'a str,
+    iss: &'a str,
+    sub: &'a str,
+    jti: String,
+    iat: i64,
+    nbf: i64,
+    exp: i64,
+}
+
+/// A signed client assertion (private_key_jwt): PS256, identifying the certificate by
+/// its SHA-256 thumbprint (`x5t#S256`), for the token endpoint `audience`.
+fn client_assertion(
+    client_id: &str,
+    certificate: &CertificateCredential,
+    audience: &str,
+) -> Result<String, TokenError> {
+    let invalid = |what: String| TokenError::Rejected {
+        status: 0,
+        error: "invalid_certificate".into(),
+        aadsts: None,
+        description: what,
+    };
+    let der = CertificateDer::from_pem_slice(certificate.certificate_pem.as_bytes())
+        .map_err(|e| invalid(format!("the app's certificate is not valid PEM: {e}")))?;
+    let key = EncodingKey::from_rsa_pem(certificate.private_key_pem.expose_secret().as_bytes())
+        .map_err(|e| {
+            invalid(format!(
+                "the app's private key is not a valid RSA PEM key: {e}"
+            ))
+        })?;
+    let mut header = Header::new(Algorithm::PS256);
+    header.x5t_s256 = Some(URL_SAFE_NO_PAD.encode(Sha256::digest(der.as_ref())));
+    let now = chrono::Utc::now().timestamp();
+    let claims = AssertionClaims {
+        aud: audience,
+        iss: client_id,
+        sub: client_id,
+        jti: uuid::Uuid::new_v4().to_string(),
+        iat: now,
+        nbf: now,
+        exp: now + ASSERTION_LIFETIME_SECS,
+    };
+    jsonwebtoken::encode(&header, &claims, &key)
+        .map_err(|e| invalid(format!("signing the client assertion: {e}")))
 }
 
 /// Why no token could be had.
@@ -204,12 +262,21 @@ impl TokenCache {
             "{}/{}/oauth2/v2.0/token",
             self.login_url, key.entra_tenant_id
         );
-        let form = [
-            ("client_id", app.client_id.as_str()),
-            ("scope", key.scope.as_str()),
-            ("grant_type", "client_credentials"),
-            ("client_secret", app.client_secret.expose_secret()),
+        let mut form = vec![
+            ("client_id", app.client_id.clone()),
+            ("scope", key.scope.clone()),
+            ("grant_type", "client_credentials".to_owned()),
         ];
+        match &app.credential {
+            AppCredential::ClientSecret(secret) => {
+                form.push(("client_secret", secret.expose_secret().to_owned()));
+            }
+            AppCredential::Certificate(certificate) => {
+                let assertion = client_assertion(&app.client_id, certificate, &url)?;
+                form.push(("client_assertion_type", JWT_BEARER.to_owned()));
+                form.push(("client_assertion", assertion));
+            }
+        }
         let requested_at = Instant::now();
         let response = self
             .http
