@@ -242,13 +242,24 @@ pub async fn own_app(
     master_key: Option<&MasterKey>,
     tenant_id: Uuid,
 ) -> Result<Option<OwnApp>, TenantError> {
-    let row: Option<(Option<String>, Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
+    #[derive(FromRow)]
+    struct SealedApp {
+        client_id: Option<String>,
+        client_secret_sealed: Option<Vec<u8>>,
+        client_certificate_sealed: Option<Vec<u8>>,
+    }
+    let row: Option<SealedApp> = sqlx::query_as(
         "SELECT client_id, client_secret_sealed, client_certificate_sealed FROM tenants WHERE id = $1",
     )
     .bind(tenant_id)
     .fetch_optional(pool)
     .await?;
-    let Some((Some(client_id), secret, certificate)) = row else {
+    let Some(SealedApp {
+        client_id: Some(client_id),
+        client_secret_sealed: secret,
+        client_certificate_sealed: certificate,
+    }) = row
+    else {
         return Ok(None);
     };
     let key = master_key.ok_or(TenantError::NoMasterKey)?;
