@@ -73,8 +73,10 @@ impl Identity {
 
     /// A self-signed certificate for `names` (DNS names or IP addresses).
     pub fn self_signed(names: &[String]) -> Result<Self, TlsError> {
-        let rcgen::CertifiedKey { cert, signing_key } =
-            rcgen::generate_simple_self_signed(names.to_vec())?;
+        let signing_key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+        set_validity(&mut params);
+        let cert = params.self_signed(&signing_key)?;
         Ok(Self {
             chain: vec![cert.der().clone()],
             key: PrivateKeyDer::try_from(signing_key.serialize_der()).map_err(|e| {
@@ -89,12 +91,25 @@ impl Identity {
     /// A server configuration offering TLS 1.2 and 1.3 with rustls' safe defaults
     /// (ECDHE key exchange and AEAD ciphers only).
     pub fn server_config(self) -> Result<Arc<ServerConfig>, TlsError> {
-        Ok(Arc::new(
-            ServerConfig::builder()
-                .with_no_client_auth()
-                .with_single_cert(self.chain, self.key)?,
-        ))
+        let mut config = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(self.chain, self.key)?;
+        // The server's order (strongest first), not the client's, picks the cipher.
+        config.ignore_client_order = true;
+        Ok(Arc::new(config))
     }
+}
+
+/// From yesterday, 825 days in all: the longest that clients accept for a server
+/// certificate (rcgen's default runs to the year 4096).
+fn set_validity(params: &mut rcgen::CertificateParams) {
+    use chrono::Datelike;
+    let date = |d: chrono::DateTime<chrono::Utc>| {
+        rcgen::date_time_ymd(d.year(), d.month() as u8, d.day() as u8)
+    };
+    let now = chrono::Utc::now();
+    params.not_before = date(now - chrono::Duration::days(1));
+    params.not_after = date(now + chrono::Duration::days(824));
 }
 
 /// A small certificate authority and a server certificate it signed, for the
@@ -115,11 +130,13 @@ impl LocalAuthority {
             .distinguished_name
             .push(DnType::CommonName, common_name);
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        set_validity(&mut ca_params);
         let ca_cert = ca_params.self_signed(&ca_key)?;
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
 
         let server_key = KeyPair::generate()?;
         let mut params = CertificateParams::new(server_names.to_vec())?;
+        set_validity(&mut params);
         params.distinguished_name.push(
             DnType::CommonName,
             server_names
