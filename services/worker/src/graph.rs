@@ -34,11 +34,14 @@ impl GraphClient {
         Self { http, base_url }
     }
 
+    /// Sends `mime` as `mailbox`; `queue_id` goes along as Graph's `client-request-id`,
+    /// so Microsoft's logs and ours name the same request.
     pub async fn send_mime(
         &self,
         token: &SecretString,
         mailbox: &str,
         mime: &[u8],
+        queue_id: uuid::Uuid,
     ) -> DeliveryOutcome {
         let url = format!(
             "{}/v1.0/users/{}/sendMail",
@@ -50,6 +53,7 @@ impl GraphClient {
             .post(&url)
             .bearer_auth(token.expose_secret())
             .header(reqwest::header::CONTENT_TYPE, "text/plain")
+            .header("client-request-id", queue_id.to_string())
             .body(STANDARD.encode(mime))
             .timeout(Duration::from_secs(120))
             .send()

@@ -396,7 +396,12 @@ impl Worker {
             DeliveryMethod::Graph => {
                 let mime = mime::with_envelope_recipients(&body, &message.rcpt_to);
                 self.graph
-                    .send_mime(&token.access_token, &tenant.sender_mailbox, &mime)
+                    .send_mime(
+                        &token.access_token,
+                        &tenant.sender_mailbox,
+                        &mime,
+                        message.id,
+                    )
                     .await
             }
             DeliveryMethod::Smtp => {
