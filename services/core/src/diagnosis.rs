@@ -330,6 +330,16 @@ mod tests {
     }
 
     #[test]
+    fn the_msp_guide_explains_every_diagnosis() {
+        let guide = include_str!("../../../docs/msp-guide.md");
+        for d in ALL {
+            let row = format!("| `{}` |", d.key);
+            assert!(guide.contains(&row), "docs/msp-guide.md has no row for {}", d.key);
+            assert!(guide.contains(d.title(Lang::En)), "docs/msp-guide.md has an old text for {}", d.key);
+        }
+    }
+
+    #[test]
     fn microsoft_answers_are_diagnosed() {
         assert_eq!(
             smtp(
