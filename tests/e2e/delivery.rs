@@ -547,3 +547,94 @@ async fn a_customers_own_app_authenticates_with_a_certificate() {
         "{attempts:?}"
     );
 }
+
+#[tokio::test]
+async fn mailbox_slots_are_shared_by_every_worker() {
+    use mailbridge_worker::limits::{self, Wait};
+    let pool = crate::harness::fresh_database().await;
+    let graph = tenants::DeliveryMethod::Graph;
+    let mut held = Vec::new();
+    for _ in 0..limits::GRAPH_CONCURRENCY_PER_MAILBOX {
+        held.push(
+            limits::admit(&pool, graph, "app", "Scanner@Praxis.example", 1)
+                .await
+                .unwrap()
+                .expect("a free slot"),
+        );
+    }
+    let fifth = limits::admit(&pool, graph, "app", "scanner@praxis.example", 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        fifth.err(),
+        Some(Wait::Busy),
+        "four Graph requests per mailbox at most"
+    );
+    assert!(
+        limits::admit(&pool, graph, "app", "other@praxis.example", 1)
+            .await
+            .unwrap()
+            .is_ok(),
+        "per mailbox"
+    );
+    let smtp = tenants::DeliveryMethod::Smtp;
+    assert!(
+        limits::admit(&pool, smtp, "app", "scanner@praxis.example", 1)
+            .await
+            .unwrap()
+            .is_ok(),
+        "per method"
+    );
+    held.pop();
+    assert!(
+        limits::admit(&pool, graph, "app", "scanner@praxis.example", 1)
+            .await
+            .unwrap()
+            .is_ok(),
+        "a dropped slot is free again"
+    );
+}
+
+#[tokio::test]
+async fn a_mailbox_at_its_daily_recipients_defers_without_an_attempt() {
+    let app = TestApp::spawn_with(StackOptions {
+        start_worker: false,
+        ..StackOptions::ephemeral()
+    })
+    .await;
+    let tenant = app.add_tenant("Praxis Tageslimit").await;
+    let device = app.add_device(&tenant, "Scanner").await;
+    submit(
+        &app,
+        &tenant,
+        &device.device.username,
+        &device.password,
+        "a@klinik.example",
+        "heute",
+    )
+    .await;
+    let id = app.message_ids().await[0];
+    // Earlier today the mailbox already sent to 10 000 recipients.
+    sqlx::query(
+        "WITH earlier AS (
+             INSERT INTO messages (id, tenant_id, mail_from, rcpt_to, size_bytes, client_addr, state)
+             SELECT gen_random_uuid(), $1, 'x@y.example', array_fill('r@y.example'::text, ARRAY[100]), 1, '192.0.2.1', 'delivered'
+               FROM generate_series(1, 100) RETURNING id)
+         INSERT INTO delivery_attempts (message_id, started_at, duration_ms, method, outcome, mailbox, worker)
+         SELECT id, now() - interval '1 hour', 1, 'graph', 'delivered', $2, 'earlier' FROM earlier",
+    )
+    .bind(tenant.tenant.id)
+    .bind(&tenant.tenant.sender_mailbox)
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let mut app = app;
+    app.stack.start_worker().unwrap();
+    let status = app
+        .wait_for_message(id, |s| s.next_attempt_at > chrono_now_plus_seconds(600))
+        .await;
+    assert_eq!(status.state, "queued");
+    assert_eq!(status.attempt_count, 0, "a deferral is not an attempt");
+    assert!(queue::attempts(app.pool(), id).await.unwrap().is_empty());
+    assert!(app.stack.simulator.directory.delivered().is_empty());
+}

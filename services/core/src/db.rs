@@ -24,7 +24,7 @@ pub struct PoolOptions {
 impl Default for PoolOptions {
     fn default() -> Self {
         Self {
-            max_connections: 16,
+            max_connections: 32,
             acquire_timeout: Duration::from_secs(10),
         }
     }

@@ -334,8 +334,16 @@ mod tests {
         let guide = include_str!("../../../docs/msp-guide.md");
         for d in ALL {
             let row = format!("| `{}` |", d.key);
-            assert!(guide.contains(&row), "docs/msp-guide.md has no row for {}", d.key);
-            assert!(guide.contains(d.title(Lang::En)), "docs/msp-guide.md has an old text for {}", d.key);
+            assert!(
+                guide.contains(&row),
+                "docs/msp-guide.md has no row for {}",
+                d.key
+            );
+            assert!(
+                guide.contains(d.title(Lang::En)),
+                "docs/msp-guide.md has an old text for {}",
+                d.key
+            );
         }
     }
 

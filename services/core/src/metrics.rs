@@ -45,6 +45,8 @@ pub struct WorkerMetrics {
     /// Messages taken over from an expired lease (a worker died or hung mid-delivery):
     /// each may reach Microsoft twice.
     pub recovered_leases: IntCounter,
+    /// Messages put back unattempted because their mailbox was at a limit, by reason.
+    pub deferrals: IntCounterVec,
 }
 
 /// The metrics of the control plane.
@@ -212,6 +214,12 @@ impl Metrics {
                 r,
                 "mailbridge_failure_notifications_total",
                 "Reports of undeliverable messages queued.",
+            ),
+            deferrals: counter(
+                r,
+                "mailbridge_deferrals_total",
+                "Messages put back unattempted because their mailbox was at a Microsoft limit, by tenant and reason.",
+                &["tenant", "reason"],
             ),
             recovered_leases: plain_counter(
                 r,

@@ -182,6 +182,8 @@ pub struct DeliveryAttempt {
     pub upstream_message: Option<String>,
     /// What the answer meant (a `diagnosis` key).
     pub diagnosis: Option<String>,
+    /// The mailbox the message was sent as (Microsoft's limits are per mailbox).
+    pub mailbox: Option<String>,
     pub worker: String,
 }
 
@@ -207,8 +209,8 @@ pub async fn settle(
     let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO delivery_attempts
-            (message_id, started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, diagnosis, worker)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            (message_id, started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, diagnosis, mailbox, worker)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, lower($10), $11)",
     )
     .bind(message_id)
     .bind(attempt.started_at)
@@ -219,6 +221,7 @@ pub async fn settle(
     .bind(&attempt.upstream_code)
     .bind(&attempt.upstream_message)
     .bind(&attempt.diagnosis)
+    .bind(&attempt.mailbox)
     .bind(&attempt.worker)
     .execute(&mut *tx)
     .await?;
@@ -278,6 +281,28 @@ pub struct MessageStatus {
     pub last_error: Option<String>,
 }
 
+/// Puts a leased message back without an attempt (a limit of its mailbox would be
+/// broken now): due again at `until`, its attempt count as before.
+pub async fn defer(
+    pool: &PgPool,
+    message_id: Uuid,
+    owner: &str,
+    until: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE messages
+            SET state = 'queued', next_attempt_at = $3, attempt_count = attempt_count - 1,
+                lease_owner = NULL, lease_expires_at = NULL
+          WHERE id = $1 AND lease_owner = $2 AND state = 'delivering'",
+    )
+    .bind(message_id)
+    .bind(owner)
+    .bind(until)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected() == 1)
+}
+
 /// Deletes the records of messages finished longer than `retention` ago (bodies are
 /// gone already); at most `batch` per call. Returns how many were deleted.
 pub async fn purge_finished(
@@ -309,7 +334,7 @@ pub async fn status(pool: &PgPool, id: Uuid) -> Result<Option<MessageStatus>, sq
 
 pub async fn attempts(pool: &PgPool, id: Uuid) -> Result<Vec<DeliveryAttempt>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, diagnosis, worker
+        "SELECT started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, diagnosis, mailbox, worker
            FROM delivery_attempts WHERE message_id = $1 ORDER BY started_at, id",
     )
     .bind(id)

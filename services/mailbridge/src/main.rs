@@ -141,7 +141,13 @@ async fn run_edge(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn run_worker(settings: Settings) -> anyhow::Result<()> {
-    let pool = connect(&settings)?;
+    // Each delivery may hold a connection for its mailbox slot besides its queries.
+    let connections = settings.worker.concurrency as u32 * 2 + 4;
+    let options = db::PoolOptions {
+        max_connections: connections,
+        ..db::PoolOptions::default()
+    };
+    let pool = db::pool(settings.require_database_url()?, options)?;
     let shutdown = shutdown_on_signal();
     let readiness = Readiness::new(pool.clone());
     readiness.set_listening(true);

@@ -9,6 +9,7 @@
 //! settled.
 
 pub mod graph;
+pub mod limits;
 pub mod mime;
 mod notify;
 pub mod outcome;
@@ -232,7 +233,19 @@ impl Worker {
         }
         let started_at = Utc::now();
         let clock = std::time::Instant::now();
-        let (method, outcome) = self.attempt(&message).await;
+        let (method, mailbox, outcome) = self.attempt(&message).await;
+        if let DeliveryOutcome::Deferred(wait) = outcome {
+            let until = Utc::now() + wait.delay();
+            metrics()
+                .worker
+                .deferrals
+                .with_label_values(&[&message.tenant_id.to_string(), wait.reason()])
+                .inc();
+            if let Err(e) = queue::defer(&self.pool, message.id, &self.identity, until).await {
+                tracing::warn!(queue_id = %message.id, error = %e, "could not defer message; its lease will expire");
+            }
+            return;
+        }
         let failure = outcome.failure();
         let attempt = DeliveryAttempt {
             started_at,
@@ -243,6 +256,7 @@ impl Worker {
             upstream_code: failure.map(|f| f.code.clone()),
             upstream_message: failure.map(|f| f.message.chars().take(2000).collect()),
             diagnosis: failure.map(|f| f.diagnosis.key.to_owned()),
+            mailbox,
             worker: self.identity.clone(),
         };
         let paused_until = self.track_tenant_credentials(&message, &outcome).await;
@@ -250,6 +264,7 @@ impl Worker {
         let settlement = match (&outcome, attempt.outcome) {
             (DeliveryOutcome::Delivered { .. }, _) => Settlement::Delivered,
             (_, AttemptOutcome::Permanent) => Settlement::Failed,
+            (DeliveryOutcome::Deferred(wait), _) => Settlement::RetryAt(Utc::now() + wait.delay()),
             (DeliveryOutcome::Failed(failure), _) => {
                 let mut next =
                     Utc::now() + outcome::backoff(message.attempt_count, failure.retry_after);
@@ -333,25 +348,25 @@ impl Worker {
         })
     }
 
-    /// One try, by the tenant's delivery method.
-    async fn attempt(&self, message: &LeasedMessage) -> (DeliveryMethod, DeliveryOutcome) {
+    /// One try, by the tenant's delivery method, as the tenant's sender mailbox.
+    async fn attempt(
+        &self,
+        message: &LeasedMessage,
+    ) -> (DeliveryMethod, Option<String>, DeliveryOutcome) {
         let tenant = match tenants::get(&self.pool, message.tenant_id).await {
             Ok(Some(tenant)) => tenant,
             Ok(None) => {
-                return (
-                    DeliveryMethod::Graph,
-                    DeliveryOutcome::local(&diagnosis::GONE, "the customer was deleted"),
-                );
+                let gone = DeliveryOutcome::local(&diagnosis::GONE, "the customer was deleted");
+                return (DeliveryMethod::Graph, None, gone);
             }
             Err(e) => {
-                return (
-                    DeliveryMethod::Graph,
-                    DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string()),
-                );
+                let internal = DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string());
+                return (DeliveryMethod::Graph, None, internal);
             }
         };
         let method = tenant.delivery_method;
-        (method, self.attempt_with(message, &tenant, method).await)
+        let outcome = self.attempt_with(message, &tenant, method).await;
+        (method, Some(tenant.sender_mailbox), outcome)
     }
 
     async fn attempt_with(
@@ -392,6 +407,20 @@ impl Worker {
         {
             tracing::debug!(error = %e, "could not record the token success");
         }
+        let recipients = message.rcpt_to.len();
+        let _slot = match limits::admit(
+            &self.pool,
+            method,
+            &app.client_id,
+            &tenant.sender_mailbox,
+            recipients,
+        )
+        .await
+        {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(wait)) => return DeliveryOutcome::Deferred(wait),
+            Err(e) => return DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string()),
+        };
         let outcome = match method {
             DeliveryMethod::Graph => {
                 let mime = mime::with_envelope_recipients(&body, &message.rcpt_to);
@@ -470,7 +499,7 @@ fn record_metrics(message: &LeasedMessage, method: DeliveryMethod, outcome: &Del
                 .with_label_values(&[&tenant, f.diagnosis.key])
                 .inc();
         }
-        DeliveryOutcome::Failed(_) => {}
+        DeliveryOutcome::Failed(_) | DeliveryOutcome::Deferred(_) => {}
     }
 }
 

@@ -48,6 +48,8 @@ pub enum DeliveryOutcome {
         status: u16,
     },
     Failed(Failure),
+    /// Not attempted: sending now would break a limit of the mailbox.
+    Deferred(crate::limits::Wait),
 }
 
 impl DeliveryOutcome {
@@ -142,13 +144,14 @@ impl DeliveryOutcome {
         match self {
             Self::Delivered { .. } => AttemptOutcome::Delivered,
             Self::Failed(f) if f.diagnosis.class == Class::Retry => AttemptOutcome::Retry,
+            Self::Deferred(_) => AttemptOutcome::Retry,
             Self::Failed(_) => AttemptOutcome::Permanent,
         }
     }
 
     pub fn failure(&self) -> Option<&Failure> {
         match self {
-            Self::Delivered { .. } => None,
+            Self::Delivered { .. } | Self::Deferred(_) => None,
             Self::Failed(f) => Some(f),
         }
     }
@@ -157,6 +160,7 @@ impl DeliveryOutcome {
         match self {
             Self::Delivered { status } => Some(*status),
             Self::Failed(f) => f.status,
+            Self::Deferred(_) => None,
         }
     }
 

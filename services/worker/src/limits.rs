@@ -1,0 +1,111 @@
+//! Microsoft's limits per mailbox, kept by all worker processes together through
+//! PostgreSQL (never per process):
+//!
+//! - concurrency: 4 Graph requests per app and mailbox, 3 SMTP connections per
+//!   mailbox. A delivery holds one of the mailbox's slots — a transaction-scoped
+//!   advisory lock — for as long as it talks to Microsoft; a worker that dies drops
+//!   its connection and with it the slot, so no slot is ever lost.
+//! - rate: 30 messages a minute per mailbox by SMTP (more would only be delayed by
+//!   Exchange), and 10 000 recipients a day per mailbox (more are refused).
+//!
+//! A message that would break a limit is not attempted: it is deferred a little
+//! (no attempt recorded, nothing counted against it).
+
+use std::time::Duration;
+
+use mailbridge_core::tenants::DeliveryMethod;
+use sqlx::{PgPool, Postgres, Transaction};
+
+pub const GRAPH_CONCURRENCY_PER_MAILBOX: i32 = 4;
+pub const SMTP_CONNECTIONS_PER_MAILBOX: i32 = 3;
+pub const SMTP_MESSAGES_PER_MINUTE: i64 = 30;
+pub const RECIPIENTS_PER_DAY: i64 = 10_000;
+
+/// A held concurrency slot; dropping it ends the transaction and frees the slot.
+pub struct Slot {
+    _transaction: Transaction<'static, Postgres>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+/// Why a delivery has to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Every concurrency slot of the mailbox is taken.
+    Busy,
+    /// The mailbox sent its 30 messages this minute.
+    RatePerMinute,
+    /// The mailbox reached its recipients for the day.
+    RecipientsPerDay,
+}
+
+impl Wait {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Busy => "mailbox_busy",
+            Self::RatePerMinute => "mailbox_rate",
+            Self::RecipientsPerDay => "mailbox_daily_recipients",
+        }
+    }
+
+    /// How long to put the message back for.
+    pub fn delay(self) -> Duration {
+        match self {
+            Self::Busy => Duration::from_secs(2),
+            Self::RatePerMinute => Duration::from_secs(10),
+            Self::RecipientsPerDay => Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// Takes a slot for sending as `mailbox` with `method` (for the app `client_id`), or
+/// says why not now. `recipients` is what this message would add to the day's count.
+pub async fn admit(
+    pool: &PgPool,
+    method: DeliveryMethod,
+    client_id: &str,
+    mailbox: &str,
+    recipients: usize,
+) -> Result<Result<Slot, Wait>, sqlx::Error> {
+    let mailbox = mailbox.to_ascii_lowercase();
+    let (sent_last_minute, recipients_today): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE a.started_at > now() - interval '1 minute' AND a.method = 'smtp'),
+                COALESCE(sum(cardinality(m.rcpt_to)) FILTER (WHERE a.outcome = 'delivered'), 0)::bigint
+           FROM delivery_attempts a JOIN messages m ON m.id = a.message_id
+          WHERE a.mailbox = $1 AND a.started_at > now() - interval '1 day'",
+    )
+    .bind(&mailbox)
+    .fetch_one(pool)
+    .await?;
+    if recipients_today + recipients as i64 > RECIPIENTS_PER_DAY {
+        return Ok(Err(Wait::RecipientsPerDay));
+    }
+    if method == DeliveryMethod::Smtp && sent_last_minute >= SMTP_MESSAGES_PER_MINUTE {
+        return Ok(Err(Wait::RatePerMinute));
+    }
+    let (scope, slots) = match method {
+        DeliveryMethod::Graph => (
+            format!("graph:{client_id}:{mailbox}"),
+            GRAPH_CONCURRENCY_PER_MAILBOX,
+        ),
+        DeliveryMethod::Smtp => (format!("smtp:{mailbox}"), SMTP_CONNECTIONS_PER_MAILBOX),
+    };
+    let mut transaction = pool.begin().await?;
+    for slot in 0..slots {
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext($1), $2)")
+            .bind(&scope)
+            .bind(slot)
+            .fetch_one(&mut *transaction)
+            .await?;
+        if taken {
+            return Ok(Ok(Slot {
+                _transaction: transaction,
+            }));
+        }
+    }
+    Ok(Err(Wait::Busy))
+}
