@@ -152,6 +152,26 @@ async fn migrate_then_add_a_tenant_and_a_device_from_the_command_line() {
             .unwrap();
     assert_ne!(new_hash, hash);
 
+    let customer = json(&run(
+        &database,
+        &[
+            "tenant",
+            "set",
+            "--tenant",
+            "Praxis Dr. Kühn",
+            "--notification-address",
+            "it@msp.example",
+            "--rate-limit",
+            "120",
+        ],
+    ));
+    assert_eq!(customer["notification_address"], "it@msp.example");
+    let limit: Option<i32> = sqlx::query_scalar("SELECT rate_limit_per_minute FROM tenants")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(limit, Some(120));
+
     let duplicate = run(
         &database,
         &[

@@ -346,3 +346,17 @@ pub async fn set_notification_address(
         .await?;
     Ok(())
 }
+
+/// Sets (or clears) the messages per minute all of a tenant's devices may send together.
+pub async fn set_rate_limit(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    per_minute: Option<i32>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE tenants SET rate_limit_per_minute = $2 WHERE id = $1")
+        .bind(tenant_id)
+        .bind(per_minute)
+        .execute(pool)
+        .await
+        .map(drop)
+}

@@ -59,6 +59,9 @@ pub enum TenantCommand {
         /// Where reports of undeliverable messages go (`none` to clear).
         #[arg(long)]
         notification_address: Option<String>,
+        /// Messages per minute for all the customer's devices together (0: no limit).
+        #[arg(long)]
+        rate_limit: Option<u32>,
     },
 }
 
