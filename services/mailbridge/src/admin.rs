@@ -171,11 +171,16 @@ pub async fn tenant(
         TenantCommand::Set {
             tenant,
             notification_address,
+            rate_limit,
         } => {
             let tenant = tenants::find(pool, &tenant).await?;
             if let Some(address) = notification_address {
                 let address = (address != "none").then_some(address);
                 tenants::set_notification_address(pool, tenant.id, address.as_deref()).await?;
+            }
+            if let Some(limit) = rate_limit {
+                let limit = (limit > 0).then_some(limit.min(i32::MAX as u32) as i32);
+                tenants::set_rate_limit(pool, tenant.id, limit).await?;
             }
             print_json(&tenants::get(pool, tenant.id).await?)
         }
