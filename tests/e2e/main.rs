@@ -9,4 +9,5 @@ mod dev_command;
 mod edge;
 mod operations;
 mod submission;
+mod upstream;
 mod worker_processes;

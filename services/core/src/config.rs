@@ -38,6 +38,8 @@ pub struct M365Settings {
     pub smtp_endpoint: String,
     pub graph_resource: String,
     pub exchange_resource: String,
+    /// How long one request to Microsoft (Graph call, SMTP transaction) may take.
+    pub request_timeout: Duration,
     /// The MSP's multi-tenant app registration, used for tenants without their own.
     pub client_id: Option<String>,
     pub client_secret: Option<SecretString>,
@@ -215,6 +217,7 @@ impl Settings {
                 graph_url: url(&lookup, "MAILBRIDGE_M365_GRAPH_URL", DEFAULT_GRAPH_URL),
                 smtp_endpoint: lookup("MAILBRIDGE_M365_SMTP")
                     .unwrap_or_else(|| DEFAULT_SMTP_ENDPOINT.to_owned()),
+                request_timeout: seconds(&lookup, "MAILBRIDGE_M365_TIMEOUT_SECONDS", "120")?,
                 graph_resource: url(
                     &lookup,
                     "MAILBRIDGE_M365_GRAPH_RESOURCE",

@@ -24,6 +24,11 @@ use crate::{DeliveredMessage, Directory};
 pub fn router() -> Router<Arc<Directory>> {
     Router::new()
         .route("/_sim/messages", get(messages))
+        .route(
+            "/_sim/faults",
+            get(list_faults).post(add_fault).delete(clear_faults),
+        )
+        .route("/_sim/requests", get(list_requests))
         .route("/_sim/inbox", get(inbox_page))
         .route("/_sim/token-requests", get(token_requests))
         .route("/_sim/apps", post(register_app))
@@ -308,4 +313,25 @@ async fn add_tenant(
         directory.consent(setup.tenant_id, client_id, &roles);
     }
     StatusCode::NO_CONTENT
+}
+
+async fn list_faults(State(directory): State<Arc<Directory>>) -> Response {
+    Json(directory.faults()).into_response()
+}
+
+async fn add_fault(
+    State(directory): State<Arc<Directory>>,
+    Json(fault): Json<crate::fault_injection::Fault>,
+) -> StatusCode {
+    directory.inject_fault(fault);
+    StatusCode::NO_CONTENT
+}
+
+async fn clear_faults(State(directory): State<Arc<Directory>>) -> StatusCode {
+    directory.clear_faults();
+    StatusCode::NO_CONTENT
+}
+
+async fn list_requests(State(directory): State<Arc<Directory>>) -> Response {
+    Json(directory.requests()).into_response()
 }

@@ -199,6 +199,16 @@ pub(crate) struct State {
     /// redemption is told apart from an unknown code).
     pub authorization_codes: HashMap<String, AuthorizationCode>,
     pub code_lifetime: chrono::Duration,
+    /// Fault rules and the requests the faultable endpoints saw (fault_injection.rs).
+    pub faults: Vec<crate::fault_injection::Fault>,
+    pub requests: Vec<crate::fault_injection::RequestRecord>,
+    /// Exchange Online (exchange.rs): tenants with SMTP AUTH switched off, mailboxes
+    /// each app's service principal may send as (FullAccess/SendAs), SMTP sessions
+    /// authenticated per mailbox, and recipients sent per mailbox and day.
+    pub smtp_auth_disabled: std::collections::HashSet<Uuid>,
+    pub exchange_access: HashMap<(Uuid, String), Vec<String>>,
+    pub smtp_sessions: HashMap<String, usize>,
+    pub recipients_sent: HashMap<(String, chrono::NaiveDate), usize>,
 }
 
 impl Default for State {
@@ -213,6 +223,12 @@ impl Default for State {
             default_admin_tenant: None,
             authorization_codes: HashMap::new(),
             code_lifetime: chrono::Duration::seconds(DEFAULT_CODE_LIFETIME_SECS),
+            faults: Vec::new(),
+            requests: Vec::new(),
+            smtp_auth_disabled: Default::default(),
+            exchange_access: HashMap::new(),
+            smtp_sessions: HashMap::new(),
+            recipients_sent: HashMap::new(),
         }
     }
 }

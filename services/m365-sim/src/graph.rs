@@ -22,6 +22,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use mail_parser::{Address, MessageParser};
 use uuid::Uuid;
 
+use crate::fault_injection::{Effect, Endpoint};
 use crate::{
     DeliveredMessage, Directory, GRAPH_RESOURCE, ROLE_MAIL_SEND, token::AccessTokenClaims,
 };
@@ -109,6 +110,28 @@ async fn send_mail(
         );
     };
     let mailbox = user.to_ascii_lowercase();
+    match directory.take_fault(Endpoint::GraphSend, Some(tenant_id), Some(&mailbox)) {
+        Some(Effect::Http {
+            status,
+            code,
+            message,
+            retry_after,
+        }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = graph_error(status, &code, &message);
+            if let Some(seconds) = retry_after
+                && let Ok(value) = header::HeaderValue::from_str(&seconds.to_string())
+            {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return response;
+        }
+        Some(Effect::Drop) => return (StatusCode::BAD_GATEWAY, "").into_response(),
+        Some(effect @ Effect::Delay { .. }) => {
+            tokio::time::sleep(effect.delay().unwrap_or_default()).await
+        }
+        Some(Effect::Aadsts { .. } | Effect::Smtp { .. }) | None => {}
+    }
     let send_as = {
         let state = directory.lock();
         match state

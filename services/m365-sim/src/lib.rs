@@ -11,6 +11,8 @@
 mod consent;
 mod control;
 mod directory;
+mod exchange;
+pub mod fault_injection;
 mod graph;
 mod https;
 mod oidc;
@@ -48,6 +50,8 @@ pub fn resource_of_role(role: &str) -> &'static str {
 pub struct Simulator {
     pub directory: Arc<Directory>,
     addr: SocketAddr,
+    smtp_addr: SocketAddr,
+    smtp_task: tokio::task::JoinHandle<()>,
     ca_pem: String,
     task: tokio::task::JoinHandle<()>,
 }
@@ -72,11 +76,16 @@ impl Simulator {
         let tls = authority.server.server_config()?;
         let directory = Arc::new(Directory::with_base_url(&format!("https://{addr}"))?);
         let app = router(directory.clone());
-        let task = tokio::spawn(https::serve(listener, tls, app));
-        tracing::info!(%addr, "Microsoft 365 simulator listening (HTTPS)");
+        let task = tokio::spawn(https::serve(listener, tls.clone(), app));
+        let smtp_listener = TcpListener::bind((addr.ip(), 0)).await?;
+        let smtp_addr = smtp_listener.local_addr()?;
+        let smtp_task = tokio::spawn(exchange::serve(smtp_listener, tls, directory.clone()));
+        tracing::info!(%addr, %smtp_addr, "Microsoft 365 simulator listening (HTTPS, Exchange SMTP)");
         Ok(Self {
             directory,
             addr,
+            smtp_addr,
+            smtp_task,
             ca_pem: authority.ca_pem,
             task,
         })
@@ -91,6 +100,11 @@ impl Simulator {
         self.addr
     }
 
+    /// The simulated Exchange Online SMTP endpoint (`MAILBRIDGE_M365_SMTP`).
+    pub fn smtp_addr(&self) -> SocketAddr {
+        self.smtp_addr
+    }
+
     /// The CA certificate (PEM) clients must trust to reach the simulator.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
@@ -100,6 +114,7 @@ impl Simulator {
 impl Drop for Simulator {
     fn drop(&mut self) {
         self.task.abort();
+        self.smtp_task.abort();
     }
 }
 

@@ -247,7 +247,35 @@ async fn token_endpoint(
     // names the first missing one.
     let request = form.map(|Form(r)| r).unwrap_or_default();
     let identity = client_identity(&request, &headers);
-    let result = decide(&directory, &tenant, &request, &identity);
+    let tenant_id = Uuid::parse_str(&tenant).ok();
+    let injected = directory.take_fault(crate::fault_injection::Endpoint::Token, tenant_id, None);
+    let result = match injected {
+        Some(crate::fault_injection::Effect::Aadsts {
+            code,
+            error,
+            description,
+        }) => Err(AadError::new(error, code, description)),
+        Some(crate::fault_injection::Effect::Http {
+            status,
+            code,
+            message,
+            ..
+        }) => {
+            // The token endpoint down or answering garbage: not Entra's JSON.
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return (status, format!("{code}: {message}")).into_response();
+        }
+        Some(crate::fault_injection::Effect::Drop) => {
+            return (StatusCode::BAD_GATEWAY, "").into_response();
+        }
+        Some(effect @ crate::fault_injection::Effect::Delay { .. }) => {
+            tokio::time::sleep(effect.delay().unwrap_or_default()).await;
+            decide(&directory, &tenant, &request, &identity)
+        }
+        Some(crate::fault_injection::Effect::Smtp { .. }) | None => {
+            decide(&directory, &tenant, &request, &identity)
+        }
+    };
     directory.lock().token_requests.push(TokenRequestRecord {
         tenant: tenant.clone(),
         client_id: identity.client_id.clone().unwrap_or_default(),

@@ -94,6 +94,7 @@ impl Stack {
         simulator.directory.register_app(&client_id, &client_secret);
         settings.m365.login_url = simulator.base_url();
         settings.m365.graph_url = simulator.base_url();
+        settings.m365.smtp_endpoint = simulator.smtp_addr().to_string();
         settings.m365.client_id = Some(client_id.clone());
         settings.m365.client_secret = Some(SecretString::from(client_secret));
         settings.extra_ca_file = Some(sim_ca);

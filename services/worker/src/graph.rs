@@ -14,6 +14,7 @@ use crate::outcome::DeliveryOutcome;
 pub struct GraphClient {
     http: reqwest::Client,
     base_url: String,
+    timeout: Duration,
 }
 
 #[derive(Deserialize)]
@@ -30,8 +31,12 @@ struct GraphError {
 }
 
 impl GraphClient {
-    pub fn new(http: reqwest::Client, base_url: String) -> Self {
-        Self { http, base_url }
+    pub fn new(http: reqwest::Client, base_url: String, timeout: Duration) -> Self {
+        Self {
+            http,
+            base_url,
+            timeout,
+        }
     }
 
     /// Sends `mime` as `mailbox`; `queue_id` goes along as Graph's `client-request-id`,
@@ -55,7 +60,7 @@ impl GraphClient {
             .header(reqwest::header::CONTENT_TYPE, "text/plain")
             .header("client-request-id", queue_id.to_string())
             .body(STANDARD.encode(mime))
-            .timeout(Duration::from_secs(120))
+            .timeout(self.timeout)
             .send()
             .await;
         let response = match response {

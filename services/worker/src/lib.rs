@@ -140,10 +140,15 @@ impl Worker {
         );
         Ok(Self {
             tokens: TokenCache::new(http.clone(), settings.m365.login_url.clone()),
-            graph: GraphClient::new(http, settings.m365.graph_url.clone()),
+            graph: GraphClient::new(
+                http,
+                settings.m365.graph_url.clone(),
+                settings.m365.request_timeout,
+            ),
             smtp: SmtpClient::new(
                 &settings.m365.smtp_endpoint,
                 settings.extra_ca_file.as_deref(),
+                settings.m365.request_timeout,
             )?,
             msp_app: msp_app(&settings)?,
             master_key: settings.master_key.clone(),

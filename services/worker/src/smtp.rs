@@ -29,6 +29,7 @@ type Transport = AsyncSmtpTransport<Tokio1Executor>;
 pub struct SmtpClient {
     host: String,
     port: u16,
+    timeout: Duration,
     extra_roots: Vec<Certificate>,
     /// Mailbox → (fingerprint of the token it logs in with, its pooled transport).
     transports: Mutex<HashMap<String, ([u8; 32], Transport)>>,
@@ -52,7 +53,11 @@ pub enum SmtpSetupError {
 }
 
 impl SmtpClient {
-    pub fn new(endpoint: &str, extra_ca_file: Option<&Path>) -> Result<Self, SmtpSetupError> {
+    pub fn new(
+        endpoint: &str,
+        extra_ca_file: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<Self, SmtpSetupError> {
         let (host, port) = endpoint
             .rsplit_once(':')
             .and_then(|(host, port)| {
@@ -73,6 +78,7 @@ impl SmtpClient {
         Ok(Self {
             host,
             port,
+            timeout,
             extra_roots,
             transports: Mutex::default(),
         })
@@ -101,7 +107,7 @@ impl SmtpClient {
                 token.expose_secret().to_owned(),
             ))
             .authentication(vec![Mechanism::Xoauth2])
-            .timeout(Some(Duration::from_secs(120)))
+            .timeout(Some(self.timeout))
             .pool_config(
                 PoolConfig::new()
                     .max_size(CONNECTIONS_PER_MAILBOX)

@@ -308,6 +308,11 @@ impl TokenCache {
                 refresh_at: requested_at + lifetime.saturating_sub(REFRESH_MARGIN),
             });
         }
+        if status.is_server_error() || status.as_u16() == 429 {
+            // Entra itself is down or overloaded: nothing was refused.
+            let text: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+            return Err(TokenError::Unreachable(format!("HTTP {status}: {text}")));
+        }
         let error: ErrorResponse = serde_json::from_slice(&body).unwrap_or(ErrorResponse {
             error: format!("http_{}", status.as_u16()),
             error_description: String::from_utf8_lossy(&body).chars().take(500).collect(),

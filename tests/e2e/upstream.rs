@@ -1,0 +1,504 @@
+//! Delivery against every answer Microsoft gives, driven through the simulator's
+//! fault injection: each is classified once (retry or permanent), recorded with its
+//! diagnosis, and settled accordingly. Also SMTP XOAUTH2 delivery end to end.
+
+use std::time::Duration;
+
+use lettre::{AsyncTransport, address::Envelope};
+use mailbridge::stack::StackOptions;
+use mailbridge_core::{
+    queue::{self, AttemptOutcome},
+    tenants::{self, DeliveryMethod},
+};
+use mailbridge_m365_sim::{
+    ROLE_MAIL_SEND, ROLE_SMTP_SEND_AS_APP,
+    fault_injection::{Effect, Endpoint, Fault},
+};
+use uuid::Uuid;
+
+use crate::harness::{TestApp, TestTenant, sample_message, without_final_crlf};
+
+/// A customer delivered by `method`; for SMTP with the Exchange permissions in place.
+async fn customer(app: &TestApp, name: &str, method: DeliveryMethod) -> TestTenant {
+    let tenant = app.add_tenant(name).await;
+    sqlx::query("UPDATE tenants SET delivery_method = $2 WHERE id = $1")
+        .bind(tenant.tenant.id)
+        .bind(method)
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let directory = &app.stack.simulator.directory;
+    let entra = tenant.tenant.entra_tenant_id;
+    directory.consent(
+        entra,
+        &app.stack.client_id,
+        &[ROLE_MAIL_SEND, ROLE_SMTP_SEND_AS_APP],
+    );
+    directory.grant_exchange_access(entra, &app.stack.client_id, &tenant.tenant.sender_mailbox);
+    tenant
+}
+
+async fn send(app: &TestApp, tenant: &TestTenant, to: &str) -> Uuid {
+    let device = app
+        .add_device(tenant, &format!("Geraet {}", Uuid::new_v4().simple()))
+        .await;
+    let sender = tenant.tenant.sender_mailbox.clone();
+    let message = sample_message(&sender, to, "upstream");
+    let envelope = Envelope::new(Some(sender.parse().unwrap()), vec![to.parse().unwrap()]).unwrap();
+    app.lettre(&device.device.username, &device.password)
+        .send_raw(&envelope, without_final_crlf(&message))
+        .await
+        .expect("accepted");
+    sqlx::query_scalar(
+        "SELECT id FROM messages WHERE tenant_id = $1 ORDER BY received_at DESC LIMIT 1",
+    )
+    .bind(tenant.tenant.id)
+    .fetch_one(app.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn smtp_xoauth2_delivers_and_reuses_its_connection() {
+    let app = TestApp::spawn().await;
+    let tenant = customer(&app, "Praxis SMTP", DeliveryMethod::Smtp).await;
+    for _ in 0..3 {
+        send(&app, &tenant, "smtp@klinik.example").await;
+    }
+    let inbox = app.wait_for_inbox("smtp@klinik.example", 3).await;
+    assert!(
+        inbox
+            .iter()
+            .all(|m| m.via == "smtp" && m.mailbox == tenant.tenant.sender_mailbox)
+    );
+    let requests = app.stack.simulator.directory.token_requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.scope == "https://outlook.office365.com/.default"),
+        "{requests:?}"
+    );
+    for id in app.message_ids().await {
+        let attempts = queue::attempts(app.pool(), id).await.unwrap();
+        assert_eq!(
+            (attempts[0].method.as_str(), attempts[0].upstream_status),
+            ("smtp", Some(250))
+        );
+    }
+}
+
+struct Case {
+    name: &'static str,
+    method: DeliveryMethod,
+    endpoint: Endpoint,
+    effect: Effect,
+    outcome: AttemptOutcome,
+    diagnosis: &'static str,
+}
+
+fn http(status: u16, code: &str, message: &str, retry_after: Option<u64>) -> Effect {
+    Effect::Http {
+        status,
+        code: code.into(),
+        message: message.into(),
+        retry_after,
+    }
+}
+
+fn aadsts(code: u32, error: &str, description: &str) -> Effect {
+    Effect::Aadsts {
+        code,
+        error: error.into(),
+        description: description.into(),
+    }
+}
+
+fn smtp(reply: &str) -> Effect {
+    Effect::Smtp {
+        reply: reply.into(),
+    }
+}
+
+#[tokio::test]
+async fn every_upstream_answer_is_classified_and_explained() {
+    use AttemptOutcome::{Permanent, Retry};
+    use DeliveryMethod::{Graph, Smtp};
+    use Endpoint::{GraphSend, SmtpAuth, SmtpDataEnd, Token};
+    let cases = vec![
+        Case {
+            name: "graph 429",
+            method: Graph,
+            endpoint: GraphSend,
+            effect: http(
+                429,
+                "ApplicationThrottled",
+                "Application is over its MailboxConcurrency limit.",
+                Some(300),
+            ),
+            outcome: Retry,
+            diagnosis: "429",
+        },
+        Case {
+            name: "graph 503",
+            method: Graph,
+            endpoint: GraphSend,
+            effect: http(503, "ServiceUnavailable", "Service unavailable", None),
+            outcome: Retry,
+            diagnosis: "ServerError",
+        },
+        Case {
+            name: "graph 500",
+            method: Graph,
+            endpoint: GraphSend,
+            effect: http(500, "InternalServerError", "boom", None),
+            outcome: Retry,
+            diagnosis: "ServerError",
+        },
+        Case {
+            name: "no REST",
+            method: Graph,
+            endpoint: GraphSend,
+            effect: http(
+                404,
+                "MailboxNotEnabledForRESTAPI",
+                "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
+                None,
+            ),
+            outcome: Permanent,
+            diagnosis: "MailboxNotEnabledForRESTAPI",
+        },
+        Case {
+            name: "access policy",
+            method: Graph,
+            endpoint: GraphSend,
+            effect: http(
+                403,
+                "ErrorAccessDenied",
+                "Access to OData is disabled.",
+                None,
+            ),
+            outcome: Retry,
+            diagnosis: "ErrorAccessDenied",
+        },
+        Case {
+            name: "graph sendas",
+            method: Graph,
+            endpoint: GraphSend,
+            effect: http(
+                403,
+                "ErrorSendAsDenied",
+                "The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account.",
+                None,
+            ),
+            outcome: Permanent,
+            diagnosis: "SendAsDenied",
+        },
+        Case {
+            name: "bad token",
+            method: Graph,
+            endpoint: GraphSend,
+            effect: http(
+                401,
+                "InvalidAuthenticationToken",
+                "Access token validation failure.",
+                None,
+            ),
+            outcome: Retry,
+            diagnosis: "InvalidAuthenticationToken",
+        },
+        Case {
+            name: "too large",
+            method: Graph,
+            endpoint: GraphSend,
+            effect: http(
+                413,
+                "RequestBodyTooLarge",
+                "The maximum request length supported is 4MB.",
+                None,
+            ),
+            outcome: Permanent,
+            diagnosis: "RequestBodyTooLarge",
+        },
+        Case {
+            name: "bad base64",
+            method: Graph,
+            endpoint: GraphSend,
+            effect: http(
+                400,
+                "ErrorMimeContentInvalidBase64String",
+                "Invalid base64 string for MIME content.",
+                None,
+            ),
+            outcome: Permanent,
+            diagnosis: "InvalidMessage",
+        },
+        Case {
+            name: "graph timeout",
+            method: Graph,
+            endpoint: GraphSend,
+            effect: Effect::Delay { seconds: 6 },
+            outcome: Retry,
+            diagnosis: "Unreachable",
+        },
+        Case {
+            name: "expired secret",
+            method: Graph,
+            endpoint: Token,
+            effect: aadsts(
+                7000222,
+                "invalid_client",
+                "The provided client secret keys for app are expired.",
+            ),
+            outcome: Retry,
+            diagnosis: "AADSTS7000222",
+        },
+        Case {
+            name: "no consent",
+            method: Graph,
+            endpoint: Token,
+            effect: aadsts(
+                65001,
+                "invalid_grant",
+                "The user or administrator has not consented to use the application.",
+            ),
+            outcome: Retry,
+            diagnosis: "AADSTS65001",
+        },
+        Case {
+            name: "no tenant",
+            method: Graph,
+            endpoint: Token,
+            effect: aadsts(90002, "invalid_request", "Tenant not found."),
+            outcome: Retry,
+            diagnosis: "AADSTS90002",
+        },
+        Case {
+            name: "not in tenant",
+            method: Graph,
+            endpoint: Token,
+            effect: aadsts(
+                700016,
+                "unauthorized_client",
+                "Application was not found in the directory.",
+            ),
+            outcome: Retry,
+            diagnosis: "AADSTS700016",
+        },
+        Case {
+            name: "bad secret",
+            method: Graph,
+            endpoint: Token,
+            effect: aadsts(7000215, "invalid_client", "Invalid client secret provided."),
+            outcome: Retry,
+            diagnosis: "AADSTS7000215",
+        },
+        Case {
+            name: "bad assertion",
+            method: Graph,
+            endpoint: Token,
+            effect: aadsts(
+                700027,
+                "invalid_client",
+                "Client assertion contains an invalid signature.",
+            ),
+            outcome: Retry,
+            diagnosis: "AADSTS700027",
+        },
+        Case {
+            name: "entra down",
+            method: Graph,
+            endpoint: Token,
+            effect: http(503, "ServiceUnavailable", "down", None),
+            outcome: Retry,
+            diagnosis: "Unreachable",
+        },
+        Case {
+            name: "basic auth",
+            method: Smtp,
+            endpoint: SmtpAuth,
+            effect: smtp("550 5.7.30 Basic authentication is not supported for Client Submission."),
+            outcome: Permanent,
+            diagnosis: "5.7.30",
+        },
+        Case {
+            name: "smtp auth off",
+            method: Smtp,
+            endpoint: SmtpAuth,
+            effect: smtp(
+                "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information.",
+            ),
+            outcome: Retry,
+            diagnosis: "5.7.139",
+        },
+        Case {
+            name: "security defaults",
+            method: Smtp,
+            endpoint: SmtpAuth,
+            effect: smtp(
+                "535 5.7.139 Authentication unsuccessful, the organization configuration doesn't allow this authentication request.",
+            ),
+            outcome: Retry,
+            diagnosis: "5.7.139",
+        },
+        Case {
+            name: "xoauth2 refused",
+            method: Smtp,
+            endpoint: SmtpAuth,
+            effect: smtp("535 5.7.3 Authentication unsuccessful [SIM]"),
+            outcome: Retry,
+            diagnosis: "5.7.3",
+        },
+        Case {
+            name: "concurrency",
+            method: Smtp,
+            endpoint: SmtpAuth,
+            effect: smtp(
+                "432 4.3.2 Concurrent connections limit exceeded. Visit https://aka.ms/concurrent_sending for more information.",
+            ),
+            outcome: Retry,
+            diagnosis: "4.3.2",
+        },
+        Case {
+            name: "smtp sendas",
+            method: Smtp,
+            endpoint: SmtpDataEnd,
+            effect: smtp(
+                "554 5.2.252 SendAsDenied; a@x not allowed to send as b@y; STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied",
+            ),
+            outcome: Permanent,
+            diagnosis: "SendAsDenied",
+        },
+        Case {
+            name: "old sendas",
+            method: Smtp,
+            endpoint: SmtpDataEnd,
+            effect: smtp(
+                "554 5.2.0 STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied",
+            ),
+            outcome: Permanent,
+            diagnosis: "SendAsDenied",
+        },
+        Case {
+            name: "quota",
+            method: Smtp,
+            endpoint: SmtpDataEnd,
+            effect: smtp(
+                "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException",
+            ),
+            outcome: Retry,
+            diagnosis: "SubmissionQuotaExceeded",
+        },
+        Case {
+            name: "spam",
+            method: Smtp,
+            endpoint: SmtpDataEnd,
+            effect: smtp("554 5.2.0 STOREDRV.Submission.Exception:OutboundSpamException"),
+            outcome: Permanent,
+            diagnosis: "OutboundSpam",
+        },
+        Case {
+            name: "bad sender",
+            method: Smtp,
+            endpoint: SmtpDataEnd,
+            effect: smtp("550 5.1.8 Bad outbound sender"),
+            outcome: Permanent,
+            diagnosis: "5.1.8",
+        },
+        Case {
+            name: "mailbox full",
+            method: Smtp,
+            endpoint: SmtpDataEnd,
+            effect: smtp(
+                "554 5.2.2 mailbox full; STOREDRV.Submission.Exception:QuotaExceededException",
+            ),
+            outcome: Permanent,
+            diagnosis: "5.2.2",
+        },
+        Case {
+            name: "dropped",
+            method: Smtp,
+            endpoint: SmtpDataEnd,
+            effect: Effect::Drop,
+            outcome: Retry,
+            diagnosis: "Unreachable",
+        },
+    ];
+    let app = TestApp::spawn_configured(StackOptions::ephemeral(), |s| {
+        s.m365.request_timeout = Duration::from_secs(2);
+        s.worker.concurrency = 32;
+    })
+    .await;
+    let directory = &app.stack.simulator.directory;
+    let mut sent = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        let tenant = customer(&app, &format!("Praxis Fall {i}"), case.method).await;
+        directory.inject_fault(Fault {
+            endpoint: case.endpoint,
+            tenant: Some(tenant.tenant.entra_tenant_id),
+            mailbox: None,
+            effect: case.effect.clone(),
+            times: Some(1),
+        });
+        sent.push((
+            case,
+            send(&app, &tenant, &format!("fall{i}@klinik.example")).await,
+        ));
+    }
+    for (case, id) in sent {
+        let status = app
+            .wait_for_message(id, |s| s.attempt_count >= 1 && s.state != "delivering")
+            .await;
+        let attempts = queue::attempts(app.pool(), id).await.unwrap();
+        let first = &attempts[0];
+        assert_eq!(first.outcome, case.outcome, "{}: {first:?}", case.name);
+        assert_eq!(
+            first.diagnosis.as_deref(),
+            Some(case.diagnosis),
+            "{}: {first:?}",
+            case.name
+        );
+        let expected_state = if case.outcome == AttemptOutcome::Permanent {
+            "failed"
+        } else {
+            "queued"
+        };
+        assert_eq!(status.state, expected_state, "{}", case.name);
+        if case.outcome == AttemptOutcome::Retry {
+            assert!(
+                status.next_attempt_at > chrono::Utc::now() + chrono::TimeDelta::seconds(30),
+                "{}: backed off",
+                case.name
+            );
+        }
+        if case.name == "graph 429" {
+            assert!(
+                status.next_attempt_at > chrono::Utc::now() + chrono::TimeDelta::seconds(280),
+                "Retry-After honoured"
+            );
+        }
+    }
+    let paused: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE paused_until > now()")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        paused, 6,
+        "every tenant refused by Entra is paused; an unreachable Entra pauses no one"
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_with_smtp_auth_disabled_gets_5_7_139_from_the_real_check() {
+    let app = TestApp::spawn().await;
+    let tenant = customer(&app, "Praxis Ohne SMTP", DeliveryMethod::Smtp).await;
+    app.stack
+        .simulator
+        .directory
+        .set_smtp_auth_disabled(tenant.tenant.entra_tenant_id, true);
+    let id = send(&app, &tenant, "a@klinik.example").await;
+    app.wait_for_message(id, |s| s.attempt_count == 1 && s.state == "queued")
+        .await;
+    let attempts = queue::attempts(app.pool(), id).await.unwrap();
+    assert_eq!(attempts[0].diagnosis.as_deref(), Some("5.7.139"));
+    let _ = tenants::get(app.pool(), tenant.tenant.id).await.unwrap();
+}
