@@ -502,3 +502,43 @@ async fn a_tenant_with_smtp_auth_disabled_gets_5_7_139_from_the_real_check() {
     assert_eq!(attempts[0].diagnosis.as_deref(), Some("5.7.139"));
     let _ = tenants::get(app.pool(), tenant.tenant.id).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_message_too_large_for_graph_goes_by_smtp_where_allowed() {
+    let app = TestApp::spawn().await;
+    let allowed = customer(&app, "Praxis Gross SMTP", DeliveryMethod::Graph).await;
+    tenants::set_smtp_for_large_messages(app.pool(), allowed.tenant.id, true)
+        .await
+        .unwrap();
+    let graph_only = customer(&app, "Praxis Gross Graph", DeliveryMethod::Graph).await;
+    let scan = "A".repeat(76) + "\r\n";
+    let mut ids = Vec::new();
+    for (tenant, to) in [
+        (&allowed, "gross@klinik.example"),
+        (&graph_only, "nie@klinik.example"),
+    ] {
+        let device = app.add_device(tenant, "Roentgen").await;
+        let sender = &tenant.tenant.sender_mailbox;
+        let message = format!(
+            "From: {sender}\r\nTo: {to}\r\nSubject: Bild\r\n\r\n{}",
+            scan.repeat(5 * 1024 * 1024 / 78)
+        );
+        let envelope =
+            Envelope::new(Some(sender.parse().unwrap()), vec![to.parse().unwrap()]).unwrap();
+        app.lettre(&device.device.username, &device.password)
+            .send_raw(&envelope, without_final_crlf(&message))
+            .await
+            .unwrap();
+        ids.push(app.message_ids().await.into_iter().last().unwrap());
+    }
+    let inbox = app.wait_for_inbox("gross@klinik.example", 1).await;
+    assert_eq!(inbox[0].via, "smtp");
+    assert!(inbox[0].mime.len() > 5_000_000);
+    app.wait_for_message(ids[1], |s| s.state == "failed").await;
+    let attempts = queue::attempts(app.pool(), ids[1]).await.unwrap();
+    assert_eq!(
+        attempts[0].diagnosis.as_deref(),
+        Some("RequestBodyTooLarge"),
+        "{attempts:?}"
+    );
+}

@@ -158,6 +158,17 @@ pub async fn body(pool: &PgPool, id: Uuid) -> Result<Option<Vec<u8>>, sqlx::Erro
         .await
 }
 
+/// The size of the stored message, without reading it.
+pub async fn body_size(pool: &PgPool, id: Uuid) -> Result<Option<usize>, sqlx::Error> {
+    sqlx::query_scalar::<_, i32>(
+        "SELECT octet_length(body) FROM message_bodies WHERE message_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map(|size| size.map(|s| s.max(0) as usize))
+}
+
 /// What one delivery attempt came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]

@@ -65,6 +65,8 @@ pub struct Tenant {
     pub last_token_error: Option<String>,
     pub last_token_error_at: Option<DateTime<Utc>>,
     pub last_token_ok_at: Option<DateTime<Utc>>,
+    /// Graph-delivered, but messages over Graph's 4 MB request limit go by SMTP.
+    pub smtp_for_large_messages: bool,
 }
 
 /// How an app proves who it is to Entra ID.
@@ -126,7 +128,8 @@ pub enum TenantError {
 macro_rules! columns {
     () => {
         "id, name, entra_tenant_id, sender_mailbox, delivery_method, save_to_sent_items, client_id, created_at, \
-         notification_address, paused_until, last_token_error, last_token_error_at, last_token_ok_at"
+         notification_address, paused_until, last_token_error, last_token_error_at, last_token_ok_at, \
+         smtp_for_large_messages"
     };
 }
 
@@ -356,6 +359,21 @@ pub async fn set_rate_limit(
     sqlx::query("UPDATE tenants SET rate_limit_per_minute = $2 WHERE id = $1")
         .bind(tenant_id)
         .bind(per_minute)
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
+/// Lets messages too large for a Graph request go by SMTP XOAUTH2 (the tenant's
+/// Exchange must allow SMTP AUTH for the app).
+pub async fn set_smtp_for_large_messages(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    enabled: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE tenants SET smtp_for_large_messages = $2 WHERE id = $1")
+        .bind(tenant_id)
+        .bind(enabled)
         .execute(pool)
         .await
         .map(drop)

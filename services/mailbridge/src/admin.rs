@@ -62,6 +62,9 @@ pub enum TenantCommand {
         /// Messages per minute for all the customer's devices together (0: no limit).
         #[arg(long)]
         rate_limit: Option<u32>,
+        /// Send messages over Graph's 4 MB request limit by SMTP XOAUTH2 (`true`/`false`).
+        #[arg(long)]
+        smtp_for_large_messages: Option<bool>,
     },
 }
 
@@ -172,6 +175,7 @@ pub async fn tenant(
             tenant,
             notification_address,
             rate_limit,
+            smtp_for_large_messages,
         } => {
             let tenant = tenants::find(pool, &tenant).await?;
             if let Some(address) = notification_address {
@@ -181,6 +185,9 @@ pub async fn tenant(
             if let Some(limit) = rate_limit {
                 let limit = (limit > 0).then_some(limit.min(i32::MAX as u32) as i32);
                 tenants::set_rate_limit(pool, tenant.id, limit).await?;
+            }
+            if let Some(enabled) = smtp_for_large_messages {
+                tenants::set_smtp_for_large_messages(pool, tenant.id, enabled).await?;
             }
             print_json(&tenants::get(pool, tenant.id).await?)
         }

@@ -10,6 +10,14 @@ use serde::Deserialize;
 
 use crate::outcome::DeliveryOutcome;
 
+/// Graph's limit on a request body.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Whether `mime`, base64-encoded, fits one Graph request.
+pub fn fits_one_request(mime_len: usize) -> bool {
+    mime_len.div_ceil(3) * 4 <= MAX_REQUEST_BYTES
+}
+
 #[derive(Debug, Clone)]
 pub struct GraphClient {
     http: reqwest::Client,

@@ -369,7 +369,16 @@ impl Worker {
                 return (DeliveryMethod::Graph, None, internal);
             }
         };
-        let method = tenant.delivery_method;
+        let method = match tenant.delivery_method {
+            // Too large for one Graph request: by SMTP where the customer allows it.
+            DeliveryMethod::Graph if tenant.smtp_for_large_messages => {
+                match queue::body_size(&self.pool, message.id).await {
+                    Ok(Some(size)) if !graph::fits_one_request(size) => DeliveryMethod::Smtp,
+                    _ => DeliveryMethod::Graph,
+                }
+            }
+            method => method,
+        };
         let outcome = self.attempt_with(message, &tenant, method).await;
         (method, Some(tenant.sender_mailbox), outcome)
     }
