@@ -11,7 +11,7 @@ use mailbridge_core::{
     tenants::{self, DeliveryMethod},
 };
 use mailbridge_m365_sim::{
-    ROLE_MAIL_SEND, ROLE_SMTP_SEND_AS_APP,
+    ROLE_MAIL_READ_WRITE, ROLE_MAIL_SEND, ROLE_SMTP_SEND_AS_APP,
     fault_injection::{Effect, Endpoint, Fault},
 };
 use uuid::Uuid;
@@ -503,42 +503,107 @@ async fn a_tenant_with_smtp_auth_disabled_gets_5_7_139_from_the_real_check() {
     let _ = tenants::get(app.pool(), tenant.tenant.id).await.unwrap();
 }
 
+/// A scan as a multifunction printer sends it: text, a large PDF, a small thumbnail.
+fn large_scan(from: &str, to: &str) -> (lettre::Message, Vec<u8>, Vec<u8>) {
+    use lettre::message::{Attachment, MultiPart, SinglePart, header::ContentType};
+    let pdf: Vec<u8> = (0..5 * 1024 * 1024 + 12345)
+        .map(|i: usize| (i * 31 % 251) as u8)
+        .collect();
+    let thumbnail: Vec<u8> = (0..100_000).map(|i: usize| (i % 7) as u8).collect();
+    let message = lettre::Message::builder()
+        .from(from.parse().unwrap())
+        .to(to.parse().unwrap())
+        .subject("Scan 2026-11-22")
+        .multipart(
+            MultiPart::mixed()
+                .singlepart(SinglePart::plain(
+                    "Gescanntes Dokument im Anhang.".to_owned(),
+                ))
+                .singlepart(
+                    Attachment::new("scan.pdf".into())
+                        .body(pdf.clone(), ContentType::parse("application/pdf").unwrap()),
+                )
+                .singlepart(
+                    Attachment::new("thumb.png".into())
+                        .body(thumbnail.clone(), ContentType::parse("image/png").unwrap()),
+                ),
+        )
+        .unwrap();
+    (message, pdf, thumbnail)
+}
+
 #[tokio::test]
-async fn a_message_too_large_for_graph_goes_by_smtp_where_allowed() {
+async fn messages_too_large_for_one_graph_request_go_by_upload_session_or_smtp() {
     let app = TestApp::spawn().await;
-    let allowed = customer(&app, "Praxis Gross SMTP", DeliveryMethod::Graph).await;
-    tenants::set_smtp_for_large_messages(app.pool(), allowed.tenant.id, true)
+    let directory = &app.stack.simulator.directory;
+    let by_smtp = customer(&app, "Praxis Gross SMTP", DeliveryMethod::Graph).await;
+    tenants::set_smtp_for_large_messages(app.pool(), by_smtp.tenant.id, true)
         .await
         .unwrap();
-    let graph_only = customer(&app, "Praxis Gross Graph", DeliveryMethod::Graph).await;
-    let scan = "A".repeat(76) + "\r\n";
-    let mut ids = Vec::new();
+    let by_upload = customer(&app, "Praxis Gross Graph", DeliveryMethod::Graph).await;
+    directory.consent(
+        by_upload.tenant.entra_tenant_id,
+        &app.stack.client_id,
+        &[ROLE_MAIL_SEND, ROLE_MAIL_READ_WRITE],
+    );
+    let without_read_write = customer(&app, "Praxis Ohne ReadWrite", DeliveryMethod::Graph).await;
+    let mut originals = Vec::new();
     for (tenant, to) in [
-        (&allowed, "gross@klinik.example"),
-        (&graph_only, "nie@klinik.example"),
+        (&by_smtp, "gross@klinik.example"),
+        (&by_upload, "upload@klinik.example"),
+        (&without_read_write, "nie@klinik.example"),
     ] {
-        let device = app.add_device(tenant, "Roentgen").await;
-        let sender = &tenant.tenant.sender_mailbox;
-        let message = format!(
-            "From: {sender}\r\nTo: {to}\r\nSubject: Bild\r\n\r\n{}",
-            scan.repeat(5 * 1024 * 1024 / 78)
-        );
-        let envelope =
-            Envelope::new(Some(sender.parse().unwrap()), vec![to.parse().unwrap()]).unwrap();
+        let device = app.add_device(tenant, "Scanner").await;
+        let (message, pdf, thumbnail) = large_scan(&tenant.tenant.sender_mailbox, to);
         app.lettre(&device.device.username, &device.password)
-            .send_raw(&envelope, without_final_crlf(&message))
+            .send(message)
             .await
             .unwrap();
-        ids.push(app.message_ids().await.into_iter().last().unwrap());
+        originals.push((pdf, thumbnail));
     }
-    let inbox = app.wait_for_inbox("gross@klinik.example", 1).await;
-    assert_eq!(inbox[0].via, "smtp");
-    assert!(inbox[0].mime.len() > 5_000_000);
-    app.wait_for_message(ids[1], |s| s.state == "failed").await;
-    let attempts = queue::attempts(app.pool(), ids[1]).await.unwrap();
+    let smtp = app.wait_for_inbox("gross@klinik.example", 1).await;
+    assert_eq!(smtp[0].via, "smtp");
+    let uploaded = app.wait_for_inbox("upload@klinik.example", 1).await;
+    assert_eq!(uploaded[0].via, "graph-upload");
+    for (delivered, (pdf, thumbnail)) in [(&smtp[0], &originals[0]), (&uploaded[0], &originals[1])]
+    {
+        let parsed = mail_parser::MessageParser::default()
+            .parse(delivered.mime.as_bytes())
+            .expect("MIME");
+        assert!(
+            parsed
+                .body_text(0)
+                .unwrap()
+                .contains("Gescanntes Dokument im Anhang.")
+        );
+        let attachments: Vec<(String, Vec<u8>)> = parsed
+            .attachments()
+            .map(|a| {
+                use mail_parser::MimeHeaders;
+                (
+                    a.attachment_name().unwrap_or_default().to_owned(),
+                    a.contents().to_vec(),
+                )
+            })
+            .collect();
+        assert_eq!(attachments.len(), 2, "{}", delivered.via);
+        assert!(
+            attachments.iter().any(|(n, b)| n == "scan.pdf" && b == pdf),
+            "the PDF arrives byte for byte"
+        );
+        assert!(
+            attachments
+                .iter()
+                .any(|(n, b)| n == "thumb.png" && b == thumbnail)
+        );
+    }
+    let id = app.message_ids().await.into_iter().last().unwrap();
+    app.wait_for_message(id, |s| s.attempt_count >= 1 && s.state == "queued")
+        .await;
+    let attempts = queue::attempts(app.pool(), id).await.unwrap();
     assert_eq!(
         attempts[0].diagnosis.as_deref(),
-        Some("RequestBodyTooLarge"),
-        "{attempts:?}"
+        Some("ErrorAccessDenied"),
+        "the draft path needs Mail.ReadWrite"
     );
 }

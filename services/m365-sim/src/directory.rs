@@ -209,6 +209,9 @@ pub(crate) struct State {
     pub exchange_access: HashMap<(Uuid, String), Vec<String>>,
     pub smtp_sessions: HashMap<String, usize>,
     pub recipients_sent: HashMap<(String, chrono::NaiveDate), usize>,
+    /// Graph drafts and upload sessions (graph_drafts.rs).
+    pub drafts: HashMap<String, crate::graph_drafts::Draft>,
+    pub uploads: HashMap<String, crate::graph_drafts::Upload>,
 }
 
 impl Default for State {
@@ -229,6 +232,8 @@ impl Default for State {
             exchange_access: HashMap::new(),
             smtp_sessions: HashMap::new(),
             recipients_sent: HashMap::new(),
+            drafts: HashMap::new(),
+            uploads: HashMap::new(),
         }
     }
 }

@@ -38,7 +38,7 @@ pub fn router() -> Router<Arc<Directory>> {
 }
 
 /// A Graph error: `{"error":{"code","message","innerError"}}`.
-fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = serde_json::json!({
         "error": {
             "code": code,
@@ -54,7 +54,7 @@ fn graph_error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 /// Checks the bearer token; the error is Graph's message for `InvalidAuthenticationToken`.
-fn validate_token(
+pub(crate) fn validate_token(
     directory: &Directory,
     headers: &HeaderMap,
 ) -> Result<AccessTokenClaims, &'static str> {

@@ -14,6 +14,7 @@ mod directory;
 mod exchange;
 pub mod fault_injection;
 mod graph;
+mod graph_drafts;
 mod https;
 mod oidc;
 mod token;
@@ -124,6 +125,7 @@ fn router(directory: Arc<Directory>) -> Router {
         .merge(consent::router())
         .merge(oidc::router())
         .merge(graph::router())
+        .merge(graph_drafts::router())
         .merge(control::router())
         .with_state(directory)
 }

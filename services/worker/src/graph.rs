@@ -86,19 +86,36 @@ impl GraphClient {
         if status == 202 {
             return DeliveryOutcome::Delivered { status };
         }
-        let (code, message) = match serde_json::from_slice::<GraphErrorBody>(&body) {
-            Ok(parsed) => (parsed.error.code, parsed.error.message),
-            Err(_) => (
-                format!("HTTP {status}"),
-                String::from_utf8_lossy(&body).chars().take(500).collect(),
-            ),
-        };
+        let (code, message) = error_of(status, &body);
         DeliveryOutcome::graph(status, code, message, retry_after)
+    }
+
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub(crate) fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// Graph's error code and message from an error response (or the raw text).
+pub(crate) fn error_of(status: u16, body: &[u8]) -> (String, String) {
+    match serde_json::from_slice::<GraphErrorBody>(body) {
+        Ok(parsed) => (parsed.error.code, parsed.error.message),
+        Err(_) => (
+            format!("HTTP {status}"),
+            String::from_utf8_lossy(body).chars().take(500).collect(),
+        ),
     }
 }
 
 /// Percent-encodes a mailbox for a URL path segment (`@` and `.` stay readable).
-fn urlencode_path(segment: &str) -> String {
+pub(crate) fn urlencode_path(segment: &str) -> String {
     segment
         .bytes()
         .map(|b| match b {

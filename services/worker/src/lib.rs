@@ -9,6 +9,7 @@
 //! settled.
 
 pub mod graph;
+mod graph_large;
 pub mod limits;
 pub mod mime;
 mod notify;
@@ -438,14 +439,16 @@ impl Worker {
         let outcome = match method {
             DeliveryMethod::Graph => {
                 let mime = mime::with_envelope_recipients(&body, &message.rcpt_to);
-                self.graph
-                    .send_mime(
-                        &token.access_token,
-                        &tenant.sender_mailbox,
-                        &mime,
-                        message.id,
-                    )
-                    .await
+                let (token, mailbox) = (&token.access_token, &tenant.sender_mailbox);
+                if graph::fits_one_request(mime.len()) {
+                    self.graph
+                        .send_mime(token, mailbox, &mime, message.id)
+                        .await
+                } else {
+                    self.graph
+                        .send_large(token, mailbox, &mime, message.id)
+                        .await
+                }
             }
             DeliveryMethod::Smtp => {
                 self.smtp

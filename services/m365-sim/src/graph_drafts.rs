@@ -1,0 +1,503 @@
+//! Graph's path for messages over the 4 MB request limit: create a draft from MIME
+//! (`POST /v1.0/users/{id}/messages`), attach files under 3 MB directly
+//! (`POST …/messages/{id}/attachments`) and larger ones (3–150 MB) through an upload
+//! session (`POST …/attachments/createUploadSession`, then `PUT` ranges of at most
+//! 4 MB to the pre-authenticated upload URL), then send the draft
+//! (`POST …/messages/{id}/send`, `202`). All but the PUTs need `Mail.ReadWrite`.
+//! The sent message is stored as MIME with its attachments, like any other.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, Path, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{post, put},
+};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use chrono::Utc;
+use mail_parser::MessageParser;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::{
+    DeliveredMessage, Directory, ROLE_MAIL_READ_WRITE,
+    graph::{MAX_REQUEST_BYTES, graph_error, strip_bcc, validate_token},
+};
+
+/// Attachments this small are posted directly; larger ones need an upload session.
+pub const DIRECT_ATTACHMENT_LIMIT: usize = 3 * 1024 * 1024;
+pub const UPLOAD_SESSION_LIMIT: usize = 150 * 1024 * 1024;
+
+/// A draft being assembled.
+#[derive(Debug, Clone)]
+pub(crate) struct Draft {
+    tenant: Uuid,
+    mailbox: String,
+    mime: Vec<u8>,
+    attachments: Vec<Attachment>,
+}
+
+#[derive(Debug, Clone)]
+struct Attachment {
+    name: String,
+    content_type: String,
+    bytes: Vec<u8>,
+}
+
+/// An upload session: where its bytes go and how many are expected.
+#[derive(Debug, Clone)]
+pub(crate) struct Upload {
+    draft: String,
+    name: String,
+    content_type: String,
+    size: usize,
+    received: Vec<u8>,
+}
+
+pub fn router() -> Router<Arc<Directory>> {
+    Router::new()
+        .route("/v1.0/users/{user}/messages", post(create_draft))
+        .route(
+            "/v1.0/users/{user}/messages/{id}/attachments",
+            post(add_attachment),
+        )
+        .route(
+            "/v1.0/users/{user}/messages/{id}/attachments/createUploadSession",
+            post(create_upload_session),
+        )
+        .route("/v1.0/users/{user}/messages/{id}/send", post(send_draft))
+        .route("/_upload/{session}", put(upload_range))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES * 4))
+}
+
+/// The token's tenant, if it may read and write the mailbox's messages.
+fn authorize(
+    directory: &Directory,
+    headers: &HeaderMap,
+    user: &str,
+) -> Result<(Uuid, String), Box<Response>> {
+    let claims = validate_token(directory, headers).map_err(|m| {
+        Box::new(graph_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            m,
+        ))
+    })?;
+    if !claims.roles.iter().any(|r| r == ROLE_MAIL_READ_WRITE) {
+        return Err(Box::new(graph_error(
+            StatusCode::FORBIDDEN,
+            "ErrorAccessDenied",
+            "Access is denied. Check credentials and try again.",
+        )));
+    }
+    let tenant = Uuid::parse_str(&claims.tid).map_err(|_| {
+        Box::new(graph_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            "Access token validation failure.",
+        ))
+    })?;
+    let mailbox = user.to_ascii_lowercase();
+    let known = directory
+        .lock()
+        .tenants
+        .get(&tenant)
+        .is_some_and(|t| t.mailboxes.contains_key(&mailbox));
+    if !known {
+        return Err(Box::new(graph_error(
+            StatusCode::NOT_FOUND,
+            "ErrorInvalidUser",
+            &format!("The requested user '{user}' is invalid."),
+        )));
+    }
+    Ok((tenant, mailbox))
+}
+
+fn too_large() -> Response {
+    graph_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "RequestBodyTooLarge",
+        "The maximum request length supported is 4MB.",
+    )
+}
+
+fn not_found() -> Response {
+    graph_error(
+        StatusCode::NOT_FOUND,
+        "ErrorItemNotFound",
+        "The specified object was not found in the store.",
+    )
+}
+
+async fn create_draft(
+    State(directory): State<Arc<Directory>>,
+    Path(user): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (tenant, mailbox) = match authorize(&directory, &headers, &user) {
+        Ok(scope) => scope,
+        Err(response) => return *response,
+    };
+    if body.len() > MAX_REQUEST_BYTES {
+        return too_large();
+    }
+    let compact: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let Ok(mime) = STANDARD.decode(&compact) else {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorMimeContentInvalidBase64String",
+            "Invalid base64 string for MIME content.",
+        );
+    };
+    let id = format!("AAMk{}", Uuid::new_v4().simple());
+    directory.lock().drafts.insert(
+        id.clone(),
+        Draft {
+            tenant,
+            mailbox,
+            mime,
+            attachments: Vec::new(),
+        },
+    );
+    (
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "id": id, "isDraft": true })),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FileAttachment {
+    name: String,
+    content_type: Option<String>,
+    content_bytes: String,
+}
+
+async fn add_attachment(
+    State(directory): State<Arc<Directory>>,
+    Path((user, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (tenant, mailbox) = match authorize(&directory, &headers, &user) {
+        Ok(scope) => scope,
+        Err(response) => return *response,
+    };
+    if body.len() > MAX_REQUEST_BYTES {
+        return too_large();
+    }
+    let Ok(attachment) = serde_json::from_slice::<FileAttachment>(&body) else {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "RequestBodyRead",
+            "The request body is not a fileAttachment.",
+        );
+    };
+    let Ok(bytes) = STANDARD.decode(attachment.content_bytes.as_bytes()) else {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidRequest",
+            "contentBytes is not valid base64.",
+        );
+    };
+    if bytes.len() >= DIRECT_ATTACHMENT_LIMIT {
+        return graph_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
+            "Attachments of 3 MB or more need an upload session.",
+        );
+    }
+    let mut state = directory.lock();
+    let Some(draft) = state
+        .drafts
+        .get_mut(&id)
+        .filter(|d| d.tenant == tenant && d.mailbox == mailbox)
+    else {
+        return not_found();
+    };
+    draft.attachments.push(Attachment {
+        name: attachment.name,
+        content_type: attachment
+            .content_type
+            .unwrap_or_else(|| "application/octet-stream".into()),
+        bytes,
+    });
+    StatusCode::CREATED.into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UploadSessionRequest {
+    attachment_item: AttachmentItem,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AttachmentItem {
+    attachment_type: String,
+    name: String,
+    size: usize,
+    content_type: Option<String>,
+}
+
+async fn create_upload_session(
+    State(directory): State<Arc<Directory>>,
+    Path((user, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (tenant, mailbox) = match authorize(&directory, &headers, &user) {
+        Ok(scope) => scope,
+        Err(response) => return *response,
+    };
+    let Ok(request) = serde_json::from_slice::<UploadSessionRequest>(&body) else {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "RequestBodyRead",
+            "An AttachmentItem is required.",
+        );
+    };
+    let item = request.attachment_item;
+    if item.attachment_type != "file"
+        || item.size < DIRECT_ATTACHMENT_LIMIT
+        || item.size > UPLOAD_SESSION_LIMIT
+    {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidRequest",
+            "Upload sessions take file attachments of 3 MB to 150 MB.",
+        );
+    }
+    let mut state = directory.lock();
+    if !state
+        .drafts
+        .get(&id)
+        .is_some_and(|d| d.tenant == tenant && d.mailbox == mailbox)
+    {
+        return not_found();
+    }
+    let session = Uuid::new_v4().simple().to_string();
+    state.uploads.insert(
+        session.clone(),
+        Upload {
+            draft: id,
+            name: item.name,
+            content_type: item
+                .content_type
+                .unwrap_or_else(|| "application/octet-stream".into()),
+            size: item.size,
+            received: Vec::with_capacity(item.size),
+        },
+    );
+    let body = serde_json::json!({
+        "uploadUrl": format!("{}/_upload/{session}", directory.base_url()),
+        "expirationDateTime": (Utc::now() + chrono::Duration::hours(6)).to_rfc3339(),
+        "nextExpectedRanges": ["0-"],
+    });
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+/// `Content-Range: bytes {first}-{last}/{total}`.
+fn content_range(headers: &HeaderMap) -> Option<(usize, usize, usize)> {
+    let value = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+    let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    Some((first.parse().ok()?, last.parse().ok()?, total.parse().ok()?))
+}
+
+async fn upload_range(
+    State(directory): State<Arc<Directory>>,
+    Path(session): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let invalid = |message: &str| graph_error(StatusCode::BAD_REQUEST, "InvalidRange", message);
+    if body.len() > MAX_REQUEST_BYTES {
+        return too_large();
+    }
+    let Some((first, last, total)) = content_range(&headers) else {
+        return invalid("A Content-Range header (bytes first-last/total) is required.");
+    };
+    let mut state = directory.lock();
+    let Some(upload) = state.uploads.get_mut(&session) else {
+        return graph_error(
+            StatusCode::NOT_FOUND,
+            "ItemNotFound",
+            "The upload session does not exist or has expired.",
+        );
+    };
+    if total != upload.size
+        || first != upload.received.len()
+        || last < first
+        || last - first + 1 != body.len()
+        || last >= total
+    {
+        return invalid(&format!(
+            "The range is not the expected one: {}-.",
+            upload.received.len()
+        ));
+    }
+    upload.received.extend_from_slice(&body);
+    if upload.received.len() < upload.size {
+        let next = upload.received.len();
+        return (
+            StatusCode::OK,
+            Json(serde_json::json!({ "nextExpectedRanges": [format!("{next}-")] })),
+        )
+            .into_response();
+    }
+    let done = state.uploads.remove(&session).expect("present");
+    if let Some(draft) = state.drafts.get_mut(&done.draft) {
+        draft.attachments.push(Attachment {
+            name: done.name,
+            content_type: done.content_type,
+            bytes: done.received,
+        });
+    }
+    StatusCode::CREATED.into_response()
+}
+
+async fn send_draft(
+    State(directory): State<Arc<Directory>>,
+    Path((user, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (tenant, mailbox) = match authorize(&directory, &headers, &user) {
+        Ok(scope) => scope,
+        Err(response) => return *response,
+    };
+    let claims = validate_token(&directory, &headers).ok();
+    let mut state = directory.lock();
+    let Some(draft) = state
+        .drafts
+        .get(&id)
+        .filter(|d| d.tenant == tenant && d.mailbox == mailbox)
+        .cloned()
+    else {
+        return not_found();
+    };
+    let mime = assemble(&draft);
+    let parsed = MessageParser::default().parse_headers(&mime);
+    let addresses = |a: Option<&mail_parser::Address>| -> Vec<String> {
+        a.map(|a| {
+            a.iter()
+                .filter_map(|x| x.address().map(str::to_ascii_lowercase))
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let from = parsed
+        .as_ref()
+        .and_then(|p| addresses(p.from()).into_iter().next());
+    let send_as = state
+        .tenants
+        .get(&tenant)
+        .and_then(|t| t.mailboxes.get(&mailbox))
+        .cloned()
+        .unwrap_or_default();
+    if from
+        .as_ref()
+        .is_some_and(|f| *f != mailbox && !send_as.contains(f))
+    {
+        return graph_error(
+            StatusCode::FORBIDDEN,
+            "ErrorSendAsDenied",
+            "The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account., Cannot submit message.",
+        );
+    }
+    let recipients: Vec<String> = parsed
+        .as_ref()
+        .map(|p| [addresses(p.to()), addresses(p.cc()), addresses(p.bcc())].concat())
+        .unwrap_or_default();
+    if recipients.is_empty() {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidRecipients",
+            "At least one recipient isn't valid.",
+        );
+    }
+    let subject = parsed.as_ref().and_then(|p| p.subject()).map(str::to_owned);
+    state.drafts.remove(&id);
+    state.delivered.push(DeliveredMessage {
+        id: Uuid::new_v4(),
+        tenant_id: tenant,
+        mailbox,
+        from,
+        recipients,
+        subject,
+        mime: String::from_utf8_lossy(&strip_bcc(&mime)).into_owned(),
+        via: "graph-upload",
+        token_id: claims.map(|c| c.uti).unwrap_or_default(),
+        received_at: Utc::now(),
+    });
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// The draft as the message Exchange sends: its header fields, then a
+/// multipart/mixed of its own body and every attachment.
+fn assemble(draft: &Draft) -> Vec<u8> {
+    if draft.attachments.is_empty() {
+        return draft.mime.clone();
+    }
+    let split = draft
+        .mime
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 2)
+        .unwrap_or(draft.mime.len());
+    let (head, body) = draft.mime.split_at(split);
+    let body = body.strip_prefix(b"\r\n").unwrap_or(body);
+    let mut top = Vec::new();
+    let mut content = Vec::new();
+    let mut into_content = false;
+    for line in head.split_inclusive(|&b| b == b'\n') {
+        let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if !continuation {
+            let lower = String::from_utf8_lossy(line).to_ascii_lowercase();
+            into_content = lower.starts_with("content-") || lower.starts_with("mime-version:");
+        }
+        if into_content {
+            content.extend_from_slice(line)
+        } else {
+            top.extend_from_slice(line)
+        }
+    }
+    let boundary = format!("sim-{}", Uuid::new_v4().simple());
+    let mut out = top;
+    out.extend_from_slice(
+        format!(
+            "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+    let content = String::from_utf8_lossy(&content).replace("MIME-Version: 1.0\r\n", "");
+    out.extend_from_slice(content.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    for attachment in &draft.attachments {
+        out.extend_from_slice(
+            format!(
+                "\r\n--{boundary}\r\nContent-Type: {}; name=\"{}\"\r\nContent-Disposition: attachment; filename=\"{}\"\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+                attachment.content_type, attachment.name, attachment.name
+            )
+            .as_bytes(),
+        );
+        let encoded = STANDARD.encode(&attachment.bytes);
+        for chunk in encoded.as_bytes().chunks(76) {
+            out.extend_from_slice(chunk);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    out
+}

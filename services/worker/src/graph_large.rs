@@ -1,0 +1,264 @@
+//! Graph's path for messages whose base64 request would exceed 4 MB (when the
+//! customer has no SMTP for them): the message without its attachments becomes a
+//! draft (MIME), each attachment follows — under 3 MB posted directly, larger ones
+//! through an upload session in ranges of at most 4 MB — and the draft is sent. The
+//! text, the header fields and every attachment's name, type and bytes are kept; the
+//! MIME structure around them is Exchange's. Needs the `Mail.ReadWrite` permission.
+
+use std::time::Duration;
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use mail_parser::{MessageParser, MimeHeaders};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::{graph::GraphClient, outcome::DeliveryOutcome};
+
+/// Attachments this small are posted directly; larger ones need an upload session.
+const DIRECT_ATTACHMENT_LIMIT: usize = 3 * 1024 * 1024;
+/// Upload ranges: a multiple of 320 KiB under 4 MB, as Graph recommends.
+const RANGE: usize = 12 * 320 * 1024;
+
+/// A file taken out of the message.
+struct File {
+    name: String,
+    content_type: String,
+    bytes: Vec<u8>,
+}
+
+/// The message split for the draft path: header fields and text for the draft, and
+/// the attachments.
+struct Split {
+    draft: Vec<u8>,
+    files: Vec<File>,
+}
+
+fn split(mime: &[u8]) -> Option<Split> {
+    let message = MessageParser::default().parse(mime)?;
+    let mut draft = Vec::new();
+    for (name, value) in message.headers_raw() {
+        let lower = name.to_ascii_lowercase();
+        if lower.starts_with("content-") || lower == "mime-version" {
+            continue;
+        }
+        draft.extend_from_slice(name.as_bytes());
+        draft.extend_from_slice(b":");
+        draft.extend_from_slice(value.as_bytes());
+        if !value.ends_with('\n') {
+            draft.extend_from_slice(b"\r\n");
+        }
+    }
+    let (subtype, text) = match (message.body_html(0), message.body_text(0)) {
+        (_, Some(text)) if message.html_body_count() == 0 => ("plain", text.into_owned()),
+        (Some(html), _) => ("html", html.into_owned()),
+        (None, Some(text)) => ("plain", text.into_owned()),
+        (None, None) => ("plain", String::new()),
+    };
+    draft.extend_from_slice(
+        format!("MIME-Version: 1.0\r\nContent-Type: text/{subtype}; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n")
+            .as_bytes(),
+    );
+    for chunk in STANDARD.encode(text.as_bytes()).as_bytes().chunks(76) {
+        draft.extend_from_slice(chunk);
+        draft.extend_from_slice(b"\r\n");
+    }
+    let files = message
+        .attachments()
+        .enumerate()
+        .map(|(i, part)| File {
+            name: part
+                .attachment_name()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("attachment-{}", i + 1)),
+            content_type: part
+                .content_type()
+                .map(|ct| match ct.subtype() {
+                    Some(sub) => format!("{}/{}", ct.ctype(), sub),
+                    None => ct.ctype().to_owned(),
+                })
+                .unwrap_or_else(|| "application/octet-stream".into()),
+            bytes: part.contents().to_vec(),
+        })
+        .collect();
+    Some(Split { draft, files })
+}
+
+#[derive(Deserialize)]
+struct Created {
+    id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UploadSession {
+    upload_url: String,
+}
+
+impl GraphClient {
+    /// Sends a message too large for one `sendMail` request, as `mailbox`.
+    pub async fn send_large(
+        &self,
+        token: &SecretString,
+        mailbox: &str,
+        mime: &[u8],
+        queue_id: uuid::Uuid,
+    ) -> DeliveryOutcome {
+        let Some(parts) = split(mime) else {
+            return DeliveryOutcome::graph(
+                400,
+                "ErrorMimeContentInvalid".into(),
+                "the message could not be parsed".into(),
+                None,
+            );
+        };
+        let messages = format!(
+            "{}/v1.0/users/{}/messages",
+            self.base_url(),
+            crate::graph::urlencode_path(mailbox)
+        );
+        let draft: Created = match self
+            .call(
+                token,
+                queue_id,
+                self.http()
+                    .post(&messages)
+                    .header("Content-Type", "text/plain")
+                    .body(STANDARD.encode(&parts.draft)),
+            )
+            .await
+        {
+            Ok(body) => match serde_json::from_slice(&body) {
+                Ok(created) => created,
+                Err(e) => {
+                    return DeliveryOutcome::graph(
+                        502,
+                        "InvalidResponse".into(),
+                        e.to_string(),
+                        None,
+                    );
+                }
+            },
+            Err(outcome) => return outcome,
+        };
+        let draft_url = format!("{messages}/{}", draft.id);
+        for file in &parts.files {
+            if let Err(outcome) = self.attach(token, queue_id, &draft_url, file).await {
+                return outcome;
+            }
+        }
+        match self
+            .call(
+                token,
+                queue_id,
+                self.http()
+                    .post(format!("{draft_url}/send"))
+                    .header("Content-Length", "0"),
+            )
+            .await
+        {
+            Ok(_) => DeliveryOutcome::Delivered { status: 202 },
+            Err(outcome) => outcome,
+        }
+    }
+
+    async fn attach(
+        &self,
+        token: &SecretString,
+        queue_id: uuid::Uuid,
+        draft_url: &str,
+        file: &File,
+    ) -> Result<(), DeliveryOutcome> {
+        if file.bytes.len() < DIRECT_ATTACHMENT_LIMIT {
+            let body = serde_json::json!({
+                "@odata.type": "#microsoft.graph.fileAttachment",
+                "name": file.name,
+                "contentType": file.content_type,
+                "contentBytes": STANDARD.encode(&file.bytes),
+            });
+            return self
+                .call(
+                    token,
+                    queue_id,
+                    self.http()
+                        .post(format!("{draft_url}/attachments"))
+                        .json(&body),
+                )
+                .await
+                .map(drop);
+        }
+        let request = serde_json::json!({
+            "AttachmentItem": {
+                "attachmentType": "file",
+                "name": file.name,
+                "size": file.bytes.len(),
+                "contentType": file.content_type,
+            }
+        });
+        let created = self
+            .call(
+                token,
+                queue_id,
+                self.http()
+                    .post(format!("{draft_url}/attachments/createUploadSession"))
+                    .json(&request),
+            )
+            .await?;
+        let session: UploadSession = serde_json::from_slice(&created).map_err(|e| {
+            DeliveryOutcome::graph(502, "InvalidResponse".into(), e.to_string(), None)
+        })?;
+        let total = file.bytes.len();
+        for (i, range) in file.bytes.chunks(RANGE).enumerate() {
+            let first = i * RANGE;
+            let last = first + range.len() - 1;
+            // The upload URL carries its own authorization: no bearer token.
+            let put = self
+                .http()
+                .put(&session.upload_url)
+                .header("Content-Range", format!("bytes {first}-{last}/{total}"))
+                .body(range.to_vec());
+            self.exchange(put).await?;
+        }
+        Ok(())
+    }
+
+    /// An authorized request; the body of a success, or the classified failure.
+    async fn call(
+        &self,
+        token: &SecretString,
+        queue_id: uuid::Uuid,
+        request: reqwest::RequestBuilder,
+    ) -> Result<bytes::Bytes, DeliveryOutcome> {
+        let request = request
+            .bearer_auth(token.expose_secret())
+            .header("client-request-id", queue_id.to_string());
+        self.exchange(request).await
+    }
+
+    async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<bytes::Bytes, DeliveryOutcome> {
+        let response =
+            request.timeout(self.timeout()).send().await.map_err(|e| {
+                DeliveryOutcome::unreachable("graph", crate::describe_http_error(&e))
+            })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = response.bytes().await.unwrap_or_default();
+        if status.is_success() {
+            return Ok(body);
+        }
+        let (code, message) = crate::graph::error_of(status.as_u16(), &body);
+        Err(DeliveryOutcome::graph(
+            status.as_u16(),
+            code,
+            message,
+            retry_after,
+        ))
+    }
+}
