@@ -607,3 +607,51 @@ async fn messages_too_large_for_one_graph_request_go_by_upload_session_or_smtp()
         "the draft path needs Mail.ReadWrite"
     );
 }
+
+#[tokio::test]
+async fn a_customer_can_keep_copies_out_of_sent_items() {
+    use lettre::message::{Attachment, MultiPart, SinglePart, header::ContentType};
+    let app = TestApp::spawn().await;
+    let saving = customer(&app, "Praxis Gesendet", DeliveryMethod::Graph).await;
+    let discreet = customer(&app, "Praxis Diskret", DeliveryMethod::Graph).await;
+    tenants::set_save_to_sent_items(app.pool(), discreet.tenant.id, false)
+        .await
+        .unwrap();
+    for (tenant, to) in [
+        (&saving, "kopie@klinik.example"),
+        (&discreet, "diskret@klinik.example"),
+    ] {
+        let device = app.add_device(tenant, "Labor").await;
+        let message = lettre::Message::builder()
+            .from(tenant.tenant.sender_mailbox.parse().unwrap())
+            .to(to.parse().unwrap())
+            .subject("Laborbefund")
+            .multipart(
+                MultiPart::mixed()
+                    .singlepart(SinglePart::plain("Befund anbei.".to_owned()))
+                    .singlepart(Attachment::new("befund.pdf".into()).body(
+                        vec![7u8; 20_000],
+                        ContentType::parse("application/pdf").unwrap(),
+                    )),
+            )
+            .unwrap();
+        app.lettre(&device.device.username, &device.password)
+            .send(message)
+            .await
+            .unwrap();
+    }
+    let kept = app.wait_for_inbox("kopie@klinik.example", 1).await;
+    assert!(kept[0].saved_to_sent_items);
+    let discreet_copy = app.wait_for_inbox("diskret@klinik.example", 1).await;
+    assert!(
+        !discreet_copy[0].saved_to_sent_items,
+        "sent in JSON form with saveToSentItems false"
+    );
+    let parsed = mail_parser::MessageParser::default()
+        .parse(discreet_copy[0].mime.as_bytes())
+        .unwrap();
+    assert_eq!(parsed.subject(), Some("Laborbefund"));
+    assert!(parsed.body_text(0).unwrap().contains("Befund anbei."));
+    let attachment = parsed.attachments().next().expect("the attachment");
+    assert_eq!(attachment.contents(), &vec![7u8; 20_000][..]);
+}

@@ -378,3 +378,17 @@ pub async fn set_smtp_for_large_messages(
         .await
         .map(drop)
 }
+
+/// Whether Microsoft keeps a copy of each message in the sender mailbox's Sent Items.
+pub async fn set_save_to_sent_items(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    save: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE tenants SET save_to_sent_items = $2 WHERE id = $1")
+        .bind(tenant_id)
+        .bind(save)
+        .execute(pool)
+        .await
+        .map(drop)
+}

@@ -63,6 +63,8 @@ pub struct DeliveredMessage {
     pub via: &'static str,
     /// The `uti` of the access token it was sent with.
     pub token_id: String,
+    /// Whether a copy went to the mailbox's Sent Items.
+    pub saved_to_sent_items: bool,
     pub received_at: DateTime<Utc>,
 }
 

@@ -528,6 +528,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
             mime: String::from_utf8_lossy(&crate::graph::strip_bcc(message)).into_owned(),
             via: "smtp",
             token_id: token_id.to_owned(),
+            saved_to_sent_items: true,
             received_at: Utc::now(),
         });
         format!("250 2.0.0 OK <{}@{HOST}> [Hostname={HOST}]", id.simple())

@@ -161,23 +161,33 @@ async fn send_mail(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    if !content_type.starts_with("text/plain") {
+    let (mime, saved_to_sent_items) = if content_type.starts_with("application/json") {
+        match crate::graph_json::render(&body) {
+            Ok(rendered) => rendered,
+            Err(message) => {
+                return graph_error(StatusCode::BAD_REQUEST, "ErrorInvalidRequest", &message);
+            }
+        }
+    } else if content_type.starts_with("text/plain") {
+        let compact: Vec<u8> = body
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect();
+        let Ok(mime) = STANDARD.decode(&compact) else {
+            return graph_error(
+                StatusCode::BAD_REQUEST,
+                "ErrorMimeContentInvalidBase64String",
+                "Invalid base64 string for MIME content.",
+            );
+        };
+        // The MIME form always saves a copy in Sent Items.
+        (mime, true)
+    } else {
         return graph_error(
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "ErrorInvalidRequest",
-            "This simulator accepts sendMail in MIME form (Content-Type: text/plain) only.",
-        );
-    }
-    let compact: Vec<u8> = body
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let Ok(mime) = STANDARD.decode(&compact) else {
-        return graph_error(
-            StatusCode::BAD_REQUEST,
-            "ErrorMimeContentInvalidBase64String",
-            "Invalid base64 string for MIME content.",
+            "sendMail takes application/json or base64 MIME as text/plain.",
         );
     };
     let Some(parsed) = MessageParser::default().parse_headers(&mime) else {
@@ -228,6 +238,7 @@ async fn send_mail(
         mime: String::from_utf8_lossy(&stored).into_owned(),
         via: "graph",
         token_id: claims.uti.clone(),
+        saved_to_sent_items,
         received_at: Utc::now(),
     });
     StatusCode::ACCEPTED.into_response()

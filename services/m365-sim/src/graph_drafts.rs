@@ -437,6 +437,7 @@ async fn send_draft(
         mime: String::from_utf8_lossy(&strip_bcc(&mime)).into_owned(),
         via: "graph-upload",
         token_id: claims.map(|c| c.uti).unwrap_or_default(),
+        saved_to_sent_items: true,
         received_at: Utc::now(),
     });
     StatusCode::ACCEPTED.into_response()

@@ -15,6 +15,7 @@ mod exchange;
 pub mod fault_injection;
 mod graph;
 mod graph_drafts;
+mod graph_json;
 mod https;
 mod oidc;
 mod token;

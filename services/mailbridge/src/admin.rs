@@ -65,6 +65,9 @@ pub enum TenantCommand {
         /// Send messages over Graph's 4 MB request limit by SMTP XOAUTH2 (`true`/`false`).
         #[arg(long)]
         smtp_for_large_messages: Option<bool>,
+        /// Keep a copy in the sender mailbox's Sent Items (`true`/`false`).
+        #[arg(long)]
+        save_to_sent_items: Option<bool>,
     },
 }
 
@@ -176,6 +179,7 @@ pub async fn tenant(
             notification_address,
             rate_limit,
             smtp_for_large_messages,
+            save_to_sent_items,
         } => {
             let tenant = tenants::find(pool, &tenant).await?;
             if let Some(address) = notification_address {
@@ -188,6 +192,9 @@ pub async fn tenant(
             }
             if let Some(enabled) = smtp_for_large_messages {
                 tenants::set_smtp_for_large_messages(pool, tenant.id, enabled).await?;
+            }
+            if let Some(save) = save_to_sent_items {
+                tenants::set_save_to_sent_items(pool, tenant.id, save).await?;
             }
             print_json(&tenants::get(pool, tenant.id).await?)
         }

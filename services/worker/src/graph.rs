@@ -90,6 +90,47 @@ impl GraphClient {
         DeliveryOutcome::graph(status, code, message, retry_after)
     }
 
+    /// Sends a `sendMail` JSON body (the form that can skip Sent Items) as `mailbox`.
+    pub async fn send_json(
+        &self,
+        token: &SecretString,
+        mailbox: &str,
+        json: Vec<u8>,
+        queue_id: uuid::Uuid,
+    ) -> DeliveryOutcome {
+        let url = format!(
+            "{}/v1.0/users/{}/sendMail",
+            self.base_url,
+            urlencode_path(mailbox)
+        );
+        let request = self
+            .http
+            .post(&url)
+            .bearer_auth(token.expose_secret())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("client-request-id", queue_id.to_string())
+            .body(json)
+            .timeout(self.timeout);
+        match request.send().await {
+            Ok(response) if response.status().as_u16() == 202 => {
+                DeliveryOutcome::Delivered { status: 202 }
+            }
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let body = response.bytes().await.unwrap_or_default();
+                let (code, message) = error_of(status, &body);
+                DeliveryOutcome::graph(status, code, message, retry_after)
+            }
+            Err(e) => DeliveryOutcome::unreachable("graph", crate::describe_http_error(&e)),
+        }
+    }
+
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
     }

@@ -9,6 +9,7 @@
 //! settled.
 
 pub mod graph;
+mod graph_json;
 mod graph_large;
 pub mod limits;
 pub mod mime;
@@ -438,9 +439,16 @@ impl Worker {
         };
         let outcome = match method {
             DeliveryMethod::Graph => {
-                let mime = mime::with_envelope_recipients(&body, &message.rcpt_to);
                 let (token, mailbox) = (&token.access_token, &tenant.sender_mailbox);
-                if graph::fits_one_request(mime.len()) {
+                // Only the JSON form can leave Sent Items out; it must fit one request.
+                let unsaved = (!tenant.save_to_sent_items)
+                    .then(|| graph_json::send_mail_request(&body, &message.rcpt_to))
+                    .flatten()
+                    .filter(|json| json.len() <= graph::MAX_REQUEST_BYTES);
+                let mime = mime::with_envelope_recipients(&body, &message.rcpt_to);
+                if let Some(json) = unsaved {
+                    self.graph.send_json(token, mailbox, json, message.id).await
+                } else if graph::fits_one_request(mime.len()) {
                     self.graph
                         .send_mime(token, mailbox, &mime, message.id)
                         .await
