@@ -56,38 +56,14 @@ impl GraphClient {
         mime: &[u8],
         queue_id: uuid::Uuid,
     ) -> DeliveryOutcome {
-        let url = format!(
-            "{}/v1.0/users/{}/sendMail",
-            self.base_url,
-            urlencode_path(mailbox)
-        );
-        let response = self
-            .http
-            .post(&url)
-            .bearer_auth(token.expose_secret())
-            .header(reqwest::header::CONTENT_TYPE, "text/plain")
-            .header("client-request-id", queue_id.to_string())
-            .body(STANDARD.encode(mime))
-            .timeout(self.timeout)
-            .send()
-            .await;
-        let response = match response {
-            Ok(r) => r,
-            Err(e) => return DeliveryOutcome::unreachable("graph", crate::describe_http_error(&e)),
-        };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = response.bytes().await.unwrap_or_default();
-        if status == 202 {
-            return DeliveryOutcome::Delivered { status };
-        }
-        let (code, message) = error_of(status, &body);
-        DeliveryOutcome::graph(status, code, message, retry_after)
+        self.send_mail(
+            token,
+            mailbox,
+            "text/plain",
+            STANDARD.encode(mime).into_bytes(),
+            queue_id,
+        )
+        .await
     }
 
     /// Sends a `sendMail` JSON body (the form that can skip Sent Items) as `mailbox`.
@@ -98,6 +74,18 @@ impl GraphClient {
         json: Vec<u8>,
         queue_id: uuid::Uuid,
     ) -> DeliveryOutcome {
+        self.send_mail(token, mailbox, "application/json", json, queue_id)
+            .await
+    }
+
+    async fn send_mail(
+        &self,
+        token: &SecretString,
+        mailbox: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        queue_id: uuid::Uuid,
+    ) -> DeliveryOutcome {
         let url = format!(
             "{}/v1.0/users/{}/sendMail",
             self.base_url,
@@ -106,29 +94,54 @@ impl GraphClient {
         let request = self
             .http
             .post(&url)
-            .bearer_auth(token.expose_secret())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("client-request-id", queue_id.to_string())
-            .body(json)
-            .timeout(self.timeout);
-        match request.send().await {
-            Ok(response) if response.status().as_u16() == 202 => {
-                DeliveryOutcome::Delivered { status: 202 }
-            }
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                let body = response.bytes().await.unwrap_or_default();
-                let (code, message) = error_of(status, &body);
-                DeliveryOutcome::graph(status, code, message, retry_after)
-            }
-            Err(e) => DeliveryOutcome::unreachable("graph", crate::describe_http_error(&e)),
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        match self.call(token, queue_id, request).await {
+            Ok(_) => DeliveryOutcome::Delivered { status: 202 },
+            Err(failure) => failure,
         }
+    }
+
+    /// An authorized request to Graph; the body of a success, or the classified failure.
+    pub(crate) async fn call(
+        &self,
+        token: &SecretString,
+        queue_id: uuid::Uuid,
+        request: reqwest::RequestBuilder,
+    ) -> Result<bytes::Bytes, DeliveryOutcome> {
+        let request = request
+            .bearer_auth(token.expose_secret())
+            .header("client-request-id", queue_id.to_string());
+        self.exchange(request).await
+    }
+
+    /// Sends a request (authorized or not) and classifies a failed answer.
+    pub(crate) async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<bytes::Bytes, DeliveryOutcome> {
+        let response =
+            request.timeout(self.timeout).send().await.map_err(|e| {
+                DeliveryOutcome::unreachable("graph", crate::describe_http_error(&e))
+            })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = response.bytes().await.unwrap_or_default();
+        if status.is_success() {
+            return Ok(body);
+        }
+        let (code, message) = error_of(status.as_u16(), &body);
+        Err(DeliveryOutcome::graph(
+            status.as_u16(),
+            code,
+            message,
+            retry_after,
+        ))
     }
 
     pub(crate) fn http(&self) -> &reqwest::Client {
@@ -137,10 +150,6 @@ impl GraphClient {
 
     pub(crate) fn base_url(&self) -> &str {
         &self.base_url
-    }
-
-    pub(crate) fn timeout(&self) -> Duration {
-        self.timeout
     }
 }
 

@@ -5,11 +5,9 @@
 //! text, the header fields and every attachment's name, type and bytes are kept; the
 //! MIME structure around them is Exchange's. Needs the `Mail.ReadWrite` permission.
 
-use std::time::Duration;
-
 use base64::{Engine, engine::general_purpose::STANDARD};
 use mail_parser::{MessageParser, MimeHeaders};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::{graph::GraphClient, outcome::DeliveryOutcome};
@@ -219,46 +217,5 @@ impl GraphClient {
             self.exchange(put).await?;
         }
         Ok(())
-    }
-
-    /// An authorized request; the body of a success, or the classified failure.
-    async fn call(
-        &self,
-        token: &SecretString,
-        queue_id: uuid::Uuid,
-        request: reqwest::RequestBuilder,
-    ) -> Result<bytes::Bytes, DeliveryOutcome> {
-        let request = request
-            .bearer_auth(token.expose_secret())
-            .header("client-request-id", queue_id.to_string());
-        self.exchange(request).await
-    }
-
-    async fn exchange(
-        &self,
-        request: reqwest::RequestBuilder,
-    ) -> Result<bytes::Bytes, DeliveryOutcome> {
-        let response =
-            request.timeout(self.timeout()).send().await.map_err(|e| {
-                DeliveryOutcome::unreachable("graph", crate::describe_http_error(&e))
-            })?;
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = response.bytes().await.unwrap_or_default();
-        if status.is_success() {
-            return Ok(body);
-        }
-        let (code, message) = crate::graph::error_of(status.as_u16(), &body);
-        Err(DeliveryOutcome::graph(
-            status.as_u16(),
-            code,
-            message,
-            retry_after,
-        ))
     }
 }
