@@ -855,3 +855,35 @@ async fn a_30_mb_attachment_is_accepted() {
         .unwrap();
     assert!(size > 30 * 1024 * 1024, "{size}");
 }
+
+#[tokio::test]
+async fn eight_bit_and_international_addresses_are_accepted() {
+    let app = plaintext_app(|_| {}).await;
+    let (mut smtp, tenant) = logged_in(&app, "Praxis Umlaut").await;
+    let sender = tenant.tenant.sender_mailbox.clone();
+    let mail = smtp
+        .command(&format!("MAIL FROM:<{sender}> BODY=8BITMIME SMTPUTF8"))
+        .await;
+    assert!(mail.starts_with("250 2.1.0"), "{mail}");
+    let rcpt = smtp
+        .command("RCPT TO:<jürgen.müller@zahnärzte.example>")
+        .await;
+    assert!(rcpt.starts_with("250 2.1.5"), "{rcpt}");
+    assert!(smtp.command("DATA").await.starts_with("354"));
+    let message = format!(
+        "From: {sender}\r\nTo: jürgen.müller@zahnärzte.example\r\nSubject: Grüße\r\n\r\nÄrztliche Bescheinigung – 8 bit\r\n"
+    );
+    smtp.send_raw(format!("{message}.\r\n").as_bytes()).await;
+    assert!(smtp.reply().await.starts_with("250 2.0.0"));
+    let bodies = queued_bodies(&app).await;
+    assert!(
+        bodies[0].ends_with(&message),
+        "8-bit content kept: {:?}",
+        bodies[0]
+    );
+    let rcpt_to: Vec<String> = sqlx::query_scalar("SELECT rcpt_to FROM messages")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(rcpt_to, vec!["jürgen.müller@zahnärzte.example".to_owned()]);
+}
