@@ -8,6 +8,7 @@ mod delivery;
 mod dev_command;
 mod edge;
 mod operations;
+mod resilience;
 mod submission;
 mod upstream;
 mod worker_processes;

@@ -61,6 +61,9 @@ pub struct ScratchPostgres {
     password: String,
     dir: tempfile::TempDir,
     waiter: Option<thread::JoinHandle<()>>,
+    bin: PathBuf,
+    run_as: Option<(u32, u32)>,
+    options: ScratchOptions,
 }
 
 impl ScratchPostgres {
@@ -109,58 +112,93 @@ impl ScratchPostgres {
             });
         }
 
+        let mut server = Self {
+            pid: 0,
+            port: 0,
+            password,
+            dir,
+            waiter: None,
+            bin,
+            run_as,
+            options: options.clone(),
+        };
         let mut last_error = String::new();
         for _ in 0..5 {
-            let port = free_port()?;
-            let log = fs::File::create(dir.path().join("postgres.log"))?;
-            if let Some((uid, gid)) = run_as {
-                std::os::unix::fs::chown(dir.path().join("postgres.log"), Some(uid), Some(gid))?;
-            }
-            let mut postgres = Command::new(bin.join("postgres"));
-            postgres
-                .arg("-D")
-                .arg(&data)
-                .args(["-p", &port.to_string()])
-                .arg("-k")
-                .arg(dir.path())
-                .args(["-c", "listen_addresses=127.0.0.1"])
-                .args([
-                    "-c",
-                    &format!("max_connections={}", options.max_connections),
-                ])
-                .args([
-                    "-c",
-                    &format!("fsync={}", if options.fsync { "on" } else { "off" }),
-                ])
-                .args(["-c", "shared_buffers=128MB"])
-                .current_dir(dir.path())
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log);
-            as_user(&mut postgres, run_as);
-            die_with_parent(&mut postgres);
-            let (pid, waiter, exited) = spawn_watched(postgres)?;
-            match wait_ready(dir.path(), &exited) {
-                Ok(()) => {
-                    return Ok(Self {
-                        pid,
-                        port,
-                        password,
-                        dir,
-                        waiter: Some(waiter),
-                    });
-                }
-                Err(e) => {
-                    last_error = e;
-                    send_signal(pid, libc::SIGQUIT);
-                    let _ = waiter.join();
-                }
+            server.port = free_port()?;
+            match server.launch() {
+                Ok(()) => return Ok(server),
+                Err(ScratchError::Step { detail, .. }) => last_error = detail,
+                Err(e) => return Err(e),
             }
         }
         Err(ScratchError::Step {
             step: "starting postgres",
             detail: last_error,
         })
+    }
+
+    /// Starts the postmaster on the server's data directory and port.
+    fn launch(&mut self) -> Result<(), ScratchError> {
+        let dir = self.dir.path().to_owned();
+        let log_path = dir.join("postgres.log");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        if let Some((uid, gid)) = self.run_as {
+            std::os::unix::fs::chown(&log_path, Some(uid), Some(gid))?;
+        }
+        let mut postgres = Command::new(self.bin.join("postgres"));
+        postgres
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args(["-p", &self.port.to_string()])
+            .arg("-k")
+            .arg(&dir)
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args([
+                "-c",
+                &format!("max_connections={}", self.options.max_connections),
+            ])
+            .args([
+                "-c",
+                &format!("fsync={}", if self.options.fsync { "on" } else { "off" }),
+            ])
+            .args(["-c", "shared_buffers=128MB"])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        as_user(&mut postgres, self.run_as);
+        die_with_parent(&mut postgres);
+        let (pid, waiter, exited) = spawn_watched(postgres)?;
+        match wait_ready(&dir, &exited) {
+            Ok(()) => {
+                self.pid = pid;
+                self.waiter = Some(waiter);
+                Ok(())
+            }
+            Err(detail) => {
+                send_signal(pid, libc::SIGQUIT);
+                let _ = waiter.join();
+                Err(ScratchError::Step {
+                    step: "starting postgres",
+                    detail,
+                })
+            }
+        }
+    }
+
+    /// Stops the server (its files stay), as a crash or an outage would: every
+    /// connection breaks. `resume` starts it again on the same port.
+    pub fn pause(&mut self) {
+        self.stop();
+    }
+
+    /// Starts a paused server again, with everything it had committed.
+    pub fn resume(&mut self) -> Result<(), ScratchError> {
+        let _ = fs::remove_file(self.dir.path().join("data/postmaster.pid"));
+        self.launch()
     }
 
     /// Superuser URL of the server, for `database` (created by the caller if new).
@@ -181,8 +219,8 @@ impl ScratchPostgres {
 
     fn stop(&mut self) {
         // SIGQUIT is PostgreSQL's immediate shutdown: right for a throwaway cluster.
-        send_signal(self.pid, libc::SIGQUIT);
         if let Some(waiter) = self.waiter.take() {
+            send_signal(self.pid, libc::SIGQUIT);
             let _ = waiter.join();
         }
     }

@@ -273,8 +273,12 @@ impl Worker {
             (_, AttemptOutcome::Permanent) => Settlement::Failed,
             (DeliveryOutcome::Deferred(wait), _) => Settlement::RetryAt(Utc::now() + wait.delay()),
             (DeliveryOutcome::Failed(failure), _) => {
-                let mut next =
-                    Utc::now() + outcome::backoff(message.attempt_count, failure.retry_after);
+                let mut next = if std::ptr::eq(failure.diagnosis, &diagnosis::INTERNAL) {
+                    // Our own database hiccuped: nothing upstream to spare, try soon.
+                    Utc::now() + Duration::from_secs(5)
+                } else {
+                    Utc::now() + outcome::backoff(message.attempt_count, failure.retry_after)
+                };
                 next = next.max(paused_until.unwrap_or(next));
                 let max_age =
                     chrono::Duration::seconds(self.settings.worker.max_age_seconds as i64);
@@ -297,7 +301,7 @@ impl Worker {
             expired,
             "delivery attempt"
         );
-        match queue::settle(&self.pool, message.id, &self.identity, &attempt, settlement).await {
+        match self.settle(&message, &attempt, settlement).await {
             Ok(true) => {}
             Ok(false) => {
                 // Another worker took the lease over: if this attempt delivered, the
@@ -323,6 +327,30 @@ impl Worker {
                     .await
             {
                 tracing::warn!(queue_id = %message.id, error = %e, "could not queue the failure report");
+            }
+        }
+    }
+
+    /// Records the attempt and settles the message, retrying while the database is
+    /// unreachable — for most of the lease, so that an answer Microsoft already gave
+    /// is recorded rather than the message delivered again after the lease expires.
+    async fn settle(
+        &self,
+        message: &LeasedMessage,
+        attempt: &DeliveryAttempt,
+        settlement: Settlement,
+    ) -> Result<bool, sqlx::Error> {
+        let patience = Duration::from_secs(self.settings.worker.lease_seconds).mul_f64(0.8);
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(500);
+        loop {
+            match queue::settle(&self.pool, message.id, &self.identity, attempt, settlement).await {
+                Err(e) if started.elapsed() + pause < patience => {
+                    tracing::warn!(queue_id = %message.id, error = %e, "could not record the attempt yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                }
+                result => return result,
             }
         }
     }
