@@ -79,6 +79,8 @@ async fn smtp_xoauth2_delivers_and_reuses_its_connection() {
         "{requests:?}"
     );
     for id in app.message_ids().await {
+        // The simulator has it before the worker has recorded it.
+        app.wait_for_message(id, |s| s.state == "delivered").await;
         let attempts = queue::attempts(app.pool(), id).await.unwrap();
         assert_eq!(
             (attempts[0].method.as_str(), attempts[0].upstream_status),
