@@ -114,7 +114,7 @@ async fn a_token_is_fetched_once_per_tenant_and_reused() {
     let for_tenant = |t: &TestTenant| {
         requests
             .iter()
-            .filter(|r| r.tenant == t.tenant.entra_tenant_id.to_string())
+            .filter(|r| r.tenant == t.tenant.entra_tenant_id.expect("connected").to_string())
             .count()
     };
     assert_eq!(
@@ -138,7 +138,10 @@ async fn a_token_is_fetched_once_per_tenant_and_reused() {
         praxis_mail[0].token_id, labor_mail[0].token_id,
         "each tenant has its own token"
     );
-    assert_eq!(labor_mail[0].tenant_id, labor.tenant.entra_tenant_id);
+    assert_eq!(
+        labor_mail[0].tenant_id,
+        labor.tenant.entra_tenant_id.expect("connected")
+    );
 }
 
 #[tokio::test]
@@ -200,10 +203,10 @@ async fn send_as_denied_fails_the_message_and_reports_it_in_both_languages() {
     tenants::set_notification_address(app.pool(), tenant.tenant.id, Some("it@msp.example"))
         .await
         .unwrap();
-    app.stack
-        .simulator
-        .directory
-        .add_tenant(tenant.tenant.entra_tenant_id, &["it@msp.example"]);
+    app.stack.simulator.directory.add_tenant(
+        tenant.tenant.entra_tenant_id.expect("connected"),
+        &["it@msp.example"],
+    );
     let device = app.add_device(&tenant, "Scanner").await;
     // The device may use this address, but Exchange never granted SendAs for it.
     devices::change_policy(
@@ -326,7 +329,14 @@ async fn a_tenant_without_consent_is_paused_not_hammered() {
         .directory
         .token_requests()
         .into_iter()
-        .filter(|r| r.tenant == tenant.tenant.entra_tenant_id.to_string())
+        .filter(|r| {
+            r.tenant
+                == tenant
+                    .tenant
+                    .entra_tenant_id
+                    .expect("connected")
+                    .to_string()
+        })
         .collect();
     assert!(
         !refused.is_empty() && refused.len() <= 2,
@@ -368,7 +378,7 @@ async fn leasing_takes_every_tenants_oldest_messages_in_turn() {
             None,
             tenants::NewTenant {
                 name: name.into(),
-                entra_tenant_id: uuid::Uuid::new_v4(),
+                entra_tenant_id: Some(uuid::Uuid::new_v4()),
                 sender_mailbox: format!("s@{}.example", name.to_lowercase()),
                 delivery_method: tenants::DeliveryMethod::Graph,
                 own_app: None,
@@ -489,7 +499,7 @@ async fn a_customers_own_app_authenticates_with_a_certificate() {
             app.stack.settings.master_key.as_ref(),
             tenants::NewTenant {
                 name: name.into(),
-                entra_tenant_id: uuid::Uuid::new_v4(),
+                entra_tenant_id: Some(uuid::Uuid::new_v4()),
                 sender_mailbox: mailbox.clone(),
                 delivery_method: tenants::DeliveryMethod::Graph,
                 own_app: Some(tenants::OwnApp {
@@ -500,9 +510,9 @@ async fn a_customers_own_app_authenticates_with_a_certificate() {
         )
         .await
         .unwrap();
-        directory.add_tenant(tenant.entra_tenant_id, &[&mailbox]);
+        directory.add_tenant(tenant.entra_tenant_id.expect("connected"), &[&mailbox]);
         directory.consent(
-            tenant.entra_tenant_id,
+            tenant.entra_tenant_id.expect("connected"),
             &client_id,
             &[mailbridge_m365_sim::ROLE_MAIL_SEND],
         );
@@ -523,7 +533,7 @@ async fn a_customers_own_app_authenticates_with_a_certificate() {
     let requests = directory.token_requests();
     let by_good = requests
         .iter()
-        .find(|r| r.tenant == good.tenant.entra_tenant_id.to_string())
+        .find(|r| r.tenant == good.tenant.entra_tenant_id.expect("connected").to_string())
         .unwrap();
     assert_eq!(format!("{:?}", by_good.credential), "Certificate");
 

@@ -225,7 +225,7 @@ impl TestApp {
         let tenant = self.add_tenant_without_consent(name).await;
         let directory = &self.stack.simulator.directory;
         directory.consent(
-            tenant.tenant.entra_tenant_id,
+            tenant.tenant.entra_tenant_id.expect("connected"),
             &self.stack.client_id,
             &[ROLE_MAIL_SEND],
         );
@@ -245,7 +245,7 @@ impl TestApp {
             self.stack.settings.master_key.as_ref(),
             NewTenant {
                 name: name.to_owned(),
-                entra_tenant_id: Uuid::new_v4(),
+                entra_tenant_id: Some(Uuid::new_v4()),
                 sender_mailbox: mailbox.clone(),
                 delivery_method: DeliveryMethod::Graph,
                 own_app: None,
@@ -254,7 +254,7 @@ impl TestApp {
         .await
         .expect("creating a tenant");
         let directory = &self.stack.simulator.directory;
-        directory.add_tenant(tenant.entra_tenant_id, &[&mailbox]);
+        directory.add_tenant(tenant.entra_tenant_id.expect("connected"), &[&mailbox]);
         TestTenant { tenant }
     }
 

@@ -28,7 +28,7 @@ async fn customer(app: &TestApp, name: &str, method: DeliveryMethod) -> TestTena
         .await
         .unwrap();
     let directory = &app.stack.simulator.directory;
-    let entra = tenant.tenant.entra_tenant_id;
+    let entra = tenant.tenant.entra_tenant_id.expect("connected");
     directory.consent(
         entra,
         &app.stack.client_id,
@@ -436,7 +436,7 @@ async fn every_upstream_answer_is_classified_and_explained() {
         let tenant = customer(&app, &format!("Praxis Fall {i}"), case.method).await;
         directory.inject_fault(Fault {
             endpoint: case.endpoint,
-            tenant: Some(tenant.tenant.entra_tenant_id),
+            tenant: Some(tenant.tenant.entra_tenant_id.expect("connected")),
             mailbox: None,
             effect: case.effect.clone(),
             times: Some(1),
@@ -496,7 +496,7 @@ async fn a_tenant_with_smtp_auth_disabled_gets_5_7_139_from_the_real_check() {
     app.stack
         .simulator
         .directory
-        .set_smtp_auth_disabled(tenant.tenant.entra_tenant_id, true);
+        .set_smtp_auth_disabled(tenant.tenant.entra_tenant_id.expect("connected"), true);
     let id = send(&app, &tenant, "a@klinik.example").await;
     app.wait_for_message(id, |s| s.attempt_count == 1 && s.state == "queued")
         .await;
@@ -544,7 +544,7 @@ async fn messages_too_large_for_one_graph_request_go_by_upload_session_or_smtp()
         .unwrap();
     let by_upload = customer(&app, "Praxis Gross Graph", DeliveryMethod::Graph).await;
     directory.consent(
-        by_upload.tenant.entra_tenant_id,
+        by_upload.tenant.entra_tenant_id.expect("connected"),
         &app.stack.client_id,
         &[ROLE_MAIL_SEND, ROLE_MAIL_READ_WRITE],
     );

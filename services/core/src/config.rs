@@ -174,6 +174,36 @@ pub struct WorkerSettings {
     pub retention: Duration,
 }
 
+/// The control plane: where it is reached, and how MSP staff sign in.
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    /// The control plane's address as browsers reach it (redirect URIs are built
+    /// from it); `https://` makes cookies `Secure`.
+    pub public_url: String,
+    /// The OpenID Connect provider staff sign in with; without one nobody can.
+    pub oidc: Option<OidcSettings>,
+    /// A session unused this long ends.
+    pub session_idle: Duration,
+    /// Every session ends this long after sign-in.
+    pub session_max: Duration,
+    /// The host name devices are given on their setup cards.
+    pub smtp_host: String,
+}
+
+/// An OpenID Connect provider (Entra ID, Google, Keycloak …).
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    /// The issuer URL; for Entra's multi-tenant sign-in
+    /// `https://login.microsoftonline.com/organizations/v2.0`.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// Entra tenant ids (`tid`) whose users may sign in; empty: any, if a domain matches.
+    pub allowed_tenants: Vec<String>,
+    /// E-mail domains whose users may sign in; empty: any, if a tenant matches.
+    pub allowed_domains: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub database_url: Option<SecretString>,
@@ -186,6 +216,7 @@ pub struct Settings {
     pub m365: M365Settings,
     pub edge: EdgeSettings,
     pub worker: WorkerSettings,
+    pub web: WebSettings,
 }
 
 impl Settings {
@@ -206,7 +237,57 @@ impl Settings {
             ),
             None => None,
         };
+        let hostname = lookup("MAILBRIDGE_HOSTNAME").unwrap_or_else(system_hostname);
+        let list = |name: &str| -> Vec<String> {
+            lookup(name)
+                .unwrap_or_default()
+                .split(',')
+                .map(|v| v.trim().to_ascii_lowercase())
+                .filter(|v| !v.is_empty())
+                .collect()
+        };
+        let oidc = match (
+            lookup("MAILBRIDGE_OIDC_ISSUER"),
+            lookup("MAILBRIDGE_OIDC_CLIENT_ID"),
+            lookup("MAILBRIDGE_OIDC_CLIENT_SECRET"),
+        ) {
+            (Some(issuer), Some(client_id), Some(secret)) => {
+                let oidc = OidcSettings {
+                    issuer: issuer.trim().trim_end_matches('/').to_owned(),
+                    client_id,
+                    client_secret: SecretString::from(secret),
+                    allowed_tenants: list("MAILBRIDGE_OIDC_ALLOWED_TENANTS"),
+                    allowed_domains: list("MAILBRIDGE_OIDC_ALLOWED_DOMAINS"),
+                };
+                if oidc.allowed_tenants.is_empty() && oidc.allowed_domains.is_empty() {
+                    return Err(ConfigError::Missing {
+                        name: "MAILBRIDGE_OIDC_ALLOWED_TENANTS",
+                        why: "sign-in needs an allow-list: the MSP's Entra tenant ids, or MAILBRIDGE_OIDC_ALLOWED_DOMAINS",
+                    });
+                }
+                Some(oidc)
+            }
+            (None, None, None) => None,
+            _ => {
+                return Err(ConfigError::Missing {
+                    name: "MAILBRIDGE_OIDC_ISSUER",
+                    why: "staff sign-in needs MAILBRIDGE_OIDC_ISSUER, MAILBRIDGE_OIDC_CLIENT_ID and MAILBRIDGE_OIDC_CLIENT_SECRET together",
+                });
+            }
+        };
         Ok(Self {
+            web: WebSettings {
+                public_url: url(&lookup, "MAILBRIDGE_PUBLIC_URL", "http://localhost:8080"),
+                oidc,
+                session_idle: Duration::from_secs(
+                    parse::<u64>(&lookup, "MAILBRIDGE_SESSION_IDLE_MINUTES", "30")? * 60,
+                ),
+                session_max: Duration::from_secs(
+                    parse::<u64>(&lookup, "MAILBRIDGE_SESSION_MAX_HOURS", "12")? * 3600,
+                ),
+                smtp_host: lookup("MAILBRIDGE_PUBLIC_SMTP_HOST")
+                    .unwrap_or_else(|| hostname.clone()),
+            },
             database_url: lookup("DATABASE_URL").map(SecretString::from),
             master_key,
             extra_ca_file: lookup("MAILBRIDGE_EXTRA_CA_FILE").map(PathBuf::from),
@@ -242,7 +323,7 @@ impl Settings {
                     "0.0.0.0:465",
                 )?,
                 relay_listen: listen(&lookup, "MAILBRIDGE_RELAY_LISTEN", "0.0.0.0:25")?,
-                hostname: lookup("MAILBRIDGE_HOSTNAME").unwrap_or_else(system_hostname),
+                hostname,
                 tls_cert_file: lookup("MAILBRIDGE_TLS_CERT_FILE").map(PathBuf::from),
                 tls_key_file: lookup("MAILBRIDGE_TLS_KEY_FILE").map(PathBuf::from),
                 plaintext_auth_networks: parse(&lookup, "MAILBRIDGE_PLAINTEXT_AUTH_NETWORKS", "")?,
@@ -414,6 +495,33 @@ mod tests {
         assert!(!nets.contains(&"192.0.2.8".parse().unwrap()));
         assert!(nets.contains(&"2001:db8::1".parse().unwrap()));
         assert!(settings(&[("MAILBRIDGE_TRUSTED_PROXIES", "10.0.0.0/33")]).is_err());
+    }
+
+    #[test]
+    fn sign_in_needs_an_allow_list() {
+        let base = [
+            (
+                "MAILBRIDGE_OIDC_ISSUER",
+                "https://login.microsoftonline.com/organizations/v2.0/",
+            ),
+            ("MAILBRIDGE_OIDC_CLIENT_ID", "app"),
+            ("MAILBRIDGE_OIDC_CLIENT_SECRET", "secret"),
+        ];
+        let err = settings(&base).unwrap_err();
+        assert!(err.to_string().contains("ALLOWED_TENANTS"), "{err}");
+        let mut vars = base.to_vec();
+        vars.push(("MAILBRIDGE_OIDC_ALLOWED_DOMAINS", "MSP.example, it.example"));
+        let oidc = settings(&vars).unwrap().web.oidc.unwrap();
+        assert_eq!(
+            oidc.issuer,
+            "https://login.microsoftonline.com/organizations/v2.0"
+        );
+        assert_eq!(oidc.allowed_domains, ["msp.example", "it.example"]);
+        assert!(
+            settings(&base[..2]).is_err(),
+            "a half-configured provider is refused"
+        );
+        assert!(settings(&[]).unwrap().web.oidc.is_none());
     }
 
     #[test]

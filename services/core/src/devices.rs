@@ -25,6 +25,74 @@ pub struct Device {
     pub allowed_senders: Vec<String>,
     pub sender_policy: SenderPolicy,
     pub rate_limit_per_minute: Option<i32>,
+    pub kind: DeviceKind,
+    pub site: Option<String>,
+    pub listener: DeviceListener,
+}
+
+/// What kind of thing a device is: chooses the setup steps its card shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Printer,
+    Scanner,
+    Medical,
+    Software,
+    Other,
+}
+
+impl DeviceKind {
+    pub const ALL: [DeviceKind; 5] = [
+        Self::Printer,
+        Self::Scanner,
+        Self::Medical,
+        Self::Software,
+        Self::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Printer => "printer",
+            Self::Scanner => "scanner",
+            Self::Medical => "medical",
+            Self::Software => "software",
+            Self::Other => "other",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// The listener a device is set up for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceListener {
+    /// Port 587, STARTTLS, username and password.
+    Submission,
+    /// Port 465, implicit TLS, username and password.
+    Submissions,
+    /// Port 25, no login: identified by its allow-listed address.
+    Relay,
+}
+
+impl DeviceListener {
+    pub const ALL: [DeviceListener; 3] = [Self::Submission, Self::Submissions, Self::Relay];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Submission => "submission",
+            Self::Submissions => "submissions",
+            Self::Relay => "relay",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.as_str() == text)
+    }
 }
 
 /// A new device with its password in clear: the only time the password exists.
@@ -178,7 +246,7 @@ pub enum DeviceError {
 macro_rules! columns {
     () => {
         "id, tenant_id, name, username, enabled, created_at, last_seen_at, allowed_networks, \
-         allowed_senders, sender_policy, rate_limit_per_minute"
+         allowed_senders, sender_policy, rate_limit_per_minute, kind, site, listener"
     };
 }
 
@@ -341,6 +409,9 @@ pub struct PolicyChange {
     pub sender_policy: Option<SenderPolicy>,
     pub rate_limit_per_minute: Option<Option<i32>>,
     pub enabled: Option<bool>,
+    pub kind: Option<DeviceKind>,
+    pub site: Option<Option<String>>,
+    pub listener: Option<DeviceListener>,
 }
 
 pub async fn change_policy(
@@ -354,7 +425,10 @@ pub async fn change_policy(
             allowed_senders = COALESCE($3, allowed_senders),
             sender_policy = COALESCE($4, sender_policy),
             rate_limit_per_minute = CASE WHEN $5 THEN $6 ELSE rate_limit_per_minute END,
-            enabled = COALESCE($7, enabled)
+            enabled = COALESCE($7, enabled),
+            kind = COALESCE($8, kind),
+            site = CASE WHEN $9 THEN $10 ELSE site END,
+            listener = COALESCE($11, listener)
           WHERE id = $1 RETURNING ",
         columns!()
     ))
@@ -365,6 +439,10 @@ pub async fn change_policy(
     .bind(change.rate_limit_per_minute.is_some())
     .bind(change.rate_limit_per_minute.flatten())
     .bind(change.enabled)
+    .bind(change.kind)
+    .bind(change.site.is_some())
+    .bind(change.site.flatten())
+    .bind(change.listener)
     .fetch_optional(pool)
     .await
 }
@@ -412,4 +490,25 @@ pub async fn touch(pool: &PgPool, device_id: Uuid, addr: IpAddr) -> Result<(), s
         .execute(pool)
         .await
         .map(drop)
+}
+
+/// Deletes a device; its messages stay in the log without it.
+pub async fn delete(pool: &PgPool, device_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query("DELETE FROM devices WHERE id = $1")
+        .bind(device_id)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
+}
+
+/// One device by id, whatever its tenant (callers check the tenant).
+pub async fn get(pool: &PgPool, device_id: Uuid) -> Result<Option<Device>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM devices WHERE id = $1"
+    ))
+    .bind(device_id)
+    .fetch_optional(pool)
+    .await
 }

@@ -200,6 +200,11 @@ diagnoses! {
         "mailbridge hat keine Entra-App-Anmeldedaten für die Zustellung.",
         "Set MAILBRIDGE_ENTRA_CLIENT_ID and MAILBRIDGE_ENTRA_CLIENT_SECRET (or give the customer its own app).",
         "MAILBRIDGE_ENTRA_CLIENT_ID und MAILBRIDGE_ENTRA_CLIENT_SECRET setzen (oder dem Kunden eine eigene App geben).";
+    NOT_CONNECTED = "NotConnected", Retry,
+        "The customer is not connected to its Microsoft 365 tenant yet.",
+        "Der Kunde ist noch nicht mit seinem Microsoft-365-Mandanten verbunden.",
+        "Open the customer in the control plane and click Connect Microsoft 365; the customer's admin grants consent. Waiting messages go out afterwards.",
+        "Den Kunden in der Verwaltung öffnen und „Microsoft 365 verbinden“ wählen; der Administrator des Kunden erteilt die Zustimmung. Wartende Nachrichten gehen danach hinaus.";
     INTERNAL = "Internal", Retry,
         "mailbridge could not attempt the delivery (its database or secrets were unavailable).",
         "mailbridge konnte die Zustellung nicht versuchen (Datenbank oder Geheimnisse nicht verfügbar).",

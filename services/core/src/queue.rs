@@ -26,6 +26,8 @@ pub enum MessageKind {
     Device,
     /// mailbridge wrote it (a report of an undeliverable message); never reported on.
     Notification,
+    /// Staff sent it from the control plane to check a customer's path; never reported on.
+    Test,
 }
 
 /// A message as the edge hands it over.

@@ -51,7 +51,8 @@ impl std::str::FromStr for DeliveryMethod {
 pub struct Tenant {
     pub id: Uuid,
     pub name: String,
-    pub entra_tenant_id: Uuid,
+    /// The customer's Entra tenant; `None` until it is connected by admin consent.
+    pub entra_tenant_id: Option<Uuid>,
     pub sender_mailbox: String,
     pub delivery_method: DeliveryMethod,
     pub save_to_sent_items: bool,
@@ -67,6 +68,9 @@ pub struct Tenant {
     pub last_token_ok_at: Option<DateTime<Utc>>,
     /// Graph-delivered, but messages over Graph's 4 MB request limit go by SMTP.
     pub smtp_for_large_messages: bool,
+    /// When an admin consent was last verified with a real token request.
+    pub consented_at: Option<DateTime<Utc>>,
+    pub rate_limit_per_minute: Option<i32>,
 }
 
 /// How an app proves who it is to Entra ID.
@@ -101,7 +105,8 @@ pub struct OwnApp {
 #[derive(Debug)]
 pub struct NewTenant {
     pub name: String,
-    pub entra_tenant_id: Uuid,
+    /// Known up front (CLI), or learnt from the admin consent (control plane).
+    pub entra_tenant_id: Option<Uuid>,
     pub sender_mailbox: String,
     pub delivery_method: DeliveryMethod,
     pub own_app: Option<OwnApp>,
@@ -117,6 +122,8 @@ pub enum TenantError {
     InvalidMailbox(#[from] InvalidAddress),
     #[error("no customer {0:?}")]
     NotFound(String),
+    #[error("the rate limit must be a positive number of messages per minute")]
+    InvalidRateLimit,
     #[error("MAILBRIDGE_MASTER_KEY is needed to store a client secret")]
     NoMasterKey,
     #[error(transparent)]
@@ -129,7 +136,7 @@ macro_rules! columns {
     () => {
         "id, name, entra_tenant_id, sender_mailbox, delivery_method, save_to_sent_items, client_id, created_at, \
          notification_address, paused_until, last_token_error, last_token_error_at, last_token_ok_at, \
-         smtp_for_large_messages"
+         smtp_for_large_messages, consented_at, rate_limit_per_minute"
     };
 }
 
@@ -391,4 +398,88 @@ pub async fn set_save_to_sent_items(
         .execute(pool)
         .await
         .map(drop)
+}
+
+/// Connects a customer to its Entra tenant once an admin consent has been verified
+/// with a real token request for that tenant.
+pub async fn record_consent(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    entra_tenant_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE tenants SET entra_tenant_id = $2, consented_at = now(), last_token_ok_at = now(),
+                token_failures = 0, paused_until = NULL, last_token_error = NULL
+          WHERE id = $1",
+    )
+    .bind(tenant_id)
+    .bind(entra_tenant_id)
+    .execute(pool)
+    .await
+    .map(drop)
+}
+
+/// How a customer's messages go to Microsoft 365.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    pub sender_mailbox: String,
+    pub delivery_method: DeliveryMethod,
+    pub save_to_sent_items: bool,
+    pub smtp_for_large_messages: bool,
+    pub notification_address: Option<String>,
+    pub rate_limit_per_minute: Option<i32>,
+}
+
+/// Changes a customer's name and delivery settings, checking each value.
+pub async fn update(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    name: &str,
+    settings: &DeliverySettings,
+) -> Result<Option<Tenant>, TenantError> {
+    let name = name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(TenantError::InvalidName);
+    }
+    let mailbox = EmailAddress::parse(&settings.sender_mailbox)?;
+    let notification = settings
+        .notification_address
+        .as_deref()
+        .map(EmailAddress::parse)
+        .transpose()?;
+    if settings.rate_limit_per_minute.is_some_and(|r| r <= 0) {
+        return Err(TenantError::InvalidRateLimit);
+    }
+    sqlx::query_as::<_, Tenant>(concat!(
+        "UPDATE tenants SET name = $2, sender_mailbox = $3, delivery_method = $4,
+                save_to_sent_items = $5, smtp_for_large_messages = $6,
+                notification_address = $7, rate_limit_per_minute = $8
+          WHERE id = $1 RETURNING ",
+        columns!()
+    ))
+    .bind(tenant_id)
+    .bind(&name)
+    .bind(mailbox.as_str())
+    .bind(settings.delivery_method)
+    .bind(settings.save_to_sent_items)
+    .bind(settings.smtp_for_large_messages)
+    .bind(notification.as_ref().map(EmailAddress::as_str))
+    .bind(settings.rate_limit_per_minute)
+    .fetch_optional(pool)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("tenants_name_key") => {
+            TenantError::NameTaken(name.clone())
+        }
+        _ => TenantError::Database(e),
+    })
+}
+
+/// Deletes a customer with its devices and messages.
+pub async fn delete(pool: &PgPool, tenant_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query("DELETE FROM tenants WHERE id = $1")
+        .bind(tenant_id)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected() == 1)
 }

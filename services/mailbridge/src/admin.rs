@@ -165,7 +165,7 @@ pub async fn tenant(
             };
             let new = NewTenant {
                 name,
-                entra_tenant_id,
+                entra_tenant_id: Some(entra_tenant_id),
                 sender_mailbox,
                 delivery_method: method,
                 own_app,
@@ -253,6 +253,7 @@ pub async fn device(command: DeviceCommand, pool: &PgPool) -> anyhow::Result<()>
                 } else {
                     None
                 },
+                ..PolicyChange::default()
             };
             let changed = devices::change_policy(pool, device.id, change).await?;
             print_json(&changed)

@@ -69,7 +69,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 stack.settings.master_key.as_ref(),
                 NewTenant {
                     name: DEMO_TENANT.to_owned(),
-                    entra_tenant_id: Uuid::new_v4(),
+                    entra_tenant_id: Some(Uuid::new_v4()),
                     sender_mailbox: DEMO_MAILBOX.to_owned(),
                     delivery_method: DeliveryMethod::Graph,
                     own_app: None,
@@ -79,12 +79,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e.into()),
     };
+    let entra_tenant = tenant
+        .entra_tenant_id
+        .context("the demo customer has no Entra tenant")?;
     let directory = &stack.simulator.directory;
-    directory.add_tenant(
-        tenant.entra_tenant_id,
-        &[&tenant.sender_mailbox, DEMO_RECIPIENT],
-    );
-    directory.consent(tenant.entra_tenant_id, &stack.client_id, &[ROLE_MAIL_SEND]);
+    directory.add_tenant(entra_tenant, &[&tenant.sender_mailbox, DEMO_RECIPIENT]);
+    directory.consent(entra_tenant, &stack.client_id, &[ROLE_MAIL_SEND]);
     let existing = devices::list(&pool, tenant.id).await?.len();
     let device_name = format!("Empfang scanner {}", existing + 1);
     let device = devices::create(&pool, tenant.id, &device_name).await?;

@@ -168,6 +168,6 @@ async fn run_web(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(settings.web_listen)
         .await
         .with_context(|| format!("listening on {}", settings.web_listen))?;
-    mailbridge_web::serve(listener, pool, shutdown_on_signal()).await?;
+    mailbridge_web::serve(listener, pool, settings, shutdown_on_signal()).await?;
     Ok(())
 }

@@ -65,8 +65,10 @@ pub struct Stack {
     pub ops_addr: SocketAddr,
     /// PEM of the CA that signed the edge's certificate (trust it to verify the edge).
     pub edge_ca_file: PathBuf,
-    /// The MSP app as registered with the simulator.
+    /// The MSP app as registered with the simulator (also the app staff sign in with).
     pub client_id: String,
+    /// The MSP's own Entra tenant in the simulator: its users may sign in.
+    pub msp_tenant: uuid::Uuid,
     files: tempfile::TempDir,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -89,9 +91,35 @@ impl Stack {
         let sim_ca = files.path().join("m365-simulator-ca.pem");
         std::fs::write(&sim_ca, simulator.ca_pem())?;
 
+        let web_listener = TcpListener::bind(options.web_listen).await?;
+        let web_addr = web_listener.local_addr()?;
+
+        // The MSP's multi-tenant app: customers consent to it, staff sign in with it.
         let client_id = uuid::Uuid::new_v4().to_string();
         let client_secret = crypto::generate_password();
-        simulator.directory.register_app(&client_id, &client_secret);
+        let directory = &simulator.directory;
+        directory.register_app(&client_id, &client_secret);
+        directory.set_app_display_name(&client_id, "mailbridge");
+        directory.set_requested_permissions(
+            &client_id,
+            &[
+                mailbridge_m365_sim::ROLE_MAIL_SEND,
+                mailbridge_m365_sim::ROLE_SMTP_SEND_AS_APP,
+            ],
+        );
+        settings.web.public_url = format!("http://{web_addr}");
+        let sign_in_callback = format!("{}/sign-in/callback", settings.web.public_url);
+        let consent_callback = format!("{}/consent/callback", settings.web.public_url);
+        directory.set_redirect_uris(&client_id, &[&sign_in_callback, &consent_callback]);
+        let msp_tenant = uuid::Uuid::new_v4();
+        directory.set_tenant_name(msp_tenant, "MSP (simulated)");
+        settings.web.oidc = Some(mailbridge_core::config::OidcSettings {
+            issuer: format!("{}/organizations/v2.0", simulator.base_url()),
+            client_id: client_id.clone(),
+            client_secret: SecretString::from(client_secret.clone()),
+            allowed_tenants: vec![msp_tenant.to_string()],
+            allowed_domains: Vec::new(),
+        });
         settings.m365.login_url = simulator.base_url();
         settings.m365.graph_url = simulator.base_url();
         settings.m365.smtp_endpoint = simulator.smtp_addr().to_string();
@@ -120,9 +148,6 @@ impl Stack {
         let smtps_addr = edge.local_addr(ListenerKind::Submissions);
         let relay_addr = edge.local_addr(ListenerKind::Relay);
 
-        let web_listener = TcpListener::bind(options.web_listen).await?;
-        let web_addr = web_listener.local_addr()?;
-
         let ops_listener = TcpListener::bind(options.ops_listen).await?;
         let ops_addr = ops_listener.local_addr()?;
         let readiness = Readiness::new(pool.clone());
@@ -143,9 +168,12 @@ impl Stack {
             every,
             shutdown.clone(),
         )));
-        let (web_pool, web_shutdown) = (pool.clone(), shutdown.clone());
+        let (web_pool, web_shutdown, web_settings) =
+            (pool.clone(), shutdown.clone(), settings.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = mailbridge_web::serve(web_listener, web_pool, web_shutdown).await {
+            if let Err(e) =
+                mailbridge_web::serve(web_listener, web_pool, web_settings, web_shutdown).await
+            {
                 tracing::error!(error = %e, "control plane stopped");
             }
         }));
@@ -160,6 +188,7 @@ impl Stack {
             ops_addr,
             edge_ca_file,
             client_id,
+            msp_tenant,
             files,
             shutdown,
             tasks,
@@ -178,6 +207,14 @@ impl Stack {
             self.worker_task = Some(tokio::spawn(worker.run(self.shutdown.clone())));
         }
         Ok(())
+    }
+
+    /// Adds a member of the MSP's staff to the simulated MSP tenant: they can sign
+    /// in to the control plane.
+    pub fn add_staff_user(&self, email: &str, name: &str) {
+        self.simulator
+            .directory
+            .add_user(self.msp_tenant, email, name);
     }
 
     /// Where the stack keeps its files (CA certificates).

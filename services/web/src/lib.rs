@@ -1,53 +1,133 @@
-//! mailbridge-web: the control plane's HTTP server — the HTML pages (askama
-//! templates from `web/templates`, assets from `web/static`), health endpoints, and
-//! later the JSON API. For now it shows the customers and their queues, read-only.
+//! mailbridge-web: the control plane MSP staff work in. It owns the HTTP server:
+//! the server-rendered pages (askama templates from `web/templates`, assets from
+//! `web/static`), staff sign-in by OpenID Connect, browser sessions, the Entra admin
+//! consent that connects a customer, the JSON API under `/api/v1`, and the health
+//! and metrics endpoints. It never shows a message body.
 
-use askama::Template;
-use askama_web::WebTemplate;
+mod api;
+mod audit;
+mod consent;
+mod customers;
+mod devices;
+mod error;
+mod i18n;
+mod messages;
+mod openapi;
+mod security;
+mod session;
+mod sign_in;
+mod staff;
+
 use std::sync::Arc;
 
 use axum::{
     Router,
-    extract::{MatchedPath, Request, State},
-    http::{StatusCode, header},
+    extract::{MatchedPath, Request},
+    http::header,
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
 };
-use mailbridge_core::ops::Readiness;
-use sqlx::{FromRow, PgPool};
+use mailbridge_core::{Settings, crypto::MasterKey, ops::Readiness};
+use mailbridge_worker::token::{AppCredentials, TokenCache};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone)]
-struct AppState {
+pub use i18n::CATALOGUE;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub(crate) struct WebState {
     pool: PgPool,
+    settings: Arc<Settings>,
+    /// The MSP's multi-tenant app: admin consent is granted to it, and verified by
+    /// asking the token endpoint for a token with it.
+    msp_app: Option<AppCredentials>,
+    tokens: Arc<TokenCache>,
+    master_key: Option<MasterKey>,
+    sign_in: Arc<sign_in::Provider>,
 }
 
-/// One customer row on the overview.
-#[derive(Debug, FromRow)]
-struct TenantOverview {
-    name: String,
-    entra_tenant_id: sqlx::types::Uuid,
-    sender_mailbox: String,
-    delivery_method: String,
-    queued: i64,
-    delivered: i64,
-    failed: i64,
+impl std::fmt::Debug for WebState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebState").finish_non_exhaustive()
+    }
 }
 
-#[derive(Template, WebTemplate)]
-#[template(path = "home.html")]
-struct HomePage {
-    tenants: Vec<TenantOverview>,
+impl WebState {
+    fn secure_cookies(&self) -> bool {
+        self.settings.web.public_url.starts_with("https://")
+    }
+
+    /// An absolute URL of the control plane for `path` (which starts with `/`).
+    fn public_url(&self, path: &str) -> String {
+        format!("{}{path}", self.settings.web.public_url)
+    }
 }
 
-pub fn router(pool: PgPool, readiness: Arc<Readiness>) -> Router {
-    Router::new()
-        .route("/", get(home))
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    #[error("TLS set-up for outbound calls: {0}")]
+    Tls(#[from] mailbridge_core::tls::TlsError),
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("the MSP app's credentials: {0}")]
+    App(String),
+}
+
+/// The whole control plane as one router.
+pub fn router(
+    pool: PgPool,
+    settings: Settings,
+    readiness: Arc<Readiness>,
+) -> Result<Router, WebError> {
+    mailbridge_core::tls::install_crypto_provider();
+    let tls = mailbridge_core::tls::client_config(settings.extra_ca_file.as_deref())?;
+    let http = reqwest::Client::builder()
+        .tls_backend_preconfigured((*tls).clone())
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .timeout(std::time::Duration::from_secs(30))
+        // OAuth responses are never followed anywhere: a redirect is an error.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("mailbridge/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    let msp_app =
+        mailbridge_worker::msp_app(&settings).map_err(|e| WebError::App(e.to_string()))?;
+    let state = WebState {
+        pool,
+        tokens: Arc::new(TokenCache::new(
+            http.clone(),
+            settings.m365.login_url.clone(),
+        )),
+        master_key: settings.master_key.clone(),
+        sign_in: Arc::new(sign_in::Provider::new(settings.web.oidc.clone(), http)),
+        msp_app,
+        settings: Arc::new(settings),
+    };
+    let pages = Router::new()
+        .route("/", get(customers::overview))
+        .merge(sign_in::router())
+        .merge(customers::router())
+        .merge(consent::router())
+        .merge(devices::router())
+        .merge(messages::router())
+        .merge(staff::router())
+        .merge(audit::router())
+        .route("/lang/{lang}", get(i18n::switch))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            session::authenticate,
+        ));
+    Ok(Router::new()
+        .merge(pages)
+        .nest("/api/v1", api::router(state.clone()))
         .route("/static/mailbridge.css", get(stylesheet))
-        .with_state(AppState { pool })
+        .route("/static/mailbridge.js", get(script))
+        .with_state(state.clone())
         .merge(mailbridge_core::ops::router(readiness))
-        .layer(middleware::from_fn(record_request))
+        .layer(middleware::from_fn_with_state(state, security::headers))
+        .layer(middleware::from_fn(record_request)))
 }
 
 /// Counts every request and its latency by route template (never the raw path, which
@@ -76,41 +156,47 @@ async fn record_request(request: Request, next: Next) -> Response {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     pool: PgPool,
+    settings: Settings,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
+) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "control plane listening");
+    if settings.web.oidc.is_none() {
+        tracing::warn!(
+            "no OpenID Connect provider is configured (MAILBRIDGE_OIDC_ISSUER …): nobody can sign in to the control plane"
+        );
+    }
     let readiness = Readiness::new(pool.clone());
     readiness.set_listening(true);
-    axum::serve(listener, router(pool, readiness))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-}
-
-async fn home(State(state): State<AppState>) -> Response {
-    let tenants = sqlx::query_as::<_, TenantOverview>(
-        "SELECT t.name, t.entra_tenant_id, t.sender_mailbox, t.delivery_method,
-                count(m.id) FILTER (WHERE m.state IN ('queued', 'delivering')) AS queued,
-                count(m.id) FILTER (WHERE m.state = 'delivered') AS delivered,
-                count(m.id) FILTER (WHERE m.state = 'failed') AS failed
-           FROM tenants t LEFT JOIN messages m ON m.tenant_id = t.id AND m.received_at > now() - interval '24 hours'
-          GROUP BY t.id ORDER BY t.name",
+    let app = router(pool, settings, readiness)?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .fetch_all(&state.pool)
-    .await;
-    match tenants {
-        Ok(tenants) => HomePage { tenants }.into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "overview query failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The database is not reachable right now.",
-            )
-                .into_response()
-        }
-    }
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await?;
+    Ok(())
 }
 
 async fn stylesheet() -> Response {
     const CSS: &str = include_str!("../../../web/static/mailbridge.css");
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        CSS,
+    )
+        .into_response()
+}
+
+async fn script() -> Response {
+    const JS: &str = include_str!("../../../web/static/mailbridge.js");
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        JS,
+    )
+        .into_response()
 }

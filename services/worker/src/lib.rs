@@ -69,7 +69,7 @@ pub enum WorkerError {
 }
 
 /// The MSP's app from the settings: a client secret, or a certificate and its key.
-fn msp_app(settings: &Settings) -> Result<Option<AppCredentials>, WorkerError> {
+pub fn msp_app(settings: &Settings) -> Result<Option<AppCredentials>, WorkerError> {
     let m365 = &settings.m365;
     let Some(client_id) = m365.client_id.clone() else {
         return Ok(None);
@@ -429,6 +429,12 @@ impl Worker {
             }
             Err(e) => return DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string()),
         };
+        let Some(entra_tenant_id) = tenant.entra_tenant_id else {
+            return DeliveryOutcome::local(
+                &diagnosis::NOT_CONNECTED,
+                "no admin consent has connected this customer to a Microsoft 365 tenant",
+            );
+        };
         let app = match self.app_for(tenant).await {
             Ok(app) => app,
             Err(outcome) => return outcome,
@@ -438,7 +444,7 @@ impl Worker {
             DeliveryMethod::Smtp => &self.settings.m365.exchange_resource,
         };
         let key = TokenKey {
-            entra_tenant_id: tenant.entra_tenant_id,
+            entra_tenant_id,
             client_id: app.client_id.clone(),
             scope: format!("{resource}/.default"),
         };

@@ -1,0 +1,388 @@
+//! The JSON API under `/api/v1`: everything the pages can do, for MSP automation
+//! (RMM, PSA). Requests authenticate with an API token (`Authorization: Bearer
+//! mbt_…`) created in the control plane; cookies are never accepted here, so no
+//! CSRF token is needed. Errors are JSON (`{"error": {"code", "message"}}`), lists
+//! paginate with a cursor, and `/api/v1/openapi.json` describes it all.
+
+use axum::{
+    Json, Router,
+    extract::{FromRequest, Path, Query, Request, State, rejection::JsonRejection},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use mailbridge_core::{devices as core_devices, tenants::Tenant};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{
+    WebState, audit, consent,
+    customers::{self, CustomerInput},
+    devices::{self, DeviceInput},
+    error::{Error, Rejection, Result},
+    i18n::{self, Tr},
+    messages::{self, ExplainedAttempt, Explanation, MessageFilter},
+    openapi,
+    session::{Actor, Permission, client_addr},
+    staff,
+};
+
+/// Every cause of an error, joined, for logs and diagnostics.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A JSON body whose rejection is one of our errors.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Error> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(Error::Invalid(
+                "send the body as JSON with Content-Type: application/json".into(),
+            )),
+            Err(e) => Err(Error::Invalid(e.body_text())),
+        }
+    }
+}
+
+pub fn router(state: WebState) -> Router<WebState> {
+    let authenticated = Router::new()
+        .route("/customers", get(list_customers).post(create_customer))
+        .route(
+            "/customers/{id}",
+            get(get_customer)
+                .patch(update_customer)
+                .delete(delete_customer),
+        )
+        .route("/customers/{id}/consent", post(consent_link))
+        .route("/customers/{id}/test-message", post(test_message))
+        .route(
+            "/customers/{id}/devices",
+            get(list_devices).post(create_device),
+        )
+        .route(
+            "/customers/{id}/devices/{device}",
+            get(get_device).patch(update_device).delete(delete_device),
+        )
+        .route(
+            "/customers/{id}/devices/{device}/rotate",
+            post(rotate_device),
+        )
+        .route("/messages", get(list_messages))
+        .route("/messages/{id}", get(get_message))
+        .route("/messages/{id}/retry", post(retry_message))
+        .route("/messages/{id}/cancel", post(cancel_message))
+        .route("/audit", get(list_audit))
+        .layer(middleware::from_fn_with_state(state, authenticate));
+    Router::new()
+        .merge(authenticated)
+        .route("/openapi.json", get(openapi_document))
+        .fallback(|| async { Error::NotFound })
+        .layer(middleware::from_fn(render_errors))
+}
+
+/// Finds the API token's actor, or answers 401.
+async fn authenticate(State(state): State<WebState>, mut request: Request, next: Next) -> Response {
+    let tr = Tr::new(i18n::negotiate(request.headers()));
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .map(str::to_owned);
+    let Some(token) = token else {
+        return unauthenticated("send an API token: Authorization: Bearer mbt_…");
+    };
+    let addr = client_addr(request.extensions());
+    match staff::authenticate_token(&state, &token, addr, tr).await {
+        Ok(Some(actor)) => {
+            request.extensions_mut().insert(actor);
+            next.run(request).await
+        }
+        Ok(None) => unauthenticated("the API token is unknown or revoked"),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn unauthenticated(message: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({ "error": { "code": "unauthenticated", "message": message } })),
+    )
+        .into_response()
+}
+
+/// Errors as JSON.
+async fn render_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    match response.extensions().get::<Rejection>() {
+        Some(rejection) => (
+            rejection.status,
+            Json(json!({ "error": { "code": rejection.code, "message": rejection.message } })),
+        )
+            .into_response(),
+        None => response,
+    }
+}
+
+async fn openapi_document(State(state): State<WebState>) -> Response {
+    Json(openapi::document(&state.settings.web.public_url)).into_response()
+}
+
+fn customer_json(view: &customers::CustomerView) -> Value {
+    serde_json::to_value(view).expect("customers serialise")
+}
+
+async fn list_customers(State(state): State<WebState>, actor: Actor) -> Result<Response> {
+    actor.require(Permission::View)?;
+    let all = customers::with_health(&state.pool, None).await?;
+    Ok(
+        Json(json!({ "customers": all.iter().map(customer_json).collect::<Vec<_>>() }))
+            .into_response(),
+    )
+}
+
+async fn one_customer(state: &WebState, id: Uuid) -> Result<Value> {
+    customers::with_health(&state.pool, Some(id))
+        .await?
+        .first()
+        .map(customer_json)
+        .ok_or(Error::NotFound)
+}
+
+async fn get_customer(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> Result<Response> {
+    actor.require(Permission::View)?;
+    Ok(Json(one_customer(&state, id).await?).into_response())
+}
+
+async fn create_customer(
+    State(state): State<WebState>,
+    actor: Actor,
+    ApiJson(input): ApiJson<CustomerInput>,
+) -> Result<Response> {
+    let tenant = customers::create(&state, &actor, &input).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(one_customer(&state, tenant.id).await?),
+    )
+        .into_response())
+}
+
+/// A partial change of a customer: absent fields stay as they are.
+#[derive(Deserialize)]
+struct CustomerPatch {
+    name: Option<String>,
+    sender_mailbox: Option<String>,
+    delivery_method: Option<String>,
+    #[serde(default, deserialize_with = "customers::checkbox")]
+    save_to_sent_items: Option<bool>,
+    #[serde(default, deserialize_with = "customers::checkbox")]
+    smtp_for_large_messages: Option<bool>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "nullable")]
+    notification_address: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    rate_limit_per_minute: Option<Option<u32>>,
+}
+
+/// Absent: `None`; `null`: `Some(None)`.
+fn nullable<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn merged(tenant: &Tenant, patch: CustomerPatch) -> CustomerInput {
+    CustomerInput {
+        name: patch.name.unwrap_or_else(|| tenant.name.clone()),
+        sender_mailbox: patch
+            .sender_mailbox
+            .unwrap_or_else(|| tenant.sender_mailbox.clone()),
+        delivery_method: patch.delivery_method,
+        entra_tenant_id: None,
+        save_to_sent_items: patch.save_to_sent_items,
+        smtp_for_large_messages: patch.smtp_for_large_messages,
+        notification_address: patch.notification_address.map(Option::unwrap_or_default),
+        rate_limit_per_minute: patch
+            .rate_limit_per_minute
+            .map(|r| r.map(|r| r.to_string()).unwrap_or_default()),
+    }
+}
+
+async fn update_customer(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    ApiJson(patch): ApiJson<CustomerPatch>,
+) -> Result<Response> {
+    actor.require(Permission::ManageCustomers)?;
+    let tenant = customers::load(&state.pool, id).await?;
+    customers::update(&state, &actor, id, &merged(&tenant, patch)).await?;
+    Ok(Json(one_customer(&state, id).await?).into_response())
+}
+
+async fn delete_customer(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> Result<Response> {
+    customers::delete(&state, &actor, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A consent link for the customer's admin (valid a day, single use).
+async fn consent_link(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> Result<Response> {
+    let (url, _cookie) = consent::start(&state, &actor, id).await?;
+    Ok(Json(json!({ "consent_url": url })).into_response())
+}
+
+#[derive(Deserialize)]
+struct TestMessage {
+    recipient: String,
+}
+
+async fn test_message(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    ApiJson(body): ApiJson<TestMessage>,
+) -> Result<Response> {
+    let queue_id = customers::send_test(&state, &actor, id, &body.recipient).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "queue_id": queue_id }))).into_response())
+}
+
+async fn list_devices(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> Result<Response> {
+    actor.require(Permission::View)?;
+    customers::load(&state.pool, id).await?;
+    let all = core_devices::list(&state.pool, id).await?;
+    Ok(Json(json!({ "devices": all })).into_response())
+}
+
+async fn create_device(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    ApiJson(input): ApiJson<DeviceInput>,
+) -> Result<Response> {
+    let issued = devices::create(&state, &actor, id, &input).await?;
+    Ok((StatusCode::CREATED, Json(issued)).into_response())
+}
+
+async fn get_device(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path((id, device)): Path<(Uuid, Uuid)>,
+) -> Result<Response> {
+    actor.require(Permission::View)?;
+    Ok(Json(devices::load(&state, id, device).await?).into_response())
+}
+
+async fn update_device(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path((id, device)): Path<(Uuid, Uuid)>,
+    ApiJson(input): ApiJson<DeviceInput>,
+) -> Result<Response> {
+    Ok(Json(devices::update(&state, &actor, id, device, &input).await?).into_response())
+}
+
+async fn delete_device(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path((id, device)): Path<(Uuid, Uuid)>,
+) -> Result<Response> {
+    devices::delete(&state, &actor, id, device).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn rotate_device(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path((id, device)): Path<(Uuid, Uuid)>,
+) -> Result<Response> {
+    Ok(Json(devices::rotate(&state, &actor, id, device).await?).into_response())
+}
+
+async fn list_messages(
+    State(state): State<WebState>,
+    actor: Actor,
+    Query(filter): Query<MessageFilter>,
+) -> Result<Response> {
+    actor.require(Permission::View)?;
+    Ok(Json(messages::search(&state.pool, &filter).await?).into_response())
+}
+
+async fn get_message(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> Result<Response> {
+    actor.require(Permission::View)?;
+    let message = messages::load(&state.pool, id).await?;
+    let attempts: Vec<ExplainedAttempt> = messages::attempts(&state.pool, id)
+        .await?
+        .into_iter()
+        .map(|attempt| ExplainedAttempt {
+            explanation: attempt.explained().map(Explanation::of),
+            attempt,
+        })
+        .collect();
+    let mut body = serde_json::to_value(&message).expect("messages serialise");
+    body["attempts"] = serde_json::to_value(attempts).expect("attempts serialise");
+    Ok(Json(body).into_response())
+}
+
+async fn retry_message(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> Result<Response> {
+    messages::retry(&state, &actor, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn cancel_message(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> Result<Response> {
+    messages::cancel(&state, &actor, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_audit(
+    State(state): State<WebState>,
+    actor: Actor,
+    Query(filter): Query<audit::AuditFilter>,
+) -> Result<Response> {
+    actor.require(Permission::ViewAudit)?;
+    let entries = audit::search(&state.pool, &filter).await?;
+    Ok(Json(json!({ "entries": entries })).into_response())
+}

@@ -1,0 +1,456 @@
+//! Connecting a customer to Microsoft 365: the Entra admin consent (v2) for the
+//! MSP's multi-tenant app, and its callback. The callback's `tenant` is never
+//! trusted alone: `state` must name a consent this control plane started (in this
+//! browser, when staff started it here), and the consent is verified by a real token
+//! request for that tenant whose token must carry the permission delivery needs.
+//! Microsoft's refusals are explained in plain words, with what to do.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::{
+    Router,
+    extract::{Path, Query, State},
+    http::{HeaderMap, header},
+    response::{IntoResponse, Redirect, Response},
+    routing::{get, post},
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use mailbridge_core::{
+    diagnosis,
+    metrics::metrics,
+    tenants::{self, DeliveryMethod, Tenant},
+};
+use mailbridge_worker::token::{TokenError, TokenKey};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{
+    WebState, audit,
+    customers::{self, Nav},
+    error::{Error, Result},
+    i18n::Tr,
+    session::{self, Actor, Permission},
+    sign_in::{FLOW_COOKIE, store_flow, take_flow},
+    tr,
+};
+
+const GRAPH_ROLE: &str = "Mail.Send";
+const SMTP_ROLE: &str = "SMTP.SendAsApp";
+
+pub fn router() -> Router<WebState> {
+    Router::new()
+        .route("/customers/{id}/connect", post(connect))
+        .route("/consent/callback", get(callback))
+        .route("/consent/done", get(done))
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "consent_done.html")]
+struct DonePage {
+    t: Tr,
+    nav: Nav,
+}
+
+/// Where a customer's admin who followed a consent link lands.
+async fn done(tr: Tr) -> Response {
+    DonePage {
+        t: tr,
+        nav: Nav::default(),
+    }
+    .into_response()
+}
+
+/// The resources (and the app role each must grant) a customer's delivery needs.
+fn needed(state: &WebState, tenant: &Tenant) -> Vec<(String, &'static str)> {
+    let m365 = &state.settings.m365;
+    let mut needed = Vec::new();
+    if tenant.delivery_method == DeliveryMethod::Graph {
+        needed.push((m365.graph_resource.clone(), GRAPH_ROLE));
+    }
+    if tenant.delivery_method == DeliveryMethod::Smtp || tenant.smtp_for_large_messages {
+        needed.push((m365.exchange_resource.clone(), SMTP_ROLE));
+    }
+    needed
+}
+
+/// Starts an admin consent for customer `id`: the URL the customer's admin opens, and
+/// the cookie binding it to this browser. `staff_id` is `None` for a link made by the
+/// API (to be sent to the customer's admin): then `state` alone identifies it.
+pub async fn start(state: &WebState, actor: &Actor, id: Uuid) -> Result<(String, String)> {
+    actor.require(Permission::ManageCustomers)?;
+    let tenant = customers::load(&state.pool, id).await?;
+    let Some(app) = &state.msp_app else {
+        return Err(Error::Conflict(tr!("mailbridge has no Entra app to connect customers with: set MAILBRIDGE_ENTRA_CLIENT_ID and a secret or certificate.").into()));
+    };
+    let csrf_state = session::random_token();
+    let browser_bound = actor.csrf.is_some();
+    let cookie = store_flow(
+        state,
+        "consent",
+        &csrf_state,
+        None,
+        None,
+        Some(tenant.id),
+        actor.staff_id.filter(|_| browser_bound),
+        None,
+    )
+    .await?;
+    let scope = needed(state, &tenant)
+        .iter()
+        .map(|(resource, _)| format!("{resource}/.default"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let authority = tenant
+        .entra_tenant_id
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| "organizations".to_owned());
+    let mut url = url::Url::parse(&format!(
+        "{}/{authority}/v2.0/adminconsent",
+        state.settings.m365.login_url
+    ))
+    .map_err(|e| Error::Internal(e.to_string()))?;
+    url.query_pairs_mut()
+        .append_pair("client_id", &app.client_id)
+        .append_pair("scope", &scope)
+        .append_pair("redirect_uri", &state.public_url("/consent/callback"))
+        .append_pair("state", &csrf_state);
+    metrics().web.consents.with_label_values(&["started"]).inc();
+    audit::record(
+        &state.pool,
+        actor,
+        "customer.consent_started",
+        Some(tenant.id),
+        Some(&tenant.name),
+        json!({ "authority": authority }),
+    )
+    .await?;
+    Ok((url.to_string(), cookie))
+}
+
+async fn connect(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> Result<Response> {
+    let (url, cookie) = start(&state, &actor, id).await?;
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to(&url)).into_response())
+}
+
+#[derive(Deserialize)]
+struct CallbackQuery {
+    state: Option<String>,
+    tenant: Option<String>,
+    admin_consent: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "consent_result.html")]
+struct ResultPage {
+    t: Tr,
+    nav: Nav,
+    tenant: Option<Tenant>,
+    what: String,
+    fix: String,
+    detail: Option<String>,
+}
+
+/// What went wrong, in the words of the catalogue or of a diagnosis.
+enum Why {
+    Text(&'static str, &'static str),
+    Diagnosed(&'static diagnosis::Diagnosis),
+}
+
+impl Why {
+    fn texts(&self, tr: Tr) -> (String, String) {
+        match self {
+            Self::Text(what, fix) => (tr.t(what).to_owned(), tr.t(fix).to_owned()),
+            Self::Diagnosed(d) => (d.title(tr.lang()).to_owned(), d.fix(tr.lang()).to_owned()),
+        }
+    }
+}
+
+/// A consent that did not work: counted, recorded where it belongs, and explained.
+async fn refused(
+    state: &WebState,
+    tr: Tr,
+    actor: Option<&Actor>,
+    tenant: Option<Tenant>,
+    why: Why,
+    detail: Option<String>,
+) -> Result<Response> {
+    let (what, fix) = why.texts(tr);
+    let english = why.texts(Tr::new(crate::i18n::Lang::En)).0;
+    metrics().web.consents.with_label_values(&["failed"]).inc();
+    if let (Some(actor), Some(tenant)) = (actor, &tenant) {
+        audit::record(
+            &state.pool,
+            actor,
+            "customer.consent_failed",
+            Some(tenant.id),
+            Some(&tenant.name),
+            json!({ "reason": english, "detail": detail }),
+        )
+        .await?;
+    }
+    let clear = session::set_cookie(FLOW_COOKIE, "", Some(0), state.secure_cookies());
+    Ok((
+        axum::http::StatusCode::BAD_REQUEST,
+        [(header::SET_COOKIE, clear)],
+        ResultPage {
+            t: tr,
+            nav: Nav::of(actor, "customers"),
+            tenant,
+            what,
+            fix,
+            detail,
+        },
+    )
+        .into_response())
+}
+
+fn aadsts(description: &str) -> Option<u32> {
+    let at = description.find("AADSTS")? + "AADSTS".len();
+    description[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()
+}
+
+async fn callback(
+    State(state): State<WebState>,
+    tr: Tr,
+    headers: HeaderMap,
+    actor: Option<Actor>,
+    Query(query): Query<CallbackQuery>,
+) -> Result<Response> {
+    let actor = actor.as_ref();
+    let Some(csrf_state) = query.state.as_deref() else {
+        return refused(
+            &state,
+            tr,
+            actor,
+            None,
+            Why::Text(
+                tr!("Microsoft's answer carried no state, so it cannot be matched to a customer."),
+                tr!("Start the connection again from the customer's page."),
+            ),
+            None,
+        )
+        .await;
+    };
+    let Some(flow) = take_flow(&state, &headers, "consent", csrf_state).await? else {
+        return refused(&state, tr, actor, None,
+            Why::Text(tr!("This consent answer has expired, was already used, or was not started by mailbridge."), tr!("Start the connection again from the customer's page.")), None).await;
+    };
+    let tenant = match flow.tenant_id {
+        Some(id) => tenants::get(&state.pool, id).await?,
+        None => None,
+    };
+    let Some(tenant) = tenant else {
+        return refused(
+            &state,
+            tr,
+            actor,
+            None,
+            Why::Text(
+                tr!("The customer this consent was for no longer exists."),
+                tr!("Create the customer again and connect it."),
+            ),
+            None,
+        )
+        .await;
+    };
+    // Started in a browser by a member of staff: it must come back to that browser
+    // and session.
+    if flow.staff_id.is_some()
+        && (!flow.same_browser || actor.and_then(|a| a.staff_id) != flow.staff_id)
+    {
+        return refused(
+            &state,
+            tr,
+            actor,
+            Some(tenant),
+            Why::Text(
+                tr!("This consent was started in another browser or by another person."),
+                tr!("Start the connection again from the customer's page, in this browser."),
+            ),
+            None,
+        )
+        .await;
+    }
+    if let Some(error) = query.error.as_deref() {
+        let description = query.error_description.clone().unwrap_or_default();
+        let detail = Some(format!("{error}: {description}"));
+        let why = match (error, aadsts(&description)) {
+            ("access_denied" | "permission_denied", None | Some(65004)) => Why::Text(
+                tr!("The customer's admin cancelled the consent."),
+                tr!(
+                    "Ask the customer's Global Administrator (or Privileged Role Administrator) to open the consent again and accept it."
+                ),
+            ),
+            (_, Some(code)) => Why::Diagnosed(diagnosis::token(Some(code))),
+            _ => Why::Text(
+                tr!("Microsoft refused the consent."),
+                tr!(
+                    "Read Microsoft's answer below; the consent must be granted by an admin of the customer's tenant."
+                ),
+            ),
+        };
+        return refused(&state, tr, actor, Some(tenant), why, detail).await;
+    }
+    let Some(entra_tenant) = query
+        .tenant
+        .as_deref()
+        .and_then(|t| Uuid::parse_str(t).ok())
+    else {
+        return refused(
+            &state,
+            tr,
+            actor,
+            Some(tenant),
+            Why::Text(
+                tr!("Microsoft's answer did not name the customer's tenant."),
+                tr!("Start the connection again from the customer's page."),
+            ),
+            query.admin_consent.map(|c| format!("admin_consent={c}")),
+        )
+        .await;
+    };
+    if tenant
+        .entra_tenant_id
+        .is_some_and(|known| known != entra_tenant)
+    {
+        return refused(&state, tr, actor, Some(tenant),
+            Why::Text(tr!("The consent was granted in a different Microsoft 365 tenant than this customer's."), tr!("Sign in to the consent page with an admin account of this customer's own tenant.")),
+            Some(entra_tenant.to_string())).await;
+    }
+    if let Err((why, detail)) = verify(&state, &tenant, entra_tenant).await {
+        return refused(&state, tr, actor, Some(tenant), why, Some(detail)).await;
+    }
+    tenants::record_consent(&state.pool, tenant.id, entra_tenant).await?;
+    metrics()
+        .web
+        .consents
+        .with_label_values(&["completed"])
+        .inc();
+    metrics()
+        .web
+        .tenant_consent_ok
+        .with_label_values(&[&tenant.id.to_string()])
+        .set(1);
+    let record_as = actor.cloned().unwrap_or_else(|| Actor {
+        staff_id: None,
+        label: "consent-link".into(),
+        display_name: "consent link".into(),
+        role: session::Role::Admin,
+        client_addr: None,
+        csrf: None,
+        tr,
+    });
+    audit::record(
+        &state.pool,
+        &record_as,
+        "customer.connected",
+        Some(tenant.id),
+        Some(&tenant.name),
+        json!({ "entra_tenant_id": entra_tenant }),
+    )
+    .await?;
+    let clear = session::set_cookie(FLOW_COOKIE, "", Some(0), state.secure_cookies());
+    let target = if actor.is_some() {
+        format!("/customers/{}?notice=connected", tenant.id)
+    } else {
+        "/consent/done".to_owned()
+    };
+    Ok(([(header::SET_COOKIE, clear)], Redirect::to(&target)).into_response())
+}
+
+/// Asks Entra for a token for the customer's tenant for every resource its delivery
+/// needs, and checks that the token carries the app role.
+async fn verify(
+    state: &WebState,
+    tenant: &Tenant,
+    entra_tenant: Uuid,
+) -> Result<(), (Why, String)> {
+    let app = state.msp_app.as_ref().ok_or((
+        Why::Text(
+            tr!("mailbridge has no Entra app to connect customers with: set MAILBRIDGE_ENTRA_CLIENT_ID and a secret or certificate."),
+            tr!("Configure the MSP app and try again."),
+        ),
+        String::new(),
+    ))?;
+    for (resource, role) in needed(state, tenant) {
+        let key = TokenKey {
+            entra_tenant_id: entra_tenant,
+            client_id: app.client_id.clone(),
+            scope: format!("{resource}/.default"),
+        };
+        // A cached token (or refusal) from before the consent proves nothing.
+        state.tokens.invalidate(&key).await;
+        let token = match state.tokens.get(&key, app, &tenant.id.to_string()).await {
+            Ok(token) => token,
+            Err(e) => {
+                let code = match &e {
+                    TokenError::Rejected { aadsts, .. } => *aadsts,
+                    _ => None,
+                };
+                return Err((Why::Diagnosed(diagnosis::token(code)), e.to_string()));
+            }
+        };
+        let roles = roles_of(secrecy::ExposeSecret::expose_secret(&token.access_token));
+        if !roles.iter().any(|r| r == role) {
+            return Err((
+                Why::Text(
+                    tr!(
+                        "Microsoft issued a token, but without the permission mailbridge needs to send mail."
+                    ),
+                    tr!(
+                        "In the customer's Entra admin center, open Enterprise applications → mailbridge → Permissions and grant admin consent again."
+                    ),
+                ),
+                format!("{resource}: roles {roles:?}, needed {role}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The app roles an access token carries (read, not verified: it came straight from
+/// the token endpoint over TLS, and Microsoft verifies it when it is used).
+fn roles_of(access_token: &str) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Claims {
+        #[serde(default)]
+        roles: Vec<String>,
+    }
+    access_token
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|json| serde_json::from_slice::<Claims>(&json).ok())
+        .map(|c| c.roles)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aadsts_codes_are_found_in_descriptions() {
+        assert_eq!(aadsts("AADSTS65004: User declined to consent"), Some(65004));
+        assert_eq!(aadsts("The admin canceled the request"), None);
+    }
+
+    #[test]
+    fn roles_are_read_from_the_token() {
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"roles":["Mail.Send"],"tid":"x"}"#);
+        assert_eq!(roles_of(&format!("h.{payload}.s")), ["Mail.Send"]);
+        assert!(roles_of("garbage").is_empty());
+    }
+}

@@ -1,0 +1,595 @@
+//! Customers (tenants) in the control plane: the overview with every customer's
+//! health at a glance, a customer's page (Microsoft 365 connection, delivery
+//! settings, test message, devices), and creating, changing and deleting customers.
+//! The operations here are shared with the API; each one checks the role and writes
+//! the audit log.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::{
+    Form, Router,
+    extract::{Path, State},
+    response::{IntoResponse, Redirect, Response},
+    routing::{get, post},
+};
+use chrono::{DateTime, Utc};
+use mailbridge_core::{
+    devices::Device,
+    queue::{self, MessageKind, NewMessage},
+    tenants::{self, DeliveryMethod, DeliverySettings, NewTenant, Tenant},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+use crate::{
+    WebState, audit,
+    error::{Error, Result},
+    i18n::Tr,
+    session::{Actor, Permission},
+    tr,
+};
+
+/// Devices not seen for this many days are flagged on the overview.
+pub const STALE_DEVICE_DAYS: i64 = 7;
+
+/// The page header: who is signed in and what they may open.
+#[derive(Debug, Clone, Default)]
+pub struct Nav {
+    pub signed_in: bool,
+    pub name: String,
+    pub email: String,
+    pub role: &'static str,
+    pub active: &'static str,
+    pub csrf: String,
+    pub can_audit: bool,
+    pub can_staff: bool,
+    pub can_tokens: bool,
+}
+
+impl Nav {
+    pub fn of(actor: Option<&Actor>, active: &'static str) -> Self {
+        match actor {
+            Some(a) => Self {
+                signed_in: true,
+                name: a.display_name.clone(),
+                email: a.label.clone(),
+                role: a.role.label(),
+                active,
+                csrf: a.csrf().to_owned(),
+                can_audit: a.may(Permission::ViewAudit),
+                can_staff: a.may(Permission::ManageStaff),
+                can_tokens: a.may(Permission::ManageApiTokens),
+            },
+            None => Self {
+                active,
+                ..Self::default()
+            },
+        }
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub t: Tr,
+    pub nav: Nav,
+    pub status: u16,
+    pub message: String,
+}
+
+/// A customer's health, as the overview and the API show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// Connected to its Microsoft 365 tenant by a verified admin consent.
+    pub connected: bool,
+    /// Connected, and no token refusal since the last token was issued.
+    pub consent_ok: bool,
+    pub last_token_error: Option<String>,
+    pub last_token_error_at: Option<DateTime<Utc>>,
+    pub paused_until: Option<DateTime<Utc>>,
+    pub queued: i64,
+    pub delivered_24h: i64,
+    pub failed_24h: i64,
+    /// Microsoft's refusals in the last 24 hours by diagnosis, most frequent first,
+    /// 5.7.30 (basic authentication refused) always first.
+    pub rejects_24h: Vec<RejectCount>,
+    pub devices: i64,
+    pub stale_devices: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectCount {
+    pub code: String,
+    pub count: i64,
+}
+
+impl RejectCount {
+    /// Basic authentication refused: the reason mailbridge exists; highlighted.
+    pub fn is_basic_auth(&self) -> bool {
+        self.code == mailbridge_core::diagnosis::BASIC_AUTH_REFUSED.key
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CustomerView {
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    pub health: Health,
+}
+
+#[derive(FromRow)]
+struct Counts {
+    tenant_id: Uuid,
+    queued: i64,
+    delivered: i64,
+    failed: i64,
+}
+
+/// Every customer with its health (or just `only`), in three grouped queries.
+pub async fn with_health(pool: &PgPool, only: Option<Uuid>) -> Result<Vec<CustomerView>> {
+    let all = match only {
+        Some(id) => tenants::get(pool, id).await?.into_iter().collect(),
+        None => tenants::list(pool).await?,
+    };
+    let counts: Vec<Counts> = sqlx::query_as(
+        "SELECT tenant_id,
+                count(*) FILTER (WHERE state IN ('queued', 'delivering')) AS queued,
+                count(*) FILTER (WHERE state = 'delivered' AND finished_at > now() - interval '24 hours') AS delivered,
+                count(*) FILTER (WHERE state = 'failed' AND finished_at > now() - interval '24 hours') AS failed
+           FROM messages
+          WHERE ($1::uuid IS NULL OR tenant_id = $1)
+            AND (state IN ('queued', 'delivering') OR finished_at > now() - interval '24 hours')
+          GROUP BY tenant_id",
+    )
+    .bind(only)
+    .fetch_all(pool)
+    .await?;
+    let rejects: Vec<(Uuid, String, i64)> = sqlx::query_as(
+        "SELECT m.tenant_id, COALESCE(a.diagnosis, a.upstream_code, 'unknown'), count(*)
+           FROM delivery_attempts a JOIN messages m ON m.id = a.message_id
+          WHERE a.started_at > now() - interval '24 hours' AND a.outcome <> 'delivered'
+            AND ($1::uuid IS NULL OR m.tenant_id = $1)
+          GROUP BY 1, 2",
+    )
+    .bind(only)
+    .fetch_all(pool)
+    .await?;
+    let devices: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+        "SELECT tenant_id, count(*),
+                count(*) FILTER (WHERE enabled AND (last_seen_at IS NULL OR last_seen_at < now() - make_interval(days => $2)))
+           FROM devices WHERE ($1::uuid IS NULL OR tenant_id = $1) GROUP BY tenant_id",
+    )
+    .bind(only)
+    .bind(STALE_DEVICE_DAYS as i32)
+    .fetch_all(pool)
+    .await?;
+    let counts: HashMap<Uuid, Counts> = counts.into_iter().map(|c| (c.tenant_id, c)).collect();
+    let mut reject_map: HashMap<Uuid, Vec<RejectCount>> = HashMap::new();
+    for (tenant, code, count) in rejects {
+        reject_map
+            .entry(tenant)
+            .or_default()
+            .push(RejectCount { code, count });
+    }
+    let devices: HashMap<Uuid, (i64, i64)> =
+        devices.into_iter().map(|(t, n, s)| (t, (n, s))).collect();
+    Ok(all
+        .into_iter()
+        .map(|tenant| {
+            let c = counts.get(&tenant.id);
+            let mut rejects = reject_map.remove(&tenant.id).unwrap_or_default();
+            rejects.sort_by_key(|r| (!r.is_basic_auth(), -r.count));
+            let (device_count, stale) = devices.get(&tenant.id).copied().unwrap_or((0, 0));
+            let connected = tenant.entra_tenant_id.is_some() && tenant.consented_at.is_some();
+            let refused_since_ok = match (tenant.last_token_error_at, tenant.last_token_ok_at) {
+                (Some(err), Some(ok)) => err > ok,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            CustomerView {
+                health: Health {
+                    connected,
+                    consent_ok: connected && !refused_since_ok,
+                    last_token_error: tenant.last_token_error.clone(),
+                    last_token_error_at: tenant.last_token_error_at,
+                    paused_until: tenant.paused_until.filter(|p| *p > Utc::now()),
+                    queued: c.map_or(0, |c| c.queued),
+                    delivered_24h: c.map_or(0, |c| c.delivered),
+                    failed_24h: c.map_or(0, |c| c.failed),
+                    rejects_24h: rejects,
+                    devices: device_count,
+                    stale_devices: stale,
+                },
+                tenant,
+            }
+        })
+        .collect())
+}
+
+/// Every customer's id and name, for filters.
+pub async fn names(pool: &PgPool) -> Result<Vec<(Uuid, String)>> {
+    Ok(sqlx::query_as("SELECT id, name FROM tenants ORDER BY name")
+        .fetch_all(pool)
+        .await?)
+}
+
+/// A customer, or not found.
+pub async fn load(pool: &PgPool, id: Uuid) -> Result<Tenant> {
+    tenants::get(pool, id).await?.ok_or(Error::NotFound)
+}
+
+/// What creating or changing a customer takes (form and API alike).
+#[derive(Debug, Deserialize)]
+pub struct CustomerInput {
+    pub name: String,
+    pub sender_mailbox: String,
+    #[serde(default)]
+    pub delivery_method: Option<String>,
+    /// Known before consent (optional): the consent then goes to this tenant.
+    #[serde(default)]
+    pub entra_tenant_id: Option<String>,
+    #[serde(default, deserialize_with = "checkbox")]
+    pub save_to_sent_items: Option<bool>,
+    #[serde(default, deserialize_with = "checkbox")]
+    pub smtp_for_large_messages: Option<bool>,
+    #[serde(default)]
+    pub notification_address: Option<String>,
+    #[serde(default)]
+    pub rate_limit_per_minute: Option<String>,
+}
+
+/// An HTML checkbox (`on`), or a JSON boolean.
+pub fn checkbox<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Bool(bool),
+        Text(String),
+    }
+    Ok(match Option::<Value>::deserialize(d)? {
+        None => None,
+        Some(Value::Bool(b)) => Some(b),
+        Some(Value::Text(t)) => Some(matches!(t.as_str(), "on" | "true" | "1" | "yes")),
+    })
+}
+
+fn method(text: Option<&str>) -> Result<DeliveryMethod> {
+    match text.map(str::trim).filter(|t| !t.is_empty()) {
+        None => Ok(DeliveryMethod::Graph),
+        Some(t) => t.parse().map_err(Error::Invalid),
+    }
+}
+
+/// An optional positive number from a form or the API.
+pub fn optional_number(text: Option<&str>) -> Result<Option<i32>> {
+    match text.map(str::trim).filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(t) => match t.parse::<i32>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(Error::Invalid(
+                tr!("The rate limit must be a positive number of messages per minute.").into(),
+            )),
+        },
+    }
+}
+
+fn blank_to_none(text: Option<&str>) -> Option<String> {
+    text.map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
+pub async fn create(state: &WebState, actor: &Actor, input: &CustomerInput) -> Result<Tenant> {
+    actor.require(Permission::ManageCustomers)?;
+    let entra_tenant_id = match blank_to_none(input.entra_tenant_id.as_deref()) {
+        None => None,
+        Some(text) => Some(Uuid::parse_str(&text).map_err(|_| {
+            Error::Invalid(
+                tr!("The Entra tenant ID is a GUID (Entra admin center → Overview → Tenant ID).")
+                    .into(),
+            )
+        })?),
+    };
+    let tenant = tenants::create(
+        &state.pool,
+        state.master_key.as_ref(),
+        NewTenant {
+            name: input.name.clone(),
+            entra_tenant_id,
+            sender_mailbox: input.sender_mailbox.clone(),
+            delivery_method: method(input.delivery_method.as_deref())?,
+            own_app: None,
+        },
+    )
+    .await?;
+    // The rest of the settings, where given.
+    let tenant = update_settings(state, &tenant, input).await?;
+    audit::record(
+        &state.pool,
+        actor,
+        "customer.create",
+        Some(tenant.id),
+        Some(&tenant.name),
+        json!({ "sender_mailbox": tenant.sender_mailbox, "delivery_method": tenant.delivery_method }),
+    )
+    .await?;
+    Ok(tenant)
+}
+
+async fn update_settings(
+    state: &WebState,
+    tenant: &Tenant,
+    input: &CustomerInput,
+) -> Result<Tenant> {
+    let settings = DeliverySettings {
+        sender_mailbox: input.sender_mailbox.clone(),
+        delivery_method: match input.delivery_method.as_deref() {
+            Some(_) => method(input.delivery_method.as_deref())?,
+            None => tenant.delivery_method,
+        },
+        save_to_sent_items: input
+            .save_to_sent_items
+            .unwrap_or(tenant.save_to_sent_items),
+        smtp_for_large_messages: input
+            .smtp_for_large_messages
+            .unwrap_or(tenant.smtp_for_large_messages),
+        notification_address: match &input.notification_address {
+            Some(text) => blank_to_none(Some(text)),
+            None => tenant.notification_address.clone(),
+        },
+        rate_limit_per_minute: match &input.rate_limit_per_minute {
+            Some(text) => optional_number(Some(text))?,
+            None => tenant.rate_limit_per_minute,
+        },
+    };
+    tenants::update(&state.pool, tenant.id, &input.name, &settings)
+        .await?
+        .ok_or(Error::NotFound)
+}
+
+pub async fn update(
+    state: &WebState,
+    actor: &Actor,
+    id: Uuid,
+    input: &CustomerInput,
+) -> Result<Tenant> {
+    actor.require(Permission::ManageCustomers)?;
+    let before = load(&state.pool, id).await?;
+    let after = update_settings(state, &before, input).await?;
+    audit::record(
+        &state.pool,
+        actor,
+        "customer.update",
+        Some(id),
+        Some(&after.name),
+        json!({
+            "name": [before.name, after.name.clone()],
+            "sender_mailbox": [before.sender_mailbox, after.sender_mailbox.clone()],
+            "delivery_method": [before.delivery_method, after.delivery_method],
+            "save_to_sent_items": [before.save_to_sent_items, after.save_to_sent_items],
+            "smtp_for_large_messages": [before.smtp_for_large_messages, after.smtp_for_large_messages],
+            "notification_address": [before.notification_address, after.notification_address.clone()],
+            "rate_limit_per_minute": [before.rate_limit_per_minute, after.rate_limit_per_minute],
+        }),
+    )
+    .await?;
+    Ok(after)
+}
+
+pub async fn delete(state: &WebState, actor: &Actor, id: Uuid) -> Result<()> {
+    actor.require(Permission::ManageCustomers)?;
+    let tenant = load(&state.pool, id).await?;
+    audit::record(
+        &state.pool,
+        actor,
+        "customer.delete",
+        None,
+        Some(&tenant.name),
+        json!({ "id": id }),
+    )
+    .await?;
+    tenants::delete(&state.pool, id).await?;
+    Ok(())
+}
+
+/// Queues a test message from the customer's sender mailbox to `recipient`; it
+/// goes the same way as a device's. Returns its queue id.
+pub async fn send_test(state: &WebState, actor: &Actor, id: Uuid, recipient: &str) -> Result<Uuid> {
+    actor.require(Permission::SendTest)?;
+    let tenant = load(&state.pool, id).await?;
+    let recipient = mailbridge_core::address::EmailAddress::parse(recipient)
+        .map_err(|e| Error::invalid_address(e.0))?;
+    let queue_id = Uuid::now_v7();
+    let host = &state.settings.edge.hostname;
+    let subject = "mailbridge test message";
+    let body = format!(
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: {subject}\r\nDate: {date}\r\nMessage-ID: <{queue_id}@{host}>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
+         This is a test message from the mailbridge control plane, sent by {who} for {customer}.\r\n\
+         If it arrived, the customer's devices can send through mailbridge.\r\n\r\n\
+         Dies ist eine Testnachricht aus der mailbridge-Verwaltung, gesendet von {who} für {customer}.\r\n\
+         Ist sie angekommen, können die Geräte des Kunden über mailbridge senden.\r\n",
+        from = tenant.sender_mailbox,
+        to = recipient.as_str(),
+        date = Utc::now().to_rfc2822(),
+        who = actor.label,
+        customer = tenant.name,
+    );
+    queue::enqueue(
+        &state.pool,
+        &NewMessage {
+            id: queue_id,
+            tenant_id: tenant.id,
+            device_id: None,
+            mail_from: tenant.sender_mailbox.clone(),
+            rcpt_to: vec![recipient.as_str().to_owned()],
+            client_addr: actor
+                .client_addr
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            tls_protocol: None,
+            tls_cipher: None,
+            kind: MessageKind::Test,
+            subject: Some(subject.to_owned()),
+            body: body.into_bytes(),
+        },
+    )
+    .await?;
+    audit::record(
+        &state.pool,
+        actor,
+        "customer.test_message",
+        Some(tenant.id),
+        Some(recipient.as_str()),
+        json!({ "queue_id": queue_id }),
+    )
+    .await?;
+    Ok(queue_id)
+}
+
+pub fn router() -> Router<WebState> {
+    Router::new()
+        .route("/customers", post(create_form))
+        .route("/customers/{id}", get(detail).post(update_form))
+        .route("/customers/{id}/delete", post(delete_form))
+        .route("/customers/{id}/test-message", post(test_form))
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "customers.html")]
+struct OverviewPage {
+    t: Tr,
+    nav: Nav,
+    customers: Vec<CustomerView>,
+    can_create: bool,
+}
+
+pub async fn overview(State(state): State<WebState>, actor: Actor) -> Result<Response> {
+    Ok(OverviewPage {
+        t: actor.tr,
+        nav: Nav::of(Some(&actor), "customers"),
+        customers: with_health(&state.pool, None).await?,
+        can_create: actor.may(Permission::ManageCustomers),
+    }
+    .into_response())
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "customer.html")]
+struct CustomerPage {
+    t: Tr,
+    nav: Nav,
+    customer: CustomerView,
+    devices: Vec<Device>,
+    can_manage: bool,
+    can_devices: bool,
+    can_test: bool,
+    stale_before: DateTime<Utc>,
+    notice: Option<String>,
+}
+
+impl CustomerPage {
+    /// An enabled device not seen for a week: probably not sending any more.
+    fn stale(&self, device: &Device) -> bool {
+        device.enabled
+            && device
+                .last_seen_at
+                .is_none_or(|seen| seen < self.stale_before)
+    }
+}
+
+#[derive(Deserialize)]
+struct NoticeQuery {
+    notice: Option<String>,
+}
+
+async fn detail(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    axum::extract::Query(query): axum::extract::Query<NoticeQuery>,
+) -> Result<Response> {
+    let customer = with_health(&state.pool, Some(id))
+        .await?
+        .pop()
+        .ok_or(Error::NotFound)?;
+    let devices = mailbridge_core::devices::list(&state.pool, id).await?;
+    let notice = query
+        .notice
+        .and_then(|n| notice_text(&n))
+        .map(|n| actor.tr.t(n).to_owned());
+    Ok(CustomerPage {
+        t: actor.tr,
+        nav: Nav::of(Some(&actor), "customers"),
+        customer,
+        devices,
+        can_manage: actor.may(Permission::ManageCustomers),
+        can_devices: actor.may(Permission::ManageDevices),
+        can_test: actor.may(Permission::SendTest),
+        stale_before: Utc::now() - chrono::Duration::days(STALE_DEVICE_DAYS),
+        notice,
+    }
+    .into_response())
+}
+
+/// The notices a redirect back to the customer's page may show.
+fn notice_text(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "created" => tr!("The customer was created. Next: connect it to Microsoft 365."),
+        "saved" => tr!("The settings were saved."),
+        "connected" => {
+            tr!("Microsoft 365 is connected: a token for the customer's tenant was issued.")
+        }
+        "device-deleted" => tr!("The device was deleted."),
+        _ => return None,
+    })
+}
+
+async fn create_form(
+    State(state): State<WebState>,
+    actor: Actor,
+    Form(input): Form<CustomerInput>,
+) -> Result<Response> {
+    let tenant = create(&state, &actor, &input).await?;
+    Ok(Redirect::to(&format!("/customers/{}?notice=created", tenant.id)).into_response())
+}
+
+/// The settings form: unchecked checkboxes are absent from a form, so they mean false.
+async fn update_form(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    Form(mut input): Form<CustomerInput>,
+) -> Result<Response> {
+    input.save_to_sent_items = Some(input.save_to_sent_items.unwrap_or(false));
+    input.smtp_for_large_messages = Some(input.smtp_for_large_messages.unwrap_or(false));
+    update(&state, &actor, id, &input).await?;
+    Ok(Redirect::to(&format!("/customers/{id}?notice=saved")).into_response())
+}
+
+async fn delete_form(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> Result<Response> {
+    delete(&state, &actor, id).await?;
+    Ok(Redirect::to("/").into_response())
+}
+
+#[derive(Deserialize)]
+struct TestForm {
+    recipient: String,
+}
+
+async fn test_form(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    Form(form): Form<TestForm>,
+) -> Result<Response> {
+    let queue_id = send_test(&state, &actor, id, &form.recipient).await?;
+    Ok(Redirect::to(&format!("/messages/{queue_id}")).into_response())
+}

@@ -1,0 +1,510 @@
+//! Devices in the control plane: adding one (a generated username and password, the
+//! password shown exactly once), its policy (IP allow-list, sender policy, rate
+//! limit, listener), rotating its password, disabling and deleting it, and the
+//! printable setup card a technician takes to the site. Every device is addressed
+//! under its customer, and a device of another customer is not found.
+
+use std::net::IpAddr;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::{
+    Form, Router,
+    extract::{Path, State},
+    response::{IntoResponse, Redirect, Response},
+    routing::{get, post},
+};
+use ipnet::IpNet;
+use mailbridge_core::{
+    devices::{
+        self, Device, DeviceKind, DeviceListener, IssuedCredential, PolicyChange, SenderPolicy,
+    },
+    tenants::Tenant,
+};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{
+    WebState, audit,
+    customers::{self, Nav},
+    error::{Error, Result},
+    i18n::Tr,
+    session::{Actor, Permission},
+    tr,
+};
+
+/// What adding or changing a device takes (form and API alike). Absent fields stay
+/// as they are.
+#[derive(Debug, Default, Deserialize)]
+pub struct DeviceInput {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub site: Option<String>,
+    #[serde(default)]
+    pub listener: Option<String>,
+    /// Addresses or CIDR networks, separated by commas, spaces or lines.
+    #[serde(default)]
+    pub allowed_networks: Option<ListInput>,
+    /// Addresses or `@domain`s.
+    #[serde(default)]
+    pub allowed_senders: Option<ListInput>,
+    #[serde(default)]
+    pub sender_policy: Option<String>,
+    #[serde(default)]
+    pub rate_limit_per_minute: Option<String>,
+    #[serde(default, deserialize_with = "customers::checkbox")]
+    pub enabled: Option<bool>,
+}
+
+/// A list as a form's text (split on commas and white space) or a JSON array.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ListInput {
+    Items(Vec<String>),
+    Text(String),
+}
+
+impl ListInput {
+    fn items(&self) -> Vec<String> {
+        match self {
+            Self::Items(items) => items
+                .iter()
+                .map(|i| i.trim().to_owned())
+                .collect::<Vec<_>>(),
+            Self::Text(text) => text
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .map(str::to_owned)
+                .collect(),
+        }
+        .into_iter()
+        .filter(|i| !i.is_empty())
+        .collect()
+    }
+}
+
+fn parse_networks(input: &ListInput) -> Result<Vec<IpNet>> {
+    input
+        .items()
+        .iter()
+        .map(|item| {
+            item.parse::<IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| Error::InvalidValue {
+                    text: tr!(
+                        "{} is not an IP address or network (e.g. 192.0.2.10 or 192.0.2.0/24)."
+                    ),
+                    value: item.clone(),
+                })
+        })
+        .collect()
+}
+
+fn parse_senders(input: &ListInput) -> Result<Vec<String>> {
+    input
+        .items()
+        .into_iter()
+        .map(|item| {
+            let domain = item.strip_prefix('@');
+            let valid = match domain {
+                Some(d) => !d.is_empty() && d.contains('.') && !d.contains('@'),
+                None => mailbridge_core::address::EmailAddress::parse(&item).is_ok(),
+            };
+            if valid {
+                Ok(item.to_ascii_lowercase())
+            } else {
+                Err(Error::InvalidValue {
+                    text: tr!("{} is neither an address (scan@praxis.example) nor a domain (@praxis.example)."),
+                    value: item,
+                })
+            }
+        })
+        .collect()
+}
+
+fn change_from(input: &DeviceInput) -> Result<PolicyChange> {
+    let invalid = |what: &str| Error::Invalid(what.to_owned());
+    Ok(PolicyChange {
+        allowed_networks: input
+            .allowed_networks
+            .as_ref()
+            .map(parse_networks)
+            .transpose()?,
+        allowed_senders: input
+            .allowed_senders
+            .as_ref()
+            .map(parse_senders)
+            .transpose()?,
+        sender_policy: input
+            .sender_policy
+            .as_deref()
+            .map(|p| p.parse::<SenderPolicy>().map_err(Error::Invalid))
+            .transpose()?,
+        rate_limit_per_minute: match &input.rate_limit_per_minute {
+            Some(text) => Some(customers::optional_number(Some(text))?),
+            None => None,
+        },
+        enabled: input.enabled,
+        kind: input
+            .kind
+            .as_deref()
+            .map(|k| DeviceKind::parse(k).ok_or_else(|| invalid(tr!("Unknown device kind."))))
+            .transpose()?,
+        site: input
+            .site
+            .as_ref()
+            .map(|s| Some(s.trim().to_owned()).filter(|s| !s.is_empty())),
+        listener: input
+            .listener
+            .as_deref()
+            .map(|l| DeviceListener::parse(l).ok_or_else(|| invalid(tr!("Unknown listener."))))
+            .transpose()?,
+    })
+}
+
+/// The device `device_id` of customer `tenant_id` — never one of another customer.
+pub async fn load(state: &WebState, tenant_id: Uuid, device_id: Uuid) -> Result<Device> {
+    devices::get(&state.pool, device_id)
+        .await?
+        .filter(|d| d.tenant_id == tenant_id)
+        .ok_or(Error::NotFound)
+}
+
+pub async fn create(
+    state: &WebState,
+    actor: &Actor,
+    tenant_id: Uuid,
+    input: &DeviceInput,
+) -> Result<IssuedCredential> {
+    actor.require(Permission::ManageDevices)?;
+    let tenant = customers::load(&state.pool, tenant_id).await?;
+    let change = change_from(input)?;
+    let name = input.name.as_deref().unwrap_or_default();
+    let mut issued = devices::create(&state.pool, tenant.id, name).await?;
+    if let Some(device) = devices::change_policy(&state.pool, issued.device.id, change).await? {
+        issued.device = device;
+    }
+    audit::record(
+        &state.pool,
+        actor,
+        "device.create",
+        Some(tenant.id),
+        Some(&issued.device.name),
+        json!({ "device_id": issued.device.id, "username": issued.device.username }),
+    )
+    .await?;
+    Ok(issued)
+}
+
+pub async fn update(
+    state: &WebState,
+    actor: &Actor,
+    tenant_id: Uuid,
+    device_id: Uuid,
+    input: &DeviceInput,
+) -> Result<Device> {
+    actor.require(Permission::ManageDevices)?;
+    let before = load(state, tenant_id, device_id).await?;
+    let change = change_from(input)?;
+    let after = devices::change_policy(&state.pool, device_id, change)
+        .await?
+        .ok_or(Error::NotFound)?;
+    audit::record(
+        &state.pool,
+        actor,
+        "device.update",
+        Some(tenant_id),
+        Some(&after.name),
+        json!({
+            "device_id": device_id,
+            "allowed_networks": [before.allowed_networks, after.allowed_networks.clone()],
+            "allowed_senders": [before.allowed_senders, after.allowed_senders.clone()],
+            "sender_policy": [before.sender_policy, after.sender_policy],
+            "rate_limit_per_minute": [before.rate_limit_per_minute, after.rate_limit_per_minute],
+            "enabled": [before.enabled, after.enabled],
+            "kind": [before.kind, after.kind],
+            "site": [before.site, after.site.clone()],
+            "listener": [before.listener, after.listener],
+        }),
+    )
+    .await?;
+    Ok(after)
+}
+
+pub async fn rotate(
+    state: &WebState,
+    actor: &Actor,
+    tenant_id: Uuid,
+    device_id: Uuid,
+) -> Result<IssuedCredential> {
+    actor.require(Permission::ManageDevices)?;
+    let device = load(state, tenant_id, device_id).await?;
+    let issued = devices::rotate_password(&state.pool, device.id).await?;
+    audit::record(
+        &state.pool,
+        actor,
+        "device.rotate_password",
+        Some(tenant_id),
+        Some(&device.name),
+        json!({ "device_id": device_id }),
+    )
+    .await?;
+    Ok(issued)
+}
+
+pub async fn delete(
+    state: &WebState,
+    actor: &Actor,
+    tenant_id: Uuid,
+    device_id: Uuid,
+) -> Result<()> {
+    actor.require(Permission::ManageDevices)?;
+    let device = load(state, tenant_id, device_id).await?;
+    devices::delete(&state.pool, device.id).await?;
+    audit::record(
+        &state.pool,
+        actor,
+        "device.delete",
+        Some(tenant_id),
+        Some(&device.name),
+        json!({ "device_id": device_id, "username": device.username }),
+    )
+    .await?;
+    Ok(())
+}
+
+pub fn router() -> Router<WebState> {
+    Router::new()
+        .route("/customers/{id}/devices", post(create_form))
+        .route(
+            "/customers/{id}/devices/{device}",
+            get(detail).post(update_form),
+        )
+        .route("/customers/{id}/devices/{device}/rotate", post(rotate_form))
+        .route(
+            "/customers/{id}/devices/{device}/enabled",
+            post(enabled_form),
+        )
+        .route("/customers/{id}/devices/{device}/delete", post(delete_form))
+        .route("/customers/{id}/devices/{device}/setup", get(setup_card))
+}
+
+/// The page that shows a password, once.
+#[derive(Template, WebTemplate)]
+#[template(path = "device_credential.html")]
+struct CredentialPage {
+    t: Tr,
+    nav: Nav,
+    tenant: Tenant,
+    device: Device,
+    password: String,
+    rotated: bool,
+}
+
+async fn create_form(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    Form(input): Form<DeviceInput>,
+) -> Result<Response> {
+    let issued = create(&state, &actor, id, &input).await?;
+    credential_page(&state, &actor, issued, false).await
+}
+
+async fn credential_page(
+    state: &WebState,
+    actor: &Actor,
+    issued: IssuedCredential,
+    rotated: bool,
+) -> Result<Response> {
+    Ok(CredentialPage {
+        t: actor.tr,
+        nav: Nav::of(Some(actor), "customers"),
+        tenant: customers::load(&state.pool, issued.device.tenant_id).await?,
+        device: issued.device,
+        password: issued.password,
+        rotated,
+    }
+    .into_response())
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "device.html")]
+struct DevicePage {
+    t: Tr,
+    nav: Nav,
+    tenant: Tenant,
+    device: Device,
+    networks: String,
+    senders: String,
+    kinds: [DeviceKind; 5],
+    can_manage: bool,
+    notice: Option<&'static str>,
+}
+
+#[derive(Deserialize)]
+struct DeviceQuery {
+    saved: Option<String>,
+}
+
+async fn detail(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path((id, device_id)): Path<(Uuid, Uuid)>,
+    axum::extract::Query(query): axum::extract::Query<DeviceQuery>,
+) -> Result<Response> {
+    let tenant = customers::load(&state.pool, id).await?;
+    let device = load(&state, id, device_id).await?;
+    Ok(DevicePage {
+        t: actor.tr,
+        nav: Nav::of(Some(&actor), "customers"),
+        networks: device
+            .allowed_networks
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        senders: device.allowed_senders.join("\n"),
+        tenant,
+        device,
+        kinds: DeviceKind::ALL,
+        can_manage: actor.may(Permission::ManageDevices),
+        notice: query.saved.map(|_| tr!("The settings were saved.")),
+    }
+    .into_response())
+}
+
+async fn update_form(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path((id, device_id)): Path<(Uuid, Uuid)>,
+    Form(mut input): Form<DeviceInput>,
+) -> Result<Response> {
+    // The form always sends both lists (an empty text clears one).
+    input
+        .allowed_networks
+        .get_or_insert(ListInput::Text(String::new()));
+    input
+        .allowed_senders
+        .get_or_insert(ListInput::Text(String::new()));
+    input.rate_limit_per_minute.get_or_insert_with(String::new);
+    update(&state, &actor, id, device_id, &input).await?;
+    Ok(Redirect::to(&format!("/customers/{id}/devices/{device_id}?saved=1")).into_response())
+}
+
+async fn rotate_form(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path((id, device_id)): Path<(Uuid, Uuid)>,
+) -> Result<Response> {
+    let issued = rotate(&state, &actor, id, device_id).await?;
+    credential_page(&state, &actor, issued, true).await
+}
+
+#[derive(Deserialize)]
+struct EnabledForm {
+    enabled: String,
+}
+
+async fn enabled_form(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path((id, device_id)): Path<(Uuid, Uuid)>,
+    Form(form): Form<EnabledForm>,
+) -> Result<Response> {
+    let input = DeviceInput {
+        enabled: Some(form.enabled == "true"),
+        ..DeviceInput::default()
+    };
+    update(&state, &actor, id, device_id, &input).await?;
+    Ok(Redirect::to(&format!("/customers/{id}/devices/{device_id}")).into_response())
+}
+
+async fn delete_form(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path((id, device_id)): Path<(Uuid, Uuid)>,
+) -> Result<Response> {
+    delete(&state, &actor, id, device_id).await?;
+    Ok(Redirect::to(&format!("/customers/{id}?notice=device-deleted")).into_response())
+}
+
+/// How a device reaches the edge, for its setup card.
+pub struct Connection {
+    pub host: String,
+    pub port: Option<u16>,
+    /// `STARTTLS`, `SSL/TLS` or none (relay by address).
+    pub tls: &'static str,
+    pub login: bool,
+}
+
+pub fn connection(state: &WebState, listener: DeviceListener) -> Connection {
+    let edge = &state.settings.edge;
+    let port = |addr: Option<std::net::SocketAddr>| addr.map(|a| a.port());
+    let (port, tls, login) = match listener {
+        DeviceListener::Submission => (port(edge.submission_listen), "STARTTLS", true),
+        DeviceListener::Submissions => (port(edge.submissions_listen), "SSL/TLS", true),
+        DeviceListener::Relay => (port(edge.relay_listen), "", false),
+    };
+    Connection {
+        host: state.settings.web.smtp_host.clone(),
+        port,
+        tls,
+        login,
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "setup_card.html")]
+struct SetupCard {
+    t: Tr,
+    tenant: Tenant,
+    device: Device,
+    connection: Connection,
+}
+
+async fn setup_card(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path((id, device_id)): Path<(Uuid, Uuid)>,
+) -> Result<Response> {
+    let tenant = customers::load(&state.pool, id).await?;
+    let device = load(&state, id, device_id).await?;
+    Ok(SetupCard {
+        t: actor.tr,
+        connection: connection(&state, device.listener),
+        tenant,
+        device,
+    }
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_parse_from_text_and_refuse_nonsense() {
+        let nets = parse_networks(&ListInput::Text(
+            "192.0.2.10, 10.1.2.3/16\n2001:db8::/48".into(),
+        ))
+        .unwrap();
+        assert_eq!(
+            nets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["192.0.2.10/32", "10.1.0.0/16", "2001:db8::/48"]
+        );
+        assert!(parse_networks(&ListInput::Text("printer.local".into())).is_err());
+        let senders = parse_senders(&ListInput::Items(vec![
+            "Scan@Praxis.example".into(),
+            "@labor.example".into(),
+        ]))
+        .unwrap();
+        assert_eq!(senders, ["scan@praxis.example", "@labor.example"]);
+        assert!(parse_senders(&ListInput::Text("@".into())).is_err());
+        assert!(parse_senders(&ListInput::Text("not an address".into())).is_err());
+    }
+}

@@ -1,0 +1,442 @@
+//! The message log: search by customer, device, sender, recipient, state and time,
+//! newest first, paginated by a keyset cursor so that a page costs the same with a
+//! million rows as with ten; each message with its envelope, client, TLS and every
+//! delivery attempt with Microsoft's answer and what it means. Retry and cancel.
+//! Bodies are never shown: they are health data.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::{
+    Router,
+    extract::{Path, Query, State},
+    response::{IntoResponse, Redirect, Response},
+    routing::{get, post},
+};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use mailbridge_core::diagnosis::{self, Diagnosis};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::{
+    WebState, audit,
+    customers::Nav,
+    error::{Error, Result},
+    i18n::Tr,
+    session::{Actor, Permission},
+    tr,
+};
+
+/// Messages on one page of the log.
+pub const PAGE_SIZE: i64 = 50;
+
+pub const STATES: [&str; 4] = [
+    tr!("queued"),
+    tr!("delivering"),
+    tr!("delivered"),
+    tr!("failed"),
+];
+
+/// A search of the log; every field optional.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+pub struct MessageFilter {
+    pub customer: Option<String>,
+    pub device: Option<String>,
+    pub sender: Option<String>,
+    pub recipient: Option<String>,
+    pub state: Option<String>,
+    /// Received at or after (`YYYY-MM-DDTHH:MM`, UTC, or RFC 3339).
+    pub from: Option<String>,
+    /// Received before.
+    pub until: Option<String>,
+    /// The cursor of the next page: `<received_at micros>_<id>` of the last row seen.
+    pub after: Option<String>,
+    pub limit: Option<i64>,
+}
+
+fn some(text: &Option<String>) -> Option<&str> {
+    text.as_deref().map(str::trim).filter(|t| !t.is_empty())
+}
+
+fn time(text: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M").map(|t| t.and_utc()))
+        .or_else(|_| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+        })
+        .map_err(|_| Error::InvalidValue {
+            text: tr!("{} is not a time (expected 2026-12-01T08:30)."),
+            value: text.to_owned(),
+        })
+}
+
+fn uuid(text: &str) -> Result<Uuid> {
+    Uuid::parse_str(text).map_err(|_| Error::InvalidValue {
+        text: tr!("{} is not an id."),
+        value: text.to_owned(),
+    })
+}
+
+/// One row of the log.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct LoggedMessage {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub tenant_name: String,
+    pub device_id: Option<Uuid>,
+    pub device_name: Option<String>,
+    pub kind: String,
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub subject: Option<String>,
+    pub size_bytes: i64,
+    pub state: String,
+    pub attempt_count: i32,
+    pub received_at: DateTime<Utc>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub client_addr: String,
+    pub tls_protocol: Option<String>,
+    pub tls_cipher: Option<String>,
+}
+
+/// A page of the log and the cursor of the next one.
+#[derive(Debug, Serialize)]
+pub struct LogPage {
+    pub messages: Vec<LoggedMessage>,
+    pub next: Option<String>,
+}
+
+const SELECT: &str = "SELECT m.id, m.tenant_id, t.name AS tenant_name, m.device_id, d.name AS device_name,
+        m.kind, m.mail_from, m.rcpt_to, m.subject, m.size_bytes, m.state, m.attempt_count,
+        m.received_at, m.next_attempt_at, m.finished_at, m.last_error, host(m.client_addr) AS client_addr,
+        m.tls_protocol, m.tls_cipher
+   FROM messages m JOIN tenants t ON t.id = m.tenant_id LEFT JOIN devices d ON d.id = m.device_id";
+
+pub async fn search(pool: &PgPool, filter: &MessageFilter) -> Result<LogPage> {
+    let limit = filter.limit.unwrap_or(PAGE_SIZE).clamp(1, 500);
+    let mut query: QueryBuilder<Postgres> = QueryBuilder::new(SELECT);
+    query.push(" WHERE true");
+    if let Some(customer) = some(&filter.customer) {
+        query.push(" AND m.tenant_id = ").push_bind(uuid(customer)?);
+    }
+    if let Some(device) = some(&filter.device) {
+        query.push(" AND m.device_id = ").push_bind(uuid(device)?);
+    }
+    if let Some(sender) = some(&filter.sender) {
+        query
+            .push(" AND lower(m.mail_from) = ")
+            .push_bind(sender.to_lowercase());
+    }
+    if let Some(recipient) = some(&filter.recipient) {
+        let variants = vec![recipient.to_owned(), recipient.to_lowercase()];
+        query.push(" AND m.rcpt_to && ").push_bind(variants);
+    }
+    if let Some(state) = some(&filter.state) {
+        if !STATES.contains(&state) {
+            return Err(Error::InvalidValue {
+                text: tr!("{} is not a message state."),
+                value: state.to_owned(),
+            });
+        }
+        query.push(" AND m.state = ").push_bind(state.to_owned());
+    }
+    if let Some(from) = some(&filter.from) {
+        query.push(" AND m.received_at >= ").push_bind(time(from)?);
+    }
+    if let Some(until) = some(&filter.until) {
+        query.push(" AND m.received_at < ").push_bind(time(until)?);
+    }
+    if let Some(after) = some(&filter.after) {
+        let (micros, id) = after
+            .split_once('_')
+            .and_then(|(m, id)| Some((m.parse::<i64>().ok()?, Uuid::parse_str(id).ok()?)))
+            .ok_or_else(|| Error::Invalid(tr!("The page cursor is not valid.").into()))?;
+        let at = DateTime::from_timestamp_micros(micros)
+            .ok_or_else(|| Error::Invalid(tr!("The page cursor is not valid.").into()))?;
+        query
+            .push(" AND (m.received_at, m.id) < (")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    query
+        .push(" ORDER BY m.received_at DESC, m.id DESC LIMIT ")
+        .push_bind(limit + 1);
+    let mut messages: Vec<LoggedMessage> = query.build_query_as().fetch_all(pool).await?;
+    let next = if messages.len() as i64 > limit {
+        messages.truncate(limit as usize);
+        messages
+            .last()
+            .map(|m| format!("{}_{}", m.received_at.timestamp_micros(), m.id))
+    } else {
+        None
+    };
+    Ok(LogPage { messages, next })
+}
+
+/// One delivery attempt with what it meant.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct Attempt {
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: i32,
+    pub method: String,
+    pub outcome: String,
+    pub upstream_status: Option<i32>,
+    pub upstream_code: Option<String>,
+    pub upstream_message: Option<String>,
+    pub diagnosis: Option<String>,
+    pub mailbox: Option<String>,
+    pub worker: String,
+}
+
+impl Attempt {
+    pub fn explained(&self) -> Option<&'static Diagnosis> {
+        self.diagnosis.as_deref().and_then(diagnosis::by_key)
+    }
+}
+
+/// An attempt as the API gives it: with the explanation in both languages.
+#[derive(Debug, Serialize)]
+pub struct ExplainedAttempt {
+    #[serde(flatten)]
+    pub attempt: Attempt,
+    pub explanation: Option<Explanation>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    pub class: diagnosis::Class,
+    pub en: ExplanationText,
+    pub de: ExplanationText,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExplanationText {
+    pub what: &'static str,
+    pub fix: &'static str,
+}
+
+impl Explanation {
+    pub fn of(d: &'static Diagnosis) -> Self {
+        let text = |lang| ExplanationText {
+            what: d.title(lang),
+            fix: d.fix(lang),
+        };
+        Self {
+            class: d.class,
+            en: text(diagnosis::Lang::En),
+            de: text(diagnosis::Lang::De),
+        }
+    }
+}
+
+pub async fn load(pool: &PgPool, id: Uuid) -> Result<LoggedMessage> {
+    let mut query: QueryBuilder<Postgres> = QueryBuilder::new(SELECT);
+    query.push(" WHERE m.id = ").push_bind(id);
+    query
+        .build_query_as()
+        .fetch_optional(pool)
+        .await?
+        .ok_or(Error::NotFound)
+}
+
+pub async fn attempts(pool: &PgPool, id: Uuid) -> Result<Vec<Attempt>> {
+    Ok(sqlx::query_as(
+        "SELECT started_at, duration_ms, method, outcome, upstream_status, upstream_code,
+                upstream_message, diagnosis, mailbox, worker
+           FROM delivery_attempts WHERE message_id = $1 ORDER BY started_at, id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Tries a waiting message again now (its backoff is skipped).
+pub async fn retry(state: &WebState, actor: &Actor, id: Uuid) -> Result<()> {
+    actor.require(Permission::HandleMessages)?;
+    let message = load(&state.pool, id).await?;
+    let mut tx = state.pool.begin().await?;
+    let updated = sqlx::query(
+        "UPDATE messages SET next_attempt_at = now() WHERE id = $1 AND state = 'queued'",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(Error::Conflict(
+            tr!("Only a waiting message can be retried: a delivered or failed message's content is deleted.").into(),
+        ));
+    }
+    sqlx::query("UPDATE tenants SET paused_until = NULL WHERE id = $1")
+        .bind(message.tenant_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(mailbridge_core::queue::QUEUE_CHANNEL)
+        .bind(message.tenant_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    audit::record(
+        &state.pool,
+        actor,
+        "message.retry",
+        Some(message.tenant_id),
+        Some(&id.to_string()),
+        json!({}),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Gives up on a waiting message: it fails, its content is deleted.
+pub async fn cancel(state: &WebState, actor: &Actor, id: Uuid) -> Result<()> {
+    actor.require(Permission::HandleMessages)?;
+    let message = load(&state.pool, id).await?;
+    let mut tx = state.pool.begin().await?;
+    let updated = sqlx::query(
+        "UPDATE messages SET state = 'failed', finished_at = now(), last_error = $2
+          WHERE id = $1 AND state = 'queued'",
+    )
+    .bind(id)
+    .bind(format!("cancelled by {}", actor.label))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(Error::Conflict(
+            tr!("Only a waiting message can be cancelled (one being delivered right now cannot).")
+                .into(),
+        ));
+    }
+    sqlx::query("DELETE FROM message_bodies WHERE message_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    audit::record(
+        &state.pool,
+        actor,
+        "message.cancel",
+        Some(message.tenant_id),
+        Some(&id.to_string()),
+        json!({}),
+    )
+    .await?;
+    Ok(())
+}
+
+pub fn router() -> Router<WebState> {
+    Router::new()
+        .route("/messages", get(log_page))
+        .route("/messages/{id}", get(detail))
+        .route("/messages/{id}/retry", post(retry_form))
+        .route("/messages/{id}/cancel", post(cancel_form))
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "messages.html")]
+struct LogPageView {
+    t: Tr,
+    nav: Nav,
+    filter: MessageFilter,
+    customers: Vec<(Uuid, String)>,
+    states: [&'static str; 4],
+    page: LogPage,
+    next_query: Option<String>,
+}
+
+async fn log_page(
+    State(state): State<WebState>,
+    actor: Actor,
+    Query(mut filter): Query<MessageFilter>,
+) -> Result<Response> {
+    filter.limit = None;
+    let page = search(&state.pool, &filter).await?;
+    let next_query = page.next.as_ref().map(|next| {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        for (key, value) in [
+            ("customer", &filter.customer),
+            ("device", &filter.device),
+            ("sender", &filter.sender),
+            ("recipient", &filter.recipient),
+            ("state", &filter.state),
+            ("from", &filter.from),
+            ("until", &filter.until),
+        ] {
+            if let Some(value) = some(value) {
+                query.append_pair(key, value);
+            }
+        }
+        query.append_pair("after", next);
+        query.finish()
+    });
+    Ok(LogPageView {
+        t: actor.tr,
+        nav: Nav::of(Some(&actor), "messages"),
+        customers: crate::customers::names(&state.pool).await?,
+        states: STATES,
+        filter,
+        page,
+        next_query,
+    }
+    .into_response())
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "message.html")]
+struct MessagePage {
+    t: Tr,
+    nav: Nav,
+    message: LoggedMessage,
+    attempts: Vec<Attempt>,
+    can_handle: bool,
+    /// Reload while the message is on its way (a test message, typically).
+    refresh: bool,
+}
+
+async fn detail(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> Result<Response> {
+    let message = load(&state.pool, id).await?;
+    let attempts = attempts(&state.pool, id).await?;
+    let refresh = message.state == "delivering"
+        || (message.state == "queued"
+            && message.next_attempt_at < Utc::now() + chrono::Duration::seconds(30));
+    Ok(MessagePage {
+        t: actor.tr,
+        nav: Nav::of(Some(&actor), "messages"),
+        can_handle: actor.may(Permission::HandleMessages),
+        message,
+        attempts,
+        refresh,
+    }
+    .into_response())
+}
+
+async fn retry_form(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> Result<Response> {
+    retry(&state, &actor, id).await?;
+    Ok(Redirect::to(&format!("/messages/{id}")).into_response())
+}
+
+async fn cancel_form(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> Result<Response> {
+    cancel(&state, &actor, id).await?;
+    Ok(Redirect::to(&format!("/messages/{id}")).into_response())
+}

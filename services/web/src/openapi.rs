@@ -1,0 +1,536 @@
+//! The OpenAPI 3.1 document of `/api/v1`, built from one table of the API's
+//! operations (method, path, role, request and response shapes). The end-to-end
+//! tests call every operation of this table against the running server and check
+//! the status and the documented fields, so the document cannot drift from the code.
+
+use serde_json::{Map, Value, json};
+
+/// One operation of the API.
+#[derive(Debug, Clone, Copy)]
+pub struct Operation {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub id: &'static str,
+    pub summary: &'static str,
+    /// The least role that may call it.
+    pub role: &'static str,
+    /// The request body's schema, if it takes one.
+    pub request: Option<&'static str>,
+    /// The status of success.
+    pub status: u16,
+    /// The schema of the success response, if it has a body.
+    pub response: Option<&'static str>,
+}
+
+const fn op(
+    method: &'static str,
+    path: &'static str,
+    id: &'static str,
+    summary: &'static str,
+    role: &'static str,
+    request: Option<&'static str>,
+    status: u16,
+    response: Option<&'static str>,
+) -> Operation {
+    Operation {
+        method,
+        path,
+        id,
+        summary,
+        role,
+        request,
+        status,
+        response,
+    }
+}
+
+pub static OPERATIONS: &[Operation] = &[
+    op(
+        "get",
+        "/customers",
+        "listCustomers",
+        "Every customer with its health",
+        "readonly",
+        None,
+        200,
+        Some("CustomerList"),
+    ),
+    op(
+        "post",
+        "/customers",
+        "createCustomer",
+        "Create a customer (connect it afterwards)",
+        "admin",
+        Some("CustomerInput"),
+        201,
+        Some("Customer"),
+    ),
+    op(
+        "get",
+        "/customers/{id}",
+        "getCustomer",
+        "One customer with its health",
+        "readonly",
+        None,
+        200,
+        Some("Customer"),
+    ),
+    op(
+        "patch",
+        "/customers/{id}",
+        "updateCustomer",
+        "Change a customer's name or delivery settings",
+        "admin",
+        Some("CustomerPatch"),
+        200,
+        Some("Customer"),
+    ),
+    op(
+        "delete",
+        "/customers/{id}",
+        "deleteCustomer",
+        "Delete a customer with its devices and messages",
+        "admin",
+        None,
+        204,
+        None,
+    ),
+    op(
+        "post",
+        "/customers/{id}/consent",
+        "createConsentLink",
+        "An Entra admin-consent link for the customer's admin (valid 24 h, single use)",
+        "admin",
+        None,
+        200,
+        Some("ConsentLink"),
+    ),
+    op(
+        "post",
+        "/customers/{id}/test-message",
+        "sendTestMessage",
+        "Queue a test message from the customer's sender mailbox",
+        "technician",
+        Some("TestMessage"),
+        202,
+        Some("Queued"),
+    ),
+    op(
+        "get",
+        "/customers/{id}/devices",
+        "listDevices",
+        "The customer's devices",
+        "readonly",
+        None,
+        200,
+        Some("DeviceList"),
+    ),
+    op(
+        "post",
+        "/customers/{id}/devices",
+        "createDevice",
+        "Add a device: its generated password is in this answer only",
+        "technician",
+        Some("DeviceInput"),
+        201,
+        Some("IssuedDevice"),
+    ),
+    op(
+        "get",
+        "/customers/{id}/devices/{device}",
+        "getDevice",
+        "One device",
+        "readonly",
+        None,
+        200,
+        Some("Device"),
+    ),
+    op(
+        "patch",
+        "/customers/{id}/devices/{device}",
+        "updateDevice",
+        "Change a device's policy, or disable it",
+        "technician",
+        Some("DeviceInput"),
+        200,
+        Some("Device"),
+    ),
+    op(
+        "delete",
+        "/customers/{id}/devices/{device}",
+        "deleteDevice",
+        "Delete a device",
+        "technician",
+        None,
+        204,
+        None,
+    ),
+    op(
+        "post",
+        "/customers/{id}/devices/{device}/rotate",
+        "rotateDevicePassword",
+        "A new password for the device (in this answer only)",
+        "technician",
+        None,
+        200,
+        Some("IssuedDevice"),
+    ),
+    op(
+        "get",
+        "/messages",
+        "listMessages",
+        "Search the message log, newest first",
+        "readonly",
+        None,
+        200,
+        Some("MessagePage"),
+    ),
+    op(
+        "get",
+        "/messages/{id}",
+        "getMessage",
+        "One message with every delivery attempt, explained",
+        "readonly",
+        None,
+        200,
+        Some("MessageDetail"),
+    ),
+    op(
+        "post",
+        "/messages/{id}/retry",
+        "retryMessage",
+        "Try a waiting message again now",
+        "technician",
+        None,
+        204,
+        None,
+    ),
+    op(
+        "post",
+        "/messages/{id}/cancel",
+        "cancelMessage",
+        "Give up on a waiting message",
+        "technician",
+        None,
+        204,
+        None,
+    ),
+    op(
+        "get",
+        "/audit",
+        "listAudit",
+        "The audit log, newest first",
+        "admin",
+        None,
+        200,
+        Some("AuditPage"),
+    ),
+];
+
+fn string() -> Value {
+    json!({ "type": "string" })
+}
+fn nullable(kind: &str) -> Value {
+    json!({ "type": [kind, "null"] })
+}
+fn object(required: &[&str], properties: Value) -> Value {
+    json!({ "type": "object", "required": required, "properties": properties })
+}
+
+/// The schemas of the bodies, by name.
+fn schemas() -> Value {
+    let health = object(
+        &[
+            "connected",
+            "consent_ok",
+            "queued",
+            "delivered_24h",
+            "failed_24h",
+            "rejects_24h",
+            "devices",
+            "stale_devices",
+        ],
+        json!({
+            "connected": { "type": "boolean", "description": "Connected to its Microsoft 365 tenant by a verified admin consent" },
+            "consent_ok": { "type": "boolean", "description": "Connected, and no token refusal since the last issued token" },
+            "last_token_error": nullable("string"),
+            "last_token_error_at": nullable("string"),
+            "paused_until": nullable("string"),
+            "queued": { "type": "integer" },
+            "delivered_24h": { "type": "integer" },
+            "failed_24h": { "type": "integer" },
+            "rejects_24h": { "type": "array", "items": object(&["code", "count"], json!({ "code": string(), "count": { "type": "integer" } })) },
+            "devices": { "type": "integer" },
+            "stale_devices": { "type": "integer", "description": "Enabled devices not seen for 7 days" },
+        }),
+    );
+    let device_props = json!({
+        "id": { "type": "string", "format": "uuid" },
+        "tenant_id": { "type": "string", "format": "uuid" },
+        "name": string(),
+        "username": string(),
+        "enabled": { "type": "boolean" },
+        "created_at": { "type": "string", "format": "date-time" },
+        "last_seen_at": nullable("string"),
+        "allowed_networks": { "type": "array", "items": string() },
+        "allowed_senders": { "type": "array", "items": string() },
+        "sender_policy": { "enum": ["rewrite", "enforce"] },
+        "rate_limit_per_minute": nullable("integer"),
+        "kind": { "enum": ["printer", "scanner", "medical", "software", "other"] },
+        "site": nullable("string"),
+        "listener": { "enum": ["submission", "submissions", "relay"] },
+    });
+    let device_required = [
+        "id",
+        "tenant_id",
+        "name",
+        "username",
+        "enabled",
+        "allowed_networks",
+        "allowed_senders",
+        "sender_policy",
+        "kind",
+        "listener",
+    ];
+    let mut issued_props = device_props.clone();
+    issued_props["password"] = json!({ "type": "string", "description": "Shown this once; mailbridge keeps only its hash" });
+    let mut issued_required = device_required.to_vec();
+    issued_required.push("password");
+    let message_props = json!({
+        "id": { "type": "string", "format": "uuid" },
+        "tenant_id": { "type": "string", "format": "uuid" },
+        "tenant_name": string(),
+        "device_id": nullable("string"),
+        "device_name": nullable("string"),
+        "kind": { "enum": ["device", "notification", "test"] },
+        "mail_from": string(),
+        "rcpt_to": { "type": "array", "items": string() },
+        "subject": nullable("string"),
+        "size_bytes": { "type": "integer" },
+        "state": { "enum": ["queued", "delivering", "delivered", "failed"] },
+        "attempt_count": { "type": "integer" },
+        "received_at": { "type": "string", "format": "date-time" },
+        "next_attempt_at": { "type": "string", "format": "date-time" },
+        "finished_at": nullable("string"),
+        "last_error": nullable("string"),
+        "client_addr": string(),
+        "tls_protocol": nullable("string"),
+        "tls_cipher": nullable("string"),
+    });
+    let message_required = [
+        "id",
+        "tenant_id",
+        "tenant_name",
+        "mail_from",
+        "rcpt_to",
+        "size_bytes",
+        "state",
+        "attempt_count",
+        "received_at",
+        "client_addr",
+    ];
+    let mut detail_props = message_props.clone();
+    detail_props["attempts"] =
+        json!({ "type": "array", "items": { "$ref": "#/components/schemas/Attempt" } });
+    let mut detail_required = message_required.to_vec();
+    detail_required.push("attempts");
+    let explanation_text = object(
+        &["what", "fix"],
+        json!({ "what": string(), "fix": string() }),
+    );
+    let customer_props = json!({
+        "id": { "type": "string", "format": "uuid" },
+        "name": string(),
+        "entra_tenant_id": nullable("string"),
+        "sender_mailbox": string(),
+        "delivery_method": { "enum": ["graph", "smtp"] },
+        "save_to_sent_items": { "type": "boolean" },
+        "smtp_for_large_messages": { "type": "boolean" },
+        "notification_address": nullable("string"),
+        "rate_limit_per_minute": nullable("integer"),
+        "consented_at": nullable("string"),
+        "created_at": { "type": "string", "format": "date-time" },
+        "health": { "$ref": "#/components/schemas/Health" },
+    });
+    json!({
+        "Error": object(&["error"], json!({ "error": object(&["code", "message"], json!({
+            "code": { "enum": ["unauthenticated", "forbidden", "csrf", "not_found", "invalid", "conflict", "database_unavailable", "internal"] },
+            "message": string() })) })),
+        "Health": health,
+        "Customer": object(&["id", "name", "entra_tenant_id", "sender_mailbox", "delivery_method", "health"], customer_props),
+        "CustomerList": object(&["customers"], json!({ "customers": { "type": "array", "items": { "$ref": "#/components/schemas/Customer" } } })),
+        "CustomerInput": object(&["name", "sender_mailbox"], json!({
+            "name": string(),
+            "sender_mailbox": { "type": "string", "description": "The mailbox messages are sent as (needs a licence or is a shared mailbox)" },
+            "delivery_method": { "enum": ["graph", "smtp"] },
+            "entra_tenant_id": { "type": "string", "description": "If known: the consent then goes to this tenant" },
+            "save_to_sent_items": { "type": "boolean" },
+            "smtp_for_large_messages": { "type": "boolean" },
+            "notification_address": string(),
+            "rate_limit_per_minute": string(),
+        })),
+        "CustomerPatch": object(&[], json!({
+            "name": string(), "sender_mailbox": string(), "delivery_method": { "enum": ["graph", "smtp"] },
+            "save_to_sent_items": { "type": "boolean" }, "smtp_for_large_messages": { "type": "boolean" },
+            "notification_address": nullable("string"), "rate_limit_per_minute": nullable("integer"),
+        })),
+        "ConsentLink": object(&["consent_url"], json!({ "consent_url": { "type": "string", "format": "uri" } })),
+        "TestMessage": object(&["recipient"], json!({ "recipient": string() })),
+        "Queued": object(&["queue_id"], json!({ "queue_id": { "type": "string", "format": "uuid" } })),
+        "Device": object(&device_required, device_props),
+        "IssuedDevice": object(&issued_required, issued_props),
+        "DeviceList": object(&["devices"], json!({ "devices": { "type": "array", "items": { "$ref": "#/components/schemas/Device" } } })),
+        "DeviceInput": object(&[], json!({
+            "name": { "type": "string", "description": "Required when adding" },
+            "kind": { "enum": ["printer", "scanner", "medical", "software", "other"] },
+            "site": string(),
+            "listener": { "enum": ["submission", "submissions", "relay"] },
+            "allowed_networks": { "type": "array", "items": string(), "description": "Addresses or CIDR networks; a relay (port 25) device is identified by these" },
+            "allowed_senders": { "type": "array", "items": string(), "description": "Addresses or @domains the device may send as" },
+            "sender_policy": { "enum": ["rewrite", "enforce"] },
+            "rate_limit_per_minute": string(),
+            "enabled": { "type": "boolean" },
+        })),
+        "Message": object(&message_required, message_props),
+        "MessagePage": object(&["messages", "next"], json!({
+            "messages": { "type": "array", "items": { "$ref": "#/components/schemas/Message" } },
+            "next": { "type": ["string", "null"], "description": "Pass as `after` for the next page" },
+        })),
+        "MessageDetail": object(&detail_required, detail_props),
+        "Attempt": object(&["started_at", "duration_ms", "method", "outcome", "worker"], json!({
+            "started_at": { "type": "string", "format": "date-time" },
+            "duration_ms": { "type": "integer" },
+            "method": string(),
+            "outcome": { "enum": ["delivered", "retry", "permanent"] },
+            "upstream_status": nullable("integer"),
+            "upstream_code": nullable("string"),
+            "upstream_message": nullable("string"),
+            "diagnosis": nullable("string"),
+            "mailbox": nullable("string"),
+            "worker": string(),
+            "explanation": { "type": ["object", "null"], "properties": {
+                "class": { "enum": ["retry", "permanent"] }, "en": explanation_text.clone(), "de": explanation_text } },
+        })),
+        "AuditPage": object(&["entries"], json!({ "entries": { "type": "array", "items": object(
+            &["id", "at", "actor", "action"],
+            json!({ "id": { "type": "integer" }, "at": { "type": "string", "format": "date-time" }, "actor": string(),
+                    "action": string(), "tenant_id": nullable("string"), "tenant_name": nullable("string"),
+                    "target": nullable("string"), "details": { "type": "object" }, "client_addr": nullable("string") })) } })),
+    })
+}
+
+fn parameters(op: &Operation) -> Vec<Value> {
+    let mut params: Vec<Value> = ["id", "device"]
+        .into_iter()
+        .filter(|p| op.path.contains(&format!("{{{p}}}")))
+        .map(|p| json!({ "name": p, "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } }))
+        .collect();
+    let query: &[(&str, &str)] = match op.id {
+        "listMessages" => &[
+            ("customer", "Customer id"),
+            ("device", "Device id"),
+            ("sender", "Envelope sender (exact)"),
+            ("recipient", "A recipient (exact)"),
+            ("state", "queued, delivering, delivered or failed"),
+            (
+                "from",
+                "Received at or after (RFC 3339 or YYYY-MM-DDTHH:MM, UTC)",
+            ),
+            ("until", "Received before"),
+            ("after", "The `next` cursor of the previous page"),
+            ("limit", "Messages per page (1–500, default 50)"),
+        ],
+        "listAudit" => &[
+            ("customer", "Customer id"),
+            ("actor", "Who (e-mail address or api-token:name)"),
+            ("action", "Action prefix, e.g. device."),
+            ("before", "Entries older than this id"),
+        ],
+        _ => &[],
+    };
+    params.extend(query.iter().map(|(name, description)| {
+        json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": "string" } })
+    }));
+    params
+}
+
+/// The whole document.
+pub fn document(public_url: &str) -> Value {
+    let mut paths = Map::new();
+    for op in OPERATIONS {
+        let mut responses = Map::new();
+        let success = match op.response {
+            Some(schema) => {
+                json!({ "description": "Success", "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } })
+            }
+            None => json!({ "description": "Success" }),
+        };
+        responses.insert(op.status.to_string(), success);
+        let error = |description: &str| json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+        responses.insert("401".into(), error("No or an unknown API token"));
+        responses.insert("403".into(), error("The token's role does not allow this"));
+        if op.path.contains('{') {
+            responses.insert("404".into(), error("No such customer, device or message"));
+        }
+        if op.request.is_some() || op.method == "post" {
+            responses.insert("409".into(), error("Conflicts with the current state"));
+            responses.insert(
+                "422".into(),
+                error("Invalid input; the message says what to change"),
+            );
+        }
+        let mut operation = json!({
+            "operationId": op.id,
+            "summary": op.summary,
+            "description": format!("Needs the role {} or higher.", op.role),
+            "parameters": parameters(op),
+            "responses": responses,
+        });
+        if let Some(schema) = op.request {
+            operation["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
+        }
+        let entry = paths
+            .entry(op.path.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        entry[op.method] = operation;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "mailbridge API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Everything the mailbridge control plane can do, for automation. Authenticate with an API token created under API tokens: `Authorization: Bearer mbt_…`.",
+        },
+        "servers": [{ "url": format!("{public_url}/api/v1") }],
+        "security": [{ "apiToken": [] }],
+        "paths": paths,
+        "components": {
+            "securitySchemes": { "apiToken": { "type": "http", "scheme": "bearer" } },
+            "schemas": schemas(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `$ref` names a schema that exists.
+    #[test]
+    fn references_resolve() {
+        let doc = document("http://localhost");
+        let schemas = doc["components"]["schemas"].as_object().unwrap().clone();
+        let text = doc.to_string();
+        for (at, _) in text.match_indices("#/components/schemas/") {
+            let name: String = text[at + 21..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric())
+                .collect();
+            assert!(schemas.contains_key(&name), "missing schema {name}");
+        }
+        assert_eq!(
+            doc["paths"]["/customers"]["post"]["operationId"],
+            "createCustomer"
+        );
+    }
+}

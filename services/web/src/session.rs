@@ -1,0 +1,471 @@
+//! Who is asking: browser sessions of MSP staff (kept in PostgreSQL, the cookie holds
+//! only a random id whose SHA-256 is stored), their roles and what each role may do,
+//! and the CSRF check every state-changing form passes. The pages' middleware
+//! ([`authenticate`]) runs before every page: it finds the session and language,
+//! refuses a POST without the session's CSRF token, and renders errors as pages.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::{
+    body::Body,
+    extract::{ConnectInfo, FromRequestParts, Request, State},
+    http::{HeaderMap, Method, StatusCode, header, request::Parts},
+    middleware::Next,
+    response::{IntoResponse, Redirect, Response},
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::{
+    WebState,
+    error::{Error, Rejection},
+    i18n::{self, Lang, Tr},
+};
+
+/// The largest form the control plane reads.
+const MAX_FORM_BYTES: usize = 256 * 1024;
+
+/// A staff member's role, from most to least powerful.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything, including who may do what.
+    Owner,
+    /// Customers, their Microsoft 365 connection, devices, API tokens, the audit log.
+    Admin,
+    /// Devices, test messages, retrying and cancelling messages.
+    Technician,
+    /// Looks, changes nothing.
+    Readonly,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Self::Owner, Self::Admin, Self::Technician, Self::Readonly];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Admin => "admin",
+            Self::Technician => "technician",
+            Self::Readonly => "readonly",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    /// The role's name as shown, in English (the catalogue key).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Owner => crate::tr!("Owner"),
+            Self::Admin => crate::tr!("Admin"),
+            Self::Technician => crate::tr!("Technician"),
+            Self::Readonly => crate::tr!("Read-only"),
+        }
+    }
+
+    /// Whether this role may do `what`.
+    pub fn may(self, what: Permission) -> bool {
+        let needed = match what {
+            Permission::View => Self::Readonly,
+            Permission::ManageDevices | Permission::SendTest | Permission::HandleMessages => {
+                Self::Technician
+            }
+            Permission::ManageCustomers | Permission::ManageApiTokens | Permission::ViewAudit => {
+                Self::Admin
+            }
+            Permission::ManageStaff => Self::Owner,
+        };
+        self <= needed
+    }
+}
+
+/// What a request wants to do, for the role check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    View,
+    ManageDevices,
+    SendTest,
+    HandleMessages,
+    ManageCustomers,
+    ManageApiTokens,
+    ViewAudit,
+    ManageStaff,
+}
+
+/// Who makes a request: a signed-in staff member or an API token.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// The staff member (for an API token: who created it, if still there).
+    pub staff_id: Option<Uuid>,
+    /// As the audit log names them: an e-mail address, or `api-token:<name>`.
+    pub label: String,
+    pub display_name: String,
+    pub role: Role,
+    pub client_addr: Option<IpAddr>,
+    /// The session's CSRF token (browser sessions only).
+    pub csrf: Option<String>,
+    pub tr: Tr,
+}
+
+impl Actor {
+    /// Refuses what the actor's role does not allow.
+    pub fn require(&self, what: Permission) -> Result<(), Error> {
+        if self.role.may(what) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden)
+        }
+    }
+
+    pub fn may(&self, what: Permission) -> bool {
+        self.role.may(what)
+    }
+
+    /// The CSRF token forms of this session carry.
+    pub fn csrf(&self) -> &str {
+        self.csrf.as_deref().unwrap_or_default()
+    }
+}
+
+impl FromRequestParts<WebState> for Actor {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &WebState) -> Result<Self, Error> {
+        parts
+            .extensions
+            .get::<Actor>()
+            .cloned()
+            .ok_or(Error::Unauthenticated)
+    }
+}
+
+impl axum::extract::OptionalFromRequestParts<WebState> for Actor {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _: &WebState,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Actor>().cloned())
+    }
+}
+
+/// The language of a request, signed in or not.
+impl FromRequestParts<WebState> for Tr {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &WebState) -> Result<Self, Error> {
+        Ok(parts
+            .extensions
+            .get::<Tr>()
+            .copied()
+            .unwrap_or(Tr::new(Lang::En)))
+    }
+}
+
+/// The client's address as the server saw it.
+pub fn client_addr(parts_extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    parts_extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+pub fn session_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-mailbridge_session"
+    } else {
+        "mailbridge_session"
+    }
+}
+
+/// A cookie's value from the request.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// A `Set-Cookie` value: HttpOnly, SameSite=Lax (the sign-in and consent callbacks
+/// are top-level navigations from Microsoft), Secure over HTTPS.
+pub fn set_cookie(name: &str, value: &str, max_age_secs: Option<u64>, secure: bool) -> String {
+    let mut cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+    if secure {
+        cookie.push_str("; Secure");
+    }
+    if let Some(age) = max_age_secs {
+        cookie.push_str(&format!("; Max-Age={age}"));
+    }
+    cookie
+}
+
+/// 32 random bytes, URL-safe base64.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn sha256(text: &str) -> Vec<u8> {
+    Sha256::digest(text.as_bytes()).to_vec()
+}
+
+/// Starts a session for `staff_id`; returns the cookie to set.
+pub async fn create(
+    state: &WebState,
+    staff_id: Uuid,
+    addr: Option<IpAddr>,
+) -> Result<String, Error> {
+    let id = random_token();
+    sqlx::query(
+        "INSERT INTO web_sessions (id_hash, staff_id, csrf_token, client_addr) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(sha256(&id))
+    .bind(staff_id)
+    .bind(random_token())
+    .bind(addr.map(ipnet::IpNet::from))
+    .execute(&state.pool)
+    .await?;
+    // Sessions that ended are removed as new ones begin.
+    sqlx::query(
+        "DELETE FROM web_sessions WHERE last_seen_at < now() - make_interval(secs => $1)
+             OR created_at < now() - make_interval(secs => $2)",
+    )
+    .bind(state.settings.web.session_idle.as_secs_f64())
+    .bind(state.settings.web.session_max.as_secs_f64())
+    .execute(&state.pool)
+    .await?;
+    Ok(set_cookie(
+        session_cookie_name(state.secure_cookies()),
+        &id,
+        None,
+        state.secure_cookies(),
+    ))
+}
+
+/// Ends the session the request carries; returns the cookie that clears it.
+pub async fn end(state: &WebState, headers: &HeaderMap) -> Result<String, Error> {
+    let name = session_cookie_name(state.secure_cookies());
+    if let Some(id) = cookie(headers, name) {
+        sqlx::query("DELETE FROM web_sessions WHERE id_hash = $1")
+            .bind(sha256(id))
+            .execute(&state.pool)
+            .await?;
+    }
+    Ok(set_cookie(name, "", Some(0), state.secure_cookies()))
+}
+
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    staff_id: Uuid,
+    email: String,
+    display_name: String,
+    role: String,
+    csrf_token: String,
+    refresh: bool,
+}
+
+/// The signed-in staff member of a request, if its session is alive.
+async fn find_session(
+    state: &WebState,
+    headers: &HeaderMap,
+) -> Result<Option<SessionRow>, sqlx::Error> {
+    let Some(id) = cookie(headers, session_cookie_name(state.secure_cookies())) else {
+        return Ok(None);
+    };
+    let hash = sha256(id);
+    let row: Option<SessionRow> = sqlx::query_as(
+        "SELECT s.staff_id, st.email, st.display_name, st.role, s.csrf_token,
+                s.last_seen_at < now() - interval '1 minute' AS refresh
+           FROM web_sessions s JOIN staff st ON st.id = s.staff_id
+          WHERE s.id_hash = $1 AND st.enabled
+            AND s.last_seen_at > now() - make_interval(secs => $2)
+            AND s.created_at > now() - make_interval(secs => $3)",
+    )
+    .bind(&hash)
+    .bind(state.settings.web.session_idle.as_secs_f64())
+    .bind(state.settings.web.session_max.as_secs_f64())
+    .fetch_optional(&state.pool)
+    .await?;
+    if row.as_ref().is_some_and(|r| r.refresh) {
+        // Idle time is counted in minutes: one write a minute, not one per request.
+        sqlx::query("UPDATE web_sessions SET last_seen_at = now() WHERE id_hash = $1")
+            .bind(&hash)
+            .execute(&state.pool)
+            .await?;
+    }
+    Ok(row)
+}
+
+/// Whether a state-changing request comes from our own pages: `Origin` (or, without
+/// it, `Referer`) must name the control plane, when the browser sends either.
+fn same_origin(state: &WebState, headers: &HeaderMap) -> bool {
+    let public = state.settings.web.public_url.trim_end_matches('/');
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let matches = |origin: &str| {
+        origin == public
+            || host.is_some_and(|h| {
+                origin == format!("http://{h}") || origin == format!("https://{h}")
+            })
+    };
+    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        Some("null") => false,
+        Some(origin) => matches(origin),
+        None => match headers.get(header::REFERER).and_then(|v| v.to_str().ok()) {
+            Some(referer) => url::Url::parse(referer)
+                .ok()
+                .map(|u| u.origin().ascii_serialization())
+                .is_some_and(|o| matches(&o)),
+            None => true,
+        },
+    }
+}
+
+/// The pages' middleware: session, language, CSRF, and errors rendered as pages.
+pub async fn authenticate(State(state): State<WebState>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let tr = Tr::new(i18n::negotiate(&parts.headers));
+    parts.extensions.insert(tr);
+    let session = match find_session(&state, &parts.headers).await {
+        Ok(session) => session,
+        Err(e) => {
+            return render(
+                tr,
+                None,
+                Error::Database(e).into_response(),
+                &parts.method,
+                &parts.uri,
+            );
+        }
+    };
+    let addr = client_addr(&parts.extensions);
+    let actor = session.map(|s| Actor {
+        staff_id: Some(s.staff_id),
+        label: s.email,
+        display_name: s.display_name,
+        role: Role::parse(&s.role).unwrap_or(Role::Readonly),
+        client_addr: addr,
+        csrf: Some(s.csrf_token),
+        tr,
+    });
+    let mut body = Body::new(body);
+    if parts.method == Method::POST {
+        let Some(actor) = &actor else {
+            return render(
+                tr,
+                None,
+                Error::Unauthenticated.into_response(),
+                &parts.method,
+                &parts.uri,
+            );
+        };
+        let bytes = match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                return render(
+                    tr,
+                    Some(actor),
+                    Error::Invalid("The form is too large.".into()).into_response(),
+                    &parts.method,
+                    &parts.uri,
+                );
+            }
+        };
+        let token = url::form_urlencoded::parse(&bytes)
+            .find(|(k, _)| k == "csrf")
+            .map(|(_, v)| v.into_owned());
+        let token_ok = token.is_some_and(|t| {
+            // Compared in constant time: the token is a secret of the session.
+            let (a, b) = (Sha256::digest(t.as_bytes()), Sha256::digest(actor.csrf()));
+            a == b
+        });
+        if !token_ok || !same_origin(&state, &parts.headers) {
+            return render(
+                tr,
+                Some(actor),
+                Error::Csrf.into_response(),
+                &parts.method,
+                &parts.uri,
+            );
+        }
+        body = Body::from(bytes);
+    }
+    if let Some(actor) = &actor {
+        parts.extensions.insert(actor.clone());
+    }
+    let (method, uri) = (parts.method.clone(), parts.uri.clone());
+    let response = next.run(Request::from_parts(parts, body)).await;
+    render(tr, actor.as_ref(), response, &method, &uri)
+}
+
+/// Renders a rejected response as a page (or, unauthenticated, a way to sign-in).
+fn render(
+    tr: Tr,
+    actor: Option<&Actor>,
+    response: Response,
+    method: &Method,
+    uri: &axum::http::Uri,
+) -> Response {
+    let Some(rejection) = response.extensions().get::<Rejection>().cloned() else {
+        return response;
+    };
+    if rejection.status == StatusCode::UNAUTHORIZED {
+        let next = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let target = if method == Method::GET {
+            format!(
+                "/sign-in?next={}",
+                url::form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
+            )
+        } else {
+            "/sign-in".to_owned()
+        };
+        return Redirect::to(&target).into_response();
+    }
+    let page = crate::customers::ErrorPage {
+        t: tr,
+        nav: crate::customers::Nav::of(actor, ""),
+        status: rejection.status.as_u16(),
+        message: rejection.translated(tr),
+    };
+    (rejection.status, page).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_ordered_by_power() {
+        assert!(Role::Owner.may(Permission::ManageStaff));
+        assert!(!Role::Admin.may(Permission::ManageStaff));
+        assert!(Role::Admin.may(Permission::ManageCustomers));
+        assert!(!Role::Technician.may(Permission::ManageCustomers));
+        assert!(Role::Technician.may(Permission::ManageDevices));
+        assert!(!Role::Readonly.may(Permission::ManageDevices));
+        assert!(Role::Readonly.may(Permission::View));
+    }
+
+    #[test]
+    fn cookies_are_read_by_exact_name() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            "xmailbridge_session=evil; mailbridge_session=abc; other=1"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(cookie(&headers, "mailbridge_session"), Some("abc"));
+        assert_eq!(cookie(&headers, "missing"), None);
+        let set = set_cookie("__Host-mailbridge_session", "v", None, true);
+        assert!(set.contains("HttpOnly") && set.contains("Secure") && set.contains("SameSite=Lax"));
+    }
+}
