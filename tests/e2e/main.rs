@@ -3,7 +3,12 @@
 
 mod harness;
 
+mod staff_client;
+
+mod api;
+mod browser;
 mod cli;
+mod control_plane;
 mod delivery;
 mod dev_command;
 mod edge;

@@ -186,8 +186,9 @@ pub struct WebSettings {
     pub session_idle: Duration,
     /// Every session ends this long after sign-in.
     pub session_max: Duration,
-    /// The host name devices are given on their setup cards.
-    pub smtp_host: String,
+    /// The host name devices are given on their setup cards (default: the edge's
+    /// `MAILBRIDGE_HOSTNAME`).
+    pub smtp_host: Option<String>,
 }
 
 /// An OpenID Connect provider (Entra ID, Google, Keycloak …).
@@ -237,7 +238,6 @@ impl Settings {
             ),
             None => None,
         };
-        let hostname = lookup("MAILBRIDGE_HOSTNAME").unwrap_or_else(system_hostname);
         let list = |name: &str| -> Vec<String> {
             lookup(name)
                 .unwrap_or_default()
@@ -285,8 +285,7 @@ impl Settings {
                 session_max: Duration::from_secs(
                     parse::<u64>(&lookup, "MAILBRIDGE_SESSION_MAX_HOURS", "12")? * 3600,
                 ),
-                smtp_host: lookup("MAILBRIDGE_PUBLIC_SMTP_HOST")
-                    .unwrap_or_else(|| hostname.clone()),
+                smtp_host: lookup("MAILBRIDGE_PUBLIC_SMTP_HOST"),
             },
             database_url: lookup("DATABASE_URL").map(SecretString::from),
             master_key,
@@ -323,7 +322,7 @@ impl Settings {
                     "0.0.0.0:465",
                 )?,
                 relay_listen: listen(&lookup, "MAILBRIDGE_RELAY_LISTEN", "0.0.0.0:25")?,
-                hostname,
+                hostname: lookup("MAILBRIDGE_HOSTNAME").unwrap_or_else(system_hostname),
                 tls_cert_file: lookup("MAILBRIDGE_TLS_CERT_FILE").map(PathBuf::from),
                 tls_key_file: lookup("MAILBRIDGE_TLS_KEY_FILE").map(PathBuf::from),
                 plaintext_auth_networks: parse(&lookup, "MAILBRIDGE_PLAINTEXT_AUTH_NETWORKS", "")?,

@@ -18,6 +18,18 @@ use uuid::Uuid;
 const DEMO_TENANT: &str = "Praxis Dr. Sonnenschein (demo)";
 const DEMO_MAILBOX: &str = "scanner@praxis-sonnenschein.example";
 const DEMO_RECIPIENT: &str = "empfang@praxis-sonnenschein.example";
+/// A second practice, in the simulated Microsoft 365 only: onboard it in the browser.
+const ONBOARDING_TENANT: &str = "Zahnarztpraxis am See";
+const ONBOARDING_MAILBOXES: [&str; 2] = [
+    "scanner@zahnarzt-am-see.example",
+    "praxis@zahnarzt-am-see.example",
+];
+/// MSP staff who can sign in to the control plane (the first one becomes owner).
+const DEMO_STAFF: [(&str, &str); 3] = [
+    ("ines.inhaber@msp.example", "Ines Inhaber"),
+    ("tim.technik@msp.example", "Tim Technik"),
+    ("lea.lesen@msp.example", "Lea Lesen"),
+];
 
 fn listen_or(env: &str, default: &str) -> anyhow::Result<SocketAddr> {
     let value = std::env::var(env).unwrap_or_else(|_| default.to_owned());
@@ -85,6 +97,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let directory = &stack.simulator.directory;
     directory.add_tenant(entra_tenant, &[&tenant.sender_mailbox, DEMO_RECIPIENT]);
     directory.consent(entra_tenant, &stack.client_id, &[ROLE_MAIL_SEND]);
+    let onboarding = Uuid::new_v4();
+    directory.add_tenant(onboarding, &ONBOARDING_MAILBOXES);
+    directory.set_tenant_name(onboarding, ONBOARDING_TENANT);
+    directory.add_user(
+        onboarding,
+        "admin@zahnarzt-am-see.example",
+        "Dr. Meier (Global Admin)",
+    );
+    directory.set_default_admin_tenant(Some(onboarding));
+    for (email, name) in DEMO_STAFF {
+        stack.add_staff_user(email, name);
+    }
     let existing = devices::list(&pool, tenant.id).await?.len();
     let device_name = format!("Empfang scanner {}", existing + 1);
     let device = devices::create(&pool, tenant.id, &device_name).await?;
@@ -95,7 +119,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         r#"
 mailbridge is running.
 
-  Control plane   http://{web}/
+  Control plane   http://{web}/  sign in as {staff} (simulated Entra ID)
+                  onboard "{onboarding}": sender mailbox {onboarding_mailbox}
   Metrics         http://{ops}/metrics (edge and worker), http://{web}/metrics (web)
   SMTP            {smtp} (STARTTLS), {smtps} (implicit TLS), {relay} (relay by address)
                   AUTH PLAIN/LOGIN; CA certificate: {ca}
@@ -113,6 +138,9 @@ then look at {sim}/_sim/inbox (its certificate is signed by the simulator's CA a
 Ctrl-C stops everything{cleanup}.
 "#,
         web = stack.web_addr,
+        staff = DEMO_STAFF.map(|(email, _)| email).join(", "),
+        onboarding = ONBOARDING_TENANT,
+        onboarding_mailbox = ONBOARDING_MAILBOXES[0],
         ops = stack.ops_addr,
         smtps = stack.smtps_addr.map(|a| a.to_string()).unwrap_or_default(),
         relay = stack.relay_addr.map(|a| a.to_string()).unwrap_or_default(),

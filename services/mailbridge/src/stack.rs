@@ -147,6 +147,10 @@ impl Stack {
             .expect("submission listener bound");
         let smtps_addr = edge.local_addr(ListenerKind::Submissions);
         let relay_addr = edge.local_addr(ListenerKind::Relay);
+        // The ports really bound (setup cards show them).
+        settings.edge.submission_listen = Some(smtp_addr);
+        settings.edge.submissions_listen = smtps_addr;
+        settings.edge.relay_listen = relay_addr;
 
         let ops_listener = TcpListener::bind(options.ops_listen).await?;
         let ops_addr = ops_listener.local_addr()?;

@@ -31,7 +31,7 @@ use crate::{
     error::{Error, Result},
     i18n::Tr,
     session::{self, Actor, Permission},
-    sign_in::{FLOW_COOKIE, store_flow, take_flow},
+    sign_in::{FLOW_COOKIE, NewFlow, store_flow, take_flow},
     tr,
 };
 
@@ -87,13 +87,13 @@ pub async fn start(state: &WebState, actor: &Actor, id: Uuid) -> Result<(String,
     let browser_bound = actor.csrf.is_some();
     let cookie = store_flow(
         state,
-        "consent",
-        &csrf_state,
-        None,
-        None,
-        Some(tenant.id),
-        actor.staff_id.filter(|_| browser_bound),
-        None,
+        NewFlow {
+            kind: "consent",
+            csrf_state: &csrf_state,
+            tenant_id: Some(tenant.id),
+            staff_id: actor.staff_id.filter(|_| browser_bound),
+            ..NewFlow::default()
+        },
     )
     .await?;
     let scope = needed(state, &tenant)

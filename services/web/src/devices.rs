@@ -451,7 +451,12 @@ pub fn connection(state: &WebState, listener: DeviceListener) -> Connection {
         DeviceListener::Relay => (port(edge.relay_listen), "", false),
     };
     Connection {
-        host: state.settings.web.smtp_host.clone(),
+        host: state
+            .settings
+            .web
+            .smtp_host
+            .clone()
+            .unwrap_or_else(|| edge.hostname.clone()),
         port,
         tls,
         login,

@@ -22,30 +22,23 @@ pub struct Operation {
     pub response: Option<&'static str>,
 }
 
-const fn op(
-    method: &'static str,
-    path: &'static str,
-    id: &'static str,
-    summary: &'static str,
-    role: &'static str,
-    request: Option<&'static str>,
-    status: u16,
-    response: Option<&'static str>,
-) -> Operation {
-    Operation {
-        method,
-        path,
-        id,
-        summary,
-        role,
-        request,
-        status,
-        response,
-    }
+macro_rules! op {
+    ($method:literal, $path:literal, $id:literal, $summary:literal, $role:literal, $request:expr, $status:literal, $response:expr $(,)?) => {
+        Operation {
+            method: $method,
+            path: $path,
+            id: $id,
+            summary: $summary,
+            role: $role,
+            request: $request,
+            status: $status,
+            response: $response,
+        }
+    };
 }
 
 pub static OPERATIONS: &[Operation] = &[
-    op(
+    op!(
         "get",
         "/customers",
         "listCustomers",
@@ -55,7 +48,7 @@ pub static OPERATIONS: &[Operation] = &[
         200,
         Some("CustomerList"),
     ),
-    op(
+    op!(
         "post",
         "/customers",
         "createCustomer",
@@ -65,7 +58,7 @@ pub static OPERATIONS: &[Operation] = &[
         201,
         Some("Customer"),
     ),
-    op(
+    op!(
         "get",
         "/customers/{id}",
         "getCustomer",
@@ -75,7 +68,7 @@ pub static OPERATIONS: &[Operation] = &[
         200,
         Some("Customer"),
     ),
-    op(
+    op!(
         "patch",
         "/customers/{id}",
         "updateCustomer",
@@ -85,7 +78,7 @@ pub static OPERATIONS: &[Operation] = &[
         200,
         Some("Customer"),
     ),
-    op(
+    op!(
         "delete",
         "/customers/{id}",
         "deleteCustomer",
@@ -95,7 +88,7 @@ pub static OPERATIONS: &[Operation] = &[
         204,
         None,
     ),
-    op(
+    op!(
         "post",
         "/customers/{id}/consent",
         "createConsentLink",
@@ -105,7 +98,7 @@ pub static OPERATIONS: &[Operation] = &[
         200,
         Some("ConsentLink"),
     ),
-    op(
+    op!(
         "post",
         "/customers/{id}/test-message",
         "sendTestMessage",
@@ -115,7 +108,7 @@ pub static OPERATIONS: &[Operation] = &[
         202,
         Some("Queued"),
     ),
-    op(
+    op!(
         "get",
         "/customers/{id}/devices",
         "listDevices",
@@ -125,7 +118,7 @@ pub static OPERATIONS: &[Operation] = &[
         200,
         Some("DeviceList"),
     ),
-    op(
+    op!(
         "post",
         "/customers/{id}/devices",
         "createDevice",
@@ -135,7 +128,7 @@ pub static OPERATIONS: &[Operation] = &[
         201,
         Some("IssuedDevice"),
     ),
-    op(
+    op!(
         "get",
         "/customers/{id}/devices/{device}",
         "getDevice",
@@ -145,7 +138,7 @@ pub static OPERATIONS: &[Operation] = &[
         200,
         Some("Device"),
     ),
-    op(
+    op!(
         "patch",
         "/customers/{id}/devices/{device}",
         "updateDevice",
@@ -155,7 +148,7 @@ pub static OPERATIONS: &[Operation] = &[
         200,
         Some("Device"),
     ),
-    op(
+    op!(
         "delete",
         "/customers/{id}/devices/{device}",
         "deleteDevice",
@@ -165,7 +158,7 @@ pub static OPERATIONS: &[Operation] = &[
         204,
         None,
     ),
-    op(
+    op!(
         "post",
         "/customers/{id}/devices/{device}/rotate",
         "rotateDevicePassword",
@@ -175,7 +168,7 @@ pub static OPERATIONS: &[Operation] = &[
         200,
         Some("IssuedDevice"),
     ),
-    op(
+    op!(
         "get",
         "/messages",
         "listMessages",
@@ -185,7 +178,7 @@ pub static OPERATIONS: &[Operation] = &[
         200,
         Some("MessagePage"),
     ),
-    op(
+    op!(
         "get",
         "/messages/{id}",
         "getMessage",
@@ -195,7 +188,7 @@ pub static OPERATIONS: &[Operation] = &[
         200,
         Some("MessageDetail"),
     ),
-    op(
+    op!(
         "post",
         "/messages/{id}/retry",
         "retryMessage",
@@ -205,7 +198,7 @@ pub static OPERATIONS: &[Operation] = &[
         204,
         None,
     ),
-    op(
+    op!(
         "post",
         "/messages/{id}/cancel",
         "cancelMessage",
@@ -215,7 +208,7 @@ pub static OPERATIONS: &[Operation] = &[
         204,
         None,
     ),
-    op(
+    op!(
         "get",
         "/audit",
         "listAudit",

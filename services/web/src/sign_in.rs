@@ -21,7 +21,7 @@ use axum::{
     Router,
     extract::{Query, State},
     http::{HeaderMap, header},
-    response::{IntoResponse, Redirect, Response},
+    response::{AppendHeaders, IntoResponse, Redirect, Response},
     routing::{get, post},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -284,17 +284,31 @@ fn problem_page(state: &WebState, tr: Tr, problem: String) -> Response {
         .into_response()
 }
 
+/// A sign-in or consent about to leave for the identity provider.
+#[derive(Debug, Default)]
+pub struct NewFlow<'a> {
+    /// `sign_in` or `consent`.
+    pub kind: &'a str,
+    /// The `state` parameter: the flow's key, random.
+    pub csrf_state: &'a str,
+    pub nonce: Option<&'a str>,
+    pub pkce_verifier: Option<&'a str>,
+    pub tenant_id: Option<Uuid>,
+    pub staff_id: Option<Uuid>,
+    pub return_to: Option<&'a str>,
+}
+
 /// Stores a flow in flight; returns the cookie that binds it to the browser.
-pub async fn store_flow(
-    state: &WebState,
-    kind: &str,
-    csrf_state: &str,
-    nonce: Option<&str>,
-    pkce_verifier: Option<&str>,
-    tenant_id: Option<Uuid>,
-    staff_id: Option<Uuid>,
-    return_to: Option<&str>,
-) -> Result<String> {
+pub async fn store_flow(state: &WebState, flow: NewFlow<'_>) -> Result<String> {
+    let NewFlow {
+        kind,
+        csrf_state,
+        nonce,
+        pkce_verifier,
+        tenant_id,
+        staff_id,
+        return_to,
+    } = flow;
     sqlx::query("DELETE FROM oauth_flows WHERE created_at < now() - make_interval(secs => $1)")
         .bind(CONSENT_LIFETIME.as_secs_f64())
         .execute(&state.pool)
@@ -373,15 +387,17 @@ async fn start(State(state): State<WebState>, Query(query): Query<PageQuery>) ->
         .add_scope(Scope::new("profile".into()))
         .set_pkce_challenge(challenge)
         .url();
+    let return_to = local_path(query.next.as_deref());
     let cookie = store_flow(
         &state,
-        "sign_in",
-        csrf_state.secret(),
-        Some(nonce.secret()),
-        Some(verifier.secret()),
-        None,
-        None,
-        Some(&local_path(query.next.as_deref())),
+        NewFlow {
+            kind: "sign_in",
+            csrf_state: csrf_state.secret(),
+            nonce: Some(nonce.secret()),
+            pkce_verifier: Some(verifier.secret()),
+            return_to: Some(&return_to),
+            ..NewFlow::default()
+        },
     )
     .await?;
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to(url.as_str())).into_response())
@@ -467,7 +483,6 @@ async fn callback(
             ));
         }
     };
-    let settings = state.sign_in.settings()?;
     let addr = Some(peer.ip());
     let (staff_id, role) = match upsert_staff(&state, &identity, addr).await? {
         Some(found) => found,
@@ -483,14 +498,13 @@ async fn callback(
         }
     };
     tracing::info!(email = %identity.email, role = role.as_str(), "staff signed in");
-    let _ = settings;
     let cookie = session::create(&state, staff_id, addr).await?;
     let target = local_path(flow.return_to.as_deref());
     Ok((
-        [
+        AppendHeaders([
             (header::SET_COOKIE, cookie),
             (header::SET_COOKIE, clear_flow),
-        ],
+        ]),
         Redirect::to(&target),
     )
         .into_response())

@@ -1,0 +1,419 @@
+//! The JSON API: API tokens made in the control plane, every operation of the
+//! OpenAPI document called against the running server (status and documented fields
+//! checked, so the document cannot drift), role refusals, JSON errors, cursors.
+
+use std::collections::BTreeSet;
+
+use mailbridge::stack::StackOptions;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::{harness::TestApp, staff_client::StaffClient};
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("API call");
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+        };
+        (status, value)
+    }
+}
+
+/// Creates an API token in the control plane; returns the token.
+async fn token(staff: &mut StaffClient, name: &str, role: &str) -> String {
+    let page = staff
+        .post("/api-tokens", &[("name", name), ("role", role)])
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    page.text_of("api-token").expect("the token, shown once")
+}
+
+/// Checks that `value` has every property the schema `name` requires.
+fn conforms(doc: &Value, name: &str, value: &Value) {
+    let schema = &doc["components"]["schemas"][name];
+    assert!(schema.is_object(), "no schema {name}");
+    for field in schema["required"].as_array().unwrap() {
+        let field = field.as_str().unwrap();
+        assert!(value.get(field).is_some(), "{name} lacks {field}: {value}");
+    }
+    // Lists: their items against the item schema.
+    for (field, property) in schema["properties"].as_object().unwrap() {
+        if let (Some(reference), Some(items)) = (
+            property["items"]["$ref"].as_str(),
+            value.get(field).and_then(Value::as_array),
+        ) {
+            let item_schema = reference.rsplit('/').next().unwrap();
+            for item in items {
+                conforms(doc, item_schema, item);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_documented_operation_answers_as_documented() {
+    let app = TestApp::spawn_with(StackOptions {
+        start_worker: false,
+        ..StackOptions::ephemeral()
+    })
+    .await;
+    let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    let admin = token(&mut owner, "RMM", "admin").await;
+    let readonly = token(&mut owner, "Dashboard", "readonly").await;
+    assert!(admin.starts_with("mbt_"));
+    let tokens = owner.get("/api-tokens").await;
+    assert!(!tokens.body.contains(&admin), "a token is shown only once");
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: format!("http://{}/api/v1", app.stack.web_addr),
+    };
+    let (status, doc) = api.call(None, "get", "/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut documented = BTreeSet::new();
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for method in operations.as_object().unwrap().keys() {
+            documented.insert((method.clone(), path.clone()));
+        }
+    }
+
+    // Without a token, or with an unknown one: 401 for everything.
+    for (method, path) in &documented {
+        let concrete = path
+            .replace("{id}", &uuid::Uuid::new_v4().to_string())
+            .replace("{device}", &uuid::Uuid::new_v4().to_string());
+        let (status, body) = api.call(None, method, &concrete, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+        assert_eq!(body["error"]["code"], "unauthenticated");
+        let (status, _) = api.call(Some("mbt_made-up"), method, &concrete, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+    }
+
+    let mut exercised = BTreeSet::new();
+    let bodies = |schema: &str| -> Value {
+        match schema {
+            "CustomerInput" => {
+                json!({ "name": "Praxis API", "sender_mailbox": "scanner@praxis-api.example" })
+            }
+            "CustomerPatch" => {
+                json!({ "rate_limit_per_minute": 30, "notification_address": "it@msp.example" })
+            }
+            "TestMessage" => json!({ "recipient": "empfang@praxis-api.example" }),
+            "DeviceInput" => {
+                json!({ "name": "Scanner API", "kind": "scanner", "allowed_networks": ["192.0.2.0/24"], "enabled": true })
+            }
+            other => panic!("no example body for {other}"),
+        }
+    };
+    // In an order that creates what later operations need; deletions last.
+    let order = [
+        ("get", "/customers"),
+        ("post", "/customers"),
+        ("get", "/customers/{id}"),
+        ("patch", "/customers/{id}"),
+        ("post", "/customers/{id}/consent"),
+        ("post", "/customers/{id}/test-message"),
+        ("get", "/customers/{id}/devices"),
+        ("post", "/customers/{id}/devices"),
+        ("get", "/customers/{id}/devices/{device}"),
+        ("patch", "/customers/{id}/devices/{device}"),
+        ("post", "/customers/{id}/devices/{device}/rotate"),
+        ("get", "/messages"),
+        ("get", "/messages/{id}"),
+        ("post", "/messages/{id}/retry"),
+        ("post", "/messages/{id}/cancel"),
+        ("get", "/audit"),
+        ("delete", "/customers/{id}/devices/{device}"),
+        ("delete", "/customers/{id}"),
+    ];
+    let mut customer = String::new();
+    let mut device = String::new();
+    let mut message = String::new();
+    for (method, path) in order {
+        let operation = &doc["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is not documented");
+        let concrete = if path.starts_with("/messages/") {
+            path.replace("{id}", &message)
+        } else {
+            path.replace("{id}", &customer).replace("{device}", &device)
+        };
+        let body = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            .as_str()
+            .map(|r| bodies(r.rsplit('/').next().unwrap()));
+        let role_needed = operation["description"].as_str().unwrap();
+        // The read-only token may only read.
+        let (status, refusal) = api
+            .call(Some(&readonly), method, &concrete, body.as_ref())
+            .await;
+        if role_needed.contains("readonly") {
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{method} {path} for read-only: {refusal}"
+            );
+        } else {
+            assert_eq!(
+                status,
+                StatusCode::FORBIDDEN,
+                "{method} {path} for read-only: {refusal}"
+            );
+            assert_eq!(refusal["error"]["code"], "forbidden");
+        }
+        let (status, answer) = api
+            .call(Some(&admin), method, &concrete, body.as_ref())
+            .await;
+        let (documented_status, success) = operation["responses"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(code, _)| code.starts_with('2'))
+            .unwrap();
+        assert_eq!(
+            status.as_str(),
+            documented_status,
+            "{method} {path}: {answer}"
+        );
+        if let Some(reference) = success["content"]["application/json"]["schema"]["$ref"].as_str() {
+            conforms(&doc, reference.rsplit('/').next().unwrap(), &answer);
+        } else {
+            assert_eq!(answer, Value::Null, "{method} {path} has no body");
+        }
+        match (method, path) {
+            ("post", "/customers") => customer = answer["id"].as_str().unwrap().to_owned(),
+            ("post", "/customers/{id}/devices") => {
+                device = answer["id"].as_str().unwrap().to_owned();
+                assert!(answer["password"].as_str().unwrap().len() >= 20);
+            }
+            ("post", "/customers/{id}/test-message") => {
+                message = answer["queue_id"].as_str().unwrap().to_owned()
+            }
+            ("patch", "/customers/{id}") => assert_eq!(answer["rate_limit_per_minute"], 30),
+            ("patch", "/customers/{id}/devices/{device}") => assert_eq!(answer["enabled"], true),
+            ("post", "/customers/{id}/consent") => {
+                let url = answer["consent_url"].as_str().unwrap();
+                assert!(
+                    url.contains("/organizations/v2.0/adminconsent?client_id="),
+                    "{url}"
+                );
+            }
+            ("get", "/messages/{id}") => assert_eq!(answer["state"], "queued"),
+            ("get", "/audit") => {
+                let actions: Vec<&str> = answer["entries"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["action"].as_str().unwrap())
+                    .collect();
+                assert!(
+                    actions.contains(&"device.create") && actions.contains(&"message.cancel"),
+                    "{actions:?}"
+                );
+                let actors: Vec<&str> = answer["entries"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["actor"].as_str().unwrap())
+                    .collect();
+                assert!(actors.contains(&"api-token:RMM"));
+            }
+            _ => {}
+        }
+        exercised.insert((method.to_owned(), path.to_owned()));
+    }
+    assert_eq!(
+        exercised, documented,
+        "every documented operation was called"
+    );
+
+    // Revoked tokens stop working.
+    let token_id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM api_tokens WHERE name = 'Dashboard'")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    let revoked = owner
+        .post(&format!("/api-tokens/{token_id}/revoke"), &[])
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER);
+    let (status, _) = api.call(Some(&readonly), "get", "/customers", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    app.stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn api_errors_are_json_and_lists_page_with_a_cursor() {
+    let app = TestApp::spawn_with(StackOptions {
+        start_worker: false,
+        ..StackOptions::ephemeral()
+    })
+    .await;
+    let a = app.add_tenant("Praxis A").await;
+    let b = app.add_tenant("Praxis B").await;
+    let device_b = app.add_device(&b, "Scanner B").await;
+    let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    let admin = token(&mut owner, "PSA", "admin").await;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: format!("http://{}/api/v1", app.stack.web_addr),
+    };
+
+    let (status, body) = api
+        .call(
+            Some(&admin),
+            "post",
+            "/customers",
+            Some(&json!({ "name": "X", "sender_mailbox": "kein-postfach" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["code"], "invalid");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("kein-postfach")
+    );
+    let (status, body) = api
+        .call(
+            Some(&admin),
+            "post",
+            "/customers",
+            Some(&json!({ "name": "Praxis A", "sender_mailbox": "a@b.example" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already exists")
+    );
+    let (status, body) = api
+        .call(
+            Some(&admin),
+            "post",
+            "/customers",
+            Some(&json!({ "name": 5 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = api.call(Some(&admin), "get", "/nothing-here", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found");
+
+    // B's device is not reachable under A.
+    for method in ["get", "patch", "delete"] {
+        let body = (method == "patch").then(|| json!({ "enabled": false }));
+        let (status, _) = api
+            .call(
+                Some(&admin),
+                method,
+                &format!("/customers/{}/devices/{}", a.tenant.id, device_b.device.id),
+                body.as_ref(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method}");
+    }
+    let (status, _) = api
+        .call(
+            Some(&admin),
+            "post",
+            &format!(
+                "/customers/{}/devices/{}/rotate",
+                a.tenant.id, device_b.device.id
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Five messages, pages of two.
+    for n in 0..5 {
+        let (status, _) = api
+            .call(
+                Some(&admin),
+                "post",
+                &format!("/customers/{}/test-message", a.tenant.id),
+                Some(&json!({ "recipient": format!("r{n}@praxisa.example") })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let query = match &after {
+            Some(a) => format!("/messages?limit=2&after={a}"),
+            None => "/messages?limit=2".into(),
+        };
+        let (_, page) = api.call(Some(&admin), "get", &query, None).await;
+        let messages = page["messages"].as_array().unwrap();
+        assert!(messages.len() <= 2);
+        seen.extend(
+            messages
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5);
+    assert_eq!(
+        seen.iter().collect::<BTreeSet<_>>().len(),
+        5,
+        "no message on two pages"
+    );
+    let (_, page) = api
+        .call(
+            Some(&admin),
+            "get",
+            "/messages?recipient=r3@praxisa.example",
+            None,
+        )
+        .await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 1);
+    let (_, page) = api
+        .call(
+            Some(&admin),
+            "get",
+            &format!("/messages?customer={}&state=queued", b.tenant.id),
+            None,
+        )
+        .await;
+    assert!(page["messages"].as_array().unwrap().is_empty());
+    let (status, body) = api
+        .call(Some(&admin), "get", "/messages?state=lost", None)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, _) = api
+        .call(Some(&admin), "get", "/messages?from=yesterday", None)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    app.stack.shutdown().await;
+}
