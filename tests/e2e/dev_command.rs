@@ -124,9 +124,53 @@ impl Dev {
 fn dev_starts_everything_and_its_printed_curl_command_delivers_a_message() {
     let dev = Dev::start(Stdio::null(), &[]);
     dev.send_the_printed_test_mail();
-    let web = dev.field("Control plane");
-    let page = Command::new("curl").args(["-sS", &web]).output().unwrap();
-    assert!(String::from_utf8_lossy(&page.stdout).contains("Praxis Dr. Sonnenschein"));
+    // Sign in to the control plane as the printed demo user, with curl, through the
+    // simulated Entra ID, and find the demo customer.
+    let control_plane = dev.field("Control plane");
+    let (web, staff) = control_plane
+        .split_once("sign in as")
+        .expect("who can sign in");
+    let web = web.trim().trim_end_matches('/');
+    let user = staff.trim().split(',').next().unwrap().trim();
+    let sim_ca = dev
+        .field("simulated at")
+        .rsplit("CA certificate:")
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let jar = tempfile::NamedTempFile::new().unwrap();
+    let jar = jar.path().to_str().unwrap();
+    let location = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{redirect_url}",
+                "-b",
+                jar,
+                "-c",
+                jar,
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let authorize = location(&[&format!("{web}/sign-in/start")]);
+    assert!(authorize.contains("/oauth2/v2.0/authorize?"), "{authorize}");
+    let callback = location(&["--cacert", &sim_ca, &format!("{authorize}&sim_user={user}")]);
+    assert!(callback.contains("/sign-in/callback?code="), "{callback}");
+    assert_eq!(location(&[&callback]), format!("{web}/"));
+    let page = Command::new("curl")
+        .args(["-sS", "-b", jar, &format!("{web}/")])
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&page.stdout);
+    assert!(page.contains("Praxis Dr. Sonnenschein"), "{page}");
+    assert!(page.contains("Owner"), "the first to sign in is owner");
     let status = dev.interrupt();
     assert!(status.success(), "{status:?}");
 }
