@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 
-use mailbridge::stack::StackOptions;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -76,11 +75,7 @@ fn conforms(doc: &Value, name: &str, value: &Value) {
 
 #[tokio::test]
 async fn every_documented_operation_answers_as_documented() {
-    let app = TestApp::spawn_with(StackOptions {
-        start_worker: false,
-        ..StackOptions::ephemeral()
-    })
-    .await;
+    let app = TestApp::spawn_without_worker().await;
     let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
     let admin = token(&mut owner, "RMM", "admin").await;
     let readonly = token(&mut owner, "Dashboard", "readonly").await;
@@ -266,11 +261,7 @@ async fn every_documented_operation_answers_as_documented() {
 
 #[tokio::test]
 async fn api_errors_are_json_and_lists_page_with_a_cursor() {
-    let app = TestApp::spawn_with(StackOptions {
-        start_worker: false,
-        ..StackOptions::ephemeral()
-    })
-    .await;
+    let app = TestApp::spawn_without_worker().await;
     let a = app.add_tenant("Praxis A").await;
     let b = app.add_tenant("Praxis B").await;
     let device_b = app.add_device(&b, "Scanner B").await;

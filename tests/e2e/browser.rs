@@ -97,25 +97,23 @@ async fn screenshot(browser: &Client, dir: &Path, name: &str) {
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
 }
 
-async fn text(browser: &Client, css: &str) -> String {
+/// The element `css` names, once the page has it.
+async fn element(browser: &Client, css: &str) -> fantoccini::elements::Element {
     browser
         .wait()
         .at_most(Duration::from_secs(20))
         .for_element(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
-        .await
-        .unwrap()
+}
+
+async fn text(browser: &Client, css: &str) -> String {
+    element(browser, css).await.text().await.unwrap()
 }
 
 async fn click(browser: &Client, css: &str) {
-    browser
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css(css))
+    element(browser, css)
         .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
         .click()
         .await
         .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
@@ -187,11 +185,8 @@ async fn onboard(
 
     // Connect Microsoft 365: Entra's consent page, as the practice's admin.
     click(browser, "#connect").await;
-    browser
-        .wait()
-        .for_element(Locator::Css("#tenant"))
+    element(browser, "#tenant")
         .await
-        .expect("Entra's consent page")
         .select_by_value(&entra.to_string())
         .await
         .unwrap();
@@ -286,11 +281,8 @@ async fn a_technician_onboards_a_practice_in_the_browser_in_both_languages() {
     );
     screenshot(&browser, &shots, "0-sign-in").await;
     click(&browser, "#sign-in").await;
-    browser
-        .wait()
-        .for_element(Locator::Css("#user"))
+    element(&browser, "#user")
         .await
-        .expect("Entra's sign-in page")
         .select_by_value("ines.inhaber@msp.example")
         .await
         .unwrap();

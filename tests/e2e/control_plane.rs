@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use mailbridge::stack::StackOptions;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
@@ -604,11 +603,7 @@ async fn onboarding_over_http_from_customer_to_a_delivered_message() {
 
 #[tokio::test]
 async fn one_customers_devices_and_messages_are_not_reachable_through_another() {
-    let app = TestApp::spawn_with(StackOptions {
-        start_worker: false,
-        ..StackOptions::ephemeral()
-    })
-    .await;
+    let app = TestApp::spawn_without_worker().await;
     let a = app.add_tenant("Praxis A").await;
     let b = app.add_tenant("Praxis B").await;
     let device_b = app.add_device(&b, "Scanner B").await;
@@ -862,11 +857,7 @@ async fn pages_speak_german_to_german_browsers_and_switch_on_request() {
 
 #[tokio::test]
 async fn waiting_messages_can_be_retried_and_cancelled() {
-    let app = TestApp::spawn_with(StackOptions {
-        start_worker: false,
-        ..StackOptions::ephemeral()
-    })
-    .await;
+    let app = TestApp::spawn_without_worker().await;
     let tenant = app.add_tenant("Praxis West").await;
     let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
     let customer = tenant.tenant.id;

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use crate::harness::{TestApp, TestTenant, sample_message, without_final_crlf};
 use lettre::{AsyncTransport, address::Envelope};
-use mailbridge::stack::StackOptions;
 use mailbridge_core::{
     devices::{self, PolicyChange},
     diagnosis::{self, Lang},
@@ -32,11 +31,7 @@ async fn submit(
 
 #[tokio::test]
 async fn a_message_accepted_while_no_worker_runs_is_delivered_once_one_starts() {
-    let mut app = TestApp::spawn_with(StackOptions {
-        start_worker: false,
-        ..StackOptions::ephemeral()
-    })
-    .await;
+    let mut app = TestApp::spawn_without_worker().await;
     let tenant = app.add_tenant("Praxis Warteschlange").await;
     let device = app.add_device(&tenant, "Scanner").await;
     let message = submit(
@@ -607,11 +602,7 @@ async fn mailbox_slots_are_shared_by_every_worker() {
 
 #[tokio::test]
 async fn a_mailbox_at_its_daily_recipients_defers_without_an_attempt() {
-    let app = TestApp::spawn_with(StackOptions {
-        start_worker: false,
-        ..StackOptions::ephemeral()
-    })
-    .await;
+    let app = TestApp::spawn_without_worker().await;
     let tenant = app.add_tenant("Praxis Tageslimit").await;
     let device = app.add_device(&tenant, "Scanner").await;
     submit(

@@ -53,6 +53,16 @@ impl Dev {
             .unwrap_or_else(|| panic!("{label} not printed:\n{}", self.printed))
     }
 
+    /// The simulator's CA certificate file, as printed.
+    fn sim_ca(&self) -> String {
+        self.field("simulated at")
+            .rsplit("CA certificate:")
+            .next()
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
     /// Runs the printed test command (curl) and waits until the simulator has the mail.
     fn send_the_printed_test_mail(&self) {
         let curl = self
@@ -77,13 +87,7 @@ impl Dev {
             .unwrap()
             .trim()
             .to_owned();
-        let sim_ca = self
-            .field("simulated at")
-            .rsplit("CA certificate:")
-            .next()
-            .unwrap()
-            .trim()
-            .to_owned();
+        let sim_ca = self.sim_ca();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let inbox = Command::new("curl")
@@ -132,13 +136,7 @@ fn dev_starts_everything_and_its_printed_curl_command_delivers_a_message() {
         .expect("who can sign in");
     let web = web.trim().trim_end_matches('/');
     let user = staff.trim().split(',').next().unwrap().trim();
-    let sim_ca = dev
-        .field("simulated at")
-        .rsplit("CA certificate:")
-        .next()
-        .unwrap()
-        .trim()
-        .to_owned();
+    let sim_ca = dev.sim_ca();
     let jar = tempfile::NamedTempFile::new().unwrap();
     let jar = jar.path().to_str().unwrap();
     let location = |args: &[&str]| {

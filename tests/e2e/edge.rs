@@ -826,11 +826,7 @@ async fn shutdown_closes_idle_sessions_with_421() {
 
 #[tokio::test]
 async fn a_30_mb_attachment_is_accepted() {
-    let app = TestApp::spawn_with(StackOptions {
-        start_worker: false,
-        ..StackOptions::ephemeral()
-    })
-    .await;
+    let app = TestApp::spawn_without_worker().await;
     let tenant = app.add_tenant("Praxis Roentgen").await;
     let device = app.add_device(&tenant, "Roentgen").await;
     let sender = tenant.tenant.sender_mailbox.clone();

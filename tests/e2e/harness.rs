@@ -157,6 +157,15 @@ impl TestApp {
         Self::spawn_with(StackOptions::ephemeral()).await
     }
 
+    /// Everything but the worker (tests start it, or not, themselves).
+    pub async fn spawn_without_worker() -> Self {
+        Self::spawn_with(StackOptions {
+            start_worker: false,
+            ..StackOptions::ephemeral()
+        })
+        .await
+    }
+
     pub async fn spawn_with(options: StackOptions) -> Self {
         Self::spawn_configured(options, |_| {}).await
     }

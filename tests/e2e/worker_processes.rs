@@ -6,7 +6,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mailbridge::stack::StackOptions;
 use mailbridge_core::queue::{self, MessageKind, NewMessage};
 use uuid::Uuid;
 
@@ -94,11 +93,7 @@ async fn wait_until_all_arrived(
 
 #[tokio::test]
 async fn two_worker_processes_share_one_queue_without_duplicates() {
-    let app = TestApp::spawn_with(StackOptions {
-        start_worker: false,
-        ..StackOptions::ephemeral()
-    })
-    .await;
+    let app = TestApp::spawn_without_worker().await;
     let tenant = app.add_tenant("Praxis Zwei Worker").await;
     let message_ids = queue_messages(&app, &tenant, 120).await;
     let mut workers = [app.spawn_worker_process(30), app.spawn_worker_process(30)];
@@ -133,11 +128,7 @@ async fn two_worker_processes_share_one_queue_without_duplicates() {
 
 #[tokio::test]
 async fn a_worker_killed_mid_delivery_loses_nothing() {
-    let app = TestApp::spawn_with(StackOptions {
-        start_worker: false,
-        ..StackOptions::ephemeral()
-    })
-    .await;
+    let app = TestApp::spawn_without_worker().await;
     let tenant = app.add_tenant("Praxis Absturz").await;
     let message_ids = queue_messages(&app, &tenant, 300).await;
 

@@ -20,3 +20,15 @@ pub mod tenants;
 pub mod tls;
 
 pub use config::Settings;
+
+/// An error with its chain of causes, for logs and recorded answers.
+pub fn describe_error(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -181,6 +181,16 @@ pub enum AttemptOutcome {
     Permanent,
 }
 
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Retry => "retry",
+            Self::Permanent => "permanent",
+        }
+    }
+}
+
 /// One try to hand a message to Microsoft 365, as recorded.
 #[derive(Debug, Clone, Serialize, FromRow)]
 pub struct DeliveryAttempt {
@@ -343,6 +353,13 @@ pub async fn status(pool: &PgPool, id: Uuid) -> Result<Option<MessageStatus>, sq
     .bind(id)
     .fetch_optional(pool)
     .await
+}
+
+impl DeliveryAttempt {
+    /// What the answer meant, in plain words.
+    pub fn explained(&self) -> Option<&'static crate::diagnosis::Diagnosis> {
+        self.diagnosis.as_deref().and_then(crate::diagnosis::by_key)
+    }
 }
 
 pub async fn attempts(pool: &PgPool, id: Uuid) -> Result<Vec<DeliveryAttempt>, sqlx::Error> {

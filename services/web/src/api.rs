@@ -29,18 +29,6 @@ use crate::{
     staff,
 };
 
-/// Every cause of an error, joined, for logs and diagnostics.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// A JSON body whose rejection is one of our errors.
 pub struct ApiJson<T>(pub T);
 
@@ -346,7 +334,7 @@ async fn get_message(
 ) -> Result<Response> {
     actor.require(Permission::View)?;
     let message = messages::load(&state.pool, id).await?;
-    let attempts: Vec<ExplainedAttempt> = messages::attempts(&state.pool, id)
+    let attempts: Vec<ExplainedAttempt> = mailbridge_core::queue::attempts(&state.pool, id)
         .await?
         .into_iter()
         .map(|attempt| ExplainedAttempt {

@@ -13,7 +13,10 @@ use axum::{
     routing::{get, post},
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
-use mailbridge_core::diagnosis::{self, Diagnosis};
+use mailbridge_core::{
+    diagnosis::{self, Diagnosis},
+    queue::{self, DeliveryAttempt},
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
@@ -180,32 +183,11 @@ pub async fn search(pool: &PgPool, filter: &MessageFilter) -> Result<LogPage> {
     Ok(LogPage { messages, next })
 }
 
-/// One delivery attempt with what it meant.
-#[derive(Debug, Clone, Serialize, FromRow)]
-pub struct Attempt {
-    pub started_at: DateTime<Utc>,
-    pub duration_ms: i32,
-    pub method: String,
-    pub outcome: String,
-    pub upstream_status: Option<i32>,
-    pub upstream_code: Option<String>,
-    pub upstream_message: Option<String>,
-    pub diagnosis: Option<String>,
-    pub mailbox: Option<String>,
-    pub worker: String,
-}
-
-impl Attempt {
-    pub fn explained(&self) -> Option<&'static Diagnosis> {
-        self.diagnosis.as_deref().and_then(diagnosis::by_key)
-    }
-}
-
 /// An attempt as the API gives it: with the explanation in both languages.
 #[derive(Debug, Serialize)]
 pub struct ExplainedAttempt {
     #[serde(flatten)]
-    pub attempt: Attempt,
+    pub attempt: DeliveryAttempt,
     pub explanation: Option<Explanation>,
 }
 
@@ -244,17 +226,6 @@ pub async fn load(pool: &PgPool, id: Uuid) -> Result<LoggedMessage> {
         .fetch_optional(pool)
         .await?
         .ok_or(Error::NotFound)
-}
-
-pub async fn attempts(pool: &PgPool, id: Uuid) -> Result<Vec<Attempt>> {
-    Ok(sqlx::query_as(
-        "SELECT started_at, duration_ms, method, outcome, upstream_status, upstream_code,
-                upstream_message, diagnosis, mailbox, worker
-           FROM delivery_attempts WHERE message_id = $1 ORDER BY started_at, id",
-    )
-    .bind(id)
-    .fetch_all(pool)
-    .await?)
 }
 
 /// Tries a waiting message again now (its backoff is skipped).
@@ -396,7 +367,7 @@ struct MessagePage {
     t: Tr,
     nav: Nav,
     message: LoggedMessage,
-    attempts: Vec<Attempt>,
+    attempts: Vec<DeliveryAttempt>,
     can_handle: bool,
     /// Reload while the message is on its way (a test message, typically).
     refresh: bool,
@@ -408,7 +379,7 @@ async fn detail(
     Path(id): Path<Uuid>,
 ) -> Result<Response> {
     let message = load(&state.pool, id).await?;
-    let attempts = attempts(&state.pool, id).await?;
+    let attempts = queue::attempts(&state.pool, id).await?;
     let refresh = message.state == "delivering"
         || (message.state == "queued"
             && message.next_attempt_at < Utc::now() + chrono::Duration::seconds(30));

@@ -88,7 +88,7 @@ async fn call(http: reqwest::Client, request: HttpRequest) -> Result<HttpRespons
         .body(body)
         .send()
         .await
-        .map_err(|e| HttpError(crate::api::error_chain(&e)))?;
+        .map_err(|e| HttpError(mailbridge_core::describe_error(&e)))?;
     let mut builder = axum::http::Response::builder().status(response.status());
     for (name, value) in response.headers() {
         builder = builder.header(name, value);
@@ -144,7 +144,7 @@ impl Provider {
             .get(&url)
             .send()
             .await
-            .map_err(|e| unreachable(crate::api::error_chain(&e)))?;
+            .map_err(|e| unreachable(mailbridge_core::describe_error(&e)))?;
         if !response.status().is_success() {
             return Err(unreachable(format!("{url} answered {}", response.status())));
         }

@@ -112,17 +112,7 @@ pub(crate) fn describe_http_error(error: &reqwest::Error) -> String {
     text
 }
 
-/// An error with its chain of causes.
-pub(crate) fn describe_error(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use mailbridge_core::describe_error;
 
 impl Worker {
     pub fn new(pool: PgPool, settings: Settings) -> Result<Self, WorkerError> {
