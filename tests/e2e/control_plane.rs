@@ -954,3 +954,249 @@ async fn messages_of_a_customer_not_yet_connected_wait_with_an_explanation() {
     );
     app.stack.shutdown().await;
 }
+
+/// A role's rank, for the matrix below.
+fn rank(role: &str) -> u8 {
+    match role {
+        "readonly" => 0,
+        "technician" => 1,
+        "admin" => 2,
+        "owner" => 3,
+        other => panic!("no role {other}"),
+    }
+}
+
+#[tokio::test]
+async fn every_page_and_form_checks_the_role() {
+    let app = TestApp::spawn_without_worker().await;
+    let tenant = app.add_tenant("Praxis Rollen").await;
+    let device = app.add_device(&tenant, "Scanner").await;
+    let (c, d) = (tenant.tenant.id, device.device.id);
+    let mut owner = StaffClient::sign_in(&app, "owner@msp.example").await;
+    let sent = owner
+        .post(
+            &format!("/customers/{c}/test-message"),
+            &[("recipient", "x@praxisrollen.example")],
+        )
+        .await;
+    let m = id_in(sent.location.as_deref().unwrap(), "/messages/");
+    let mut members = Vec::new();
+    for role in ["readonly", "technician", "admin", "owner"] {
+        let email = format!("{role}@msp.example");
+        let mut client = StaffClient::sign_in(&app, &email).await;
+        let id: Uuid = sqlx::query_scalar("SELECT id FROM staff WHERE email = $1")
+            .bind(&email)
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+        let changed = owner
+            .post(
+                &format!("/staff/{id}"),
+                &[("role", role), ("enabled", "on")],
+            )
+            .await;
+        assert_eq!(changed.status, StatusCode::SEE_OTHER);
+        client.get("/").await;
+        members.push((role, id, client));
+    }
+    let readonly_id = members[0].1;
+    let gets = [
+        ("/".to_owned(), "readonly"),
+        (format!("/customers/{c}"), "readonly"),
+        (format!("/customers/{c}/devices/{d}"), "readonly"),
+        (format!("/customers/{c}/devices/{d}/setup"), "readonly"),
+        ("/messages".to_owned(), "readonly"),
+        (format!("/messages/{m}"), "readonly"),
+        ("/audit".to_owned(), "admin"),
+        ("/api-tokens".to_owned(), "admin"),
+        ("/staff".to_owned(), "owner"),
+    ];
+    for (role, _, client) in &mut members {
+        for (path, needed) in &gets {
+            let page = client.get(path).await;
+            let expected = if rank(role) >= rank(needed) {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            assert_eq!(page.status, expected, "{role} GET {path}");
+        }
+        let posts: Vec<(String, Vec<(&str, String)>, &str)> = vec![
+            (
+                format!("/customers/{c}/devices/{d}"),
+                vec![
+                    ("allowed_networks", String::new()),
+                    ("allowed_senders", String::new()),
+                    ("sender_policy", "rewrite".into()),
+                    ("rate_limit_per_minute", String::new()),
+                ],
+                "technician",
+            ),
+            (
+                format!("/customers/{c}/devices"),
+                vec![("name", format!("Gerät {role}"))],
+                "technician",
+            ),
+            (
+                format!("/customers/{c}/test-message"),
+                vec![("recipient", "y@praxisrollen.example".into())],
+                "technician",
+            ),
+            (format!("/messages/{m}/retry"), vec![], "technician"),
+            (
+                format!("/customers/{c}"),
+                vec![
+                    ("name", "Praxis Rollen".into()),
+                    ("sender_mailbox", tenant.tenant.sender_mailbox.clone()),
+                ],
+                "admin",
+            ),
+            (
+                "/customers".to_owned(),
+                vec![
+                    ("name", format!("Neu {role}")),
+                    ("sender_mailbox", "neu@praxis.example".into()),
+                ],
+                "admin",
+            ),
+            (format!("/customers/{c}/connect"), vec![], "admin"),
+            (
+                "/api-tokens".to_owned(),
+                vec![
+                    ("name", format!("token {role}")),
+                    ("role", "readonly".into()),
+                ],
+                "admin",
+            ),
+            (
+                format!("/staff/{readonly_id}"),
+                vec![("role", "readonly".into()), ("enabled", "on".into())],
+                "owner",
+            ),
+        ];
+        for (path, form, needed) in posts {
+            let fields: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let page = client.post(&path, &fields).await;
+            if rank(role) >= rank(needed) {
+                assert!(
+                    page.status.is_success() || page.status.is_redirection(),
+                    "{role} POST {path}: {} {}",
+                    page.status,
+                    page.body
+                );
+            } else {
+                assert_eq!(page.status, StatusCode::FORBIDDEN, "{role} POST {path}");
+            }
+        }
+    }
+    // The destructive ones: a read-only member is refused each, a technician may
+    // delete a device but not a customer.
+    let (_, _, readonly) = &mut members[0];
+    for path in [
+        format!("/customers/{c}/devices/{d}/rotate"),
+        format!("/customers/{c}/devices/{d}/delete"),
+        format!("/messages/{m}/cancel"),
+        format!("/customers/{c}/delete"),
+    ] {
+        assert_eq!(
+            readonly.post(&path, &[]).await.status,
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
+    }
+    let (_, _, technician) = &mut members[1];
+    assert_eq!(
+        technician
+            .post(&format!("/customers/{c}/delete"), &[])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        technician
+            .post(&format!("/customers/{c}/devices/{d}/delete"), &[])
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        technician
+            .post(&format!("/messages/{m}/cancel"), &[])
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+    let (_, _, admin) = &mut members[2];
+    assert_eq!(
+        admin
+            .post(&format!("/customers/{c}/delete"), &[])
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+    assert!(
+        mailbridge_core::tenants::get(app.pool(), c)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    app.stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_idle_session_ends() {
+    let app = TestApp::spawn_configured(mailbridge::stack::StackOptions::ephemeral(), |settings| {
+        settings.web.session_idle = Duration::from_secs(1);
+    })
+    .await;
+    let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let page = owner.get("/").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert!(page.location.unwrap().starts_with("/sign-in"));
+    app.stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_overview_puts_basic_auth_refusals_first_and_flags_silent_devices() {
+    let app = TestApp::spawn_without_worker().await;
+    let tenant = app.add_tenant("Praxis Alt").await;
+    app.add_device(&tenant, "Drucker alt").await;
+    let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    let sent = owner
+        .post(
+            &format!("/customers/{}/test-message", tenant.tenant.id),
+            &[("recipient", "x@praxisalt.example")],
+        )
+        .await;
+    let m = id_in(sent.location.as_deref().unwrap(), "/messages/");
+    for (code, times) in [("SendAsDenied", 3), ("5.7.30", 1)] {
+        for _ in 0..times {
+            sqlx::query(
+                "INSERT INTO delivery_attempts (message_id, started_at, duration_ms, method, outcome, upstream_status, upstream_code, diagnosis, worker)
+                 VALUES ($1, now(), 5, 'smtp', 'permanent', 550, $2, $2, 'test')",
+            )
+            .bind(m)
+            .bind(code)
+            .execute(app.pool())
+            .await
+            .unwrap();
+        }
+    }
+    let overview = owner.get("/").await;
+    let basic = overview
+        .body
+        .find("code basic-auth\">5.7.30 × 1")
+        .expect("5.7.30 highlighted");
+    let send_as = overview
+        .body
+        .find("SendAsDenied × 3")
+        .expect("other refusals listed");
+    assert!(basic < send_as, "5.7.30 first");
+    assert!(
+        overview.body.contains("1 not seen for 7 days"),
+        "{}",
+        overview.body
+    );
+    app.stack.shutdown().await;
+}
