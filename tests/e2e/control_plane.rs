@@ -955,6 +955,9 @@ async fn messages_of_a_customer_not_yet_connected_wait_with_an_explanation() {
     app.stack.shutdown().await;
 }
 
+/// A form post of the role matrix: path, fields, the least role allowed.
+type FormPost<'a> = (String, Vec<(&'a str, String)>, &'a str);
+
 /// A role's rank, for the matrix below.
 fn rank(role: &str) -> u8 {
     match role {
@@ -1021,7 +1024,7 @@ async fn every_page_and_form_checks_the_role() {
             };
             assert_eq!(page.status, expected, "{role} GET {path}");
         }
-        let posts: Vec<(String, Vec<(&str, String)>, &str)> = vec![
+        let posts: Vec<FormPost> = vec![
             (
                 format!("/customers/{c}/devices/{d}"),
                 vec![
