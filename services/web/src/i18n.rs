@@ -723,14 +723,17 @@ mod tests {
         }
         let mut used = std::collections::BTreeSet::new();
         for source in &sources {
-            for marker in [".t(\"", ".fill(\"", "tr!(\"", "#[error(\""] {
+            for marker in [".t(", ".fill(", "tr!(", "#[error("] {
                 for (at, _) in source.match_indices(marker) {
                     let before = source[..at].chars().next_back();
-                    if marker == "tr!(\"" && before.is_some_and(|c| c.is_alphanumeric() || c == '_')
-                    {
+                    if marker == "tr!(" && before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
                         continue;
                     }
-                    let rest = &source[at + marker.len()..];
+                    // The text may start on the next line (rustfmt breaks long calls).
+                    let rest = source[at + marker.len()..].trim_start();
+                    let Some(rest) = rest.strip_prefix('"') else {
+                        continue;
+                    };
                     let mut text = String::new();
                     let mut chars = rest.chars();
                     while let Some(c) = chars.next() {

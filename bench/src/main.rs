@@ -1,0 +1,466 @@
+//! `mailbridge-bench`: the benchmark suite. It starts everything itself on loopback —
+//! a throwaway PostgreSQL with fsync on (a `250` still means committed), the
+//! Microsoft 365 simulator, the real `mailbridge edge`, `worker` and `web` processes,
+//! and a private Postfix relaying to `smtp-sink` — runs each scenario against
+//! mailbridge and the reference in the same run, alternating, and prints medians and
+//! ratios. docs/benchmarks.md explains the scenarios and records results.
+
+mod load;
+mod reference;
+mod stack;
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use crate::{
+    load::Load,
+    reference::{Postfix, Sink, memory, smtp_source},
+    stack::BenchStack,
+};
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmarks mailbridge against Postfix on loopback and prints the figures")]
+struct Args {
+    /// A tiny run (a few hundred messages) that checks the benchmark itself works.
+    #[arg(long)]
+    smoke: bool,
+    /// Which scenarios to run (1–6), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6")]
+    scenarios: Vec<u8>,
+    /// Rounds of each comparison (the median is reported).
+    #[arg(long)]
+    rounds: Option<usize>,
+}
+
+/// The sizes of a run.
+struct Sizes {
+    rounds: usize,
+    accept_messages: usize,
+    login_messages: usize,
+    e2e_messages: usize,
+    latency_seconds: u64,
+    sessions: usize,
+    large_messages: usize,
+    large_bytes: usize,
+    log_rows: i64,
+}
+
+impl Sizes {
+    fn of(args: &Args) -> Self {
+        if args.smoke {
+            Self {
+                rounds: args.rounds.unwrap_or(1),
+                accept_messages: 200,
+                login_messages: 100,
+                e2e_messages: 200,
+                latency_seconds: 2,
+                sessions: 100,
+                large_messages: 2,
+                large_bytes: 1024 * 1024,
+                log_rows: 5_000,
+            }
+        } else {
+            Self {
+                rounds: args.rounds.unwrap_or(3),
+                accept_messages: 20_000,
+                login_messages: 5_000,
+                e2e_messages: 20_000,
+                latency_seconds: 30,
+                sessions: 10_000,
+                large_messages: 20,
+                large_bytes: 25 * 1024 * 1024,
+                log_rows: 1_000_000,
+            }
+        }
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[at]
+}
+
+/// The table printed at the end.
+#[derive(Default)]
+struct Report {
+    rows: Vec<[String; 4]>,
+}
+
+impl Report {
+    fn row(&mut self, scenario: &str, measure: &str, value: String, note: String) {
+        println!("  {scenario:<4} {measure:<58} {value:>14}  {note}");
+        self.rows
+            .push([scenario.into(), measure.into(), value, note]);
+    }
+
+    fn print(&self) {
+        println!("\n| scenario | measure | value | note |\n|---|---|---|---|");
+        for [s, m, v, n] in &self.rows {
+            println!("| {s} | {m} | {v} | {n} |");
+        }
+    }
+}
+
+const MESSAGE_SIZE: usize = 10 * 1024;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let sizes = Sizes::of(&args);
+    mailbridge_core::tls::install_crypto_provider();
+    raise_open_files();
+    println!("Starting PostgreSQL (fsync on), the Microsoft 365 simulator, mailbridge …");
+    let stack = BenchStack::start(sizes.large_bytes * 2).await?;
+    let mut report = Report::default();
+    println!("\nscenario and measure                                                 value");
+    for scenario in &args.scenarios {
+        match scenario {
+            1 => accept_rate(&stack, &sizes, &mut report).await?,
+            2 => login_rate(&stack, &sizes, &mut report).await?,
+            3 => end_to_end(&stack, &sizes, &mut report).await?,
+            4 => concurrency(&stack, &sizes, &mut report).await?,
+            5 => large_messages(&stack, &sizes, &mut report).await?,
+            6 => message_log(&stack, &sizes, &mut report).await?,
+            other => anyhow::bail!("no scenario {other}"),
+        }
+    }
+    report.print();
+    stack.stop().await;
+    Ok(())
+}
+
+/// Sockets for ten thousand sessions, for this process and the edge it starts.
+fn raise_open_files() {
+    let _ = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &std::process::id().to_string(),
+            "--nofile=65536:65536",
+        ])
+        .status();
+}
+
+/// 1: new connection per message, no TLS, port-25 style allow-listed device;
+/// `smtp-source -s 20 -m N -l 10240` against smtp-sink, Postfix and mailbridge.
+async fn accept_rate(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    let sink = Sink::start()?;
+    let postfix = Postfix::start(sink.addr)?;
+    let (from, to) = (stack.relay_sender.as_str(), stack.relay_recipient.as_str());
+    let (mut ceiling, mut reference, mut ours) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..sizes.rounds {
+        let n = sizes.accept_messages;
+        let sink_addr = sink.addr;
+        ceiling.push(
+            tokio::task::spawn_blocking(move || {
+                smtp_source(sink_addr, 20, n, MESSAGE_SIZE, "a@b.example", "c@d.example")
+            })
+            .await??,
+        );
+        let pf = postfix.addr;
+        reference.push(
+            tokio::task::spawn_blocking(move || {
+                smtp_source(pf, 20, n, MESSAGE_SIZE, "a@b.example", "c@d.example")
+            })
+            .await??,
+        );
+        let relay = stack.relay_addr;
+        let (f, t) = (from.to_owned(), to.to_owned());
+        ours.push(
+            tokio::task::spawn_blocking(move || smtp_source(relay, 20, n, MESSAGE_SIZE, &f, &t))
+                .await??,
+        );
+        stack.pause_until_delivered().await?;
+    }
+    let (ceiling, reference, ours) = (
+        median(&mut ceiling),
+        median(&mut reference),
+        median(&mut ours),
+    );
+    let postfix_backlog = postfix.queued();
+    report.row(
+        "1",
+        "smtp-source → smtp-sink (loopback ceiling), msg/s",
+        format!("{ceiling:.0}"),
+        String::new(),
+    );
+    report.row(
+        "1",
+        "smtp-source → Postfix (disk queue), accepted msg/s",
+        format!("{reference:.0}"),
+        format!("{postfix_backlog} still queued"),
+    );
+    report.row(
+        "1",
+        "smtp-source → mailbridge (committed in PostgreSQL), msg/s",
+        format!("{ours:.0}"),
+        String::new(),
+    );
+    report.row(
+        "1",
+        "mailbridge / Postfix",
+        format!("{:.2}×", ours / reference),
+        "target ≥ 4×".into(),
+    );
+    report.row(
+        "1",
+        "mailbridge / ceiling",
+        format!("{:.0} %", 100.0 * ours / ceiling),
+        "target ≥ 60 %".into(),
+    );
+    Ok(())
+}
+
+/// 2: STARTTLS + AUTH PLAIN, one message per connection, and one login then 100.
+async fn login_rate(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    let (mut single, mut hundred) = (Vec::new(), Vec::new());
+    for _ in 0..sizes.rounds {
+        for (per_connection, results) in [(1, &mut single), (100, &mut hundred)] {
+            let outcome = load::run(Load {
+                messages_per_connection: per_connection,
+                concurrency: 20,
+                total: sizes.login_messages,
+                ..stack.login_load(MESSAGE_SIZE)
+            })
+            .await?;
+            if outcome.refused > 0 {
+                println!("  (scenario 2: {} refused)", outcome.refused);
+            }
+            results.push(outcome.rate());
+            stack.pause_until_delivered().await?;
+        }
+    }
+    report.row(
+        "2",
+        "STARTTLS + AUTH PLAIN, 1 message per connection, msg/s",
+        format!("{:.0}", median(&mut single)),
+        "target ≥ 1 000".into(),
+    );
+    report.row(
+        "2",
+        "STARTTLS + AUTH PLAIN, 100 messages per connection, msg/s",
+        format!("{:.0}", median(&mut hundred)),
+        String::new(),
+    );
+    Ok(())
+}
+
+/// 3: sustained rate from accept to delivered in the simulator, and latency from
+/// `250` to delivered at a fixed 200 msg/s.
+async fn end_to_end(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    stack.pause_until_delivered().await?;
+    let marker = stack.now().await?;
+    let started = Instant::now();
+    let outcome = load::run(Load {
+        messages_per_connection: 100,
+        concurrency: 20,
+        total: sizes.e2e_messages,
+        ..stack.login_load(MESSAGE_SIZE)
+    })
+    .await?;
+    let accepted_in = started.elapsed();
+    stack
+        .wait_delivered_since(marker, outcome.accepted, Duration::from_secs(600))
+        .await?;
+    let delivered_in = started.elapsed();
+    report.row(
+        "3",
+        "accepted, msg/s",
+        format!("{:.0}", outcome.accepted as f64 / accepted_in.as_secs_f64()),
+        String::new(),
+    );
+    report.row(
+        "3",
+        "accepted and delivered to the simulator, msg/s",
+        format!(
+            "{:.0}",
+            outcome.accepted as f64 / delivered_in.as_secs_f64()
+        ),
+        "target ≥ 1 000, queue not growing".into(),
+    );
+
+    let marker = stack.now().await?;
+    let outcome = load::run_at_rate(
+        stack.login_load(MESSAGE_SIZE),
+        200,
+        Duration::from_secs(sizes.latency_seconds),
+    )
+    .await?;
+    stack
+        .wait_delivered_since(marker, outcome.accepted, Duration::from_secs(120))
+        .await?;
+    let latencies = stack.latencies_since(marker).await?;
+    report.row(
+        "3",
+        "at 200 msg/s: p50 accept → delivered, ms",
+        format!("{:.0}", percentile(&latencies, 0.50)),
+        format!("{} messages", latencies.len()),
+    );
+    report.row(
+        "3",
+        "at 200 msg/s: p95, ms",
+        format!("{:.0}", percentile(&latencies, 0.95)),
+        String::new(),
+    );
+    report.row(
+        "3",
+        "at 200 msg/s: p99, ms",
+        format!("{:.0}", percentile(&latencies, 0.99)),
+        "target < 250".into(),
+    );
+    Ok(())
+}
+
+/// 4: many authenticated TLS sessions held open; the edge's resident memory per session.
+async fn concurrency(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    let pid = stack.edge_pid();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (before, _) = memory(pid);
+    let started = Instant::now();
+    let sessions = load::hold_open(&stack.login_load(MESSAGE_SIZE), sizes.sessions).await?;
+    let opened_in = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (during, _) = memory(pid);
+    let per_session = (during.saturating_sub(before)) as f64 / sessions.len() as f64;
+    report.row(
+        "4",
+        "authenticated TLS sessions held open",
+        format!("{}", sessions.len()),
+        format!("opened in {:.1} s", opened_in.as_secs_f64()),
+    );
+    report.row(
+        "4",
+        "edge resident memory per session, KB",
+        format!("{:.1}", per_session / 1024.0),
+        format!(
+            "{} MB idle → {} MB; target < 30 KB",
+            before >> 20,
+            during >> 20
+        ),
+    );
+    drop(sessions);
+    Ok(())
+}
+
+/// 5: large attachments, several at once: throughput and peak memory of edge and worker.
+async fn large_messages(
+    stack: &BenchStack,
+    sizes: &Sizes,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    stack.pause_until_delivered().await?;
+    let marker = stack.now().await?;
+    let (edge_before, _) = memory(stack.edge_pid());
+    let (worker_before, _) = memory(stack.worker_pid());
+    let started = Instant::now();
+    let outcome = load::run(Load {
+        messages_per_connection: 1,
+        concurrency: sizes.large_messages,
+        total: sizes.large_messages,
+        ..stack.large_load(sizes.large_bytes)
+    })
+    .await?;
+    let accepted_in = started.elapsed();
+    stack
+        .wait_delivered_since(marker, outcome.accepted, Duration::from_secs(900))
+        .await?;
+    let delivered_in = started.elapsed();
+    let (_, edge_peak) = memory(stack.edge_pid());
+    let (_, worker_peak) = memory(stack.worker_pid());
+    let in_flight = (sizes.large_messages * sizes.large_bytes) as f64;
+    let mb = |b: f64| b / (1024.0 * 1024.0);
+    report.row(
+        "5",
+        &format!(
+            "{} × {} MB at once: accepted, MB/s",
+            sizes.large_messages,
+            sizes.large_bytes >> 20
+        ),
+        format!("{:.1}", mb(in_flight) / accepted_in.as_secs_f64()),
+        format!("{} accepted", outcome.accepted),
+    );
+    report.row(
+        "5",
+        "accepted and delivered (upload sessions), MB/s",
+        format!("{:.1}", mb(in_flight) / delivered_in.as_secs_f64()),
+        String::new(),
+    );
+    report.row(
+        "5",
+        "edge peak resident memory / bytes in flight",
+        format!(
+            "{:.2}×",
+            (edge_peak.saturating_sub(edge_before)) as f64 / in_flight
+        ),
+        format!("peak {} MB; target < 3×", edge_peak >> 20),
+    );
+    report.row(
+        "5",
+        "worker peak resident memory / bytes in flight",
+        format!(
+            "{:.2}×",
+            (worker_peak.saturating_sub(worker_before)) as f64 / in_flight
+        ),
+        format!("peak {} MB; target < 3×", worker_peak >> 20),
+    );
+    Ok(())
+}
+
+/// 6: the message log's search through the API with many messages in the database.
+async fn message_log(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    let filled = Instant::now();
+    let probe = stack.fill_message_log(sizes.log_rows).await?;
+    println!(
+        "  (scenario 6: {} messages in the log after {:.0} s)",
+        probe.total,
+        filled.elapsed().as_secs_f64()
+    );
+    let shapes = [
+        ("newest first, no filter", "limit=50".to_owned()),
+        ("one customer", format!("customer={}", probe.tenant)),
+        (
+            "one customer, failed",
+            format!("customer={}&state=failed", probe.tenant),
+        ),
+        ("state failed, all customers", "state=failed".to_owned()),
+        ("by sender", format!("sender={}", probe.sender)),
+        ("by recipient", format!("recipient={}", probe.recipient)),
+        (
+            "one customer, one day",
+            format!(
+                "customer={}&from={}&until={}",
+                probe.tenant, probe.day_from, probe.day_until
+            ),
+        ),
+        ("one device", format!("device={}", probe.device)),
+        ("page 20 (cursor)", format!("after={}", probe.deep_cursor)),
+    ];
+    for (name, query) in shapes {
+        let mut times = Vec::new();
+        for _ in 0..20 {
+            times.push(
+                stack
+                    .api_get(&format!("/api/v1/messages?{query}"))
+                    .await?
+                    .as_secs_f64()
+                    * 1000.0,
+            );
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        report.row(
+            "6",
+            &format!("message log: {name}, p95 ms"),
+            format!("{:.1}", percentile(&times, 0.95)),
+            format!("median {:.1}; target < 100", percentile(&times, 0.5)),
+        );
+    }
+    Ok(())
+}
