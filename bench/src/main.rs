@@ -178,7 +178,7 @@ async fn accept_rate(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> 
             tokio::task::spawn_blocking(move || smtp_source(relay, 20, n, MESSAGE_SIZE, &f, &t))
                 .await??,
         );
-        stack.pause_until_delivered().await?;
+        stack.reset_queue().await?;
     }
     let (ceiling, reference, ours) = (
         median(&mut ceiling),
@@ -235,7 +235,7 @@ async fn login_rate(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> a
                 println!("  (scenario 2: {} refused)", outcome.refused);
             }
             results.push(outcome.rate());
-            stack.pause_until_delivered().await?;
+            stack.reset_queue().await?;
         }
     }
     report.row(
@@ -256,7 +256,7 @@ async fn login_rate(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> a
 /// 3: sustained rate from accept to delivered in the simulator, and latency from
 /// `250` to delivered at a fixed 200 msg/s.
 async fn end_to_end(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
-    stack.pause_until_delivered().await?;
+    stack.reset_queue().await?;
     let marker = stack.now().await?;
     let started = Instant::now();
     let outcome = load::run(Load {
@@ -356,7 +356,7 @@ async fn large_messages(
     sizes: &Sizes,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    stack.pause_until_delivered().await?;
+    stack.reset_queue().await?;
     let marker = stack.now().await?;
     let (edge_before, _) = memory(stack.edge_pid());
     let (worker_before, _) = memory(stack.worker_pid());

@@ -95,6 +95,18 @@ impl Postfix {
         let data = dir.path().join("data");
         std::fs::create_dir_all(&config)?;
         std::fs::create_dir_all(&data)?;
+        std::fs::create_dir_all(&queue)?;
+        // Postfix's daemons run as `postfix`: they must reach the directory, and own
+        // the data directory.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let chown = Command::new("chown")
+            .args(["postfix"])
+            .arg(&data)
+            .status()?;
+        if !chown.success() {
+            bail!("chown postfix {}", data.display());
+        }
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         std::fs::write(
@@ -119,6 +131,7 @@ local_recipient_maps =
 smtputf8_enable = no
 message_size_limit = 52428800
 default_process_limit = 200
+maillog_file_prefixes = {dir}
 maillog_file = {log}
 syslog_name = postfix-bench
 ",
@@ -127,6 +140,7 @@ syslog_name = postfix-bench
                 relay = relay_to.ip(),
                 relay_port = relay_to.port(),
                 log = dir.path().join("maillog").display(),
+                dir = dir.path().display(),
             ),
         )?;
         // Debian's master.cf without chroot, smtpd on our port, logging to a file.
@@ -146,7 +160,9 @@ syslog_name = postfix-bench
             }
             lines.push(fields.join(" "));
         }
-        lines.push("postlog unix-dgram n - n - 1 postlogd".into());
+        if !lines.iter().any(|l| l.starts_with("postlog ")) {
+            lines.push("postlog unix-dgram n - n - 1 postlogd".into());
+        }
         std::fs::write(config.join("master.cf"), lines.join("\n") + "\n")?;
         let status = Command::new("postfix")
             .args(["-c", &config.display().to_string(), "start"])

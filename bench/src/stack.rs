@@ -324,23 +324,14 @@ impl BenchStack {
             .await?)
     }
 
-    /// Waits until nothing is queued (so scenarios do not feed each other).
-    pub async fn pause_until_delivered(&self) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(900);
-        loop {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM messages WHERE state IN ('queued', 'delivering')",
-            )
-            .fetch_one(&self.pool)
+    /// Empties the queue and its history, so that rounds and scenarios do not feed
+    /// each other (and one mailbox's daily limit, counted from the history, does not
+    /// hold back the next scenario).
+    pub async fn reset_queue(&self) -> anyhow::Result<()> {
+        sqlx::query("TRUNCATE delivery_attempts, message_bodies, messages")
+            .execute(&self.pool)
             .await?;
-            if waiting == 0 {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("{waiting} messages still waiting after 15 minutes");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        Ok(())
     }
 
     /// Waits until `count` messages received since `since` are delivered.
@@ -386,10 +377,8 @@ impl BenchStack {
     /// Fills the message log to `rows` finished messages spread over the practices
     /// and the last 30 days (no bodies: finished messages have none).
     pub async fn fill_message_log(&self, rows: i64) -> anyhow::Result<LogProbe> {
-        let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
-            .fetch_one(&self.pool)
-            .await?;
-        let missing = (rows - existing).max(0);
+        self.reset_queue().await?;
+        let missing = rows;
         let tenants: Vec<Uuid> = self.practices.iter().map(|p| p.tenant).collect();
         let devices: Vec<Uuid> = self.practices.iter().map(|p| p.device).collect();
         let batch = 100_000;
@@ -474,12 +463,18 @@ impl BenchStack {
         Ok(elapsed)
     }
 
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.pool.close().await;
+    }
+}
+
+/// The mailbridge processes end with the benchmark, however it ends.
+impl Drop for BenchStack {
+    fn drop(&mut self) {
         for child in [&mut self.edge, &mut self.worker, &mut self.web] {
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.pool.close().await;
     }
 }
 

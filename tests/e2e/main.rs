@@ -12,6 +12,7 @@ mod control_plane;
 mod delivery;
 mod dev_command;
 mod edge;
+mod group_commit;
 mod operations;
 mod resilience;
 mod submission;

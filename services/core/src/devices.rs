@@ -482,14 +482,22 @@ pub async fn recent_message_counts(
     .await
 }
 
-/// Records that a device was seen; called once per session, not per command.
-pub async fn touch(pool: &PgPool, device_id: Uuid, addr: IpAddr) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE devices SET last_seen_at = now(), last_seen_addr = $2 WHERE id = $1")
-        .bind(device_id)
-        .bind(IpNet::from(addr))
-        .execute(pool)
-        .await
-        .map(drop)
+/// Records when and from where devices were last seen, many in one statement.
+pub async fn touch_many(pool: &PgPool, seen: &[(Uuid, IpAddr)]) -> Result<(), sqlx::Error> {
+    if seen.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = seen.iter().map(|(id, _)| *id).collect();
+    let addrs: Vec<IpNet> = seen.iter().map(|(_, addr)| IpNet::from(*addr)).collect();
+    sqlx::query(
+        "UPDATE devices d SET last_seen_at = now(), last_seen_addr = v.addr
+           FROM unnest($1::uuid[], $2::inet[]) AS v(id, addr) WHERE d.id = v.id",
+    )
+    .bind(ids)
+    .bind(addrs)
+    .execute(pool)
+    .await
+    .map(drop)
 }
 
 /// Deletes a device; its messages stay in the log without it.

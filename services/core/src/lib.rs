@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod db;
 pub mod devices;
 pub mod diagnosis;
+pub mod group_commit;
 pub mod metrics;
 pub mod ops;
 pub mod queue;

@@ -22,6 +22,8 @@ pub struct EdgeMetrics {
     pub messages: IntCounterVec,
     pub message_size: Histogram,
     pub session_duration: HistogramVec,
+    /// Messages per group-commit transaction (1: no batching was needed).
+    pub commit_batch: Histogram,
 }
 
 /// The metrics of the delivery worker.
@@ -147,6 +149,18 @@ impl Metrics {
                 "Messages accepted or refused, by listener, result and enhanced status code.",
                 &["listener", "result", "code"],
             ),
+            commit_batch: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "mailbridge_edge_commit_batch_messages",
+                        "Messages committed together in one transaction (group commit).",
+                    )
+                    .buckets(vec![2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+                )
+                .expect("valid metric");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
             message_size: {
                 let h = Histogram::with_opts(
                     HistogramOpts::new(

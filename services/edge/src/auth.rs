@@ -3,10 +3,14 @@
 //! (or in clear only from networks the operator allowed); failures are slowed down
 //! and locked out per address and per username (see `throttle`).
 
+use std::{collections::HashMap, net::IpAddr, time::Duration};
+
 use base64::{Engine, engine::general_purpose::STANDARD};
 use mailbridge_core::devices;
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, request::receiver::LineReceiver};
+use sqlx::PgPool;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     reply,
@@ -210,15 +214,49 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             .inc();
     }
 
-    /// Records the device's last-seen time and address once per session, off the
-    /// session's path.
+    /// Notes the device's last-seen time and address; written with the others.
     pub(crate) fn record_seen(&self, device_id: uuid::Uuid) {
-        let (pool, addr) = (self.context.pool.clone(), self.peer.ip());
-        tokio::spawn(async move {
-            if let Err(e) = devices::touch(&pool, device_id, addr).await {
-                tracing::debug!(error = %e, "could not record device last-seen");
+        self.context.seen.record(device_id, self.peer.ip());
+    }
+}
+
+/// Devices seen since the last write: written to PostgreSQL together every few
+/// seconds (one statement for all of them), not once per session.
+#[derive(Debug, Default)]
+pub struct SeenDevices(std::sync::Mutex<HashMap<uuid::Uuid, IpAddr>>);
+
+/// How often the devices seen are written.
+const SEEN_FLUSH: Duration = Duration::from_secs(5);
+
+impl SeenDevices {
+    fn record(&self, device_id: uuid::Uuid, addr: IpAddr) {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(device_id, addr);
+    }
+
+    fn take(&self) -> Vec<(uuid::Uuid, IpAddr)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .collect()
+    }
+
+    /// Writes what was seen every few seconds, and once more when `stop` is cancelled.
+    pub(crate) async fn flush_until(&self, pool: PgPool, stop: CancellationToken) {
+        loop {
+            let stopping = tokio::select! {
+                _ = tokio::time::sleep(SEEN_FLUSH) => false,
+                _ = stop.cancelled() => true,
+            };
+            let seen = self.take();
+            if let Err(e) = devices::touch_many(&pool, &seen).await {
+                tracing::debug!(error = %e, devices = seen.len(), "could not record devices' last-seen");
             }
-        });
+            if stopping {
+                return;
+            }
+        }
     }
 }
 

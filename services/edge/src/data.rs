@@ -12,7 +12,7 @@ use std::time::Duration;
 use mailbridge_core::{
     config::BareNewlinePolicy,
     devices::SenderPolicy,
-    queue::{self, MessageKind, NewMessage},
+    queue::{MessageKind, NewMessage},
 };
 use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -248,6 +248,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         else {
             return self.reply(reply::NEED_MAIL);
         };
+        let size = transfer.body.len();
+        let recipients = envelope.rcpt_to.len();
         let message = NewMessage {
             id: transfer.id,
             tenant_id: device.tenant_id,
@@ -261,17 +263,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             subject: message::subject(&transfer.body[transfer.trace_len..]),
             body: transfer.body,
         };
-        match tokio::time::timeout(COMMIT_TIMEOUT, queue::enqueue(&self.context.pool, &message))
-            .await
-        {
+        match tokio::time::timeout(COMMIT_TIMEOUT, self.context.queue.enqueue(message)).await {
             Ok(Ok(id)) => {
                 self.messages += 1;
                 crate::count_message(self.kind, "accepted", "2.0.0");
                 mailbridge_core::metrics::metrics()
                     .edge
                     .message_size
-                    .observe(message.body.len() as f64);
-                tracing::info!(queue_id = %id, size = message.body.len(), recipients = message.rcpt_to.len(), "message queued");
+                    .observe(size as f64);
+                tracing::info!(queue_id = %id, size, recipients, "message queued");
                 reply::write(
                     &mut self.out,
                     reply::OK,

@@ -55,6 +55,9 @@ pub struct EdgeContext {
     pub settings: EdgeSettings,
     pub tls: TlsAcceptor,
     pub auth: throttle::AuthGuard,
+    /// Messages are committed through it, many sessions' together.
+    pub queue: mailbridge_core::group_commit::GroupCommit,
+    pub seen: auth::SeenDevices,
 }
 
 impl std::fmt::Debug for EdgeContext {
@@ -136,10 +139,12 @@ impl Edge {
             );
         }
         let context = Arc::new(EdgeContext {
-            pool,
             settings: settings.clone(),
             tls: TlsAcceptor::from(identity.server_config()?),
             auth: throttle::AuthGuard::new(settings.auth_throttle.clone()),
+            queue: mailbridge_core::group_commit::GroupCommit::start(pool.clone()),
+            seen: auth::SeenDevices::default(),
+            pool,
         });
         Ok(Self { listeners, context })
     }
@@ -169,6 +174,17 @@ impl Edge {
                 kind, listener, context, sessions, stop,
             )));
         }
+        let seen_context = self.context.clone();
+        let seen_stop = CancellationToken::new();
+        let seen = tokio::spawn({
+            let stop = seen_stop.clone();
+            async move {
+                seen_context
+                    .seen
+                    .flush_until(seen_context.pool.clone(), stop)
+                    .await
+            }
+        });
         shutdown.cancelled().await;
         for acceptor in acceptors {
             let _ = acceptor.await;
@@ -180,6 +196,8 @@ impl Edge {
             hard_stop.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), sessions.wait()).await;
         }
+        seen_stop.cancel();
+        let _ = seen.await;
         tracing::info!("edge stopped");
     }
 }

@@ -1,0 +1,144 @@
+//! Group commit: messages that many SMTP sessions hand over at about the same time
+//! are committed together, in one transaction with one write-ahead-log flush, instead
+//! of one transaction each. A session's message is durable when its batch commits,
+//! and only then is the session told so — a `250` still means committed.
+//!
+//! A batch takes whatever is waiting when a committer is free (up to
+//! [`MAX_BATCH_MESSAGES`] messages or [`MAX_BATCH_BYTES`] of bodies), so under light
+//! load a message commits alone at once, and under heavy load the batches grow by
+//! themselves. A batch is all or nothing; if it fails, its messages are tried one by
+//! one, so one bad message cannot refuse the others.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::queue::{self, NewMessage, QUEUE_CHANNEL};
+
+/// Messages in one transaction at most.
+pub const MAX_BATCH_MESSAGES: usize = 64;
+/// Bytes of bodies in one transaction at most (a larger message goes alone).
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Transactions in flight at once.
+const COMMITTERS: usize = 4;
+
+type Reply = oneshot::Sender<Result<Uuid, Arc<sqlx::Error>>>;
+
+/// The handle sessions commit through.
+#[derive(Debug, Clone)]
+pub struct GroupCommit {
+    sender: mpsc::Sender<(NewMessage, Reply)>,
+}
+
+impl GroupCommit {
+    /// Starts the committers on `pool` (they stop when every handle is dropped).
+    pub fn start(pool: PgPool) -> Self {
+        let (sender, receiver) = mpsc::channel::<(NewMessage, Reply)>(1024);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..COMMITTERS {
+            tokio::spawn(committer(pool.clone(), receiver.clone()));
+        }
+        Self { sender }
+    }
+
+    /// Commits `message`; returns when it is durable (or has failed).
+    pub async fn enqueue(&self, message: NewMessage) -> Result<Uuid, Arc<sqlx::Error>> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send((message, reply))
+            .await
+            .map_err(|_| Arc::new(sqlx::Error::PoolClosed))?;
+        answer
+            .await
+            .map_err(|_| Arc::new(sqlx::Error::PoolClosed))?
+    }
+}
+
+async fn committer(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<(NewMessage, Reply)>>>) {
+    loop {
+        let batch = {
+            let mut receiver = receiver.lock().await;
+            let Some(first) = receiver.recv().await else {
+                return;
+            };
+            let mut bytes = first.0.body.len();
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
+                match receiver.try_recv() {
+                    Ok(next) => {
+                        bytes += next.0.body.len();
+                        batch.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        commit(&pool, batch).await;
+    }
+}
+
+async fn commit(pool: &PgPool, batch: Vec<(NewMessage, Reply)>) {
+    if batch.len() == 1 {
+        let (message, reply) = batch.into_iter().next().expect("one message");
+        let _ = reply.send(queue::enqueue(pool, &message).await.map_err(Arc::new));
+        return;
+    }
+    let messages: Vec<&NewMessage> = batch.iter().map(|(m, _)| m).collect();
+    match insert_all(pool, &messages).await {
+        Ok(()) => {
+            crate::metrics::metrics()
+                .edge
+                .commit_batch
+                .observe(batch.len() as f64);
+            for (message, reply) in batch {
+                let _ = reply.send(Ok(message.id));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, messages = batch.len(), "a commit batch failed; committing its messages one by one");
+            for (message, reply) in batch {
+                let _ = reply.send(queue::enqueue(pool, &message).await.map_err(Arc::new));
+            }
+        }
+    }
+}
+
+/// One transaction for all of `messages`, their bodies, and one wake-up per tenant.
+async fn insert_all(pool: &PgPool, messages: &[&NewMessage]) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut rows: QueryBuilder<Postgres> = QueryBuilder::new(
+        "INSERT INTO messages (id, tenant_id, device_id, mail_from, rcpt_to, size_bytes, client_addr, tls_protocol, tls_cipher, kind, subject) ",
+    );
+    rows.push_values(messages, |mut row, m| {
+        row.push_bind(m.id)
+            .push_bind(m.tenant_id)
+            .push_bind(m.device_id)
+            .push_bind(&m.mail_from)
+            .push_bind(&m.rcpt_to)
+            .push_bind(m.body.len() as i64)
+            .push_bind(ipnet::IpNet::from(m.client_addr))
+            .push_bind(&m.tls_protocol)
+            .push_bind(&m.tls_cipher)
+            .push_bind(m.kind)
+            .push_bind(&m.subject);
+    });
+    rows.build().execute(&mut *tx).await?;
+    let mut bodies: QueryBuilder<Postgres> =
+        QueryBuilder::new("INSERT INTO message_bodies (message_id, body) ");
+    bodies.push_values(messages, |mut row, m| {
+        row.push_bind(m.id).push_bind(&m.body);
+    });
+    bodies.build().execute(&mut *tx).await?;
+    let tenants: BTreeSet<Uuid> = messages.iter().map(|m| m.tenant_id).collect();
+    for tenant in tenants {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(QUEUE_CHANNEL)
+            .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
+}
