@@ -91,6 +91,7 @@ CREATE INDEX delivery_attempts_started ON delivery_attempts (started_at) WHERE o
 
 -- The message log's searches, fast with millions of rows.
 CREATE INDEX messages_received ON messages (received_at DESC, id DESC);
-CREATE INDEX messages_state_received ON messages (state, received_at DESC);
+CREATE INDEX messages_state_received ON messages (state, received_at DESC, id DESC);
+CREATE INDEX messages_tenant_state_received ON messages (tenant_id, state, received_at DESC, id DESC);
 CREATE INDEX messages_sender ON messages (lower(mail_from), received_at DESC);
 CREATE INDEX messages_recipients ON messages USING gin (rcpt_to);

@@ -117,7 +117,6 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let sizes = Sizes::of(&args);
     mailbridge_core::tls::install_crypto_provider();
-    raise_open_files();
     println!("Starting PostgreSQL (fsync on), the Microsoft 365 simulator, mailbridge …");
     let stack = BenchStack::start(sizes.large_bytes * 2).await?;
     let mut report = Report::default();
@@ -136,17 +135,6 @@ async fn main() -> anyhow::Result<()> {
     report.print();
     stack.stop().await;
     Ok(())
-}
-
-/// Sockets for ten thousand sessions, for this process and the edge it starts.
-fn raise_open_files() {
-    let _ = std::process::Command::new("prlimit")
-        .args([
-            "--pid",
-            &std::process::id().to_string(),
-            "--nofile=65536:65536",
-        ])
-        .status();
 }
 
 /// 1: new connection per message, no TLS, port-25 style allow-listed device;

@@ -335,6 +335,13 @@ impl Worker {
         let mut pause = Duration::from_millis(500);
         loop {
             match queue::settle(&self.pool, message.id, &self.identity, attempt, settlement).await {
+                // The database answered and refused: the message is gone (its customer
+                // was deleted meanwhile); trying again cannot help.
+                Err(sqlx::Error::Database(e))
+                    if e.code().is_some_and(|code| code.starts_with("23")) =>
+                {
+                    return Err(sqlx::Error::Database(e));
+                }
                 Err(e) if started.elapsed() + pause < patience => {
                     tracing::warn!(queue_id = %message.id, error = %e, "could not record the attempt yet; retrying");
                     tokio::time::sleep(pause).await;
