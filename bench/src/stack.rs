@@ -275,7 +275,8 @@ impl BenchStack {
         self.worker.id()
     }
 
-    fn load_with(&self, size: usize) -> Load {
+    /// Every practice's device, STARTTLS and AUTH PLAIN, each with `message(practice)`.
+    fn load_with(&self, message: impl Fn(&Practice) -> Vec<u8>) -> Load {
         let senders = self
             .practices
             .iter()
@@ -283,7 +284,7 @@ impl BenchStack {
                 credentials: Some((p.username.clone(), p.password.clone())),
                 from: p.mailbox.clone(),
                 to: p.recipient.clone(),
-                message: message(&p.mailbox, &p.recipient, size),
+                message: message(p),
             })
             .collect();
         Load {
@@ -296,26 +297,14 @@ impl BenchStack {
         }
     }
 
-    /// Every practice's device, STARTTLS and AUTH PLAIN, `size`-byte messages.
+    /// `size`-byte text messages.
     pub fn login_load(&self, size: usize) -> Load {
-        self.load_with(size)
+        self.load_with(|p| message(&p.mailbox, &p.recipient, size))
     }
 
-    /// Large messages: one practice per concurrent sender is enough.
+    /// Messages with a large attachment of about `size` bytes.
     pub fn large_load(&self, size: usize) -> Load {
-        let mut load = self.load_with(1024);
-        let senders = self
-            .practices
-            .iter()
-            .map(|p| Sender {
-                credentials: Some((p.username.clone(), p.password.clone())),
-                from: p.mailbox.clone(),
-                to: p.recipient.clone(),
-                message: large_message(&p.mailbox, &p.recipient, size),
-            })
-            .collect();
-        load.senders = Arc::new(senders);
-        load
+        self.load_with(|p| large_message(&p.mailbox, &p.recipient, size))
     }
 
     pub async fn now(&self) -> anyhow::Result<DateTime<Utc>> {

@@ -228,74 +228,66 @@ pub async fn load(pool: &PgPool, id: Uuid) -> Result<LoggedMessage> {
         .ok_or(Error::NotFound)
 }
 
-/// Tries a waiting message again now (its backoff is skipped).
+/// Tries a waiting message again now (its backoff is skipped, its customer's pause
+/// lifted) and wakes the workers.
 pub async fn retry(state: &WebState, actor: &Actor, id: Uuid) -> Result<()> {
-    actor.require(Permission::HandleMessages)?;
-    let message = load(&state.pool, id).await?;
-    let mut tx = state.pool.begin().await?;
-    let updated = sqlx::query(
-        "UPDATE messages SET next_attempt_at = now() WHERE id = $1 AND state = 'queued'",
-    )
-    .bind(id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if updated == 0 {
-        return Err(Error::Conflict(
-            tr!("Only a waiting message can be retried: a delivered or failed message's content is deleted.").into(),
-        ));
-    }
-    sqlx::query("UPDATE tenants SET paused_until = NULL WHERE id = $1")
-        .bind(message.tenant_id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(mailbridge_core::queue::QUEUE_CHANNEL)
-        .bind(message.tenant_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    audit::record(
-        &state.pool,
+    change_waiting(
+        state,
         actor,
+        id,
         "message.retry",
-        Some(message.tenant_id),
-        Some(&id.to_string()),
-        json!({}),
+        "WITH m AS (UPDATE messages SET next_attempt_at = now()
+                     WHERE id = $1 AND state = 'queued' RETURNING tenant_id),
+              t AS (UPDATE tenants SET paused_until = NULL WHERE id IN (SELECT tenant_id FROM m))
+         SELECT pg_notify($2, tenant_id::text) FROM m",
+        mailbridge_core::queue::QUEUE_CHANNEL.to_owned(),
+        tr!("Only a waiting message can be retried: a delivered or failed message's content is deleted."),
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Gives up on a waiting message: it fails, its content is deleted.
 pub async fn cancel(state: &WebState, actor: &Actor, id: Uuid) -> Result<()> {
+    change_waiting(
+        state,
+        actor,
+        id,
+        "message.cancel",
+        "WITH m AS (UPDATE messages SET state = 'failed', finished_at = now(), last_error = $2
+                     WHERE id = $1 AND state = 'queued' RETURNING id),
+              b AS (DELETE FROM message_bodies WHERE message_id IN (SELECT id FROM m))
+         SELECT id FROM m",
+        format!("cancelled by {}", actor.label),
+        tr!("Only a waiting message can be cancelled (one being delivered right now cannot)."),
+    )
+    .await
+}
+
+/// Changes a waiting message with one statement (`$1` the message, `$2` `text`) that
+/// returns a row only if the message was waiting; records it in the audit log.
+async fn change_waiting(
+    state: &WebState,
+    actor: &Actor,
+    id: Uuid,
+    action: &str,
+    statement: &'static str,
+    text: String,
+    not_waiting: &'static str,
+) -> Result<()> {
     actor.require(Permission::HandleMessages)?;
     let message = load(&state.pool, id).await?;
-    let mut tx = state.pool.begin().await?;
-    let updated = sqlx::query(
-        "UPDATE messages SET state = 'failed', finished_at = now(), last_error = $2
-          WHERE id = $1 AND state = 'queued'",
-    )
-    .bind(id)
-    .bind(format!("cancelled by {}", actor.label))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if updated == 0 {
-        return Err(Error::Conflict(
-            tr!("Only a waiting message can be cancelled (one being delivered right now cannot).")
-                .into(),
-        ));
-    }
-    sqlx::query("DELETE FROM message_bodies WHERE message_id = $1")
+    let changed = sqlx::query(statement)
         .bind(id)
-        .execute(&mut *tx)
+        .bind(text)
+        .fetch_optional(&state.pool)
         .await?;
-    tx.commit().await?;
+    if changed.is_none() {
+        return Err(Error::Conflict(not_waiting.into()));
+    }
     audit::record(
         &state.pool,
         actor,
-        "message.cancel",
+        action,
         Some(message.tenant_id),
         Some(&id.to_string()),
         json!({}),
