@@ -83,3 +83,35 @@ async fn a_batch_commits_everything_or_refuses_only_the_bad_message() {
     assert!(batched > 0, "some messages were committed together");
     app.stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn devices_last_seen_are_written_together_and_at_shutdown() {
+    use lettre::AsyncTransport;
+    let app = TestApp::spawn_without_worker().await;
+    let tenant = app.add_tenant("Praxis Gesehen").await;
+    let device = app.add_device(&tenant, "Scanner").await;
+    let mailbox = tenant.tenant.sender_mailbox.clone();
+    let envelope = lettre::address::Envelope::new(
+        Some(mailbox.parse().unwrap()),
+        vec!["empfang@praxisgesehen.example".parse().unwrap()],
+    )
+    .unwrap();
+    app.lettre(&device.device.username, &device.password)
+        .send_raw(&envelope, b"Subject: x\r\n\r\nx")
+        .await
+        .expect("accepted");
+    // Not written per session but with the next flush, or when the edge stops.
+    let pool = app.pool().clone();
+    app.stack.shutdown().await;
+    let (at, addr): (Option<chrono::DateTime<chrono::Utc>>, Option<String>) =
+        sqlx::query_as("SELECT last_seen_at, host(last_seen_addr) FROM devices WHERE id = $1")
+            .bind(device.device.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        at.is_some(),
+        "the edge wrote what it had seen when it stopped"
+    );
+    assert_eq!(addr.as_deref(), Some("127.0.0.1"));
+}

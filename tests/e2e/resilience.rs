@@ -134,3 +134,60 @@ async fn a_database_outage_answers_451_and_loses_nothing() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_customer_deleted_mid_delivery_does_not_hold_the_worker() {
+    use mailbridge_core::queue::{MessageKind, NewMessage};
+    use mailbridge_m365_sim::fault_injection::{Effect, Endpoint, Fault};
+    // One delivery at a time, so a stuck one would block the next.
+    let app = crate::harness::TestApp::spawn_configured(
+        mailbridge::stack::StackOptions::ephemeral(),
+        |s| s.worker.concurrency = 1,
+    )
+    .await;
+    let doomed = app.add_tenant("Praxis Geht").await;
+    let other = app.add_tenant("Praxis Bleibt").await;
+    app.stack.simulator.directory.inject_fault(Fault {
+        endpoint: Endpoint::GraphSend,
+        tenant: doomed.tenant.entra_tenant_id,
+        mailbox: None,
+        effect: Effect::Delay { seconds: 3 },
+        times: Some(1),
+    });
+    let message = |tenant: &crate::harness::TestTenant, to: &str| NewMessage {
+        id: uuid::Uuid::now_v7(),
+        tenant_id: tenant.tenant.id,
+        device_id: None,
+        mail_from: tenant.tenant.sender_mailbox.clone(),
+        rcpt_to: vec![to.to_owned()],
+        client_addr: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        tls_protocol: None,
+        tls_cipher: None,
+        kind: MessageKind::Device,
+        subject: None,
+        body: format!("To: {to}\r\nSubject: x\r\n\r\nx\r\n").into_bytes(),
+    };
+    let first =
+        mailbridge_core::queue::enqueue(app.pool(), &message(&doomed, "a@praxisgeht.example"))
+            .await
+            .unwrap();
+    app.wait_for_message(first, |m| m.state == "delivering")
+        .await;
+    // The customer is deleted while Microsoft is still answering.
+    mailbridge_core::tenants::delete(app.pool(), doomed.tenant.id)
+        .await
+        .unwrap();
+    let second =
+        mailbridge_core::queue::enqueue(app.pool(), &message(&other, "b@praxisbleibt.example"))
+            .await
+            .unwrap();
+    let started = std::time::Instant::now();
+    app.wait_for_message(second, |m| m.state == "delivered")
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the worker was held by the deleted message for {:?}",
+        started.elapsed()
+    );
+    app.stack.shutdown().await;
+}

@@ -9,13 +9,13 @@
 //! themselves. A batch is all or nothing; if it fails, its messages are tried one by
 //! one, so one bad message cannot refuse the others.
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::sync::Arc;
 
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::queue::{self, NewMessage, QUEUE_CHANNEL};
+use crate::queue::{self, NewMessage};
 
 /// Messages in one transaction at most.
 pub const MAX_BATCH_MESSAGES: usize = 64;
@@ -87,7 +87,7 @@ async fn commit(pool: &PgPool, batch: Vec<(NewMessage, Reply)>) {
         return;
     }
     let messages: Vec<&NewMessage> = batch.iter().map(|(m, _)| m).collect();
-    match insert_all(pool, &messages).await {
+    match queue::enqueue_all(pool, &messages).await {
         Ok(()) => {
             crate::metrics::metrics()
                 .edge
@@ -104,41 +104,4 @@ async fn commit(pool: &PgPool, batch: Vec<(NewMessage, Reply)>) {
             }
         }
     }
-}
-
-/// One transaction for all of `messages`, their bodies, and one wake-up per tenant.
-async fn insert_all(pool: &PgPool, messages: &[&NewMessage]) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let mut rows: QueryBuilder<Postgres> = QueryBuilder::new(
-        "INSERT INTO messages (id, tenant_id, device_id, mail_from, rcpt_to, size_bytes, client_addr, tls_protocol, tls_cipher, kind, subject) ",
-    );
-    rows.push_values(messages, |mut row, m| {
-        row.push_bind(m.id)
-            .push_bind(m.tenant_id)
-            .push_bind(m.device_id)
-            .push_bind(&m.mail_from)
-            .push_bind(&m.rcpt_to)
-            .push_bind(m.body.len() as i64)
-            .push_bind(ipnet::IpNet::from(m.client_addr))
-            .push_bind(&m.tls_protocol)
-            .push_bind(&m.tls_cipher)
-            .push_bind(m.kind)
-            .push_bind(&m.subject);
-    });
-    rows.build().execute(&mut *tx).await?;
-    let mut bodies: QueryBuilder<Postgres> =
-        QueryBuilder::new("INSERT INTO message_bodies (message_id, body) ");
-    bodies.push_values(messages, |mut row, m| {
-        row.push_bind(m.id).push_bind(&m.body);
-    });
-    bodies.build().execute(&mut *tx).await?;
-    let tenants: BTreeSet<Uuid> = messages.iter().map(|m| m.tenant_id).collect();
-    for tenant in tenants {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(QUEUE_CHANNEL)
-            .bind(tenant.to_string())
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await
 }

@@ -11,7 +11,7 @@ use std::{net::IpAddr, time::Duration};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{FromRow, PgPool};
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 /// The NOTIFY channel workers LISTEN on; the payload is the tenant id.
@@ -51,37 +51,46 @@ pub struct NewMessage {
 /// Commits a message and its body in one transaction and wakes the workers.
 /// Only when this returns `Ok` may the edge answer `250`.
 pub async fn enqueue(pool: &PgPool, message: &NewMessage) -> Result<Uuid, sqlx::Error> {
-    let id = message.id;
+    enqueue_all(pool, &[message]).await?;
+    Ok(message.id)
+}
+
+/// Commits `messages` and their bodies in one transaction (all or none) and wakes
+/// the workers once per tenant: what group commit hands over.
+pub async fn enqueue_all(pool: &PgPool, messages: &[&NewMessage]) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO messages (id, tenant_id, device_id, mail_from, rcpt_to, size_bytes, client_addr, tls_protocol, tls_cipher, kind, subject)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(id)
-    .bind(message.tenant_id)
-    .bind(message.device_id)
-    .bind(&message.mail_from)
-    .bind(&message.rcpt_to)
-    .bind(message.body.len() as i64)
-    .bind(ipnet::IpNet::from(message.client_addr))
-    .bind(&message.tls_protocol)
-    .bind(&message.tls_cipher)
-    .bind(message.kind)
-    .bind(&message.subject)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("INSERT INTO message_bodies (message_id, body) VALUES ($1, $2)")
-        .bind(id)
-        .bind(&message.body)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(QUEUE_CHANNEL)
-        .bind(message.tenant_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(id)
+    let mut rows: QueryBuilder<Postgres> = QueryBuilder::new(
+        "INSERT INTO messages (id, tenant_id, device_id, mail_from, rcpt_to, size_bytes, client_addr, tls_protocol, tls_cipher, kind, subject) ",
+    );
+    rows.push_values(messages, |mut row, m| {
+        row.push_bind(m.id)
+            .push_bind(m.tenant_id)
+            .push_bind(m.device_id)
+            .push_bind(&m.mail_from)
+            .push_bind(&m.rcpt_to)
+            .push_bind(m.body.len() as i64)
+            .push_bind(ipnet::IpNet::from(m.client_addr))
+            .push_bind(&m.tls_protocol)
+            .push_bind(&m.tls_cipher)
+            .push_bind(m.kind)
+            .push_bind(&m.subject);
+    });
+    rows.build().execute(&mut *tx).await?;
+    let mut bodies: QueryBuilder<Postgres> =
+        QueryBuilder::new("INSERT INTO message_bodies (message_id, body) ");
+    bodies.push_values(messages, |mut row, m| {
+        row.push_bind(m.id).push_bind(&m.body);
+    });
+    bodies.build().execute(&mut *tx).await?;
+    let tenants: std::collections::BTreeSet<Uuid> = messages.iter().map(|m| m.tenant_id).collect();
+    for tenant in tenants {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(QUEUE_CHANNEL)
+            .bind(tenant.to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
 }
 
 /// A message a worker holds a lease on.
