@@ -31,6 +31,10 @@ struct Args {
     /// Rounds of each comparison (the median is reported).
     #[arg(long)]
     rounds: Option<usize>,
+    /// Start the stack, print its addresses and keep it running until Ctrl-C (for
+    /// profiling by hand).
+    #[arg(long)]
+    hold: bool,
 }
 
 /// The sizes of a run.
@@ -119,6 +123,12 @@ async fn main() -> anyhow::Result<()> {
     mailbridge_core::tls::install_crypto_provider();
     println!("Starting PostgreSQL (fsync on), the Microsoft 365 simulator, mailbridge …");
     let stack = BenchStack::start(sizes.large_bytes * 2).await?;
+    if args.hold {
+        stack.describe();
+        tokio::signal::ctrl_c().await?;
+        stack.stop().await;
+        return Ok(());
+    }
     let mut report = Report::default();
     println!("\nscenario and measure                                                 value");
     for scenario in &args.scenarios {

@@ -298,6 +298,24 @@ impl BenchStack {
     }
 
     /// `size`-byte text messages.
+    /// Prints where the stack listens and who may send, for `--hold`.
+    pub fn describe(&self) {
+        let first = &self.practices[0];
+        println!(
+            "edge relay (port-25 device, from {} to {}): {}\nedge submission (STARTTLS, user {} password {}): {}\nweb: {}\nmailbridge pids: edge {} worker {} web {}\nCtrl-C stops.",
+            self.relay_sender,
+            self.relay_recipient,
+            self.relay_addr,
+            first.username,
+            first.password,
+            self.submission_addr,
+            self.web_addr,
+            self.edge.id(),
+            self.worker.id(),
+            self.web.id(),
+        );
+    }
+
     pub fn login_load(&self, size: usize) -> Load {
         self.load_with(|p| message(&p.mailbox, &p.recipient, size))
     }
@@ -317,7 +335,7 @@ impl BenchStack {
     /// each other (and one mailbox's daily limit, counted from the history, does not
     /// hold back the next scenario).
     pub async fn reset_queue(&self) -> anyhow::Result<()> {
-        sqlx::query("TRUNCATE delivery_attempts, message_bodies, messages")
+        sqlx::query("TRUNCATE delivery_attempts, message_bodies, messages, mailbox_usage")
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -72,6 +72,14 @@ async fn a_message_accepted_while_no_worker_runs_is_delivered_once_one_starts() 
         queue::body(app.pool(), ids[0]).await.unwrap().is_none(),
         "a delivered body is deleted"
     );
+    let counted: i64 = sqlx::query_scalar(
+        "SELECT sum(recipients)::bigint FROM mailbox_usage WHERE mailbox = lower($1)",
+    )
+    .bind(&tenant.tenant.sender_mailbox)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(counted, 1, "the recipient counts against the mailbox's day");
 }
 
 #[tokio::test]
@@ -411,8 +419,25 @@ async fn leasing_takes_every_tenants_oldest_messages_in_turn() {
     let again = queue::lease_due(&pool, "other", 100, Duration::from_secs(60))
         .await
         .unwrap();
-    assert_eq!(again.len(), 47, "no message is leased twice");
+    assert_eq!(
+        again.len(),
+        1,
+        "four deliveries in flight per mailbox, counted over every worker"
+    );
     assert!(again.iter().all(|m| !leased.iter().any(|l| l.id == m.id)));
+    let burst = ids["Burst"];
+    sqlx::query(
+        "UPDATE messages SET state = 'delivered' WHERE tenant_id = $1 AND state = 'delivering'",
+    )
+    .bind(burst)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let next = queue::lease_due(&pool, "other", 100, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 4, "settled deliveries free the mailbox's turn");
+    assert!(next.iter().all(|m| m.tenant_id == burst));
 }
 
 #[tokio::test]
@@ -617,14 +642,9 @@ async fn a_mailbox_at_its_daily_recipients_defers_without_an_attempt() {
     let id = app.message_ids().await[0];
     // Earlier today the mailbox already sent to 10 000 recipients.
     sqlx::query(
-        "WITH earlier AS (
-             INSERT INTO messages (id, tenant_id, mail_from, rcpt_to, size_bytes, client_addr, state)
-             SELECT gen_random_uuid(), $1, 'x@y.example', array_fill('r@y.example'::text, ARRAY[100]), 1, '192.0.2.1', 'delivered'
-               FROM generate_series(1, 100) RETURNING id)
-         INSERT INTO delivery_attempts (message_id, started_at, duration_ms, method, outcome, mailbox, worker)
-         SELECT id, now() - interval '1 hour', 1, 'graph', 'delivered', $2, 'earlier' FROM earlier",
+        "INSERT INTO mailbox_usage (mailbox, hour, recipients)
+         VALUES (lower($1), date_trunc('hour', now() - interval '1 hour'), 10000)",
     )
-    .bind(tenant.tenant.id)
     .bind(&tenant.tenant.sender_mailbox)
     .execute(app.pool())
     .await
@@ -638,4 +658,70 @@ async fn a_mailbox_at_its_daily_recipients_defers_without_an_attempt() {
     assert_eq!(status.attempt_count, 0, "a deferral is not an attempt");
     assert!(queue::attempts(app.pool(), id).await.unwrap().is_empty());
     assert!(app.stack.simulator.directory.delivered().is_empty());
+}
+
+#[tokio::test]
+async fn a_mailbox_sends_at_most_thirty_messages_a_minute_by_smtp() {
+    use mailbridge_worker::limits::{self, Wait};
+    let pool = crate::harness::fresh_database().await;
+    let tenant = tenants::create(
+        &pool,
+        None,
+        tenants::NewTenant {
+            name: "Praxis Takt".into(),
+            entra_tenant_id: Some(uuid::Uuid::new_v4()),
+            sender_mailbox: "scanner@takt.example".into(),
+            delivery_method: tenants::DeliveryMethod::Smtp,
+            own_app: None,
+        },
+    )
+    .await
+    .unwrap();
+    let record = |count: i64, ago: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(
+                "WITH sent AS (
+                     INSERT INTO messages (id, tenant_id, mail_from, rcpt_to, size_bytes, client_addr, state)
+                     SELECT gen_random_uuid(), $1, 'x@y.example', ARRAY['r@y.example'], 1, '192.0.2.1', 'delivered'
+                       FROM generate_series(1, $2) RETURNING id)
+                 INSERT INTO delivery_attempts (message_id, started_at, duration_ms, method, outcome, mailbox, worker)
+                 SELECT id, now() - $3::interval, 1, 'smtp', 'delivered', 'scanner@takt.example', 'earlier' FROM sent",
+            )
+            .bind(tenant.id)
+            .bind(count)
+            .bind(ago)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    let smtp = tenants::DeliveryMethod::Smtp;
+    record(30, "2 minutes").await;
+    record(29, "10 seconds").await;
+    assert!(
+        limits::admit(&pool, smtp, "app", "Scanner@Takt.example", 1)
+            .await
+            .unwrap()
+            .is_ok(),
+        "29 in the last minute: one more may go"
+    );
+    record(1, "1 second").await;
+    let thirty_first = limits::admit(&pool, smtp, "app", "scanner@takt.example", 1)
+        .await
+        .unwrap();
+    assert_eq!(thirty_first.err(), Some(Wait::RatePerMinute));
+    assert!(
+        limits::admit(
+            &pool,
+            tenants::DeliveryMethod::Graph,
+            "app",
+            "scanner@takt.example",
+            1
+        )
+        .await
+        .unwrap()
+        .is_ok(),
+        "Graph has no per-minute limit of its own"
+    );
 }

@@ -112,10 +112,19 @@ pub struct LeasedMessage {
     pub recovered: bool,
 }
 
+/// Graph requests at once per app and mailbox (more are refused with `429`
+/// "MailboxConcurrency").
+pub const GRAPH_CONCURRENCY_PER_MAILBOX: i32 = 4;
+/// SMTP connections at once per mailbox (more are refused with `432 4.3.2`).
+pub const SMTP_CONNECTIONS_PER_MAILBOX: i32 = 3;
+
 /// Leases up to `limit` due messages for `lease`: every tenant's oldest due messages
 /// in turn (one customer's burst of thousands cannot delay another's lab result),
-/// skipping tenants whose deliveries are paused. Messages whose previous lease expired
-/// (their worker died) count as due. Concurrent workers never get the same row.
+/// skipping tenants whose deliveries are paused, and no more for a tenant than its
+/// sender mailbox may send at once (counting what all workers have in flight), so
+/// that a burst is not leased only to wait for a slot. Messages whose previous lease
+/// expired (their worker died) count as due. Concurrent workers never get the same
+/// row.
 pub async fn lease_due(
     pool: &PgPool,
     owner: &str,
@@ -133,6 +142,10 @@ pub async fn lease_due(
                        SELECT due.id
                          FROM tenants t
                         CROSS JOIN LATERAL (
+                              SELECT CASE t.delivery_method WHEN 'smtp' THEN $4 ELSE $5 END - count(*) AS room
+                                FROM messages
+                               WHERE tenant_id = t.id AND state = 'delivering' AND lease_expires_at >= now()) busy
+                        CROSS JOIN LATERAL (
                               SELECT d.id, d.next_attempt_at,
                                      row_number() OVER (ORDER BY d.next_attempt_at) AS turn
                                 FROM ((SELECT id, next_attempt_at FROM messages
@@ -143,7 +156,7 @@ pub async fn lease_due(
                                         WHERE tenant_id = t.id AND state = 'delivering' AND lease_expires_at < now()
                                         ORDER BY lease_expires_at LIMIT $2)) d
                                ORDER BY d.next_attempt_at LIMIT $2) due
-                        WHERE t.paused_until IS NULL OR t.paused_until <= now()
+                        WHERE (t.paused_until IS NULL OR t.paused_until <= now()) AND due.turn <= busy.room
                         ORDER BY due.turn, due.next_attempt_at
                         LIMIT $2))
                    AND ((state = 'queued' AND next_attempt_at <= now())
@@ -157,6 +170,8 @@ pub async fn lease_due(
     .bind(owner)
     .bind(limit)
     .bind(lease.as_secs_f64())
+    .bind(SMTP_CONNECTIONS_PER_MAILBOX)
+    .bind(GRAPH_CONCURRENCY_PER_MAILBOX)
     .fetch_all(pool)
     .await
 }
@@ -227,10 +242,12 @@ pub enum Settlement {
     Failed,
 }
 
-/// Records the attempt and settles the message in one transaction, if `owner` still
-/// holds the lease. Returns false when the lease had passed to another worker (the
-/// attempt is recorded all the same: it happened). A delivered message's body is
-/// deleted: it is health data and no longer needed.
+/// Records the attempt and settles the message in one statement (one transaction, one
+/// round trip), if `owner` still holds the lease. Returns false when the lease had
+/// passed to another worker (the attempt is recorded all the same: it happened). A
+/// delivered message's body is deleted: it is health data and no longer needed. A
+/// delivery counts its recipients against the mailbox's day (the worker's limits
+/// read it).
 pub async fn settle(
     pool: &PgPool,
     message_id: Uuid,
@@ -238,25 +255,6 @@ pub async fn settle(
     attempt: &DeliveryAttempt,
     settlement: Settlement,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO delivery_attempts
-            (message_id, started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, diagnosis, mailbox, worker)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, lower($10), $11)",
-    )
-    .bind(message_id)
-    .bind(attempt.started_at)
-    .bind(attempt.duration_ms)
-    .bind(&attempt.method)
-    .bind(attempt.outcome)
-    .bind(attempt.upstream_status)
-    .bind(&attempt.upstream_code)
-    .bind(&attempt.upstream_message)
-    .bind(&attempt.diagnosis)
-    .bind(&attempt.mailbox)
-    .bind(&attempt.worker)
-    .execute(&mut *tx)
-    .await?;
     let error = match attempt.outcome {
         AttemptOutcome::Delivered => None,
         _ => Some(
@@ -275,31 +273,47 @@ pub async fn settle(
         Settlement::RetryAt(at) => ("queued", Some(at)),
         Settlement::Failed => ("failed", None),
     };
-    let updated = sqlx::query(
-        "UPDATE messages
-            SET state = $3,
-                next_attempt_at = COALESCE($4, next_attempt_at),
-                finished_at = CASE WHEN $3 IN ('delivered', 'failed') THEN now() END,
-                last_error = $5, lease_owner = NULL, lease_expires_at = NULL
-          WHERE id = $1 AND lease_owner = $2 AND state = 'delivering'",
+    let settled: i64 = sqlx::query_scalar(
+        "WITH attempt AS (
+             INSERT INTO delivery_attempts
+                 (message_id, started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, diagnosis, mailbox, worker)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, lower($10), $11)),
+         settled AS (
+             UPDATE messages
+                SET state = $12,
+                    next_attempt_at = COALESCE($13, next_attempt_at),
+                    finished_at = CASE WHEN $12 IN ('delivered', 'failed') THEN now() END,
+                    last_error = $14, lease_owner = NULL, lease_expires_at = NULL
+              WHERE id = $1 AND lease_owner = $15 AND state = 'delivering'
+             RETURNING id),
+         body AS (
+             DELETE FROM message_bodies
+              WHERE message_id = $1 AND $12 IN ('delivered', 'failed') AND EXISTS (SELECT 1 FROM settled)),
+         usage AS (
+             INSERT INTO mailbox_usage (mailbox, hour, recipients)
+             SELECT lower($10), date_trunc('hour', $2, 'UTC'), cardinality(rcpt_to)
+               FROM messages WHERE id = $1 AND $5 = 'delivered' AND $10 IS NOT NULL
+             ON CONFLICT (mailbox, hour) DO UPDATE SET recipients = mailbox_usage.recipients + EXCLUDED.recipients)
+         SELECT count(*) FROM settled",
     )
     .bind(message_id)
-    .bind(owner)
+    .bind(attempt.started_at)
+    .bind(attempt.duration_ms)
+    .bind(&attempt.method)
+    .bind(attempt.outcome)
+    .bind(attempt.upstream_status)
+    .bind(&attempt.upstream_code)
+    .bind(&attempt.upstream_message)
+    .bind(&attempt.diagnosis)
+    .bind(&attempt.mailbox)
+    .bind(&attempt.worker)
     .bind(state)
     .bind(next_attempt_at)
     .bind(error)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if updated && matches!(settlement, Settlement::Delivered | Settlement::Failed) {
-        sqlx::query("DELETE FROM message_bodies WHERE message_id = $1")
-            .bind(message_id)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(updated)
+    .bind(owner)
+    .fetch_one(pool)
+    .await?;
+    Ok(settled == 1)
 }
 
 /// A message's state as the log shows it.
@@ -353,6 +367,14 @@ pub async fn purge_finished(
     .execute(pool)
     .await
     .map(|r| r.rows_affected())
+}
+
+/// Deletes the mailbox usage older than the daily limit looks at.
+pub async fn purge_mailbox_usage(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    sqlx::query("DELETE FROM mailbox_usage WHERE hour < now() - interval '2 days'")
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
 }
 
 pub async fn status(pool: &PgPool, id: Uuid) -> Result<Option<MessageStatus>, sqlx::Error> {

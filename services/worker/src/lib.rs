@@ -31,7 +31,7 @@ use mailbridge_core::{
 };
 use secrecy::SecretString;
 use sqlx::{PgPool, postgres::PgListener};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -40,6 +40,9 @@ use crate::{
     smtp::SmtpClient,
     token::{AppCredentials, TokenCache, TokenKey},
 };
+
+/// How long a worker with deliveries finishing waits to lease several messages at once.
+const LEASE_GATHER: Duration = Duration::from_millis(2);
 
 /// One delivery worker process.
 #[derive(Debug)]
@@ -156,6 +159,10 @@ impl Worker {
         let permits = Arc::new(Semaphore::new(concurrency));
         let sweep = Duration::from_secs(self.settings.worker.sweep_seconds.max(1));
         let mut listener = None;
+        // A delivery that ends may free its mailbox for the next message.
+        let finished = Arc::new(Notify::new());
+        let gather = (concurrency / 4).max(1);
+        let mut busy = false;
         tracing::info!(worker = %self.identity, concurrency, "delivery worker started");
         loop {
             if listener.is_none() {
@@ -168,6 +175,19 @@ impl Worker {
             let mut batch = vec![first];
             while let Ok(permit) = permits.clone().try_acquire_owned() {
                 batch.push(permit);
+            }
+            if busy && batch.len() < gather {
+                // Deliveries are finishing one by one: lease for a few at once
+                // rather than one lease query per message.
+                let deadline = tokio::time::Instant::now() + LEASE_GATHER;
+                while batch.len() < gather {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline) => break,
+                        permit = permits.clone().acquire_owned() => {
+                            batch.push(permit.expect("semaphore never closes"));
+                        }
+                    }
+                }
             }
             let wanted = batch.len();
             let lease = Duration::from_secs(self.settings.worker.lease_seconds);
@@ -184,20 +204,25 @@ impl Worker {
                     }
                 };
             let got = leased.len();
+            busy = got > 0;
             for (message, permit) in leased.into_iter().zip(batch.drain(..)) {
-                let worker = self.clone();
+                let (worker, finished) = (self.clone(), finished.clone());
                 tokio::spawn(async move {
                     worker.deliver(message).await;
                     drop(permit);
+                    finished.notify_one();
                 });
             }
             drop(batch);
             if got == wanted {
                 continue; // There may be more due right now.
             }
-            // Nothing (more) due: sleep until a new message, the sweep, or shutdown.
+            // Nothing (more) due, or only for mailboxes busy to their limit: sleep
+            // until a new message, a delivery that frees a mailbox, the sweep, or
+            // shutdown.
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = finished.notified() => {}
                 _ = tokio::time::sleep(sweep) => {}
                 woke = wait_for_notification(&mut listener) => {
                     if let Err(e) = woke {
@@ -619,6 +644,9 @@ pub async fn purge_finished(
                     break;
                 }
             }
+        }
+        if let Err(e) = queue::purge_mailbox_usage(&pool).await {
+            tracing::debug!(error = %e, "purge of old mailbox usage failed");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -16,8 +16,7 @@ use std::time::Duration;
 use mailbridge_core::tenants::DeliveryMethod;
 use sqlx::{PgPool, Postgres, Transaction};
 
-pub const GRAPH_CONCURRENCY_PER_MAILBOX: i32 = 4;
-pub const SMTP_CONNECTIONS_PER_MAILBOX: i32 = 3;
+pub use mailbridge_core::queue::{GRAPH_CONCURRENCY_PER_MAILBOX, SMTP_CONNECTIONS_PER_MAILBOX};
 pub const SMTP_MESSAGES_PER_MINUTE: i64 = 30;
 pub const RECIPIENTS_PER_DAY: i64 = 10_000;
 
@@ -72,21 +71,6 @@ pub async fn admit(
     recipients: usize,
 ) -> Result<Result<Slot, Wait>, sqlx::Error> {
     let mailbox = mailbox.to_ascii_lowercase();
-    let (sent_last_minute, recipients_today): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE a.started_at > now() - interval '1 minute' AND a.method = 'smtp'),
-                COALESCE(sum(cardinality(m.rcpt_to)) FILTER (WHERE a.outcome = 'delivered'), 0)::bigint
-           FROM delivery_attempts a JOIN messages m ON m.id = a.message_id
-          WHERE a.mailbox = $1 AND a.started_at > now() - interval '1 day'",
-    )
-    .bind(&mailbox)
-    .fetch_one(pool)
-    .await?;
-    if recipients_today + recipients as i64 > RECIPIENTS_PER_DAY {
-        return Ok(Err(Wait::RecipientsPerDay));
-    }
-    if method == DeliveryMethod::Smtp && sent_last_minute >= SMTP_MESSAGES_PER_MINUTE {
-        return Ok(Err(Wait::RatePerMinute));
-    }
     let (scope, slots) = match method {
         DeliveryMethod::Graph => (
             format!("graph:{client_id}:{mailbox}"),
@@ -95,17 +79,38 @@ pub async fn admit(
         DeliveryMethod::Smtp => (format!("smtp:{mailbox}"), SMTP_CONNECTIONS_PER_MAILBOX),
     };
     let mut transaction = pool.begin().await?;
-    for slot in 0..slots {
-        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext($1), $2)")
-            .bind(&scope)
-            .bind(slot)
-            .fetch_one(&mut *transaction)
-            .await?;
-        if taken {
-            return Ok(Ok(Slot {
-                _transaction: transaction,
-            }));
-        }
+    // One round trip: the day's recipients (hourly buckets that overlap the last 24
+    // hours, a little conservative), the SMTP messages of the last minute, and the
+    // first free slot — the filter takes the locks in order and the LIMIT stops at
+    // the first one taken. A slot taken for a message that has to wait is released
+    // with the transaction when this returns.
+    let (recipients_today, sent_last_minute, slot): (i64, i64, Option<i32>) = sqlx::query_as(
+        "SELECT (SELECT COALESCE(sum(recipients), 0)::bigint FROM mailbox_usage
+                  WHERE mailbox = $1 AND hour > now() - interval '25 hours'),
+                CASE WHEN $2 THEN (SELECT count(*) FROM (
+                     SELECT 1 FROM delivery_attempts
+                      WHERE mailbox = $1 AND method = 'smtp' AND started_at > now() - interval '1 minute'
+                      LIMIT $3) recent) ELSE 0 END,
+                (SELECT slot FROM generate_series(0, $5 - 1) AS slot
+                  WHERE pg_try_advisory_xact_lock(hashtext($4), slot) LIMIT 1)",
+    )
+    .bind(&mailbox)
+    .bind(method == DeliveryMethod::Smtp)
+    .bind(SMTP_MESSAGES_PER_MINUTE)
+    .bind(&scope)
+    .bind(slots)
+    .fetch_one(&mut *transaction)
+    .await?;
+    if recipients_today + recipients as i64 > RECIPIENTS_PER_DAY {
+        return Ok(Err(Wait::RecipientsPerDay));
+    }
+    if sent_last_minute >= SMTP_MESSAGES_PER_MINUTE {
+        return Ok(Err(Wait::RatePerMinute));
+    }
+    if slot.is_some() {
+        return Ok(Ok(Slot {
+            _transaction: transaction,
+        }));
     }
     Ok(Err(Wait::Busy))
 }
