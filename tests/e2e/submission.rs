@@ -163,3 +163,73 @@ async fn auth_is_offered_only_after_starttls_and_mail_needs_auth() {
     assert!(smtp.command("QUIT").await.starts_with("221 2.0.0"));
     assert!(app.message_ids().await.is_empty());
 }
+
+/// The edge answers logins from its cache of credentials; a change committed in
+/// PostgreSQL (here: by the control plane's functions, as from the browser) empties
+/// it, so an old password or a disabled device stops working at once.
+#[tokio::test]
+async fn a_rotated_password_or_disabled_device_is_refused_despite_the_edges_cache() {
+    use mailbridge_core::devices;
+    use std::time::{Duration, Instant};
+    let app = TestApp::spawn().await;
+    let tenant = app.add_tenant("Praxis Wechsel").await;
+    let device = app.add_device(&tenant, "Scanner").await;
+    let sender = tenant.tenant.sender_mailbox.clone();
+    let envelope = Envelope::new(
+        Some(sender.parse().unwrap()),
+        vec!["empfang@klinik.example".parse().unwrap()],
+    )
+    .unwrap();
+    let send = |password: String| {
+        let (app, envelope) = (&app, envelope.clone());
+        let username = device.device.username.clone();
+        async move {
+            app.lettre(&username, &password)
+                .send_raw(&envelope, b"Subject: Wechsel\r\n\r\nx")
+                .await
+                .map(|r| r.code().to_string())
+                .unwrap_or_else(|e| e.status().map(|c| c.to_string()).unwrap_or_default())
+        }
+    };
+    // Twice, so that the second login is answered from the cache.
+    for _ in 0..2 {
+        assert_eq!(send(device.password.clone()).await, "250");
+    }
+    let refused_soon = |password: String| {
+        let send = &send;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                if send(password.clone()).await == "535" {
+                    return true;
+                }
+                if Instant::now() > deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let rotated = devices::rotate_password(app.pool(), device.device.id)
+        .await
+        .unwrap();
+    assert!(
+        refused_soon(device.password.clone()).await,
+        "the old password is refused after the rotation"
+    );
+    assert_eq!(send(rotated.password.clone()).await, "250");
+    devices::change_policy(
+        app.pool(),
+        device.device.id,
+        devices::PolicyChange {
+            enabled: Some(false),
+            ..devices::PolicyChange::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        refused_soon(rotated.password.clone()).await,
+        "a disabled device is refused"
+    );
+}

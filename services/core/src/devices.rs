@@ -219,6 +219,10 @@ impl From<DeviceRow> for StoredCredential {
     }
 }
 
+/// The NOTIFY channel on which PostgreSQL announces committed changes to what
+/// [`credential`] and [`find_by_address`] return (a trigger on devices and tenants).
+pub const DEVICES_CHANNEL: &str = "mailbridge_devices";
+
 macro_rules! credential_query {
     ($where:literal) => {
         concat!(
@@ -343,10 +347,28 @@ pub async fn credential(
     Ok(row.map(StoredCredential::from))
 }
 
-/// Verifies a password against a stored hash off the async threads. With no stored
-/// hash (unknown user) a decoy is verified, so a miss costs as much as a wrong password.
+/// Verifications running at once, per process. Each argon2id verification takes
+/// 19 MiB and a core for tens of milliseconds: unbounded, a wave of logins (or an
+/// attacker's) would start hundreds on blocking threads at once — gigabytes of
+/// memory that the allocator keeps resident afterwards. Bounded by the cores, a wave
+/// waits its turn instead.
+fn verifications() -> &'static tokio::sync::Semaphore {
+    static VERIFICATIONS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    VERIFICATIONS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
+/// Verifies a password against a stored hash off the async threads, a bounded number
+/// at a time. With no stored hash (unknown user) a decoy is verified, so a miss costs
+/// as much as a wrong password.
 pub async fn verify_password(stored_hash: Option<String>, password: &str) -> bool {
     let password = password.to_owned();
+    let _turn = verifications()
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
     tokio::task::spawn_blocking(move || {
         let hash = stored_hash.unwrap_or_else(|| crypto::decoy_hash().to_owned());
         crypto::verify_password(&password, &hash)

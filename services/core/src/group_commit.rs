@@ -22,7 +22,7 @@ pub const MAX_BATCH_MESSAGES: usize = 64;
 /// Bytes of bodies in one transaction at most (a larger message goes alone).
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Transactions in flight at once.
-const COMMITTERS: usize = 4;
+const COMMITTERS: usize = 2;
 
 type Reply = oneshot::Sender<Result<Uuid, Arc<sqlx::Error>>>;
 

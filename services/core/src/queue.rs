@@ -11,7 +11,7 @@ use std::{net::IpAddr, time::Duration};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
+use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
 
 /// The NOTIFY channel workers LISTEN on; the payload is the tenant id.
@@ -28,6 +28,16 @@ pub enum MessageKind {
     Notification,
     /// Staff sent it from the control plane to check a customer's path; never reported on.
     Test,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Device => "device",
+            Self::Notification => "notification",
+            Self::Test => "test",
+        }
+    }
 }
 
 /// A message as the edge hands it over.
@@ -55,42 +65,47 @@ pub async fn enqueue(pool: &PgPool, message: &NewMessage) -> Result<Uuid, sqlx::
     Ok(message.id)
 }
 
-/// Commits `messages` and their bodies in one transaction (all or none) and wakes
-/// the workers once per tenant: what group commit hands over.
+/// Commits `messages` and their bodies in one statement — one transaction, one round
+/// trip, one prepared statement whatever the number of messages — and wakes the
+/// workers once per tenant: what group commit hands over.
 pub async fn enqueue_all(pool: &PgPool, messages: &[&NewMessage]) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let mut rows: QueryBuilder<Postgres> = QueryBuilder::new(
-        "INSERT INTO messages (id, tenant_id, device_id, mail_from, rcpt_to, size_bytes, client_addr, tls_protocol, tls_cipher, kind, subject) ",
-    );
-    rows.push_values(messages, |mut row, m| {
-        row.push_bind(m.id)
-            .push_bind(m.tenant_id)
-            .push_bind(m.device_id)
-            .push_bind(&m.mail_from)
-            .push_bind(&m.rcpt_to)
-            .push_bind(m.body.len() as i64)
-            .push_bind(ipnet::IpNet::from(m.client_addr))
-            .push_bind(&m.tls_protocol)
-            .push_bind(&m.tls_cipher)
-            .push_bind(m.kind)
-            .push_bind(&m.subject);
-    });
-    rows.build().execute(&mut *tx).await?;
-    let mut bodies: QueryBuilder<Postgres> =
-        QueryBuilder::new("INSERT INTO message_bodies (message_id, body) ");
-    bodies.push_values(messages, |mut row, m| {
-        row.push_bind(m.id).push_bind(&m.body);
-    });
-    bodies.build().execute(&mut *tx).await?;
-    let tenants: std::collections::BTreeSet<Uuid> = messages.iter().map(|m| m.tenant_id).collect();
-    for tenant in tenants {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(QUEUE_CHANNEL)
-            .bind(tenant.to_string())
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await
+    // Recipients travel newline-joined (an SMTP address cannot hold a line break):
+    // arrays of arrays of different lengths do not exist in PostgreSQL.
+    let recipients: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            debug_assert!(m.rcpt_to.iter().all(|r| !r.contains('\n')));
+            m.rcpt_to.join("\n")
+        })
+        .collect();
+    sqlx::query(
+        "WITH queued AS (
+             INSERT INTO messages (id, tenant_id, device_id, mail_from, rcpt_to, size_bytes, client_addr, tls_protocol, tls_cipher, kind, subject)
+             SELECT id, tenant_id, device_id, mail_from, string_to_array(rcpt_to, E'\\n'), size_bytes, client_addr, tls_protocol, tls_cipher, kind, subject
+               FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::bigint[], $7::inet[], $8::text[], $9::text[], $10::text[], $11::text[])
+                    AS m(id, tenant_id, device_id, mail_from, rcpt_to, size_bytes, client_addr, tls_protocol, tls_cipher, kind, subject)
+             RETURNING tenant_id),
+         bodies AS (
+             INSERT INTO message_bodies (message_id, body)
+             SELECT * FROM unnest($1::uuid[], $12::bytea[]))
+         SELECT pg_notify($13, tenant_id::text) FROM (SELECT DISTINCT tenant_id FROM queued) tenants",
+    )
+    .bind(messages.iter().map(|m| m.id).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.tenant_id).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.device_id).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.mail_from.as_str()).collect::<Vec<_>>())
+    .bind(recipients)
+    .bind(messages.iter().map(|m| m.body.len() as i64).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.client_addr).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.tls_protocol.as_deref()).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.tls_cipher.as_deref()).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.kind.as_str()).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.subject.as_deref()).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.body.as_slice()).collect::<Vec<_>>())
+    .bind(QUEUE_CHANNEL)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// A message a worker holds a lease on.

@@ -150,7 +150,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.count_auth("locked");
             return self.reply(reply::AUTH_LOCKED);
         }
-        let stored = match devices::credential(&self.context.pool, username).await {
+        let context = &self.context;
+        let stored = match context.directory.credential(&context.pool, username).await {
             Ok(stored) => stored,
             Err(e) => {
                 tracing::warn!(error = %e, "credential check failed: database unavailable");

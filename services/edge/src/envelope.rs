@@ -50,7 +50,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.refuse_message(reply::AUTH_REQUIRED);
                 return Flow::Continue;
             }
-            match devices::find_by_address(&self.context.pool, self.peer.ip()).await {
+            let context = &self.context;
+            match context
+                .directory
+                .by_address(&context.pool, self.peer.ip())
+                .await
+            {
                 Ok(Some(device)) => {
                     tracing::info!(device = %device.device_id, tenant = %device.tenant_id, "device identified by its address");
                     self.record_seen(device.device_id);

@@ -9,6 +9,7 @@
 
 mod auth;
 mod data;
+pub mod directory;
 mod ehlo;
 mod envelope;
 pub mod message;
@@ -58,6 +59,8 @@ pub struct EdgeContext {
     /// Messages are committed through it, many sessions' together.
     pub queue: mailbridge_core::group_commit::GroupCommit,
     pub seen: auth::SeenDevices,
+    /// Device credentials and allow-lists, cached while PostgreSQL reports changes.
+    pub directory: directory::DeviceDirectory,
 }
 
 impl std::fmt::Debug for EdgeContext {
@@ -144,6 +147,7 @@ impl Edge {
             auth: throttle::AuthGuard::new(settings.auth_throttle.clone()),
             queue: mailbridge_core::group_commit::GroupCommit::start(pool.clone()),
             seen: auth::SeenDevices::default(),
+            directory: directory::DeviceDirectory::default(),
             pool,
         });
         Ok(Self { listeners, context })
@@ -185,6 +189,16 @@ impl Edge {
                     .await
             }
         });
+        let directory_context = self.context.clone();
+        let directory = tokio::spawn({
+            let stop = seen_stop.clone();
+            async move {
+                directory_context
+                    .directory
+                    .follow_changes(directory_context.pool.clone(), stop)
+                    .await
+            }
+        });
         shutdown.cancelled().await;
         for acceptor in acceptors {
             let _ = acceptor.await;
@@ -198,6 +212,7 @@ impl Edge {
         }
         seen_stop.cancel();
         let _ = seen.await;
+        let _ = directory.await;
         tracing::info!("edge stopped");
     }
 }
