@@ -1,6 +1,6 @@
 //! The edge's cache of device credentials and address allow-lists: what every login
 //! and every port-25 connection looks up, answered from memory instead of a query
-//! per connection (a seqential match of every allow-list, in the address case).
+//! per connection (a sequential match of every allow-list, in the address case).
 //!
 //! Correctness comes from PostgreSQL, not from a timer: a trigger notifies
 //! `mailbridge_devices` whenever a device or a tenant field the edge uses changes
