@@ -6,6 +6,7 @@
 //! control plane and the simulator build on it.
 
 pub mod address;
+pub mod allocator;
 pub mod config;
 pub mod crypto;
 pub mod db;

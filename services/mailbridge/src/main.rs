@@ -52,6 +52,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    mailbridge_core::allocator::return_large_blocks();
     mailbridge_core::telemetry::init();
     let cli = Cli::parse();
     let settings = Settings::from_env()?;
