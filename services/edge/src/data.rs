@@ -1,11 +1,12 @@
 //! DATA and BDAT: the message itself.
 //!
-//! End of DATA is `<CRLF>.<CRLF>` only (smtp-proto's receiver: `<LF>.<LF>`,
-//! `<CR>.<CR>`, `<LF>.<CRLF>` and the like are content, never the end); dots are
-//! unstuffed; the size limit is enforced while reading, and the rest of an oversized
-//! message is read and dropped. A complete message then passes the header-size
-//! check, the bare-newline policy and the device's sender policy, and is committed
-//! to PostgreSQL before the `250` — or answered `451` and not kept at all.
+//! End of DATA is `<CRLF>.<CRLF>` only (`<LF>.<LF>`, `<CR>.<CR>`, `<LF>.<CRLF>`,
+//! `<CRLF>.<CR><CRLF>` and the like are content, never the end), the CRLF that ended
+//! the DATA command counting as the first; dots are unstuffed; the size limit is
+//! enforced while reading, and the rest of an oversized message is read and dropped.
+//! A complete message then passes the header-size check, the bare-newline policy and
+//! the device's sender policy, and is committed to PostgreSQL before the `250` — or
+//! answered `451` and not kept at all.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use mailbridge_core::{
     devices::SenderPolicy,
     queue::{MessageKind, NewMessage},
 };
-use smtp_proto::request::receiver::{BdatReceiver, DataReceiver, DummyDataReceiver};
+use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver};
 use tokio::io::{AsyncRead, AsyncWrite};
 use uuid::Uuid;
 
@@ -28,16 +29,111 @@ use crate::{
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 enum Reader {
-    Data(DataReceiver),
+    Data(DotReader),
     Bdat {
         receiver: BdatReceiver,
         chunk_size: usize,
     },
-    /// Reading the rest of what will be refused with `refusal`.
+    /// Reading the rest of a BDAT chunk that will be refused with `refusal`.
     Discard {
         receiver: DummyDataReceiver,
         refusal: Reply,
     },
+    /// Reading the rest of DATA that will be refused with `refusal`.
+    DiscardData {
+        receiver: DotReader,
+        refusal: Reply,
+    },
+}
+
+/// Where the DATA reader stands in the current line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// At the start of a line: after a CRLF, or right after the DATA command.
+    Start,
+    /// After a dot at the start of a line.
+    Dot,
+    /// After `<CRLF>.<CR>`.
+    DotCr,
+    /// Inside a line; `cr` is whether the last byte was a CR.
+    Inside { cr: bool },
+}
+
+/// Reads DATA up to its end, `<CRLF>.<CRLF>` and nothing else (RFC 5321 §4.1.1.4),
+/// removing the dot that starts a stuffed line (§4.5.2). The CRLF of the DATA command
+/// is the first CRLF, so `.<CRLF>` at once is an empty message and a dot at the very
+/// start is stuffing. A line a bare LF starts is not a line start, and a dot line that
+/// ends other than in CRLF (`.<LF>`, `.<CR><CR><LF>`) does not end the data.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DotReader {
+    line: Line,
+}
+
+impl DotReader {
+    pub(crate) fn new() -> Self {
+        Self { line: Line::Start }
+    }
+
+    /// Consumes data from `bytes` into `body` (or nowhere, when discarding); returns
+    /// whether the end of the data was reached, leaving what follows it in `bytes`.
+    pub(crate) fn ingest(
+        &mut self,
+        bytes: &mut std::slice::Iter<'_, u8>,
+        mut body: Option<&mut Vec<u8>>,
+    ) -> bool {
+        let mut push = |part: &[u8]| {
+            if let Some(body) = body.as_deref_mut() {
+                body.extend_from_slice(part);
+            }
+        };
+        let mut rest = bytes.as_slice();
+        let complete = loop {
+            let Some(&first) = rest.first() else {
+                break false;
+            };
+            match self.line {
+                Line::Start if first == b'.' => {
+                    rest = &rest[1..];
+                    self.line = Line::Dot;
+                }
+                Line::Dot if first == b'\r' => {
+                    rest = &rest[1..];
+                    self.line = Line::DotCr;
+                }
+                Line::DotCr if first == b'\n' => {
+                    rest = &rest[1..];
+                    break true;
+                }
+                // `.<CR>` and more: a stuffed line whose content starts with the CR.
+                Line::DotCr => {
+                    push(b"\r");
+                    self.line = Line::Inside { cr: true };
+                }
+                Line::Start | Line::Dot => self.line = Line::Inside { cr: false },
+                Line::Inside { cr } => match memchr::memchr(b'\n', rest) {
+                    Some(pos) => {
+                        let after_cr = if pos == 0 { cr } else { rest[pos - 1] == b'\r' };
+                        push(&rest[..=pos]);
+                        rest = &rest[pos + 1..];
+                        self.line = if after_cr {
+                            Line::Start
+                        } else {
+                            Line::Inside { cr: false }
+                        };
+                    }
+                    None => {
+                        push(rest);
+                        self.line = Line::Inside {
+                            cr: rest.last() == Some(&b'\r'),
+                        };
+                        rest = &[];
+                    }
+                },
+            }
+        };
+        *bytes = rest.iter();
+        complete
+    }
 }
 
 /// A message being received.
@@ -79,7 +175,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.envelope.as_ref().is_some_and(|e| e.chunks.is_some()) {
             return self.reply(reply::BDAT_AFTER_DATA);
         }
-        self.phase = Phase::Data(self.new_transfer(Reader::Data(DataReceiver::new())));
+        self.phase = Phase::Data(self.new_transfer(Reader::Data(DotReader::new())));
         self.reply(reply::START_DATA);
     }
 
@@ -96,10 +192,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.new_transfer(discard)
             }
             (None, Some(transfer)) => transfer,
-            (None, None) => self.new_transfer(Reader::Data(DataReceiver::new())),
+            (None, None) => self.new_transfer(Reader::Data(DotReader::new())),
         };
         let received = transfer.body.len() - transfer.trace_len;
-        if !matches!(transfer.reader, Reader::Discard { .. }) {
+        if !matches!(
+            transfer.reader,
+            Reader::Discard { .. } | Reader::DiscardData { .. }
+        ) {
             transfer.reader = if received.saturating_add(chunk_size) > self.size_limit() {
                 Reader::Discard {
                     receiver: DummyDataReceiver::new_bdat(chunk_size),
@@ -159,17 +258,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     self.phase = Phase::Data(transfer);
                 }
             }
+            Reader::DiscardData { receiver, refusal } => {
+                if receiver.ingest(bytes, None) {
+                    let refusal = *refusal;
+                    self.envelope = None;
+                    self.refuse_message(refusal);
+                } else {
+                    self.phase = Phase::Data(transfer);
+                }
+            }
             Reader::Data(receiver) => {
-                let complete = receiver.ingest(bytes, &mut transfer.body);
+                let complete = receiver.ingest(bytes, Some(&mut transfer.body));
                 if transfer.body.len() - transfer.trace_len > limit {
-                    let discard = DummyDataReceiver::new_data(receiver);
                     if complete {
                         self.envelope = None;
                         self.refuse_message(reply::TOO_BIG);
                     } else {
+                        let receiver = *receiver;
                         transfer.body = Vec::new();
-                        transfer.reader = Reader::Discard {
-                            receiver: discard,
+                        transfer.reader = Reader::DiscardData {
+                            receiver,
                             refusal: reply::TOO_BIG,
                         };
                         self.phase = Phase::Data(transfer);
@@ -287,5 +395,70 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.refuse_message(reply::NOT_QUEUED);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DotReader;
+
+    /// Feeds `chunks` one after another; the data read, and what followed its end.
+    fn read(chunks: &[&[u8]]) -> Option<(Vec<u8>, Vec<u8>)> {
+        let mut reader = DotReader::new();
+        let mut body = Vec::new();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let mut bytes = chunk.iter();
+            if reader.ingest(&mut bytes, Some(&mut body)) {
+                let mut rest = bytes.as_slice().to_vec();
+                rest.extend(chunks[i + 1..].concat());
+                return Some((body, rest));
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn the_data_ends_at_crlf_dot_crlf_only() {
+        let whole: &[u8] = b"Subject: x\r\n\r\nline\r\n.\r\nQUIT\r\n";
+        let expected = (b"Subject: x\r\n\r\nline\r\n".to_vec(), b"QUIT\r\n".to_vec());
+        assert_eq!(read(&[whole]), Some(expected.clone()));
+        // However the input is split, the outcome is the same.
+        for at in 1..whole.len() {
+            let (a, b) = whole.split_at(at);
+            assert_eq!(read(&[a, b]), Some(expected.clone()), "split at {at}");
+        }
+        for smuggled in [
+            &b"a\n.\nMAIL"[..],
+            b"a\n.\r\nMAIL",
+            b"a\r.\r\nMAIL",
+            b"a\r\n.\nMAIL",
+            b"a\r\n.\r\r\nMAIL",
+            b"a\r\n.\r\r\r\nMAIL",
+            b"a\r\n.\rMAIL",
+            b"a\r\n\0.\r\nMAIL",
+        ] {
+            assert_eq!(read(&[smuggled]), None, "{smuggled:?} ended the data");
+            let (_, rest) = read(&[smuggled, b"\r\n.\r\n"]).expect("the real end");
+            assert!(rest.is_empty());
+        }
+    }
+
+    #[test]
+    fn dots_are_unstuffed_from_the_first_line_on() {
+        assert_eq!(read(&[b".\r\nQUIT"]), Some((Vec::new(), b"QUIT".to_vec())));
+        assert_eq!(
+            read(&[b"..first\r\nx\r\n..\r\n.a\r\n.\r\n"]),
+            Some((b".first\r\nx\r\n.\r\na\r\n".to_vec(), Vec::new()))
+        );
+        // A dot after a bare LF is not at a line start: it stays.
+        assert_eq!(
+            read(&[b"a\n..b\r\n.\r\n"]),
+            Some((b"a\n..b\r\n".to_vec(), Vec::new()))
+        );
+        // `.<CR><CR><LF>` is a stuffed line holding a bare CR.
+        assert_eq!(
+            read(&[b"a\r\n.\r\r\n.\r\n"]),
+            Some((b"a\r\n\r\r\n".to_vec(), Vec::new()))
+        );
     }
 }

@@ -10,7 +10,9 @@ use crate::{reply, session::Session};
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(crate) fn handle_ehlo(&mut self, host: String, extended: bool) {
         let host = host.trim();
-        if host.is_empty() {
+        // Never a domain or address literal, and never to be echoed in a reply or
+        // written into the Received header: NUL and the other control characters.
+        if host.is_empty() || host.chars().any(char::is_control) {
             self.reply(reply::HELO_SYNTAX);
             return;
         }

@@ -2,17 +2,16 @@
 //! state machine runs on plain TCP, after STARTTLS, over implicit TLS, and in memory.
 //!
 //! Input is read in chunks and consumed by the receiver of the current phase
-//! (commands, a SASL exchange, message data, a BDAT chunk); replies are buffered and
-//! written once the chunk is consumed, which is what PIPELINING needs. The phase
-//! handlers live in the sibling modules, one per SMTP phase.
+//! (command lines, a SASL exchange, message data, a BDAT chunk); replies are buffered
+//! and written once the chunk is consumed, which is what PIPELINING needs. A command
+//! is parsed only once its whole line is in: one line, one reply, however the line
+//! was split up on the way. The phase handlers live in the sibling modules, one per
+//! SMTP phase.
 
 use std::{io, net::SocketAddr, sync::Arc, time::Instant};
 
 use mailbridge_core::devices::AuthenticatedDevice;
-use smtp_proto::{
-    Request,
-    request::receiver::{MAX_LINE_LENGTH, RequestReceiver},
-};
+use smtp_proto::{Request, request::receiver::MAX_LINE_LENGTH};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
@@ -25,6 +24,10 @@ use crate::{
     envelope::Envelope,
     reply::{self, Reply},
 };
+
+/// Bytes read at once between messages, and inside one.
+const IDLE_READ_BUFFER: usize = 1024;
+const BUSY_READ_BUFFER: usize = 16 * 1024;
 
 /// What the connection should do after a command.
 #[derive(Debug, PartialEq, Eq)]
@@ -82,7 +85,8 @@ pub struct Session<S> {
     pub(crate) device: Option<(AuthenticatedDevice, Identification)>,
     pub(crate) envelope: Option<Envelope>,
     pub(crate) phase: Phase,
-    requests: RequestReceiver,
+    /// The command line received so far, until its LF is in.
+    line: Vec<u8>,
     pub(crate) out: Vec<u8>,
     shutdown: Shutdown,
     started: Instant,
@@ -160,7 +164,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             device: None,
             envelope: None,
             phase: Phase::Command,
-            requests: RequestReceiver::default(),
+            line: Vec::new(),
             out: Vec::with_capacity(512),
             shutdown,
             started: Instant::now(),
@@ -218,8 +222,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// shutdown ends it, or STARTTLS hands the stream to the TLS handshake.
     pub async fn run(&mut self) -> io::Result<Flow> {
         let limits = self.context.settings.limits.clone();
-        let mut buf = vec![0u8; 16 * 1024];
+        let mut buf = Vec::new();
+        let mut filled = false;
         loop {
+            // Most sessions are idle most of the time (thousands of devices hold a
+            // connection open): a small buffer between messages, a large one for
+            // message data or whenever the last read filled the buffer.
+            let size = if self.idle() && !filled {
+                IDLE_READ_BUFFER
+            } else {
+                BUSY_READ_BUFFER
+            };
+            if buf.len() != size {
+                buf = vec![0u8; size];
+            }
             self.flush().await?;
             if self.errors >= limits.max_errors {
                 self.reply(reply::TOO_MANY_ERRORS);
@@ -268,21 +284,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if n == 0 {
                 return Ok(Flow::Quit);
             }
+            filled = n == buf.len();
             let mut bytes = buf[..n].iter();
             while !bytes.as_slice().is_empty() {
                 let flow = match std::mem::replace(&mut self.phase, Phase::Command) {
-                    Phase::Command if self.skip_long_line(&mut bytes) => Flow::Continue,
-                    Phase::Command => {
-                        let parsed = self.requests.ingest(&mut bytes).map(Request::into_owned);
-                        match parsed {
-                            Ok(request) => self.handle_command(request).await,
-                            Err(smtp_proto::Error::NeedsMoreData { .. }) => Flow::Continue,
-                            Err(error) => {
-                                self.refuse_syntax(error);
-                                Flow::Continue
+                    Phase::Command => match self.command_line(&mut bytes) {
+                        None => Flow::Continue,
+                        Some(line) => {
+                            let parsed = Request::parse(&mut line.iter()).map(Request::into_owned);
+                            match parsed {
+                                Ok(request) => {
+                                    let request = without_wrapped_sizes(request, &line);
+                                    self.handle_command(request).await
+                                }
+                                // RFC 1870 allows 20 digits; smtp-proto refuses those
+                                // that do not fit as a syntax error.
+                                Err(smtp_proto::Error::InvalidParameter { param: "SIZE" })
+                                    if size_parameter(&line).is_some_and(overflows) =>
+                                {
+                                    self.refuse_message(reply::TOO_BIG);
+                                    Flow::Continue
+                                }
+                                Err(error) => {
+                                    self.refuse_syntax(error);
+                                    Flow::Continue
+                                }
                             }
                         }
-                    }
+                    },
                     Phase::Sasl(exchange) => self.continue_sasl(exchange, &mut bytes).await,
                     Phase::Data(transfer) => self.continue_data(transfer, &mut bytes).await,
                 };
@@ -306,28 +335,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// Enforces the command line length limit before the parser sees the line: a
-    /// longer line is answered `500 5.5.6` and dropped through its end, so no part of
-    /// it is ever read as a command. Returns whether it consumed input.
-    fn skip_long_line(&mut self, bytes: &mut std::slice::Iter<'_, u8>) -> bool {
+    /// Takes input up to the end of the current command line; returns the whole line
+    /// once its LF is in. A line longer than the limit is answered `500 5.5.6` and
+    /// dropped through its end, so no part of it is ever read as a command.
+    fn command_line(&mut self, bytes: &mut std::slice::Iter<'_, u8>) -> Option<Vec<u8>> {
         let rest = bytes.as_slice();
         let newline = memchr::memchr(b'\n', rest);
+        let end = newline.map(|p| p + 1).unwrap_or(rest.len());
+        *bytes = rest[end..].iter();
         if self.discarding_line {
-            let end = newline.map(|p| p + 1).unwrap_or(rest.len());
-            *bytes = rest[end..].iter();
             self.discarding_line = newline.is_none();
-            return true;
+            return None;
         }
-        match newline {
-            Some(pos) if pos >= MAX_LINE_LENGTH => *bytes = rest[pos + 1..].iter(),
-            None if rest.len() > MAX_LINE_LENGTH => {
-                *bytes = [].iter();
-                self.discarding_line = true;
-            }
-            _ => return false,
+        if self.line.len() + end > MAX_LINE_LENGTH {
+            self.line.clear();
+            self.discarding_line = newline.is_none();
+            self.reply(reply::LINE_TOO_LONG);
+            return None;
         }
-        self.reply(reply::LINE_TOO_LONG);
-        true
+        self.line.extend_from_slice(&rest[..end]);
+        newline.map(|_| std::mem::take(&mut self.line))
     }
 
     async fn handle_command(&mut self, request: Request<String>) -> Flow {
@@ -410,5 +437,99 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .settings
                 .plaintext_auth_networks
                 .contains(&self.peer.ip())
+    }
+}
+
+/// smtp-proto reads a SIZE or BDAT chunk size of more than 20 digits by wrapping it
+/// around (`SIZE=100000000000000000000000` comes out as 0, a 23-digit chunk size as
+/// 999): a size too big for a `usize` is larger than anything, and taken as such.
+fn without_wrapped_sizes(request: Request<String>, line: &[u8]) -> Request<String> {
+    match request {
+        Request::Mail { mut from } if size_parameter(line).is_some_and(overflows) => {
+            from.size = usize::MAX;
+            Request::Mail { from }
+        }
+        Request::Bdat { is_last, .. } if overflows(after_verb(line)) => Request::Bdat {
+            chunk_size: usize::MAX,
+            is_last,
+        },
+        request => request,
+    }
+}
+
+/// The value of a MAIL line's SIZE parameter and what follows it. A path cannot
+/// hold " SIZE=" unless quoted, so the last one is the parameter.
+fn size_parameter(line: &[u8]) -> Option<&[u8]> {
+    line.windows(6)
+        .rposition(|w| w.eq_ignore_ascii_case(b" SIZE="))
+        .map(|at| &line[at + 6..])
+}
+
+/// What follows a command's verb.
+fn after_verb(line: &[u8]) -> &[u8] {
+    let line = line.trim_ascii_start();
+    let verb = line.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    line[verb..].trim_ascii_start()
+}
+
+/// Whether the number at the start of `text` is too big for smtp-proto, which keeps
+/// `usize::MAX` for "no number" (CRs are skipped, as smtp-proto skips them).
+fn overflows(text: &[u8]) -> bool {
+    text.iter()
+        .filter(|&&b| b != b'\r')
+        .take_while(|b| b.is_ascii_digit())
+        .try_fold(0usize, |n, d| {
+            n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
+        })
+        .is_none_or(|n| n == usize::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use smtp_proto::Request;
+
+    use super::{overflows, size_parameter, without_wrapped_sizes};
+
+    fn parse(line: &[u8]) -> Request<String> {
+        let request = Request::parse(&mut line.iter()).expect("a valid command");
+        without_wrapped_sizes(request.into_owned(), line)
+    }
+
+    #[test]
+    fn sizes_too_big_for_a_usize_are_not_wrapped_around() {
+        let size = |line: &[u8]| match parse(line) {
+            Request::Mail { from } => from.size,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(size(b"MAIL FROM:<a@b.example> SIZE=1000\r\n"), 1000);
+        assert_eq!(
+            size(b"MAIL FROM:<a@b.example> SIZE=100000000000000000000000\r\n"),
+            usize::MAX
+        );
+        assert_eq!(
+            size(b"MAIL FROM:<12345678901234567890123@b.example> SIZE=10\r\n"),
+            10,
+            "digits in the address are no size"
+        );
+        let twenty_digits = b"MAIL FROM:<a@b.example> SIZE=99999999999999999999\r\n";
+        assert!(Request::parse(&mut twenty_digits.iter()).is_err());
+        assert!(size_parameter(twenty_digits).is_some_and(overflows));
+        assert!(
+            !size_parameter(b"MAIL FROM:<a@b.example> SIZE=18446744073709551614\r\n")
+                .is_some_and(overflows)
+        );
+        let chunk = |line: &[u8]| match parse(line) {
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => (chunk_size, is_last),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(chunk(b"BDAT 42\r\n"), (42, false));
+        assert_eq!(chunk(b"  bdat 42 LAST\r\n"), (42, true));
+        assert_eq!(
+            chunk(b"BDAT 99999999999999999999999 LAST\r\n"),
+            (usize::MAX, true)
+        );
     }
 }
