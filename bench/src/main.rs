@@ -154,6 +154,7 @@ async fn accept_rate(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> 
     let postfix = Postfix::start(sink.addr)?;
     let (from, to) = (stack.relay_sender.as_str(), stack.relay_recipient.as_str());
     let (mut ceiling, mut reference, mut ours) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut reference_held, mut ours_held) = (Vec::new(), Vec::new());
     for _ in 0..sizes.rounds {
         let n = sizes.accept_messages;
         let sink_addr = sink.addr;
@@ -177,7 +178,25 @@ async fn accept_rate(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> 
                 .await??,
         );
         stack.reset_queue().await?;
+        // The accept path alone: deliveries held on both sides.
+        postfix.hold_deliveries(true)?;
+        reference_held.push(
+            tokio::task::spawn_blocking(move || {
+                smtp_source(pf, 20, n, MESSAGE_SIZE, "a@b.example", "c@d.example")
+            })
+            .await??,
+        );
+        postfix.hold_deliveries(false)?;
+        stack.hold_deliveries(true)?;
+        let (f, t) = (from.to_owned(), to.to_owned());
+        let held =
+            tokio::task::spawn_blocking(move || smtp_source(relay, 20, n, MESSAGE_SIZE, &f, &t))
+                .await;
+        stack.hold_deliveries(false)?;
+        ours_held.push(held??);
+        stack.reset_queue().await?;
     }
+    let (reference_held, ours_held) = (median(&mut reference_held), median(&mut ours_held));
     let (ceiling, reference, ours) = (
         median(&mut ceiling),
         median(&mut reference),
@@ -214,14 +233,37 @@ async fn accept_rate(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> 
         format!("{:.0} %", 100.0 * ours / ceiling),
         "target ≥ 60 %".into(),
     );
+    report.row(
+        "1",
+        "deliveries held: Postfix accepted msg/s",
+        format!("{reference_held:.0}"),
+        "defer_transports".into(),
+    );
+    report.row(
+        "1",
+        "deliveries held: mailbridge msg/s",
+        format!("{ours_held:.0}"),
+        format!(
+            "worker paused; {:.2}× Postfix, {:.0} % of the ceiling",
+            ours_held / reference_held,
+            100.0 * ours_held / ceiling
+        ),
+    );
     Ok(())
 }
 
 /// 2: STARTTLS + AUTH PLAIN, one message per connection, and one login then 100.
 async fn login_rate(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
     let (mut single, mut hundred) = (Vec::new(), Vec::new());
+    let (mut single_held, mut hundred_held) = (Vec::new(), Vec::new());
     for _ in 0..sizes.rounds {
-        for (per_connection, results) in [(1, &mut single), (100, &mut hundred)] {
+        for (per_connection, held, results) in [
+            (1, false, &mut single),
+            (100, false, &mut hundred),
+            (1, true, &mut single_held),
+            (100, true, &mut hundred_held),
+        ] {
+            stack.hold_deliveries(held)?;
             let outcome = load::run(Load {
                 messages_per_connection: per_connection,
                 concurrency: 20,
@@ -233,6 +275,7 @@ async fn login_rate(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> a
                 println!("  (scenario 2: {} refused)", outcome.refused);
             }
             results.push(outcome.rate());
+            stack.hold_deliveries(false)?;
             stack.reset_queue().await?;
         }
     }
@@ -247,6 +290,18 @@ async fn login_rate(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> a
         "STARTTLS + AUTH PLAIN, 100 messages per connection, msg/s",
         format!("{:.0}", median(&mut hundred)),
         String::new(),
+    );
+    report.row(
+        "2",
+        "deliveries held: 1 message per connection, msg/s",
+        format!("{:.0}", median(&mut single_held)),
+        "worker paused".into(),
+    );
+    report.row(
+        "2",
+        "deliveries held: 100 messages per connection, msg/s",
+        format!("{:.0}", median(&mut hundred_held)),
+        "worker paused".into(),
     );
     Ok(())
 }

@@ -180,6 +180,37 @@ syslog_name = postfix-bench
         })
     }
 
+    /// Holds deliveries (`defer_transports`) or lets them go again: the accept path
+    /// alone, as mailbridge's with its worker paused.
+    pub fn hold_deliveries(&self, hold: bool) -> anyhow::Result<()> {
+        let config = self.config.display().to_string();
+        let setting = if hold {
+            "defer_transports = smtp relay"
+        } else {
+            "defer_transports ="
+        };
+        for args in [
+            vec!["postconf", "-c", &config, "-e", setting],
+            vec!["postfix", "-c", &config, "reload"],
+        ] {
+            let status = Command::new(args[0])
+                .args(&args[1..])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()?;
+            if !status.success() {
+                bail!("{}", args.join(" "));
+            }
+        }
+        if !hold {
+            let _ = Command::new("postqueue")
+                .args(["-c", &config, "-f"])
+                .status();
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        Ok(())
+    }
+
     /// Messages still in Postfix's queue.
     pub fn queued(&self) -> usize {
         Command::new("postqueue")

@@ -271,6 +271,19 @@ impl BenchStack {
         self.edge.id()
     }
 
+    /// Pauses the worker process (SIGSTOP) or lets it go on (SIGCONT): the accept
+    /// path alone, as with workers on other nodes.
+    pub fn hold_deliveries(&self, hold: bool) -> anyhow::Result<()> {
+        let signal = if hold { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &self.worker.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill {signal} worker");
+        }
+        Ok(())
+    }
+
     pub fn worker_pid(&self) -> u32 {
         self.worker.id()
     }
