@@ -190,11 +190,23 @@ impl TestApp {
     /// A `mailbridge worker` process (the real binary) against this stack's database
     /// and simulator, with short leases so that a killed worker's messages return soon.
     pub fn spawn_worker_process(&self, lease_seconds: u64) -> std::process::Child {
-        use secrecy::ExposeSecret;
+        self.worker_command(&database_url(&self.database), lease_seconds)
+            .spawn()
+            .expect("starting mailbridge worker")
+    }
+
+    /// The command line of a `mailbridge worker` process against `database` and this
+    /// stack's simulator (output discarded; callers may redirect it).
+    pub fn worker_command(
+        &self,
+        database: &SecretString,
+        lease_seconds: u64,
+    ) -> std::process::Command {
         let settings = &self.stack.settings;
-        std::process::Command::new(mailbridge_binary())
+        let mut command = std::process::Command::new(mailbridge_binary());
+        command
             .arg("worker")
-            .env("DATABASE_URL", database_url(&self.database).expose_secret())
+            .env("DATABASE_URL", database.expose_secret())
             .env("MAILBRIDGE_M365_LOGIN_URL", &settings.m365.login_url)
             .env("MAILBRIDGE_M365_GRAPH_URL", &settings.m365.graph_url)
             .env(
@@ -220,9 +232,8 @@ impl TestApp {
             .env("RUST_LOG", "warn")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("starting mailbridge worker")
+            .stderr(std::process::Stdio::null());
+        command
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -328,25 +339,43 @@ impl TestApp {
         username: &str,
         password: &str,
     ) -> lettre::AsyncSmtpTransport<lettre::Tokio1Executor> {
-        use lettre::transport::smtp::{
-            authentication::{Credentials, Mechanism},
-            client::{Certificate, Tls, TlsParameters},
-        };
-        let tls = TlsParameters::builder("localhost".to_owned())
-            .add_root_certificate(Certificate::from_pem(&self.edge_ca_pem()).expect("CA"))
-            .build_rustls()
-            .expect("TLS parameters");
-        lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
-            .port(self.stack.smtp_addr.port())
-            .tls(Tls::Required(tls))
-            .credentials(Credentials::new(username.to_owned(), password.to_owned()))
-            .authentication(vec![Mechanism::Plain])
-            .hello_name(lettre::transport::smtp::extension::ClientId::Domain(
-                "printer.praxis.test".into(),
-            ))
-            .timeout(Some(Duration::from_secs(30)))
-            .build()
+        lettre_to(
+            self.stack.smtp_addr,
+            &self.edge_ca_pem(),
+            username,
+            password,
+            Duration::from_secs(30),
+        )
+        .build()
     }
+}
+
+/// A lettre transport builder for an edge at `addr` (submission with STARTTLS
+/// required, `ca_pem` trusted, AUTH PLAIN), each command bounded by `timeout`.
+pub fn lettre_to(
+    addr: std::net::SocketAddr,
+    ca_pem: &[u8],
+    username: &str,
+    password: &str,
+    timeout: Duration,
+) -> lettre::transport::smtp::AsyncSmtpTransportBuilder {
+    use lettre::transport::smtp::{
+        authentication::{Credentials, Mechanism},
+        client::{Certificate, Tls, TlsParameters},
+    };
+    let tls = TlsParameters::builder("localhost".to_owned())
+        .add_root_certificate(Certificate::from_pem(ca_pem).expect("CA"))
+        .build_rustls()
+        .expect("TLS parameters");
+    lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(addr.ip().to_string())
+        .port(addr.port())
+        .tls(Tls::Required(tls))
+        .credentials(Credentials::new(username.to_owned(), password.to_owned()))
+        .authentication(vec![Mechanism::Plain])
+        .hello_name(lettre::transport::smtp::extension::ClientId::Domain(
+            "printer.praxis.test".into(),
+        ))
+        .timeout(Some(timeout))
 }
 
 /// The `mailbridge` binary, built by cargo for this test.

@@ -7,12 +7,16 @@ mod staff_client;
 
 mod api;
 mod browser;
+mod chaos;
+mod chaos_load;
 mod cli;
 mod control_plane;
 mod delivery;
 mod dev_command;
 mod edge;
 mod group_commit;
+mod hostile;
+mod isolation;
 mod operations;
 mod resilience;
 mod submission;

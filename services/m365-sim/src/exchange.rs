@@ -84,6 +84,8 @@ struct Conversation<S> {
     login: Option<Login>,
     mail_from: Option<String>,
     rcpt_to: Vec<String>,
+    /// An injected `AcceptThenDelay`: how long to hold the answer after accepting.
+    late_answer: Option<Duration>,
 }
 
 async fn session(
@@ -118,6 +120,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
             login: None,
             mail_from: None,
             rcpt_to: Vec::new(),
+            late_answer: None,
         }
     }
 
@@ -225,6 +228,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
             None => Ok(None),
             Some(Effect::Drop) => Ok(Some(Next::Close)),
             Some(effect @ Effect::Delay { .. }) => {
+                tokio::time::sleep(effect.delay().unwrap_or_default()).await;
+                Ok(None)
+            }
+            // Only the final dot accepts something; before it, the same as a delay.
+            Some(effect @ Effect::AcceptThenDelay { .. }) if endpoint == Endpoint::SmtpDataEnd => {
+                self.late_answer = effect.delay();
+                Ok(None)
+            }
+            Some(effect @ Effect::AcceptThenDelay { .. }) => {
                 tokio::time::sleep(effect.delay().unwrap_or_default()).await;
                 Ok(None)
             }
@@ -464,6 +476,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
             recipients,
             &message,
         );
+        if let Some(delay) = self.late_answer.take() {
+            tokio::time::sleep(delay).await;
+        }
         self.reply(&answer).await?;
         Ok(Next::Continue)
     }

@@ -54,6 +54,10 @@ pub enum Effect {
     Smtp { reply: String },
     /// Wait this long, then answer normally (a slow or hanging upstream).
     Delay { seconds: u64 },
+    /// Accept the message (Graph `sendMail`, SMTP after the final dot), then wait this
+    /// long before answering: Microsoft has it, but the answer is late, or never
+    /// arrives if the client gives up or dies meanwhile. Elsewhere the same as `Delay`.
+    AcceptThenDelay { seconds: u64 },
     /// Close the connection without an answer.
     Drop,
 }
@@ -143,10 +147,12 @@ impl Directory {
 }
 
 impl Effect {
-    /// For a delay: how long.
+    /// For a delay (before or after accepting): how long.
     pub(crate) fn delay(&self) -> Option<Duration> {
         match self {
-            Self::Delay { seconds } => Some(Duration::from_secs(*seconds)),
+            Self::Delay { seconds } | Self::AcceptThenDelay { seconds } => {
+                Some(Duration::from_secs(*seconds))
+            }
             _ => None,
         }
     }

@@ -110,6 +110,7 @@ async fn send_mail(
         );
     };
     let mailbox = user.to_ascii_lowercase();
+    let mut late_answer = None;
     match directory.take_fault(Endpoint::GraphSend, Some(tenant_id), Some(&mailbox)) {
         Some(Effect::Http {
             status,
@@ -130,6 +131,7 @@ async fn send_mail(
         Some(effect @ Effect::Delay { .. }) => {
             tokio::time::sleep(effect.delay().unwrap_or_default()).await
         }
+        Some(effect @ Effect::AcceptThenDelay { .. }) => late_answer = effect.delay(),
         Some(Effect::Aadsts { .. } | Effect::Smtp { .. }) | None => {}
     }
     let send_as = {
@@ -241,6 +243,9 @@ async fn send_mail(
         saved_to_sent_items,
         received_at: Utc::now(),
     });
+    if let Some(delay) = late_answer {
+        tokio::time::sleep(delay).await;
+    }
     StatusCode::ACCEPTED.into_response()
 }
 

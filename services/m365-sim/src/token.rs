@@ -268,7 +268,10 @@ async fn token_endpoint(
         Some(crate::fault_injection::Effect::Drop) => {
             return (StatusCode::BAD_GATEWAY, "").into_response();
         }
-        Some(effect @ crate::fault_injection::Effect::Delay { .. }) => {
+        Some(
+            effect @ (crate::fault_injection::Effect::Delay { .. }
+            | crate::fault_injection::Effect::AcceptThenDelay { .. }),
+        ) => {
             tokio::time::sleep(effect.delay().unwrap_or_default()).await;
             decide(&directory, &tenant, &request, &identity)
         }

@@ -1,8 +1,17 @@
 //! Microsoft Graph `sendMail` in MIME form: the whole message, base64, as
 //! `text/plain`, posted as the tenant's sender mailbox. Graph answers `202` when it
 //! has accepted the message; everything else is classified in `outcome`.
+//!
+//! A mailbox Graph throttled (`429`, or `503`, with `Retry-After`) is left alone
+//! until its `Retry-After` has passed: the messages that come up for it meanwhile
+//! get the same answer from memory, so that a backlog does not keep hammering a
+//! mailbox that was asked to wait (which only prolongs the throttling).
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use secrecy::{ExposeSecret, SecretString};
@@ -23,7 +32,20 @@ pub struct GraphClient {
     http: reqwest::Client,
     base_url: String,
     timeout: Duration,
+    throttled: Arc<Mutex<HashMap<String, Throttled>>>,
 }
+
+/// Graph's last answer for a mailbox that was asked to wait, and until when.
+#[derive(Debug, Clone)]
+struct Throttled {
+    until: Instant,
+    status: u16,
+    code: String,
+    message: String,
+}
+
+/// The longest `Retry-After` honoured from memory (the backoff honours any).
+const MAX_REMEMBERED_WAIT: Duration = Duration::from_secs(3600);
 
 #[derive(Deserialize)]
 struct GraphErrorBody {
@@ -44,7 +66,49 @@ impl GraphClient {
             http,
             base_url,
             timeout,
+            throttled: Arc::default(),
         }
+    }
+
+    /// While `mailbox`'s `Retry-After` runs: Graph's answer again, with the time left
+    /// (nothing is sent).
+    pub(crate) fn throttled(&self, mailbox: &str) -> Option<DeliveryOutcome> {
+        let throttled = self.throttled.lock().unwrap_or_else(|p| p.into_inner());
+        let remembered = throttled.get(&mailbox.to_ascii_lowercase())?;
+        let left = remembered.until.checked_duration_since(Instant::now())?;
+        Some(DeliveryOutcome::graph(
+            remembered.status,
+            remembered.code.clone(),
+            format!(
+                "{} (not sent: Microsoft asked this mailbox to wait {} s more)",
+                remembered.message,
+                left.as_secs() + 1
+            ),
+            Some(left),
+        ))
+    }
+
+    /// Remembers a `Retry-After` Graph gave `mailbox` with a throttling answer.
+    pub(crate) fn note(&self, mailbox: &str, outcome: &DeliveryOutcome) {
+        let Some(failure) = outcome.failure() else {
+            return;
+        };
+        let (Some(status @ (429 | 503)), Some(wait)) = (failure.status, failure.retry_after) else {
+            return;
+        };
+        let now = Instant::now();
+        let until = now + wait.min(MAX_REMEMBERED_WAIT);
+        let mut throttled = self.throttled.lock().unwrap_or_else(|p| p.into_inner());
+        throttled.retain(|_, t| t.until > now);
+        throttled.insert(
+            mailbox.to_ascii_lowercase(),
+            Throttled {
+                until,
+                status,
+                code: failure.code.clone(),
+                message: failure.message.clone(),
+            },
+        );
     }
 
     /// Sends `mime` as `mailbox`; `queue_id` goes along as Graph's `client-request-id`,
@@ -91,6 +155,9 @@ impl GraphClient {
             self.base_url,
             urlencode_path(mailbox)
         );
+        if let Some(remembered) = self.throttled(mailbox) {
+            return remembered;
+        }
         let request = self
             .http
             .post(&url)
@@ -98,7 +165,10 @@ impl GraphClient {
             .body(body);
         match self.call(token, queue_id, request).await {
             Ok(_) => DeliveryOutcome::Delivered { status: 202 },
-            Err(failure) => failure,
+            Err(failure) => {
+                self.note(mailbox, &failure);
+                failure
+            }
         }
     }
 
@@ -175,4 +245,59 @@ pub(crate) fn urlencode_path(segment: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use mailbridge_core::queue::AttemptOutcome;
+
+    use super::*;
+
+    #[test]
+    fn a_throttled_mailbox_is_answered_from_memory_until_its_retry_after() {
+        mailbridge_core::tls::install_crypto_provider();
+        let graph = GraphClient::new(
+            reqwest::Client::new(),
+            "https://graph.invalid".into(),
+            Duration::from_secs(5),
+        );
+        let throttled = |status, retry_after| {
+            DeliveryOutcome::graph(
+                status,
+                "ApplicationThrottled".into(),
+                "slow down".into(),
+                retry_after,
+            )
+        };
+        graph.note(
+            "scan@praxis.example",
+            &throttled(400, Some(Duration::from_secs(30))),
+        );
+        graph.note("scan@praxis.example", &throttled(429, None));
+        assert!(graph.throttled("scan@praxis.example").is_none());
+
+        graph.note(
+            "Scan@Praxis.example",
+            &throttled(429, Some(Duration::from_secs(30))),
+        );
+        let remembered = graph.throttled("scan@praxis.example").expect("remembered");
+        let failure = remembered.failure().expect("a failure");
+        assert_eq!(
+            (failure.status, failure.code.as_str()),
+            (Some(429), "ApplicationThrottled")
+        );
+        assert!(
+            failure
+                .retry_after
+                .is_some_and(|left| left <= Duration::from_secs(30))
+        );
+        assert_eq!(remembered.attempt_outcome(), AttemptOutcome::Retry);
+        assert!(graph.throttled("lab@praxis.example").is_none());
+
+        graph.note("lab@praxis.example", &throttled(503, Some(Duration::ZERO)));
+        assert!(
+            graph.throttled("lab@praxis.example").is_none(),
+            "expired at once"
+        );
+    }
 }

@@ -93,8 +93,24 @@ struct UploadSession {
 }
 
 impl GraphClient {
-    /// Sends a message too large for one `sendMail` request, as `mailbox`.
+    /// Sends a message too large for one `sendMail` request, as `mailbox` (unless
+    /// Graph asked the mailbox to wait).
     pub async fn send_large(
+        &self,
+        token: &SecretString,
+        mailbox: &str,
+        mime: &[u8],
+        queue_id: uuid::Uuid,
+    ) -> DeliveryOutcome {
+        if let Some(remembered) = self.throttled(mailbox) {
+            return remembered;
+        }
+        let outcome = self.send_draft(token, mailbox, mime, queue_id).await;
+        self.note(mailbox, &outcome);
+        outcome
+    }
+
+    async fn send_draft(
         &self,
         token: &SecretString,
         mailbox: &str,
