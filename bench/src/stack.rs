@@ -12,7 +12,6 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use base64::{Engine, engine::general_purpose::STANDARD};
 use chrono::{DateTime, Utc};
 use mailbridge_core::{
     crypto::{self, MasterKey},
@@ -85,19 +84,6 @@ fn mailbridge_binary() -> anyhow::Result<PathBuf> {
         );
     }
     Ok(path)
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let lines: Vec<&str> = body
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
 }
 
 impl BenchStack {
@@ -179,11 +165,7 @@ impl BenchStack {
             files.path().join("edge.pem"),
             files.path().join("edge-key.pem"),
         );
-        std::fs::write(&cert, pem("CERTIFICATE", &authority.server.chain[0]))?;
-        std::fs::write(
-            &key_file,
-            pem("PRIVATE KEY", authority.server.key.secret_der()),
-        )?;
+        authority.server.write_pem_files(&cert, &key_file)?;
         let ca = files.path().join("edge-ca.pem");
         std::fs::write(&ca, &authority.ca_pem)?;
         let tls = mailbridge_core::tls::client_config(Some(&ca))?;

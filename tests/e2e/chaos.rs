@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use mailbridge::stack::{Stack, StackOptions};
 use mailbridge_core::{
-    Settings, db,
-    queue::GRAPH_CONCURRENCY_PER_MAILBOX,
-    scratch_postgres::{ScratchOptions, ScratchPostgres},
+    Settings, db, queue::GRAPH_CONCURRENCY_PER_MAILBOX, scratch_postgres::ScratchPostgres,
 };
 use mailbridge_m365_sim::fault_injection::{Effect, Endpoint, Fault};
 use uuid::Uuid;
@@ -385,21 +383,7 @@ async fn workers_killed_after_microsoft_accepted_lose_nothing() {
 /// A stack on a PostgreSQL of its own (it is restarted), reached through a gate that
 /// can make it unreachable; no worker in the stack (workers run as processes).
 async fn stack_behind_gate() -> (ScratchPostgres, TcpGate, TestApp, sqlx::PgPool) {
-    let postgres = tokio::task::spawn_blocking(|| {
-        ScratchPostgres::start(&ScratchOptions {
-            fsync: true,
-            ..ScratchOptions::default()
-        })
-    })
-    .await
-    .unwrap()
-    .expect("a PostgreSQL of its own");
-    let admin = db::pool(&postgres.url("postgres"), db::PoolOptions::default()).unwrap();
-    sqlx::query("CREATE DATABASE mailbridge")
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
+    let postgres = crate::harness::own_postgres().await;
     let direct = db::pool(&postgres.url("mailbridge"), db::PoolOptions::default()).unwrap();
     db::migrate(&direct).await.unwrap();
     let gate = TcpGate::start(([127, 0, 0, 1], postgres.port()).into()).await;

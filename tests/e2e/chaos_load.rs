@@ -733,21 +733,6 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// PEM of one DER item.
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = encoded
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
-
 /// `mailbridge edge` as its own process, on a fixed port so that it can be killed
 /// and started again where the devices expect it.
 pub struct EdgeProcess {
@@ -770,18 +755,13 @@ impl EdgeProcess {
         let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
         let authority = mailbridge_core::tls::LocalAuthority::generate("chaos edge CA", &names)
             .expect("a CA for the edge");
-        let identity = authority.server;
-        let chain: String = identity
-            .chain
-            .iter()
-            .map(|c| pem("CERTIFICATE", c.as_ref()))
-            .collect();
-        std::fs::write(files.path().join("edge.crt"), chain).expect("writing the certificate");
-        std::fs::write(
-            files.path().join("edge.key"),
-            pem("PRIVATE KEY", identity.key.secret_der()),
-        )
-        .expect("writing the key");
+        authority
+            .server
+            .write_pem_files(
+                &files.path().join("edge.crt"),
+                &files.path().join("edge.key"),
+            )
+            .expect("writing the certificate and key");
         let mut edge = Self {
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], free_port())),

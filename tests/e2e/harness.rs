@@ -105,6 +105,27 @@ pub async fn empty_database() -> String {
     name
 }
 
+/// A PostgreSQL of the test's own (fsync on, so that it can be stopped and restarted
+/// like a real one) with an empty `mailbridge` database.
+pub async fn own_postgres() -> ScratchPostgres {
+    let postgres = tokio::task::spawn_blocking(|| {
+        ScratchPostgres::start(&ScratchOptions {
+            fsync: true,
+            ..ScratchOptions::default()
+        })
+    })
+    .await
+    .unwrap()
+    .expect("a PostgreSQL of its own");
+    let admin = db::pool(&postgres.url("postgres"), db::PoolOptions::default()).unwrap();
+    sqlx::query("CREATE DATABASE mailbridge")
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    postgres
+}
+
 /// A fresh, migrated database of its own for one test.
 pub async fn fresh_database() -> PgPool {
     fresh_named_database().await.1

@@ -5,30 +5,13 @@ use std::time::Duration;
 
 use lettre::{AsyncTransport, address::Envelope};
 use mailbridge::stack::{Stack, StackOptions};
-use mailbridge_core::{
-    Settings, db,
-    scratch_postgres::{ScratchOptions, ScratchPostgres},
-};
+use mailbridge_core::{Settings, db};
 
 use crate::harness::{SmtpProbe, TestApp, sample_message, without_final_crlf};
 
 #[tokio::test]
 async fn a_database_outage_answers_451_and_loses_nothing() {
-    let mut postgres = tokio::task::spawn_blocking(|| {
-        ScratchPostgres::start(&ScratchOptions {
-            fsync: true,
-            ..ScratchOptions::default()
-        })
-    })
-    .await
-    .unwrap()
-    .expect("a PostgreSQL of its own");
-    let admin = db::pool(&postgres.url("postgres"), db::PoolOptions::default()).unwrap();
-    sqlx::query("CREATE DATABASE mailbridge")
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
+    let mut postgres = crate::harness::own_postgres().await;
     let options = db::PoolOptions {
         acquire_timeout: Duration::from_secs(2),
         ..db::PoolOptions::default()

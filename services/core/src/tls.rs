@@ -71,6 +71,18 @@ impl Identity {
         })
     }
 
+    /// Writes the chain and the key as PEM files, as `from_pem_files` reads them
+    /// (for processes started with this identity).
+    pub fn write_pem_files(&self, cert: &Path, key: &Path) -> std::io::Result<()> {
+        let chain: String = self
+            .chain
+            .iter()
+            .map(|c| pem("CERTIFICATE", c.as_ref()))
+            .collect();
+        std::fs::write(cert, chain)?;
+        std::fs::write(key, pem("PRIVATE KEY", self.key.secret_der()))
+    }
+
     /// A self-signed certificate for `names` (DNS names or IP addresses).
     pub fn self_signed(names: &[String]) -> Result<Self, TlsError> {
         let signing_key = rcgen::KeyPair::generate()?;
@@ -187,4 +199,19 @@ pub fn root_store(extra_ca_file: Option<&Path>) -> Result<RootCertStore, TlsErro
 /// configuration is built.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// One DER item as PEM.
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
 }

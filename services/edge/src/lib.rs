@@ -178,25 +178,18 @@ impl Edge {
                 kind, listener, context, sessions, stop,
             )));
         }
-        let seen_context = self.context.clone();
-        let seen_stop = CancellationToken::new();
-        let seen = tokio::spawn({
-            let stop = seen_stop.clone();
+        // Background work until the sessions are done: last-seen writes, and the
+        // device cache's change notifications.
+        let background_context = self.context.clone();
+        let background_stop = CancellationToken::new();
+        let background = tokio::spawn({
+            let stop = background_stop.clone();
             async move {
-                seen_context
-                    .seen
-                    .flush_until(seen_context.pool.clone(), stop)
-                    .await
-            }
-        });
-        let directory_context = self.context.clone();
-        let directory = tokio::spawn({
-            let stop = seen_stop.clone();
-            async move {
-                directory_context
-                    .directory
-                    .follow_changes(directory_context.pool.clone(), stop)
-                    .await
+                let (context, pool) = (&background_context, &background_context.pool);
+                tokio::join!(
+                    context.seen.flush_until(pool.clone(), stop.clone()),
+                    context.directory.follow_changes(pool.clone(), stop),
+                );
             }
         });
         shutdown.cancelled().await;
@@ -210,9 +203,8 @@ impl Edge {
             hard_stop.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(5), sessions.wait()).await;
         }
-        seen_stop.cancel();
-        let _ = seen.await;
-        let _ = directory.await;
+        background_stop.cancel();
+        let _ = background.await;
         tracing::info!("edge stopped");
     }
 }
