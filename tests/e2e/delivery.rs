@@ -473,6 +473,24 @@ async fn finished_records_are_purged_after_the_retention_period() {
         1
     );
     assert!(queue::attempts(app.pool(), id).await.unwrap().is_empty());
+
+    // Mailbox usage outlives the messages for the daily limit, then goes too.
+    sqlx::query(
+        "INSERT INTO mailbox_usage (mailbox, hour, recipients)
+         VALUES ('old@praxis.example', date_trunc('hour', now() - interval '3 days'), 5),
+                ('new@praxis.example', date_trunc('hour', now()), 5)",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(queue::purge_mailbox_usage(app.pool()).await.unwrap(), 1);
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT mailbox FROM mailbox_usage WHERE mailbox LIKE '%@praxis.example'",
+    )
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(left, ["new@praxis.example"]);
 }
 
 /// A self-signed RSA certificate and its key, as a customer would register on its app.

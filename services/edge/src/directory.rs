@@ -70,16 +70,9 @@ impl DeviceDirectory {
         pool: &PgPool,
         username: &str,
     ) -> Result<Option<StoredCredential>, sqlx::Error> {
-        let key = username.to_owned();
-        if self.listening.load(Ordering::Acquire)
-            && let Some(hit) = cached(&self.by_username, &key)
-        {
-            return Ok(hit);
-        }
-        let generation = self.generation.load(Ordering::Acquire);
-        let value = devices::credential(pool, username).await?;
-        self.store(&self.by_username, key, value.clone(), generation);
-        Ok(value)
+        let query = devices::credential(pool, username);
+        self.lookup(&self.by_username, username.to_owned(), query)
+            .await
     }
 
     /// The enabled device allow-listed for `addr` (None: no device, or ambiguous).
@@ -88,14 +81,26 @@ impl DeviceDirectory {
         pool: &PgPool,
         addr: IpAddr,
     ) -> Result<Option<AuthenticatedDevice>, sqlx::Error> {
+        let query = devices::find_by_address(pool, addr);
+        self.lookup(&self.by_address, addr, query).await
+    }
+
+    /// The cached answer for `key`, or `query`'s (stored unless a change came in
+    /// while it ran). `query` is lazy: it runs only on a miss.
+    async fn lookup<K: std::hash::Hash + Eq, T: Clone>(
+        &self,
+        map: &Mutex<HashMap<K, Entry<T>>>,
+        key: K,
+        query: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
         if self.listening.load(Ordering::Acquire)
-            && let Some(hit) = cached(&self.by_address, &addr)
+            && let Some(hit) = cached(map, &key)
         {
             return Ok(hit);
         }
         let generation = self.generation.load(Ordering::Acquire);
-        let value = devices::find_by_address(pool, addr).await?;
-        self.store(&self.by_address, addr, value.clone(), generation);
+        let value = query.await?;
+        self.store(map, key, value.clone(), generation);
         Ok(value)
     }
 
