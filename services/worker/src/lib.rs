@@ -480,7 +480,7 @@ impl Worker {
             tracing::debug!(error = %e, "could not record the token success");
         }
         let recipients = message.rcpt_to.len();
-        let _slot = match limits::admit(
+        let slot = match limits::admit(
             &self.pool,
             method,
             &app.client_id,
@@ -525,6 +525,7 @@ impl Worker {
                     .await
             }
         };
+        slot.release().await;
         if outcome.token_refused() {
             self.tokens.invalidate(&key).await;
             self.smtp.forget(&tenant.sender_mailbox);

@@ -20,9 +20,24 @@ pub use mailbridge_core::queue::{GRAPH_CONCURRENCY_PER_MAILBOX, SMTP_CONNECTIONS
 pub const SMTP_MESSAGES_PER_MINUTE: i64 = 30;
 pub const RECIPIENTS_PER_DAY: i64 = 10_000;
 
-/// A held concurrency slot; dropping it ends the transaction and frees the slot.
+/// How long releasing a slot may take before it is left to its connection.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A held concurrency slot; dropping it ends the transaction and frees the slot
+/// (a moment later: the rollback is sent in the background).
 pub struct Slot {
-    _transaction: Transaction<'static, Postgres>,
+    transaction: Transaction<'static, Postgres>,
+}
+
+impl Slot {
+    /// Frees the slot now, so that the mailbox's next message finds it free. Bounded:
+    /// with the database unreachable the slot goes with its connection instead.
+    pub async fn release(self) {
+        let rollback = tokio::time::timeout(RELEASE_TIMEOUT, self.transaction.rollback());
+        if !matches!(rollback.await, Ok(Ok(()))) {
+            tracing::debug!("a mailbox slot was not released in time; it goes with its connection");
+        }
+    }
 }
 
 impl std::fmt::Debug for Slot {
@@ -108,9 +123,7 @@ pub async fn admit(
         return Ok(Err(Wait::RatePerMinute));
     }
     if slot.is_some() {
-        return Ok(Ok(Slot {
-            _transaction: transaction,
-        }));
+        return Ok(Ok(Slot { transaction }));
     }
     Ok(Err(Wait::Busy))
 }
