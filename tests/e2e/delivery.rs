@@ -633,13 +633,13 @@ async fn mailbox_slots_are_shared_by_every_worker() {
             .is_ok(),
         "per method"
     );
-    held.pop();
+    held.pop().expect("a held slot").release().await;
     assert!(
         limits::admit(&pool, graph, "app", "scanner@praxis.example", 1)
             .await
             .unwrap()
             .is_ok(),
-        "a dropped slot is free again"
+        "a released slot is free again at once"
     );
 }
 
