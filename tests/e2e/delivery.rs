@@ -365,19 +365,21 @@ async fn a_tenant_without_consent_is_paused_not_hammered() {
         .execute(app.pool())
         .await
         .unwrap();
-    let leased = queue::lease_due(app.pool(), "probe", 10, Duration::from_secs(60))
+    let leased = queue::lease_due(app.pool(), "probe", 10, Duration::from_secs(60), &[])
         .await
         .unwrap();
     assert!(leased.is_empty(), "{leased:?}");
 }
 
-#[tokio::test]
-async fn leasing_takes_every_tenants_oldest_messages_in_turn() {
-    let pool = crate::harness::fresh_database().await;
+/// Graph customers by name, for tests of the queue itself.
+async fn graph_tenants(
+    pool: &sqlx::PgPool,
+    names: &[&'static str],
+) -> std::collections::HashMap<&'static str, uuid::Uuid> {
     let mut ids = std::collections::HashMap::new();
-    for name in ["Burst", "Labor"] {
+    for &name in names {
         let tenant = tenants::create(
-            &pool,
+            pool,
             None,
             tenants::NewTenant {
                 name: name.into(),
@@ -391,7 +393,12 @@ async fn leasing_takes_every_tenants_oldest_messages_in_turn() {
         .unwrap();
         ids.insert(name, tenant.id);
     }
-    let message = |tenant_id| queue::NewMessage {
+    ids
+}
+
+/// A small message of a device of `tenant_id`, to enqueue.
+fn queued_message(tenant_id: uuid::Uuid) -> queue::NewMessage {
+    queue::NewMessage {
         id: uuid::Uuid::now_v7(),
         tenant_id,
         device_id: None,
@@ -403,12 +410,59 @@ async fn leasing_takes_every_tenants_oldest_messages_in_turn() {
         kind: queue::MessageKind::Device,
         subject: None,
         body: b"Subject: x\r\n\r\nx\r\n".to_vec(),
-    };
-    for _ in 0..50 {
-        queue::enqueue(&pool, &message(ids["Burst"])).await.unwrap();
     }
-    let lab_result = queue::enqueue(&pool, &message(ids["Labor"])).await.unwrap();
-    let leased = queue::lease_due(&pool, "test", 4, Duration::from_secs(60))
+}
+
+#[tokio::test]
+async fn a_lease_its_worker_does_not_hold_is_leased_to_it_again_at_once() {
+    // The database committed a lease whose answer the worker never got (its
+    // connection died in that instant): nothing was sent, and the worker leases it
+    // again with its next lease instead of waiting for the lease to expire.
+    let pool = crate::harness::fresh_database().await;
+    let ids = graph_tenants(&pool, &["Verloren"]).await;
+    let lost = queue::enqueue(&pool, &queued_message(ids["Verloren"]))
+        .await
+        .unwrap();
+    let held = queue::enqueue(&pool, &queued_message(ids["Verloren"]))
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(300);
+    let first = queue::lease_due(&pool, "worker-a", 10, lease, &[])
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2);
+    // Only `held` reached the worker; another worker does not take either.
+    let other = queue::lease_due(&pool, "worker-b", 10, lease, &[])
+        .await
+        .unwrap();
+    assert!(other.is_empty(), "{other:?}");
+    let again = queue::lease_due(&pool, "worker-a", 10, lease, &[held])
+        .await
+        .unwrap();
+    assert_eq!(again.iter().map(|m| m.id).collect::<Vec<_>>(), vec![lost]);
+    assert!(
+        again[0].recovered,
+        "counted as taken over: it may have been sent"
+    );
+    let none = queue::lease_due(&pool, "worker-a", 10, lease, &[held, lost])
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
+}
+
+#[tokio::test]
+async fn leasing_takes_every_tenants_oldest_messages_in_turn() {
+    let pool = crate::harness::fresh_database().await;
+    let ids = graph_tenants(&pool, &["Burst", "Labor"]).await;
+    for _ in 0..50 {
+        queue::enqueue(&pool, &queued_message(ids["Burst"]))
+            .await
+            .unwrap();
+    }
+    let lab_result = queue::enqueue(&pool, &queued_message(ids["Labor"]))
+        .await
+        .unwrap();
+    let leased = queue::lease_due(&pool, "test", 4, Duration::from_secs(60), &[])
         .await
         .unwrap();
     assert_eq!(leased.len(), 4);
@@ -416,7 +470,7 @@ async fn leasing_takes_every_tenants_oldest_messages_in_turn() {
         leased.iter().any(|m| m.id == lab_result),
         "the later lab result is not stuck behind the burst"
     );
-    let again = queue::lease_due(&pool, "other", 100, Duration::from_secs(60))
+    let again = queue::lease_due(&pool, "other", 100, Duration::from_secs(60), &[])
         .await
         .unwrap();
     assert_eq!(
@@ -433,7 +487,7 @@ async fn leasing_takes_every_tenants_oldest_messages_in_turn() {
     .execute(&pool)
     .await
     .unwrap();
-    let next = queue::lease_due(&pool, "other", 100, Duration::from_secs(60))
+    let next = queue::lease_due(&pool, "other", 100, Duration::from_secs(60), &[])
         .await
         .unwrap();
     assert_eq!(next.len(), 4, "settled deliveries free the mailbox's turn");

@@ -22,9 +22,6 @@ async fn a_database_outage_answers_451_and_loses_nothing() {
     settings.edge.hostname = "relay.mailbridge.test".into();
     settings.edge.plaintext_auth_networks = "127.0.0.0/8".parse().unwrap();
     settings.worker.sweep_seconds = 1;
-    // A message leased in the instant the database goes away can be left to its
-    // lease (no attempt made, none recorded): a short lease hands it on in time.
-    settings.worker.lease_seconds = 10;
     let stack = Stack::start(pool, settings, StackOptions::ephemeral())
         .await
         .unwrap();

@@ -140,11 +140,17 @@ pub const SMTP_CONNECTIONS_PER_MAILBOX: i32 = 3;
 /// that a burst is not leased only to wait for a slot. Messages whose previous lease
 /// expired (their worker died) count as due. Concurrent workers never get the same
 /// row.
+///
+/// So do `owner`'s own leases that are not `in_flight`: a lease the database
+/// committed while its answer was lost (the connection died in that instant), or a
+/// deferral that could not be written. Nothing was sent for those, and without this
+/// they would wait for their lease to expire.
 pub async fn lease_due(
     pool: &PgPool,
     owner: &str,
     limit: i64,
     lease: Duration,
+    in_flight: &[Uuid],
 ) -> Result<Vec<LeasedMessage>, sqlx::Error> {
     sqlx::query_as(
         "UPDATE messages m
@@ -169,13 +175,19 @@ pub async fn lease_due(
                                       UNION ALL
                                       (SELECT id, next_attempt_at FROM messages
                                         WHERE tenant_id = t.id AND state = 'delivering' AND lease_expires_at < now()
-                                        ORDER BY lease_expires_at LIMIT $2)) d
+                                        ORDER BY lease_expires_at LIMIT $2)
+                                      UNION ALL
+                                      (SELECT id, next_attempt_at FROM messages
+                                        WHERE tenant_id = t.id AND state = 'delivering' AND lease_expires_at >= now()
+                                          AND lease_owner = $1 AND id <> ALL($6)
+                                        LIMIT $2)) d
                                ORDER BY d.next_attempt_at LIMIT $2) due
                         WHERE (t.paused_until IS NULL OR t.paused_until <= now()) AND due.turn <= busy.room
                         ORDER BY due.turn, due.next_attempt_at
                         LIMIT $2))
                    AND ((state = 'queued' AND next_attempt_at <= now())
-                        OR (state = 'delivering' AND lease_expires_at < now()))
+                        OR (state = 'delivering' AND lease_expires_at < now())
+                        OR (state = 'delivering' AND lease_owner = $1 AND id <> ALL($6)))
                  LIMIT $2
                  FOR UPDATE SKIP LOCKED) taken
           WHERE m.id = taken.id
@@ -187,6 +199,7 @@ pub async fn lease_due(
     .bind(lease.as_secs_f64())
     .bind(SMTP_CONNECTIONS_PER_MAILBOX)
     .bind(GRAPH_CONCURRENCY_PER_MAILBOX)
+    .bind(in_flight)
     .fetch_all(pool)
     .await
 }

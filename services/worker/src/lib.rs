@@ -18,7 +18,11 @@ pub mod outcome;
 pub mod smtp;
 pub mod token;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
 
 use chrono::Utc;
 use mailbridge_core::{
@@ -57,6 +61,9 @@ pub struct Worker {
     msp_app: Option<AppCredentials>,
     /// Written into leases and attempts: which worker did it.
     identity: String,
+    /// The messages this worker is delivering now; any other lease in its name is
+    /// an orphan (see [`queue::lease_due`]).
+    in_flight: Mutex<HashSet<uuid::Uuid>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +157,7 @@ impl Worker {
             pool,
             settings,
             identity,
+            in_flight: Default::default(),
         })
     }
 
@@ -191,24 +199,35 @@ impl Worker {
             }
             let wanted = batch.len();
             let lease = Duration::from_secs(self.settings.worker.lease_seconds);
-            let leased =
-                match queue::lease_due(&self.pool, &self.identity, wanted as i64, lease).await {
-                    Ok(leased) => leased,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot lease messages: database unavailable");
-                        drop(batch);
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        }
+            let in_flight: Vec<_> = self.in_flight().iter().copied().collect();
+            let leased = match queue::lease_due(
+                &self.pool,
+                &self.identity,
+                wanted as i64,
+                lease,
+                &in_flight,
+            )
+            .await
+            {
+                Ok(leased) => leased,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot lease messages: database unavailable");
+                    drop(batch);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     }
-                };
+                }
+            };
             let got = leased.len();
             busy = got > 0;
             for (message, permit) in leased.into_iter().zip(batch.drain(..)) {
                 let (worker, finished) = (self.clone(), finished.clone());
+                self.in_flight().insert(message.id);
                 tokio::spawn(async move {
+                    let id = message.id;
                     worker.deliver(message).await;
+                    worker.in_flight().remove(&id);
                     drop(permit);
                     finished.notify_one();
                 });
@@ -240,6 +259,12 @@ impl Worker {
         .await;
     }
 
+    fn in_flight(&self) -> MutexGuard<'_, HashSet<uuid::Uuid>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     async fn listen(&self) -> Option<PgListener> {
         let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
         listener.listen(queue::QUEUE_CHANNEL).await.ok()?;
@@ -264,7 +289,7 @@ impl Worker {
                 .with_label_values(&[&message.tenant_id.to_string(), wait.reason()])
                 .inc();
             if let Err(e) = queue::defer(&self.pool, message.id, &self.identity, until).await {
-                tracing::warn!(queue_id = %message.id, error = %e, "could not defer message; its lease will expire");
+                tracing::warn!(queue_id = %message.id, error = %e, "could not defer message; the next lease takes it up again");
             }
             return;
         }
