@@ -35,6 +35,10 @@ struct Args {
     /// profiling by hand).
     #[arg(long)]
     hold: bool,
+    /// After each scenario, print the statements that took most of PostgreSQL's
+    /// time (loads pg_stat_statements).
+    #[arg(long)]
+    statements: bool,
 }
 
 /// The sizes of a run.
@@ -122,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
     let sizes = Sizes::of(&args);
     mailbridge_core::tls::install_crypto_provider();
     println!("Starting PostgreSQL (fsync on), the Microsoft 365 simulator, mailbridge …");
-    let stack = BenchStack::start(sizes.large_bytes * 2).await?;
+    let stack = BenchStack::start(sizes.large_bytes * 2, args.statements).await?;
     if args.hold {
         stack.describe();
         tokio::signal::ctrl_c().await?;
@@ -131,6 +135,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut report = Report::default();
     println!("\nscenario and measure                                                 value");
+    if args.statements {
+        stack.top_statements(0).await?; // counts from here on
+    }
     for scenario in &args.scenarios {
         match scenario {
             1 => accept_rate(&stack, &sizes, &mut report).await?,
@@ -140,6 +147,12 @@ async fn main() -> anyhow::Result<()> {
             5 => large_messages(&stack, &sizes, &mut report).await?,
             6 => message_log(&stack, &sizes, &mut report).await?,
             other => anyhow::bail!("no scenario {other}"),
+        }
+        if args.statements {
+            println!("  PostgreSQL's time in scenario {scenario}, by statement:");
+            for (calls, total, mean, query) in stack.top_statements(12).await? {
+                println!("    {calls:>8} calls {total:>10.0} ms (mean {mean:.3} ms)  {query}");
+            }
         }
     }
     report.print();
@@ -320,10 +333,9 @@ async fn end_to_end(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> a
     })
     .await?;
     let accepted_in = started.elapsed();
-    stack
+    let delivered_in = stack
         .wait_delivered_since(marker, outcome.accepted, Duration::from_secs(600))
         .await?;
-    let delivered_in = started.elapsed();
     report.row(
         "3",
         "accepted, msg/s",
@@ -422,10 +434,9 @@ async fn large_messages(
     })
     .await?;
     let accepted_in = started.elapsed();
-    stack
+    let delivered_in = stack
         .wait_delivered_since(marker, outcome.accepted, Duration::from_secs(900))
         .await?;
-    let delivered_in = started.elapsed();
     let (_, edge_peak) = memory(stack.edge_pid());
     let (_, worker_peak) = memory(stack.worker_pid());
     let in_flight = (sizes.large_messages * sizes.large_bytes) as f64;

@@ -87,12 +87,18 @@ fn mailbridge_binary() -> anyhow::Result<PathBuf> {
 }
 
 impl BenchStack {
-    pub async fn start(max_message_size: usize) -> anyhow::Result<Self> {
+    /// Starts everything; with `statement_statistics`, PostgreSQL counts what each
+    /// statement costs ([`Self::top_statements`]).
+    pub async fn start(
+        max_message_size: usize,
+        statement_statistics: bool,
+    ) -> anyhow::Result<Self> {
         let binary = mailbridge_binary()?;
-        let postgres = tokio::task::spawn_blocking(|| {
+        let postgres = tokio::task::spawn_blocking(move || {
             ScratchPostgres::start(&ScratchOptions {
                 fsync: true,
                 max_connections: 300,
+                statement_statistics,
             })
         })
         .await??;
@@ -104,6 +110,11 @@ impl BenchStack {
         let url = postgres.url("mailbridge");
         let pool = db::pool(&url, db::PoolOptions::default())?;
         db::migrate(&pool).await?;
+        if statement_statistics {
+            sqlx::query("CREATE EXTENSION pg_stat_statements")
+                .execute(&pool)
+                .await?;
+        }
 
         let files = tempfile::Builder::new()
             .prefix("mailbridge-bench-")
@@ -336,33 +347,67 @@ impl BenchStack {
         Ok(())
     }
 
-    /// Waits until `count` messages received since `since` are delivered.
+    /// Waits until the messages received since `since` are all finished, checks that
+    /// `count` of them were delivered, and returns how long after `since` the last
+    /// was delivered (by the database's clock, so polling adds no error). Polls
+    /// rarely and cheaply (the partial queue indexes): a count over every message
+    /// polled often would take CPU from what is measured.
     pub async fn wait_delivered_since(
         &self,
         since: DateTime<Utc>,
         count: usize,
         timeout: Duration,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Duration> {
         let deadline = Instant::now() + timeout;
         loop {
-            let (delivered, failed): (i64, i64) = sqlx::query_as(
-                "SELECT count(*) FILTER (WHERE state = 'delivered'), count(*) FILTER (WHERE state = 'failed')
-                   FROM messages WHERE received_at >= $1",
+            let pending: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM messages
+                  WHERE state IN ('queued', 'delivering') AND received_at >= $1",
             )
             .bind(since)
             .fetch_one(&self.pool)
             .await?;
-            if failed > 0 {
-                bail!("{failed} messages failed during the benchmark");
-            }
-            if delivered as usize >= count {
-                return Ok(());
+            if pending == 0 {
+                break;
             }
             if Instant::now() > deadline {
-                bail!("only {delivered} of {count} delivered in {timeout:?}");
+                bail!("{pending} of {count} not delivered in {timeout:?}");
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
+        let (delivered, failed, last): (i64, i64, Option<DateTime<Utc>>) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE state = 'delivered'), count(*) FILTER (WHERE state = 'failed'),
+                    max(finished_at) FILTER (WHERE state = 'delivered')
+               FROM messages WHERE received_at >= $1",
+        )
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        if failed > 0 {
+            bail!("{failed} messages failed during the benchmark");
+        }
+        if (delivered as usize) < count {
+            bail!("only {delivered} of {count} delivered");
+        }
+        Ok((last.unwrap_or(since) - since).to_std().unwrap_or_default())
+    }
+
+    /// The statements that took the most of PostgreSQL's time since the last call
+    /// (which resets the counts): calls, total and mean milliseconds, the query's
+    /// start.
+    pub async fn top_statements(&self, n: i64) -> anyhow::Result<Vec<(i64, f64, f64, String)>> {
+        let top = sqlx::query_as(
+            "SELECT calls, total_exec_time + total_plan_time, mean_exec_time,
+                    regexp_replace(left(query, 200), '\\s+', ' ', 'g')
+               FROM pg_stat_statements ORDER BY 2 DESC LIMIT $1",
+        )
+        .bind(n)
+        .fetch_all(&self.pool)
+        .await?;
+        sqlx::query("SELECT pg_stat_statements_reset()")
+            .execute(&self.pool)
+            .await?;
+        Ok(top)
     }
 
     /// Milliseconds from commit (`250`) to delivered, sorted, for messages since `since`.

@@ -174,20 +174,16 @@ pub async fn lease_due(
                                         ORDER BY next_attempt_at LIMIT $2)
                                       UNION ALL
                                       (SELECT id, next_attempt_at FROM messages
-                                        WHERE tenant_id = t.id AND state = 'delivering' AND lease_expires_at < now()
-                                        ORDER BY lease_expires_at LIMIT $2)
-                                      UNION ALL
-                                      (SELECT id, next_attempt_at FROM messages
-                                        WHERE tenant_id = t.id AND state = 'delivering' AND lease_expires_at >= now()
-                                          AND lease_owner = $1 AND id <> ALL($6)
-                                        LIMIT $2)) d
+                                        WHERE tenant_id = t.id AND state = 'delivering'
+                                          AND (lease_expires_at < now() OR (lease_owner = $1 AND id <> ALL($6)))
+                                        ORDER BY lease_expires_at LIMIT $2)) d
                                ORDER BY d.next_attempt_at LIMIT $2) due
                         WHERE (t.paused_until IS NULL OR t.paused_until <= now()) AND due.turn <= busy.room
                         ORDER BY due.turn, due.next_attempt_at
                         LIMIT $2))
                    AND ((state = 'queued' AND next_attempt_at <= now())
-                        OR (state = 'delivering' AND lease_expires_at < now())
-                        OR (state = 'delivering' AND lease_owner = $1 AND id <> ALL($6)))
+                        OR (state = 'delivering'
+                            AND (lease_expires_at < now() OR (lease_owner = $1 AND id <> ALL($6)))))
                  LIMIT $2
                  FOR UPDATE SKIP LOCKED) taken
           WHERE m.id = taken.id

@@ -42,6 +42,8 @@ pub struct ScratchOptions {
     /// Off for tests (fast, nothing to keep); on when durability is measured.
     pub fsync: bool,
     pub max_connections: u32,
+    /// Load `pg_stat_statements` (for profiling: what each statement costs).
+    pub statement_statistics: bool,
 }
 
 impl Default for ScratchOptions {
@@ -49,6 +51,7 @@ impl Default for ScratchOptions {
         Self {
             fsync: false,
             max_connections: 200,
+            statement_statistics: false,
         }
     }
 }
@@ -164,7 +167,11 @@ impl ScratchPostgres {
                 "-c",
                 &format!("fsync={}", if self.options.fsync { "on" } else { "off" }),
             ])
-            .args(["-c", "shared_buffers=128MB"])
+            .args(["-c", "shared_buffers=128MB"]);
+        if self.options.statement_statistics {
+            postgres.args(["-c", "shared_preload_libraries=pg_stat_statements"]);
+        }
+        postgres
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -681,9 +681,16 @@ pub async fn purge_finished(
     }
 }
 
+/// Waits for a new message's notification, and takes the others already received
+/// with it: one commit of many customers' messages notifies once per customer, and
+/// one lease serves them all.
 async fn wait_for_notification(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
     match listener {
-        Some(l) => l.recv().await.map(drop),
+        Some(l) => {
+            l.recv().await?;
+            while l.next_buffered().is_some() {}
+            Ok(())
+        }
         None => std::future::pending().await,
     }
 }
