@@ -153,7 +153,26 @@ pub async fn lease_due(
     in_flight: &[Uuid],
 ) -> Result<Vec<LeasedMessage>, sqlx::Error> {
     sqlx::query_as(
-        "UPDATE messages m
+        "WITH RECURSIVE
+              -- The customers with anything queued or leased, one index probe each
+              -- (a loose scan of the queue's partial indexes): of hundreds of
+              -- customers most have nothing waiting, and visiting each one's queue
+              -- made a lease cost milliseconds.
+              queued(tenant_id) AS (
+                  (SELECT tenant_id FROM messages WHERE state = 'queued' ORDER BY tenant_id LIMIT 1)
+                  UNION ALL
+                  SELECT (SELECT n.tenant_id FROM messages n
+                           WHERE n.state = 'queued' AND n.tenant_id > q.tenant_id
+                           ORDER BY n.tenant_id LIMIT 1)
+                    FROM queued q WHERE q.tenant_id IS NOT NULL),
+              leased(tenant_id) AS (
+                  (SELECT tenant_id FROM messages WHERE state = 'delivering' ORDER BY tenant_id LIMIT 1)
+                  UNION ALL
+                  SELECT (SELECT n.tenant_id FROM messages n
+                           WHERE n.state = 'delivering' AND n.tenant_id > l.tenant_id
+                           ORDER BY n.tenant_id LIMIT 1)
+                    FROM leased l WHERE l.tenant_id IS NOT NULL)
+         UPDATE messages m
             SET state = 'delivering', lease_owner = $1,
                 lease_expires_at = now() + make_interval(secs => $3),
                 attempt_count = m.attempt_count + 1
@@ -178,7 +197,8 @@ pub async fn lease_due(
                                           AND (lease_expires_at < now() OR (lease_owner = $1 AND id <> ALL($6)))
                                         ORDER BY lease_expires_at LIMIT $2)) d
                                ORDER BY d.next_attempt_at LIMIT $2) due
-                        WHERE (t.paused_until IS NULL OR t.paused_until <= now()) AND due.turn <= busy.room
+                        WHERE t.id IN (SELECT tenant_id FROM queued UNION SELECT tenant_id FROM leased)
+                          AND (t.paused_until IS NULL OR t.paused_until <= now()) AND due.turn <= busy.room
                         ORDER BY due.turn, due.next_attempt_at
                         LIMIT $2))
                    AND ((state = 'queued' AND next_attempt_at <= now())
