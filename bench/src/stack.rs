@@ -340,7 +340,24 @@ impl BenchStack {
     /// Empties the queue and its history, so that rounds and scenarios do not feed
     /// each other (and one mailbox's daily limit, counted from the history, does not
     /// hold back the next scenario).
+    ///
+    /// What is queued is put out of reach first and the deliveries in flight are
+    /// left to finish, so that no delivery finds its message gone.
     pub async fn reset_queue(&self) -> anyhow::Result<()> {
+        sqlx::query("UPDATE messages SET next_attempt_at = 'infinity' WHERE state = 'queued'")
+            .execute(&self.pool)
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let delivering: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM messages WHERE state = 'delivering'")
+                    .fetch_one(&self.pool)
+                    .await?;
+            if delivering == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         sqlx::query("TRUNCATE delivery_attempts, message_bodies, messages, mailbox_usage")
             .execute(&self.pool)
             .await?;
