@@ -429,6 +429,28 @@ impl SmtpProbe {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .expect("connecting to the edge");
+        Self::greeted(stream).await
+    }
+
+    /// Connects from the local address `from` (a device known by its address) and
+    /// reads the greeting.
+    pub async fn connect_from(
+        addr: std::net::SocketAddr,
+        from: std::net::IpAddr,
+    ) -> (Self, String) {
+        let socket = match from {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .expect("a socket");
+        socket
+            .bind(std::net::SocketAddr::new(from, 0))
+            .expect("binding the source address");
+        let stream = socket.connect(addr).await.expect("connecting to the edge");
+        Self::greeted(stream).await
+    }
+
+    async fn greeted(stream: tokio::net::TcpStream) -> (Self, String) {
         let mut probe = Self {
             reader: tokio::io::BufReader::new(stream),
         };
@@ -474,11 +496,7 @@ impl SmtpProbe {
             .write_all(header)
             .await
             .expect("writing the PROXY header");
-        let mut probe = Self {
-            reader: tokio::io::BufReader::new(stream),
-        };
-        let greeting = probe.reply().await;
-        (probe, greeting)
+        Self::greeted(stream).await
     }
 
     /// Reads `n` replies (after a pipelined group of commands).
@@ -502,9 +520,14 @@ impl SmtpProbe {
 
     /// AUTH PLAIN with the initial response.
     pub async fn login(&mut self, username: &str, password: &str) -> String {
+        self.login_as("", username, password).await
+    }
+
+    /// AUTH PLAIN asking to act as `authzid` (empty: as oneself).
+    pub async fn login_as(&mut self, authzid: &str, username: &str, password: &str) -> String {
         use base64::Engine;
-        let token =
-            base64::engine::general_purpose::STANDARD.encode(format!("\0{username}\0{password}"));
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("{authzid}\0{username}\0{password}"));
         self.command(&format!("AUTH PLAIN {token}")).await
     }
 

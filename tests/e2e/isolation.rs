@@ -7,10 +7,7 @@
 //! through A's own tenant and mailbox (the sender policy rewrites a foreign From);
 //! and nothing from A's devices is ever queued for or delivered through B's tenant.
 
-use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr},
-    time::Duration,
-};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use lettre::{AsyncTransport, address::Envelope};
@@ -20,13 +17,9 @@ use mailbridge_core::{
     queue,
 };
 use mailbridge_m365_sim::DeliveredMessage;
-use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::{TcpSocket, TcpStream},
-};
 use uuid::Uuid;
 
-use crate::harness::{TestApp, TestTenant, sample_message, without_final_crlf};
+use crate::harness::{SmtpProbe, TestApp, TestTenant, sample_message, without_final_crlf};
 
 /// A's relay devices are known by these addresses.
 const A_RELAY: Ipv4Addr = Ipv4Addr::new(127, 0, 6, 1);
@@ -35,43 +28,18 @@ const A_RELAY_ENFORCED: Ipv4Addr = Ipv4Addr::new(127, 0, 6, 2);
 const SHARED: Ipv4Addr = Ipv4Addr::new(127, 0, 6, 3);
 
 /// A bare SMTP session from a chosen source address.
-struct Session(BufReader<TcpStream>);
+struct Session(SmtpProbe);
 
 impl Session {
     /// Connects from `from` and checks the greeting.
     async fn open(to: SocketAddr, from: Ipv4Addr) -> Self {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.bind(SocketAddr::new(IpAddr::V4(from), 0)).unwrap();
-        let mut session = Self(BufReader::new(socket.connect(to).await.unwrap()));
-        let greeting = session.reply().await;
+        let (probe, greeting) = SmtpProbe::connect_from(to, IpAddr::V4(from)).await;
         assert!(greeting.starts_with("220 "), "{greeting}");
-        session
-    }
-
-    /// One reply, all its lines.
-    async fn reply(&mut self) -> String {
-        let mut reply = String::new();
-        loop {
-            let mut line = String::new();
-            let read = tokio::time::timeout(Duration::from_secs(30), self.0.read_line(&mut line))
-                .await
-                .expect("a reply within 30 s")
-                .expect("reading a reply");
-            assert!(read > 0, "connection closed after {reply:?}");
-            reply.push_str(&line);
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return reply;
-            }
-        }
+        Self(probe)
     }
 
     async fn command(&mut self, line: &str) -> String {
-        self.0
-            .get_mut()
-            .write_all(format!("{line}\r\n").as_bytes())
-            .await
-            .unwrap();
-        self.reply().await
+        self.0.command(line).await
     }
 
     /// Sends `line` and asserts the reply starts with `expected`.
@@ -82,8 +50,7 @@ impl Session {
     }
 
     async fn login(&mut self, authzid: &str, username: &str, password: &str) -> String {
-        let token = STANDARD.encode(format!("{authzid}\0{username}\0{password}"));
-        self.command(&format!("AUTH PLAIN {token}")).await
+        self.0.login_as(authzid, username, password).await
     }
 
     /// MAIL, RCPT and DATA; then `message`, whose answer is returned.
@@ -94,18 +61,24 @@ impl Session {
             .await;
         self.expect("DATA", "354").await;
         let stuffed = message.replace("\r\n.", "\r\n..");
-        self.0
-            .get_mut()
-            .write_all(format!("{stuffed}.\r\n").as_bytes())
-            .await
-            .unwrap();
-        self.reply().await
+        self.0.send_raw(format!("{stuffed}.\r\n").as_bytes()).await;
+        self.0.reply().await
+    }
+
+    /// A message from `from` (envelope and header) to the clinic's reception, which
+    /// must be queued: its queue id.
+    async fn queue(&mut self, from: &str, subject: &str) -> Uuid {
+        let to = "empfang@klinik.example";
+        queued(
+            &self
+                .transaction(from, to, &message(from, to, subject))
+                .await,
+        )
     }
 
     async fn quit(mut self) {
         self.expect("QUIT", "221 2.0.0").await;
-        let mut rest = Vec::new();
-        self.0.read_to_end(&mut rest).await.unwrap();
+        assert!(self.0.closed().await, "the edge closes after QUIT");
     }
 }
 
@@ -278,14 +251,7 @@ async fn a_device_cannot_send_as_or_through_another_customer() {
     // B's sender in the envelope and in From, default policy: accepted, but sent as
     // A's mailbox with the From rewritten and B's address kept only as Reply-To.
     let mut session = c.logged_in(&c.a_device).await;
-    let reply = session
-        .transaction(
-            &b_sender,
-            "empfang@klinik.example",
-            &message(&b_sender, "empfang@klinik.example", "als Beta"),
-        )
-        .await;
-    let rewritten = queued(&reply);
+    let rewritten = session.queue(&b_sender, "als Beta").await;
     // B's mailbox as the recipient: ordinary mail from A to B, sent through A.
     let reply = session
         .transaction(
@@ -399,28 +365,14 @@ async fn a_device_cannot_send_as_or_through_another_customer() {
     // A's staff allowed B's domain for a device: the edge takes the From as it is,
     // and Microsoft refuses to let A's mailbox send as B's. Nothing is delivered.
     let mut session = c.logged_in(&c.a_lists_b).await;
-    let reply = session
-        .transaction(
-            &b_sender,
-            "empfang@klinik.example",
-            &message(&b_sender, "empfang@klinik.example", "SendAs"),
-        )
-        .await;
-    let send_as = queued(&reply);
+    let send_as = session.queue(&b_sender, "SendAs").await;
     session.quit().await;
 
     // The relay port: A's device known by its address uses B's sender.
     let relay = c.app.stack.relay_addr.expect("relay listener");
     let mut session = Session::open(relay, A_RELAY).await;
     session.expect("HELO ekg.alpha.test", "250").await;
-    let reply = session
-        .transaction(
-            &b_sender,
-            "empfang@klinik.example",
-            &message(&b_sender, "empfang@klinik.example", "Relay als Beta"),
-        )
-        .await;
-    let relay_rewritten = queued(&reply);
+    let relay_rewritten = session.queue(&b_sender, "Relay als Beta").await;
     // Identified as A, it cannot log in as B, in a transaction or out of one.
     session
         .expect(&format!("MAIL FROM:<{a_sender}>"), "250 2.1.0")
@@ -430,14 +382,7 @@ async fn a_device_cannot_send_as_or_through_another_customer() {
     session.expect("RSET", "250").await;
     let auth_as_b = session.login("", b_user, &c.b_device.password).await;
     assert!(auth_as_b.starts_with("503 5.5.1"), "{auth_as_b}");
-    let reply = session
-        .transaction(
-            &a_sender,
-            "empfang@klinik.example",
-            &message(&a_sender, "empfang@klinik.example", "nach AUTH"),
-        )
-        .await;
-    through_a.push(queued(&reply));
+    through_a.push(session.queue(&a_sender, "nach AUTH").await);
     session.quit().await;
 
     let mut session = Session::open(relay, A_RELAY_ENFORCED).await;
@@ -463,14 +408,7 @@ async fn a_device_cannot_send_as_or_through_another_customer() {
 
     // B's own device, for contrast: its mail does go through B.
     let mut session = c.logged_in(&c.b_device).await;
-    let reply = session
-        .transaction(
-            &b_sender,
-            "empfang@klinik.example",
-            &message(&b_sender, "empfang@klinik.example", "echt Beta"),
-        )
-        .await;
-    let b_own = queued(&reply);
+    let b_own = session.queue(&b_sender, "echt Beta").await;
     session.quit().await;
 
     // What was accepted went through A, with A's mailbox in From.

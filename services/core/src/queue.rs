@@ -145,6 +145,11 @@ pub const SMTP_CONNECTIONS_PER_MAILBOX: i32 = 3;
 /// committed while its answer was lost (the connection died in that instant), or a
 /// deferral that could not be written. Nothing was sent for those, and without this
 /// they would wait for their lease to expire.
+///
+/// Only the customers with anything queued or leased are visited, found with one
+/// index probe each (the recursive CTEs: a loose scan of the queue's partial
+/// indexes): of hundreds of customers most have nothing waiting, and visiting every
+/// one's queue made a lease cost milliseconds.
 pub async fn lease_due(
     pool: &PgPool,
     owner: &str,
@@ -154,10 +159,6 @@ pub async fn lease_due(
 ) -> Result<Vec<LeasedMessage>, sqlx::Error> {
     sqlx::query_as(
         "WITH RECURSIVE
-              -- The customers with anything queued or leased, one index probe each
-              -- (a loose scan of the queue's partial indexes): of hundreds of
-              -- customers most have nothing waiting, and visiting each one's queue
-              -- made a lease cost milliseconds.
               queued(tenant_id) AS (
                   (SELECT tenant_id FROM messages WHERE state = 'queued' ORDER BY tenant_id LIMIT 1)
                   UNION ALL
