@@ -90,6 +90,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and .Values.postgresql.enabled .Values.secrets.databaseUrl }}
 {{- fail "postgresql.enabled builds DATABASE_URL itself: leave secrets.databaseUrl empty" }}
 {{- end }}
+{{- if and .Values.postgresql.enabled .Values.secrets.databaseUrlFrom.name }}
+{{- fail "postgresql.enabled builds DATABASE_URL itself: leave secrets.databaseUrlFrom.name empty" }}
+{{- end }}
+{{- if and .Values.worker.autoscaling.enabled .Values.worker.keda.enabled }}
+{{- fail "worker: use either autoscaling (an HPA on CPU) or keda (a ScaledObject, which makes its own HPA), not both" }}
+{{- end }}
+{{- if eq (int .Values.web.port) (int .Values.web.metricsPort) }}
+{{- fail "web: port and metricsPort must differ (the metrics stay off the port an ingress publishes)" }}
+{{- end }}
 {{- $l := .Values.edge.listeners }}
 {{- if not (or $l.submission.enabled $l.submissions.enabled $l.relay.enabled) }}
 {{- fail "edge.listeners: enable at least one of submission, submissions and relay" }}
@@ -107,9 +116,53 @@ helm.sh/hook-weight: {{ .weight | quote }}
 helm.sh/hook-delete-policy: {{ .policy }}
 {{- end }}
 
-{{/* When the migration Job runs: before install and upgrade, except that the trial PostgreSQL only exists after the install. */}}
-{{- define "mailbridge.migrationHook" -}}
-{{- if .Values.postgresql.enabled }}post-install,pre-upgrade{{ else }}pre-install,pre-upgrade{{ end }}
+{{/*
+The init container that migrates the schema before a component starts: it waits for
+PostgreSQL (up to migrations.waitSeconds, then fails and is restarted), then runs
+`mailbridge migrate`. sqlx takes an advisory lock while it migrates, so pods starting
+together take turns and the later ones find nothing to do. Call with (dict "ctx" $).
+*/}}
+{{- define "mailbridge.migrateInitContainer" -}}
+{{- $ctx := .ctx }}
+{{- $m := $ctx.Values.migrations }}
+- name: migrate
+  image: {{ include "mailbridge.image" $ctx }}
+  imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
+  args: ["migrate", "--wait", {{ $m.waitSeconds | quote }}]
+  env:
+    {{- include "mailbridge.env" (dict "ctx" $ctx "entra" false) | trim | nindent 4 }}
+    - name: MAILBRIDGE_DATABASE_MAX_CONNECTIONS
+      value: "2"
+  resources:
+    {{- toYaml $m.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml $ctx.Values.securityContext | nindent 4 }}
+  volumeMounts:
+    {{- include "mailbridge.volumeMounts" $ctx | nindent 4 }}
+{{- end }}
+
+{{/* A component's init containers: the migration (if on), then its own. Call with (dict "ctx" $ "component" .Values.edge). */}}
+{{- define "mailbridge.initContainers" -}}
+{{- if or .ctx.Values.migrations.enabled .component.initContainers }}
+initContainers:
+{{- if .ctx.Values.migrations.enabled }}
+{{- include "mailbridge.migrateInitContainer" (dict "ctx" .ctx) | trim | nindent 2 }}
+{{- end }}
+{{- with .component.initContainers }}
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Environment of a component: its pool size, then its own extraEnv. */}}
+{{- define "mailbridge.componentEnv" -}}
+{{- with .databaseMaxConnections }}
+- name: MAILBRIDGE_DATABASE_MAX_CONNECTIONS
+  value: {{ int64 . | quote }}
+{{- end }}
+{{- with .extraEnv }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{/* Pod annotations: a checksum of the chart-made Secret's inputs (so pods restart when they change), the global and the component's own. Call with (dict "ctx" $ "component" .Values.edge). */}}
@@ -151,8 +204,14 @@ annotations:
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef:
+      {{- if $v.secrets.databaseUrlFrom.name }}
+      {{- /* A Secret of its own, e.g. CloudNativePG's <cluster>-app with key uri. */}}
+      name: {{ $v.secrets.databaseUrlFrom.name }}
+      key: {{ $v.secrets.databaseUrlFrom.key }}
+      {{- else }}
       name: {{ $secret }}
       key: {{ $v.secrets.keys.databaseUrl }}
+      {{- end }}
       {{- /* Optional so that a missing URL ends in mailbridge's own clear error ("DATABASE_URL is not set") instead of a pod stuck in CreateContainerConfigError. */}}
       optional: true
 - name: MAILBRIDGE_MASTER_KEY
