@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use mailbridge_core::{
     crypto::{self, MasterKey},
     db,
-    devices::{self, PolicyChange},
+    devices::{self, DeviceListener, PolicyChange},
     scratch_postgres::{ScratchOptions, ScratchPostgres},
     tenants::{self, DeliveryMethod, NewTenant},
     tls::LocalAuthority,
@@ -166,6 +166,7 @@ impl BenchStack {
             relay_device.device.id,
             PolicyChange {
                 allowed_networks: Some(vec!["127.0.0.1/32".parse()?]),
+                listener: Some(DeviceListener::Relay),
                 ..PolicyChange::default()
             },
         )

@@ -42,6 +42,9 @@ impl Api {
     }
 }
 
+/// The Microsoft 365 tenant of the customer the API creates.
+const API_TENANT: &str = "3c9a5e1d-7b2f-4e8a-9d61-0f4b2a7c8e15";
+
 /// Creates an API token in the control plane; returns the token.
 async fn token(staff: &mut StaffClient, name: &str, role: &str) -> String {
     let page = staff
@@ -112,7 +115,7 @@ async fn every_documented_operation_answers_as_documented() {
     let bodies = |schema: &str| -> Value {
         match schema {
             "CustomerInput" => {
-                json!({ "name": "Praxis API", "sender_mailbox": "scanner@praxis-api.example" })
+                json!({ "name": "Praxis API", "sender_mailbox": "scanner@praxis-api.example", "entra_tenant_id": API_TENANT })
             }
             "CustomerPatch" => {
                 json!({ "rate_limit_per_minute": 30, "notification_address": "it@msp.example" })
@@ -211,8 +214,8 @@ async fn every_documented_operation_answers_as_documented() {
             ("post", "/customers/{id}/consent") => {
                 let url = answer["consent_url"].as_str().unwrap();
                 assert!(
-                    url.contains("/organizations/v2.0/adminconsent?client_id="),
-                    "{url}"
+                    url.contains(&format!("/{API_TENANT}/v2.0/adminconsent?client_id=")),
+                    "the link is bound to the customer's tenant: {url}"
                 );
             }
             ("get", "/messages/{id}") => assert_eq!(answer["state"], "queued"),
@@ -243,6 +246,75 @@ async fn every_documented_operation_answers_as_documented() {
         exercised, documented,
         "every documented operation was called"
     );
+
+    // A consent link to send is bound to the customer's tenant: none without one,
+    // and an answer naming another (already consented) tenant is refused.
+    let (status, answer) = api
+        .call(
+            Some(&admin),
+            "post",
+            "/customers",
+            Some(&json!({ "name": "Praxis Ohne Mandant", "sender_mailbox": "scan@ohne.example" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let unbound = answer["id"].as_str().unwrap();
+    let (status, answer) = api
+        .call(
+            Some(&admin),
+            "post",
+            &format!("/customers/{unbound}/consent"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    let other = app.add_tenant("Praxis Andere").await;
+    let (_, bound) = api
+        .call(
+            Some(&admin),
+            "post",
+            "/customers",
+            Some(&json!({ "name": "Praxis Gebunden", "sender_mailbox": "scan@gebunden.example", "entra_tenant_id": API_TENANT })),
+        )
+        .await;
+    let customer = bound["id"].as_str().expect("created").to_owned();
+    let (status, answer) = api
+        .call(
+            Some(&admin),
+            "post",
+            &format!("/customers/{customer}/consent"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let link = answer["consent_url"].as_str().unwrap();
+    let state = link
+        .split(['?', '&'])
+        .find_map(|pair| pair.strip_prefix("state="))
+        .unwrap()
+        .to_owned();
+    let tampered = reqwest::Client::new()
+        .get(format!(
+            "{}/consent/callback",
+            api.base.trim_end_matches("/api/v1")
+        ))
+        .query(&[
+            ("admin_consent", "True"),
+            ("tenant", &other.tenant.entra_tenant_id.unwrap().to_string()),
+            ("state", &state),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let page = tampered.text().await.unwrap();
+    assert!(
+        page.contains("different Microsoft 365 tenant"),
+        "the tampered link is refused: {page}"
+    );
+    let (_, still) = api
+        .call(Some(&admin), "get", &format!("/customers/{customer}"), None)
+        .await;
+    assert_eq!(still["entra_tenant_id"], API_TENANT);
 
     // Revoked tokens stop working.
     let token_id: uuid::Uuid =

@@ -742,11 +742,18 @@ pub struct EdgeProcess {
     database: SecretString,
     files: tempfile::TempDir,
     starts: usize,
+    /// Settings of this edge beyond the defaults.
+    env: Vec<(String, String)>,
 }
 
 impl EdgeProcess {
     /// Starts the edge against `database` and waits until it greets.
     pub async fn start(database: SecretString) -> Self {
+        Self::start_with(database, &[]).await
+    }
+
+    /// Starts the edge with extra settings (`MAILBRIDGE_…` variables).
+    pub async fn start_with(database: SecretString, env: &[(&str, &str)]) -> Self {
         mailbridge_core::tls::install_crypto_provider();
         let files = tempfile::Builder::new()
             .prefix("mailbridge-chaos-edge-")
@@ -769,6 +776,10 @@ impl EdgeProcess {
             database,
             files,
             starts: 0,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         edge.spawn();
         edge.wait_ready().await;
@@ -794,6 +805,7 @@ impl EdgeProcess {
                 "MAILBRIDGE_TLS_KEY_FILE",
                 self.files.path().join("edge.key"),
             )
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         output(&mut command, &format!("edge-{}", self.starts));
         self.child = Some(command.spawn().expect("starting mailbridge edge"));

@@ -6,7 +6,7 @@ use std::time::Duration;
 use mailbridge::stack::StackOptions;
 use mailbridge_core::{
     config::{BareNewlinePolicy, Networks},
-    devices::{self, PolicyChange, SenderPolicy},
+    devices::{self, DeviceListener, PolicyChange, SenderPolicy},
     queue,
 };
 
@@ -225,6 +225,7 @@ async fn a_helo_only_device_on_the_relay_port_is_known_by_its_address() {
         device.device.id,
         PolicyChange {
             allowed_networks: Some(vec!["127.0.0.1/32".parse().unwrap()]),
+            listener: Some(DeviceListener::Relay),
             ..Default::default()
         },
     )
@@ -735,6 +736,7 @@ async fn the_client_address_survives_a_proxy_protocol_load_balancer() {
         device.device.id,
         PolicyChange {
             allowed_networks: Some(vec!["192.0.2.55/32".parse().unwrap()]),
+            listener: Some(DeviceListener::Relay),
             ..Default::default()
         },
     )

@@ -34,7 +34,7 @@ use lettre::{
     },
 };
 use mailbridge::stack::StackOptions;
-use mailbridge_core::devices::{self, IssuedCredential, PolicyChange};
+use mailbridge_core::devices::{self, DeviceListener, IssuedCredential, PolicyChange};
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf},
     net::{TcpSocket, TcpStream},
@@ -1714,6 +1714,8 @@ async fn under_load(watch: &PanicWatch) {
         s.edge.limits.max_recipients = MAX_RECIPIENTS;
         s.edge.limits.max_errors = 10;
         s.edge.auth_throttle.lockout_failures = LOCKOUT_FAILURES;
+        s.edge.auth_throttle.source_lockout_failures = LOCKOUT_FAILURES;
+        s.edge.auth_throttle.username_lockout_failures = LOCKOUT_FAILURES;
     })
     .await;
     assert_eq!(app.stack.settings.edge.hostname, HOSTNAME);
@@ -1726,6 +1728,7 @@ async fn under_load(watch: &PanicWatch) {
         relay_device.device.id,
         PolicyChange {
             allowed_networks: Some(vec![format!("{RELAY_DEVICE}/32").parse().unwrap()]),
+            listener: Some(DeviceListener::Relay),
             ..Default::default()
         },
     )

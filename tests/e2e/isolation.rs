@@ -13,7 +13,7 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use lettre::{AsyncTransport, address::Envelope};
 use mailbridge::stack::StackOptions;
 use mailbridge_core::{
-    devices::{self, IssuedCredential, PolicyChange, SenderPolicy},
+    devices::{self, DeviceListener, IssuedCredential, PolicyChange, SenderPolicy},
     queue,
 };
 use mailbridge_m365_sim::DeliveredMessage;
@@ -150,6 +150,7 @@ impl Customers {
             &a_relay_enforced,
             PolicyChange {
                 allowed_networks: Some(vec![format!("{A_RELAY_ENFORCED}/32").parse().unwrap()]),
+                listener: Some(DeviceListener::Relay),
                 sender_policy: Some(SenderPolicy::Enforce),
                 ..Default::default()
             },
@@ -237,6 +238,7 @@ async fn policy(app: &TestApp, device: &IssuedCredential, change: PolicyChange) 
 fn allow_from(network: &str) -> PolicyChange {
     PolicyChange {
         allowed_networks: Some(vec![network.parse().unwrap()]),
+        listener: Some(DeviceListener::Relay),
         ..Default::default()
     }
 }

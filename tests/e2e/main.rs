@@ -19,6 +19,7 @@ mod hostile;
 mod isolation;
 mod operations;
 mod resilience;
+mod security;
 mod submission;
 mod upstream;
 mod worker_processes;

@@ -121,12 +121,32 @@ pub struct SessionLimits {
 pub struct AuthThrottleSettings {
     /// Pause before answering a failed login, doubling with each failure (up to 8×).
     pub failure_delay: Duration,
-    /// Failures (per source address, or per username) within the window before a lockout.
+    /// Failures of one username from one source within the window before that pair
+    /// is locked.
     pub lockout_failures: u32,
+    /// Failures from one source, whatever the username, before the source is locked
+    /// (for usernames it is not familiar to).
+    pub source_lockout_failures: u32,
+    /// Failures of one username from sources not familiar to it before it is locked
+    /// for them.
+    pub username_lockout_failures: u32,
     pub window: Duration,
     pub lockout: Duration,
     /// How long a verified password is remembered, sparing argon2 on repeated logins.
     pub credential_cache: Duration,
+}
+
+impl AuthThrottleSettings {
+    /// The limits of the shared lockout state.
+    pub fn limits(&self) -> crate::logins::LockoutLimits {
+        crate::logins::LockoutLimits {
+            pair: self.lockout_failures,
+            source: self.source_lockout_failures,
+            username: self.username_lockout_failures,
+            window: self.window,
+            lockout: self.lockout,
+        }
+    }
 }
 
 /// The SMTP edge.
@@ -167,6 +187,9 @@ pub struct WorkerSettings {
     pub sweep_seconds: u64,
     /// After this long in the queue a message that still cannot be delivered fails.
     pub max_age_seconds: u64,
+    /// After SIGTERM: how long deliveries in flight may finish before the process
+    /// exits (their leases then expire and another worker takes the messages).
+    pub shutdown_grace: Duration,
     /// Where reports of undeliverable messages go for tenants without an address of
     /// their own (e.g. the MSP's helpdesk); sent through the tenant's own path.
     pub failure_notification_address: Option<String>,
@@ -208,12 +231,21 @@ pub struct OidcSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub database_url: Option<SecretString>,
+    /// The widest networks a device allow-list may hold (control plane and CLI).
+    pub allow_list: crate::devices::AllowListLimits,
     pub master_key: Option<MasterKey>,
     pub extra_ca_file: Option<PathBuf>,
+    /// Connections the process's PostgreSQL pool may open at most; `None`: each
+    /// process's own default (32 for edge and web, 2 × concurrency + 4 for a worker).
+    pub database_max_connections: Option<u32>,
     pub web_listen: SocketAddr,
     /// `/metrics`, `/healthz`, `/readyz` of the edge and the worker (the web serves
     /// them on its own port); `None` when switched off.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the web serves `/metrics` (and `/healthz`, `/readyz`) apart from its
+    /// pages, so that an ingress publishing the web port does not publish them;
+    /// `None`: on the web port itself.
+    pub web_metrics_listen: Option<SocketAddr>,
     pub m365: M365Settings,
     pub edge: EdgeSettings,
     pub worker: WorkerSettings,
@@ -276,6 +308,10 @@ impl Settings {
             }
         };
         Ok(Self {
+            allow_list: crate::devices::AllowListLimits {
+                widest_v4: prefix(&lookup, "MAILBRIDGE_MAX_ALLOWLIST_PREFIX_V4", "24", 32)?,
+                widest_v6: prefix(&lookup, "MAILBRIDGE_MAX_ALLOWLIST_PREFIX_V6", "56", 128)?,
+            },
             web: WebSettings {
                 public_url: url(&lookup, "MAILBRIDGE_PUBLIC_URL", "http://localhost:8080"),
                 oidc,
@@ -290,8 +326,17 @@ impl Settings {
             database_url: lookup("DATABASE_URL").map(SecretString::from),
             master_key,
             extra_ca_file: lookup("MAILBRIDGE_EXTRA_CA_FILE").map(PathBuf::from),
-            web_listen: parse(&lookup, "MAILBRIDGE_WEB_LISTEN", "0.0.0.0:8080")?,
-            metrics_listen: listen(&lookup, "MAILBRIDGE_METRICS_LISTEN", "0.0.0.0:9090")?,
+            database_max_connections: match lookup("MAILBRIDGE_DATABASE_MAX_CONNECTIONS") {
+                Some(_) => Some(positive(&lookup, "MAILBRIDGE_DATABASE_MAX_CONNECTIONS")?),
+                None => None,
+            },
+            // `[::]` takes IPv6 and, dual-stack, IPv4 too (see `ops::bind`).
+            web_listen: parse(&lookup, "MAILBRIDGE_WEB_LISTEN", "[::]:8080")?,
+            metrics_listen: listen(&lookup, "MAILBRIDGE_METRICS_LISTEN", "[::]:9090")?,
+            web_metrics_listen: match lookup("MAILBRIDGE_WEB_METRICS_LISTEN") {
+                Some(_) => listen(&lookup, "MAILBRIDGE_WEB_METRICS_LISTEN", "")?,
+                None => None,
+            },
             m365: M365Settings {
                 login_url: url(&lookup, "MAILBRIDGE_M365_LOGIN_URL", DEFAULT_LOGIN_URL),
                 graph_url: url(&lookup, "MAILBRIDGE_M365_GRAPH_URL", DEFAULT_GRAPH_URL),
@@ -353,6 +398,16 @@ impl Settings {
                         "1000",
                     )?),
                     lockout_failures: parse(&lookup, "MAILBRIDGE_AUTH_LOCKOUT_FAILURES", "10")?,
+                    source_lockout_failures: parse(
+                        &lookup,
+                        "MAILBRIDGE_AUTH_SOURCE_LOCKOUT_FAILURES",
+                        "30",
+                    )?,
+                    username_lockout_failures: parse(
+                        &lookup,
+                        "MAILBRIDGE_AUTH_USERNAME_LOCKOUT_FAILURES",
+                        "50",
+                    )?,
                     window: seconds(&lookup, "MAILBRIDGE_AUTH_WINDOW_SECONDS", "900")?,
                     lockout: seconds(&lookup, "MAILBRIDGE_AUTH_LOCKOUT_SECONDS", "900")?,
                     credential_cache: seconds(
@@ -368,6 +423,12 @@ impl Settings {
                 lease_seconds: parse(&lookup, "MAILBRIDGE_WORKER_LEASE_SECONDS", "300")?,
                 sweep_seconds: parse(&lookup, "MAILBRIDGE_WORKER_SWEEP_SECONDS", "15")?,
                 max_age_seconds: parse(&lookup, "MAILBRIDGE_MAX_MESSAGE_AGE_SECONDS", "432000")?,
+                // One Microsoft request may take MAILBRIDGE_M365_TIMEOUT_SECONDS (120).
+                shutdown_grace: seconds(
+                    &lookup,
+                    "MAILBRIDGE_WORKER_SHUTDOWN_GRACE_SECONDS",
+                    "130",
+                )?,
                 failure_notification_address: lookup("MAILBRIDGE_FAILURE_NOTIFICATION_ADDRESS"),
                 retention: Duration::from_secs(
                     parse::<u64>(&lookup, "MAILBRIDGE_MESSAGE_RETENTION_DAYS", "30")? * 86_400,
@@ -391,6 +452,23 @@ impl Settings {
             why: "secrets at rest are encrypted with it (32 random bytes, base64: `openssl rand -base64 32`)",
         })
     }
+}
+
+/// A network prefix length of at most `max` bits.
+fn prefix(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+    max: u8,
+) -> Result<u8, ConfigError> {
+    let value: u8 = parse(lookup, name, default)?;
+    if value > max {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: format!("{value} is not a prefix length (0 to {max})"),
+        });
+    }
+    Ok(value)
 }
 
 fn parse<T: FromStr>(
@@ -420,6 +498,21 @@ fn listen(
         Some("off") => Ok(None),
         _ => parse(lookup, name, default).map(Some),
     }
+}
+
+/// A number of at least 1.
+fn positive(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<u32, ConfigError> {
+    let value: u32 = parse(lookup, name, "")?;
+    if value == 0 {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: "must be at least 1".to_owned(),
+        });
+    }
+    Ok(value)
 }
 
 fn seconds(
@@ -532,5 +625,34 @@ mod tests {
         );
         let err = settings(&[("MAILBRIDGE_MASTER_KEY", "c2hvcnQ=")]).unwrap_err();
         assert!(err.to_string().contains("MAILBRIDGE_MASTER_KEY"), "{err}");
+    }
+
+    #[test]
+    fn pools_listeners_and_grace() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.database_max_connections, None);
+        assert_eq!(s.web_listen, "[::]:8080".parse().unwrap());
+        assert_eq!(s.metrics_listen, Some("[::]:9090".parse().unwrap()));
+        assert_eq!(s.web_metrics_listen, None);
+        assert_eq!(s.worker.shutdown_grace, Duration::from_secs(130));
+        let s = settings(&[
+            ("MAILBRIDGE_DATABASE_MAX_CONNECTIONS", "12"),
+            ("MAILBRIDGE_WEB_METRICS_LISTEN", "[::]:9090"),
+            ("MAILBRIDGE_WORKER_SHUTDOWN_GRACE_SECONDS", "40"),
+        ])
+        .unwrap();
+        assert_eq!(s.database_max_connections, Some(12));
+        assert_eq!(s.web_metrics_listen, Some("[::]:9090".parse().unwrap()));
+        assert_eq!(s.worker.shutdown_grace, Duration::from_secs(40));
+        let off = settings(&[("MAILBRIDGE_WEB_METRICS_LISTEN", "off")]).unwrap();
+        assert_eq!(off.web_metrics_listen, None);
+        for bad in ["0", "many"] {
+            let err = settings(&[("MAILBRIDGE_DATABASE_MAX_CONNECTIONS", bad)]).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("MAILBRIDGE_DATABASE_MAX_CONNECTIONS"),
+                "{err}"
+            );
+        }
     }
 }

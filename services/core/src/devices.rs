@@ -103,6 +103,53 @@ pub struct IssuedCredential {
     pub password: String,
 }
 
+/// The widest networks a device's allow-list may hold: an allow-list names a site,
+/// not the internet (`0.0.0.0/0` would let anyone send as a relay device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowListLimits {
+    /// The shortest IPv4 prefix allowed (24: at most a /24).
+    pub widest_v4: u8,
+    /// The shortest IPv6 prefix allowed (56: at most a /56).
+    pub widest_v6: u8,
+}
+
+impl Default for AllowListLimits {
+    fn default() -> Self {
+        Self {
+            widest_v4: 24,
+            widest_v6: 56,
+        }
+    }
+}
+
+impl AllowListLimits {
+    /// The widest prefix allowed for `network`'s address family.
+    pub fn widest_for(&self, network: &IpNet) -> u8 {
+        match network {
+            IpNet::V4(_) => self.widest_v4,
+            IpNet::V6(_) => self.widest_v6,
+        }
+    }
+
+    /// The first network of `networks` wider than allowed.
+    pub fn too_wide<'a>(&self, networks: &'a [IpNet]) -> Option<&'a IpNet> {
+        networks
+            .iter()
+            .find(|n| n.prefix_len() < self.widest_for(n))
+    }
+
+    /// Checks an allow-list, naming the network at fault.
+    pub fn check(&self, networks: &[IpNet]) -> Result<(), DeviceError> {
+        match self.too_wide(networks) {
+            Some(network) => Err(DeviceError::AllowListTooWide {
+                network: *network,
+                widest: self.widest_for(network),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 /// What a device may do once the edge knows who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DevicePolicy {
@@ -241,6 +288,10 @@ pub enum DeviceError {
     InvalidName,
     #[error("this customer already has a device named {0:?}")]
     NameTaken(String),
+    #[error(
+        "{network} is too wide for an allow-list: at most a /{widest} (name the site's own addresses, not a provider's or the internet)"
+    )]
+    AllowListTooWide { network: IpNet, widest: u8 },
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     #[error(transparent)]
@@ -351,12 +402,29 @@ pub async fn credential(
 /// 19 MiB and a core for tens of milliseconds: unbounded, a wave of logins (or an
 /// attacker's) would start hundreds on blocking threads at once — gigabytes of
 /// memory that the allocator keeps resident afterwards. Bounded by the cores, a wave
-/// waits its turn instead.
+/// waits its turn instead: `MAILBRIDGE_EDGE_PASSWORD_VERIFICATIONS` if set, else the
+/// container's CPU limit (cgroup v2 `cpu.max`, rounded up), else the cores the
+/// process may run on — not the node's 64 cores, whose 1.2 GiB would break a 512 MiB
+/// memory limit.
 fn verifications() -> &'static tokio::sync::Semaphore {
     static VERIFICATIONS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
     VERIFICATIONS.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        tokio::sync::Semaphore::new(cores)
+        let limit = std::fs::read_to_string("/sys/fs/cgroup/cpu.max")
+            .ok()
+            .and_then(|max| {
+                let mut fields = max.split_whitespace();
+                let quota: f64 = fields.next()?.parse().ok()?; // "max": no limit
+                let period: f64 = fields.next()?.parse().ok()?;
+                Some((quota / period).ceil().max(1.0) as usize)
+            });
+        let configured = std::env::var("MAILBRIDGE_EDGE_PASSWORD_VERIFICATIONS")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|n| *n > 0);
+        let permits = configured.unwrap_or_else(|| limit.map_or(cores, |l| l.min(cores)));
+        tracing::debug!(permits, "concurrent password verifications");
+        tokio::sync::Semaphore::new(permits)
     })
 }
 
@@ -389,8 +457,10 @@ pub async fn authenticate(
     Ok(stored.filter(|c| verified && c.enabled).map(|c| c.device))
 }
 
-/// The enabled device whose allow-list holds `addr` most specifically, for clients
-/// that cannot log in (port 25). Two devices of different tenants matching equally
+/// The enabled relay device whose allow-list holds `addr` most specifically, for
+/// clients that cannot log in (port 25). Only a device set up for the relay listener
+/// is identified by its address: a password device's allow-list only narrows where
+/// it may log in from, and never lets anyone there send without the password. Two devices of different tenants matching equally
 /// specifically is a configuration error: no device is chosen, so no mail can land
 /// in the wrong tenant.
 pub async fn find_by_address(
@@ -398,7 +468,8 @@ pub async fn find_by_address(
     addr: IpAddr,
 ) -> Result<Option<AuthenticatedDevice>, sqlx::Error> {
     let rows: Vec<DeviceRow> = sqlx::query_as(credential_query!(
-        "d.enabled AND EXISTS (SELECT 1 FROM unnest(d.allowed_networks) n WHERE $1::inet <<= n)"
+        "d.enabled AND d.listener = 'relay'
+           AND EXISTS (SELECT 1 FROM unnest(d.allowed_networks) n WHERE $1::inet <<= n)"
     ))
     .bind(IpNet::from(addr))
     .fetch_all(pool)
@@ -511,12 +582,24 @@ pub async fn touch_many(pool: &PgPool, seen: &[(Uuid, IpAddr)]) -> Result<(), sq
     }
     let ids: Vec<Uuid> = seen.iter().map(|(id, _)| *id).collect();
     let addrs: Vec<IpNet> = seen.iter().map(|(_, addr)| IpNet::from(*addr)).collect();
+    let sources: Vec<IpNet> = seen
+        .iter()
+        .map(|(_, addr)| crate::logins::source_network(*addr))
+        .collect();
+    // Also where each device was seen from: its familiar sources (see `logins`).
     sqlx::query(
-        "UPDATE devices d SET last_seen_at = now(), last_seen_addr = v.addr
-           FROM unnest($1::uuid[], $2::inet[]) AS v(id, addr) WHERE d.id = v.id",
+        "WITH touched AS (
+             UPDATE devices d SET last_seen_at = now(), last_seen_addr = v.addr
+               FROM unnest($1::uuid[], $2::inet[]) AS v(id, addr) WHERE d.id = v.id
+             RETURNING d.id)
+         INSERT INTO device_sources AS s (device_id, source)
+         SELECT v.id, v.source FROM unnest($1::uuid[], $3::inet[]) AS v(id, source)
+          WHERE v.id IN (SELECT id FROM touched)
+         ON CONFLICT (device_id, source) DO UPDATE SET last_seen_at = now()",
     )
     .bind(ids)
     .bind(addrs)
+    .bind(sources)
     .execute(pool)
     .await
     .map(drop)

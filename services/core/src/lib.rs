@@ -13,6 +13,8 @@ pub mod db;
 pub mod devices;
 pub mod diagnosis;
 pub mod group_commit;
+pub mod header_fields;
+pub mod logins;
 pub mod metrics;
 pub mod ops;
 pub mod queue;

@@ -18,6 +18,8 @@ pub struct EdgeMetrics {
     pub active_sessions: IntGaugeVec,
     /// Logins by listener and result (`success`, `bad_password`, `throttled`, `locked`, `unavailable`).
     pub auth: IntCounterVec,
+    /// Locks set by failed logins, by scope (`pair`, `source`, `username`).
+    pub auth_lockouts: IntCounterVec,
     /// Messages by listener, result (`accepted`, `refused`) and enhanced status code.
     pub messages: IntCounterVec,
     pub message_size: Histogram,
@@ -35,8 +37,6 @@ pub struct WorkerMetrics {
     pub upstream_rejects: IntCounterVec,
     /// Token requests by tenant, outcome (`success`, `refused`, `unreachable`) and AADSTS code.
     pub token_requests: IntCounterVec,
-    pub queue_depth: IntGaugeVec,
-    pub queue_oldest_due_seconds: IntGaugeVec,
     /// From the edge's `250` to Microsoft's acceptance.
     pub delivery_latency: HistogramVec,
     /// Deliveries whose lease had passed to another worker before they were recorded:
@@ -58,6 +58,12 @@ pub struct WebMetrics {
     pub request_duration: HistogramVec,
     /// Onboarding funnel: `started`, `completed`, `failed`.
     pub consents: IntCounterVec,
+    /// The gauges read from PostgreSQL for the whole cluster (the web's `gauges`
+    /// loop), by tenant and customer name, only for customers with something to
+    /// report: messages queued, or a consent that no longer works.
+    pub queue_depth: IntGaugeVec,
+    pub queue_oldest_due_seconds: IntGaugeVec,
+    /// 1 while a tenant's consent works, 0 after a token refusal since its last token.
     pub tenant_consent_ok: IntGaugeVec,
 }
 
@@ -69,6 +75,8 @@ pub struct Metrics {
     pub web: WebMetrics,
     /// `1` per tenant, labelled with its name, for dashboards to join on.
     pub tenant_info: IntGaugeVec,
+    /// `1`, labelled with the version of the binary.
+    pub build_info: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -143,6 +151,12 @@ impl Metrics {
                 "SMTP logins by listener and result.",
                 &["listener", "result"],
             ),
+            auth_lockouts: counter(
+                r,
+                "mailbridge_edge_auth_lockouts_total",
+                "Locks set by failed logins, by scope: pair (username and source), source, username.",
+                &["scope"],
+            ),
             messages: counter(
                 r,
                 "mailbridge_edge_messages_total",
@@ -200,24 +214,17 @@ impl Metrics {
                 "Token requests to Entra ID by tenant, outcome and AADSTS code.",
                 &["tenant", "outcome", "aadsts"],
             ),
-            queue_depth: gauge(
-                r,
-                "mailbridge_queue_depth",
-                "Messages waiting for delivery, by tenant.",
-                &["tenant"],
-            ),
-            queue_oldest_due_seconds: gauge(
-                r,
-                "mailbridge_queue_oldest_due_seconds",
-                "How long the oldest due message has been waiting, by tenant.",
-                &["tenant"],
-            ),
             delivery_latency: histogram(
                 r,
                 "mailbridge_delivery_latency_seconds",
                 "From the edge's 250 to Microsoft's acceptance.",
                 &["method"],
-                seconds.clone(),
+                // Retries stretch it to hours (up to the maximum age).
+                seconds
+                    .iter()
+                    .copied()
+                    .chain([900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0, 432000.0])
+                    .collect(),
             ),
             duplicates: plain_counter(
                 r,
@@ -261,11 +268,23 @@ impl Metrics {
                 "Microsoft 365 onboarding by stage (started, completed, failed).",
                 &["stage"],
             ),
+            queue_depth: gauge(
+                r,
+                "mailbridge_queue_depth",
+                "Messages waiting for delivery, by tenant (from the database, only tenants with messages queued or consent lost).",
+                &["tenant", "customer"],
+            ),
+            queue_oldest_due_seconds: gauge(
+                r,
+                "mailbridge_queue_oldest_due_seconds",
+                "How long the oldest due message has been waiting, by tenant (from the database).",
+                &["tenant", "customer"],
+            ),
             tenant_consent_ok: gauge(
                 r,
                 "mailbridge_tenant_consent_ok",
-                "1 while a tenant's consent works, 0 when its token requests are refused.",
-                &["tenant"],
+                "1 while a tenant's consent works, 0 when a token was refused since the last one issued (from the database).",
+                &["tenant", "customer"],
             ),
         };
         let tenant_info = gauge(
@@ -274,12 +293,22 @@ impl Metrics {
             "Tenant id to name.",
             &["tenant", "name"],
         );
+        let build_info = gauge(
+            r,
+            "mailbridge_build_info",
+            "1, labelled with the version of the running binary.",
+            &["version"],
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         Self {
             registry,
             edge,
             worker,
             web,
             tenant_info,
+            build_info,
         }
     }
 
@@ -329,6 +358,18 @@ mod tests {
             text.contains("mailbridge_edge_auth_total{listener=\"submission\",result=\"success\"}")
         );
         assert!(text.contains("mailbridge_upstream_rejects_total{code=\"5.7.30\",tenant=\"t\"} 1"));
+        assert!(text.contains(&format!(
+            "mailbridge_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+        m.worker
+            .delivery_latency
+            .with_label_values(&["graph"])
+            .observe(7200.0);
+        let text = m.encode();
+        assert!(text.contains(
+            "mailbridge_delivery_latency_seconds_bucket{method=\"graph\",le=\"21600\"} 1"
+        ));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! AUTH: SASL PLAIN and LOGIN (RFC 4954, RFC 4616), with the initial response or
 //! through `334` challenges, checked against device credentials. Offered inside TLS
 //! (or in clear only from networks the operator allowed); failures are slowed down
-//! and locked out per address and per username (see `throttle`).
+//! and locked out per (username, source), per source and per username, with a
+//! device's familiar sources spared (see `throttle`).
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
@@ -15,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     reply,
     session::{Flow, Identification, Phase, Session},
-    throttle::Admission,
 };
 
 /// A SASL exchange waiting for the client's next line.
@@ -145,7 +145,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn verify(&mut self, username: &str, password: &str) {
         let ip = self.peer.ip();
         let guard = &self.context.auth;
-        if guard.admit(ip, username) == Admission::Locked {
+        let state = guard.admit(&self.context.pool, ip, username).await;
+        if state.locked() {
             tracing::warn!(username = %printable(username), "authentication refused: locked out after repeated failures");
             self.count_auth("locked");
             return self.reply(reply::AUTH_LOCKED);
@@ -184,7 +185,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         match (refusal, stored) {
             (None, Some(credential)) => {
-                guard.succeeded(ip, username);
+                guard
+                    .succeeded(&self.context.pool, ip, username, state)
+                    .await;
                 let device = credential.device;
                 tracing::info!(device = %device.device_id, tenant = %device.tenant_id, "device authenticated");
                 self.record_seen(device.device_id);
@@ -193,7 +196,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.reply(reply::AUTH_OK);
             }
             (reason, _) => {
-                let delay = guard.failed(ip, username);
+                let delay = guard.failed(&self.context.pool, ip, username, state).await;
                 let throttled = delay > self.context.settings.auth_throttle.failure_delay;
                 self.count_auth(if throttled {
                     "throttled"
@@ -262,7 +265,7 @@ impl SeenDevices {
 }
 
 /// A username as it may appear in a log line: bounded, without control characters.
-fn printable(username: &str) -> String {
+pub(crate) fn printable(username: &str) -> String {
     username
         .chars()
         .filter(|c| !c.is_control())

@@ -335,8 +335,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return self.reply(reply::NEED_MAIL);
         };
         let policy = &device.policy;
-        let from = message::from_addresses(&transfer.body[start..]);
-        if from.iter().any(|address| !policy.allows_sender(address)) {
+        let content = &transfer.body[start..];
+        let from_fields = message::field_count(content, "from");
+        // Exactly one From (RFC 5322 3.6): with two, one reading checks the first and
+        // another sends as the second. None is tolerated only under `rewrite`.
+        if from_fields > 1 || (from_fields == 0 && policy.sender_policy == SenderPolicy::Enforce) {
+            self.envelope = None;
+            return self.refuse_message(reply::FROM_NOT_ONE);
+        }
+        if message::field_count(content, "sender") > 1 {
+            self.envelope = None;
+            return self.refuse_message(reply::SENDER_NOT_ONE);
+        }
+        // Microsoft Graph delivers to To and Cc as well as the envelope: one list for
+        // the limits, the log and both delivery paths.
+        if let Some(envelope) = self.envelope.as_mut() {
+            let extra: Vec<String> = message::header_recipients(content)
+                .into_iter()
+                .filter(|a| !envelope.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(a)))
+                .collect();
+            if envelope.rcpt_to.len() + extra.len() > settings.limits.max_recipients {
+                self.envelope = None;
+                return self.refuse_message(reply::TOO_MANY_HEADER_RECIPIENTS);
+            }
+            envelope.rcpt_to.extend(extra);
+        }
+        // A From the parser cannot read is treated as one the device may not use; a
+        // message without From goes as it is under `rewrite` (Microsoft sends it as
+        // the mailbox).
+        let from = message::from_addresses(content);
+        if (from_fields > 0 && from.is_empty())
+            || from.iter().any(|address| !policy.allows_sender(address))
+        {
             match policy.sender_policy {
                 SenderPolicy::Enforce => {
                     self.envelope = None;

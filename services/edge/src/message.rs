@@ -1,8 +1,10 @@
 //! What the edge checks and changes in a received message before committing it:
 //! the header section's size, bare CR/LF (the documented policy against SMTP
-//! smuggling), and the From header under the device's sender policy.
+//! smuggling), exactly one From (and at most one Sender), the header recipients,
+//! and the From header under the device's sender policy.
 
-use mail_parser::MessageParser;
+use mail_parser::{HeaderName, MessageParser};
+use mailbridge_core::header_fields::is_field;
 
 /// Length of the header section including the blank line that ends it, or the
 /// whole message if it has no body.
@@ -41,6 +43,41 @@ pub fn normalize_newlines(message: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// How many `name` fields the header section holds: the larger of what the parser
+/// reads and what a raw scan finds (which also counts spellings the parser might
+/// fold into another field), so that no reading sees a field the other missed.
+pub fn field_count(message: &[u8], name: &'static str) -> usize {
+    let head = &message[..header_section_len(message)];
+    let raw = head
+        .split(|&b| b == b'\n')
+        .filter(|line| is_field(line, name))
+        .count();
+    let parsed = MessageParser::default()
+        .parse_headers(head)
+        .map(|p| p.header_values(name).count())
+        .unwrap_or(0);
+    raw.max(parsed)
+}
+
+/// The addresses of every To and Cc field, lower-cased, each once: those Microsoft
+/// Graph delivers to besides the envelope's.
+pub fn header_recipients(message: &[u8]) -> Vec<String> {
+    let head = &message[..header_section_len(message)];
+    let Some(parsed) = MessageParser::default().parse_headers(head) else {
+        return Vec::new();
+    };
+    let mut addresses: Vec<String> = parsed
+        .header_values(HeaderName::To)
+        .chain(parsed.header_values(HeaderName::Cc))
+        .filter_map(|value| value.as_address())
+        .flat_map(|a| a.iter())
+        .filter_map(|a| a.address().map(str::to_ascii_lowercase))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    addresses.retain(|a| seen.insert(a.clone()));
+    addresses
 }
 
 /// The addresses in the From header(s), lower-cased.
@@ -91,10 +128,14 @@ pub fn rewrite_from(message: &[u8], start: usize, new_from: &str) -> Vec<u8> {
     for line in head.split_inclusive(|&b| b == b'\n') {
         let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
         if !continuation {
-            in_from = line.len() >= 5 && line[..5].eq_ignore_ascii_case(b"from:");
+            in_from = is_field(line, "from");
         }
         if in_from {
-            original_from.extend_from_slice(if continuation { line } else { &line[5..] });
+            original_from.extend_from_slice(if continuation {
+                line
+            } else {
+                &line[memchr::memchr(b':', line).map_or(line.len(), |c| c + 1)..]
+            });
         } else if line != b"\r\n" {
             out.extend_from_slice(line);
         }

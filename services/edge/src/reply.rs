@@ -56,6 +56,9 @@ replies! {
     TENANT_RATE_LIMITED = 450 "4.7.1" "Message rate limit of this customer exceeded, try again later";
     RELAY_DENIED = 550 "5.7.1" "Relaying denied: authenticate, or send from an address allow-listed for a device";
     SENDER_NOT_ALLOWED = 550 "5.7.1" "Sender address not allowed for this device";
+    FROM_NOT_ONE = 550 "5.6.0" "Message must have exactly one From header field";
+    SENDER_NOT_ONE = 550 "5.6.0" "Message must not have more than one Sender header field";
+    TOO_MANY_HEADER_RECIPIENTS = 550 "5.5.3" "Too many recipients: To and Cc name more addresses than a message may have";
     HEADER_TOO_BIG = 552 "5.3.4" "Message header section too large";
     BARE_NEWLINE = 550 "5.6.0" "Message contains a bare CR or LF; lines must end with CRLF";
     BDAT_AFTER_DATA = 503 "5.5.1" "BDAT and DATA cannot be mixed in one transaction";

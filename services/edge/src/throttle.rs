@@ -1,35 +1,35 @@
 //! Slowing down password guessing, and sparing argon2 for devices that log in often.
 //!
-//! Failed logins are counted per source address and per username within a window:
-//! each failure is answered after a pause that doubles (up to 8× the base), and once
-//! either count reaches the limit, AUTH from that address or for that username is
-//! refused with `454 4.7.0` until the lockout passes. A verified password is
-//! remembered briefly (as a keyed digest, never in clear) together with the stored
-//! hash it matched, so a rotated password invalidates it at once.
+//! The lockout state is shared by every edge pod through PostgreSQL
+//! (`mailbridge_core::logins`: per (username, source), per source, per username, with
+//! familiar sources exempt from the latter two). Each failure is answered after a
+//! pause that doubles with the pair's failures (up to 8× the base). A state read is
+//! remembered for [`STATE_TTL`], so a device that logs in many times a second costs
+//! one query per interval; a lock set by another pod is seen within that time.
 //!
-//! The state is per edge process; with N edge pods an attacker gets at most N times
-//! the attempts, still far too few to guess a 24-character password.
+//! A verified password is remembered briefly (as a keyed digest, never in clear)
+//! together with the stored hash it matched, so a rotated password invalidates it at
+//! once; an entry unused for its lifetime is dropped.
 
 use std::{
     collections::HashMap,
-    hash::Hash,
     net::IpAddr,
     sync::Mutex,
     time::{Duration, Instant},
 };
 
-use mailbridge_core::config::AuthThrottleSettings;
+use ipnet::IpNet;
+use mailbridge_core::{
+    config::AuthThrottleSettings,
+    logins::{self, LoginState},
+};
 use sha2::{Digest, Sha256};
+use sqlx::PgPool;
 
 /// Entries kept per table before expired ones are swept.
 const SWEEP_AT: usize = 10_000;
-
-#[derive(Debug, Clone, Copy)]
-struct FailureRecord {
-    failures: u32,
-    window_start: Instant,
-    locked_until: Option<Instant>,
-}
+/// How long a lock state read from PostgreSQL is trusted by this process.
+pub const STATE_TTL: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 struct CachedCredential {
@@ -38,105 +38,118 @@ struct CachedCredential {
     expires: Instant,
 }
 
-/// Whether a login may be tried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admission {
-    Proceed,
-    Locked,
-}
-
 #[derive(Debug)]
 pub struct AuthGuard {
     settings: AuthThrottleSettings,
-    by_address: Mutex<HashMap<IpAddr, FailureRecord>>,
-    by_username: Mutex<HashMap<String, FailureRecord>>,
+    states: Mutex<HashMap<(String, IpNet), (LoginState, Instant)>>,
     verified: Mutex<HashMap<String, CachedCredential>>,
     /// Keys the cached digests, so they are useless outside this process.
     key: [u8; 32],
-}
-
-fn locked<K: Eq + Hash>(table: &Mutex<HashMap<K, FailureRecord>>, key: &K, now: Instant) -> bool {
-    let table = table.lock().unwrap_or_else(|p| p.into_inner());
-    table
-        .get(key)
-        .and_then(|r| r.locked_until)
-        .is_some_and(|until| until > now)
 }
 
 impl AuthGuard {
     pub fn new(settings: AuthThrottleSettings) -> Self {
         Self {
             settings,
-            by_address: Mutex::default(),
-            by_username: Mutex::default(),
+            states: Mutex::default(),
             verified: Mutex::default(),
             key: rand::random(),
         }
     }
 
-    pub fn admit(&self, address: IpAddr, username: &str) -> Admission {
+    fn state_key(address: IpAddr, username: &str) -> (String, IpNet) {
+        (username.to_owned(), logins::source_network(address))
+    }
+
+    /// The lock state of `username` from `address`. With PostgreSQL unreachable the
+    /// login proceeds (the credential lookup will answer that it is unavailable).
+    pub async fn admit(&self, pool: &PgPool, address: IpAddr, username: &str) -> LoginState {
+        let key = Self::state_key(address, username);
         let now = Instant::now();
-        if locked(&self.by_address, &address, now)
-            || locked(&self.by_username, &username.to_ascii_lowercase(), now)
+        if let Some((state, read)) = self.lock_states().get(&key)
+            && now.duration_since(*read) < STATE_TTL
         {
-            Admission::Locked
-        } else {
-            Admission::Proceed
+            return *state;
         }
+        match logins::state(pool, username, address).await {
+            Ok(state) => {
+                let mut states = self.lock_states();
+                if states.len() >= SWEEP_AT {
+                    states.retain(|_, (_, read)| now.duration_since(*read) < STATE_TTL);
+                }
+                states.insert(key, (state, now));
+                state
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "login state unavailable");
+                LoginState::default()
+            }
+        }
+    }
+
+    fn lock_states(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, IpNet), (LoginState, Instant)>> {
+        self.states.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records a failure; returns how long to wait before answering.
-    pub fn failed(&self, address: IpAddr, username: &str) -> Duration {
-        let by_address = self.record_failure(&self.by_address, address);
-        let by_username = self.record_failure(&self.by_username, username.to_ascii_lowercase());
-        let failures = by_address.max(by_username).clamp(1, 4);
-        self.settings.failure_delay * 2u32.pow(failures - 1)
-    }
-
-    pub fn succeeded(&self, address: IpAddr, username: &str) {
-        self.by_address
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&address);
-        self.by_username
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&username.to_ascii_lowercase());
-    }
-
-    fn record_failure<K: Eq + Hash>(
+    pub async fn failed(
         &self,
-        table: &Mutex<HashMap<K, FailureRecord>>,
-        key: K,
-    ) -> u32 {
-        let now = Instant::now();
-        let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
-        if table.len() >= SWEEP_AT {
-            let (window, lockout) = (self.settings.window, self.settings.lockout);
-            table.retain(|_, r| {
-                r.locked_until.is_some_and(|u| u > now)
-                    || now.duration_since(r.window_start) < window.max(lockout)
-            });
-        }
-        let record = table.entry(key).or_insert(FailureRecord {
-            failures: 0,
-            window_start: now,
-            locked_until: None,
-        });
-        if now.duration_since(record.window_start) > self.settings.window
-            && record.locked_until.is_none_or(|until| until <= now)
+        pool: &PgPool,
+        address: IpAddr,
+        username: &str,
+        state: LoginState,
+    ) -> Duration {
+        self.lock_states()
+            .remove(&Self::state_key(address, username));
+        let limits = self.settings.limits();
+        let failures = match logins::record_failure(
+            pool,
+            username,
+            address,
+            state.familiar,
+            &limits,
+        )
+        .await
         {
-            *record = FailureRecord {
-                failures: 0,
-                window_start: now,
-                locked_until: None,
-            };
+            Ok(outcome) => {
+                let metrics = &mailbridge_core::metrics::metrics().edge;
+                for (scope, locked) in ["pair", "source", "username"]
+                    .into_iter()
+                    .zip(outcome.newly_locked)
+                {
+                    if locked {
+                        metrics.auth_lockouts.with_label_values(&[scope]).inc();
+                        tracing::warn!(scope, username = %crate::auth::printable(username), source = %address, "login locked after repeated failures");
+                    }
+                }
+                outcome.pair_failures
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not record a failed login");
+                state.pair_failures + 1
+            }
+        };
+        self.settings.failure_delay * 2u32.pow(failures.clamp(1, 4) - 1)
+    }
+
+    /// A successful login forgets its pair's failures.
+    pub async fn succeeded(
+        &self,
+        pool: &PgPool,
+        address: IpAddr,
+        username: &str,
+        state: LoginState,
+    ) {
+        if state.pair_failures == 0 {
+            return;
         }
-        record.failures += 1;
-        if record.failures >= self.settings.lockout_failures {
-            record.locked_until = Some(now + self.settings.lockout);
+        self.lock_states()
+            .remove(&Self::state_key(address, username));
+        if let Err(e) = logins::clear_pair(pool, username, address).await {
+            tracing::debug!(error = %e, "could not clear a login's failures");
         }
-        record.failures
     }
 
     fn digest(&self, password: &str) -> [u8; 32] {
@@ -188,49 +201,12 @@ mod tests {
         AuthGuard::new(AuthThrottleSettings {
             failure_delay: Duration::from_millis(10),
             lockout_failures: 3,
+            source_lockout_failures: 30,
+            username_lockout_failures: 50,
             window: Duration::from_secs(60),
             lockout: Duration::from_secs(60),
             credential_cache: Duration::from_secs(60),
         })
-    }
-
-    #[test]
-    fn failures_slow_down_then_lock_out_the_address_and_the_username() {
-        let guard = guard();
-        let attacker: IpAddr = "192.0.2.66".parse().unwrap();
-        assert_eq!(
-            guard.failed(attacker, "scanner-1"),
-            Duration::from_millis(10)
-        );
-        assert_eq!(
-            guard.failed(attacker, "scanner-2"),
-            Duration::from_millis(20)
-        );
-        assert_eq!(guard.admit(attacker, "scanner-3"), Admission::Proceed);
-        guard.failed(attacker, "scanner-3");
-        assert_eq!(guard.admit(attacker, "anyone"), Admission::Locked);
-
-        let elsewhere: IpAddr = "198.51.100.1".parse().unwrap();
-        assert_eq!(guard.admit(elsewhere, "scanner-1"), Admission::Proceed);
-        for _ in 0..3 {
-            guard.failed("203.0.113.9".parse().unwrap(), "Scanner-1");
-        }
-        assert_eq!(
-            guard.admit(elsewhere, "scanner-1"),
-            Admission::Locked,
-            "usernames are locked across addresses"
-        );
-    }
-
-    #[test]
-    fn success_clears_the_count() {
-        let guard = guard();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        guard.failed(ip, "a");
-        guard.failed(ip, "a");
-        guard.succeeded(ip, "a");
-        guard.failed(ip, "a");
-        assert_eq!(guard.admit(ip, "a"), Admission::Proceed);
     }
 
     #[test]

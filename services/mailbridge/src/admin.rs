@@ -8,7 +8,8 @@ use clap::{Args, Subcommand};
 use mailbridge_core::{
     Settings,
     config::parse_network,
-    devices::{self, PolicyChange, SenderPolicy},
+    devices::{self, AllowListLimits, DeviceKind, DeviceListener, PolicyChange, SenderPolicy},
+    logins,
     tenants::{self, AppCredential, CertificateCredential, DeliveryMethod, NewTenant, OwnApp},
 };
 use mailbridge_m365_sim::Simulator;
@@ -80,8 +81,11 @@ pub enum DeviceCommand {
         tenant: String,
         #[arg(long)]
         name: String,
+        #[command(flatten)]
+        policy: DevicePolicyArgs,
     },
-    /// Lists a customer's devices as JSON.
+    /// Lists a customer's devices as JSON; warns on stderr about allow-lists wider
+    /// than allowed.
     List {
         #[arg(long)]
         tenant: String,
@@ -93,19 +97,8 @@ pub enum DeviceCommand {
         /// The device's name or id.
         #[arg(long)]
         device: String,
-        /// Source networks it may connect from (CIDR or address; repeat, or `none`).
-        /// A device with networks can send on the relay port without a password.
-        #[arg(long = "allow-network", value_name = "CIDR")]
-        allow_networks: Vec<String>,
-        /// Sender addresses or `@domain`s it may use (repeat, or `none`).
-        #[arg(long = "allow-sender", value_name = "ADDRESS")]
-        allow_senders: Vec<String>,
-        /// `rewrite` (a From it may not use becomes the sender mailbox) or `enforce` (refused).
-        #[arg(long)]
-        sender_policy: Option<SenderPolicy>,
-        /// Messages per minute (0: no limit).
-        #[arg(long)]
-        rate_limit: Option<u32>,
+        #[command(flatten)]
+        policy: DevicePolicyArgs,
         #[arg(long, conflicts_with = "enable")]
         disable: bool,
         #[arg(long)]
@@ -118,6 +111,91 @@ pub enum DeviceCommand {
         #[arg(long)]
         device: String,
     },
+    /// Lifts the device's login lockouts and forgets its failed logins.
+    Unlock {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        device: String,
+    },
+}
+
+/// What `device add` and `device set` can set, as in the control plane.
+#[derive(Debug, Args)]
+pub struct DevicePolicyArgs {
+    /// `submission` (587, STARTTLS), `submissions` (465, TLS) or `relay` (port 25,
+    /// no password: identified by its allow-list).
+    #[arg(long, value_parser = parse_listener)]
+    listener: Option<DeviceListener>,
+    /// `printer`, `scanner`, `medical`, `software` or `other`.
+    #[arg(long, value_parser = parse_kind)]
+    kind: Option<DeviceKind>,
+    /// Where the device stands (`none` to clear).
+    #[arg(long)]
+    site: Option<String>,
+    /// Source networks (CIDR or address; repeat, or `none`). For a relay device they
+    /// identify it; for a password device they narrow where it may log in from.
+    #[arg(long = "allow-network", value_name = "CIDR")]
+    allow_networks: Vec<String>,
+    /// Sender addresses or `@domain`s it may use (repeat, or `none`).
+    #[arg(long = "allow-sender", value_name = "ADDRESS")]
+    allow_senders: Vec<String>,
+    /// `rewrite` (a From it may not use becomes the sender mailbox) or `enforce` (refused).
+    #[arg(long)]
+    sender_policy: Option<SenderPolicy>,
+    /// Messages per minute (0: no limit).
+    #[arg(long)]
+    rate_limit: Option<u32>,
+}
+
+fn parse_listener(text: &str) -> Result<DeviceListener, String> {
+    DeviceListener::parse(text)
+        .ok_or_else(|| format!("{text:?}: expected submission, submissions or relay"))
+}
+
+fn parse_kind(text: &str) -> Result<DeviceKind, String> {
+    DeviceKind::parse(text)
+        .ok_or_else(|| format!("{text:?}: expected printer, scanner, medical, software or other"))
+}
+
+impl DevicePolicyArgs {
+    /// The change these arguments ask for, with the allow-list checked against `limits`.
+    fn change(self, limits: &AllowListLimits) -> anyhow::Result<PolicyChange> {
+        let list = |values: Vec<String>| match values.as_slice() {
+            [] => None,
+            [none] if none == "none" => Some(Vec::new()),
+            _ => Some(values),
+        };
+        let networks = list(self.allow_networks)
+            .map(|nets| {
+                nets.iter()
+                    .map(|n| parse_network(n))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
+        if let Some(networks) = &networks {
+            limits.check(networks)?;
+        }
+        let senders = list(self.allow_senders);
+        if let Some(bad) = senders.iter().flatten().find(|s| !valid_sender_pattern(s)) {
+            anyhow::bail!("{bad:?} is neither an address nor an @domain");
+        }
+        Ok(PolicyChange {
+            allowed_networks: networks,
+            allowed_senders: senders,
+            sender_policy: self.sender_policy,
+            rate_limit_per_minute: self
+                .rate_limit
+                .map(|r| (r > 0).then_some(r.min(i32::MAX as u32) as i32)),
+            kind: self.kind,
+            site: self
+                .site
+                .map(|s| Some(s.trim().to_owned()).filter(|s| !s.is_empty() && s != "none")),
+            listener: self.listener,
+            ..PolicyChange::default()
+        })
+    }
 }
 
 pub async fn tenant(
@@ -201,59 +279,55 @@ pub async fn tenant(
     }
 }
 
-pub async fn device(command: DeviceCommand, pool: &PgPool) -> anyhow::Result<()> {
+pub async fn device(
+    command: DeviceCommand,
+    pool: &PgPool,
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    let limits = &settings.allow_list;
     match command {
-        DeviceCommand::Add { tenant, name } => {
+        DeviceCommand::Add {
+            tenant,
+            name,
+            policy,
+        } => {
             let tenant = tenants::find(pool, &tenant).await?;
-            let issued = devices::create(pool, tenant.id, &name).await?;
+            let change = policy.change(limits)?;
+            let mut issued = devices::create(pool, tenant.id, &name).await?;
+            if let Some(device) = devices::change_policy(pool, issued.device.id, change).await? {
+                issued.device = device;
+            }
             print_json(&issued)
         }
         DeviceCommand::List { tenant } => {
             let tenant = tenants::find(pool, &tenant).await?;
-            print_json(&devices::list(pool, tenant.id).await?)
+            let list = devices::list(pool, tenant.id).await?;
+            for device in &list {
+                if let Some(network) = limits.too_wide(&device.allowed_networks) {
+                    eprintln!(
+                        "warning: {}: allow-list entry {network} is wider than allowed (at most /{}); narrow it",
+                        device.name,
+                        limits.widest_for(network)
+                    );
+                }
+            }
+            print_json(&list)
         }
         DeviceCommand::Set {
             tenant,
             device,
-            allow_networks,
-            allow_senders,
-            sender_policy,
-            rate_limit,
+            policy,
             disable,
             enable,
         } => {
             let device = find_device(pool, &tenant, &device).await?;
-            let list = |values: Vec<String>| match values.as_slice() {
-                [] => None,
-                [none] if none == "none" => Some(Vec::new()),
-                _ => Some(values),
-            };
-            let networks = list(allow_networks)
-                .map(|nets| {
-                    nets.iter()
-                        .map(|n| parse_network(n))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
-            let senders = list(allow_senders);
-            if let Some(bad) = senders.iter().flatten().find(|s| !valid_sender_pattern(s)) {
-                anyhow::bail!("{bad:?} is neither an address nor an @domain");
-            }
-            let change = PolicyChange {
-                allowed_networks: networks,
-                allowed_senders: senders,
-                sender_policy,
-                rate_limit_per_minute: rate_limit
-                    .map(|r| (r > 0).then_some(r.min(i32::MAX as u32) as i32)),
-                enabled: if disable {
-                    Some(false)
-                } else if enable {
-                    Some(true)
-                } else {
-                    None
-                },
-                ..PolicyChange::default()
+            let mut change = policy.change(limits)?;
+            change.enabled = if disable {
+                Some(false)
+            } else if enable {
+                Some(true)
+            } else {
+                None
             };
             let changed = devices::change_policy(pool, device.id, change).await?;
             print_json(&changed)
@@ -261,6 +335,11 @@ pub async fn device(command: DeviceCommand, pool: &PgPool) -> anyhow::Result<()>
         DeviceCommand::Rotate { tenant, device } => {
             let device = find_device(pool, &tenant, &device).await?;
             print_json(&devices::rotate_password(pool, device.id).await?)
+        }
+        DeviceCommand::Unlock { tenant, device } => {
+            let device = find_device(pool, &tenant, &device).await?;
+            let unlocked = logins::unlock(pool, &device.username).await?;
+            print_json(&serde_json::json!({ "device": device.id, "unlocked": unlocked }))
         }
     }
 }

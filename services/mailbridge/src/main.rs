@@ -41,13 +41,21 @@ enum Command {
     /// The Microsoft 365 simulator on its own.
     Sim(admin::SimArgs),
     /// Applies the database migrations.
-    Migrate,
+    Migrate(MigrateArgs),
     /// Customers (Microsoft 365 tenants).
     #[command(subcommand)]
     Tenant(admin::TenantCommand),
     /// Devices and their SMTP credentials.
     #[command(subcommand)]
     Device(admin::DeviceCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct MigrateArgs {
+    /// Wait up to this many seconds for PostgreSQL to answer before migrating (for an
+    /// init container that may start before the database).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    wait: u64,
 }
 
 #[tokio::main]
@@ -62,22 +70,51 @@ async fn main() -> anyhow::Result<()> {
         Command::Worker => run_worker(settings).await,
         Command::Web => run_web(settings).await,
         Command::Sim(args) => admin::run_sim(args, shutdown_on_signal()).await,
-        Command::Migrate => {
-            let pool = connect(&settings)?;
-            db::migrate(&pool).await.context("applying migrations")?;
-            println!("migrations applied");
-            Ok(())
-        }
+        Command::Migrate(args) => migrate(&settings, args).await,
         Command::Tenant(command) => admin::tenant(command, &connect(&settings)?, &settings).await,
-        Command::Device(command) => admin::device(command, &connect(&settings)?).await,
+        Command::Device(command) => admin::device(command, &connect(&settings)?, &settings).await,
     }
 }
 
 fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
-    Ok(db::pool(
-        settings.require_database_url()?,
-        db::PoolOptions::default(),
-    )?)
+    let defaults = db::PoolOptions::default();
+    let options = db::PoolOptions {
+        max_connections: settings
+            .database_max_connections
+            .unwrap_or(defaults.max_connections),
+        ..defaults
+    };
+    Ok(db::pool(settings.require_database_url()?, options)?)
+}
+
+/// `mailbridge migrate`: waits for the database if asked to, then migrates. A database
+/// already migrated by a newer release is left alone (see `db::migrate`).
+async fn migrate(settings: &Settings, args: MigrateArgs) -> anyhow::Result<()> {
+    let pool = connect(settings)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait);
+    loop {
+        match sqlx::query("SELECT 1").execute(&pool).await {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::info!(error = %e, "waiting for the database");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e).context("connecting to the database"),
+        }
+    }
+    match db::migrate(&pool).await.context("applying migrations")? {
+        db::Migrated::Current => println!("migrations applied"),
+        db::Migrated::Ahead { newer } => {
+            tracing::warn!(
+                ?newer,
+                "the database has migrations of a newer mailbridge; this release's are all applied, nothing to do"
+            );
+            println!(
+                "the database schema is ahead of this release (migrations {newer:?}); nothing applied"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A token cancelled on Ctrl-C or SIGTERM (what Kubernetes sends before it kills a pod).
@@ -104,7 +141,7 @@ async fn serve_ops(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     if let Some(addr) = settings.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
+        let listener = ops::bind(addr)
             .await
             .with_context(|| format!("listening on {addr} (MAILBRIDGE_METRICS_LISTEN)"))?;
         tracing::info!(%addr, "operations endpoints listening");
@@ -143,7 +180,9 @@ async fn run_edge(settings: Settings) -> anyhow::Result<()> {
 
 async fn run_worker(settings: Settings) -> anyhow::Result<()> {
     // Each delivery may hold a connection for its mailbox slot besides its queries.
-    let connections = settings.worker.concurrency as u32 * 2 + 4;
+    let connections = settings
+        .database_max_connections
+        .unwrap_or(settings.worker.concurrency as u32 * 2 + 4);
     let options = db::PoolOptions {
         max_connections: connections,
         ..db::PoolOptions::default()
@@ -153,12 +192,6 @@ async fn run_worker(settings: Settings) -> anyhow::Result<()> {
     let readiness = Readiness::new(pool.clone());
     readiness.set_listening(true);
     serve_ops(&settings, readiness, shutdown.clone()).await?;
-    let every = std::time::Duration::from_secs(15);
-    tokio::spawn(mailbridge_worker::report_queue(
-        pool.clone(),
-        every,
-        shutdown.clone(),
-    ));
     let worker = Arc::new(mailbridge_worker::Worker::new(pool, settings)?);
     worker.run(shutdown).await;
     Ok(())
@@ -166,7 +199,7 @@ async fn run_worker(settings: Settings) -> anyhow::Result<()> {
 
 async fn run_web(settings: Settings) -> anyhow::Result<()> {
     let pool = connect(&settings)?;
-    let listener = tokio::net::TcpListener::bind(settings.web_listen)
+    let listener = ops::bind(settings.web_listen)
         .await
         .with_context(|| format!("listening on {}", settings.web_listen))?;
     mailbridge_web::serve(listener, pool, settings, shutdown_on_signal()).await?;

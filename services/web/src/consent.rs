@@ -85,6 +85,12 @@ pub async fn start(state: &WebState, actor: &Actor, id: Uuid) -> Result<(String,
     };
     let csrf_state = session::random_token();
     let browser_bound = actor.csrf.is_some();
+    // A link that leaves the browser (made through the API, sent to the customer's
+    // admin) is bound to the customer's tenant: without one, whoever holds the link
+    // could answer for another customer's consented tenant.
+    if !browser_bound && tenant.entra_tenant_id.is_none() {
+        return Err(Error::Conflict(tr!("A consent link to send needs the customer's Microsoft 365 tenant id first (it is bound to that tenant): set it on the customer.").into()));
+    }
     let cookie = store_flow(
         state,
         NewFlow {
@@ -321,6 +327,22 @@ async fn callback(
         )
         .await;
     };
+    // A link made to be sent names the tenant; one that came back without it (or
+    // from a flow no member of staff holds) is not bound and is refused.
+    if tenant.entra_tenant_id.is_none() && flow.staff_id.is_none() {
+        return refused(
+            &state,
+            tr,
+            actor,
+            Some(tenant),
+            Why::Text(
+                tr!("This consent link was not bound to the customer's Microsoft 365 tenant."),
+                tr!("Set the customer's tenant id, then make a new consent link."),
+            ),
+            Some(entra_tenant.to_string()),
+        )
+        .await;
+    }
     if tenant
         .entra_tenant_id
         .is_some_and(|known| known != entra_tenant)
@@ -338,11 +360,6 @@ async fn callback(
         .consents
         .with_label_values(&["completed"])
         .inc();
-    metrics()
-        .web
-        .tenant_consent_ok
-        .with_label_values(&[&tenant.id.to_string()])
-        .set(1);
     let record_as = actor.cloned().unwrap_or_else(|| Actor {
         staff_id: None,
         label: "consent-link".into(),

@@ -126,14 +126,18 @@ fn parse_senders(input: &ListInput) -> Result<Vec<String>> {
         .collect()
 }
 
-fn change_from(input: &DeviceInput) -> Result<PolicyChange> {
+fn change_from(state: &WebState, input: &DeviceInput) -> Result<PolicyChange> {
     let invalid = |what: &str| Error::Invalid(what.to_owned());
+    let allowed_networks = input
+        .allowed_networks
+        .as_ref()
+        .map(parse_networks)
+        .transpose()?;
+    if let Some(networks) = &allowed_networks {
+        state.settings.allow_list.check(networks)?;
+    }
     Ok(PolicyChange {
-        allowed_networks: input
-            .allowed_networks
-            .as_ref()
-            .map(parse_networks)
-            .transpose()?,
+        allowed_networks,
         allowed_senders: input
             .allowed_senders
             .as_ref()
@@ -182,7 +186,7 @@ pub async fn create(
 ) -> Result<IssuedCredential> {
     actor.require(Permission::ManageDevices)?;
     let tenant = customers::load(&state.pool, tenant_id).await?;
-    let change = change_from(input)?;
+    let change = change_from(state, input)?;
     let name = input.name.as_deref().unwrap_or_default();
     let mut issued = devices::create(&state.pool, tenant.id, name).await?;
     if let Some(device) = devices::change_policy(&state.pool, issued.device.id, change).await? {
@@ -194,7 +198,12 @@ pub async fn create(
         "device.create",
         Some(tenant.id),
         Some(&issued.device.name),
-        json!({ "device_id": issued.device.id, "username": issued.device.username }),
+        json!({
+            "device_id": issued.device.id,
+            "username": issued.device.username,
+            "listener": issued.device.listener,
+            "allowed_networks": issued.device.allowed_networks,
+        }),
     )
     .await?;
     Ok(issued)
@@ -209,7 +218,7 @@ pub async fn update(
 ) -> Result<Device> {
     actor.require(Permission::ManageDevices)?;
     let before = load(state, tenant_id, device_id).await?;
-    let change = change_from(input)?;
+    let change = change_from(state, input)?;
     let after = devices::change_policy(&state.pool, device_id, change)
         .await?
         .ok_or(Error::NotFound)?;

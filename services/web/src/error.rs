@@ -146,6 +146,12 @@ impl From<mailbridge_core::devices::DeviceError> for Error {
             E::InvalidName => {
                 Self::Invalid(crate::tr!("The name must be 1 to 200 characters.").into())
             }
+            E::AllowListTooWide { network, .. } => Self::InvalidValue {
+                text: crate::tr!(
+                    "{} is too wide for an allow-list: name the site's own address or network, not a provider's range or the internet."
+                ),
+                value: network.to_string(),
+            },
             E::Database(e) => Self::Database(e),
             E::Crypto(_) => Self::Internal(e.to_string()),
         }

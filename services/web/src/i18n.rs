@@ -574,6 +574,22 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "Diese Zustimmung wurde in einem anderen Browser oder von einer anderen Person gestartet.",
     ),
     (
+        "{} is too wide for an allow-list: name the site's own address or network, not a provider's range or the internet.",
+        "{} ist für eine Freigabeliste zu weit: Tragen Sie die eigene Adresse oder das eigene Netz des Standorts ein, nicht den Bereich eines Providers oder das ganze Internet.",
+    ),
+    (
+        "A consent link to send needs the customer's Microsoft 365 tenant id first (it is bound to that tenant): set it on the customer.",
+        "Ein Zustimmungslink zum Versenden braucht zuerst die Microsoft-365-Mandanten-ID des Kunden (er ist an diesen Mandanten gebunden): Tragen Sie sie beim Kunden ein.",
+    ),
+    (
+        "This consent link was not bound to the customer's Microsoft 365 tenant.",
+        "Dieser Zustimmungslink war nicht an den Microsoft-365-Mandanten des Kunden gebunden.",
+    ),
+    (
+        "Set the customer's tenant id, then make a new consent link.",
+        "Tragen Sie die Mandanten-ID des Kunden ein und erstellen Sie dann einen neuen Zustimmungslink.",
+    ),
+    (
         "This customer already has a device named {}.",
         "Dieser Kunde hat bereits ein Gerät namens {}.",
     ),

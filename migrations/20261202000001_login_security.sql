@@ -1,0 +1,36 @@
+-- Port 25 only for relay devices: the listener decides whether an allow-list
+-- identifies a device, so the edge's cache must forget on a listener change too.
+DROP TRIGGER devices_changed ON devices;
+CREATE TRIGGER devices_changed
+    AFTER UPDATE OF tenant_id, username, password_hash, enabled, allowed_networks,
+                    allowed_senders, sender_policy, rate_limit_per_minute, max_message_bytes,
+                    listener
+    ON devices FOR EACH STATEMENT EXECUTE FUNCTION notify_device_change();
+
+-- Smart lockout, shared by every edge pod. Failed logins are counted per
+-- (username, source), per source (across usernames) and per username (from sources
+-- that are not familiar); `source` is the client's address, IPv6 as its /64.
+CREATE TABLE login_failures (
+    scope text NOT NULL CHECK (scope IN ('pair', 'source', 'username')),
+    username text NOT NULL DEFAULT '',
+    source inet NOT NULL DEFAULT '0.0.0.0/0',
+    failures integer NOT NULL,
+    window_start timestamptz NOT NULL DEFAULT now(),
+    last_failure_at timestamptz NOT NULL DEFAULT now(),
+    last_source inet NOT NULL,
+    locked_until timestamptz,
+    PRIMARY KEY (scope, username, source)
+);
+CREATE INDEX login_failures_username ON login_failures (username) WHERE username <> '';
+CREATE INDEX login_failures_last_failure ON login_failures (last_failure_at);
+
+-- Where each device has logged in successfully (its familiar sources): a username is
+-- never locked out for these by failures from elsewhere.
+CREATE TABLE device_sources (
+    device_id uuid NOT NULL REFERENCES devices (id) ON DELETE CASCADE,
+    source inet NOT NULL,
+    first_seen_at timestamptz NOT NULL DEFAULT now(),
+    last_seen_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (device_id, source)
+);
+CREATE INDEX device_sources_last_seen ON device_sources (last_seen_at);
