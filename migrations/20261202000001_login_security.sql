@@ -34,3 +34,11 @@ CREATE TABLE device_sources (
     PRIMARY KEY (device_id, source)
 );
 CREATE INDEX device_sources_last_seen ON device_sources (last_seen_at);
+
+-- The cluster's periodic jobs (the purge): when each last ran, so that N worker
+-- replicas run it once per interval between them, not N times.
+CREATE TABLE housekeeping (
+    job text PRIMARY KEY,
+    last_run_at timestamptz NOT NULL,
+    runs bigint NOT NULL DEFAULT 1
+);

@@ -495,8 +495,15 @@ async fn leasing_takes_every_tenants_oldest_messages_in_turn() {
 }
 
 #[tokio::test]
-async fn finished_records_are_purged_after_the_retention_period() {
-    let app = TestApp::spawn().await;
+async fn the_cluster_purges_what_is_past_its_retention_once_per_interval() {
+    const INTERVAL: u64 = 2;
+    let options = mailbridge::stack::StackOptions::ephemeral();
+    let app = TestApp::spawn_configured(options, |s| {
+        s.worker.purge_interval = Duration::from_secs(INTERVAL);
+        s.worker.retention = Duration::from_secs(3_600);
+    })
+    .await;
+    let started = std::time::Instant::now();
     let tenant = app.add_tenant("Praxis Aufbewahrung").await;
     let device = app.add_device(&tenant, "Scanner").await;
     submit(
@@ -510,41 +517,94 @@ async fn finished_records_are_purged_after_the_retention_period() {
     .await;
     let id = app.message_ids().await[0];
     app.wait_for_message(id, |s| s.state == "delivered").await;
-    assert_eq!(
-        queue::purge_finished(app.pool(), Duration::from_secs(3600), 100)
+    // Two more worker processes: three replicas offer to purge.
+    let database = crate::harness::database_url(&app.database);
+    let mut workers: Vec<_> = (0..2)
+        .map(|_| {
+            app.worker_command(&database, 60)
+                .env("MAILBRIDGE_PURGE_INTERVAL_SECONDS", INTERVAL.to_string())
+                .env("MAILBRIDGE_MESSAGE_RETENTION", "1h")
+                .spawn()
+                .expect("starting mailbridge worker")
+        })
+        .collect();
+    let pool = app.pool();
+    let kept = |sql: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(pool)
             .await
-            .unwrap(),
-        0
-    );
+            .unwrap()
+    };
+    // What is past its retention, and what is not.
     sqlx::query("UPDATE messages SET finished_at = now() - interval '2 hours'")
-        .execute(app.pool())
+        .execute(pool)
         .await
         .unwrap();
-    assert_eq!(
-        queue::purge_finished(app.pool(), Duration::from_secs(3600), 100)
-            .await
-            .unwrap(),
-        1
-    );
-    assert!(queue::attempts(app.pool(), id).await.unwrap().is_empty());
-
-    // Mailbox usage outlives the messages for the daily limit, then goes too.
     sqlx::query(
         "INSERT INTO mailbox_usage (mailbox, hour, recipients)
          VALUES ('old@praxis.example', date_trunc('hour', now() - interval '3 days'), 5),
                 ('new@praxis.example', date_trunc('hour', now()), 5)",
     )
-    .execute(app.pool())
+    .execute(pool)
     .await
     .unwrap();
-    assert_eq!(queue::purge_mailbox_usage(app.pool()).await.unwrap(), 1);
-    let left: Vec<String> = sqlx::query_scalar(
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, action) VALUES
+             (now() - interval '401 days', 'test', 'old.entry'),
+             (now() - interval '1 day', 'test', 'recent.entry')",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO oauth_flows (state_hash, kind, created_at)
+         VALUES ('\\x01', 'sign_in', now() - interval '2 hours'), ('\\x02', 'sign_in', now())",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while kept("SELECT count(*) FROM messages").await > 0
+        || kept("SELECT count(*) FROM oauth_flows").await > 1
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing purged within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(queue::attempts(pool, id).await.unwrap().is_empty());
+    let usage: Vec<String> = sqlx::query_scalar(
         "SELECT mailbox FROM mailbox_usage WHERE mailbox LIKE '%@praxis.example'",
     )
-    .fetch_all(app.pool())
+    .fetch_all(pool)
     .await
     .unwrap();
-    assert_eq!(left, ["new@praxis.example"]);
+    assert_eq!(usage, ["new@praxis.example"]);
+    let audit: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM audit_log WHERE actor = 'test'")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(audit, ["recent.entry"]);
+
+    // Let the replicas go round a few more intervals: the purge ran once per
+    // interval between them, not once per replica.
+    tokio::time::sleep(Duration::from_secs(3 * INTERVAL)).await;
+    let runs = kept("SELECT runs FROM housekeeping WHERE job = 'purge'").await;
+    let intervals = started.elapsed().as_secs_f64() / (INTERVAL as f64 * 0.9);
+    assert!(
+        (runs as f64) <= intervals.ceil() + 1.0,
+        "{runs} runs in {:.1} s with three replicas",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(runs >= 2, "the purge keeps running: {runs}");
+    for worker in &mut workers {
+        worker.kill().unwrap();
+        worker.wait().unwrap();
+    }
+    app.stack.shutdown().await;
 }
 
 /// A self-signed RSA certificate and its key, as a customer would register on its app.

@@ -195,6 +195,10 @@ pub struct WorkerSettings {
     pub failure_notification_address: Option<String>,
     /// How long the records (not the bodies) of finished messages are kept.
     pub retention: Duration,
+    /// How long the audit log is kept.
+    pub audit_retention: Duration,
+    /// How often the cluster's one purge runs (in one worker at a time).
+    pub purge_interval: Duration,
 }
 
 /// The control plane: where it is reached, and how MSP staff sign in.
@@ -430,9 +434,14 @@ impl Settings {
                     "130",
                 )?,
                 failure_notification_address: lookup("MAILBRIDGE_FAILURE_NOTIFICATION_ADDRESS"),
-                retention: Duration::from_secs(
-                    parse::<u64>(&lookup, "MAILBRIDGE_MESSAGE_RETENTION_DAYS", "30")? * 86_400,
-                ),
+                retention: match lookup("MAILBRIDGE_MESSAGE_RETENTION") {
+                    Some(_) => duration(&lookup, "MAILBRIDGE_MESSAGE_RETENTION", "30d")?,
+                    None => Duration::from_secs(
+                        parse::<u64>(&lookup, "MAILBRIDGE_MESSAGE_RETENTION_DAYS", "30")? * 86_400,
+                    ),
+                },
+                audit_retention: duration(&lookup, "MAILBRIDGE_AUDIT_RETENTION", "400d")?,
+                purge_interval: seconds(&lookup, "MAILBRIDGE_PURGE_INTERVAL_SECONDS", "300")?,
             },
         })
     }
@@ -452,6 +461,39 @@ impl Settings {
             why: "secrets at rest are encrypted with it (32 random bytes, base64: `openssl rand -base64 32`)",
         })
     }
+}
+
+/// A duration written with its unit: `30d`, `12h`, `15m`, `20s` (a bare number is
+/// seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 30d, 12h, 15m, 20s)"))?;
+    let factor = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        other => return Err(format!("unknown unit {other:?} (d, h, m or s)")),
+    };
+    number
+        .checked_mul(factor)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+fn duration(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    let raw = lookup(name).unwrap_or_else(|| default.to_owned());
+    parse_duration(&raw).map_err(|reason| ConfigError::Invalid { name, reason })
 }
 
 /// A network prefix length of at most `max` bits.
@@ -614,6 +656,29 @@ mod tests {
             "a half-configured provider is refused"
         );
         assert!(settings(&[]).unwrap().web.oidc.is_none());
+    }
+
+    #[test]
+    fn retention_takes_durations_and_the_days_form() {
+        let days = settings(&[("MAILBRIDGE_MESSAGE_RETENTION_DAYS", "7")]).unwrap();
+        assert_eq!(days.worker.retention, Duration::from_secs(7 * 86_400));
+        let short = settings(&[
+            ("MAILBRIDGE_MESSAGE_RETENTION", "20s"),
+            ("MAILBRIDGE_MESSAGE_RETENTION_DAYS", "7"),
+            ("MAILBRIDGE_AUDIT_RETENTION", "12h"),
+        ])
+        .unwrap();
+        assert_eq!(short.worker.retention, Duration::from_secs(20));
+        assert_eq!(
+            short.worker.audit_retention,
+            Duration::from_secs(12 * 3_600)
+        );
+        assert_eq!(
+            settings(&[]).unwrap().worker.audit_retention,
+            Duration::from_secs(400 * 86_400)
+        );
+        assert!(settings(&[("MAILBRIDGE_MESSAGE_RETENTION", "30 days")]).is_err());
+        assert!(settings(&[("MAILBRIDGE_MESSAGE_RETENTION", "d")]).is_err());
     }
 
     #[test]

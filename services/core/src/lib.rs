@@ -18,6 +18,7 @@ pub mod logins;
 pub mod metrics;
 pub mod ops;
 pub mod queue;
+pub mod retention;
 pub mod scratch_postgres;
 pub mod telemetry;
 pub mod tenants;

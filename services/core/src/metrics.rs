@@ -49,6 +49,8 @@ pub struct WorkerMetrics {
     pub recovered_leases: IntCounter,
     /// Messages put back unattempted because their mailbox was at a limit, by reason.
     pub deferrals: IntCounterVec,
+    /// Records removed by the cluster's purge, by table.
+    pub purged: IntCounterVec,
 }
 
 /// The metrics of the control plane.
@@ -241,6 +243,12 @@ impl Metrics {
                 "mailbridge_deferrals_total",
                 "Messages put back unattempted because their mailbox was at a Microsoft limit, by tenant and reason.",
                 &["tenant", "reason"],
+            ),
+            purged: counter(
+                r,
+                "mailbridge_purged_records_total",
+                "Records removed by the cluster's purge after their retention, by table.",
+                &["table"],
             ),
             recovered_leases: plain_counter(
                 r,

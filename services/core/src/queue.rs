@@ -394,34 +394,6 @@ pub async fn defer(
     .map(|r| r.rows_affected() == 1)
 }
 
-/// Deletes the records of messages finished longer than `retention` ago (bodies are
-/// gone already); at most `batch` per call. Returns how many were deleted.
-pub async fn purge_finished(
-    pool: &PgPool,
-    retention: Duration,
-    batch: i64,
-) -> Result<u64, sqlx::Error> {
-    sqlx::query(
-        "DELETE FROM messages WHERE id IN (
-             SELECT id FROM messages
-              WHERE state IN ('delivered', 'failed') AND finished_at < now() - make_interval(secs => $1)
-              LIMIT $2)",
-    )
-    .bind(retention.as_secs_f64())
-    .bind(batch)
-    .execute(pool)
-    .await
-    .map(|r| r.rows_affected())
-}
-
-/// Deletes the mailbox usage older than the daily limit looks at.
-pub async fn purge_mailbox_usage(pool: &PgPool) -> Result<u64, sqlx::Error> {
-    sqlx::query("DELETE FROM mailbox_usage WHERE hour < now() - interval '2 days'")
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected())
-}
-
 pub async fn status(pool: &PgPool, id: Uuid) -> Result<Option<MessageStatus>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, tenant_id, state, attempt_count, next_attempt_at, last_error FROM messages WHERE id = $1",

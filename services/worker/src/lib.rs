@@ -11,6 +11,7 @@
 pub mod graph;
 mod graph_json;
 mod graph_large;
+mod housekeeping;
 pub mod limits;
 pub mod mime;
 mod notify;
@@ -163,6 +164,11 @@ impl Worker {
 
     /// Delivers until `shutdown` is cancelled, then waits for deliveries in flight.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        tokio::spawn(housekeeping::purge_loop(
+            self.pool.clone(),
+            mailbridge_core::retention::Retention::from_settings(&self.settings),
+            shutdown.clone(),
+        ));
         let concurrency = self.settings.worker.concurrency.max(1);
         let permits = Arc::new(Semaphore::new(concurrency));
         let sweep = Duration::from_secs(self.settings.worker.sweep_seconds.max(1));
@@ -253,7 +259,7 @@ impl Worker {
         }
         tracing::info!("worker stopping: waiting for deliveries in flight");
         let _ = tokio::time::timeout(
-            Duration::from_secs(30),
+            self.settings.worker.shutdown_grace,
             permits.acquire_many(concurrency as u32),
         )
         .await;
@@ -607,77 +613,6 @@ fn record_metrics(message: &LeasedMessage, method: DeliveryMethod, outcome: &Del
                 .inc();
         }
         DeliveryOutcome::Failed(_) | DeliveryOutcome::Deferred(_) => {}
-    }
-}
-
-/// Keeps the queue gauges (depth and oldest due age per tenant) and the tenant names
-/// current, for as long as `shutdown` is not cancelled.
-pub async fn report_queue(pool: PgPool, every: Duration, shutdown: CancellationToken) {
-    let metrics = mailbridge_core::metrics::metrics();
-    loop {
-        let rows: Result<Vec<(uuid::Uuid, String, i64, f64)>, _> = sqlx::query_as(
-            "SELECT t.id, t.name, count(m.id),
-                    COALESCE(EXTRACT(EPOCH FROM now() - min(m.next_attempt_at) FILTER (WHERE m.next_attempt_at <= now())), 0)::float8
-               FROM tenants t LEFT JOIN messages m ON m.tenant_id = t.id AND m.state IN ('queued', 'delivering')
-              GROUP BY t.id, t.name",
-        )
-        .fetch_all(&pool)
-        .await;
-        match rows {
-            Ok(rows) => {
-                metrics.worker.queue_depth.reset();
-                metrics.worker.queue_oldest_due_seconds.reset();
-                metrics.tenant_info.reset();
-                for (id, name, depth, oldest) in rows {
-                    let id = id.to_string();
-                    metrics
-                        .worker
-                        .queue_depth
-                        .with_label_values(&[&id])
-                        .set(depth);
-                    metrics
-                        .worker
-                        .queue_oldest_due_seconds
-                        .with_label_values(&[&id])
-                        .set(oldest.max(0.0) as i64);
-                    metrics.tenant_info.with_label_values(&[&id, &name]).set(1);
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "queue gauges not updated"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-    }
-}
-
-/// Deletes the records of messages finished longer ago than the retention period,
-/// every `every`, until `shutdown`.
-pub async fn purge_finished(
-    pool: PgPool,
-    retention: Duration,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
-    loop {
-        loop {
-            match queue::purge_finished(&pool, retention, 10_000).await {
-                Ok(0) => break,
-                Ok(n) => tracing::info!(records = n, "purged finished messages past retention"),
-                Err(e) => {
-                    tracing::debug!(error = %e, "purge of finished messages failed");
-                    break;
-                }
-            }
-        }
-        if let Err(e) = queue::purge_mailbox_usage(&pool).await {
-            tracing::debug!(error = %e, "purge of old mailbox usage failed");
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
     }
 }
 

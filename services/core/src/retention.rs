@@ -1,0 +1,156 @@
+//! The cluster's one purge: what is kept only for a while is removed after it, by
+//! one process at a time and once per interval between all replicas — finished
+//! messages (their attempts go with them), mailbox usage older than the daily limit
+//! looks at, ended web sessions, sign-in and consent flows that were never finished,
+//! the audit log past its retention, and login failures and familiar sources that
+//! have lapsed.
+//!
+//! Any worker may run it: a session-level advisory lock keeps two runs from
+//! overlapping, and the `housekeeping` row claims the interval, so N replicas purge
+//! once per interval, not N times. A process that dies mid-run drops its connection
+//! and with it the lock.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::{config::Settings, logins};
+
+/// The advisory lock key of the purge (an arbitrary constant of mailbridge's).
+const PURGE_LOCK: i64 = 0x6d62_7075_7267_6501;
+/// Messages deleted per statement (short transactions, bounded WAL bursts).
+const BATCH: i64 = 10_000;
+/// How long a sign-in or consent flow may be finished at most.
+pub const FLOW_LIFETIME: Duration = Duration::from_secs(3_600);
+
+/// What is kept how long.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    pub messages: Duration,
+    pub audit: Duration,
+    pub session_idle: Duration,
+    pub session_max: Duration,
+    pub login_window: Duration,
+    pub interval: Duration,
+}
+
+impl Retention {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            messages: settings.worker.retention,
+            audit: settings.worker.audit_retention,
+            session_idle: settings.web.session_idle,
+            session_max: settings.web.session_max,
+            login_window: settings
+                .edge
+                .auth_throttle
+                .window
+                .max(settings.edge.auth_throttle.lockout),
+            interval: settings.worker.purge_interval,
+        }
+    }
+}
+
+/// Records removed by one run, per table.
+pub type Purged = Vec<(&'static str, u64)>;
+
+/// Runs the purge if no other process is running it and it has not run within the
+/// interval; `None` when it was not this process's turn.
+pub async fn purge_if_due(
+    pool: &PgPool,
+    retention: &Retention,
+) -> Result<Option<Purged>, sqlx::Error> {
+    let mut lock = pool.acquire().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(PURGE_LOCK)
+        .fetch_one(&mut *lock)
+        .await?;
+    if !locked {
+        return Ok(None);
+    }
+    let outcome = claim_and_purge(pool, retention).await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(PURGE_LOCK)
+        .execute(&mut *lock)
+        .await;
+    if unlocked.is_err() {
+        // The connection is in doubt: drop it rather than return it holding the lock.
+        lock.detach();
+    }
+    outcome
+}
+
+async fn claim_and_purge(
+    pool: &PgPool,
+    retention: &Retention,
+) -> Result<Option<Purged>, sqlx::Error> {
+    // Slightly less than the interval, so that a process whose timer fires a little
+    // early still finds its turn.
+    let claimed = sqlx::query_scalar::<_, bool>(
+        "INSERT INTO housekeeping AS h (job, last_run_at) VALUES ('purge', now())
+         ON CONFLICT (job) DO UPDATE SET last_run_at = now(), runs = h.runs + 1
+          WHERE h.last_run_at < now() - $1 * 0.9
+         RETURNING true",
+    )
+    .bind(retention.interval)
+    .fetch_optional(pool)
+    .await?
+    .is_some();
+    if !claimed {
+        return Ok(None);
+    }
+    purge(pool, retention).await.map(Some)
+}
+
+/// Removes everything past its retention now (the purge without its turn-taking).
+pub async fn purge(pool: &PgPool, retention: &Retention) -> Result<Purged, sqlx::Error> {
+    let mut messages = 0;
+    loop {
+        let n = sqlx::query(
+            "DELETE FROM messages WHERE id IN (
+                 SELECT id FROM messages
+                  WHERE state IN ('delivered', 'failed') AND finished_at < now() - $1
+                  LIMIT $2)",
+        )
+        .bind(retention.messages)
+        .bind(BATCH)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        messages += n;
+        if n < BATCH as u64 {
+            break;
+        }
+    }
+    let usage = sqlx::query("DELETE FROM mailbox_usage WHERE hour < now() - interval '2 days'")
+        .execute(pool)
+        .await?
+        .rows_affected();
+    let sessions = sqlx::query(
+        "DELETE FROM web_sessions WHERE last_seen_at < now() - $1 OR created_at < now() - $2",
+    )
+    .bind(retention.session_idle)
+    .bind(retention.session_max)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    let flows = sqlx::query("DELETE FROM oauth_flows WHERE created_at < now() - $1")
+        .bind(FLOW_LIFETIME)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    let audit = sqlx::query("DELETE FROM audit_log WHERE at < now() - $1")
+        .bind(retention.audit)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    let logins = logins::purge(pool, retention.login_window).await?;
+    Ok(vec![
+        ("messages", messages),
+        ("mailbox_usage", usage),
+        ("web_sessions", sessions),
+        ("oauth_flows", flows),
+        ("audit_log", audit),
+        ("login_failures", logins),
+    ])
+}
