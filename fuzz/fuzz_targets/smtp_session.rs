@@ -11,6 +11,19 @@ use mailbridge_core::{Settings, tls::Identity};
 use mailbridge_edge::{EdgeContext, ListenerKind, Session, Shutdown, throttle::AuthGuard};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// One runtime for every input: the context's background tasks (the group commit's
+/// committers) and the pool's connections live in it.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
+}
+
+/// Built inside `runtime()` (the group commit spawns its committers there).
 fn context() -> Arc<EdgeContext> {
     static CONTEXT: std::sync::OnceLock<Arc<EdgeContext>> = std::sync::OnceLock::new();
     CONTEXT
@@ -29,10 +42,14 @@ fn context() -> Arc<EdgeContext> {
                 .connect_lazy_with(mailbridge_core::db::connect_options(&url).expect("url"));
             let identity = Identity::self_signed(&["fuzz.mailbridge.test".to_owned()]).expect("certificate");
             Arc::new(EdgeContext {
-                pool,
                 auth: AuthGuard::new(settings.edge.auth_throttle.clone()),
                 tls: tokio_rustls::TlsAcceptor::from(identity.server_config().expect("TLS")),
+                queue: mailbridge_core::group_commit::GroupCommit::start(pool.clone()),
+                // Not nameable outside the edge crate; empty at start.
+                seen: Default::default(),
+                directory: Default::default(),
                 settings: settings.edge,
+                pool,
             })
         })
         .clone()
@@ -40,12 +57,12 @@ fn context() -> Arc<EdgeContext> {
 
 fuzz_target!(|data: &[u8]| {
     let input = data.to_vec();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    runtime.block_on(async move {
+    runtime().block_on(async move {
         let (client, server) = tokio::io::duplex(16 * 1024);
         let (mut replies, mut requests) = tokio::io::split(client);
         let peer: SocketAddr = "192.0.2.7:40000".parse().expect("address");
-        let mut session = Session::new(ListenerKind::Relay, server, context(), peer, None, Shutdown::default());
+        let context = context();
+        let mut session = Session::new(ListenerKind::Relay, server, context, peer, None, Shutdown::default());
         let serving = tokio::spawn(async move { session.run().await });
         let draining = tokio::spawn(async move {
             let mut sink = Vec::new();

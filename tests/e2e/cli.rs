@@ -208,3 +208,90 @@ async fn migrate_then_add_a_tenant_and_a_device_from_the_command_line() {
     );
     assert!(!bad_mailbox.status.success());
 }
+
+/// Pods migrating at once (an init container each) take turns on sqlx's advisory
+/// lock; a release reverted to the previous one finds the schema ahead and starts;
+/// a schema that is not an extension of the binary's is still refused.
+#[tokio::test]
+async fn migrate_in_parallel_and_after_a_newer_release() {
+    let database = empty_database().await;
+    let runs: Vec<_> = (0..3)
+        .map(|_| {
+            std::process::Command::new(mailbridge_binary())
+                .args(["migrate", "--wait", "30"])
+                .env("DATABASE_URL", database_url(&database).expose_secret())
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("running mailbridge")
+        })
+        .collect();
+    for child in runs {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // A newer release added a migration; this binary is older.
+    let pool = mailbridge_core::db::pool(
+        &database_url(&database),
+        mailbridge_core::db::PoolOptions::default(),
+    )
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (99991231000001, 'from a newer release', true, '\\x00', 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let ahead = run(&database, &["migrate"]);
+    assert!(
+        ahead.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ahead.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&ahead.stdout).contains("ahead of this release"),
+        "{}",
+        String::from_utf8_lossy(&ahead.stdout)
+    );
+
+    // One of the binary's own migrations missing: not a revert, refused.
+    sqlx::query(
+        "DELETE FROM _sqlx_migrations WHERE version = (SELECT min(version) FROM _sqlx_migrations)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let refused = run(&database, &["migrate"]);
+    assert!(
+        !refused.status.success(),
+        "a gap in the applied migrations was accepted"
+    );
+}
+
+/// With --wait, migrate waits for a database that does not answer yet, then fails
+/// with the connection error once the time is up.
+#[tokio::test]
+async fn migrate_waits_for_the_database_then_gives_up() {
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(mailbridge_binary())
+        .args(["migrate", "--wait", "3"])
+        .env("DATABASE_URL", "postgres://nobody:x@127.0.0.1:9/nothing")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running mailbridge");
+    assert!(!out.status.success());
+    assert!(started.elapsed() >= std::time::Duration::from_secs(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("connecting to the database"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

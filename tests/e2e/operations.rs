@@ -105,7 +105,8 @@ async fn every_process_exposes_valid_metrics_and_health() {
         &format!(
             "mailbridge_token_requests_total{{aadsts=\"\",outcome=\"success\",tenant=\"{tenant_id}\"}} 1"
         ),
-        "mailbridge_queue_depth",
+        // Queue gauges only for customers with mail waiting: none by now.
+        "mailbridge_build_info{version=",
         "process_resident_memory_bytes",
     ] {
         assert!(scrape.contains(family), "{family} missing from:\n{scrape}");
@@ -119,4 +120,78 @@ async fn every_process_exposes_valid_metrics_and_health() {
         "{web_scrape}"
     );
     promtool_accepts(&web_scrape).await;
+}
+
+/// A free TCP port on both loopbacks (bound and released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("[::]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The web as the chart runs it: dual-stack, `/metrics` on a port of its own (not on
+/// the port an ingress publishes), with the queue gauges of the whole cluster read from
+/// PostgreSQL — here with no worker running anywhere, so they can only come from it.
+#[tokio::test]
+async fn the_web_exports_the_cluster_gauges_on_its_own_metrics_port() {
+    let app = TestApp::spawn_without_worker().await;
+    let tenant = app.add_tenant("Praxis Warteschlange").await;
+    let device = app.add_device(&tenant, "Scanner").await;
+    let sender = tenant.tenant.sender_mailbox.clone();
+    let message = sample_message(&sender, "queue@klinik.example", "queued");
+    let envelope = Envelope::new(
+        Some(sender.parse().unwrap()),
+        vec!["queue@klinik.example".parse().unwrap()],
+    )
+    .unwrap();
+    app.lettre(&device.device.username, &device.password)
+        .send_raw(&envelope, without_final_crlf(&message))
+        .await
+        .unwrap();
+
+    let (web_port, metrics_port) = (free_port(), free_port());
+    let mut web = std::process::Command::new(crate::harness::mailbridge_binary())
+        .arg("web")
+        .env(
+            "DATABASE_URL",
+            secrecy::ExposeSecret::expose_secret(&crate::harness::database_url(&app.database)),
+        )
+        .env("MAILBRIDGE_WEB_LISTEN", format!("[::]:{web_port}"))
+        .env(
+            "MAILBRIDGE_WEB_METRICS_LISTEN",
+            format!("[::]:{metrics_port}"),
+        )
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starting mailbridge web");
+    let tenant_id = tenant.tenant.id.to_string();
+    let queued = format!(
+        "mailbridge_queue_depth{{customer=\"Praxis Warteschlange\",tenant=\"{tenant_id}\"}} 1"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let scrape = loop {
+        let (ok, scrape) = get(&format!("http://[::1]:{metrics_port}/metrics")).await;
+        if ok && scrape.contains(&queued) {
+            break scrape;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the web never exported the queue:\n{scrape}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    assert!(
+        scrape.contains("mailbridge_queue_oldest_due_seconds{customer=\"Praxis Warteschlange\"")
+    );
+    // Over IPv4 too (dual-stack); health on the web port, metrics not.
+    let (ok, health) = get(&format!("http://127.0.0.1:{web_port}/healthz")).await;
+    assert!(ok, "{health}");
+    let (ok, _) = get(&format!("http://[::1]:{web_port}/metrics")).await;
+    assert!(!ok, "/metrics is served on the web port too");
+    let _ = web.kill();
+    let _ = web.wait();
 }

@@ -43,7 +43,58 @@ pub fn pool(url: &SecretString, options: PoolOptions) -> Result<PgPool, sqlx::Er
         .connect_lazy_with(connect_options(url)?))
 }
 
-/// Applies every pending migration.
-pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
+/// What `migrate` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Migrated {
+    /// The schema is this binary's (pending migrations were applied).
+    Current,
+    /// A newer release has migrated the database further: every migration this
+    /// binary carries is applied, unchanged, and these later ones too. Nothing was
+    /// done; the previous release runs on the newer schema (migrations only add
+    /// what older code can ignore, dropping a release later).
+    Ahead { newer: Vec<i64> },
+}
+
+/// Applies every pending migration. sqlx holds an advisory lock meanwhile, so pods
+/// migrating at once take turns. A database that a newer release has migrated further
+/// is accepted when this binary's migrations are a prefix of what is applied (a
+/// revert to the previous release); any other difference is an error.
+pub async fn migrate(pool: &PgPool) -> Result<Migrated, sqlx::migrate::MigrateError> {
+    let applied: Vec<(i64, Vec<u8>)> = match sqlx::query_as(
+        "SELECT version, checksum FROM _sqlx_migrations WHERE success ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await
+    {
+        Ok(rows) => rows,
+        // No migrations table yet: a new database.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(newer) = ahead_of(&applied) {
+        return Ok(Migrated::Ahead { newer });
+    }
+    MIGRATOR.run(pool).await?;
+    Ok(Migrated::Current)
+}
+
+/// The applied versions newer than this binary's, if the binary's own migrations are
+/// all applied with the same checksums and are older than every unknown one.
+fn ahead_of(applied: &[(i64, Vec<u8>)]) -> Option<Vec<i64>> {
+    let known: Vec<_> = MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .collect();
+    let newest = known.iter().map(|m| m.version).max()?;
+    let unknown: Vec<i64> = applied
+        .iter()
+        .map(|(v, _)| *v)
+        .filter(|v| !known.iter().any(|m| m.version == *v))
+        .collect();
+    let prefix = known.iter().all(|m| {
+        applied
+            .iter()
+            .any(|(v, checksum)| *v == m.version && checksum[..] == m.checksum[..])
+    });
+    (!unknown.is_empty() && prefix && unknown.iter().all(|v| *v > newest)).then_some(unknown)
 }

@@ -81,11 +81,29 @@ impl Readiness {
 
 /// `/metrics`, `/healthz` and `/readyz`.
 pub fn router(readiness: Arc<Readiness>) -> Router {
+    health_router(readiness).route("/metrics", get(metrics))
+}
+
+/// `/healthz` and `/readyz` only: for the web's own port when its metrics are served
+/// on a port of their own.
+pub fn health_router(readiness: Arc<Readiness>) -> Router {
     Router::new()
-        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(readiness)
+}
+
+/// Binds `addr`. `[::]` is dual-stack on Linux (IPv6, and IPv4 as mapped addresses);
+/// on a host without IPv6 it falls back to `0.0.0.0` on the same port.
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(addr).await {
+        Err(e) if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED => {
+            let v4 = std::net::SocketAddr::from(([0, 0, 0, 0], addr.port()));
+            tracing::warn!(%addr, error = %e, fallback = %v4, "no IPv6 here: listening on IPv4 only");
+            tokio::net::TcpListener::bind(v4).await
+        }
+        bound => bound,
+    }
 }
 
 async fn metrics() -> Response {

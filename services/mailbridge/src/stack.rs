@@ -166,12 +166,6 @@ impl Stack {
                 tracing::error!(error = %e, "operations endpoints stopped");
             }
         }));
-        let every = std::time::Duration::from_secs(settings.worker.sweep_seconds.max(1));
-        tasks.push(tokio::spawn(mailbridge_worker::report_queue(
-            pool.clone(),
-            every,
-            shutdown.clone(),
-        )));
         let (web_pool, web_shutdown, web_settings) =
             (pool.clone(), shutdown.clone(), settings.clone());
         tasks.push(tokio::spawn(async move {

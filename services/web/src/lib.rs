@@ -10,6 +10,7 @@ mod consent;
 mod customers;
 mod devices;
 mod error;
+mod gauges;
 mod i18n;
 mod messages;
 mod openapi;
@@ -94,6 +95,13 @@ pub fn router(
         .build()?;
     let msp_app =
         mailbridge_worker::msp_app(&settings).map_err(|e| WebError::App(e.to_string()))?;
+    // With a metrics port of its own, the web port (the one an ingress publishes)
+    // keeps only the health endpoints.
+    let ops = if settings.web_metrics_listen.is_some() {
+        mailbridge_core::ops::health_router(readiness)
+    } else {
+        mailbridge_core::ops::router(readiness)
+    };
     let state = WebState {
         pool,
         tokens: Arc::new(TokenCache::new(
@@ -125,7 +133,7 @@ pub fn router(
         .route("/static/mailbridge.css", get(stylesheet))
         .route("/static/mailbridge.js", get(script))
         .with_state(state.clone())
-        .merge(mailbridge_core::ops::router(readiness))
+        .merge(ops)
         .layer(middleware::from_fn_with_state(state, security::headers))
         .layer(middleware::from_fn(record_request)))
 }
@@ -152,7 +160,12 @@ async fn record_request(request: Request, next: Next) -> Response {
     response
 }
 
-/// Serves the control plane until `shutdown` is cancelled.
+/// How often the cluster's gauges are read from PostgreSQL.
+const GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Serves the control plane (and, with `MAILBRIDGE_WEB_METRICS_LISTEN`, its metrics
+/// on a port of their own) and keeps the cluster's gauges current, until `shutdown`
+/// is cancelled.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     pool: PgPool,
@@ -167,6 +180,24 @@ pub async fn serve(
     }
     let readiness = Readiness::new(pool.clone());
     readiness.set_listening(true);
+    if let Some(addr) = settings.web_metrics_listen {
+        let metrics = mailbridge_core::ops::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!("listening on {addr} (MAILBRIDGE_WEB_METRICS_LISTEN): {e}")
+        })?;
+        tracing::info!(addr = %metrics.local_addr()?, "control plane metrics listening");
+        let (readiness, stop) = (readiness.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let stopped = async move { stop.cancelled().await };
+            if let Err(e) = mailbridge_core::ops::serve(metrics, readiness, stopped).await {
+                tracing::error!(error = %e, "control plane metrics stopped");
+            }
+        });
+    }
+    tokio::spawn(gauges::report(
+        pool.clone(),
+        GAUGE_INTERVAL,
+        shutdown.clone(),
+    ));
     let app = router(pool, settings, readiness)?;
     axum::serve(
         listener,

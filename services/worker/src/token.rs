@@ -215,15 +215,8 @@ impl TokenCache {
             .token_requests
             .with_label_values(&[tenant, outcome, &aadsts])
             .inc();
-        // Consent works while tokens are issued; a refusal says it does not.
-        if outcome != "unreachable" {
-            let ok = i64::from(outcome == "success");
-            metrics
-                .web
-                .tenant_consent_ok
-                .with_label_values(&[tenant])
-                .set(ok);
-        }
+        // Whether consent works is recorded in the database (the tenant's last token
+        // and last refusal), and exported from there by the web for the cluster.
         match result {
             Ok(issued) => {
                 let token = match &issued {

@@ -1,0 +1,155 @@
+//! The gauges read from PostgreSQL for the whole cluster: queue depth, the age of the
+//! oldest due message and whether consent works, per customer. The web exports them
+//! (every replica the same values; the alert rules take the maximum per tenant), so
+//! they do not depend on any worker running — a queue that grows while every worker
+//! is down still shows. Only customers with something to report have series:
+//! messages queued, or a consent that a token refusal has shown broken. The others'
+//! series are removed, so idle customers cost nothing. `mailbridge_tenant_info`
+//! (tenant id to name, for every customer) lets dashboards and the workers' counters
+//! be read by name.
+
+use std::{collections::HashSet, time::Duration};
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// One customer's row.
+#[derive(Debug, sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    name: String,
+    depth: i64,
+    oldest_due_seconds: f64,
+    /// Connected (consent recorded) and no token refused since the last one issued.
+    consent_ok: bool,
+    /// Queued messages, or a broken consent.
+    reports: bool,
+}
+
+/// The label sets exported in the last round, to remove those that stop reporting.
+#[derive(Debug, Default)]
+struct Exported {
+    reporting: HashSet<(String, String)>,
+    named: HashSet<(String, String)>,
+}
+
+/// Updates the gauges every `every` until `shutdown`.
+pub async fn report(pool: PgPool, every: Duration, shutdown: CancellationToken) {
+    let mut exported = Exported::default();
+    loop {
+        match read(&pool).await {
+            Ok(rows) => exported = export(rows, exported),
+            // Kept as they were: a database outage has its own signs (readiness, 451s).
+            Err(e) => tracing::debug!(error = %e, "cluster gauges not updated"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+async fn read(pool: &PgPool) -> Result<Vec<Row>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH queued AS (
+             SELECT tenant_id, count(*) AS depth,
+                    min(next_attempt_at) FILTER (WHERE next_attempt_at <= now()) AS oldest_due
+               FROM messages WHERE state IN ('queued', 'delivering') GROUP BY tenant_id
+         ), tenant AS (
+             SELECT t.id, t.name, COALESCE(q.depth, 0) AS depth,
+                    COALESCE(EXTRACT(EPOCH FROM now() - q.oldest_due), 0)::float8 AS oldest_due_seconds,
+                    t.entra_tenant_id IS NOT NULL AND t.consented_at IS NOT NULL AS connected,
+                    t.last_token_error_at IS NOT NULL
+                      AND (t.last_token_ok_at IS NULL OR t.last_token_error_at > t.last_token_ok_at) AS refused
+               FROM tenants t LEFT JOIN queued q ON q.tenant_id = t.id
+         )
+         SELECT id, name, depth, oldest_due_seconds,
+                connected AND NOT refused AS consent_ok,
+                depth > 0 OR (connected AND refused) AS reports
+           FROM tenant",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+fn export(rows: Vec<Row>, previous: Exported) -> Exported {
+    let web = &mailbridge_core::metrics::metrics().web;
+    let info = &mailbridge_core::metrics::metrics().tenant_info;
+    let mut now = Exported::default();
+    for row in rows {
+        let labels = (row.id.to_string(), row.name);
+        let values = [labels.0.as_str(), labels.1.as_str()];
+        info.with_label_values(&values).set(1);
+        if row.reports {
+            web.queue_depth.with_label_values(&values).set(row.depth);
+            web.queue_oldest_due_seconds
+                .with_label_values(&values)
+                .set(row.oldest_due_seconds.max(0.0) as i64);
+            web.tenant_consent_ok
+                .with_label_values(&values)
+                .set(i64::from(row.consent_ok));
+            now.reporting.insert(labels.clone());
+        }
+        now.named.insert(labels);
+    }
+    for gone in previous.reporting.difference(&now.reporting) {
+        let values = [gone.0.as_str(), gone.1.as_str()];
+        let _ = web.queue_depth.remove_label_values(&values);
+        let _ = web.queue_oldest_due_seconds.remove_label_values(&values);
+        let _ = web.tenant_consent_ok.remove_label_values(&values);
+    }
+    for gone in previous.named.difference(&now.named) {
+        let _ = info.remove_label_values(&[gone.0.as_str(), gone.1.as_str()]);
+    }
+    now
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, depth: i64, consent_ok: bool, connected: bool) -> Row {
+        Row {
+            id: Uuid::new_v4(),
+            name: name.to_owned(),
+            depth,
+            oldest_due_seconds: 60.0 * depth as f64,
+            consent_ok,
+            reports: depth > 0 || (connected && !consent_ok),
+        }
+    }
+
+    #[test]
+    fn only_customers_with_something_to_report_have_series() {
+        let busy = row("Praxis Busy", 3, true, true);
+        let revoked = row("Kanzlei Revoked", 0, false, true);
+        let idle = row("Idle GmbH", 0, true, true);
+        let onboarding = row("New Customer", 0, false, false);
+        let busy_id = busy.id.to_string();
+        let exported = export(vec![busy, revoked, idle, onboarding], Exported::default());
+        let text = mailbridge_core::metrics::metrics().encode();
+        assert!(text.contains(&format!(
+            "mailbridge_queue_depth{{customer=\"Praxis Busy\",tenant=\"{busy_id}\"}} 3"
+        )));
+        assert!(text.contains(&format!(
+            "mailbridge_queue_oldest_due_seconds{{customer=\"Praxis Busy\",tenant=\"{busy_id}\"}} 180"
+        )));
+        assert!(text.contains("mailbridge_tenant_consent_ok{customer=\"Kanzlei Revoked\""));
+        assert!(!text.contains("customer=\"Idle GmbH\""));
+        assert!(!text.contains("customer=\"New Customer\""));
+        assert!(text.contains("mailbridge_tenant_info{name=\"Idle GmbH\""));
+        assert_eq!(exported.reporting.len(), 2);
+
+        // The queue drains: its series go, the name stays while the customer exists.
+        let mut drained = row("Praxis Busy", 0, true, true);
+        drained.id = busy_id.parse().unwrap();
+        export(vec![drained], exported);
+        let text = mailbridge_core::metrics::metrics().encode();
+        assert!(!text.contains("customer=\"Praxis Busy\""), "{text}");
+        assert!(!text.contains("Kanzlei Revoked"), "{text}");
+        assert!(text.contains(&format!(
+            "mailbridge_tenant_info{{name=\"Praxis Busy\",tenant=\"{busy_id}\"}} 1"
+        )));
+    }
+}
