@@ -7,8 +7,11 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use libfuzzer_sys::fuzz_target;
-use mailbridge_core::{Settings, tls::Identity};
-use mailbridge_edge::{EdgeContext, ListenerKind, Session, Shutdown, throttle::AuthGuard};
+use mailbridge_core::{
+    Settings,
+    tls::{Identity, ServedCertificate},
+};
+use mailbridge_edge::{EdgeContext, ListenerKind, Session, Shutdown};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One runtime for every input: the context's background tasks (the group commit's
@@ -41,16 +44,8 @@ fn context() -> Arc<EdgeContext> {
                 .acquire_timeout(Duration::from_millis(50))
                 .connect_lazy_with(mailbridge_core::db::connect_options(&url).expect("url"));
             let identity = Identity::self_signed(&["fuzz.mailbridge.test".to_owned()]).expect("certificate");
-            Arc::new(EdgeContext {
-                auth: AuthGuard::new(settings.edge.auth_throttle.clone()),
-                tls: tokio_rustls::TlsAcceptor::from(identity.server_config().expect("TLS")),
-                queue: mailbridge_core::group_commit::GroupCommit::start(pool.clone()),
-                // Not nameable outside the edge crate; empty at start.
-                seen: Default::default(),
-                directory: Default::default(),
-                settings: settings.edge,
-                pool,
-            })
+            let certificate = Arc::new(ServedCertificate::fixed(identity).expect("TLS"));
+            Arc::new(EdgeContext::new(&settings.edge, pool, certificate))
         })
         .clone()
 }

@@ -811,6 +811,14 @@ impl EdgeProcess {
         self.child = Some(command.spawn().expect("starting mailbridge edge"));
     }
 
+    /// The certificate and key files the edge serves (and re-reads when they change).
+    pub fn certificate_files(&self) -> (std::path::PathBuf, std::path::PathBuf) {
+        (
+            self.files.path().join("edge.crt"),
+            self.files.path().join("edge.key"),
+        )
+    }
+
     /// Waits until the edge answers with its greeting.
     pub async fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -7,6 +7,7 @@ mod staff_client;
 
 mod api;
 mod browser;
+mod certificates;
 mod chaos;
 mod chaos_load;
 mod cli;

@@ -163,6 +163,8 @@ pub struct EdgeSettings {
     pub hostname: String,
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// How often the certificate files are checked for a renewal.
+    pub tls_reload_interval: Duration,
     /// Networks from which AUTH is allowed without TLS (devices that only speak TLS
     /// 1.0 or RSA key exchange). Empty: AUTH only inside TLS.
     pub plaintext_auth_networks: Networks,
@@ -374,6 +376,7 @@ impl Settings {
                 hostname: lookup("MAILBRIDGE_HOSTNAME").unwrap_or_else(system_hostname),
                 tls_cert_file: lookup("MAILBRIDGE_TLS_CERT_FILE").map(PathBuf::from),
                 tls_key_file: lookup("MAILBRIDGE_TLS_KEY_FILE").map(PathBuf::from),
+                tls_reload_interval: seconds(&lookup, "MAILBRIDGE_TLS_RELOAD_SECONDS", "30")?,
                 plaintext_auth_networks: parse(&lookup, "MAILBRIDGE_PLAINTEXT_AUTH_NETWORKS", "")?,
                 proxy_protocol: parse(&lookup, "MAILBRIDGE_PROXY_PROTOCOL", "false")?,
                 trusted_proxies: parse(&lookup, "MAILBRIDGE_TRUSTED_PROXIES", "")?,

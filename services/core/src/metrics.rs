@@ -79,6 +79,12 @@ pub struct Metrics {
     pub tenant_info: IntGaugeVec,
     /// `1`, labelled with the version of the binary.
     pub build_info: IntGaugeVec,
+    /// When a certificate in use expires, by certificate (`edge`: the SMTP server's;
+    /// `entra_app`: the MSP app's credential).
+    pub tls_certificate_expiry: IntGaugeVec,
+    /// Certificate files read again after they changed, by certificate and result
+    /// (`reloaded`, `failed`: the previous certificate stays).
+    pub tls_certificate_reloads: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -310,6 +316,18 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let tls_certificate_expiry = gauge(
+            r,
+            "mailbridge_tls_certificate_expiry_timestamp_seconds",
+            "When the certificate in use expires (Unix time), by certificate: edge, entra_app.",
+            &["certificate"],
+        );
+        let tls_certificate_reloads = counter(
+            r,
+            "mailbridge_tls_certificate_reloads_total",
+            "Certificate files read again after a change, by certificate and result (reloaded, failed).",
+            &["certificate", "result"],
+        );
         Self {
             registry,
             edge,
@@ -317,6 +335,8 @@ impl Metrics {
             web,
             tenant_info,
             build_info,
+            tls_certificate_expiry,
+            tls_certificate_reloads,
         }
     }
 

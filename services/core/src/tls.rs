@@ -1,11 +1,18 @@
-//! TLS material: the edge's server certificate (from PEM files, or self-signed when
-//! none is configured), and the client configuration for every outbound call — the
-//! system roots plus an optional extra CA bundle. There is deliberately no way to
-//! turn certificate verification off.
+//! TLS material: the edge's server certificate (from PEM files, re-read when they
+//! change, or self-signed when none is configured), and the client configuration for
+//! every outbound call — the system roots plus an optional extra CA bundle. There is
+//! deliberately no way to turn certificate verification off.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, RwLock},
+};
 
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{
+    ClientConfig, RootCertStore, ServerConfig,
+    server::{ClientHello, ResolvesServerCert},
+    sign::CertifiedKey,
+};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
 #[derive(Debug, thiserror::Error)]
@@ -103,13 +110,134 @@ impl Identity {
     /// A server configuration offering TLS 1.2 and 1.3 with rustls' safe defaults
     /// (ECDHE key exchange and AEAD ciphers only).
     pub fn server_config(self) -> Result<Arc<ServerConfig>, TlsError> {
-        let mut config = ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(self.chain, self.key)?;
-        // The server's order (strongest first), not the client's, picks the cipher.
-        config.ignore_client_order = true;
-        Ok(Arc::new(config))
+        let resolver = Arc::new(ServedCertificate::new(self.certified_key()?, None));
+        Ok(server_config_with(resolver))
     }
+
+    /// The chain and key ready to serve; refused when the key is not the
+    /// certificate's.
+    pub fn certified_key(self) -> Result<Arc<CertifiedKey>, TlsError> {
+        let provider = rustls::crypto::CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        Ok(Arc::new(CertifiedKey::from_der(
+            self.chain, self.key, &provider,
+        )?))
+    }
+}
+
+/// The server configuration around a certificate resolver.
+pub fn server_config_with(resolver: Arc<ServedCertificate>) -> Arc<ServerConfig> {
+    let mut config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    // The server's order (strongest first), not the client's, picks the cipher.
+    config.ignore_client_order = true;
+    Arc::new(config)
+}
+
+/// When a certificate (DER) stops being valid, in seconds since the epoch.
+pub fn not_after(certificate: &[u8]) -> Option<i64> {
+    x509_parser::parse_x509_certificate(certificate)
+        .ok()
+        .map(|(_, cert)| cert.validity().not_after.timestamp())
+}
+
+/// The certificate every new handshake gets: the one from the configured files, read
+/// again when their content changes (cert-manager renews a mounted Secret in place),
+/// so that a long-running edge never serves an expired certificate. A new pair that
+/// does not load (half written, the key not the certificate's) is refused, logged and
+/// the previous one kept. Sessions already open keep what they negotiated.
+#[derive(Debug)]
+pub struct ServedCertificate {
+    current: RwLock<Arc<CertifiedKey>>,
+    files: Option<(PathBuf, PathBuf)>,
+    /// A digest of the files' content when last loaded (or tried).
+    seen: Mutex<[u8; 32]>,
+}
+
+/// What a check of the files found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reload {
+    Unchanged,
+    Reloaded,
+}
+
+impl ServedCertificate {
+    fn new(key: Arc<CertifiedKey>, files: Option<(PathBuf, PathBuf)>) -> Self {
+        Self {
+            current: RwLock::new(key),
+            files,
+            seen: Mutex::new([0; 32]),
+        }
+    }
+
+    /// Serves the pair in `cert` and `key`, to be re-read by [`Self::reload_if_changed`].
+    pub fn from_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let served = Self::new(
+            Identity::from_pem_files(cert, key)?.certified_key()?,
+            Some((cert.to_owned(), key.to_owned())),
+        );
+        *served.seen.lock().unwrap_or_else(|p| p.into_inner()) = files_digest(cert, key)?;
+        Ok(served)
+    }
+
+    /// Serves a fixed identity (self-signed; nothing to re-read).
+    pub fn fixed(identity: Identity) -> Result<Self, TlsError> {
+        Ok(Self::new(identity.certified_key()?, None))
+    }
+
+    /// Loads the files again if their content changed since the last look. An error
+    /// leaves the certificate served as it was (and is not retried until the files
+    /// change again).
+    pub fn reload_if_changed(&self) -> Result<Reload, TlsError> {
+        let Some((cert, key)) = &self.files else {
+            return Ok(Reload::Unchanged);
+        };
+        let digest = files_digest(cert, key)?;
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if *seen == digest {
+                return Ok(Reload::Unchanged);
+            }
+            *seen = digest;
+        }
+        let loaded = Identity::from_pem_files(cert, key)?.certified_key()?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = loaded;
+        Ok(Reload::Reloaded)
+    }
+
+    /// When the certificate served now expires (seconds since the epoch).
+    pub fn not_after(&self) -> Option<i64> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        current.cert.first().and_then(|c| not_after(c.as_ref()))
+    }
+}
+
+impl ResolvesServerCert for ServedCertificate {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+fn files_digest(cert: &Path, key: &Path) -> Result<[u8; 32], TlsError> {
+    use sha2::{Digest, Sha256};
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(read(cert)?);
+    hasher.update([0]);
+    hasher.update(read(key)?);
+    Ok(hasher.finalize().into())
 }
 
 /// From yesterday, 825 days in all: the longest that clients accept for a server

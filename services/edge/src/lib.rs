@@ -20,7 +20,10 @@ pub mod throttle;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use mailbridge_core::{config::EdgeSettings, tls::Identity};
+use mailbridge_core::{
+    config::EdgeSettings,
+    tls::{Identity, Reload, ServedCertificate, server_config_with},
+};
 use sqlx::PgPool;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -55,12 +58,31 @@ pub struct EdgeContext {
     pub pool: PgPool,
     pub settings: EdgeSettings,
     pub tls: TlsAcceptor,
+    /// What `tls` serves, re-read when its files change.
+    pub certificate: Arc<ServedCertificate>,
     pub auth: throttle::AuthGuard,
     /// Messages are committed through it, many sessions' together.
     pub queue: mailbridge_core::group_commit::GroupCommit,
     pub seen: auth::SeenDevices,
     /// Device credentials and allow-lists, cached while PostgreSQL reports changes.
     pub directory: directory::DeviceDirectory,
+}
+
+impl EdgeContext {
+    /// What the sessions share, for `settings` on `pool` serving `certificate` (the
+    /// group commit starts its committers on the current runtime).
+    pub fn new(settings: &EdgeSettings, pool: PgPool, certificate: Arc<ServedCertificate>) -> Self {
+        Self {
+            settings: settings.clone(),
+            tls: TlsAcceptor::from(server_config_with(certificate.clone())),
+            certificate,
+            auth: throttle::AuthGuard::new(settings.auth_throttle.clone()),
+            queue: mailbridge_core::group_commit::GroupCommit::start(pool.clone()),
+            seen: auth::SeenDevices::default(),
+            directory: directory::DeviceDirectory::default(),
+            pool,
+        }
+    }
 }
 
 impl std::fmt::Debug for EdgeContext {
@@ -86,20 +108,63 @@ pub enum EdgeError {
     NoListener,
 }
 
-/// The configured certificate, or a self-signed one (with a warning) when none is.
-pub fn identity_from_settings(settings: &EdgeSettings) -> Result<Identity, EdgeError> {
+/// The configured certificate (re-read when its files change), or a self-signed one
+/// (with a warning) when none is.
+pub fn certificate_from_settings(
+    settings: &EdgeSettings,
+) -> Result<Arc<ServedCertificate>, EdgeError> {
     match (&settings.tls_cert_file, &settings.tls_key_file) {
-        (Some(cert), Some(key)) => Ok(Identity::from_pem_files(cert, key)?),
+        (Some(cert), Some(key)) => Ok(Arc::new(ServedCertificate::from_files(cert, key)?)),
         (None, None) => {
             tracing::warn!(
                 hostname = %settings.hostname,
                 "no MAILBRIDGE_TLS_CERT_FILE/MAILBRIDGE_TLS_KEY_FILE configured: using a self-signed certificate that devices cannot verify"
             );
-            Ok(Identity::self_signed(std::slice::from_ref(
-                &settings.hostname,
-            ))?)
+            Ok(Arc::new(ServedCertificate::fixed(Identity::self_signed(
+                std::slice::from_ref(&settings.hostname),
+            )?)?))
         }
         _ => Err(EdgeError::HalfConfiguredTls),
+    }
+}
+
+/// Checks the certificate files every `every` until `stop`: a renewed pair is served
+/// to new handshakes from then on; a broken one is logged and counted, and the
+/// previous certificate stays.
+async fn watch_certificate(
+    certificate: Arc<ServedCertificate>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let metrics = mailbridge_core::metrics::metrics();
+    loop {
+        if let Some(expiry) = certificate.not_after() {
+            metrics
+                .tls_certificate_expiry
+                .with_label_values(&["edge"])
+                .set(expiry);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match certificate.reload_if_changed() {
+            Ok(Reload::Unchanged) => {}
+            Ok(Reload::Reloaded) => {
+                tracing::info!(not_after = ?certificate.not_after(), "TLS certificate renewed: new connections get the new one");
+                metrics
+                    .tls_certificate_reloads
+                    .with_label_values(&["edge", "reloaded"])
+                    .inc();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the changed TLS certificate files do not load: still serving the previous certificate");
+                metrics
+                    .tls_certificate_reloads
+                    .with_label_values(&["edge", "failed"])
+                    .inc();
+            }
+        }
     }
 }
 
@@ -111,11 +176,11 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// Binds every configured listener, serving `identity` for TLS.
+    /// Binds every configured listener, serving `certificate` for TLS.
     pub async fn bind(
         settings: &EdgeSettings,
         pool: PgPool,
-        identity: Identity,
+        certificate: Arc<ServedCertificate>,
     ) -> Result<Self, EdgeError> {
         mailbridge_core::tls::install_crypto_provider();
         let wanted = [
@@ -141,15 +206,7 @@ impl Edge {
                 "AUTH WITHOUT TLS is allowed from these networks: passwords cross them in clear text"
             );
         }
-        let context = Arc::new(EdgeContext {
-            settings: settings.clone(),
-            tls: TlsAcceptor::from(identity.server_config()?),
-            auth: throttle::AuthGuard::new(settings.auth_throttle.clone()),
-            queue: mailbridge_core::group_commit::GroupCommit::start(pool.clone()),
-            seen: auth::SeenDevices::default(),
-            directory: directory::DeviceDirectory::default(),
-            pool,
-        });
+        let context = Arc::new(EdgeContext::new(settings, pool, certificate));
         Ok(Self { listeners, context })
     }
 
@@ -188,7 +245,15 @@ impl Edge {
                 let (context, pool) = (&background_context, &background_context.pool);
                 tokio::join!(
                     context.seen.flush_until(pool.clone(), stop.clone()),
-                    context.directory.follow_changes(pool.clone(), stop),
+                    context.directory.follow_changes(pool.clone(), stop.clone()),
+                    watch_certificate(
+                        context.certificate.clone(),
+                        context
+                            .settings
+                            .tls_reload_interval
+                            .max(Duration::from_secs(1)),
+                        stop,
+                    ),
                 );
             }
         });

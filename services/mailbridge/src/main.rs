@@ -164,8 +164,8 @@ async fn run_edge(settings: Settings) -> anyhow::Result<()> {
     let pool = connect(&settings)?;
     let shutdown = shutdown_on_signal();
     let readiness = Readiness::listener_only(pool.clone());
-    let identity = mailbridge_edge::identity_from_settings(&settings.edge)?;
-    let edge = mailbridge_edge::Edge::bind(&settings.edge, pool, identity).await?;
+    let certificate = mailbridge_edge::certificate_from_settings(&settings.edge)?;
+    let edge = mailbridge_edge::Edge::bind(&settings.edge, pool, certificate).await?;
     readiness.set_listening(true);
     serve_ops(&settings, readiness.clone(), shutdown.clone()).await?;
     // Unready as soon as draining starts, so the load balancer stops sending.

@@ -9,7 +9,7 @@ use mailbridge_core::{
     Settings,
     crypto::{self, MasterKey},
     ops::Readiness,
-    tls::LocalAuthority,
+    tls::{LocalAuthority, ServedCertificate},
 };
 use mailbridge_edge::{Edge, ListenerKind};
 use mailbridge_m365_sim::Simulator;
@@ -141,7 +141,8 @@ impl Stack {
         settings.edge.submission_listen = Some(options.smtp_listen);
         settings.edge.submissions_listen = options.smtps_listen;
         settings.edge.relay_listen = options.relay_listen;
-        let edge = Edge::bind(&settings.edge, pool.clone(), edge_authority.server).await?;
+        let certificate = Arc::new(ServedCertificate::fixed(edge_authority.server)?);
+        let edge = Edge::bind(&settings.edge, pool.clone(), certificate).await?;
         let smtp_addr = edge
             .local_addr(ListenerKind::Submission)
             .expect("submission listener bound");

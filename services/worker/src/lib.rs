@@ -95,8 +95,24 @@ pub fn msp_app(settings: &Settings) -> Result<Option<AppCredentials>, WorkerErro
                 std::fs::read_to_string(path)
                     .map_err(|e| WorkerError::Credential(format!("{}: {e}", path.display())))
             };
+            let certificate_pem = read(cert)?;
+            // Its expiry, for the alert before Entra starts refusing it.
+            if let Some(expiry) =
+                mailbridge_core::tls::load_certificates(cert)
+                    .ok()
+                    .and_then(|chain| {
+                        chain
+                            .first()
+                            .and_then(|c| mailbridge_core::tls::not_after(c))
+                    })
+            {
+                mailbridge_core::metrics::metrics()
+                    .tls_certificate_expiry
+                    .with_label_values(&["entra_app"])
+                    .set(expiry);
+            }
             AppCredential::Certificate(CertificateCredential {
-                certificate_pem: read(cert)?,
+                certificate_pem,
                 private_key_pem: SecretString::from(read(key)?),
             })
         }
