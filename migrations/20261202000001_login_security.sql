@@ -42,3 +42,13 @@ CREATE TABLE housekeeping (
     last_run_at timestamptz NOT NULL,
     runs bigint NOT NULL DEFAULT 1
 );
+
+-- Delivery workers alive now: each holds a session-level advisory lock on its
+-- lock_key for as long as its connection lives, so the others can tell at once that
+-- it died (the lock is gone) and deliver its leased messages without waiting for the
+-- leases to expire.
+CREATE TABLE workers (
+    identity text PRIMARY KEY,
+    lock_key bigint NOT NULL UNIQUE,
+    started_at timestamptz NOT NULL DEFAULT now()
+);

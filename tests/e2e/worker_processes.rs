@@ -172,3 +172,48 @@ async fn a_worker_killed_mid_delivery_loses_nothing() {
     assert_eq!(settled, 300);
     eprintln!("killed after {at_kill} deliveries; {duplicates} delivered twice");
 }
+
+#[tokio::test]
+async fn a_killed_workers_messages_are_delivered_by_another_within_seconds_not_a_lease() {
+    use mailbridge_m365_sim::fault_injection::{Effect, Endpoint, Fault};
+    let app = TestApp::spawn_without_worker().await;
+    let tenant = app.add_tenant("Praxis Worker Weg").await;
+    let directory = &app.stack.simulator.directory;
+    // Microsoft hangs on the first four sends: the doomed worker dies with them
+    // leased, their leases five minutes long.
+    directory.inject_fault(Fault {
+        endpoint: Endpoint::GraphSend,
+        tenant: None,
+        mailbox: None,
+        effect: Effect::Delay { seconds: 600 },
+        times: Some(4),
+    });
+    let message_ids = queue_messages(&app, &tenant, 8).await;
+    let mut doomed = app.spawn_worker_process(300);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while directory.requests().iter().filter(|r| r.faulted).count() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never reached Microsoft"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    doomed.kill().expect("SIGKILL");
+    doomed.wait().ok();
+    let killed_at = Instant::now();
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM messages WHERE state = 'delivering' AND lease_expires_at > now() + interval '200 seconds'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert!(held >= 4, "the killed worker held {held} long leases");
+
+    let mut survivor = app.spawn_worker_process(300);
+    wait_until_all_arrived(&app, &message_ids, Duration::from_secs(30)).await;
+    let took = killed_at.elapsed();
+    survivor.kill().ok();
+    survivor.wait().ok();
+    eprintln!("all delivered {:.1} s after the kill", took.as_secs_f64());
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+}

@@ -51,6 +51,9 @@ pub struct WorkerMetrics {
     pub deferrals: IntCounterVec,
     /// Records removed by the cluster's purge, by table.
     pub purged: IntCounterVec,
+    /// Leased messages made due again because their worker died (its presence lock
+    /// was gone), before their lease expired.
+    pub departed_releases: IntCounter,
 }
 
 /// The metrics of the control plane.
@@ -249,6 +252,11 @@ impl Metrics {
                 "mailbridge_deferrals_total",
                 "Messages put back unattempted because their mailbox was at a Microsoft limit, by tenant and reason.",
                 &["tenant", "reason"],
+            ),
+            departed_releases: plain_counter(
+                r,
+                "mailbridge_departed_worker_releases_total",
+                "Leased messages made due again because their worker died, before their lease expired.",
             ),
             purged: counter(
                 r,

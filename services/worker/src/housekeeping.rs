@@ -1,9 +1,14 @@
 //! The worker's share of the cluster's housekeeping: every worker offers to run the
-//! purge each interval, and `mailbridge_core::retention` lets one of them do it.
+//! purge each interval (`mailbridge_core::retention` lets one of them do it), and
+//! keeps its presence lock while it runs, releasing the leases of workers whose lock
+//! is gone (`mailbridge_core::workers`).
 
 use std::time::Duration;
 
-use mailbridge_core::retention::{self, Retention};
+use mailbridge_core::{
+    retention::{self, Retention},
+    workers::{self, Presence},
+};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -29,5 +34,49 @@ pub async fn purge_loop(pool: PgPool, retention: Retention, shutdown: Cancellati
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
+    }
+}
+
+/// Holds this worker's presence lock until `stop`, and every `every` releases the
+/// leased messages of workers that died.
+pub async fn presence_loop(
+    pool: PgPool,
+    identity: String,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut presence = None;
+    loop {
+        match presence.as_mut() {
+            None => match Presence::register(&pool, &identity).await {
+                Ok(p) => presence = Some(p),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not register the worker's presence; retrying")
+                }
+            },
+            Some(p) => {
+                if let Err(e) = p.keep(&pool).await {
+                    tracing::warn!(error = %e, "the worker's presence lock was lost; retrying");
+                }
+            }
+        }
+        match workers::release_the_departed(&pool, &identity).await {
+            Ok(0) => {}
+            Ok(released) => {
+                mailbridge_core::metrics::metrics()
+                    .worker
+                    .departed_releases
+                    .inc_by(released);
+                tracing::warn!(released, "a worker died: its leased messages are due again");
+            }
+            Err(e) => tracing::debug!(error = %e, "could not look for departed workers"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+    if let Some(presence) = presence {
+        presence.leave().await;
     }
 }

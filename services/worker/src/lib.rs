@@ -185,6 +185,15 @@ impl Worker {
             mailbridge_core::retention::Retention::from_settings(&self.settings),
             shutdown.clone(),
         ));
+        // Held until the deliveries in flight are done, not just until shutdown
+        // begins: others take this worker's leases as soon as it is gone.
+        let leaving = CancellationToken::new();
+        let presence = tokio::spawn(housekeeping::presence_loop(
+            self.pool.clone(),
+            self.identity.clone(),
+            Duration::from_secs(self.settings.worker.sweep_seconds.max(1)),
+            leaving.clone(),
+        ));
         let concurrency = self.settings.worker.concurrency.max(1);
         let permits = Arc::new(Semaphore::new(concurrency));
         let sweep = Duration::from_secs(self.settings.worker.sweep_seconds.max(1));
@@ -279,6 +288,8 @@ impl Worker {
             permits.acquire_many(concurrency as u32),
         )
         .await;
+        leaving.cancel();
+        let _ = presence.await;
     }
 
     fn in_flight(&self) -> MutexGuard<'_, HashSet<uuid::Uuid>> {
@@ -293,7 +304,6 @@ impl Worker {
         Some(listener)
     }
 
-    /// One attempt for one leased message, recorded and settled.
     /// One attempt for one leased message, recorded and settled.
     async fn deliver(&self, message: LeasedMessage) {
         if message.recovered {
