@@ -140,6 +140,8 @@ async fn every_documented_operation_answers_as_documented() {
         ("get", "/customers/{id}/devices/{device}"),
         ("patch", "/customers/{id}/devices/{device}"),
         ("post", "/customers/{id}/devices/{device}/rotate"),
+        ("get", "/customers/{id}/devices/{device}/logins"),
+        ("post", "/customers/{id}/devices/{device}/unlock"),
         ("get", "/messages"),
         ("get", "/messages/{id}"),
         ("post", "/messages/{id}/retry"),
@@ -211,6 +213,12 @@ async fn every_documented_operation_answers_as_documented() {
             }
             ("patch", "/customers/{id}") => assert_eq!(answer["rate_limit_per_minute"], 30),
             ("patch", "/customers/{id}/devices/{device}") => assert_eq!(answer["enabled"], true),
+            ("get", "/customers/{id}/devices/{device}/logins") => {
+                assert_eq!(answer["logins"], json!([]), "no failed logins yet")
+            }
+            ("post", "/customers/{id}/devices/{device}/unlock") => {
+                assert_eq!(answer["unlocked"], false, "nothing was locked")
+            }
             ("post", "/customers/{id}/consent") => {
                 let url = answer["consent_url"].as_str().unwrap();
                 assert!(
@@ -227,7 +235,9 @@ async fn every_documented_operation_answers_as_documented() {
                     .map(|e| e["action"].as_str().unwrap())
                     .collect();
                 assert!(
-                    actions.contains(&"device.create") && actions.contains(&"message.cancel"),
+                    actions.contains(&"device.create")
+                        && actions.contains(&"device.unlock")
+                        && actions.contains(&"message.cancel"),
                     "{actions:?}"
                 );
                 let actors: Vec<&str> = answer["entries"]

@@ -1047,6 +1047,11 @@ async fn every_page_and_form_checks_the_role() {
             ),
             (format!("/messages/{m}/retry"), vec![], "technician"),
             (
+                format!("/customers/{c}/devices/{d}/unlock"),
+                vec![],
+                "technician",
+            ),
+            (
                 format!("/customers/{c}"),
                 vec![
                     ("name", "Praxis Rollen".into()),

@@ -21,6 +21,7 @@ mod isolation;
 mod operations;
 mod resilience;
 mod security;
+mod staff_security;
 mod submission;
 mod upstream;
 mod worker_processes;

@@ -69,6 +69,14 @@ pub fn router(state: WebState) -> Router<WebState> {
             "/customers/{id}/devices/{device}/rotate",
             post(rotate_device),
         )
+        .route(
+            "/customers/{id}/devices/{device}/logins",
+            get(device_logins),
+        )
+        .route(
+            "/customers/{id}/devices/{device}/unlock",
+            post(unlock_device),
+        )
         .route("/messages", get(list_messages))
         .route("/messages/{id}", get(get_message))
         .route("/messages/{id}/retry", post(retry_message))
@@ -316,6 +324,25 @@ async fn rotate_device(
     Path((id, device)): Path<(Uuid, Uuid)>,
 ) -> Result<Response> {
     Ok(Json(devices::rotate(&state, &actor, id, device).await?).into_response())
+}
+
+async fn device_logins(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path((id, device)): Path<(Uuid, Uuid)>,
+) -> Result<Response> {
+    actor.require(Permission::View)?;
+    let logins = devices::failed_logins(&state, id, device).await?;
+    Ok(Json(json!({ "logins": logins })).into_response())
+}
+
+async fn unlock_device(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path((id, device)): Path<(Uuid, Uuid)>,
+) -> Result<Response> {
+    let unlocked = devices::unlock(&state, &actor, id, device).await?;
+    Ok(Json(json!({ "unlocked": unlocked })).into_response())
 }
 
 async fn list_messages(

@@ -19,6 +19,7 @@ use mailbridge_core::{
     devices::{
         self, Device, DeviceKind, DeviceListener, IssuedCredential, PolicyChange, SenderPolicy,
     },
+    logins::{self, LoginFailures},
     tenants::Tenant,
 };
 use serde::Deserialize;
@@ -286,9 +287,63 @@ pub async fn delete(
     Ok(())
 }
 
+/// Recent failed logins and current locks of the device's username: per source
+/// network (the pair) or for every unfamiliar address (username-wide).
+pub async fn failed_logins(
+    state: &WebState,
+    tenant_id: Uuid,
+    device_id: Uuid,
+) -> Result<Vec<LoginFailures>> {
+    let device = load(state, tenant_id, device_id).await?;
+    Ok(logins::for_username(
+        &state.pool,
+        &device.username,
+        state.settings.edge.auth_throttle.window,
+    )
+    .await?)
+}
+
+/// Lifts every lock of the device's username and forgets its failures (the edges
+/// see it within seconds). Returns whether anything was locked or counted.
+pub async fn unlock(
+    state: &WebState,
+    actor: &Actor,
+    tenant_id: Uuid,
+    device_id: Uuid,
+) -> Result<bool> {
+    actor.require(Permission::ManageDevices)?;
+    let device = load(state, tenant_id, device_id).await?;
+    let before = logins::for_username(
+        &state.pool,
+        &device.username,
+        state.settings.edge.auth_throttle.window,
+    )
+    .await?;
+    let unlocked = logins::unlock(&state.pool, &device.username).await?;
+    audit::record(
+        &state.pool,
+        actor,
+        "device.unlock",
+        Some(tenant_id),
+        Some(&device.name),
+        json!({
+            "device_id": device_id,
+            "username": device.username,
+            "locks": before
+                .iter()
+                .filter(|l| l.locked_until.is_some())
+                .map(|l| json!({ "scope": l.scope, "source": l.source, "locked_until": l.locked_until }))
+                .collect::<Vec<_>>(),
+        }),
+    )
+    .await?;
+    Ok(unlocked)
+}
+
 pub fn router() -> Router<WebState> {
     Router::new()
         .route("/customers/{id}/devices", post(create_form))
+        .route("/customers/{id}/devices/{device}/unlock", post(unlock_form))
         .route(
             "/customers/{id}/devices/{device}",
             get(detail).post(update_form),
@@ -353,11 +408,19 @@ struct DevicePage {
     kinds: [DeviceKind; 5],
     can_manage: bool,
     notice: Option<&'static str>,
+    logins: Vec<LoginFailures>,
+}
+
+impl DevicePage {
+    fn locked(&self) -> bool {
+        self.logins.iter().any(|l| l.locked_until.is_some())
+    }
 }
 
 #[derive(Deserialize)]
 struct DeviceQuery {
     saved: Option<String>,
+    unlocked: Option<String>,
 }
 
 async fn detail(
@@ -368,6 +431,12 @@ async fn detail(
 ) -> Result<Response> {
     let tenant = customers::load(&state.pool, id).await?;
     let device = load(&state, id, device_id).await?;
+    let logins = failed_logins(&state, id, device_id).await?;
+    let notice = if query.unlocked.is_some() {
+        Some(tr!("The device's logins were unlocked."))
+    } else {
+        query.saved.map(|_| tr!("The settings were saved."))
+    };
     Ok(DevicePage {
         t: actor.tr,
         nav: Nav::of(Some(&actor), "customers"),
@@ -382,7 +451,8 @@ async fn detail(
         device,
         kinds: DeviceKind::ALL,
         can_manage: actor.may(Permission::ManageDevices),
-        notice: query.saved.map(|_| tr!("The settings were saved.")),
+        notice,
+        logins,
     }
     .into_response())
 }
@@ -403,6 +473,15 @@ async fn update_form(
     input.rate_limit_per_minute.get_or_insert_with(String::new);
     update(&state, &actor, id, device_id, &input).await?;
     Ok(Redirect::to(&format!("/customers/{id}/devices/{device_id}?saved=1")).into_response())
+}
+
+async fn unlock_form(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path((id, device_id)): Path<(Uuid, Uuid)>,
+) -> Result<Response> {
+    unlock(&state, &actor, id, device_id).await?;
+    Ok(Redirect::to(&format!("/customers/{id}/devices/{device_id}?unlocked=1")).into_response())
 }
 
 async fn rotate_form(

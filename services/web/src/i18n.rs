@@ -691,6 +691,28 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     ),
     ("{} is not an id.", "{} ist keine ID."),
     ("{} not seen for 7 days", "{} seit 7 Tagen nicht gesehen"),
+    // Failed logins and locks of a device.
+    ("Failed logins", "Fehlgeschlagene Anmeldungen"),
+    ("locked", "gesperrt"),
+    (
+        "No failed logins recently.",
+        "Keine fehlgeschlagenen Anmeldungen in letzter Zeit.",
+    ),
+    ("Source network", "Quellnetz"),
+    ("Failures", "Fehlversuche"),
+    ("Last failure", "Letzter Fehlversuch"),
+    ("Last address", "Letzte Adresse"),
+    ("Locked until", "Gesperrt bis"),
+    ("every unfamiliar address", "jede unbekannte Adresse"),
+    ("Unlock", "Entsperren"),
+    (
+        "A wrong password counts against the username from its address; addresses the device has logged in from are never locked by failures from elsewhere.",
+        "Ein falsches Passwort zählt gegen den Benutzernamen von seiner Adresse; Adressen, von denen sich das Gerät angemeldet hat, werden durch Fehlversuche von anderswo nie gesperrt.",
+    ),
+    (
+        "The device's logins were unlocked.",
+        "Die Anmeldungen des Geräts wurden entsperrt.",
+    ),
 ];
 
 #[cfg(test)]

@@ -1,0 +1,105 @@
+//! The control plane's side of the security pass: device lockouts shown and lifted,
+//! no open redirects, the sign-in allow-list (tenant and domain), invited staff, the
+//! bootstrap of the first owner, and API tokens that expire or lose their creator.
+
+use std::time::Duration;
+
+use mailbridge::stack::StackOptions;
+use mailbridge_core::{Settings, config::Networks};
+use reqwest::StatusCode;
+
+use crate::{
+    harness::{SmtpProbe, TestApp},
+    staff_client::StaffClient,
+};
+
+async fn app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    TestApp::spawn_configured(StackOptions::ephemeral(), |s| {
+        s.edge.plaintext_auth_networks = "127.0.0.0/8".parse::<Networks>().unwrap();
+        configure(s);
+    })
+    .await
+}
+
+async fn login_from(app: &TestApp, from: &str, user: &str, password: &str) -> String {
+    let (mut smtp, _) = SmtpProbe::connect_from(app.stack.smtp_addr, from.parse().unwrap()).await;
+    smtp.command("EHLO device.example").await;
+    smtp.login(user, password).await
+}
+
+#[tokio::test]
+async fn a_locked_device_is_shown_and_unlocked_in_the_control_plane() {
+    let app = app_with(|s| s.edge.auth_throttle.lockout_failures = 3).await;
+    let tenant = app.add_tenant("Praxis Sperre").await;
+    let printer = app.add_device(&tenant, "Drucker").await;
+    let (user, password) = (&printer.device.username, &printer.password);
+    let (c, d) = (tenant.tenant.id, printer.device.id);
+    let device_page = format!("/customers/{c}/devices/{d}");
+
+    let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    let page = owner.get(&device_page).await;
+    assert!(page.body.contains("id=\"no-failures\""), "{}", page.body);
+
+    // A printer with a stale password at 127.0.0.3 locks its pair.
+    for _ in 0..3 {
+        let reply = login_from(&app, "127.0.0.3", user, "stale").await;
+        assert!(reply.starts_with("535"), "{reply}");
+    }
+    let reply = login_from(&app, "127.0.0.3", user, password).await;
+    assert!(reply.starts_with("454 4.7.0"), "locked: {reply}");
+
+    let page = owner.get(&device_page).await;
+    assert!(page.body.contains("id=\"locked-badge\""), "{}", page.body);
+    let failures = page.text_of("login-failures").expect("the failures table");
+    assert!(failures.contains("127.0.0.3/32"), "{failures}");
+    assert!(
+        page.body.contains("data-scope=\"pair\""),
+        "the pair is named: {failures}"
+    );
+    assert!(page.body.contains("id=\"unlock\""));
+
+    // A read-only member sees the lock but cannot lift it.
+    let mut lea = StaffClient::sign_in(&app, "lea.lesen@msp.example").await;
+    let seen = lea.get(&device_page).await;
+    assert!(seen.body.contains("id=\"locked-badge\"") && !seen.body.contains("id=\"unlock\""));
+    let refused = lea.post(&format!("{device_page}/unlock"), &[]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    // Without the CSRF token, nobody.
+    let forged = owner
+        .post_raw(
+            &format!("{device_page}/unlock"),
+            &[],
+            Some(&owner.base.clone()),
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.body);
+
+    let unlocked = owner.post(&format!("{device_page}/unlock"), &[]).await;
+    assert_eq!(unlocked.status, StatusCode::SEE_OTHER, "{}", unlocked.body);
+    let page = owner.get(unlocked.location.as_deref().unwrap()).await;
+    assert!(page.body.contains("id=\"no-failures\""), "{}", page.body);
+    assert!(page.text_of("notice").unwrap().contains("unlocked"));
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'device.unlock' AND actor = 'ines.inhaber@msp.example'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+
+    // The device logs in again (the edge trusts a state it read for two seconds).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = login_from(&app, "127.0.0.3", user, password).await;
+        if reply.starts_with("235") {
+            break;
+        }
+        assert!(reply.starts_with("454"), "{reply}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still locked: {reply}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    app.stack.shutdown().await;
+}
