@@ -93,7 +93,12 @@ impl StaffClient {
     /// Starts a sign-in and answers the simulated sign-in page as `email`; returns
     /// the callback URL Entra sends the browser back to.
     pub async fn authorize(&mut self, email: &str) -> String {
-        let start = self.get("/sign-in/start?next=/").await;
+        self.authorize_from("/sign-in/start?next=/", email).await
+    }
+
+    /// Like [`Self::authorize`], starting at `start` (`/sign-in/start?…`).
+    pub async fn authorize_from(&mut self, start: &str, email: &str) -> String {
+        let start = self.get(start).await;
         assert_eq!(start.status, StatusCode::SEE_OTHER, "{}", start.body);
         let authorize = start.location.expect("redirect to the provider");
         let answer = self

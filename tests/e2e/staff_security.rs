@@ -103,3 +103,67 @@ async fn a_locked_device_is_shown_and_unlocked_in_the_control_plane() {
     }
     app.stack.shutdown().await;
 }
+
+/// Where the control plane sends the browser after the language switch and after a
+/// sign-in started with `next`.
+#[tokio::test]
+async fn redirect_targets_from_the_request_stay_in_the_control_plane() {
+    let app = TestApp::spawn_without_worker().await;
+    StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    let encoded = |t: &str| {
+        t.bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    let evil = [
+        "/%09/evil.example",
+        "/%0a/evil.example",
+        "/%0d/evil.example",
+        "/\\evil.example",
+        "//evil.example",
+        "https://evil.example",
+    ];
+    // Each as the attacker writes it in the link, and percent-encoded once more.
+    let mut queries: Vec<String> = evil.iter().map(|e| e.to_string()).collect();
+    queries.extend(evil.iter().map(|e| encoded(e)));
+    queries.push(encoded("/\t/evil.example"));
+    for query in &queries {
+        let mut browser = StaffClient::anonymous(&app);
+        let switched = browser.get(&format!("/lang/de?back={query}")).await;
+        assert_eq!(switched.status, StatusCode::SEE_OTHER, "{query}");
+        assert_eq!(switched.location.as_deref(), Some("/"), "lang back={query}");
+
+        let page = browser.get(&format!("/sign-in?next={query}")).await;
+        assert!(
+            page.body.contains("href=\"/sign-in/start?next=/\""),
+            "sign-in next={query}: {}",
+            page.body
+        );
+        let callback = browser
+            .authorize_from(
+                &format!("/sign-in/start?next={query}"),
+                "ines.inhaber@msp.example",
+            )
+            .await;
+        let done = browser.get_absolute(&callback).await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+        assert_eq!(done.location.as_deref(), Some("/"), "start next={query}");
+    }
+    // A path of the control plane is kept.
+    let good = encoded("/customers?x=1");
+    let mut browser = StaffClient::anonymous(&app);
+    let switched = browser.get(&format!("/lang/en?back={good}")).await;
+    assert_eq!(switched.location.as_deref(), Some("/customers?x=1"));
+    let callback = browser
+        .authorize_from(
+            &format!("/sign-in/start?next={good}"),
+            "ines.inhaber@msp.example",
+        )
+        .await;
+    let done = browser.get_absolute(&callback).await;
+    assert_eq!(done.location.as_deref(), Some("/customers?x=1"));
+    app.stack.shutdown().await;
+}

@@ -108,10 +108,7 @@ pub struct SwitchQuery {
 
 /// `GET /lang/{en|de}`: remembers the choice and goes back to the page it came from.
 pub async fn switch(Path(lang): Path<String>, Query(query): Query<SwitchQuery>) -> Response {
-    let back = query
-        .back
-        .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains('\\'))
-        .unwrap_or_else(|| "/".to_owned());
+    let back = crate::security::local_path(query.back.as_deref());
     let lang = if lang == "de" { "de" } else { "en" };
     (
         [(

@@ -43,6 +43,7 @@ use crate::{
     customers::Nav,
     error::{Error, Result},
     i18n::Tr,
+    security::local_path,
     session::{self, Actor, Role},
     tr,
 };
@@ -250,13 +251,6 @@ struct SignInPage {
 #[derive(Deserialize)]
 struct PageQuery {
     next: Option<String>,
-}
-
-/// A path inside the control plane to go to after sign-in; anything else is `/`.
-fn local_path(next: Option<&str>) -> String {
-    next.filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
-        .unwrap_or("/")
-        .to_owned()
 }
 
 async fn page(State(state): State<WebState>, tr: Tr, Query(query): Query<PageQuery>) -> Response {
@@ -740,6 +734,7 @@ mod tests {
         assert_eq!(local_path(Some("//evil.example/")), "/");
         assert_eq!(local_path(Some("https://evil.example/")), "/");
         assert_eq!(local_path(Some("/\\evil.example")), "/");
+        assert_eq!(local_path(Some("/%09/evil.example")), "/");
         assert_eq!(local_path(None), "/");
     }
 }
