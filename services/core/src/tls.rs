@@ -225,7 +225,8 @@ impl ResolvesServerCert for ServedCertificate {
     }
 }
 
-fn files_digest(cert: &Path, key: &Path) -> Result<[u8; 32], TlsError> {
+/// A digest of two files' content: whether a certificate and key pair changed.
+pub fn files_digest(cert: &Path, key: &Path) -> Result<[u8; 32], TlsError> {
     use sha2::{Digest, Sha256};
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| TlsError::Read {

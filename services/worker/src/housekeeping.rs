@@ -1,7 +1,8 @@
 //! The worker's share of the cluster's housekeeping: every worker offers to run the
 //! purge each interval (`mailbridge_core::retention` lets one of them do it), and
 //! keeps its presence lock while it runs, releasing the leases of workers whose lock
-//! is gone (`mailbridge_core::workers`).
+//! is gone (`mailbridge_core::workers`), and reads the MSP app's certificate
+//! credential again when its files change.
 
 use std::time::Duration;
 
@@ -78,5 +79,23 @@ pub async fn presence_loop(
     }
     if let Some(presence) = presence {
         presence.leave().await;
+    }
+}
+
+/// Checks the MSP app's certificate files every `MAILBRIDGE_TLS_RELOAD_SECONDS` until
+/// `stop`: a renewed certificate credential is used for the next token requests.
+pub async fn certificate_loop(worker: std::sync::Arc<crate::Worker>, stop: CancellationToken) {
+    let every = worker
+        .settings
+        .edge
+        .tls_reload_interval
+        .max(Duration::from_secs(1));
+    let mut seen = None;
+    loop {
+        worker.reload_msp_certificate(&mut seen);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
     }
 }

@@ -58,8 +58,9 @@ pub struct Worker {
     tokens: TokenCache,
     graph: GraphClient,
     smtp: SmtpClient,
-    /// The MSP's multi-tenant app, for tenants without their own.
-    msp_app: Option<AppCredentials>,
+    /// The MSP's multi-tenant app, for tenants without their own; its certificate
+    /// credential is read again when the files change (see `housekeeping`).
+    msp_app: std::sync::RwLock<Option<AppCredentials>>,
     /// Written into leases and attempts: which worker did it.
     identity: String,
     /// The messages this worker is delivering now; any other lease in its name is
@@ -169,7 +170,7 @@ impl Worker {
                 settings.extra_ca_file.as_deref(),
                 settings.m365.request_timeout,
             )?,
-            msp_app: msp_app(&settings)?,
+            msp_app: std::sync::RwLock::new(msp_app(&settings)?),
             master_key: settings.master_key.clone(),
             pool,
             settings,
@@ -188,6 +189,10 @@ impl Worker {
         // Held until the deliveries in flight are done, not just until shutdown
         // begins: others take this worker's leases as soon as it is gone.
         let leaving = CancellationToken::new();
+        tokio::spawn(housekeeping::certificate_loop(
+            self.clone(),
+            shutdown.clone(),
+        ));
         let presence = tokio::spawn(housekeeping::presence_loop(
             self.pool.clone(),
             self.identity.clone(),
@@ -590,6 +595,45 @@ impl Worker {
         outcome
     }
 
+    /// The MSP's multi-tenant app as configured now.
+    fn msp_app(&self) -> Option<AppCredentials> {
+        self.msp_app
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reads the MSP app's certificate credential again if its files changed
+    /// (`seen` holds the digest last read); a pair that does not load leaves the
+    /// previous credential in use. Returns whether the credential was replaced.
+    pub(crate) fn reload_msp_certificate(&self, seen: &mut Option<[u8; 32]>) -> bool {
+        let m365 = &self.settings.m365;
+        let (Some(cert), Some(key)) = (&m365.client_certificate_file, &m365.client_key_file) else {
+            return false;
+        };
+        let Ok(digest) = mailbridge_core::tls::files_digest(cert, key) else {
+            return false;
+        };
+        let first = seen.is_none();
+        if seen.replace(digest) == Some(digest) || first {
+            return false;
+        }
+        let metrics = &metrics().tls_certificate_reloads;
+        match msp_app(&self.settings) {
+            Ok(app) => {
+                *self.msp_app.write().unwrap_or_else(|p| p.into_inner()) = app;
+                metrics.with_label_values(&["entra_app", "reloaded"]).inc();
+                tracing::info!("the MSP app's certificate credential changed: using the new one");
+                true
+            }
+            Err(e) => {
+                metrics.with_label_values(&["entra_app", "failed"]).inc();
+                tracing::error!(error = %e, "the MSP app's changed certificate files do not load: still using the previous credential");
+                false
+            }
+        }
+    }
+
     /// The tenant's own app registration, or the MSP's multi-tenant app.
     async fn app_for(&self, tenant: &Tenant) -> Result<AppCredentials, DeliveryOutcome> {
         match tenants::own_app(&self.pool, self.master_key.as_ref(), tenant.id).await {
@@ -597,7 +641,7 @@ impl Worker {
                 client_id: app.client_id,
                 credential: app.credential,
             }),
-            Ok(None) => self.msp_app.clone().ok_or_else(|| {
+            Ok(None) => self.msp_app().ok_or_else(|| {
                 DeliveryOutcome::local(
                     &diagnosis::NOT_CONFIGURED,
                     "MAILBRIDGE_ENTRA_CLIENT_ID and MAILBRIDGE_ENTRA_CLIENT_SECRET (or a certificate) are not set",
