@@ -283,7 +283,9 @@ async fn workers_killed_after_microsoft_accepted_lose_nothing() {
         },
         times: None,
     });
-    let lease_seconds = 5;
+    // The default lease: a dead worker's messages must not wait for it (its presence
+    // lock is gone at once, and the others release its leases).
+    let lease_seconds = 300;
     let mut workers = Workers::start(&app, database_url(&app.database), 3, lease_seconds);
     let load = Load::start(
         Target::of(&app),
@@ -317,13 +319,14 @@ async fn workers_killed_after_microsoft_accepted_lose_nothing() {
     directory.clear_faults();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let ledger = load.stop().await;
+    // Every accepted message delivered within 90 s after the load ends.
     let report = reconcile(
         "worker SIGKILL",
         app.pool(),
         directory,
         &ledger,
         &[],
-        settle_within(),
+        Duration::from_secs(90),
     )
     .await;
     workers.assert_alive();
@@ -360,7 +363,7 @@ async fn workers_killed_after_microsoft_accepted_lose_nothing() {
     .await
     .unwrap();
     println!(
-        "chaos[worker SIGKILL] {kills} kills of 3 workers (lease {lease_seconds} s); {} messages caught between Microsoft's acceptance and their record, {resent} of them delivered again after the lease expired (at most {slowest_again:.1} s after the kill); {attempts} attempts recorded",
+        "chaos[worker SIGKILL] {kills} kills of 3 workers (lease {lease_seconds} s); {} messages caught between Microsoft's acceptance and their record, {resent} of them delivered again after their worker died (at most {slowest_again:.1} s after the kill); {attempts} attempts recorded",
         victims.len()
     );
     assert!(!victims.is_empty(), "no kill hit the window");
