@@ -167,3 +167,50 @@ async fn redirect_targets_from_the_request_stay_in_the_control_plane() {
     assert_eq!(done.location.as_deref(), Some("/customers?x=1"));
     app.stack.shutdown().await;
 }
+
+/// Signs in as `email` (a user the test added to the simulator) and returns the
+/// callback's answer.
+async fn try_sign_in(app: &TestApp, email: &str) -> crate::staff_client::Page {
+    let mut browser = StaffClient::anonymous(app);
+    let callback = browser.authorize(email).await;
+    browser.get_absolute(&callback).await
+}
+
+#[tokio::test]
+async fn entra_sign_in_needs_the_tenant_and_the_domain() {
+    let app = TestApp::spawn_configured(StackOptions::ephemeral(), |s| {
+        s.web.oidc = Some(mailbridge_core::config::OidcSettings {
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret: String::new().into(),
+            allowed_tenants: Vec::new(),
+            allowed_domains: vec!["msp.example".into()],
+        });
+    })
+    .await;
+    let directory = &app.stack.simulator.directory;
+    // Another company's tenant, whose admin gave a user the MSP's address as mail.
+    let elsewhere = uuid::Uuid::new_v4();
+    directory.add_tenant(elsewhere, &[]);
+    directory.add_user(elsewhere, "fake.admin@msp.example", "Fake Admin");
+    let refused = try_sign_in(&app, "fake.admin@msp.example").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert!(
+        refused.text_of("problem").unwrap().contains("allow-list"),
+        "{}",
+        refused.body
+    );
+    // A user of the MSP's tenant whose address is not of the allowed domain.
+    app.stack
+        .add_staff_user("contractor@partner.example", "Contractor");
+    let refused = try_sign_in(&app, "contractor@partner.example").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    let staff: i64 = sqlx::query_scalar("SELECT count(*) FROM staff")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(staff, 0, "nobody refused became staff");
+    // The MSP's own user with the MSP's address: tenant and domain match.
+    StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    app.stack.shutdown().await;
+}

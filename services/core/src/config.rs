@@ -228,10 +228,45 @@ pub struct OidcSettings {
     pub issuer: String,
     pub client_id: String,
     pub client_secret: SecretString,
-    /// Entra tenant ids (`tid`) whose users may sign in; empty: any, if a domain matches.
+    /// Entra tenant ids (`tid`) whose users may sign in. Required with Entra ID.
     pub allowed_tenants: Vec<String>,
-    /// E-mail domains whose users may sign in; empty: any, if a tenant matches.
+    /// E-mail domains whose users may sign in: with Entra ID in addition to the tenant
+    /// (both must match); with another provider alone, for verified addresses only.
     pub allowed_domains: Vec<String>,
+}
+
+impl OidcSettings {
+    /// Whether the issuer is Entra ID: one of Microsoft's login hosts, or the
+    /// multi-tenant endpoints (`/organizations/`, `/common/`, `/consumers/`). Entra
+    /// never marks its `email` claim verified, so only the tenant identifies its users.
+    pub fn is_entra(&self) -> bool {
+        let rest = self
+            .issuer
+            .split_once("://")
+            .map_or(self.issuer.as_str(), |(_, rest)| rest);
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let host = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host)
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let microsoft = [
+            "login.microsoftonline.com",
+            "login.microsoftonline.us",
+            "login.microsoftonline.de",
+            "login.partner.microsoftonline.cn",
+            "login.chinacloudapi.cn",
+            "sts.windows.net",
+        ]
+        .iter()
+        .any(|h| host == *h);
+        let multi_tenant = path
+            .split('/')
+            .any(|s| ["organizations", "common", "consumers"].contains(&s));
+        microsoft || multi_tenant
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -301,6 +336,12 @@ impl Settings {
                     return Err(ConfigError::Missing {
                         name: "MAILBRIDGE_OIDC_ALLOWED_TENANTS",
                         why: "sign-in needs an allow-list: the MSP's Entra tenant ids, or MAILBRIDGE_OIDC_ALLOWED_DOMAINS",
+                    });
+                }
+                if oidc.is_entra() && oidc.allowed_tenants.is_empty() {
+                    return Err(ConfigError::Missing {
+                        name: "MAILBRIDGE_OIDC_ALLOWED_TENANTS",
+                        why: "with Entra ID as the sign-in provider, e-mail domains alone (MAILBRIDGE_OIDC_ALLOWED_DOMAINS) would let in a user of any Microsoft 365 tenant whose mail attribute is such an address (Entra does not verify it): set the MSP's own tenant id(s); domains may stay as an additional condition",
                     });
                 }
                 Some(oidc)
@@ -648,7 +689,17 @@ mod tests {
         assert!(err.to_string().contains("ALLOWED_TENANTS"), "{err}");
         let mut vars = base.to_vec();
         vars.push(("MAILBRIDGE_OIDC_ALLOWED_DOMAINS", "MSP.example, it.example"));
+        let err = settings(&vars).unwrap_err();
+        assert!(
+            err.to_string().contains("any Microsoft 365 tenant"),
+            "Entra with domains alone is refused: {err}"
+        );
+        vars.push((
+            "MAILBRIDGE_OIDC_ALLOWED_TENANTS",
+            "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        ));
         let oidc = settings(&vars).unwrap().web.oidc.unwrap();
+        assert!(oidc.is_entra());
         assert_eq!(
             oidc.issuer,
             "https://login.microsoftonline.com/organizations/v2.0"
@@ -659,6 +710,31 @@ mod tests {
             "a half-configured provider is refused"
         );
         assert!(settings(&[]).unwrap().web.oidc.is_none());
+        let keycloak = settings(&[
+            (
+                "MAILBRIDGE_OIDC_ISSUER",
+                "https://sso.msp.example/realms/staff",
+            ),
+            ("MAILBRIDGE_OIDC_CLIENT_ID", "app"),
+            ("MAILBRIDGE_OIDC_CLIENT_SECRET", "secret"),
+            ("MAILBRIDGE_OIDC_ALLOWED_DOMAINS", "msp.example"),
+        ])
+        .unwrap()
+        .web
+        .oidc
+        .unwrap();
+        assert!(!keycloak.is_entra(), "domains alone are fine elsewhere");
+        for entra in [
+            "https://login.microsoftonline.com/common/v2.0",
+            "https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0",
+            "http://127.0.0.1:9443/organizations/v2.0",
+        ] {
+            let oidc = OidcSettings {
+                issuer: entra.into(),
+                ..keycloak.clone()
+            };
+            assert!(oidc.is_entra(), "{entra}");
+        }
     }
 
     #[test]

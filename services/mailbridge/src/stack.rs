@@ -113,12 +113,19 @@ impl Stack {
         directory.set_redirect_uris(&client_id, &[&sign_in_callback, &consent_callback]);
         let msp_tenant = uuid::Uuid::new_v4();
         directory.set_tenant_name(msp_tenant, "MSP (simulated)");
+        // E-mail domains the caller set stay (with Entra, in addition to the tenant).
+        let allowed_domains = settings
+            .web
+            .oidc
+            .as_ref()
+            .map(|o| o.allowed_domains.clone())
+            .unwrap_or_default();
         settings.web.oidc = Some(mailbridge_core::config::OidcSettings {
             issuer: format!("{}/organizations/v2.0", simulator.base_url()),
             client_id: client_id.clone(),
             client_secret: SecretString::from(client_secret.clone()),
             allowed_tenants: vec![msp_tenant.to_string()],
-            allowed_domains: Vec::new(),
+            allowed_domains,
         });
         settings.m365.login_url = simulator.base_url();
         settings.m365.graph_url = simulator.base_url();

@@ -213,8 +213,18 @@ fn expected_issuer(template: &str, tid: Option<&str>) -> Option<String> {
     }
 }
 
-/// Whether the allow-list lets this identity in: its tenant, or its e-mail domain.
-fn allowed(settings: &OidcSettings, tid: Option<&str>, email: &str) -> bool {
+/// Whether the allow-list lets this identity in. With Entra ID (`entra`: the issuer
+/// is Entra's, or its tokens carry `tid`) the tenant must be allowed — and, when
+/// domains are set too, the e-mail domain must match as well: Entra never verifies
+/// its `email` claim, so a domain alone would admit any tenant's user. With another
+/// provider the domain decides, and only for an address it says is verified.
+fn allowed(
+    settings: &OidcSettings,
+    entra: bool,
+    tid: Option<&str>,
+    email: &str,
+    email_verified: Option<bool>,
+) -> bool {
     let tenant_ok = tid.is_some_and(|tid| {
         settings
             .allowed_tenants
@@ -227,7 +237,11 @@ fn allowed(settings: &OidcSettings, tid: Option<&str>, email: &str) -> bool {
             .iter()
             .any(|d| d.trim_start_matches('@').eq_ignore_ascii_case(domain))
     });
-    tenant_ok || domain_ok
+    if entra {
+        tenant_ok && (settings.allowed_domains.is_empty() || domain_ok)
+    } else {
+        domain_ok && email_verified == Some(true)
+    }
 }
 
 pub fn router() -> Router<WebState> {
@@ -576,7 +590,14 @@ async fn verify(state: &WebState, code: String, flow: &Flow) -> Result<Identity,
         .or(extra.preferred_username)
         .ok_or("the ID token carries no e-mail address")?
         .to_ascii_lowercase();
-    if !allowed(settings, extra.tid.as_deref(), &email) {
+    let entra = settings.is_entra() || multi_tenant || extra.tid.is_some();
+    if !allowed(
+        settings,
+        entra,
+        extra.tid.as_deref(),
+        &email,
+        claims.email_verified(),
+    ) {
         return Err(format!(
             "{email} (tenant {}) is not on mailbridge's allow-list (MAILBRIDGE_OIDC_ALLOWED_TENANTS / _DOMAINS)",
             extra.tid.as_deref().unwrap_or("–")
@@ -709,20 +730,66 @@ mod tests {
     }
 
     #[test]
-    fn allow_list_by_tenant_or_domain() {
-        let s = settings(&["11111111-1111-1111-1111-111111111111"], &["msp.example"]);
+    fn allow_list_is_tenant_and_domain_with_entra() {
+        const MSP: &str = "11111111-1111-1111-1111-111111111111";
+        const OTHER: &str = "22222222-2222-2222-2222-222222222222";
+        let tenant_only = settings(&[MSP], &[]);
         assert!(allowed(
-            &s,
-            Some("11111111-1111-1111-1111-111111111111"),
-            "a@other.example"
+            &tenant_only,
+            true,
+            Some(MSP),
+            "a@other.example",
+            None
         ));
-        assert!(allowed(&s, None, "tech@MSP.example"));
         assert!(!allowed(
-            &s,
-            Some("22222222-2222-2222-2222-222222222222"),
-            "a@evil.example"
+            &tenant_only,
+            true,
+            Some(OTHER),
+            "a@msp.example",
+            None
         ));
-        assert!(!allowed(&settings(&[], &[]), None, "a@msp.example"));
+        let both = settings(&[MSP], &["msp.example"]);
+        assert!(allowed(&both, true, Some(MSP), "tech@MSP.example", None));
+        assert!(
+            !allowed(&both, true, Some(MSP), "guest@other.example", None),
+            "the domain must match too"
+        );
+        assert!(
+            !allowed(&both, true, Some(OTHER), "fake@msp.example", Some(true)),
+            "another tenant's user with a matching address is refused"
+        );
+        assert!(!allowed(&both, true, None, "tech@msp.example", Some(true)));
+        // Another provider: the domain, for a verified address only.
+        let domains = settings(&[], &["msp.example"]);
+        assert!(allowed(
+            &domains,
+            false,
+            None,
+            "tech@msp.example",
+            Some(true)
+        ));
+        assert!(!allowed(&domains, false, None, "tech@msp.example", None));
+        assert!(!allowed(
+            &domains,
+            false,
+            None,
+            "tech@msp.example",
+            Some(false)
+        ));
+        assert!(!allowed(
+            &domains,
+            false,
+            None,
+            "a@evil.example",
+            Some(true)
+        ));
+        assert!(!allowed(
+            &settings(&[], &[]),
+            false,
+            None,
+            "a@msp.example",
+            Some(true)
+        ));
     }
 
     #[test]
