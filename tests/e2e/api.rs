@@ -79,7 +79,7 @@ fn conforms(doc: &Value, name: &str, value: &Value) {
 #[tokio::test]
 async fn every_documented_operation_answers_as_documented() {
     let app = TestApp::spawn_without_worker().await;
-    let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    let mut owner = StaffClient::sign_in_as(&app, "ines.inhaber@msp.example", "owner").await;
     let admin = token(&mut owner, "RMM", "admin").await;
     let readonly = token(&mut owner, "Dashboard", "readonly").await;
     assert!(admin.starts_with("mbt_"));
@@ -347,7 +347,7 @@ async fn api_errors_are_json_and_lists_page_with_a_cursor() {
     let a = app.add_tenant("Praxis A").await;
     let b = app.add_tenant("Praxis B").await;
     let device_b = app.add_device(&b, "Scanner B").await;
-    let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    let mut owner = StaffClient::sign_in_as(&app, "ines.inhaber@msp.example", "owner").await;
     let admin = token(&mut owner, "PSA", "admin").await;
     let api = Api {
         http: reqwest::Client::new(),

@@ -58,14 +58,34 @@ fn simulated_tenant(app: &TestApp, mailboxes: &[&str]) -> Uuid {
 }
 
 #[tokio::test]
-async fn first_sign_in_is_owner_newcomers_are_read_only_and_roles_are_enforced() {
+async fn the_invited_owner_approves_newcomers_and_roles_are_enforced() {
     let app = TestApp::spawn().await;
-    let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    let mut owner = StaffClient::sign_in_as(&app, "ines.inhaber@msp.example", "owner").await;
     let home = owner.get("/").await;
     assert!(home.body.contains("Owner"), "{}", home.body);
     assert!(owner.get("/staff").await.status == StatusCode::OK);
 
+    // Tim signs in uninvited: he waits, and the owner approves him read-only.
     let mut tim = StaffClient::sign_in(&app, "tim.technik@msp.example").await;
+    assert!(tim.get("/").await.body.contains("id=\"pending\""));
+    let tim_id: Uuid =
+        sqlx::query_scalar("SELECT id FROM staff WHERE email = 'tim.technik@msp.example'")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    let staff = owner.get("/staff").await;
+    assert!(
+        staff
+            .body
+            .contains("data-waiting=\"tim.technik@msp.example\"")
+    );
+    let approved = owner
+        .post(
+            &format!("/staff/{tim_id}"),
+            &[("role", "readonly"), ("enabled", "on")],
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::SEE_OTHER, "{}", approved.body);
     assert!(tim.get("/").await.body.contains("Read-only"));
     // Read-only: looks, changes nothing, sees no audit log or staff.
     let refused = tim
@@ -90,11 +110,6 @@ async fn first_sign_in_is_owner_newcomers_are_read_only_and_roles_are_enforced()
         "scanner@praxis-kuehn.example",
     )
     .await;
-    let tim_id: Uuid =
-        sqlx::query_scalar("SELECT id FROM staff WHERE email = 'tim.technik@msp.example'")
-            .fetch_one(app.pool())
-            .await
-            .unwrap();
     let changed = owner
         .post(
             &format!("/staff/{tim_id}"),
@@ -260,7 +275,7 @@ async fn sign_in_refuses_strangers_replays_other_browsers_and_cancellation() {
 #[tokio::test]
 async fn forms_need_the_sessions_csrf_token_and_our_origin() {
     let app = TestApp::spawn().await;
-    let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    let mut owner = StaffClient::sign_in_as(&app, "ines.inhaber@msp.example", "owner").await;
     let form = [
         ("name", "Praxis"),
         ("sender_mailbox", "scan@praxis.example"),
@@ -329,7 +344,7 @@ async fn forms_need_the_sessions_csrf_token_and_our_origin() {
 #[tokio::test]
 async fn admin_consent_connects_a_customer_only_after_a_real_token_request() {
     let app = TestApp::spawn().await;
-    let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    let mut owner = StaffClient::sign_in_as(&app, "ines.inhaber@msp.example", "owner").await;
     let entra = simulated_tenant(
         &app,
         &[
@@ -455,7 +470,7 @@ async fn admin_consent_connects_a_customer_only_after_a_real_token_request() {
     assert_eq!(tenant.entra_tenant_id, Some(entra));
 
     // A consent started by one member of staff cannot be finished by another.
-    let mut tim = StaffClient::sign_in(&app, "tim.technik@msp.example").await;
+    let mut tim = StaffClient::sign_in_as(&app, "tim.technik@msp.example", "readonly").await;
     let start = owner
         .post(&format!("/customers/{customer}/connect"), &[])
         .await;
@@ -494,7 +509,7 @@ async fn admin_consent_connects_a_customer_only_after_a_real_token_request() {
 #[tokio::test]
 async fn onboarding_over_http_from_customer_to_a_delivered_message() {
     let app = TestApp::spawn().await;
-    let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    let mut owner = StaffClient::sign_in_as(&app, "ines.inhaber@msp.example", "owner").await;
     let mailbox = "scanner@praxis-kuehn.example";
     let entra = simulated_tenant(&app, &[mailbox, "empfang@praxis-kuehn.example"]);
     let customer = create_customer(&mut owner, "Praxis Dr. Kühn", mailbox).await;
@@ -607,7 +622,7 @@ async fn one_customers_devices_and_messages_are_not_reachable_through_another() 
     let a = app.add_tenant("Praxis A").await;
     let b = app.add_tenant("Praxis B").await;
     let device_b = app.add_device(&b, "Scanner B").await;
-    let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    let mut owner = StaffClient::sign_in_as(&app, "ines.inhaber@msp.example", "owner").await;
     let (a_id, b_id, dev) = (a.tenant.id, b.tenant.id, device_b.device.id);
 
     for path in [
@@ -677,7 +692,7 @@ async fn one_customers_devices_and_messages_are_not_reachable_through_another() 
 async fn devices_rotate_disable_and_refuse_bad_policies() {
     let app = TestApp::spawn().await;
     let tenant = app.add_tenant("Labor Nord").await;
-    let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    let mut owner = StaffClient::sign_in_as(&app, "ines.inhaber@msp.example", "owner").await;
     let customer = tenant.tenant.id;
     let page = owner
         .post(
@@ -807,7 +822,7 @@ async fn devices_rotate_disable_and_refuse_bad_policies() {
 async fn pages_speak_german_to_german_browsers_and_switch_on_request() {
     let app = TestApp::spawn().await;
     let tenant = app.add_tenant_without_consent("Praxis Süd").await;
-    let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    let mut owner = StaffClient::sign_in_as(&app, "ines.inhaber@msp.example", "owner").await;
     let german = owner
         .get_with("/", &[("accept-language", "de-DE,de;q=0.9,en;q=0.5")])
         .await;
@@ -859,7 +874,7 @@ async fn pages_speak_german_to_german_browsers_and_switch_on_request() {
 async fn waiting_messages_can_be_retried_and_cancelled() {
     let app = TestApp::spawn_without_worker().await;
     let tenant = app.add_tenant("Praxis West").await;
-    let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    let mut owner = StaffClient::sign_in_as(&app, "ines.inhaber@msp.example", "owner").await;
     let customer = tenant.tenant.id;
     let sent = owner
         .post(
@@ -911,7 +926,7 @@ async fn waiting_messages_can_be_retried_and_cancelled() {
 #[tokio::test]
 async fn messages_of_a_customer_not_yet_connected_wait_with_an_explanation() {
     let app = TestApp::spawn().await;
-    let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    let mut owner = StaffClient::sign_in_as(&app, "ines.inhaber@msp.example", "owner").await;
     let customer = create_customer(&mut owner, "Praxis Ost", "scanner@praxis-ost.example").await;
     let sent = owner
         .post(
@@ -975,7 +990,7 @@ async fn every_page_and_form_checks_the_role() {
     let tenant = app.add_tenant("Praxis Rollen").await;
     let device = app.add_device(&tenant, "Scanner").await;
     let (c, d) = (tenant.tenant.id, device.device.id);
-    let mut owner = StaffClient::sign_in(&app, "owner@msp.example").await;
+    let mut owner = StaffClient::sign_in_as(&app, "owner@msp.example", "owner").await;
     let sent = owner
         .post(
             &format!("/customers/{c}/test-message"),
@@ -1012,7 +1027,7 @@ async fn every_page_and_form_checks_the_role() {
         (format!("/messages/{m}"), "readonly"),
         ("/audit".to_owned(), "admin"),
         ("/api-tokens".to_owned(), "admin"),
-        ("/staff".to_owned(), "owner"),
+        ("/staff".to_owned(), "admin"),
     ];
     for (role, _, client) in &mut members {
         for (path, needed) in &gets {
@@ -1157,7 +1172,7 @@ async fn an_idle_session_ends() {
         settings.web.session_idle = Duration::from_secs(1);
     })
     .await;
-    let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    let mut owner = StaffClient::sign_in_as(&app, "ines.inhaber@msp.example", "owner").await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let page = owner.get("/").await;
     assert_eq!(page.status, StatusCode::SEE_OTHER);
@@ -1170,7 +1185,7 @@ async fn the_overview_puts_basic_auth_refusals_first_and_flags_silent_devices() 
     let app = TestApp::spawn_without_worker().await;
     let tenant = app.add_tenant("Praxis Alt").await;
     app.add_device(&tenant, "Drucker alt").await;
-    let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    let mut owner = StaffClient::sign_in_as(&app, "ines.inhaber@msp.example", "owner").await;
     let sent = owner
         .post(
             &format!("/customers/{}/test-message", tenant.tenant.id),

@@ -135,7 +135,7 @@ fn dev_starts_everything_and_its_printed_curl_command_delivers_a_message() {
         .split_once("sign in as")
         .expect("who can sign in");
     let web = web.trim().trim_end_matches('/');
-    let user = staff.trim().split(',').next().unwrap().trim();
+    let user = staff.split_whitespace().next().unwrap();
     let sim_ca = dev.sim_ca();
     let jar = tempfile::NamedTempFile::new().unwrap();
     let jar = jar.path().to_str().unwrap();
@@ -168,7 +168,7 @@ fn dev_starts_everything_and_its_printed_curl_command_delivers_a_message() {
         .unwrap();
     let page = String::from_utf8_lossy(&page.stdout);
     assert!(page.contains("Praxis Dr. Sonnenschein"), "{page}");
-    assert!(page.contains("Owner"), "the first to sign in is owner");
+    assert!(page.contains("Owner"), "the demo owner is invited as owner");
     let status = dev.interrupt();
     assert!(status.success(), "{status:?}");
 }

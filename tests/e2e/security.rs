@@ -141,7 +141,7 @@ async fn allow_lists_wider_than_a_site_are_refused_by_the_web_and_the_cli() {
     let app = TestApp::spawn_without_worker().await;
     let tenant = app.add_tenant("Praxis Weit").await;
     let device = app.add_device(&tenant, "Scanner").await;
-    let mut owner = StaffClient::sign_in(&app, "ines.inhaber@msp.example").await;
+    let mut owner = StaffClient::sign_in_as(&app, "ines.inhaber@msp.example", "owner").await;
     let path = format!(
         "/customers/{}/devices/{}",
         tenant.tenant.id, device.device.id

@@ -76,7 +76,20 @@ impl StaffClient {
         }
     }
 
-    /// Signs in as `email` (a user of the simulated MSP tenant, added if needed).
+    /// Invites `email` with `role` (as `mailbridge staff add` does) and signs in.
+    pub async fn sign_in_as(app: &TestApp, email: &str, role: &str) -> Self {
+        let role = mailbridge_web::Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == role)
+            .expect("a role");
+        mailbridge_web::add_staff(app.pool(), email, role)
+            .await
+            .expect("inviting");
+        Self::sign_in(app, email).await
+    }
+
+    /// Signs in as `email` (a user of the simulated MSP tenant, added if needed), with
+    /// whatever role they have — none, waiting for approval, if never invited.
     pub async fn sign_in(app: &TestApp, email: &str) -> Self {
         app.stack
             .add_staff_user(email, &email.replace(['.', '@'], " "));

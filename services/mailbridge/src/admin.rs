@@ -1,5 +1,5 @@
-//! The administration commands (`tenant`, `device`) and the standalone simulator
-//! (`sim`). Output is JSON, for scripts; errors go to stderr with a non-zero exit.
+//! The administration commands (`tenant`, `device`, `staff`, `api-token`) and the
+//! standalone simulator (`sim`). Output is JSON, for scripts; errors go to stderr with a non-zero exit.
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -118,6 +118,100 @@ pub enum DeviceCommand {
         #[arg(long)]
         device: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StaffCommand {
+    /// Invites a member of staff with a role: they get it at their first sign-in
+    /// (matched on the e-mail address or UPN the sign-in provider names). Someone who
+    /// signed in already, perhaps waiting for approval, gets the role at once. The
+    /// first owner is made this way.
+    Add {
+        #[arg(long)]
+        email: String,
+        /// `owner`, `admin`, `technician` or `readonly`.
+        #[arg(long, value_parser = parse_role)]
+        role: mailbridge_web::Role,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiTokenCommand {
+    /// Creates an API token for automation in the name of a member of staff and prints
+    /// it once. It stops working when it expires, and when that member is disabled or
+    /// no longer holds the token's role.
+    Add {
+        /// The member of staff the token acts for (they must have signed in once).
+        #[arg(long)]
+        staff: String,
+        /// `admin`, `technician` or `readonly`, not above the member's own.
+        #[arg(long, value_parser = parse_role)]
+        role: mailbridge_web::Role,
+        /// How long it is valid: `30d`, `12h` … (at most a year).
+        #[arg(long, default_value = "90d", value_parser = parse_token_days)]
+        expires: u32,
+        /// A name to recognise it by in the control plane.
+        #[arg(long, default_value = "automation")]
+        name: String,
+    },
+}
+
+fn parse_role(text: &str) -> Result<mailbridge_web::Role, String> {
+    mailbridge_web::Role::ALL
+        .into_iter()
+        .find(|r| r.as_str() == text)
+        .ok_or_else(|| format!("{text:?} is not owner, admin, technician or readonly"))
+}
+
+/// A duration as whole days (rounded up), at most a year.
+fn parse_token_days(text: &str) -> Result<u32, String> {
+    let duration = mailbridge_core::config::parse_duration(text)?;
+    let days = duration.as_secs().div_ceil(86_400);
+    match u32::try_from(days) {
+        Ok(days @ 1..=mailbridge_web::TOKEN_DAYS_MAX) => Ok(days),
+        _ => Err(format!(
+            "{text:?}: a token is valid for 1 day to {} days",
+            mailbridge_web::TOKEN_DAYS_MAX
+        )),
+    }
+}
+
+pub async fn staff(command: StaffCommand, pool: &PgPool) -> anyhow::Result<()> {
+    match command {
+        StaffCommand::Add { email, role } => {
+            let done = mailbridge_web::add_staff(pool, &email, role).await?;
+            print_json(&serde_json::json!({
+                "email": email.trim().to_ascii_lowercase(),
+                "role": role.as_str(),
+                "status": match done {
+                    mailbridge_web::Invited::Invitation => "invited",
+                    mailbridge_web::Invited::RoleGiven => "role given",
+                },
+            }))
+        }
+    }
+}
+
+pub async fn api_token(command: ApiTokenCommand, pool: &PgPool) -> anyhow::Result<()> {
+    match command {
+        ApiTokenCommand::Add {
+            staff,
+            role,
+            expires,
+            name,
+        } => {
+            let (token, secret) =
+                mailbridge_web::create_api_token(pool, &staff, &name, role, expires).await?;
+            print_json(&serde_json::json!({
+                "id": token.id,
+                "name": token.name,
+                "role": token.role,
+                "staff": staff,
+                "expires_at": token.expires_at,
+                "token": secret,
+            }))
+        }
+    }
 }
 
 /// What `device add` and `device set` can set, as in the control plane.

@@ -24,11 +24,24 @@ const ONBOARDING_MAILBOXES: [&str; 2] = [
     "scanner@zahnarzt-am-see.example",
     "praxis@zahnarzt-am-see.example",
 ];
-/// MSP staff who can sign in to the control plane (the first one becomes owner).
-const DEMO_STAFF: [(&str, &str); 3] = [
-    ("ines.inhaber@msp.example", "Ines Inhaber"),
-    ("tim.technik@msp.example", "Tim Technik"),
-    ("lea.lesen@msp.example", "Lea Lesen"),
+/// MSP staff who can sign in to the control plane, invited with their roles (as
+/// `mailbridge staff add` does).
+const DEMO_STAFF: [(&str, &str, mailbridge_web::Role); 3] = [
+    (
+        "ines.inhaber@msp.example",
+        "Ines Inhaber",
+        mailbridge_web::Role::Owner,
+    ),
+    (
+        "tim.technik@msp.example",
+        "Tim Technik",
+        mailbridge_web::Role::Technician,
+    ),
+    (
+        "lea.lesen@msp.example",
+        "Lea Lesen",
+        mailbridge_web::Role::Readonly,
+    ),
 ];
 
 fn listen_or(env: &str, default: &str) -> anyhow::Result<SocketAddr> {
@@ -106,8 +119,16 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "Dr. Meier (Global Admin)",
     );
     directory.set_default_admin_tenant(Some(onboarding));
-    for (email, name) in DEMO_STAFF {
+    for (email, name, role) in DEMO_STAFF {
         stack.add_staff_user(email, name);
+        let known: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM staff WHERE email = $1)")
+                .bind(email)
+                .fetch_one(&pool)
+                .await?;
+        if !known {
+            mailbridge_web::add_staff(&pool, email, role).await?;
+        }
     }
     let existing = devices::list(&pool, tenant.id).await?.len();
     let device_name = format!("Empfang scanner {}", existing + 1);
@@ -138,7 +159,9 @@ then look at {sim}/_sim/inbox (its certificate is signed by the simulator's CA a
 Ctrl-C stops everything{cleanup}.
 "#,
         web = stack.web_addr,
-        staff = DEMO_STAFF.map(|(email, _)| email).join(", "),
+        staff = DEMO_STAFF
+            .map(|(email, _, role)| format!("{email} ({})", role.as_str()))
+            .join(", "),
         onboarding = ONBOARDING_TENANT,
         onboarding_mailbox = ONBOARDING_MAILBOXES[0],
         ops = stack.ops_addr,

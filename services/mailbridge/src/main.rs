@@ -48,6 +48,12 @@ enum Command {
     /// Devices and their SMTP credentials.
     #[command(subcommand)]
     Device(admin::DeviceCommand),
+    /// MSP staff of the control plane (invitations, the first owner).
+    #[command(subcommand)]
+    Staff(admin::StaffCommand),
+    /// API tokens for automation.
+    #[command(subcommand, name = "api-token")]
+    ApiToken(admin::ApiTokenCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -73,6 +79,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate(args) => migrate(&settings, args).await,
         Command::Tenant(command) => admin::tenant(command, &connect(&settings)?, &settings).await,
         Command::Device(command) => admin::device(command, &connect(&settings)?, &settings).await,
+        Command::Staff(command) => admin::staff(command, &connect(&settings)?).await,
+        Command::ApiToken(command) => admin::api_token(command, &connect(&settings)?).await,
     }
 }
 

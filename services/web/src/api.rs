@@ -109,7 +109,9 @@ async fn authenticate(State(state): State<WebState>, mut request: Request, next:
             request.extensions_mut().insert(actor);
             next.run(request).await
         }
-        Ok(None) => unauthenticated("the API token is unknown or revoked"),
+        Ok(None) => unauthenticated(
+            "the API token is unknown, revoked or expired, or its creator is disabled or no longer holds its role",
+        ),
         Err(e) => e.into_response(),
     }
 }

@@ -61,7 +61,7 @@ impl Nav {
                 active,
                 csrf: a.csrf().to_owned(),
                 can_audit: a.may(Permission::ViewAudit),
-                can_staff: a.may(Permission::ManageStaff),
+                can_staff: a.may(Permission::InviteStaff),
                 can_tokens: a.may(Permission::ManageApiTokens),
             },
             None => Self {

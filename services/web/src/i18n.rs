@@ -463,10 +463,6 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     ),
     ("Staff", "Mitarbeiter"),
     (
-        "Staff sign in with their organisation's account. Newcomers start read-only until an owner gives them a role.",
-        "Mitarbeiter melden sich mit dem Konto ihrer Organisation an. Neue beginnen mit „Nur lesen“, bis ein Inhaber ihnen eine Rolle gibt.",
-    ),
-    (
         "Start the connection again from the customer's page, in this browser.",
         "Die Verbindung erneut von der Seite des Kunden starten, in diesem Browser.",
     ),
@@ -709,6 +705,68 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     (
         "The device's logins were unlocked.",
         "Die Anmeldungen des Geräts wurden entsperrt.",
+    ),
+    // Invited staff, approval, the first owner, expiring API tokens.
+    (
+        "Staff sign in with their organisation's account. Only people invited here get a role; anyone else who signs in waits for approval and sees no customer data.",
+        "Mitarbeiter melden sich mit dem Konto ihrer Organisation an. Nur hier Eingeladene erhalten eine Rolle; wer sich sonst anmeldet, wartet auf Freigabe und sieht keine Kundendaten.",
+    ),
+    ("Waiting for approval", "Wartet auf Freigabe"),
+    ("Signed in", "Angemeldet"),
+    ("Approve", "Freigeben"),
+    ("Invite", "Einladen"),
+    ("Invited by", "Eingeladen von"),
+    ("Withdraw", "Zurückziehen"),
+    (
+        "The invitation matches the address the sign-in provider names at their first sign-in.",
+        "Die Einladung gilt für die Adresse, die der Anmeldedienst bei der ersten Anmeldung nennt.",
+    ),
+    (
+        "Invited: they get the role when they first sign in.",
+        "Eingeladen: Die Rolle gilt ab der ersten Anmeldung.",
+    ),
+    (
+        "You can invite with a role up to your own.",
+        "Sie können höchstens mit Ihrer eigenen Rolle einladen.",
+    ),
+    (
+        "{} is not an e-mail address.",
+        "{} ist keine E-Mail-Adresse.",
+    ),
+    (
+        "This person is staff already: change their role in the list.",
+        "Diese Person ist bereits Mitarbeiter: Ändern Sie ihre Rolle in der Liste.",
+    ),
+    (
+        "You are signed in, but nobody has invited you to mailbridge yet. An owner or admin of your MSP approves you with a role on the Staff page; until then you see no customer data.",
+        "Sie sind angemeldet, aber noch niemand hat Sie zu mailbridge eingeladen. Ein Inhaber oder Administrator Ihres MSP gibt Sie auf der Seite „Mitarbeiter“ mit einer Rolle frei; bis dahin sehen Sie keine Kundendaten.",
+    ),
+    ("First sign-in", "Erste Anmeldung"),
+    (
+        "Nobody is owner yet. Enter the one-time setup code from the web's log to become the first owner (or add one with mailbridge staff add --role owner).",
+        "Noch niemand ist Inhaber. Geben Sie den einmaligen Einrichtungscode aus dem Protokoll des Web-Prozesses ein, um der erste Inhaber zu werden (oder legen Sie einen mit mailbridge staff add --role owner an).",
+    ),
+    ("Setup code", "Einrichtungscode"),
+    ("Sign in as the first owner", "Als erster Inhaber anmelden"),
+    (
+        "The setup code is wrong or has expired: the web's log shows the current one after a restart.",
+        "Der Einrichtungscode ist falsch oder abgelaufen: Das Protokoll des Web-Prozesses zeigt nach einem Neustart den aktuellen.",
+    ),
+    ("Expires", "Läuft ab"),
+    ("expired", "abgelaufen"),
+    ("Valid for", "Gültig für"),
+    ("{} days", "{} Tage"),
+    (
+        "A token is valid for 1 to 365 days.",
+        "Ein Token gilt 1 bis 365 Tage.",
+    ),
+    (
+        "A token stops working when it expires, and when its creator is disabled or no longer holds its role.",
+        "Ein Token hört auf zu gelten, wenn es abläuft, und wenn sein Ersteller deaktiviert ist oder seine Rolle nicht mehr hat.",
+    ),
+    (
+        "{} is not an enabled member of staff (they must have signed in once).",
+        "{} ist kein aktiver Mitarbeiter (er muss sich einmal angemeldet haben).",
     ),
 ];
 

@@ -34,7 +34,13 @@ use mailbridge_worker::token::{AppCredentials, TokenCache};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+pub use error::Error as ControlPlaneError;
 pub use i18n::CATALOGUE;
+pub use session::Role;
+pub use staff::{
+    ApiToken, Invited, TOKEN_DAYS_DEFAULT, TOKEN_DAYS_MAX, add_staff, create_api_token,
+    issue_bootstrap_code,
+};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -177,6 +183,15 @@ pub async fn serve(
         tracing::warn!(
             "no OpenID Connect provider is configured (MAILBRIDGE_OIDC_ISSUER …): nobody can sign in to the control plane"
         );
+    }
+    // While nobody is owner: a one-time code that makes the first one.
+    match staff::issue_bootstrap_code(&pool).await {
+        Ok(Some(code)) => tracing::warn!(
+            bootstrap_code = %code,
+            "nobody is owner of the control plane yet: enter this one-time setup code on the sign-in page to become the first owner (valid 24 h; or run `mailbridge staff add --email … --role owner`)"
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not check for an owner of the control plane"),
     }
     let readiness = Readiness::new(pool.clone());
     readiness.set_listening(true);

@@ -490,7 +490,9 @@ pub fn document(public_url: &str) -> Value {
         };
         responses.insert(op.status.to_string(), success);
         let error = |description: &str| json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
-        responses.insert("401".into(), error("No or an unknown API token"));
+        responses.insert("401".into(), error(
+            "No API token, or one unknown, revoked, expired, or whose creator is disabled or no longer holds its role",
+        ));
         responses.insert("403".into(), error("The token's role does not allow this"));
         if op.path.contains('{') {
             responses.insert("404".into(), error("No such customer, device or message"));

@@ -40,6 +40,8 @@ pub enum Role {
     Technician,
     /// Looks, changes nothing.
     Readonly,
+    /// Signed in uninvited: waits for an owner or admin to approve, sees nothing.
+    Pending,
 }
 
 impl Role {
@@ -51,11 +53,15 @@ impl Role {
             Self::Admin => "admin",
             Self::Technician => "technician",
             Self::Readonly => "readonly",
+            Self::Pending => "pending",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.as_str() == text)
+        Self::ALL
+            .into_iter()
+            .chain([Self::Pending])
+            .find(|r| r.as_str() == text)
     }
 
     /// The role's name as shown, in English (the catalogue key).
@@ -65,6 +71,7 @@ impl Role {
             Self::Admin => crate::tr!("Admin"),
             Self::Technician => crate::tr!("Technician"),
             Self::Readonly => crate::tr!("Read-only"),
+            Self::Pending => crate::tr!("Waiting for approval"),
         }
     }
 
@@ -75,9 +82,10 @@ impl Role {
             Permission::ManageDevices | Permission::SendTest | Permission::HandleMessages => {
                 Self::Technician
             }
-            Permission::ManageCustomers | Permission::ManageApiTokens | Permission::ViewAudit => {
-                Self::Admin
-            }
+            Permission::ManageCustomers
+            | Permission::ManageApiTokens
+            | Permission::ViewAudit
+            | Permission::InviteStaff => Self::Admin,
             Permission::ManageStaff => Self::Owner,
         };
         self <= needed
@@ -94,6 +102,8 @@ pub enum Permission {
     ManageCustomers,
     ManageApiTokens,
     ViewAudit,
+    /// Invite staff and approve those waiting, with a role no higher than one's own.
+    InviteStaff,
     ManageStaff,
 }
 
@@ -352,7 +362,7 @@ pub async fn authenticate(State(state): State<WebState>, request: Request, next:
         staff_id: Some(s.staff_id),
         label: s.email,
         display_name: s.display_name,
-        role: Role::parse(&s.role).unwrap_or(Role::Readonly),
+        role: Role::parse(&s.role).unwrap_or(Role::Pending),
         client_addr: addr,
         csrf: Some(s.csrf_token),
         tr,
@@ -400,6 +410,18 @@ pub async fn authenticate(State(state): State<WebState>, request: Request, next:
         body = Body::from(bytes);
     }
     if let Some(actor) = &actor {
+        // Someone waiting for approval sees that page and can sign out, nothing else.
+        let path = parts.uri.path();
+        let open =
+            path == "/sign-out" || path.starts_with("/sign-in") || path.starts_with("/lang/");
+        if actor.role == Role::Pending && !open {
+            let status = if path == "/" {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            return (status, crate::staff::PendingPage::of(actor)).into_response();
+        }
         parts.extensions.insert(actor.clone());
     }
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
@@ -452,6 +474,13 @@ mod tests {
         assert!(Role::Technician.may(Permission::ManageDevices));
         assert!(!Role::Readonly.may(Permission::ManageDevices));
         assert!(Role::Readonly.may(Permission::View));
+        assert!(Role::Admin.may(Permission::InviteStaff));
+        assert!(!Role::Technician.may(Permission::InviteStaff));
+        assert!(
+            !Role::Pending.may(Permission::View),
+            "waiting: sees nothing"
+        );
+        assert_eq!(Role::parse("pending"), Some(Role::Pending));
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! must be on the allow-list — Entra's keys are shared by every tenant, so a valid
 //! signature alone proves nothing. The state is bound to the browser by a short
 //! cookie as well as stored (hashed) in PostgreSQL, so a sign-in cannot be finished
-//! in a browser that did not start it. The first member of staff becomes owner;
-//! everyone after starts read-only until an owner gives them a role.
+//! in a browser that did not start it. A newcomer gets the role of their invitation
+//! (matched on the address the provider names), or the owner's with a valid bootstrap
+//! code, or else waits for approval without seeing any customer data.
 
 use std::{
     net::IpAddr,
@@ -260,22 +261,31 @@ struct SignInPage {
     next: String,
     configured: bool,
     problem: Option<String>,
+    /// Nobody is owner yet: a bootstrap code may be entered.
+    bootstrap: bool,
 }
 
 #[derive(Deserialize)]
 struct PageQuery {
     next: Option<String>,
+    /// A one-time bootstrap code (the first owner's sign-in).
+    bootstrap: Option<String>,
 }
 
-async fn page(State(state): State<WebState>, tr: Tr, Query(query): Query<PageQuery>) -> Response {
-    SignInPage {
+async fn page(
+    State(state): State<WebState>,
+    tr: Tr,
+    Query(query): Query<PageQuery>,
+) -> Result<Response> {
+    Ok(SignInPage {
         t: tr,
         nav: Nav::default(),
         next: local_path(query.next.as_deref()),
         configured: state.settings.web.oidc.is_some(),
         problem: None,
+        bootstrap: crate::staff::bootstrap_open(&state.pool).await?,
     }
-    .into_response()
+    .into_response())
 }
 
 fn problem_page(state: &WebState, tr: Tr, problem: String) -> Response {
@@ -287,6 +297,7 @@ fn problem_page(state: &WebState, tr: Tr, problem: String) -> Response {
             next: "/".into(),
             configured: state.settings.web.oidc.is_some(),
             problem: Some(problem),
+            bootstrap: false,
         },
     )
         .into_response()
@@ -304,6 +315,8 @@ pub struct NewFlow<'a> {
     pub tenant_id: Option<Uuid>,
     pub staff_id: Option<Uuid>,
     pub return_to: Option<&'a str>,
+    /// The hash of the bootstrap code the sign-in started with.
+    pub bootstrap_hash: Option<&'a [u8]>,
 }
 
 /// Stores a flow in flight; returns the cookie that binds it to the browser.
@@ -316,14 +329,15 @@ pub async fn store_flow(state: &WebState, flow: NewFlow<'_>) -> Result<String> {
         tenant_id,
         staff_id,
         return_to,
+        bootstrap_hash,
     } = flow;
     sqlx::query("DELETE FROM oauth_flows WHERE created_at < now() - make_interval(secs => $1)")
         .bind(CONSENT_LIFETIME.as_secs_f64())
         .execute(&state.pool)
         .await?;
     sqlx::query(
-        "INSERT INTO oauth_flows (state_hash, kind, nonce, pkce_verifier, tenant_id, staff_id, return_to)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO oauth_flows (state_hash, kind, nonce, pkce_verifier, tenant_id, staff_id, return_to, bootstrap_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(session::sha256(csrf_state))
     .bind(kind)
@@ -332,6 +346,7 @@ pub async fn store_flow(state: &WebState, flow: NewFlow<'_>) -> Result<String> {
     .bind(tenant_id)
     .bind(staff_id)
     .bind(return_to)
+    .bind(bootstrap_hash)
     .execute(&state.pool)
     .await?;
     Ok(session::set_cookie(
@@ -350,6 +365,7 @@ pub struct Flow {
     pub tenant_id: Option<Uuid>,
     pub staff_id: Option<Uuid>,
     pub return_to: Option<String>,
+    pub bootstrap_hash: Option<Vec<u8>>,
     /// Whether the browser that brings it back is the one that started it.
     #[sqlx(skip)]
     pub same_browser: bool,
@@ -366,7 +382,7 @@ pub async fn take_flow(
     let flow: Option<Flow> = sqlx::query_as(
         "DELETE FROM oauth_flows WHERE state_hash = $1 AND kind = $2
             AND created_at > now() - make_interval(secs => $3)
-        RETURNING nonce, pkce_verifier, tenant_id, staff_id, return_to",
+        RETURNING nonce, pkce_verifier, tenant_id, staff_id, return_to, bootstrap_hash",
     )
     .bind(session::sha256(csrf_state))
     .bind(kind)
@@ -379,7 +395,24 @@ pub async fn take_flow(
     }))
 }
 
-async fn start(State(state): State<WebState>, Query(query): Query<PageQuery>) -> Result<Response> {
+async fn start(
+    State(state): State<WebState>,
+    tr: Tr,
+    Query(query): Query<PageQuery>,
+) -> Result<Response> {
+    let bootstrap_hash = match query.bootstrap.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(code) => match crate::staff::bootstrap_hash(&state.pool, code).await? {
+            Some(hash) => Some(hash),
+            None => {
+                return Ok(problem_page(
+                    &state,
+                    tr,
+                    tr.t(tr!("The setup code is wrong or has expired: the web's log shows the current one after a restart.")).into(),
+                ));
+            }
+        },
+    };
     let metadata = state.sign_in.metadata(false).await?;
     let client = state
         .sign_in
@@ -404,6 +437,7 @@ async fn start(State(state): State<WebState>, Query(query): Query<PageQuery>) ->
             nonce: Some(nonce.secret()),
             pkce_verifier: Some(verifier.secret()),
             return_to: Some(&return_to),
+            bootstrap_hash: bootstrap_hash.as_deref(),
             ..NewFlow::default()
         },
     )
@@ -492,19 +526,20 @@ async fn callback(
         }
     };
     let addr = Some(peer.ip());
-    let (staff_id, role) = match upsert_staff(&state, &identity, addr).await? {
-        Some(found) => found,
-        None => {
-            return Ok(problem_page(
-                &state,
-                tr,
-                tr.t(tr!(
-                    "Your account is disabled in mailbridge. Ask an owner to enable it."
-                ))
-                .into(),
-            ));
-        }
-    };
+    let (staff_id, role) =
+        match upsert_staff(&state, &identity, addr, flow.bootstrap_hash.as_deref()).await? {
+            Some(found) => found,
+            None => {
+                return Ok(problem_page(
+                    &state,
+                    tr,
+                    tr.t(tr!(
+                        "Your account is disabled in mailbridge. Ask an owner to enable it."
+                    ))
+                    .into(),
+                ));
+            }
+        };
     tracing::info!(email = %identity.email, role = role.as_str(), "staff signed in");
     let cookie = session::create(&state, staff_id, addr).await?;
     let target = local_path(flow.return_to.as_deref());
@@ -616,15 +651,18 @@ async fn verify(state: &WebState, code: String, flow: &Flow) -> Result<Identity,
     })
 }
 
-/// Finds or creates the staff member; the very first one becomes owner. `None` when
+/// Finds or creates the staff member. A newcomer (or someone still waiting) takes
+/// the role of an invitation for their address, or becomes owner with a valid
+/// bootstrap code while nobody is owner, or else waits for approval. `None` when
 /// the account is disabled.
 async fn upsert_staff(
     state: &WebState,
     identity: &Identity,
     addr: Option<IpAddr>,
+    bootstrap: Option<&[u8]>,
 ) -> Result<Option<(Uuid, Role)>> {
     let mut tx = state.pool.begin().await?;
-    // One sign-in at a time decides who is first.
+    // One sign-in at a time decides who takes an invitation or the bootstrap code.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('mailbridge.staff'))")
         .execute(&mut *tx)
         .await?;
@@ -634,24 +672,49 @@ async fn upsert_staff(
             .bind(&identity.subject)
             .fetch_optional(&mut *tx)
             .await?;
+    if matches!(existing, Some((_, _, false))) {
+        return Ok(None);
+    }
+    let waiting = existing
+        .as_ref()
+        .is_none_or(|(_, role, _)| role == Role::Pending.as_str());
+    // How a newcomer or someone waiting gets a role.
+    let mut granted: Option<(Role, &str)> = None;
+    if waiting {
+        let invited: Option<String> =
+            sqlx::query_scalar("DELETE FROM staff_invitations WHERE email = $1 RETURNING role")
+                .bind(&identity.email)
+                .fetch_optional(&mut *tx)
+                .await?;
+        granted = invited
+            .and_then(|r| Role::parse(&r))
+            .map(|r| (r, "invitation"));
+        if granted.is_none()
+            && let Some(hash) = bootstrap
+            && crate::staff::claim_bootstrap(&mut tx, hash).await?
+        {
+            granted = Some((Role::Owner, "bootstrap code"));
+        }
+    }
     let (id, role, created) = match existing {
-        Some((_, _, false)) => return Ok(None),
-        Some((id, role, true)) => {
+        Some((id, role, _)) => {
+            let role = granted
+                .map(|(r, _)| r)
+                .unwrap_or_else(|| Role::parse(&role).unwrap_or(Role::Pending));
             sqlx::query(
-                "UPDATE staff SET email = $2, display_name = $3, last_sign_in_at = now() WHERE id = $1",
+                "UPDATE staff SET email = $2, display_name = $3, role = $4, last_sign_in_at = now()
+                  WHERE id = $1",
             )
             .bind(id)
             .bind(&identity.email)
             .bind(&identity.name)
+            .bind(role.as_str())
             .execute(&mut *tx)
             .await?;
-            (id, Role::parse(&role).unwrap_or(Role::Readonly), false)
+            (id, role, false)
         }
         None => {
-            let first: bool = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM staff)")
-                .fetch_one(&mut *tx)
-                .await?;
-            let role = if first { Role::Owner } else { Role::Readonly };
+            let role = granted.map(|(r, _)| r).unwrap_or(Role::Pending);
             let id: Uuid = sqlx::query_scalar(
                 "INSERT INTO staff (issuer, subject, email, display_name, role, last_sign_in_at)
                  VALUES ($1, $2, $3, $4, $5, now()) RETURNING id",
@@ -676,6 +739,9 @@ async fn upsert_staff(
         csrf: None,
         tr: Tr::new(crate::i18n::Lang::En),
     };
+    let how = granted
+        .map(|(_, how)| how)
+        .unwrap_or("waiting for approval");
     if created {
         audit::record(
             &state.pool,
@@ -683,7 +749,17 @@ async fn upsert_staff(
             "staff.create",
             None,
             Some(&identity.email),
-            json!({ "role": role.as_str(), "issuer": identity.issuer }),
+            json!({ "role": role.as_str(), "by": how, "issuer": identity.issuer }),
+        )
+        .await?;
+    } else if granted.is_some() {
+        audit::record(
+            &state.pool,
+            &actor,
+            "staff.approve",
+            None,
+            Some(&identity.email),
+            json!({ "role": [Role::Pending.as_str(), role.as_str()], "by": how }),
         )
         .await?;
     }

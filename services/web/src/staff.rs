@@ -1,7 +1,13 @@
-//! MSP staff and API tokens. Owners give staff their roles and disable accounts (an
-//! owner cannot demote or disable themselves, so there is always one). Admins create
-//! API tokens for automation — scoped to a role no higher than their own, shown once,
-//! stored as a SHA-256 hash, revocable — and the API authenticates with them.
+//! MSP staff and API tokens. Nobody becomes staff by signing in alone: owners and
+//! admins invite by e-mail address with a role (`mailbridge staff add` does the same
+//! from the command line), and whoever signs in uninvited waits, seeing no customer
+//! data, until an owner or admin approves them. While nobody is owner, the web prints
+//! a one-time bootstrap code at start that makes the first owner. Owners give staff
+//! their roles and disable accounts (an owner cannot demote or disable themselves, so
+//! there is always one). Admins create API tokens for automation — scoped to a role no
+//! higher than their own, shown once, stored as a SHA-256 hash, expiring (90 days by
+//! default, a year at most), revocable — and the API authenticates with them while
+//! their creator is enabled and still holds the token's role.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -14,7 +20,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::FromRow;
+use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
 
 use crate::{
@@ -28,6 +34,13 @@ use crate::{
 
 /// API tokens start with this, so that secret scanners recognise them.
 pub const TOKEN_PREFIX: &str = "mbt_";
+/// An API token's lifetime unless chosen otherwise, and the longest.
+pub const TOKEN_DAYS_DEFAULT: u32 = 90;
+pub const TOKEN_DAYS_MAX: u32 = 365;
+/// How long a bootstrap code printed at start stays valid.
+const BOOTSTRAP_LIFETIME_SECS: f64 = 86_400.0;
+/// The roles ordered from most to least powerful, for SQL comparisons.
+const ROLE_ORDER: &str = "ARRAY['owner', 'admin', 'technician', 'readonly']";
 
 #[derive(Debug, Serialize, FromRow)]
 pub struct StaffMember {
@@ -42,8 +55,251 @@ pub struct StaffMember {
 
 impl StaffMember {
     pub fn role_label(&self) -> &'static str {
-        Role::parse(&self.role).unwrap_or(Role::Readonly).label()
+        Role::parse(&self.role).unwrap_or(Role::Pending).label()
     }
+
+    pub fn pending(&self) -> bool {
+        self.role == Role::Pending.as_str()
+    }
+}
+
+#[derive(Debug, Serialize, FromRow)]
+pub struct Invitation {
+    pub email: String,
+    pub role: String,
+    pub invited_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Invitation {
+    pub fn role_label(&self) -> &'static str {
+        Role::parse(&self.role).unwrap_or(Role::Pending).label()
+    }
+}
+
+/// The command line (or `mailbridge dev`) as the audit log names it.
+fn command_line() -> Actor {
+    Actor {
+        staff_id: None,
+        label: "cli".into(),
+        display_name: "mailbridge command line".into(),
+        role: Role::Owner,
+        client_addr: None,
+        csrf: None,
+        tr: Tr::new(crate::i18n::Lang::En),
+    }
+}
+
+/// What inviting someone did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invited {
+    /// An invitation waits for their first sign-in.
+    Invitation,
+    /// They had signed in already (perhaps waiting for approval) and now have the role.
+    RoleGiven,
+}
+
+/// `mailbridge staff add`: invites `email` with `role` (they get it at their first
+/// sign-in), or gives a member who signed in already that role and enables them.
+pub async fn add_staff(pool: &PgPool, email: &str, role: Role) -> Result<Invited> {
+    invite(pool, &command_line(), email, role).await
+}
+
+/// Invites `email` with `role`: owners and admins, with a role no higher than their
+/// own. Someone already waiting for approval is approved with it; the command line
+/// may also change the role of an existing member.
+pub async fn invite(pool: &PgPool, actor: &Actor, email: &str, role: Role) -> Result<Invited> {
+    actor.require(Permission::InviteStaff)?;
+    if role == Role::Pending || role < actor.role {
+        return Err(Error::Invalid(
+            tr!("You can invite with a role up to your own.").into(),
+        ));
+    }
+    let email = email.trim().to_ascii_lowercase();
+    if mailbridge_core::address::EmailAddress::parse(&email).is_err() {
+        return Err(Error::InvalidValue {
+            text: tr!("{} is not an e-mail address."),
+            value: email,
+        });
+    }
+    let existing: Option<(Uuid, String)> = sqlx::query_as(
+        "SELECT id, role FROM staff WHERE lower(email) = $1 ORDER BY created_at LIMIT 1",
+    )
+    .bind(&email)
+    .fetch_optional(pool)
+    .await?;
+    if let Some((id, current)) = existing {
+        if current != Role::Pending.as_str() && actor.label != "cli" {
+            return Err(Error::Conflict(
+                tr!("This person is staff already: change their role in the list.").into(),
+            ));
+        }
+        sqlx::query("UPDATE staff SET role = $2, enabled = true WHERE id = $1")
+            .bind(id)
+            .bind(role.as_str())
+            .execute(pool)
+            .await?;
+        audit::record(
+            pool,
+            actor,
+            "staff.approve",
+            None,
+            Some(&email),
+            json!({ "role": [current, role.as_str()] }),
+        )
+        .await?;
+        return Ok(Invited::RoleGiven);
+    }
+    sqlx::query(
+        "INSERT INTO staff_invitations (email, role, invited_by) VALUES ($1, $2, $3)
+         ON CONFLICT (email) DO UPDATE SET role = $2, invited_by = $3, created_at = now()",
+    )
+    .bind(&email)
+    .bind(role.as_str())
+    .bind(&actor.label)
+    .execute(pool)
+    .await?;
+    audit::record(
+        pool,
+        actor,
+        "staff.invite",
+        None,
+        Some(&email),
+        json!({ "role": role.as_str() }),
+    )
+    .await?;
+    Ok(Invited::Invitation)
+}
+
+pub async fn list_invitations(state: &WebState) -> Result<Vec<Invitation>> {
+    Ok(sqlx::query_as(
+        "SELECT email, role, invited_by, created_at FROM staff_invitations ORDER BY email",
+    )
+    .fetch_all(&state.pool)
+    .await?)
+}
+
+pub async fn withdraw_invitation(state: &WebState, actor: &Actor, email: &str) -> Result<()> {
+    actor.require(Permission::InviteStaff)?;
+    let role: Option<String> =
+        sqlx::query_scalar("DELETE FROM staff_invitations WHERE email = $1 RETURNING role")
+            .bind(email)
+            .fetch_optional(&state.pool)
+            .await?;
+    let role = role.ok_or(Error::NotFound)?;
+    audit::record(
+        &state.pool,
+        actor,
+        "staff.invitation_withdrawn",
+        None,
+        Some(email),
+        json!({ "role": role }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Whether an owner exists or is invited (then no bootstrap code is needed).
+async fn owner_known(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM staff WHERE role = 'owner' AND enabled)
+             OR EXISTS (SELECT 1 FROM staff_invitations WHERE role = 'owner')",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// A code as typed: upper case, without spaces or dashes.
+fn normalised_code(code: &str) -> String {
+    code.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+/// While nobody is owner (nor invited as one): a new one-time code that makes whoever
+/// signs in with it owner, valid a day; only its hash is stored. `None` otherwise.
+pub async fn issue_bootstrap_code(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {
+    if owner_known(pool).await? {
+        sqlx::query("DELETE FROM staff_bootstrap_codes")
+            .execute(pool)
+            .await?;
+        return Ok(None);
+    }
+    sqlx::query(
+        "DELETE FROM staff_bootstrap_codes WHERE created_at < now() - make_interval(secs => $1)",
+    )
+    .bind(BOOTSTRAP_LIFETIME_SECS)
+    .execute(pool)
+    .await?;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let random = session::random_token();
+    let letters: String = random
+        .bytes()
+        .take(20)
+        .map(|b| ALPHABET[usize::from(b) % ALPHABET.len()] as char)
+        .collect();
+    let code = letters
+        .as_bytes()
+        .chunks(5)
+        .map(|c| std::str::from_utf8(c).expect("ASCII"))
+        .collect::<Vec<_>>()
+        .join("-");
+    sqlx::query("INSERT INTO staff_bootstrap_codes (code_hash) VALUES ($1)")
+        .bind(session::sha256(&normalised_code(&code)))
+        .execute(pool)
+        .await?;
+    Ok(Some(code))
+}
+
+/// Whether a bootstrap code may still be entered (nobody is owner, a code is fresh).
+pub async fn bootstrap_open(pool: &PgPool) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM staff_bootstrap_codes
+                         WHERE created_at > now() - make_interval(secs => $1))
+            AND NOT EXISTS (SELECT 1 FROM staff WHERE role = 'owner' AND enabled)",
+    )
+    .bind(BOOTSTRAP_LIFETIME_SECS)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// The stored hash of `code` if it is a valid bootstrap code now.
+pub async fn bootstrap_hash(pool: &PgPool, code: &str) -> Result<Option<Vec<u8>>> {
+    let hash = session::sha256(&normalised_code(code));
+    let valid: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM staff_bootstrap_codes WHERE code_hash = $1
+                         AND created_at > now() - make_interval(secs => $2))",
+    )
+    .bind(&hash)
+    .bind(BOOTSTRAP_LIFETIME_SECS)
+    .fetch_one(pool)
+    .await?;
+    Ok(valid.then_some(hash))
+}
+
+/// Spends the bootstrap code `hash` within `tx` if nobody is owner yet; every other
+/// code goes with it. Whether it was spent.
+pub async fn claim_bootstrap(
+    tx: &mut sqlx::PgConnection,
+    hash: &[u8],
+) -> Result<bool, sqlx::Error> {
+    let claimed: Option<i32> = sqlx::query_scalar(
+        "DELETE FROM staff_bootstrap_codes WHERE code_hash = $1
+            AND created_at > now() - make_interval(secs => $2)
+            AND NOT EXISTS (SELECT 1 FROM staff WHERE role = 'owner' AND enabled)
+        RETURNING 1",
+    )
+    .bind(hash)
+    .bind(BOOTSTRAP_LIFETIME_SECS)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if claimed.is_some() {
+        sqlx::query("DELETE FROM staff_bootstrap_codes")
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(claimed.is_some())
 }
 
 #[derive(Debug, Serialize, FromRow)]
@@ -54,8 +310,15 @@ pub struct ApiToken {
     pub role: String,
     pub created_by: Option<String>,
     pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl ApiToken {
+    pub fn expired(&self) -> bool {
+        self.expires_at <= Utc::now()
+    }
 }
 
 pub async fn list_staff(state: &WebState) -> Result<Vec<StaffMember>> {
@@ -67,7 +330,8 @@ pub async fn list_staff(state: &WebState) -> Result<Vec<StaffMember>> {
     .await?)
 }
 
-/// Changes a staff member's role and whether they may sign in.
+/// Changes a staff member's role and whether they may sign in (owners), or approves
+/// someone waiting with a role up to one's own (owners and admins).
 pub async fn change_staff(
     state: &WebState,
     actor: &Actor,
@@ -75,7 +339,24 @@ pub async fn change_staff(
     role: Role,
     enabled: bool,
 ) -> Result<()> {
-    actor.require(Permission::ManageStaff)?;
+    let current: Option<String> = sqlx::query_scalar("SELECT role FROM staff WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&state.pool)
+        .await?;
+    let approving = current.as_deref() == Some(Role::Pending.as_str());
+    if approving {
+        actor.require(Permission::InviteStaff)?;
+        if role < actor.role {
+            return Err(Error::Invalid(
+                tr!("You can invite with a role up to your own.").into(),
+            ));
+        }
+    } else {
+        actor.require(Permission::ManageStaff)?;
+    }
+    if role == Role::Pending {
+        return Err(Error::Invalid(tr!("Unknown role.").into()));
+    }
     if actor.staff_id == Some(id) && (role != Role::Owner || !enabled) {
         return Err(Error::Conflict(
             tr!("You cannot demote or disable yourself: another owner has to.").into(),
@@ -100,7 +381,11 @@ pub async fn change_staff(
     audit::record(
         &state.pool,
         actor,
-        "staff.update",
+        if approving {
+            "staff.approve"
+        } else {
+            "staff.update"
+        },
         None,
         Some(&email),
         json!({ "role": [old_role, role.as_str()], "enabled": [old_enabled, enabled] }),
@@ -112,41 +397,89 @@ pub async fn change_staff(
 pub async fn list_tokens(state: &WebState) -> Result<Vec<ApiToken>> {
     Ok(sqlx::query_as(
         "SELECT t.id, t.name, t.token_prefix, t.role, s.email AS created_by, t.created_at,
-                t.last_used_at, t.revoked_at
+                t.expires_at, t.last_used_at, t.revoked_at
            FROM api_tokens t LEFT JOIN staff s ON s.id = t.created_by
-          ORDER BY t.revoked_at IS NOT NULL, t.created_at DESC",
+          ORDER BY t.revoked_at IS NOT NULL OR t.expires_at <= now(), t.created_at DESC",
     )
     .fetch_all(&state.pool)
     .await?)
 }
 
-/// Creates an API token; returns it in clear, this once.
+/// Creates an API token valid `days` days; returns it in clear, this once.
 pub async fn create_token(
     state: &WebState,
     actor: &Actor,
     name: &str,
     role: Role,
+    days: u32,
 ) -> Result<(ApiToken, String)> {
     actor.require(Permission::ManageApiTokens)?;
+    insert_token(&state.pool, actor, name, role, days).await
+}
+
+/// `mailbridge api-token add`: a token in the name of the staff member `email` (who
+/// must be enabled and hold at least `role`), valid `days` days; returns it in clear.
+pub async fn create_api_token(
+    pool: &PgPool,
+    email: &str,
+    name: &str,
+    role: Role,
+    days: u32,
+) -> Result<(ApiToken, String)> {
+    let member: Option<(Uuid, String, String)> = sqlx::query_as(
+        "SELECT id, role, display_name FROM staff WHERE lower(email) = lower($1) AND enabled
+          ORDER BY created_at LIMIT 1",
+    )
+    .bind(email.trim())
+    .fetch_optional(pool)
+    .await?;
+    let Some((id, member_role, display_name)) = member else {
+        return Err(Error::InvalidValue {
+            text: tr!("{} is not an enabled member of staff (they must have signed in once)."),
+            value: email.to_owned(),
+        });
+    };
+    let actor = Actor {
+        staff_id: Some(id),
+        label: email.trim().to_ascii_lowercase(),
+        display_name,
+        role: Role::parse(&member_role).unwrap_or(Role::Pending),
+        ..command_line()
+    };
+    insert_token(pool, &actor, name, role, days).await
+}
+
+async fn insert_token(
+    pool: &PgPool,
+    actor: &Actor,
+    name: &str,
+    role: Role,
+    days: u32,
+) -> Result<(ApiToken, String)> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(Error::Invalid(
             tr!("The name must be 1 to 200 characters.").into(),
         ));
     }
-    if role == Role::Owner || role < actor.role {
+    if role == Role::Owner || role == Role::Pending || role < actor.role {
         return Err(Error::Invalid(
             tr!("A token's role can be admin, technician or read-only, and not above your own.")
                 .into(),
         ));
     }
+    if !(1..=TOKEN_DAYS_MAX).contains(&days) {
+        return Err(Error::Invalid(
+            tr!("A token is valid for 1 to 365 days.").into(),
+        ));
+    }
     let secret = format!("{TOKEN_PREFIX}{}", session::random_token());
     let token: ApiToken = sqlx::query_as(
         "WITH t AS (
-            INSERT INTO api_tokens (name, token_hash, token_prefix, role, created_by)
-            VALUES ($1, $2, $3, $4, $5) RETURNING *)
+            INSERT INTO api_tokens (name, token_hash, token_prefix, role, created_by, expires_at)
+            VALUES ($1, $2, $3, $4, $5, now() + make_interval(days => $6)) RETURNING *)
          SELECT t.id, t.name, t.token_prefix, t.role, s.email AS created_by, t.created_at,
-                t.last_used_at, t.revoked_at
+                t.expires_at, t.last_used_at, t.revoked_at
            FROM t LEFT JOIN staff s ON s.id = t.created_by",
     )
     .bind(name)
@@ -154,15 +487,16 @@ pub async fn create_token(
     .bind(&secret[..TOKEN_PREFIX.len() + 6])
     .bind(role.as_str())
     .bind(actor.staff_id)
-    .fetch_one(&state.pool)
+    .bind(i32::try_from(days).unwrap_or(i32::MAX))
+    .fetch_one(pool)
     .await?;
     audit::record(
-        &state.pool,
+        pool,
         actor,
         "api_token.create",
         None,
         Some(name),
-        json!({ "token_id": token.id, "role": role.as_str() }),
+        json!({ "token_id": token.id, "role": role.as_str(), "expires_at": token.expires_at }),
     )
     .await?;
     Ok((token, secret))
@@ -199,19 +533,24 @@ pub async fn authenticate_token(
     if !secret.starts_with(TOKEN_PREFIX) {
         return Ok(None);
     }
-    let found: Option<(String, String, Option<Uuid>)> = sqlx::query_as(
-        "UPDATE api_tokens SET last_used_at = now()
-          WHERE token_hash = $1 AND revoked_at IS NULL
-      RETURNING name, role, created_by",
-    )
-    .bind(session::sha256(secret))
-    .fetch_optional(&state.pool)
-    .await?;
+    // Refused once expired, and when its creator is gone, disabled or no longer
+    // holds the token's role (a pending or unknown role ranks nowhere: refused).
+    let found: Option<(String, String, Option<Uuid>)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE api_tokens t SET last_used_at = now() FROM staff s
+          WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now()
+            AND s.id = t.created_by AND s.enabled
+            AND array_position({ROLE_ORDER}, s.role) <= array_position({ROLE_ORDER}, t.role)
+      RETURNING t.name, t.role, t.created_by",
+        )))
+        .bind(session::sha256(secret))
+        .fetch_optional(&state.pool)
+        .await?;
     Ok(found.map(|(name, role, created_by)| Actor {
         staff_id: created_by,
         display_name: name.clone(),
         label: format!("api-token:{name}"),
-        role: Role::parse(&role).unwrap_or(Role::Readonly),
+        role: Role::parse(&role).unwrap_or(Role::Pending),
         client_addr,
         csrf: None,
         tr,
@@ -221,9 +560,28 @@ pub async fn authenticate_token(
 pub fn router() -> Router<WebState> {
     Router::new()
         .route("/staff", get(staff_page))
+        .route("/staff/invitations", post(invite_form))
+        .route("/staff/invitations/withdraw", post(withdraw_form))
         .route("/staff/{id}", post(staff_form))
         .route("/api-tokens", get(tokens_page).post(create_form))
         .route("/api-tokens/{id}/revoke", post(revoke_form))
+}
+
+/// What someone waiting for approval sees instead of any page.
+#[derive(Template, WebTemplate)]
+#[template(path = "pending.html")]
+pub struct PendingPage {
+    t: Tr,
+    nav: Nav,
+}
+
+impl PendingPage {
+    pub fn of(actor: &Actor) -> Self {
+        Self {
+            t: actor.tr,
+            nav: Nav::of(Some(actor), ""),
+        }
+    }
 }
 
 #[derive(Template, WebTemplate)]
@@ -232,24 +590,53 @@ struct StaffPage {
     t: Tr,
     nav: Nav,
     staff: Vec<StaffMember>,
+    invitations: Vec<Invitation>,
+    /// Every role the actor may change a member to (owners only).
     roles: [Role; 4],
+    /// The roles the actor may invite or approve with.
+    grantable: Vec<Role>,
+    can_manage: bool,
     me: Option<Uuid>,
+    notice: Option<&'static str>,
 }
 
 impl StaffPage {
     fn is_me(&self, member: &StaffMember) -> bool {
         self.me == Some(member.id)
     }
+
+    fn waiting(&self) -> Vec<&StaffMember> {
+        self.staff.iter().filter(|s| s.pending()).collect()
+    }
+
+    fn members(&self) -> Vec<&StaffMember> {
+        self.staff.iter().filter(|s| !s.pending()).collect()
+    }
 }
 
-async fn staff_page(State(state): State<WebState>, actor: Actor) -> Result<Response> {
-    actor.require(Permission::ManageStaff)?;
+#[derive(Deserialize)]
+struct StaffQuery {
+    invited: Option<String>,
+}
+
+async fn staff_page(
+    State(state): State<WebState>,
+    actor: Actor,
+    axum::extract::Query(query): axum::extract::Query<StaffQuery>,
+) -> Result<Response> {
+    actor.require(Permission::InviteStaff)?;
     Ok(StaffPage {
         t: actor.tr,
         nav: Nav::of(Some(&actor), "staff"),
         staff: list_staff(&state).await?,
+        invitations: list_invitations(&state).await?,
         roles: Role::ALL,
+        grantable: Role::ALL.into_iter().filter(|r| *r >= actor.role).collect(),
+        can_manage: actor.may(Permission::ManageStaff),
         me: actor.staff_id,
+        notice: query
+            .invited
+            .map(|_| tr!("Invited: they get the role when they first sign in.")),
     }
     .into_response())
 }
@@ -273,6 +660,40 @@ async fn staff_form(
     Ok(Redirect::to("/staff").into_response())
 }
 
+#[derive(Deserialize)]
+struct InviteForm {
+    email: String,
+    role: String,
+}
+
+async fn invite_form(
+    State(state): State<WebState>,
+    actor: Actor,
+    Form(form): Form<InviteForm>,
+) -> Result<Response> {
+    let role =
+        Role::parse(&form.role).ok_or_else(|| Error::Invalid(tr!("Unknown role.").into()))?;
+    let target = match invite(&state.pool, &actor, &form.email, role).await? {
+        Invited::Invitation => "/staff?invited=1",
+        Invited::RoleGiven => "/staff",
+    };
+    Ok(Redirect::to(target).into_response())
+}
+
+#[derive(Deserialize)]
+struct WithdrawForm {
+    email: String,
+}
+
+async fn withdraw_form(
+    State(state): State<WebState>,
+    actor: Actor,
+    Form(form): Form<WithdrawForm>,
+) -> Result<Response> {
+    withdraw_invitation(&state, &actor, &form.email).await?;
+    Ok(Redirect::to("/staff").into_response())
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "api_tokens.html")]
 struct TokensPage {
@@ -281,6 +702,7 @@ struct TokensPage {
     tokens: Vec<ApiToken>,
     roles: Vec<Role>,
     created: Option<(String, String)>,
+    days: [u32; 4],
 }
 
 async fn tokens_page(State(state): State<WebState>, actor: Actor) -> Result<Response> {
@@ -302,6 +724,7 @@ async fn tokens_view(
             .filter(|r| *r >= actor.role)
             .collect(),
         created,
+        days: [30, TOKEN_DAYS_DEFAULT, 180, TOKEN_DAYS_MAX],
     }
     .into_response())
 }
@@ -310,6 +733,7 @@ async fn tokens_view(
 struct TokenForm {
     name: String,
     role: String,
+    days: Option<String>,
 }
 
 async fn create_form(
@@ -319,7 +743,13 @@ async fn create_form(
 ) -> Result<Response> {
     let role =
         Role::parse(&form.role).ok_or_else(|| Error::Invalid(tr!("Unknown role.").into()))?;
-    let (token, secret) = create_token(&state, &actor, &form.name, role).await?;
+    let days = match form.days.as_deref().map(str::trim) {
+        None | Some("") => TOKEN_DAYS_DEFAULT,
+        Some(text) => text
+            .parse()
+            .map_err(|_| Error::Invalid(tr!("A token is valid for 1 to 365 days.").into()))?,
+    };
+    let (token, secret) = create_token(&state, &actor, &form.name, role, days).await?;
     tokens_view(&state, &actor, Some((token.name, secret))).await
 }
 
