@@ -885,3 +885,45 @@ async fn eight_bit_and_international_addresses_are_accepted() {
         .unwrap();
     assert_eq!(rcpt_to, vec!["jürgen.müller@zahnärzte.example".to_owned()]);
 }
+
+#[tokio::test]
+async fn an_old_device_may_leave_out_the_angle_brackets_of_its_paths() {
+    let app = TestApp::spawn().await;
+    let tenant = app.add_tenant("Praxis Ohne Klammern").await;
+    let device = app.add_device(&tenant, "Altes MFP").await;
+    let sender = tenant.tenant.sender_mailbox.clone();
+    // A port-25 device, byte for byte as embedded clients send it.
+    devices::change_policy(
+        app.pool(),
+        device.device.id,
+        PolicyChange {
+            allowed_networks: Some(vec!["127.0.8.1/32".parse().unwrap()]),
+            listener: Some(DeviceListener::Relay),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (mut smtp, _) =
+        SmtpProbe::connect_from(app.stack.relay_addr.unwrap(), "127.0.8.1".parse().unwrap()).await;
+    assert!(smtp.command("HELO mfp").await.starts_with("250"));
+    let mail = smtp.command(&format!("MAIL FROM:{sender}")).await;
+    assert!(mail.starts_with("250"), "{mail}");
+    let rcpt = smtp.command("RCPT TO: lab@klinik.example").await;
+    assert!(rcpt.starts_with("250"), "{rcpt}");
+    assert!(smtp.command("DATA").await.starts_with("354"));
+    smtp.send_raw(
+        format!("From: {sender}\r\nSubject: ohne Klammern\r\n\r\nScan\r\n.\r\n").as_bytes(),
+    )
+    .await;
+    assert!(smtp.reply().await.starts_with("250"));
+    let inbox = app.wait_for_inbox("lab@klinik.example", 1).await;
+    assert_eq!(inbox[0].subject.as_deref(), Some("ohne Klammern"));
+    // Still a syntax error: something that is not a plain address.
+    let (mut smtp, _) =
+        SmtpProbe::connect_from(app.stack.relay_addr.unwrap(), "127.0.8.1".parse().unwrap()).await;
+    smtp.command("HELO mfp").await;
+    let bad = smtp.command("MAIL FROM:\"odd name\"@x.example").await;
+    assert!(bad.starts_with("501"), "{bad}");
+    app.stack.shutdown().await;
+}

@@ -1,6 +1,10 @@
 //! MAIL FROM and RCPT TO: the envelope of one transaction. Only an identified device
 //! (by password, or by address on the relay listener) may start one; its size limit,
 //! sender policy and rate limits are checked here, before any data is sent.
+//!
+//! Paths without angle brackets (`MAIL FROM:scanner@praxis.example`, which many
+//! embedded clients and old scripts send, and which Postfix accepts by default) are
+//! bracketed before parsing: [`bracketed_path`].
 
 use mailbridge_core::devices::{self, SenderPolicy};
 use smtp_proto::{MailFrom, RcptTo};
@@ -152,5 +156,75 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         envelope.rcpt_to.push(to.address);
         self.reply(reply::RECIPIENT_OK);
+    }
+}
+
+/// `MAIL FROM:` or `RCPT TO:` with a path that lacks its angle brackets, rewritten with
+/// them (`MAIL FROM:a@b SIZE=10` → `MAIL FROM:<a@b> SIZE=10`); `None` for any other
+/// line. Only a plain address is bracketed: no brackets, quotes, control characters
+/// or anything that is not printable ASCII, so nothing else can be smuggled in.
+pub(crate) fn bracketed_path(line: &[u8]) -> Option<Vec<u8>> {
+    let prefix = [&b"MAIL FROM:"[..], b"RCPT TO:"]
+        .into_iter()
+        .find(|p| line.len() > p.len() && line[..p.len()].eq_ignore_ascii_case(p))?;
+    let rest = &line[prefix.len()..];
+    let start = rest.iter().position(|b| *b != b' ')?;
+    let rest = &rest[start..];
+    let end = rest
+        .iter()
+        .position(|b| matches!(b, b' ' | b'\r' | b'\n'))
+        .unwrap_or(rest.len());
+    let path = &rest[..end];
+    let plain = !path.is_empty()
+        && path.contains(&b'@')
+        && path.iter().all(|b| {
+            b.is_ascii_graphic() && !matches!(b, b'<' | b'>' | b'"' | b'\\' | b'(' | b')' | b',')
+        });
+    if !plain {
+        return None;
+    }
+    let mut out = Vec::with_capacity(line.len() + 2);
+    out.extend_from_slice(prefix);
+    out.push(b'<');
+    out.extend_from_slice(path);
+    out.push(b'>');
+    out.extend_from_slice(&rest[end..]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bracketed_path;
+
+    fn bracket(line: &str) -> Option<String> {
+        bracketed_path(line.as_bytes()).map(|l| String::from_utf8(l).unwrap())
+    }
+
+    #[test]
+    fn bare_paths_are_bracketed_and_nothing_else_is_touched() {
+        assert_eq!(
+            bracket("MAIL FROM:scanner@praxis.example\r\n").as_deref(),
+            Some("MAIL FROM:<scanner@praxis.example>\r\n")
+        );
+        assert_eq!(
+            bracket("rcpt to: lab@klinik.example\r\n").as_deref(),
+            Some("RCPT TO:<lab@klinik.example>\r\n")
+        );
+        assert_eq!(
+            bracket("MAIL FROM:a@b.example SIZE=100\r\n").as_deref(),
+            Some("MAIL FROM:<a@b.example> SIZE=100\r\n")
+        );
+        for untouched in [
+            "MAIL FROM:<a@b.example>\r\n",
+            "MAIL FROM: <a@b.example>\r\n",
+            "MAIL FROM:<>\r\n",
+            "MAIL FROM:\r\n",
+            "MAIL FROM:postmaster\r\n",
+            "RCPT TO:\"a b\"@c.example\r\n",
+            "RCPT TO:a@b.example>\r\n",
+            "DATA\r\n",
+        ] {
+            assert_eq!(bracket(untouched), None, "{untouched:?}");
+        }
     }
 }

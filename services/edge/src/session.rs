@@ -291,6 +291,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     Phase::Command => match self.command_line(&mut bytes) {
                         None => Flow::Continue,
                         Some(line) => {
+                            let line = crate::envelope::bracketed_path(&line).unwrap_or(line);
                             let parsed = Request::parse(&mut line.iter()).map(Request::into_owned);
                             match parsed {
                                 Ok(request) => {
