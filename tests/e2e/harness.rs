@@ -230,6 +230,7 @@ impl TestApp {
             .env("DATABASE_URL", database.expose_secret())
             .env("MAILBRIDGE_M365_LOGIN_URL", &settings.m365.login_url)
             .env("MAILBRIDGE_M365_GRAPH_URL", &settings.m365.graph_url)
+            .env("MAILBRIDGE_M365_SMTP", &settings.m365.smtp_endpoint)
             .env(
                 "MAILBRIDGE_EXTRA_CA_FILE",
                 settings.extra_ca_file.as_ref().expect("the simulator's CA"),

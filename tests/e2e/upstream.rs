@@ -59,7 +59,7 @@ async fn send(app: &TestApp, tenant: &TestTenant, to: &str) -> Uuid {
 }
 
 #[tokio::test]
-async fn smtp_xoauth2_delivers_and_reuses_its_connection() {
+async fn smtp_xoauth2_delivers_as_the_sender_mailbox() {
     let app = TestApp::spawn().await;
     let tenant = customer(&app, "Praxis SMTP", DeliveryMethod::Smtp).await;
     for _ in 0..3 {
@@ -87,6 +87,78 @@ async fn smtp_xoauth2_delivers_and_reuses_its_connection() {
             ("smtp", Some(250))
         );
     }
+}
+
+#[tokio::test]
+async fn a_burst_through_two_workers_keeps_within_exchanges_three_connections() {
+    let app = TestApp::spawn().await;
+    let tenant = customer(&app, "Praxis SMTP Burst", DeliveryMethod::Smtp).await;
+    let mut second = app.spawn_worker_process(300);
+    let sender = tenant.tenant.sender_mailbox.clone();
+    let started = std::time::Instant::now();
+    // Three scanners, twenty messages each, all at once.
+    let mut devices = Vec::new();
+    for n in 0..3 {
+        devices.push(app.add_device(&tenant, &format!("Scanner {n}")).await);
+    }
+    let mut sends = tokio::task::JoinSet::new();
+    for device in devices {
+        let transport = app.lettre(&device.device.username, &device.password);
+        let sender = sender.clone();
+        sends.spawn(async move {
+            for i in 0..20 {
+                let message = sample_message(&sender, "burst@klinik.example", &format!("Scan {i}"));
+                let envelope = Envelope::new(
+                    Some(sender.parse().unwrap()),
+                    vec!["burst@klinik.example".parse().unwrap()],
+                )
+                .unwrap();
+                transport
+                    .send_raw(&envelope, without_final_crlf(&message))
+                    .await
+                    .expect("accepted");
+            }
+        });
+    }
+    while let Some(sent) = sends.join_next().await {
+        sent.unwrap();
+    }
+    let deadline = started + std::time::Duration::from_secs(120);
+    while app
+        .stack
+        .simulator
+        .directory
+        .inbox("burst@klinik.example")
+        .len()
+        < 60
+    {
+        if std::time::Instant::now() >= deadline {
+            let attempts: Vec<(String, Option<String>, i64, Option<String>)> = sqlx::query_as(
+                "SELECT outcome, upstream_code, count(*), max(upstream_message)
+                   FROM delivery_attempts GROUP BY 1, 2",
+            )
+            .fetch_all(app.pool())
+            .await
+            .unwrap();
+            let directory = &app.stack.simulator.directory;
+            panic!(
+                "{} of 60 delivered within 2 minutes; attempts {attempts:?}; sessions {:?}",
+                directory.inbox("burst@klinik.example").len(),
+                directory.smtp_sessions_of(&sender)
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    second.kill().ok();
+    second.wait().ok();
+    // Counted by the simulated Exchange, not by the workers.
+    let (peak, refused) = app.stack.simulator.directory.smtp_sessions_of(&sender);
+    eprintln!(
+        "60 messages in {:.1} s; at most {peak} connections at once; {refused} refused with 432",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(peak <= 3, "{peak} connections at once");
+    assert_eq!(refused, 0, "logins refused with 432 4.3.2");
 }
 
 struct Case {

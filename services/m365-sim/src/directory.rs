@@ -210,6 +210,10 @@ pub(crate) struct State {
     pub smtp_auth_disabled: std::collections::HashSet<Uuid>,
     pub exchange_access: HashMap<(Uuid, String), Vec<String>>,
     pub smtp_sessions: HashMap<String, usize>,
+    /// The most authenticated SMTP sessions a mailbox had at once, and how often a
+    /// login was refused because it had its 3 already (`432 4.3.2`).
+    pub smtp_sessions_peak: HashMap<String, usize>,
+    pub smtp_busy_refusals: HashMap<String, usize>,
     pub recipients_sent: HashMap<(String, chrono::NaiveDate), usize>,
     /// Graph drafts and upload sessions (graph_drafts.rs).
     pub drafts: HashMap<String, crate::graph_drafts::Draft>,
@@ -233,6 +237,8 @@ impl Default for State {
             smtp_auth_disabled: Default::default(),
             exchange_access: HashMap::new(),
             smtp_sessions: HashMap::new(),
+            smtp_sessions_peak: HashMap::new(),
+            smtp_busy_refusals: HashMap::new(),
             recipients_sent: HashMap::new(),
             drafts: HashMap::new(),
             uploads: HashMap::new(),
@@ -540,6 +546,17 @@ impl Directory {
 
     pub fn token_requests(&self) -> Vec<TokenRequestRecord> {
         self.lock().token_requests.clone()
+    }
+
+    /// The most authenticated SMTP sessions `mailbox` had at once, and the logins
+    /// refused with `432 4.3.2` because it had its 3 already.
+    pub fn smtp_sessions_of(&self, mailbox: &str) -> (usize, usize) {
+        let state = self.lock();
+        let mailbox = mailbox.to_ascii_lowercase();
+        (
+            state.smtp_sessions_peak.get(&mailbox).copied().unwrap_or(0),
+            state.smtp_busy_refusals.get(&mailbox).copied().unwrap_or(0),
+        )
     }
 }
 

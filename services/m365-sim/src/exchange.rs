@@ -373,9 +373,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
             } else {
                 let sessions = state.smtp_sessions.entry(mailbox.clone()).or_default();
                 if *sessions >= CONNECTIONS_PER_MAILBOX {
+                    *state.smtp_busy_refusals.entry(mailbox.clone()).or_default() += 1;
                     Err("432 4.3.2 Concurrent connections limit exceeded. Visit https://aka.ms/concurrent_sending for more information.".to_owned())
                 } else {
                     *sessions += 1;
+                    let now = *sessions;
+                    let peak = state.smtp_sessions_peak.entry(mailbox.clone()).or_default();
+                    *peak = (*peak).max(now);
                     Ok(())
                 }
             }

@@ -353,6 +353,12 @@ impl Worker {
                 let mut next = if std::ptr::eq(failure.diagnosis, &diagnosis::INTERNAL) {
                     // Our own database hiccuped: nothing upstream to spare, try soon.
                     Utc::now() + Duration::from_secs(5)
+                } else if std::ptr::eq(failure.diagnosis, &diagnosis::CONCURRENCY) {
+                    // `432 4.3.2`: the mailbox's connections are taken (by another
+                    // client of the customer's, or one closing). A slot frees within
+                    // seconds; nothing about the message was wrong, so its backoff
+                    // does not grow.
+                    Utc::now() + Duration::from_millis(2_000 + rand::random_range(0..3_000))
                 } else {
                     Utc::now() + outcome::backoff(message.attempt_count, failure.retry_after)
                 };
@@ -590,7 +596,6 @@ impl Worker {
         slot.release().await;
         if outcome.token_refused() {
             self.tokens.invalidate(&key).await;
-            self.smtp.forget(&tenant.sender_mailbox);
         }
         outcome
     }

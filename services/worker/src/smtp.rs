@@ -2,37 +2,33 @@
 //! certificate verified against the system roots and the extra CA bundle), `AUTH
 //! XOAUTH2` as the sender mailbox with an app-only token for
 //! `https://outlook.office365.com/.default`, the mailbox as envelope sender.
-//! Connections are pooled per mailbox (at most 3, Exchange Online's limit per
-//! mailbox) and reused for the next messages while the token stays the same.
+//!
+//! One connection per message, closed (`QUIT`) before the delivery gives back its
+//! mailbox slot: Exchange Online counts every open authenticated connection of a
+//! mailbox against its limit of 3, idle ones included, so connections kept in a pool
+//! per worker process would add up across workers and be refused with `432 4.3.2`.
+//! The slots (`limits`) then bound exactly what Exchange counts. At Exchange's 30
+//! messages a minute per mailbox, a handshake per message costs nothing that matters.
 
-use std::{collections::HashMap, path::Path, sync::Mutex, time::Duration};
+use std::{path::Path, time::Duration};
 
 use lettre::{
-    AsyncSmtpTransport, AsyncTransport, Tokio1Executor,
     address::Envelope,
     transport::smtp::{
-        PoolConfig,
         authentication::{Credentials, Mechanism},
-        client::{Certificate, CertificateStore, Tls, TlsParameters, TlsVersion},
+        client::{AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters, TlsVersion},
+        extension::ClientId,
     },
 };
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
 
 use crate::outcome::DeliveryOutcome;
-
-/// Connections Exchange Online allows per mailbox at once.
-const CONNECTIONS_PER_MAILBOX: u32 = 3;
-
-type Transport = AsyncSmtpTransport<Tokio1Executor>;
 
 pub struct SmtpClient {
     host: String,
     port: u16,
     timeout: Duration,
-    extra_roots: Vec<Certificate>,
-    /// Mailbox → (fingerprint of the token it logs in with, its pooled transport).
-    transports: Mutex<HashMap<String, ([u8; 32], Transport)>>,
+    tls: TlsParameters,
 }
 
 impl std::fmt::Debug for SmtpClient {
@@ -50,6 +46,8 @@ pub enum SmtpSetupError {
     Endpoint(String),
     #[error("reading the extra CA bundle: {0}")]
     ExtraCa(String),
+    #[error("TLS for Exchange SMTP: {0}")]
+    Tls(String),
 }
 
 impl SmtpClient {
@@ -64,68 +62,30 @@ impl SmtpClient {
                 Some((host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?))
             })
             .ok_or_else(|| SmtpSetupError::Endpoint(endpoint.to_owned()))?;
-        let extra_roots = match extra_ca_file {
-            Some(path) => mailbridge_core::tls::load_certificates(path)
-                .map_err(|e| SmtpSetupError::ExtraCa(e.to_string()))?
-                .into_iter()
-                .map(|der| {
-                    Certificate::from_der(der.to_vec())
-                        .map_err(|e| SmtpSetupError::ExtraCa(e.to_string()))
-                })
-                .collect::<Result<_, _>>()?,
-            None => Vec::new(),
-        };
+        let mut tls = TlsParameters::builder(host.clone())
+            .certificate_store(CertificateStore::Default)
+            .set_min_tls_version(TlsVersion::Tlsv12);
+        if let Some(path) = extra_ca_file {
+            let roots = mailbridge_core::tls::load_certificates(path)
+                .map_err(|e| SmtpSetupError::ExtraCa(e.to_string()))?;
+            for der in roots {
+                let root = Certificate::from_der(der.to_vec())
+                    .map_err(|e| SmtpSetupError::ExtraCa(e.to_string()))?;
+                tls = tls.add_root_certificate(root);
+            }
+        }
+        let tls = tls
+            .build_rustls()
+            .map_err(|e| SmtpSetupError::Tls(e.to_string()))?;
         Ok(Self {
             host,
             port,
             timeout,
-            extra_roots,
-            transports: Mutex::default(),
+            tls,
         })
     }
 
-    fn transport(&self, mailbox: &str, token: &SecretString) -> Result<Transport, String> {
-        let fingerprint: [u8; 32] = Sha256::digest(token.expose_secret().as_bytes()).into();
-        let mut transports = self.transports.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((known, transport)) = transports.get(mailbox)
-            && *known == fingerprint
-        {
-            return Ok(transport.clone());
-        }
-        let mut tls = TlsParameters::builder(self.host.clone())
-            .certificate_store(CertificateStore::Default)
-            .set_min_tls_version(TlsVersion::Tlsv12);
-        for root in &self.extra_roots {
-            tls = tls.add_root_certificate(root.clone());
-        }
-        let tls = tls.build_rustls().map_err(|e| e.to_string())?;
-        let transport = Transport::builder_dangerous(&self.host)
-            .port(self.port)
-            .tls(Tls::Required(tls))
-            .credentials(Credentials::new(
-                mailbox.to_owned(),
-                token.expose_secret().to_owned(),
-            ))
-            .authentication(vec![Mechanism::Xoauth2])
-            .timeout(Some(self.timeout))
-            .pool_config(
-                PoolConfig::new()
-                    .max_size(CONNECTIONS_PER_MAILBOX)
-                    .idle_timeout(Duration::from_secs(60)),
-            )
-            .build();
-        transports.insert(mailbox.to_owned(), (fingerprint, transport.clone()));
-        Ok(transport)
-    }
-
-    /// Forgets the pooled connections of `mailbox` (its token was refused).
-    pub fn forget(&self, mailbox: &str) {
-        self.transports
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(mailbox);
-    }
-
+    /// Sends one message on a connection of its own, closed before this returns.
     pub async fn send(
         &self,
         token: &SecretString,
@@ -133,10 +93,6 @@ impl SmtpClient {
         recipients: &[String],
         mime: &[u8],
     ) -> DeliveryOutcome {
-        let transport = match self.transport(mailbox, token) {
-            Ok(t) => t,
-            Err(e) => return DeliveryOutcome::unreachable("exchange smtp", e),
-        };
         let to: Result<Vec<_>, _> = recipients.iter().map(|r| r.parse()).collect();
         let envelope = match (mailbox.parse(), to) {
             (Ok(from), Ok(to)) => Envelope::new(Some(from), to),
@@ -152,27 +108,52 @@ impl SmtpClient {
             Ok(e) => e,
             Err(e) => return DeliveryOutcome::smtp(501, "5.1.3", e.to_string()),
         };
-        match transport.send_raw(&envelope, mime).await {
+        let credentials = Credentials::new(mailbox.to_owned(), token.expose_secret().to_owned());
+        let hello = ClientId::default();
+        let mut connection = match AsyncSmtpConnection::connect_tokio1(
+            (self.host.as_str(), self.port),
+            Some(self.timeout),
+            &hello,
+            None,
+            None,
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(error) => return outcome_of(&error),
+        };
+        let sent = async {
+            connection.starttls(self.tls.clone(), &hello).await?;
+            connection.auth(&[Mechanism::Xoauth2], &credentials).await?;
+            connection.send(&envelope, mime).await
+        }
+        .await;
+        // QUIT (or just close, if the connection broke) before the slot is free.
+        connection.abort().await;
+        match sent {
             Ok(response) => DeliveryOutcome::Delivered {
                 status: u16::from(response.code()),
             },
-            Err(error) => match error.status() {
-                Some(code) => {
-                    let text = error.to_string();
-                    let answer = text
-                        .split_once("): ")
-                        .map(|(_, rest)| rest)
-                        .unwrap_or(&text)
-                        .trim()
-                        .to_owned();
-                    let enhanced = enhanced_code(&answer).unwrap_or_default();
-                    DeliveryOutcome::smtp(u16::from(code), &enhanced, answer)
-                }
-                None => {
-                    DeliveryOutcome::unreachable("exchange smtp", crate::describe_error(&error))
-                }
-            },
+            Err(error) => outcome_of(&error),
         }
+    }
+}
+
+/// Exchange's answer (or the network's failure) as an outcome.
+fn outcome_of(error: &lettre::transport::smtp::Error) -> DeliveryOutcome {
+    match error.status() {
+        Some(code) => {
+            let text = error.to_string();
+            let answer = text
+                .split_once("): ")
+                .map(|(_, rest)| rest)
+                .unwrap_or(&text)
+                .trim()
+                .to_owned();
+            let enhanced = enhanced_code(&answer).unwrap_or_default();
+            DeliveryOutcome::smtp(u16::from(code), &enhanced, answer)
+        }
+        None => DeliveryOutcome::unreachable("exchange smtp", crate::describe_error(error)),
     }
 }
 
