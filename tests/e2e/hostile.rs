@@ -777,11 +777,21 @@ fn catalogue(c: &Ctx) -> Vec<Case> {
             "order: an empty recipient",
             [envelope(c), steps([send("RCPT TO:<>\r\n"), Reply("501 5.1.3")]), quit()],
         ),
+        // A bare address is bracketed for old devices; anything else that lacks the
+        // brackets stays a syntax error.
         case(
             "order: RCPT TO without angle brackets",
             [
                 envelope(c),
-                steps([send("RCPT TO:a@hostile.example\r\n"), Reply("501 5.5.4")]),
+                steps([send("RCPT TO:a@hostile.example\r\n"), Reply("250 2.1.5")]),
+                quit(),
+            ],
+        ),
+        case(
+            "order: RCPT TO with a quoted path and no brackets",
+            [
+                envelope(c),
+                steps([send("RCPT TO:\"a b\"@hostile.example\r\n"), Reply("501 5.5.4")]),
                 quit(),
             ],
         ),
