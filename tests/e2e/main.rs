@@ -24,4 +24,5 @@ mod security;
 mod staff_security;
 mod submission;
 mod upstream;
+mod web_hardening;
 mod worker_processes;

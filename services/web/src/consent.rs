@@ -31,7 +31,7 @@ use crate::{
     error::{Error, Result},
     i18n::Tr,
     session::{self, Actor, Permission},
-    sign_in::{FLOW_COOKIE, NewFlow, store_flow, take_flow},
+    sign_in::{NewFlow, store_flow, take_flow},
     tr,
 };
 
@@ -201,7 +201,7 @@ async fn refused(
         )
         .await?;
     }
-    let clear = session::set_cookie(FLOW_COOKIE, "", Some(0), state.secure_cookies());
+    let clear = session::set_cookie(state.flow_cookie(), "", Some(0), state.secure_cookies());
     Ok((
         axum::http::StatusCode::BAD_REQUEST,
         [(header::SET_COOKIE, clear)],
@@ -378,7 +378,7 @@ async fn callback(
         json!({ "entra_tenant_id": entra_tenant }),
     )
     .await?;
-    let clear = session::set_cookie(FLOW_COOKIE, "", Some(0), state.secure_cookies());
+    let clear = session::set_cookie(state.flow_cookie(), "", Some(0), state.secure_cookies());
     let target = if actor.is_some() {
         format!("/customers/{}?notice=connected", tenant.id)
     } else {

@@ -66,6 +66,11 @@ impl WebState {
         self.settings.web.public_url.starts_with("https://")
     }
 
+    /// The name of the sign-in and consent flow cookie (`__Host-` over HTTPS).
+    fn flow_cookie(&self) -> &'static str {
+        session::flow_cookie_name(self.secure_cookies())
+    }
+
     /// An absolute URL of the control plane for `path` (which starts with `/`).
     fn public_url(&self, path: &str) -> String {
         format!("{}{path}", self.settings.web.public_url)

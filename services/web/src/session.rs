@@ -193,6 +193,18 @@ pub fn session_cookie_name(secure: bool) -> &'static str {
     }
 }
 
+/// The cookie that binds a sign-in or consent flow to the browser that started it.
+/// Over HTTPS it carries the `__Host-` prefix like the session's: the browser then
+/// accepts it only `Secure`, for `Path=/` and without `Domain`, so a sibling host
+/// cannot plant or overwrite it.
+pub fn flow_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-mailbridge_flow"
+    } else {
+        "mailbridge_flow"
+    }
+}
+
 /// A cookie's value from the request.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -206,8 +218,13 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// A `Set-Cookie` value: HttpOnly, SameSite=Lax (the sign-in and consent callbacks
-/// are top-level navigations from Microsoft), Secure over HTTPS.
+/// are top-level navigations from Microsoft), Secure over HTTPS; always `Path=/` and
+/// never `Domain`, as a `__Host-` name requires.
 pub fn set_cookie(name: &str, value: &str, max_age_secs: Option<u64>, secure: bool) -> String {
+    debug_assert!(
+        secure || !name.starts_with("__Host-"),
+        "a __Host- cookie must be Secure"
+    );
     let mut cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
     if secure {
         cookie.push_str("; Secure");
@@ -496,5 +513,23 @@ mod tests {
         assert_eq!(cookie(&headers, "missing"), None);
         let set = set_cookie("__Host-mailbridge_session", "v", None, true);
         assert!(set.contains("HttpOnly") && set.contains("Secure") && set.contains("SameSite=Lax"));
+    }
+
+    #[test]
+    fn cookies_over_https_carry_the_host_prefix() {
+        for (name, secure) in [
+            (session_cookie_name(true), true),
+            (flow_cookie_name(true), true),
+        ] {
+            assert!(name.starts_with("__Host-"), "{name}");
+            let set = set_cookie(name, "v", Some(600), secure);
+            assert!(
+                set.contains("; Secure") && set.contains("; Path=/;"),
+                "{set}"
+            );
+            assert!(!set.to_ascii_lowercase().contains("domain="), "{set}");
+        }
+        assert!(!flow_cookie_name(false).starts_with("__Host-"));
+        assert!(!session_cookie_name(false).starts_with("__Host-"));
     }
 }

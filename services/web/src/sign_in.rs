@@ -49,8 +49,6 @@ use crate::{
     tr,
 };
 
-/// The browser cookie that binds a sign-in or consent flow to its browser.
-pub const FLOW_COOKIE: &str = "mailbridge_flow";
 /// How long a sign-in may take.
 pub const FLOW_LIFETIME: Duration = Duration::from_secs(600);
 /// How long a consent link stays valid: it may be sent to the customer's admin.
@@ -350,7 +348,7 @@ pub async fn store_flow(state: &WebState, flow: NewFlow<'_>) -> Result<String> {
     .execute(&state.pool)
     .await?;
     Ok(session::set_cookie(
-        FLOW_COOKIE,
+        state.flow_cookie(),
         csrf_state,
         Some(lifetime(kind).as_secs()),
         state.secure_cookies(),
@@ -390,7 +388,7 @@ pub async fn take_flow(
     .fetch_optional(&state.pool)
     .await?;
     Ok(flow.map(|mut flow| {
-        flow.same_browser = session::cookie(headers, FLOW_COOKIE) == Some(csrf_state);
+        flow.same_browser = session::cookie(headers, state.flow_cookie()) == Some(csrf_state);
         flow
     }))
 }
@@ -460,7 +458,7 @@ async fn callback(
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     Query(query): Query<CallbackQuery>,
 ) -> Result<Response> {
-    let clear_flow = session::set_cookie(FLOW_COOKIE, "", Some(0), state.secure_cookies());
+    let clear_flow = session::set_cookie(state.flow_cookie(), "", Some(0), state.secure_cookies());
     let Some(csrf_state) = query.state.as_deref() else {
         return Ok(problem_page(
             &state,

@@ -1,0 +1,173 @@
+//! The control plane behind an ingress: the sign-in flow cookie with the `__Host-`
+//! prefix over HTTPS, sign-in starts limited per client address, and the client's
+//! address taken from `X-Forwarded-For` only when a trusted proxy sends it. Runs the
+//! real `mailbridge web` binary where its environment matters.
+
+use std::{net::SocketAddr, time::Duration};
+
+use reqwest::StatusCode;
+use secrecy::ExposeSecret;
+
+use crate::{
+    harness::{TestApp, database_url, mailbridge_binary},
+    staff_client::StaffClient,
+};
+
+/// A `mailbridge web` process against the test's database, signing in through the
+/// test's simulator, with `public_url` (`{addr}` is replaced by its address) and
+/// extra environment; killed when dropped.
+struct WebProcess {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Drop for WebProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl WebProcess {
+    async fn start(app: &TestApp, public_url: &str, env: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let public_url = public_url.replace("{addr}", &addr.to_string());
+        let settings = &app.stack.settings;
+        let oidc = settings.web.oidc.as_ref().expect("the simulator's sign-in");
+        let directory = &app.stack.simulator.directory;
+        directory.set_redirect_uris(
+            &app.stack.client_id,
+            &[
+                &format!("{}/sign-in/callback", settings.web.public_url),
+                &format!("{}/consent/callback", settings.web.public_url),
+                &format!("{public_url}/sign-in/callback"),
+            ],
+        );
+        let mut command = std::process::Command::new(mailbridge_binary());
+        command
+            .arg("web")
+            .env("DATABASE_URL", database_url(&app.database).expose_secret())
+            .env("MAILBRIDGE_WEB_LISTEN", addr.to_string())
+            .env("MAILBRIDGE_PUBLIC_URL", &public_url)
+            .env("MAILBRIDGE_OIDC_ISSUER", &oidc.issuer)
+            .env("MAILBRIDGE_OIDC_CLIENT_ID", &oidc.client_id)
+            .env(
+                "MAILBRIDGE_OIDC_CLIENT_SECRET",
+                oidc.client_secret.expose_secret(),
+            )
+            .env(
+                "MAILBRIDGE_OIDC_ALLOWED_TENANTS",
+                oidc.allowed_tenants.join(","),
+            )
+            .env(
+                "MAILBRIDGE_EXTRA_CA_FILE",
+                settings.extra_ca_file.as_ref().expect("the simulator's CA"),
+            )
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("starting mailbridge web");
+        let process = Self { child, addr };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let up = reqwest::get(format!("http://{addr}/healthz")).await;
+            if up.is_ok_and(|r| r.status().is_success()) {
+                break process;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mailbridge web did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A browser without a session, talking to this process.
+    fn client(&self, app: &TestApp) -> StaffClient {
+        let mut client = StaffClient::anonymous(app);
+        client.base = format!("http://{}", self.addr);
+        client
+    }
+}
+
+#[tokio::test]
+async fn the_flow_cookie_has_the_host_prefix_over_https() {
+    let app = TestApp::spawn_without_worker().await;
+    mailbridge_web::add_staff(
+        app.pool(),
+        "hanna.host@msp.example",
+        mailbridge_web::Role::Admin,
+    )
+    .await
+    .unwrap();
+    app.stack
+        .add_staff_user("hanna.host@msp.example", "Hanna Host");
+    // The ingress terminates TLS: the process serves HTTP, its public URL is https.
+    let web = WebProcess::start(&app, "https://{addr}", &[]).await;
+    let mut browser = web.client(&app);
+    let start = browser.get("/sign-in/start?next=/").await;
+    assert_eq!(start.status, StatusCode::SEE_OTHER, "{}", start.body);
+    let set: Vec<&str> = start
+        .headers
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    let flow = set
+        .iter()
+        .find(|c| c.starts_with("__Host-mailbridge_flow="))
+        .unwrap_or_else(|| panic!("a __Host- flow cookie: {set:?}"));
+    assert!(
+        flow.contains("; Secure") && flow.contains("; Path=/;"),
+        "{flow}"
+    );
+    assert!(!flow.to_ascii_lowercase().contains("domain="), "{flow}");
+    assert!(
+        !set.iter().any(|c| c.starts_with("mailbridge_flow=")),
+        "no unprefixed flow cookie: {set:?}"
+    );
+
+    // The sign-in finishes with it, and the callback clears it by the same name.
+    let authorize = start.location.expect("to the provider");
+    let callback = browser
+        .answer_at_simulator(&authorize, "sim_user=hanna.host@msp.example")
+        .await
+        .replacen("https://", "http://", 1);
+    let done = browser.get_absolute(&callback).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert!(browser.has_cookie("__Host-mailbridge_session"));
+    assert!(!browser.has_cookie("__Host-mailbridge_flow"), "cleared");
+
+    // A flow cookie without the prefix (planted by a sibling host) binds nothing.
+    let mut planted = web.client(&app);
+    let start = planted.get("/sign-in/start?next=/").await;
+    let authorize = start.location.expect("to the provider");
+    let callback = planted
+        .answer_at_simulator(&authorize, "sim_user=hanna.host@msp.example")
+        .await
+        .replacen("https://", "http://", 1);
+    let state = callback
+        .split("state=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let response = reqwest::Client::new()
+        .get(&callback)
+        .header(reqwest::header::COOKIE, format!("mailbridge_flow={state}"))
+        .send()
+        .await
+        .unwrap();
+    let body = response.text().await.unwrap();
+    assert!(body.contains("started in another browser"), "{body}");
+    app.stack.shutdown().await;
+}
