@@ -171,3 +171,54 @@ async fn the_flow_cookie_has_the_host_prefix_over_https() {
     assert!(body.contains("started in another browser"), "{body}");
     app.stack.shutdown().await;
 }
+
+/// `GET /sign-in/start` from `from` (a loopback address), in `lang`.
+async fn start_sign_in_from(app: &TestApp, from: &str, lang: &str) -> (StatusCode, String) {
+    let client = reqwest::Client::builder()
+        .local_address(from.parse::<std::net::IpAddr>().unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!(
+            "http://{}/sign-in/start?next=/",
+            app.stack.web_addr
+        ))
+        .header(reqwest::header::ACCEPT_LANGUAGE, lang)
+        .send()
+        .await
+        .expect("GET /sign-in/start");
+    (response.status(), response.text().await.unwrap())
+}
+
+async fn flows(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM oauth_flows")
+        .fetch_one(app.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sign_in_starts_are_limited_per_client_address() {
+    let app = TestApp::spawn_without_worker().await;
+    for i in 0..20 {
+        let (status, body) = start_sign_in_from(&app, "127.0.0.5", "en").await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "start {i}: {body}");
+    }
+    assert_eq!(flows(&app).await, 20);
+    let (status, body) = start_sign_in_from(&app, "127.0.0.5", "en").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(body.contains("Too many sign-in attempts"), "{body}");
+    let (status, body) = start_sign_in_from(&app, "127.0.0.5", "de").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        body.contains("Zu viele Anmeldeversuche"),
+        "translated: {body}"
+    );
+    assert_eq!(flows(&app).await, 20, "no flow stored when refused");
+
+    // Another address is not affected, and staff still sign in from it.
+    let (status, _) = start_sign_in_from(&app, "127.0.0.6", "en").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    app.stack.shutdown().await;
+}

@@ -33,6 +33,9 @@ pub enum Error {
     /// The change conflicts with what exists (a name taken, a state that forbids it).
     #[error("{0}")]
     Conflict(String),
+    /// Too many requests from one client address.
+    #[error("Too many sign-in attempts from your address. Wait a minute and try again.")]
+    TooManyRequests,
     #[error("The database is not reachable right now. Try again in a moment.")]
     Database(#[from] sqlx::Error),
     #[error(
@@ -71,6 +74,7 @@ impl Error {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::Invalid(_) | Self::InvalidValue { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Self::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -84,6 +88,7 @@ impl Error {
             Self::NotFound => "not_found",
             Self::Invalid(_) | Self::InvalidValue { .. } => "invalid",
             Self::Conflict(_) => "conflict",
+            Self::TooManyRequests => "rate_limited",
             Self::Database(_) => "database_unavailable",
             Self::Internal(_) => "internal",
         }

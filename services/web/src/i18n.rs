@@ -768,6 +768,10 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "{} is not an enabled member of staff (they must have signed in once).",
         "{} ist kein aktiver Mitarbeiter (er muss sich einmal angemeldet haben).",
     ),
+    (
+        "Too many sign-in attempts from your address. Wait a minute and try again.",
+        "Zu viele Anmeldeversuche von Ihrer Adresse. Bitte eine Minute warten und erneut versuchen.",
+    ),
 ];
 
 #[cfg(test)]

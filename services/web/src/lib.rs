@@ -14,6 +14,7 @@ mod gauges;
 mod i18n;
 mod messages;
 mod openapi;
+mod rate_limit;
 mod security;
 mod session;
 mod sign_in;
@@ -53,6 +54,8 @@ pub(crate) struct WebState {
     tokens: Arc<TokenCache>,
     master_key: Option<MasterKey>,
     sign_in: Arc<sign_in::Provider>,
+    /// Sign-ins started per client address (each inserts a flow row).
+    sign_in_starts: Arc<rate_limit::RateLimiter>,
 }
 
 impl std::fmt::Debug for WebState {
@@ -123,6 +126,10 @@ pub fn router(
         sign_in: Arc::new(sign_in::Provider::new(settings.web.oidc.clone(), http)),
         msp_app,
         settings: Arc::new(settings),
+        sign_in_starts: Arc::new(rate_limit::RateLimiter::new(
+            rate_limit::SIGN_IN_STARTS_PER_MINUTE,
+            std::time::Duration::from_secs(60),
+        )),
     };
     let pages = Router::new()
         .route("/", get(customers::overview))

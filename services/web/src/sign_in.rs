@@ -397,7 +397,15 @@ async fn start(
     State(state): State<WebState>,
     tr: Tr,
     Query(query): Query<PageQuery>,
+    request: axum::extract::Request,
 ) -> Result<Response> {
+    // Every start stores a flow (and may try a setup code): limited per address.
+    if let Some(addr) = session::client_addr(request.extensions())
+        && !state.sign_in_starts.allow(addr)
+    {
+        tracing::info!(%addr, "sign-in starts limited");
+        return Err(Error::TooManyRequests);
+    }
     let bootstrap_hash = match query.bootstrap.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(code) => match crate::staff::bootstrap_hash(&state.pool, code).await? {
