@@ -473,7 +473,7 @@ async fn a_message_has_exactly_one_from_and_goes_to_the_envelope_only() {
     assert!(!mime.contains("From : "), "{mime}");
     assert!(mime.contains(&format!("<{sender}>")), "{mime}");
     assert!(
-        mime.contains("Reply-To: Chef <ceo@elsewhere.example>"),
+        mime.contains("Reply-To: \"Chef\" <ceo@elsewhere.example>"),
         "{mime}"
     );
 

@@ -1,7 +1,8 @@
-//! Header field names as RFC 5322 reads them, for the few places that look at raw
-//! header lines (counting From fields at the edge, removing Bcc before Graph):
-//! case-insensitive, with the white space the obsolete syntax allows before the
-//! colon (`From :`), so that a spelling a parser accepts is never missed.
+//! Header field names as lenient parsers read them, for the few places that look at
+//! raw header lines (counting From fields at the edge, removing Bcc before Graph):
+//! case-insensitive, and with white space anywhere in the name ignored — the obsolete
+//! syntax allows it before the colon (`From :`), and mail-parser drops it inside the
+//! name too (`Fr om:` is its From) — so that no spelling a parser accepts is missed.
 
 /// The name of the header field `line` starts; `None` for a continuation line or a
 /// line without a colon.
@@ -13,9 +14,19 @@ pub fn field_name(line: &[u8]) -> Option<&[u8]> {
     Some(line[..colon].trim_ascii_end())
 }
 
-/// Whether `line` starts a field called `name`.
+/// Whether `line` starts a field called `name` (white space in the name ignored).
 pub fn is_field(line: &[u8], name: &str) -> bool {
-    field_name(line).is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+    field_name(line).is_some_and(|n| {
+        let mut letters = n.iter().filter(|b| !b.is_ascii_whitespace());
+        let mut wanted = name.as_bytes().iter();
+        loop {
+            match (letters.next(), wanted.next()) {
+                (None, None) => return true,
+                (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => {}
+                _ => return false,
+            }
+        }
+    })
 }
 
 /// The header section `head` without its `name` fields (continuation lines included).
@@ -42,6 +53,10 @@ mod tests {
     fn names_with_space_before_the_colon_and_any_case() {
         assert!(is_field(b"From: a@x.example\r\n", "from"));
         assert!(is_field(b"FROM \t: a@x.example\r\n", "from"));
+        assert!(
+            is_field(b"Fr om: a@x.example\r\n", "from"),
+            "as mail-parser reads it"
+        );
         assert!(!is_field(b" from: folded\r\n", "from"));
         assert!(!is_field(b"From-X: a\r\n", "from"));
         assert!(!is_field(b"no colon\r\n", "from"));

@@ -375,6 +375,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 SenderPolicy::Rewrite => {
                     transfer.body =
                         message::rewrite_from(&transfer.body, start, &policy.tenant_sender_mailbox);
+                    // However the header spelled its fields, what goes out has one
+                    // From, or nothing goes out.
+                    if message::field_count(&transfer.body[start..], "from") != 1 {
+                        self.envelope = None;
+                        return self.refuse_message(reply::FROM_NOT_ONE);
+                    }
                 }
             }
         }

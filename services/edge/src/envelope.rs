@@ -163,7 +163,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 /// them (`MAIL FROM:a@b SIZE=10` → `MAIL FROM:<a@b> SIZE=10`); `None` for any other
 /// line. Only a plain address is bracketed: no brackets, quotes, control characters
 /// or anything that is not printable ASCII, so nothing else can be smuggled in.
-pub(crate) fn bracketed_path(line: &[u8]) -> Option<Vec<u8>> {
+pub fn bracketed_path(line: &[u8]) -> Option<Vec<u8>> {
     let prefix = [&b"MAIL FROM:"[..], b"RCPT TO:"]
         .into_iter()
         .find(|p| line.len() > p.len() && line[..p.len()].eq_ignore_ascii_case(p))?;

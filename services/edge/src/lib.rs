@@ -30,6 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
+pub use envelope::bracketed_path;
 pub use session::{Flow, Session, TlsInfo};
 
 /// The kinds of listener, each with its own rules.

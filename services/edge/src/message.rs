@@ -105,6 +105,19 @@ pub fn subject(message: &[u8]) -> Option<String> {
         })
 }
 
+/// A display name fit to be written back between quotes: no quotes, backslashes or
+/// control characters; none if nothing is left.
+fn display_name_of(address: &mail_parser::Addr<'_>) -> Option<String> {
+    address
+        .name()
+        .map(|name| {
+            name.chars()
+                .filter(|c| !c.is_control() && !matches!(c, '"' | '\\'))
+                .collect::<String>()
+        })
+        .filter(|name| !name.trim().is_empty())
+}
+
 /// Replaces the From header with `new_from` (display name kept where there was one)
 /// and, unless the message has a Reply-To, points Reply-To at the original sender.
 /// `start` skips our own trace header.
@@ -117,37 +130,74 @@ pub fn rewrite_from(message: &[u8], start: usize, new_from: &str) -> Vec<u8> {
         .as_ref()
         .and_then(|p| p.from())
         .and_then(|f| f.first())
-        .and_then(|a| a.name())
-        .map(|name| name.replace(['"', '\\', '\r', '\n'], ""));
+        .and_then(display_name_of);
     let has_reply_to = parsed.as_ref().is_some_and(|p| p.reply_to().is_some());
+
+    // Where the parser read a From field, however the line spelled it: those lines
+    // go too, so that no reading finds a From the rewrite left behind.
+    let parsed_from: Vec<(usize, usize)> = parsed
+        .as_ref()
+        .map(|p| {
+            p.headers()
+                .iter()
+                .filter(|h| h.name == HeaderName::From)
+                .map(|h| {
+                    (
+                        h.offset_field as usize,
+                        (h.offset_end as usize).max(h.offset_field as usize + 1),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
 
     let mut out = Vec::with_capacity(message.len() + 128);
     out.extend_from_slice(trace);
-    let mut original_from: Vec<u8> = Vec::new();
     let mut in_from = false;
+    let mut offset = 0;
     for line in head.split_inclusive(|&b| b == b'\n') {
+        let (line_start, line_end) = (offset, offset + line.len());
+        offset = line_end;
         let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
-        if !continuation {
-            in_from = is_field(line, "from");
+        let read_as_from = parsed_from
+            .iter()
+            .any(|&(from, to)| from < line_end && line_start < to);
+        if !continuation || read_as_from {
+            in_from = is_field(line, "from") || read_as_from;
         }
-        if in_from {
-            original_from.extend_from_slice(if continuation {
-                line
-            } else {
-                &line[memchr::memchr(b':', line).map_or(line.len(), |c| c + 1)..]
-            });
-        } else if line != b"\r\n" {
+        if !in_from && line != b"\r\n" {
             out.extend_from_slice(line);
         }
     }
-    match display_name.filter(|n| !n.trim().is_empty()) {
+    // A header section that ended without a line break (a BDAT chunk can) must not
+    // swallow the new field into its last line.
+    if out.len() > trace.len() && !out.ends_with(b"\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    match display_name {
         Some(name) => {
             out.extend_from_slice(format!("From: \"{name}\" <{new_from}>\r\n").as_bytes())
         }
         None => out.extend_from_slice(format!("From: <{new_from}>\r\n").as_bytes()),
     }
-    let original = String::from_utf8_lossy(&original_from).trim().to_owned();
-    if !has_reply_to && !original.is_empty() {
+    // Replies go to whoever the device sent for: the From as the parser read it,
+    // written anew (never the raw text, which could carry more lines).
+    let original = parsed
+        .as_ref()
+        .and_then(|p| p.from())
+        .and_then(|f| f.first())
+        .and_then(|a| {
+            let address = a.address()?;
+            let plain = !address.is_empty()
+                && address
+                    .chars()
+                    .all(|c| !c.is_control() && !matches!(c, '<' | '>' | '"' | ',' | ' '));
+            plain.then(|| match display_name_of(a) {
+                Some(name) => format!("\"{name}\" <{address}>"),
+                None => address.to_owned(),
+            })
+        });
+    if let Some(original) = original.filter(|_| !has_reply_to) {
         out.extend_from_slice(b"Reply-To: ");
         out.extend_from_slice(original.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -203,6 +253,31 @@ mod tests {
         assert_eq!(
             from_addresses(b"From: A <A@X.example>\r\n\r\n"),
             vec!["a@x.example"]
+        );
+    }
+
+    #[test]
+    fn every_spelling_of_from_is_counted_and_rewritten() {
+        // Found by fuzzing: mail-parser reads white space inside a field name away.
+        let spaced = b"Fr om: ceo@x.example\r\nSubject: s\r\n\r\nbody";
+        assert_eq!(field_count(spaced, "from"), 1);
+        let out = rewrite_from(spaced, 0, "p@k.example");
+        assert_eq!(
+            field_count(&out, "from"),
+            1,
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        assert!(!String::from_utf8_lossy(&out).contains("Fr om:"));
+        // A header section without a final line break (a last BDAT chunk).
+        let out = rewrite_from(b"X-Scan: 1", 0, "p@k.example");
+        assert_eq!(out, b"X-Scan: 1\r\nFrom: <p@k.example>\r\n\r\n");
+        // The original From goes to Reply-To written anew, never as raw lines.
+        let two_lines = b"From: a@x.example,\r\n b@x.example\r\n\r\nbody";
+        let out = String::from_utf8(rewrite_from(two_lines, 0, "p@k.example")).unwrap();
+        assert_eq!(
+            out,
+            "From: <p@k.example>\r\nReply-To: a@x.example\r\n\r\nbody"
         );
     }
 }
