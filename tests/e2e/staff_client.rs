@@ -239,6 +239,29 @@ impl StaffClient {
         self.post_raw(path, &fields, Some(&self.base.clone())).await
     }
 
+    /// Like [`Self::post`], with extra request headers.
+    pub async fn post_with_headers(
+        &mut self,
+        path: &str,
+        form: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Page {
+        let csrf = self.csrf.clone();
+        let mut fields: Vec<(&str, &str)> = vec![("csrf", &csrf)];
+        fields.extend_from_slice(form);
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(header::COOKIE, self.cookie_header())
+            .header(header::ORIGIN, self.base.clone())
+            .form(&fields);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.expect("POST");
+        self.keep(response).await
+    }
+
     /// Posts exactly `form`, with `origin` as the Origin header if given.
     pub async fn post_raw(
         &mut self,

@@ -222,3 +222,121 @@ async fn sign_in_starts_are_limited_per_client_address() {
     assert_eq!(status, StatusCode::SEE_OTHER);
     app.stack.shutdown().await;
 }
+
+/// Creates a customer through the API from `from`, with `X-Forwarded-For: xff`;
+/// returns the address its audit record names.
+async fn audited_addr(
+    web: &WebProcess,
+    app: &TestApp,
+    token: &str,
+    from: &str,
+    xff: &str,
+) -> String {
+    let name = format!("Praxis {}", uuid::Uuid::new_v4());
+    let client = reqwest::Client::builder()
+        .local_address(from.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let response = client
+        .post(format!("http://{}/api/v1/customers", web.addr))
+        .bearer_auth(token)
+        .header("x-forwarded-for", xff)
+        .json(&serde_json::json!({ "name": name, "sender_mailbox": "scan@proxy.example" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "{:?}",
+        response.text().await
+    );
+    sqlx::query_scalar(
+        "SELECT host(client_addr) FROM audit_log WHERE action = 'customer.create' AND target = $1",
+    )
+    .bind(&name)
+    .fetch_one(app.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    let app = TestApp::spawn_without_worker().await;
+    let email = "paul.proxy@msp.example";
+    mailbridge_web::add_staff(app.pool(), email, mailbridge_web::Role::Admin)
+        .await
+        .unwrap();
+    app.stack.add_staff_user(email, "Paul Proxy");
+    // The ingress is 127.0.0.1; 127.0.0.2 stands for a client reaching the pod directly.
+    let web = WebProcess::start(
+        &app,
+        "http://{addr}",
+        &[("MAILBRIDGE_WEB_TRUSTED_PROXIES", "127.0.0.1/32, 10.0.0.0/8")],
+    )
+    .await;
+
+    // The session records the client the trusted proxy names: the right-most address
+    // that is not a proxy (the client forged the left one).
+    let mut browser = web.client(&app);
+    let callback = browser.authorize(email).await;
+    let path = callback
+        .strip_prefix(&browser.base)
+        .expect("our callback")
+        .to_owned();
+    let done = browser
+        .get_with(
+            &path,
+            &[("x-forwarded-for", "203.0.113.66, 198.51.100.7, 10.1.2.3")],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let session_addr: String = sqlx::query_scalar("SELECT host(client_addr) FROM web_sessions")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(session_addr, "198.51.100.7");
+
+    let (_, token) = mailbridge_web::create_api_token(
+        app.pool(),
+        email,
+        "proxy test",
+        mailbridge_web::Role::Admin,
+        30,
+    )
+    .await
+    .unwrap();
+    // Through the trusted proxy: the forwarded address is recorded.
+    assert_eq!(
+        audited_addr(&web, &app, &token, "127.0.0.1", "198.51.100.8").await,
+        "198.51.100.8"
+    );
+    // Straight from an untrusted peer: its forged header is ignored.
+    assert_eq!(
+        audited_addr(&web, &app, &token, "127.0.0.2", "198.51.100.9").await,
+        "127.0.0.2"
+    );
+    drop(web);
+
+    // Without MAILBRIDGE_WEB_TRUSTED_PROXIES (the in-process stack) nobody is trusted.
+    let mut staff = StaffClient::sign_in_as(&app, "olga.ohne@msp.example", "admin").await;
+    let created = staff
+        .post_with_headers(
+            "/customers",
+            &[
+                ("name", "Praxis Ohne Proxy"),
+                ("sender_mailbox", "scan@ohne-proxy.example"),
+            ],
+            &[("x-forwarded-for", "198.51.100.10")],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let addr: String = sqlx::query_scalar(
+        "SELECT host(client_addr) FROM audit_log WHERE target = 'Praxis Ohne Proxy'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(addr, "127.0.0.1");
+    app.stack.shutdown().await;
+}

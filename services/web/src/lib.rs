@@ -6,6 +6,7 @@
 
 mod api;
 mod audit;
+mod client_addr;
 mod consent;
 mod customers;
 mod devices;
@@ -56,6 +57,8 @@ pub(crate) struct WebState {
     sign_in: Arc<sign_in::Provider>,
     /// Sign-ins started per client address (each inserts a flow row).
     sign_in_starts: Arc<rate_limit::RateLimiter>,
+    /// Proxies whose `X-Forwarded-For` names the client (`MAILBRIDGE_WEB_TRUSTED_PROXIES`).
+    trusted_proxies: Arc<mailbridge_core::config::Networks>,
 }
 
 impl std::fmt::Debug for WebState {
@@ -89,6 +92,8 @@ pub enum WebError {
     Http(#[from] reqwest::Error),
     #[error("the MSP app's credentials: {0}")]
     App(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The whole control plane as one router.
@@ -116,6 +121,7 @@ pub fn router(
     } else {
         mailbridge_core::ops::router(readiness)
     };
+    let trusted_proxies = client_addr::trusted_proxies_from_env().map_err(WebError::Config)?;
     let state = WebState {
         pool,
         tokens: Arc::new(TokenCache::new(
@@ -130,6 +136,7 @@ pub fn router(
             rate_limit::SIGN_IN_STARTS_PER_MINUTE,
             std::time::Duration::from_secs(60),
         )),
+        trusted_proxies: Arc::new(trusted_proxies),
     };
     let pages = Router::new()
         .route("/", get(customers::overview))
@@ -152,6 +159,10 @@ pub fn router(
         .route("/static/mailbridge.js", get(script))
         .with_state(state.clone())
         .merge(ops)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            client_addr::resolve,
+        ))
         .layer(middleware::from_fn_with_state(state, security::headers))
         .layer(middleware::from_fn(record_request)))
 }

@@ -178,11 +178,17 @@ impl FromRequestParts<WebState> for Tr {
     }
 }
 
-/// The client's address as the server saw it.
+/// The client's address: the TCP peer, or the address a trusted proxy forwarded
+/// (see [`crate::client_addr`]).
 pub fn client_addr(parts_extensions: &axum::http::Extensions) -> Option<IpAddr> {
     parts_extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+        .get::<crate::client_addr::ClientAddr>()
+        .map(|c| c.0)
+        .or_else(|| {
+            parts_extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_canonical())
+        })
 }
 
 pub fn session_cookie_name(secure: bool) -> &'static str {

@@ -463,8 +463,8 @@ async fn callback(
     State(state): State<WebState>,
     tr: Tr,
     headers: HeaderMap,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     Query(query): Query<CallbackQuery>,
+    request: axum::extract::Request,
 ) -> Result<Response> {
     let clear_flow = session::set_cookie(state.flow_cookie(), "", Some(0), state.secure_cookies());
     let Some(csrf_state) = query.state.as_deref() else {
@@ -531,7 +531,7 @@ async fn callback(
             ));
         }
     };
-    let addr = Some(peer.ip());
+    let addr = session::client_addr(request.extensions());
     let (staff_id, role) =
         match upsert_staff(&state, &identity, addr, flow.bootstrap_hash.as_deref()).await? {
             Some(found) => found,
