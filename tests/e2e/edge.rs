@@ -192,7 +192,7 @@ async fn ehlo_lists_the_extensions_and_simple_commands_answer_with_enhanced_code
     let (mut smtp, _) = SmtpProbe::connect(app.stack.smtp_addr).await;
     let ehlo = smtp.command("EHLO probe.praxis.test").await;
     for extension in [
-        "SIZE 52428800",
+        "SIZE 36700160",
         "8BITMIME",
         "PIPELINING",
         "ENHANCEDSTATUSCODES",

@@ -281,19 +281,6 @@ async fn every_upstream_answer_is_classified_and_explained() {
             diagnosis: "InvalidAuthenticationToken",
         },
         Case {
-            name: "too large",
-            method: Graph,
-            endpoint: GraphSend,
-            effect: http(
-                413,
-                "RequestBodyTooLarge",
-                "The maximum request length supported is 4MB.",
-                None,
-            ),
-            outcome: Permanent,
-            diagnosis: "RequestBodyTooLarge",
-        },
-        Case {
             name: "bad base64",
             method: Graph,
             endpoint: GraphSend,
@@ -690,6 +677,38 @@ async fn messages_too_large_for_one_graph_request_go_by_upload_session_or_smtp()
         attempts[0].diagnosis.as_deref(),
         Some("ErrorAccessDenied"),
         "the draft path needs Mail.ReadWrite"
+    );
+}
+
+#[tokio::test]
+async fn a_413_from_graph_takes_the_large_message_path() {
+    let app = TestApp::spawn().await;
+    let tenant = customer(&app, "Praxis Zu Gross", DeliveryMethod::Graph).await;
+    let directory = &app.stack.simulator.directory;
+    directory.consent(
+        tenant.tenant.entra_tenant_id.unwrap(),
+        &app.stack.client_id,
+        &[ROLE_MAIL_SEND, ROLE_MAIL_READ_WRITE],
+    );
+    directory.inject_fault(Fault {
+        endpoint: Endpoint::GraphSend,
+        tenant: None,
+        mailbox: None,
+        effect: http(
+            413,
+            "RequestBodyTooLarge",
+            "The maximum request length supported is 4MB.",
+            None,
+        ),
+        times: Some(1),
+    });
+    let id = send(&app, &tenant, "gross@klinik.example").await;
+    let inbox = app.wait_for_inbox("gross@klinik.example", 1).await;
+    assert_eq!(inbox[0].via, "graph-upload", "sent as a draft, not failed");
+    let status = app.wait_for_message(id, |s| s.state == "delivered").await;
+    assert_eq!(
+        status.attempt_count, 1,
+        "one attempt, not a permanent failure"
     );
 }
 

@@ -17,7 +17,9 @@ pub const DEFAULT_GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
 pub const DEFAULT_EXCHANGE_RESOURCE: &str = "https://outlook.office365.com";
 /// Largest message accepted by default: room for a 35 MB attachment after base64
 /// (Exchange Online mailboxes can be raised to 150 MB; its default is 35 MB).
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 50 * 1024 * 1024;
+/// Exchange Online's default maximum send size of a mailbox (35 MB); a larger
+/// message would be accepted here only to fail upstream.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 35 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -153,8 +153,8 @@ diagnoses! {
     MAILBOX_FULL = "5.2.2", Permanent,
         "The sender mailbox is full.",
         "Das Absender-Postfach ist voll.",
-        "Free space in the sender mailbox (its Sent Items grow with every message) or raise its quota.",
-        "Platz im Absender-Postfach schaffen (die Gesendeten Elemente wachsen mit jeder Nachricht) oder das Kontingent erhöhen.";
+        "Free space in the sender mailbox (its Sent Items keep a copy of every message) or raise its quota; for a scanner mailbox, untick \"Keep a copy in the mailbox's Sent Items\" on the customer's page.",
+        "Platz im Absender-Postfach schaffen (die Gesendeten Elemente behalten eine Kopie jeder Nachricht) oder das Kontingent erhöhen; bei einem Scanner-Postfach auf der Kundenseite „Kopie in „Gesendete Elemente“ des Postfachs ablegen“ abwählen.";
     APP_NOT_IN_TENANT = "AADSTS700016", Retry,
         "The customer's Microsoft 365 has not consented to mailbridge's app (or it was removed).",
         "Im Microsoft 365 des Kunden wurde der App von mailbridge nicht zugestimmt (oder sie wurde entfernt).",
@@ -249,7 +249,10 @@ pub fn graph(status: u16, code: &str, message: &str) -> &'static Diagnosis {
         (401, _) | (_, "InvalidAuthenticationToken") => &TOKEN_REFUSED_BY_RESOURCE,
         (_, "ErrorInvalidUser") | (404, "ResourceNotFound") => &UNKNOWN_MAILBOX,
         (429, _) => &THROTTLED,
-        (_, "ErrorQuotaExceeded") | (_, "ErrorSubmissionQuotaExceeded") => &QUOTA_EXCEEDED,
+        // A mailbox is full (the sender's, whose Sent Items keep a copy of every
+        // MIME message); the sending limit is ErrorSubmissionQuotaExceeded.
+        (_, "ErrorQuotaExceeded") => &MAILBOX_FULL,
+        (_, "ErrorSubmissionQuotaExceeded") => &QUOTA_EXCEEDED,
         (413, _) | (_, "RequestBodyTooLarge") | (_, "ErrorMessageSizeExceeded") => &TOO_LARGE,
         (_, "ErrorMimeContentInvalidBase64String")
         | (_, "ErrorMimeContentInvalid")
@@ -408,6 +411,12 @@ mod tests {
             "OutboundSpam"
         );
         assert_eq!(graph(403, "ErrorSendAsDenied", "").class, Class::Permanent);
+        // A full mailbox is not the sending limit.
+        assert_eq!(graph(507, "ErrorQuotaExceeded", "").key, MAILBOX_FULL.key);
+        assert_eq!(
+            graph(403, "ErrorSubmissionQuotaExceeded", "").key,
+            QUOTA_EXCEEDED.key
+        );
         assert_eq!(
             graph(429, "ApplicationThrottled", "MailboxConcurrency").key,
             "429"
