@@ -12,6 +12,7 @@ mod chaos;
 mod chaos_load;
 mod cli;
 mod control_plane;
+mod customer_walkthrough;
 mod delivery;
 mod dev_command;
 mod edge;

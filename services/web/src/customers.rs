@@ -184,16 +184,11 @@ pub async fn with_health(pool: &PgPool, only: Option<Uuid>) -> Result<Vec<Custom
             let mut rejects = reject_map.remove(&tenant.id).unwrap_or_default();
             rejects.sort_by_key(|r| (!r.is_basic_auth(), -r.count));
             let (device_count, stale) = devices.get(&tenant.id).copied().unwrap_or((0, 0));
-            let connected = tenant.entra_tenant_id.is_some() && tenant.consented_at.is_some();
-            let refused_since_ok = match (tenant.last_token_error_at, tenant.last_token_ok_at) {
-                (Some(err), Some(ok)) => err > ok,
-                (Some(_), None) => true,
-                _ => false,
-            };
+            let (connected, consent_ok) = connection(&tenant);
             CustomerView {
                 health: Health {
                     connected,
-                    consent_ok: connected && !refused_since_ok,
+                    consent_ok,
                     last_token_error: tenant.last_token_error.clone(),
                     last_token_error_at: tenant.last_token_error_at,
                     paused_until: tenant.paused_until.filter(|p| *p > Utc::now()),
@@ -208,6 +203,22 @@ pub async fn with_health(pool: &PgPool, only: Option<Uuid>) -> Result<Vec<Custom
             }
         })
         .collect())
+}
+
+/// Whether a customer is connected to its Microsoft 365 tenant, and whether that
+/// connection works (no token refusal since the last token issued). Connected means a
+/// verified admin consent, or — for a customer set up with its tenant id by the CLI or
+/// the API, whose consent was granted outside mailbridge — a token issued for it.
+pub fn connection(tenant: &Tenant) -> (bool, bool) {
+    let refused_since_ok = match (tenant.last_token_error_at, tenant.last_token_ok_at) {
+        (Some(err), Some(ok)) => err > ok,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    let token_worked = tenant.last_token_ok_at.is_some();
+    let connected =
+        tenant.entra_tenant_id.is_some() && (tenant.consented_at.is_some() || token_worked);
+    (connected, connected && !refused_since_ok)
 }
 
 /// Every customer's id and name, for filters.

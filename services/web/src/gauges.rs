@@ -59,7 +59,8 @@ async fn read(pool: &PgPool) -> Result<Vec<Row>, sqlx::Error> {
          ), tenant AS (
              SELECT t.id, t.name, COALESCE(q.depth, 0) AS depth,
                     COALESCE(EXTRACT(EPOCH FROM now() - q.oldest_due), 0)::float8 AS oldest_due_seconds,
-                    t.entra_tenant_id IS NOT NULL AND t.consented_at IS NOT NULL AS connected,
+                    t.entra_tenant_id IS NOT NULL
+                      AND (t.consented_at IS NOT NULL OR t.last_token_ok_at IS NOT NULL) AS connected,
                     t.last_token_error_at IS NOT NULL
                       AND (t.last_token_ok_at IS NULL OR t.last_token_error_at > t.last_token_ok_at) AS refused
                FROM tenants t LEFT JOIN queued q ON q.tenant_id = t.id

@@ -633,6 +633,7 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "wie ausgegeben (wird nicht erneut gezeigt; bei Verlust ein neues ausstellen)",
     ),
     ("bytes", "Bytes"),
+    ("last token issued", "letztes Token ausgestellt"),
     ("consent verified", "Zustimmung geprüft"),
     ("delivered", "zugestellt"),
     ("delivering", "wird zugestellt"),
