@@ -87,3 +87,43 @@ async fn a_customer_set_up_by_the_cli_shows_as_connected_once_a_token_works() {
     assert_eq!(page.text_of("consent-state").unwrap(), "Token refused");
     app.stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_new_device_reads_never_seen_and_is_not_stale() {
+    let app = TestApp::spawn_without_worker().await;
+    let tenant = app.add_tenant("Praxis Neu").await;
+    let customer = tenant.tenant.id;
+    let device = app.add_device(&tenant, "Drucker Empfang").await;
+    let mut staff = StaffClient::sign_in_as(&app, "nora.neu@msp.example", "technician").await;
+
+    let row = overview_row(&staff.get("/").await, customer);
+    assert!(
+        !row.contains("not seen"),
+        "a new device is not stale: {row}"
+    );
+    let page = staff.get(&format!("/customers/{customer}")).await;
+    let devices = page.text_of("devices").unwrap_or_else(|| page.body.clone());
+    assert!(devices.contains("never seen"), "{devices}");
+    assert!(!devices.contains("not seen for 7 days"), "{devices}");
+    let device_page = format!("/customers/{customer}/devices/{}", device.device.id);
+    assert_eq!(
+        staff.get(&device_page).await.text_of("last-seen").unwrap(),
+        "never seen"
+    );
+    let german = staff
+        .get_with(&device_page, &[("accept-language", "de")])
+        .await;
+    assert_eq!(german.text_of("last-seen").unwrap(), "noch nie gesehen");
+
+    // Added more than a week ago and never seen: now it counts as stale.
+    sqlx::query("UPDATE devices SET created_at = now() - interval '8 days' WHERE id = $1")
+        .bind(device.device.id)
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let row = overview_row(&staff.get("/").await, customer);
+    assert!(row.contains("1 not seen for 7 days"), "{row}");
+    let page = staff.get(&format!("/customers/{customer}")).await;
+    assert!(page.body.contains("never seen, added over 7 days ago"));
+    app.stack.shutdown().await;
+}

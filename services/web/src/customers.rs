@@ -160,7 +160,7 @@ pub async fn with_health(pool: &PgPool, only: Option<Uuid>) -> Result<Vec<Custom
     .await?;
     let devices: Vec<(Uuid, i64, i64)> = sqlx::query_as(
         "SELECT tenant_id, count(*),
-                count(*) FILTER (WHERE enabled AND (last_seen_at IS NULL OR last_seen_at < now() - make_interval(days => $2)))
+                count(*) FILTER (WHERE enabled AND COALESCE(last_seen_at, created_at) < now() - make_interval(days => $2))
            FROM devices WHERE ($1::uuid IS NULL OR tenant_id = $1) GROUP BY tenant_id",
     )
     .bind(only)
@@ -503,12 +503,10 @@ struct CustomerPage {
 }
 
 impl CustomerPage {
-    /// An enabled device not seen for a week: probably not sending any more.
+    /// An enabled device not seen for a week (or never seen in the week since it was
+    /// added): probably not sending any more.
     fn stale(&self, device: &Device) -> bool {
-        device.enabled
-            && device
-                .last_seen_at
-                .is_none_or(|seen| seen < self.stale_before)
+        device.enabled && device.last_seen_at.unwrap_or(device.created_at) < self.stale_before
     }
 }
 

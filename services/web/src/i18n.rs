@@ -649,6 +649,11 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     ("medical", "Medizingerät"),
     ("none", "keine"),
     ("not seen for 7 days", "seit 7 Tagen nicht gesehen"),
+    ("never seen", "noch nie gesehen"),
+    (
+        "never seen, added over 7 days ago",
+        "nie gesehen, vor über 7 Tagen angelegt",
+    ),
     (
         "on its way; this page updates itself",
         "unterwegs; diese Seite aktualisiert sich selbst",

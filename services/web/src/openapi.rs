@@ -274,7 +274,7 @@ fn schemas() -> Value {
             "failed_24h": { "type": "integer" },
             "rejects_24h": { "type": "array", "items": object(&["code", "count"], json!({ "code": string(), "count": { "type": "integer" } })) },
             "devices": { "type": "integer" },
-            "stale_devices": { "type": "integer", "description": "Enabled devices not seen for 7 days" },
+            "stale_devices": { "type": "integer", "description": "Enabled devices not seen for 7 days (never seen: added more than 7 days ago)" },
         }),
     );
     let device_props = json!({
