@@ -52,3 +52,10 @@ CREATE TABLE workers (
     lock_key bigint NOT NULL UNIQUE,
     started_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Mailboxes Microsoft told to wait (Graph 429/503 with Retry-After): every worker
+-- leaves them alone until then, not only the one that heard it.
+CREATE TABLE mailbox_throttles (
+    mailbox text PRIMARY KEY,
+    until timestamptz NOT NULL
+);

