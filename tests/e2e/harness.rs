@@ -191,6 +191,16 @@ impl TestApp {
         Self::spawn_configured(options, |_| {}).await
     }
 
+    /// A stack that allows AUTH in clear from loopback (for probes that log in without
+    /// TLS), with further settings from `configure`.
+    pub async fn spawn_with_clear_auth(configure: impl FnOnce(&mut Settings)) -> Self {
+        Self::spawn_configured(StackOptions::ephemeral(), |s| {
+            s.edge.plaintext_auth_networks = "127.0.0.0/8".parse().expect("networks");
+            configure(s);
+        })
+        .await
+    }
+
     /// A stack whose settings `configure` adjusts (limits, policies, timeouts).
     pub async fn spawn_configured(
         options: StackOptions,
@@ -530,6 +540,19 @@ impl SmtpProbe {
         let token = base64::engine::general_purpose::STANDARD
             .encode(format!("{authzid}\0{username}\0{password}"));
         self.command(&format!("AUTH PLAIN {token}")).await
+    }
+
+    /// Connects from `from`, says EHLO and logs in with AUTH PLAIN (in clear: the
+    /// stack must allow it from there); the reply to the login.
+    pub async fn login_from(
+        addr: std::net::SocketAddr,
+        from: &str,
+        username: &str,
+        password: &str,
+    ) -> String {
+        let (mut smtp, _) = Self::connect_from(addr, from.parse().expect("an address")).await;
+        smtp.command("EHLO device.example").await;
+        smtp.login(username, password).await
     }
 
     /// Sends a command and returns its reply.

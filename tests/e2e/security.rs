@@ -2,13 +2,10 @@
 //! no wider than a site, a smart lockout shared by every edge, exactly one From, and
 //! Graph sending to the envelope only.
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
-use mailbridge::stack::StackOptions;
-use mailbridge_core::{
-    Settings,
-    config::Networks,
-    devices::{self, DeviceListener, IssuedCredential, PolicyChange, SenderPolicy},
+use mailbridge_core::devices::{
+    self, DeviceListener, IssuedCredential, PolicyChange, SenderPolicy,
 };
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
@@ -19,23 +16,11 @@ use crate::{
     staff_client::StaffClient,
 };
 
-async fn app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    TestApp::spawn_configured(StackOptions::ephemeral(), |s| {
-        s.edge.plaintext_auth_networks = "127.0.0.0/8".parse::<Networks>().unwrap();
-        configure(s);
-    })
-    .await
-}
-
 async fn set(app: &TestApp, device: &IssuedCredential, change: PolicyChange) {
     devices::change_policy(app.pool(), device.device.id, change)
         .await
         .unwrap()
         .expect("the device exists");
-}
-
-fn ip(text: &str) -> IpAddr {
-    text.parse().unwrap()
 }
 
 /// Python's smtplib on the relay port from `source`: the reply to RCPT.
@@ -238,12 +223,6 @@ async fn allow_lists_wider_than_a_site_are_refused_by_the_web_and_the_cli() {
     app.stack.shutdown().await;
 }
 
-async fn login_from(addr: std::net::SocketAddr, from: &str, user: &str, password: &str) -> String {
-    let (mut smtp, _) = SmtpProbe::connect_from(addr, ip(from)).await;
-    smtp.command("EHLO device.example").await;
-    smtp.login(user, password).await
-}
-
 /// Waits until the device's login from `source` is recorded as familiar.
 async fn wait_familiar(app: &TestApp, device: &IssuedCredential, source: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -266,7 +245,7 @@ async fn wait_familiar(app: &TestApp, device: &IssuedCredential, source: &str) {
 
 #[tokio::test]
 async fn a_brute_force_from_elsewhere_never_locks_a_device_out_of_its_familiar_address() {
-    let app = app_with(|s| {
+    let app = TestApp::spawn_with_clear_auth(|s| {
         s.edge.auth_throttle.lockout_failures = 3;
         s.edge.auth_throttle.source_lockout_failures = 6;
         s.edge.auth_throttle.username_lockout_failures = 5;
@@ -279,7 +258,7 @@ async fn a_brute_force_from_elsewhere_never_locks_a_device_out_of_its_familiar_a
     let (user, password) = (&printer.device.username, &printer.password);
 
     assert!(
-        login_from(edge, "127.0.0.1", user, password)
+        SmtpProbe::login_from(edge, "127.0.0.1", user, password)
             .await
             .starts_with("235")
     );
@@ -288,7 +267,7 @@ async fn a_brute_force_from_elsewhere_never_locks_a_device_out_of_its_familiar_a
     // The attacker at 127.0.0.2 guesses until every limit is passed.
     let mut replies = Vec::new();
     for n in 0..6 {
-        replies.push(login_from(edge, "127.0.0.2", user, &format!("guess-{n}")).await);
+        replies.push(SmtpProbe::login_from(edge, "127.0.0.2", user, &format!("guess-{n}")).await);
     }
     assert!(
         replies[..3].iter().all(|r| r.starts_with("535")),
@@ -299,14 +278,14 @@ async fn a_brute_force_from_elsewhere_never_locks_a_device_out_of_its_familiar_a
         "{replies:?}"
     );
     assert!(
-        login_from(edge, "127.0.0.2", user, password)
+        SmtpProbe::login_from(edge, "127.0.0.2", user, password)
             .await
             .starts_with("454 4.7.0"),
         "the attacking address is locked even with the right password"
     );
     // The real printer at its familiar address is not locked out.
     assert!(
-        login_from(edge, "127.0.0.1", user, password)
+        SmtpProbe::login_from(edge, "127.0.0.1", user, password)
             .await
             .starts_with("235")
     );
@@ -325,13 +304,13 @@ async fn a_brute_force_from_elsewhere_never_locks_a_device_out_of_its_familiar_a
     )
     .await;
     assert!(
-        login_from(second.addr, "127.0.0.2", user, password)
+        SmtpProbe::login_from(second.addr, "127.0.0.2", user, password)
             .await
             .starts_with("454 4.7.0"),
         "the lock is seen by the other edge"
     );
     assert!(
-        login_from(second.addr, "127.0.0.1", user, password)
+        SmtpProbe::login_from(second.addr, "127.0.0.1", user, password)
             .await
             .starts_with("235")
     );
@@ -339,12 +318,12 @@ async fn a_brute_force_from_elsewhere_never_locks_a_device_out_of_its_familiar_a
     // edge too) locks the username for unfamiliar addresses only.
     for n in 0..5 {
         let from = format!("127.0.9.{}", n + 1);
-        login_from(second.addr, &from, user, "wrong").await;
+        SmtpProbe::login_from(second.addr, &from, user, "wrong").await;
     }
-    let unfamiliar = login_from(edge, "127.0.9.77", user, password).await;
+    let unfamiliar = SmtpProbe::login_from(edge, "127.0.9.77", user, password).await;
     assert!(unfamiliar.starts_with("454 4.7.0"), "{unfamiliar}");
     assert!(
-        login_from(edge, "127.0.0.1", user, password)
+        SmtpProbe::login_from(edge, "127.0.0.1", user, password)
             .await
             .starts_with("235")
     );
@@ -352,16 +331,16 @@ async fn a_brute_force_from_elsewhere_never_locks_a_device_out_of_its_familiar_a
     // A printer with a stale password behind the clinic's one address locks only
     // itself: another device behind the same address still logs in.
     for _ in 0..3 {
-        login_from(edge, "127.0.0.1", user, "stale").await;
+        SmtpProbe::login_from(edge, "127.0.0.1", user, "stale").await;
     }
     assert!(
-        login_from(edge, "127.0.0.1", user, password)
+        SmtpProbe::login_from(edge, "127.0.0.1", user, password)
             .await
             .starts_with("454"),
         "the failing pair is locked"
     );
     assert!(
-        login_from(
+        SmtpProbe::login_from(
             edge,
             "127.0.0.1",
             &neighbour.device.username,
@@ -381,7 +360,7 @@ async fn a_brute_force_from_elsewhere_never_locks_a_device_out_of_its_familiar_a
     // succeed once that has passed.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let reply = login_from(edge, "127.0.0.1", user, password).await;
+        let reply = SmtpProbe::login_from(edge, "127.0.0.1", user, password).await;
         if reply.starts_with("235") {
             break;
         }
@@ -393,7 +372,7 @@ async fn a_brute_force_from_elsewhere_never_locks_a_device_out_of_its_familiar_a
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(
-        login_from(second.addr, "127.0.0.2", user, password)
+        SmtpProbe::login_from(second.addr, "127.0.0.2", user, password)
             .await
             .starts_with("235")
     );
@@ -433,7 +412,7 @@ async fn send_as(app: &TestApp, device: &IssuedCredential, rcpt: &[&str], messag
 
 #[tokio::test]
 async fn a_message_has_exactly_one_from_and_goes_to_the_envelope_only() {
-    let app = app_with(|s| s.edge.limits.max_recipients = 100).await;
+    let app = TestApp::spawn_with_clear_auth(|s| s.edge.limits.max_recipients = 100).await;
     let tenant = app.add_tenant("Praxis Absender").await;
     let sender = tenant.tenant.sender_mailbox.clone();
     let strict = app.add_device(&tenant, "Streng").await;

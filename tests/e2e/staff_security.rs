@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use mailbridge::stack::StackOptions;
-use mailbridge_core::{Settings, config::Networks};
 use reqwest::StatusCode;
 
 use crate::{
@@ -13,23 +12,9 @@ use crate::{
     staff_client::StaffClient,
 };
 
-async fn app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
-    TestApp::spawn_configured(StackOptions::ephemeral(), |s| {
-        s.edge.plaintext_auth_networks = "127.0.0.0/8".parse::<Networks>().unwrap();
-        configure(s);
-    })
-    .await
-}
-
-async fn login_from(app: &TestApp, from: &str, user: &str, password: &str) -> String {
-    let (mut smtp, _) = SmtpProbe::connect_from(app.stack.smtp_addr, from.parse().unwrap()).await;
-    smtp.command("EHLO device.example").await;
-    smtp.login(user, password).await
-}
-
 #[tokio::test]
 async fn a_locked_device_is_shown_and_unlocked_in_the_control_plane() {
-    let app = app_with(|s| s.edge.auth_throttle.lockout_failures = 3).await;
+    let app = TestApp::spawn_with_clear_auth(|s| s.edge.auth_throttle.lockout_failures = 3).await;
     let tenant = app.add_tenant("Praxis Sperre").await;
     let printer = app.add_device(&tenant, "Drucker").await;
     let (user, password) = (&printer.device.username, &printer.password);
@@ -42,10 +27,10 @@ async fn a_locked_device_is_shown_and_unlocked_in_the_control_plane() {
 
     // A printer with a stale password at 127.0.0.3 locks its pair.
     for _ in 0..3 {
-        let reply = login_from(&app, "127.0.0.3", user, "stale").await;
+        let reply = SmtpProbe::login_from(app.stack.smtp_addr, "127.0.0.3", user, "stale").await;
         assert!(reply.starts_with("535"), "{reply}");
     }
-    let reply = login_from(&app, "127.0.0.3", user, password).await;
+    let reply = SmtpProbe::login_from(app.stack.smtp_addr, "127.0.0.3", user, password).await;
     assert!(reply.starts_with("454 4.7.0"), "locked: {reply}");
 
     let page = owner.get(&device_page).await;
@@ -90,7 +75,7 @@ async fn a_locked_device_is_shown_and_unlocked_in_the_control_plane() {
     // The device logs in again (the edge trusts a state it read for two seconds).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let reply = login_from(&app, "127.0.0.3", user, password).await;
+        let reply = SmtpProbe::login_from(app.stack.smtp_addr, "127.0.0.3", user, password).await;
         if reply.starts_with("235") {
             break;
         }
