@@ -1184,7 +1184,13 @@ async fn an_idle_session_ends() {
 async fn the_overview_puts_basic_auth_refusals_first_and_flags_silent_devices() {
     let app = TestApp::spawn_without_worker().await;
     let tenant = app.add_tenant("Praxis Alt").await;
-    app.add_device(&tenant, "Drucker alt").await;
+    let silent = app.add_device(&tenant, "Drucker alt").await;
+    // Added more than a week ago and never seen since (a new device is not flagged).
+    sqlx::query("UPDATE devices SET created_at = now() - interval '8 days' WHERE id = $1")
+        .bind(silent.device.id)
+        .execute(app.pool())
+        .await
+        .unwrap();
     let mut owner = StaffClient::sign_in_as(&app, "ines.inhaber@msp.example", "owner").await;
     let sent = owner
         .post(
