@@ -127,3 +127,192 @@ async fn a_new_device_reads_never_seen_and_is_not_stale() {
     assert!(page.body.contains("never seen, added over 7 days ago"));
     app.stack.shutdown().await;
 }
+
+#[tokio::test]
+async fn customer_names_that_differ_only_in_case_are_refused() {
+    use secrecy::ExposeSecret;
+    let app = TestApp::spawn_without_worker().await;
+    let mut admin = StaffClient::sign_in_as(&app, "cara.case@msp.example", "admin").await;
+    let create = |name: &'static str| {
+        [
+            ("name", name),
+            ("sender_mailbox", "scan@praxis-kuehn.example"),
+            ("delivery_method", "graph"),
+        ]
+    };
+    let first = admin.post("/customers", &create("Praxis Dr. Kuehn")).await;
+    assert_eq!(
+        first.status,
+        reqwest::StatusCode::SEE_OTHER,
+        "{}",
+        first.body
+    );
+    let twin = admin.post("/customers", &create("praxis dr. KUEHN")).await;
+    assert_eq!(twin.status, reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        twin.body
+            .contains("upper and lower case do not make names different"),
+        "{}",
+        twin.body
+    );
+    let german = admin
+        .post_with_headers(
+            "/customers",
+            &create("PRAXIS DR. KUEHN"),
+            &[("accept-language", "de")],
+        )
+        .await;
+    assert!(
+        german.body.contains("Groß- und Kleinschreibung"),
+        "{}",
+        german.body
+    );
+    // A rename onto another customer's name in other case is refused as well.
+    let other = admin.post("/customers", &create("Kanzlei Weber")).await;
+    let other_id = crate::staff_client::id_in(other.location.as_deref().unwrap(), "/customers/");
+    let renamed = admin
+        .post(
+            &format!("/customers/{other_id}"),
+            &[
+                ("name", "PRAXIS Dr. Kuehn"),
+                ("sender_mailbox", "scan@praxis-kuehn.example"),
+                ("delivery_method", "graph"),
+            ],
+        )
+        .await;
+    assert!(
+        renamed.body.contains("already exists"),
+        "{} {}",
+        renamed.status,
+        renamed.body
+    );
+
+    // The API.
+    let (_, token) = mailbridge_web::create_api_token(
+        app.pool(),
+        "cara.case@msp.example",
+        "case",
+        mailbridge_web::Role::Admin,
+        30,
+    )
+    .await
+    .unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/customers", app.stack.web_addr))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "name": "praxis dr. kuehn", "sender_mailbox": "a@b.example" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already exists"),
+        "{body}"
+    );
+
+    // The CLI.
+    let cli = std::process::Command::new(crate::harness::mailbridge_binary())
+        .args([
+            "tenant",
+            "add",
+            "--name",
+            "Praxis DR. Kuehn",
+            "--entra-tenant-id",
+            "5f1c7a52-0d7e-4c5e-9a51-2b7b1d0e8f11",
+            "--sender-mailbox",
+            "scan@praxis-kuehn.example",
+        ])
+        .env(
+            "DATABASE_URL",
+            crate::harness::database_url(&app.database).expose_secret(),
+        )
+        .env("MAILBRIDGE_MASTER_KEY", "")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!cli.status.success());
+    assert!(
+        String::from_utf8_lossy(&cli.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let count: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tenants WHERE lower(name) = 'praxis dr. kuehn'")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(count, 1);
+    app.stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_case_insensitive_index_renames_existing_twins_first() {
+    use mailbridge_core::db::MIGRATOR;
+    let database = crate::harness::empty_database().await;
+    let pool = mailbridge_core::db::pool(
+        &crate::harness::database_url(&database),
+        mailbridge_core::db::PoolOptions::default(),
+    )
+    .unwrap();
+    MIGRATOR
+        .run_to(20261202000009, &pool)
+        .await
+        .expect("the schema before");
+    for (name, age) in [
+        ("Praxis Alt", 3),
+        ("PRAXIS ALT", 2),
+        ("praxis alt", 1),
+        ("Praxis Alt (2)", 5),
+        ("Kanzlei Einzeln", 1),
+    ] {
+        sqlx::query(
+            "INSERT INTO tenants (name, entra_tenant_id, sender_mailbox, created_at)
+             VALUES ($1, gen_random_uuid(), 'scan@alt.example', now() - make_interval(days => $2))",
+        )
+        .bind(name)
+        .bind(age)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    MIGRATOR
+        .run(&pool)
+        .await
+        .expect("migrates with twins present");
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM tenants ORDER BY created_at")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    // The oldest keeps its name; the others get the next free suffix.
+    assert_eq!(
+        names,
+        [
+            "Praxis Alt (2)",
+            "Praxis Alt",
+            "PRAXIS ALT (3)",
+            "praxis alt (4)",
+            "Kanzlei Einzeln"
+        ]
+    );
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE actor = 'migration' AND action = 'customer.update'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 2);
+    let twin = sqlx::query(
+        "INSERT INTO tenants (name, entra_tenant_id, sender_mailbox) VALUES ('KANZLEI einzeln', gen_random_uuid(), 'a@b.example')",
+    )
+    .execute(&pool)
+    .await
+    .expect_err("refused");
+    assert_eq!(
+        twin.as_database_error().and_then(|e| e.constraint()),
+        Some("tenants_name_key")
+    );
+}

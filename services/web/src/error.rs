@@ -122,7 +122,9 @@ impl From<mailbridge_core::tenants::TenantError> for Error {
         use mailbridge_core::tenants::TenantError as E;
         match e {
             E::NameTaken(name) => Self::InvalidValue {
-                text: crate::tr!("A customer named {} already exists."),
+                text: crate::tr!(
+                    "A customer named {} already exists (upper and lower case do not make names different)."
+                ),
                 value: name,
             },
             E::InvalidName => {

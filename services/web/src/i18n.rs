@@ -131,8 +131,8 @@ macro_rules! tr {
 /// English → German, for every text the control plane shows.
 pub static CATALOGUE: &[(&str, &str)] = &[
     (
-        "A customer named {} already exists.",
-        "Ein Kunde namens {} existiert bereits.",
+        "A customer named {} already exists (upper and lower case do not make names different).",
+        "Ein Kunde namens {} existiert bereits (Groß- und Kleinschreibung machen Namen nicht verschieden).",
     ),
     (
         "A token's role can be admin, technician or read-only, and not above your own.",
