@@ -691,52 +691,55 @@ async fn a_retry_after_from_graph_pauses_the_mailbox_for_every_worker() {
         endpoint: Endpoint::GraphSend,
         tenant: Some(entra),
         mailbox: None,
-        effect: http(429, "ApplicationThrottled", "Too many requests", Some(6)),
+        effect: http(429, "ApplicationThrottled", "Too many requests", Some(8)),
         times: Some(1),
     });
-    let mut ids = Vec::new();
-    for _ in 0..8 {
-        ids.push(send(&app, &tenant, "drossel@klinik.example").await);
-    }
-    for id in ids {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let status = queue::status(app.pool(), id).await.unwrap().unwrap();
-            if status.state == "delivered" {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "not delivered: {status:?}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // One message meets the 429; the pause is shared through the database.
+    send(&app, &tenant, "drossel@klinik.example").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let paused_until: chrono::DateTime<chrono::Utc> = loop {
+        let until = sqlx::query_scalar("SELECT until FROM mailbox_throttles WHERE mailbox = $1")
+            .bind(tenant.tenant.sender_mailbox.to_ascii_lowercase())
+            .fetch_optional(app.pool())
+            .await
+            .unwrap();
+        if let Some(until) = until {
+            break until;
         }
+        if std::time::Instant::now() >= deadline {
+            let attempts: Vec<(String, Option<String>, Option<String>, Option<i32>)> =
+                sqlx::query_as(
+                    "SELECT outcome, upstream_code, worker, upstream_status FROM delivery_attempts",
+                )
+                .fetch_all(app.pool())
+                .await
+                .unwrap();
+            panic!("no pause was shared; attempts {attempts:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    // Messages that come after it, to whichever worker, wait for it.
+    for _ in 0..6 {
+        send(&app, &tenant, "drossel@klinik.example").await;
     }
+    let inbox = app.wait_for_inbox("drossel@klinik.example", 6).await;
     second.kill().ok();
     second.wait().ok();
-    let requests: Vec<_> = directory
+    let early: Vec<_> = directory
         .requests()
         .into_iter()
-        .filter(|r| r.endpoint == Endpoint::GraphSend && r.tenant == Some(entra))
-        .collect();
-    let throttled_at = requests
-        .iter()
-        .find(|r| r.faulted)
-        .expect("the 429 was given")
-        .at;
-    // Requests already on their way when the 429 was answered may arrive just after
-    // it; from then on until Retry-After ends, no worker asks again.
-    let during: Vec<_> = requests
-        .iter()
-        .filter(|r| {
-            r.at > throttled_at + chrono::TimeDelta::milliseconds(500)
-                && r.at < throttled_at + chrono::TimeDelta::milliseconds(5_500)
-        })
+        .filter(|r| r.endpoint == Endpoint::GraphSend && r.tenant == Some(entra) && !r.faulted)
+        .filter(|r| r.at < paused_until - chrono::TimeDelta::milliseconds(100))
         .collect();
     assert!(
-        during.is_empty(),
-        "{} requests within Retry-After",
-        during.len()
+        early.is_empty(),
+        "{} requests to the mailbox before its Retry-After ended",
+        early.len()
+    );
+    assert!(
+        inbox
+            .iter()
+            .all(|m| m.received_at >= paused_until - chrono::TimeDelta::milliseconds(100))
     );
 }
 

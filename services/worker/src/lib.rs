@@ -324,7 +324,6 @@ impl Worker {
             && matches!(failure.status, Some(429 | 503))
             && let Some(wait) = failure.retry_after.filter(|w| !w.is_zero())
             && !failure.repeated
-            && false
             && let Err(e) =
                 limits::pause(&self.pool, mailbox, wait.min(Duration::from_secs(3_600))).await
         {
