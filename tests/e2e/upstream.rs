@@ -706,16 +706,7 @@ async fn a_retry_after_from_graph_pauses_the_mailbox_for_every_worker() {
         if let Some(until) = until {
             break until;
         }
-        if std::time::Instant::now() >= deadline {
-            let attempts: Vec<(String, Option<String>, Option<String>, Option<i32>)> =
-                sqlx::query_as(
-                    "SELECT outcome, upstream_code, worker, upstream_status FROM delivery_attempts",
-                )
-                .fetch_all(app.pool())
-                .await
-                .unwrap();
-            panic!("no pause was shared; attempts {attempts:?}");
-        }
+        assert!(std::time::Instant::now() < deadline, "no pause was shared");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     // Messages that come after it, to whichever worker, wait for it.
