@@ -235,7 +235,12 @@ impl BenchStack {
 
         let api_token = format!("mbt_{}", crypto::generate_password());
         sqlx::query(
-            "INSERT INTO api_tokens (name, token_hash, token_prefix, role) VALUES ('bench', $1, 'mbt_bench', 'readonly')",
+            "WITH reader AS (
+                 INSERT INTO staff (issuer, subject, email, display_name, role)
+                 VALUES ('bench', 'bench', 'bench@msp.example', 'Benchmark', 'readonly')
+                 RETURNING id)
+             INSERT INTO api_tokens (name, token_hash, token_prefix, role, expires_at, created_by)
+             SELECT 'bench', $1, 'mbt_bench', 'readonly', now() + interval '1 day', id FROM reader",
         )
         .bind(Sha256::digest(api_token.as_bytes()).to_vec())
         .execute(&pool)
