@@ -555,6 +555,30 @@ impl SmtpProbe {
         smtp.login(username, password).await
     }
 
+    /// Logs in from `from` until it succeeds (the lock state an edge read may be
+    /// trusted for a moment after an unlock); every refusal before must be `454`.
+    pub async fn login_succeeds_within(
+        addr: std::net::SocketAddr,
+        from: &str,
+        username: &str,
+        password: &str,
+        within: Duration,
+    ) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let reply = Self::login_from(addr, from, username, password).await;
+            if reply.starts_with("235") {
+                return;
+            }
+            assert!(reply.starts_with("454"), "{reply}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still locked: {reply}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Sends a command and returns its reply.
     pub async fn command(&mut self, line: &str) -> String {
         self.send_raw(format!("{line}\r\n").as_bytes()).await;

@@ -1,7 +1,8 @@
 //! A small token bucket per client address, in memory and per process: what an
 //! unauthenticated request may start (a sign-in inserts a flow row) is limited so that
-//! one address cannot fill the table. IPv6 addresses count per /64, as one host
-//! usually holds a whole /64.
+//! one address cannot fill the table. Addresses count as the edge's login lockout
+//! counts them (`logins::source_network`: IPv6 per /64, as one host usually holds a
+//! whole /64).
 
 use std::{
     collections::HashMap,
@@ -20,7 +21,7 @@ const PRUNE_ABOVE: usize = 10_000;
 pub struct RateLimiter {
     capacity: f64,
     per_second: f64,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    buckets: Mutex<HashMap<ipnet::IpNet, (f64, Instant)>>,
 }
 
 impl RateLimiter {
@@ -39,14 +40,7 @@ impl RateLimiter {
     }
 
     fn allow_at(&self, addr: IpAddr, now: Instant) -> bool {
-        let key = match addr {
-            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-                let bits = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(bits.into())
-            }
-            IpAddr::V6(v6) => IpAddr::V4(v6.to_ipv4_mapped().expect("mapped")),
-            v4 => v4,
-        };
+        let key = mailbridge_core::logins::source_network(addr);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() > PRUNE_ABOVE {
             let (capacity, rate) = (self.capacity, self.per_second);
