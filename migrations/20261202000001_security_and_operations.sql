@@ -1,3 +1,6 @@
+-- Security and operations: the relay listener in the device-change trigger, the
+-- smart lockout, the purge's housekeeping, worker presence and mailbox throttles.
+
 -- Port 25 only for relay devices: the listener decides whether an allow-list
 -- identifies a device, so the edge's cache must forget on a listener change too.
 DROP TRIGGER devices_changed ON devices;
