@@ -787,6 +787,55 @@ async fn the_client_address_survives_a_proxy_protocol_load_balancer() {
     );
 }
 
+/// A PROXY header without an address (v1 UNKNOWN, v2 LOCAL: the balancer's own
+/// health check) is served, but as from an unknown source: even a relay device
+/// allow-listed for the balancer's own address does not match it.
+#[tokio::test]
+async fn a_proxy_header_without_an_address_matches_no_allow_list() {
+    let app = TestApp::spawn_configured(StackOptions::ephemeral(), |s| {
+        s.edge.proxy_protocol = true;
+        s.edge.trusted_proxies = "127.0.0.1/32".parse().unwrap();
+    })
+    .await;
+    let tenant = app.add_tenant("Praxis Gesundheitscheck").await;
+    let device = app.add_device(&tenant, "Fax").await;
+    devices::change_policy(
+        app.pool(),
+        device.device.id,
+        PolicyChange {
+            allowed_networks: Some(vec!["127.0.0.1/32".parse().unwrap()]),
+            listener: Some(DeviceListener::Relay),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let sender = tenant.tenant.sender_mailbox.clone();
+    let local_v2 = {
+        let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+        h.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+        h
+    };
+    for header in [b"PROXY UNKNOWN\r\n".to_vec(), local_v2] {
+        let (mut smtp, greeting) =
+            SmtpProbe::connect_via_proxy(app.stack.relay_addr.unwrap(), &header).await;
+        assert!(greeting.starts_with("220"), "{greeting}");
+        assert!(smtp.command("EHLO lb.example").await.starts_with("250"));
+        smtp.command(&format!("MAIL FROM:<{sender}>")).await;
+        let rcpt = smtp.command("RCPT TO:<a@klinik.example>").await;
+        assert!(
+            rcpt.starts_with('5'),
+            "relayed for an unknown source: {rcpt}"
+        );
+        assert!(smtp.command("QUIT").await.starts_with("221"));
+    }
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(queued, 0);
+}
+
 #[tokio::test]
 async fn a_database_failure_at_commit_answers_451_and_keeps_nothing() {
     let app = plaintext_app(|_| {}).await;

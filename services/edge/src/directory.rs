@@ -76,11 +76,15 @@ impl DeviceDirectory {
     }
 
     /// The enabled device allow-listed for `addr` (None: no device, or ambiguous).
+    /// An unknown source (a PROXY header without an address) matches no allow-list.
     pub async fn by_address(
         &self,
         pool: &PgPool,
         addr: IpAddr,
     ) -> Result<Option<AuthenticatedDevice>, sqlx::Error> {
+        if addr.is_unspecified() {
+            return Ok(None);
+        }
         let query = devices::find_by_address(pool, addr);
         self.lookup(&self.by_address, addr, query).await
     }

@@ -18,7 +18,11 @@ mod reply;
 mod session;
 pub mod throttle;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
 
 use mailbridge_core::{
     config::EdgeSettings,
@@ -236,8 +240,9 @@ impl Edge {
                 kind, listener, context, sessions, stop,
             )));
         }
-        // Background work until the sessions are done: last-seen writes, and the
-        // device cache's change notifications.
+        // Background work until the sessions are done: last-seen writes, the
+        // device cache's change notifications, certificate reloads, and dropping
+        // remembered passwords past their lifetime.
         let background_context = self.context.clone();
         let background_stop = CancellationToken::new();
         let background = tokio::spawn({
@@ -247,6 +252,7 @@ impl Edge {
                 tokio::join!(
                     context.seen.flush_until(pool.clone(), stop.clone()),
                     context.directory.follow_changes(pool.clone(), stop.clone()),
+                    context.auth.sweep_until(stop.clone()),
                     watch_certificate(
                         context.certificate.clone(),
                         context
@@ -336,7 +342,19 @@ async fn serve_connection(
                 tracing::debug!(proxy = %peer, client = %source, "PROXY header");
                 peer = source;
             }
-            Ok(Ok(None)) => {}
+            Ok(Ok(None)) => {
+                // v2 LOCAL or v1 UNKNOWN: the balancer's own connection (a health
+                // check) or a source it cannot name. Served, but as from an unknown
+                // source, so the balancer's address never counts as a device's.
+                tracing::debug!(proxy = %peer, "PROXY header without an address");
+                peer = SocketAddr::new(
+                    match peer.ip() {
+                        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                    },
+                    0,
+                );
+            }
             Ok(Err(e)) => {
                 tracing::info!(error = %e, "dropping connection from trusted proxy: bad PROXY header");
                 return;

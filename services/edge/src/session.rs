@@ -430,14 +430,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Whether AUTH may happen on this connection now: inside TLS, or in clear from a
-    /// network the operator explicitly allowed for devices that cannot do modern TLS.
+    /// network the operator explicitly allowed for devices that cannot do modern TLS
+    /// (never from an unknown source: a PROXY header without an address).
     pub(crate) fn auth_allowed(&self) -> bool {
         self.tls.is_some()
-            || self
-                .context
-                .settings
-                .plaintext_auth_networks
-                .contains(&self.peer.ip())
+            || (!self.peer.ip().is_unspecified()
+                && self
+                    .context
+                    .settings
+                    .plaintext_auth_networks
+                    .contains(&self.peer.ip()))
     }
 }
 

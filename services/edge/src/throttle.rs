@@ -9,7 +9,9 @@
 //!
 //! A verified password is remembered briefly (as a keyed digest, never in clear)
 //! together with the stored hash it matched, so a rotated password invalidates it at
-//! once; an entry unused for its lifetime is dropped.
+//! once. [`AuthGuard::sweep_until`] drops every entry past its lifetime once a
+//! minute, so no digest of a password stays in memory after it can no longer be used,
+//! however quiet the edge is.
 
 use std::{
     collections::HashMap,
@@ -25,11 +27,14 @@ use mailbridge_core::{
 };
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 /// Entries kept per table before expired ones are swept.
 const SWEEP_AT: usize = 10_000;
 /// How long a lock state read from PostgreSQL is trusted by this process.
 pub const STATE_TTL: Duration = Duration::from_secs(2);
+/// How often entries past their lifetime are dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 struct CachedCredential {
@@ -175,6 +180,37 @@ impl AuthGuard {
         })
     }
 
+    /// Drops verified passwords past their lifetime and lock states no longer trusted.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, e| e.expires > now);
+        self.lock_states()
+            .retain(|_, (_, read)| now.duration_since(*read) < STATE_TTL);
+    }
+
+    /// Sweeps every [`SWEEP_EVERY`] until `stop`.
+    pub async fn sweep_until(&self, stop: CancellationToken) {
+        let mut every = tokio::time::interval(SWEEP_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = every.tick() => self.sweep(),
+            }
+        }
+    }
+
+    /// How many verified passwords are remembered (expired ones included until swept).
+    pub fn remembered(&self) -> usize {
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
     pub fn remember_verified(&self, username: &str, stored_hash: &str, password: &str) {
         if self.settings.credential_cache.is_zero() {
             return;
@@ -220,5 +256,23 @@ mod tests {
             "a rotated password"
         );
         assert!(!guard.recently_verified("other", "$argon2id$hash-1", "secret"));
+    }
+
+    #[test]
+    fn the_sweep_drops_expired_passwords_and_keeps_live_ones() {
+        let mut settings = guard().settings;
+        settings.credential_cache = Duration::from_millis(50);
+        let short = AuthGuard::new(settings);
+        short.remember_verified("printer", "$argon2id$hash-1", "secret");
+        short.sweep();
+        assert_eq!(short.remembered(), 1, "a live entry stays");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while short.recently_verified("printer", "$argon2id$hash-1", "secret") {
+            assert!(Instant::now() < deadline, "the entry never expired");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(short.remembered(), 1, "expired, not yet swept");
+        short.sweep();
+        assert_eq!(short.remembered(), 0, "swept");
     }
 }
