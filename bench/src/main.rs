@@ -25,8 +25,8 @@ struct Args {
     /// A tiny run (a few hundred messages) that checks the benchmark itself works.
     #[arg(long)]
     smoke: bool,
-    /// Which scenarios to run (1–6), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6")]
+    /// Which scenarios to run (1–7), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4,5,6,7")]
     scenarios: Vec<u8>,
     /// Rounds of each comparison (the median is reported).
     #[arg(long)]
@@ -146,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
             4 => concurrency(&stack, &sizes, &mut report).await?,
             5 => large_messages(&stack, &sizes, &mut report).await?,
             6 => message_log(&stack, &sizes, &mut report).await?,
+            7 => sealing(&sizes, &mut report),
             other => anyhow::bail!("no scenario {other}"),
         }
         if args.statements {
@@ -476,6 +477,37 @@ async fn large_messages(
         format!("peak {} MB; target < 3×", worker_peak >> 20),
     );
     Ok(())
+}
+
+/// 7: what sealing queued bodies with the master key costs: seal (edge, at commit)
+/// and open (worker, before delivery) of one message, on one core, in this build.
+fn sealing(sizes: &Sizes, report: &mut Report) {
+    use mailbridge_core::crypto::MasterKey;
+    let key = MasterKey::from_base64(&MasterKey::generate_base64()).expect("a generated key");
+    for (label, size, count) in [
+        ("10 KiB", MESSAGE_SIZE, sizes.accept_messages.max(1_000)),
+        ("large", sizes.large_bytes, sizes.large_messages.max(2)),
+    ] {
+        let body = vec![b'x'; size];
+        let started = Instant::now();
+        for i in 0..count {
+            let context = format!("message-body:{i}");
+            let sealed = key.seal(&context, &body);
+            let opened = key.open(&context, &sealed).expect("opens");
+            assert_eq!(opened.len(), body.len());
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let per_message = elapsed / count as f64;
+        report.row(
+            "7",
+            &format!("seal + open one {label} body ({} bytes)", size),
+            format!("{:.1} µs", per_message * 1e6),
+            format!(
+                "{:.0} MB/s; {count} messages",
+                (2 * size * count) as f64 / elapsed / 1e6
+            ),
+        );
+    }
 }
 
 /// 6: the message log's search through the API with many messages in the database.

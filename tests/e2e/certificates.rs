@@ -9,7 +9,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::{
     chaos_load::{EdgeProcess, free_port},
-    harness::{TestApp, database_url},
+    harness::TestApp,
 };
 
 /// A Python SMTP client that trusts only `ca` (a PEM file): STARTTLS, AUTH LOGIN,
@@ -92,7 +92,7 @@ async fn a_renewed_certificate_is_served_to_new_connections_without_a_restart() 
     let metrics_port = free_port();
     let metrics = format!("http://127.0.0.1:{metrics_port}/metrics");
     let mut edge = EdgeProcess::start_with(
-        database_url(&app.database),
+        &app,
         &[
             ("MAILBRIDGE_TLS_RELOAD_SECONDS", "1"),
             (

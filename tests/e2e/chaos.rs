@@ -102,7 +102,7 @@ async fn the_edge_killed_at_any_moment_loses_no_accepted_message() {
     let klinik = app.add_tenant("Klinik Absturz").await;
     let tenants = [praxis.tenant.id, klinik.tenant.id];
     let devices = fleet(&app, &[&praxis, &klinik], 3 + scale).await;
-    let mut edge = EdgeProcess::start(database_url(&app.database)).await;
+    let mut edge = EdgeProcess::start(&app).await;
     // The devices reach the edge through a gate that can hold its replies.
     let gate = TcpGate::start(edge.addr).await;
     let target = Target {
@@ -395,6 +395,7 @@ async fn stack_behind_gate() -> (ScratchPostgres, TcpGate, TestApp, sqlx::PgPool
     let mut settings = Settings::from_lookup(|_| None).unwrap();
     settings.edge.hostname = "relay.mailbridge.test".into();
     settings.worker.sweep_seconds = 1;
+    let master_key_base64 = crate::harness::with_master_key(&mut settings);
     let stack = Stack::start(
         pool,
         settings,
@@ -408,6 +409,7 @@ async fn stack_behind_gate() -> (ScratchPostgres, TcpGate, TestApp, sqlx::PgPool
     let app = TestApp {
         stack,
         database: "mailbridge".into(),
+        master_key_base64,
     };
     (postgres, gate, app, direct)
 }
@@ -784,9 +786,33 @@ async fn a_backlog_during_an_outage_drains_fairly_in_bounded_memory() {
     let total = 2000 * scale;
     let body_size = (96 * 1024 * 1024 / total).clamp(2 * 1024, 48 * 1024);
     let ledger = load.ledger.clone();
-    enqueue_backlog(app.pool(), &ledger, &big, total * 6 / 10, body_size).await;
-    enqueue_backlog(app.pool(), &ledger, &medium, total * 3 / 10, body_size).await;
-    enqueue_backlog(app.pool(), &ledger, &small, total / 10, body_size).await;
+    enqueue_backlog(
+        app.pool(),
+        app.master_key(),
+        &ledger,
+        &big,
+        total * 6 / 10,
+        body_size,
+    )
+    .await;
+    enqueue_backlog(
+        app.pool(),
+        app.master_key(),
+        &ledger,
+        &medium,
+        total * 3 / 10,
+        body_size,
+    )
+    .await;
+    enqueue_backlog(
+        app.pool(),
+        app.master_key(),
+        &ledger,
+        &small,
+        total / 10,
+        body_size,
+    )
+    .await;
     let ledger = load.stop().await;
     // The worker tries each queued message once, then backs off.
     let mut peak = baseline;

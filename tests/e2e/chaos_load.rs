@@ -442,6 +442,7 @@ fn classify(result: Result<Response, SmtpError>) -> Outcome {
 /// batches), each `body_size` bytes or so, oldest first; records them as accepted.
 pub async fn enqueue_backlog(
     pool: &PgPool,
+    key: &mailbridge_core::crypto::MasterKey,
     ledger: &Ledger,
     tenant: &TestTenant,
     count: usize,
@@ -484,7 +485,7 @@ pub async fn enqueue_backlog(
             });
         }
         let refs: Vec<&NewMessage> = batch.iter().collect();
-        queue::enqueue_all(pool, &refs)
+        queue::enqueue_all(pool, key, &refs)
             .await
             .expect("queueing the backlog");
     }
@@ -747,13 +748,19 @@ pub struct EdgeProcess {
 }
 
 impl EdgeProcess {
-    /// Starts the edge against `database` and waits until it greets.
-    pub async fn start(database: SecretString) -> Self {
-        Self::start_with(database, &[]).await
+    /// Starts the edge against `app`'s database and waits until it greets.
+    pub async fn start(app: &TestApp) -> Self {
+        Self::start_with(app, &[]).await
     }
 
     /// Starts the edge with extra settings (`MAILBRIDGE_…` variables).
-    pub async fn start_with(database: SecretString, env: &[(&str, &str)]) -> Self {
+    pub async fn start_with(app: &TestApp, env: &[(&str, &str)]) -> Self {
+        let database = crate::harness::database_url(&app.database);
+        let env = [
+            &[("MAILBRIDGE_MASTER_KEY", app.master_key_base64.as_str())],
+            env,
+        ]
+        .concat();
         mailbridge_core::tls::install_crypto_provider();
         let files = tempfile::Builder::new()
             .prefix("mailbridge-chaos-edge-")

@@ -911,7 +911,7 @@ async fn waiting_messages_can_be_retried_and_cancelled() {
             .contains("cancelled by ines.inhaber@msp.example")
     );
     assert!(
-        mailbridge_core::queue::body(app.pool(), id)
+        mailbridge_core::queue::body(app.pool(), app.master_key(), id)
             .await
             .unwrap()
             .is_none(),

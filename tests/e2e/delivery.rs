@@ -69,7 +69,10 @@ async fn a_message_accepted_while_no_worker_runs_is_delivered_once_one_starts() 
     assert_eq!(attempts[0].outcome, AttemptOutcome::Delivered);
     assert_eq!(attempts[0].upstream_status, Some(202));
     assert!(
-        queue::body(app.pool(), ids[0]).await.unwrap().is_none(),
+        queue::body(app.pool(), app.master_key(), ids[0])
+            .await
+            .unwrap()
+            .is_none(),
         "a delivered body is deleted"
     );
     let counted: i64 = sqlx::query_scalar(
@@ -190,7 +193,10 @@ async fn a_wrong_client_secret_leaves_the_message_queued_with_the_aadsts_error()
     assert!(status.last_error.unwrap().starts_with("AADSTS7000215"));
     assert!(app.stack.simulator.directory.delivered().is_empty());
     assert!(
-        queue::body(app.pool(), id).await.unwrap().is_some(),
+        queue::body(app.pool(), app.master_key(), id)
+            .await
+            .unwrap()
+            .is_some(),
         "the body is kept for the retry"
     );
 }
@@ -248,7 +254,10 @@ async fn send_as_denied_fails_the_message_and_reports_it_in_both_languages() {
     );
     assert_eq!(attempts[0].diagnosis.as_deref(), Some("SendAsDenied"));
     assert!(
-        queue::body(app.pool(), id).await.unwrap().is_none(),
+        queue::body(app.pool(), app.master_key(), id)
+            .await
+            .unwrap()
+            .is_none(),
         "a failed body is deleted too"
     );
 
@@ -420,12 +429,20 @@ async fn a_lease_its_worker_does_not_hold_is_leased_to_it_again_at_once() {
     // again with its next lease instead of waiting for the lease to expire.
     let pool = crate::harness::fresh_database().await;
     let ids = graph_tenants(&pool, &["Verloren"]).await;
-    let lost = queue::enqueue(&pool, &queued_message(ids["Verloren"]))
-        .await
-        .unwrap();
-    let held = queue::enqueue(&pool, &queued_message(ids["Verloren"]))
-        .await
-        .unwrap();
+    let lost = queue::enqueue(
+        &pool,
+        &crate::harness::any_master_key(),
+        &queued_message(ids["Verloren"]),
+    )
+    .await
+    .unwrap();
+    let held = queue::enqueue(
+        &pool,
+        &crate::harness::any_master_key(),
+        &queued_message(ids["Verloren"]),
+    )
+    .await
+    .unwrap();
     let lease = Duration::from_secs(300);
     let first = queue::lease_due(&pool, "worker-a", 10, lease, &[])
         .await
@@ -455,13 +472,21 @@ async fn leasing_takes_every_tenants_oldest_messages_in_turn() {
     let pool = crate::harness::fresh_database().await;
     let ids = graph_tenants(&pool, &["Burst", "Labor"]).await;
     for _ in 0..50 {
-        queue::enqueue(&pool, &queued_message(ids["Burst"]))
-            .await
-            .unwrap();
-    }
-    let lab_result = queue::enqueue(&pool, &queued_message(ids["Labor"]))
+        queue::enqueue(
+            &pool,
+            &crate::harness::any_master_key(),
+            &queued_message(ids["Burst"]),
+        )
         .await
         .unwrap();
+    }
+    let lab_result = queue::enqueue(
+        &pool,
+        &crate::harness::any_master_key(),
+        &queued_message(ids["Labor"]),
+    )
+    .await
+    .unwrap();
     let leased = queue::lease_due(&pool, "test", 4, Duration::from_secs(60), &[])
         .await
         .unwrap();

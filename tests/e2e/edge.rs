@@ -44,7 +44,7 @@ async fn logged_in(app: &TestApp, tenant_name: &str) -> (SmtpProbe, TestTenant) 
 async fn queued_bodies(app: &TestApp) -> Vec<String> {
     let mut bodies = Vec::new();
     for id in app.message_ids().await {
-        let body = queue::body(app.pool(), id)
+        let body = queue::body(app.pool(), app.master_key(), id)
             .await
             .unwrap()
             .unwrap_or_default();

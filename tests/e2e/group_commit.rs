@@ -31,7 +31,7 @@ fn message(tenant: Uuid, id: Uuid, n: usize) -> NewMessage {
 async fn a_batch_commits_everything_or_refuses_only_the_bad_message() {
     let app = TestApp::spawn_without_worker().await;
     let tenant = app.add_tenant("Praxis Batch").await.tenant.id;
-    let committer = GroupCommit::start(app.pool().clone());
+    let committer = GroupCommit::start(app.pool().clone(), app.master_key().clone());
     let taken = Uuid::now_v7();
     committer
         .enqueue(message(tenant, taken, 0))
@@ -53,7 +53,7 @@ async fn a_batch_commits_everything_or_refuses_only_the_bad_message() {
         match outcome {
             Ok(id) => {
                 // Acknowledged means durable: the row and its body are there.
-                let body = queue::body(app.pool(), id)
+                let body = queue::body(app.pool(), app.master_key(), id)
                     .await
                     .unwrap()
                     .expect("its body");

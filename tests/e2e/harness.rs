@@ -126,6 +126,20 @@ pub async fn own_postgres() -> ScratchPostgres {
     postgres
 }
 
+/// Gives `settings` a fresh master key; returns it base64-encoded, for processes.
+pub fn with_master_key(settings: &mut Settings) -> String {
+    let encoded = mailbridge_core::crypto::MasterKey::generate_base64();
+    settings.master_key =
+        Some(mailbridge_core::crypto::MasterKey::from_base64(&encoded).expect("a generated key"));
+    encoded
+}
+
+/// A master key for tests that queue without a stack (no worker opens their bodies).
+pub fn any_master_key() -> mailbridge_core::crypto::MasterKey {
+    use mailbridge_core::crypto::MasterKey;
+    MasterKey::from_base64(&MasterKey::generate_base64()).expect("a generated key")
+}
+
 /// A fresh, migrated database of its own for one test.
 pub async fn fresh_database() -> PgPool {
     fresh_named_database().await.1
@@ -164,6 +178,8 @@ pub async fn fresh_named_database() -> (String, PgPool) {
 pub struct TestApp {
     pub stack: Stack,
     pub database: String,
+    /// `MAILBRIDGE_MASTER_KEY` for processes started against this stack.
+    pub master_key_base64: String,
 }
 
 /// A customer set up in mailbridge and in the simulated Microsoft 365.
@@ -211,11 +227,16 @@ impl TestApp {
         settings.edge.hostname = "relay.mailbridge.test".to_owned();
         settings.edge.auth_throttle.failure_delay = Duration::from_millis(20);
         settings.worker.sweep_seconds = 1;
+        let master_key_base64 = with_master_key(&mut settings);
         configure(&mut settings);
         let stack = Stack::start(pool, settings, options)
             .await
             .expect("starting the stack");
-        Self { stack, database }
+        Self {
+            stack,
+            database,
+            master_key_base64,
+        }
     }
 
     /// A `mailbridge worker` process (the real binary) against this stack's database
@@ -238,6 +259,7 @@ impl TestApp {
         command
             .arg("worker")
             .env("DATABASE_URL", database.expose_secret())
+            .env("MAILBRIDGE_MASTER_KEY", &self.master_key_base64)
             .env("MAILBRIDGE_M365_LOGIN_URL", &settings.m365.login_url)
             .env("MAILBRIDGE_M365_GRAPH_URL", &settings.m365.graph_url)
             .env("MAILBRIDGE_M365_SMTP", &settings.m365.smtp_endpoint)
@@ -270,6 +292,15 @@ impl TestApp {
 
     pub fn pool(&self) -> &PgPool {
         &self.stack.pool
+    }
+
+    /// The key the stack seals queued bodies and secrets with.
+    pub fn master_key(&self) -> &mailbridge_core::crypto::MasterKey {
+        self.stack
+            .settings
+            .master_key
+            .as_ref()
+            .expect("the stack always has a master key")
     }
 
     /// A customer whose admin consented to the MSP app with `Mail.Send`.

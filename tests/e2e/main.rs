@@ -6,6 +6,7 @@ mod harness;
 mod staff_client;
 
 mod api;
+mod at_rest;
 mod browser;
 mod certificates;
 mod chaos;

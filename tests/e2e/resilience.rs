@@ -22,12 +22,14 @@ async fn a_database_outage_answers_451_and_loses_nothing() {
     settings.edge.hostname = "relay.mailbridge.test".into();
     settings.edge.plaintext_auth_networks = "127.0.0.0/8".parse().unwrap();
     settings.worker.sweep_seconds = 1;
+    let master_key_base64 = crate::harness::with_master_key(&mut settings);
     let stack = Stack::start(pool, settings, StackOptions::ephemeral())
         .await
         .unwrap();
     let app = TestApp {
         stack,
         database: "mailbridge".into(),
+        master_key_base64,
     };
     let tenant = app.add_tenant("Praxis Ausfall").await;
     let device = app.add_device(&tenant, "Labor").await;
@@ -150,20 +152,26 @@ async fn a_customer_deleted_mid_delivery_does_not_hold_the_worker() {
         subject: None,
         body: format!("To: {to}\r\nSubject: x\r\n\r\nx\r\n").into_bytes(),
     };
-    let first =
-        mailbridge_core::queue::enqueue(app.pool(), &message(&doomed, "a@praxisgeht.example"))
-            .await
-            .unwrap();
+    let first = mailbridge_core::queue::enqueue(
+        app.pool(),
+        app.master_key(),
+        &message(&doomed, "a@praxisgeht.example"),
+    )
+    .await
+    .unwrap();
     app.wait_for_message(first, |m| m.state == "delivering")
         .await;
     // The customer is deleted while Microsoft is still answering.
     mailbridge_core::tenants::delete(app.pool(), doomed.tenant.id)
         .await
         .unwrap();
-    let second =
-        mailbridge_core::queue::enqueue(app.pool(), &message(&other, "b@praxisbleibt.example"))
-            .await
-            .unwrap();
+    let second = mailbridge_core::queue::enqueue(
+        app.pool(),
+        app.master_key(),
+        &message(&other, "b@praxisbleibt.example"),
+    )
+    .await
+    .unwrap();
     let started = std::time::Instant::now();
     app.wait_for_message(second, |m| m.state == "delivered")
         .await;

@@ -291,9 +291,8 @@ async fn a_brute_force_from_elsewhere_never_locks_a_device_out_of_its_familiar_a
     );
 
     // A second edge pod shares the counters.
-    let database = database_url(&app.database);
     let mut second = EdgeProcess::start_with(
-        database,
+        &app,
         &[
             ("MAILBRIDGE_PLAINTEXT_AUTH_NETWORKS", "127.0.0.0/8"),
             ("MAILBRIDGE_AUTH_FAILURE_DELAY_MS", "20"),

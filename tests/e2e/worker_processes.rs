@@ -22,6 +22,7 @@ async fn queue_messages(app: &TestApp, tenant: &TestTenant, count: usize) -> Vec
         );
         queue::enqueue(
             app.pool(),
+            app.master_key(),
             &NewMessage {
                 id: Uuid::now_v7(),
                 tenant_id: tenant.tenant.id,

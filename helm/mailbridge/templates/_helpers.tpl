@@ -219,6 +219,12 @@ annotations:
     secretKeyRef:
       name: {{ $secret }}
       key: {{ $v.secrets.keys.masterKey }}
+- name: MAILBRIDGE_MASTER_KEY_PREVIOUS
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $v.secrets.keys.masterKeyPrevious }}
+      optional: true
 {{- if .entra }}
 - name: MAILBRIDGE_ENTRA_CLIENT_ID
   valueFrom:

@@ -305,12 +305,21 @@ impl Settings {
     /// the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let master_key = match lookup("MAILBRIDGE_MASTER_KEY") {
-            Some(v) => Some(
-                MasterKey::from_base64(&v).map_err(|e| ConfigError::Invalid {
+            Some(v) => {
+                let key = MasterKey::from_base64(&v).map_err(|e| ConfigError::Invalid {
                     name: "MAILBRIDGE_MASTER_KEY",
                     reason: e.to_string(),
-                })?,
-            ),
+                })?;
+                Some(
+                    key.with_previous(
+                        &lookup("MAILBRIDGE_MASTER_KEY_PREVIOUS").unwrap_or_default(),
+                    )
+                    .map_err(|e| ConfigError::Invalid {
+                        name: "MAILBRIDGE_MASTER_KEY_PREVIOUS",
+                        reason: e.to_string(),
+                    })?,
+                )
+            }
             None => None,
         };
         let list = |name: &str| -> Vec<String> {
@@ -504,7 +513,7 @@ impl Settings {
     pub fn require_master_key(&self) -> Result<&MasterKey, ConfigError> {
         self.master_key.as_ref().ok_or(ConfigError::Missing {
             name: "MAILBRIDGE_MASTER_KEY",
-            why: "secrets at rest are encrypted with it (32 random bytes, base64: `openssl rand -base64 32`)",
+            why: "secrets and queued message bodies are encrypted with it at rest (32 random bytes, base64: `openssl rand -base64 32`)",
         })
     }
 }

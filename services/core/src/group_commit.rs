@@ -15,7 +15,10 @@ use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::queue::{self, NewMessage};
+use crate::{
+    crypto::MasterKey,
+    queue::{self, NewMessage},
+};
 
 /// Messages in one transaction at most.
 pub const MAX_BATCH_MESSAGES: usize = 64;
@@ -33,12 +36,14 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the committers on `pool` (they stop when every handle is dropped).
-    pub fn start(pool: PgPool) -> Self {
+    /// Starts the committers on `pool`, sealing bodies with `key` (they stop when
+    /// every handle is dropped).
+    pub fn start(pool: PgPool, key: MasterKey) -> Self {
         let (sender, receiver) = mpsc::channel::<(NewMessage, Reply)>(1024);
         let receiver = Arc::new(Mutex::new(receiver));
+        let key = Arc::new(key);
         for _ in 0..COMMITTERS {
-            tokio::spawn(committer(pool.clone(), receiver.clone()));
+            tokio::spawn(committer(pool.clone(), key.clone(), receiver.clone()));
         }
         Self { sender }
     }
@@ -56,7 +61,11 @@ impl GroupCommit {
     }
 }
 
-async fn committer(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<(NewMessage, Reply)>>>) {
+async fn committer(
+    pool: PgPool,
+    key: Arc<MasterKey>,
+    receiver: Arc<Mutex<mpsc::Receiver<(NewMessage, Reply)>>>,
+) {
     loop {
         let batch = {
             let mut receiver = receiver.lock().await;
@@ -76,18 +85,18 @@ async fn committer(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<(NewMessage,
             }
             batch
         };
-        commit(&pool, batch).await;
+        commit(&pool, &key, batch).await;
     }
 }
 
-async fn commit(pool: &PgPool, batch: Vec<(NewMessage, Reply)>) {
+async fn commit(pool: &PgPool, key: &MasterKey, batch: Vec<(NewMessage, Reply)>) {
     if batch.len() == 1 {
         let (message, reply) = batch.into_iter().next().expect("one message");
-        let _ = reply.send(queue::enqueue(pool, &message).await.map_err(Arc::new));
+        let _ = reply.send(queue::enqueue(pool, key, &message).await.map_err(Arc::new));
         return;
     }
     let messages: Vec<&NewMessage> = batch.iter().map(|(m, _)| m).collect();
-    match queue::enqueue_all(pool, &messages).await {
+    match queue::enqueue_all(pool, key, &messages).await {
         Ok(()) => {
             crate::metrics::metrics()
                 .edge
@@ -100,7 +109,7 @@ async fn commit(pool: &PgPool, batch: Vec<(NewMessage, Reply)>) {
         Err(e) => {
             tracing::warn!(error = %e, messages = batch.len(), "a commit batch failed; committing its messages one by one");
             for (message, reply) in batch {
-                let _ = reply.send(queue::enqueue(pool, &message).await.map_err(Arc::new));
+                let _ = reply.send(queue::enqueue(pool, key, &message).await.map_err(Arc::new));
             }
         }
     }

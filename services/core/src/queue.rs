@@ -6,6 +6,9 @@
 //! lease that expires (its worker died) makes the message due again, so nothing is
 //! ever stranded. Settling checks the lease owner, so a worker whose lease was taken
 //! over cannot overwrite the newer owner's result.
+//!
+//! Bodies are stored sealed with the master key (they are health data, and would
+//! otherwise sit in clear in PostgreSQL, its WAL and its backups).
 
 use std::{net::IpAddr, time::Duration};
 
@@ -13,6 +16,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
+
+use crate::crypto::{CryptoError, MasterKey, SEALED_OVERHEAD};
 
 /// The NOTIFY channel workers LISTEN on; the payload is the tenant id.
 pub const QUEUE_CHANNEL: &str = "mailbridge_queue";
@@ -58,17 +63,34 @@ pub struct NewMessage {
     pub body: Vec<u8>,
 }
 
-/// Commits a message and its body in one transaction and wakes the workers.
-/// Only when this returns `Ok` may the edge answer `250`.
-pub async fn enqueue(pool: &PgPool, message: &NewMessage) -> Result<Uuid, sqlx::Error> {
-    enqueue_all(pool, &[message]).await?;
+/// What a message body is sealed for: its message, so it cannot be swapped.
+fn body_context(id: Uuid) -> String {
+    format!("message-body:{id}")
+}
+
+/// Commits a message and its body (sealed with `key`) in one transaction and wakes
+/// the workers. Only when this returns `Ok` may the edge answer `250`.
+pub async fn enqueue(
+    pool: &PgPool,
+    key: &MasterKey,
+    message: &NewMessage,
+) -> Result<Uuid, sqlx::Error> {
+    enqueue_all(pool, key, &[message]).await?;
     Ok(message.id)
 }
 
 /// Commits `messages` and their bodies in one statement — one transaction, one round
 /// trip, one prepared statement whatever the number of messages — and wakes the
 /// workers once per tenant: what group commit hands over.
-pub async fn enqueue_all(pool: &PgPool, messages: &[&NewMessage]) -> Result<(), sqlx::Error> {
+pub async fn enqueue_all(
+    pool: &PgPool,
+    key: &MasterKey,
+    messages: &[&NewMessage],
+) -> Result<(), sqlx::Error> {
+    let sealed: Vec<Vec<u8>> = messages
+        .iter()
+        .map(|m| key.seal(&body_context(m.id), &m.body))
+        .collect();
     // Recipients travel newline-joined (an SMTP address cannot hold a line break):
     // arrays of arrays of different lengths do not exist in PostgreSQL.
     let recipients: Vec<String> = messages
@@ -86,8 +108,8 @@ pub async fn enqueue_all(pool: &PgPool, messages: &[&NewMessage]) -> Result<(), 
                     AS m(id, tenant_id, device_id, mail_from, rcpt_to, size_bytes, client_addr, tls_protocol, tls_cipher, kind, subject)
              RETURNING tenant_id),
          bodies AS (
-             INSERT INTO message_bodies (message_id, body)
-             SELECT * FROM unnest($1::uuid[], $12::bytea[]))
+             INSERT INTO message_bodies (message_id, body, sealed)
+             SELECT id, body, true FROM unnest($1::uuid[], $12::bytea[]) AS b(id, body))
          SELECT pg_notify($13, tenant_id::text) FROM (SELECT DISTINCT tenant_id FROM queued) tenants",
     )
     .bind(messages.iter().map(|m| m.id).collect::<Vec<_>>())
@@ -101,7 +123,7 @@ pub async fn enqueue_all(pool: &PgPool, messages: &[&NewMessage]) -> Result<(), 
     .bind(messages.iter().map(|m| m.tls_cipher.as_deref()).collect::<Vec<_>>())
     .bind(messages.iter().map(|m| m.kind.as_str()).collect::<Vec<_>>())
     .bind(messages.iter().map(|m| m.subject.as_deref()).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| m.body.as_slice()).collect::<Vec<_>>())
+    .bind(sealed)
     .bind(QUEUE_CHANNEL)
     .execute(pool)
     .await?;
@@ -221,23 +243,81 @@ pub async fn lease_due(
     .await
 }
 
-/// The raw message as received (with our Received header), if still stored.
-pub async fn body(pool: &PgPool, id: Uuid) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT body FROM message_bodies WHERE message_id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("the stored body cannot be opened: {0}")]
+    Sealed(#[from] CryptoError),
+}
+
+/// The raw message as received (with our Received header), if still stored, opened
+/// with `key` (a body queued before bodies were sealed is returned as stored).
+pub async fn body(pool: &PgPool, key: &MasterKey, id: Uuid) -> Result<Option<Vec<u8>>, BodyError> {
+    let stored: Option<(Vec<u8>, bool)> =
+        sqlx::query_as("SELECT body, sealed FROM message_bodies WHERE message_id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(match stored {
+        Some((body, true)) => Some(key.open(&body_context(id), &body)?),
+        Some((body, false)) => Some(body),
+        None => None,
+    })
 }
 
 /// The size of the stored message, without reading it.
 pub async fn body_size(pool: &PgPool, id: Uuid) -> Result<Option<usize>, sqlx::Error> {
     sqlx::query_scalar::<_, i32>(
-        "SELECT octet_length(body) FROM message_bodies WHERE message_id = $1",
+        "SELECT octet_length(body) - CASE WHEN sealed THEN $2 ELSE 0 END
+           FROM message_bodies WHERE message_id = $1",
     )
     .bind(id)
+    .bind(SEALED_OVERHEAD as i32)
     .fetch_optional(pool)
     .await
     .map(|size| size.map(|s| s.max(0) as usize))
+}
+
+/// Re-seals up to `limit` bodies not sealed with `key`'s current key (sealed with a
+/// previous one, or queued in clear before bodies were sealed); returns how many.
+/// Online: rows being delivered or deleted meanwhile are skipped or simply gone.
+pub async fn reseal_bodies(pool: &PgPool, key: &MasterKey, limit: i64) -> Result<u64, BodyError> {
+    let mut tx = pool.begin().await?;
+    // The key id sits in the first bytes; bodies are stored uncompressed
+    // (STORAGE EXTERNAL), so reading them does not fetch the whole body.
+    let current = key.sealed_prefix();
+    let rows: Vec<(Uuid, Vec<u8>, bool)> = sqlx::query_as(
+        "SELECT message_id, body, sealed FROM message_bodies
+          WHERE NOT sealed OR substring(body FROM 1 FOR $1) <> $2
+          ORDER BY message_id LIMIT $3 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(current.len() as i32)
+    .bind(&current)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut bodies = Vec::with_capacity(rows.len());
+    for (id, body, sealed) in rows {
+        let plain = if sealed {
+            key.open(&body_context(id), &body)?
+        } else {
+            body
+        };
+        bodies.push(key.seal(&body_context(id), &plain));
+        ids.push(id);
+    }
+    sqlx::query(
+        "UPDATE message_bodies b SET body = n.body, sealed = true
+           FROM unnest($1::uuid[], $2::bytea[]) AS n(id, body) WHERE b.message_id = n.id",
+    )
+    .bind(&ids)
+    .bind(&bodies)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(ids.len() as u64)
 }
 
 /// What one delivery attempt came to.

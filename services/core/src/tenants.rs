@@ -246,6 +246,50 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Tenant>, sqlx::Error> {
     .await
 }
 
+/// Re-seals up to `limit` customers' own app secrets or certificates not sealed with
+/// `key`'s current key; returns how many customers. Online, in its own transaction.
+pub async fn reseal_secrets(
+    pool: &PgPool,
+    key: &MasterKey,
+    limit: i64,
+) -> Result<u64, TenantError> {
+    let prefix = key.sealed_prefix();
+    let mut tx = pool.begin().await?;
+    /// A customer's id, sealed client secret and sealed certificate.
+    type SealedRow = (Uuid, Option<Vec<u8>>, Option<Vec<u8>>);
+    let rows: Vec<SealedRow> = sqlx::query_as(
+        "SELECT id, client_secret_sealed, client_certificate_sealed FROM tenants
+          WHERE substring(client_secret_sealed FROM 1 FOR $1) <> $2
+             OR substring(client_certificate_sealed FROM 1 FOR $1) <> $2
+          ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(prefix.len() as i32)
+    .bind(&prefix)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let count = rows.len() as u64;
+    for (id, secret, certificate) in rows {
+        let reseal = |context: String, sealed: Option<Vec<u8>>| -> Result<_, CryptoError> {
+            sealed
+                .map(|s| Ok(key.seal(&context, &key.open(&context, &s)?)))
+                .transpose()
+        };
+        let secret = reseal(secret_context(id), secret)?;
+        let certificate = reseal(certificate_context(id), certificate)?;
+        sqlx::query(
+            "UPDATE tenants SET client_secret_sealed = $2, client_certificate_sealed = $3 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(secret)
+        .bind(certificate)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(count)
+}
+
 /// The tenant's own app credentials, unsealed, if it has its own app registration.
 pub async fn own_app(
     pool: &PgPool,

@@ -26,6 +26,7 @@ use std::{
 
 use mailbridge_core::{
     config::EdgeSettings,
+    crypto::MasterKey,
     tls::{Identity, Reload, ServedCertificate, server_config_with},
 };
 use sqlx::PgPool;
@@ -76,13 +77,18 @@ pub struct EdgeContext {
 impl EdgeContext {
     /// What the sessions share, for `settings` on `pool` serving `certificate` (the
     /// group commit starts its committers on the current runtime).
-    pub fn new(settings: &EdgeSettings, pool: PgPool, certificate: Arc<ServedCertificate>) -> Self {
+    pub fn new(
+        settings: &EdgeSettings,
+        pool: PgPool,
+        certificate: Arc<ServedCertificate>,
+        key: MasterKey,
+    ) -> Self {
         Self {
             settings: settings.clone(),
             tls: TlsAcceptor::from(server_config_with(certificate.clone())),
             certificate,
             auth: throttle::AuthGuard::new(settings.auth_throttle.clone()),
-            queue: mailbridge_core::group_commit::GroupCommit::start(pool.clone()),
+            queue: mailbridge_core::group_commit::GroupCommit::start(pool.clone(), key),
             seen: auth::SeenDevices::default(),
             directory: directory::DeviceDirectory::default(),
             pool,
@@ -181,11 +187,13 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// Binds every configured listener, serving `certificate` for TLS.
+    /// Binds every configured listener, serving `certificate` for TLS and sealing
+    /// queued bodies with `key`.
     pub async fn bind(
         settings: &EdgeSettings,
         pool: PgPool,
         certificate: Arc<ServedCertificate>,
+        key: MasterKey,
     ) -> Result<Self, EdgeError> {
         mailbridge_core::tls::install_crypto_provider();
         let wanted = [
@@ -211,7 +219,7 @@ impl Edge {
                 "AUTH WITHOUT TLS is allowed from these networks: passwords cross them in clear text"
             );
         }
-        let context = Arc::new(EdgeContext::new(settings, pool, certificate));
+        let context = Arc::new(EdgeContext::new(settings, pool, certificate, key));
         Ok(Self { listeners, context })
     }
 

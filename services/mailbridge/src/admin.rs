@@ -1,4 +1,5 @@
-//! The administration commands (`tenant`, `device`, `staff`, `api-token`) and the
+//! The administration commands (`tenant`, `device`, `staff`, `api-token`,
+//! `rotate-master-key`) and the
 //! standalone simulator (`sim`). Output is JSON, for scripts; errors go to stderr with a non-zero exit.
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -8,8 +9,9 @@ use clap::{Args, Subcommand};
 use mailbridge_core::{
     Settings,
     config::parse_network,
+    crypto::MasterKey,
     devices::{self, AllowListLimits, DeviceKind, DeviceListener, PolicyChange, SenderPolicy},
-    logins,
+    logins, queue,
     tenants::{self, AppCredential, CertificateCredential, DeliveryMethod, NewTenant, OwnApp},
 };
 use mailbridge_m365_sim::Simulator;
@@ -174,6 +176,61 @@ fn parse_token_days(text: &str) -> Result<u32, String> {
             mailbridge_web::TOKEN_DAYS_MAX
         )),
     }
+}
+
+/// `mailbridge rotate-master-key`: re-seals, in small batches (each its own
+/// transaction, rows in use skipped and retried), what is not yet sealed with the
+/// current key. Ends with an error while anything is left, e.g. because a pod still
+/// seals with the old key.
+pub async fn rotate_master_key(pool: &PgPool, key: &MasterKey) -> anyhow::Result<()> {
+    const BATCH: i64 = 200;
+    let (mut secrets, mut bodies) = (0u64, 0u64);
+    loop {
+        let batch = tenants::reseal_secrets(pool, key, BATCH).await?;
+        secrets += batch;
+        if batch == 0 {
+            break;
+        }
+    }
+    // Bodies come and go while this runs; a bounded number of passes, then a count.
+    for _ in 0..10_000 {
+        let batch = queue::reseal_bodies(pool, key, BATCH).await?;
+        bodies += batch;
+        if batch == 0 {
+            break;
+        }
+    }
+    let prefix = key.sealed_prefix();
+    let (secrets_left, bodies_left): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM tenants
+                  WHERE substring(client_secret_sealed FROM 1 FOR $1) <> $2
+                     OR substring(client_certificate_sealed FROM 1 FOR $1) <> $2),
+                (SELECT count(*) FROM message_bodies
+                  WHERE NOT sealed OR substring(body FROM 1 FOR $1) <> $2)",
+    )
+    .bind(prefix.len() as i32)
+    .bind(&prefix)
+    .fetch_one(pool)
+    .await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "master_key": key.id(),
+            "resealed": { "app_credentials": secrets, "message_bodies": bodies },
+            "left": { "app_credentials": secrets_left, "message_bodies": bodies_left },
+        })
+    );
+    if secrets_left + bodies_left > 0 {
+        anyhow::bail!(
+            "{secrets_left} app credentials and {bodies_left} message bodies are still sealed with another key \
+             (rows in use, or a pod that still has the old MAILBRIDGE_MASTER_KEY): roll out the new key to every \
+             pod and run this again"
+        );
+    }
+    tracing::info!(
+        "nothing is sealed with a previous key any more: MAILBRIDGE_MASTER_KEY_PREVIOUS can be removed"
+    );
+    Ok(())
 }
 
 pub async fn staff(command: StaffCommand, pool: &PgPool) -> anyhow::Result<()> {

@@ -54,6 +54,11 @@ enum Command {
     /// API tokens for automation.
     #[command(subcommand, name = "api-token")]
     ApiToken(admin::ApiTokenCommand),
+    /// Re-seals every secret and queued message body under MAILBRIDGE_MASTER_KEY that
+    /// is still sealed with a key in MAILBRIDGE_MASTER_KEY_PREVIOUS (or queued in
+    /// clear), while everything keeps running.
+    #[command(name = "rotate-master-key")]
+    RotateMasterKey,
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +86,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Device(command) => admin::device(command, &connect(&settings)?, &settings).await,
         Command::Staff(command) => admin::staff(command, &connect(&settings)?).await,
         Command::ApiToken(command) => admin::api_token(command, &connect(&settings)?).await,
+        Command::RotateMasterKey => {
+            admin::rotate_master_key(&connect(&settings)?, settings.require_master_key()?).await
+        }
     }
 }
 
@@ -173,7 +181,13 @@ async fn run_edge(settings: Settings) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
     let readiness = Readiness::listener_only(pool.clone());
     let certificate = mailbridge_edge::certificate_from_settings(&settings.edge)?;
-    let edge = mailbridge_edge::Edge::bind(&settings.edge, pool, certificate).await?;
+    let edge = mailbridge_edge::Edge::bind(
+        &settings.edge,
+        pool,
+        certificate,
+        settings.require_master_key()?.clone(),
+    )
+    .await?;
     readiness.set_listening(true);
     serve_ops(&settings, readiness.clone(), shutdown.clone()).await?;
     // Unready as soon as draining starts, so the load balancer stops sending.

@@ -149,7 +149,13 @@ impl Stack {
         settings.edge.submissions_listen = options.smtps_listen;
         settings.edge.relay_listen = options.relay_listen;
         let certificate = Arc::new(ServedCertificate::fixed(edge_authority.server)?);
-        let edge = Edge::bind(&settings.edge, pool.clone(), certificate).await?;
+        let edge = Edge::bind(
+            &settings.edge,
+            pool.clone(),
+            certificate,
+            settings.require_master_key()?.clone(),
+        )
+        .await?;
         let smtp_addr = edge
             .local_addr(ListenerKind::Submission)
             .expect("submission listener bound");

@@ -430,8 +430,13 @@ pub async fn send_test(state: &WebState, actor: &Actor, id: Uuid, recipient: &st
         who = actor.label,
         customer = tenant.name,
     );
+    let key = state
+        .master_key
+        .as_ref()
+        .ok_or(Error::from(tenants::TenantError::NoMasterKey))?;
     queue::enqueue(
         &state.pool,
+        key,
         &NewMessage {
             id: queue_id,
             tenant_id: tenant.id,

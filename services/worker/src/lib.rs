@@ -54,7 +54,8 @@ const LEASE_GATHER: Duration = Duration::from_millis(2);
 pub struct Worker {
     pool: PgPool,
     settings: Settings,
-    master_key: Option<MasterKey>,
+    /// Opens queued bodies and customers' own app secrets.
+    master_key: MasterKey,
     tokens: TokenCache,
     graph: GraphClient,
     smtp: SmtpClient,
@@ -78,6 +79,8 @@ pub enum WorkerError {
     Smtp(#[from] smtp::SmtpSetupError),
     #[error("the MSP app's credential: {0}")]
     Credential(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The MSP's app from the settings: a client secret, or a certificate and its key.
@@ -171,7 +174,10 @@ impl Worker {
                 settings.m365.request_timeout,
             )?,
             msp_app: std::sync::RwLock::new(msp_app(&settings)?),
-            master_key: settings.master_key.clone(),
+            master_key: settings
+                .require_master_key()
+                .map_err(|e| WorkerError::Config(e.to_string()))?
+                .clone(),
             pool,
             settings,
             identity,
@@ -416,9 +422,15 @@ impl Worker {
             let failure = outcome
                 .failure()
                 .expect("a failed settlement has a failure");
-            if let Err(e) =
-                notify::report_undeliverable(&self.pool, &self.settings, &message, failure, expired)
-                    .await
+            if let Err(e) = notify::report_undeliverable(
+                &self.pool,
+                &self.settings,
+                &self.master_key,
+                &message,
+                failure,
+                expired,
+            )
+            .await
             {
                 tracing::warn!(queue_id = %message.id, error = %e, "could not queue the failure report");
             }
@@ -520,7 +532,7 @@ impl Worker {
         tenant: &Tenant,
         method: DeliveryMethod,
     ) -> DeliveryOutcome {
-        let body = match queue::body(&self.pool, message.id).await {
+        let body = match queue::body(&self.pool, &self.master_key, message.id).await {
             Ok(Some(body)) => body,
             Ok(None) => {
                 return DeliveryOutcome::local(
@@ -662,7 +674,7 @@ impl Worker {
 
     /// The tenant's own app registration, or the MSP's multi-tenant app.
     async fn app_for(&self, tenant: &Tenant) -> Result<AppCredentials, DeliveryOutcome> {
-        match tenants::own_app(&self.pool, self.master_key.as_ref(), tenant.id).await {
+        match tenants::own_app(&self.pool, Some(&self.master_key), tenant.id).await {
             Ok(Some(app)) => Ok(AppCredentials {
                 client_id: app.client_id,
                 credential: app.credential,

@@ -6,6 +6,7 @@
 
 use mailbridge_core::{
     Settings,
+    crypto::MasterKey,
     diagnosis::Lang,
     queue::{self, LeasedMessage, MessageKind, NewMessage},
     tenants,
@@ -19,6 +20,7 @@ use crate::outcome::Failure;
 pub async fn report_undeliverable(
     pool: &PgPool,
     settings: &Settings,
+    key: &MasterKey,
     message: &LeasedMessage,
     failure: &Failure,
     expired: bool,
@@ -73,7 +75,7 @@ pub async fn report_undeliverable(
         subject: Some(subject),
         body,
     };
-    queue::enqueue(pool, &report).await?;
+    queue::enqueue(pool, key, &report).await?;
     mailbridge_core::metrics::metrics()
         .worker
         .notifications
