@@ -23,6 +23,7 @@ mod isolation;
 mod operations;
 mod resilience;
 mod security;
+mod staff_scope;
 mod staff_security;
 mod submission;
 mod upstream;

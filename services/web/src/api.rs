@@ -106,6 +106,11 @@ async fn authenticate(State(state): State<WebState>, mut request: Request, next:
     let addr = client_addr(request.extensions());
     match staff::authenticate_token(&state, &token, addr, tr).await {
         Ok(Some(actor)) => {
+            if let Some(customer) = crate::session::customer_in_path(request.uri().path())
+                && !actor.sees(customer)
+            {
+                return Error::NotFound.into_response();
+            }
             request.extensions_mut().insert(actor);
             next.run(request).await
         }
@@ -148,7 +153,7 @@ fn customer_json(view: &customers::CustomerView) -> Value {
 
 async fn list_customers(State(state): State<WebState>, actor: Actor) -> Result<Response> {
     actor.require(Permission::View)?;
-    let all = customers::with_health(&state.pool, None).await?;
+    let all = customers::with_health(&state.pool, None, &actor.customers).await?;
     Ok(
         Json(json!({ "customers": all.iter().map(customer_json).collect::<Vec<_>>() }))
             .into_response(),
@@ -156,7 +161,7 @@ async fn list_customers(State(state): State<WebState>, actor: Actor) -> Result<R
 }
 
 async fn one_customer(state: &WebState, id: Uuid) -> Result<Value> {
-    customers::with_health(&state.pool, Some(id))
+    customers::with_health(&state.pool, Some(id), &Default::default())
         .await?
         .first()
         .map(customer_json)
@@ -353,7 +358,7 @@ async fn list_messages(
     Query(filter): Query<MessageFilter>,
 ) -> Result<Response> {
     actor.require(Permission::View)?;
-    Ok(Json(messages::search(&state.pool, &filter).await?).into_response())
+    Ok(Json(messages::search(&state.pool, &actor.customers, &filter).await?).into_response())
 }
 
 async fn get_message(
@@ -362,7 +367,7 @@ async fn get_message(
     Path(id): Path<Uuid>,
 ) -> Result<Response> {
     actor.require(Permission::View)?;
-    let message = messages::load(&state.pool, id).await?;
+    let message = messages::load(&state.pool, &actor.customers, id).await?;
     let attempts: Vec<ExplainedAttempt> = mailbridge_core::queue::attempts(&state.pool, id)
         .await?
         .into_iter()

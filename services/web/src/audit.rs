@@ -145,7 +145,7 @@ async fn page(
     Ok(AuditPage {
         t: actor.tr,
         nav: Nav::of(Some(&actor), "audit"),
-        customers: crate::customers::names(&state.pool).await?,
+        customers: crate::customers::names(&state.pool, &actor.customers).await?,
         entries,
         filter,
         next,

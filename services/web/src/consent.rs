@@ -368,6 +368,7 @@ async fn callback(
         client_addr: None,
         csrf: None,
         tr,
+        customers: Default::default(),
     });
     audit::record(
         &state.pool,

@@ -29,7 +29,7 @@ use crate::{
     WebState, audit,
     error::{Error, Result},
     i18n::Tr,
-    session::{Actor, Permission},
+    session::{Actor, CustomerScope, Permission},
     tr,
 };
 
@@ -130,11 +130,17 @@ struct Counts {
 }
 
 /// Every customer with its health (or just `only`), in three grouped queries.
-pub async fn with_health(pool: &PgPool, only: Option<Uuid>) -> Result<Vec<CustomerView>> {
-    let all = match only {
+/// Customers (all, or `only` one) that `scope` sees, with their health.
+pub async fn with_health(
+    pool: &PgPool,
+    only: Option<Uuid>,
+    scope: &CustomerScope,
+) -> Result<Vec<CustomerView>> {
+    let mut all: Vec<Tenant> = match only {
         Some(id) => tenants::get(pool, id).await?.into_iter().collect(),
         None => tenants::list(pool).await?,
     };
+    all.retain(|t| scope.sees(t.id));
     let counts: Vec<Counts> = sqlx::query_as(
         "SELECT tenant_id,
                 count(*) FILTER (WHERE state IN ('queued', 'delivering')) AS queued,
@@ -221,11 +227,14 @@ pub fn connection(tenant: &Tenant) -> (bool, bool) {
     (connected, connected && !refused_since_ok)
 }
 
-/// Every customer's id and name, for filters.
-pub async fn names(pool: &PgPool) -> Result<Vec<(Uuid, String)>> {
-    Ok(sqlx::query_as("SELECT id, name FROM tenants ORDER BY name")
-        .fetch_all(pool)
-        .await?)
+/// The id and name of every customer `scope` sees, for filters.
+pub async fn names(pool: &PgPool, scope: &CustomerScope) -> Result<Vec<(Uuid, String)>> {
+    let mut names: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT id, name FROM tenants ORDER BY name")
+            .fetch_all(pool)
+            .await?;
+    names.retain(|(id, _)| scope.sees(*id));
+    Ok(names)
 }
 
 /// A customer, or not found.
@@ -487,7 +496,7 @@ pub async fn overview(State(state): State<WebState>, actor: Actor) -> Result<Res
     Ok(OverviewPage {
         t: actor.tr,
         nav: Nav::of(Some(&actor), "customers"),
-        customers: with_health(&state.pool, None).await?,
+        customers: with_health(&state.pool, None, &actor.customers).await?,
         can_create: actor.may(Permission::ManageCustomers),
     }
     .into_response())
@@ -526,7 +535,7 @@ async fn detail(
     Path(id): Path<Uuid>,
     axum::extract::Query(query): axum::extract::Query<NoticeQuery>,
 ) -> Result<Response> {
-    let customer = with_health(&state.pool, Some(id))
+    let customer = with_health(&state.pool, Some(id), &actor.customers)
         .await?
         .pop()
         .ok_or(Error::NotFound)?;

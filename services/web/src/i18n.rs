@@ -130,6 +130,18 @@ macro_rules! tr {
 
 /// English → German, for every text the control plane shows.
 pub static CATALOGUE: &[(&str, &str)] = &[
+    // Staff limited to assigned customers.
+    (
+        "Owners and admins always see every customer.",
+        "Inhaber und Admins sehen immer alle Kunden.",
+    ),
+    (
+        "Technicians and read-only staff can be limited to the customers they look after: they then see no other customer anywhere, nor through their API tokens. Owners and admins see every customer.",
+        "Techniker und Mitarbeitende mit Lesezugriff lassen sich auf die Kunden beschränken, die sie betreuen: Andere Kunden sehen sie dann nirgends, auch nicht über ihre API-Tokens. Inhaber und Admins sehen alle Kunden.",
+    ),
+    ("Unknown customer.", "Unbekannter Kunde."),
+    ("all customers", "alle Kunden"),
+    ("only these:", "nur diese:"),
     (
         "A customer named {} already exists (upper and lower case do not make names different).",
         "Ein Kunde namens {} existiert bereits (Groß- und Kleinschreibung machen Namen nicht verschieden).",

@@ -27,7 +27,7 @@ use crate::{
     customers::Nav,
     error::{Error, Result},
     i18n::Tr,
-    session::{Actor, Permission},
+    session::{Actor, CustomerScope, Permission},
     tr,
 };
 
@@ -120,10 +120,21 @@ const SELECT: &str = "SELECT m.id, m.tenant_id, t.name AS tenant_name, m.device_
         m.tls_protocol, m.tls_cipher
    FROM messages m JOIN tenants t ON t.id = m.tenant_id LEFT JOIN devices d ON d.id = m.device_id";
 
-pub async fn search(pool: &PgPool, filter: &MessageFilter) -> Result<LogPage> {
+/// The messages of the customers `scope` sees that match `filter`, a page at a time.
+pub async fn search(
+    pool: &PgPool,
+    scope: &CustomerScope,
+    filter: &MessageFilter,
+) -> Result<LogPage> {
     let limit = filter.limit.unwrap_or(PAGE_SIZE).clamp(1, 500);
     let mut query: QueryBuilder<Postgres> = QueryBuilder::new(SELECT);
     query.push(" WHERE true");
+    if let Some(assigned) = scope.only() {
+        query
+            .push(" AND m.tenant_id = ANY(")
+            .push_bind(assigned.to_vec())
+            .push(")");
+    }
     if let Some(customer) = some(&filter.customer) {
         query.push(" AND m.tenant_id = ").push_bind(uuid(customer)?);
     }
@@ -218,14 +229,20 @@ impl Explanation {
     }
 }
 
-pub async fn load(pool: &PgPool, id: Uuid) -> Result<LoggedMessage> {
+/// A message of a customer `scope` sees, or not found.
+pub async fn load(pool: &PgPool, scope: &CustomerScope, id: Uuid) -> Result<LoggedMessage> {
     let mut query: QueryBuilder<Postgres> = QueryBuilder::new(SELECT);
     query.push(" WHERE m.id = ").push_bind(id);
-    query
+    let message: LoggedMessage = query
         .build_query_as()
         .fetch_optional(pool)
         .await?
-        .ok_or(Error::NotFound)
+        .ok_or(Error::NotFound)?;
+    if scope.sees(message.tenant_id) {
+        Ok(message)
+    } else {
+        Err(Error::NotFound)
+    }
 }
 
 /// Tries a waiting message again now (its backoff is skipped, its customer's pause
@@ -275,7 +292,7 @@ async fn change_waiting(
     not_waiting: &'static str,
 ) -> Result<()> {
     actor.require(Permission::HandleMessages)?;
-    let message = load(&state.pool, id).await?;
+    let message = load(&state.pool, &actor.customers, id).await?;
     let changed = sqlx::query(statement)
         .bind(id)
         .bind(text)
@@ -322,7 +339,7 @@ async fn log_page(
     Query(mut filter): Query<MessageFilter>,
 ) -> Result<Response> {
     filter.limit = None;
-    let page = search(&state.pool, &filter).await?;
+    let page = search(&state.pool, &actor.customers, &filter).await?;
     let next_query = page.next.as_ref().map(|next| {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
         for (key, value) in [
@@ -344,7 +361,7 @@ async fn log_page(
     Ok(LogPageView {
         t: actor.tr,
         nav: Nav::of(Some(&actor), "messages"),
-        customers: crate::customers::names(&state.pool).await?,
+        customers: crate::customers::names(&state.pool, &actor.customers).await?,
         states: STATES,
         filter,
         page,
@@ -370,7 +387,7 @@ async fn detail(
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> Result<Response> {
-    let message = load(&state.pool, id).await?;
+    let message = load(&state.pool, &actor.customers, id).await?;
     let attempts = queue::attempts(&state.pool, id).await?;
     let refresh = message.state == "delivering"
         || (message.state == "queued"

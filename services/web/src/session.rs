@@ -4,7 +4,10 @@
 //! ([`authenticate`]) runs before every page: it finds the session and language,
 //! refuses a POST without the session's CSRF token, and renders errors as pages.
 
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use axum::{
     body::Body,
@@ -107,6 +110,63 @@ pub enum Permission {
     ManageStaff,
 }
 
+/// The customers a staff member may see. Owners and admins see all; a technician or
+/// read-only member limited to assigned customers sees only those, everywhere: lists,
+/// pages, the API (with their tokens) — anything else answers "not found".
+#[derive(Debug, Clone, Default)]
+pub enum CustomerScope {
+    #[default]
+    All,
+    Only(Arc<[Uuid]>),
+}
+
+impl CustomerScope {
+    /// From the database: `None` for all customers, else the assigned ones.
+    pub fn from_assigned(assigned: Option<Vec<Uuid>>) -> Self {
+        match assigned {
+            None => Self::All,
+            Some(ids) => Self::Only(ids.into()),
+        }
+    }
+
+    pub fn sees(&self, tenant_id: Uuid) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(ids) => ids.contains(&tenant_id),
+        }
+    }
+
+    /// The assigned customers, or `None` for all.
+    pub fn only(&self) -> Option<&[Uuid]> {
+        match self {
+            Self::All => None,
+            Self::Only(ids) => Some(ids),
+        }
+    }
+}
+
+/// The SQL that yields a staff member's [`CustomerScope`] (`NULL`: all customers),
+/// for a query that names the staff row `alias`.
+pub fn scope_column(alias: &str) -> String {
+    format!(
+        "CASE WHEN {alias}.role IN ('owner', 'admin') OR {alias}.all_customers THEN NULL
+              ELSE ARRAY(SELECT tenant_id FROM staff_customers sc WHERE sc.staff_id = {alias}.id) END"
+    )
+}
+
+/// The customer a path is about (`/customers/{id}…`, `/api/v1/customers/{id}…`),
+/// percent-decoded as the router decodes it, so no spelling of an id slips past.
+pub fn customer_in_path(path: &str) -> Option<Uuid> {
+    let rest = path
+        .strip_prefix("/api/v1/customers/")
+        .or_else(|| path.strip_prefix("/customers/"))?;
+    let segment = rest.split('/').next()?;
+    let decoded: String = url::form_urlencoded::parse(segment.as_bytes())
+        .map(|(key, _)| key.into_owned())
+        .next()?;
+    Uuid::parse_str(&decoded).ok()
+}
+
 /// Who makes a request: a signed-in staff member or an API token.
 #[derive(Debug, Clone)]
 pub struct Actor {
@@ -120,6 +180,8 @@ pub struct Actor {
     /// The session's CSRF token (browser sessions only).
     pub csrf: Option<String>,
     pub tr: Tr,
+    /// The customers this actor may see.
+    pub customers: CustomerScope,
 }
 
 impl Actor {
@@ -134,6 +196,11 @@ impl Actor {
 
     pub fn may(&self, what: Permission) -> bool {
         self.role.may(what)
+    }
+
+    /// Whether the actor may see the customer `tenant_id` (and all that is its).
+    pub fn sees(&self, tenant_id: Uuid) -> bool {
+        self.customers.sees(tenant_id)
     }
 
     /// The CSRF token forms of this session carry.
@@ -305,6 +372,7 @@ struct SessionRow {
     role: String,
     csrf_token: String,
     refresh: bool,
+    customers: Option<Vec<Uuid>>,
 }
 
 /// The signed-in staff member of a request, if its session is alive.
@@ -316,14 +384,16 @@ async fn find_session(
         return Ok(None);
     };
     let hash = sha256(id);
-    let row: Option<SessionRow> = sqlx::query_as(
+    let row: Option<SessionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT s.staff_id, st.email, st.display_name, st.role, s.csrf_token,
-                s.last_seen_at < now() - interval '1 minute' AS refresh
+                s.last_seen_at < now() - interval '1 minute' AS refresh,
+                {} AS customers
            FROM web_sessions s JOIN staff st ON st.id = s.staff_id
           WHERE s.id_hash = $1 AND st.enabled
             AND s.last_seen_at > now() - make_interval(secs => $2)
             AND s.created_at > now() - make_interval(secs => $3)",
-    )
+        scope_column("st")
+    )))
     .bind(&hash)
     .bind(state.settings.web.session_idle.as_secs_f64())
     .bind(state.settings.web.session_max.as_secs_f64())
@@ -389,7 +459,19 @@ pub async fn authenticate(State(state): State<WebState>, request: Request, next:
         client_addr: addr,
         csrf: Some(s.csrf_token),
         tr,
+        customers: CustomerScope::from_assigned(s.customers),
     });
+    if let (Some(actor), Some(customer)) = (&actor, customer_in_path(parts.uri.path()))
+        && !actor.sees(customer)
+    {
+        return render(
+            tr,
+            Some(actor),
+            Error::NotFound.into_response(),
+            &parts.method,
+            &parts.uri,
+        );
+    }
     let mut body = Body::new(body);
     if parts.method == Method::POST {
         let Some(actor) = &actor else {
@@ -487,6 +569,25 @@ fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_customer_of_a_path_however_it_is_spelt() {
+        let id = Uuid::parse_str("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
+        for path in [
+            "/customers/67e55044-10b1-426f-9247-bb680e5fe0c8",
+            "/customers/67E55044-10B1-426F-9247-BB680E5FE0C8/devices",
+            "/api/v1/customers/67e55044-10b1-426f-9247-bb680e5fe0c8/test-message",
+            "/customers/%36%37e55044-10b1-426f-9247-bb680e5fe0c8/board",
+            "/customers/67e5504410b1426f9247bb680e5fe0c8",
+        ] {
+            assert_eq!(customer_in_path(path), Some(id), "{path}");
+        }
+        assert_eq!(customer_in_path("/customers"), None);
+        assert_eq!(
+            customer_in_path("/messages/67e55044-10b1-426f-9247-bb680e5fe0c8"),
+            None
+        );
+    }
 
     #[test]
     fn roles_are_ordered_by_power() {

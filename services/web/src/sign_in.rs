@@ -744,6 +744,7 @@ async fn upsert_staff(
         client_addr: addr,
         csrf: None,
         tr: Tr::new(crate::i18n::Lang::En),
+        customers: Default::default(),
     };
     let how = granted
         .map(|(_, how)| how)

@@ -51,6 +51,10 @@ pub struct StaffMember {
     pub enabled: bool,
     pub created_at: DateTime<Utc>,
     pub last_sign_in_at: Option<DateTime<Utc>>,
+    /// Sees every customer (owners and admins always do).
+    pub all_customers: bool,
+    /// The customers assigned, when not all.
+    pub customers: Vec<Uuid>,
 }
 
 impl StaffMember {
@@ -87,6 +91,7 @@ fn command_line() -> Actor {
         client_addr: None,
         csrf: None,
         tr: Tr::new(crate::i18n::Lang::En),
+        customers: Default::default(),
     }
 }
 
@@ -323,7 +328,9 @@ impl ApiToken {
 
 pub async fn list_staff(state: &WebState) -> Result<Vec<StaffMember>> {
     Ok(sqlx::query_as(
-        "SELECT id, email, display_name, role, enabled, created_at, last_sign_in_at
+        "SELECT id, email, display_name, role, enabled, created_at, last_sign_in_at,
+                all_customers,
+                ARRAY(SELECT tenant_id FROM staff_customers sc WHERE sc.staff_id = staff.id) AS customers
            FROM staff ORDER BY email",
     )
     .fetch_all(&state.pool)
@@ -389,6 +396,64 @@ pub async fn change_staff(
         None,
         Some(&email),
         json!({ "role": [old_role, role.as_str()], "enabled": [old_enabled, enabled] }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Limits a technician or read-only member to `customers` (or lets them see all);
+/// owners and admins may do this. Takes effect with their next request, their API
+/// tokens included.
+pub async fn assign_customers(
+    state: &WebState,
+    actor: &Actor,
+    id: Uuid,
+    all: bool,
+    customers: &[Uuid],
+) -> Result<()> {
+    actor.require(Permission::InviteStaff)?;
+    let mut tx = state.pool.begin().await?;
+    let member: Option<(String, String)> =
+        sqlx::query_as("SELECT email, role FROM staff WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (email, role) = member.ok_or(Error::NotFound)?;
+    if matches!(Role::parse(&role), Some(Role::Owner | Role::Admin)) {
+        return Err(Error::Invalid(
+            tr!("Owners and admins always see every customer.").into(),
+        ));
+    }
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM tenants WHERE id = ANY($1) ORDER BY name")
+            .bind(customers)
+            .fetch_all(&mut *tx)
+            .await?;
+    if names.len() != customers.len() {
+        return Err(Error::Invalid(tr!("Unknown customer.").into()));
+    }
+    sqlx::query("UPDATE staff SET all_customers = $2 WHERE id = $1")
+        .bind(id)
+        .bind(all)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM staff_customers WHERE staff_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("INSERT INTO staff_customers (staff_id, tenant_id) SELECT $1, unnest($2::uuid[])")
+        .bind(id)
+        .bind(customers)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    audit::record(
+        &state.pool,
+        actor,
+        "staff.customers",
+        None,
+        Some(&email),
+        json!({ "all_customers": all, "customers": names }),
     )
     .await?;
     Ok(())
@@ -535,18 +600,20 @@ pub async fn authenticate_token(
     }
     // Refused once expired, and when its creator is gone, disabled or no longer
     // holds the token's role (a pending or unknown role ranks nowhere: refused).
-    let found: Option<(String, String, Option<Uuid>)> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "UPDATE api_tokens t SET last_used_at = now() FROM staff s
+    // A token sees the customers its creator sees now.
+    type TokenRow = (String, String, Option<Uuid>, Option<Vec<Uuid>>);
+    let found: Option<TokenRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE api_tokens t SET last_used_at = now() FROM staff s
           WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now()
             AND s.id = t.created_by AND s.enabled
             AND array_position({ROLE_ORDER}, s.role) <= array_position({ROLE_ORDER}, t.role)
-      RETURNING t.name, t.role, t.created_by",
-        )))
-        .bind(session::sha256(secret))
-        .fetch_optional(&state.pool)
-        .await?;
-    Ok(found.map(|(name, role, created_by)| Actor {
+      RETURNING t.name, t.role, t.created_by, {}",
+        session::scope_column("s")
+    )))
+    .bind(session::sha256(secret))
+    .fetch_optional(&state.pool)
+    .await?;
+    Ok(found.map(|(name, role, created_by, customers)| Actor {
         staff_id: created_by,
         display_name: name.clone(),
         label: format!("api-token:{name}"),
@@ -554,6 +621,7 @@ pub async fn authenticate_token(
         client_addr,
         csrf: None,
         tr,
+        customers: session::CustomerScope::from_assigned(customers),
     }))
 }
 
@@ -563,6 +631,7 @@ pub fn router() -> Router<WebState> {
         .route("/staff/invitations", post(invite_form))
         .route("/staff/invitations/withdraw", post(withdraw_form))
         .route("/staff/{id}", post(staff_form))
+        .route("/staff/{id}/customers", post(customers_form))
         .route("/api-tokens", get(tokens_page).post(create_form))
         .route("/api-tokens/{id}/revoke", post(revoke_form))
 }
@@ -595,6 +664,8 @@ struct StaffPage {
     roles: [Role; 4],
     /// The roles the actor may invite or approve with.
     grantable: Vec<Role>,
+    /// Every customer, for assigning them.
+    customers: Vec<(Uuid, String)>,
     can_manage: bool,
     me: Option<Uuid>,
     notice: Option<&'static str>,
@@ -611,6 +682,18 @@ impl StaffPage {
 
     fn members(&self) -> Vec<&StaffMember> {
         self.staff.iter().filter(|s| !s.pending()).collect()
+    }
+
+    /// Whether `member`'s customers can be limited (technicians and read-only).
+    fn limitable(&self, member: &StaffMember) -> bool {
+        matches!(
+            Role::parse(&member.role),
+            Some(Role::Technician | Role::Readonly)
+        )
+    }
+
+    fn assigned(&self, member: &StaffMember, customer: &Uuid) -> bool {
+        member.customers.contains(customer)
     }
 }
 
@@ -632,6 +715,7 @@ async fn staff_page(
         invitations: list_invitations(&state).await?,
         roles: Role::ALL,
         grantable: Role::ALL.into_iter().filter(|r| *r >= actor.role).collect(),
+        customers: crate::customers::names(&state.pool, &actor.customers).await?,
         can_manage: actor.may(Permission::ManageStaff),
         me: actor.staff_id,
         notice: query
@@ -657,6 +741,30 @@ async fn staff_form(
     let role =
         Role::parse(&form.role).ok_or_else(|| Error::Invalid(tr!("Unknown role.").into()))?;
     change_staff(&state, &actor, id, role, form.enabled.unwrap_or(false)).await?;
+    Ok(Redirect::to("/staff").into_response())
+}
+
+/// `scope=all`, or `scope=assigned` with a `customer=` for each assigned customer
+/// (a repeated field, which the form extractor cannot read).
+async fn customers_form(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let mut all = true;
+    let mut customers = Vec::new();
+    for (key, value) in url::form_urlencoded::parse(&body) {
+        match &*key {
+            "scope" => all = value != "assigned",
+            "customer" => customers.push(
+                Uuid::parse_str(&value)
+                    .map_err(|_| Error::Invalid(tr!("Unknown customer.").into()))?,
+            ),
+            _ => {}
+        }
+    }
+    assign_customers(&state, &actor, id, all, &customers).await?;
     Ok(Redirect::to("/staff").into_response())
 }
 
