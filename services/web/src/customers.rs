@@ -500,6 +500,7 @@ struct CustomerPage {
     can_test: bool,
     stale_before: DateTime<Utc>,
     notice: Option<String>,
+    connection: crate::connection::Connection,
 }
 
 impl CustomerPage {
@@ -526,6 +527,9 @@ async fn detail(
         .pop()
         .ok_or(Error::NotFound)?;
     let devices = mailbridge_core::devices::list(&state.pool, id).await?;
+    let latest = mailbridge_core::consent_checks::latest(&state.pool, id).await?;
+    let connection =
+        crate::connection::Connection::of(&customer.tenant, latest.as_ref(), actor.tr);
     let notice = query
         .notice
         .and_then(|n| notice_text(&n))
@@ -540,6 +544,7 @@ async fn detail(
         can_test: actor.may(Permission::SendTest),
         stale_before: Utc::now() - chrono::Duration::days(STALE_DEVICE_DAYS),
         notice,
+        connection,
     }
     .into_response())
 }
@@ -549,9 +554,9 @@ fn notice_text(key: &str) -> Option<&'static str> {
     Some(match key {
         "created" => tr!("The customer was created. Next: connect it to Microsoft 365."),
         "saved" => tr!("The settings were saved."),
-        "connected" => {
-            tr!("Microsoft 365 is connected: a token for the customer's tenant was issued.")
-        }
+        "connecting" => tr!(
+            "The consent was granted. mailbridge is now checking it with Microsoft, which can take a few minutes: this page updates itself."
+        ),
         "device-deleted" => tr!("The device was deleted."),
         _ => return None,
     })
