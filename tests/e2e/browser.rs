@@ -194,7 +194,20 @@ async fn onboard(
         screenshot(browser, dir, "4-admin-consent").await;
     }
     click(browser, "#accept").await;
-    assert_eq!(text(browser, "#consent-state").await, words.consent_ok);
+    // "Connecting" until a worker verified the consent: the page updates itself.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // The element goes away while the page reloads.
+        let state = match browser.find(Locator::Css("#consent-state")).await {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if state == words.consent_ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the page still says {state:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     if let Some(dir) = shots {
         screenshot(browser, dir, &format!("2-customer-{}", words.lang)).await;
     }

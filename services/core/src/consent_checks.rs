@@ -253,7 +253,11 @@ pub async fn fail(
 /// tenant, in one transaction, with the audit entry; the customer's waiting messages
 /// become due. `false` when the claim was lost
 /// (then nothing changed).
-pub async fn verify(pool: &PgPool, check: &ConsentCheck, worker: &str) -> Result<bool, sqlx::Error> {
+pub async fn verify(
+    pool: &PgPool,
+    check: &ConsentCheck,
+    worker: &str,
+) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let done = sqlx::query(
         "UPDATE consent_checks SET state = 'verified', finished_at = now(), claimed_by = NULL,
@@ -317,7 +321,9 @@ async fn audit(
 /// The wait before attempt `attempts + 1`: `first`, doubled each time, at most
 /// `cap`.
 pub fn backoff(attempts: i32, first: Duration, cap: Duration) -> Duration {
-    let doublings = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(20);
+    let doublings = u32::try_from(attempts.saturating_sub(1))
+        .unwrap_or(0)
+        .min(20);
     first.saturating_mul(1 << doublings).min(cap)
 }
 
@@ -328,7 +334,9 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_its_cap() {
         let s = Duration::from_secs;
-        let waits: Vec<_> = (1..=9).map(|n| backoff(n, s(5), s(120)).as_secs()).collect();
+        let waits: Vec<_> = (1..=9)
+            .map(|n| backoff(n, s(5), s(120)).as_secs())
+            .collect();
         assert_eq!(waits, [5, 10, 20, 40, 80, 120, 120, 120, 120]);
         assert_eq!(backoff(i32::MAX, s(5), s(120)), s(120));
     }

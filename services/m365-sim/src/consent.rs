@@ -478,9 +478,7 @@ fn answer(
         // What the token endpoint saw before this consent stays what it sees until
         // the consent has propagated (an earlier consent still propagating keeps
         // its own earlier view).
-        let before = tenant
-            .roles_seen(&request.client_id, now)
-            .cloned();
+        let before = tenant.roles_seen(&request.client_id, now).cloned();
         let service_principal = tenant
             .consents
             .entry(request.client_id.clone())

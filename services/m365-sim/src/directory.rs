@@ -531,10 +531,7 @@ impl Directory {
 
     /// The consent propagation delay.
     pub fn consent_propagation(&self) -> std::time::Duration {
-        self.lock()
-            .consent_propagation
-            .to_std()
-            .unwrap_or_default()
+        self.lock().consent_propagation.to_std().unwrap_or_default()
     }
 
     /// Creates (or extends) a tenant with mailboxes.

@@ -92,7 +92,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let propagation = std::env::var("MAILBRIDGE_SIM_CONSENT_PROPAGATION_SECONDS")
         .unwrap_or_else(|_| DEFAULT_CONSENT_PROPAGATION_SECONDS.to_owned());
     let propagation: u64 = propagation.parse().with_context(|| {
-        format!("MAILBRIDGE_SIM_CONSENT_PROPAGATION_SECONDS={propagation:?} is not a number of seconds")
+        format!(
+            "MAILBRIDGE_SIM_CONSENT_PROPAGATION_SECONDS={propagation:?} is not a number of seconds"
+        )
     })?;
     stack
         .simulator

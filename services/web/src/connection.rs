@@ -147,7 +147,11 @@ impl Connection {
 
 /// The connection of customer `id`, for its page (which polls it while connecting)
 /// and the API.
-pub async fn status(State(state): State<WebState>, actor: Actor, Path(id): Path<Uuid>) -> Result<Response> {
+pub async fn status(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> Result<Response> {
     actor.require(Permission::View)?;
     Ok(Json(Connection::load(&state, id, actor.tr).await?).into_response())
 }

@@ -528,8 +528,7 @@ async fn detail(
         .ok_or(Error::NotFound)?;
     let devices = mailbridge_core::devices::list(&state.pool, id).await?;
     let latest = mailbridge_core::consent_checks::latest(&state.pool, id).await?;
-    let connection =
-        crate::connection::Connection::of(&customer.tenant, latest.as_ref(), actor.tr);
+    let connection = crate::connection::Connection::of(&customer.tenant, latest.as_ref(), actor.tr);
     let notice = query
         .notice
         .and_then(|n| notice_text(&n))

@@ -760,16 +760,25 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     ),
     // Consent verified by the workers: connecting, failed, the consent-link page.
     ("Connecting", "Verbindung wird hergestellt"),
-    ("Connecting to Microsoft 365", "Verbindung mit Microsoft 365 wird hergestellt"),
+    (
+        "Connecting to Microsoft 365",
+        "Verbindung mit Microsoft 365 wird hergestellt",
+    ),
     ("Connection failed", "Verbindung fehlgeschlagen"),
     ("Microsoft 365 consent", "Zustimmung für Microsoft 365"),
-    ("Microsoft 365 not connected", "Microsoft 365 nicht verbunden"),
+    (
+        "Microsoft 365 not connected",
+        "Microsoft 365 nicht verbunden",
+    ),
     (
         "Microsoft can take a few minutes to make a new consent usable. mailbridge keeps checking in the background (up to 15 minutes); this page updates itself.",
         "Microsoft kann einige Minuten brauchen, bis eine neue Zustimmung nutzbar ist. mailbridge prüft im Hintergrund weiter (bis zu 15 Minuten); diese Seite aktualisiert sich selbst.",
     ),
     ("Microsoft's last answer", "Letzte Antwort von Microsoft"),
-    ("Reload this page to see the result.", "Diese Seite neu laden, um das Ergebnis zu sehen."),
+    (
+        "Reload this page to see the result.",
+        "Diese Seite neu laden, um das Ergebnis zu sehen.",
+    ),
     (
         "Thank you: the consent was granted. Microsoft can take a few minutes to make it usable; mailbridge keeps checking in the background and this page updates itself. You can also close it: your provider sees the result.",
         "Vielen Dank: Die Zustimmung wurde erteilt. Microsoft kann einige Minuten brauchen, bis sie nutzbar ist; mailbridge prüft im Hintergrund weiter und diese Seite aktualisiert sich selbst. Sie können sie auch schließen: Ihr Dienstleister sieht das Ergebnis.",
@@ -786,7 +795,10 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     ("between", "zwischen"),
     ("checks so far", "bisherige Prüfungen"),
     ("consent granted", "Zustimmung erteilt"),
-    ("mailbridge asked Microsoft", "mailbridge hat Microsoft gefragt:"),
+    (
+        "mailbridge asked Microsoft",
+        "mailbridge hat Microsoft gefragt:",
+    ),
     (
         "mailbridge has no Entra app to connect customers with: set MAILBRIDGE_ENTRA_CLIENT_ID (and the app's secret or certificate for the workers).",
         "mailbridge hat keine Entra-App, mit der Kunden verbunden werden können: MAILBRIDGE_ENTRA_CLIENT_ID setzen (und für die Worker das Geheimnis oder Zertifikat der App).",

@@ -104,8 +104,8 @@ impl Worker {
             Err(e) => Attempt::NotYet(refusal(&diagnosis::INTERNAL, e.to_string())),
         };
         let limit = self.settings.worker.consent_check_limit;
-        let deadline = check.requested_at
-            + chrono::Duration::from_std(limit).unwrap_or(chrono::Duration::MAX);
+        let deadline =
+            check.requested_at + chrono::Duration::from_std(limit).unwrap_or(chrono::Duration::MAX);
         let now = Utc::now();
         let stage;
         let result = match outcome {
@@ -121,7 +121,8 @@ impl Worker {
                     .consent_retry_first
                     .max(Duration::from_secs(1));
                 let wait = consent_checks::backoff(check.attempts, first, BACKOFF_CAP);
-                let next = (now + chrono::Duration::from_std(wait).unwrap_or_default()).min(deadline);
+                let next =
+                    (now + chrono::Duration::from_std(wait).unwrap_or_default()).min(deadline);
                 tracing::info!(tenant = %check.tenant_id, attempt = check.attempts, reason = %refusal.code, retry_in = ?(next - now), "consent not usable yet: Microsoft may still be propagating it");
                 consent_checks::retry_at(&self.pool, check.id, &self.identity, next, &refusal).await
             }
@@ -138,8 +139,12 @@ impl Worker {
                     self.on_consent_verified(&check).await;
                 }
             }
-            Ok(false) => tracing::info!(tenant = %check.tenant_id, "consent check taken over by another worker or replaced by a newer consent"),
-            Err(e) => tracing::warn!(error = %e, "could not record a consent check's outcome; it is tried again when its claim expires"),
+            Ok(false) => {
+                tracing::info!(tenant = %check.tenant_id, "consent check taken over by another worker or replaced by a newer consent")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record a consent check's outcome; it is tried again when its claim expires")
+            }
         }
     }
 
@@ -170,7 +175,9 @@ impl Worker {
             let token = match self.tokens.get(&key, &app, &tenant.id.to_string()).await {
                 Ok(token) => token,
                 Err(TokenError::Rejected {
-                    aadsts, description, ..
+                    aadsts,
+                    description,
+                    ..
                 }) => {
                     let diagnosis = diagnosis::token(aadsts);
                     let refusal = refusal(diagnosis, description);
