@@ -420,9 +420,11 @@ async fn two_workers_never_work_one_check_and_a_dead_workers_claim_expires() {
         .expect("a due check");
 
     let database = database_url(&app.database);
-    let mut workers: Vec<_> = (0..2)
-        .map(|_| app.worker_command(&database, 30).spawn().expect("worker"))
-        .collect();
+    let workers = Workers(
+        (0..2)
+            .map(|_| app.worker_command(&database, 30).spawn().expect("worker"))
+            .collect(),
+    );
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let pending: i64 =
@@ -436,21 +438,27 @@ async fn two_workers_never_work_one_check_and_a_dead_workers_claim_expires() {
         assert!(Instant::now() < deadline, "{pending} checks not verified");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for worker in &mut workers {
-        worker.kill().ok();
-        worker.wait().ok();
-    }
+    drop(workers);
     let tokens = directory.token_requests();
     for (tenant, entra, check) in &checks {
         let check = consent_checks::get(app.pool(), *check)
             .await
             .unwrap()
             .unwrap();
-        // Each attempt is one token request: no attempt was made twice.
-        let requests = tokens
+        // Each attempt is one token request: no attempt was made twice, and no two
+        // workers asked at once (attempts are seconds apart, by the backoff).
+        let times: Vec<_> = tokens
             .iter()
             .filter(|t| t.tenant == entra.to_string())
-            .count();
+            .map(|t| t.at)
+            .collect();
+        let requests = times.len();
+        for pair in times.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= chrono::Duration::seconds(1),
+                "two attempts at once for {entra}: {times:?}"
+            );
+        }
         let attempts = if check.id == dead.id {
             check.attempts - 1 // the dead worker's claim asked nothing
         } else {
@@ -472,6 +480,18 @@ async fn two_workers_never_work_one_check_and_a_dead_workers_claim_expires() {
         assert!(t.consented_at.is_some());
     }
     app.stack.shutdown().await;
+}
+
+/// Worker processes, stopped when dropped (also when the test fails).
+struct Workers(Vec<std::process::Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for worker in &mut self.0 {
+            worker.kill().ok();
+            worker.wait().ok();
+        }
+    }
 }
 
 /// `text` percent-encoded for a query string.
