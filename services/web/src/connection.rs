@@ -115,7 +115,7 @@ impl Connection {
             // mailbridge) connects the customer.
             Some(c)
                 if c.state == CheckState::Failed
-                    && !tenant.consented_at.is_some_and(|at| at > c.requested_at) =>
+                    && tenant.consented_at.is_none_or(|at| at <= c.requested_at) =>
             {
                 ConnectionState::Failed
             }
