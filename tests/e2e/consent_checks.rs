@@ -505,3 +505,54 @@ fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn the_purge_keeps_each_customers_latest_consent_check() {
+    let app = TestApp::spawn_without_worker().await;
+    let tenant = app.add_tenant_without_consent("Praxis Alt").await.tenant;
+    let entra = tenant.entra_tenant_id.unwrap();
+    let older = consent_checks::record(app.pool(), tenant.id, entra, "consent-link", None)
+        .await
+        .unwrap();
+    let latest = consent_checks::record(app.pool(), tenant.id, entra, "consent-link", None)
+        .await
+        .unwrap();
+    let superseded = consent_checks::get(app.pool(), older.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(superseded.state, consent_checks::CheckState::Failed);
+    assert_eq!(
+        superseded.last_error_code.as_deref(),
+        Some(consent_checks::SUPERSEDED)
+    );
+    // Both finished long before the audit log's retention.
+    sqlx::query(
+        "UPDATE consent_checks SET state = 'failed', requested_at = requested_at - interval '500 days',
+                finished_at = now() - interval '500 days' WHERE tenant_id = $1",
+    )
+    .bind(tenant.id)
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let retention = mailbridge_core::retention::Retention::from_settings(&app.stack.settings);
+    let purged = mailbridge_core::retention::purge(app.pool(), &retention)
+        .await
+        .unwrap();
+    assert!(purged.contains(&("consent_checks", 1)), "{purged:?}");
+    assert!(
+        consent_checks::get(app.pool(), older.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let kept = consent_checks::latest(app.pool(), tenant.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        kept.id, latest.id,
+        "the customer's page still shows how it ended"
+    );
+    app.stack.shutdown().await;
+}
