@@ -30,16 +30,6 @@ pub enum CheckState {
     Failed,
 }
 
-impl CheckState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Verified => "verified",
-            Self::Failed => "failed",
-        }
-    }
-}
-
 /// The app role Graph `sendMail` needs.
 pub const GRAPH_ROLE: &str = "Mail.Send";
 /// The app role SMTP AUTH with XOAUTH2 needs.
