@@ -318,6 +318,14 @@ async fn a_consent_whose_permission_never_appears_fails_with_the_reason() {
         )),
         "the page updates itself"
     );
+    let overview = owner.get("/").await;
+    let row = overview
+        .body
+        .split(&format!("data-customer=\"{customer}\""))
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .expect("the customer's row");
+    assert!(row.contains("Connecting"), "{row}");
 
     let connection =
         settled_connection(&mut owner, customer, LIMIT + Duration::from_secs(20)).await;

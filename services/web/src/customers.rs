@@ -88,6 +88,8 @@ pub struct Health {
     pub connected: bool,
     /// Connected, and no token refusal since the last token was issued.
     pub consent_ok: bool,
+    /// A consent was granted and a worker is verifying it (see `connection`).
+    pub connecting: bool,
     pub last_token_error: Option<String>,
     pub last_token_error_at: Option<DateTime<Utc>>,
     pub paused_until: Option<DateTime<Utc>>,
@@ -167,6 +169,14 @@ pub async fn with_health(pool: &PgPool, only: Option<Uuid>) -> Result<Vec<Custom
     .bind(STALE_DEVICE_DAYS as i32)
     .fetch_all(pool)
     .await?;
+    let connecting: std::collections::HashSet<Uuid> = sqlx::query_scalar(
+        "SELECT tenant_id FROM consent_checks WHERE state = 'pending' AND ($1::uuid IS NULL OR tenant_id = $1)",
+    )
+    .bind(only)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect();
     let counts: HashMap<Uuid, Counts> = counts.into_iter().map(|c| (c.tenant_id, c)).collect();
     let mut reject_map: HashMap<Uuid, Vec<RejectCount>> = HashMap::new();
     for (tenant, code, count) in rejects {
@@ -189,6 +199,7 @@ pub async fn with_health(pool: &PgPool, only: Option<Uuid>) -> Result<Vec<Custom
                 health: Health {
                     connected,
                     consent_ok,
+                    connecting: connecting.contains(&tenant.id),
                     last_token_error: tenant.last_token_error.clone(),
                     last_token_error_at: tenant.last_token_error_at,
                     paused_until: tenant.paused_until.filter(|p| *p > Utc::now()),

@@ -266,6 +266,7 @@ fn schemas() -> Value {
         &[
             "connected",
             "consent_ok",
+            "connecting",
             "queued",
             "delivered_24h",
             "failed_24h",
@@ -276,6 +277,7 @@ fn schemas() -> Value {
         json!({
             "connected": { "type": "boolean", "description": "Connected to its Microsoft 365 tenant by a verified admin consent" },
             "consent_ok": { "type": "boolean", "description": "Connected, and no token refusal since the last issued token" },
+            "connecting": { "type": "boolean", "description": "A consent was granted and is being verified (see getConnection)" },
             "last_token_error": nullable("string"),
             "last_token_error_at": nullable("string"),
             "paused_until": nullable("string"),
