@@ -134,6 +134,7 @@ async fn every_documented_operation_answers_as_documented() {
         ("get", "/customers/{id}"),
         ("patch", "/customers/{id}"),
         ("post", "/customers/{id}/consent"),
+        ("get", "/customers/{id}/connection"),
         ("post", "/customers/{id}/test-message"),
         ("get", "/customers/{id}/devices"),
         ("post", "/customers/{id}/devices"),
@@ -225,6 +226,10 @@ async fn every_documented_operation_answers_as_documented() {
                     url.contains(&format!("/{API_TENANT}/v2.0/adminconsent?client_id=")),
                     "the link is bound to the customer's tenant: {url}"
                 );
+            }
+            ("get", "/customers/{id}/connection") => {
+                assert_eq!(answer["state"], "not_connected", "{answer}");
+                assert_eq!(answer["check"], Value::Null, "no consent granted yet");
             }
             ("get", "/messages/{id}") => assert_eq!(answer["state"], "queued"),
             ("get", "/audit") => {

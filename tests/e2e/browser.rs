@@ -134,6 +134,7 @@ struct Words {
     lang: &'static str,
     customers: &'static str,
     consent_ok: &'static str,
+    connecting: &'static str,
     delivered: &'static str,
 }
 
@@ -141,12 +142,14 @@ const ENGLISH: Words = Words {
     lang: "en",
     customers: "Customers",
     consent_ok: "Consent OK",
+    connecting: "Connecting",
     delivered: "delivered",
 };
 const GERMAN: Words = Words {
     lang: "de",
     customers: "Kunden",
     consent_ok: "Zustimmung OK",
+    connecting: "Verbindung wird hergestellt",
     delivered: "zugestellt",
 };
 
@@ -167,6 +170,8 @@ async fn onboard(
     directory.add_tenant(entra, &[&mailbox, &recipient]);
     directory.set_tenant_name(entra, practice);
     directory.set_default_admin_tenant(Some(entra));
+    // Entra takes a few seconds to make the consent usable.
+    directory.set_consent_propagation(Duration::from_secs(3));
 
     browser
         .goto(&format!("{base}/lang/{}", words.lang))
@@ -194,7 +199,21 @@ async fn onboard(
         screenshot(browser, dir, "4-admin-consent").await;
     }
     click(browser, "#accept").await;
-    assert_eq!(text(browser, "#consent-state").await, words.consent_ok);
+    assert_eq!(text(browser, "#consent-state").await, words.connecting);
+    // "Connecting" until a worker verified the consent: the page updates itself.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // The element goes away while the page reloads.
+        let state = match browser.find(Locator::Css("#consent-state")).await {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if state == words.consent_ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the page still says {state:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     if let Some(dir) = shots {
         screenshot(browser, dir, &format!("2-customer-{}", words.lang)).await;
     }

@@ -8,7 +8,10 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
+use mailbridge::stack::StackOptions;
+
 use crate::{
+    consent_checks::settled_connection,
     harness::{TestApp, sample_message, without_final_crlf},
     staff_client::{StaffClient, id_in},
 };
@@ -343,7 +346,12 @@ async fn forms_need_the_sessions_csrf_token_and_our_origin() {
 
 #[tokio::test]
 async fn admin_consent_connects_a_customer_only_after_a_real_token_request() {
-    let app = TestApp::spawn().await;
+    // A consent that cannot be verified fails after a few seconds here, not 15 minutes.
+    let app = TestApp::spawn_configured(StackOptions::ephemeral(), |s| {
+        s.worker.consent_check_limit = Duration::from_secs(4);
+        s.worker.consent_retry_first = Duration::from_secs(1);
+    })
+    .await;
     let mut owner = StaffClient::sign_in_as(&app, "ines.inhaber@msp.example", "owner").await;
     let entra = simulated_tenant(
         &app,
@@ -383,7 +391,8 @@ async fn admin_consent_connects_a_customer_only_after_a_real_token_request() {
     );
 
     // A callback whose `tenant` was changed to a tenant that never consented: the
-    // token request for it fails, so nothing is connected.
+    // worker's token requests for it fail until the check's limit, so nothing is
+    // connected, and the page says why.
     let start = owner
         .post(&format!("/customers/{customer}/connect"), &[])
         .await;
@@ -393,13 +402,32 @@ async fn admin_consent_connects_a_customer_only_after_a_real_token_request() {
         .await;
     let other = simulated_tenant(&app, &["x@other.example"]);
     let tampered = callback.replace(&entra.to_string(), &other.to_string());
-    let refused = owner.get_absolute(&tampered).await;
-    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    let recorded = owner.get_absolute(&tampered).await;
+    assert_eq!(recorded.status, StatusCode::SEE_OTHER, "{}", recorded.body);
+    let connection = settled_connection(&mut owner, customer, Duration::from_secs(30)).await;
+    assert_eq!(connection["state"], "failed", "{connection}");
+    assert_eq!(
+        connection["check"]["error_code"], "AADSTS700016",
+        "{connection}"
+    );
+    let refused = owner.get(&format!("/customers/{customer}")).await;
+    assert_eq!(
+        refused.text_of("consent-state").as_deref(),
+        Some("Connection failed")
+    );
+    assert!(
+        refused
+            .text_of("consent-problem")
+            .unwrap()
+            .contains("has not consented"),
+        "{}",
+        refused.body
+    );
     assert!(
         refused
             .text_of("consent-detail")
             .unwrap()
-            .contains("AADSTS"),
+            .contains("AADSTS700016"),
         "{}",
         refused.body
     );
@@ -413,7 +441,8 @@ async fn admin_consent_connects_a_customer_only_after_a_real_token_request() {
     assert_eq!(replay.status, StatusCode::BAD_REQUEST);
     assert!(replay.body.contains("already used"), "{}", replay.body);
 
-    // Accepted: verified with a token for the tenant, then connected.
+    // Accepted: "connecting" until a worker verified it with a token for the
+    // tenant, then connected — without any click.
     let accepted = consent(
         &mut owner,
         customer,
@@ -422,12 +451,17 @@ async fn admin_consent_connects_a_customer_only_after_a_real_token_request() {
     .await;
     assert_eq!(accepted.status, StatusCode::SEE_OTHER, "{}", accepted.body);
     let page = owner.get(accepted.location.as_deref().unwrap()).await;
-    assert_eq!(page.text_of("consent-state").as_deref(), Some("Consent OK"));
     assert!(
         page.text_of("notice")
             .unwrap()
-            .contains("Microsoft 365 is connected")
+            .contains("checking it with Microsoft"),
+        "{}",
+        page.body
     );
+    let connection = settled_connection(&mut owner, customer, Duration::from_secs(30)).await;
+    assert_eq!(connection["state"], "connected", "{connection}");
+    let page = owner.get(&format!("/customers/{customer}")).await;
+    assert_eq!(page.text_of("consent-state").as_deref(), Some("Consent OK"));
     assert_eq!(page.text_of("entra-tenant").unwrap(), entra.to_string());
     let tokens = app.stack.simulator.directory.token_requests();
     assert!(
@@ -497,7 +531,7 @@ async fn admin_consent_connects_a_customer_only_after_a_real_token_request() {
         .text()
         .await
         .unwrap();
-    for stage in ["started", "completed", "failed"] {
+    for stage in ["started", "granted", "verified", "failed"] {
         assert!(
             metrics.contains(&format!("mailbridge_consents_total{{stage=\"{stage}\"}}")),
             "{stage}"

@@ -12,6 +12,7 @@ mod certificates;
 mod chaos;
 mod chaos_load;
 mod cli;
+mod consent_checks;
 mod control_plane;
 mod customer_walkthrough;
 mod delivery;

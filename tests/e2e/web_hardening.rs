@@ -16,9 +16,9 @@ use crate::{
 /// A `mailbridge web` process against the test's database, signing in through the
 /// test's simulator, with `public_url` (`{addr}` is replaced by its address) and
 /// extra environment; killed when dropped.
-struct WebProcess {
-    child: std::process::Child,
-    addr: SocketAddr,
+pub struct WebProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
 }
 
 impl Drop for WebProcess {
@@ -29,7 +29,7 @@ impl Drop for WebProcess {
 }
 
 impl WebProcess {
-    async fn start(app: &TestApp, public_url: &str, env: &[(&str, &str)]) -> Self {
+    pub async fn start(app: &TestApp, public_url: &str, env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -41,11 +41,17 @@ impl WebProcess {
         let oidc = settings.web.oidc.as_ref().expect("the simulator's sign-in");
         let directory = &app.stack.simulator.directory;
         directory.set_redirect_uris(
-            &app.stack.client_id,
+            &app.stack.sign_in_client_id,
             &[
                 &format!("{}/sign-in/callback", settings.web.public_url),
-                &format!("{}/consent/callback", settings.web.public_url),
                 &format!("{public_url}/sign-in/callback"),
+            ],
+        );
+        directory.set_redirect_uris(
+            &app.stack.client_id,
+            &[
+                &format!("{}/consent/callback", settings.web.public_url),
+                &format!("{public_url}/consent/callback"),
             ],
         );
         let mut command = std::process::Command::new(mailbridge_binary());
@@ -69,6 +75,10 @@ impl WebProcess {
                 settings.extra_ca_file.as_ref().expect("the simulator's CA"),
             )
             .env("RUST_LOG", "warn")
+            // The web never holds the MSP app's credential.
+            .env_remove("MAILBRIDGE_ENTRA_CLIENT_SECRET")
+            .env_remove("MAILBRIDGE_ENTRA_CLIENT_CERTIFICATE_FILE")
+            .env_remove("MAILBRIDGE_ENTRA_CLIENT_KEY_FILE")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null());
         for (k, v) in env {
@@ -91,7 +101,7 @@ impl WebProcess {
     }
 
     /// A browser without a session, talking to this process.
-    fn client(&self, app: &TestApp) -> StaffClient {
+    pub fn client(&self, app: &TestApp) -> StaffClient {
         let mut client = StaffClient::anonymous(app);
         client.base = format!("http://{}", self.addr);
         client

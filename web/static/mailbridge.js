@@ -26,3 +26,26 @@ document.addEventListener("submit", (event) => {
 document.querySelectorAll("#lang-en, #lang-de").forEach((link) => {
   link.href = link.getAttribute("href") + "?back=" + encodeURIComponent(location.pathname + location.search);
 });
+// A customer's connection that is being verified: ask how it stands every few
+// seconds and show the result once the check is over.
+document.querySelectorAll("[data-connection-poll]").forEach((section) => {
+  const url = section.dataset.connectionPoll;
+  const poll = (delay) => setTimeout(() => {
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then((response) => (response.ok ? response.json() : Promise.reject(response.status)))
+      .then((status) => {
+        const state = status.state;
+        if (state === "connecting" || state === "pending") {
+          const attempts = document.getElementById("check-attempts");
+          if (attempts && status.check) {
+            attempts.textContent = status.check.attempts;
+          }
+          poll(3000);
+        } else {
+          location.reload();
+        }
+      })
+      .catch(() => poll(15000));
+  }, delay);
+  poll(3000);
+});

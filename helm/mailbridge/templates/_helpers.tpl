@@ -190,7 +190,9 @@ annotations:
 {{- end }}
 {{- end }}
 
-{{/* Environment shared by every mailbridge container. Call with (dict "ctx" $ "entra" true). */}}
+{{/* Environment shared by every mailbridge container. Call with (dict "ctx" $ "entra" true)
+for the MSP app's client id (public: the web builds admin-consent URLs with it), and
+"entraSecret" true as well for its secret, which only the workers get. */}}
 {{- define "mailbridge.env" -}}
 {{- $ctx := .ctx }}
 {{- $v := $ctx.Values }}
@@ -232,6 +234,8 @@ annotations:
       name: {{ $secret }}
       key: {{ $v.secrets.keys.entraClientId }}
       optional: true
+{{- end }}
+{{- if .entraSecret }}
 - name: MAILBRIDGE_ENTRA_CLIENT_SECRET
   valueFrom:
     secretKeyRef:

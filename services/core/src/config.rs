@@ -203,6 +203,11 @@ pub struct WorkerSettings {
     pub audit_retention: Duration,
     /// How often the cluster's one purge runs (in one worker at a time).
     pub purge_interval: Duration,
+    /// How long a customer's admin consent is retried before it fails: Entra can
+    /// take minutes to let a new consent's permissions into tokens.
+    pub consent_check_limit: Duration,
+    /// The first wait between consent check attempts (doubled each time).
+    pub consent_retry_first: Duration,
 }
 
 /// The control plane: where it is reached, and how MSP staff sign in.
@@ -497,6 +502,12 @@ impl Settings {
                 },
                 audit_retention: duration(&lookup, "MAILBRIDGE_AUDIT_RETENTION", "400d")?,
                 purge_interval: seconds(&lookup, "MAILBRIDGE_PURGE_INTERVAL_SECONDS", "300")?,
+                consent_check_limit: seconds(
+                    &lookup,
+                    "MAILBRIDGE_CONSENT_CHECK_LIMIT_SECONDS",
+                    "900",
+                )?,
+                consent_retry_first: seconds(&lookup, "MAILBRIDGE_CONSENT_RETRY_SECONDS", "5")?,
             },
         })
     }

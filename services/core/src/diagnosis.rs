@@ -190,6 +190,11 @@ diagnoses! {
         "Entra ID hat den angeforderten Berechtigungsbereich abgelehnt.",
         "Check MAILBRIDGE_M365_GRAPH_RESOURCE / MAILBRIDGE_M365_EXCHANGE_RESOURCE (national clouds use other hosts).",
         "MAILBRIDGE_M365_GRAPH_RESOURCE / MAILBRIDGE_M365_EXCHANGE_RESOURCE prüfen (nationale Clouds nutzen andere Hosts).";
+    MISSING_ROLE = "MissingRole", Retry,
+        "Microsoft issued a token, but without the permission mailbridge needs to send mail (Mail.Send, or SMTP.SendAsApp for SMTP delivery).",
+        "Microsoft hat ein Token ausgestellt, aber ohne die Berechtigung, die mailbridge zum Senden braucht (Mail.Send bzw. SMTP.SendAsApp für die SMTP-Zustellung).",
+        "In the customer's Entra admin center, open Enterprise applications → mailbridge → Permissions and grant admin consent again; check that the MSP's app registration requests the permission.",
+        "Im Entra Admin Center des Kunden Unternehmensanwendungen → mailbridge → Berechtigungen öffnen und die Administratorzustimmung erneut erteilen; prüfen, dass die App-Registrierung des MSP die Berechtigung anfordert.";
     TOKEN_REFUSED = "TokenRefused", Retry,
         "Entra ID refused to issue a token.",
         "Entra ID hat die Ausstellung eines Tokens verweigert.",

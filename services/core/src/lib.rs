@@ -8,6 +8,7 @@
 pub mod address;
 pub mod allocator;
 pub mod config;
+pub mod consent_checks;
 pub mod crypto;
 pub mod db;
 pub mod devices;

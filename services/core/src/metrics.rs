@@ -287,7 +287,7 @@ impl Metrics {
             consents: counter(
                 r,
                 "mailbridge_consents_total",
-                "Microsoft 365 onboarding by stage (started, completed, failed).",
+                "Microsoft 365 onboarding by stage: started, granted, failed (web); verified, retried, failed (worker consent checks).",
                 &["stage"],
             ),
             queue_depth: gauge(

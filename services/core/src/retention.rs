@@ -149,6 +149,17 @@ pub async fn purge(pool: &PgPool, retention: &Retention) -> Result<Purged, sqlx:
         .execute(pool)
         .await?
         .rows_affected();
+    // A customer's consent checks are kept as long as the audit log, but never its
+    // latest: its page shows how the last consent ended.
+    let consent_checks = sqlx::query(
+        "DELETE FROM consent_checks c WHERE c.finished_at < now() - $1
+            AND EXISTS (SELECT 1 FROM consent_checks n
+                         WHERE n.tenant_id = c.tenant_id AND n.requested_at > c.requested_at)",
+    )
+    .bind(retention.audit)
+    .execute(pool)
+    .await?
+    .rows_affected();
     Ok(vec![
         ("messages", messages),
         ("mailbox_usage", usage),
@@ -157,5 +168,6 @@ pub async fn purge(pool: &PgPool, retention: &Retention) -> Result<Purged, sqlx:
         ("audit_log", audit),
         ("login_failures", logins),
         ("mailbox_throttles", throttles),
+        ("consent_checks", consent_checks),
     ])
 }

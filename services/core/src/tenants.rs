@@ -446,8 +446,8 @@ pub async fn set_save_to_sent_items(
 
 /// Connects a customer to its Entra tenant once an admin consent has been verified
 /// with a real token request for that tenant.
-pub async fn record_consent(
-    pool: &PgPool,
+pub async fn record_consent<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
     tenant_id: Uuid,
     entra_tenant_id: Uuid,
 ) -> Result<(), sqlx::Error> {
@@ -458,7 +458,7 @@ pub async fn record_consent(
     )
     .bind(tenant_id)
     .bind(entra_tenant_id)
-    .execute(pool)
+    .execute(executor)
     .await
     .map(drop)
 }

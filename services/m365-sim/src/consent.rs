@@ -18,7 +18,9 @@
 //! the configured default) and click `#accept` or `#cancel`; tests can skip it with
 //! `sim_auto=accept|cancel&sim_tenant=<id>` or [`Directory::answer_admin_consent`].
 //! Accept records the consent (the app's service principal and app-role
-//! assignments) in the directory; both answers are kept in its log.
+//! assignments) in the directory; both answers are kept in its log. With a consent
+//! propagation delay (`Directory::set_consent_propagation`) the token endpoint sees
+//! the consent only after that delay, as Entra's replicas do.
 //!
 //! This module also owns what Entra's interactive pages share: the HTML shell and
 //! the error page ([`LoginPageError`]), used by the sign-in pages of `oidc.rs`.
@@ -469,11 +471,15 @@ fn answer(
     if !request.tenants.iter().any(|(id, _)| *id == tenant_id) {
         return Err(LoginPageError::unknown_tenant(&tenant_id.to_string()));
     }
+    let delay = state.consent_propagation;
     let granted = {
-        let service_principal = state
-            .tenants
-            .entry(tenant_id)
-            .or_default()
+        let now = Utc::now();
+        let tenant = state.tenants.entry(tenant_id).or_default();
+        // What the token endpoint saw before this consent stays what it sees until
+        // the consent has propagated (an earlier consent still propagating keeps
+        // its own earlier view).
+        let before = tenant.roles_seen(&request.client_id, now).cloned();
+        let service_principal = tenant
             .consents
             .entry(request.client_id.clone())
             .or_default();
@@ -482,7 +488,17 @@ fn answer(
                 service_principal.push(role.clone());
             }
         }
-        service_principal.clone()
+        let granted = service_principal.clone();
+        if delay > chrono::Duration::zero() {
+            tenant.propagating.insert(
+                request.client_id.clone(),
+                crate::directory::Propagation {
+                    visible_at: now + delay,
+                    before,
+                },
+            );
+        }
+        granted
     };
     state.admin_consents.push(AdminConsentRecord {
         client_id: request.client_id.clone(),

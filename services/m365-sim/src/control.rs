@@ -1,8 +1,8 @@
 //! The simulator's own endpoints under `/_sim`, for tests and for people: read the
 //! mailboxes (JSON and a plain HTML page), the token requests and the admin-consent
 //! answers, and set up apps (secrets, certificates, redirect URIs, requested
-//! permissions), tenants, mailboxes, users and consents (and revoke them). Nothing
-//! here exists at Microsoft.
+//! permissions), tenants, mailboxes, users and consents (and revoke them), and how
+//! long a new consent takes to propagate. Nothing here exists at Microsoft.
 
 use std::{collections::HashMap, fmt::Write, sync::Arc};
 
@@ -56,6 +56,10 @@ pub fn router() -> Router<Arc<Directory>> {
         .route(
             "/_sim/admin-consent/default-tenant",
             put(set_default_admin_tenant),
+        )
+        .route(
+            "/_sim/consent-propagation",
+            get(consent_propagation).put(set_consent_propagation),
         )
 }
 
@@ -285,6 +289,31 @@ async fn set_default_admin_tenant(
 ) -> StatusCode {
     directory.set_default_admin_tenant(setup.tenant_id);
     StatusCode::NO_CONTENT
+}
+
+#[derive(Debug, Deserialize)]
+struct ConsentPropagation {
+    /// How long a consent granted on the admin-consent page stays invisible to the
+    /// token endpoint.
+    seconds: f64,
+}
+
+async fn consent_propagation(State(directory): State<Arc<Directory>>) -> Response {
+    Json(serde_json::json!({ "seconds": directory.consent_propagation().as_secs_f64() }))
+        .into_response()
+}
+
+async fn set_consent_propagation(
+    State(directory): State<Arc<Directory>>,
+    Json(setup): Json<ConsentPropagation>,
+) -> Response {
+    match std::time::Duration::try_from_secs_f64(setup.seconds) {
+        Ok(delay) => {
+            directory.set_consent_propagation(delay);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => bad_request(format!("seconds: {e}")),
+    }
 }
 
 #[derive(Debug, Deserialize)]

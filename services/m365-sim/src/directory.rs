@@ -46,6 +46,29 @@ pub struct SimTenant {
     /// client_ids whose delegated sign-in permissions (`openid profile email`)
     /// were consented in this tenant.
     pub delegated_grants: HashSet<String>,
+    /// client_id → an admin consent the token endpoint does not see yet (see
+    /// [`Directory::set_consent_propagation`]).
+    pub propagating: HashMap<String, Propagation>,
+}
+
+/// An admin consent on its way through Entra: until `visible_at` the token endpoint
+/// answers as before it — `before` is the app's roles then, `None` when the app had
+/// no service principal in the tenant.
+#[derive(Debug, Clone)]
+pub struct Propagation {
+    pub visible_at: DateTime<Utc>,
+    pub before: Option<Vec<String>>,
+}
+
+impl SimTenant {
+    /// The app roles of `client_id` as the token endpoint sees them at `now`; `None`
+    /// when it sees no service principal.
+    pub(crate) fn roles_seen(&self, client_id: &str, now: DateTime<Utc>) -> Option<&Vec<String>> {
+        match self.propagating.get(client_id) {
+            Some(p) if now < p.visible_at => p.before.as_ref(),
+            _ => self.consents.get(client_id),
+        }
+    }
 }
 
 /// A message the simulated Exchange accepted.
@@ -215,6 +238,8 @@ pub(crate) struct State {
     pub smtp_sessions_peak: HashMap<String, usize>,
     pub smtp_busy_refusals: HashMap<String, usize>,
     pub recipients_sent: HashMap<(String, chrono::NaiveDate), usize>,
+    /// How long an admin consent takes to reach the token endpoint.
+    pub consent_propagation: chrono::Duration,
     /// Graph drafts and upload sessions (graph_drafts.rs).
     pub drafts: HashMap<String, crate::graph_drafts::Draft>,
     pub uploads: HashMap<String, crate::graph_drafts::Upload>,
@@ -240,6 +265,7 @@ impl Default for State {
             smtp_sessions_peak: HashMap::new(),
             smtp_busy_refusals: HashMap::new(),
             recipients_sent: HashMap::new(),
+            consent_propagation: chrono::Duration::zero(),
             drafts: HashMap::new(),
             uploads: HashMap::new(),
         }
@@ -491,6 +517,21 @@ impl Directory {
     pub fn set_authorization_code_lifetime(&self, lifetime: std::time::Duration) {
         self.lock().code_lifetime =
             chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::MAX);
+    }
+
+    /// How long a consent granted on the admin-consent page stays invisible to the
+    /// token endpoint (zero by default). Entra takes seconds to minutes to replicate a
+    /// new consent: meanwhile client-credential requests are answered as before it —
+    /// `AADSTS700016` while the app's new service principal is not replicated yet, and
+    /// tokens with the app's earlier roles (none: no `roles` claim) when it existed.
+    pub fn set_consent_propagation(&self, delay: std::time::Duration) {
+        self.lock().consent_propagation =
+            chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+    }
+
+    /// The consent propagation delay.
+    pub fn consent_propagation(&self) -> std::time::Duration {
+        self.lock().consent_propagation.to_std().unwrap_or_default()
     }
 
     /// Creates (or extends) a tenant with mailboxes.

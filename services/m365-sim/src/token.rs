@@ -10,7 +10,9 @@
 //!   `exp`). The tenant must be named: `organizations` and `common` are refused. A
 //!   token is a Bearer JWT with `expires_in` 3599 and no refresh token; its `roles`
 //!   are the app roles consented in the tenant for the requested resource, possibly
-//!   none (after consent was revoked).
+//!   none (after consent was revoked). A consent still propagating (see
+//!   `Directory::set_consent_propagation`) is not seen: `AADSTS700016` for an app
+//!   that had no service principal, the earlier roles for one that had.
 //! - `authorization_code` — staff sign-in; handed to the OIDC provider (`oidc.rs`),
 //!   which shares this module's client authentication.
 //!
@@ -399,7 +401,8 @@ fn client_credentials(
     let Some(app) = state.apps.get(client_id) else {
         return Err(app_not_in_directory(client_id, tenant));
     };
-    let Some(consented) = state.tenants[&tenant_id].consents.get(client_id) else {
+    // A consent still propagating is not seen yet: as before it.
+    let Some(consented) = state.tenants[&tenant_id].roles_seen(client_id, Utc::now()) else {
         return Err(app_not_in_directory(client_id, tenant));
     };
     authenticate_client(directory, app, client_id, tenant, tenant_id, credential)?;

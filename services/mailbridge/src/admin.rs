@@ -529,10 +529,23 @@ pub struct SimArgs {
         default_value = "m365-simulator-ca.pem"
     )]
     ca_file: PathBuf,
+    /// How long an admin consent takes to reach the token endpoint (Entra: seconds
+    /// to minutes); also `PUT /_sim/consent-propagation {"seconds": …}`.
+    #[arg(
+        long,
+        env = "MAILBRIDGE_SIM_CONSENT_PROPAGATION_SECONDS",
+        default_value_t = 0
+    )]
+    consent_propagation_seconds: u64,
 }
 
 pub async fn run_sim(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let simulator = Simulator::start(args.listen).await?;
+    simulator
+        .directory
+        .set_consent_propagation(std::time::Duration::from_secs(
+            args.consent_propagation_seconds,
+        ));
     std::fs::write(&args.ca_file, simulator.ca_pem())
         .with_context(|| format!("writing {}", args.ca_file.display()))?;
     println!("Microsoft 365 simulator at {}", simulator.base_url());

@@ -44,6 +44,9 @@ const DEMO_STAFF: [(&str, &str, mailbridge_web::Role); 3] = [
     ),
 ];
 
+/// How long the simulated Entra takes to make a new consent usable in `dev`.
+const DEFAULT_CONSENT_PROPAGATION_SECONDS: &str = "10";
+
 fn listen_or(env: &str, default: &str) -> anyhow::Result<SocketAddr> {
     let value = std::env::var(env).unwrap_or_else(|_| default.to_owned());
     value
@@ -84,6 +87,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         start_worker: true,
     };
     let stack = Stack::start(pool.clone(), settings, options).await?;
+    // As with Entra, a new consent takes a while to be usable: onboarding shows
+    // "connecting" first.
+    let propagation = std::env::var("MAILBRIDGE_SIM_CONSENT_PROPAGATION_SECONDS")
+        .unwrap_or_else(|_| DEFAULT_CONSENT_PROPAGATION_SECONDS.to_owned());
+    let propagation: u64 = propagation.parse().with_context(|| {
+        format!(
+            "MAILBRIDGE_SIM_CONSENT_PROPAGATION_SECONDS={propagation:?} is not a number of seconds"
+        )
+    })?;
+    stack
+        .simulator
+        .directory
+        .set_consent_propagation(std::time::Duration::from_secs(propagation));
 
     // The demo customer, in mailbridge and in the simulated Microsoft 365.
     let tenant = match tenants::find(&pool, DEMO_TENANT).await {
@@ -149,6 +165,7 @@ mailbridge is running.
                   password {password}
   Customer        {tenant} → sends as {mailbox}
   Microsoft 365   simulated at {sim}; CA certificate: {sim_ca}
+                  a new consent propagates in {propagation} s (MAILBRIDGE_SIM_CONSENT_PROPAGATION_SECONDS)
                   mailboxes: {sim}/_sim/inbox (JSON: {sim}/_sim/messages)
 
 Send a test message:
@@ -173,6 +190,7 @@ Ctrl-C stops everything{cleanup}.
         mailbox = tenant.sender_mailbox,
         rcpt = DEMO_RECIPIENT,
         sim = stack.simulator.base_url(),
+        propagation = propagation,
         sim_ca = stack
             .settings
             .extra_ca_file

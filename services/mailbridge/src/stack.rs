@@ -1,6 +1,7 @@
 //! A complete mailbridge in one process, wired to the Microsoft 365 simulator: the
-//! simulator's CA is trusted through the extra-CA setting, the MSP app is registered
-//! with it, and the edge serves a certificate from a local CA whose PEM a client can
+//! simulator's CA is trusted through the extra-CA setting, the MSP app (customers
+//! consent to it; only the worker holds its secret) and a separate app for staff
+//! sign-in are registered with it, and the edge serves a certificate from a local CA whose PEM a client can
 //! trust. Every part is the real one; only Microsoft is simulated.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
@@ -65,14 +66,26 @@ pub struct Stack {
     pub ops_addr: SocketAddr,
     /// PEM of the CA that signed the edge's certificate (trust it to verify the edge).
     pub edge_ca_file: PathBuf,
-    /// The MSP app as registered with the simulator (also the app staff sign in with).
+    /// The MSP app as registered with the simulator: customers consent to it.
     pub client_id: String,
+    /// The app staff sign in with (OpenID Connect), without application permissions.
+    pub sign_in_client_id: String,
     /// The MSP's own Entra tenant in the simulator: its users may sign in.
     pub msp_tenant: uuid::Uuid,
     files: tempfile::TempDir,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     worker_task: Option<JoinHandle<()>>,
+}
+
+/// The control plane's settings: the MSP app's client id (public), never its secret
+/// or certificate, which are the worker's.
+pub fn web_settings(settings: &Settings) -> Settings {
+    let mut web = settings.clone();
+    web.m365.client_secret = None;
+    web.m365.client_certificate_file = None;
+    web.m365.client_key_file = None;
+    web
 }
 
 impl Stack {
@@ -94,7 +107,7 @@ impl Stack {
         let web_listener = TcpListener::bind(options.web_listen).await?;
         let web_addr = web_listener.local_addr()?;
 
-        // The MSP's multi-tenant app: customers consent to it, staff sign in with it.
+        // The MSP's multi-tenant app: customers consent to it, the worker sends with it.
         let client_id = uuid::Uuid::new_v4().to_string();
         let client_secret = crypto::generate_password();
         let directory = &simulator.directory;
@@ -110,7 +123,13 @@ impl Stack {
         settings.web.public_url = format!("http://{web_addr}");
         let sign_in_callback = format!("{}/sign-in/callback", settings.web.public_url);
         let consent_callback = format!("{}/consent/callback", settings.web.public_url);
-        directory.set_redirect_uris(&client_id, &[&sign_in_callback, &consent_callback]);
+        directory.set_redirect_uris(&client_id, &[&consent_callback]);
+        // Staff sign in with an app of its own, which may send nothing: the web holds
+        // its secret, never the MSP app's.
+        let sign_in_client_id = uuid::Uuid::new_v4().to_string();
+        let sign_in_secret = crypto::generate_password();
+        directory.register_sign_in_app(&sign_in_client_id, &sign_in_secret, &[&sign_in_callback]);
+        directory.set_app_display_name(&sign_in_client_id, "mailbridge sign-in");
         let msp_tenant = uuid::Uuid::new_v4();
         directory.set_tenant_name(msp_tenant, "MSP (simulated)");
         // E-mail domains the caller set stay (with Entra, in addition to the tenant).
@@ -122,8 +141,8 @@ impl Stack {
             .unwrap_or_default();
         settings.web.oidc = Some(mailbridge_core::config::OidcSettings {
             issuer: format!("{}/organizations/v2.0", simulator.base_url()),
-            client_id: client_id.clone(),
-            client_secret: SecretString::from(client_secret.clone()),
+            client_id: sign_in_client_id.clone(),
+            client_secret: SecretString::from(sign_in_secret),
             allowed_tenants: vec![msp_tenant.to_string()],
             allowed_domains,
         });
@@ -181,7 +200,7 @@ impl Stack {
             }
         }));
         let (web_pool, web_shutdown, web_settings) =
-            (pool.clone(), shutdown.clone(), settings.clone());
+            (pool.clone(), shutdown.clone(), web_settings(&settings));
         tasks.push(tokio::spawn(async move {
             if let Err(e) =
                 mailbridge_web::serve(web_listener, web_pool, web_settings, web_shutdown).await
@@ -200,6 +219,7 @@ impl Stack {
             ops_addr,
             edge_ca_file,
             client_id,
+            sign_in_client_id,
             msp_tenant,
             files,
             shutdown,

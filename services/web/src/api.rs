@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::{
-    WebState, audit, consent,
+    WebState, audit, connection, consent,
     customers::{self, CustomerInput},
     devices::{self, DeviceInput},
     error::{Error, Rejection, Result},
@@ -56,6 +56,7 @@ pub fn router(state: WebState) -> Router<WebState> {
                 .delete(delete_customer),
         )
         .route("/customers/{id}/consent", post(consent_link))
+        .route("/customers/{id}/connection", get(connection::status))
         .route("/customers/{id}/test-message", post(test_message))
         .route(
             "/customers/{id}/devices",

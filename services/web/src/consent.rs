@@ -1,8 +1,10 @@
 //! Connecting a customer to Microsoft 365: the Entra admin consent (v2) for the
 //! MSP's multi-tenant app, and its callback. The callback's `tenant` is never
 //! trusted alone: `state` must name a consent this control plane started (in this
-//! browser, when staff started it here), and the consent is verified by a real token
-//! request for that tenant whose token must carry the permission delivery needs.
+//! browser, when staff started it here), and the tenant must be the customer's. The
+//! callback only records the consent: the web holds no Microsoft credential, so a
+//! worker verifies it with a real token request (see `consent_checks`), retrying
+//! while Entra propagates it, and the customer is "connecting" until then.
 //! Microsoft's refusals are explained in plain words, with what to do.
 
 use askama::Template;
@@ -14,19 +16,17 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use mailbridge_core::{
-    diagnosis,
+    consent_checks, diagnosis,
     metrics::metrics,
-    tenants::{self, DeliveryMethod, Tenant},
+    tenants::{self, Tenant},
 };
-use mailbridge_worker::token::{TokenError, TokenKey};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    WebState, audit,
+    WebState, audit, connection,
     customers::{self, Nav},
     error::{Error, Result},
     i18n::Tr,
@@ -35,14 +35,12 @@ use crate::{
     tr,
 };
 
-const GRAPH_ROLE: &str = "Mail.Send";
-const SMTP_ROLE: &str = "SMTP.SendAsApp";
-
 pub fn router() -> Router<WebState> {
     Router::new()
         .route("/customers/{id}/connect", post(connect))
         .route("/consent/callback", get(callback))
         .route("/consent/done", get(done))
+        .route("/consent/checks/{check}", get(check_status))
 }
 
 #[derive(Template, WebTemplate)]
@@ -50,28 +48,47 @@ pub fn router() -> Router<WebState> {
 struct DonePage {
     t: Tr,
     nav: Nav,
+    check: Option<connection::CheckView>,
 }
 
-/// Where a customer's admin who followed a consent link lands.
-async fn done(tr: Tr) -> Response {
-    DonePage {
+#[derive(Deserialize)]
+struct DoneQuery {
+    check: Option<Uuid>,
+}
+
+/// Where a customer's admin who followed a consent link lands: the consent is being
+/// verified, and the page follows it (by the check's id, which only that admin's
+/// browser was sent).
+async fn done(
+    State(state): State<WebState>,
+    tr: Tr,
+    Query(query): Query<DoneQuery>,
+) -> Result<Response> {
+    let check = match query.check {
+        Some(id) => consent_checks::get(&state.pool, id)
+            .await?
+            .map(|c| connection::CheckView::of(&c, tr)),
+        None => None,
+    };
+    Ok(DonePage {
         t: tr,
         nav: Nav::default(),
+        check,
     }
-    .into_response()
+    .into_response())
 }
 
-/// The resources (and the app role each must grant) a customer's delivery needs.
-fn needed(state: &WebState, tenant: &Tenant) -> Vec<(String, &'static str)> {
-    let m365 = &state.settings.m365;
-    let mut needed = Vec::new();
-    if tenant.delivery_method == DeliveryMethod::Graph {
-        needed.push((m365.graph_resource.clone(), GRAPH_ROLE));
-    }
-    if tenant.delivery_method == DeliveryMethod::Smtp || tenant.smtp_for_large_messages {
-        needed.push((m365.exchange_resource.clone(), SMTP_ROLE));
-    }
-    needed
+/// Where a consent check stands, for the page of whoever granted it (no customer
+/// data: the state and, if it failed, the explanation).
+async fn check_status(
+    State(state): State<WebState>,
+    tr: Tr,
+    Path(id): Path<Uuid>,
+) -> Result<Response> {
+    let check = consent_checks::get(&state.pool, id)
+        .await?
+        .ok_or(Error::NotFound)?;
+    Ok(axum::Json(connection::CheckView::of(&check, tr).public()).into_response())
 }
 
 /// Starts an admin consent for customer `id`: the URL the customer's admin opens, and
@@ -80,8 +97,9 @@ fn needed(state: &WebState, tenant: &Tenant) -> Vec<(String, &'static str)> {
 pub async fn start(state: &WebState, actor: &Actor, id: Uuid) -> Result<(String, String)> {
     actor.require(Permission::ManageCustomers)?;
     let tenant = customers::load(&state.pool, id).await?;
-    let Some(app) = &state.msp_app else {
-        return Err(Error::Conflict(tr!("mailbridge has no Entra app to connect customers with: set MAILBRIDGE_ENTRA_CLIENT_ID and a secret or certificate.").into()));
+    // Only the app's client id, which is public: its credential is the workers'.
+    let Some(client_id) = state.settings.m365.client_id.as_deref() else {
+        return Err(Error::Conflict(tr!("mailbridge has no Entra app to connect customers with: set MAILBRIDGE_ENTRA_CLIENT_ID (and the app's secret or certificate for the workers).").into()));
     };
     let csrf_state = session::random_token();
     let browser_bound = actor.csrf.is_some();
@@ -102,7 +120,7 @@ pub async fn start(state: &WebState, actor: &Actor, id: Uuid) -> Result<(String,
         },
     )
     .await?;
-    let scope = needed(state, &tenant)
+    let scope = consent_checks::needed_roles(&state.settings.m365, &tenant)
         .iter()
         .map(|(resource, _)| format!("{resource}/.default"))
         .collect::<Vec<_>>()
@@ -117,7 +135,7 @@ pub async fn start(state: &WebState, actor: &Actor, id: Uuid) -> Result<(String,
     ))
     .map_err(|e| Error::Internal(e.to_string()))?;
     url.query_pairs_mut()
-        .append_pair("client_id", &app.client_id)
+        .append_pair("client_id", client_id)
         .append_pair("scope", &scope)
         .append_pair("redirect_uri", &state.public_url("/consent/callback"))
         .append_pair("state", &csrf_state);
@@ -351,15 +369,6 @@ async fn callback(
             Why::Text(tr!("The consent was granted in a different Microsoft 365 tenant than this customer's."), tr!("Sign in to the consent page with an admin account of this customer's own tenant.")),
             Some(entra_tenant.to_string())).await;
     }
-    if let Err((why, detail)) = verify(&state, &tenant, entra_tenant).await {
-        return refused(&state, tr, actor, Some(tenant), why, Some(detail)).await;
-    }
-    tenants::record_consent(&state.pool, tenant.id, entra_tenant).await?;
-    metrics()
-        .web
-        .consents
-        .with_label_values(&["completed"])
-        .inc();
     let record_as = actor.cloned().unwrap_or_else(|| Actor {
         staff_id: None,
         label: "consent-link".into(),
@@ -370,89 +379,32 @@ async fn callback(
         tr,
         customers: Default::default(),
     });
+    // Verified by a worker, with the MSP app's credential, while Entra propagates it.
+    let check = consent_checks::record(
+        &state.pool,
+        tenant.id,
+        entra_tenant,
+        &record_as.label,
+        record_as.staff_id,
+    )
+    .await?;
+    metrics().web.consents.with_label_values(&["granted"]).inc();
     audit::record(
         &state.pool,
         &record_as,
-        "customer.connected",
+        "customer.consent_granted",
         Some(tenant.id),
         Some(&tenant.name),
-        json!({ "entra_tenant_id": entra_tenant }),
+        json!({ "entra_tenant_id": entra_tenant, "check": check.id }),
     )
     .await?;
     let clear = session::set_cookie(state.flow_cookie(), "", Some(0), state.secure_cookies());
     let target = if actor.is_some() {
-        format!("/customers/{}?notice=connected", tenant.id)
+        format!("/customers/{}?notice=connecting", tenant.id)
     } else {
-        "/consent/done".to_owned()
+        format!("/consent/done?check={}", check.id)
     };
     Ok(([(header::SET_COOKIE, clear)], Redirect::to(&target)).into_response())
-}
-
-/// Asks Entra for a token for the customer's tenant for every resource its delivery
-/// needs, and checks that the token carries the app role.
-async fn verify(
-    state: &WebState,
-    tenant: &Tenant,
-    entra_tenant: Uuid,
-) -> Result<(), (Why, String)> {
-    let app = state.msp_app.as_ref().ok_or((
-        Why::Text(
-            tr!("mailbridge has no Entra app to connect customers with: set MAILBRIDGE_ENTRA_CLIENT_ID and a secret or certificate."),
-            tr!("Configure the MSP app and try again."),
-        ),
-        String::new(),
-    ))?;
-    for (resource, role) in needed(state, tenant) {
-        let key = TokenKey {
-            entra_tenant_id: entra_tenant,
-            client_id: app.client_id.clone(),
-            scope: format!("{resource}/.default"),
-        };
-        // A cached token (or refusal) from before the consent proves nothing.
-        state.tokens.invalidate(&key).await;
-        let token = match state.tokens.get(&key, app, &tenant.id.to_string()).await {
-            Ok(token) => token,
-            Err(e) => {
-                let code = match &e {
-                    TokenError::Rejected { aadsts, .. } => *aadsts,
-                    _ => None,
-                };
-                return Err((Why::Diagnosed(diagnosis::token(code)), e.to_string()));
-            }
-        };
-        let roles = roles_of(secrecy::ExposeSecret::expose_secret(&token.access_token));
-        if !roles.iter().any(|r| r == role) {
-            return Err((
-                Why::Text(
-                    tr!(
-                        "Microsoft issued a token, but without the permission mailbridge needs to send mail."
-                    ),
-                    tr!(
-                        "In the customer's Entra admin center, open Enterprise applications → mailbridge → Permissions and grant admin consent again."
-                    ),
-                ),
-                format!("{resource}: roles {roles:?}, needed {role}"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The app roles an access token carries (read, not verified: it came straight from
-/// the token endpoint over TLS, and Microsoft verifies it when it is used).
-fn roles_of(access_token: &str) -> Vec<String> {
-    #[derive(Deserialize)]
-    struct Claims {
-        #[serde(default)]
-        roles: Vec<String>,
-    }
-    access_token
-        .split('.')
-        .nth(1)
-        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
-        .and_then(|json| serde_json::from_slice::<Claims>(&json).ok())
-        .map(|c| c.roles)
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -463,12 +415,5 @@ mod tests {
     fn aadsts_codes_are_found_in_descriptions() {
         assert_eq!(aadsts("AADSTS65004: User declined to consent"), Some(65004));
         assert_eq!(aadsts("The admin canceled the request"), None);
-    }
-
-    #[test]
-    fn roles_are_read_from_the_token() {
-        let payload = URL_SAFE_NO_PAD.encode(br#"{"roles":["Mail.Send"],"tid":"x"}"#);
-        assert_eq!(roles_of(&format!("h.{payload}.s")), ["Mail.Send"]);
-        assert!(roles_of("garbage").is_empty());
     }
 }

@@ -88,6 +88,8 @@ pub struct Health {
     pub connected: bool,
     /// Connected, and no token refusal since the last token was issued.
     pub consent_ok: bool,
+    /// A consent was granted and a worker is verifying it (see `connection`).
+    pub connecting: bool,
     pub last_token_error: Option<String>,
     pub last_token_error_at: Option<DateTime<Utc>>,
     pub paused_until: Option<DateTime<Utc>>,
@@ -173,6 +175,14 @@ pub async fn with_health(
     .bind(STALE_DEVICE_DAYS as i32)
     .fetch_all(pool)
     .await?;
+    let connecting: std::collections::HashSet<Uuid> = sqlx::query_scalar(
+        "SELECT tenant_id FROM consent_checks WHERE state = 'pending' AND ($1::uuid IS NULL OR tenant_id = $1)",
+    )
+    .bind(only)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect();
     let counts: HashMap<Uuid, Counts> = counts.into_iter().map(|c| (c.tenant_id, c)).collect();
     let mut reject_map: HashMap<Uuid, Vec<RejectCount>> = HashMap::new();
     for (tenant, code, count) in rejects {
@@ -195,6 +205,7 @@ pub async fn with_health(
                 health: Health {
                     connected,
                     consent_ok,
+                    connecting: connecting.contains(&tenant.id),
                     last_token_error: tenant.last_token_error.clone(),
                     last_token_error_at: tenant.last_token_error_at,
                     paused_until: tenant.paused_until.filter(|p| *p > Utc::now()),
@@ -514,6 +525,7 @@ struct CustomerPage {
     can_test: bool,
     stale_before: DateTime<Utc>,
     notice: Option<String>,
+    connection: crate::connection::Connection,
 }
 
 impl CustomerPage {
@@ -540,6 +552,8 @@ async fn detail(
         .pop()
         .ok_or(Error::NotFound)?;
     let devices = mailbridge_core::devices::list(&state.pool, id).await?;
+    let latest = mailbridge_core::consent_checks::latest(&state.pool, id).await?;
+    let connection = crate::connection::Connection::of(&customer.tenant, latest.as_ref(), actor.tr);
     let notice = query
         .notice
         .and_then(|n| notice_text(&n))
@@ -554,6 +568,7 @@ async fn detail(
         can_test: actor.may(Permission::SendTest),
         stale_before: Utc::now() - chrono::Duration::days(STALE_DEVICE_DAYS),
         notice,
+        connection,
     }
     .into_response())
 }
@@ -563,9 +578,9 @@ fn notice_text(key: &str) -> Option<&'static str> {
     Some(match key {
         "created" => tr!("The customer was created. Next: connect it to Microsoft 365."),
         "saved" => tr!("The settings were saved."),
-        "connected" => {
-            tr!("Microsoft 365 is connected: a token for the customer's tenant was issued.")
-        }
+        "connecting" => tr!(
+            "The consent was granted. mailbridge is now checking it with Microsoft, which can take a few minutes: this page updates itself."
+        ),
         "device-deleted" => tr!("The device was deleted."),
         _ => return None,
     })

@@ -179,10 +179,6 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     ("Back to the customer", "Zurück zum Kunden"),
     ("Back to the customers", "Zurück zu den Kunden"),
     ("Cancel delivery", "Zustellung abbrechen"),
-    (
-        "Configure the MSP app and try again.",
-        "Die MSP-App einrichten und erneut versuchen.",
-    ),
     ("Connect Microsoft 365", "Microsoft 365 verbinden"),
     ("Connect again", "Erneut verbinden"),
     ("Connects by", "Verbindet sich über"),
@@ -257,10 +253,6 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "Meldet das Gerät einen Zertifikatsfehler, Firmware oder Liste vertrauenswürdiger Zertifikate aktualisieren; kann es nur TLS 1.0, dem MSP Bescheid geben.",
     ),
     (
-        "In the customer's Entra admin center, open Enterprise applications → mailbridge → Permissions and grant admin consent again.",
-        "Im Entra Admin Center des Kunden Unternehmensanwendungen → mailbridge → Berechtigungen öffnen und die Administratorzustimmung erneut erteilen.",
-    ),
-    (
         "Keep a copy in the mailbox's Sent Items",
         "Kopie in „Gesendete Elemente“ des Postfachs ablegen",
     ),
@@ -295,10 +287,6 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     ("Microsoft 365", "Microsoft 365"),
     ("Microsoft 365 connected", "Microsoft 365 verbunden"),
     (
-        "Microsoft 365 is connected: a token for the customer's tenant was issued.",
-        "Microsoft 365 ist verbunden: Für den Mandanten des Kunden wurde ein Token ausgestellt.",
-    ),
-    (
         "Microsoft 365 not connected",
         "Microsoft 365 nicht verbunden",
     ),
@@ -307,10 +295,6 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "Microsoft Graph (empfohlen)",
     ),
     ("Microsoft answered", "Microsoft antwortete"),
-    (
-        "Microsoft issued a token, but without the permission mailbridge needs to send mail.",
-        "Microsoft hat ein Token ausgestellt, aber ohne die Berechtigung, die mailbridge zum Senden braucht.",
-    ),
     (
         "Microsoft refusals 24 h",
         "Ablehnungen durch Microsoft 24 h",
@@ -653,10 +637,6 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     ("enabled", "aktiv"),
     ("failed", "fehlgeschlagen"),
     ("failure report", "Fehlerbericht"),
-    (
-        "mailbridge has no Entra app to connect customers with: set MAILBRIDGE_ENTRA_CLIENT_ID and a secret or certificate.",
-        "mailbridge hat keine Entra-App, um Kunden zu verbinden: MAILBRIDGE_ENTRA_CLIENT_ID und ein Geheimnis oder Zertifikat setzen.",
-    ),
     ("may sign in", "darf sich anmelden"),
     ("medical", "Medizingerät"),
     ("none", "keine"),
@@ -789,6 +769,51 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     (
         "Too many sign-in attempts from your address. Wait a minute and try again.",
         "Zu viele Anmeldeversuche von Ihrer Adresse. Bitte eine Minute warten und erneut versuchen.",
+    ),
+    // Consent verified by the workers: connecting, failed, the consent-link page.
+    ("Connecting", "Verbindung wird hergestellt"),
+    (
+        "Connecting to Microsoft 365",
+        "Verbindung mit Microsoft 365 wird hergestellt",
+    ),
+    ("Connection failed", "Verbindung fehlgeschlagen"),
+    ("Microsoft 365 consent", "Zustimmung für Microsoft 365"),
+    (
+        "Microsoft 365 not connected",
+        "Microsoft 365 nicht verbunden",
+    ),
+    (
+        "Microsoft can take a few minutes to make a new consent usable. mailbridge keeps checking in the background (up to 15 minutes); this page updates itself.",
+        "Microsoft kann einige Minuten brauchen, bis eine neue Zustimmung nutzbar ist. mailbridge prüft im Hintergrund weiter (bis zu 15 Minuten); diese Seite aktualisiert sich selbst.",
+    ),
+    ("Microsoft's last answer", "Letzte Antwort von Microsoft"),
+    (
+        "Reload this page to see the result.",
+        "Diese Seite neu laden, um das Ergebnis zu sehen.",
+    ),
+    (
+        "Thank you: the consent was granted. Microsoft can take a few minutes to make it usable; mailbridge keeps checking in the background and this page updates itself. You can also close it: your provider sees the result.",
+        "Vielen Dank: Die Zustimmung wurde erteilt. Microsoft kann einige Minuten brauchen, bis sie nutzbar ist; mailbridge prüft im Hintergrund weiter und diese Seite aktualisiert sich selbst. Sie können sie auch schließen: Ihr Dienstleister sieht das Ergebnis.",
+    ),
+    (
+        "Thank you: the consent was granted. Your provider sees when it is usable.",
+        "Vielen Dank: Die Zustimmung wurde erteilt. Ihr Dienstleister sieht, sobald sie nutzbar ist.",
+    ),
+    (
+        "The consent was granted. mailbridge is now checking it with Microsoft, which can take a few minutes: this page updates itself.",
+        "Die Zustimmung wurde erteilt. mailbridge prüft sie jetzt bei Microsoft, was einige Minuten dauern kann: Diese Seite aktualisiert sich selbst.",
+    ),
+    ("and", "und"),
+    ("between", "zwischen"),
+    ("checks so far", "bisherige Prüfungen"),
+    ("consent granted", "Zustimmung erteilt"),
+    (
+        "mailbridge asked Microsoft",
+        "mailbridge hat Microsoft gefragt:",
+    ),
+    (
+        "mailbridge has no Entra app to connect customers with: set MAILBRIDGE_ENTRA_CLIENT_ID (and the app's secret or certificate for the workers).",
+        "mailbridge hat keine Entra-App, mit der Kunden verbunden werden können: MAILBRIDGE_ENTRA_CLIENT_ID setzen (und für die Worker das Geheimnis oder Zertifikat der App).",
     ),
 ];
 

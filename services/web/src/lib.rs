@@ -1,12 +1,14 @@
 //! mailbridge-web: the control plane MSP staff work in. It owns the HTTP server:
 //! the server-rendered pages (askama templates from `web/templates`, assets from
 //! `web/static`), staff sign-in by OpenID Connect, browser sessions, the Entra admin
-//! consent that connects a customer, the JSON API under `/api/v1`, and the health
+//! consent that connects a customer (recorded here, verified by the workers: the
+//! web holds no Microsoft credential), the JSON API under `/api/v1`, and the health
 //! and metrics endpoints. It never shows a message body.
 
 mod api;
 mod audit;
 mod client_addr;
+mod connection;
 mod consent;
 mod customers;
 mod devices;
@@ -32,7 +34,6 @@ use axum::{
     routing::get,
 };
 use mailbridge_core::{Settings, crypto::MasterKey, ops::Readiness};
-use mailbridge_worker::token::{AppCredentials, TokenCache};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -48,11 +49,9 @@ pub use staff::{
 #[derive(Clone)]
 pub(crate) struct WebState {
     pool: PgPool,
+    /// The MSP app's client id is the only part of it the web knows (to build the
+    /// admin-consent URL): its secret or certificate is the workers'.
     settings: Arc<Settings>,
-    /// The MSP's multi-tenant app: admin consent is granted to it, and verified by
-    /// asking the token endpoint for a token with it.
-    msp_app: Option<AppCredentials>,
-    tokens: Arc<TokenCache>,
     master_key: Option<MasterKey>,
     sign_in: Arc<sign_in::Provider>,
     /// Sign-ins started per client address (each inserts a flow row).
@@ -90,8 +89,6 @@ pub enum WebError {
     Tls(#[from] mailbridge_core::tls::TlsError),
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
-    #[error("the MSP app's credentials: {0}")]
-    App(String),
     #[error("{0}")]
     Config(String),
 }
@@ -112,8 +109,13 @@ pub fn router(
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("mailbridge/", env!("CARGO_PKG_VERSION")))
         .build()?;
-    let msp_app =
-        mailbridge_worker::msp_app(&settings).map_err(|e| WebError::App(e.to_string()))?;
+    // The internet-facing web never holds the MSP app's credential: with it, anyone
+    // who took over the web could send as every mailbox of every customer.
+    if settings.m365.client_secret.is_some() || settings.m365.client_key_file.is_some() {
+        tracing::warn!(
+            "the control plane was given the MSP app's secret or private key (MAILBRIDGE_ENTRA_CLIENT_SECRET / MAILBRIDGE_ENTRA_CLIENT_KEY_FILE): it does not use them; remove them from its environment, only the workers need them"
+        );
+    }
     // With a metrics port of its own, the web port (the one an ingress publishes)
     // keeps only the health endpoints.
     let ops = if settings.web_metrics_listen.is_some() {
@@ -124,13 +126,8 @@ pub fn router(
     let trusted_proxies = client_addr::trusted_proxies_from_env().map_err(WebError::Config)?;
     let state = WebState {
         pool,
-        tokens: Arc::new(TokenCache::new(
-            http.clone(),
-            settings.m365.login_url.clone(),
-        )),
         master_key: settings.master_key.clone(),
         sign_in: Arc::new(sign_in::Provider::new(settings.web.oidc.clone(), http)),
-        msp_app,
         settings: Arc::new(settings),
         sign_in_starts: Arc::new(rate_limit::RateLimiter::new(
             rate_limit::SIGN_IN_STARTS_PER_MINUTE,
@@ -143,6 +140,7 @@ pub fn router(
         .merge(sign_in::router())
         .merge(customers::router())
         .merge(consent::router())
+        .merge(connection::router())
         .merge(devices::router())
         .merge(messages::router())
         .merge(staff::router())

@@ -8,6 +8,7 @@
 //! message. It never answers a device and never deletes a message it has not
 //! settled.
 
+pub mod consent_check;
 pub mod graph;
 mod graph_json;
 mod graph_large;
@@ -199,6 +200,7 @@ impl Worker {
             self.clone(),
             shutdown.clone(),
         ));
+        tokio::spawn(consent_check::check_loop(self.clone(), shutdown.clone()));
         let presence = tokio::spawn(housekeeping::presence_loop(
             self.pool.clone(),
             self.identity.clone(),

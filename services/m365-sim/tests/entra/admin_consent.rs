@@ -218,3 +218,66 @@ async fn a_test_can_answer_the_consent_url_in_rust() {
     assert_eq!(query_of(&accepted)["tenant"], tenant.to_string());
     assert_eq!(refused.code, 50011);
 }
+
+#[tokio::test]
+async fn a_consent_reaches_the_token_endpoint_only_after_the_propagation_delay() {
+    let app = TestSimulator::start().await;
+    let set = app
+        .http
+        .put(format!("{}/_sim/consent-propagation", app.base()))
+        .json(&serde_json::json!({ "seconds": 2 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 204);
+    let shown: serde_json::Value = app
+        .http
+        .get(format!("{}/_sim/consent-propagation", app.base()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["seconds"], 2.0);
+
+    // A first consent: the app's service principal is not known yet, as before it.
+    let tenant = customer(&app, "Praxis Geduld");
+    let url = v2_url(&app, &tenant.to_string(), CALLBACK, "");
+    let back = app
+        .sim
+        .directory
+        .answer_admin_consent(&url, ConsentDecision::Accept, Some(tenant))
+        .unwrap();
+    assert_eq!(
+        query_of(&back)["admin_consent"],
+        "True",
+        "the redirect comes at once"
+    );
+    let early = app.secret_token(&tenant.to_string(), CLIENT_SECRET).await;
+    assert_eq!(early.status, 400, "{early:?}");
+    assert_eq!(early.aadsts(), Some(700016));
+
+    // A consent again (adding a role) to an app whose roles were revoked: tokens
+    // keep the earlier roles — none — until it has propagated.
+    let again = customer(&app, "Praxis Wieder");
+    app.sim.directory.consent(again, CLIENT_ID, &[]);
+    let url = v2_url(&app, &again.to_string(), CALLBACK, "");
+    app.sim
+        .directory
+        .answer_admin_consent(&url, ConsentDecision::Accept, Some(again))
+        .unwrap();
+    let early = app.secret_token(&again.to_string(), CLIENT_SECRET).await;
+    assert_eq!(early.status, 200, "{early:?}");
+    assert_eq!(
+        early.claims("access_token")["roles"],
+        serde_json::Value::Null
+    );
+
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    for tenant in [tenant, again] {
+        let late = app.secret_token(&tenant.to_string(), CLIENT_SECRET).await;
+        assert_eq!(late.status, 200, "{late:?}");
+        assert_eq!(late.claims("access_token")["roles"][0], ROLE_MAIL_SEND);
+    }
+}

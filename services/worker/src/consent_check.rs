@@ -1,0 +1,235 @@
+//! Verifying customers' admin consents, in the worker (which holds the MSP app's
+//! credential; the web holds none). The web records a consent when Microsoft sends
+//! the customer's admin back; here a worker claims the due check, asks Entra for a
+//! token for the customer's tenant with the MSP app, and looks at the app roles it
+//! carries. Right after a consent Entra may not know the app in the tenant yet
+//! (`AADSTS700016`) or issue tokens without the new roles: the check is retried with
+//! backoff until its limit (15 minutes by default), and only then fails, with the
+//! explanation of the last refusal.
+
+use std::{sync::Arc, time::Duration};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::Utc;
+use mailbridge_core::{
+    consent_checks::{self, ConsentCheck, Refusal},
+    diagnosis,
+    metrics::metrics,
+    tenants::{self, Tenant},
+};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Worker,
+    token::{TokenError, TokenKey},
+};
+
+/// How long a worker holds a check it works on; a token request takes at most 30 s.
+const CLAIM: Duration = Duration::from_secs(90);
+/// The longest wait between two attempts.
+const BACKOFF_CAP: Duration = Duration::from_secs(120);
+
+/// Works the due consent checks until `shutdown` is cancelled.
+pub(crate) async fn check_loop(worker: Arc<Worker>, shutdown: CancellationToken) {
+    let pool = worker.pool.clone();
+    let sweep = Duration::from_secs(worker.settings.worker.sweep_seconds.max(1));
+    let mut listener: Option<PgListener> = None;
+    loop {
+        if listener.is_none() {
+            listener = listen(&pool).await;
+        }
+        loop {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            match consent_checks::claim_due(&pool, &worker.identity, CLAIM).await {
+                Ok(Some(check)) => worker.work_consent_check(check).await,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot claim consent checks: database unavailable");
+                    break;
+                }
+            }
+        }
+        let wait = match consent_checks::next_due(&pool).await {
+            Ok(Some(due)) => (due - Utc::now()).to_std().unwrap_or_default().min(sweep),
+            _ => sweep,
+        };
+        let notified = async {
+            match listener.as_mut() {
+                Some(l) => l.recv().await.map(drop),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+            received = notified => if received.is_err() { listener = None },
+        }
+    }
+}
+
+async fn listen(pool: &sqlx::PgPool) -> Option<PgListener> {
+    let mut listener = PgListener::connect_with(pool).await.ok()?;
+    listener.listen(consent_checks::CHANNEL).await.ok()?;
+    Some(listener)
+}
+
+/// What one attempt found.
+enum Attempt {
+    /// Every role delivery needs is in the tokens.
+    Verified,
+    /// Not yet: Microsoft may still be propagating the consent.
+    NotYet(Refusal),
+    /// Waiting cannot help (the MSP app's own credential, a wrong tenant …).
+    Refused(Refusal),
+}
+
+fn refusal(diagnosis: &diagnosis::Diagnosis, detail: impl Into<String>) -> Refusal {
+    Refusal {
+        code: diagnosis.key.to_owned(),
+        detail: detail.into(),
+    }
+}
+
+impl Worker {
+    async fn work_consent_check(&self, check: ConsentCheck) {
+        let outcome = match tenants::get(&self.pool, check.tenant_id).await {
+            Ok(Some(tenant)) => self.consent_attempt(&check, &tenant).await,
+            // Deleted meanwhile: its check went with it.
+            Ok(None) => return,
+            Err(e) => Attempt::NotYet(refusal(&diagnosis::INTERNAL, e.to_string())),
+        };
+        let limit = self.settings.worker.consent_check_limit;
+        let deadline =
+            check.requested_at + chrono::Duration::from_std(limit).unwrap_or(chrono::Duration::MAX);
+        let now = Utc::now();
+        let stage;
+        let result = match outcome {
+            Attempt::Verified => {
+                stage = "verified";
+                consent_checks::verify(&self.pool, &check, &self.identity).await
+            }
+            Attempt::NotYet(refusal) if now < deadline => {
+                stage = "retried";
+                let first = self
+                    .settings
+                    .worker
+                    .consent_retry_first
+                    .max(Duration::from_secs(1));
+                let wait = consent_checks::backoff(check.attempts, first, BACKOFF_CAP);
+                let next =
+                    (now + chrono::Duration::from_std(wait).unwrap_or_default()).min(deadline);
+                tracing::info!(tenant = %check.tenant_id, attempt = check.attempts, reason = %refusal.code, retry_in = ?(next - now), "consent not usable yet: Microsoft may still be propagating it");
+                consent_checks::retry_at(&self.pool, check.id, &self.identity, next, &refusal).await
+            }
+            Attempt::NotYet(refusal) | Attempt::Refused(refusal) => {
+                stage = "failed";
+                tracing::warn!(tenant = %check.tenant_id, attempts = check.attempts, reason = %refusal.code, detail = %refusal.detail, "consent check failed");
+                consent_checks::fail(&self.pool, &check, &self.identity, &refusal).await
+            }
+        };
+        match result {
+            Ok(true) => {
+                metrics().web.consents.with_label_values(&[stage]).inc();
+                if stage == "verified" {
+                    self.on_consent_verified(&check).await;
+                }
+            }
+            Ok(false) => {
+                tracing::info!(tenant = %check.tenant_id, "consent check taken over by another worker or replaced by a newer consent")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record a consent check's outcome; it is tried again when its claim expires")
+            }
+        }
+    }
+
+    /// Called once a customer's consent is verified and the customer connected (its
+    /// waiting messages were made due in the same transaction). What else follows a
+    /// new consent belongs here: clearing the customer's consent hold and probing it.
+    async fn on_consent_verified(&self, check: &ConsentCheck) {
+        tracing::info!(tenant = %check.tenant_id, entra_tenant = %check.entra_tenant_id, attempts = check.attempts, "consent verified: the customer is connected");
+    }
+
+    /// One attempt: a fresh token for every resource the customer's delivery needs,
+    /// each carrying its app role.
+    async fn consent_attempt(&self, check: &ConsentCheck, tenant: &Tenant) -> Attempt {
+        let Some(app) = self.msp_app() else {
+            return Attempt::Refused(refusal(
+                &diagnosis::NOT_CONFIGURED,
+                "the workers have no MSP app credential (MAILBRIDGE_ENTRA_CLIENT_ID and a secret or certificate)",
+            ));
+        };
+        for (resource, role) in consent_checks::needed_roles(&self.settings.m365, tenant) {
+            let key = TokenKey {
+                entra_tenant_id: check.entra_tenant_id,
+                client_id: app.client_id.clone(),
+                scope: format!("{resource}/.default"),
+            };
+            // A cached token (or refusal) from before the consent proves nothing.
+            self.tokens.invalidate(&key).await;
+            let token = match self.tokens.get(&key, &app, &tenant.id.to_string()).await {
+                Ok(token) => token,
+                Err(TokenError::Rejected {
+                    aadsts,
+                    description,
+                    ..
+                }) => {
+                    let diagnosis = diagnosis::token(aadsts);
+                    let refusal = refusal(diagnosis, description);
+                    // The app not (yet) known in the tenant, or its consent not (yet)
+                    // there: what propagation looks like. Anything else is the MSP
+                    // app's or the tenant's problem, which waiting does not fix.
+                    return match aadsts {
+                        Some(700016 | 65001) | None => Attempt::NotYet(refusal),
+                        Some(_) => Attempt::Refused(refusal),
+                    };
+                }
+                Err(e) => {
+                    return Attempt::NotYet(refusal(&diagnosis::UNREACHABLE, e.to_string()));
+                }
+            };
+            let roles = roles_of(token.access_token.expose_secret());
+            if !roles.iter().any(|r| r == role) {
+                return Attempt::NotYet(refusal(
+                    &diagnosis::MISSING_ROLE,
+                    format!("{resource}: the token's roles are {roles:?}, {role} is needed"),
+                ));
+            }
+        }
+        Attempt::Verified
+    }
+}
+
+/// The app roles an access token carries (read, not verified: it came straight from
+/// the token endpoint over TLS, and Microsoft verifies it when it is used).
+fn roles_of(access_token: &str) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Claims {
+        #[serde(default)]
+        roles: Vec<String>,
+    }
+    access_token
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|json| serde_json::from_slice::<Claims>(&json).ok())
+        .map(|c| c.roles)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_read_from_the_token() {
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"roles":["Mail.Send"],"tid":"x"}"#);
+        assert_eq!(roles_of(&format!("h.{payload}.s")), ["Mail.Send"]);
+        assert!(roles_of("garbage").is_empty());
+    }
+}
