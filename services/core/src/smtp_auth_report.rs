@@ -115,8 +115,13 @@ pub enum ReportError {
         "This is not an SMTP AUTH clients report. Expected the CSV exported from the Exchange admin center (Reports → Mail flow → SMTP AUTH clients report, summary or details view) with the columns \"Sender address\" and \"Messages sent\" (and, since October 2024, \"Authentication protocol\"), or the CSV of mailbridge's PowerShell snippet with \"PrimarySmtpAddress\" and \"SmtpAuthEnabled\". Columns found: {found}."
     )]
     NotAReport { found: String },
-    #[error("Row {row}: {message}")]
-    Row { row: usize, message: String },
+    /// A row with a value that cannot be read: `problem` has a `{}` for the value.
+    #[error("Row {row}: {}", problem.replacen("{}", value, 1))]
+    Row {
+        row: usize,
+        problem: &'static str,
+        value: String,
+    },
     #[error("The file is not readable as CSV: {0}")]
     Csv(String),
 }
@@ -349,7 +354,8 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedReport, ReportError> {
         let row = index + 2;
         let record = record.map_err(|e| ReportError::Row {
             row,
-            message: e.to_string(),
+            problem: "The line cannot be read as CSV: {}",
+            value: e.to_string(),
         })?;
         if record.iter().all(|cell| cell.trim().is_empty()) {
             continue;
@@ -361,21 +367,24 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedReport, ReportError> {
                 .unwrap_or("")
                 .trim()
         };
-        let bad = |message: String| ReportError::Row { row, message };
+        let bad = |problem: &'static str, value: &str| ReportError::Row {
+            row,
+            problem,
+            value: value.to_owned(),
+        };
         let account = account_of(cell(Column::Sender)).ok_or_else(|| {
-            bad(format!(
-                "\"{}\" is not an email address (column {}).",
+            bad(
+                "\"{}\" in the sender column is not an email address.",
                 cell(Column::Sender),
-                headers[columns[&Column::Sender]].trim()
-            ))
+            )
         })?;
         rows += 1;
         if kind == ReportKind::Exposure {
             let enabled = parse_flag(cell(Column::SmtpAuthEnabled)).ok_or_else(|| {
-                bad(format!(
-                    "\"{}\" is not True or False (column SmtpAuthEnabled).",
-                    cell(Column::SmtpAuthEnabled)
-                ))
+                bad(
+                    "\"{}\" in the column SmtpAuthEnabled is not True or False.",
+                    cell(Column::SmtpAuthEnabled),
+                )
             })?;
             exposures.insert(
                 account.clone(),
@@ -387,24 +396,23 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedReport, ReportError> {
             continue;
         }
         let messages = parse_count(cell(Column::Messages)).ok_or_else(|| {
-            bad(format!(
-                "\"{}\" is not a number of messages (column {}).",
+            bad(
+                "\"{}\" in the messages column is not a number of messages.",
                 cell(Column::Messages),
-                headers[columns[&Column::Messages]].trim()
-            ))
+            )
         })?;
         let protocol = parse_protocol(cell(Column::Protocol)).ok_or_else(|| {
-            bad(format!(
+            bad(
                 "\"{}\" is not an authentication protocol (expected Basic or OAuth).",
-                cell(Column::Protocol)
-            ))
+                cell(Column::Protocol),
+            )
         })?;
         let day = if kind == ReportKind::Details {
             Some(parse_date(cell(Column::Date)).ok_or_else(|| {
-                bad(format!(
+                bad(
                     "\"{}\" is not a date (expected e.g. 2026-11-30, 11/30/2026 or 30.11.2026).",
-                    cell(Column::Date)
-                ))
+                    cell(Column::Date),
+                )
             })?)
         } else {
             None
@@ -518,7 +526,8 @@ app@praxis.example,praxis.example,0,0,100,80,OAuth\r\n";
             parse(text.as_bytes()).unwrap_err(),
             ReportError::Row {
                 row: 5,
-                message: "\"many\" is not a number of messages (column Messages sent).".into()
+                problem: "\"{}\" in the messages column is not a number of messages.",
+                value: "many".into()
             }
         );
         let text = format!("{SUMMARY}not-an-address,x,0,0,100,1,Basic\n");
