@@ -19,6 +19,7 @@ mod edge;
 mod group_commit;
 mod hostile;
 mod isolation;
+mod migration_board;
 mod operations;
 mod resilience;
 mod security;

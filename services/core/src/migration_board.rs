@@ -52,16 +52,19 @@ pub enum Stage {
     Ignored,
     /// SMTP AUTH enabled on the mailbox, and Microsoft saw no use of it.
     ExposedUnused,
+    /// Seen sending, but the latest data shows no Basic use (OAuth only).
+    NoBasicUse,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Self::ToMigrate,
         Self::DeviceCreated,
         Self::RelayTrafficSeen,
         Self::Done,
         Self::Ignored,
         Self::ExposedUnused,
+        Self::NoBasicUse,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +75,7 @@ impl Stage {
             Self::Done => "done",
             Self::Ignored => "ignored",
             Self::ExposedUnused => "exposed_unused",
+            Self::NoBasicUse => "no_basic_use",
         }
     }
 
@@ -84,6 +88,7 @@ impl Stage {
             Self::Done => "Done",
             Self::Ignored => "Ignored",
             Self::ExposedUnused => "Exposed but unused",
+            Self::NoBasicUse => "No Basic use",
         }
     }
 
@@ -128,7 +133,8 @@ impl BoardAccount {
             "done" => Stage::Done,
             "device_created" if self.relay_seen_at.is_some() => Stage::RelayTrafficSeen,
             "device_created" => Stage::DeviceCreated,
-            _ if !self.seen_sending => Stage::ExposedUnused,
+            _ if !self.seen_sending && self.smtp_auth_enabled == Some(true) => Stage::ExposedUnused,
+            _ if self.basic_messages == 0 => Stage::NoBasicUse,
             _ => Stage::ToMigrate,
         }
     }
@@ -284,8 +290,16 @@ async fn import_in(
         reopened: Vec::new(),
     };
     if report.kind == ReportKind::Exposure {
-        let listed: Vec<&str> = report.exposures.iter().map(|e| e.account.as_str()).collect();
-        let enabled: Vec<bool> = report.exposures.iter().map(|e| e.smtp_auth_enabled).collect();
+        let listed: Vec<&str> = report
+            .exposures
+            .iter()
+            .map(|e| e.account.as_str())
+            .collect();
+        let enabled: Vec<bool> = report
+            .exposures
+            .iter()
+            .map(|e| e.smtp_auth_enabled)
+            .collect();
         sqlx::query(
             "UPDATE smtp_auth_accounts SET smtp_auth_enabled = NULL, updated_at = now()
               WHERE tenant_id = $1 AND smtp_auth_enabled IS NOT NULL AND account <> ALL($2)",
@@ -297,6 +311,9 @@ async fn import_in(
         sqlx::query(
             "INSERT INTO smtp_auth_accounts (tenant_id, account, smtp_auth_enabled, last_import_id)
              SELECT $1, a, e, $4 FROM unnest($2::text[], $3::boolean[]) AS x(a, e)
+              -- A mailbox new to the board only when SMTP AUTH is in effect for it.
+              WHERE e OR EXISTS (SELECT 1 FROM smtp_auth_accounts s
+                                  WHERE s.tenant_id = $1 AND s.account = x.a)
              ON CONFLICT (tenant_id, account) DO UPDATE
                 SET smtp_auth_enabled = EXCLUDED.smtp_auth_enabled, updated_at = now()",
         )
@@ -306,10 +323,11 @@ async fn import_in(
         .bind(import_id)
         .execute(&mut **tx)
         .await?;
-        outcome.added = listed
+        outcome.added = report
+            .exposures
             .iter()
-            .filter(|a| !existing.contains_key(**a))
-            .map(|a| (*a).to_owned())
+            .filter(|e| e.smtp_auth_enabled && !existing.contains_key(&e.account))
+            .map(|e| e.account.clone())
             .collect();
     } else {
         let seen: BTreeMap<&str, &AccountUse> = report
@@ -473,7 +491,10 @@ pub async fn all_accounts(pool: &PgPool) -> sqlx::Result<Vec<(String, BoardAccou
     ))
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(|r| (r.tenant_name, r.account)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.tenant_name, r.account))
+        .collect())
 }
 
 pub async fn account(
@@ -557,7 +578,16 @@ pub async fn ignore(
     if reason.is_empty() || reason.chars().count() > 500 {
         return Err(BoardError::Reason);
     }
-    set_state(pool, tenant_id, account, "ignored", Some(reason), actor, "board.ignore").await
+    set_state(
+        pool,
+        tenant_id,
+        account,
+        "ignored",
+        Some(reason),
+        actor,
+        "board.ignore",
+    )
+    .await
 }
 
 /// Takes an ignored or done account back: to "relay device created" when it has a
@@ -568,7 +598,16 @@ pub async fn reopen(
     account: &str,
     actor: &AuditActor,
 ) -> Result<(), BoardError> {
-    set_state(pool, tenant_id, account, "reopen", None, actor, "board.reopen").await
+    set_state(
+        pool,
+        tenant_id,
+        account,
+        "reopen",
+        None,
+        actor,
+        "board.reopen",
+    )
+    .await
 }
 
 async fn set_state(
@@ -656,7 +695,8 @@ pub async fn readiness(pool: &PgPool) -> sqlx::Result<Vec<Readiness>> {
     let mut all: Vec<Readiness> = sqlx::query_as(
         "SELECT t.id AS tenant_id, t.name AS tenant_name,
                 (t.entra_tenant_id IS NOT NULL AND t.consented_at IS NOT NULL) AS connected,
-                count(a.account) FILTER (WHERE a.seen_sending AND a.state = 'to_migrate') AS to_migrate,
+                count(a.account) FILTER (WHERE a.seen_sending AND a.state = 'to_migrate'
+                                           AND a.basic_messages > 0) AS to_migrate,
                 count(a.account) FILTER (WHERE a.state = 'device_created') AS in_progress,
                 count(a.account) FILTER (WHERE a.state = 'done') AS done,
                 count(a.account) FILTER (WHERE a.state = 'ignored') AS ignored,
@@ -672,9 +712,11 @@ pub async fn readiness(pool: &PgPool) -> sqlx::Result<Vec<Readiness>> {
     .fetch_all(pool)
     .await?;
     all.sort_by(|a, b| {
-        b.risk()
-            .cmp(&a.risk())
-            .then_with(|| a.tenant_name.to_lowercase().cmp(&b.tenant_name.to_lowercase()))
+        b.risk().cmp(&a.risk()).then_with(|| {
+            a.tenant_name
+                .to_lowercase()
+                .cmp(&b.tenant_name.to_lowercase())
+        })
     });
     Ok(all)
 }
@@ -711,7 +753,8 @@ pub fn to_csv(rows: &[(String, BoardAccount)]) -> String {
                 &time(&a.first_seen_at),
                 &time(&a.last_seen_at),
                 &a.sources.join(" "),
-                a.smtp_auth_enabled.map_or("", |e| if e { "true" } else { "false" }),
+                a.smtp_auth_enabled
+                    .map_or("", |e| if e { "true" } else { "false" }),
                 a.device_name.as_deref().unwrap_or(""),
                 &time(&a.relay_seen_at),
                 &time(&a.done_at),

@@ -159,16 +159,32 @@ fn normalise(header: &str) -> String {
 /// English and German names of each column (normalised).
 fn column_of(normalised: &str) -> Option<Column> {
     Some(match normalised {
-        "senderaddress" | "sender" | "senderemailaddress" | "absenderadresse" | "absender"
-        | "absenderemailadresse" | "primarysmtpaddress" | "userprincipalname" | "mailbox"
+        "senderaddress"
+        | "sender"
+        | "senderemailaddress"
+        | "absenderadresse"
+        | "absender"
+        | "absenderemailadresse"
+        | "primarysmtpaddress"
+        | "userprincipalname"
+        | "mailbox"
         | "postfach" => Column::Sender,
-        "messagessent" | "messages" | "messagecount" | "sentmessages" | "gesendetenachrichten"
-        | "nachrichtengesendet" | "anzahlgesendeternachrichten" | "nachrichten"
+        "messagessent"
+        | "messages"
+        | "messagecount"
+        | "sentmessages"
+        | "gesendetenachrichten"
+        | "nachrichtengesendet"
+        | "anzahlgesendeternachrichten"
+        | "nachrichten"
         | "anzahlnachrichten" => Column::Messages,
-        "authenticationprotocol" | "authprotocol" | "authenticationmethod" | "protocol"
-        | "authentifizierungsprotokoll" | "authentifizierungsmethode" | "protokoll" => {
-            Column::Protocol
-        }
+        "authenticationprotocol"
+        | "authprotocol"
+        | "authenticationmethod"
+        | "protocol"
+        | "authentifizierungsprotokoll"
+        | "authentifizierungsmethode"
+        | "protokoll" => Column::Protocol,
         "date" | "day" | "datum" | "tag" => Column::Date,
         "clientip" | "clientipaddress" | "ipaddress" | "sourceip" | "clientipadresse"
         | "ipadresse" => Column::ClientIp,
@@ -227,11 +243,20 @@ fn parse_count(text: &str) -> Option<i64> {
 fn parse_protocol(text: &str) -> Option<Protocol> {
     match normalise(text).as_str() {
         "" => Some(Protocol::Unknown),
-        "basic" | "basicauth" | "basicauthentication" | "standard" | "einfach"
-        | "standardauthentifizierung" | "basisauthentifizierung" | "legacy" => {
-            Some(Protocol::Basic)
-        }
-        "oauth" | "oauth2" | "oauth20" | "modernauth" | "modern" | "modernauthentication"
+        "basic"
+        | "basicauth"
+        | "basicauthentication"
+        | "standard"
+        | "einfach"
+        | "standardauthentifizierung"
+        | "basisauthentifizierung"
+        | "legacy" => Some(Protocol::Basic),
+        "oauth"
+        | "oauth2"
+        | "oauth20"
+        | "modernauth"
+        | "modern"
+        | "modernauthentication"
         | "moderneauthentifizierung" => Some(Protocol::OAuth),
         _ => None,
     }
@@ -489,8 +514,14 @@ app@praxis.example,praxis.example,0,0,100,80,OAuth\r\n";
         let scanner = &report.accounts[0];
         assert_eq!(scanner.basic_messages, 1253);
         assert_eq!(scanner.oauth_messages, 7);
-        assert_eq!(scanner.first_seen.unwrap().to_string(), "2026-11-28 00:00:00 UTC");
-        assert_eq!(scanner.last_seen.unwrap().to_string(), "2026-11-30 00:00:00 UTC");
+        assert_eq!(
+            scanner.first_seen.unwrap().to_string(),
+            "2026-11-28 00:00:00 UTC"
+        );
+        assert_eq!(
+            scanner.last_seen.unwrap().to_string(),
+            "2026-11-30 00:00:00 UTC"
+        );
         assert_eq!(scanner.sources, ["192.0.2.10", "192.0.2.11"]);
     }
 
@@ -514,7 +545,10 @@ app@praxis.example,praxis.example,0,0,100,80,OAuth\r\n";
     fn refuses_other_files_saying_what_was_expected() {
         let err = parse(b"Name,Email,Phone\nA,a@b.example,1\n").unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("Sender address") && text.contains("\"Email\""), "{text}");
+        assert!(
+            text.contains("Sender address") && text.contains("\"Email\""),
+            "{text}"
+        );
         assert_eq!(parse(b"").unwrap_err(), ReportError::Empty);
         assert_eq!(parse(b"\xef\xbb\xbf\r\n").unwrap_err(), ReportError::Empty);
     }
@@ -531,11 +565,24 @@ app@praxis.example,praxis.example,0,0,100,80,OAuth\r\n";
             }
         );
         let text = format!("{SUMMARY}not-an-address,x,0,0,100,1,Basic\n");
-        assert!(matches!(parse(text.as_bytes()), Err(ReportError::Row { row: 5, .. })));
+        assert!(matches!(
+            parse(text.as_bytes()),
+            Err(ReportError::Row { row: 5, .. })
+        ));
         let text = format!("{SUMMARY}a@praxis.example,x,0,0,100,1,Kerberos\n");
-        assert!(parse(text.as_bytes()).unwrap_err().to_string().contains("Kerberos"));
+        assert!(
+            parse(text.as_bytes())
+                .unwrap_err()
+                .to_string()
+                .contains("Kerberos")
+        );
         let text = "Date,Sender address,Messages sent\nyesterday,a@b.example,1\n";
-        assert!(parse(text.as_bytes()).unwrap_err().to_string().contains("not a date"));
+        assert!(
+            parse(text.as_bytes())
+                .unwrap_err()
+                .to_string()
+                .contains("not a date")
+        );
     }
 
     #[test]
@@ -548,8 +595,14 @@ app@praxis.example,praxis.example,0,0,100,80,OAuth\r\n";
         assert_eq!(
             report.exposures,
             [
-                Exposure { account: "chef@praxis.example".into(), smtp_auth_enabled: false },
-                Exposure { account: "info@praxis.example".into(), smtp_auth_enabled: true },
+                Exposure {
+                    account: "chef@praxis.example".into(),
+                    smtp_auth_enabled: false
+                },
+                Exposure {
+                    account: "info@praxis.example".into(),
+                    smtp_auth_enabled: true
+                },
             ]
         );
     }

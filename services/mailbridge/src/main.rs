@@ -4,6 +4,7 @@
 
 mod admin;
 mod dev;
+mod report;
 
 use std::sync::Arc;
 
@@ -54,6 +55,9 @@ enum Command {
     /// API tokens for automation.
     #[command(subcommand, name = "api-token")]
     ApiToken(admin::ApiTokenCommand),
+    /// The migration board: SMTP AUTH clients reports, boards, CSV export.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Device(command) => admin::device(command, &connect(&settings)?, &settings).await,
         Command::Staff(command) => admin::staff(command, &connect(&settings)?).await,
         Command::ApiToken(command) => admin::api_token(command, &connect(&settings)?).await,
+        Command::Report(command) => report::run(command, &connect(&settings)?).await,
     }
 }
 

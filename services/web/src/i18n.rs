@@ -784,14 +784,20 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "Ein Postfach, dessen SmtpClientAuthenticationDisabled leer ist ($null), folgt der Einstellung der Organisation; das Skript zählt auch diese mit (ein Filter auf -eq $false übersieht sie).",
     ),
     ("Account", "Konto"),
-    ("Accounts Microsoft saw sending with SMTP AUTH", "Konten, die laut Microsoft per SMTP AUTH senden"),
+    (
+        "Accounts Microsoft saw sending with SMTP AUTH",
+        "Konten, die laut Microsoft per SMTP AUTH senden",
+    ),
     ("Across all customers", "Über alle Kunden"),
     ("All", "Alle"),
     ("Announcement", "Ankündigung"),
     ("Basic", "Basic"),
     ("Basic messages", "Basic-Nachrichten"),
     ("Choose a device.", "Wählen Sie ein Gerät."),
-    ("Choose a file to upload.", "Wählen Sie eine Datei zum Hochladen."),
+    (
+        "Choose a file to upload.",
+        "Wählen Sie eine Datei zum Hochladen.",
+    ),
     (
         "Choose the period (up to 90 days), then export the summary or the details view as CSV. Excel files saved again as CSV (also German, with ;) are fine.",
         "Zeitraum wählen (bis zu 90 Tage), dann die Übersicht oder die Detailansicht als CSV exportieren. In Excel erneut als CSV gespeicherte Dateien (auch deutsch, mit ;) gehen ebenso.",
@@ -813,7 +819,10 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     ("Ignore", "Ignorieren"),
     ("Ignored", "Ignoriert"),
     ("Import", "Importieren"),
-    ("Import the SMTP AUTH clients report", "Den Bericht „SMTP AUTH-Clients“ importieren"),
+    (
+        "Import the SMTP AUTH clients report",
+        "Den Bericht „SMTP AUTH-Clients“ importieren",
+    ),
     ("Imported {} rows.", "{} Zeilen importiert."),
     (
         "In the customer's Exchange admin center open Reports → Mail flow → SMTP AUTH clients report.",
@@ -821,7 +830,10 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     ),
     ("Last report", "Letzter Bericht"),
     ("Link to device", "Mit Gerät verknüpfen"),
-    ("Mailboxes with SMTP AUTH enabled", "Postfächer mit aktiviertem SMTP AUTH"),
+    (
+        "Mailboxes with SMTP AUTH enabled",
+        "Postfächer mit aktiviertem SMTP AUTH",
+    ),
     ("Microsoft's dates", "Microsofts Termine"),
     ("Migration board", "Migrationsboard"),
     ("Most at risk", "Am stärksten gefährdet"),
@@ -833,6 +845,7 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "Nothing imported yet. Upload the customer's SMTP AUTH clients report below.",
         "Noch nichts importiert. Laden Sie unten den Bericht „SMTP AUTH-Clients“ des Kunden hoch.",
     ),
+    ("No Basic use", "Keine Basic-Nutzung"),
     ("Nothing open", "Nichts offen"),
     ("OAuth", "OAuth"),
     ("Reason", "Grund"),
@@ -842,39 +855,66 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     ("Reopen", "Wieder öffnen"),
     ("Reopened: {}.", "Wieder geöffnet: {}."),
     ("Row {}:", "Zeile {}:"),
-    ("SMTP AUTH is enabled on this mailbox", "Für dieses Postfach ist SMTP AUTH aktiviert"),
+    (
+        "SMTP AUTH is enabled on this mailbox",
+        "Für dieses Postfach ist SMTP AUTH aktiviert",
+    ),
     ("SMTP AUTH on", "SMTP AUTH an"),
     ("Sort by name", "Nach Name sortieren"),
     ("Source", "Quelle"),
     ("Sources", "Quellen"),
     ("The account is ignored.", "Das Konto wird ignoriert."),
-    ("The account is linked to the device.", "Das Konto ist mit dem Gerät verknüpft."),
+    (
+        "The account is linked to the device.",
+        "Das Konto ist mit dem Gerät verknüpft.",
+    ),
     ("The account is open again.", "Das Konto ist wieder offen."),
     (
         "The customer's admin runs this read-only PowerShell and sends you the CSV it writes. Imported here, mailboxes with SMTP AUTH enabled that nothing uses show as \"Exposed but unused\": recommend turning SMTP AUTH off for them.",
         "Der Admin des Kunden führt dieses nur lesende PowerShell-Skript aus und schickt Ihnen die CSV-Datei, die es schreibt. Hier importiert, erscheinen Postfächer mit aktiviertem SMTP AUTH, die nichts nutzt, als „Offen, aber ungenutzt“: Empfehlen Sie, SMTP AUTH für sie abzuschalten.",
     ),
-    ("The device does not belong to this customer.", "Das Gerät gehört nicht zu diesem Kunden."),
+    (
+        "The device does not belong to this customer.",
+        "Das Gerät gehört nicht zu diesem Kunden.",
+    ),
     ("The file is empty.", "Die Datei ist leer."),
     (
         "The file is larger than 20 MB; export a shorter period.",
         "Die Datei ist größer als 20 MB; exportieren Sie einen kürzeren Zeitraum.",
     ),
-    ("The file is not readable as CSV: {}", "Die Datei ist als CSV nicht lesbar: {}"),
-    ("The file was not imported:", "Die Datei wurde nicht importiert:"),
-    ("The line cannot be read as CSV: {}", "Die Zeile ist als CSV nicht lesbar: {}"),
+    (
+        "The file is not readable as CSV: {}",
+        "Die Datei ist als CSV nicht lesbar: {}",
+    ),
+    (
+        "The file was not imported:",
+        "Die Datei wurde nicht importiert:",
+    ),
+    (
+        "The line cannot be read as CSV: {}",
+        "Die Zeile ist als CSV nicht lesbar: {}",
+    ),
     (
         "These dates come from the file web/data/microsoft-deadlines.toml built into mailbridge; an operator can replace them without a new release (MAILBRIDGE_MICROSOFT_DEADLINES_FILE).",
         "Diese Termine stammen aus der in mailbridge eingebauten Datei web/data/microsoft-deadlines.toml; ein Betreiber kann sie ohne neues Release ersetzen (MAILBRIDGE_MICROSOFT_DEADLINES_FILE).",
     ),
-    ("These dates come from the operator's file {}.", "Diese Termine stammen aus der Datei {} des Betreibers."),
+    (
+        "These dates come from the operator's file {}.",
+        "Diese Termine stammen aus der Datei {} des Betreibers.",
+    ),
     (
         "This is not an SMTP AUTH clients report. Expected the CSV exported from the Exchange admin center (Reports → Mail flow → SMTP AUTH clients report, summary or details view) with the columns \"Sender address\" and \"Messages sent\" (and, since October 2024, \"Authentication protocol\"), or the CSV of mailbridge's PowerShell snippet with \"PrimarySmtpAddress\" and \"SmtpAuthEnabled\". Columns found: {}.",
         "Das ist kein Bericht „SMTP AUTH-Clients“. Erwartet wird die aus dem Exchange Admin Center exportierte CSV-Datei (Berichte → Nachrichtenfluss → Bericht „SMTP AUTH-Clients“, Übersicht oder Detailansicht) mit den Spalten „Absenderadresse“ und „Gesendete Nachrichten“ (und seit Oktober 2024 „Authentifizierungsprotokoll“) oder die CSV-Datei des PowerShell-Skripts von mailbridge mit „PrimarySmtpAddress“ und „SmtpAuthEnabled“. Gefundene Spalten: {}.",
     ),
     ("To migrate", "Zu migrieren"),
-    ("Unknown filter {} (at-risk, no-data, done or all).", "Unbekannter Filter {} (at-risk, no-data, done oder all)."),
-    ("Unknown sort {} (risk or name).", "Unbekannte Sortierung {} (risk oder name)."),
+    (
+        "Unknown filter {} (at-risk, no-data, done or all).",
+        "Unbekannter Filter {} (at-risk, no-data, done oder all).",
+    ),
+    (
+        "Unknown sort {} (risk or name).",
+        "Unbekannte Sortierung {} (risk oder name).",
+    ),
     (
         "Upload the file here. A new import moves accounts whose Basic use has stopped to Done.",
         "Die Datei hier hochladen. Ein neuer Import setzt Konten, deren Basic-Nutzung aufgehört hat, auf Erledigt.",
@@ -895,16 +935,34 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     ("customers not connected", "Kunden nicht verbunden"),
     ("customers without data", "Kunden ohne Daten"),
     ("days left:", "Tage übrig:"),
-    ("e.g. switched to OAuth natively", "z. B. nutzt jetzt selbst OAuth"),
+    (
+        "e.g. switched to OAuth natively",
+        "z. B. nutzt jetzt selbst OAuth",
+    ),
     ("first relay message", "erste Relay-Nachricht"),
     ("migrated", "migriert"),
     ("with a relay device", "mit Relay-Gerät"),
     ("{} days ago:", "vor {} Tagen:"),
-    ("\"{}\" in the sender column is not an email address.", "„{}“ in der Absenderspalte ist keine E-Mail-Adresse."),
-    ("\"{}\" in the column SmtpAuthEnabled is not True or False.", "„{}“ in der Spalte SmtpAuthEnabled ist weder True noch False."),
-    ("\"{}\" in the messages column is not a number of messages.", "„{}“ in der Nachrichtenspalte ist keine Anzahl von Nachrichten."),
-    ("\"{}\" is not an authentication protocol (expected Basic or OAuth).", "„{}“ ist kein Authentifizierungsprotokoll (erwartet: Basic oder OAuth)."),
-    ("\"{}\" is not a date (expected e.g. 2026-11-30, 11/30/2026 or 30.11.2026).", "„{}“ ist kein Datum (erwartet z. B. 2026-11-30, 11/30/2026 oder 30.11.2026)."),
+    (
+        "\"{}\" in the sender column is not an email address.",
+        "„{}“ in der Absenderspalte ist keine E-Mail-Adresse.",
+    ),
+    (
+        "\"{}\" in the column SmtpAuthEnabled is not True or False.",
+        "„{}“ in der Spalte SmtpAuthEnabled ist weder True noch False.",
+    ),
+    (
+        "\"{}\" in the messages column is not a number of messages.",
+        "„{}“ in der Nachrichtenspalte ist keine Anzahl von Nachrichten.",
+    ),
+    (
+        "\"{}\" is not an authentication protocol (expected Basic or OAuth).",
+        "„{}“ ist kein Authentifizierungsprotokoll (erwartet: Basic oder OAuth).",
+    ),
+    (
+        "\"{}\" is not a date (expected e.g. 2026-11-30, 11/30/2026 or 30.11.2026).",
+        "„{}“ ist kein Datum (erwartet z. B. 2026-11-30, 11/30/2026 oder 30.11.2026).",
+    ),
 ];
 
 #[cfg(test)]

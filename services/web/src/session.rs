@@ -56,9 +56,7 @@ fn multipart_text_field(body: &[u8], boundary: &str, name: &str) -> Option<Strin
         let disposition = head
             .lines()
             .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))?;
-        let is_it = disposition
-            .split(';')
-            .any(|p| p.trim() == wanted);
+        let is_it = disposition.split(';').any(|p| p.trim() == wanted);
         (is_it && !disposition.contains("filename="))
             .then(|| value.strip_suffix("\r\n").unwrap_or(value).to_owned())
     })
