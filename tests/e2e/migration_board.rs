@@ -446,3 +446,150 @@ async fn a_customer_moves_from_basic_smtp_auth_to_the_relay() {
     }
     assert_eq!(actions.iter().filter(|a| *a == "board.import").count(), 4);
 }
+
+/// How the last sign-in-log read of a customer went: (read at, error).
+async fn sign_in_read(
+    app: &TestApp,
+    customer: Uuid,
+) -> Option<(Option<chrono::DateTime<chrono::Utc>>, Option<String>)> {
+    sqlx::query_as(
+        "SELECT last_read_at, last_error FROM smtp_auth_signin_reads WHERE tenant_id = $1",
+    )
+    .bind(customer)
+    .fetch_optional(app.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_sign_in_log_feeds_the_board_where_the_customer_grants_it() {
+    use mailbridge_m365_sim::{
+        ROLE_MAIL_SEND,
+        sign_ins::{ROLE_AUDIT_LOG_READ, SimSignIn},
+    };
+    let app = TestApp::spawn_configured(mailbridge::stack::StackOptions::ephemeral(), |s| {
+        s.worker.sign_in_log_interval_seconds = 2;
+    })
+    .await;
+    let directory = &app.stack.simulator.directory;
+    let client_id = &app.stack.client_id;
+    // Only Mail.Send: no permission to read the log.
+    let plain = app.add_tenant("Praxis Ohne Recht").await.tenant;
+    // The permission, but no Entra ID P1.
+    let no_p1 = app.add_tenant("Praxis Ohne P1").await.tenant;
+    directory.consent(
+        no_p1.entra_tenant_id.unwrap(),
+        client_id,
+        &[ROLE_MAIL_SEND, ROLE_AUDIT_LOG_READ],
+    );
+    // Both: its log is read.
+    let granted = app.add_tenant("Praxis Mit Log").await.tenant;
+    let entra = granted.entra_tenant_id.unwrap();
+    directory.consent(entra, client_id, &[ROLE_MAIL_SEND, ROLE_AUDIT_LOG_READ]);
+    directory.set_premium(entra, true);
+    let now = chrono::Utc::now();
+    let days = |d: i64| now - chrono::Duration::days(d);
+    let scanner = "scanner@praxismitlog.example";
+    let bulk = "kis@praxismitlog.example";
+    let mut log = vec![
+        SimSignIn::authenticated_smtp(scanner, "198.51.100.7", days(3)),
+        SimSignIn::authenticated_smtp(scanner, "198.51.100.7", days(2)),
+        // Older than the 30 days read.
+        SimSignIn::authenticated_smtp("alt@praxismitlog.example", "198.51.100.9", days(40)),
+    ];
+    let mut browser =
+        SimSignIn::authenticated_smtp("chefin@praxismitlog.example", "198.51.100.3", days(1));
+    browser.client_app_used = "Browser".into();
+    log.push(browser);
+    // More than one page of Graph's 1,000.
+    log.extend((0..1500).map(|i| {
+        SimSignIn::authenticated_smtp(
+            bulk,
+            "198.51.100.20",
+            days(1) + chrono::Duration::seconds(i),
+        )
+    }));
+    directory.add_sign_ins(entra, log);
+
+    // Every connected customer is read; the refusals are recorded as Graph gave them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reads = (
+            sign_in_read(&app, plain.id).await,
+            sign_in_read(&app, no_p1.id).await,
+            sign_in_read(&app, granted.id).await,
+        );
+        if let (Some((_, Some(a))), Some((_, Some(b))), Some((Some(_), None))) = &reads {
+            assert!(
+                a.contains("403") && a.contains("Authorization_RequestDenied"),
+                "{a}"
+            );
+            assert!(
+                b.contains("Authentication_RequestFromNonPremiumTenantOrB2CTenant"),
+                "{b}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "not read: {reads:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let accounts: Vec<(String, i64, Vec<String>, String)> = sqlx::query_as(
+        "SELECT account, basic_messages, sources, state FROM smtp_auth_accounts WHERE tenant_id = $1 ORDER BY account",
+    )
+    .bind(granted.id)
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        accounts,
+        [
+            (
+                bulk.to_owned(),
+                1500,
+                vec!["198.51.100.20".to_owned()],
+                "to_migrate".to_owned()
+            ),
+            (
+                scanner.to_owned(),
+                2,
+                vec!["198.51.100.7".to_owned()],
+                "to_migrate".to_owned()
+            ),
+        ],
+        "only Authenticated SMTP of the last 30 days, every page"
+    );
+
+    // The scanner gets its relay device; its Basic logins all predate it, so the
+    // next read moves it to done. The KIS keeps logging in with a password.
+    let mut owner = StaffClient::sign_in_as(&app, "ines.inhaber@msp.example", "owner").await;
+    let page = owner
+        .post(
+            &format!("/customers/{}/board/device", granted.id),
+            &[("account", scanner)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let states: Vec<(String, String)> = sqlx::query_as(
+            "SELECT account, state FROM smtp_auth_accounts WHERE tenant_id = $1 ORDER BY account",
+        )
+        .bind(granted.id)
+        .fetch_all(app.pool())
+        .await
+        .unwrap();
+        if states[1].1 == "done" {
+            assert_eq!(states[0].1, "to_migrate");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never done: {states:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let board = owner.get(&format!("/customers/{}/board", no_p1.id)).await;
+    assert!(
+        board
+            .body
+            .contains("Authentication_RequestFromNonPremiumTenantOrB2CTenant"),
+        "the board says why"
+    );
+}

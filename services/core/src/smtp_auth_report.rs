@@ -32,6 +32,8 @@ pub enum ReportKind {
     Details,
     /// The PowerShell snippet's list of mailboxes with SMTP AUTH enabled.
     Exposure,
+    /// The customer's Entra sign-in log ("Authenticated SMTP"), read through Graph.
+    SignIns,
 }
 
 impl ReportKind {
@@ -40,6 +42,7 @@ impl ReportKind {
             Self::Summary => "summary",
             Self::Details => "details",
             Self::Exposure => "exposure",
+            Self::SignIns => "signins",
         }
     }
 }

@@ -456,6 +456,15 @@ struct BoardPage {
     notice: Option<String>,
     refused: Option<String>,
     snippet: &'static str,
+    sign_in_log: Option<SignInRead>,
+}
+
+/// How the worker's last read of the customer's sign-in log went.
+#[derive(Debug, sqlx::FromRow)]
+struct SignInRead {
+    last_read_at: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+    next_read_at: DateTime<Utc>,
 }
 
 impl BoardPage {
@@ -525,6 +534,12 @@ async fn board_page(
     let tenant = customers::load(&state.pool, tenant_id).await?;
     let accounts = board::board(&state.pool, tenant.id).await?;
     let devices = mailbridge_core::devices::list(&state.pool, tenant.id).await?;
+    let sign_in_log: Option<SignInRead> = sqlx::query_as(
+        "SELECT last_read_at, last_error, next_read_at FROM smtp_auth_signin_reads WHERE tenant_id = $1",
+    )
+    .bind(tenant.id)
+    .fetch_optional(&state.pool)
+    .await?;
     let status = if refused.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
@@ -542,6 +557,7 @@ async fn board_page(
             can_manage: actor.may(Permission::ManageDevices),
             notice,
             refused,
+            sign_in_log,
             snippet: match actor.tr.lang() {
                 Lang::De => SNIPPET_DE,
                 Lang::En => SNIPPET_EN,

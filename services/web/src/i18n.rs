@@ -847,6 +847,18 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     ),
     ("No Basic use", "Keine Basic-Nutzung"),
     ("Nothing open", "Nichts offen"),
+    ("Entra sign-in log", "Entra-Anmeldeprotokoll"),
+    (
+        "Optional: where the customer grants mailbridge's app the permission AuditLog.Read.All, mailbridge reads the password logins to SMTP AUTH (client app \"Authenticated SMTP\") of the last 30 days from the customer's sign-in log every few hours, without any upload. Microsoft gives sign-in logs through Graph only to tenants with Entra ID P1 (or P2).",
+        "Optional: Wo der Kunde der App von mailbridge die Berechtigung AuditLog.Read.All erteilt, liest mailbridge alle paar Stunden die Passwort-Anmeldungen an SMTP AUTH (Client-App „Authenticated SMTP“) der letzten 30 Tage aus dem Anmeldeprotokoll des Kunden, ganz ohne Hochladen. Microsoft gibt Anmeldeprotokolle über Graph nur an Tenants mit Entra ID P1 (oder P2) heraus.",
+    ),
+    (
+        "The sign-in log could not be read:",
+        "Das Anmeldeprotokoll konnte nicht gelesen werden:",
+    ),
+    ("Last read", "Zuletzt gelesen"),
+    ("next read", "nächstes Lesen"),
+    ("Not read yet.", "Noch nicht gelesen."),
     ("OAuth", "OAuth"),
     ("Reason", "Grund"),
     ("Relay device", "Relay-Gerät"),

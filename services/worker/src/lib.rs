@@ -16,6 +16,7 @@ pub mod limits;
 pub mod mime;
 mod notify;
 pub mod outcome;
+mod sign_in_log;
 pub mod smtp;
 pub mod token;
 
@@ -193,6 +194,7 @@ impl Worker {
             self.clone(),
             shutdown.clone(),
         ));
+        tokio::spawn(self.clone().sign_in_log_loop(shutdown.clone()));
         let presence = tokio::spawn(housekeeping::presence_loop(
             self.pool.clone(),
             self.identity.clone(),
