@@ -6,6 +6,7 @@ mod harness;
 mod staff_client;
 
 mod api;
+mod board_browser;
 mod browser;
 mod certificates;
 mod chaos;
