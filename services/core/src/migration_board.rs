@@ -701,7 +701,9 @@ impl Readiness {
 pub async fn readiness(pool: &PgPool) -> sqlx::Result<Vec<Readiness>> {
     let mut all: Vec<Readiness> = sqlx::query_as(
         "SELECT t.id AS tenant_id, t.name AS tenant_name,
-                (t.entra_tenant_id IS NOT NULL AND t.consented_at IS NOT NULL) AS connected,
+                -- As the customers' overview says it: a verified consent, or a token issued.
+                (t.entra_tenant_id IS NOT NULL
+                 AND (t.consented_at IS NOT NULL OR t.last_token_ok_at IS NOT NULL)) AS connected,
                 count(a.account) FILTER (WHERE a.seen_sending AND a.state = 'to_migrate'
                                            AND a.basic_messages > 0) AS to_migrate,
                 count(a.account) FILTER (WHERE a.state = 'device_created') AS in_progress,
