@@ -769,7 +769,6 @@ pub fn to_csv(rows: &[(String, BoardAccount)]) -> String {
                 &time(&a.done_at),
                 a.ignore_reason.as_deref().unwrap_or(""),
             ])
-            .map(|()| ())
             .expect("writing to memory");
     }
     String::from_utf8(writer.into_inner().expect("flushing to memory")).expect("CSV of UTF-8 text")

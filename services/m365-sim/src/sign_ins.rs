@@ -251,7 +251,7 @@ async fn list(
         .into_iter()
         .filter(|s| clauses.iter().all(|c| c.holds(s)))
         .collect();
-    matching.sort_by(|a, b| b.created_date_time.cmp(&a.created_date_time));
+    matching.sort_by_key(|s| std::cmp::Reverse(s.created_date_time));
     let page: Vec<&SimSignIn> = matching.iter().skip(skip).take(top).collect();
     let mut body = serde_json::json!({
         "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#auditLogs/signIns",
