@@ -178,6 +178,21 @@ async fn a_customer_moves_from_basic_smtp_auth_to_the_relay() {
     );
     assert_eq!(scanner["state"], "to_migrate");
 
+    // The upload is a form like any other: without the session's token, refused.
+    let uploads = imports(&app).await;
+    let token = std::mem::replace(&mut owner.csrf, "forged".into());
+    let page = owner
+        .post_file(
+            &format!("/customers/{}/board/import", customer.id),
+            "file",
+            "SMTP-AUTH-Details.csv",
+            &details,
+        )
+        .await;
+    owner.csrf = token;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+    assert_eq!(imports(&app).await, uploads);
+
     // 3. Refused files change nothing: a bad row after good ones, another file.
     let before = (imports(&app).await, audit_actions(&app, customer.id).await);
     let bad = german_details(&[
