@@ -22,14 +22,14 @@ use uuid::Uuid;
 use crate::harness::{TestApp, sample_message, without_final_crlf};
 
 /// chromedriver on a free port, stopped when dropped.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     port: u16,
     _profile: tempfile::TempDir,
 }
 
 impl Driver {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -53,7 +53,7 @@ impl Driver {
         }
     }
 
-    async fn browser(&self) -> Client {
+    pub(crate) async fn browser(&self) -> Client {
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".into(),
@@ -84,21 +84,21 @@ impl Drop for Driver {
     }
 }
 
-fn screenshot_dir() -> PathBuf {
+pub(crate) fn screenshot_dir() -> PathBuf {
     match std::env::var_os("MAILBRIDGE_SCREENSHOTS") {
         Some(dir) => PathBuf::from(dir),
         None => std::env::temp_dir().join("mailbridge-screenshots"),
     }
 }
 
-async fn screenshot(browser: &Client, dir: &Path, name: &str) {
+pub(crate) async fn screenshot(browser: &Client, dir: &Path, name: &str) {
     std::fs::create_dir_all(dir).unwrap();
     let png = browser.screenshot().await.expect("screenshot");
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
 }
 
 /// The element `css` names, once the page has it.
-async fn element(browser: &Client, css: &str) -> fantoccini::elements::Element {
+pub(crate) async fn element(browser: &Client, css: &str) -> fantoccini::elements::Element {
     browser
         .wait()
         .at_most(Duration::from_secs(20))
@@ -107,11 +107,11 @@ async fn element(browser: &Client, css: &str) -> fantoccini::elements::Element {
         .unwrap_or_else(|e| panic!("{css}: {e}"))
 }
 
-async fn text(browser: &Client, css: &str) -> String {
+pub(crate) async fn text(browser: &Client, css: &str) -> String {
     element(browser, css).await.text().await.unwrap()
 }
 
-async fn click(browser: &Client, css: &str) {
+pub(crate) async fn click(browser: &Client, css: &str) {
     element(browser, css)
         .await
         .click()
@@ -119,7 +119,7 @@ async fn click(browser: &Client, css: &str) {
         .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
 }
 
-async fn fill(browser: &Client, css: &str, value: &str) {
+pub(crate) async fn fill(browser: &Client, css: &str, value: &str) {
     browser
         .find(Locator::Css(css))
         .await

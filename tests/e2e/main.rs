@@ -7,6 +7,7 @@ mod staff_client;
 
 mod api;
 mod at_rest;
+mod board_browser;
 mod browser;
 mod certificates;
 mod chaos;
@@ -21,6 +22,7 @@ mod edge;
 mod group_commit;
 mod hostile;
 mod isolation;
+mod migration_board;
 mod operations;
 mod resilience;
 mod security;

@@ -172,6 +172,9 @@ initContainers:
 {{- if not $ctx.Values.secrets.existingSecret }}
 {{- $_ := set $annotations "checksum/secrets" (toJson (list $ctx.Values.secrets $ctx.Values.postgresql.auth) | sha256sum) }}
 {{- end }}
+{{- with .component.microsoftDeadlines }}
+{{- $_ := set $annotations "checksum/microsoft-deadlines" (. | sha256sum) }}
+{{- end }}
 {{- $annotations = merge $annotations (.component.podAnnotations | default dict) ($ctx.Values.podAnnotations | default dict) }}
 {{- with $annotations }}
 annotations:

@@ -189,6 +189,9 @@ pub struct WorkerSettings {
     pub lease_seconds: u64,
     /// Safety net next to LISTEN/NOTIFY: how often due retries are looked for.
     pub sweep_seconds: u64,
+    /// How often each connected customer's Entra sign-in log is read for the
+    /// migration board (0: never).
+    pub sign_in_log_interval_seconds: u64,
     /// After this long in the queue a message that still cannot be delivered fails.
     pub max_age_seconds: u64,
     /// After SIGTERM: how long deliveries in flight may finish before the process
@@ -486,6 +489,11 @@ impl Settings {
                 concurrency: parse(&lookup, "MAILBRIDGE_WORKER_CONCURRENCY", "16")?,
                 lease_seconds: parse(&lookup, "MAILBRIDGE_WORKER_LEASE_SECONDS", "300")?,
                 sweep_seconds: parse(&lookup, "MAILBRIDGE_WORKER_SWEEP_SECONDS", "15")?,
+                sign_in_log_interval_seconds: parse(
+                    &lookup,
+                    "MAILBRIDGE_SIGN_IN_LOG_INTERVAL_SECONDS",
+                    "21600",
+                )?,
                 max_age_seconds: parse(&lookup, "MAILBRIDGE_MAX_MESSAGE_AGE_SECONDS", "432000")?,
                 // One Microsoft request may take MAILBRIDGE_M365_TIMEOUT_SECONDS (120).
                 shutdown_grace: seconds(

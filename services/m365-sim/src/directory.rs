@@ -46,6 +46,10 @@ pub struct SimTenant {
     /// client_ids whose delegated sign-in permissions (`openid profile email`)
     /// were consented in this tenant.
     pub delegated_grants: HashSet<String>,
+    /// Has Entra ID P1 (or P2): the sign-in logs can be read through Graph.
+    pub premium: bool,
+    /// The tenant's sign-in log (see `sign_ins`).
+    pub sign_ins: Vec<crate::sign_ins::SimSignIn>,
     /// client_id → an admin consent the token endpoint does not see yet (see
     /// [`Directory::set_consent_propagation`]).
     pub propagating: HashMap<String, Propagation>,

@@ -18,6 +18,7 @@ mod graph_drafts;
 mod graph_json;
 mod https;
 mod oidc;
+pub mod sign_ins;
 mod token;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -127,6 +128,7 @@ fn router(directory: Arc<Directory>) -> Router {
         .merge(oidc::router())
         .merge(graph::router())
         .merge(graph_drafts::router())
+        .merge(sign_ins::router())
         .merge(control::router())
         .with_state(directory)
 }

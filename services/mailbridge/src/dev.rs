@@ -12,7 +12,10 @@ use mailbridge_core::{
     scratch_postgres::{ScratchOptions, ScratchPostgres},
     tenants::{self, DeliveryMethod, NewTenant, TenantError},
 };
-use mailbridge_m365_sim::ROLE_MAIL_SEND;
+use mailbridge_m365_sim::{
+    ROLE_MAIL_SEND,
+    sign_ins::{ROLE_AUDIT_LOG_READ, SimSignIn},
+};
 use uuid::Uuid;
 
 const DEMO_TENANT: &str = "Praxis Dr. Sonnenschein (demo)";
@@ -125,7 +128,33 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .context("the demo customer has no Entra tenant")?;
     let directory = &stack.simulator.directory;
     directory.add_tenant(entra_tenant, &[&tenant.sender_mailbox, DEMO_RECIPIENT]);
-    directory.consent(entra_tenant, &stack.client_id, &[ROLE_MAIL_SEND]);
+    // It grants the sign-in log and has Entra ID P1: the migration board reads its
+    // password logins to SMTP AUTH without an upload.
+    directory.consent(
+        entra_tenant,
+        &stack.client_id,
+        &[ROLE_MAIL_SEND, ROLE_AUDIT_LOG_READ],
+    );
+    directory.set_premium(entra_tenant, true);
+    let now = chrono::Utc::now();
+    directory.add_sign_ins(
+        entra_tenant,
+        (1..=12).flat_map(|day| {
+            let at = now - chrono::Duration::days(day) - chrono::Duration::hours(day);
+            [
+                SimSignIn::authenticated_smtp(
+                    "fax@praxis-sonnenschein.example",
+                    "203.0.113.40",
+                    at,
+                ),
+                SimSignIn::authenticated_smtp(
+                    "labor@praxis-sonnenschein.example",
+                    "203.0.113.41",
+                    at,
+                ),
+            ]
+        }),
+    );
     let onboarding = Uuid::new_v4();
     directory.add_tenant(onboarding, &ONBOARDING_MAILBOXES);
     directory.set_tenant_name(onboarding, ONBOARDING_TENANT);

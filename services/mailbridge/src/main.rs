@@ -4,6 +4,7 @@
 
 mod admin;
 mod dev;
+mod report;
 
 use std::sync::Arc;
 
@@ -59,6 +60,9 @@ enum Command {
     /// clear), while everything keeps running.
     #[command(name = "rotate-master-key")]
     RotateMasterKey,
+    /// The migration board: SMTP AUTH clients reports, boards, CSV export.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
         Command::RotateMasterKey => {
             admin::rotate_master_key(&connect(&settings)?, settings.require_master_key()?).await
         }
+        Command::Report(command) => report::run(command, &connect(&settings)?).await,
     }
 }
 

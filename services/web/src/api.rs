@@ -83,6 +83,7 @@ pub fn router(state: WebState) -> Router<WebState> {
         .route("/messages/{id}/retry", post(retry_message))
         .route("/messages/{id}/cancel", post(cancel_message))
         .route("/audit", get(list_audit))
+        .merge(crate::board::api_router())
         .layer(middleware::from_fn_with_state(state, authenticate));
     Router::new()
         .merge(authenticated)

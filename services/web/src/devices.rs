@@ -379,7 +379,7 @@ async fn create_form(
     credential_page(&state, &actor, issued, false).await
 }
 
-async fn credential_page(
+pub(crate) async fn credential_page(
     state: &WebState,
     actor: &Actor,
     issued: IssuedCredential,

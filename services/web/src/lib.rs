@@ -7,6 +7,7 @@
 
 mod api;
 mod audit;
+mod board;
 mod client_addr;
 mod connection;
 mod consent;
@@ -58,6 +59,8 @@ pub(crate) struct WebState {
     sign_in_starts: Arc<rate_limit::RateLimiter>,
     /// Proxies whose `X-Forwarded-For` names the client (`MAILBRIDGE_WEB_TRUSTED_PROXIES`).
     trusted_proxies: Arc<mailbridge_core::config::Networks>,
+    /// Microsoft's dates the migration board counts down to.
+    deadlines: Arc<board::Deadlines>,
 }
 
 impl std::fmt::Debug for WebState {
@@ -124,6 +127,7 @@ pub fn router(
         mailbridge_core::ops::router(readiness)
     };
     let trusted_proxies = client_addr::trusted_proxies_from_env().map_err(WebError::Config)?;
+    let deadlines = board::Deadlines::from_env().map_err(WebError::Config)?;
     let state = WebState {
         pool,
         master_key: settings.master_key.clone(),
@@ -134,6 +138,7 @@ pub fn router(
             std::time::Duration::from_secs(60),
         )),
         trusted_proxies: Arc::new(trusted_proxies),
+        deadlines: Arc::new(deadlines),
     };
     let pages = Router::new()
         .route("/", get(customers::overview))
@@ -145,6 +150,7 @@ pub fn router(
         .merge(messages::router())
         .merge(staff::router())
         .merge(audit::router())
+        .merge(board::router())
         .route("/lang/{lang}", get(i18n::switch))
         .layer(middleware::from_fn_with_state(
             state.clone(),

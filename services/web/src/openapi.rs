@@ -248,6 +248,87 @@ pub static OPERATIONS: &[Operation] = &[
         200,
         Some("AuditPage"),
     ),
+    // The migration board.
+    op!(
+        "post",
+        "/customers/{id}/smtp-auth-report",
+        "importSmtpAuthReport",
+        "Import the customer's SMTP AUTH clients report (CSV as exported from the Exchange admin center, summary or details view, or the board's PowerShell exposure list); a file that cannot be read is refused whole",
+        "technician",
+        Some("SmtpAuthReportCsv"),
+        201,
+        Some("ImportOutcome"),
+    ),
+    op!(
+        "get",
+        "/customers/{id}/board",
+        "getBoard",
+        "The customer's migration board: every account Microsoft saw sending with SMTP AUTH and its state",
+        "readonly",
+        None,
+        200,
+        Some("Board"),
+    ),
+    op!(
+        "post",
+        "/customers/{id}/board/device",
+        "createBoardDevice",
+        "Create a relay device for an account (named after it, allowed to send as it) and link them; the password is shown this once",
+        "technician",
+        Some("BoardAction"),
+        201,
+        Some("BoardDevice"),
+    ),
+    op!(
+        "post",
+        "/customers/{id}/board/link",
+        "linkBoardDevice",
+        "Link an account to an existing device of the customer",
+        "technician",
+        Some("BoardAction"),
+        200,
+        Some("BoardAccount"),
+    ),
+    op!(
+        "post",
+        "/customers/{id}/board/ignore",
+        "ignoreBoardAccount",
+        "Set an account aside with a reason",
+        "technician",
+        Some("BoardAction"),
+        200,
+        Some("BoardAccount"),
+    ),
+    op!(
+        "post",
+        "/customers/{id}/board/reopen",
+        "reopenBoardAccount",
+        "Take an ignored or done account back",
+        "technician",
+        Some("BoardAction"),
+        200,
+        Some("BoardAccount"),
+    ),
+    op!(
+        "get",
+        "/readiness",
+        "getReadiness",
+        "Every customer's readiness for Microsoft's deadline, most at risk first, with the dates",
+        "readonly",
+        None,
+        200,
+        Some("Readiness"),
+    ),
+    op!(
+        "get",
+        "/board.csv",
+        "exportBoard",
+        "Every customer's migration board as CSV",
+        "readonly",
+        None,
+        200,
+        Some("BoardCsv"),
+    ),
 ];
 
 fn string() -> Value {
@@ -475,6 +556,80 @@ fn schemas() -> Value {
     })
 }
 
+/// The migration board's schemas (apart: one `json!` for all would recurse too deep).
+fn board_schemas() -> Value {
+    let readiness_customer = object(
+        &[
+            "tenant_id",
+            "tenant_name",
+            "connected",
+            "to_migrate",
+            "in_progress",
+            "done",
+            "ignored",
+            "exposed_unused",
+            "basic_messages",
+            "no_data",
+        ],
+        json!({
+            "tenant_id": string(), "tenant_name": string(), "connected": { "type": "boolean" },
+            "to_migrate": { "type": "integer" }, "in_progress": { "type": "integer" }, "done": { "type": "integer" },
+            "ignored": { "type": "integer" }, "exposed_unused": { "type": "integer" }, "basic_messages": { "type": "integer" },
+            "last_import_at": { "type": ["string", "null"], "format": "date-time" }, "no_data": { "type": "boolean" } }),
+    );
+    json!({
+        "ImportOutcome": object(&["import_id", "kind", "rows", "accounts", "added", "done", "reopened"], json!({
+            "import_id": { "type": "integer" },
+            "kind": { "enum": ["summary", "details", "exposure"] },
+            "rows": { "type": "integer" },
+            "accounts": { "type": "integer" },
+            "added": { "type": "array", "items": string(), "description": "Accounts new on the board" },
+            "done": { "type": "array", "items": string(), "description": "Accounts moved to done: no Basic use any more" },
+            "reopened": { "type": "array", "items": string(), "description": "Done accounts whose Basic use came back" },
+        })),
+        "BoardAccount": object(&["account", "state", "basic_messages", "oauth_messages", "sources", "seen_sending"], json!({
+            "account": string(),
+            "state": { "enum": ["to_migrate", "device_created", "relay_traffic_seen", "done", "ignored", "exposed_unused", "no_basic_use"] },
+            "basic_messages": { "type": "integer", "description": "Basic (or unstated) messages in the latest data" },
+            "oauth_messages": { "type": "integer" },
+            "first_seen_at": { "type": ["string", "null"], "format": "date-time" },
+            "last_seen_at": { "type": ["string", "null"], "format": "date-time" },
+            "sources": { "type": "array", "items": string(), "description": "Client addresses or names the report names" },
+            "seen_sending": { "type": "boolean" },
+            "smtp_auth_enabled": nullable("boolean"),
+            "device_id": nullable("string"),
+            "device_name": nullable("string"),
+            "relay_seen_at": { "type": ["string", "null"], "format": "date-time" },
+            "done_at": { "type": ["string", "null"], "format": "date-time" },
+            "ignore_reason": nullable("string"),
+        })),
+        "Board": object(&["customer_id", "accounts"], json!({
+            "customer_id": string(),
+            "accounts": { "type": "array", "items": { "$ref": "#/components/schemas/BoardAccount" } },
+        })),
+        "BoardAction": object(&["account"], json!({
+            "account": string(),
+            "name": { "type": "string", "description": "createBoardDevice: the device's name (default: suggested from the account)" },
+            "kind": { "enum": ["printer", "scanner", "medical", "software", "other"] },
+            "device_id": { "type": "string", "format": "uuid", "description": "linkBoardDevice" },
+            "reason": { "type": "string", "description": "ignoreBoardAccount, 1–500 characters" },
+        })),
+        "BoardDevice": object(&["device", "account"], json!({
+            "device": { "$ref": "#/components/schemas/IssuedDevice" },
+            "account": { "$ref": "#/components/schemas/BoardAccount" },
+        })),
+        "Readiness": object(&["deadlines", "deadlines_origin", "totals", "customers"], json!({
+            "deadlines": { "type": "array", "items": object(&["id", "title", "source", "days_left"], json!({
+                "id": string(), "title": string(), "title_de": nullable("string"),
+                "date": { "type": ["string", "null"], "format": "date" }, "expected": nullable("string"),
+                "source": string(), "days_left": nullable("integer") })) },
+            "deadlines_origin": { "type": "string", "description": "built-in, or the operator's file" },
+            "totals": { "type": "object" },
+            "customers": { "type": "array", "items": readiness_customer },
+        })),
+    })
+}
+
 fn parameters(op: &Operation) -> Vec<Value> {
     let mut params: Vec<Value> = ["id", "device"]
         .into_iter()
@@ -516,6 +671,9 @@ pub fn document(public_url: &str) -> Value {
     for op in OPERATIONS {
         let mut responses = Map::new();
         let success = match op.response {
+            Some(schema) if schema.ends_with("Csv") => {
+                json!({ "description": "Success", "content": { "text/csv": { "schema": { "type": "string" } } } })
+            }
             Some(schema) => {
                 json!({ "description": "Success", "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } })
             }
@@ -544,13 +702,19 @@ pub fn document(public_url: &str) -> Value {
             "parameters": parameters(op),
             "responses": responses,
         });
-        if let Some(schema) = op.request {
+        if op.request.is_some_and(|s| s.ends_with("Csv")) {
+            operation["requestBody"] = json!({ "required": true, "content": { "text/csv": { "schema": { "type": "string" } } } });
+        } else if let Some(schema) = op.request {
             operation["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
         }
         let entry = paths
             .entry(op.path.to_owned())
             .or_insert_with(|| Value::Object(Map::new()));
         entry[op.method] = operation;
+    }
+    let mut all_schemas = schemas();
+    if let (Some(all), Value::Object(board)) = (all_schemas.as_object_mut(), board_schemas()) {
+        all.extend(board);
     }
     json!({
         "openapi": "3.1.0",
@@ -564,7 +728,7 @@ pub fn document(public_url: &str) -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": { "apiToken": { "type": "http", "scheme": "bearer" } },
-            "schemas": schemas(),
+            "schemas": all_schemas,
         },
     })
 }

@@ -30,6 +30,40 @@ use crate::{
 
 /// The largest form the control plane reads.
 const MAX_FORM_BYTES: usize = 256 * 1024;
+/// A `multipart/form-data` upload: the largest report file and its form.
+const MAX_UPLOAD_BYTES: usize = mailbridge_core::smtp_auth_report::MAX_FILE_BYTES + 64 * 1024;
+
+/// The boundary of a `multipart/form-data` request.
+fn multipart_boundary(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let (kind, params) = value.split_once(';')?;
+    if !kind.trim().eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    params.split(';').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then(|| v.trim().trim_matches('"').to_owned())
+            .filter(|b| !b.is_empty())
+    })
+}
+
+/// The value of the small text part `name` of a multipart body.
+fn multipart_text_field(body: &[u8], boundary: &str, name: &str) -> Option<String> {
+    let delimiter = format!("--{boundary}");
+    let wanted = format!("name=\"{name}\"");
+    let text = String::from_utf8_lossy(body);
+    text.split(delimiter.as_str()).find_map(|part| {
+        let (head, value) = part.split_once("\r\n\r\n")?;
+        let disposition = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))?;
+        let is_it = disposition.split(';').any(|p| p.trim() == wanted);
+        (is_it && !disposition.contains("filename="))
+            .then(|| value.strip_suffix("\r\n").unwrap_or(value).to_owned())
+    })
+}
 
 /// A staff member's role, from most to least powerful.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -483,7 +517,14 @@ pub async fn authenticate(State(state): State<WebState>, request: Request, next:
                 &parts.uri,
             );
         };
-        let bytes = match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
+        // A file upload (the migration board's report) carries its token as a part.
+        let boundary = multipart_boundary(&parts.headers);
+        let limit = if boundary.is_some() {
+            MAX_UPLOAD_BYTES
+        } else {
+            MAX_FORM_BYTES
+        };
+        let bytes = match axum::body::to_bytes(body, limit).await {
             Ok(bytes) => bytes,
             Err(_) => {
                 return render(
@@ -495,9 +536,12 @@ pub async fn authenticate(State(state): State<WebState>, request: Request, next:
                 );
             }
         };
-        let token = url::form_urlencoded::parse(&bytes)
-            .find(|(k, _)| k == "csrf")
-            .map(|(_, v)| v.into_owned());
+        let token = match &boundary {
+            Some(boundary) => multipart_text_field(&bytes, boundary, "csrf"),
+            None => url::form_urlencoded::parse(&bytes)
+                .find(|(k, _)| k == "csrf")
+                .map(|(_, v)| v.into_owned()),
+        };
         let token_ok = token.is_some_and(|t| {
             // Compared in constant time: the token is a secret of the session.
             let (a, b) = (Sha256::digest(t.as_bytes()), Sha256::digest(actor.csrf()));

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod mime;
 mod notify;
 pub mod outcome;
+mod sign_in_log;
 pub mod smtp;
 pub mod token;
 
@@ -201,6 +202,7 @@ impl Worker {
             shutdown.clone(),
         ));
         tokio::spawn(consent_check::check_loop(self.clone(), shutdown.clone()));
+        tokio::spawn(self.clone().sign_in_log_loop(shutdown.clone()));
         let presence = tokio::spawn(housekeeping::presence_loop(
             self.pool.clone(),
             self.identity.clone(),
