@@ -23,6 +23,7 @@ pub mod scratch_postgres;
 pub mod telemetry;
 pub mod tenants;
 pub mod tls;
+pub mod transcripts;
 pub mod workers;
 
 pub use config::Settings;

@@ -9,6 +9,7 @@ mod audit;
 mod client_addr;
 mod consent;
 mod customers;
+mod device_models;
 mod devices;
 mod error;
 mod gauges;
