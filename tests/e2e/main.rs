@@ -19,6 +19,7 @@ mod edge;
 mod group_commit;
 mod hostile;
 mod isolation;
+mod legacy_tls;
 mod operations;
 mod resilience;
 mod security;
