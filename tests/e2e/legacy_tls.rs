@@ -424,3 +424,93 @@ async fn transcripts_show_a_failed_handshake_and_a_wrong_password_without_secret
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.text_of("transcripts").is_none(), "not for read-only");
 }
+
+#[tokio::test]
+async fn a_technician_picks_the_model_and_allows_legacy_tls_and_the_card_follows() {
+    let app = legacy_app().await;
+    let tenant = app.add_tenant("Praxis Modell").await;
+    let printer = app.add_device(&tenant, "Empfang 5845").await;
+    let mut technician =
+        StaffClient::sign_in_as(&app, "tim.technik@msp.example", "technician").await;
+    let device_page = format!(
+        "/customers/{}/devices/{}",
+        tenant.tenant.id, printer.device.id
+    );
+    let saved = technician
+        .post(
+            &device_page,
+            &[
+                ("model_family", "xerox-workcentre-58xx"),
+                ("legacy_tls", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let page = technician.get(&device_page).await;
+    let note = page.text_of("model-note").expect("the model note");
+    assert!(
+        note.contains("WorkCentre 5845") && note.contains("TLS 1.0"),
+        "{note}"
+    );
+    assert!(note.contains("needs the legacy-TLS listener"), "{note}");
+    assert!(page.text_of("legacy-tls-badge").is_some());
+    let card = technician.get(&format!("{device_page}/setup")).await;
+    let legacy_port = app
+        .stack
+        .settings
+        .edge
+        .legacy_submission_listen
+        .unwrap()
+        .port()
+        .to_string();
+    assert_eq!(card.text_of("setup-port").unwrap(), legacy_port);
+    assert!(card.text_of("setup-legacy").is_some());
+    assert!(
+        card.text_of("model-note")
+            .unwrap()
+            .contains("manualslib.com")
+    );
+
+    // An unknown family is refused; unticking the box takes legacy TLS back.
+    let refused = technician
+        .post(&device_page, &[("model_family", "made-up-printer")])
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.body
+    );
+    let saved = technician
+        .post(&device_page, &[("model_family", "xerox-workcentre-58xx")])
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER);
+    let device = devices::get(app.pool(), printer.device.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!device.legacy_tls);
+    assert_eq!(
+        device.model_family.as_deref(),
+        Some("xerox-workcentre-58xx")
+    );
+    let card = technician.get(&format!("{device_page}/setup")).await;
+    assert_eq!(
+        card.text_of("setup-port").unwrap(),
+        app.stack.smtp_addr.port().to_string()
+    );
+    // Both changes are in the audit log.
+    let changes: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT details->'legacy_tls' FROM audit_log WHERE action = 'device.update' ORDER BY at",
+    )
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        changes,
+        [
+            serde_json::json!([false, true]),
+            serde_json::json!([true, false])
+        ]
+    );
+}
