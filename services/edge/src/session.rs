@@ -256,7 +256,8 @@ async fn client_hello_version(stream: &TcpStream) -> OfferedTls {
     if n == 0 {
         return OfferedTls::Modern;
     }
-    if head[0] != 0x16 {
+    // A TLS record starts with 0x16; an SSL 2.0-style hello sets the top bit.
+    if head[0] != 0x16 && head[0] & 0x80 == 0 {
         return OfferedTls::NotTls;
     }
     if n < 11 || head[5] != 0x01 {
