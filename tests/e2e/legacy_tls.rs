@@ -48,15 +48,15 @@ except Exception as e:
 print(json.dumps(out))
 "#;
 
-struct Tls10Attempt<'a> {
-    addr: SocketAddr,
-    implicit: bool,
-    device: &'a IssuedCredential,
-    password: Option<&'a str>,
-    sender: &'a str,
+pub(crate) struct Tls10Attempt<'a> {
+    pub addr: SocketAddr,
+    pub implicit: bool,
+    pub device: &'a IssuedCredential,
+    pub password: Option<&'a str>,
+    pub sender: &'a str,
 }
 
-async fn tls10(app: &TestApp, attempt: Tls10Attempt<'_>) -> Value {
+pub(crate) async fn tls10(app: &TestApp, attempt: Tls10Attempt<'_>) -> Value {
     let output = tokio::process::Command::new("python3")
         .arg("-c")
         .arg(TLS10_CLIENT)
@@ -84,7 +84,7 @@ async fn tls10(app: &TestApp, attempt: Tls10Attempt<'_>) -> Value {
     })
 }
 
-async fn legacy_app() -> TestApp {
+pub(crate) async fn legacy_app() -> TestApp {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     TestApp::spawn_configured(mailbridge::stack::StackOptions::ephemeral(), move |s| {
         s.edge.legacy_submission_listen = Some(any);
