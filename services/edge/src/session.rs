@@ -282,6 +282,7 @@ fn rustls_reason(error: &io::Error) -> String {
                 "no shared cipher suite (the normal listeners offer only ECDHE with AES-GCM or ChaCha20)".to_owned()
             }
             rustls::PeerIncompatible::SupportedVersionsExtensionRequired
+            | rustls::PeerIncompatible::SignatureAlgorithmsExtensionRequired
             | rustls::PeerIncompatible::Tls12NotOffered
             | rustls::PeerIncompatible::Tls12NotOfferedOrEnabled
             | rustls::PeerIncompatible::Tls13RequiredForQuic => {
