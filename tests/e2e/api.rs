@@ -156,6 +156,7 @@ async fn every_documented_operation_answers_as_documented() {
         ("patch", "/customers/{id}/devices/{device}"),
         ("post", "/customers/{id}/devices/{device}/rotate"),
         ("get", "/customers/{id}/devices/{device}/logins"),
+        ("get", "/customers/{id}/devices/{device}/transcripts"),
         ("post", "/customers/{id}/devices/{device}/unlock"),
         ("get", "/messages"),
         ("get", "/messages/{id}"),
@@ -252,6 +253,13 @@ async fn every_documented_operation_answers_as_documented() {
             ("patch", "/customers/{id}/devices/{device}") => assert_eq!(answer["enabled"], true),
             ("get", "/customers/{id}/devices/{device}/logins") => {
                 assert_eq!(answer["logins"], json!([]), "no failed logins yet")
+            }
+            ("get", "/customers/{id}/devices/{device}/transcripts") => {
+                assert_eq!(
+                    answer["transcripts"],
+                    json!([]),
+                    "the device never connected"
+                )
             }
             ("post", "/customers/{id}/devices/{device}/unlock") => {
                 assert_eq!(answer["unlocked"], false, "nothing was locked")

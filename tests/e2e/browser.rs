@@ -352,3 +352,114 @@ async fn a_technician_onboards_a_practice_in_the_browser_in_both_languages() {
     browser.close().await.unwrap();
     app.stack.shutdown().await;
 }
+
+/// "The scanner doesn't send": a TLS 1.0-only printer tries the normal port and
+/// someone types its password wrong; the technician opens the device page in the
+/// browser and reads both sessions with the diagnosis — and no secret.
+#[tokio::test]
+async fn a_technician_reads_a_devices_transcripts_in_the_browser() {
+    use crate::legacy_tls::{Tls10Attempt, legacy_app, tls10};
+    let app = legacy_app().await;
+    app.stack
+        .add_staff_user("tim.technik@msp.example", "Tim Technik");
+    mailbridge_web::add_staff(
+        app.pool(),
+        "tim.technik@msp.example",
+        mailbridge_web::Role::Technician,
+    )
+    .await
+    .unwrap();
+    let tenant = app.add_tenant("Praxis Browser").await;
+    let printer = app.add_device(&tenant, "Empfang alt").await;
+    mailbridge_core::devices::change_policy(
+        app.pool(),
+        printer.device.id,
+        mailbridge_core::devices::PolicyChange {
+            allowed_networks: Some(vec!["127.0.0.0/8".parse().unwrap()]),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let sender = tenant.tenant.sender_mailbox.clone();
+    let wrong_password = "Kein-Richtiges-Passwort-7";
+    // The device's password on the normal port over TLS 1.0 (refused at the
+    // handshake), then a wrong password over the legacy listener's TLS 1.0.
+    for password in [None, Some(wrong_password)] {
+        let addr = match password {
+            None => app.stack.smtp_addr,
+            Some(_) => app.stack.settings.edge.legacy_submission_listen.unwrap(),
+        };
+        tls10(
+            &app,
+            Tls10Attempt {
+                addr,
+                implicit: false,
+                device: &printer,
+                password,
+                sender: &sender,
+            },
+        )
+        .await;
+    }
+    // Transcripts are written once a session ends, off the SMTP path.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM session_transcripts")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+        if n >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no transcripts written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    let base = format!("http://{}", app.stack.web_addr);
+    browser.goto(&format!("{base}/")).await.unwrap();
+    click(&browser, "#sign-in").await;
+    element(&browser, "#user")
+        .await
+        .select_by_value("tim.technik@msp.example")
+        .await
+        .unwrap();
+    click(&browser, "#sign-in").await;
+    assert!(text(&browser, "header .who").await.contains("Tim Technik"));
+    browser
+        .goto(&format!(
+            "{base}/customers/{}/devices/{}",
+            tenant.tenant.id, printer.device.id
+        ))
+        .await
+        .unwrap();
+    let diagnosis = text(&browser, "#diagnosis").await;
+    assert!(
+        diagnosis.contains("the device offers only TLS 1.0 — use the legacy-TLS listener"),
+        "{diagnosis}"
+    );
+    // Python's smtplib tries PLAIN, then LOGIN: two wrong passwords in one session.
+    assert!(
+        diagnosis.contains("Wrong password 2 times since"),
+        "{diagnosis}"
+    );
+    let sessions = text(&browser, "#transcript-list").await;
+    assert!(sessions.contains("handshake failed"), "{sessions}");
+    assert!(sessions.contains("offered at most TLS 1.0"), "{sessions}");
+    assert!(sessions.contains("TLSv1.0"), "{sessions}");
+    assert!(sessions.contains("535 5.7.8"), "{sessions}");
+    let source = browser.source().await.unwrap();
+    use base64::Engine;
+    for secret in [
+        wrong_password.to_owned(),
+        base64::engine::general_purpose::STANDARD.encode(wrong_password),
+        printer.password.clone(),
+    ] {
+        assert!(!source.contains(&secret), "{secret} on the page");
+    }
+    screenshot(&browser, &screenshot_dir(), "device-transcripts").await;
+    browser.close().await.unwrap();
+    app.stack.shutdown().await;
+}

@@ -588,6 +588,18 @@ async fn the_cluster_purges_what_is_past_its_retention_once_per_interval() {
     .execute(pool)
     .await
     .unwrap();
+    // Session transcripts: 7 days by default.
+    sqlx::query(
+        "INSERT INTO session_transcripts
+             (source_addr, started_at, ended_at, listener, outcome, lines)
+         VALUES ('192.0.2.1', now() - interval '8 days', now() - interval '8 days',
+                 'submission', 'quit', '[]'),
+                ('192.0.2.2', now() - interval '1 day', now() - interval '1 day',
+                 'submission', 'quit', '[]')",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
 
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while kept("SELECT count(*) FROM messages").await > 0
@@ -613,6 +625,13 @@ async fn the_cluster_purges_what_is_past_its_retention_once_per_interval() {
             .await
             .unwrap();
     assert_eq!(audit, ["recent.entry"]);
+    let transcripts: Vec<String> = sqlx::query_scalar(
+        "SELECT host(source_addr) FROM session_transcripts WHERE source_addr <<= '192.0.2.0/24'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(transcripts, ["192.0.2.2"]);
 
     // Let the replicas go round a few more intervals: the purge ran once per
     // interval between them, not once per replica.

@@ -23,6 +23,7 @@ mod group_commit;
 mod hostile;
 mod isolation;
 mod migration_board;
+mod legacy_tls;
 mod operations;
 mod resilience;
 mod security;

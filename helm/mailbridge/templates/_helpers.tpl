@@ -103,8 +103,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- if not (or $l.submission.enabled $l.submissions.enabled $l.relay.enabled) }}
 {{- fail "edge.listeners: enable at least one of submission, submissions and relay" }}
 {{- end }}
-{{- $ports := list (int $l.submission.containerPort) (int $l.submissions.containerPort) (int $l.relay.containerPort) (int .Values.edge.metricsPort) }}
-{{- if ne (len ($ports | uniq)) 4 }}
+{{- $ports := list (int $l.submission.containerPort) (int $l.submissions.containerPort) (int $l.relay.containerPort) (int $l.legacySubmission.containerPort) (int $l.legacySubmissions.containerPort) (int .Values.edge.metricsPort) }}
+{{- if ne (len ($ports | uniq)) 6 }}
 {{- fail "edge: the listeners' containerPorts and metricsPort must all differ" }}
 {{- end }}
 {{- end }}

@@ -160,6 +160,13 @@ pub struct EdgeSettings {
     pub submissions_listen: Option<SocketAddr>,
     /// Relay (25) for devices identified by their source address.
     pub relay_listen: Option<SocketAddr>,
+    /// The legacy-TLS listeners (STARTTLS and implicit TLS) for devices that speak
+    /// only TLS 1.0/1.1 or CBC suites, built on OpenSSL; off unless configured.
+    pub legacy_submission_listen: Option<SocketAddr>,
+    pub legacy_submissions_listen: Option<SocketAddr>,
+    /// Session transcripts kept per device (and per unknown source address); 0
+    /// records none.
+    pub transcripts_per_key: u32,
     /// Name in the banner, EHLO answer and Received header; also the self-signed
     /// certificate's name when no certificate is configured.
     pub hostname: String,
@@ -204,6 +211,8 @@ pub struct WorkerSettings {
     pub retention: Duration,
     /// How long the audit log is kept.
     pub audit_retention: Duration,
+    /// How long the edge's session transcripts are kept.
+    pub transcript_retention: Duration,
     /// How often the cluster's one purge runs (in one worker at a time).
     pub purge_interval: Duration,
     /// How long a customer's admin consent is retried before it fails: Entra can
@@ -433,6 +442,17 @@ impl Settings {
                     "0.0.0.0:465",
                 )?,
                 relay_listen: listen(&lookup, "MAILBRIDGE_RELAY_LISTEN", "0.0.0.0:25")?,
+                legacy_submission_listen: listen(
+                    &lookup,
+                    "MAILBRIDGE_LEGACY_SUBMISSION_LISTEN",
+                    "off",
+                )?,
+                legacy_submissions_listen: listen(
+                    &lookup,
+                    "MAILBRIDGE_LEGACY_SUBMISSIONS_LISTEN",
+                    "off",
+                )?,
+                transcripts_per_key: parse(&lookup, "MAILBRIDGE_TRANSCRIPTS_PER_DEVICE", "20")?,
                 hostname: lookup("MAILBRIDGE_HOSTNAME").unwrap_or_else(system_hostname),
                 tls_cert_file: lookup("MAILBRIDGE_TLS_CERT_FILE").map(PathBuf::from),
                 tls_key_file: lookup("MAILBRIDGE_TLS_KEY_FILE").map(PathBuf::from),
@@ -509,6 +529,7 @@ impl Settings {
                     ),
                 },
                 audit_retention: duration(&lookup, "MAILBRIDGE_AUDIT_RETENTION", "400d")?,
+                transcript_retention: duration(&lookup, "MAILBRIDGE_TRANSCRIPT_RETENTION", "7d")?,
                 purge_interval: seconds(&lookup, "MAILBRIDGE_PURGE_INTERVAL_SECONDS", "300")?,
                 consent_check_limit: seconds(
                     &lookup,
@@ -612,6 +633,7 @@ fn listen(
 ) -> Result<Option<SocketAddr>, ConfigError> {
     match lookup(name).as_deref().map(str::trim) {
         Some("off") => Ok(None),
+        None if default == "off" => Ok(None),
         _ => parse(lookup, name, default).map(Some),
     }
 }

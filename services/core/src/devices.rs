@@ -28,6 +28,10 @@ pub struct Device {
     pub kind: DeviceKind,
     pub site: Option<String>,
     pub listener: DeviceListener,
+    /// Whether it may log in on the legacy-TLS listener (TLS 1.0/1.1, CBC suites).
+    pub legacy_tls: bool,
+    /// Its model family (a key of the model notes), when the technician picked one.
+    pub model_family: Option<String>,
 }
 
 /// What kind of thing a device is: chooses the setup steps its card shows.
@@ -162,6 +166,8 @@ pub struct DevicePolicy {
     pub tenant_rate_limit: Option<i32>,
     pub max_message_bytes: Option<i64>,
     pub tenant_sender_mailbox: String,
+    /// Whether it may log in on the legacy-TLS listener.
+    pub legacy_tls: bool,
 }
 
 impl DevicePolicy {
@@ -241,6 +247,7 @@ struct DeviceRow {
     tenant_rate_limit: Option<i32>,
     max_message_bytes: Option<i64>,
     sender_mailbox: String,
+    legacy_tls: bool,
 }
 
 impl From<DeviceRow> for StoredCredential {
@@ -260,6 +267,7 @@ impl From<DeviceRow> for StoredCredential {
                     tenant_rate_limit: row.tenant_rate_limit,
                     max_message_bytes: row.max_message_bytes,
                     tenant_sender_mailbox: row.sender_mailbox,
+                    legacy_tls: row.legacy_tls,
                 },
             },
         }
@@ -275,7 +283,8 @@ macro_rules! credential_query {
         concat!(
             "SELECT d.id, d.tenant_id, d.username, d.password_hash, d.enabled, d.allowed_networks,
                     d.allowed_senders, d.sender_policy, d.rate_limit_per_minute,
-                    t.rate_limit_per_minute AS tenant_rate_limit, d.max_message_bytes, t.sender_mailbox
+                    t.rate_limit_per_minute AS tenant_rate_limit, d.max_message_bytes, t.sender_mailbox,
+                    d.legacy_tls
                FROM devices d JOIN tenants t ON t.id = d.tenant_id WHERE ",
             $where
         )
@@ -301,7 +310,8 @@ pub enum DeviceError {
 macro_rules! columns {
     () => {
         "id, tenant_id, name, username, enabled, created_at, last_seen_at, allowed_networks, \
-         allowed_senders, sender_policy, rate_limit_per_minute, kind, site, listener"
+         allowed_senders, sender_policy, rate_limit_per_minute, kind, site, listener, legacy_tls, \
+         model_family"
     };
 }
 
@@ -505,6 +515,8 @@ pub struct PolicyChange {
     pub kind: Option<DeviceKind>,
     pub site: Option<Option<String>>,
     pub listener: Option<DeviceListener>,
+    pub legacy_tls: Option<bool>,
+    pub model_family: Option<Option<String>>,
 }
 
 pub async fn change_policy(
@@ -521,7 +533,9 @@ pub async fn change_policy(
             enabled = COALESCE($7, enabled),
             kind = COALESCE($8, kind),
             site = CASE WHEN $9 THEN $10 ELSE site END,
-            listener = COALESCE($11, listener)
+            listener = COALESCE($11, listener),
+            legacy_tls = COALESCE($12, legacy_tls),
+            model_family = CASE WHEN $13 THEN $14 ELSE model_family END
           WHERE id = $1 RETURNING ",
         columns!()
     ))
@@ -536,6 +550,9 @@ pub async fn change_policy(
     .bind(change.site.is_some())
     .bind(change.site.flatten())
     .bind(change.listener)
+    .bind(change.legacy_tls)
+    .bind(change.model_family.is_some())
+    .bind(change.model_family.flatten())
     .fetch_optional(pool)
     .await
 }

@@ -26,6 +26,7 @@ pub mod smtp_auth_report;
 pub mod telemetry;
 pub mod tenants;
 pub mod tls;
+pub mod transcripts;
 pub mod workers;
 
 pub use config::Settings;

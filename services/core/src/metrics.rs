@@ -26,6 +26,11 @@ pub struct EdgeMetrics {
     pub session_duration: HistogramVec,
     /// Messages per group-commit transaction (1: no batching was needed).
     pub commit_batch: Histogram,
+    /// TLS handshakes by listener and the protocol version agreed (`TLSv1.0` …
+    /// `TLSv1.3`), or `failed`.
+    pub tls_handshakes: IntCounterVec,
+    /// Session transcripts by result (`written`, `failed`, `dropped`).
+    pub transcripts: IntCounterVec,
 }
 
 /// The metrics of the delivery worker.
@@ -198,6 +203,18 @@ impl Metrics {
                 r.register(Box::new(h.clone())).expect("unique metric");
                 h
             },
+            tls_handshakes: counter(
+                r,
+                "mailbridge_edge_tls_handshakes_total",
+                "TLS handshakes by listener and the protocol version agreed, or failed.",
+                &["listener", "protocol"],
+            ),
+            transcripts: counter(
+                r,
+                "mailbridge_edge_transcripts_total",
+                "Session transcripts written, failed to write, or dropped (queue full).",
+                &["result"],
+            ),
             session_duration: histogram(
                 r,
                 "mailbridge_edge_session_duration_seconds",

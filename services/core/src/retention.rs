@@ -2,8 +2,8 @@
 //! one process at a time and once per interval between all replicas — finished
 //! messages (their attempts go with them), mailbox usage older than the daily limit
 //! looks at, ended web sessions, sign-in and consent flows that were never finished,
-//! the audit log past its retention, and login failures and familiar sources that
-//! have lapsed.
+//! the audit log and the edge's session transcripts past their retention, and login
+//! failures and familiar sources that have lapsed.
 //!
 //! Any worker may run it: a session-level advisory lock keeps two runs from
 //! overlapping, and the `housekeeping` row claims the interval, so N replicas purge
@@ -28,6 +28,7 @@ pub const FLOW_LIFETIME: Duration = Duration::from_secs(3_600);
 pub struct Retention {
     pub messages: Duration,
     pub audit: Duration,
+    pub transcripts: Duration,
     pub session_idle: Duration,
     pub session_max: Duration,
     pub login_window: Duration,
@@ -39,6 +40,7 @@ impl Retention {
         Self {
             messages: settings.worker.retention,
             audit: settings.worker.audit_retention,
+            transcripts: settings.worker.transcript_retention,
             session_idle: settings.web.session_idle,
             session_max: settings.web.session_max,
             login_window: settings
@@ -144,6 +146,11 @@ pub async fn purge(pool: &PgPool, retention: &Retention) -> Result<Purged, sqlx:
         .execute(pool)
         .await?
         .rows_affected();
+    let transcripts = sqlx::query("DELETE FROM session_transcripts WHERE ended_at < now() - $1")
+        .bind(retention.transcripts)
+        .execute(pool)
+        .await?
+        .rows_affected();
     let logins = logins::purge(pool, retention.login_window).await?;
     let throttles = sqlx::query("DELETE FROM mailbox_throttles WHERE until < now()")
         .execute(pool)
@@ -166,6 +173,7 @@ pub async fn purge(pool: &PgPool, retention: &Retention) -> Result<Purged, sqlx:
         ("web_sessions", sessions),
         ("oauth_flows", flows),
         ("audit_log", audit),
+        ("session_transcripts", transcripts),
         ("login_failures", logins),
         ("mailbox_throttles", throttles),
         ("consent_checks", consent_checks),

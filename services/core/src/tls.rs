@@ -110,7 +110,7 @@ impl Identity {
     /// A server configuration offering TLS 1.2 and 1.3 with rustls' safe defaults
     /// (ECDHE key exchange and AEAD ciphers only).
     pub fn server_config(self) -> Result<Arc<ServerConfig>, TlsError> {
-        let resolver = Arc::new(ServedCertificate::new(self.certified_key()?, None));
+        let resolver = Arc::new(ServedCertificate::new(self.served()?, None));
         Ok(server_config_with(resolver))
     }
 
@@ -151,6 +151,9 @@ pub fn not_after(certificate: &[u8]) -> Option<i64> {
 #[derive(Debug)]
 pub struct ServedCertificate {
     current: RwLock<Arc<CertifiedKey>>,
+    /// The same pair as DER, numbered by load, for TLS stacks other than rustls (the
+    /// legacy-TLS listener builds its own acceptor from it when the number changes).
+    der: RwLock<(u64, Arc<IdentityDer>)>,
     files: Option<(PathBuf, PathBuf)>,
     /// A digest of the files' content when last loaded (or tried).
     seen: Mutex<[u8; 32]>,
@@ -163,19 +166,47 @@ pub enum Reload {
     Reloaded,
 }
 
+/// A certificate chain (leaf first) and its private key (PKCS#8, PKCS#1 or SEC1), DER.
+#[derive(Debug)]
+pub struct IdentityDer {
+    pub chain: Vec<Vec<u8>>,
+    pub key: Vec<u8>,
+}
+
+impl Identity {
+    /// The pair ready to serve, and the same as DER.
+    fn served(self) -> Result<(Arc<CertifiedKey>, Arc<IdentityDer>), TlsError> {
+        let der = IdentityDer {
+            chain: self.chain.iter().map(|c| c.as_ref().to_vec()).collect(),
+            key: self.key.secret_der().to_vec(),
+        };
+        Ok((self.certified_key()?, Arc::new(der)))
+    }
+}
+
 impl ServedCertificate {
-    fn new(key: Arc<CertifiedKey>, files: Option<(PathBuf, PathBuf)>) -> Self {
+    fn new(
+        (key, der): (Arc<CertifiedKey>, Arc<IdentityDer>),
+        files: Option<(PathBuf, PathBuf)>,
+    ) -> Self {
         Self {
             current: RwLock::new(key),
+            der: RwLock::new((1, der)),
             files,
             seen: Mutex::new([0; 32]),
         }
     }
 
+    /// The pair served now as DER, with its load number (it grows with each reload).
+    pub fn current_der(&self) -> (u64, Arc<IdentityDer>) {
+        let der = self.der.read().unwrap_or_else(|p| p.into_inner());
+        (der.0, der.1.clone())
+    }
+
     /// Serves the pair in `cert` and `key`, to be re-read by [`Self::reload_if_changed`].
     pub fn from_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         let served = Self::new(
-            Identity::from_pem_files(cert, key)?.certified_key()?,
+            Identity::from_pem_files(cert, key)?.served()?,
             Some((cert.to_owned(), key.to_owned())),
         );
         *served.seen.lock().unwrap_or_else(|p| p.into_inner()) = files_digest(cert, key)?;
@@ -184,7 +215,7 @@ impl ServedCertificate {
 
     /// Serves a fixed identity (self-signed; nothing to re-read).
     pub fn fixed(identity: Identity) -> Result<Self, TlsError> {
-        Ok(Self::new(identity.certified_key()?, None))
+        Ok(Self::new(identity.served()?, None))
     }
 
     /// Loads the files again if their content changed since the last look. An error
@@ -202,8 +233,10 @@ impl ServedCertificate {
             }
             *seen = digest;
         }
-        let loaded = Identity::from_pem_files(cert, key)?.certified_key()?;
+        let (loaded, der) = Identity::from_pem_files(cert, key)?.served()?;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = loaded;
+        let mut current_der = self.der.write().unwrap_or_else(|p| p.into_inner());
+        *current_der = (current_der.0 + 1, der);
         Ok(Reload::Reloaded)
     }
 

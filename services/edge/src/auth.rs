@@ -2,7 +2,8 @@
 //! through `334` challenges, checked against device credentials. Offered inside TLS
 //! (or in clear only from networks the operator allowed); failures are slowed down
 //! and locked out per (username, source), per source and per username, with a
-//! device's familiar sources spared (see `throttle`).
+//! device's familiar sources spared (see `throttle`). On the legacy-TLS listeners
+//! only devices allowed legacy TLS may log in.
 
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
@@ -174,6 +175,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 ok
             }
         };
+        if let Some(c) = &stored {
+            // The transcript belongs to the device named, whether the password was
+            // right or not: that is where the technician looks.
+            self.transcript.device_id = Some(c.device.device_id);
+        }
         let refusal = match &stored {
             _ if !verified => Some("wrong username or password"),
             Some(c) if !c.enabled => Some("device disabled"),
@@ -184,6 +190,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             None => Some("wrong username or password"),
         };
         match (refusal, stored) {
+            (None, Some(credential))
+                if self.kind.legacy() && !credential.device.policy.legacy_tls =>
+            {
+                // The password was right: no failure counted, but this listener is
+                // only for devices whose setting says legacy TLS.
+                tracing::info!(device = %credential.device.device_id, "authentication refused: the device is not allowed legacy TLS");
+                self.count_auth("not_legacy");
+                self.reply(reply::NOT_LEGACY_DEVICE);
+            }
             (None, Some(credential)) => {
                 guard
                     .succeeded(&self.context.pool, ip, username, state)

@@ -63,6 +63,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(Some(device)) => {
                     tracing::info!(device = %device.device_id, tenant = %device.tenant_id, "device identified by its address");
                     self.record_seen(device.device_id);
+                    self.transcript.device_id = Some(device.device_id);
                     self.device = Some((device, Identification::Address));
                 }
                 Ok(None) => {

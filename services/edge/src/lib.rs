@@ -12,11 +12,13 @@ mod data;
 pub mod directory;
 mod ehlo;
 mod envelope;
+pub mod legacy_tls;
 pub mod message;
 pub mod proxy;
 mod reply;
 mod session;
 pub mod throttle;
+pub mod transcript_log;
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -47,6 +49,11 @@ pub enum ListenerKind {
     Submissions,
     /// Port 25: devices without credentials, identified by their address.
     Relay,
+    /// The legacy-TLS listener with STARTTLS (OpenSSL, TLS 1.0 and up, CBC suites):
+    /// only for devices allowed legacy TLS.
+    LegacySubmission,
+    /// The legacy-TLS listener with TLS from the first byte.
+    LegacySubmissions,
 }
 
 impl ListenerKind {
@@ -55,7 +62,19 @@ impl ListenerKind {
             Self::Submission => "submission",
             Self::Submissions => "submissions",
             Self::Relay => "relay",
+            Self::LegacySubmission => "legacy-submission",
+            Self::LegacySubmissions => "legacy-submissions",
         }
+    }
+
+    /// Whether TLS starts with the first byte (no STARTTLS).
+    pub fn implicit_tls(self) -> bool {
+        matches!(self, Self::Submissions | Self::LegacySubmissions)
+    }
+
+    /// Whether it is one of the legacy-TLS listeners.
+    pub fn legacy(self) -> bool {
+        matches!(self, Self::LegacySubmission | Self::LegacySubmissions)
     }
 }
 
@@ -72,6 +91,10 @@ pub struct EdgeContext {
     pub seen: auth::SeenDevices,
     /// Device credentials and allow-lists, cached while PostgreSQL reports changes.
     pub directory: directory::DeviceDirectory,
+    /// The legacy-TLS listeners' OpenSSL acceptor, rebuilt when `certificate` is.
+    pub legacy_tls: legacy_tls::LegacyAcceptor,
+    /// Finished sessions' transcripts, on their way to PostgreSQL.
+    pub transcripts: transcript_log::TranscriptLog,
 }
 
 impl EdgeContext {
@@ -86,6 +109,8 @@ impl EdgeContext {
         Self {
             settings: settings.clone(),
             tls: TlsAcceptor::from(server_config_with(certificate.clone())),
+            legacy_tls: legacy_tls::LegacyAcceptor::new(certificate.clone()),
+            transcripts: transcript_log::TranscriptLog::new(settings.transcripts_per_key),
             certificate,
             auth: throttle::AuthGuard::new(settings.auth_throttle.clone()),
             queue: mailbridge_core::group_commit::GroupCommit::start(pool.clone(), key),
@@ -117,6 +142,8 @@ pub enum EdgeError {
     HalfConfiguredTls,
     #[error("every SMTP listener is switched off")]
     NoListener,
+    #[error("the legacy-TLS listener cannot serve the certificate: {0}")]
+    LegacyTls(#[from] openssl::error::ErrorStack),
 }
 
 /// The configured certificate (re-read when its files change), or a self-signed one
@@ -200,6 +227,14 @@ impl Edge {
             (ListenerKind::Submission, settings.submission_listen),
             (ListenerKind::Submissions, settings.submissions_listen),
             (ListenerKind::Relay, settings.relay_listen),
+            (
+                ListenerKind::LegacySubmission,
+                settings.legacy_submission_listen,
+            ),
+            (
+                ListenerKind::LegacySubmissions,
+                settings.legacy_submissions_listen,
+            ),
         ];
         let mut listeners = Vec::new();
         for (kind, addr) in wanted {
@@ -220,6 +255,13 @@ impl Edge {
             );
         }
         let context = Arc::new(EdgeContext::new(settings, pool, certificate, key));
+        if listeners.iter().any(|(kind, _)| kind.legacy()) {
+            // Build the acceptor now: a certificate OpenSSL refuses stops the start.
+            context.legacy_tls.acceptor()?;
+            tracing::warn!(
+                "the legacy-TLS listener is on: devices allowed legacy TLS may use TLS 1.0/1.1 and CBC cipher suites there"
+            );
+        }
         Ok(Self { listeners, context })
     }
 
@@ -261,6 +303,7 @@ impl Edge {
                     context.seen.flush_until(pool.clone(), stop.clone()),
                     context.directory.follow_changes(pool.clone(), stop.clone()),
                     context.auth.sweep_until(stop.clone()),
+                    context.transcripts.write_until(pool.clone(), stop.clone()),
                     watch_certificate(
                         context.certificate.clone(),
                         context

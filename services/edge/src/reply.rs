@@ -61,6 +61,7 @@ replies! {
     TOO_MANY_HEADER_RECIPIENTS = 550 "5.5.3" "Too many recipients: To and Cc name more addresses than a message may have";
     HEADER_TOO_BIG = 552 "5.3.4" "Message header section too large";
     BARE_NEWLINE = 550 "5.6.0" "Message contains a bare CR or LF; lines must end with CRLF";
+    NOT_LEGACY_DEVICE = 530 "5.7.0" "This device is not allowed legacy TLS: use the normal submission port, or allow legacy TLS for it";
     BDAT_AFTER_DATA = 503 "5.5.1" "BDAT and DATA cannot be mixed in one transaction";
 }
 

@@ -10,7 +10,10 @@
 
 use std::{io, net::SocketAddr, sync::Arc, time::Instant};
 
-use mailbridge_core::devices::AuthenticatedDevice;
+use mailbridge_core::{
+    devices::AuthenticatedDevice,
+    transcripts::{self, Transcript},
+};
 use smtp_proto::{Request, request::receiver::MAX_LINE_LENGTH};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
@@ -94,11 +97,14 @@ pub struct Session<S> {
     /// Inside a command line that was too long: drop input through its end.
     discarding_line: bool,
     pub(crate) messages: usize,
+    /// What this connection did, for the technician: commands and reply codes.
+    pub(crate) transcript: Transcript,
 }
 
 /// Serves one connection: greeting, commands, and at most one move into TLS
-/// (STARTTLS, or at once on the implicit-TLS listener). Returns the TLS version the
-/// connection ended with, if any.
+/// (STARTTLS, or at once on the implicit-TLS listeners; OpenSSL on the legacy-TLS
+/// listeners, rustls on the others). Returns the TLS version the connection ended
+/// with, if any. Its transcript is handed to the transcript log at the end.
 pub(crate) async fn serve(
     kind: ListenerKind,
     stream: TcpStream,
@@ -106,12 +112,33 @@ pub(crate) async fn serve(
     context: Arc<EdgeContext>,
     shutdown: Shutdown,
 ) -> Option<String> {
-    let stream = if kind == ListenerKind::Submissions {
+    let mut transcript = Transcript::new(peer.ip(), kind.name());
+    let tls = serve_recorded(kind, stream, peer, &context, shutdown, &mut transcript).await;
+    transcript.ended_at = chrono::Utc::now();
+    context.transcripts.submit(transcript);
+    tls
+}
+
+async fn serve_recorded(
+    kind: ListenerKind,
+    stream: TcpStream,
+    peer: SocketAddr,
+    context: &Arc<EdgeContext>,
+    shutdown: Shutdown,
+    transcript: &mut Transcript,
+) -> Option<String> {
+    let stream = if kind.implicit_tls() {
         stream
     } else {
         let mut plain = Session::new(kind, stream, context.clone(), peer, None, shutdown.clone());
+        plain.transcript = std::mem::replace(transcript, Transcript::new(peer.ip(), kind.name()));
         plain.greet();
-        match plain.run().await {
+        let flow = plain.run().await;
+        *transcript = std::mem::replace(
+            &mut plain.transcript,
+            Transcript::new(peer.ip(), kind.name()),
+        );
+        match flow {
             Ok(Flow::StartTls) => plain.stream,
             Ok(_) => return None,
             Err(e) => {
@@ -121,28 +148,154 @@ pub(crate) async fn serve(
         }
     };
     let idle = context.settings.limits.idle_timeout;
-    let stream = match tokio::time::timeout(idle, context.tls.accept(stream)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
-            tracing::info!(error = %e, "TLS handshake failed");
-            return Some("handshake_failed".to_owned());
-        }
-        Err(_) => {
-            tracing::info!("TLS handshake timed out");
-            return Some("handshake_failed".to_owned());
-        }
+    let handshake_failed = |transcript: &mut Transcript, reason: String| {
+        tracing::info!(reason = %reason, "TLS handshake failed");
+        mailbridge_core::metrics::metrics()
+            .edge
+            .tls_handshakes
+            .with_label_values(&[kind.name(), "failed"])
+            .inc();
+        transcript.tls_failure = Some(reason);
+        transcript.outcome = "tls_failed";
+        Some("handshake_failed".to_owned())
     };
-    let info = TlsInfo::of(stream.get_ref().1);
+    let offered = match tokio::time::timeout(idle, client_hello_version(&stream)).await {
+        Ok(offered) => offered,
+        Err(_) => return handshake_failed(transcript, "no TLS handshake in time".to_owned()),
+    };
+    if let OfferedTls::NotTls = offered {
+        return handshake_failed(
+            transcript,
+            "the client did not start TLS: it sent plain text (is the device set to STARTTLS on an implicit-TLS port?)".to_owned(),
+        );
+    }
+    if kind.legacy() {
+        let stream = match tokio::time::timeout(idle, context.legacy_tls.accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(reason)) => return handshake_failed(transcript, offered.explain(&reason)),
+            Err(_) => return handshake_failed(transcript, "TLS handshake timed out".to_owned()),
+        };
+        let info = TlsInfo::of_openssl(stream.ssl());
+        secured(kind, stream, peer, context, info, shutdown, transcript).await
+    } else {
+        let stream = match tokio::time::timeout(idle, context.tls.accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return handshake_failed(transcript, offered.explain(&rustls_reason(&e))),
+            Err(_) => return handshake_failed(transcript, "TLS handshake timed out".to_owned()),
+        };
+        let info = TlsInfo::of(stream.get_ref().1);
+        secured(kind, stream, peer, context, info, shutdown, transcript).await
+    }
+}
+
+/// The session inside TLS, whichever library negotiated it.
+async fn secured<S: AsyncRead + AsyncWrite + Unpin>(
+    kind: ListenerKind,
+    stream: S,
+    peer: SocketAddr,
+    context: &Arc<EdgeContext>,
+    info: TlsInfo,
+    shutdown: Shutdown,
+    transcript: &mut Transcript,
+) -> Option<String> {
     tracing::debug!(protocol = %info.protocol, cipher = %info.cipher, "TLS established");
+    mailbridge_core::metrics::metrics()
+        .edge
+        .tls_handshakes
+        .with_label_values(&[kind.name(), &info.protocol])
+        .inc();
+    transcript.tls_protocol = Some(info.protocol.clone());
+    transcript.tls_cipher = Some(info.cipher.clone());
     // RFC 3207: after the handshake the session starts afresh (no HELO, no AUTH).
-    let mut secured = Session::new(kind, stream, context, peer, Some(info), shutdown);
-    if kind == ListenerKind::Submissions {
+    let mut secured = Session::new(kind, stream, context.clone(), peer, Some(info), shutdown);
+    secured.transcript = std::mem::replace(transcript, Transcript::new(peer.ip(), kind.name()));
+    if kind.implicit_tls() {
         secured.greet();
     }
     if let Err(e) = secured.run().await {
         tracing::debug!(error = %e, "connection ended");
     }
+    *transcript = std::mem::replace(
+        &mut secured.transcript,
+        Transcript::new(peer.ip(), kind.name()),
+    );
     secured.tls.map(|t| t.protocol)
+}
+
+/// What the client's first TLS record says it offers.
+enum OfferedTls {
+    /// A ClientHello whose version field is below TLS 1.2 (`0x0301` is TLS 1.0):
+    /// the client offers nothing newer (TLS 1.3 clients put 1.2 there too).
+    AtMost(&'static str),
+    /// A ClientHello of TLS 1.2 or newer, or too little of it to tell.
+    Modern,
+    /// Not a TLS handshake record at all.
+    NotTls,
+}
+
+impl OfferedTls {
+    /// The handshake's failure reason, with what the client offered when that
+    /// explains it.
+    fn explain(&self, reason: &str) -> String {
+        match self {
+            Self::AtMost(version) => {
+                format!("{reason} (the client offered at most {version})")
+            }
+            _ => reason.to_owned(),
+        }
+    }
+}
+
+/// Looks at the client's first bytes without taking them.
+async fn client_hello_version(stream: &TcpStream) -> OfferedTls {
+    let mut head = [0u8; 11];
+    let n = match stream.peek(&mut head).await {
+        Ok(n) => n,
+        Err(_) => return OfferedTls::Modern,
+    };
+    if n == 0 {
+        return OfferedTls::Modern;
+    }
+    // A TLS record starts with 0x16; an SSL 2.0-style hello sets the top bit.
+    if head[0] != 0x16 && head[0] & 0x80 == 0 {
+        return OfferedTls::NotTls;
+    }
+    if n < 11 || head[5] != 0x01 {
+        return OfferedTls::Modern;
+    }
+    match (head[9], head[10]) {
+        (3, 0) => OfferedTls::AtMost("SSL 3.0"),
+        (3, 1) => OfferedTls::AtMost("TLS 1.0"),
+        (3, 2) => OfferedTls::AtMost("TLS 1.1"),
+        _ => OfferedTls::Modern,
+    }
+}
+
+/// rustls' reason for a failed handshake, in words.
+fn rustls_reason(error: &io::Error) -> String {
+    let inner = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    match inner {
+        Some(rustls::Error::PeerIncompatible(why)) => match why {
+            rustls::PeerIncompatible::NoCipherSuitesInCommon => {
+                "no shared cipher suite (the normal listeners offer only ECDHE with AES-GCM or ChaCha20)".to_owned()
+            }
+            rustls::PeerIncompatible::SupportedVersionsExtensionRequired
+            | rustls::PeerIncompatible::SignatureAlgorithmsExtensionRequired
+            | rustls::PeerIncompatible::Tls12NotOffered
+            | rustls::PeerIncompatible::Tls12NotOfferedOrEnabled
+            | rustls::PeerIncompatible::Tls13RequiredForQuic => {
+                "no shared protocol version (the normal listeners speak TLS 1.2 and 1.3)".to_owned()
+            }
+            other => format!("the client's TLS is incompatible: {other:?}"),
+        },
+        Some(rustls::Error::AlertReceived(alert)) => {
+            format!("the client aborted the handshake with the alert {alert:?} (often: it does not trust the certificate)")
+        }
+        Some(other) => other.to_string(),
+        None => format!("connection error during the handshake: {error}"),
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -171,6 +324,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             errors: 0,
             discarding_line: false,
             messages: 0,
+            transcript: Transcript::new(peer.ip(), kind.name()),
         }
     }
 
@@ -202,6 +356,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.errors += 1;
         }
         reply::write_text(&mut self.out, code, enhanced, text);
+    }
+
+    /// Notes that the edge closes the session with the reply just written.
+    fn closing(&mut self, why: &str) {
+        let last = self.out.len().saturating_sub(256);
+        let start = self.out[..self.out.len().saturating_sub(2)]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1)
+            .max(last);
+        self.transcript.record(why, &self.out[start..]);
+        self.transcript.outcome = "closed";
     }
 
     async fn flush(&mut self) -> io::Result<()> {
@@ -239,6 +405,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.flush().await?;
             if self.errors >= limits.max_errors {
                 self.reply(reply::TOO_MANY_ERRORS);
+                self.closing("(too many errors)");
                 self.flush().await?;
                 return Ok(Flow::Quit);
             }
@@ -247,11 +414,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 .saturating_sub(self.started.elapsed());
             if remaining.is_zero() {
                 self.reply(reply::SESSION_TOO_LONG);
+                self.closing("(time limit)");
                 self.flush().await?;
                 return Ok(Flow::Quit);
             }
             if self.shutdown.soft.is_cancelled() && self.idle() {
                 self.reply(reply::SHUTTING_DOWN);
+                self.closing("(shutdown)");
                 self.flush().await?;
                 return Ok(Flow::Quit);
             }
@@ -264,6 +433,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 _ = soft.cancelled(), if idle => continue,
                 _ = hard.cancelled() => {
                     self.reply(reply::SHUTTING_DOWN);
+                    self.closing("(shutdown)");
                     self.flush().await?;
                     return Ok(Flow::Quit);
                 }
@@ -277,44 +447,65 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         reply::TIMEOUT
                     };
                     self.reply(timeout);
+                    self.closing("(timeout)");
                     self.flush().await?;
                     return Ok(Flow::Quit);
                 }
             };
             if n == 0 {
+                self.transcript.outcome = "disconnected";
                 return Ok(Flow::Quit);
             }
             filled = n == buf.len();
             let mut bytes = buf[..n].iter();
             while !bytes.as_slice().is_empty() {
+                let mark = self.out.len();
                 let flow = match std::mem::replace(&mut self.phase, Phase::Command) {
                     Phase::Command => match self.command_line(&mut bytes) {
                         None => Flow::Continue,
                         Some(line) => {
-                            let line = crate::envelope::bracketed_path(&line).unwrap_or(line);
-                            let parsed = Request::parse(&mut line.iter()).map(Request::into_owned);
-                            match parsed {
-                                Ok(request) => {
-                                    let request = without_wrapped_sizes(request, &line);
-                                    self.handle_command(request).await
+                            let command = transcripts::command_of(&line);
+                            let flow = {
+                                let line = crate::envelope::bracketed_path(&line).unwrap_or(line);
+                                let parsed =
+                                    Request::parse(&mut line.iter()).map(Request::into_owned);
+                                match parsed {
+                                    Ok(request) => {
+                                        let request = without_wrapped_sizes(request, &line);
+                                        self.handle_command(request).await
+                                    }
+                                    // RFC 1870 allows 20 digits; smtp-proto refuses those
+                                    // that do not fit as a syntax error.
+                                    Err(smtp_proto::Error::InvalidParameter { param: "SIZE" })
+                                        if size_parameter(&line).is_some_and(overflows) =>
+                                    {
+                                        self.refuse_message(reply::TOO_BIG);
+                                        Flow::Continue
+                                    }
+                                    Err(error) => {
+                                        self.refuse_syntax(error);
+                                        Flow::Continue
+                                    }
                                 }
-                                // RFC 1870 allows 20 digits; smtp-proto refuses those
-                                // that do not fit as a syntax error.
-                                Err(smtp_proto::Error::InvalidParameter { param: "SIZE" })
-                                    if size_parameter(&line).is_some_and(overflows) =>
-                                {
-                                    self.refuse_message(reply::TOO_BIG);
-                                    Flow::Continue
-                                }
-                                Err(error) => {
-                                    self.refuse_syntax(error);
-                                    Flow::Continue
-                                }
-                            }
+                            };
+                            self.transcript.record(&command, &self.out[mark..]);
+                            flow
                         }
                     },
-                    Phase::Sasl(exchange) => self.continue_sasl(exchange, &mut bytes).await,
-                    Phase::Data(transfer) => self.continue_data(transfer, &mut bytes).await,
+                    Phase::Sasl(exchange) => {
+                        let flow = self.continue_sasl(exchange, &mut bytes).await;
+                        if self.out.len() > mark {
+                            self.transcript.record("(AUTH response)", &self.out[mark..]);
+                        }
+                        flow
+                    }
+                    Phase::Data(transfer) => {
+                        let flow = self.continue_data(transfer, &mut bytes).await;
+                        if self.out.len() > mark {
+                            self.transcript.record("(message data)", &self.out[mark..]);
+                        }
+                        flow
+                    }
                 };
                 match flow {
                     Flow::Continue => {}
@@ -386,6 +577,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Request::Help { .. } => self.reply(reply::HELP),
             Request::Quit => {
                 self.reply(reply::BYE);
+                self.transcript.outcome = "quit";
                 return Flow::Quit;
             }
             Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {

@@ -297,6 +297,10 @@ pub struct DevicePolicyArgs {
     /// Messages per minute (0: no limit).
     #[arg(long)]
     rate_limit: Option<u32>,
+    /// Allow the legacy-TLS listener (TLS 1.0/1.1, CBC suites) for a device that
+    /// cannot do TLS 1.2; `--legacy-tls false` takes it back.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    legacy_tls: Option<bool>,
 }
 
 fn parse_listener(text: &str) -> Result<DeviceListener, String> {
@@ -344,6 +348,7 @@ impl DevicePolicyArgs {
                 .site
                 .map(|s| Some(s.trim().to_owned()).filter(|s| !s.is_empty() && s != "none")),
             listener: self.listener,
+            legacy_tls: self.legacy_tls,
             ..PolicyChange::default()
         })
     }

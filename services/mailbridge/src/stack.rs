@@ -184,6 +184,8 @@ impl Stack {
         settings.edge.submission_listen = Some(smtp_addr);
         settings.edge.submissions_listen = smtps_addr;
         settings.edge.relay_listen = relay_addr;
+        settings.edge.legacy_submission_listen = edge.local_addr(ListenerKind::LegacySubmission);
+        settings.edge.legacy_submissions_listen = edge.local_addr(ListenerKind::LegacySubmissions);
 
         let ops_listener = TcpListener::bind(options.ops_listen).await?;
         let ops_addr = ops_listener.local_addr()?;

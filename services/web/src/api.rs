@@ -78,6 +78,10 @@ pub fn router(state: WebState) -> Router<WebState> {
             "/customers/{id}/devices/{device}/unlock",
             post(unlock_device),
         )
+        .route(
+            "/customers/{id}/devices/{device}/transcripts",
+            get(device_transcripts),
+        )
         .route("/messages", get(list_messages))
         .route("/messages/{id}", get(get_message))
         .route("/messages/{id}/retry", post(retry_message))
@@ -343,6 +347,29 @@ async fn device_logins(
     actor.require(Permission::View)?;
     let logins = devices::failed_logins(&state, id, device).await?;
     Ok(Json(json!({ "logins": logins })).into_response())
+}
+
+/// The device's last sessions on the edge, and what they show in words.
+async fn device_transcripts(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path((id, device)): Path<(Uuid, Uuid)>,
+) -> Result<Response> {
+    let (transcripts, findings) = devices::transcripts(&state, &actor, id, device).await?;
+    let diagnosis: Vec<_> = findings
+        .iter()
+        .map(|f| {
+            json!({
+                "key": f.key,
+                "count": f.count,
+                "since": f.since,
+                "detail": f.detail,
+                "text": f.text(crate::i18n::Lang::En),
+                "text_de": f.text(crate::i18n::Lang::De),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "transcripts": transcripts, "diagnosis": diagnosis })).into_response())
 }
 
 async fn unlock_device(

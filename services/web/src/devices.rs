@@ -21,6 +21,7 @@ use mailbridge_core::{
     },
     logins::{self, LoginFailures},
     tenants::Tenant,
+    transcripts::{Finding, StoredTranscript},
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -29,6 +30,7 @@ use uuid::Uuid;
 use crate::{
     WebState, audit,
     customers::{self, Nav},
+    device_models::{self, ModelNote},
     error::{Error, Result},
     i18n::Tr,
     session::{Actor, Permission},
@@ -59,6 +61,12 @@ pub struct DeviceInput {
     pub rate_limit_per_minute: Option<String>,
     #[serde(default, deserialize_with = "customers::checkbox")]
     pub enabled: Option<bool>,
+    /// May log in on the legacy-TLS listener (TLS 1.0/1.1, CBC suites).
+    #[serde(default, deserialize_with = "customers::checkbox")]
+    pub legacy_tls: Option<bool>,
+    /// A model family key of the model notes; empty clears it.
+    #[serde(default)]
+    pub model_family: Option<String>,
 }
 
 /// A list as a form's text (split on commas and white space) or a JSON array.
@@ -168,6 +176,18 @@ fn change_from(state: &WebState, input: &DeviceInput) -> Result<PolicyChange> {
             .as_deref()
             .map(|l| DeviceListener::parse(l).ok_or_else(|| invalid(tr!("Unknown listener."))))
             .transpose()?,
+        legacy_tls: input.legacy_tls,
+        model_family: input
+            .model_family
+            .as_deref()
+            .map(str::trim)
+            .map(|key| match key {
+                "" => Ok(None),
+                key => device_models::find(key)
+                    .map(|m| Some(m.key.clone()))
+                    .ok_or_else(|| invalid(tr!("Unknown model family."))),
+            })
+            .transpose()?,
     })
 }
 
@@ -204,6 +224,8 @@ pub async fn create(
             "username": issued.device.username,
             "listener": issued.device.listener,
             "allowed_networks": issued.device.allowed_networks,
+            "legacy_tls": issued.device.legacy_tls,
+            "model_family": issued.device.model_family,
         }),
     )
     .await?;
@@ -239,6 +261,8 @@ pub async fn update(
             "kind": [before.kind, after.kind],
             "site": [before.site, after.site.clone()],
             "listener": [before.listener, after.listener],
+            "legacy_tls": [before.legacy_tls, after.legacy_tls],
+            "model_family": [before.model_family, after.model_family.clone()],
         }),
     )
     .await?;
@@ -301,6 +325,23 @@ pub async fn failed_logins(
         state.settings.edge.auth_throttle.window,
     )
     .await?)
+}
+
+/// The device's last sessions on the edge (and those from its sites' addresses
+/// that never named a device), newest first, with what they show in words; for
+/// technicians and up (they are personal data about a site's network).
+pub async fn transcripts(
+    state: &WebState,
+    actor: &Actor,
+    tenant_id: Uuid,
+    device_id: Uuid,
+) -> Result<(Vec<StoredTranscript>, Vec<Finding>)> {
+    actor.require(Permission::ManageDevices)?;
+    let device = load(state, tenant_id, device_id).await?;
+    let keep = i64::from(state.settings.edge.transcripts_per_key.max(1));
+    let found = mailbridge_core::transcripts::for_device(&state.pool, device.id, keep).await?;
+    let findings = mailbridge_core::transcripts::diagnose(&found);
+    Ok((found, findings))
 }
 
 /// Lifts every lock of the device's username and forgets its failures (the edges
@@ -409,6 +450,10 @@ struct DevicePage {
     can_manage: bool,
     notice: Option<&'static str>,
     logins: Vec<LoginFailures>,
+    /// `None`: the viewer may not see transcripts.
+    transcripts: Option<(Vec<StoredTranscript>, Vec<Finding>)>,
+    models: &'static [ModelNote],
+    model: Option<&'static ModelNote>,
 }
 
 impl DevicePage {
@@ -432,6 +477,11 @@ async fn detail(
     let tenant = customers::load(&state.pool, id).await?;
     let device = load(&state, id, device_id).await?;
     let logins = failed_logins(&state, id, device_id).await?;
+    let transcripts = if actor.may(Permission::ManageDevices) {
+        Some(transcripts(&state, &actor, id, device_id).await?)
+    } else {
+        None
+    };
     let notice = if query.unlocked.is_some() {
         Some(tr!("The device's logins were unlocked."))
     } else {
@@ -447,6 +497,9 @@ async fn detail(
             .collect::<Vec<_>>()
             .join("\n"),
         senders: device.allowed_senders.join("\n"),
+        model: device.model_family.as_deref().and_then(device_models::find),
+        models: device_models::all(),
+        transcripts,
         tenant,
         device,
         kinds: DeviceKind::ALL,
@@ -471,6 +524,9 @@ async fn update_form(
         .allowed_senders
         .get_or_insert(ListInput::Text(String::new()));
     input.rate_limit_per_minute.get_or_insert_with(String::new);
+    // An unticked box is not sent at all.
+    input.legacy_tls.get_or_insert(false);
+    input.model_family.get_or_insert_with(String::new);
     update(&state, &actor, id, device_id, &input).await?;
     Ok(Redirect::to(&format!("/customers/{id}/devices/{device_id}?saved=1")).into_response())
 }
@@ -528,6 +584,8 @@ pub struct Connection {
     /// `STARTTLS`, `SSL/TLS` or none (relay by address).
     pub tls: &'static str,
     pub login: bool,
+    /// Through the legacy-TLS listener.
+    pub legacy: bool,
 }
 
 pub fn connection(state: &WebState, listener: DeviceListener) -> Connection {
@@ -548,7 +606,37 @@ pub fn connection(state: &WebState, listener: DeviceListener) -> Connection {
         port,
         tls,
         login,
+        legacy: false,
     }
+}
+
+/// How a device reaches the edge: the legacy-TLS listener when it is allowed legacy
+/// TLS and that listener is on, else its own listener.
+pub fn connection_of(state: &WebState, device: &Device) -> Connection {
+    let edge = &state.settings.edge;
+    let legacy = match device.listener {
+        _ if !device.legacy_tls => None,
+        DeviceListener::Submission => edge
+            .legacy_submission_listen
+            .map(|a| (a.port(), "STARTTLS"))
+            .or(edge
+                .legacy_submissions_listen
+                .map(|a| (a.port(), "SSL/TLS"))),
+        DeviceListener::Submissions => edge
+            .legacy_submissions_listen
+            .map(|a| (a.port(), "SSL/TLS"))
+            .or(edge
+                .legacy_submission_listen
+                .map(|a| (a.port(), "STARTTLS"))),
+        DeviceListener::Relay => None,
+    };
+    let mut connection = connection(state, device.listener);
+    if let Some((port, tls)) = legacy {
+        connection.port = Some(port);
+        connection.tls = tls;
+        connection.legacy = true;
+    }
+    connection
 }
 
 #[derive(Template, WebTemplate)]
@@ -558,6 +646,7 @@ struct SetupCard {
     tenant: Tenant,
     device: Device,
     connection: Connection,
+    model: Option<&'static ModelNote>,
 }
 
 async fn setup_card(
@@ -569,7 +658,8 @@ async fn setup_card(
     let device = load(&state, id, device_id).await?;
     Ok(SetupCard {
         t: actor.tr,
-        connection: connection(&state, device.listener),
+        connection: connection_of(&state, &device),
+        model: device.model_family.as_deref().and_then(device_models::find),
         tenant,
         device,
     }

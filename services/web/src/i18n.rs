@@ -1012,6 +1012,51 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "\"{}\" is not a date (expected e.g. 2026-11-30, 11/30/2026 or 30.11.2026).",
         "„{}“ ist kein Datum (erwartet z. B. 2026-11-30, 11/30/2026 oder 30.11.2026).",
     ),
+    // Old devices: the legacy-TLS listener, session transcripts, model notes.
+    (
+        "(legacy TLS: for this old device only)",
+        "(Legacy-TLS: nur für dieses alte Gerät)",
+    ),
+    (
+        "Allow legacy TLS (TLS 1.0/1.1, CBC suites) on the legacy-TLS port",
+        "Legacy-TLS (TLS 1.0/1.1, CBC-Verfahren) am Legacy-TLS-Port erlauben",
+    ),
+    ("Commands and replies", "Befehle und Antworten"),
+    (
+        "Commands and reply codes only: passwords, AUTH data and messages are never recorded. Kept for a few days.",
+        "Nur Befehle und Antwortcodes: Passwörter, AUTH-Daten und Nachrichten werden nie aufgezeichnet. Einige Tage aufbewahrt.",
+    ),
+    ("Listener", "Port"),
+    ("Model family", "Modellreihe"),
+    (
+        "No session recorded recently: the device has not reached mailbridge (check server name, port and firewall).",
+        "In letzter Zeit keine Sitzung aufgezeichnet: das Gerät hat mailbridge nicht erreicht (Servername, Port und Firewall prüfen).",
+    ),
+    ("Notes on this model", "Hinweise zu diesem Modell"),
+    (
+        "Only for devices that cannot do TLS 1.2. Still better than a password in clear text over the internet; switch it off after a firmware update.",
+        "Nur für Geräte, die kein TLS 1.2 können. Immer noch besser als ein Passwort im Klartext über das Internet; nach einem Firmware-Update abschalten.",
+    ),
+    ("Recent sessions", "Letzte Sitzungen"),
+    (
+        "Shows what this model supports and its known quirks.",
+        "Zeigt, was dieses Modell unterstützt, und seine bekannten Eigenheiten.",
+    ),
+    ("Source", "Quelle"),
+    (
+        "This device still uses TLS older than 1.2 (the legacy-TLS listener). Retire it when a firmware update brings TLS 1.2.",
+        "Dieses Gerät verwendet noch TLS älter als 1.2 (den Legacy-TLS-Port). Abschalten, sobald ein Firmware-Update TLS 1.2 bringt.",
+    ),
+    ("Time", "Zeit"),
+    ("Unknown model family.", "Unbekannte Modellreihe."),
+    ("handshake failed", "Handshake fehlgeschlagen"),
+    ("legacy TLS allowed", "Legacy-TLS erlaubt"),
+    (
+        "needs the legacy-TLS listener",
+        "braucht den Legacy-TLS-Port",
+    ),
+    ("no login", "ohne Anmeldung"),
+    ("outdated TLS", "veraltetes TLS"),
 ];
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod client_addr;
 mod connection;
 mod consent;
 mod customers;
+mod device_models;
 mod devices;
 mod error;
 mod gauges;

@@ -189,6 +189,16 @@ pub static OPERATIONS: &[Operation] = &[
         Some("LoginList"),
     ),
     op!(
+        "get",
+        "/customers/{id}/devices/{device}/transcripts",
+        "listDeviceTranscripts",
+        "The device's last sessions on the edge (commands and reply codes, TLS, handshake failures) and what they show",
+        "technician",
+        None,
+        200,
+        Some("TranscriptList"),
+    ),
+    op!(
         "post",
         "/customers/{id}/devices/{device}/unlock",
         "unlockDevice",
@@ -385,7 +395,52 @@ fn schemas() -> Value {
         "kind": { "enum": ["printer", "scanner", "medical", "software", "other"] },
         "site": nullable("string"),
         "listener": { "enum": ["submission", "submissions", "relay"] },
+        "legacy_tls": { "type": "boolean", "description": "May log in on the legacy-TLS listener (TLS 1.0/1.1, CBC suites)" },
+        "model_family": { "type": ["string", "null"], "description": "A model family key of the model notes" },
     });
+    let transcript_line = object(
+        &["at_ms", "command", "replies"],
+        json!({
+            "at_ms": { "type": "integer" },
+            "command": { "type": "string", "description": "The verb, AUTH with its mechanism, or a step in brackets; never a password or AUTH data" },
+            "replies": { "type": "array", "items": string(), "description": "Reply code and enhanced status code" },
+        }),
+    );
+    let transcript = object(
+        &[
+            "id",
+            "source_addr",
+            "started_at",
+            "ended_at",
+            "listener",
+            "outcome",
+            "lines",
+        ],
+        json!({
+            "id": { "type": "integer" },
+            "device_id": { "type": ["string", "null"], "format": "uuid", "description": "null: a session from the device's site that never named a device (e.g. a failed TLS handshake)" },
+            "source_addr": string(),
+            "started_at": { "type": "string", "format": "date-time" },
+            "ended_at": { "type": "string", "format": "date-time" },
+            "listener": { "enum": ["submission", "submissions", "relay", "legacy-submission", "legacy-submissions"] },
+            "tls_protocol": nullable("string"),
+            "tls_cipher": nullable("string"),
+            "tls_failure": { "type": ["string", "null"], "description": "Why the TLS handshake failed" },
+            "outcome": { "enum": ["quit", "disconnected", "closed", "tls_failed"] },
+            "lines": { "type": "array", "items": { "$ref": "#/components/schemas/TranscriptLine" } },
+        }),
+    );
+    let finding = object(
+        &["key", "count", "since", "text", "text_de"],
+        json!({
+            "key": string(),
+            "count": { "type": "integer" },
+            "since": { "type": "string", "format": "date-time" },
+            "detail": nullable("string"),
+            "text": string(),
+            "text_de": string(),
+        }),
+    );
     let device_required = [
         "id",
         "tenant_id",
@@ -458,7 +513,7 @@ fn schemas() -> Value {
         "created_at": { "type": "string", "format": "date-time" },
         "health": { "$ref": "#/components/schemas/Health" },
     });
-    json!({
+    let mut all = json!({
         "Error": object(&["error"], json!({ "error": object(&["code", "message"], json!({
             "code": { "enum": ["unauthenticated", "forbidden", "csrf", "not_found", "invalid", "conflict", "database_unavailable", "internal"] },
             "message": string() })) })),
@@ -517,6 +572,8 @@ fn schemas() -> Value {
             "sender_policy": { "enum": ["rewrite", "enforce"] },
             "rate_limit_per_minute": string(),
             "enabled": { "type": "boolean" },
+            "legacy_tls": { "type": "boolean", "description": "Allow the legacy-TLS listener (only for devices that cannot do TLS 1.2)" },
+            "model_family": { "type": "string", "description": "A model family key of the model notes; empty clears it" },
         })),
         "LoginFailures": object(&["scope", "source", "failures", "last_failure_at", "last_source", "locked_until"], json!({
             "scope": { "enum": ["pair", "username"], "description": "pair: this username from one source network (an IPv4 address or an IPv6 /64); username: from every address the device has not logged in from" },
@@ -553,7 +610,26 @@ fn schemas() -> Value {
             json!({ "id": { "type": "integer" }, "at": { "type": "string", "format": "date-time" }, "actor": string(),
                     "action": string(), "tenant_id": nullable("string"), "tenant_name": nullable("string"),
                     "target": nullable("string"), "details": { "type": "object" }, "client_addr": nullable("string") })) } })),
-    })
+    });
+    let transcripts = [
+        (
+            "TranscriptList",
+            object(
+                &["transcripts", "diagnosis"],
+                json!({
+                    "transcripts": { "type": "array", "items": { "$ref": "#/components/schemas/Transcript" } },
+                    "diagnosis": { "type": "array", "items": { "$ref": "#/components/schemas/Finding" } },
+                }),
+            ),
+        ),
+        ("Transcript", transcript),
+        ("TranscriptLine", transcript_line),
+        ("Finding", finding),
+    ];
+    for (name, schema) in transcripts {
+        all[name] = schema;
+    }
+    all
 }
 
 /// The migration board's schemas (apart: one `json!` for all would recurse too deep).
