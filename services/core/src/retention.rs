@@ -145,10 +145,6 @@ pub async fn purge(pool: &PgPool, retention: &Retention) -> Result<Purged, sqlx:
         .await?
         .rows_affected();
     let logins = logins::purge(pool, retention.login_window).await?;
-    let throttles = sqlx::query("DELETE FROM mailbox_throttles WHERE until < now()")
-        .execute(pool)
-        .await?
-        .rows_affected();
     Ok(vec![
         ("messages", messages),
         ("mailbox_usage", usage),
@@ -156,6 +152,5 @@ pub async fn purge(pool: &PgPool, retention: &Retention) -> Result<Purged, sqlx:
         ("oauth_flows", flows),
         ("audit_log", audit),
         ("login_failures", logins),
-        ("mailbox_throttles", throttles),
     ])
 }

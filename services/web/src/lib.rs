@@ -12,6 +12,7 @@ mod customers;
 mod devices;
 mod error;
 mod gauges;
+mod holds;
 mod i18n;
 mod messages;
 mod openapi;
@@ -145,6 +146,7 @@ pub fn router(
         .merge(consent::router())
         .merge(devices::router())
         .merge(messages::router())
+        .merge(holds::router())
         .merge(staff::router())
         .merge(audit::router())
         .route("/lang/{lang}", get(i18n::switch))
