@@ -17,6 +17,7 @@ mod delivery;
 mod dev_command;
 mod edge;
 mod group_commit;
+mod holds;
 mod hostile;
 mod isolation;
 mod operations;

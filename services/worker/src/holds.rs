@@ -22,7 +22,7 @@ const PROBES_PER_ROUND: i64 = 16;
 /// How often a worker looks for due probes (an index probe).
 const PROBE_TICK: Duration = Duration::from_secs(1);
 /// How often a worker looks for held messages past their maximum age.
-const EXPIRY_TICK: Duration = Duration::from_secs(30);
+const EXPIRY_TICK: Duration = Duration::from_secs(5);
 /// Held messages failed per round.
 const EXPIRED_PER_ROUND: i64 = 100;
 

@@ -652,8 +652,10 @@ impl Worker {
             scope: format!("{resource}/.default"),
         };
         if probe {
-            // A probe asks Entra itself, not the refusal remembered moments ago.
-            self.tokens.forget_refusal(&key).await;
+            // A probe asks Entra itself: not the refusal remembered moments ago, nor
+            // a token issued before the condition changed (a new consent's roles
+            // are only in a new token).
+            self.tokens.invalidate(&key).await;
         }
         let token = match self.tokens.get(&key, &app, &tenant.id.to_string()).await {
             Ok(token) => token,

@@ -171,12 +171,14 @@ impl DeliveryOutcome {
         }
     }
 
-    /// Whether the resource refused the token itself (fetch a new one next time).
+    /// Whether the resource refused the token itself, or what it grants (fetch a
+    /// new one next time: a consent given since is only in a new token's roles).
     pub fn token_refused(&self) -> bool {
         self.failure().is_some_and(|f| {
             f.source == Source::Resource
                 && (std::ptr::eq(f.diagnosis, &diagnosis::TOKEN_REFUSED_BY_RESOURCE)
-                    || std::ptr::eq(f.diagnosis, &diagnosis::SMTP_AUTH_REFUSED))
+                    || std::ptr::eq(f.diagnosis, &diagnosis::SMTP_AUTH_REFUSED)
+                    || std::ptr::eq(f.diagnosis, &diagnosis::ACCESS_DENIED))
         })
     }
 }

@@ -241,15 +241,6 @@ impl TokenCache {
         }
     }
 
-    /// Forgets a refusal remembered for `key` (a hold's probe asks again).
-    pub async fn forget_refusal(&self, key: &TokenKey) {
-        let slot = self.slot(key);
-        let mut cached = slot.lock().await;
-        if matches!(*cached, Some(CachedToken::Refused { .. })) {
-            *cached = None;
-        }
-    }
-
     /// Forgets the token for `key` (the resource refused it).
     pub async fn invalidate(&self, key: &TokenKey) {
         *self.slot(key).lock().await = None;
