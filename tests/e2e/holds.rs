@@ -280,6 +280,11 @@ async fn a_held_message_past_its_maximum_age_fails_with_the_holds_reason() {
         Duration::from_secs(20),
     )
     .await;
+    // A customer who never re-consents: the hold's probes have backed off far.
+    sqlx::query("UPDATE delivery_holds SET next_probe_at = now() + interval '1 hour'")
+        .execute(app.pool())
+        .await
+        .unwrap();
     let status = app.wait_for_message(id, |s| s.state == "failed").await;
     assert_eq!(status.attempt_count, 2, "one attempt, then failed while held");
     let attempts = queue::attempts(app.pool(), id).await.unwrap();

@@ -519,12 +519,14 @@ async fn every_upstream_answer_is_classified_and_explained() {
             case.name
         );
         if case.name == "concurrency" {
-            // A slot frees within seconds: retried at once, not backed off.
+            // A slot frees within seconds: retried at once, not backed off (a
+            // minute at least). The app-wide cases above hold every customer of the
+            // MSP app until their first probe (10 s), which may delay this retry.
             app.wait_for_message(id, |s| s.state == "delivered").await;
             let attempts = queue::attempts(app.pool(), id).await.unwrap();
             let gap = attempts[1].started_at - attempts[0].started_at;
             assert!(
-                gap < chrono::TimeDelta::seconds(10),
+                gap < chrono::TimeDelta::seconds(30),
                 "432 retried after {gap}"
             );
             continue;
@@ -534,7 +536,14 @@ async fn every_upstream_answer_is_classified_and_explained() {
         } else {
             "queued"
         };
-        assert_eq!(status.state, expected_state, "{}", case.name);
+        // A held message goes as soon as its hold's first probe (10 s) gets through
+        // (each fault answers once): it may be delivered by the time it is looked at.
+        let held_and_released = case.outcome == AttemptOutcome::Retry
+            && case.name != "bad token"
+            && status.state == "delivered";
+        if !held_and_released {
+            assert_eq!(status.state, expected_state, "{}", case.name);
+        }
         // A condition of the mailbox, the customer or the app holds the message
         // (due the moment the hold is released) instead of backing it off.
         if case.outcome == AttemptOutcome::Retry && case.name == "bad token" {
