@@ -266,7 +266,9 @@ async fn a_held_message_past_its_maximum_age_fails_with_the_holds_reason() {
         s.worker.max_age_seconds = 4;
     })
     .await;
-    let tenant = app.add_tenant_without_consent("Praxis Nie Zugestimmt").await;
+    let tenant = app
+        .add_tenant_without_consent("Praxis Nie Zugestimmt")
+        .await;
     sqlx::query("UPDATE tenants SET notification_address = 'it@praxis.example' WHERE id = $1")
         .bind(tenant.tenant.id)
         .execute(app.pool())
@@ -286,7 +288,10 @@ async fn a_held_message_past_its_maximum_age_fails_with_the_holds_reason() {
         .await
         .unwrap();
     let status = app.wait_for_message(id, |s| s.state == "failed").await;
-    assert_eq!(status.attempt_count, 2, "one attempt, then failed while held");
+    assert_eq!(
+        status.attempt_count, 2,
+        "one attempt, then failed while held"
+    );
     let attempts = queue::attempts(app.pool(), id).await.unwrap();
     let last = attempts.last().unwrap();
     assert_eq!(last.diagnosis.as_deref(), Some(reason.as_str()));

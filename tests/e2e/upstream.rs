@@ -573,7 +573,8 @@ async fn every_upstream_answer_is_classified_and_explained() {
             .await
             .unwrap();
     assert!(
-        held.iter().any(|(scope, reason)| scope == "mailbox" && reason == "429"),
+        held.iter()
+            .any(|(scope, reason)| scope == "mailbox" && reason == "429"),
         "the throttled mailbox is held until its Retry-After: {held:?}"
     );
 }
@@ -720,10 +721,10 @@ async fn a_retry_after_from_graph_pauses_the_mailbox_for_every_worker() {
         let until = sqlx::query_scalar(
             "SELECT next_probe_at FROM delivery_holds WHERE scope = 'mailbox' AND subject = $1",
         )
-            .bind(tenant.tenant.sender_mailbox.to_ascii_lowercase())
-            .fetch_optional(app.pool())
-            .await
-            .unwrap();
+        .bind(tenant.tenant.sender_mailbox.to_ascii_lowercase())
+        .fetch_optional(app.pool())
+        .await
+        .unwrap();
         if let Some(until) = until {
             break until;
         }

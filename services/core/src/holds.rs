@@ -100,13 +100,47 @@ macro_rules! tenant_held {
 macro_rules! hold_applies {
     ($h:literal, $t:literal, $client:literal, $fingerprint:literal) => {
         concat!(
-            "CASE ", $h, ".scope",
-            " WHEN 'customer' THEN ", $h, ".subject = ", $t, ".id::text",
-            " WHEN 'mailbox' THEN ", $h, ".subject = lower(", $t, ".sender_mailbox)",
-            " ELSE CASE WHEN ", $t, ".client_id IS NOT NULL THEN ", $h, ".subject = ", $t, ".client_id",
-            " AND ", $h, ".credential = encode(sha256(COALESCE(", $t, ".client_secret_sealed, ", $t, ".client_certificate_sealed)), 'hex')",
-            " ELSE COALESCE(", $h, ".subject = ", $client, " AND ", $h, ".credential = COALESCE(", $fingerprint, ", ", $h, ".credential),",
-            " NOT EXISTS (SELECT 1 FROM tenants o WHERE o.client_id = ", $h, ".subject)) END END"
+            "CASE ",
+            $h,
+            ".scope",
+            " WHEN 'customer' THEN ",
+            $h,
+            ".subject = ",
+            $t,
+            ".id::text",
+            " WHEN 'mailbox' THEN ",
+            $h,
+            ".subject = lower(",
+            $t,
+            ".sender_mailbox)",
+            " ELSE CASE WHEN ",
+            $t,
+            ".client_id IS NOT NULL THEN ",
+            $h,
+            ".subject = ",
+            $t,
+            ".client_id",
+            " AND ",
+            $h,
+            ".credential = encode(sha256(COALESCE(",
+            $t,
+            ".client_secret_sealed, ",
+            $t,
+            ".client_certificate_sealed)), 'hex')",
+            " ELSE COALESCE(",
+            $h,
+            ".subject = ",
+            $client,
+            " AND ",
+            $h,
+            ".credential = COALESCE(",
+            $fingerprint,
+            ", ",
+            $h,
+            ".credential),",
+            " NOT EXISTS (SELECT 1 FROM tenants o WHERE o.client_id = ",
+            $h,
+            ".subject)) END END"
         )
     };
 }
@@ -225,13 +259,13 @@ pub async fn release_other_credentials(
 }
 
 /// Probes the customer's holds (its own, its mailbox's, its own app's) at once: its
-/// consent or settings changed. Returns how many.
+/// consent or settings changed.
 pub async fn probe_customer_now(pool: &PgPool, tenant_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(concat!(
+    sqlx::query(
         "UPDATE delivery_holds h SET next_probe_at = now()
            FROM tenants t
-          WHERE t.id = $1 AND h.next_probe_at > now() AND (h.tenant_id = t.id OR (h.scope = 'app' AND h.subject = t.client_id))"
-    ))
+          WHERE t.id = $1 AND h.next_probe_at > now() AND (h.tenant_id = t.id OR (h.scope = 'app' AND h.subject = t.client_id))",
+    )
     .bind(tenant_id)
     .execute(pool)
     .await
@@ -510,18 +544,36 @@ pub async fn list(pool: &PgPool, tenant: Option<Uuid>) -> Result<Vec<Hold>, sqlx
     .await
 }
 
-/// Held messages by scope and reason, for the metrics.
-pub async fn held_messages(pool: &PgPool) -> Result<Vec<(Scope, String, i64)>, sqlx::Error> {
-    let holds = list(pool, None).await?;
-    let mut counts: Vec<(Scope, String, i64)> = Vec::new();
-    for hold in holds {
+/// Held messages and the age of the oldest hold, by scope and reason, for the
+/// metrics.
+pub async fn by_reason(pool: &PgPool) -> Result<Vec<HeldByReason>, sqlx::Error> {
+    let mut counts: Vec<HeldByReason> = Vec::new();
+    for hold in list(pool, None).await? {
+        let age = (Utc::now() - hold.since).num_seconds().max(0);
         match counts
             .iter_mut()
-            .find(|(s, r, _)| *s == hold.scope && *r == hold.reason)
+            .find(|c| c.scope == hold.scope && c.reason == hold.reason)
         {
-            Some((_, _, n)) => *n += hold.messages_held,
-            None => counts.push((hold.scope, hold.reason, hold.messages_held)),
+            Some(c) => {
+                c.messages += hold.messages_held;
+                c.oldest_seconds = c.oldest_seconds.max(age);
+            }
+            None => counts.push(HeldByReason {
+                scope: hold.scope,
+                reason: hold.reason,
+                messages: hold.messages_held,
+                oldest_seconds: age,
+            }),
         }
     }
     Ok(counts)
+}
+
+/// One scope and reason's held messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldByReason {
+    pub scope: Scope,
+    pub reason: String,
+    pub messages: i64,
+    pub oldest_seconds: i64,
 }

@@ -375,6 +375,8 @@ pub async fn update(
     actor.require(Permission::ManageCustomers)?;
     let before = load(&state.pool, id).await?;
     let after = update_settings(state, &before, input).await?;
+    // A changed setting may clear the customer's holds: the workers probe them now.
+    mailbridge_core::holds::probe_customer_now(&state.pool, id).await?;
     audit::record(
         &state.pool,
         actor,
@@ -565,7 +567,9 @@ fn notice_text(key: &str) -> Option<&'static str> {
             tr!("Microsoft 365 is connected: a token for the customer's tenant was issued.")
         }
         "device-deleted" => tr!("The device was deleted."),
-        "probing" => tr!("The hold is probed now: its messages go as soon as the probe gets through."),
+        "probing" => {
+            tr!("The hold is probed now: its messages go as soon as the probe gets through.")
+        }
         _ => return None,
     })
 }

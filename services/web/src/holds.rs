@@ -108,7 +108,10 @@ pub async fn for_customers(pool: &PgPool, tenants: &[Tenant]) -> Result<Vec<Vec<
     if only.is_some() {
         return Ok(vec![holds.iter().map(HoldView::of).collect()]);
     }
-    let own_apps: HashSet<&str> = tenants.iter().filter_map(|t| t.client_id.as_deref()).collect();
+    let own_apps: HashSet<&str> = tenants
+        .iter()
+        .filter_map(|t| t.client_id.as_deref())
+        .collect();
     Ok(tenants
         .iter()
         .map(|t| {
@@ -142,6 +145,32 @@ pub async fn probe_now(state: &WebState, actor: &Actor, id: Uuid) -> Result<Opti
     )
     .await?;
     Ok(tenant)
+}
+
+/// Exports the held messages and the oldest hold by scope and reason; removes the
+/// series of those no longer held. Returns the label sets exported.
+pub async fn export_gauges(
+    pool: &PgPool,
+    previous: HashSet<(Scope, String)>,
+) -> std::result::Result<HashSet<(Scope, String)>, sqlx::Error> {
+    let web = &mailbridge_core::metrics::metrics().web;
+    let mut now = HashSet::new();
+    for held in holds::by_reason(pool).await? {
+        let labels = [held.scope.as_str(), held.reason.as_str()];
+        web.held_messages
+            .with_label_values(&labels)
+            .set(held.messages);
+        web.hold_age_seconds
+            .with_label_values(&labels)
+            .set(held.oldest_seconds);
+        now.insert((held.scope, held.reason));
+    }
+    for (scope, reason) in previous.difference(&now) {
+        let labels = [scope.as_str(), reason.as_str()];
+        let _ = web.held_messages.remove_label_values(&labels);
+        let _ = web.hold_age_seconds.remove_label_values(&labels);
+    }
+    Ok(now)
 }
 
 pub fn router() -> Router<WebState> {

@@ -144,7 +144,9 @@ pub async fn probe_loop(worker: Arc<Worker>, shutdown: CancellationToken) {
                         worker.give_up_held(held).await;
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "could not look for held messages past their maximum age"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not look for held messages past their maximum age")
+                }
             }
         }
         tokio::select! {

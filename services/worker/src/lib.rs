@@ -325,7 +325,8 @@ impl Worker {
         let (method, mailbox, outcome) = self.attempt(&message, probe.is_some()).await;
         if let DeliveryOutcome::Deferred(wait) = outcome {
             if let Some(hold) = &probe
-                && let Err(e) = mailbridge_core::holds::reschedule(&self.pool, hold, wait.delay()).await
+                && let Err(e) =
+                    mailbridge_core::holds::reschedule(&self.pool, hold, wait.delay()).await
             {
                 tracing::warn!(error = %e, "could not reschedule a hold's probe");
             }
@@ -483,7 +484,9 @@ impl Worker {
         outcome: &DeliveryOutcome,
         probe: Option<&HoldKey>,
     ) -> bool {
-        let scope = outcome.failure().and_then(|f| holds::scope_of(f).map(|s| (s, f)));
+        let scope = outcome
+            .failure()
+            .and_then(|f| holds::scope_of(f).map(|s| (s, f)));
         let mut held = false;
         if let Some((scope, failure)) = scope {
             let app = self.msp_identity();
@@ -494,7 +497,9 @@ impl Worker {
                 app: app.as_ref(),
                 reason: failure.diagnosis.key,
                 detail: &detail,
-                retry_after: failure.retry_after.map(|w| w.min(Duration::from_secs(3_600))),
+                retry_after: failure
+                    .retry_after
+                    .map(|w| w.min(Duration::from_secs(3_600))),
                 probe_failed: probe.is_some_and(|p| p.scope == scope),
             };
             match mailbridge_core::holds::hold(&self.pool, &condition).await {
@@ -505,19 +510,23 @@ impl Worker {
                     }
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "could not hold the scope; the message retries on its own"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not hold the scope; the message retries on its own")
+                }
             }
         }
         let Some(probe) = probe else { return held };
         let result = match scope {
             Some((scope, _)) if scope == probe.scope => Ok(()),
             // Another, wider condition: this hold was not tested.
-            Some((scope, _)) if scope > probe.scope => mailbridge_core::holds::reschedule(
-                &self.pool,
-                probe,
-                mailbridge_core::holds::probe_interval(0),
-            )
-            .await,
+            Some((scope, _)) if scope > probe.scope => {
+                mailbridge_core::holds::reschedule(
+                    &self.pool,
+                    probe,
+                    mailbridge_core::holds::probe_interval(0),
+                )
+                .await
+            }
             // Delivered, or got past the held scope.
             _ => match mailbridge_core::holds::release(&self.pool, probe).await {
                 Ok(released) => {

@@ -104,14 +104,16 @@ impl DeliveryOutcome {
                 retry_after: None,
                 repeated: false,
             }),
-            TokenError::Unreachable(detail) => match Self::unreachable("token endpoint", detail.clone()) {
-                // Entra gave no answer: which matters for its scope (see `holds`).
-                Self::Failed(failure) => Self::Failed(Failure {
-                    source: Source::TokenEndpoint,
-                    ..failure
-                }),
-                other => other,
-            },
+            TokenError::Unreachable(detail) => {
+                match Self::unreachable("token endpoint", detail.clone()) {
+                    // Entra gave no answer: which matters for its scope (see `holds`).
+                    Self::Failed(failure) => Self::Failed(Failure {
+                        source: Source::TokenEndpoint,
+                        ..failure
+                    }),
+                    other => other,
+                }
+            }
             TokenError::RecentlyRefused(error) => match Self::token(error) {
                 Self::Failed(failure) => Self::Failed(Failure {
                     repeated: true,
