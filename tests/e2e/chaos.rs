@@ -788,26 +788,37 @@ async fn a_backlog_during_an_outage_drains_fairly_in_bounded_memory() {
     enqueue_backlog(app.pool(), &ledger, &medium, total * 3 / 10, body_size).await;
     enqueue_backlog(app.pool(), &ledger, &small, total / 10, body_size).await;
     let ledger = load.stop().await;
-    // The worker tries each queued message once, then backs off.
+    // The worker meets the outage and holds each customer's mailbox: the backlog
+    // waits without being tried message by message, each mailbox probed on its
+    // schedule.
     let mut peak = baseline;
     let deadline = Instant::now() + Duration::from_secs(120 + 60 * scale as u64);
     loop {
         peak = peak.max(rss_kib(worker).expect("the worker's memory"));
-        let untried: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM messages WHERE state = 'queued' AND attempt_count = 0",
+        let (held, in_flight): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM delivery_holds WHERE scope = 'mailbox'),
+                    (SELECT count(*) FROM messages WHERE state = 'delivering')",
         )
         .fetch_one(app.pool())
         .await
         .unwrap();
-        if untried == 0 {
+        if held == 3 && in_flight == 0 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "{untried} messages never tried during the outage"
+            "{held} of 3 mailboxes held during the outage, {in_flight} messages in flight"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Let the backlog stand while held: a few probes, not a request per message.
+    let requests_before = directory.requests().len();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let tried_while_held = directory.requests().len() - requests_before;
+    assert!(
+        tried_while_held <= 12,
+        "{tried_while_held} requests in 15 s of three held mailboxes"
+    );
     let outage_ended = Utc::now();
     let during = request_rate(&directory.requests(), outage_began, outage_ended, |r| {
         r.endpoint == Endpoint::GraphSend
@@ -823,7 +834,8 @@ async fn a_backlog_during_an_outage_drains_fairly_in_bounded_memory() {
     .await
     .unwrap();
 
-    // Microsoft is back. Skip the backoff: every retry is due, in its order.
+    // Microsoft is back. Skip the backoff: every hold's probe and every retry is due,
+    // in its order.
     directory.clear_faults();
     let latest_due: f64 = sqlx::query_scalar(
         "SELECT EXTRACT(EPOCH FROM max(next_attempt_at) - now())::float8 FROM messages WHERE state = 'queued'",

@@ -308,3 +308,72 @@ async fn a_held_message_past_its_maximum_age_fails_with_the_holds_reason() {
     .unwrap();
     assert_eq!(reports, 1);
 }
+
+#[tokio::test]
+async fn holds_are_shown_to_staff_and_retry_now_probes_at_once() {
+    let app = TestApp::spawn_without_worker().await;
+    let tenant = app.add_tenant("Praxis Gehalten").await;
+    queue_message(&app, &tenant, "befund@klinik.example", 0).await;
+    // What a worker records when the customer's consent is gone.
+    let hold: Uuid = sqlx::query_scalar(
+        "INSERT INTO delivery_holds (scope, subject, tenant_id, reason, detail, next_probe_at)
+         VALUES ('customer', $1::text, $1, 'AADSTS65001', 'AADSTS65001: consent revoked', now() + interval '1 hour')
+         RETURNING id",
+    )
+    .bind(tenant.tenant.id)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    let mut viewer =
+        crate::staff_client::StaffClient::sign_in_as(&app, "lea.lesen@msp.example", "readonly")
+            .await;
+    let overview = viewer.get("/").await;
+    assert!(
+        overview.body.contains(&format!("data-hold=\"{hold}\"")),
+        "{}",
+        overview.body
+    );
+    assert!(
+        overview
+            .body
+            .contains("Consent for mailbridge&#39;s app is missing")
+            || overview
+                .body
+                .contains("Consent for mailbridge's app is missing")
+    );
+    let page = viewer
+        .get(&format!("/customers/{}", tenant.tenant.id))
+        .await;
+    assert!(page.body.contains(&format!("data-hold=\"{hold}\"")));
+    assert!(
+        !page.body.contains("retry-hold"),
+        "read-only staff get no Retry now"
+    );
+    let refused = viewer.post(&format!("/holds/{hold}/probe"), &[]).await;
+    assert_eq!(refused.status, reqwest::StatusCode::FORBIDDEN);
+
+    let mut technician =
+        crate::staff_client::StaffClient::sign_in_as(&app, "tom.technik@msp.example", "technician")
+            .await;
+    let page = technician
+        .get(&format!("/customers/{}", tenant.tenant.id))
+        .await;
+    assert!(page.body.contains("retry-hold"));
+    let answer = technician.post(&format!("/holds/{hold}/probe"), &[]).await;
+    assert!(answer.status.is_redirection(), "{}", answer.status);
+    let (due, audited): (bool, i64) = sqlx::query_as(
+        "SELECT (SELECT next_probe_at <= now() FROM delivery_holds WHERE id = $1),
+                (SELECT count(*) FROM audit_log WHERE action = 'hold.probe' AND target = $1::text)",
+    )
+    .bind(hold)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert!(due, "retry now makes the probe due");
+    assert_eq!(audited, 1);
+    // The held messages are counted for the metrics.
+    let held = mailbridge_core::holds::by_reason(app.pool()).await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].messages, 1);
+    assert_eq!(held[0].reason, "AADSTS65001");
+}
