@@ -843,8 +843,11 @@ async fn a_backlog_during_an_outage_drains_fairly_in_bounded_memory() {
     .fetch_one(app.pool())
     .await
     .unwrap();
-    let due: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "SELECT id, tenant_id FROM messages WHERE state = 'queued' ORDER BY next_attempt_at, id",
+    // Held messages keep the due time they were queued with: a batch queued in one
+    // transaction shares it, and such ties may go in any order (the rank below).
+    let due: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(
+        "SELECT id, tenant_id, dense_rank() OVER (ORDER BY next_attempt_at) FROM messages
+          WHERE state = 'queued' ORDER BY next_attempt_at, id",
     )
     .fetch_all(app.pool())
     .await
@@ -905,8 +908,8 @@ async fn a_backlog_during_an_outage_drains_fairly_in_bounded_memory() {
         taken.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let positions_of = |tenant: Uuid| -> Vec<usize> {
         due.iter()
-            .filter(|(_, t)| *t == tenant)
-            .map(|(id, _)| *position.get(id).expect("every due message delivered"))
+            .filter(|(_, t, _)| *t == tenant)
+            .map(|(id, _, _)| *position.get(id).expect("every due message delivered"))
             .collect()
     };
     // A message its mailbox had no free slot for is put back "a little" (2 s): in a
@@ -915,7 +918,7 @@ async fn a_backlog_during_an_outage_drains_fairly_in_bounded_memory() {
     let deferred: std::collections::HashSet<Uuid> = sqlx::query_scalar::<_, Uuid>(
         "SELECT id FROM messages WHERE id = ANY($1) AND next_attempt_at > $2",
     )
-    .bind(due.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(due.iter().map(|(id, _, _)| *id).collect::<Vec<_>>())
     .bind(drain_began_at)
     .fetch_all(app.pool())
     .await
@@ -926,13 +929,16 @@ async fn a_backlog_during_an_outage_drains_fairly_in_bounded_memory() {
     // of its customer's messages (the mailbox's concurrency, twice for good measure).
     let mut worst_overtaking = 0;
     for tenant in [big.tenant.id, medium.tenant.id, small.tenant.id] {
-        let order: Vec<usize> = due
+        let order: Vec<(usize, i64)> = due
             .iter()
-            .filter(|(id, t)| *t == tenant && !deferred.contains(id))
-            .map(|(id, _)| position[id])
+            .filter(|(id, t, _)| *t == tenant && !deferred.contains(id))
+            .map(|(id, _, rank)| (position[id], *rank))
             .collect();
-        for (i, p) in order.iter().enumerate() {
-            let overtaken_by = order[i + 1..].iter().filter(|q| *q < p).count();
+        for (i, (p, rank)) in order.iter().enumerate() {
+            let overtaken_by = order[i + 1..]
+                .iter()
+                .filter(|(q, later)| q < p && later > rank)
+                .count();
             worst_overtaking = worst_overtaking.max(overtaken_by);
         }
     }
