@@ -162,6 +162,8 @@ async fn every_documented_operation_answers_as_documented() {
         ("get", "/messages/{id}"),
         ("post", "/messages/{id}/retry"),
         ("post", "/messages/{id}/cancel"),
+        ("get", "/holds"),
+        ("post", "/holds/{id}/probe"),
         ("get", "/audit"),
         ("post", "/customers/{id}/smtp-auth-report"),
         ("get", "/customers/{id}/board"),
@@ -177,11 +179,14 @@ async fn every_documented_operation_answers_as_documented() {
     let mut customer = String::new();
     let mut device = String::new();
     let mut message = String::new();
+    let mut hold = String::new();
     for (method, path) in order {
         let operation = &doc["paths"][path][method];
         assert!(operation.is_object(), "{method} {path} is not documented");
         let concrete = if path.starts_with("/messages/") {
             path.replace("{id}", &message)
+        } else if path.starts_with("/holds/") {
+            path.replace("{id}", &hold)
         } else {
             path.replace("{id}", &customer).replace("{device}", &device)
         };
@@ -241,7 +246,21 @@ async fn every_documented_operation_answers_as_documented() {
             assert_eq!(answer, Value::Null, "{method} {path} has no body");
         }
         match (method, path) {
-            ("post", "/customers") => customer = answer["id"].as_str().unwrap().to_owned(),
+            ("post", "/customers") => {
+                customer = answer["id"].as_str().unwrap().to_owned();
+                // The customer's consent was revoked: its deliveries are held
+                // (what a worker records), its next probe an hour away.
+                let id: uuid::Uuid = sqlx::query_scalar(
+                    "INSERT INTO delivery_holds (scope, subject, tenant_id, reason, detail, next_probe_at)
+                     VALUES ('customer', $1, $1::uuid, 'AADSTS65001', 'AADSTS65001: consent revoked', now() + interval '1 hour')
+                     RETURNING id",
+                )
+                .bind(&customer)
+                .fetch_one(app.pool())
+                .await
+                .unwrap();
+                hold = id.to_string();
+            }
             ("post", "/customers/{id}/devices") => {
                 device = answer["id"].as_str().unwrap().to_owned();
                 assert!(answer["password"].as_str().unwrap().len() >= 20);
@@ -276,6 +295,29 @@ async fn every_documented_operation_answers_as_documented() {
                 assert_eq!(answer["check"], Value::Null, "no consent granted yet");
             }
             ("get", "/messages/{id}") => assert_eq!(answer["state"], "queued"),
+            ("get", "/holds") => {
+                let held = &answer["holds"][0];
+                assert_eq!(held["id"], hold.as_str());
+                assert_eq!(held["scope"], "customer");
+                assert_eq!(held["customer_id"], customer.as_str());
+                assert_eq!(held["reason"], "AADSTS65001");
+                assert!(
+                    held["explanation"]["de"]["what"]
+                        .as_str()
+                        .unwrap()
+                        .contains("Zustimmung")
+                );
+            }
+            ("post", "/holds/{id}/probe") => {
+                let due: bool = sqlx::query_scalar(
+                    "SELECT next_probe_at <= now() FROM delivery_holds WHERE id = $1::uuid",
+                )
+                .bind(&hold)
+                .fetch_one(app.pool())
+                .await
+                .unwrap();
+                assert!(due, "retry now makes the hold's probe due");
+            }
             ("get", "/audit") => {
                 let actions: Vec<&str> = answer["entries"]
                     .as_array()
@@ -286,7 +328,8 @@ async fn every_documented_operation_answers_as_documented() {
                 assert!(
                     actions.contains(&"device.create")
                         && actions.contains(&"device.unlock")
-                        && actions.contains(&"message.cancel"),
+                        && actions.contains(&"message.cancel")
+                        && actions.contains(&"hold.probe"),
                     "{actions:?}"
                 );
                 let actors: Vec<&str> = answer["entries"]

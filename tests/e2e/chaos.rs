@@ -814,26 +814,37 @@ async fn a_backlog_during_an_outage_drains_fairly_in_bounded_memory() {
     )
     .await;
     let ledger = load.stop().await;
-    // The worker tries each queued message once, then backs off.
+    // The worker meets the outage and holds each customer's mailbox: the backlog
+    // waits without being tried message by message, each mailbox probed on its
+    // schedule.
     let mut peak = baseline;
     let deadline = Instant::now() + Duration::from_secs(120 + 60 * scale as u64);
     loop {
         peak = peak.max(rss_kib(worker).expect("the worker's memory"));
-        let untried: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM messages WHERE state = 'queued' AND attempt_count = 0",
+        let (held, in_flight): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM delivery_holds WHERE scope = 'mailbox'),
+                    (SELECT count(*) FROM messages WHERE state = 'delivering')",
         )
         .fetch_one(app.pool())
         .await
         .unwrap();
-        if untried == 0 {
+        if held == 3 && in_flight == 0 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "{untried} messages never tried during the outage"
+            "{held} of 3 mailboxes held during the outage, {in_flight} messages in flight"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Let the backlog stand while held: a few probes, not a request per message.
+    let requests_before = directory.requests().len();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let tried_while_held = directory.requests().len() - requests_before;
+    assert!(
+        tried_while_held <= 12,
+        "{tried_while_held} requests in 15 s of three held mailboxes"
+    );
     let outage_ended = Utc::now();
     let during = request_rate(&directory.requests(), outage_began, outage_ended, |r| {
         r.endpoint == Endpoint::GraphSend
@@ -849,7 +860,8 @@ async fn a_backlog_during_an_outage_drains_fairly_in_bounded_memory() {
     .await
     .unwrap();
 
-    // Microsoft is back. Skip the backoff: every retry is due, in its order.
+    // Microsoft is back. Skip the backoff: every hold's probe and every retry is due,
+    // in its order.
     directory.clear_faults();
     let latest_due: f64 = sqlx::query_scalar(
         "SELECT EXTRACT(EPOCH FROM max(next_attempt_at) - now())::float8 FROM messages WHERE state = 'queued'",
@@ -857,8 +869,11 @@ async fn a_backlog_during_an_outage_drains_fairly_in_bounded_memory() {
     .fetch_one(app.pool())
     .await
     .unwrap();
-    let due: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "SELECT id, tenant_id FROM messages WHERE state = 'queued' ORDER BY next_attempt_at, id",
+    // Held messages keep the due time they were queued with: a batch queued in one
+    // transaction shares it, and such ties may go in any order (the rank below).
+    let due: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(
+        "SELECT id, tenant_id, dense_rank() OVER (ORDER BY next_attempt_at) FROM messages
+          WHERE state = 'queued' ORDER BY next_attempt_at, id",
     )
     .fetch_all(app.pool())
     .await
@@ -919,8 +934,8 @@ async fn a_backlog_during_an_outage_drains_fairly_in_bounded_memory() {
         taken.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let positions_of = |tenant: Uuid| -> Vec<usize> {
         due.iter()
-            .filter(|(_, t)| *t == tenant)
-            .map(|(id, _)| *position.get(id).expect("every due message delivered"))
+            .filter(|(_, t, _)| *t == tenant)
+            .map(|(id, _, _)| *position.get(id).expect("every due message delivered"))
             .collect()
     };
     // A message its mailbox had no free slot for is put back "a little" (2 s): in a
@@ -929,7 +944,7 @@ async fn a_backlog_during_an_outage_drains_fairly_in_bounded_memory() {
     let deferred: std::collections::HashSet<Uuid> = sqlx::query_scalar::<_, Uuid>(
         "SELECT id FROM messages WHERE id = ANY($1) AND next_attempt_at > $2",
     )
-    .bind(due.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(due.iter().map(|(id, _, _)| *id).collect::<Vec<_>>())
     .bind(drain_began_at)
     .fetch_all(app.pool())
     .await
@@ -940,13 +955,16 @@ async fn a_backlog_during_an_outage_drains_fairly_in_bounded_memory() {
     // of its customer's messages (the mailbox's concurrency, twice for good measure).
     let mut worst_overtaking = 0;
     for tenant in [big.tenant.id, medium.tenant.id, small.tenant.id] {
-        let order: Vec<usize> = due
+        let order: Vec<(usize, i64)> = due
             .iter()
-            .filter(|(id, t)| *t == tenant && !deferred.contains(id))
-            .map(|(id, _)| position[id])
+            .filter(|(id, t, _)| *t == tenant && !deferred.contains(id))
+            .map(|(id, _, rank)| (position[id], *rank))
             .collect();
-        for (i, p) in order.iter().enumerate() {
-            let overtaken_by = order[i + 1..].iter().filter(|q| *q < p).count();
+        for (i, (p, rank)) in order.iter().enumerate() {
+            let overtaken_by = order[i + 1..]
+                .iter()
+                .filter(|(q, later)| q < p && later > rank)
+                .count();
             worst_overtaking = worst_overtaking.max(overtaken_by);
         }
     }

@@ -1119,7 +1119,7 @@ async fn pump(
     }
 }
 
-/// Moves every queued message's due time and every tenant's pause `by` earlier: to
+/// Moves every queued message's due time and every hold's next probe `by` earlier: to
 /// the queue (which only compares them with `now()`), the same as `by` passing, in
 /// the same order and with the same spread. Lets a test skip the minute-long backoff.
 pub async fn skip_queue_time(pool: &PgPool, by: Duration) {
@@ -1132,13 +1132,12 @@ pub async fn skip_queue_time(pool: &PgPool, by: Duration) {
     .await
     .expect("moving due times");
     sqlx::query(
-        "UPDATE tenants SET paused_until = paused_until - make_interval(secs => $1)
-          WHERE paused_until IS NOT NULL",
+        "UPDATE delivery_holds SET next_probe_at = next_probe_at - make_interval(secs => $1)",
     )
     .bind(by.as_secs_f64())
     .execute(pool)
     .await
-    .expect("moving tenant pauses");
+    .expect("moving the holds' probes");
 }
 
 /// Skips the time until the next queued message is due (nothing is due before it,

@@ -174,10 +174,17 @@ async fn a_wrong_client_secret_leaves_the_message_queued_with_the_aadsts_error()
     let status = app
         .wait_for_message(id, |s| s.attempt_count == 1 && s.state == "queued")
         .await;
-    assert!(
-        status.next_attempt_at > chrono_now_plus_seconds(30),
-        "retry is backed off: {status:?}"
-    );
+    // A wrong secret is the app's condition: the app is held (its messages wait
+    // for a probe), the message is not backed off on its own.
+    let (reason, next_probe): (String, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT reason, next_probe_at FROM delivery_holds WHERE scope = 'app' AND subject = $1",
+    )
+    .bind(&app.stack.client_id)
+    .fetch_one(app.pool())
+    .await
+    .expect("the app is held");
+    assert_eq!(reason, "AADSTS7000215");
+    assert!(next_probe > chrono::Utc::now(), "{status:?}");
     let attempts = queue::attempts(app.pool(), id).await.unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].outcome, AttemptOutcome::Retry);
@@ -359,8 +366,15 @@ async fn a_tenant_without_consent_is_paused_not_hammered() {
         .await
         .unwrap()
         .unwrap();
-    let paused = stored.paused_until.expect("the tenant is paused");
-    assert!(paused > chrono_now_plus_seconds(30), "{paused}");
+    let (reason, next_probe): (String, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT reason, next_probe_at FROM delivery_holds WHERE scope = 'customer' AND tenant_id = $1",
+    )
+    .bind(tenant.tenant.id)
+    .fetch_one(app.pool())
+    .await
+    .expect("the customer is held");
+    assert_eq!(reason, "AADSTS700016");
+    assert!(next_probe > chrono::Utc::now(), "{next_probe}");
     assert!(stored.last_token_error.unwrap().starts_with("AADSTS700016"));
     for id in app.message_ids().await {
         let status = queue::status(app.pool(), id).await.unwrap().unwrap();
@@ -369,12 +383,12 @@ async fn a_tenant_without_consent_is_paused_not_hammered() {
             assert_eq!(attempt.diagnosis.as_deref(), Some("AADSTS700016"));
         }
     }
-    // Even when its messages fall due, a paused tenant's messages are not leased.
+    // Even when its messages fall due, a held customer's messages are not leased.
     sqlx::query("UPDATE messages SET next_attempt_at = now() - interval '1 second'")
         .execute(app.pool())
         .await
         .unwrap();
-    let leased = queue::lease_due(app.pool(), "probe", 10, Duration::from_secs(60), &[])
+    let leased = queue::lease_due(app.pool(), "probe", 10, Duration::from_secs(60), &[], None)
         .await
         .unwrap();
     assert!(leased.is_empty(), "{leased:?}");
@@ -444,16 +458,16 @@ async fn a_lease_its_worker_does_not_hold_is_leased_to_it_again_at_once() {
     .await
     .unwrap();
     let lease = Duration::from_secs(300);
-    let first = queue::lease_due(&pool, "worker-a", 10, lease, &[])
+    let first = queue::lease_due(&pool, "worker-a", 10, lease, &[], None)
         .await
         .unwrap();
     assert_eq!(first.len(), 2);
     // Only `held` reached the worker; another worker does not take either.
-    let other = queue::lease_due(&pool, "worker-b", 10, lease, &[])
+    let other = queue::lease_due(&pool, "worker-b", 10, lease, &[], None)
         .await
         .unwrap();
     assert!(other.is_empty(), "{other:?}");
-    let again = queue::lease_due(&pool, "worker-a", 10, lease, &[held])
+    let again = queue::lease_due(&pool, "worker-a", 10, lease, &[held], None)
         .await
         .unwrap();
     assert_eq!(again.iter().map(|m| m.id).collect::<Vec<_>>(), vec![lost]);
@@ -461,7 +475,7 @@ async fn a_lease_its_worker_does_not_hold_is_leased_to_it_again_at_once() {
         again[0].recovered,
         "counted as taken over: it may have been sent"
     );
-    let none = queue::lease_due(&pool, "worker-a", 10, lease, &[held, lost])
+    let none = queue::lease_due(&pool, "worker-a", 10, lease, &[held, lost], None)
         .await
         .unwrap();
     assert!(none.is_empty(), "{none:?}");
@@ -487,7 +501,7 @@ async fn leasing_takes_every_tenants_oldest_messages_in_turn() {
     )
     .await
     .unwrap();
-    let leased = queue::lease_due(&pool, "test", 4, Duration::from_secs(60), &[])
+    let leased = queue::lease_due(&pool, "test", 4, Duration::from_secs(60), &[], None)
         .await
         .unwrap();
     assert_eq!(leased.len(), 4);
@@ -495,7 +509,7 @@ async fn leasing_takes_every_tenants_oldest_messages_in_turn() {
         leased.iter().any(|m| m.id == lab_result),
         "the later lab result is not stuck behind the burst"
     );
-    let again = queue::lease_due(&pool, "other", 100, Duration::from_secs(60), &[])
+    let again = queue::lease_due(&pool, "other", 100, Duration::from_secs(60), &[], None)
         .await
         .unwrap();
     assert_eq!(
@@ -512,7 +526,7 @@ async fn leasing_takes_every_tenants_oldest_messages_in_turn() {
     .execute(&pool)
     .await
     .unwrap();
-    let next = queue::lease_due(&pool, "other", 100, Duration::from_secs(60), &[])
+    let next = queue::lease_due(&pool, "other", 100, Duration::from_secs(60), &[], None)
         .await
         .unwrap();
     assert_eq!(next.len(), 4, "settled deliveries free the mailbox's turn");

@@ -20,6 +20,7 @@ mod delivery;
 mod dev_command;
 mod edge;
 mod group_commit;
+mod holds;
 mod hostile;
 mod isolation;
 mod migration_board;

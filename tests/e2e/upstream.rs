@@ -519,12 +519,14 @@ async fn every_upstream_answer_is_classified_and_explained() {
             case.name
         );
         if case.name == "concurrency" {
-            // A slot frees within seconds: retried at once, not backed off.
+            // A slot frees within seconds: retried at once, not backed off (a
+            // minute at least). The app-wide cases above hold every customer of the
+            // MSP app until their first probe (10 s), which may delay this retry.
             app.wait_for_message(id, |s| s.state == "delivered").await;
             let attempts = queue::attempts(app.pool(), id).await.unwrap();
             let gap = attempts[1].started_at - attempts[0].started_at;
             assert!(
-                gap < chrono::TimeDelta::seconds(10),
+                gap < chrono::TimeDelta::seconds(30),
                 "432 retried after {gap}"
             );
             continue;
@@ -534,8 +536,17 @@ async fn every_upstream_answer_is_classified_and_explained() {
         } else {
             "queued"
         };
-        assert_eq!(status.state, expected_state, "{}", case.name);
-        if case.outcome == AttemptOutcome::Retry {
+        // A held message goes as soon as its hold's first probe (10 s) gets through
+        // (each fault answers once): it may be delivered by the time it is looked at.
+        let held_and_released = case.outcome == AttemptOutcome::Retry
+            && case.name != "bad token"
+            && status.state == "delivered";
+        if !held_and_released {
+            assert_eq!(status.state, expected_state, "{}", case.name);
+        }
+        // A condition of the mailbox, the customer or the app holds the message
+        // (due the moment the hold is released) instead of backing it off.
+        if case.outcome == AttemptOutcome::Retry && case.name == "bad token" {
             assert!(
                 status.next_attempt_at > chrono::Utc::now() + chrono::TimeDelta::seconds(30),
                 "{}: backed off",
@@ -543,19 +554,28 @@ async fn every_upstream_answer_is_classified_and_explained() {
             );
         }
         if case.name == "graph 429" {
+            let probe: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+                "SELECT next_probe_at FROM delivery_holds WHERE scope = 'mailbox' AND tenant_id = $1",
+            )
+            .bind(status.tenant_id)
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
             assert!(
-                status.next_attempt_at > chrono::Utc::now() + chrono::TimeDelta::seconds(280),
+                probe > chrono::Utc::now() + chrono::TimeDelta::seconds(280),
                 "Retry-After honoured"
             );
         }
     }
-    let paused: i64 = sqlx::query_scalar("SELECT count(*) FROM tenants WHERE paused_until > now()")
-        .fetch_one(app.pool())
-        .await
-        .unwrap();
-    assert_eq!(
-        paused, 6,
-        "every tenant refused by Entra is paused; an unreachable Entra pauses no one"
+    let held: Vec<(String, String)> =
+        sqlx::query_as("SELECT scope, reason FROM delivery_holds ORDER BY 1, 2")
+            .fetch_all(app.pool())
+            .await
+            .unwrap();
+    assert!(
+        held.iter()
+            .any(|(scope, reason)| scope == "mailbox" && reason == "429"),
+        "the throttled mailbox is held until its Retry-After: {held:?}"
     );
 }
 
@@ -698,11 +718,13 @@ async fn a_retry_after_from_graph_pauses_the_mailbox_for_every_worker() {
     send(&app, &tenant, "drossel@klinik.example").await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let paused_until: chrono::DateTime<chrono::Utc> = loop {
-        let until = sqlx::query_scalar("SELECT until FROM mailbox_throttles WHERE mailbox = $1")
-            .bind(tenant.tenant.sender_mailbox.to_ascii_lowercase())
-            .fetch_optional(app.pool())
-            .await
-            .unwrap();
+        let until = sqlx::query_scalar(
+            "SELECT next_probe_at FROM delivery_holds WHERE scope = 'mailbox' AND subject = $1",
+        )
+        .bind(tenant.tenant.sender_mailbox.to_ascii_lowercase())
+        .fetch_optional(app.pool())
+        .await
+        .unwrap();
         if let Some(until) = until {
             break until;
         }
@@ -713,7 +735,14 @@ async fn a_retry_after_from_graph_pauses_the_mailbox_for_every_worker() {
     for _ in 0..6 {
         send(&app, &tenant, "drossel@klinik.example").await;
     }
-    let inbox = app.wait_for_inbox("drossel@klinik.example", 6).await;
+    // The throttle ends: the held messages, the one that met it too, go at once.
+    let inbox = app.wait_for_inbox("drossel@klinik.example", 7).await;
+    let last = inbox.iter().map(|m| m.received_at).max().unwrap();
+    assert!(
+        last < paused_until + chrono::TimeDelta::seconds(10),
+        "the mailbox's messages went {} after its Retry-After ended",
+        last - paused_until
+    );
     second.kill().ok();
     second.wait().ok();
     let early: Vec<_> = directory

@@ -15,6 +15,7 @@ pub mod devices;
 pub mod diagnosis;
 pub mod group_commit;
 pub mod header_fields;
+pub mod holds;
 pub mod logins;
 pub mod metrics;
 pub mod migration_board;

@@ -75,6 +75,11 @@ pub struct WebMetrics {
     pub queue_oldest_due_seconds: IntGaugeVec,
     /// 1 while a tenant's consent works, 0 after a token refusal since its last token.
     pub tenant_consent_ok: IntGaugeVec,
+    /// Messages waiting for a hold of a mailbox, customer or app, by scope and
+    /// reason (from the database).
+    pub held_messages: IntGaugeVec,
+    /// How long the oldest hold of each scope and reason has lasted.
+    pub hold_age_seconds: IntGaugeVec,
 }
 
 #[derive(Debug)]
@@ -324,6 +329,18 @@ impl Metrics {
                 "mailbridge_tenant_consent_ok",
                 "1 while a tenant's consent works, 0 when a token was refused since the last one issued (from the database).",
                 &["tenant", "customer"],
+            ),
+            held_messages: gauge(
+                r,
+                "mailbridge_held_messages",
+                "Messages waiting for a hold of their mailbox, customer or app, by scope and reason (from the database).",
+                &["scope", "reason"],
+            ),
+            hold_age_seconds: gauge(
+                r,
+                "mailbridge_hold_age_seconds",
+                "How long the oldest hold of each scope and reason has lasted (from the database).",
+                &["scope", "reason"],
             ),
         };
         let tenant_info = gauge(

@@ -157,7 +157,8 @@ pub const SMTP_CONNECTIONS_PER_MAILBOX: i32 = 3;
 
 /// Leases up to `limit` due messages for `lease`: every tenant's oldest due messages
 /// in turn (one customer's burst of thousands cannot delay another's lab result),
-/// skipping tenants whose deliveries are paused, and no more for a tenant than its
+/// skipping customers under a hold (of their mailbox, themselves, or their app as
+/// `app` presents it: see `holds`), and no more for a tenant than its
 /// sender mailbox may send at once (counting what all workers have in flight), so
 /// that a burst is not leased only to wait for a slot. Messages whose previous lease
 /// expired (their worker died) count as due. Concurrent workers never get the same
@@ -178,8 +179,9 @@ pub async fn lease_due(
     limit: i64,
     lease: Duration,
     in_flight: &[Uuid],
+    app: Option<&crate::holds::AppIdentity>,
 ) -> Result<Vec<LeasedMessage>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(concat!(
         "WITH RECURSIVE
               queued(tenant_id) AS (
                   (SELECT tenant_id FROM messages WHERE state = 'queued' ORDER BY tenant_id LIMIT 1)
@@ -221,7 +223,9 @@ pub async fn lease_due(
                                         ORDER BY lease_expires_at LIMIT $2)) d
                                ORDER BY d.next_attempt_at LIMIT $2) due
                         WHERE t.id IN (SELECT tenant_id FROM queued UNION SELECT tenant_id FROM leased)
-                          AND (t.paused_until IS NULL OR t.paused_until <= now()) AND due.turn <= busy.room
+                          AND NOT ",
+        crate::tenant_held!("t", "$7", "$8"),
+        " AND due.turn <= busy.room
                         ORDER BY due.turn, due.next_attempt_at
                         LIMIT $2))
                    AND ((state = 'queued' AND next_attempt_at <= now())
@@ -231,14 +235,16 @@ pub async fn lease_due(
                  FOR UPDATE SKIP LOCKED) taken
           WHERE m.id = taken.id
          RETURNING m.id, m.tenant_id, m.device_id, m.kind, m.subject, m.mail_from, m.rcpt_to,
-                   m.attempt_count, m.received_at, taken.previous_state = 'delivering' AS recovered",
-    )
+                   m.attempt_count, m.received_at, taken.previous_state = 'delivering' AS recovered"
+    ))
     .bind(owner)
     .bind(limit)
     .bind(lease.as_secs_f64())
     .bind(SMTP_CONNECTIONS_PER_MAILBOX)
     .bind(GRAPH_CONCURRENCY_PER_MAILBOX)
     .bind(in_flight)
+    .bind(app.map(|a| a.client_id.as_str()))
+    .bind(app.map(|a| a.credential.as_str()))
     .fetch_all(pool)
     .await
 }

@@ -152,10 +152,6 @@ pub async fn purge(pool: &PgPool, retention: &Retention) -> Result<Purged, sqlx:
         .await?
         .rows_affected();
     let logins = logins::purge(pool, retention.login_window).await?;
-    let throttles = sqlx::query("DELETE FROM mailbox_throttles WHERE until < now()")
-        .execute(pool)
-        .await?
-        .rows_affected();
     // A customer's consent checks are kept as long as the audit log, but never its
     // latest: its page shows how the last consent ended.
     let consent_checks = sqlx::query(
@@ -175,7 +171,6 @@ pub async fn purge(pool: &PgPool, retention: &Retention) -> Result<Purged, sqlx:
         ("audit_log", audit),
         ("session_transcripts", transcripts),
         ("login_failures", logins),
-        ("mailbox_throttles", throttles),
         ("consent_checks", consent_checks),
     ])
 }

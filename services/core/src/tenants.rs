@@ -61,8 +61,6 @@ pub struct Tenant {
     pub created_at: DateTime<Utc>,
     /// Where reports of undeliverable messages go.
     pub notification_address: Option<String>,
-    /// Deliveries wait until then: the token endpoint keeps refusing this tenant.
-    pub paused_until: Option<DateTime<Utc>>,
     pub last_token_error: Option<String>,
     pub last_token_error_at: Option<DateTime<Utc>>,
     pub last_token_ok_at: Option<DateTime<Utc>>,
@@ -135,7 +133,7 @@ pub enum TenantError {
 macro_rules! columns {
     () => {
         "id, name, entra_tenant_id, sender_mailbox, delivery_method, save_to_sent_items, client_id, created_at, \
-         notification_address, paused_until, last_token_error, last_token_error_at, last_token_ok_at, \
+         notification_address, last_token_error, last_token_error_at, last_token_ok_at, \
          smtp_for_large_messages, consented_at, rate_limit_per_minute"
     };
 }
@@ -350,12 +348,12 @@ pub async fn own_app(
     }))
 }
 
-/// Records that a token was issued for the tenant: consent works, any pause ends.
+/// Records that a token was issued for the tenant: consent works.
 pub async fn record_token_success(pool: &PgPool, tenant_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE tenants SET token_failures = 0, paused_until = NULL, last_token_ok_at = now()
-          WHERE id = $1 AND (token_failures > 0 OR paused_until IS NOT NULL
-                             OR last_token_ok_at IS NULL OR last_token_ok_at < now() - interval '1 minute')",
+        "UPDATE tenants SET last_token_ok_at = now()
+          WHERE id = $1 AND (last_token_ok_at IS NULL OR last_token_ok_at < now() - interval '1 minute'
+                             OR last_token_error_at > last_token_ok_at)",
     )
     .bind(tenant_id)
     .execute(pool)
@@ -363,27 +361,21 @@ pub async fn record_token_success(pool: &PgPool, tenant_id: Uuid) -> Result<(), 
     .map(drop)
 }
 
-/// Records that the token endpoint refused the tenant and pauses its deliveries:
-/// one minute after the first refusal, doubling to at most 30 minutes. Returns the
-/// end of the pause.
+/// Records that the token endpoint refused the tenant (what the customer page shows;
+/// the hold that keeps its messages waiting is in `holds`).
 pub async fn record_token_failure(
     pool: &PgPool,
     tenant_id: Uuid,
     error: &str,
-) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE tenants
-            SET token_failures = token_failures + 1,
-                paused_until = now() + make_interval(secs => least(60 * power(2, least(token_failures, 10)), 1800)),
-                last_token_error = $2, last_token_error_at = now()
-          WHERE id = $1
-      RETURNING paused_until",
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE tenants SET last_token_error = $2, last_token_error_at = now() WHERE id = $1",
     )
     .bind(tenant_id)
     .bind(error)
-    .fetch_optional(pool)
+    .execute(pool)
     .await
-    .map(Option::flatten)
+    .map(drop)
 }
 
 /// Sets (or clears) where reports of undeliverable messages go.
@@ -453,7 +445,7 @@ pub async fn record_consent<'e>(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE tenants SET entra_tenant_id = $2, consented_at = now(), last_token_ok_at = now(),
-                token_failures = 0, paused_until = NULL, last_token_error = NULL
+                last_token_error = NULL
           WHERE id = $1",
     )
     .bind(tenant_id)

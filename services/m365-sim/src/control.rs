@@ -33,6 +33,10 @@ pub fn router() -> Router<Arc<Directory>> {
         .route("/_sim/token-requests", get(token_requests))
         .route("/_sim/apps", post(register_app))
         .route("/_sim/apps/{client_id}/secrets", post(add_client_secret))
+        .route(
+            "/_sim/apps/{client_id}/secrets/expire",
+            post(expire_client_secret),
+        )
         .route("/_sim/apps/{client_id}/certificates", post(add_certificate))
         .route(
             "/_sim/apps/{client_id}/redirect-uris",
@@ -167,6 +171,30 @@ async fn add_client_secret(
 ) -> StatusCode {
     directory.add_client_secret(&client_id, &setup.secret, setup.expires_at);
     StatusCode::NO_CONTENT
+}
+
+#[derive(Debug, Deserialize)]
+struct SecretExpiry {
+    secret: String,
+    /// When it expires (now when absent).
+    at: Option<DateTime<Utc>>,
+}
+
+async fn expire_client_secret(
+    State(directory): State<Arc<Directory>>,
+    Path(client_id): Path<String>,
+    Json(expiry): Json<SecretExpiry>,
+) -> Response {
+    let at = expiry.at.unwrap_or_else(Utc::now);
+    if directory.expire_client_secret(&client_id, &expiry.secret, at) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": "no such app or secret" })),
+        )
+            .into_response()
+    }
 }
 
 /// A certificate to upload: PEM, or DER in base64.

@@ -385,6 +385,27 @@ impl Directory {
             });
     }
 
+    /// Sets when an app's secret `client_secret` expires (now, or at any instant):
+    /// past it, the token endpoint answers `AADSTS7000222` as Entra does. Returns
+    /// whether the app has that secret.
+    pub fn expire_client_secret(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        at: DateTime<Utc>,
+    ) -> bool {
+        let mut state = self.lock();
+        let Some(app) = state.apps.get_mut(client_id) else {
+            return false;
+        };
+        let mut found = false;
+        for secret in app.secrets.iter_mut().filter(|s| s.value == client_secret) {
+            secret.expires_at = Some(at);
+            found = true;
+        }
+        found
+    }
+
     /// Uploads a certificate (DER) to an app (registering the app if needed), for
     /// client assertions (`private_key_jwt`). Its validity is the key's.
     pub fn add_certificate(

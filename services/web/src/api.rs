@@ -88,6 +88,8 @@ pub fn router(state: WebState) -> Router<WebState> {
         .route("/messages/{id}/cancel", post(cancel_message))
         .route("/audit", get(list_audit))
         .merge(crate::board::api_router())
+        .route("/holds", get(list_holds))
+        .route("/holds/{id}/probe", post(probe_hold))
         .layer(middleware::from_fn_with_state(state, authenticate));
     Router::new()
         .merge(authenticated)
@@ -426,6 +428,22 @@ async fn cancel_message(
 ) -> Result<Response> {
     messages::cancel(&state, &actor, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_holds(State(state): State<WebState>, actor: Actor) -> Result<Response> {
+    actor.require(Permission::View)?;
+    let holds = crate::holds::all(&state.pool).await?;
+    Ok(Json(json!({ "holds": holds })).into_response())
+}
+
+/// "Retry now" on a hold: the workers probe it at once.
+async fn probe_hold(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+) -> Result<Response> {
+    crate::holds::probe_now(&state, &actor, id).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
 }
 
 async fn list_audit(

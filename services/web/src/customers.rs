@@ -92,7 +92,9 @@ pub struct Health {
     pub connecting: bool,
     pub last_token_error: Option<String>,
     pub last_token_error_at: Option<DateTime<Utc>>,
-    pub paused_until: Option<DateTime<Utc>>,
+    /// The holds that keep the customer's messages waiting (its mailbox's, its
+    /// own, its app's), widest first.
+    pub holds: Vec<crate::holds::HoldView>,
     pub queued: i64,
     pub delivered_24h: i64,
     pub failed_24h: i64,
@@ -193,9 +195,11 @@ pub async fn with_health(
     }
     let devices: HashMap<Uuid, (i64, i64)> =
         devices.into_iter().map(|(t, n, s)| (t, (n, s))).collect();
+    let holds = crate::holds::for_customers(pool, &all).await?;
     Ok(all
         .into_iter()
-        .map(|tenant| {
+        .zip(holds)
+        .map(|(tenant, holds)| {
             let c = counts.get(&tenant.id);
             let mut rejects = reject_map.remove(&tenant.id).unwrap_or_default();
             rejects.sort_by_key(|r| (!r.is_basic_auth(), -r.count));
@@ -208,7 +212,7 @@ pub async fn with_health(
                     connecting: connecting.contains(&tenant.id),
                     last_token_error: tenant.last_token_error.clone(),
                     last_token_error_at: tenant.last_token_error_at,
-                    paused_until: tenant.paused_until.filter(|p| *p > Utc::now()),
+                    holds,
                     queued: c.map_or(0, |c| c.queued),
                     delivered_24h: c.map_or(0, |c| c.delivered),
                     failed_24h: c.map_or(0, |c| c.failed),
@@ -391,6 +395,8 @@ pub async fn update(
     actor.require(Permission::ManageCustomers)?;
     let before = load(&state.pool, id).await?;
     let after = update_settings(state, &before, input).await?;
+    // A changed setting may clear the customer's holds: the workers probe them now.
+    mailbridge_core::holds::probe_customer_now(&state.pool, id).await?;
     audit::record(
         &state.pool,
         actor,
@@ -501,6 +507,10 @@ struct OverviewPage {
     nav: Nav,
     customers: Vec<CustomerView>,
     can_create: bool,
+    /// Every hold, widest first.
+    holds: Vec<crate::holds::HoldView>,
+    /// May press "Retry now" on a hold.
+    can_retry: bool,
 }
 
 pub async fn overview(State(state): State<WebState>, actor: Actor) -> Result<Response> {
@@ -509,6 +519,8 @@ pub async fn overview(State(state): State<WebState>, actor: Actor) -> Result<Res
         nav: Nav::of(Some(&actor), "customers"),
         customers: with_health(&state.pool, None, &actor.customers).await?,
         can_create: actor.may(Permission::ManageCustomers),
+        holds: crate::holds::all(&state.pool).await?,
+        can_retry: actor.may(Permission::HandleMessages),
     }
     .into_response())
 }
@@ -523,6 +535,7 @@ struct CustomerPage {
     can_manage: bool,
     can_devices: bool,
     can_test: bool,
+    can_retry: bool,
     stale_before: DateTime<Utc>,
     notice: Option<String>,
     connection: crate::connection::Connection,
@@ -566,6 +579,7 @@ async fn detail(
         can_manage: actor.may(Permission::ManageCustomers),
         can_devices: actor.may(Permission::ManageDevices),
         can_test: actor.may(Permission::SendTest),
+        can_retry: actor.may(Permission::HandleMessages),
         stale_before: Utc::now() - chrono::Duration::days(STALE_DEVICE_DAYS),
         notice,
         connection,
@@ -582,6 +596,9 @@ fn notice_text(key: &str) -> Option<&'static str> {
             "The consent was granted. mailbridge is now checking it with Microsoft, which can take a few minutes: this page updates itself."
         ),
         "device-deleted" => tr!("The device was deleted."),
+        "probing" => {
+            tr!("The hold is probed now: its messages go as soon as the probe gets through.")
+        }
         _ => return None,
     })
 }

@@ -6,7 +6,7 @@
 //! messages queued, or a consent that a token refusal has shown broken. The others'
 //! series are removed, so idle customers cost nothing. `mailbridge_tenant_info`
 //! (tenant id to name, for every customer) lets dashboards and the workers' counters
-//! be read by name.
+//! be read by name. Held messages by scope and reason come from `holds`.
 
 use std::{collections::HashSet, time::Duration};
 
@@ -37,11 +37,16 @@ struct Exported {
 /// Updates the gauges every `every` until `shutdown`.
 pub async fn report(pool: PgPool, every: Duration, shutdown: CancellationToken) {
     let mut exported = Exported::default();
+    let mut held = HashSet::new();
     loop {
         match read(&pool).await {
             Ok(rows) => exported = export(rows, exported),
             // Kept as they were: a database outage has its own signs (readiness, 451s).
             Err(e) => tracing::debug!(error = %e, "cluster gauges not updated"),
+        }
+        match crate::holds::export_gauges(&pool, held.clone()).await {
+            Ok(now) => held = now,
+            Err(e) => tracing::debug!(error = %e, "hold gauges not updated"),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -202,10 +202,6 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     ("Delete this device?", "Dieses Gerät löschen?"),
     ("Delivered", "Zugestellt"),
     ("Delivered 24 h", "Zugestellt 24 h"),
-    (
-        "Deliveries are paused while the token endpoint refuses this customer, until",
-        "Zustellungen pausieren, solange der Token-Endpunkt diesen Kunden ablehnt, bis",
-    ),
     ("Delivery attempts", "Zustellversuche"),
     ("Delivery method", "Zustellweg"),
     ("Details", "Details"),
@@ -367,7 +363,6 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     ("Other senders", "Andere Absender"),
     ("Owner", "Inhaber"),
     ("Password", "Passwort"),
-    ("Paused", "Pausiert"),
     ("Please sign in.", "Bitte melden Sie sich an."),
     ("Policy", "Richtlinie"),
     ("Port", "Port"),
@@ -1057,6 +1052,28 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     ),
     ("no login", "ohne Anmeldung"),
     ("outdated TLS", "veraltetes TLS"),
+    // Holds: held deliveries of a mailbox, customer or app, and "Retry now".
+    ("Held", "Angehalten"),
+    ("Why", "Grund"),
+    ("Since", "Seit"),
+    ("Next probe", "Nächste Prüfung"),
+    ("Messages held", "Wartende Nachrichten"),
+    ("App", "App"),
+    ("Mailbox", "Postfach"),
+    ("{} probes failed", "{} Prüfungen fehlgeschlagen"),
+    ("Held deliveries", "Angehaltene Zustellungen"),
+    (
+        "Conditions of a whole mailbox, customer or app: their messages wait and are not attempted one by one. mailbridge probes on a schedule and sends them all the moment a probe gets through.",
+        "Zustände eines ganzen Postfachs, Kunden oder der App: ihre Nachrichten warten und werden nicht einzeln versucht. mailbridge prüft nach Zeitplan und sendet alle, sobald eine Prüfung durchkommt.",
+    ),
+    (
+        "Deliveries are held: this customer's messages wait and are not attempted one by one. mailbridge probes on a schedule and sends them all the moment a probe gets through.",
+        "Zustellungen sind angehalten: die Nachrichten dieses Kunden warten und werden nicht einzeln versucht. mailbridge prüft nach Zeitplan und sendet alle, sobald eine Prüfung durchkommt.",
+    ),
+    (
+        "The hold is probed now: its messages go as soon as the probe gets through.",
+        "Der Halt wird jetzt geprüft: seine Nachrichten gehen hinaus, sobald die Prüfung durchkommt.",
+    ),
 ];
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod device_models;
 mod devices;
 mod error;
 mod gauges;
+mod holds;
 mod i18n;
 mod messages;
 mod openapi;
@@ -149,6 +150,7 @@ pub fn router(
         .merge(connection::router())
         .merge(devices::router())
         .merge(messages::router())
+        .merge(holds::router())
         .merge(staff::router())
         .merge(audit::router())
         .merge(board::router())

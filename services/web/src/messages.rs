@@ -202,14 +202,14 @@ pub struct ExplainedAttempt {
     pub explanation: Option<Explanation>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
     pub class: diagnosis::Class,
     pub en: ExplanationText,
     pub de: ExplanationText,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ExplanationText {
     pub what: &'static str,
     pub fix: &'static str,
@@ -245,8 +245,8 @@ pub async fn load(pool: &PgPool, scope: &CustomerScope, id: Uuid) -> Result<Logg
     }
 }
 
-/// Tries a waiting message again now (its backoff is skipped, its customer's pause
-/// lifted) and wakes the workers.
+/// Tries a waiting message again now (its backoff is skipped, the holds of its
+/// customer probed at once) and wakes the workers.
 pub async fn retry(state: &WebState, actor: &Actor, id: Uuid) -> Result<()> {
     change_waiting(
         state,
@@ -255,7 +255,8 @@ pub async fn retry(state: &WebState, actor: &Actor, id: Uuid) -> Result<()> {
         "message.retry",
         "WITH m AS (UPDATE messages SET next_attempt_at = now()
                      WHERE id = $1 AND state = 'queued' RETURNING tenant_id),
-              t AS (UPDATE tenants SET paused_until = NULL WHERE id IN (SELECT tenant_id FROM m))
+              h AS (UPDATE delivery_holds SET next_probe_at = now()
+                     WHERE tenant_id IN (SELECT tenant_id FROM m) AND next_probe_at > now())
          SELECT pg_notify($2, tenant_id::text) FROM m",
         mailbridge_core::queue::QUEUE_CHANNEL.to_owned(),
         tr!("Only a waiting message can be retried: a delivered or failed message's content is deleted."),

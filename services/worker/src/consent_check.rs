@@ -149,10 +149,14 @@ impl Worker {
     }
 
     /// Called once a customer's consent is verified and the customer connected (its
-    /// waiting messages were made due in the same transaction). What else follows a
-    /// new consent belongs here: clearing the customer's consent hold and probing it.
+    /// waiting messages were made due in the same transaction): a hold on the
+    /// customer (consent missing or revoked) is probed at once, so its messages go
+    /// the moment the probe succeeds.
     async fn on_consent_verified(&self, check: &ConsentCheck) {
         tracing::info!(tenant = %check.tenant_id, entra_tenant = %check.entra_tenant_id, attempts = check.attempts, "consent verified: the customer is connected");
+        if let Err(e) = mailbridge_core::holds::probe_customer_now(&self.pool, check.tenant_id).await {
+            tracing::warn!(error = %e, tenant = %check.tenant_id, "could not probe the customer's holds after its consent; they are probed on their schedule");
+        }
     }
 
     /// One attempt: a fresh token for every resource the customer's delivery needs,

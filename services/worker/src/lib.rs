@@ -12,6 +12,7 @@ pub mod consent_check;
 pub mod graph;
 mod graph_json;
 mod graph_large;
+pub mod holds;
 mod housekeeping;
 pub mod limits;
 pub mod mime;
@@ -32,6 +33,7 @@ use mailbridge_core::{
     Settings,
     crypto::MasterKey,
     diagnosis,
+    holds::{AppIdentity, Condition, HoldKey},
     metrics::metrics,
     queue::{self, AttemptOutcome, DeliveryAttempt, LeasedMessage, MessageKind, Settlement},
     tenants::{self, AppCredential, CertificateCredential, DeliveryMethod, Tenant},
@@ -203,6 +205,7 @@ impl Worker {
         ));
         tokio::spawn(consent_check::check_loop(self.clone(), shutdown.clone()));
         tokio::spawn(self.clone().sign_in_log_loop(shutdown.clone()));
+        tokio::spawn(holds::probe_loop(self.clone(), shutdown.clone()));
         let presence = tokio::spawn(housekeeping::presence_loop(
             self.pool.clone(),
             self.identity.clone(),
@@ -252,6 +255,7 @@ impl Worker {
                 wanted as i64,
                 lease,
                 &in_flight,
+                self.msp_identity().as_ref(),
             )
             .await
             {
@@ -272,7 +276,7 @@ impl Worker {
                 self.in_flight().insert(message.id);
                 tokio::spawn(async move {
                     let id = message.id;
-                    worker.deliver(message).await;
+                    worker.deliver(message, None).await;
                     worker.in_flight().remove(&id);
                     drop(permit);
                     finished.notify_one();
@@ -319,27 +323,23 @@ impl Worker {
         Some(listener)
     }
 
-    /// One attempt for one leased message, recorded and settled.
-    async fn deliver(&self, message: LeasedMessage) {
+    /// One attempt for one leased message, recorded and settled; `probe`: the hold
+    /// this message was leased to probe.
+    async fn deliver(&self, message: LeasedMessage, probe: Option<HoldKey>) {
         if message.recovered {
             metrics().worker.recovered_leases.inc();
             tracing::warn!(queue_id = %message.id, "message recovered from an expired lease; it may arrive twice");
         }
         let started_at = Utc::now();
         let clock = std::time::Instant::now();
-        let (method, mailbox, outcome) = self.attempt(&message).await;
-        // Graph told the mailbox to wait: every worker waits, not only this one.
-        if let (DeliveryMethod::Graph, Some(mailbox), Some(failure)) =
-            (method, &mailbox, outcome.failure())
-            && matches!(failure.status, Some(429 | 503))
-            && let Some(wait) = failure.retry_after.filter(|w| !w.is_zero())
-            && !failure.repeated
-            && let Err(e) =
-                limits::pause(&self.pool, mailbox, wait.min(Duration::from_secs(3_600))).await
-        {
-            tracing::warn!(error = %e, "could not share a mailbox's Retry-After with the other workers");
-        }
+        let (method, mailbox, outcome) = self.attempt(&message, probe.is_some()).await;
         if let DeliveryOutcome::Deferred(wait) = outcome {
+            if let Some(hold) = &probe
+                && let Err(e) =
+                    mailbridge_core::holds::reschedule(&self.pool, hold, wait.delay()).await
+            {
+                tracing::warn!(error = %e, "could not reschedule a hold's probe");
+            }
             let until = Utc::now() + wait.delay();
             metrics()
                 .worker
@@ -364,14 +364,19 @@ impl Worker {
             mailbox,
             worker: self.identity.clone(),
         };
-        let paused_until = self.track_tenant_credentials(&message, &outcome).await;
+        self.track_tenant_credentials(&message, &outcome).await;
+        let held = self.track_holds(&message, &outcome, probe.as_ref()).await;
         let mut expired = false;
         let settlement = match (&outcome, attempt.outcome) {
             (DeliveryOutcome::Delivered { .. }, _) => Settlement::Delivered,
             (_, AttemptOutcome::Permanent) => Settlement::Failed,
             (DeliveryOutcome::Deferred(wait), _) => Settlement::RetryAt(Utc::now() + wait.delay()),
             (DeliveryOutcome::Failed(failure), _) => {
-                let mut next = if std::ptr::eq(failure.diagnosis, &diagnosis::INTERNAL) {
+                let next = if held {
+                    // Held: due the moment its hold is released (no one leases it
+                    // before); its own backoff does not grow.
+                    Utc::now()
+                } else if std::ptr::eq(failure.diagnosis, &diagnosis::INTERNAL) {
                     // Our own database hiccuped: nothing upstream to spare, try soon.
                     Utc::now() + Duration::from_secs(5)
                 } else if std::ptr::eq(failure.diagnosis, &diagnosis::CONCURRENCY) {
@@ -383,10 +388,10 @@ impl Worker {
                 } else {
                     Utc::now() + outcome::backoff(message.attempt_count, failure.retry_after)
                 };
-                next = next.max(paused_until.unwrap_or(next));
                 let max_age =
                     chrono::Duration::seconds(self.settings.worker.max_age_seconds as i64);
                 if next - message.received_at > max_age {
+                    // A held message fails with its hold's reason: this failure's.
                     expired = true;
                     Settlement::Failed
                 } else {
@@ -472,38 +477,150 @@ impl Worker {
         }
     }
 
-    /// Keeps the tenant's token health current: a fresh token clears a pause; a
-    /// refusal by the token endpoint pauses the tenant's deliveries. Returns the end
-    /// of the pause, if there is one.
-    async fn track_tenant_credentials(
+    /// Records the tenant's token refusals, for its page (the hold that keeps its
+    /// messages waiting is placed by [`Self::track_holds`]).
+    async fn track_tenant_credentials(&self, message: &LeasedMessage, outcome: &DeliveryOutcome) {
+        let Some(f) = outcome.failure() else { return };
+        if f.source != Source::TokenEndpoint || f.repeated || f.status.is_none() {
+            return;
+        }
+        let error = format!("{}: {}", f.code, f.message);
+        if let Err(e) = tenants::record_token_failure(&self.pool, message.tenant_id, &error).await {
+            tracing::warn!(error = %e, "could not record the token failure");
+        }
+    }
+
+    /// Puts a hold on the scope a failure belongs to (mailbox, customer, app), and
+    /// settles the probe this attempt was: a probe that got past its hold's scope
+    /// releases it (every held message is due at once), one that met the same
+    /// condition backs the hold's schedule off. Returns whether the message is held.
+    async fn track_holds(
         &self,
         message: &LeasedMessage,
         outcome: &DeliveryOutcome,
-    ) -> Option<chrono::DateTime<Utc>> {
-        let result = match outcome.failure() {
-            Some(f) if f.source == Source::TokenEndpoint && f.repeated => {
-                sqlx::query_scalar("SELECT paused_until FROM tenants WHERE id = $1")
-                    .bind(message.tenant_id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map(Option::flatten)
+        probe: Option<&HoldKey>,
+    ) -> bool {
+        let scope = outcome
+            .failure()
+            .and_then(|f| holds::scope_of(f).map(|s| (s, f)));
+        let mut held = false;
+        if let Some((scope, failure)) = scope {
+            let app = self.msp_identity();
+            let detail = format!("{}: {}", failure.code, failure.message);
+            let condition = Condition {
+                scope,
+                tenant_id: message.tenant_id,
+                app: app.as_ref(),
+                reason: failure.diagnosis.key,
+                detail: &detail,
+                retry_after: failure
+                    .retry_after
+                    .map(|w| w.min(Duration::from_secs(3_600))),
+                probe_failed: probe.is_some_and(|p| p.scope == scope),
+            };
+            match mailbridge_core::holds::hold(&self.pool, &condition).await {
+                Ok(Some(key)) => {
+                    held = true;
+                    if probe.is_none_or(|p| *p != key) {
+                        tracing::info!(scope = scope.as_str(), subject = %key.subject, reason = failure.diagnosis.key, "deliveries held");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not hold the scope; the message retries on its own")
+                }
             }
-            Some(f) if f.source == Source::TokenEndpoint => {
-                let error = format!("{}: {}", f.code, f.message);
-                tenants::record_token_failure(&self.pool, message.tenant_id, &error).await
+        }
+        let Some(probe) = probe else { return held };
+        let result = match scope {
+            Some((scope, _)) if scope == probe.scope => Ok(()),
+            // Another, wider condition: this hold was not tested.
+            Some((scope, _)) if scope > probe.scope => {
+                mailbridge_core::holds::reschedule(
+                    &self.pool,
+                    probe,
+                    mailbridge_core::holds::probe_interval(0),
+                )
+                .await
             }
-            _ => return None,
+            // Delivered, or got past the held scope.
+            _ => match mailbridge_core::holds::release(&self.pool, probe).await {
+                Ok(released) => {
+                    if released {
+                        tracing::info!(scope = probe.scope.as_str(), subject = %probe.subject, "hold released: its messages are due");
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
         };
-        result.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "could not record the token failure");
-            None
-        })
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not settle a hold's probe");
+        }
+        held
+    }
+
+    /// Fails a held message past its maximum age with its hold's reason, and reports
+    /// it like any failure.
+    pub(crate) async fn give_up_held(&self, held: mailbridge_core::holds::Expired) {
+        let diagnosis = diagnosis::by_key(&held.reason).unwrap_or(&diagnosis::EXPIRED);
+        let (code, text) = held
+            .detail
+            .split_once(": ")
+            .map(|(c, t)| (c.to_owned(), t.to_owned()))
+            .unwrap_or_else(|| (diagnosis.key.to_owned(), held.detail.clone()));
+        let failure = outcome::Failure {
+            diagnosis,
+            source: Source::Local,
+            status: None,
+            code,
+            message: text,
+            retry_after: None,
+            repeated: true,
+        };
+        let message = held.message;
+        let attempt = DeliveryAttempt {
+            started_at: Utc::now(),
+            duration_ms: 0,
+            method: held.method,
+            outcome: AttemptOutcome::Permanent,
+            upstream_status: None,
+            upstream_code: Some(failure.code.clone()),
+            upstream_message: Some(failure.message.chars().take(2000).collect()),
+            diagnosis: Some(diagnosis.key.to_owned()),
+            mailbox: None,
+            worker: self.identity.clone(),
+        };
+        tracing::info!(queue_id = %message.id, tenant = %message.tenant_id, diagnosis = diagnosis.key, "held message past its maximum age: failed");
+        match self.settle(&message, &attempt, Settlement::Failed).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(queue_id = %message.id, error = %e, "could not settle message");
+                return;
+            }
+        }
+        if message.kind == MessageKind::Device
+            && let Err(e) =
+                notify::report_undeliverable(
+                    &self.pool,
+                    &self.settings,
+                    &self.master_key,
+                    &message,
+                    &failure,
+                    true,
+                )
+                    .await
+        {
+            tracing::warn!(queue_id = %message.id, error = %e, "could not queue the failure report");
+        }
     }
 
     /// One try, by the tenant's delivery method, as the tenant's sender mailbox.
     async fn attempt(
         &self,
         message: &LeasedMessage,
+        probe: bool,
     ) -> (DeliveryMethod, Option<String>, DeliveryOutcome) {
         let tenant = match tenants::get(&self.pool, message.tenant_id).await {
             Ok(Some(tenant)) => tenant,
@@ -526,7 +643,7 @@ impl Worker {
             }
             method => method,
         };
-        let outcome = self.attempt_with(message, &tenant, method).await;
+        let outcome = self.attempt_with(message, &tenant, method, probe).await;
         (method, Some(tenant.sender_mailbox), outcome)
     }
 
@@ -535,6 +652,7 @@ impl Worker {
         message: &LeasedMessage,
         tenant: &Tenant,
         method: DeliveryMethod,
+        probe: bool,
     ) -> DeliveryOutcome {
         let body = match queue::body(&self.pool, &self.master_key, message.id).await {
             Ok(Some(body)) => body,
@@ -565,14 +683,28 @@ impl Worker {
             client_id: app.client_id.clone(),
             scope: format!("{resource}/.default"),
         };
+        if probe {
+            // A probe asks Entra itself: not the refusal remembered moments ago, nor
+            // a token issued before the condition changed (a new consent's roles
+            // are only in a new token).
+            self.tokens.invalidate(&key).await;
+        }
         let token = match self.tokens.get(&key, &app, &tenant.id.to_string()).await {
             Ok(token) => token,
             Err(e) => return DeliveryOutcome::token(&e),
         };
-        if token.fresh
-            && let Err(e) = tenants::record_token_success(&self.pool, tenant.id).await
-        {
-            tracing::debug!(error = %e, "could not record the token success");
+        if token.fresh {
+            if let Err(e) = tenants::record_token_success(&self.pool, tenant.id).await {
+                tracing::debug!(error = %e, "could not record the token success");
+            }
+            // The MSP app works with this credential: holds of its others are stale.
+            if tenant.client_id.is_none()
+                && let Some(app) = self.msp_identity()
+                && let Err(e) =
+                    mailbridge_core::holds::release_other_credentials(&self.pool, &app).await
+            {
+                tracing::debug!(error = %e, "could not release the app's stale holds");
+            }
         }
         let recipients = message.rcpt_to.len();
         let slot = match limits::admit(
@@ -635,6 +767,15 @@ impl Worker {
             self.tokens.invalidate(&key).await;
         }
         outcome
+    }
+
+    /// The MSP's multi-tenant app as holds name it: its client id and a fingerprint
+    /// of the credential this worker presents.
+    pub(crate) fn msp_identity(&self) -> Option<AppIdentity> {
+        self.msp_app().map(|app| AppIdentity {
+            credential: holds::credential_fingerprint(&app),
+            client_id: app.client_id,
+        })
     }
 
     /// The MSP's multi-tenant app as configured now.

@@ -7,8 +7,8 @@
 //!   its connection and with it the slot, so no slot is ever lost.
 //! - rate: 30 messages a minute per mailbox by SMTP (more would only be delayed by
 //!   Exchange), and 10 000 recipients a day per mailbox (more are refused).
-//! - throttling: a mailbox Graph answered `429`/`503` with `Retry-After` is left
-//!   alone by every worker until then ([`pause`]), not only by the one that heard it.
+//! - throttling: a mailbox Graph answered `429`/`503` with `Retry-After` is held
+//!   (see `mailbridge_core::holds`): no worker leases its messages until then.
 //!
 //! A message that would break a limit is not attempted: it is deferred a little
 //! (no attempt recorded, nothing counted against it).
@@ -57,8 +57,6 @@ pub enum Wait {
     RatePerMinute,
     /// The mailbox reached its recipients for the day.
     RecipientsPerDay,
-    /// Microsoft asked the mailbox to wait this much longer (`Retry-After`).
-    Throttled(Duration),
 }
 
 impl Wait {
@@ -67,7 +65,6 @@ impl Wait {
             Self::Busy => "mailbox_busy",
             Self::RatePerMinute => "mailbox_rate",
             Self::RecipientsPerDay => "mailbox_daily_recipients",
-            Self::Throttled(_) => "mailbox_throttled",
         }
     }
 
@@ -77,7 +74,6 @@ impl Wait {
             Self::Busy => Duration::from_secs(2),
             Self::RatePerMinute => Duration::from_secs(10),
             Self::RecipientsPerDay => Duration::from_secs(15 * 60),
-            Self::Throttled(left) => left.max(Duration::from_secs(1)),
         }
     }
 }
@@ -105,12 +101,7 @@ pub async fn admit(
     // first free slot — the filter takes the locks in order and the LIMIT stops at
     // the first one taken. A slot taken for a message that has to wait is released
     // with the transaction when this returns.
-    let (recipients_today, sent_last_minute, slot, throttled_for): (
-        i64,
-        i64,
-        Option<i32>,
-        Option<f64>,
-    ) = sqlx::query_as(
+    let (recipients_today, sent_last_minute, slot): (i64, i64, Option<i32>) = sqlx::query_as(
         "SELECT (SELECT COALESCE(sum(recipients), 0)::bigint FROM mailbox_usage
                   WHERE mailbox = $1 AND hour > now() - interval '25 hours'),
                 CASE WHEN $2 THEN (SELECT count(*) FROM (
@@ -118,9 +109,7 @@ pub async fn admit(
                       WHERE mailbox = $1 AND method = 'smtp' AND started_at > now() - interval '1 minute'
                       LIMIT $3) recent) ELSE 0 END,
                 (SELECT slot FROM generate_series(0, $5 - 1) AS slot
-                  WHERE pg_try_advisory_xact_lock(hashtext($4), slot) LIMIT 1),
-                (SELECT extract(epoch FROM until - now())::float8 FROM mailbox_throttles
-                  WHERE mailbox = $1 AND until > now() AND NOT $2)",
+                  WHERE pg_try_advisory_xact_lock(hashtext($4), slot) LIMIT 1)",
     )
     .bind(&mailbox)
     .bind(method == DeliveryMethod::Smtp)
@@ -129,11 +118,6 @@ pub async fn admit(
     .bind(slots)
     .fetch_one(&mut *transaction)
     .await?;
-    if let Some(seconds) = throttled_for {
-        return Ok(Err(Wait::Throttled(Duration::from_secs_f64(
-            seconds.max(0.0),
-        ))));
-    }
     if recipients_today + recipients as i64 > RECIPIENTS_PER_DAY {
         return Ok(Err(Wait::RecipientsPerDay));
     }
@@ -144,18 +128,4 @@ pub async fn admit(
         return Ok(Ok(Slot { transaction }));
     }
     Ok(Err(Wait::Busy))
-}
-
-/// Leaves `mailbox` alone for `wait` in every worker (Graph asked it to wait); a
-/// longer pause already set stays.
-pub async fn pause(pool: &PgPool, mailbox: &str, wait: Duration) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO mailbox_throttles AS t (mailbox, until) VALUES ($1, now() + $2)
-         ON CONFLICT (mailbox) DO UPDATE SET until = greatest(t.until, excluded.until)",
-    )
-    .bind(mailbox.to_ascii_lowercase())
-    .bind(wait)
-    .execute(pool)
-    .await
-    .map(drop)
 }

@@ -104,7 +104,16 @@ impl DeliveryOutcome {
                 retry_after: None,
                 repeated: false,
             }),
-            TokenError::Unreachable(detail) => Self::unreachable("token endpoint", detail.clone()),
+            TokenError::Unreachable(detail) => {
+                match Self::unreachable("token endpoint", detail.clone()) {
+                    // Entra gave no answer: which matters for its scope (see `holds`).
+                    Self::Failed(failure) => Self::Failed(Failure {
+                        source: Source::TokenEndpoint,
+                        ..failure
+                    }),
+                    other => other,
+                }
+            }
             TokenError::RecentlyRefused(error) => match Self::token(error) {
                 Self::Failed(failure) => Self::Failed(Failure {
                     repeated: true,
@@ -164,12 +173,14 @@ impl DeliveryOutcome {
         }
     }
 
-    /// Whether the resource refused the token itself (fetch a new one next time).
+    /// Whether the resource refused the token itself, or what it grants (fetch a
+    /// new one next time: a consent given since is only in a new token's roles).
     pub fn token_refused(&self) -> bool {
         self.failure().is_some_and(|f| {
             f.source == Source::Resource
                 && (std::ptr::eq(f.diagnosis, &diagnosis::TOKEN_REFUSED_BY_RESOURCE)
-                    || std::ptr::eq(f.diagnosis, &diagnosis::SMTP_AUTH_REFUSED))
+                    || std::ptr::eq(f.diagnosis, &diagnosis::SMTP_AUTH_REFUSED)
+                    || std::ptr::eq(f.diagnosis, &diagnosis::ACCESS_DENIED))
         })
     }
 }
