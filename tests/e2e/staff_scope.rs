@@ -143,6 +143,15 @@ async fn a_technician_limited_to_one_practice_sees_no_other() {
     );
     let searched = tech.get(&format!("/messages?customer={sued_id}")).await;
     assert!(!searched.body.contains("Befund Suedstadt"), "by its filter");
+    let board = tech.get("/board").await;
+    assert_eq!(board.status, StatusCode::OK);
+    assert!(board.body.contains("Praxis Nordstadt") && !board.body.contains("Suedstadt"));
+    assert_eq!(
+        tech.get(&format!("/customers/{sued_id}/board"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
 
     // The API, with the technician's token: the same.
     let (status, customers) = api_get(&app, &token, "/customers").await;
@@ -156,6 +165,8 @@ async fn a_technician_limited_to_one_practice_sees_no_other() {
         let (status, body) = api_get(&app, &token, &path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
     }
+    let (_, readiness) = api_get(&app, &token, "/readiness").await;
+    assert!(readiness.contains("Praxis Nordstadt") && !readiness.contains("Suedstadt"));
     let (_, messages) = api_get(&app, &token, "/messages").await;
     assert!(messages.contains(&nord_message.to_string()));
     assert!(!messages.contains(&sued_message.to_string()));

@@ -432,7 +432,7 @@ async fn cancel_message(
 
 async fn list_holds(State(state): State<WebState>, actor: Actor) -> Result<Response> {
     actor.require(Permission::View)?;
-    let holds = crate::holds::all(&state.pool).await?;
+    let holds = crate::holds::all(&state.pool, &actor).await?;
     Ok(Json(json!({ "holds": holds })).into_response())
 }
 

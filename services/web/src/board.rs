@@ -376,8 +376,13 @@ pub struct OverviewQuery {
 }
 
 /// The readiness rows the query asks for.
-pub async fn readiness(state: &WebState, query: &OverviewQuery) -> Result<Vec<Readiness>> {
+pub async fn readiness(
+    state: &WebState,
+    actor: &Actor,
+    query: &OverviewQuery,
+) -> Result<Vec<Readiness>> {
     let mut rows = board::readiness(&state.pool).await?;
+    rows.retain(|r| actor.sees(r.tenant_id));
     match query.filter.as_deref().unwrap_or("") {
         "at-risk" => rows.retain(|r| r.unknown() || r.open() > 0),
         "no-data" => rows.retain(Readiness::unknown),
@@ -409,7 +414,7 @@ async fn overview(
     Query(query): Query<OverviewQuery>,
 ) -> Result<Response> {
     actor.require(Permission::View)?;
-    let rows = readiness(&state, &query).await?;
+    let rows = readiness(&state, &actor, &query).await?;
     Ok(OverviewPage {
         t: actor.tr,
         nav: Nav::of(Some(&actor), "board"),
@@ -425,7 +430,8 @@ async fn overview(
 /// The board of every customer as CSV.
 pub async fn csv(state: &WebState, actor: &Actor) -> Result<Response> {
     actor.require(Permission::View)?;
-    let rows = board::all_accounts(&state.pool).await?;
+    let mut rows = board::all_accounts(&state.pool).await?;
+    rows.retain(|(_, account)| actor.sees(account.tenant_id));
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
@@ -850,7 +856,7 @@ async fn api_readiness(
     Query(query): Query<OverviewQuery>,
 ) -> Result<Response> {
     actor.require(Permission::View)?;
-    let rows = readiness(&state, &query).await?;
+    let rows = readiness(&state, &actor, &query).await?;
     let today = Utc::now().date_naive();
     let deadlines: Vec<serde_json::Value> = state
         .deadlines

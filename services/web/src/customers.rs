@@ -519,7 +519,7 @@ pub async fn overview(State(state): State<WebState>, actor: Actor) -> Result<Res
         nav: Nav::of(Some(&actor), "customers"),
         customers: with_health(&state.pool, None, &actor.customers).await?,
         can_create: actor.may(Permission::ManageCustomers),
-        holds: crate::holds::all(&state.pool).await?,
+        holds: crate::holds::all(&state.pool, &actor).await?,
         can_retry: actor.may(Permission::HandleMessages),
     }
     .into_response())

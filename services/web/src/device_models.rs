@@ -49,9 +49,8 @@ struct Catalogue {
 }
 
 static MODELS: LazyLock<Vec<ModelNote>> = LazyLock::new(|| {
-    let catalogue: Catalogue =
-        toml::from_str(include_str!("../../../web/data/device-models.toml"))
-            .expect("web/data/device-models.toml is valid (checked by a unit test)");
+    let catalogue: Catalogue = toml::from_str(include_str!("../../../web/data/device-models.toml"))
+        .expect("web/data/device-models.toml is valid (checked by a unit test)");
     catalogue.model
 });
 

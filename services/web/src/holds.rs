@@ -89,12 +89,14 @@ impl HoldView {
     }
 }
 
-/// Every hold, widest first.
-pub async fn all(pool: &PgPool) -> Result<Vec<HoldView>> {
+/// Every hold `actor` may see (the app's, and those of their customers), widest
+/// first.
+pub async fn all(pool: &PgPool, actor: &Actor) -> Result<Vec<HoldView>> {
     Ok(holds::list(pool, None)
         .await?
         .iter()
         .map(HoldView::of)
+        .filter(|h| h.customer_id.is_none_or(|c| actor.sees(c)))
         .collect())
 }
 
@@ -128,6 +130,10 @@ pub async fn for_customers(pool: &PgPool, tenants: &[Tenant]) -> Result<Vec<Vec<
 /// customer, if it has one.
 pub async fn probe_now(state: &WebState, actor: &Actor, id: Uuid) -> Result<Option<Uuid>> {
     actor.require(Permission::HandleMessages)?;
+    let visible = all(&state.pool, actor).await?.iter().any(|h| h.id == id);
+    if !visible {
+        return Err(Error::NotFound);
+    }
     let Some(tenant) = holds::probe_now(&state.pool, id).await? else {
         return Err(Error::NotFound);
     };

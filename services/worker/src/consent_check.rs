@@ -154,7 +154,9 @@ impl Worker {
     /// the moment the probe succeeds.
     async fn on_consent_verified(&self, check: &ConsentCheck) {
         tracing::info!(tenant = %check.tenant_id, entra_tenant = %check.entra_tenant_id, attempts = check.attempts, "consent verified: the customer is connected");
-        if let Err(e) = mailbridge_core::holds::probe_customer_now(&self.pool, check.tenant_id).await {
+        if let Err(e) =
+            mailbridge_core::holds::probe_customer_now(&self.pool, check.tenant_id).await
+        {
             tracing::warn!(error = %e, tenant = %check.tenant_id, "could not probe the customer's holds after its consent; they are probed on their schedule");
         }
     }

@@ -601,16 +601,15 @@ impl Worker {
             }
         }
         if message.kind == MessageKind::Device
-            && let Err(e) =
-                notify::report_undeliverable(
-                    &self.pool,
-                    &self.settings,
-                    &self.master_key,
-                    &message,
-                    &failure,
-                    true,
-                )
-                    .await
+            && let Err(e) = notify::report_undeliverable(
+                &self.pool,
+                &self.settings,
+                &self.master_key,
+                &message,
+                &failure,
+                true,
+            )
+            .await
         {
             tracing::warn!(queue_id = %message.id, error = %e, "could not queue the failure report");
         }
