@@ -45,7 +45,11 @@ fn context() -> Arc<EdgeContext> {
                 .connect_lazy_with(mailbridge_core::db::connect_options(&url).expect("url"));
             let identity = Identity::self_signed(&["fuzz.mailbridge.test".to_owned()]).expect("certificate");
             let certificate = Arc::new(ServedCertificate::fixed(identity).expect("TLS"));
-            Arc::new(EdgeContext::new(&settings.edge, pool, certificate))
+            let key = mailbridge_core::crypto::MasterKey::from_base64(
+                &mailbridge_core::crypto::MasterKey::generate_base64(),
+            )
+            .expect("a generated key");
+            Arc::new(EdgeContext::new(&settings.edge, pool, certificate, key))
         })
         .clone()
 }
