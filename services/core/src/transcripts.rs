@@ -342,67 +342,88 @@ impl Finding {
         let since = self.since.format("%Y-%m-%d %H:%M UTC");
         let de_since = self.since.format("%d.%m.%Y %H:%M UTC");
         let n = self.count;
+        // "once" / "14 times", "einmal" / "14-mal", "1 session" / "14 sessions".
+        let times = if n == 1 {
+            "once".to_owned()
+        } else {
+            format!("{n} times")
+        };
+        let mal = if n == 1 {
+            "einmal".to_owned()
+        } else {
+            format!("{n}-mal")
+        };
+        let sessions = if n == 1 {
+            "1 session".to_owned()
+        } else {
+            format!("{n} sessions")
+        };
+        let sitzungen = if n == 1 {
+            "1 Sitzung".to_owned()
+        } else {
+            format!("{n} Sitzungen")
+        };
         match (self.key, lang) {
             ("password_before_starttls", Lang::En) => format!(
-                "The device sent its password before STARTTLS ({n} times since {since}): switch on STARTTLS (or SSL/TLS) in its e-mail settings."
+                "The device sent its password before STARTTLS ({times} since {since}): switch on STARTTLS (or SSL/TLS) in its e-mail settings."
             ),
             ("password_before_starttls", Lang::De) => format!(
-                "Das Gerät hat sein Passwort vor STARTTLS gesendet ({n}-mal seit {de_since}): in seinen E-Mail-Einstellungen STARTTLS (oder SSL/TLS) einschalten."
+                "Das Gerät hat sein Passwort vor STARTTLS gesendet ({mal} seit {de_since}): in seinen E-Mail-Einstellungen STARTTLS (oder SSL/TLS) einschalten."
             ),
             ("tls_too_old", Lang::En) => format!(
-                "TLS handshake failed: the device offers only {detail} — use the legacy-TLS listener and allow legacy TLS for this device ({n} times since {since})."
+                "TLS handshake failed: the device offers only {detail} — use the legacy-TLS listener and allow legacy TLS for this device ({times} since {since})."
             ),
             ("tls_too_old", Lang::De) => format!(
-                "TLS-Handshake fehlgeschlagen: das Gerät bietet nur {detail} an — den Legacy-TLS-Port verwenden und Legacy-TLS für dieses Gerät erlauben ({n}-mal seit {de_since})."
+                "TLS-Handshake fehlgeschlagen: das Gerät bietet nur {detail} an — den Legacy-TLS-Port verwenden und Legacy-TLS für dieses Gerät erlauben ({mal} seit {de_since})."
             ),
             ("tls_failed", Lang::En) => format!(
-                "TLS handshake failed ({n} times since {since}): {detail}. If the device's firmware is old, it may not trust today's certificates or may need the legacy-TLS listener."
+                "TLS handshake failed ({times} since {since}): {detail}. If the device's firmware is old, it may not trust today's certificates or may need the legacy-TLS listener."
             ),
             ("tls_failed", Lang::De) => format!(
-                "TLS-Handshake fehlgeschlagen ({n}-mal seit {de_since}): {detail}. Bei alter Firmware vertraut das Gerät heutigen Zertifikaten vielleicht nicht oder braucht den Legacy-TLS-Port."
+                "TLS-Handshake fehlgeschlagen ({mal} seit {de_since}): {detail}. Bei alter Firmware vertraut das Gerät heutigen Zertifikaten vielleicht nicht oder braucht den Legacy-TLS-Port."
             ),
             ("wrong_password", Lang::En) => {
                 format!(
-                    "Wrong password {n} times since {since}: enter the device's current password (rotate it if nobody has it)."
+                    "Wrong password {times} since {since}: enter the device's current password (rotate it if nobody has it)."
                 )
             }
             ("wrong_password", Lang::De) => {
                 format!(
-                    "Falsches Passwort, {n}-mal seit {de_since}: das aktuelle Passwort des Geräts eintragen (neu erzeugen, wenn es niemand hat)."
+                    "Falsches Passwort, {mal} seit {de_since}: das aktuelle Passwort des Geräts eintragen (neu erzeugen, wenn es niemand hat)."
                 )
             }
             ("locked_out", Lang::En) => format!(
-                "Logins were refused for now ({n} times since {since}): locked out after repeated failures (fix the password, then unlock the device), or a passing failure on mailbridge's side."
+                "Logins were refused for now ({times} since {since}): locked out after repeated failures (fix the password, then unlock the device), or a passing failure on mailbridge's side."
             ),
             ("locked_out", Lang::De) => format!(
-                "Anmeldungen wurden vorerst abgewiesen ({n}-mal seit {de_since}): nach wiederholten Fehlern gesperrt (Passwort korrigieren, dann das Gerät entsperren) oder eine vorübergehende Störung bei mailbridge."
+                "Anmeldungen wurden vorerst abgewiesen ({mal} seit {de_since}): nach wiederholten Fehlern gesperrt (Passwort korrigieren, dann das Gerät entsperren) oder eine vorübergehende Störung bei mailbridge."
             ),
             ("unsupported_mechanism", Lang::En) => format!(
-                "The device tries AUTH {detail}, which mailbridge does not offer ({n} times since {since}): choose LOGIN or PLAIN authentication in its settings."
+                "The device tries AUTH {detail}, which mailbridge does not offer ({times} since {since}): choose LOGIN or PLAIN authentication in its settings."
             ),
             ("unsupported_mechanism", Lang::De) => format!(
-                "Das Gerät versucht AUTH {detail}, das mailbridge nicht anbietet ({n}-mal seit {de_since}): in seinen Einstellungen die Anmeldung LOGIN oder PLAIN wählen."
+                "Das Gerät versucht AUTH {detail}, das mailbridge nicht anbietet ({mal} seit {de_since}): in seinen Einstellungen die Anmeldung LOGIN oder PLAIN wählen."
             ),
             ("not_legacy_device", Lang::En) => format!(
-                "The device logged in on the legacy-TLS listener but is not allowed legacy TLS ({n} times since {since}): allow legacy TLS for it, or move it to the normal port if it can do TLS 1.2."
+                "The device logged in on the legacy-TLS listener but is not allowed legacy TLS ({times} since {since}): allow legacy TLS for it, or move it to the normal port if it can do TLS 1.2."
             ),
             ("not_legacy_device", Lang::De) => format!(
-                "Das Gerät hat sich am Legacy-TLS-Port angemeldet, darf aber kein Legacy-TLS ({n}-mal seit {de_since}): Legacy-TLS für es erlauben oder es auf den normalen Port umstellen, wenn es TLS 1.2 kann."
+                "Das Gerät hat sich am Legacy-TLS-Port angemeldet, darf aber kein Legacy-TLS ({mal} seit {de_since}): Legacy-TLS für es erlauben oder es auf den normalen Port umstellen, wenn es TLS 1.2 kann."
             ),
             ("no_login", Lang::En) => format!(
-                "The device tried to send without logging in ({n} times since {since}): switch on SMTP authentication with its username and password."
+                "The device tried to send without logging in ({times} since {since}): switch on SMTP authentication with its username and password."
             ),
             ("no_login", Lang::De) => format!(
-                "Das Gerät wollte ohne Anmeldung senden ({n}-mal seit {de_since}): SMTP-Authentifizierung mit seinem Benutzernamen und Passwort einschalten."
+                "Das Gerät wollte ohne Anmeldung senden ({mal} seit {de_since}): SMTP-Authentifizierung mit seinem Benutzernamen und Passwort einschalten."
             ),
             ("legacy_tls_in_use", Lang::En) => format!(
-                "The device uses {detail} on the legacy-TLS listener ({n} sessions since {since}): retire it when a firmware update brings TLS 1.2."
+                "The device uses {detail} on the legacy-TLS listener ({sessions} since {since}): retire it when a firmware update brings TLS 1.2."
             ),
             ("legacy_tls_in_use", Lang::De) => format!(
-                "Das Gerät verwendet {detail} am Legacy-TLS-Port ({n} Sitzungen seit {de_since}): abschalten, sobald ein Firmware-Update TLS 1.2 bringt."
+                "Das Gerät verwendet {detail} am Legacy-TLS-Port ({sitzungen} seit {de_since}): abschalten, sobald ein Firmware-Update TLS 1.2 bringt."
             ),
-            (_, Lang::En) => format!("{} ({n} times since {since})", self.key),
-            (_, Lang::De) => format!("{} ({n}-mal seit {de_since})", self.key),
+            (_, Lang::En) => format!("{} ({times} since {since})", self.key),
+            (_, Lang::De) => format!("{} ({mal} seit {de_since})", self.key),
         }
     }
 }
@@ -583,6 +604,13 @@ mod tests {
                 .starts_with("Falsches Passwort, 2-mal seit")
         );
         assert!(findings[3].text(Lang::En).contains("AUTH CRAM-MD5"));
+        assert!(
+            findings[0]
+                .text(Lang::En)
+                .starts_with("Wrong password 2 times since")
+        );
+        assert!(findings[2].text(Lang::En).contains("(once since"));
+        assert!(findings[2].text(Lang::De).contains("(einmal seit"));
         assert!(
             diagnose(&[stored(
                 "submission",
