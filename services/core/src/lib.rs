@@ -7,6 +7,7 @@
 
 pub mod address;
 pub mod allocator;
+pub mod audit;
 pub mod config;
 pub mod consent_checks;
 pub mod crypto;

@@ -205,20 +205,20 @@ pub async fn audit(
     target: &str,
     details: serde_json::Value,
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO audit_log (actor, staff_id, action, tenant_id, target, details, client_addr)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    let who = crate::audit::Who {
+        label: &actor.label,
+        staff_id: actor.staff_id,
+        client_addr: actor.client_addr,
+    };
+    crate::audit::record(
+        &mut **tx,
+        who,
+        action,
+        Some(tenant_id),
+        Some(target),
+        details,
     )
-    .bind(&actor.label)
-    .bind(actor.staff_id)
-    .bind(action)
-    .bind(tenant_id)
-    .bind(target)
-    .bind(details)
-    .bind(actor.client_addr)
-    .execute(&mut **tx)
     .await
-    .map(drop)
 }
 
 /// Whether `used` shows Basic use after the account's device was linked (a details

@@ -31,20 +31,12 @@ pub async fn record(
     target: Option<&str>,
     details: serde_json::Value,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO audit_log (actor, staff_id, action, tenant_id, target, details, client_addr)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(&actor.label)
-    .bind(actor.staff_id)
-    .bind(action)
-    .bind(tenant_id)
-    .bind(target)
-    .bind(details)
-    .bind(actor.client_addr.map(ipnet::IpNet::from))
-    .execute(pool)
-    .await
-    .map(drop)
+    let who = mailbridge_core::audit::Who {
+        label: &actor.label,
+        staff_id: actor.staff_id,
+        client_addr: actor.client_addr.map(ipnet::IpNet::from),
+    };
+    mailbridge_core::audit::record(pool, who, action, tenant_id, target, details).await
 }
 
 #[derive(Debug, Serialize, FromRow)]
