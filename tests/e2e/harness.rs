@@ -619,4 +619,23 @@ impl SmtpProbe {
         self.send_raw(format!("{line}\r\n").as_bytes()).await;
         self.reply().await
     }
+
+    /// Sends a command and asserts that its reply starts with `code` (a reply code,
+    /// or a code and its enhanced status); the reply.
+    pub async fn expect(&mut self, line: &str, code: &str) -> String {
+        let reply = self.command(line).await;
+        assert!(
+            reply.starts_with(code),
+            "{line:?}: expected {code}, got {reply:?}"
+        );
+        reply
+    }
+
+    /// Reads the next reply (after DATA's content, or a pipelined command) and
+    /// asserts that it starts with `code`; the reply.
+    pub async fn expect_reply(&mut self, code: &str) -> String {
+        let reply = self.reply().await;
+        assert!(reply.starts_with(code), "expected {code}, got {reply:?}");
+        reply
+    }
 }

@@ -1867,7 +1867,7 @@ async fn under_load(watch: &PanicWatch) {
     }
     let (mut probe, greeting) = SmtpProbe::connect(app.stack.smtp_addr).await;
     assert!(greeting.starts_with("220 "), "{greeting}");
-    assert!(probe.command("EHLO after.test").await.starts_with("250"));
+    probe.expect("EHLO after.test", "250").await;
 
     // Every 250 is delivered once, byte for byte, through its own tenant; nothing
     // else is delivered or even queued.

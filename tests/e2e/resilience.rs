@@ -61,17 +61,9 @@ async fn a_database_outage_answers_451_and_loses_nothing() {
             .await
             .starts_with("235")
     );
-    assert!(
-        smtp.command(&format!("MAIL FROM:<{sender}>"))
-            .await
-            .starts_with("250")
-    );
-    assert!(
-        smtp.command("RCPT TO:<lab@klinik.example>")
-            .await
-            .starts_with("250")
-    );
-    assert!(smtp.command("DATA").await.starts_with("354"));
+    smtp.expect(&format!("MAIL FROM:<{sender}>"), "250").await;
+    smtp.expect("RCPT TO:<lab@klinik.example>", "250").await;
+    smtp.expect("DATA", "354").await;
 
     postgres.pause();
     smtp.send_raw(format!("From: {sender}\r\nSubject: during\r\n\r\nlost?\r\n.\r\n").as_bytes())

@@ -387,12 +387,11 @@ async fn send_as(app: &TestApp, device: &IssuedCredential, rcpt: &[&str], messag
             .await
             .starts_with("235")
     );
-    assert!(smtp.command("MAIL FROM:<>").await.starts_with("250"));
+    smtp.expect("MAIL FROM:<>", "250").await;
     for r in rcpt {
-        let reply = smtp.command(&format!("RCPT TO:<{r}>")).await;
-        assert!(reply.starts_with("250"), "{reply}");
+        smtp.expect(&format!("RCPT TO:<{r}>"), "250").await;
     }
-    assert!(smtp.command("DATA").await.starts_with("354"));
+    smtp.expect("DATA", "354").await;
     smtp.send_raw(format!("{message}\r\n.\r\n").as_bytes())
         .await;
     smtp.reply().await

@@ -153,14 +153,13 @@ async fn auth_is_offered_only_after_starttls_and_mail_needs_auth() {
         "{ehlo}"
     );
 
-    let auth = smtp.command("AUTH PLAIN AGZvbwBiYXI=").await;
-    assert!(auth.starts_with("538 5.7.11"), "{auth}");
-    let mail = smtp.command("MAIL FROM:<scanner@praxis.example>").await;
-    assert!(mail.starts_with("530 5.7.0"), "{mail}");
-    let rcpt = smtp.command("RCPT TO:<arzt@klinik.example>").await;
-    assert!(rcpt.starts_with("503 5.5.1"), "{rcpt}");
-    assert!(smtp.command("NOOP").await.starts_with("250 2.0.0"));
-    assert!(smtp.command("QUIT").await.starts_with("221 2.0.0"));
+    smtp.expect("AUTH PLAIN AGZvbwBiYXI=", "538 5.7.11").await;
+    smtp.expect("MAIL FROM:<scanner@praxis.example>", "530 5.7.0")
+        .await;
+    smtp.expect("RCPT TO:<arzt@klinik.example>", "503 5.5.1")
+        .await;
+    smtp.expect("NOOP", "250 2.0.0").await;
+    smtp.expect("QUIT", "221 2.0.0").await;
     assert!(app.message_ids().await.is_empty());
 }
 
