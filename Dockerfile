@@ -5,7 +5,9 @@
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p mailbridge
+# Without the `dev` feature: no `mailbridge dev`/`sim`, so the image never links the
+# Microsoft 365 simulator or the throwaway PostgreSQL.
+RUN cargo build --release --locked -p mailbridge --no-default-features
 
 FROM debian:bookworm-slim
 RUN apt-get update \

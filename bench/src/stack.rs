@@ -17,10 +17,10 @@ use mailbridge_core::{
     crypto::{self, MasterKey},
     db,
     devices::{self, DeviceListener, PolicyChange},
-    scratch_postgres::{ScratchOptions, ScratchPostgres},
     tenants::{self, DeliveryMethod, NewTenant},
     tls::LocalAuthority,
 };
+use mailbridge_devtools::scratch_postgres::{ScratchOptions, ScratchPostgres};
 use mailbridge_m365_sim::{ROLE_MAIL_READ_WRITE, ROLE_MAIL_SEND, Simulator};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};

@@ -15,9 +15,8 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use mailbridge::stack::{Stack, StackOptions};
-use mailbridge_core::{
-    Settings, db, queue::GRAPH_CONCURRENCY_PER_MAILBOX, scratch_postgres::ScratchPostgres,
-};
+use mailbridge_core::{Settings, db, queue::GRAPH_CONCURRENCY_PER_MAILBOX};
+use mailbridge_devtools::scratch_postgres::ScratchPostgres;
 use mailbridge_m365_sim::fault_injection::{Effect, Endpoint, Fault};
 use uuid::Uuid;
 

@@ -14,9 +14,9 @@ use mailbridge_core::{
     Settings, db,
     devices::{self, IssuedCredential},
     queue,
-    scratch_postgres::{ScratchOptions, ScratchPostgres},
     tenants::{self, DeliveryMethod, NewTenant, Tenant},
 };
+use mailbridge_devtools::scratch_postgres::{ScratchOptions, ScratchPostgres};
 use mailbridge_m365_sim::{DeliveredMessage, ROLE_MAIL_SEND};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::{Connection, PgConnection, PgPool};

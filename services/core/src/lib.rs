@@ -1,6 +1,6 @@
 //! mailbridge-core: what every part of mailbridge shares — configuration, the
 //! PostgreSQL schema and its queries (tenants, devices, the message queue), secrets
-//! at rest, TLS material, and the throwaway PostgreSQL used by `dev` and the tests.
+//! at rest and TLS material.
 //!
 //! It owns no listener and no upstream protocol: the edge, the worker, the web
 //! control plane and the simulator build on it.
@@ -23,7 +23,6 @@ pub mod migration_board;
 pub mod ops;
 pub mod queue;
 pub mod retention;
-pub mod scratch_postgres;
 pub mod smtp_auth_report;
 pub mod telemetry;
 pub mod tenants;

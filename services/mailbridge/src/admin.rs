@@ -1,8 +1,6 @@
 //! The administration commands (`tenant`, `device`, `staff`, `api-token`,
-//! `rotate-master-key`) and the
-//! standalone simulator (`sim`). Output is JSON, for scripts; errors go to stderr with a non-zero exit.
-
-use std::{net::SocketAddr, path::PathBuf};
+//! `rotate-master-key`). Output is JSON, for scripts; errors go to stderr with a
+//! non-zero exit.
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -14,10 +12,8 @@ use mailbridge_core::{
     logins, queue,
     tenants::{self, AppCredential, CertificateCredential, DeliveryMethod, NewTenant, OwnApp},
 };
-use mailbridge_m365_sim::Simulator;
 use secrecy::SecretString;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 #[derive(Debug, Subcommand)]
@@ -519,58 +515,5 @@ fn valid_sender_pattern(pattern: &str) -> bool {
 
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
-}
-
-#[derive(Debug, Args)]
-pub struct SimArgs {
-    /// Where the simulator listens (HTTPS).
-    #[arg(long, env = "MAILBRIDGE_SIM_LISTEN", default_value = "127.0.0.1:9443")]
-    listen: SocketAddr,
-    /// Where to write the simulator's CA certificate (PEM) for clients to trust.
-    #[arg(
-        long,
-        env = "MAILBRIDGE_SIM_CA_FILE",
-        default_value = "m365-simulator-ca.pem"
-    )]
-    ca_file: PathBuf,
-    /// How long an admin consent takes to reach the token endpoint (Entra: seconds
-    /// to minutes); also `PUT /_sim/consent-propagation {"seconds": …}`.
-    #[arg(
-        long,
-        env = "MAILBRIDGE_SIM_CONSENT_PROPAGATION_SECONDS",
-        default_value_t = 0
-    )]
-    consent_propagation_seconds: u64,
-}
-
-pub async fn run_sim(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let simulator = Simulator::start(args.listen).await?;
-    simulator
-        .directory
-        .set_consent_propagation(std::time::Duration::from_secs(
-            args.consent_propagation_seconds,
-        ));
-    std::fs::write(&args.ca_file, simulator.ca_pem())
-        .with_context(|| format!("writing {}", args.ca_file.display()))?;
-    println!("Microsoft 365 simulator at {}", simulator.base_url());
-    println!(
-        "  trust its CA:      MAILBRIDGE_EXTRA_CA_FILE={}",
-        args.ca_file.display()
-    );
-    println!(
-        "  endpoints:         MAILBRIDGE_M365_LOGIN_URL={0} MAILBRIDGE_M365_GRAPH_URL={0}",
-        simulator.base_url()
-    );
-    println!(
-        "  register an app:   POST {}/_sim/apps {{\"client_id\",\"client_secret\"}}",
-        simulator.base_url()
-    );
-    println!(
-        "  add a tenant:      POST {}/_sim/tenants {{\"tenant_id\",\"mailboxes\":[…],\"consents\":{{\"<client_id>\":[\"Mail.Send\"]}}}}",
-        simulator.base_url()
-    );
-    println!("  mailboxes:         {}/_sim/inbox", simulator.base_url());
-    shutdown.cancelled().await;
     Ok(())
 }

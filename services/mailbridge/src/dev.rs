@@ -9,9 +9,9 @@ use anyhow::Context;
 use mailbridge::stack::{Stack, StackOptions};
 use mailbridge_core::{
     Settings, db, devices,
-    scratch_postgres::{ScratchOptions, ScratchPostgres},
     tenants::{self, DeliveryMethod, NewTenant, TenantError},
 };
+use mailbridge_devtools::scratch_postgres::{ScratchOptions, ScratchPostgres};
 use mailbridge_m365_sim::{
     ROLE_MAIL_SEND,
     sign_ins::{ROLE_AUDIT_LOG_READ, SimSignIn},

@@ -3,4 +3,5 @@
 //! it to spawn a real stack (edge, worker, web and the Microsoft 365 simulator)
 //! against a database of their own.
 
+#[cfg(feature = "dev")]
 pub mod stack;

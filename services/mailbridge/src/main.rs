@@ -3,8 +3,11 @@
 //! `dev`, everything in one process for a first look.
 
 mod admin;
+#[cfg(feature = "dev")]
 mod dev;
 mod report;
+#[cfg(feature = "dev")]
+mod sim;
 
 use std::sync::Arc;
 
@@ -32,6 +35,7 @@ struct Cli {
 enum Command {
     /// Everything in one process: throwaway PostgreSQL (unless DATABASE_URL is set),
     /// the Microsoft 365 simulator, edge, worker and web, with a demo customer and device.
+    #[cfg(feature = "dev")]
     Dev,
     /// The SMTP listeners.
     Edge,
@@ -40,7 +44,8 @@ enum Command {
     /// The control plane (HTML, health endpoints).
     Web,
     /// The Microsoft 365 simulator on its own.
-    Sim(admin::SimArgs),
+    #[cfg(feature = "dev")]
+    Sim(sim::SimArgs),
     /// Applies the database migrations.
     Migrate(MigrateArgs),
     /// Customers (Microsoft 365 tenants).
@@ -80,11 +85,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::from_env()?;
     match cli.command {
+        #[cfg(feature = "dev")]
         Command::Dev => dev::run(settings).await,
         Command::Edge => run_edge(settings).await,
         Command::Worker => run_worker(settings).await,
         Command::Web => run_web(settings).await,
-        Command::Sim(args) => admin::run_sim(args, shutdown_on_signal()).await,
+        #[cfg(feature = "dev")]
+        Command::Sim(args) => sim::run_sim(args, shutdown_on_signal()).await,
         Command::Migrate(args) => migrate(&settings, args).await,
         Command::Tenant(command) => admin::tenant(command, &connect(&settings)?, &settings).await,
         Command::Device(command) => admin::device(command, &connect(&settings)?, &settings).await,

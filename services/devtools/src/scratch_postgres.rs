@@ -85,7 +85,7 @@ impl ScratchPostgres {
         }
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700))?;
 
-        let password = crate::crypto::generate_password();
+        let password = mailbridge_core::crypto::generate_password();
         let pwfile = dir.path().join("pwfile");
         fs::File::create(&pwfile)?.write_all(password.as_bytes())?;
         if let Some((uid, gid)) = run_as {
