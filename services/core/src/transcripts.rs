@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use sqlx::{FromRow, PgPool};
+use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
 use crate::diagnosis::Lang;
@@ -175,23 +175,23 @@ pub async fn write(pool: &PgPool, batch: &[Transcript], keep: u32) -> Result<(),
         })
         .collect();
     let mut tx = pool.begin().await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO session_transcripts
              (device_id, source_addr, started_at, ended_at, listener, tls_protocol, tls_cipher,
               tls_failure, outcome, lines)
          SELECT * FROM unnest($1::uuid[], $2::inet[], $3::timestamptz[], $4::timestamptz[],
                               $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[])",
+        &batch.iter().map(|t| t.device_id).collect::<Vec<_>>() as &[Option<Uuid>],
+        &batch.iter().map(|t| IpNet::from(t.source)).collect::<Vec<_>>(),
+        &batch.iter().map(|t| t.started_at).collect::<Vec<_>>(),
+        &batch.iter().map(|t| t.ended_at).collect::<Vec<_>>(),
+        &batch.iter().map(|t| t.listener.to_owned()).collect::<Vec<_>>(),
+        &batch.iter().map(|t| t.tls_protocol.clone()).collect::<Vec<_>>() as &[Option<String>],
+        &batch.iter().map(|t| t.tls_cipher.clone()).collect::<Vec<_>>() as &[Option<String>],
+        &batch.iter().map(|t| t.tls_failure.clone()).collect::<Vec<_>>() as &[Option<String>],
+        &batch.iter().map(|t| t.outcome.to_owned()).collect::<Vec<_>>(),
+        &lines,
     )
-    .bind(batch.iter().map(|t| t.device_id).collect::<Vec<_>>())
-    .bind(batch.iter().map(|t| IpNet::from(t.source)).collect::<Vec<_>>())
-    .bind(batch.iter().map(|t| t.started_at).collect::<Vec<_>>())
-    .bind(batch.iter().map(|t| t.ended_at).collect::<Vec<_>>())
-    .bind(batch.iter().map(|t| t.listener).collect::<Vec<_>>())
-    .bind(batch.iter().map(|t| t.tls_protocol.clone()).collect::<Vec<_>>())
-    .bind(batch.iter().map(|t| t.tls_cipher.clone()).collect::<Vec<_>>())
-    .bind(batch.iter().map(|t| t.tls_failure.clone()).collect::<Vec<_>>())
-    .bind(batch.iter().map(|t| t.outcome).collect::<Vec<_>>())
-    .bind(lines)
     .execute(&mut *tx)
     .await?;
     let mut devices: Vec<Uuid> = batch.iter().filter_map(|t| t.device_id).collect();
@@ -204,7 +204,7 @@ pub async fn write(pool: &PgPool, batch: &[Transcript], keep: u32) -> Result<(),
         .collect();
     sources.sort_unstable();
     sources.dedup();
-    sqlx::query(
+    sqlx::query!(
         "DELETE FROM session_transcripts WHERE id IN (
              SELECT id FROM (
                  SELECT id, row_number() OVER (PARTITION BY device_id
@@ -218,17 +218,17 @@ pub async fn write(pool: &PgPool, batch: &[Transcript], keep: u32) -> Result<(),
                    FROM session_transcripts
                   WHERE device_id IS NULL AND source_addr = ANY($2)) ranked
               WHERE n > $3)",
+        &devices,
+        &sources,
+        i64::from(keep),
     )
-    .bind(devices)
-    .bind(sources)
-    .bind(i64::from(keep))
     .execute(&mut *tx)
     .await?;
     tx.commit().await
 }
 
 /// A stored transcript, as the control plane and the API show it.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct StoredTranscript {
     pub id: i64,
     pub device_id: Option<Uuid>,
@@ -240,8 +240,7 @@ pub struct StoredTranscript {
     pub tls_cipher: Option<String>,
     pub tls_failure: Option<String>,
     pub outcome: String,
-    #[sqlx(json)]
-    pub lines: Vec<Line>,
+    pub lines: Json<Vec<Line>>,
 }
 
 impl StoredTranscript {
@@ -281,9 +280,12 @@ pub async fn for_device(
     device_id: Uuid,
     limit: i64,
 ) -> Result<Vec<StoredTranscript>, sqlx::Error> {
-    sqlx::query_as(
-        "(SELECT id, device_id, source_addr, started_at, ended_at, listener, tls_protocol,
-                 tls_cipher, tls_failure, outcome, lines
+    sqlx::query_as!(
+        StoredTranscript,
+        r#"(SELECT id AS "id!", device_id, source_addr AS "source_addr!",
+                 started_at AS "started_at!", ended_at AS "ended_at!", listener AS "listener!",
+                 tls_protocol, tls_cipher, tls_failure, outcome AS "outcome!",
+                 lines AS "lines!: Json<Vec<Line>>"
             FROM session_transcripts WHERE device_id = $1
            ORDER BY started_at DESC LIMIT $2)
          UNION ALL
@@ -296,10 +298,10 @@ pub async fn for_device(
                   OR t.source_addr <<= ANY(ARRAY(SELECT source FROM device_sources s
                                                   WHERE s.device_id = $1)))
            ORDER BY t.started_at DESC LIMIT $2)
-         ORDER BY started_at DESC",
+         ORDER BY 4 DESC"#,
+        device_id,
+        limit,
     )
-    .bind(device_id)
-    .bind(limit)
     .fetch_all(pool)
     .await
 }
@@ -310,14 +312,15 @@ pub async fn for_source(
     source: IpAddr,
     limit: i64,
 ) -> Result<Vec<StoredTranscript>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, device_id, source_addr, started_at, ended_at, listener, tls_protocol,
-                tls_cipher, tls_failure, outcome, lines
+    sqlx::query_as!(
+        StoredTranscript,
+        r#"SELECT id, device_id, source_addr, started_at, ended_at, listener, tls_protocol,
+                tls_cipher, tls_failure, outcome, lines AS "lines: Json<Vec<Line>>"
            FROM session_transcripts WHERE device_id IS NULL AND source_addr = $1
-          ORDER BY started_at DESC LIMIT $2",
+          ORDER BY started_at DESC LIMIT $2"#,
+        IpNet::from(source),
+        limit,
     )
-    .bind(IpNet::from(source))
-    .bind(limit)
     .fetch_all(pool)
     .await
 }
@@ -466,7 +469,7 @@ pub fn diagnose(transcripts: &[StoredTranscript]) -> Vec<Finding> {
         if t.legacy_protocol() && t.lines.iter().any(|l| replied(l, "235")) {
             note("legacy_tls_in_use", at, t.tls_protocol.clone());
         }
-        for line in &t.lines {
+        for line in t.lines.iter() {
             let auth = line.command.starts_with("AUTH") || line.command == "(AUTH response)";
             if auth && replied(line, "538") && t.tls_protocol.is_none() {
                 note("password_before_starttls", at, None);
@@ -526,14 +529,16 @@ mod tests {
             tls_cipher: None,
             tls_failure: failure.map(str::to_owned),
             outcome: "quit".to_owned(),
-            lines: lines
-                .iter()
-                .map(|(c, r)| Line {
-                    at_ms: 0,
-                    command: (*c).to_owned(),
-                    replies: r.iter().map(|r| (*r).to_owned()).collect(),
-                })
-                .collect(),
+            lines: Json(
+                lines
+                    .iter()
+                    .map(|(c, r)| Line {
+                        at_ms: 0,
+                        command: (*c).to_owned(),
+                        replies: r.iter().map(|r| (*r).to_owned()).collect(),
+                    })
+                    .collect(),
+            ),
         }
     }
 

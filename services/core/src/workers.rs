@@ -30,18 +30,19 @@ impl Presence {
             lock_key,
             connection,
         };
-        sqlx::query("INSERT INTO workers (identity, lock_key) VALUES ($1, $2)")
-            .bind(&presence.identity)
-            .bind(presence.lock_key)
-            .execute(&mut presence.connection)
-            .await?;
+        sqlx::query!(
+            "INSERT INTO workers (identity, lock_key) VALUES ($1, $2)",
+            presence.identity,
+            presence.lock_key
+        )
+        .execute(&mut presence.connection)
+        .await?;
         Ok(presence)
     }
 
     async fn lock(pool: &PgPool, lock_key: i64) -> Result<PgConnection, sqlx::Error> {
         let mut connection = pool.acquire().await?.detach();
-        sqlx::query("SELECT pg_advisory_lock($1)")
-            .bind(lock_key)
+        sqlx::query!("SELECT pg_advisory_lock($1)", lock_key)
             .execute(&mut connection)
             .await?;
         Ok(connection)
@@ -54,11 +55,11 @@ impl Presence {
             return Ok(());
         }
         self.connection = Self::lock(pool, self.lock_key).await?;
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO workers (identity, lock_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            self.identity,
+            self.lock_key
         )
-        .bind(&self.identity)
-        .bind(self.lock_key)
         .execute(&mut self.connection)
         .await?;
         Ok(())
@@ -66,8 +67,7 @@ impl Presence {
 
     /// Leaves: the row goes, and the lock with the connection.
     pub async fn leave(mut self) {
-        let _ = sqlx::query("DELETE FROM workers WHERE identity = $1")
-            .bind(&self.identity)
+        let _ = sqlx::query!("DELETE FROM workers WHERE identity = $1", self.identity)
             .execute(&mut self.connection)
             .await;
         let _ = self.connection.close().await;
@@ -77,8 +77,8 @@ impl Presence {
 /// Forgets the workers whose lock is gone and makes their leased messages due at
 /// once (and tells the workers so). Returns how many messages were released.
 pub async fn release_the_departed(pool: &PgPool, me: &str) -> Result<u64, sqlx::Error> {
-    sqlx::query_as(
-        "WITH departed AS (
+    let released = sqlx::query_scalar!(
+        r#"WITH departed AS (
              DELETE FROM workers w
               WHERE w.identity <> $1
                 AND NOT EXISTS (
@@ -92,11 +92,12 @@ pub async fn release_the_departed(pool: &PgPool, me: &str) -> Result<u64, sqlx::
              UPDATE messages SET lease_expires_at = now() - interval '1 second'
               WHERE state = 'delivering' AND lease_owner IN (SELECT identity FROM departed)
              RETURNING tenant_id)
-         SELECT count(*) FROM released, LATERAL (SELECT pg_notify($2, tenant_id::text)) n",
+         SELECT count(*) AS "released!"
+           FROM released, LATERAL (SELECT pg_notify($2, tenant_id::text)) n"#,
+        me,
+        crate::queue::QUEUE_CHANNEL
     )
-    .bind(me)
-    .bind(crate::queue::QUEUE_CHANNEL)
     .fetch_one(pool)
-    .await
-    .map(|n: (i64,)| u64::try_from(n.0).unwrap_or(0))
+    .await?;
+    Ok(u64::try_from(released).unwrap_or(0))
 }
