@@ -5,6 +5,7 @@
 //! mailbridge and the reference in the same run, alternating, and prints medians and
 //! ratios. docs/benchmarks.md explains the scenarios and records results.
 
+mod cpu;
 mod load;
 mod reference;
 mod stack;
@@ -138,7 +139,9 @@ async fn main() -> anyhow::Result<()> {
     if args.statements {
         stack.top_statements(0).await?; // counts from here on
     }
+    let processes = stack.processes();
     for scenario in &args.scenarios {
+        let before = processes.snapshot(stack.pool()).await?;
         match scenario {
             1 => accept_rate(&stack, &sizes, &mut report).await?,
             2 => login_rate(&stack, &sizes, &mut report).await?,
@@ -148,6 +151,21 @@ async fn main() -> anyhow::Result<()> {
             6 => message_log(&stack, &sizes, &mut report).await?,
             7 => sealing(&sizes, &mut report),
             other => anyhow::bail!("no scenario {other}"),
+        }
+        // Scenario 6 fills the log by SQL, 7 runs in this process: no messages of
+        // their own to charge.
+        if (1..=5).contains(scenario)
+            && let Some(cost) = before.per_message(&processes.snapshot(stack.pool()).await?)
+        {
+            report.row(
+                &scenario.to_string(),
+                "CPU per message, ms: PostgreSQL / edge / worker",
+                cost.text(),
+                format!(
+                    "{} messages, {} attempts (worker per attempt); PostgreSQL and edge per accepted message",
+                    cost.messages, cost.attempts
+                ),
+            );
         }
         if args.statements {
             println!("  PostgreSQL's time in scenario {scenario}, by statement:");

@@ -57,7 +57,7 @@ pub struct LogProbe {
 
 pub struct BenchStack {
     pool: PgPool,
-    _postgres: ScratchPostgres,
+    postgres: ScratchPostgres,
     _simulator: Simulator,
     _files: tempfile::TempDir,
     edge: Child,
@@ -250,7 +250,7 @@ impl BenchStack {
             relay_sender: practices[0].mailbox.clone(),
             relay_recipient: practices[0].recipient.clone(),
             pool,
-            _postgres: postgres,
+            postgres,
             _simulator: simulator,
             _files: files,
             edge,
@@ -285,6 +285,19 @@ impl BenchStack {
 
     pub fn worker_pid(&self) -> u32 {
         self.worker.id()
+    }
+
+    /// The processes whose CPU a scenario is charged with.
+    pub fn processes(&self) -> crate::cpu::Processes {
+        crate::cpu::Processes {
+            postmaster: self.postgres.pid(),
+            edge: self.edge.id(),
+            worker: self.worker.id(),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     /// Every practice's device, STARTTLS and AUTH PLAIN, each with `message(practice)`.

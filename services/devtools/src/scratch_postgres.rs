@@ -70,6 +70,11 @@ pub struct ScratchPostgres {
 }
 
 impl ScratchPostgres {
+    /// The postmaster's process id (its children are the server's other processes).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     pub fn start(options: &ScratchOptions) -> Result<Self, ScratchError> {
         let bin = find_binaries().ok_or(ScratchError::BinariesNotFound)?;
         sweep_stale_dirs();
