@@ -310,9 +310,24 @@ async fn a_sender_mailbox_outside_the_scope_is_refused_and_explained() {
     assert!(test.output.iter().skip(1).all(|l| l.ends_with("| False")), "{test:?}");
 
     send_from_device(&app, customer, "labor@klinik.example", "Befund 2").await;
+    // The customer is held on Graph's refusal of the check message; "check now"
+    // probes it at once, and the probe is refused again.
+    let held = page_shows(&mut owner, customer, "exchange-refused").await;
+    assert!(held.contains("id=\"holds\""), "{held}");
+    let failures_before = probe_failures(&app, customer).await.expect("held");
     owner
         .post(&format!("/customers/{customer}/exchange-check"), &[])
         .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match probe_failures(&app, customer).await {
+            Some(failures) if failures > failures_before => break,
+            Some(_) => {}
+            None => panic!("the hold was released: the mailbox outside the scope got through"),
+        }
+        assert!(Instant::now() < deadline, "no probe within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let page = page_shows(&mut owner, customer, "exchange-refused").await;
     assert!(page.contains("403 ErrorAccessDenied"), "{page}");
     // Refused: nothing delivered, every attempt was Graph's 403.
@@ -340,6 +355,17 @@ async fn a_sender_mailbox_outside_the_scope_is_refused_and_explained() {
         "{german}"
     );
     app.stack.shutdown().await;
+}
+
+/// The failed probes of the customer's hold, `None` when it is not held.
+async fn probe_failures(app: &TestApp, customer: Uuid) -> Option<i32> {
+    sqlx::query_scalar(
+        "SELECT probe_failures FROM delivery_holds WHERE scope = 'customer' AND tenant_id = $1",
+    )
+    .bind(customer)
+    .fetch_optional(app.pool())
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
