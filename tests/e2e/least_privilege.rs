@@ -106,7 +106,9 @@ async fn send_from_device(app: &TestApp, customer: Uuid, to: &str, subject: &str
 async fn run_in_exchange(app: &TestApp, entra: Uuid, script: &str) -> (StatusCode, ScriptRun) {
     let simulator = &app.stack.simulator;
     let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(simulator.ca_pem().as_bytes()).unwrap())
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(simulator.ca_pem().as_bytes()).unwrap(),
+        )
         .build()
         .unwrap();
     let response = client
@@ -122,10 +124,12 @@ async fn run_in_exchange(app: &TestApp, entra: Uuid, script: &str) -> (StatusCod
     let run: Value = response.json().await.unwrap();
     let run = ScriptRun {
         output: serde_json::from_value(run["output"].clone()).unwrap(),
-        error: run["error"].as_object().map(|e| mailbridge_m365_sim::rbac::ScriptError {
-            line: e["line"].as_u64().unwrap() as usize,
-            message: e["message"].as_str().unwrap().to_owned(),
-        }),
+        error: run["error"]
+            .as_object()
+            .map(|e| mailbridge_m365_sim::rbac::ScriptError {
+                line: e["line"].as_u64().unwrap() as usize,
+                message: e["message"].as_str().unwrap().to_owned(),
+            }),
     };
     (status, run)
 }
@@ -150,7 +154,9 @@ async fn page_shows(staff: &mut StaffClient, customer: Uuid, id: &str) -> String
 /// The script as the customer's page offers it for download.
 async fn script(staff: &mut StaffClient, customer: Uuid, lang: &str) -> String {
     let page = staff
-        .get(&format!("/customers/{customer}/exchange-script?lang={lang}"))
+        .get(&format!(
+            "/customers/{customer}/exchange-script?lang={lang}"
+        ))
         .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     page.body
@@ -200,7 +206,9 @@ async fn limited_mode_connects_through_the_exchange_script_with_tokens_without_r
     send_from_device(&app, customer, "labor@klinik.example", "Befund 1").await;
     let page = page_shows(&mut owner, customer, "exchange-refused").await;
     assert!(
-        page.contains("the Exchange script has not been run (or its scope does not contain this mailbox)"),
+        page.contains(
+            "the Exchange script has not been run (or its scope does not contain this mailbox)"
+        ),
         "{page}"
     );
     assert!(page.contains("id=\"exchange-script\""), "{page}");
@@ -219,8 +227,16 @@ async fn limited_mode_connects_through_the_exchange_script_with_tokens_without_r
     let (status, run) = run_in_exchange(&app, entra, &german).await;
     assert_eq!(status, StatusCode::OK, "{run:?}");
     assert!(run.error.is_none(), "{run:?}");
-    let in_scope: Vec<&String> = run.output.iter().filter(|l| l.ends_with("| True")).collect();
-    assert_eq!(in_scope.len(), 2, "Mail.Send and Mail.ReadWrite in scope: {run:?}");
+    let in_scope: Vec<&String> = run
+        .output
+        .iter()
+        .filter(|l| l.ends_with("| True"))
+        .collect();
+    assert_eq!(
+        in_scope.len(),
+        2,
+        "Mail.Send and Mail.ReadWrite in scope: {run:?}"
+    );
     let rbac = directory.exchange_rbac(entra);
     assert_eq!(rbac.assignments.len(), 2);
 
@@ -307,7 +323,10 @@ async fn a_sender_mailbox_outside_the_scope_is_refused_and_explained() {
         ),
     )
     .await;
-    assert!(test.output.iter().skip(1).all(|l| l.ends_with("| False")), "{test:?}");
+    assert!(
+        test.output.iter().skip(1).all(|l| l.ends_with("| False")),
+        "{test:?}"
+    );
 
     send_from_device(&app, customer, "labor@klinik.example", "Befund 2").await;
     // The customer is held on Graph's refusal of the check message; "check now"
@@ -395,10 +414,15 @@ async fn a_tenant_wide_grant_is_flagged_with_how_to_remove_it() {
         page.contains("can send as every mailbox of this practice"),
         "{page}"
     );
-    assert!(page.contains("Remove-MgServicePrincipalAppRoleAssignment"), "{page}");
+    assert!(
+        page.contains("Remove-MgServicePrincipalAppRoleAssignment"),
+        "{page}"
+    );
     let overview = owner.get("/").await;
     assert!(
-        overview.body.contains("data-permission-mode=\"tenant_wide\"")
+        overview
+            .body
+            .contains("data-permission-mode=\"tenant_wide\"")
             && overview.body.contains("data-tenant-wide-warning"),
         "{}",
         overview.body

@@ -287,9 +287,7 @@ pub fn exchange_script(input: &ScriptInput<'_>, language: ScriptLanguage) -> Str
     let german = language == ScriptLanguage::German;
     let c = |en: &str, de: &str| {
         let text = if german { de } else { en };
-        text.lines()
-            .map(|l| format!("# {l}\n"))
-            .collect::<String>()
+        text.lines().map(|l| format!("# {l}\n")).collect::<String>()
     };
     let name = object_name(input.customer);
     let scope = format!("{name} sender mailbox");
@@ -384,7 +382,9 @@ mod tests {
         assert!(script.contains("-Role 'Application Mail.ReadWrite'"));
         assert!(script.contains("Test-ServicePrincipalAuthorization"));
         let german = exchange_script(&input(), ScriptLanguage::German);
-        assert!(german.contains("# 2. Ein Verwaltungsbereich, der nur das Absender-Postfach enthält."));
+        assert!(
+            german.contains("# 2. Ein Verwaltungsbereich, der nur das Absender-Postfach enthält.")
+        );
         assert_eq!(
             script.lines().filter(|l| !l.starts_with('#')).count(),
             german.lines().filter(|l| !l.starts_with('#')).count()

@@ -308,9 +308,10 @@ fn parse_command(line: &str) -> Result<Command, String> {
     let mut positional = Vec::new();
     let mut pending: Option<String> = None;
     for word in words {
-        if let Some(parameter) = word.strip_prefix('-').filter(|p| {
-            p.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        }) {
+        if let Some(parameter) = word
+            .strip_prefix('-')
+            .filter(|p| p.chars().next().is_some_and(|c| c.is_ascii_alphabetic()))
+        {
             if let Some(previous) = pending.take() {
                 parameters.push((previous, None));
             }
@@ -478,11 +479,14 @@ impl Directory {
                 ));
             }
             let result = match name.as_str() {
-                "import-module" => command
-                    .only(&["Identity", "Name"])
-                    .map(|_| Vec::new()),
+                "import-module" => command.only(&["Identity", "Name"]).map(|_| Vec::new()),
                 "connect-exchangeonline" => command
-                    .only(&["UserPrincipalName", "Organization", "ShowBanner", "DelegatedOrganization"])
+                    .only(&[
+                        "UserPrincipalName",
+                        "Organization",
+                        "ShowBanner",
+                        "DelegatedOrganization",
+                    ])
                     .map(|_| {
                         connected = true;
                         Vec::new()
@@ -575,7 +579,11 @@ fn new_management_scope(
     let filter = command.required("RecipientRestrictionFilter")?.to_owned();
     let (property, value) = parse_filter(&filter)?;
     let rbac = state.exchange_rbac.entry(tenant).or_default();
-    if rbac.scopes.iter().any(|s| s.name.eq_ignore_ascii_case(&name)) {
+    if rbac
+        .scopes
+        .iter()
+        .any(|s| s.name.eq_ignore_ascii_case(&name))
+    {
         return Err(format!(
             "The management scope \"{name}\" already exists. Choose another name, or remove it first (Remove-ManagementScope)."
         ));
@@ -708,11 +716,17 @@ fn test_authorization(
         .iter()
         .filter(|a| a.app_id.eq_ignore_ascii_case(&sp.app_id))
     {
-        let in_scope = match (&resource, scopes.get(&assignment.scope.to_ascii_lowercase())) {
+        let in_scope = match (
+            &resource,
+            scopes.get(&assignment.scope.to_ascii_lowercase()),
+        ) {
             (None, _) => "Not Run".to_owned(),
-            (Some(mailbox), Some(scope)) => {
-                if scope.contains(mailbox) { "True" } else { "False" }.to_owned()
+            (Some(mailbox), Some(scope)) => if scope.contains(mailbox) {
+                "True"
+            } else {
+                "False"
             }
+            .to_owned(),
             (Some(_), None) => "False".to_owned(),
         };
         lines.push(format!(

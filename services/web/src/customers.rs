@@ -17,8 +17,8 @@ use axum::{
 use chrono::{DateTime, Utc};
 use mailbridge_core::{
     devices::Device,
-    queue::{self, MessageKind, NewMessage},
     least_privilege::{self, PermissionMode},
+    queue::{self, MessageKind, NewMessage},
     tenants::{self, DeliveryMethod, DeliverySettings, NewTenant, Tenant},
 };
 use serde::{Deserialize, Serialize};
@@ -362,8 +362,8 @@ pub async fn create(state: &WebState, actor: &Actor, input: &CustomerInput) -> R
             )
         })?),
     };
-    let mode = permission_mode(input.permission_mode.as_deref())?
-        .unwrap_or(PermissionMode::Limited);
+    let mode =
+        permission_mode(input.permission_mode.as_deref())?.unwrap_or(PermissionMode::Limited);
     let tenant = tenants::create(
         &state.pool,
         state.master_key.as_ref(),

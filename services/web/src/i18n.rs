@@ -1079,14 +1079,8 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "After the consent this page shows the Exchange script for the customer's admin.",
         "Nach der Zustimmung zeigt diese Seite das Exchange-Skript für den Admin des Kunden.",
     ),
-    (
-        "Download (.ps1)",
-        "Herunterladen (.ps1)",
-    ),
-    (
-        "Exchange grant verified",
-        "Exchange-Berechtigung bestätigt",
-    ),
+    ("Download (.ps1)", "Herunterladen (.ps1)"),
+    ("Exchange grant verified", "Exchange-Berechtigung bestätigt"),
     (
         "Limited to the sender mailbox (recommended)",
         "Auf das Absender-Postfach beschränkt (empfohlen)",
@@ -1103,14 +1097,8 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "Only a customer in limited mode whose consent is verified waits for the Exchange script.",
         "Nur ein Kunde im beschränkten Modus mit bestätigter Zustimmung wartet auf das Exchange-Skript.",
     ),
-    (
-        "Permissions",
-        "Berechtigungen",
-    ),
-    (
-        "Permissions (Graph)",
-        "Berechtigungen (Graph)",
-    ),
+    ("Permissions", "Berechtigungen"),
+    ("Permissions (Graph)", "Berechtigungen (Graph)"),
     (
         "SMTP AUTH is mailbox-scoped by nature: the app can send only as mailboxes that gave its service principal SendAs or FullAccess in Exchange, with the SMTP.SendAsApp permission.",
         "SMTP AUTH ist von Natur aus auf Postfächer beschränkt: die App kann nur als Postfächer senden, die ihrem Dienstprinzipal in Exchange „Senden als“ oder Vollzugriff gegeben haben, mit der Berechtigung SMTP.SendAsApp.",
@@ -1119,10 +1107,7 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "Sign in with a Global Administrator of the customer's tenant and accept: the consent creates mailbridge's enterprise application without any mail permission; the Exchange script then allows the sender mailbox alone.",
         "Mit einem globalen Administrator des Kunden-Mandanten anmelden und zustimmen: die Zustimmung legt die Unternehmensanwendung von mailbridge ohne jede E-Mail-Berechtigung an; das Exchange-Skript erlaubt danach allein das Absender-Postfach.",
     ),
-    (
-        "Tenant-wide (quick)",
-        "Mandantenweit (schnell)",
-    ),
+    ("Tenant-wide (quick)", "Mandantenweit (schnell)"),
     (
         "The app may use only the sender mailbox: the consent grants no mail permission, and Exchange Online RBAC for Applications allows the sender mailbox alone (a script the customer's admin runs once).",
         "Die App darf nur das Absender-Postfach nutzen: die Zustimmung erteilt keine E-Mail-Berechtigung, und Exchange Online RBAC für Anwendungen erlaubt allein das Absender-Postfach (ein Skript, das der Admin des Kunden einmal ausführt).",
@@ -1159,18 +1144,9 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "Waiting for the Exchange script",
         "Wartet auf das Exchange-Skript",
     ),
-    (
-        "Warning",
-        "Warnung",
-    ),
-    (
-        "every mailbox",
-        "jedes Postfach",
-    ),
-    (
-        "limited",
-        "beschränkt",
-    ),
+    ("Warning", "Warnung"),
+    ("every mailbox", "jedes Postfach"),
+    ("limited", "beschränkt"),
     (
         "mailbridge tries the sender mailbox again now. Exchange can take a while to apply new assignments: it keeps trying, and this page shows when it works.",
         "mailbridge versucht das Absender-Postfach jetzt erneut. Exchange kann eine Weile brauchen, bis neue Zuweisungen wirken: mailbridge versucht es weiter, und diese Seite zeigt, wann es klappt.",
@@ -1187,10 +1163,7 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "roles in the customer's token",
         "Rollen im Token des Kunden",
     ),
-    (
-        "tenant-wide",
-        "mandantenweit",
-    ),
+    ("tenant-wide", "mandantenweit"),
 ];
 
 #[cfg(test)]

@@ -57,9 +57,8 @@ pub struct PermissionsView {
 impl PermissionsView {
     pub fn of(permissions: &Permissions, tenant: &Tenant, holds: &[HoldView]) -> Self {
         let limited = permissions.limited_on_graph(tenant);
-        let waiting = limited
-            && tenant.consented_at.is_some()
-            && permissions.exchange_verified_at.is_none();
+        let waiting =
+            limited && tenant.consented_at.is_some() && permissions.exchange_verified_at.is_none();
         Self {
             mode: permissions.mode,
             graph_path: tenant.delivery_method == DeliveryMethod::Graph,
@@ -256,10 +255,9 @@ pub async fn check_now(state: &WebState, actor: &Actor, id: Uuid) -> Result<Opti
             tr!("Only a customer in limited mode whose consent is verified waits for the Exchange script.").into(),
         ));
     }
-    let key = state
-        .master_key
-        .as_ref()
-        .ok_or(Error::from(mailbridge_core::tenants::TenantError::NoMasterKey))?;
+    let key = state.master_key.as_ref().ok_or(Error::from(
+        mailbridge_core::tenants::TenantError::NoMasterKey,
+    ))?;
     let queued = least_privilege::queue_verification(
         &state.pool,
         key,

@@ -688,7 +688,9 @@ fn schemas() -> Value {
     for (name, schema) in transcripts {
         all[name] = schema;
     }
-    all["ExchangeScript"] = object(&["ready", "language", "mode", "sender_mailbox"], json!({
+    all["ExchangeScript"] = object(
+        &["ready", "language", "mode", "sender_mailbox"],
+        json!({
             "ready": { "type": "boolean", "description": "The script is filled in (the consent told the service principal's object id)" },
             "language": { "enum": ["en", "de"] },
             "mode": { "enum": ["limited", "tenant_wide"] },
@@ -697,7 +699,8 @@ fn schemas() -> Value {
             "sender_mailbox": string(),
             "script": { "type": ["string", "null"], "description": "Exchange Online PowerShell, comments in the requested language" },
             "reason": { "type": ["string", "null"], "description": "Why it is not ready" },
-        }));
+        }),
+    );
     all
 }
 

@@ -234,7 +234,10 @@ impl Worker {
             let claims = claims_of(token.access_token.expose_secret());
             let roles = claims.roles;
             if resource == self.settings.m365.graph_resource {
-                let oid = claims.oid.as_deref().and_then(|o| uuid::Uuid::parse_str(o).ok());
+                let oid = claims
+                    .oid
+                    .as_deref()
+                    .and_then(|o| uuid::Uuid::parse_str(o).ok());
                 if let Err(e) =
                     least_privilege::record_token(&self.pool, tenant.id, oid, &roles).await
                 {
@@ -244,7 +247,9 @@ impl Worker {
                     if oid.is_none() {
                         return Attempt::NotYet(refusal(
                             &diagnosis::MISSING_ROLE,
-                            format!("{resource}: the token carries no oid (service principal object id)"),
+                            format!(
+                                "{resource}: the token carries no oid (service principal object id)"
+                            ),
                         ));
                     }
                     continue;
@@ -289,8 +294,7 @@ mod tests {
 
     #[test]
     fn roles_and_oid_are_read_from_the_token() {
-        let payload =
-            URL_SAFE_NO_PAD.encode(br#"{"roles":["Mail.Send"],"tid":"x","oid":"o"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"roles":["Mail.Send"],"tid":"x","oid":"o"}"#);
         let claims = claims_of(&format!("h.{payload}.s"));
         assert_eq!(claims.roles, ["Mail.Send"]);
         assert_eq!(claims.oid.as_deref(), Some("o"));
