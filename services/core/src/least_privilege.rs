@@ -200,7 +200,7 @@ pub async fn queue_verification(
           WHERE tenant_id = $1 AND mode = 'limited' AND exchange_verified_at IS NULL
             AND (verification_message_id IS NULL
                  OR NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = verification_message_id
-                                   AND m.state = 'queued'))",
+                                   AND m.state IN ('queued', 'delivering')))",
     )
     .bind(tenant.id)
     .bind(id)
