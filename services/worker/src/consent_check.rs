@@ -266,6 +266,23 @@ impl Worker {
     }
 }
 
+/// Records the service principal and the tenant-wide mail roles a Graph token of the
+/// customer's tenant shows (for the customer's page; a failure only loses the update).
+pub(crate) async fn record_token_roles(
+    pool: &sqlx::PgPool,
+    tenant_id: uuid::Uuid,
+    access_token: &secrecy::SecretString,
+) {
+    let claims = claims_of(access_token.expose_secret());
+    let oid = claims
+        .oid
+        .as_deref()
+        .and_then(|o| uuid::Uuid::parse_str(o).ok());
+    if let Err(e) = least_privilege::record_token(pool, tenant_id, oid, &claims.roles).await {
+        tracing::debug!(error = %e, "could not record the token's roles");
+    }
+}
+
 /// What the consent check reads from an access token.
 #[derive(Debug, Default, Deserialize)]
 struct Claims {

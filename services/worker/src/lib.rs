@@ -716,6 +716,11 @@ impl Worker {
             if let Err(e) = tenants::record_token_success(&self.pool, tenant.id).await {
                 tracing::debug!(error = %e, "could not record the token success");
             }
+            // Tenant-wide mail roles granted (or removed) since the consent show on the
+            // customer's page with each new Graph token (about hourly).
+            if method == DeliveryMethod::Graph {
+                consent_check::record_token_roles(&self.pool, tenant.id, &token.access_token).await;
+            }
             // The MSP app works with this credential: holds of its others are stale.
             if tenant.client_id.is_none()
                 && let Some(app) = self.msp_identity()
