@@ -759,6 +759,50 @@ mod tests {
     }
 
     #[test]
+    fn one_decision_for_every_mailbox_endpoint() {
+        let directory = Directory::new().unwrap();
+        let tenant = Uuid::new_v4();
+        let app = "11111111-2222-3333-4444-555555555555";
+        directory.add_tenant(tenant, &["scan@p.example", "dr@p.example"]);
+        directory.consent(tenant, app, &[]);
+        let sp = directory.service_principal_id(tenant, app).unwrap();
+        let run = directory.run_exchange_powershell(
+            tenant,
+            &format!(
+                "Connect-ExchangeOnline\nNew-ServicePrincipal -AppId {app} -ObjectId {sp}\n\
+                 New-ManagementScope -Name scan -RecipientRestrictionFilter \"UserPrincipalName -eq 'scan@p.example'\"\n\
+                 New-ManagementRoleAssignment -App {app} -Role 'Application Mail.Send' -CustomResourceScope scan\n\
+                 New-ManagementRoleAssignment -App {sp} -Role 'Application SMTP.SendAsApp' -CustomResourceScope scan"
+            ),
+        );
+        assert!(run.error.is_none(), "{run:?}");
+        let access = |roles: &[&str], mailbox: &str, need| {
+            let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+            directory
+                .mailbox_access(tenant, app, &roles, mailbox, need)
+                .is_ok()
+        };
+        use MailboxNeed::*;
+        assert!(access(&[], "scan@p.example", Send));
+        assert!(access(&[], "SCAN@p.example", SmtpSendAs));
+        assert!(!access(&[], "scan@p.example", ReadWrite));
+        assert!(!access(&[], "dr@p.example", Send));
+        assert!(!access(&[], "dr@p.example", SmtpSendAs));
+        // Tenant-wide roles reach every mailbox; SMTP's also needs FullAccess/SendAs.
+        assert!(access(&["Mail.Send"], "dr@p.example", Send));
+        assert!(access(&["Mail.ReadWrite"], "dr@p.example", Read));
+        assert!(!access(&["SMTP.SendAsApp"], "dr@p.example", SmtpSendAs));
+        directory.grant_exchange_access(tenant, app, "dr@p.example");
+        assert!(access(&["SMTP.SendAsApp"], "dr@p.example", SmtpSendAs));
+        // Another app gets nothing from this app's assignments.
+        assert!(
+            directory
+                .mailbox_access(tenant, "other", &[], "scan@p.example", Send)
+                .is_err()
+        );
+    }
+
+    #[test]
     fn commands_are_split_into_parameters() {
         let command = parse_command(
             "New-ManagementScope -Name \"mailbridge Praxis\" -RecipientRestrictionFilter \"PrimarySmtpAddress -eq 'a@b.example'\"",
