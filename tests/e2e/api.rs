@@ -149,6 +149,7 @@ async fn every_documented_operation_answers_as_documented() {
         ("patch", "/customers/{id}"),
         ("post", "/customers/{id}/consent"),
         ("get", "/customers/{id}/connection"),
+        ("get", "/customers/{id}/exchange-script"),
         ("post", "/customers/{id}/test-message"),
         ("get", "/customers/{id}/devices"),
         ("post", "/customers/{id}/devices"),

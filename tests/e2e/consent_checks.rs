@@ -146,7 +146,7 @@ async fn a_web_without_the_apps_secret_connects_a_customer_after_a_60_second_pro
         .call(
             reqwest::Method::POST,
             "/customers",
-            Some(json!({ "name": "Praxis Geduld", "sender_mailbox": "scanner@praxis-geduld.example", "entra_tenant_id": entra.to_string() })),
+            Some(json!({ "name": "Praxis Geduld", "sender_mailbox": "scanner@praxis-geduld.example", "entra_tenant_id": entra.to_string(), "permission_mode": "tenant_wide" })),
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{customer}");
@@ -294,6 +294,7 @@ async fn a_consent_whose_permission_never_appears_fails_with_the_reason() {
                 ("name", "Praxis Ohne Recht"),
                 ("sender_mailbox", "scanner@praxis-ohne-recht.example"),
                 ("delivery_method", "graph"),
+                ("permission_mode", "tenant_wide"),
             ],
         )
         .await;

@@ -25,6 +25,7 @@ async fn create_customer(staff: &mut StaffClient, name: &str, mailbox: &str) -> 
                 ("name", name),
                 ("sender_mailbox", mailbox),
                 ("delivery_method", "graph"),
+                ("permission_mode", "tenant_wide"),
             ],
         )
         .await;

@@ -23,6 +23,7 @@ mod group_commit;
 mod holds;
 mod hostile;
 mod isolation;
+mod least_privilege;
 mod legacy_tls;
 mod migration_board;
 mod operations;

@@ -17,6 +17,7 @@ pub mod diagnosis;
 pub mod group_commit;
 pub mod header_fields;
 pub mod holds;
+pub mod least_privilege;
 pub mod logins;
 pub mod metrics;
 pub mod migration_board;

@@ -299,8 +299,16 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// Delegated Microsoft Graph permissions an admin can consent to on the v2 endpoint
+/// without granting any application permission (the least-privilege onboarding asks
+/// for `https://graph.microsoft.com/User.Read` only, which creates the service principal).
+const DELEGATED_GRAPH_SCOPES: &[&str] = &["User.Read", "User.ReadBasic.All"];
+
 /// Resolves the v2 `scope` against the app's requested roles: `{resource}/.default`
-/// grants all of the resource's requested roles, `{resource}/{role}` that role.
+/// grants all of the resource's requested roles (the app's configured application
+/// permissions), `{resource}/{role}` that role, and the OIDC scopes and delegated
+/// Graph permissions (`User.Read`) none: the app's service principal is created
+/// without application permissions.
 fn granted_by_scope(
     scope: &str,
     requested: &[String],
@@ -308,7 +316,11 @@ fn granted_by_scope(
     let mut roles: Vec<String> = Vec::new();
     let mut default_scopes = Vec::new();
     for item in scope.split_whitespace() {
-        if ["openid", "profile", "email", "offline_access"].contains(&item) {
+        if ["openid", "profile", "email", "offline_access"].contains(&item)
+            || DELEGATED_GRAPH_SCOPES
+                .iter()
+                .any(|d| item.eq_ignore_ascii_case(d))
+        {
             continue;
         }
         let (resource, permission) = item
@@ -323,6 +335,14 @@ fn granted_by_scope(
                     .filter(|role| resource_of_role(role) == resource)
                     .cloned(),
             );
+        } else if resource == GRAPH_RESOURCE
+            && DELEGATED_GRAPH_SCOPES
+                .iter()
+                .any(|d| permission.eq_ignore_ascii_case(d))
+        {
+            // A delegated permission: consenting to it creates the app's service
+            // principal in the tenant and grants no application permission.
+            continue;
         } else if requested
             .iter()
             .any(|role| role == permission && resource_of_role(role) == resource)
@@ -564,7 +584,9 @@ fn consent_page(request: &ConsentRequest) -> Response {
         );
     }
     if request.roles.is_empty() {
-        body.push_str("<li>Sign in (no application permissions)</li>");
+        body.push_str(
+            "<li id=\"no-application-permissions\">Sign in and read user profile (delegated; no application permissions)</li>",
+        );
     }
     body.push_str(
         "</ul><form method=\"post\"><label for=\"tenant\">Consent on behalf of your organization</label>\

@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
 use crate::{
-    DeliveredMessage, Directory, EXCHANGE_RESOURCE, ROLE_SMTP_SEND_AS_APP,
+    DeliveredMessage, Directory, EXCHANGE_RESOURCE,
     fault_injection::{Effect, Endpoint},
     token::AccessTokenClaims,
 };
@@ -361,14 +361,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
                 .tenants
                 .get(&tenant)
                 .is_some_and(|t| t.mailboxes.contains_key(&mailbox));
-            let may_use = state
-                .exchange_access
-                .get(&(tenant, claims.appid.clone()))
-                .is_some_and(|mailboxes| mailboxes.contains(&mailbox));
-            let has_role = claims.roles.iter().any(|r| r == ROLE_SMTP_SEND_AS_APP);
+            // SMTP.SendAsApp with FullAccess/SendAs, or an RBAC for Applications grant.
+            let may_use = crate::rbac::mailbox_access(
+                &state,
+                tenant,
+                &claims.appid,
+                &claims.roles,
+                &mailbox,
+                crate::rbac::MailboxNeed::SmtpSendAs,
+            )
+            .is_ok();
             if state.smtp_auth_disabled.contains(&tenant) {
                 Err("535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information.".to_owned())
-            } else if !(owns_mailbox && may_use && has_role) {
+            } else if !(owns_mailbox && may_use) {
                 Err(refused.clone())
             } else {
                 let sessions = state.smtp_sessions.entry(mailbox.clone()).or_default();

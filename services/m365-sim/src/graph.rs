@@ -2,7 +2,8 @@
 //!
 //! The MIME form (`Content-Type: text/plain`, the whole RFC 5322 message in base64)
 //! as the relay uses it, with Graph's checks in Graph's order: the bearer token
-//! (signature, expiry, audience, tenant), the `Mail.Send` role, the mailbox, the
+//! (signature, expiry, audience, tenant), the permission (a tenant-wide `Mail.Send`
+//! role or an RBAC for Applications grant over the mailbox, see `rbac.rs`), the mailbox, the
 //! 4 MB request limit, the base64, the recipients, and SendAs. Success is
 //! `202 Accepted` with an empty body.
 
@@ -24,7 +25,7 @@ use uuid::Uuid;
 
 use crate::fault_injection::{Effect, Endpoint};
 use crate::{
-    DeliveredMessage, Directory, GRAPH_RESOURCE, ROLE_MAIL_SEND, token::AccessTokenClaims,
+    DeliveredMessage, Directory, GRAPH_RESOURCE, rbac::MailboxNeed, token::AccessTokenClaims,
 };
 
 /// Graph's limit on a request body.
@@ -51,6 +52,16 @@ pub(crate) fn graph_error(status: StatusCode, code: &str, message: &str) -> Resp
         }
     });
     (status, Json(body)).into_response()
+}
+
+/// Graph's answer when neither a tenant-wide app role nor an RBAC for Applications
+/// assignment covers the mailbox.
+pub(crate) fn access_denied() -> Response {
+    graph_error(
+        StatusCode::FORBIDDEN,
+        "ErrorAccessDenied",
+        "Access is denied. Check credentials and try again.",
+    )
 }
 
 /// Checks the bearer token; the error is Graph's message for `InvalidAuthenticationToken`.
@@ -95,13 +106,6 @@ async fn send_mail(
             );
         }
     };
-    if !claims.roles.iter().any(|r| r == ROLE_MAIL_SEND) {
-        return graph_error(
-            StatusCode::FORBIDDEN,
-            "ErrorAccessDenied",
-            "Access is denied. Check credentials and try again.",
-        );
-    }
     let Ok(tenant_id) = Uuid::parse_str(&claims.tid) else {
         return graph_error(
             StatusCode::UNAUTHORIZED,
@@ -110,6 +114,19 @@ async fn send_mail(
         );
     };
     let mailbox = user.to_ascii_lowercase();
+    // Tenant-wide Mail.Send, or RBAC for Applications scoped to this mailbox.
+    if directory
+        .mailbox_access(
+            tenant_id,
+            &claims.appid,
+            &claims.roles,
+            &mailbox,
+            MailboxNeed::Send,
+        )
+        .is_err()
+    {
+        return access_denied();
+    }
     let mut late_answer = None;
     match directory.take_fault(Endpoint::GraphSend, Some(tenant_id), Some(&mailbox)) {
         Some(Effect::Http {

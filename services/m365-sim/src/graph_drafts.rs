@@ -23,7 +23,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::{
-    DeliveredMessage, Directory, ROLE_MAIL_READ_WRITE,
+    DeliveredMessage, Directory,
     graph::{MAX_REQUEST_BYTES, graph_error, strip_bcc, validate_token},
 };
 
@@ -86,13 +86,6 @@ fn authorize(
             m,
         ))
     })?;
-    if !claims.roles.iter().any(|r| r == ROLE_MAIL_READ_WRITE) {
-        return Err(Box::new(graph_error(
-            StatusCode::FORBIDDEN,
-            "ErrorAccessDenied",
-            "Access is denied. Check credentials and try again.",
-        )));
-    }
     let tenant = Uuid::parse_str(&claims.tid).map_err(|_| {
         Box::new(graph_error(
             StatusCode::UNAUTHORIZED,
@@ -101,6 +94,15 @@ fn authorize(
         ))
     })?;
     let mailbox = user.to_ascii_lowercase();
+    directory
+        .mailbox_access(
+            tenant,
+            &claims.appid,
+            &claims.roles,
+            &mailbox,
+            crate::rbac::MailboxNeed::ReadWrite,
+        )
+        .map_err(|_| Box::new(crate::graph::access_denied()))?;
     let known = directory
         .lock()
         .tenants

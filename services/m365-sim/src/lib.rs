@@ -18,6 +18,7 @@ mod graph_drafts;
 mod graph_json;
 mod https;
 mod oidc;
+pub mod rbac;
 pub mod sign_ins;
 mod token;
 
@@ -130,5 +131,6 @@ fn router(directory: Arc<Directory>) -> Router {
         .merge(graph_drafts::router())
         .merge(sign_ins::router())
         .merge(control::router())
+        .merge(rbac::router())
         .with_state(directory)
 }

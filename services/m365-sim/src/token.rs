@@ -434,8 +434,9 @@ fn client_credentials(
         exp: now + TOKEN_LIFETIME_SECS,
         appid: client_id.to_owned(),
         tid: tenant_id.to_string(),
-        oid: Uuid::new_v5(&tenant_id, client_id.as_bytes()).to_string(),
-        sub: Uuid::new_v5(&tenant_id, client_id.as_bytes()).to_string(),
+        // The app's service principal in the tenant, as Entra puts it in app-only tokens.
+        oid: crate::rbac::service_principal_object_id(tenant_id, client_id).to_string(),
+        sub: crate::rbac::service_principal_object_id(tenant_id, client_id).to_string(),
         roles,
         ver: "1.0".to_owned(),
         uti: Uuid::new_v4().simple().to_string(),

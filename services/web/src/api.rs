@@ -57,6 +57,10 @@ pub fn router(state: WebState) -> Router<WebState> {
         )
         .route("/customers/{id}/consent", post(consent_link))
         .route("/customers/{id}/connection", get(connection::status))
+        .route(
+            "/customers/{id}/exchange-script",
+            get(crate::least_privilege::api_script),
+        )
         .route("/customers/{id}/test-message", post(test_message))
         .route(
             "/customers/{id}/devices",
@@ -213,6 +217,7 @@ struct CustomerPatch {
     notification_address: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     rate_limit_per_minute: Option<Option<u32>>,
+    permission_mode: Option<String>,
 }
 
 /// Absent: `None`; `null`: `Some(None)`.
@@ -236,6 +241,7 @@ fn merged(tenant: &Tenant, patch: CustomerPatch) -> CustomerInput {
         rate_limit_per_minute: patch
             .rate_limit_per_minute
             .map(|r| r.map(|r| r.to_string()).unwrap_or_default()),
+        permission_mode: patch.permission_mode,
     }
 }
 

@@ -35,6 +35,9 @@ pub fn router() -> Router<WebState> {
 pub enum ConnectionState {
     NotConnected,
     Connecting,
+    /// Limited mode: the consent is verified, and Exchange does not let the app use
+    /// the sender mailbox yet (the customer's admin has to run the script).
+    WaitingForExchangeScript,
     Connected,
     Failed,
 }
@@ -107,7 +110,12 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn of(tenant: &Tenant, latest: Option<&ConsentCheck>, tr: Tr) -> Self {
+    pub fn of(
+        tenant: &Tenant,
+        latest: Option<&ConsentCheck>,
+        permissions: &crate::least_privilege::PermissionsView,
+        tr: Tr,
+    ) -> Self {
         let (connected, _) = customers::connection(tenant);
         let state = match latest {
             Some(c) if c.state == CheckState::Pending => ConnectionState::Connecting,
@@ -118,6 +126,9 @@ impl Connection {
                     && tenant.consented_at.is_none_or(|at| at <= c.requested_at) =>
             {
                 ConnectionState::Failed
+            }
+            _ if connected && permissions.waiting_for_exchange_script => {
+                ConnectionState::WaitingForExchangeScript
             }
             _ if connected => ConnectionState::Connected,
             _ => ConnectionState::NotConnected,
@@ -133,7 +144,13 @@ impl Connection {
     pub async fn load(state: &WebState, id: Uuid, tr: Tr) -> Result<Self> {
         let tenant = customers::load(&state.pool, id).await?;
         let latest = consent_checks::latest(&state.pool, id).await?;
-        Ok(Self::of(&tenant, latest.as_ref(), tr))
+        let recorded = mailbridge_core::least_privilege::get(&state.pool, id).await?;
+        let holds = crate::holds::for_customers(&state.pool, std::slice::from_ref(&tenant))
+            .await?
+            .pop()
+            .unwrap_or_default();
+        let permissions = crate::least_privilege::PermissionsView::of(&recorded, &tenant, &holds);
+        Ok(Self::of(&tenant, latest.as_ref(), &permissions, tr))
     }
 
     pub fn connecting(&self) -> bool {

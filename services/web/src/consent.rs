@@ -120,9 +120,22 @@ pub async fn start(state: &WebState, actor: &Actor, id: Uuid) -> Result<(String,
         },
     )
     .await?;
+    // Limited mode: a delegated Graph permission instead of `/.default`, so the
+    // consent creates the app's service principal in the tenant without granting its
+    // application permissions (Mail.Send for every mailbox); Exchange RBAC for
+    // Applications then grants the sender mailbox alone.
+    let limited = mailbridge_core::least_privilege::get(&state.pool, tenant.id)
+        .await?
+        .limited_on_graph(&tenant);
     let scope = consent_checks::needed_roles(&state.settings.m365, &tenant)
         .iter()
-        .map(|(resource, _)| format!("{resource}/.default"))
+        .map(|(resource, _)| {
+            if limited && *resource == state.settings.m365.graph_resource {
+                format!("{resource}/User.Read")
+            } else {
+                format!("{resource}/.default")
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ");
     let authority = tenant

@@ -17,6 +17,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use mailbridge_core::{
     devices::Device,
+    least_privilege::{self, PermissionMode},
     queue::{self, MessageKind, NewMessage},
     tenants::{self, DeliveryMethod, DeliverySettings, NewTenant, Tenant},
 };
@@ -123,6 +124,8 @@ pub struct CustomerView {
     #[serde(flatten)]
     pub tenant: Tenant,
     pub health: Health,
+    /// Limited to the sender mailbox or tenant-wide (see `least_privilege`).
+    pub permissions: crate::least_privilege::PermissionsView,
 }
 
 #[derive(FromRow)]
@@ -196,6 +199,14 @@ pub async fn with_health(
     let devices: HashMap<Uuid, (i64, i64)> =
         devices.into_iter().map(|(t, n, s)| (t, (n, s))).collect();
     let holds = crate::holds::for_customers(pool, &all).await?;
+    let mut permissions: HashMap<Uuid, mailbridge_core::least_privilege::Permissions> =
+        match only {
+            Some(id) => vec![mailbridge_core::least_privilege::get(pool, id).await?],
+            None => mailbridge_core::least_privilege::all(pool).await?,
+        }
+        .into_iter()
+        .map(|p| (p.tenant_id, p))
+        .collect();
     Ok(all
         .into_iter()
         .zip(holds)
@@ -204,8 +215,17 @@ pub async fn with_health(
             let mut rejects = reject_map.remove(&tenant.id).unwrap_or_default();
             rejects.sort_by_key(|r| (!r.is_basic_auth(), -r.count));
             let (device_count, stale) = devices.get(&tenant.id).copied().unwrap_or((0, 0));
+            let recorded = permissions.remove(&tenant.id).unwrap_or_else(|| {
+                mailbridge_core::least_privilege::Permissions::unrecorded(tenant.id)
+            });
+            let permissions =
+                crate::least_privilege::PermissionsView::of(&recorded, &tenant, &holds);
             let (connected, consent_ok) = connection(&tenant);
+            // Limited mode: connected once Exchange lets the app use the sender mailbox.
+            let connected = connected && !permissions.waiting_for_exchange_script;
+            let consent_ok = consent_ok && connected;
             CustomerView {
+                permissions,
                 health: Health {
                     connected,
                     consent_ok,
@@ -275,6 +295,19 @@ pub struct CustomerInput {
     pub notification_address: Option<String>,
     #[serde(default)]
     pub rate_limit_per_minute: Option<String>,
+    /// `limited` (to the sender mailbox; the default for new customers) or
+    /// `tenant_wide`.
+    #[serde(default)]
+    pub permission_mode: Option<String>,
+}
+
+fn permission_mode(text: Option<&str>) -> Result<Option<PermissionMode>> {
+    match text.map(str::trim).filter(|t| !t.is_empty()) {
+        None => Ok(None),
+        Some(t) => t.parse().map(Some).map_err(|_| {
+            Error::Invalid(tr!("The permission mode is limited or tenant_wide.").into())
+        }),
+    }
 }
 
 /// An HTML checkbox (`on`), or a JSON boolean.
@@ -329,6 +362,8 @@ pub async fn create(state: &WebState, actor: &Actor, input: &CustomerInput) -> R
             )
         })?),
     };
+    let mode =
+        permission_mode(input.permission_mode.as_deref())?.unwrap_or(PermissionMode::Limited);
     let tenant = tenants::create(
         &state.pool,
         state.master_key.as_ref(),
@@ -341,6 +376,7 @@ pub async fn create(state: &WebState, actor: &Actor, input: &CustomerInput) -> R
         },
     )
     .await?;
+    least_privilege::set_mode(&state.pool, tenant.id, mode).await?;
     // The rest of the settings, where given.
     let tenant = update_settings(state, &tenant, input).await?;
     audit::record(
@@ -349,7 +385,7 @@ pub async fn create(state: &WebState, actor: &Actor, input: &CustomerInput) -> R
         "customer.create",
         Some(tenant.id),
         Some(&tenant.name),
-        json!({ "sender_mailbox": tenant.sender_mailbox, "delivery_method": tenant.delivery_method }),
+        json!({ "sender_mailbox": tenant.sender_mailbox, "delivery_method": tenant.delivery_method, "permission_mode": mode }),
     )
     .await?;
     Ok(tenant)
@@ -394,7 +430,12 @@ pub async fn update(
 ) -> Result<Tenant> {
     actor.require(Permission::ManageCustomers)?;
     let before = load(&state.pool, id).await?;
+    let mode = permission_mode(input.permission_mode.as_deref())?;
+    let mode_before = least_privilege::get(&state.pool, id).await?.mode;
     let after = update_settings(state, &before, input).await?;
+    if let Some(mode) = mode {
+        least_privilege::set_mode(&state.pool, id, mode).await?;
+    }
     // A changed setting may clear the customer's holds: the workers probe them now.
     mailbridge_core::holds::probe_customer_now(&state.pool, id).await?;
     audit::record(
@@ -411,6 +452,7 @@ pub async fn update(
             "smtp_for_large_messages": [before.smtp_for_large_messages, after.smtp_for_large_messages],
             "notification_address": [before.notification_address, after.notification_address.clone()],
             "rate_limit_per_minute": [before.rate_limit_per_minute, after.rate_limit_per_minute],
+            "permission_mode": [mode_before, mode.unwrap_or(mode_before)],
         }),
     )
     .await?;
@@ -539,6 +581,8 @@ struct CustomerPage {
     stale_before: DateTime<Utc>,
     notice: Option<String>,
     connection: crate::connection::Connection,
+    /// Limited mode, waiting for the customer's admin: the script to run.
+    exchange_script: Option<String>,
 }
 
 impl CustomerPage {
@@ -566,7 +610,18 @@ async fn detail(
         .ok_or(Error::NotFound)?;
     let devices = mailbridge_core::devices::list(&state.pool, id).await?;
     let latest = mailbridge_core::consent_checks::latest(&state.pool, id).await?;
-    let connection = crate::connection::Connection::of(&customer.tenant, latest.as_ref(), actor.tr);
+    let connection = crate::connection::Connection::of(
+        &customer.tenant,
+        latest.as_ref(),
+        &customer.permissions,
+        actor.tr,
+    );
+    let exchange_script = if customer.permissions.waiting_for_exchange_script {
+        let recorded = least_privilege::get(&state.pool, id).await?;
+        crate::least_privilege::script_for(&state, &customer.tenant, &recorded, actor.tr.lang())
+    } else {
+        None
+    };
     let notice = query
         .notice
         .and_then(|n| notice_text(&n))
@@ -583,6 +638,7 @@ async fn detail(
         stale_before: Utc::now() - chrono::Duration::days(STALE_DEVICE_DAYS),
         notice,
         connection,
+        exchange_script,
     }
     .into_response())
 }
@@ -596,6 +652,9 @@ fn notice_text(key: &str) -> Option<&'static str> {
             "The consent was granted. mailbridge is now checking it with Microsoft, which can take a few minutes: this page updates itself."
         ),
         "device-deleted" => tr!("The device was deleted."),
+        "exchange-check" => tr!(
+            "mailbridge tries the sender mailbox again now. Exchange can take a while to apply new assignments: it keeps trying, and this page shows when it works."
+        ),
         "probing" => {
             tr!("The hold is probed now: its messages go as soon as the probe gets through.")
         }

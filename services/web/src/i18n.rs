@@ -1074,6 +1074,96 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "The hold is probed now: its messages go as soon as the probe gets through.",
         "Der Halt wird jetzt geprüft: seine Nachrichten gehen hinaus, sobald die Prüfung durchkommt.",
     ),
+    // Least privilege: permission modes, the Exchange script, tenant-wide grants.
+    (
+        "After the consent this page shows the Exchange script for the customer's admin.",
+        "Nach der Zustimmung zeigt diese Seite das Exchange-Skript für den Admin des Kunden.",
+    ),
+    ("Download (.ps1)", "Herunterladen (.ps1)"),
+    ("Exchange grant verified", "Exchange-Berechtigung bestätigt"),
+    (
+        "Limited to the sender mailbox (recommended)",
+        "Auf das Absender-Postfach beschränkt (empfohlen)",
+    ),
+    (
+        "Limited: the app can use only the sender mailbox (Exchange RBAC for Applications, a script for the customer's admin). Tenant-wide: one consent, and the app can send as every mailbox. SMTP AUTH is limited to the sender mailbox either way.",
+        "Beschränkt: die App kann nur das Absender-Postfach nutzen (Exchange RBAC für Anwendungen, ein Skript für den Admin des Kunden). Mandantenweit: eine Zustimmung, und die App kann als jedes Postfach senden. SMTP AUTH ist in jedem Fall auf das Absender-Postfach beschränkt.",
+    ),
+    (
+        "Microsoft refused the sender mailbox (403 ErrorAccessDenied): the Exchange script has not been run (or its scope does not contain this mailbox). Exchange can also take up to two hours to apply new assignments.",
+        "Microsoft verweigert das Absender-Postfach (403 ErrorAccessDenied): das Exchange-Skript wurde noch nicht ausgeführt (oder sein Bereich enthält dieses Postfach nicht). Exchange kann außerdem bis zu zwei Stunden brauchen, bis neue Zuweisungen wirken.",
+    ),
+    (
+        "Only a customer in limited mode whose consent is verified waits for the Exchange script.",
+        "Nur ein Kunde im beschränkten Modus mit bestätigter Zustimmung wartet auf das Exchange-Skript.",
+    ),
+    ("Permissions", "Berechtigungen"),
+    ("Permissions (Graph)", "Berechtigungen (Graph)"),
+    (
+        "SMTP AUTH is mailbox-scoped by nature: the app can send only as mailboxes that gave its service principal SendAs or FullAccess in Exchange, with the SMTP.SendAsApp permission.",
+        "SMTP AUTH ist von Natur aus auf Postfächer beschränkt: die App kann nur als Postfächer senden, die ihrem Dienstprinzipal in Exchange „Senden als“ oder Vollzugriff gegeben haben, mit der Berechtigung SMTP.SendAsApp.",
+    ),
+    (
+        "Sign in with a Global Administrator of the customer's tenant and accept: the consent creates mailbridge's enterprise application without any mail permission; the Exchange script then allows the sender mailbox alone.",
+        "Mit einem globalen Administrator des Kunden-Mandanten anmelden und zustimmen: die Zustimmung legt die Unternehmensanwendung von mailbridge ohne jede E-Mail-Berechtigung an; das Exchange-Skript erlaubt danach allein das Absender-Postfach.",
+    ),
+    ("Tenant-wide (quick)", "Mandantenweit (schnell)"),
+    (
+        "The app may use only the sender mailbox: the consent grants no mail permission, and Exchange Online RBAC for Applications allows the sender mailbox alone (a script the customer's admin runs once).",
+        "Die App darf nur das Absender-Postfach nutzen: die Zustimmung erteilt keine E-Mail-Berechtigung, und Exchange Online RBAC für Anwendungen erlaubt allein das Absender-Postfach (ein Skript, das der Admin des Kunden einmal ausführt).",
+    ),
+    (
+        "The consent grants Mail.Send (and Mail.ReadWrite) for every mailbox of the tenant. For practices handling health data, choose the limited mode in the settings.",
+        "Die Zustimmung erteilt Mail.Send (und Mail.ReadWrite) für jedes Postfach des Mandanten. Für Praxen mit Gesundheitsdaten in den Einstellungen den beschränkten Modus wählen.",
+    ),
+    (
+        "The consent is verified. Exchange Online does not let the app use the sender mailbox until the customer's Exchange administrator runs this script in Exchange Online PowerShell. mailbridge then sends a check message as the sender mailbox and marks the customer connected once Microsoft accepts it.",
+        "Die Zustimmung ist bestätigt. Exchange Online lässt die App das Absender-Postfach erst nutzen, wenn der Exchange-Administrator des Kunden dieses Skript in Exchange Online PowerShell ausführt. mailbridge sendet dann eine Prüfnachricht als Absender-Postfach und meldet den Kunden als verbunden, sobald Microsoft sie annimmt.",
+    ),
+    (
+        "The permission mode is limited or tenant_wide.",
+        "Der Berechtigungsmodus ist limited oder tenant_wide.",
+    ),
+    (
+        "The script has run: check now",
+        "Das Skript wurde ausgeführt: jetzt prüfen",
+    ),
+    (
+        "The script needs the object id of mailbridge's enterprise application in the customer's tenant: it is known once the customer's admin has granted the consent (Connect Microsoft 365).",
+        "Das Skript braucht die Objekt-ID der Unternehmensanwendung von mailbridge im Mandanten des Kunden: sie ist bekannt, sobald der Admin des Kunden die Zustimmung erteilt hat (Microsoft 365 verbinden).",
+    ),
+    (
+        "The script's language is en or de.",
+        "Die Sprache des Skripts ist en oder de.",
+    ),
+    (
+        "To remove the grant: Entra admin center → Enterprise applications → mailbridge → Permissions → revoke the Microsoft Graph application permissions Mail.Send / Mail.ReadWrite; or in PowerShell Remove-MgServicePrincipalAppRoleAssignment. Then use the limited mode: the Exchange script gives the app the sender mailbox alone.",
+        "So entfernen Sie die Berechtigung: Entra Admin Center → Unternehmensanwendungen → mailbridge → Berechtigungen → die Microsoft-Graph-Anwendungsberechtigungen Mail.Send / Mail.ReadWrite widerrufen; oder in PowerShell Remove-MgServicePrincipalAppRoleAssignment. Danach den beschränkten Modus verwenden: das Exchange-Skript gibt der App allein das Absender-Postfach.",
+    ),
+    (
+        "Waiting for the Exchange script",
+        "Wartet auf das Exchange-Skript",
+    ),
+    ("Warning", "Warnung"),
+    ("every mailbox", "jedes Postfach"),
+    ("limited", "beschränkt"),
+    (
+        "mailbridge tries the sender mailbox again now. Exchange can take a while to apply new assignments: it keeps trying, and this page shows when it works.",
+        "mailbridge versucht das Absender-Postfach jetzt erneut. Exchange kann eine Weile brauchen, bis neue Zuweisungen wirken: mailbridge versucht es weiter, und diese Seite zeigt, wann es klappt.",
+    ),
+    (
+        "mailbridge's app can read every mailbox of this practice (tenant-wide mail read permission): health data.",
+        "Die App von mailbridge kann jedes Postfach dieser Praxis lesen (mandantenweite Leseberechtigung für E-Mails): Gesundheitsdaten.",
+    ),
+    (
+        "mailbridge's app can send as every mailbox of this practice (tenant-wide Mail.Send), including the doctors'.",
+        "Die App von mailbridge kann als jedes Postfach dieser Praxis senden (mandantenweites Mail.Send), auch als die der Ärztinnen und Ärzte.",
+    ),
+    (
+        "roles in the customer's token",
+        "Rollen im Token des Kunden",
+    ),
+    ("tenant-wide", "mandantenweit"),
 ];
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod error;
 mod gauges;
 mod holds;
 mod i18n;
+mod least_privilege;
 mod messages;
 mod openapi;
 mod rate_limit;
@@ -148,6 +149,7 @@ pub fn router(
         .merge(customers::router())
         .merge(consent::router())
         .merge(connection::router())
+        .merge(least_privilege::router())
         .merge(devices::router())
         .merge(messages::router())
         .merge(holds::router())

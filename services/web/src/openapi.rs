@@ -109,6 +109,16 @@ pub static OPERATIONS: &[Operation] = &[
         Some("Connection"),
     ),
     op!(
+        "get",
+        "/customers/{id}/exchange-script",
+        "getExchangeScript",
+        "Limited mode: the Exchange Online PowerShell script for the customer's admin (New-ServicePrincipal, New-ManagementScope for the sender mailbox, New-ManagementRoleAssignment for Application Mail.Send and Mail.ReadWrite, Test-ServicePrincipalAuthorization); query lang=en|de, ready once the consent is granted",
+        "readonly",
+        None,
+        200,
+        Some("ExchangeScript"),
+    ),
+    op!(
         "post",
         "/customers/{id}/test-message",
         "sendTestMessage",
@@ -532,6 +542,16 @@ fn schemas() -> Value {
         "consented_at": nullable("string"),
         "created_at": { "type": "string", "format": "date-time" },
         "health": { "$ref": "#/components/schemas/Health" },
+        "permissions": object(&["mode", "graph_path", "tenant_wide_roles", "waiting_for_exchange_script"], json!({
+            "mode": { "enum": ["limited", "tenant_wide"], "description": "limited: RBAC for Applications on the sender mailbox only; tenant_wide: Entra application permissions for every mailbox" },
+            "graph_path": { "type": "boolean", "description": "The mode applies (Graph); SMTP AUTH is mailbox-scoped anyway" },
+            "service_principal_id": nullable("string"),
+            "tenant_wide_roles": { "type": "array", "items": string(), "description": "Tenant-wide mail roles in the customer's token: a warning" },
+            "roles_seen_at": nullable("string"),
+            "exchange_verified_at": nullable("string"),
+            "waiting_for_exchange_script": { "type": "boolean" },
+            "exchange_refused": { "type": "boolean" },
+        })),
     });
     let mut all = json!({
         "Error": object(&["error"], json!({ "error": object(&["code", "message"], json!({
@@ -566,14 +586,16 @@ fn schemas() -> Value {
             "smtp_for_large_messages": { "type": "boolean" },
             "notification_address": string(),
             "rate_limit_per_minute": string(),
+            "permission_mode": { "enum": ["limited", "tenant_wide"], "description": "Graph path: limited to the sender mailbox (default, recommended) or tenant-wide" },
         })),
         "CustomerPatch": object(&[], json!({
             "name": string(), "sender_mailbox": string(), "delivery_method": { "enum": ["graph", "smtp"] },
+            "permission_mode": { "enum": ["limited", "tenant_wide"] },
             "save_to_sent_items": { "type": "boolean" }, "smtp_for_large_messages": { "type": "boolean" },
             "notification_address": nullable("string"), "rate_limit_per_minute": nullable("integer"),
         })),
         "Connection": object(&["state", "entra_tenant_id", "consented_at", "check"], json!({
-            "state": { "enum": ["not_connected", "connecting", "connected", "failed"] },
+            "state": { "enum": ["not_connected", "connecting", "waiting_for_exchange_script", "connected", "failed"] },
             "entra_tenant_id": nullable("string"),
             "consented_at": nullable("string"),
             "check": {
@@ -666,6 +688,19 @@ fn schemas() -> Value {
     for (name, schema) in transcripts {
         all[name] = schema;
     }
+    all["ExchangeScript"] = object(
+        &["ready", "language", "mode", "sender_mailbox"],
+        json!({
+            "ready": { "type": "boolean", "description": "The script is filled in (the consent told the service principal's object id)" },
+            "language": { "enum": ["en", "de"] },
+            "mode": { "enum": ["limited", "tenant_wide"] },
+            "app_id": nullable("string"),
+            "service_principal_id": nullable("string"),
+            "sender_mailbox": string(),
+            "script": { "type": ["string", "null"], "description": "Exchange Online PowerShell, comments in the requested language" },
+            "reason": { "type": ["string", "null"], "description": "Why it is not ready" },
+        }),
+    );
     all
 }
 

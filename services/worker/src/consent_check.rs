@@ -13,7 +13,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::Utc;
 use mailbridge_core::{
     consent_checks::{self, ConsentCheck, Refusal},
-    diagnosis,
+    diagnosis, least_privilege,
     metrics::metrics,
     tenants::{self, Tenant},
 };
@@ -154,6 +154,12 @@ impl Worker {
     /// the moment the probe succeeds.
     async fn on_consent_verified(&self, check: &ConsentCheck) {
         tracing::info!(tenant = %check.tenant_id, entra_tenant = %check.entra_tenant_id, attempts = check.attempts, "consent verified: the customer is connected");
+        // Limited mode: the consent granted no mail permission; a message sent as the
+        // sender mailbox proves the Exchange grant once the customer's admin ran the
+        // script (it waits, held, until then).
+        if let Err(e) = self.queue_exchange_verification(check).await {
+            tracing::warn!(error = %e, tenant = %check.tenant_id, "could not queue the Exchange permission check; it is queued again from the customer's page");
+        }
         if let Err(e) =
             mailbridge_core::holds::probe_customer_now(&self.pool, check.tenant_id).await
         {
@@ -161,9 +167,35 @@ impl Worker {
         }
     }
 
+    async fn queue_exchange_verification(&self, check: &ConsentCheck) -> Result<(), sqlx::Error> {
+        let Some(tenant) = tenants::get(&self.pool, check.tenant_id).await? else {
+            return Ok(());
+        };
+        let permissions = least_privilege::get(&self.pool, tenant.id).await?;
+        if permissions.limited_on_graph(&tenant) && permissions.exchange_verified_at.is_none() {
+            let queued = least_privilege::queue_verification(
+                &self.pool,
+                &self.master_key,
+                &tenant,
+                &self.settings.edge.hostname,
+            )
+            .await?;
+            tracing::info!(tenant = %tenant.id, message = ?queued, "limited mode: waiting for the Exchange script; a message as the sender mailbox checks it");
+        }
+        Ok(())
+    }
+
     /// One attempt: a fresh token for every resource the customer's delivery needs,
-    /// each carrying its app role.
+    /// each carrying its app role — except, in limited mode, Graph's `Mail.Send`: the
+    /// Exchange grant (RBAC for Applications) does not show in tokens, so a token at
+    /// all is what the consent proves there. The Graph token's `oid` (the app's
+    /// service principal in the tenant) and its tenant-wide mail roles are recorded.
     async fn consent_attempt(&self, check: &ConsentCheck, tenant: &Tenant) -> Attempt {
+        let permissions = match least_privilege::get(&self.pool, tenant.id).await {
+            Ok(p) => p,
+            Err(e) => return Attempt::NotYet(refusal(&diagnosis::INTERNAL, e.to_string())),
+        };
+        let limited = permissions.limited_on_graph(tenant);
         let Some(app) = self.msp_app() else {
             return Attempt::Refused(refusal(
                 &diagnosis::NOT_CONFIGURED,
@@ -199,7 +231,30 @@ impl Worker {
                     return Attempt::NotYet(refusal(&diagnosis::UNREACHABLE, e.to_string()));
                 }
             };
-            let roles = roles_of(token.access_token.expose_secret());
+            let claims = claims_of(token.access_token.expose_secret());
+            let roles = claims.roles;
+            if resource == self.settings.m365.graph_resource {
+                let oid = claims
+                    .oid
+                    .as_deref()
+                    .and_then(|o| uuid::Uuid::parse_str(o).ok());
+                if let Err(e) =
+                    least_privilege::record_token(&self.pool, tenant.id, oid, &roles).await
+                {
+                    return Attempt::NotYet(refusal(&diagnosis::INTERNAL, e.to_string()));
+                }
+                if limited {
+                    if oid.is_none() {
+                        return Attempt::NotYet(refusal(
+                            &diagnosis::MISSING_ROLE,
+                            format!(
+                                "{resource}: the token carries no oid (service principal object id)"
+                            ),
+                        ));
+                    }
+                    continue;
+                }
+            }
             if !roles.iter().any(|r| r == role) {
                 return Attempt::NotYet(refusal(
                     &diagnosis::MISSING_ROLE,
@@ -211,20 +266,42 @@ impl Worker {
     }
 }
 
-/// The app roles an access token carries (read, not verified: it came straight from
-/// the token endpoint over TLS, and Microsoft verifies it when it is used).
-fn roles_of(access_token: &str) -> Vec<String> {
-    #[derive(Deserialize)]
-    struct Claims {
-        #[serde(default)]
-        roles: Vec<String>,
+/// Records the service principal and the tenant-wide mail roles a Graph token of the
+/// customer's tenant shows (for the customer's page; a failure only loses the update).
+pub(crate) async fn record_token_roles(
+    pool: &sqlx::PgPool,
+    tenant_id: uuid::Uuid,
+    access_token: &secrecy::SecretString,
+) {
+    let claims = claims_of(access_token.expose_secret());
+    let oid = claims
+        .oid
+        .as_deref()
+        .and_then(|o| uuid::Uuid::parse_str(o).ok());
+    if let Err(e) = least_privilege::record_token(pool, tenant_id, oid, &claims.roles).await {
+        tracing::debug!(error = %e, "could not record the token's roles");
     }
+}
+
+/// What the consent check reads from an access token.
+#[derive(Debug, Default, Deserialize)]
+struct Claims {
+    /// The app roles (tenant-wide application permissions).
+    #[serde(default)]
+    roles: Vec<String>,
+    /// The app's service principal in the tenant.
+    #[serde(default)]
+    oid: Option<String>,
+}
+
+/// The claims of an access token (read, not verified: it came straight from the
+/// token endpoint over TLS, and Microsoft verifies it when it is used).
+fn claims_of(access_token: &str) -> Claims {
     access_token
         .split('.')
         .nth(1)
         .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
         .and_then(|json| serde_json::from_slice::<Claims>(&json).ok())
-        .map(|c| c.roles)
         .unwrap_or_default()
 }
 
@@ -233,9 +310,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn roles_are_read_from_the_token() {
-        let payload = URL_SAFE_NO_PAD.encode(br#"{"roles":["Mail.Send"],"tid":"x"}"#);
-        assert_eq!(roles_of(&format!("h.{payload}.s")), ["Mail.Send"]);
-        assert!(roles_of("garbage").is_empty());
+    fn roles_and_oid_are_read_from_the_token() {
+        let payload = URL_SAFE_NO_PAD.encode(br#"{"roles":["Mail.Send"],"tid":"x","oid":"o"}"#);
+        let claims = claims_of(&format!("h.{payload}.s"));
+        assert_eq!(claims.roles, ["Mail.Send"]);
+        assert_eq!(claims.oid.as_deref(), Some("o"));
+        assert!(claims_of("garbage").roles.is_empty());
     }
 }

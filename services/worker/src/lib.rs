@@ -427,6 +427,26 @@ impl Worker {
                 return;
             }
         }
+        // A test message (or a hold's probe) accepted as the sender mailbox proves a
+        // limited customer's Exchange grant.
+        if matches!(settlement, Settlement::Delivered)
+            && (message.kind == MessageKind::Test || probe.is_some())
+        {
+            match mailbridge_core::least_privilege::record_exchange_proof(
+                &self.pool,
+                message.tenant_id,
+            )
+            .await
+            {
+                Ok(true) => {
+                    tracing::info!(tenant = %message.tenant_id, "limited mode: the Exchange grant works, the customer is connected")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, tenant = %message.tenant_id, "could not record the Exchange proof")
+                }
+            }
+        }
         if let (Settlement::Failed, MessageKind::Device) = (settlement, message.kind) {
             let failure = outcome
                 .failure()
@@ -695,6 +715,11 @@ impl Worker {
         if token.fresh {
             if let Err(e) = tenants::record_token_success(&self.pool, tenant.id).await {
                 tracing::debug!(error = %e, "could not record the token success");
+            }
+            // Tenant-wide mail roles granted (or removed) since the consent show on the
+            // customer's page with each new Graph token (about hourly).
+            if method == DeliveryMethod::Graph {
+                consent_check::record_token_roles(&self.pool, tenant.id, &token.access_token).await;
             }
             // The MSP app works with this credential: holds of its others are stale.
             if tenant.client_id.is_none()
