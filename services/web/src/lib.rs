@@ -11,13 +11,17 @@ mod board;
 mod client_addr;
 mod connection;
 mod consent;
+mod consent_link;
+mod customer_list;
 mod customers;
 mod device_models;
+mod device_health;
 mod devices;
 mod error;
 mod gauges;
 mod holds;
 mod i18n;
+mod list_pager;
 mod messages;
 mod openapi;
 mod rate_limit;
@@ -147,6 +151,7 @@ pub fn router(
         .merge(sign_in::router())
         .merge(customers::router())
         .merge(consent::router())
+        .merge(consent_link::router())
         .merge(connection::router())
         .merge(devices::router())
         .merge(messages::router())

@@ -751,6 +751,10 @@ fn parameters(op: &Operation) -> Vec<Value> {
         .collect();
     let query: &[(&str, &str)] = match op.id {
         "listMessages" => &[
+            (
+                "id",
+                "A message id: dashed, the 32 hex digits of the SMTP reply (queued as …), or a Message-ID <id@host>",
+            ),
             ("customer", "Customer id"),
             ("device", "Device id"),
             ("sender", "Envelope sender (exact)"),
