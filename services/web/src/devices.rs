@@ -95,7 +95,7 @@ impl ListInput {
     }
 }
 
-fn parse_networks(input: &ListInput) -> Result<Vec<IpNet>> {
+pub(crate) fn parse_networks(input: &ListInput) -> Result<Vec<IpNet>> {
     input
         .items()
         .iter()
@@ -113,7 +113,7 @@ fn parse_networks(input: &ListInput) -> Result<Vec<IpNet>> {
         .collect()
 }
 
-fn parse_senders(input: &ListInput) -> Result<Vec<String>> {
+pub(crate) fn parse_senders(input: &ListInput) -> Result<Vec<String>> {
     input
         .items()
         .into_iter()

@@ -15,7 +15,9 @@ mod consent_link;
 mod customer_list;
 mod customers;
 mod device_models;
+mod device_bulk;
 mod device_health;
+mod device_import;
 mod devices;
 mod error;
 mod gauges;
@@ -154,6 +156,8 @@ pub fn router(
         .merge(consent_link::router())
         .merge(connection::router())
         .merge(devices::router())
+        .merge(device_import::router())
+        .merge(device_bulk::router())
         .merge(messages::router())
         .merge(holds::router())
         .merge(staff::router())
