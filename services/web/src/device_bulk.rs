@@ -397,3 +397,83 @@ async fn download_form(
     )
         .into_response())
 }
+
+/// A bulk action through the API.
+#[derive(Debug, serde::Deserialize)]
+pub struct BulkRequest {
+    pub action: BulkAction,
+    pub devices: Vec<Uuid>,
+}
+
+/// `POST /api/v1/customers/{id}/devices/bulk`: the devices acted on (with their new
+/// passwords, this once, for `rotate`).
+pub async fn api_bulk(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    crate::api::ApiJson(request): crate::api::ApiJson<BulkRequest>,
+) -> Result<Response> {
+    let devices = perform(&state, &actor, id, request.action, &request.devices).await?;
+    Ok(axum::Json(json!({ "action": request.action, "devices": devices })).into_response())
+}
+
+/// The API's schemas of imports and bulk actions.
+pub fn schemas() -> serde_json::Value {
+    let issued = json!({
+        "type": "object",
+        "required": ["device_id", "name", "username", "password", "listener"],
+        "properties": {
+            "device_id": { "type": "string", "format": "uuid" },
+            "name": { "type": "string" },
+            "username": { "type": "string" },
+            "password": { "type": ["string", "null"], "description": "Shown this once (null for a port-25 device, or when disabling); mailbridge keeps only its hash" },
+            "listener": { "enum": ["submission", "submissions", "relay"] },
+        },
+    });
+    json!({
+        "DeviceImport": {
+            "type": "object",
+            "required": ["csv"],
+            "properties": {
+                "csv": { "type": "string", "description": "The file: a header line naming the columns name, kind, site, listener, allow-list, sender, then one device per line (at most 500)" },
+                "dry_run": { "type": "boolean", "description": "Only check every line; create nothing" },
+            },
+        },
+        "DeviceImportResult": {
+            "type": "object",
+            "required": ["dry_run", "valid", "lines", "file_errors", "devices"],
+            "properties": {
+                "dry_run": { "type": "boolean" },
+                "valid": { "type": "boolean", "description": "Every line is good (else nothing is created: the whole file is refused with 422)" },
+                "lines": { "type": "array", "items": { "type": "object", "required": ["line", "name", "kind", "listener", "errors"], "properties": {
+                    "line": { "type": "integer" },
+                    "name": { "type": "string" },
+                    "kind": { "enum": ["printer", "scanner", "medical", "software", "other"] },
+                    "site": { "type": ["string", "null"] },
+                    "listener": { "enum": ["submission", "submissions", "relay"] },
+                    "allowed_networks": { "type": "array", "items": { "type": "string" } },
+                    "allowed_senders": { "type": "array", "items": { "type": "string" } },
+                    "errors": { "type": "array", "items": { "type": "string" } },
+                } } },
+                "file_errors": { "type": "array", "items": { "type": "string" } },
+                "devices": { "type": "array", "items": issued.clone(), "description": "The devices created, with their passwords this once (empty for a dry run)" },
+            },
+        },
+        "BulkDevices": {
+            "type": "object",
+            "required": ["action", "devices"],
+            "properties": {
+                "action": { "enum": ["disable", "rotate"] },
+                "devices": { "type": "array", "items": { "type": "string", "format": "uuid" }, "description": "Device ids of the customer (at most 500)" },
+            },
+        },
+        "BulkDevicesResult": {
+            "type": "object",
+            "required": ["action", "devices"],
+            "properties": {
+                "action": { "enum": ["disable", "rotate"] },
+                "devices": { "type": "array", "items": issued },
+            },
+        },
+    })
+}

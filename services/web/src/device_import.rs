@@ -547,3 +547,45 @@ async fn confirm_form(
     let (tenant, issued) = create(&state, &actor, id, &form.csv).await?;
     device_bulk::issued_page(&state, &actor, tenant, issued, device_bulk::Done::Imported).await
 }
+
+/// An import through the API: `dry_run` only checks.
+#[derive(Debug, serde::Deserialize)]
+pub struct ImportRequest {
+    pub csv: String,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `POST /api/v1/customers/{id}/devices/import`: the dry run's lines, or (unless
+/// `dry_run`) the created devices with their passwords, this once.
+pub async fn api_import(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    crate::api::ApiJson(request): crate::api::ApiJson<ImportRequest>,
+) -> Result<Response> {
+    let (_, checked) = dry_run(&state, &actor, id, &request.csv).await?;
+    if request.dry_run || !checked.valid() {
+        if !request.dry_run {
+            // Refused as a whole: the same lines say why.
+            create(&state, &actor, id, &request.csv).await?;
+        }
+        return Ok(axum::Json(json!({
+            "dry_run": true,
+            "valid": checked.valid(),
+            "lines": checked.lines,
+            "file_errors": checked.file_errors,
+            "devices": [],
+        }))
+        .into_response());
+    }
+    let (_, issued) = create(&state, &actor, id, &request.csv).await?;
+    Ok(axum::Json(json!({
+        "dry_run": false,
+        "valid": true,
+        "lines": checked.lines,
+        "file_errors": [],
+        "devices": issued,
+    }))
+    .into_response())
+}

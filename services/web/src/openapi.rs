@@ -139,6 +139,26 @@ pub static OPERATIONS: &[Operation] = &[
         Some("IssuedDevice"),
     ),
     op!(
+        "post",
+        "/customers/{id}/devices/import",
+        "importDevices",
+        "Import devices from CSV (name, kind, site, listener, allow-list, sender): a dry run checks every line; otherwise all are created in one transaction, or none when a line is wrong; the passwords are in this answer only",
+        "technician",
+        Some("DeviceImport"),
+        200,
+        Some("DeviceImportResult"),
+    ),
+    op!(
+        "post",
+        "/customers/{id}/devices/bulk",
+        "bulkDevices",
+        "Disable devices, or give them new passwords (in this answer only), in one transaction",
+        "technician",
+        Some("BulkDevices"),
+        200,
+        Some("BulkDevicesResult"),
+    ),
+    op!(
         "get",
         "/customers/{id}/devices/{device}",
         "getDevice",
@@ -832,6 +852,11 @@ pub fn document(public_url: &str) -> Value {
     let mut all_schemas = schemas();
     if let (Some(all), Value::Object(board)) = (all_schemas.as_object_mut(), board_schemas()) {
         all.extend(board);
+    }
+    if let (Some(all), Value::Object(bulk)) =
+        (all_schemas.as_object_mut(), crate::device_bulk::schemas())
+    {
+        all.extend(bulk);
     }
     json!({
         "openapi": "3.1.0",
