@@ -278,7 +278,11 @@ async fn every_documented_operation_answers_as_documented() {
             ("post", "/customers/{id}/devices/import") => {
                 let devices = answer["devices"].as_array().unwrap();
                 assert_eq!(devices.len(), 2, "{answer}");
-                assert_eq!(devices[0]["password"], Value::Null, "a relay device has no password");
+                assert_eq!(
+                    devices[0]["password"],
+                    Value::Null,
+                    "a relay device has no password"
+                );
                 assert!(devices[1]["password"].as_str().unwrap().len() >= 20);
             }
             ("post", "/customers/{id}/devices/bulk") => {

@@ -73,10 +73,12 @@ pub async fn record(
 
 /// The customer's admin came back through the link (whatever they answered).
 pub async fn mark_used(pool: &PgPool, csrf_state: &str) -> Result<()> {
-    sqlx::query("UPDATE consent_links SET used_at = now() WHERE state_hash = $1 AND used_at IS NULL")
-        .bind(session::sha256(csrf_state))
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE consent_links SET used_at = now() WHERE state_hash = $1 AND used_at IS NULL",
+    )
+    .bind(session::sha256(csrf_state))
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

@@ -140,7 +140,8 @@ pub async fn page(
 ) -> Result<CustomerPage> {
     let sort = CustomerSort::parse(search.sort.as_deref())?;
     let (offset, limit) = paging(search.offset.as_deref(), search.limit.as_deref(), PAGE_SIZE)?;
-    let mut query: QueryBuilder<Postgres> = QueryBuilder::new("SELECT t.id, count(*) OVER () AS total");
+    let mut query: QueryBuilder<Postgres> =
+        QueryBuilder::new("SELECT t.id, count(*) OVER () AS total");
     // The aggregates only when the sort needs them.
     match sort {
         CustomerSort::Name => {

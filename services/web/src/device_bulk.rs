@@ -226,11 +226,10 @@ pub async fn perform(
             for device in &mut devices {
                 let password = crypto::generate_password();
                 let for_hashing = password.clone();
-                let hash =
-                    tokio::task::spawn_blocking(move || crypto::hash_password(&for_hashing))
-                        .await
-                        .map_err(|e| Error::Internal(e.to_string()))?
-                        .map_err(|e| Error::Internal(e.to_string()))?;
+                let hash = tokio::task::spawn_blocking(move || crypto::hash_password(&for_hashing))
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))?
+                    .map_err(|e| Error::Internal(e.to_string()))?;
                 hashes.push(hash);
                 device.password =
                     Some(password).filter(|_| device.listener != DeviceListener::Relay);
@@ -289,7 +288,9 @@ fn selection(body: &[u8]) -> Result<(BulkAction, Vec<Uuid>)> {
             _ => {}
         }
     }
-    let action = action.ok_or_else(|| Error::Invalid(tr!("Choose what to do with the selected devices.").into()))?;
+    let action = action.ok_or_else(|| {
+        Error::Invalid(tr!("Choose what to do with the selected devices.").into())
+    })?;
     Ok((action, ids))
 }
 

@@ -114,9 +114,10 @@ impl DeviceSort {
         match self {
             Self::Name => " ORDER BY d.name, d.id",
             Self::LastSeen => " ORDER BY d.last_seen_at ASC NULLS FIRST, d.name, d.id",
-            Self::Queued => " ORDER BY queued DESC, d.name, d.id",
+            Self::Queued => " ORDER BY COALESCE(m.queued, 0) DESC, d.name, d.id",
             Self::Failures => {
-                " ORDER BY failed_24h + failed_logins_24h DESC, failed_24h DESC, d.name, d.id"
+                " ORDER BY COALESCE(m.failed_24h, 0) + COALESCE(l.failed_logins_24h, 0) DESC,
+                           COALESCE(m.failed_24h, 0) DESC, d.name, d.id"
             }
         }
     }
@@ -141,14 +142,15 @@ pub fn paging(offset: Option<&str>, limit: Option<&str>, default: i64) -> Result
     let number = |text: Option<&str>, fallback: i64| -> Result<i64> {
         match text.map(str::trim).filter(|t| !t.is_empty()) {
             None => Ok(fallback),
-            Some(t) => t
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| Error::InvalidValue {
-                    text: tr!("{} is not a page position."),
-                    value: t.to_owned(),
-                }),
+            Some(t) => {
+                t.parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| Error::InvalidValue {
+                        text: tr!("{} is not a page position."),
+                        value: t.to_owned(),
+                    })
+            }
         }
     };
     let offset = number(offset, 0)?;
@@ -319,7 +321,10 @@ mod tests {
         assert!(paging(Some("-1"), None, 50).is_err());
         assert!(paging(Some("10001"), None, 50).is_err());
         assert_eq!(contains_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
-        assert_eq!(DeviceSort::parse(Some("last_seen")).unwrap(), DeviceSort::LastSeen);
+        assert_eq!(
+            DeviceSort::parse(Some("last_seen")).unwrap(),
+            DeviceSort::LastSeen
+        );
         assert!(DeviceSort::parse(Some("drop table")).is_err());
     }
 }

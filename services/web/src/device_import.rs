@@ -118,7 +118,11 @@ impl Checked {
     }
 
     fn finish(mut self) -> Self {
-        self.file_errors = self.file_errors_found.iter().map(LineError::english).collect();
+        self.file_errors = self
+            .file_errors_found
+            .iter()
+            .map(LineError::english)
+            .collect();
         for line in &mut self.lines {
             line.errors = line.errors_found.iter().map(LineError::english).collect();
         }
@@ -179,9 +183,10 @@ pub fn check(state: &WebState, text: &str, taken: &HashSet<String>) -> Checked {
     let headers = match reader.headers() {
         Ok(h) => h.clone(),
         Err(e) => {
-            checked
-                .file_errors_found
-                .push(LineError::new(tr!("The file is not CSV: {}"), e.to_string()));
+            checked.file_errors_found.push(LineError::new(
+                tr!("The file is not CSV: {}"),
+                e.to_string(),
+            ));
             return checked.finish();
         }
     };
@@ -208,9 +213,10 @@ pub fn check(state: &WebState, text: &str, taken: &HashSet<String>) -> Checked {
         let record = match record {
             Ok(r) => r,
             Err(e) => {
-                checked
-                    .file_errors_found
-                    .push(LineError::new(tr!("The file is not CSV: {}"), e.to_string()));
+                checked.file_errors_found.push(LineError::new(
+                    tr!("The file is not CSV: {}"),
+                    e.to_string(),
+                ));
                 break;
             }
         };
@@ -222,7 +228,10 @@ pub fn check(state: &WebState, text: &str, taken: &HashSet<String>) -> Checked {
         let mut errors = Vec::new();
         let name = field(0).to_owned();
         if name.is_empty() || name.chars().count() > 200 {
-            errors.push(LineError::new(tr!("The name must be 1 to 200 characters."), ""));
+            errors.push(LineError::new(
+                tr!("The name must be 1 to 200 characters."),
+                "",
+            ));
         } else if taken.contains(&name) {
             errors.push(LineError::new(
                 tr!("This customer already has a device named {}."),
@@ -265,12 +274,14 @@ pub fn check(state: &WebState, text: &str, taken: &HashSet<String>) -> Checked {
         };
         if listener == DeviceListener::Relay && allowed_networks.is_empty() && errors.is_empty() {
             errors.push(LineError::new(
-                tr!("A port-25 device logs in with no password: it needs its allowed IP addresses."),
+                tr!(
+                    "A port-25 device logs in with no password: it needs its allowed IP addresses."
+                ),
                 "",
             ));
         }
-        let allowed_senders = parse_senders(&ListInput::Text(field(5).to_owned()))
-            .unwrap_or_else(|e| {
+        let allowed_senders =
+            parse_senders(&ListInput::Text(field(5).to_owned())).unwrap_or_else(|e| {
                 errors.push(LineError::of(e));
                 Vec::new()
             });
@@ -404,8 +415,8 @@ pub async fn create(
                 break;
             }
         }
-        let (id, username) = created
-            .ok_or_else(|| Error::Internal("could not find a free username".into()))?;
+        let (id, username) =
+            created.ok_or_else(|| Error::Internal("could not find a free username".into()))?;
         issued.push(Issued {
             device_id: id,
             name: line.name.clone(),
