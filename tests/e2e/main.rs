@@ -17,6 +17,7 @@ mod cli;
 mod consent_checks;
 mod control_plane;
 mod customer_walkthrough;
+mod daily_work_browser;
 mod delivery;
 mod dev_command;
 mod device_health;
