@@ -206,6 +206,33 @@ async fn a_practice_is_onboarded_by_consent_link_its_devices_imported_and_a_lock
             .collect::<Vec<_>>(),
         ["MFP", "Empfang"]
     );
+
+    // The same pages in German.
+    browser.goto(&format!("{base}/lang/de")).await.unwrap();
+    browser
+        .goto(&format!("{base}{customer_path}"))
+        .await
+        .unwrap();
+    assert!(
+        text(&browser, "#device-list thead")
+            .await
+            .contains("Fehlgeschlagene Anmeldungen 24 h")
+    );
+    assert_eq!(
+        text(&browser, "#open-import").await,
+        "Geräte aus CSV importieren"
+    );
+    assert!(
+        text(&browser, "#consent-link h3")
+            .await
+            .contains("An den Administrator des Kunden senden")
+    );
+    browser.goto(&format!("{base}/messages")).await.unwrap();
+    assert!(
+        text(&browser, "#message-id-search")
+            .await
+            .contains("Nachrichten-ID")
+    );
     drop(browser);
     app.stack.shutdown().await;
 }
