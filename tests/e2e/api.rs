@@ -369,6 +369,49 @@ async fn every_documented_operation_answers_as_documented() {
         "every documented operation was called"
     );
 
+    // An import with a bad line: the dry run names it, the import refuses the file.
+    let bad = json!({ "csv": "name,kind\nDrucker Neu,printer\nKaffeemaschine,toaster\n", "dry_run": true });
+    let (status, answer) = api
+        .call(
+            Some(&admin),
+            "post",
+            "/customers",
+            Some(&json!({ "name": "Praxis Import", "sender_mailbox": "scan@import.example" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let import = format!(
+        "/customers/{}/devices/import",
+        answer["id"].as_str().unwrap()
+    );
+    let (status, checked) = api.call(Some(&admin), "post", &import, Some(&bad)).await;
+    assert_eq!(status, StatusCode::OK, "{checked}");
+    assert_eq!(checked["valid"], false);
+    assert_eq!(checked["lines"][0]["errors"], json!([]));
+    assert!(
+        checked["lines"][1]["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("toaster")
+    );
+    let mut refused = bad.clone();
+    refused["dry_run"] = json!(false);
+    let (status, answer) = api
+        .call(Some(&admin), "post", &import, Some(&refused))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 3"),
+        "{answer}"
+    );
+    let (_, devices) = api
+        .call(Some(&admin), "get", &import.replace("/import", ""), None)
+        .await;
+    assert_eq!(devices["devices"], json!([]), "nothing was created");
+
     // A consent link to send is bound to the customer's tenant: none without one,
     // and an answer naming another (already consented) tenant is refused.
     let (status, answer) = api

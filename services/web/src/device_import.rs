@@ -345,7 +345,7 @@ pub async fn create(
     actor: &Actor,
     tenant_id: Uuid,
     text: &str,
-) -> Result<(Tenant, Vec<Issued>)> {
+) -> Result<(Tenant, Checked, Vec<Issued>)> {
     let (tenant, checked) = dry_run(state, actor, tenant_id, text).await?;
     if !checked.valid() {
         let first = checked
@@ -437,7 +437,7 @@ pub async fn create(
     )
     .await?;
     tx.commit().await?;
-    Ok((tenant, issued))
+    Ok((tenant, checked, issued))
 }
 
 pub fn router() -> Router<WebState> {
@@ -555,7 +555,7 @@ async fn confirm_form(
     Path(id): Path<Uuid>,
     axum::Form(form): axum::Form<ConfirmForm>,
 ) -> Result<Response> {
-    let (tenant, issued) = create(&state, &actor, id, &form.csv).await?;
+    let (tenant, _, issued) = create(&state, &actor, id, &form.csv).await?;
     device_bulk::issued_page(&state, &actor, tenant, issued, device_bulk::Done::Imported).await
 }
 
@@ -568,35 +568,29 @@ pub struct ImportRequest {
 }
 
 /// `POST /api/v1/customers/{id}/devices/import`: the dry run's lines, or (unless
-/// `dry_run`) the created devices with their passwords, this once.
+/// `dry_run`) the created devices with their passwords, this once. A file with a
+/// bad line is refused as a whole (422, naming the first one) unless it is a dry run.
 pub async fn api_import(
     State(state): State<WebState>,
     actor: Actor,
     Path(id): Path<Uuid>,
     crate::api::ApiJson(request): crate::api::ApiJson<ImportRequest>,
 ) -> Result<Response> {
-    let (_, checked) = dry_run(&state, &actor, id, &request.csv).await?;
-    if request.dry_run || !checked.valid() {
-        if !request.dry_run {
-            // Refused as a whole: the same lines say why.
-            create(&state, &actor, id, &request.csv).await?;
-        }
-        return Ok(axum::Json(json!({
-            "dry_run": true,
-            "valid": checked.valid(),
-            "lines": checked.lines,
-            "file_errors": checked.file_errors,
-            "devices": [],
-        }))
-        .into_response());
-    }
-    let (_, issued) = create(&state, &actor, id, &request.csv).await?;
+    let (checked, devices) = if request.dry_run {
+        (
+            dry_run(&state, &actor, id, &request.csv).await?.1,
+            Vec::new(),
+        )
+    } else {
+        let (_, checked, issued) = create(&state, &actor, id, &request.csv).await?;
+        (checked, issued)
+    };
     Ok(axum::Json(json!({
-        "dry_run": false,
-        "valid": true,
+        "dry_run": request.dry_run,
+        "valid": checked.valid(),
         "lines": checked.lines,
-        "file_errors": [],
-        "devices": issued,
+        "file_errors": checked.file_errors,
+        "devices": devices,
     }))
     .into_response())
 }
