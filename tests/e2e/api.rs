@@ -135,6 +135,10 @@ async fn every_documented_operation_answers_as_documented() {
             "DeviceInput" => {
                 json!({ "name": "Scanner API", "kind": "scanner", "allowed_networks": ["192.0.2.0/24"], "enabled": true })
             }
+            "DeviceImport" => {
+                json!({ "csv": "name,kind,site,listener,allow-list,sender\nFax Import,other,Empfang,relay,192.0.2.40,\nScanner Import,scanner,Labor,587,,scan@praxis-api.example\n" })
+            }
+            "BulkDevices" => json!({ "action": "rotate", "devices": ["{device}"] }),
             "BoardAction" => {
                 json!({ "account": "fax@praxis-api.example", "device_id": "{device}", "reason": "switched to OAuth natively" })
             }
@@ -156,6 +160,8 @@ async fn every_documented_operation_answers_as_documented() {
         ("get", "/customers/{id}/devices/{device}"),
         ("patch", "/customers/{id}/devices/{device}"),
         ("post", "/customers/{id}/devices/{device}/rotate"),
+        ("post", "/customers/{id}/devices/import"),
+        ("post", "/customers/{id}/devices/bulk"),
         ("get", "/customers/{id}/devices/{device}/logins"),
         ("get", "/customers/{id}/devices/{device}/transcripts"),
         ("post", "/customers/{id}/devices/{device}/unlock"),
@@ -270,6 +276,20 @@ async fn every_documented_operation_answers_as_documented() {
                 message = answer["queue_id"].as_str().unwrap().to_owned()
             }
             ("patch", "/customers/{id}") => assert_eq!(answer["rate_limit_per_minute"], 30),
+            ("post", "/customers/{id}/devices/import") => {
+                let devices = answer["devices"].as_array().unwrap();
+                assert_eq!(devices.len(), 2, "{answer}");
+                assert_eq!(
+                    devices[0]["password"],
+                    Value::Null,
+                    "a relay device has no password"
+                );
+                assert!(devices[1]["password"].as_str().unwrap().len() >= 20);
+            }
+            ("post", "/customers/{id}/devices/bulk") => {
+                assert_eq!(answer["devices"][0]["device_id"], device.as_str());
+                assert!(answer["devices"][0]["password"].as_str().unwrap().len() >= 20);
+            }
             ("patch", "/customers/{id}/devices/{device}") => assert_eq!(answer["enabled"], true),
             ("get", "/customers/{id}/devices/{device}/logins") => {
                 assert_eq!(answer["logins"], json!([]), "no failed logins yet")
@@ -349,6 +369,49 @@ async fn every_documented_operation_answers_as_documented() {
         exercised, documented,
         "every documented operation was called"
     );
+
+    // An import with a bad line: the dry run names it, the import refuses the file.
+    let bad = json!({ "csv": "name,kind\nDrucker Neu,printer\nKaffeemaschine,toaster\n", "dry_run": true });
+    let (status, answer) = api
+        .call(
+            Some(&admin),
+            "post",
+            "/customers",
+            Some(&json!({ "name": "Praxis Import", "sender_mailbox": "scan@import.example" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let import = format!(
+        "/customers/{}/devices/import",
+        answer["id"].as_str().unwrap()
+    );
+    let (status, checked) = api.call(Some(&admin), "post", &import, Some(&bad)).await;
+    assert_eq!(status, StatusCode::OK, "{checked}");
+    assert_eq!(checked["valid"], false);
+    assert_eq!(checked["lines"][0]["errors"], json!([]));
+    assert!(
+        checked["lines"][1]["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("toaster")
+    );
+    let mut refused = bad.clone();
+    refused["dry_run"] = json!(false);
+    let (status, answer) = api
+        .call(Some(&admin), "post", &import, Some(&refused))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 3"),
+        "{answer}"
+    );
+    let (_, devices) = api
+        .call(Some(&admin), "get", &import.replace("/import", ""), None)
+        .await;
+    assert_eq!(devices["devices"], json!([]), "nothing was created");
 
     // A consent link to send is bound to the customer's tenant: none without one,
     // and an answer naming another (already consented) tenant is refused.

@@ -111,11 +111,16 @@ pub async fn get(pool: &PgPool, tenant_id: Uuid) -> Result<Permissions, sqlx::Er
     Ok(row.unwrap_or_else(|| Permissions::unrecorded(tenant_id)))
 }
 
-/// Every recorded customer's permissions (for the overview).
-pub async fn all(pool: &PgPool) -> Result<Vec<Permissions>, sqlx::Error> {
+/// The recorded permissions of the customers `tenant_ids` (a page of the overview);
+/// customers without a row are left out (tenant-wide, see [`Permissions::unrecorded`]).
+pub async fn of_customers(
+    pool: &PgPool,
+    tenant_ids: &[Uuid],
+) -> Result<Vec<Permissions>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM tenant_permissions"
+        "SELECT {COLUMNS} FROM tenant_permissions WHERE tenant_id = ANY($1)"
     )))
+    .bind(tenant_ids)
     .fetch_all(pool)
     .await
 }

@@ -244,6 +244,18 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Tenant>, sqlx::Error> {
     .await
 }
 
+/// The customers `ids` (those that exist), in no particular order.
+pub async fn list_of(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Tenant>, sqlx::Error> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        columns!(),
+        " FROM tenants WHERE id = ANY($1)"
+    ))
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+}
+
 /// Re-seals up to `limit` customers' own app secrets or certificates not sealed with
 /// `key`'s current key; returns how many customers. Online, in its own transaction.
 pub async fn reseal_secrets(

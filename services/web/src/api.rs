@@ -67,6 +67,14 @@ pub fn router(state: WebState) -> Router<WebState> {
             get(list_devices).post(create_device),
         )
         .route(
+            "/customers/{id}/devices/import",
+            post(crate::device_import::api_import),
+        )
+        .route(
+            "/customers/{id}/devices/bulk",
+            post(crate::device_bulk::api_bulk),
+        )
+        .route(
             "/customers/{id}/devices/{device}",
             get(get_device).patch(update_device).delete(delete_device),
         )

@@ -39,6 +39,23 @@ pub async fn record(
     mailbridge_core::audit::record(pool, who, action, tenant_id, target, details).await
 }
 
+/// Records one change by `actor` inside the transaction that makes it.
+pub async fn record_in(
+    tx: &mut sqlx::PgConnection,
+    actor: &Actor,
+    action: &str,
+    tenant_id: Option<Uuid>,
+    target: Option<&str>,
+    details: serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    let who = mailbridge_core::audit::Who {
+        label: &actor.label,
+        staff_id: actor.staff_id,
+        client_addr: actor.client_addr.map(ipnet::IpNet::from),
+    };
+    mailbridge_core::audit::record(tx, who, action, tenant_id, target, details).await
+}
+
 #[derive(Debug, Serialize, FromRow)]
 pub struct AuditEntry {
     pub id: i64,

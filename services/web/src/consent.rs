@@ -95,6 +95,18 @@ async fn check_status(
 /// the cookie binding it to this browser. `staff_id` is `None` for a link made by the
 /// API (to be sent to the customer's admin): then `state` alone identifies it.
 pub async fn start(state: &WebState, actor: &Actor, id: Uuid) -> Result<(String, String)> {
+    start_flow(state, actor, id, actor.csrf.is_some()).await
+}
+
+/// Starts an admin consent, bound to this browser (`browser_bound`: staff connect the
+/// customer themselves) or made to be sent to the customer's admin (then bound to
+/// the customer's tenant and recorded as a consent link).
+pub async fn start_flow(
+    state: &WebState,
+    actor: &Actor,
+    id: Uuid,
+    browser_bound: bool,
+) -> Result<(String, String)> {
     actor.require(Permission::ManageCustomers)?;
     let tenant = customers::load(&state.pool, id).await?;
     // Only the app's client id, which is public: its credential is the workers'.
@@ -102,7 +114,6 @@ pub async fn start(state: &WebState, actor: &Actor, id: Uuid) -> Result<(String,
         return Err(Error::Conflict(tr!("mailbridge has no Entra app to connect customers with: set MAILBRIDGE_ENTRA_CLIENT_ID (and the app's secret or certificate for the workers).").into()));
     };
     let csrf_state = session::random_token();
-    let browser_bound = actor.csrf.is_some();
     // A link that leaves the browser (made through the API, sent to the customer's
     // admin) is bound to the customer's tenant: without one, whoever holds the link
     // could answer for another customer's consented tenant.
@@ -152,6 +163,9 @@ pub async fn start(state: &WebState, actor: &Actor, id: Uuid) -> Result<(String,
         .append_pair("scope", &scope)
         .append_pair("redirect_uri", &state.public_url("/consent/callback"))
         .append_pair("state", &csrf_state);
+    if let (false, Some(entra_tenant)) = (browser_bound, tenant.entra_tenant_id) {
+        crate::consent_link::record(state, actor, tenant.id, entra_tenant, &csrf_state).await?;
+    }
     metrics().web.consents.with_label_values(&["started"]).inc();
     audit::record(
         &state.pool,
@@ -284,6 +298,9 @@ async fn callback(
         return refused(&state, tr, actor, None,
             Why::Text(tr!("This consent answer has expired, was already used, or was not started by mailbridge."), tr!("Start the connection again from the customer's page.")), None).await;
     };
+    if flow.staff_id.is_none() {
+        crate::consent_link::mark_used(&state.pool, csrf_state).await?;
+    }
     let tenant = match flow.tenant_id {
         Some(id) => tenants::get(&state.pool, id).await?,
         None => None,
@@ -401,6 +418,9 @@ async fn callback(
         record_as.staff_id,
     )
     .await?;
+    if flow.staff_id.is_none() {
+        crate::consent_link::mark_granted(&state.pool, csrf_state).await?;
+    }
     metrics().web.consents.with_label_values(&["granted"]).inc();
     audit::record(
         &state.pool,

@@ -143,10 +143,35 @@ pub async fn with_health(
     only: Option<Uuid>,
     scope: &CustomerScope,
 ) -> Result<Vec<CustomerView>> {
-    let mut all: Vec<Tenant> = match only {
+    let all: Vec<Tenant> = match only {
         Some(id) => tenants::get(pool, id).await?.into_iter().collect(),
         None => tenants::list(pool).await?,
     };
+    health_of(pool, all, only.map(|id| vec![id]), scope).await
+}
+
+/// Customers `ids` (in that order) with their health: a page of the overview.
+pub async fn with_health_of(
+    pool: &PgPool,
+    ids: &[Uuid],
+    scope: &CustomerScope,
+) -> Result<Vec<CustomerView>> {
+    let mut found: HashMap<Uuid, Tenant> = tenants::list_of(pool, ids)
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t))
+        .collect();
+    let all = ids.iter().filter_map(|id| found.remove(id)).collect();
+    health_of(pool, all, Some(ids.to_vec()), scope).await
+}
+
+/// The health of `all`; `only` (the same customers) narrows the grouped queries.
+async fn health_of(
+    pool: &PgPool,
+    mut all: Vec<Tenant>,
+    only: Option<Vec<Uuid>>,
+    scope: &CustomerScope,
+) -> Result<Vec<CustomerView>> {
     all.retain(|t| scope.sees(t.id));
     let counts: Vec<Counts> = sqlx::query_as(
         "SELECT tenant_id,
@@ -154,36 +179,36 @@ pub async fn with_health(
                 count(*) FILTER (WHERE state = 'delivered' AND finished_at > now() - interval '24 hours') AS delivered,
                 count(*) FILTER (WHERE state = 'failed' AND finished_at > now() - interval '24 hours') AS failed
            FROM messages
-          WHERE ($1::uuid IS NULL OR tenant_id = $1)
+          WHERE ($1::uuid[] IS NULL OR tenant_id = ANY($1))
             AND (state IN ('queued', 'delivering') OR finished_at > now() - interval '24 hours')
           GROUP BY tenant_id",
     )
-    .bind(only)
+    .bind(&only)
     .fetch_all(pool)
     .await?;
     let rejects: Vec<(Uuid, String, i64)> = sqlx::query_as(
         "SELECT m.tenant_id, COALESCE(a.diagnosis, a.upstream_code, 'unknown'), count(*)
            FROM delivery_attempts a JOIN messages m ON m.id = a.message_id
           WHERE a.started_at > now() - interval '24 hours' AND a.outcome <> 'delivered'
-            AND ($1::uuid IS NULL OR m.tenant_id = $1)
+            AND ($1::uuid[] IS NULL OR m.tenant_id = ANY($1))
           GROUP BY 1, 2",
     )
-    .bind(only)
+    .bind(&only)
     .fetch_all(pool)
     .await?;
     let devices: Vec<(Uuid, i64, i64)> = sqlx::query_as(
         "SELECT tenant_id, count(*),
                 count(*) FILTER (WHERE enabled AND COALESCE(last_seen_at, created_at) < now() - make_interval(days => $2))
-           FROM devices WHERE ($1::uuid IS NULL OR tenant_id = $1) GROUP BY tenant_id",
+           FROM devices WHERE ($1::uuid[] IS NULL OR tenant_id = ANY($1)) GROUP BY tenant_id",
     )
-    .bind(only)
+    .bind(&only)
     .bind(STALE_DEVICE_DAYS as i32)
     .fetch_all(pool)
     .await?;
     let connecting: std::collections::HashSet<Uuid> = sqlx::query_scalar(
-        "SELECT tenant_id FROM consent_checks WHERE state = 'pending' AND ($1::uuid IS NULL OR tenant_id = $1)",
+        "SELECT tenant_id FROM consent_checks WHERE state = 'pending' AND ($1::uuid[] IS NULL OR tenant_id = ANY($1))",
     )
-    .bind(only)
+    .bind(&only)
     .fetch_all(pool)
     .await?
     .into_iter()
@@ -199,12 +224,11 @@ pub async fn with_health(
     let devices: HashMap<Uuid, (i64, i64)> =
         devices.into_iter().map(|(t, n, s)| (t, (n, s))).collect();
     let holds = crate::holds::for_customers(pool, &all).await?;
+    let ids: Vec<Uuid> = all.iter().map(|t| t.id).collect();
     let mut permissions: HashMap<Uuid, mailbridge_core::least_privilege::Permissions> =
-        match only {
-            Some(id) => vec![mailbridge_core::least_privilege::get(pool, id).await?],
-            None => mailbridge_core::least_privilege::all(pool).await?,
-        }
-        .into_iter()
+        mailbridge_core::least_privilege::of_customers(pool, &ids)
+            .await?
+            .into_iter()
         .map(|p| (p.tenant_id, p))
         .collect();
     Ok(all
@@ -553,13 +577,35 @@ struct OverviewPage {
     holds: Vec<crate::holds::HoldView>,
     /// May press "Retry now" on a hold.
     can_retry: bool,
+    /// Search, sort and pages of the list.
+    pager: crate::list_pager::Pager,
 }
 
-pub async fn overview(State(state): State<WebState>, actor: Actor) -> Result<Response> {
+pub async fn overview(
+    State(state): State<WebState>,
+    actor: Actor,
+    axum::extract::Query(search): axum::extract::Query<crate::customer_list::CustomerQuery>,
+) -> Result<Response> {
+    let list = crate::customer_list::page(&state.pool, &actor.customers, &search).await?;
+    let sort = crate::customer_list::CustomerSort::parse(search.sort.as_deref())?;
+    let pager = crate::list_pager::Pager::new(
+        "/".into(),
+        "customers",
+        search.q.as_deref(),
+        sort.as_str(),
+        crate::customer_list::CustomerSort::ALL
+            .iter()
+            .map(|s| (s.as_str(), s.label()))
+            .collect(),
+        list.total,
+        (list.first_row(), list.last_row()),
+        (list.previous_offset(), list.next_offset()),
+    );
     Ok(OverviewPage {
         t: actor.tr,
         nav: Nav::of(Some(&actor), "customers"),
-        customers: with_health(&state.pool, None, &actor.customers).await?,
+        customers: list.customers,
+        pager,
         can_create: actor.may(Permission::ManageCustomers),
         holds: crate::holds::all(&state.pool, &actor).await?,
         can_retry: actor.may(Permission::HandleMessages),
@@ -573,7 +619,9 @@ struct CustomerPage {
     t: Tr,
     nav: Nav,
     customer: CustomerView,
-    devices: Vec<Device>,
+    devices: Vec<crate::device_health::DeviceHealth>,
+    /// Search, sort and pages of the device list.
+    pager: crate::list_pager::Pager,
     can_manage: bool,
     can_devices: bool,
     can_test: bool,
@@ -583,6 +631,8 @@ struct CustomerPage {
     connection: crate::connection::Connection,
     /// Limited mode, waiting for the customer's admin: the script to run.
     exchange_script: Option<String>,
+    /// The consent links made to be sent, newest first.
+    consent_links: Vec<crate::consent_link::SentLink>,
 }
 
 impl CustomerPage {
@@ -603,12 +653,27 @@ async fn detail(
     actor: Actor,
     Path(id): Path<Uuid>,
     axum::extract::Query(query): axum::extract::Query<NoticeQuery>,
+    axum::extract::Query(search): axum::extract::Query<crate::device_health::DeviceQuery>,
 ) -> Result<Response> {
     let customer = with_health(&state.pool, Some(id), &actor.customers)
         .await?
         .pop()
         .ok_or(Error::NotFound)?;
-    let devices = mailbridge_core::devices::list(&state.pool, id).await?;
+    let list = crate::device_health::page(&state.pool, id, &search).await?;
+    let pager = crate::list_pager::Pager::new(
+        format!("/customers/{id}"),
+        "devices",
+        search.q.as_deref(),
+        crate::device_health::DeviceSort::parse(search.sort.as_deref())?.as_str(),
+        crate::device_health::DeviceSort::ALL
+            .iter()
+            .map(|s| (s.as_str(), s.label()))
+            .collect(),
+        list.total,
+        (list.first_row(), list.last_row()),
+        (list.previous_offset(), list.next_offset()),
+    );
+    let devices = list.devices;
     let latest = mailbridge_core::consent_checks::latest(&state.pool, id).await?;
     let connection = crate::connection::Connection::of(
         &customer.tenant,
@@ -631,6 +696,7 @@ async fn detail(
         nav: Nav::of(Some(&actor), "customers"),
         customer,
         devices,
+        pager,
         can_manage: actor.may(Permission::ManageCustomers),
         can_devices: actor.may(Permission::ManageDevices),
         can_test: actor.may(Permission::SendTest),
@@ -639,6 +705,7 @@ async fn detail(
         notice,
         connection,
         exchange_script,
+        consent_links: crate::consent_link::latest(&state.pool, id).await?,
     }
     .into_response())
 }

@@ -95,7 +95,7 @@ impl ListInput {
     }
 }
 
-fn parse_networks(input: &ListInput) -> Result<Vec<IpNet>> {
+pub(crate) fn parse_networks(input: &ListInput) -> Result<Vec<IpNet>> {
     input
         .items()
         .iter()
@@ -113,7 +113,7 @@ fn parse_networks(input: &ListInput) -> Result<Vec<IpNet>> {
         .collect()
 }
 
-fn parse_senders(input: &ListInput) -> Result<Vec<String>> {
+pub(crate) fn parse_senders(input: &ListInput) -> Result<Vec<String>> {
     input
         .items()
         .into_iter()
@@ -450,6 +450,8 @@ struct DevicePage {
     can_manage: bool,
     notice: Option<&'static str>,
     logins: Vec<LoginFailures>,
+    /// Its messages, failures and logins of the last 24 hours.
+    health: crate::device_health::DeviceHealth,
     /// `None`: the viewer may not see transcripts.
     transcripts: Option<(Vec<StoredTranscript>, Vec<Finding>)>,
     models: &'static [ModelNote],
@@ -477,6 +479,7 @@ async fn detail(
     let tenant = customers::load(&state.pool, id).await?;
     let device = load(&state, id, device_id).await?;
     let logins = failed_logins(&state, id, device_id).await?;
+    let health = crate::device_health::one(&state.pool, id, device_id).await?;
     let transcripts = if actor.may(Permission::ManageDevices) {
         Some(transcripts(&state, &actor, id, device_id).await?)
     } else {
@@ -506,6 +509,7 @@ async fn detail(
         can_manage: actor.may(Permission::ManageDevices),
         notice,
         logins,
+        health,
     }
     .into_response())
 }

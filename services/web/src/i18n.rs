@@ -130,6 +130,228 @@ macro_rules! tr {
 
 /// English → German, for every text the control plane shows.
 pub static CATALOGUE: &[(&str, &str)] = &[
+    // Device health, lists with search and pages, the consent link to send, bulk
+    // device import and bulk actions, finding a message by id.
+    (
+        "(port 25: no password, recognised by its address)",
+        "(Port 25: kein Passwort, erkannt an seiner Adresse)",
+    ),
+    (
+        "A port-25 device logs in with no password: it needs its allowed IP addresses.",
+        "Ein Gerät auf Port 25 meldet sich ohne Passwort an: Es braucht seine erlaubten IP-Adressen.",
+    ),
+    (
+        "Another customer is already connected to this Microsoft 365 tenant.",
+        "Ein anderer Kunde ist bereits mit diesem Microsoft-365-Mandanten verbunden.",
+    ),
+    (
+        "As the device's SMTP reply gives it (queued as …) or as shown here.",
+        "Wie in der SMTP-Antwort an das Gerät (queued as …) oder wie hier angezeigt.",
+    ),
+    (
+        "At most {} devices at once.",
+        "Höchstens {} Geräte auf einmal.",
+    ),
+    (
+        "At most {} devices per file. Commas or semicolons; UTF-8. Nothing is created before you confirm the dry run, and nothing at all while a line is wrong.",
+        "Höchstens {} Geräte je Datei. Kommas oder Semikolons; UTF-8. Nichts wird angelegt, bevor Sie den Probelauf bestätigen, und gar nichts, solange eine Zeile fehlerhaft ist.",
+    ),
+    (
+        "At most {} devices per import: split the file.",
+        "Höchstens {} Geräte je Import: Teilen Sie die Datei.",
+    ),
+    (
+        "Bound to the Microsoft 365 tenant",
+        "Gebunden an den Microsoft-365-Mandanten",
+    ),
+    ("By", "Von"),
+    ("CSV file", "CSV-Datei"),
+    ("Cancel", "Abbrechen"),
+    ("Check (dry run)", "Prüfen (Probelauf)"),
+    (
+        "Choose a CSV file or paste its lines.",
+        "Wählen Sie eine CSV-Datei oder fügen Sie ihre Zeilen ein.",
+    ),
+    (
+        "Choose what to do with the selected devices.",
+        "Wählen Sie, was mit den ausgewählten Geräten geschehen soll.",
+    ),
+    ("Consent link", "Zustimmungslink"),
+    ("Create {} devices", "{} Geräte anlegen"),
+    (
+        "Credentials in bulk need mailbridge's master key (MAILBRIDGE_MASTER_KEY) to keep them until their download.",
+        "Zugangsdaten für viele Geräte brauchen den Hauptschlüssel von mailbridge (MAILBRIDGE_MASTER_KEY), um sie bis zum Herunterladen aufzubewahren.",
+    ),
+    ("Disable these devices?", "Diese Geräte deaktivieren?"),
+    (
+        "Download the credentials (CSV)",
+        "Zugangsdaten herunterladen (CSV)",
+    ),
+    (
+        "Download the credentials now: the file can be downloaded once, within {} minutes, and mailbridge keeps only hashes of the passwords afterwards.",
+        "Laden Sie die Zugangsdaten jetzt herunter: Die Datei kann einmal heruntergeladen werden, innerhalb von {} Minuten; danach behält mailbridge nur Hashes der Passwörter.",
+    ),
+    ("Dry run", "Probelauf"),
+    ("E-mail in English", "E-Mail auf Englisch"),
+    ("E-mail in German", "E-Mail auf Deutsch"),
+    ("Errors", "Fehler"),
+    ("Failed logins 24 h", "Fehlgeschlagene Anmeldungen 24 h"),
+    ("Find", "Finden"),
+    ("Import devices from CSV", "Geräte aus CSV importieren"),
+    ("Line", "Zeile"),
+    ("Lines with errors: {}.", "Zeilen mit Fehlern: {}."),
+    ("Made", "Erstellt"),
+    ("Make a consent link", "Zustimmungslink erstellen"),
+    ("Message id", "Nachrichten-ID"),
+    ("Messages 24 h", "Nachrichten 24 h"),
+    (
+        "Needed for a link to send: it binds the link to this tenant, so that nobody who gets hold of it can connect another organisation. The customer's admin finds it in the Entra admin center under Overview → Tenant ID.",
+        "Nötig für einen Link zum Versenden: Sie bindet den Link an diesen Mandanten, damit niemand, der ihn in die Hände bekommt, eine andere Organisation verbinden kann. Der Administrator des Kunden findet sie im Entra Admin Center unter Übersicht → Mandanten-ID.",
+    ),
+    ("New passwords", "Neue Passwörter"),
+    (
+        "New passwords for these devices?",
+        "Neue Passwörter für diese Geräte?",
+    ),
+    ("Next page", "Nächste Seite"),
+    (
+        "No customer matches the search.",
+        "Kein Kunde passt zur Suche.",
+    ),
+    (
+        "No device matches the search.",
+        "Kein Gerät passt zur Suche.",
+    ),
+    ("Nothing was imported: {}", "Nichts wurde importiert: {}"),
+    (
+        "Nothing will be created while a line is wrong: fix the file and upload it again.",
+        "Nichts wird angelegt, solange eine Zeile fehlerhaft ist: Korrigieren Sie die Datei und laden Sie sie erneut hoch.",
+    ),
+    (
+        "One device per line; the first line names the columns:",
+        "Ein Gerät je Zeile; die erste Zeile nennt die Spalten:",
+    ),
+    ("Previous page", "Vorige Seite"),
+    ("Select", "Auswählen"),
+    (
+        "Select at least one device.",
+        "Wählen Sie mindestens ein Gerät aus.",
+    ),
+    ("Selected devices", "Ausgewählte Geräte"),
+    (
+        "Send to the customer's admin",
+        "An den Administrator des Kunden senden",
+    ),
+    ("Sort by", "Sortieren nach"),
+    (
+        "That page is too far back: narrow the list with the search instead.",
+        "Diese Seite liegt zu weit hinten: Grenzen Sie die Liste stattdessen mit der Suche ein.",
+    ),
+    (
+        "The customer's Entra tenant ID",
+        "Entra-Mandanten-ID des Kunden",
+    ),
+    (
+        "The customer's page shows when it was used.",
+        "Die Seite des Kunden zeigt, wann er benutzt wurde.",
+    ),
+    ("The file is not CSV: {}", "Die Datei ist kein CSV: {}"),
+    (
+        "The file is not UTF-8 text: save it as \"CSV UTF-8\".",
+        "Die Datei ist kein UTF-8-Text: Speichern Sie sie als „CSV UTF-8“.",
+    ),
+    ("The file names no device.", "Die Datei nennt kein Gerät."),
+    (
+        "The first line must name the columns, at least name (name, kind, site, listener, allow-list, sender).",
+        "Die erste Zeile muss die Spalten nennen, mindestens name (name, kind, site, listener, allow-list, sender).",
+    ),
+    (
+        "The link is shown this once (mailbridge keeps only a hash of it). It works once and until",
+        "Der Link wird nur dieses eine Mal angezeigt (mailbridge behält nur einen Hash davon). Er gilt einmal und bis",
+    ),
+    (
+        "The name {} is in the file twice.",
+        "Der Name {} steht zweimal in der Datei.",
+    ),
+    (
+        "Their old passwords stop working at once. The new ones are in a CSV file you can download once.",
+        "Ihre alten Passwörter gelten sofort nicht mehr. Die neuen stehen in einer CSV-Datei, die Sie einmal herunterladen können.",
+    ),
+    (
+        "These credentials were already downloaded or have expired: they are shown only once. Give the devices new passwords if they were lost.",
+        "Diese Zugangsdaten wurden bereits heruntergeladen oder sind abgelaufen: Sie werden nur einmal ausgegeben. Vergeben Sie neue Passwörter, falls sie verloren gingen.",
+    ),
+    (
+        "They can no longer send until they are enabled again.",
+        "Sie können nicht mehr senden, bis sie wieder aktiviert werden.",
+    ),
+    (
+        "Unknown column {} (the columns are name, kind, site, listener, allow-list, sender).",
+        "Unbekannte Spalte {} (die Spalten sind name, kind, site, listener, allow-list, sender).",
+    ),
+    (
+        "Unknown device kind {} (printer, scanner, medical, software, other).",
+        "Unbekannte Geräteart {} (printer, scanner, medical, software, other).",
+    ),
+    (
+        "Unknown listener {} (submission or 587, submissions or 465, relay or 25).",
+        "Unbekannter Zugang {} (submission oder 587, submissions oder 465, relay oder 25).",
+    ),
+    ("Upload", "Hochladen"),
+    ("Upload again", "Erneut hochladen"),
+    ("Used", "Benutzt"),
+    ("Valid until", "Gültig bis"),
+    (
+        "When you are not the customer's administrator: mailbridge makes a link for their Global Administrator, with a ready e-mail to send. The link works once, for a day, and only for the customer's own Microsoft 365 tenant.",
+        "Wenn Sie nicht selbst Administrator des Kunden sind: mailbridge erstellt einen Link für dessen Globalen Administrator, mit einer fertigen E-Mail zum Versenden. Der Link gilt einmal, einen Tag lang und nur für den eigenen Microsoft-365-Mandanten des Kunden.",
+    ),
+    ("all devices", "alle Geräte"),
+    (
+        "allow-list and sender: several separated by spaces; a relay device needs its allow-list",
+        "allow-list und sender: mehrere durch Leerzeichen getrennt; ein Relay-Gerät braucht seine allow-list",
+    ),
+    ("expired unused", "unbenutzt abgelaufen"),
+    (
+        "kind: printer, scanner, medical, software or other (empty: other)",
+        "kind: printer, scanner, medical, software oder other (leer: other)",
+    ),
+    ("last from", "zuletzt von"),
+    (
+        "listener: submission (587), submissions (465) or relay (25); empty: submission",
+        "listener: submission (587), submissions (465) oder relay (25); leer: submission",
+    ),
+    (
+        "name: required, unique for the customer",
+        "name: Pflicht, eindeutig je Kunde",
+    ),
+    ("not granted", "nicht erteilt"),
+    ("not yet", "noch nicht"),
+    ("of", "von"),
+    ("or paste the lines", "oder die Zeilen einfügen"),
+    ("until", "bis"),
+    ("{} devices created", "{} Geräte angelegt"),
+    ("{} devices disabled", "{} Geräte deaktiviert"),
+    (
+        "{} devices have new passwords",
+        "{} Geräte haben neue Passwörter",
+    ),
+    (
+        "{} devices would be created. Nothing has been created yet.",
+        "{} Geräte würden angelegt. Noch ist nichts angelegt.",
+    ),
+    (
+        "{} is not a bulk action (disable, rotate).",
+        "{} ist keine Sammelaktion (disable, rotate).",
+    ),
+    (
+        "{} is not a message id (like 0193a5b2-7c1e-7d4f-9a0b-1c2d3e4f5a6b or 0193a5b27c1e7d4f9a0b1c2d3e4f5a6b).",
+        "{} ist keine Nachrichten-ID (etwa 0193a5b2-7c1e-7d4f-9a0b-1c2d3e4f5a6b oder 0193a5b27c1e7d4f9a0b1c2d3e4f5a6b).",
+    ),
+    ("{} is not a page position.", "{} ist keine Seitenposition."),
+    (
+        "{} is not a sort order (name, last_seen, queued, failures).",
+        "{} ist keine Sortierung (name, last_seen, queued, failures).",
+    ),
     // Staff limited to assigned customers.
     (
         "Owners and admins always see every customer.",

@@ -11,7 +11,12 @@ mod board;
 mod client_addr;
 mod connection;
 mod consent;
+mod consent_link;
+mod customer_list;
 mod customers;
+mod device_bulk;
+mod device_health;
+mod device_import;
 mod device_models;
 mod devices;
 mod error;
@@ -19,6 +24,7 @@ mod gauges;
 mod holds;
 mod i18n;
 mod least_privilege;
+mod list_pager;
 mod messages;
 mod openapi;
 mod rate_limit;
@@ -148,9 +154,12 @@ pub fn router(
         .merge(sign_in::router())
         .merge(customers::router())
         .merge(consent::router())
+        .merge(consent_link::router())
         .merge(connection::router())
         .merge(least_privilege::router())
         .merge(devices::router())
+        .merge(device_import::router())
+        .merge(device_bulk::router())
         .merge(messages::router())
         .merge(holds::router())
         .merge(staff::router())

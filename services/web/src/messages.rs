@@ -44,6 +44,10 @@ pub const STATES: [&str; 4] = [
 /// A search of the log; every field optional.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 pub struct MessageFilter {
+    /// A message's id: as the UI shows it (dashed), as the edge's SMTP reply gives it
+    /// (`250 2.0.0 OK queued as <32 hex digits>`), or as its Message-ID header.
+    #[serde(default)]
+    pub id: Option<String>,
     pub customer: Option<String>,
     pub device: Option<String>,
     pub sender: Option<String>,
@@ -74,6 +78,22 @@ fn time(text: &str) -> Result<DateTime<Utc>> {
             text: tr!("{} is not a time (expected 2026-12-01T08:30)."),
             value: text.to_owned(),
         })
+}
+
+/// The message id in what someone pasted: the dashed form of the UI, the 32 hex
+/// digits of the SMTP reply (`queued as …`, with or without those words), or a
+/// Message-ID `<id@host>` of a test message.
+pub fn message_id(text: &str) -> Result<Uuid> {
+    let mut id = text.trim();
+    if let Some(at) = id.to_ascii_lowercase().find("queued as") {
+        id = id[at + "queued as".len()..].trim();
+    }
+    let id = id.trim_matches(|c: char| c == '<' || c == '>' || c.is_whitespace());
+    let id = id.split('@').next().unwrap_or_default();
+    Uuid::parse_str(id).map_err(|_| Error::InvalidValue {
+        text: tr!("{} is not a message id (like 0193a5b2-7c1e-7d4f-9a0b-1c2d3e4f5a6b or 0193a5b27c1e7d4f9a0b1c2d3e4f5a6b)."),
+        value: text.trim().to_owned(),
+    })
 }
 
 fn uuid(text: &str) -> Result<Uuid> {
@@ -134,6 +154,9 @@ pub async fn search(
             .push(" AND m.tenant_id = ANY(")
             .push_bind(assigned.to_vec())
             .push(")");
+    }
+    if let Some(id) = some(&filter.id) {
+        query.push(" AND m.id = ").push_bind(message_id(id)?);
     }
     if let Some(customer) = some(&filter.customer) {
         query.push(" AND m.tenant_id = ").push_bind(uuid(customer)?);
@@ -332,6 +355,8 @@ struct LogPageView {
     states: [&'static str; 4],
     page: LogPage,
     next_query: Option<String>,
+    /// The name of the device the log is filtered by.
+    device_name: Option<String>,
 }
 
 async fn log_page(
@@ -340,6 +365,13 @@ async fn log_page(
     Query(mut filter): Query<MessageFilter>,
 ) -> Result<Response> {
     filter.limit = None;
+    // A message found by its id opens at once.
+    if some(&filter.id).is_some() {
+        let found = search(&state.pool, &actor.customers, &filter).await?;
+        if let [message] = found.messages.as_slice() {
+            return Ok(Redirect::to(&format!("/messages/{}", message.id)).into_response());
+        }
+    }
     let page = search(&state.pool, &actor.customers, &filter).await?;
     let next_query = page.next.as_ref().map(|next| {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
@@ -351,6 +383,7 @@ async fn log_page(
             ("state", &filter.state),
             ("from", &filter.from),
             ("until", &filter.until),
+            ("id", &filter.id),
         ] {
             if let Some(value) = some(value) {
                 query.append_pair(key, value);
@@ -359,7 +392,17 @@ async fn log_page(
         query.append_pair("after", next);
         query.finish()
     });
+    let device_name = match some(&filter.device) {
+        Some(device) => {
+            sqlx::query_scalar::<_, String>("SELECT name FROM devices WHERE id = $1")
+                .bind(uuid(device)?)
+                .fetch_optional(&state.pool)
+                .await?
+        }
+        None => None,
+    };
     Ok(LogPageView {
+        device_name,
         t: actor.tr,
         nav: Nav::of(Some(&actor), "messages"),
         customers: crate::customers::names(&state.pool, &actor.customers).await?,
@@ -420,4 +463,25 @@ async fn cancel_form(
 ) -> Result<Response> {
     cancel(&state, &actor, id).await?;
     Ok(Redirect::to(&format!("/messages/{id}")).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_are_found_in_every_form() {
+        let id = Uuid::parse_str("0193a5b2-7c1e-7d4f-9a0b-1c2d3e4f5a6b").unwrap();
+        for text in [
+            "0193a5b2-7c1e-7d4f-9a0b-1c2d3e4f5a6b",
+            " 0193a5b27c1e7d4f9a0b1c2d3e4f5a6b ",
+            "250 2.0.0 OK queued as 0193a5b27c1e7d4f9a0b1c2d3e4f5a6b",
+            "<0193a5b2-7c1e-7d4f-9a0b-1c2d3e4f5a6b@relay.example>",
+            "0193A5B27C1E7D4F9A0B1C2D3E4F5A6B",
+        ] {
+            assert_eq!(message_id(text).unwrap(), id, "{text}");
+        }
+        assert!(message_id("0193a5b2").is_err());
+        assert!(message_id("scanner@praxis.example").is_err());
+    }
 }

@@ -149,6 +149,26 @@ pub static OPERATIONS: &[Operation] = &[
         Some("IssuedDevice"),
     ),
     op!(
+        "post",
+        "/customers/{id}/devices/import",
+        "importDevices",
+        "Import devices from CSV (name, kind, site, listener, allow-list, sender): a dry run checks every line; otherwise all are created in one transaction, or none when a line is wrong; the passwords are in this answer only",
+        "technician",
+        Some("DeviceImport"),
+        200,
+        Some("DeviceImportResult"),
+    ),
+    op!(
+        "post",
+        "/customers/{id}/devices/bulk",
+        "bulkDevices",
+        "Disable devices, or give them new passwords (in this answer only), in one transaction",
+        "technician",
+        Some("BulkDevices"),
+        200,
+        Some("BulkDevicesResult"),
+    ),
+    op!(
         "get",
         "/customers/{id}/devices/{device}",
         "getDevice",
@@ -786,6 +806,10 @@ fn parameters(op: &Operation) -> Vec<Value> {
         .collect();
     let query: &[(&str, &str)] = match op.id {
         "listMessages" => &[
+            (
+                "id",
+                "A message id: dashed, the 32 hex digits of the SMTP reply (queued as …), or a Message-ID <id@host>",
+            ),
             ("customer", "Customer id"),
             ("device", "Device id"),
             ("sender", "Envelope sender (exact)"),
@@ -863,6 +887,11 @@ pub fn document(public_url: &str) -> Value {
     let mut all_schemas = schemas();
     if let (Some(all), Value::Object(board)) = (all_schemas.as_object_mut(), board_schemas()) {
         all.extend(board);
+    }
+    if let (Some(all), Value::Object(bulk)) =
+        (all_schemas.as_object_mut(), crate::device_bulk::schemas())
+    {
+        all.extend(bulk);
     }
     json!({
         "openapi": "3.1.0",

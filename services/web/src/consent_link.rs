@@ -1,0 +1,267 @@
+//! The consent link an MSP sends to its customer's admin ("Send to the customer's
+//! admin"): made on the customer's page, bound to the customer's Microsoft 365
+//! tenant (whoever holds the link can answer only for that tenant), single use and
+//! valid for a day. The page shows it once with a copy button and a ready e-mail in
+//! English and German; the customer's page then shows when each link was made,
+//! until when it works, and whether and when it was used. Only the hash of a link's
+//! state is kept, never the link.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::{
+    Form, Router,
+    extract::{Path, State},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use chrono::{DateTime, Utc};
+use mailbridge_core::tenants::Tenant;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+use crate::{
+    WebState, audit,
+    customers::{self, Nav},
+    error::{Error, Result},
+    i18n::Tr,
+    session::{self, Actor, Permission},
+    sign_in::CONSENT_LIFETIME,
+    tr,
+};
+
+/// A link made to be sent, as the customer's page lists it.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct SentLink {
+    pub entra_tenant_id: Uuid,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+    pub granted: bool,
+}
+
+impl SentLink {
+    /// Neither used nor expired: the customer's admin can still open it.
+    pub fn open(&self) -> bool {
+        self.used_at.is_none() && self.expires_at > Utc::now()
+    }
+}
+
+/// Records a link made to be sent (its state hashed, as its flow keeps it).
+pub async fn record(
+    state: &WebState,
+    actor: &Actor,
+    tenant_id: Uuid,
+    entra_tenant_id: Uuid,
+    csrf_state: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO consent_links (state_hash, tenant_id, entra_tenant_id, created_by, expires_at)
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
+    )
+    .bind(session::sha256(csrf_state))
+    .bind(tenant_id)
+    .bind(entra_tenant_id)
+    .bind(&actor.label)
+    .bind(CONSENT_LIFETIME.as_secs_f64())
+    .execute(&state.pool)
+    .await?;
+    Ok(())
+}
+
+/// The customer's admin came back through the link (whatever they answered).
+pub async fn mark_used(pool: &PgPool, csrf_state: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE consent_links SET used_at = now() WHERE state_hash = $1 AND used_at IS NULL",
+    )
+    .bind(session::sha256(csrf_state))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The consent answered through the link was granted.
+pub async fn mark_granted(pool: &PgPool, csrf_state: &str) -> Result<()> {
+    sqlx::query("UPDATE consent_links SET granted = true WHERE state_hash = $1")
+        .bind(session::sha256(csrf_state))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The customer's latest links, newest first.
+pub async fn latest(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<SentLink>> {
+    Ok(sqlx::query_as(
+        "SELECT entra_tenant_id, created_by, created_at, expires_at, used_at, granted
+           FROM consent_links WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 3",
+    )
+    .bind(tenant_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// What making a link takes: the customer's tenant id, when it is not known yet.
+#[derive(Debug, Default, Deserialize)]
+pub struct LinkInput {
+    #[serde(default)]
+    pub entra_tenant_id: Option<String>,
+}
+
+/// Makes a consent link to send to the customer's admin. A customer whose tenant id
+/// is not known yet gets it from `input` first (a link to send must be bound to it).
+pub async fn make(
+    state: &WebState,
+    actor: &Actor,
+    id: Uuid,
+    input: &LinkInput,
+) -> Result<(Tenant, String)> {
+    actor.require(Permission::ManageCustomers)?;
+    let mut tenant = customers::load(&state.pool, id).await?;
+    let given = input
+        .entra_tenant_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    if let (None, Some(text)) = (tenant.entra_tenant_id, given) {
+        let entra = Uuid::parse_str(text).map_err(|_| {
+            Error::Invalid(
+                tr!("The Entra tenant ID is a GUID (Entra admin center → Overview → Tenant ID).")
+                    .into(),
+            )
+        })?;
+        let set = sqlx::query(
+            "UPDATE tenants SET entra_tenant_id = $2 WHERE id = $1 AND entra_tenant_id IS NULL",
+        )
+        .bind(id)
+        .bind(entra)
+        .execute(&state.pool)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(
+                tr!("Another customer is already connected to this Microsoft 365 tenant.").into(),
+            ),
+            _ => Error::from(e),
+        })?;
+        if set.rows_affected() == 1 {
+            audit::record(
+                &state.pool,
+                actor,
+                "customer.update",
+                Some(id),
+                Some(&tenant.name),
+                json!({ "entra_tenant_id": [Value::Null, entra] }),
+            )
+            .await?;
+        }
+        tenant = customers::load(&state.pool, id).await?;
+    }
+    let (url, _cookie) = crate::consent::start_flow(state, actor, id, false).await?;
+    Ok((tenant, url))
+}
+
+/// The e-mail the MSP pastes into its mail program, in one language.
+#[derive(Debug, Clone)]
+pub struct MailText {
+    pub subject: String,
+    pub body: String,
+}
+
+/// The ready e-mail to the customer's admin in English and German.
+pub fn mail_texts(
+    tenant: &Tenant,
+    url: &str,
+    expires_at: DateTime<Utc>,
+    from: &str,
+) -> (MailText, MailText) {
+    let expires_en = expires_at.format("%Y-%m-%d %H:%M UTC");
+    let expires_de = expires_at.format("%d.%m.%Y %H:%M UTC");
+    let en = MailText {
+        subject: format!(
+            "Please allow mailbridge to send mail for {} (Microsoft 365 admin consent)",
+            tenant.name
+        ),
+        body: format!(
+            "Hello,\n\n\
+             your scanners, printers and other devices will soon no longer be able to send e-mail \
+             with a password directly through Microsoft 365 (Microsoft is switching off basic \
+             authentication). We relay them through mailbridge, which sends as your mailbox {mailbox} \
+             with Microsoft's modern sign-in instead.\n\n\
+             For that, a Global Administrator (or Privileged Role Administrator) of your Microsoft 365 \
+             organisation must agree once. Please open this link, sign in with such an administrator \
+             account of your own organisation and select \"Accept\":\n\n\
+             {url}\n\n\
+             The link works once, until {expires_en}. It grants permission to send mail only; it \
+             does not give anyone your password, and you can remove it at any time under Microsoft \
+             Entra admin center > Enterprise applications.\n\n\
+             If you have questions, just reply to this e-mail.\n\n\
+             Kind regards\n{from}\n",
+            mailbox = tenant.sender_mailbox,
+        ),
+    };
+    let de = MailText {
+        subject: format!(
+            "Bitte erlauben Sie mailbridge das Senden für {} (Microsoft-365-Administratorzustimmung)",
+            tenant.name
+        ),
+        body: format!(
+            "Guten Tag,\n\n\
+             Ihre Scanner, Drucker und anderen Geräte können bald keine E-Mails mehr mit einem \
+             Passwort direkt über Microsoft 365 senden (Microsoft schaltet die Standardauthentifizierung \
+             ab). Wir leiten sie deshalb über mailbridge weiter, das stattdessen mit der modernen \
+             Anmeldung von Microsoft als Ihr Postfach {mailbox} sendet.\n\n\
+             Dafür muss ein Globaler Administrator (oder Administrator für privilegierte Rollen) Ihrer \
+             Microsoft-365-Organisation einmal zustimmen. Bitte öffnen Sie diesen Link, melden Sie sich \
+             mit einem solchen Administratorkonto Ihrer eigenen Organisation an und wählen Sie \
+             „Akzeptieren“:\n\n\
+             {url}\n\n\
+             Der Link gilt einmal, bis {expires_de}. Er erlaubt nur das Senden von E-Mails; niemand \
+             erhält dadurch Ihr Passwort, und Sie können die Berechtigung jederzeit im Microsoft Entra \
+             Admin Center unter Unternehmensanwendungen wieder entfernen.\n\n\
+             Bei Fragen antworten Sie einfach auf diese E-Mail.\n\n\
+             Mit freundlichen Grüßen\n{from}\n",
+            mailbox = tenant.sender_mailbox,
+        ),
+    };
+    (en, de)
+}
+
+pub fn router() -> Router<WebState> {
+    Router::new().route("/customers/{id}/consent-link", post(make_form))
+}
+
+/// The page that shows a link to send, once.
+#[derive(Template, WebTemplate)]
+#[template(path = "consent_link.html")]
+struct LinkPage {
+    t: Tr,
+    nav: Nav,
+    tenant: Tenant,
+    url: String,
+    expires_at: DateTime<Utc>,
+    en: MailText,
+    de: MailText,
+}
+
+async fn make_form(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    Form(input): Form<LinkInput>,
+) -> Result<Response> {
+    let (tenant, url) = make(&state, &actor, id, &input).await?;
+    let expires_at = Utc::now()
+        + chrono::Duration::from_std(CONSENT_LIFETIME).unwrap_or(chrono::Duration::days(1));
+    let (en, de) = mail_texts(&tenant, &url, expires_at, &actor.display_name);
+    Ok(LinkPage {
+        t: actor.tr,
+        nav: Nav::of(Some(&actor), "customers"),
+        tenant,
+        url,
+        expires_at,
+        en,
+        de,
+    }
+    .into_response())
+}

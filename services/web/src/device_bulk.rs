@@ -1,0 +1,480 @@
+//! Acting on many devices of a customer at once: disabling them, or giving them new
+//! passwords (selected with checkboxes, then confirmed), and the one-time download
+//! of credentials issued in bulk (by an import or a bulk rotation). The credentials
+//! CSV is sealed with the master key in PostgreSQL (so any replica can serve it) and
+//! deleted by its one download, or an hour after it was made: it is never shown
+//! again. Technicians and up; every step is in the audit log.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{Path, State},
+    http::header,
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use mailbridge_core::{crypto, devices::DeviceListener, tenants::Tenant};
+use serde::Serialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{
+    WebState, audit,
+    customers::{self, Nav},
+    error::{Error, Result},
+    i18n::Tr,
+    session::{Actor, Permission},
+    tr,
+};
+
+/// How long a credentials download waits for its one download.
+pub const DOWNLOAD_MINUTES: i32 = 60;
+/// The most devices one bulk action may take.
+pub const MAX_DEVICES: usize = 500;
+const SEAL_CONTEXT: &str = "credential-download";
+
+/// A device whose credentials were issued in bulk.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Issued {
+    pub device_id: Uuid,
+    pub name: String,
+    pub username: String,
+    /// `None` for a port-25 device (it logs in by address, not by password).
+    pub password: Option<String>,
+    pub listener: DeviceListener,
+}
+
+/// What was done to the devices a page of credentials is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    Imported,
+    Rotated,
+    Disabled,
+}
+
+/// A bulk action on selected devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BulkAction {
+    Disable,
+    Rotate,
+}
+
+impl BulkAction {
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "disable" => Ok(Self::Disable),
+            "rotate" => Ok(Self::Rotate),
+            other => Err(Error::InvalidValue {
+                text: tr!("{} is not a bulk action (disable, rotate)."),
+                value: other.to_owned(),
+            }),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Rotate => "rotate",
+        }
+    }
+}
+
+/// The credentials as CSV: what the technician takes to the sites.
+pub fn credentials_csv(issued: &[Issued]) -> String {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let _ = writer.write_record(["name", "username", "password", "listener"]);
+    for i in issued {
+        let _ = writer.write_record([
+            i.name.as_str(),
+            i.username.as_str(),
+            i.password.as_deref().unwrap_or_default(),
+            i.listener.as_str(),
+        ]);
+    }
+    String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
+}
+
+/// Keeps `issued`'s credentials sealed for their one download; returns its id.
+pub async fn store_download(
+    state: &WebState,
+    actor: &Actor,
+    tenant_id: Uuid,
+    issued: &[Issued],
+) -> Result<Uuid> {
+    let key = state.master_key.as_ref().ok_or_else(|| {
+        Error::Conflict(
+            tr!("Credentials in bulk need mailbridge's master key (MAILBRIDGE_MASTER_KEY) to keep them until their download.").into(),
+        )
+    })?;
+    let id = Uuid::now_v7();
+    let sealed = key.seal(SEAL_CONTEXT, credentials_csv(issued).as_bytes());
+    sqlx::query("DELETE FROM credential_downloads WHERE expires_at < now()")
+        .execute(&state.pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO credential_downloads (id, staff_id, tenant_id, sealed_csv, devices, expires_at)
+         VALUES ($1, $2, $3, $4, $5, now() + make_interval(mins => $6))",
+    )
+    .bind(id)
+    .bind(actor.staff_id)
+    .bind(tenant_id)
+    .bind(sealed)
+    .bind(issued.len() as i32)
+    .bind(DOWNLOAD_MINUTES)
+    .execute(&state.pool)
+    .await?;
+    Ok(id)
+}
+
+/// The credentials CSV of download `id`, this once: the row is gone afterwards.
+pub async fn take_download(
+    state: &WebState,
+    actor: &Actor,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<String> {
+    actor.require(Permission::ManageDevices)?;
+    let sealed: Option<Vec<u8>> = sqlx::query_scalar(
+        "DELETE FROM credential_downloads
+          WHERE id = $1 AND tenant_id = $2 AND staff_id IS NOT DISTINCT FROM $3 AND expires_at > now()
+          RETURNING sealed_csv",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .bind(actor.staff_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    let Some(sealed) = sealed else {
+        return Err(Error::Conflict(
+            tr!("These credentials were already downloaded or have expired: they are shown only once. Give the devices new passwords if they were lost.").into(),
+        ));
+    };
+    let key = state
+        .master_key
+        .as_ref()
+        .ok_or_else(|| Error::Internal("no master key".into()))?;
+    let csv = key
+        .open(SEAL_CONTEXT, &sealed)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    audit::record(
+        &state.pool,
+        actor,
+        "device.credentials_downloaded",
+        Some(tenant_id),
+        None,
+        json!({ "download": id }),
+    )
+    .await?;
+    String::from_utf8(csv).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// The devices `ids` of customer `tenant_id` (all of them, or not found).
+async fn selected(state: &WebState, tenant_id: Uuid, ids: &[Uuid]) -> Result<Vec<Issued>> {
+    if ids.is_empty() {
+        return Err(Error::Invalid(tr!("Select at least one device.").into()));
+    }
+    if ids.len() > MAX_DEVICES {
+        return Err(Error::InvalidValue {
+            text: tr!("At most {} devices at once."),
+            value: MAX_DEVICES.to_string(),
+        });
+    }
+    let found: Vec<Issued> = sqlx::query_as(
+        "SELECT id AS device_id, name, username, NULL::text AS password, listener
+           FROM devices WHERE tenant_id = $1 AND id = ANY($2) ORDER BY name",
+    )
+    .bind(tenant_id)
+    .bind(ids)
+    .fetch_all(&state.pool)
+    .await?;
+    let mut unique = ids.to_vec();
+    unique.sort();
+    unique.dedup();
+    if found.len() != unique.len() {
+        return Err(Error::NotFound);
+    }
+    Ok(found)
+}
+
+/// Disables the devices or gives them new passwords (returned this once), in one
+/// transaction, audited.
+pub async fn perform(
+    state: &WebState,
+    actor: &Actor,
+    tenant_id: Uuid,
+    action: BulkAction,
+    ids: &[Uuid],
+) -> Result<Vec<Issued>> {
+    actor.require(Permission::ManageDevices)?;
+    let tenant = customers::load(&state.pool, tenant_id).await?;
+    let mut devices = selected(state, tenant_id, ids).await?;
+    let ids: Vec<Uuid> = devices.iter().map(|d| d.device_id).collect();
+    let mut tx = state.pool.begin().await?;
+    match action {
+        BulkAction::Disable => {
+            sqlx::query("UPDATE devices SET enabled = false WHERE tenant_id = $1 AND id = ANY($2)")
+                .bind(tenant_id)
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+        }
+        BulkAction::Rotate => {
+            let mut hashes = Vec::with_capacity(devices.len());
+            for device in &mut devices {
+                let password = crypto::generate_password();
+                let for_hashing = password.clone();
+                let hash = tokio::task::spawn_blocking(move || crypto::hash_password(&for_hashing))
+                    .await
+                    .map_err(|e| Error::Internal(e.to_string()))?
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                hashes.push(hash);
+                device.password =
+                    Some(password).filter(|_| device.listener != DeviceListener::Relay);
+            }
+            sqlx::query(
+                "UPDATE devices d SET password_hash = v.hash
+                   FROM unnest($2::uuid[], $3::text[]) AS v(id, hash)
+                  WHERE d.tenant_id = $1 AND d.id = v.id",
+            )
+            .bind(tenant_id)
+            .bind(&ids)
+            .bind(&hashes)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    audit::record_in(
+        &mut tx,
+        actor,
+        match action {
+            BulkAction::Disable => "device.bulk_disable",
+            BulkAction::Rotate => "device.bulk_rotate_password",
+        },
+        Some(tenant_id),
+        Some(&tenant.name),
+        json!({
+            "devices": devices.iter().map(|d| json!({ "device_id": d.device_id, "name": d.name })).collect::<Vec<_>>(),
+        }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(devices)
+}
+
+pub fn router() -> Router<WebState> {
+    Router::new()
+        .route("/customers/{id}/devices/bulk", post(select_form))
+        .route("/customers/{id}/devices/bulk/confirm", post(confirm_form))
+        .route(
+            "/customers/{id}/credentials/{download}",
+            post(download_form),
+        )
+}
+
+/// The selection of a form: its action and every `device` field (repeated).
+fn selection(body: &[u8]) -> Result<(BulkAction, Vec<Uuid>)> {
+    let mut action = None;
+    let mut ids = Vec::new();
+    for (key, value) in url::form_urlencoded::parse(body) {
+        match key.as_ref() {
+            "action" => action = Some(BulkAction::parse(&value)?),
+            "device" => ids.push(Uuid::parse_str(&value).map_err(|_| Error::InvalidValue {
+                text: tr!("{} is not an id."),
+                value: value.into_owned(),
+            })?),
+            _ => {}
+        }
+    }
+    let action = action.ok_or_else(|| {
+        Error::Invalid(tr!("Choose what to do with the selected devices.").into())
+    })?;
+    Ok((action, ids))
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "device_bulk.html")]
+struct ConfirmPage {
+    t: Tr,
+    nav: Nav,
+    tenant: Tenant,
+    action: BulkAction,
+    devices: Vec<Issued>,
+}
+
+async fn select_form(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    body: Bytes,
+) -> Result<Response> {
+    actor.require(Permission::ManageDevices)?;
+    let (action, ids) = selection(&body)?;
+    let tenant = customers::load(&state.pool, id).await?;
+    let devices = selected(&state, id, &ids).await?;
+    Ok(ConfirmPage {
+        t: actor.tr,
+        nav: Nav::of(Some(&actor), "customers"),
+        tenant,
+        action,
+        devices,
+    }
+    .into_response())
+}
+
+async fn confirm_form(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    body: Bytes,
+) -> Result<Response> {
+    let (action, ids) = selection(&body)?;
+    let issued = perform(&state, &actor, id, action, &ids).await?;
+    let tenant = customers::load(&state.pool, id).await?;
+    let done = match action {
+        BulkAction::Disable => Done::Disabled,
+        BulkAction::Rotate => Done::Rotated,
+    };
+    issued_page(&state, &actor, tenant, issued, done).await
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "device_issued.html")]
+struct IssuedPage {
+    t: Tr,
+    nav: Nav,
+    tenant: Tenant,
+    devices: Vec<Issued>,
+    done: Done,
+    /// The one download of the credentials (not for disabled devices).
+    download: Option<Uuid>,
+    minutes: i32,
+}
+
+/// What was done, and (for new passwords) the button of their one download.
+pub async fn issued_page(
+    state: &WebState,
+    actor: &Actor,
+    tenant: Tenant,
+    issued: Vec<Issued>,
+    done: Done,
+) -> Result<Response> {
+    let download = match done {
+        Done::Disabled => None,
+        Done::Imported | Done::Rotated => {
+            Some(store_download(state, actor, tenant.id, &issued).await?)
+        }
+    };
+    Ok(IssuedPage {
+        t: actor.tr,
+        nav: Nav::of(Some(actor), "customers"),
+        tenant,
+        devices: issued,
+        done,
+        download,
+        minutes: DOWNLOAD_MINUTES,
+    }
+    .into_response())
+}
+
+async fn download_form(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path((id, download)): Path<(Uuid, Uuid)>,
+) -> Result<Response> {
+    let csv = take_download(&state, &actor, id, download).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"mailbridge-device-credentials.csv\"",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        csv,
+    )
+        .into_response())
+}
+
+/// A bulk action through the API.
+#[derive(Debug, serde::Deserialize)]
+pub struct BulkRequest {
+    pub action: BulkAction,
+    pub devices: Vec<Uuid>,
+}
+
+/// `POST /api/v1/customers/{id}/devices/bulk`: the devices acted on (with their new
+/// passwords, this once, for `rotate`).
+pub async fn api_bulk(
+    State(state): State<WebState>,
+    actor: Actor,
+    Path(id): Path<Uuid>,
+    crate::api::ApiJson(request): crate::api::ApiJson<BulkRequest>,
+) -> Result<Response> {
+    let devices = perform(&state, &actor, id, request.action, &request.devices).await?;
+    Ok(axum::Json(json!({ "action": request.action, "devices": devices })).into_response())
+}
+
+/// The API's schemas of imports and bulk actions.
+pub fn schemas() -> serde_json::Value {
+    let issued = json!({
+        "type": "object",
+        "required": ["device_id", "name", "username", "password", "listener"],
+        "properties": {
+            "device_id": { "type": "string", "format": "uuid" },
+            "name": { "type": "string" },
+            "username": { "type": "string" },
+            "password": { "type": ["string", "null"], "description": "Shown this once (null for a port-25 device, or when disabling); mailbridge keeps only its hash" },
+            "listener": { "enum": ["submission", "submissions", "relay"] },
+        },
+    });
+    json!({
+        "DeviceImport": {
+            "type": "object",
+            "required": ["csv"],
+            "properties": {
+                "csv": { "type": "string", "description": "The file: a header line naming the columns name, kind, site, listener, allow-list, sender, then one device per line (at most 500)" },
+                "dry_run": { "type": "boolean", "description": "Only check every line; create nothing" },
+            },
+        },
+        "DeviceImportResult": {
+            "type": "object",
+            "required": ["dry_run", "valid", "lines", "file_errors", "devices"],
+            "properties": {
+                "dry_run": { "type": "boolean" },
+                "valid": { "type": "boolean", "description": "Every line is good (else nothing is created: the whole file is refused with 422)" },
+                "lines": { "type": "array", "items": { "type": "object", "required": ["line", "name", "kind", "listener", "errors"], "properties": {
+                    "line": { "type": "integer" },
+                    "name": { "type": "string" },
+                    "kind": { "enum": ["printer", "scanner", "medical", "software", "other"] },
+                    "site": { "type": ["string", "null"] },
+                    "listener": { "enum": ["submission", "submissions", "relay"] },
+                    "allowed_networks": { "type": "array", "items": { "type": "string" } },
+                    "allowed_senders": { "type": "array", "items": { "type": "string" } },
+                    "errors": { "type": "array", "items": { "type": "string" } },
+                } } },
+                "file_errors": { "type": "array", "items": { "type": "string" } },
+                "devices": { "type": "array", "items": issued.clone(), "description": "The devices created, with their passwords this once (empty for a dry run)" },
+            },
+        },
+        "BulkDevices": {
+            "type": "object",
+            "required": ["action", "devices"],
+            "properties": {
+                "action": { "enum": ["disable", "rotate"] },
+                "devices": { "type": "array", "items": { "type": "string", "format": "uuid" }, "description": "Device ids of the customer (at most 500)" },
+            },
+        },
+        "BulkDevicesResult": {
+            "type": "object",
+            "required": ["action", "devices"],
+            "properties": {
+                "action": { "enum": ["disable", "rotate"] },
+                "devices": { "type": "array", "items": issued },
+            },
+        },
+    })
+}
