@@ -143,7 +143,7 @@ const ENGLISH: Words = Words {
     customers: "Customers",
     consent_ok: "Consent OK",
     connecting: "Connecting",
-    delivered: "delivered",
+    delivered: "accepted",
 };
 const GERMAN: Words = Words {
     lang: "de",
@@ -254,7 +254,7 @@ async fn onboard(
             .unwrap();
         let mut delivered = false;
         for row in &states {
-            delivered |= row.attr("data-state").await.unwrap().as_deref() == Some("delivered");
+            delivered |= row.attr("data-state").await.unwrap().as_deref() == Some("accepted");
         }
         if delivered {
             break;

@@ -8,6 +8,7 @@
 pub mod address;
 pub mod allocator;
 pub mod audit;
+pub mod bounces;
 pub mod config;
 pub mod consent_checks;
 pub mod crypto;
@@ -18,6 +19,7 @@ pub mod group_commit;
 pub mod header_fields;
 pub mod holds;
 pub mod logins;
+pub mod message_id;
 pub mod metrics;
 pub mod migration_board;
 pub mod ops;

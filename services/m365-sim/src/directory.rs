@@ -247,6 +247,8 @@ pub(crate) struct State {
     /// Graph drafts and upload sessions (graph_drafts.rs).
     pub drafts: HashMap<String, crate::graph_drafts::Draft>,
     pub uploads: HashMap<String, crate::graph_drafts::Upload>,
+    /// Mail folders, non-delivery reports and recipients' outcomes (mailbox_store.rs).
+    pub mail: crate::mailbox_store::Store,
 }
 
 impl Default for State {
@@ -272,6 +274,7 @@ impl Default for State {
             consent_propagation: chrono::Duration::zero(),
             drafts: HashMap::new(),
             uploads: HashMap::new(),
+            mail: Default::default(),
         }
     }
 }

@@ -537,7 +537,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
         }
         *sent += recipients.len();
         let id = Uuid::new_v4();
-        state.delivered.push(DeliveredMessage {
+        crate::mailbox_store::accept(&mut state, DeliveredMessage {
             id,
             tenant_id: tenant,
             mailbox: mailbox.to_owned(),

@@ -230,7 +230,7 @@ async fn send_mail(
     }
     let subject = parsed.subject().map(str::to_owned);
     let stored = strip_bcc(&mime);
-    directory.lock().delivered.push(DeliveredMessage {
+    crate::mailbox_store::accept(&mut directory.lock(), DeliveredMessage {
         id: Uuid::new_v4(),
         tenant_id,
         mailbox,

@@ -427,7 +427,7 @@ async fn send_draft(
     }
     let subject = parsed.as_ref().and_then(|p| p.subject()).map(str::to_owned);
     state.drafts.remove(&id);
-    state.delivered.push(DeliveredMessage {
+    crate::mailbox_store::accept(&mut state, DeliveredMessage {
         id: Uuid::new_v4(),
         tenant_id: tenant,
         mailbox,

@@ -148,7 +148,7 @@ pub async fn with_health(
     let counts: Vec<Counts> = sqlx::query_as(
         "SELECT tenant_id,
                 count(*) FILTER (WHERE state IN ('queued', 'delivering')) AS queued,
-                count(*) FILTER (WHERE state = 'delivered' AND finished_at > now() - interval '24 hours') AS delivered,
+                count(*) FILTER (WHERE state = 'accepted' AND finished_at > now() - interval '24 hours') AS delivered,
                 count(*) FILTER (WHERE state = 'failed' AND finished_at > now() - interval '24 hours') AS failed
            FROM messages
           WHERE ($1::uuid IS NULL OR tenant_id = $1)
@@ -161,7 +161,7 @@ pub async fn with_health(
     let rejects: Vec<(Uuid, String, i64)> = sqlx::query_as(
         "SELECT m.tenant_id, COALESCE(a.diagnosis, a.upstream_code, 'unknown'), count(*)
            FROM delivery_attempts a JOIN messages m ON m.id = a.message_id
-          WHERE a.started_at > now() - interval '24 hours' AND a.outcome <> 'delivered'
+          WHERE a.started_at > now() - interval '24 hours' AND a.outcome <> 'accepted'
             AND ($1::uuid IS NULL OR m.tenant_id = $1)
           GROUP BY 1, 2",
     )

@@ -626,7 +626,7 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     ("bytes", "Bytes"),
     ("last token issued", "letztes Token ausgestellt"),
     ("consent verified", "Zustimmung geprüft"),
-    ("delivered", "zugestellt"),
+    ("accepted", "zugestellt"),
     ("delivering", "wird zugestellt"),
     ("disabled", "deaktiviert"),
     ("enabled", "aktiv"),

@@ -37,7 +37,7 @@ pub const PAGE_SIZE: i64 = 50;
 pub const STATES: [&str; 4] = [
     tr!("queued"),
     tr!("delivering"),
-    tr!("delivered"),
+    tr!("accepted"),
     tr!("failed"),
 ];
 

@@ -368,7 +368,7 @@ impl Worker {
         let held = self.track_holds(&message, &outcome, probe.as_ref()).await;
         let mut expired = false;
         let settlement = match (&outcome, attempt.outcome) {
-            (DeliveryOutcome::Delivered { .. }, _) => Settlement::Delivered,
+            (DeliveryOutcome::Accepted { .. }, _) => Settlement::Accepted,
             (_, AttemptOutcome::Permanent) => Settlement::Failed,
             (DeliveryOutcome::Deferred(wait), _) => Settlement::RetryAt(Utc::now() + wait.delay()),
             (DeliveryOutcome::Failed(failure), _) => {
@@ -415,7 +415,7 @@ impl Worker {
             Ok(false) => {
                 // Another worker took the lease over: if this attempt delivered, the
                 // message may be delivered twice.
-                if matches!(outcome, DeliveryOutcome::Delivered { .. }) {
+                if matches!(outcome, DeliveryOutcome::Accepted { .. }) {
                     metrics().worker.duplicates.inc();
                 }
                 tracing::warn!(queue_id = %message.id, "lease was lost before settling; another worker owns it");
@@ -839,7 +839,7 @@ fn record_metrics(message: &LeasedMessage, method: DeliveryMethod, outcome: &Del
     let metrics = &metrics().worker;
     let tenant = message.tenant_id.to_string();
     let result = match outcome.attempt_outcome() {
-        AttemptOutcome::Delivered => "delivered",
+        AttemptOutcome::Accepted => "accepted",
         AttemptOutcome::Retry => "retry",
         AttemptOutcome::Permanent => "permanent",
     };
@@ -848,7 +848,7 @@ fn record_metrics(message: &LeasedMessage, method: DeliveryMethod, outcome: &Del
         .with_label_values(&[&tenant, method.as_str(), result])
         .inc();
     match outcome {
-        DeliveryOutcome::Delivered { .. } => {
+        DeliveryOutcome::Accepted { .. } => {
             let latency = (Utc::now() - message.received_at)
                 .to_std()
                 .unwrap_or_default();
