@@ -8,6 +8,7 @@
 //! message. It never answers a device and never deletes a message it has not
 //! settled.
 
+mod bounces;
 pub mod consent_check;
 pub mod graph;
 mod graph_json;
@@ -16,6 +17,7 @@ pub mod holds;
 mod housekeeping;
 pub mod limits;
 pub mod mime;
+mod ndr;
 mod notify;
 pub mod outcome;
 mod sign_in_log;
@@ -205,6 +207,7 @@ impl Worker {
         ));
         tokio::spawn(consent_check::check_loop(self.clone(), shutdown.clone()));
         tokio::spawn(self.clone().sign_in_log_loop(shutdown.clone()));
+        tokio::spawn(self.clone().bounce_loop(shutdown.clone()));
         tokio::spawn(holds::probe_loop(self.clone(), shutdown.clone()));
         let presence = tokio::spawn(housekeeping::presence_loop(
             self.pool.clone(),
@@ -662,6 +665,22 @@ impl Worker {
                 );
             }
             Err(e) => return DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string()),
+        };
+        // Every message leaves with a Message-ID (a bounce is matched by it); the
+        // edge adds one, a message queued before it did gets one here.
+        let body = if mailbridge_core::message_id::find(&body).is_none() {
+            let (body, id) = mailbridge_core::message_id::ensure(
+                body,
+                0,
+                message.id,
+                &self.settings.edge.hostname,
+            );
+            if let Err(e) = mailbridge_core::bounces::set_message_id(&self.pool, message.id, &id).await {
+                return DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string());
+            }
+            body
+        } else {
+            body
         };
         let Some(entra_tenant_id) = tenant.entra_tenant_id else {
             return DeliveryOutcome::local(
