@@ -596,11 +596,11 @@ async fn onboarding_over_http_from_customer_to_a_delivered_message() {
         .expect("the device's mail is accepted");
     app.wait_for_inbox("empfang@praxis-kuehn.example", 1).await;
 
-    // In the log, delivered, with its attempt explained.
+    // In the log, accepted by Microsoft, with its attempt explained.
     let id = app.message_ids().await[0];
     app.wait_for_message(id, |m| m.state == "accepted").await;
     let log = owner
-        .get(&format!("/messages?customer={customer}&state=delivered"))
+        .get(&format!("/messages?customer={customer}&state=accepted"))
         .await;
     assert!(
         log.body.contains(&format!("data-message=\"{id}\"")),
@@ -614,13 +614,13 @@ async fn onboarding_over_http_from_customer_to_a_delivered_message() {
     let detail = owner.get(&format!("/messages/{id}")).await;
     assert_eq!(
         detail.text_of("message-state").as_deref(),
-        Some("accepted")
+        Some("accepted by Microsoft")
     );
     assert!(
         detail.body.contains("TLSv1_3") || detail.body.contains("TLS"),
         "TLS details shown"
     );
-    assert!(detail.body.contains("data-outcome=\"delivered\""));
+    assert!(detail.body.contains("data-outcome=\"accepted\""));
     let none = owner
         .get(&format!("/messages?customer={customer}&state=failed"))
         .await;

@@ -277,7 +277,7 @@ pub async fn of_message(pool: &PgPool, id: Uuid) -> Result<Vec<Bounce>, sqlx::Er
 }
 
 /// Whether mailbridge can see a customer's bounces.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Visibility {
     /// `None` until the mailbox was first read (or refused).
     pub visible: Option<bool>,
@@ -286,14 +286,34 @@ pub struct Visibility {
     pub bounces_found: i64,
 }
 
-pub async fn visibility(pool: &PgPool, tenant_id: Uuid) -> Result<Option<Visibility>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT visible, not_visible_reason AS reason, last_polled_at, bounces_found
-           FROM bounce_watch WHERE tenant_id = $1",
-    )
-    .bind(tenant_id)
-    .fetch_optional(pool)
-    .await
+/// Whether mailbridge can see the bounces of each customer (all, or `only` one)
+/// whose mailbox has been watched.
+pub async fn visibility(
+    pool: &PgPool,
+    only: Option<Uuid>,
+) -> Result<std::collections::HashMap<Uuid, Visibility>, sqlx::Error> {
+    let rows: Vec<(Uuid, Option<bool>, Option<String>, Option<DateTime<Utc>>, i64)> =
+        sqlx::query_as(
+            "SELECT tenant_id, visible, not_visible_reason, last_polled_at, bounces_found
+               FROM bounce_watch WHERE ($1::uuid IS NULL OR tenant_id = $1)",
+        )
+        .bind(only)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(tenant, visible, reason, last_polled_at, bounces_found)| {
+            (
+                tenant,
+                Visibility {
+                    visible,
+                    reason,
+                    last_polled_at,
+                    bounces_found,
+                },
+            )
+        })
+        .collect())
 }
 
 /// Counts `n` bounces found in `tenant_id`'s mailbox.

@@ -159,7 +159,7 @@ Final-Recipient: rfc822;Nobody@Praxis.example\r\n\
 Action: failed\r\n\
 Status: 5.1.10\r\n\
 Diagnostic-Code: smtp;550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not\r\n\
- found by SMTP address lookup\r\n\
+\x20found by SMTP address lookup\r\n\
 \r\n\
 Final-Recipient: rfc822;ok@praxis.example\r\n\
 Action: delivered\r\n\
