@@ -123,7 +123,11 @@ async fn an_unknown_recipient_bounces_and_is_explained_reported_counted_and_move
         .wait_for_message(bounced, |m| m.state == "bounced")
         .await;
     assert!(
-        status.last_error.as_deref().unwrap_or("").contains("5.1.10"),
+        status
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("5.1.10"),
         "{status:?}"
     );
     let recorded: Vec<(String, String, String)> = sqlx::query_as(
@@ -178,13 +182,12 @@ async fn an_unknown_recipient_bounces_and_is_explained_reported_counted_and_move
     // The message to the colleague stays accepted: after another poll with nothing new.
     let handled_at: chrono::DateTime<chrono::Utc> = chrono::Utc::now();
     wait_until("another poll", Duration::from_secs(20), || async {
-        let polled: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-            "SELECT last_polled_at FROM bounce_watch WHERE tenant_id = $1",
-        )
-        .bind(tenant.tenant.id)
-        .fetch_one(app.pool())
-        .await
-        .unwrap();
+        let polled: Option<chrono::DateTime<chrono::Utc>> =
+            sqlx::query_scalar("SELECT last_polled_at FROM bounce_watch WHERE tenant_id = $1")
+                .bind(tenant.tenant.id)
+                .fetch_one(app.pool())
+                .await
+                .unwrap();
         polled.is_some_and(|p| p > handled_at + chrono::Duration::seconds(1))
     })
     .await;
@@ -234,7 +237,11 @@ async fn an_unknown_recipient_bounces_and_is_explained_reported_counted_and_move
     assert!(log.body.contains(&format!("data-message=\"{bounced}\"")));
     assert!(!log.body.contains(&format!("data-message=\"{kept}\"")));
     let customer = owner.get(&format!("/customers/{}", tenant.tenant.id)).await;
-    assert!(customer.body.contains("id=\"bounces-visible\""), "{}", customer.body);
+    assert!(
+        customer.body.contains("id=\"bounces-visible\""),
+        "{}",
+        customer.body
+    );
 }
 
 #[tokio::test]
@@ -248,7 +255,13 @@ async fn without_read_permission_bounces_are_not_visible_and_the_page_says_so() 
     let sender = tenant.tenant.sender_mailbox.clone();
     let domain = sender.rsplit_once('@').unwrap().1.to_owned();
     let unknown = format!("niemand@{domain}");
-    submit(&app, &tenant, &unknown, &sample_message(&sender, &unknown, "Befund")).await;
+    submit(
+        &app,
+        &tenant,
+        &unknown,
+        &sample_message(&sender, &unknown, "Befund"),
+    )
+    .await;
     let id = id_to(&app, &unknown).await;
     app.wait_for_message(id, |m| m.state == "accepted").await;
     wait_until("the mailbox refused", Duration::from_secs(20), || async {
@@ -264,7 +277,10 @@ async fn without_read_permission_bounces_are_not_visible_and_the_page_says_so() 
     let mut owner = StaffClient::sign_in_as(&app, "ines.inhaber@msp.example", "owner").await;
     let page = owner.get(&format!("/customers/{}", tenant.tenant.id)).await;
     let warning = page.text_of("bounces-not-visible").expect("the warning");
-    assert!(warning.contains("grant Mail.ReadWrite") || warning.contains("Grant Mail.ReadWrite"), "{warning}");
+    assert!(
+        warning.contains("grant Mail.ReadWrite") || warning.contains("Grant Mail.ReadWrite"),
+        "{warning}"
+    );
     assert!(warning.contains("ErrorAccessDenied"), "{warning}");
     // The message stays accepted: nobody could read its bounce.
     assert_eq!(
@@ -293,7 +309,13 @@ async fn two_worker_processes_handle_each_report_once() {
         .collect();
     let recipients: Vec<String> = (0..3).map(|i| format!("weg{i}@{domain}")).collect();
     for to in &recipients {
-        submit(&app, &tenant, to, &sample_message(&sender, to, &format!("Befund {to}"))).await;
+        submit(
+            &app,
+            &tenant,
+            to,
+            &sample_message(&sender, to, &format!("Befund {to}")),
+        )
+        .await;
     }
     wait_until("three bounces", Duration::from_secs(60), || async {
         let bounced: i64 =
@@ -309,13 +331,12 @@ async fn two_worker_processes_handle_each_report_once() {
     let reports = app.wait_for_inbox(REPORTS_TO, 3).await;
     let handled_at = chrono::Utc::now();
     wait_until("two more polls", Duration::from_secs(20), || async {
-        let polled: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-            "SELECT last_polled_at FROM bounce_watch WHERE tenant_id = $1",
-        )
-        .bind(tenant.tenant.id)
-        .fetch_one(app.pool())
-        .await
-        .unwrap();
+        let polled: Option<chrono::DateTime<chrono::Utc>> =
+            sqlx::query_scalar("SELECT last_polled_at FROM bounce_watch WHERE tenant_id = $1")
+                .bind(tenant.tenant.id)
+                .fetch_one(app.pool())
+                .await
+                .unwrap();
         polled.is_some_and(|p| p > handled_at + chrono::Duration::seconds(2))
     })
     .await;
@@ -339,10 +360,12 @@ async fn two_worker_processes_handle_each_report_once() {
         .collect();
     assert_eq!(bounce_folders.len(), 1);
     assert_eq!(bounce_folders[0].messages.len(), 3);
-    assert!(folders
-        .iter()
-        .find(|f| f.display_name == "Inbox")
-        .unwrap()
-        .messages
-        .is_empty());
+    assert!(
+        folders
+            .iter()
+            .find(|f| f.display_name == "Inbox")
+            .unwrap()
+            .messages
+            .is_empty()
+    );
 }

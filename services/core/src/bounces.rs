@@ -292,28 +292,36 @@ pub async fn visibility(
     pool: &PgPool,
     only: Option<Uuid>,
 ) -> Result<std::collections::HashMap<Uuid, Visibility>, sqlx::Error> {
-    let rows: Vec<(Uuid, Option<bool>, Option<String>, Option<DateTime<Utc>>, i64)> =
-        sqlx::query_as(
-            "SELECT tenant_id, visible, not_visible_reason, last_polled_at, bounces_found
-               FROM bounce_watch WHERE ($1::uuid IS NULL OR tenant_id = $1)",
-        )
-        .bind(only)
-        .fetch_all(pool)
-        .await?;
+    let rows: Vec<VisibilityRow> = sqlx::query_as(
+        "SELECT tenant_id, visible, not_visible_reason, last_polled_at, bounces_found
+           FROM bounce_watch WHERE ($1::uuid IS NULL OR tenant_id = $1)",
+    )
+    .bind(only)
+    .fetch_all(pool)
+    .await?;
     Ok(rows
         .into_iter()
-        .map(|(tenant, visible, reason, last_polled_at, bounces_found)| {
+        .map(|r| {
             (
-                tenant,
+                r.tenant_id,
                 Visibility {
-                    visible,
-                    reason,
-                    last_polled_at,
-                    bounces_found,
+                    visible: r.visible,
+                    reason: r.not_visible_reason,
+                    last_polled_at: r.last_polled_at,
+                    bounces_found: r.bounces_found,
                 },
             )
         })
         .collect())
+}
+
+#[derive(FromRow)]
+struct VisibilityRow {
+    tenant_id: Uuid,
+    visible: Option<bool>,
+    not_visible_reason: Option<String>,
+    last_polled_at: Option<DateTime<Utc>>,
+    bounces_found: i64,
 }
 
 /// Counts `n` bounces found in `tenant_id`'s mailbox.

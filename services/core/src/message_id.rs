@@ -95,9 +95,13 @@ mod tests {
         assert_eq!(mid, format!("{}@relay.example", id.simple()));
         assert_eq!(
             out,
-            format!("Received: by relay\r\nMessage-ID: <{mid}>\r\nFrom: a@x\r\n\r\nbody\r\n").into_bytes()
+            format!("Received: by relay\r\nMessage-ID: <{mid}>\r\nFrom: a@x\r\n\r\nbody\r\n")
+                .into_bytes()
         );
         let kept = b"Received: by relay\r\nMessage-ID: <own@dev>\r\n\r\n".to_vec();
-        assert_eq!(ensure(kept.clone(), 20, id, "r"), (kept, "own@dev".to_owned()));
+        assert_eq!(
+            ensure(kept.clone(), 20, id, "r"),
+            (kept, "own@dev".to_owned())
+        );
     }
 }

@@ -74,24 +74,28 @@ fn authorize(
     headers: &HeaderMap,
     user: &str,
     access: MailAccess,
-) -> Result<(Uuid, String), Response> {
+) -> Result<(Uuid, String), Box<Response>> {
     let claims = validate_token(directory, headers).map_err(|m| {
-        graph_error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", m)
+        Box::new(graph_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            m,
+        ))
     })?;
     let mailbox = user.to_ascii_lowercase();
     if !mail_access_allowed(&claims, &mailbox, access) {
-        return Err(graph_error(
+        return Err(Box::new(graph_error(
             StatusCode::FORBIDDEN,
             "ErrorAccessDenied",
             "Access is denied. Check credentials and try again.",
-        ));
+        )));
     }
     let tenant = Uuid::parse_str(&claims.tid).map_err(|_| {
-        graph_error(
+        Box::new(graph_error(
             StatusCode::UNAUTHORIZED,
             "InvalidAuthenticationToken",
             "Access token validation failure.",
-        )
+        ))
     })?;
     let known = directory
         .lock()
@@ -99,11 +103,11 @@ fn authorize(
         .get(&tenant)
         .is_some_and(|t| t.mailboxes.contains_key(&mailbox));
     if !known {
-        return Err(graph_error(
+        return Err(Box::new(graph_error(
             StatusCode::NOT_FOUND,
             "ErrorInvalidUser",
             &format!("The requested user '{user}' is invalid."),
-        ));
+        )));
     }
     Ok((tenant, mailbox))
 }
@@ -151,7 +155,7 @@ async fn list_folders(
 ) -> Response {
     let (tenant, mailbox) = match authorize(&directory, &headers, &user, MailAccess::Read) {
         Ok(ok) => ok,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     // `displayName eq 'name'` is the one filter folders are looked up by.
     let wanted = match query.get("$filter") {
@@ -176,7 +180,11 @@ async fn list_folders(
     let value: Vec<Value> = store
         .folders
         .iter()
-        .filter(|f| wanted.as_ref().is_none_or(|w| f.display_name.eq_ignore_ascii_case(w)))
+        .filter(|f| {
+            wanted
+                .as_ref()
+                .is_none_or(|w| f.display_name.eq_ignore_ascii_case(w))
+        })
         .map(|f| folder_json(f, &store.messages))
         .collect();
     Json(json!({ "value": value })).into_response()
@@ -196,7 +204,7 @@ async fn create_folder(
 ) -> Response {
     let (tenant, mailbox) = match authorize(&directory, &headers, &user, MailAccess::Write) {
         Ok(ok) => ok,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Ok(new) = serde_json::from_slice::<NewFolder>(&body) else {
         return graph_error(
@@ -270,7 +278,7 @@ async fn list_messages(
 ) -> Response {
     let (tenant, mailbox) = match authorize(&directory, &headers, &user, MailAccess::Read) {
         Ok(ok) => ok,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let filter = match query.get("$filter").map(|f| received_filter(f)) {
         None => Vec::new(),
@@ -313,7 +321,10 @@ async fn list_messages(
         }
     };
     let mut state = directory.lock();
-    let base_url = format!("{}/v1.0/users/{user}/mailFolders/{folder}/messages", directory_base(&headers));
+    let base_url = format!(
+        "{}/v1.0/users/{user}/mailFolders/{folder}/messages",
+        directory_base(&headers)
+    );
     let store = state.mail.mailbox(tenant, &mailbox);
     let Some(folder_id) = store.folder(&folder).map(|f| f.id.clone()) else {
         return graph_error(
@@ -379,7 +390,7 @@ async fn mime_content(
 ) -> Response {
     let (tenant, mailbox) = match authorize(&directory, &headers, &user, MailAccess::Read) {
         Ok(ok) => ok,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut state = directory.lock();
     let store = state.mail.mailbox(tenant, &mailbox);
@@ -412,7 +423,7 @@ async fn move_message(
 ) -> Response {
     let (tenant, mailbox) = match authorize(&directory, &headers, &user, MailAccess::Write) {
         Ok(ok) => ok,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Ok(request) = serde_json::from_slice::<MoveRequest>(&body) else {
         return graph_error(

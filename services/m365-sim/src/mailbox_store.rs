@@ -231,7 +231,8 @@ fn ndr(message: &DeliveredMessage, failed: &[(String, Failure)]) -> StoredMessag
     let now = Utc::now();
     let date = now.to_rfc2822();
     let mut human = String::from("Delivery has failed to these recipients or groups:\r\n\r\n");
-    let mut html = String::from("<html><body><p>Delivery has failed to these recipients or groups:</p>");
+    let mut html =
+        String::from("<html><body><p>Delivery has failed to these recipients or groups:</p>");
     for (r, f) in failed {
         human.push_str(&format!("{r}\r\n{}\r\n\r\n", f.human));
         html.push_str(&format!("<p><b>{r}</b><br>{}</p>", f.human));
@@ -240,7 +241,10 @@ fn ndr(message: &DeliveredMessage, failed: &[(String, Failure)]) -> StoredMessag
         "Diagnostic information for administrators:\r\n\r\nGenerating server: {REPORTING_MTA}\r\n\r\n"
     ));
     for (r, f) in failed {
-        human.push_str(&format!("{r}\r\nRemote Server returned '{}'\r\n\r\n", f.diagnostic));
+        human.push_str(&format!(
+            "{r}\r\nRemote Server returned '{}'\r\n\r\n",
+            f.diagnostic
+        ));
     }
     html.push_str("</body></html>");
     let mut status = format!(

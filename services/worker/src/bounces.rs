@@ -155,12 +155,11 @@ impl Mailbox<'_> {
         if let Some(id) = known {
             return Ok(id.to_owned());
         }
-        let mut find = url::Url::parse(&format!("{}/mailFolders", self.base)).map_err(|e| {
-            GraphFailure {
+        let mut find =
+            url::Url::parse(&format!("{}/mailFolders", self.base)).map_err(|e| GraphFailure {
                 status: 0,
                 text: e.to_string(),
-            }
-        })?;
+            })?;
         find.query_pairs_mut()
             .append_pair("$filter", &format!("displayName eq '{BOUNCE_FOLDER}'"));
         let lookup = |text: String| {
@@ -169,7 +168,10 @@ impl Mailbox<'_> {
                 .and_then(|f| f.value.into_iter().next())
                 .map(|f| f.id)
         };
-        if let Some(id) = lookup(self.request(reqwest::Method::GET, find.as_str(), None).await?) {
+        if let Some(id) = lookup(
+            self.request(reqwest::Method::GET, find.as_str(), None)
+                .await?,
+        ) {
             return Ok(id);
         }
         match self
@@ -217,15 +219,20 @@ impl Worker {
                 if shutdown.is_cancelled() {
                     return;
                 }
-                let claimed =
-                    match bounces::claim_due(&self.pool, &self.identity, CLAIM_BATCH, CLAIM).await
-                    {
-                        Ok(claimed) => claimed,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not claim mailboxes to watch for bounces");
-                            break;
-                        }
-                    };
+                let claimed = match bounces::claim_due(
+                    &self.pool,
+                    &self.identity,
+                    CLAIM_BATCH,
+                    CLAIM,
+                )
+                .await
+                {
+                    Ok(claimed) => claimed,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not claim mailboxes to watch for bounces");
+                        break;
+                    }
+                };
                 let full = claimed.len() as i64 == CLAIM_BATCH;
                 for watch in claimed {
                     let result = self.poll_mailbox(&watch).await;
@@ -310,10 +317,7 @@ impl Worker {
         url.query_pairs_mut()
             .append_pair(
                 "$filter",
-                &format!(
-                    "receivedDateTime ge {}",
-                    since.format("%Y-%m-%dT%H:%M:%SZ")
-                ),
+                &format!("receivedDateTime ge {}", since.format("%Y-%m-%dT%H:%M:%SZ")),
             )
             .append_pair("$select", "id,subject,receivedDateTime,from")
             .append_pair("$orderby", "receivedDateTime asc")
@@ -412,12 +416,9 @@ impl Worker {
                 recipient: f.recipient.clone(),
                 status: f.status.clone(),
                 diagnostic_code: f.diagnostic_code.clone(),
-                diagnosis: diagnosis::bounce(
-                    &f.status,
-                    f.diagnostic_code.as_deref().unwrap_or(""),
-                )
-                .key
-                .to_owned(),
+                diagnosis: diagnosis::bounce(&f.status, f.diagnostic_code.as_deref().unwrap_or(""))
+                    .key
+                    .to_owned(),
             })
             .collect();
         let recorded = bounces::record(
@@ -439,8 +440,10 @@ impl Worker {
             return Ok(0);
         };
         for bounced in &new {
-            let explained =
-                diagnosis::bounce(&bounced.status, bounced.diagnostic_code.as_deref().unwrap_or(""));
+            let explained = diagnosis::bounce(
+                &bounced.status,
+                bounced.diagnostic_code.as_deref().unwrap_or(""),
+            );
             metrics()
                 .worker
                 .bounces
@@ -451,15 +454,15 @@ impl Worker {
                 let failure = Failure {
                     diagnosis: explained,
                     source: Source::Resource,
-                    status: bounced
-                        .diagnostic_code
-                        .as_deref()
-                        .and_then(reply_code),
+                    status: bounced.diagnostic_code.as_deref().and_then(reply_code),
                     code: bounced.status.clone(),
                     message: format!(
                         "{}: {}",
                         bounced.recipient,
-                        bounced.diagnostic_code.as_deref().unwrap_or(&bounced.status)
+                        bounced
+                            .diagnostic_code
+                            .as_deref()
+                            .unwrap_or(&bounced.status)
                     ),
                     retry_after: None,
                     repeated: false,

@@ -675,7 +675,9 @@ impl Worker {
                 message.id,
                 &self.settings.edge.hostname,
             );
-            if let Err(e) = mailbridge_core::bounces::set_message_id(&self.pool, message.id, &id).await {
+            if let Err(e) =
+                mailbridge_core::bounces::set_message_id(&self.pool, message.id, &id).await
+            {
                 return DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string());
             }
             body

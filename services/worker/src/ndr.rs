@@ -30,9 +30,14 @@ pub struct FailedRecipient {
 pub fn looks_like_report(subject: &str, from: &str) -> bool {
     let subject = subject.trim_start().to_ascii_lowercase();
     let from = from.to_ascii_lowercase();
-    ["undeliverable:", "unzustellbar:", "nicht zustellbar:", "delivery status notification"]
-        .iter()
-        .any(|p| subject.starts_with(p))
+    [
+        "undeliverable:",
+        "unzustellbar:",
+        "nicht zustellbar:",
+        "delivery status notification",
+    ]
+    .iter()
+    .any(|p| subject.starts_with(p))
         || from.starts_with("microsoftexchange")
         || from.starts_with("postmaster@")
         || from.starts_with("mailer-daemon@")
@@ -109,8 +114,8 @@ fn delivery_status(text: &str) -> Vec<FailedRecipient> {
     groups
         .iter()
         .filter_map(|group| {
-            let recipient = field(group, "final-recipient")
-                .or_else(|| field(group, "original-recipient"))?;
+            let recipient =
+                field(group, "final-recipient").or_else(|| field(group, "original-recipient"))?;
             let action = field(group, "action")?;
             if !action.eq_ignore_ascii_case("failed") {
                 return None;
