@@ -412,8 +412,8 @@ impl BenchStack {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let (delivered, failed, last): (i64, i64, Option<DateTime<Utc>>) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE state = 'delivered'), count(*) FILTER (WHERE state = 'failed'),
-                    max(finished_at) FILTER (WHERE state = 'delivered')
+            "SELECT count(*) FILTER (WHERE state = 'accepted'), count(*) FILTER (WHERE state = 'failed'),
+                    max(finished_at) FILTER (WHERE state = 'accepted')
                FROM messages WHERE received_at >= $1",
         )
         .bind(since)
@@ -450,7 +450,7 @@ impl BenchStack {
     pub async fn latencies_since(&self, since: DateTime<Utc>) -> anyhow::Result<Vec<f64>> {
         Ok(sqlx::query_scalar(
             "SELECT (extract(epoch FROM finished_at - received_at) * 1000)::float8
-               FROM messages WHERE received_at >= $1 AND state = 'delivered' ORDER BY 1",
+               FROM messages WHERE received_at >= $1 AND state = 'accepted' ORDER BY 1",
         )
         .bind(since)
         .fetch_all(&self.pool)
@@ -476,7 +476,7 @@ impl BenchStack {
                         'scanner@praxis' || (i % 50) || '.example',
                         ARRAY['r' || (i % 7919) || '@praxis' || (i % 50) || '.example'],
                         10240, '192.0.2.1', 'TLSv1_3', 'TLS13_AES_256_GCM_SHA384',
-                        CASE WHEN i % 50 = 7 THEN 'failed' ELSE 'delivered' END, 1, t, t, t + interval '1 second',
+                        CASE WHEN i % 50 = 7 THEN 'failed' ELSE 'accepted' END, 1, t, t, t + interval '1 second',
                         CASE WHEN i % 50 = 7 THEN '5.7.30: Basic authentication is not supported' END,
                         'Scan ' || i
                    FROM generate_series($3::bigint, $4::bigint) AS i,

@@ -143,14 +143,14 @@ const ENGLISH: Words = Words {
     customers: "Customers",
     consent_ok: "Consent OK",
     connecting: "Connecting",
-    delivered: "delivered",
+    delivered: "accepted by Microsoft",
 };
 const GERMAN: Words = Words {
     lang: "de",
     customers: "Kunden",
     consent_ok: "Zustimmung OK",
     connecting: "Verbindung wird hergestellt",
-    delivered: "zugestellt",
+    delivered: "von Microsoft angenommen",
 };
 
 /// One technician's onboarding of one practice, in the browser.
@@ -256,7 +256,7 @@ async fn onboard(
             .unwrap();
         let mut delivered = false;
         for row in &states {
-            delivered |= row.attr("data-state").await.unwrap().as_deref() == Some("delivered");
+            delivered |= row.attr("data-state").await.unwrap().as_deref() == Some("accepted");
         }
         if delivered {
             break;

@@ -923,7 +923,7 @@ async fn a_backlog_during_an_outage_drains_fairly_in_bounded_memory() {
     // another; the deliveries of one lease start side by side).
     let taken: Vec<Uuid> = sqlx::query_scalar(
         "SELECT message_id FROM delivery_attempts
-          WHERE outcome = 'delivered' AND started_at >= $1 ORDER BY started_at, id",
+          WHERE outcome = 'accepted' AND started_at >= $1 ORDER BY started_at, id",
     )
     .bind(drain_began_at)
     .fetch_all(app.pool())

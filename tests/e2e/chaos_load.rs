@@ -581,7 +581,7 @@ pub async fn reconcile(
         .expect("reading the queue");
         let open = rows
             .iter()
-            .filter(|(_, state, _)| state != "delivered" && state != "failed")
+            .filter(|(_, state, _)| state != "accepted" && state != "failed")
             .count();
         if open == 0 || Instant::now() > deadline {
             if open > 0 {

@@ -597,11 +597,11 @@ async fn onboarding_over_http_from_customer_to_a_delivered_message() {
         .expect("the device's mail is accepted");
     app.wait_for_inbox("empfang@praxis-kuehn.example", 1).await;
 
-    // In the log, delivered, with its attempt explained.
+    // In the log, accepted by Microsoft, with its attempt explained.
     let id = app.message_ids().await[0];
-    app.wait_for_message(id, |m| m.state == "delivered").await;
+    app.wait_for_message(id, |m| m.state == "accepted").await;
     let log = owner
-        .get(&format!("/messages?customer={customer}&state=delivered"))
+        .get(&format!("/messages?customer={customer}&state=accepted"))
         .await;
     assert!(
         log.body.contains(&format!("data-message=\"{id}\"")),
@@ -615,13 +615,13 @@ async fn onboarding_over_http_from_customer_to_a_delivered_message() {
     let detail = owner.get(&format!("/messages/{id}")).await;
     assert_eq!(
         detail.text_of("message-state").as_deref(),
-        Some("delivered")
+        Some("accepted by Microsoft")
     );
     assert!(
         detail.body.contains("TLSv1_3") || detail.body.contains("TLS"),
         "TLS details shown"
     );
-    assert!(detail.body.contains("data-outcome=\"delivered\""));
+    assert!(detail.body.contains("data-outcome=\"accepted\""));
     let none = owner
         .get(&format!("/messages?customer={customer}&state=failed"))
         .await;
@@ -636,7 +636,7 @@ async fn onboarding_over_http_from_customer_to_a_delivered_message() {
         .await;
     assert_eq!(sent.status, StatusCode::SEE_OTHER);
     let test_id = id_in(sent.location.as_deref().unwrap(), "/messages/");
-    app.wait_for_message(test_id, |m| m.state == "delivered")
+    app.wait_for_message(test_id, |m| m.state == "accepted")
         .await;
     let inbox = app.wait_for_inbox("empfang@praxis-kuehn.example", 2).await;
     assert!(

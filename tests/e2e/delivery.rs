@@ -60,12 +60,12 @@ async fn a_message_accepted_while_no_worker_runs_is_delivered_once_one_starts() 
     let inbox = app.wait_for_inbox("arzt@klinik.example", 1).await;
     assert!(inbox[0].mime.ends_with(&message));
     let status = app
-        .wait_for_message(ids[0], |s| s.state == "delivered")
+        .wait_for_message(ids[0], |s| s.state == "accepted")
         .await;
     assert_eq!(status.attempt_count, 1);
     let attempts = queue::attempts(app.pool(), ids[0]).await.unwrap();
     assert_eq!(attempts.len(), 1);
-    assert_eq!(attempts[0].outcome, AttemptOutcome::Delivered);
+    assert_eq!(attempts[0].outcome, AttemptOutcome::Accepted);
     assert_eq!(attempts[0].upstream_status, Some(202));
     assert!(
         queue::body(app.pool(), app.master_key(), ids[0])
@@ -541,7 +541,7 @@ async fn leasing_takes_every_tenants_oldest_messages_in_turn() {
     assert!(again.iter().all(|m| !leased.iter().any(|l| l.id == m.id)));
     let burst = ids["Burst"];
     sqlx::query(
-        "UPDATE messages SET state = 'delivered' WHERE tenant_id = $1 AND state = 'delivering'",
+        "UPDATE messages SET state = 'accepted' WHERE tenant_id = $1 AND state = 'delivering'",
     )
     .bind(burst)
     .execute(&pool)
@@ -576,7 +576,7 @@ async fn the_cluster_purges_what_is_past_its_retention_once_per_interval() {
     )
     .await;
     let id = app.message_ids().await[0];
-    app.wait_for_message(id, |s| s.state == "delivered").await;
+    app.wait_for_message(id, |s| s.state == "accepted").await;
     // Two more worker processes: three replicas offer to purge.
     let database = crate::harness::database_url(&app.database);
     let mut workers: Vec<_> = (0..2)
@@ -904,10 +904,10 @@ async fn a_mailbox_sends_at_most_thirty_messages_a_minute_by_smtp() {
             sqlx::query(
                 "WITH sent AS (
                      INSERT INTO messages (id, tenant_id, mail_from, rcpt_to, size_bytes, client_addr, state)
-                     SELECT gen_random_uuid(), $1, 'x@y.example', ARRAY['r@y.example'], 1, '192.0.2.1', 'delivered'
+                     SELECT gen_random_uuid(), $1, 'x@y.example', ARRAY['r@y.example'], 1, '192.0.2.1', 'accepted'
                        FROM generate_series(1, $2) RETURNING id)
                  INSERT INTO delivery_attempts (message_id, started_at, duration_ms, method, outcome, mailbox, worker)
-                 SELECT id, now() - $3::interval, 1, 'smtp', 'delivered', 'scanner@takt.example', 'earlier' FROM sent",
+                 SELECT id, now() - $3::interval, 1, 'smtp', 'accepted', 'scanner@takt.example', 'earlier' FROM sent",
             )
             .bind(tenant.id)
             .bind(count)

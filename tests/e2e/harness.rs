@@ -230,6 +230,9 @@ impl TestApp {
         // The sign-in-log reader asks for tokens of its own, which would take a
         // test's one-time fault at the token endpoint: on only where a test wants it.
         settings.worker.sign_in_log_interval_seconds = 0;
+        // The bounce watcher reads sender mailboxes with tokens of its own: on only
+        // where a test wants it (bounces.rs).
+        settings.worker.bounce_poll_seconds = 0;
         let master_key_base64 = with_master_key(&mut settings);
         configure(&mut settings);
         let stack = Stack::start(pool, settings, options)
@@ -287,6 +290,7 @@ impl TestApp {
             .env("MAILBRIDGE_WORKER_LEASE_SECONDS", lease_seconds.to_string())
             .env("MAILBRIDGE_WORKER_SWEEP_SECONDS", "1")
             .env("MAILBRIDGE_SIGN_IN_LOG_INTERVAL_SECONDS", "0")
+            .env("MAILBRIDGE_BOUNCE_POLL_SECONDS", "0")
             .env("RUST_LOG", "warn")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

@@ -84,7 +84,7 @@ async fn count_in_state(app: &TestApp, ids: &[Uuid], state: &str) -> usize {
 async fn wait_delivered(app: &TestApp, ids: &[Uuid], within: Duration) -> Instant {
     let deadline = Instant::now() + within;
     loop {
-        let delivered = count_in_state(app, ids, "delivered").await;
+        let delivered = count_in_state(app, ids, "accepted").await;
         if delivered == ids.len() {
             return Instant::now();
         }

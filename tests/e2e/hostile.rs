@@ -1693,6 +1693,14 @@ fn split_trace(mime: &str) -> Option<(&str, &[u8])> {
     let id = mime.split_once(" id ")?.1.get(..32)?;
     let bytes = mime.as_bytes();
     let end = trace_end(bytes)?;
+    // The Message-ID the edge adds to a message without one (named by the queue id)
+    // belongs to the trace too.
+    let added = format!("Message-ID: <{id}@");
+    let end = if mime[end..].starts_with(&added) {
+        end + trace_end(&bytes[end..])?
+    } else {
+        end
+    };
     Some((id, &bytes[end..]))
 }
 

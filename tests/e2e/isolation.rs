@@ -197,9 +197,9 @@ impl Customers {
 
     /// The delivery of message `id`, once the worker is done with it.
     async fn delivered(&self, id: Uuid) -> DeliveredMessage {
-        let done = |m: &queue::MessageStatus| matches!(m.state.as_str(), "delivered" | "failed");
+        let done = |m: &queue::MessageStatus| matches!(m.state.as_str(), "accepted" | "failed");
         let status = self.app.wait_for_message(id, done).await;
-        assert_eq!(status.state, "delivered", "{status:?}");
+        assert_eq!(status.state, "accepted", "{status:?}");
         let trace = format!(" id {}", id.simple());
         self.app
             .stack

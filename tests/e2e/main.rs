@@ -8,6 +8,7 @@ mod staff_client;
 mod api;
 mod at_rest;
 mod board_browser;
+mod bounces;
 mod browser;
 mod bulk_import;
 mod certificates;

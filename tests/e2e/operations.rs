@@ -82,7 +82,7 @@ async fn every_process_exposes_valid_metrics_and_health() {
         let (ok, scrape) = get(&format!("{ops}/metrics")).await;
         assert!(ok);
         let delivered = format!(
-            "mailbridge_deliveries_total{{method=\"graph\",outcome=\"delivered\",tenant=\"{tenant_id}\"}} 1"
+            "mailbridge_deliveries_total{{method=\"graph\",outcome=\"accepted\",tenant=\"{tenant_id}\"}} 1"
         );
         let named =
             format!("mailbridge_tenant_info{{name=\"Praxis Metrik\",tenant=\"{tenant_id}\"}} 1");

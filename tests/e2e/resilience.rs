@@ -165,7 +165,7 @@ async fn a_customer_deleted_mid_delivery_does_not_hold_the_worker() {
     .await
     .unwrap();
     let started = std::time::Instant::now();
-    app.wait_for_message(second, |m| m.state == "delivered")
+    app.wait_for_message(second, |m| m.state == "accepted")
         .await;
     assert!(
         started.elapsed() < Duration::from_secs(20),

@@ -45,7 +45,7 @@ async fn queue_messages(app: &TestApp, tenant: &TestTenant, count: usize) -> Vec
 }
 
 async fn settled(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM messages WHERE state = 'delivered'")
+    sqlx::query_scalar("SELECT count(*) FROM messages WHERE state = 'accepted'")
         .fetch_one(app.pool())
         .await
         .unwrap()
@@ -165,11 +165,10 @@ async fn a_worker_killed_mid_delivery_loses_nothing() {
     let duplicates: usize = seen.values().map(|n| n - 1).sum();
     // Only messages in flight at the kill (at most one worker's concurrency) can arrive twice.
     assert!(duplicates <= 16, "{duplicates} duplicates");
-    let settled: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM messages WHERE state = 'delivered'")
-            .fetch_one(app.pool())
-            .await
-            .unwrap();
+    let settled: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE state = 'accepted'")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
     assert_eq!(settled, 300);
     eprintln!("killed after {at_kill} deliveries; {duplicates} delivered twice");
 }

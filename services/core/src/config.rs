@@ -199,6 +199,9 @@ pub struct WorkerSettings {
     /// How often each connected customer's Entra sign-in log is read for the
     /// migration board (0: never).
     pub sign_in_log_interval_seconds: u64,
+    /// How often each customer's sender mailbox is read for non-delivery reports
+    /// (0: never).
+    pub bounce_poll_seconds: u64,
     /// After this long in the queue a message that still cannot be delivered fails.
     pub max_age_seconds: u64,
     /// After SIGTERM: how long deliveries in flight may finish before the process
@@ -514,6 +517,7 @@ impl Settings {
                     "MAILBRIDGE_SIGN_IN_LOG_INTERVAL_SECONDS",
                     "21600",
                 )?,
+                bounce_poll_seconds: parse(&lookup, "MAILBRIDGE_BOUNCE_POLL_SECONDS", "300")?,
                 max_age_seconds: parse(&lookup, "MAILBRIDGE_MAX_MESSAGE_AGE_SECONDS", "432000")?,
                 // One Microsoft request may take MAILBRIDGE_M365_TIMEOUT_SECONDS (120).
                 shutdown_grace: seconds(

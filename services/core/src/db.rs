@@ -55,8 +55,8 @@ pub enum Migrated {
     Ahead { newer: Vec<i64> },
 }
 
-/// Applies every pending migration. sqlx holds an advisory lock meanwhile, so pods
-/// migrating at once take turns. A database that a newer release has migrated further
+/// Applies every pending migration under sqlx's advisory lock, so pods migrating at
+/// once take turns. A database that a newer release has migrated further
 /// is accepted when this binary's migrations are a prefix of what is applied (a
 /// revert to the previous release); any other difference is an error.
 pub async fn migrate(pool: &PgPool) -> Result<Migrated, sqlx::migrate::MigrateError> {
@@ -74,8 +74,61 @@ pub async fn migrate(pool: &PgPool) -> Result<Migrated, sqlx::migrate::MigrateEr
     if let Some(newer) = ahead_of(&applied) {
         return Ok(Migrated::Ahead { newer });
     }
-    MIGRATOR.run(pool).await?;
+    // The lock sqlx's migrator would take, taken here without blocking: a session
+    // waiting in `pg_advisory_lock` sits in an open transaction, and a migration
+    // that builds an index CONCURRENTLY waits for every such transaction — while it
+    // holds the lock they wait for: a deadlock. Polling with `pg_try_advisory_lock`
+    // leaves no transaction open between tries.
+    let mut lock = pool.acquire().await?;
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&mut *lock)
+        .await?;
+    let id = migration_lock_id(&database);
+    while !sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+        .bind(id)
+        .fetch_one(&mut *lock)
+        .await?
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let migrator = Migrator {
+        locking: false,
+        ..Migrator {
+            migrations: MIGRATOR.migrations.clone(),
+            table_name: MIGRATOR.table_name.clone(),
+            create_schemas: MIGRATOR.create_schemas.clone(),
+            ..Migrator::DEFAULT
+        }
+    };
+    let ran = migrator.run(pool).await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(id)
+        .execute(&mut *lock)
+        .await;
+    if unlocked.is_err() {
+        // Closing the session releases the lock.
+        lock.detach();
+    }
+    ran?;
     Ok(Migrated::Current)
+}
+
+/// The advisory lock id sqlx's PostgreSQL migrator uses for `database` (its
+/// `generate_lock_id`: 0x3d32ad9e times the CRC-32 of the name), so that this
+/// release and older ones take turns.
+fn migration_lock_id(database: &str) -> i64 {
+    let mut crc = 0xffff_ffffu32;
+    for byte in database.bytes() {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    0x3d32ad9e * i64::from(!crc)
 }
 
 /// The applied versions newer than this binary's, if the binary's own migrations are
@@ -97,4 +150,16 @@ fn ahead_of(applied: &[(i64, Vec<u8>)]) -> Option<Vec<i64>> {
             .any(|(v, checksum)| *v == m.version && checksum[..] == m.checksum[..])
     });
     (!unknown.is_empty() && prefix && unknown.iter().all(|v| *v > newest)).then_some(unknown)
+}
+
+#[cfg(test)]
+mod migration_lock_tests {
+    #[test]
+    fn the_lock_id_is_sqlx_s() {
+        // CRC-32 (ISO-HDLC) of "123456789" is 0xCBF43926.
+        assert_eq!(
+            super::migration_lock_id("123456789"),
+            0x3d32ad9e * 0xCBF4_3926_i64
+        );
+    }
 }

@@ -230,6 +230,55 @@ diagnoses! {
         "Microsoft 365 hat die Nachricht abgelehnt.",
         "Read Microsoft's answer shown with the attempt.",
         "Die beim Versuch angezeigte Antwort von Microsoft lesen.";
+    // Bounces: what a non-delivery report (NDR) Microsoft put in the sender mailbox
+    // after accepting the message says about one recipient (see `bounce`).
+    BOUNCE_RECIPIENT_NOT_FOUND = "NDR 5.1.10", Permanent,
+        "The recipient does not exist: Microsoft 365 looked the address up in the recipient's organisation and found no one.",
+        "Den Empfänger gibt es nicht: Microsoft 365 hat die Adresse in der Organisation des Empfängers gesucht und niemanden gefunden.",
+        "Check the address on the device or in the software's address book (a typo, or someone who has left); then send again to the right address.",
+        "Die Adresse im Gerät oder im Adressbuch der Software prüfen (Tippfehler oder ausgeschiedene Person) und die Nachricht an die richtige Adresse erneut senden.";
+    BOUNCE_BAD_ADDRESS = "NDR 5.1.1", Permanent,
+        "The recipient's address is wrong or does not exist at the receiving mail system.",
+        "Die Adresse des Empfängers ist falsch oder existiert beim empfangenden Mailsystem nicht.",
+        "Check the spelling of the address on the device or in the address book and ask the recipient for their current address; then send again.",
+        "Die Schreibweise der Adresse im Gerät oder Adressbuch prüfen und den Empfänger nach seiner aktuellen Adresse fragen; dann erneut senden.";
+    BOUNCE_RELAY_DENIED = "NDR 5.4.1", Permanent,
+        "The recipient's mail server refused the address (relay access denied, or the recipient was rejected).",
+        "Der Mailserver des Empfängers hat die Adresse abgelehnt (Relay verweigert oder Empfänger zurückgewiesen).",
+        "The address probably does not exist at the receiving organisation, or its server does not accept mail for that domain. Check the address; if it is right, the recipient's admin must check their accepted domains and recipient filtering.",
+        "Die Adresse existiert wahrscheinlich nicht bei der empfangenden Organisation, oder deren Server nimmt für diese Domain keine Mail an. Adresse prüfen; stimmt sie, muss der Administrator des Empfängers seine akzeptierten Domains und die Empfängerfilterung prüfen.";
+    BOUNCE_MAILBOX_FULL = "NDR 5.2.2", Permanent,
+        "The recipient's mailbox is full.",
+        "Das Postfach des Empfängers ist voll.",
+        "Tell the recipient (by phone) that their mailbox is full; send again once they have made room.",
+        "Den Empfänger (telefonisch) informieren, dass sein Postfach voll ist; erneut senden, sobald er Platz geschaffen hat.";
+    BOUNCE_REFUSED = "NDR 5.7", Permanent,
+        "The message was refused: the recipient's organisation does not accept it from this sender (a content or spam filter, or a restriction on who may send to the recipient).",
+        "Die Nachricht wurde abgewiesen: Die Organisation des Empfängers nimmt sie von diesem Absender nicht an (Inhalts- oder Spamfilter oder eine Einschränkung, wer dem Empfänger schreiben darf).",
+        "Ask the recipient's IT to allow mail from the sender address (or the sender's domain), and check the message's content (attachments of a blocked type); then send again.",
+        "Die IT des Empfängers bitten, Mail von der Absenderadresse (oder -domain) zuzulassen, und den Inhalt prüfen (Anhänge eines gesperrten Typs); dann erneut senden.";
+    BOUNCE_OTHER = "NDR", Permanent,
+        "Microsoft could not deliver the message to this recipient after accepting it.",
+        "Microsoft konnte die Nachricht nach der Annahme nicht an diesen Empfänger zustellen.",
+        "Read the status code and Microsoft's diagnostic text shown with the recipient; Microsoft's list of NDR codes explains each.",
+        "Den Statuscode und Microsofts Diagnosetext beim Empfänger lesen; Microsofts Liste der NDR-Codes erklärt jeden.";
+}
+
+/// A recipient's entry in a non-delivery report: its `Status` (an enhanced status
+/// code, RFC 3463) and `Diagnostic-Code` text, e.g. `5.1.10` and `smtp; 550 5.1.10
+/// RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup`.
+pub fn bounce(status: &str, diagnostic: &str) -> &'static Diagnosis {
+    let status = status.trim();
+    if status == "5.1.10" || contains(diagnostic, "RecipientNotFound") {
+        return &BOUNCE_RECIPIENT_NOT_FOUND;
+    }
+    match status {
+        "5.1.1" | "5.1.0" | "5.1.6" => &BOUNCE_BAD_ADDRESS,
+        "5.4.1" => &BOUNCE_RELAY_DENIED,
+        "5.2.2" | "4.2.2" => &BOUNCE_MAILBOX_FULL,
+        s if s.starts_with("5.7.") => &BOUNCE_REFUSED,
+        _ => &BOUNCE_OTHER,
+    }
 }
 
 /// The diagnosis stored under `key`.
@@ -442,5 +491,13 @@ mod tests {
         );
         assert_eq!(token(Some(7000215)).key, "AADSTS7000215");
         assert_eq!(token(Some(12345)).key, "TokenRefused");
+        assert_eq!(
+            bounce("5.1.10", "smtp; 550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup").key,
+            "NDR 5.1.10"
+        );
+        assert_eq!(bounce("5.2.2", "").key, "NDR 5.2.2");
+        assert_eq!(bounce("5.7.1", "").key, "NDR 5.7");
+        assert_eq!(bounce("5.4.1", "").key, "NDR 5.4.1");
+        assert_eq!(bounce("5.9.9", "").key, "NDR");
     }
 }

@@ -8,6 +8,7 @@
 pub mod address;
 pub mod allocator;
 pub mod audit;
+pub mod bounces;
 pub mod config;
 pub mod consent_checks;
 pub mod crypto;
@@ -19,6 +20,7 @@ pub mod header_fields;
 pub mod holds;
 pub mod least_privilege;
 pub mod logins;
+pub mod message_id;
 pub mod metrics;
 pub mod migration_board;
 pub mod ops;

@@ -36,7 +36,8 @@ pub struct EdgeMetrics {
 /// The metrics of the delivery worker.
 #[derive(Debug)]
 pub struct WorkerMetrics {
-    /// Attempts by tenant, method and outcome (`delivered`, `retry`, `permanent`).
+    /// Attempts by tenant, method and outcome (`accepted` by Microsoft, `retry`,
+    /// `permanent`).
     pub deliveries: IntCounterVec,
     /// Upstream refusals by tenant and Microsoft's code (`5.7.30`, `ErrorSendAsDenied`, `429` …).
     pub upstream_rejects: IntCounterVec,
@@ -52,6 +53,11 @@ pub struct WorkerMetrics {
     /// Messages taken over from an expired lease (a worker died or hung mid-delivery):
     /// each may reach Microsoft twice.
     pub recovered_leases: IntCounter,
+    /// Recipients Microsoft reported undeliverable after accepting the message (an
+    /// NDR in the sender mailbox), by tenant and enhanced status code.
+    pub bounces: IntCounterVec,
+    /// Polls of sender mailboxes for NDRs, by result (`read`, `not_visible`, `failed`).
+    pub bounce_polls: IntCounterVec,
     /// Messages put back unattempted because their mailbox was at a limit, by reason.
     pub deferrals: IntCounterVec,
     /// Records removed by the cluster's purge, by table.
@@ -290,6 +296,18 @@ impl Metrics {
                 r,
                 "mailbridge_recovered_leases_total",
                 "Messages taken over from an expired lease; each may reach Microsoft twice.",
+            ),
+            bounces: counter(
+                r,
+                "mailbridge_bounces_total",
+                "Recipients reported undeliverable by Microsoft after accepting the message (NDRs), by tenant and status code.",
+                &["tenant", "code"],
+            ),
+            bounce_polls: counter(
+                r,
+                "mailbridge_bounce_polls_total",
+                "Polls of sender mailboxes for non-delivery reports, by result.",
+                &["result"],
             ),
         };
         let web = WebMetrics {

@@ -2,7 +2,9 @@
 //! what workers lease, deliver and settle.
 //!
 //! A message is `queued` until a worker leases it (`delivering`, with an owner and an
-//! expiry), then `delivered`, `failed`, or `queued` again with a later due time. A
+//! expiry), then `accepted` (by Microsoft: Graph's `202`, SMTP's `250` — later
+//! `bounced` if a non-delivery report comes back, see `bounces`), `failed`, or
+//! `queued` again with a later due time. A
 //! lease that expires (its worker died) makes the message due again, so nothing is
 //! ever stranded. Settling checks the lease owner, so a worker whose lease was taken
 //! over cannot overwrite the newer owner's result.
@@ -102,10 +104,10 @@ pub async fn enqueue_all(
         .collect();
     sqlx::query(
         "WITH queued AS (
-             INSERT INTO messages (id, tenant_id, device_id, mail_from, rcpt_to, size_bytes, client_addr, tls_protocol, tls_cipher, kind, subject)
-             SELECT id, tenant_id, device_id, mail_from, string_to_array(rcpt_to, E'\\n'), size_bytes, client_addr, tls_protocol, tls_cipher, kind, subject
-               FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::bigint[], $7::inet[], $8::text[], $9::text[], $10::text[], $11::text[])
-                    AS m(id, tenant_id, device_id, mail_from, rcpt_to, size_bytes, client_addr, tls_protocol, tls_cipher, kind, subject)
+             INSERT INTO messages (id, tenant_id, device_id, mail_from, rcpt_to, size_bytes, client_addr, tls_protocol, tls_cipher, kind, subject, message_id_header)
+             SELECT id, tenant_id, device_id, mail_from, string_to_array(rcpt_to, E'\\n'), size_bytes, client_addr, tls_protocol, tls_cipher, kind, subject, message_id_header
+               FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::bigint[], $7::inet[], $8::text[], $9::text[], $10::text[], $11::text[], $14::text[])
+                    AS m(id, tenant_id, device_id, mail_from, rcpt_to, size_bytes, client_addr, tls_protocol, tls_cipher, kind, subject, message_id_header)
              RETURNING tenant_id),
          bodies AS (
              INSERT INTO message_bodies (message_id, body, sealed)
@@ -125,6 +127,12 @@ pub async fn enqueue_all(
     .bind(messages.iter().map(|m| m.subject.as_deref()).collect::<Vec<_>>())
     .bind(sealed)
     .bind(QUEUE_CHANNEL)
+    .bind(
+        messages
+            .iter()
+            .map(|m| crate::message_id::find(&m.body))
+            .collect::<Vec<_>>(),
+    )
     .execute(pool)
     .await?;
     Ok(())
@@ -331,7 +339,7 @@ pub async fn reseal_bodies(pool: &PgPool, key: &MasterKey, limit: i64) -> Result
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum AttemptOutcome {
-    Delivered,
+    Accepted,
     Retry,
     Permanent,
 }
@@ -339,7 +347,7 @@ pub enum AttemptOutcome {
 impl AttemptOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Delivered => "delivered",
+            Self::Accepted => "accepted",
             Self::Retry => "retry",
             Self::Permanent => "permanent",
         }
@@ -368,7 +376,7 @@ pub struct DeliveryAttempt {
 /// How a leased message is settled.
 #[derive(Debug, Clone, Copy)]
 pub enum Settlement {
-    Delivered,
+    Accepted,
     RetryAt(DateTime<Utc>),
     Failed,
 }
@@ -376,7 +384,7 @@ pub enum Settlement {
 /// Records the attempt and settles the message in one statement (one transaction, one
 /// round trip), if `owner` still holds the lease. Returns false when the lease had
 /// passed to another worker (the attempt is recorded all the same: it happened). A
-/// delivered message's body is deleted: it is health data and no longer needed. A
+/// message Microsoft accepted has its body deleted: it is health data and no longer needed. A
 /// delivery counts its recipients against the mailbox's day (the worker's limits
 /// read it).
 pub async fn settle(
@@ -387,7 +395,7 @@ pub async fn settle(
     settlement: Settlement,
 ) -> Result<bool, sqlx::Error> {
     let error = match attempt.outcome {
-        AttemptOutcome::Delivered => None,
+        AttemptOutcome::Accepted => None,
         _ => Some(
             [
                 attempt.upstream_code.as_deref(),
@@ -400,7 +408,7 @@ pub async fn settle(
         ),
     };
     let (state, next_attempt_at) = match settlement {
-        Settlement::Delivered => ("delivered", None),
+        Settlement::Accepted => ("accepted", None),
         Settlement::RetryAt(at) => ("queued", Some(at)),
         Settlement::Failed => ("failed", None),
     };
@@ -413,17 +421,17 @@ pub async fn settle(
              UPDATE messages
                 SET state = $12,
                     next_attempt_at = COALESCE($13, next_attempt_at),
-                    finished_at = CASE WHEN $12 IN ('delivered', 'failed') THEN now() END,
+                    finished_at = CASE WHEN $12 IN ('accepted', 'failed') THEN now() END,
                     last_error = $14, lease_owner = NULL, lease_expires_at = NULL
               WHERE id = $1 AND lease_owner = $15 AND state = 'delivering'
              RETURNING id),
          body AS (
              DELETE FROM message_bodies
-              WHERE message_id = $1 AND $12 IN ('delivered', 'failed') AND EXISTS (SELECT 1 FROM settled)),
+              WHERE message_id = $1 AND $12 IN ('accepted', 'failed') AND EXISTS (SELECT 1 FROM settled)),
          usage AS (
              INSERT INTO mailbox_usage (mailbox, hour, recipients)
              SELECT lower($10), date_trunc('hour', $2, 'UTC'), cardinality(rcpt_to)
-               FROM messages WHERE id = $1 AND $5 = 'delivered' AND $10 IS NOT NULL
+               FROM messages WHERE id = $1 AND $5 = 'accepted' AND $10 IS NOT NULL
              ON CONFLICT (mailbox, hour) DO UPDATE SET recipients = mailbox_usage.recipients + EXCLUDED.recipients)
          SELECT count(*) FROM settled",
     )

@@ -111,7 +111,7 @@ pub async fn purge(pool: &PgPool, retention: &Retention) -> Result<Purged, sqlx:
         let n = sqlx::query(
             "DELETE FROM messages WHERE id IN (
                  SELECT id FROM messages
-                  WHERE state IN ('delivered', 'failed') AND finished_at < now() - $1
+                  WHERE state IN ('accepted', 'bounced', 'failed') AND finished_at < now() - $1
                   LIMIT $2)",
         )
         .bind(retention.messages)

@@ -392,8 +392,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         else {
             return self.reply(reply::NEED_MAIL);
         };
-        let size = transfer.body.len();
         let recipients = envelope.rcpt_to.len();
+        let subject = message::subject(&transfer.body[transfer.trace_len..]);
+        // Every message leaves with a Message-ID: Microsoft's bounce quotes it, and
+        // the worker finds the message by it (see `mailbridge_core::message_id`).
+        let (body, _) = mailbridge_core::message_id::ensure(
+            transfer.body,
+            transfer.trace_len,
+            transfer.id,
+            &self.context.settings.hostname,
+        );
+        let size = body.len();
         let message = NewMessage {
             id: transfer.id,
             tenant_id: device.tenant_id,
@@ -404,8 +413,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             tls_protocol: self.tls.as_ref().map(|t| t.protocol.clone()),
             tls_cipher: self.tls.as_ref().map(|t| t.cipher.clone()),
             kind: MessageKind::Device,
-            subject: message::subject(&transfer.body[transfer.trace_len..]),
-            body: transfer.body,
+            subject,
+            body,
         };
         match tokio::time::timeout(COMMIT_TIMEOUT, self.context.queue.enqueue(message)).await {
             Ok(Ok(id)) => {

@@ -249,6 +249,8 @@ pub(crate) struct State {
     pub uploads: HashMap<String, crate::graph_drafts::Upload>,
     /// Exchange Online RBAC for Applications per tenant (rbac.rs).
     pub exchange_rbac: HashMap<Uuid, crate::rbac::ExchangeRbac>,
+    /// Mail folders, non-delivery reports and recipients' outcomes (mailbox_store.rs).
+    pub mail: crate::mailbox_store::Store,
 }
 
 impl Default for State {
@@ -275,6 +277,7 @@ impl Default for State {
             drafts: HashMap::new(),
             uploads: HashMap::new(),
             exchange_rbac: HashMap::new(),
+            mail: Default::default(),
         }
     }
 }

@@ -542,19 +542,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
         }
         *sent += recipients.len();
         let id = Uuid::new_v4();
-        state.delivered.push(DeliveredMessage {
-            id,
-            tenant_id: tenant,
-            mailbox: mailbox.to_owned(),
-            from,
-            recipients: recipients.iter().map(|r| r.to_ascii_lowercase()).collect(),
-            subject,
-            mime: String::from_utf8_lossy(&crate::graph::strip_bcc(message)).into_owned(),
-            via: "smtp",
-            token_id: token_id.to_owned(),
-            saved_to_sent_items: true,
-            received_at: Utc::now(),
-        });
+        crate::mailbox_store::accept(
+            &mut state,
+            DeliveredMessage {
+                id,
+                tenant_id: tenant,
+                mailbox: mailbox.to_owned(),
+                from,
+                recipients: recipients.iter().map(|r| r.to_ascii_lowercase()).collect(),
+                subject,
+                mime: String::from_utf8_lossy(&crate::graph::strip_bcc(message)).into_owned(),
+                via: "smtp",
+                token_id: token_id.to_owned(),
+                saved_to_sent_items: true,
+                received_at: Utc::now(),
+            },
+        );
         format!("250 2.0.0 OK <{}@{HOST}> [Hostname={HOST}]", id.simple())
     }
 }

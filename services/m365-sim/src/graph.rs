@@ -247,19 +247,22 @@ async fn send_mail(
     }
     let subject = parsed.subject().map(str::to_owned);
     let stored = strip_bcc(&mime);
-    directory.lock().delivered.push(DeliveredMessage {
-        id: Uuid::new_v4(),
-        tenant_id,
-        mailbox,
-        from,
-        recipients,
-        subject,
-        mime: String::from_utf8_lossy(&stored).into_owned(),
-        via: "graph",
-        token_id: claims.uti.clone(),
-        saved_to_sent_items,
-        received_at: Utc::now(),
-    });
+    crate::mailbox_store::accept(
+        &mut directory.lock(),
+        DeliveredMessage {
+            id: Uuid::new_v4(),
+            tenant_id,
+            mailbox,
+            from,
+            recipients,
+            subject,
+            mime: String::from_utf8_lossy(&stored).into_owned(),
+            via: "graph",
+            token_id: claims.uti.clone(),
+            saved_to_sent_items,
+            received_at: Utc::now(),
+        },
+    );
     if let Some(delay) = late_answer {
         tokio::time::sleep(delay).await;
     }

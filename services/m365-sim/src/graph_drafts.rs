@@ -429,19 +429,22 @@ async fn send_draft(
     }
     let subject = parsed.as_ref().and_then(|p| p.subject()).map(str::to_owned);
     state.drafts.remove(&id);
-    state.delivered.push(DeliveredMessage {
-        id: Uuid::new_v4(),
-        tenant_id: tenant,
-        mailbox,
-        from,
-        recipients,
-        subject,
-        mime: String::from_utf8_lossy(&strip_bcc(&mime)).into_owned(),
-        via: "graph-upload",
-        token_id: claims.map(|c| c.uti).unwrap_or_default(),
-        saved_to_sent_items: true,
-        received_at: Utc::now(),
-    });
+    crate::mailbox_store::accept(
+        &mut state,
+        DeliveredMessage {
+            id: Uuid::new_v4(),
+            tenant_id: tenant,
+            mailbox,
+            from,
+            recipients,
+            subject,
+            mime: String::from_utf8_lossy(&strip_bcc(&mime)).into_owned(),
+            via: "graph-upload",
+            token_id: claims.map(|c| c.uti).unwrap_or_default(),
+            saved_to_sent_items: true,
+            received_at: Utc::now(),
+        },
+    );
     StatusCode::ACCEPTED.into_response()
 }
 

@@ -16,7 +16,9 @@ pub mod fault_injection;
 mod graph;
 mod graph_drafts;
 mod graph_json;
+mod graph_mail;
 mod https;
+pub mod mailbox_store;
 mod oidc;
 pub mod rbac;
 pub mod sign_ins;
@@ -36,6 +38,7 @@ pub use directory::{
 /// Application permissions (app roles) the simulator knows.
 pub const ROLE_MAIL_SEND: &str = "Mail.Send";
 pub const ROLE_MAIL_READ_WRITE: &str = "Mail.ReadWrite";
+pub const ROLE_MAIL_READ: &str = "Mail.Read";
 pub const ROLE_SMTP_SEND_AS_APP: &str = "SMTP.SendAsApp";
 pub const GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
 pub const EXCHANGE_RESOURCE: &str = "https://outlook.office365.com";
@@ -129,6 +132,8 @@ fn router(directory: Arc<Directory>) -> Router {
         .merge(oidc::router())
         .merge(graph::router())
         .merge(graph_drafts::router())
+        .merge(graph_mail::router())
+        .merge(mailbox_store::control_router())
         .merge(sign_ins::router())
         .merge(control::router())
         .merge(rbac::router())

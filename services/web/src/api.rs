@@ -421,8 +421,18 @@ async fn get_message(
             attempt,
         })
         .collect();
+    let bounces: Vec<messages::ExplainedBounce> =
+        mailbridge_core::bounces::of_message(&state.pool, id)
+            .await?
+            .into_iter()
+            .map(|bounce| messages::ExplainedBounce {
+                explanation: bounce.explained().map(Explanation::of),
+                bounce,
+            })
+            .collect();
     let mut body = serde_json::to_value(&message).expect("messages serialise");
     body["attempts"] = serde_json::to_value(attempts).expect("attempts serialise");
+    body["bounces"] = serde_json::to_value(bounces).expect("bounces serialise");
     Ok(Json(body).into_response())
 }
 

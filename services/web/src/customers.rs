@@ -97,13 +97,19 @@ pub struct Health {
     /// own, its app's), widest first.
     pub holds: Vec<crate::holds::HoldView>,
     pub queued: i64,
-    pub delivered_24h: i64,
+    /// Accepted by Microsoft (Graph `202`, SMTP `250`) in the last 24 hours.
+    pub accepted_24h: i64,
+    /// Accepted, then reported undeliverable by Microsoft (an NDR).
+    pub bounced_24h: i64,
     pub failed_24h: i64,
     /// Microsoft's refusals in the last 24 hours by diagnosis, most frequent first,
     /// 5.7.30 (basic authentication refused) always first.
     pub rejects_24h: Vec<RejectCount>,
     pub devices: i64,
     pub stale_devices: i64,
+    /// Whether mailbridge can read the sender mailbox for Microsoft's bounces
+    /// (`None` until the mailbox was first watched).
+    pub bounces: Option<mailbridge_core::bounces::Visibility>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -132,7 +138,8 @@ pub struct CustomerView {
 struct Counts {
     tenant_id: Uuid,
     queued: i64,
-    delivered: i64,
+    accepted: i64,
+    bounced: i64,
     failed: i64,
 }
 
@@ -176,7 +183,8 @@ async fn health_of(
     let counts: Vec<Counts> = sqlx::query_as(
         "SELECT tenant_id,
                 count(*) FILTER (WHERE state IN ('queued', 'delivering')) AS queued,
-                count(*) FILTER (WHERE state = 'delivered' AND finished_at > now() - interval '24 hours') AS delivered,
+                count(*) FILTER (WHERE state = 'accepted' AND finished_at > now() - interval '24 hours') AS accepted,
+                count(*) FILTER (WHERE state = 'bounced' AND finished_at > now() - interval '24 hours') AS bounced,
                 count(*) FILTER (WHERE state = 'failed' AND finished_at > now() - interval '24 hours') AS failed
            FROM messages
           WHERE ($1::uuid[] IS NULL OR tenant_id = ANY($1))
@@ -189,7 +197,7 @@ async fn health_of(
     let rejects: Vec<(Uuid, String, i64)> = sqlx::query_as(
         "SELECT m.tenant_id, COALESCE(a.diagnosis, a.upstream_code, 'unknown'), count(*)
            FROM delivery_attempts a JOIN messages m ON m.id = a.message_id
-          WHERE a.started_at > now() - interval '24 hours' AND a.outcome <> 'delivered'
+          WHERE a.started_at > now() - interval '24 hours' AND a.outcome <> 'accepted'
             AND ($1::uuid[] IS NULL OR m.tenant_id = ANY($1))
           GROUP BY 1, 2",
     )
@@ -213,6 +221,7 @@ async fn health_of(
     .await?
     .into_iter()
     .collect();
+    let mut visibility = mailbridge_core::bounces::visibility(pool, only.as_deref()).await?;
     let counts: HashMap<Uuid, Counts> = counts.into_iter().map(|c| (c.tenant_id, c)).collect();
     let mut reject_map: HashMap<Uuid, Vec<RejectCount>> = HashMap::new();
     for (tenant, code, count) in rejects {
@@ -229,8 +238,8 @@ async fn health_of(
         mailbridge_core::least_privilege::of_customers(pool, &ids)
             .await?
             .into_iter()
-        .map(|p| (p.tenant_id, p))
-        .collect();
+            .map(|p| (p.tenant_id, p))
+            .collect();
     Ok(all
         .into_iter()
         .zip(holds)
@@ -258,11 +267,13 @@ async fn health_of(
                     last_token_error_at: tenant.last_token_error_at,
                     holds,
                     queued: c.map_or(0, |c| c.queued),
-                    delivered_24h: c.map_or(0, |c| c.delivered),
+                    accepted_24h: c.map_or(0, |c| c.accepted),
+                    bounced_24h: c.map_or(0, |c| c.bounced),
                     failed_24h: c.map_or(0, |c| c.failed),
                     rejects_24h: rejects,
                     devices: device_count,
                     stale_devices: stale,
+                    bounces: visibility.remove(&tenant.id),
                 },
                 tenant,
             }

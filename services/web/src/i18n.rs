@@ -352,6 +352,25 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "{} is not a sort order (name, last_seen, queued, failures).",
         "{} ist keine Sortierung (name, last_seen, queued, failures).",
     ),
+    // Accepted by Microsoft is not delivered; bounces (non-delivery reports).
+    ("accepted by Microsoft", "von Microsoft angenommen"),
+    ("Accepted by Microsoft", "Von Microsoft angenommen"),
+    ("Accepted 24 h", "Angenommen 24 h"),
+    ("bounced", "unzustellbar"),
+    ("Bounced", "Unzustellbar"),
+    ("unknown", "unbekannt"),
+    (
+        "Microsoft accepted this message, then reported it undeliverable to these recipients (a non-delivery report in the sender mailbox).",
+        "Microsoft hat diese Nachricht angenommen und danach für diese Empfänger als unzustellbar gemeldet (ein Unzustellbarkeitsbericht im Absender-Postfach).",
+    ),
+    (
+        "Bounces are not visible: Microsoft does not let mailbridge read the sender mailbox, so recipients Microsoft cannot deliver to are not reported. Grant Mail.ReadWrite on the sender mailbox (Exchange RBAC for Applications limited to it, or the tenant-wide permission) to see them.",
+        "Unzustellbarkeitsberichte sind nicht sichtbar: Microsoft lässt mailbridge das Absender-Postfach nicht lesen, daher werden Empfänger, an die Microsoft nicht zustellen kann, nicht gemeldet. Mail.ReadWrite für das Absender-Postfach erteilen (Exchange-RBAC für Anwendungen auf dieses Postfach beschränkt oder die mandantenweite Berechtigung), um sie zu sehen.",
+    ),
+    (
+        "Bounces are watched: Microsoft's non-delivery reports in the sender mailbox are matched to the messages and moved to the folder “mailbridge bounces”.",
+        "Unzustellbarkeitsberichte werden beobachtet: Microsofts Berichte im Absender-Postfach werden den Nachrichten zugeordnet und in den Ordner „mailbridge bounces“ verschoben.",
+    ),
     // Staff limited to assigned customers.
     (
         "Owners and admins always see every customer.",
@@ -422,8 +441,6 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "Diesen Kunden mit allen Geräten und Nachrichten löschen?",
     ),
     ("Delete this device?", "Dieses Gerät löschen?"),
-    ("Delivered", "Zugestellt"),
-    ("Delivered 24 h", "Zugestellt 24 h"),
     ("Delivery attempts", "Zustellversuche"),
     ("Delivery method", "Zustellweg"),
     ("Details", "Details"),
@@ -566,8 +583,8 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "Nur eine wartende Nachricht kann abgebrochen werden (eine, die gerade zugestellt wird, nicht).",
     ),
     (
-        "Only a waiting message can be retried: a delivered or failed message's content is deleted.",
-        "Nur eine wartende Nachricht kann erneut versucht werden: Der Inhalt zugestellter oder fehlgeschlagener Nachrichten ist gelöscht.",
+        "Only a waiting message can be retried: the content of a message Microsoft accepted, or that failed, is deleted.",
+        "Nur eine wartende Nachricht kann erneut versucht werden: Der Inhalt von Nachrichten, die Microsoft angenommen hat oder die fehlgeschlagen sind, ist gelöscht.",
     ),
     (
         "Open the device's web interface (its IP address in a browser) and sign in as administrator.",
@@ -848,7 +865,6 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     ("bytes", "Bytes"),
     ("last token issued", "letztes Token ausgestellt"),
     ("consent verified", "Zustimmung geprüft"),
-    ("delivered", "zugestellt"),
     ("delivering", "wird zugestellt"),
     ("disabled", "deaktiviert"),
     ("enabled", "aktiv"),

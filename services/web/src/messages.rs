@@ -14,6 +14,7 @@ use axum::{
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
 use mailbridge_core::{
+    bounces::{self, Bounce},
     diagnosis::{self, Diagnosis},
     queue::{self, DeliveryAttempt},
 };
@@ -34,12 +35,22 @@ use crate::{
 /// Messages on one page of the log.
 pub const PAGE_SIZE: i64 = 50;
 
-pub const STATES: [&str; 4] = [
-    tr!("queued"),
-    tr!("delivering"),
-    tr!("delivered"),
-    tr!("failed"),
-];
+/// The states a message can be in, as stored and filtered on.
+pub const STATES: [&str; 5] = ["queued", "delivering", "accepted", "bounced", "failed"];
+
+/// What the control plane calls a state. `accepted` is Microsoft's acceptance
+/// (Graph `202`, SMTP `250`), not delivery; `bounced`: a non-delivery report came
+/// back after it.
+pub fn state_label(state: &str) -> &'static str {
+    match state {
+        "queued" => tr!("queued"),
+        "delivering" => tr!("delivering"),
+        "accepted" => tr!("accepted by Microsoft"),
+        "bounced" => tr!("bounced"),
+        "failed" => tr!("failed"),
+        _ => tr!("unknown"),
+    }
+}
 
 /// A search of the log; every field optional.
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -238,6 +249,14 @@ pub struct ExplanationText {
     pub fix: &'static str,
 }
 
+/// A bounced recipient with what its code means (the API's view).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainedBounce {
+    #[serde(flatten)]
+    pub bounce: Bounce,
+    pub explanation: Option<Explanation>,
+}
+
 impl Explanation {
     pub fn of(d: &'static Diagnosis) -> Self {
         let text = |lang| ExplanationText {
@@ -282,7 +301,9 @@ pub async fn retry(state: &WebState, actor: &Actor, id: Uuid) -> Result<()> {
                      WHERE tenant_id IN (SELECT tenant_id FROM m) AND next_probe_at > now())
          SELECT pg_notify($2, tenant_id::text) FROM m",
         mailbridge_core::queue::QUEUE_CHANNEL.to_owned(),
-        tr!("Only a waiting message can be retried: a delivered or failed message's content is deleted."),
+        tr!(
+            "Only a waiting message can be retried: the content of a message Microsoft accepted, or that failed, is deleted."
+        ),
     )
     .await
 }
@@ -352,7 +373,7 @@ struct LogPageView {
     nav: Nav,
     filter: MessageFilter,
     customers: Vec<(Uuid, String)>,
-    states: [&'static str; 4],
+    states: [&'static str; 5],
     page: LogPage,
     next_query: Option<String>,
     /// The name of the device the log is filtered by.
@@ -421,6 +442,8 @@ struct MessagePage {
     nav: Nav,
     message: LoggedMessage,
     attempts: Vec<DeliveryAttempt>,
+    /// The recipients Microsoft reported undeliverable after accepting it.
+    bounces: Vec<Bounce>,
     can_handle: bool,
     /// Reload while the message is on its way (a test message, typically).
     refresh: bool,
@@ -433,6 +456,7 @@ async fn detail(
 ) -> Result<Response> {
     let message = load(&state.pool, &actor.customers, id).await?;
     let attempts = queue::attempts(&state.pool, id).await?;
+    let bounces = bounces::of_message(&state.pool, id).await?;
     let refresh = message.state == "delivering"
         || (message.state == "queued"
             && message.next_attempt_at < Utc::now() + chrono::Duration::seconds(30));
@@ -442,6 +466,7 @@ async fn detail(
         can_handle: actor.may(Permission::HandleMessages),
         message,
         attempts,
+        bounces,
         refresh,
     }
     .into_response())

@@ -409,7 +409,8 @@ fn schemas() -> Value {
             "consent_ok",
             "connecting",
             "queued",
-            "delivered_24h",
+            "accepted_24h",
+            "bounced_24h",
             "failed_24h",
             "rejects_24h",
             "devices",
@@ -423,7 +424,8 @@ fn schemas() -> Value {
             "last_token_error_at": nullable("string"),
             "holds": { "type": "array", "items": { "$ref": "#/components/schemas/Hold" }, "description": "The holds that keep this customer's messages waiting" },
             "queued": { "type": "integer" },
-            "delivered_24h": { "type": "integer" },
+            "accepted_24h": { "type": "integer", "description": "Messages accepted by Microsoft (Graph 202, SMTP 250) in the last 24 hours." },
+            "bounced_24h": { "type": "integer", "description": "Messages accepted, then reported undeliverable by Microsoft (a non-delivery report), in the last 24 hours." },
             "failed_24h": { "type": "integer" },
             "rejects_24h": { "type": "array", "items": object(&["code", "count"], json!({ "code": string(), "count": { "type": "integer" } })) },
             "devices": { "type": "integer" },
@@ -518,7 +520,7 @@ fn schemas() -> Value {
         "rcpt_to": { "type": "array", "items": string() },
         "subject": nullable("string"),
         "size_bytes": { "type": "integer" },
-        "state": { "enum": ["queued", "delivering", "delivered", "failed"] },
+        "state": { "enum": ["queued", "delivering", "accepted", "bounced", "failed"], "description": "accepted: Microsoft accepted the message (Graph 202, SMTP 250), which is not yet delivery; bounced: Microsoft then sent back a non-delivery report (see bounces)." },
         "attempt_count": { "type": "integer" },
         "received_at": { "type": "string", "format": "date-time" },
         "next_attempt_at": { "type": "string", "format": "date-time" },
@@ -543,8 +545,10 @@ fn schemas() -> Value {
     let mut detail_props = message_props.clone();
     detail_props["attempts"] =
         json!({ "type": "array", "items": { "$ref": "#/components/schemas/Attempt" } });
+    detail_props["bounces"] = json!({ "type": "array", "description": "Recipients Microsoft reported undeliverable (non-delivery reports) after accepting the message", "items": { "$ref": "#/components/schemas/Bounce" } });
     let mut detail_required = message_required.to_vec();
     detail_required.push("attempts");
+    detail_required.push("bounces");
     let explanation_text = object(
         &["what", "fix"],
         json!({ "what": string(), "fix": string() }),
@@ -674,7 +678,7 @@ fn schemas() -> Value {
             "started_at": { "type": "string", "format": "date-time" },
             "duration_ms": { "type": "integer" },
             "method": string(),
-            "outcome": { "enum": ["delivered", "retry", "permanent"] },
+            "outcome": { "enum": ["accepted", "retry", "permanent"] },
             "upstream_status": nullable("integer"),
             "upstream_code": nullable("string"),
             "upstream_message": nullable("string"),
@@ -683,6 +687,15 @@ fn schemas() -> Value {
             "worker": string(),
             "explanation": { "type": ["object", "null"], "properties": {
                 "class": { "enum": ["retry", "permanent"] }, "en": explanation_text.clone(), "de": explanation_text } },
+        })),
+        "Bounce": object(&["recipient", "status", "diagnosis", "reported_at"], json!({
+            "recipient": string(),
+            "status": { "type": "string", "description": "Microsoft's enhanced status code, e.g. 5.1.10" },
+            "diagnostic_code": nullable("string"),
+            "diagnosis": { "type": "string", "description": "The diagnosis key, e.g. NDR 5.1.10" },
+            "reported_at": { "type": "string", "format": "date-time" },
+            "explanation": { "type": ["object", "null"], "properties": {
+                "class": { "enum": ["retry", "permanent"] }, "en": explanation_text.clone(), "de": explanation_text.clone() } },
         })),
         "AuditPage": object(&["entries"], json!({ "entries": { "type": "array", "items": object(
             &["id", "at", "actor", "action"],
@@ -814,7 +827,7 @@ fn parameters(op: &Operation) -> Vec<Value> {
             ("device", "Device id"),
             ("sender", "Envelope sender (exact)"),
             ("recipient", "A recipient (exact)"),
-            ("state", "queued, delivering, delivered or failed"),
+            ("state", "queued, delivering, accepted, bounced or failed"),
             (
                 "from",
                 "Received at or after (RFC 3339 or YYYY-MM-DDTHH:MM, UTC)",

@@ -164,7 +164,7 @@ impl GraphClient {
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(body);
         match self.call(token, queue_id, request).await {
-            Ok(_) => DeliveryOutcome::Delivered { status: 202 },
+            Ok(_) => DeliveryOutcome::Accepted { status: 202 },
             Err(failure) => {
                 self.note(mailbox, &failure);
                 failure

@@ -170,7 +170,7 @@ impl GraphClient {
             )
             .await
         {
-            Ok(_) => DeliveryOutcome::Delivered { status: 202 },
+            Ok(_) => DeliveryOutcome::Accepted { status: 202 },
             Err(outcome) => outcome,
         }
     }

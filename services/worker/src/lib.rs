@@ -8,6 +8,7 @@
 //! message. It never answers a device and never deletes a message it has not
 //! settled.
 
+mod bounces;
 pub mod consent_check;
 pub mod graph;
 mod graph_json;
@@ -16,6 +17,7 @@ pub mod holds;
 mod housekeeping;
 pub mod limits;
 pub mod mime;
+mod ndr;
 mod notify;
 pub mod outcome;
 mod sign_in_log;
@@ -205,6 +207,7 @@ impl Worker {
         ));
         tokio::spawn(consent_check::check_loop(self.clone(), shutdown.clone()));
         tokio::spawn(self.clone().sign_in_log_loop(shutdown.clone()));
+        tokio::spawn(self.clone().bounce_loop(shutdown.clone()));
         tokio::spawn(holds::probe_loop(self.clone(), shutdown.clone()));
         let presence = tokio::spawn(housekeeping::presence_loop(
             self.pool.clone(),
@@ -368,7 +371,7 @@ impl Worker {
         let held = self.track_holds(&message, &outcome, probe.as_ref()).await;
         let mut expired = false;
         let settlement = match (&outcome, attempt.outcome) {
-            (DeliveryOutcome::Delivered { .. }, _) => Settlement::Delivered,
+            (DeliveryOutcome::Accepted { .. }, _) => Settlement::Accepted,
             (_, AttemptOutcome::Permanent) => Settlement::Failed,
             (DeliveryOutcome::Deferred(wait), _) => Settlement::RetryAt(Utc::now() + wait.delay()),
             (DeliveryOutcome::Failed(failure), _) => {
@@ -415,7 +418,7 @@ impl Worker {
             Ok(false) => {
                 // Another worker took the lease over: if this attempt delivered, the
                 // message may be delivered twice.
-                if matches!(outcome, DeliveryOutcome::Delivered { .. }) {
+                if matches!(outcome, DeliveryOutcome::Accepted { .. }) {
                     metrics().worker.duplicates.inc();
                 }
                 tracing::warn!(queue_id = %message.id, "lease was lost before settling; another worker owns it");
@@ -429,7 +432,7 @@ impl Worker {
         }
         // A test message (or a hold's probe) accepted as the sender mailbox proves a
         // limited customer's Exchange grant.
-        if matches!(settlement, Settlement::Delivered)
+        if matches!(settlement, Settlement::Accepted)
             && (message.kind == MessageKind::Test || probe.is_some())
         {
             match mailbridge_core::least_privilege::record_exchange_proof(
@@ -563,7 +566,7 @@ impl Worker {
                 )
                 .await
             }
-            // Delivered, or got past the held scope.
+            // Accepted, or got past the held scope.
             _ => match mailbridge_core::holds::release(&self.pool, probe).await {
                 Ok(released) => {
                     if released {
@@ -682,6 +685,24 @@ impl Worker {
                 );
             }
             Err(e) => return DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string()),
+        };
+        // Every message leaves with a Message-ID (a bounce is matched by it); the
+        // edge adds one, a message queued before it did gets one here.
+        let body = if mailbridge_core::message_id::find(&body).is_none() {
+            let (body, id) = mailbridge_core::message_id::ensure(
+                body,
+                0,
+                message.id,
+                &self.settings.edge.hostname,
+            );
+            if let Err(e) =
+                mailbridge_core::bounces::set_message_id(&self.pool, message.id, &id).await
+            {
+                return DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string());
+            }
+            body
+        } else {
+            body
         };
         let Some(entra_tenant_id) = tenant.entra_tenant_id else {
             return DeliveryOutcome::local(
@@ -864,7 +885,7 @@ fn record_metrics(message: &LeasedMessage, method: DeliveryMethod, outcome: &Del
     let metrics = &metrics().worker;
     let tenant = message.tenant_id.to_string();
     let result = match outcome.attempt_outcome() {
-        AttemptOutcome::Delivered => "delivered",
+        AttemptOutcome::Accepted => "accepted",
         AttemptOutcome::Retry => "retry",
         AttemptOutcome::Permanent => "permanent",
     };
@@ -873,7 +894,7 @@ fn record_metrics(message: &LeasedMessage, method: DeliveryMethod, outcome: &Del
         .with_label_values(&[&tenant, method.as_str(), result])
         .inc();
     match outcome {
-        DeliveryOutcome::Delivered { .. } => {
+        DeliveryOutcome::Accepted { .. } => {
             let latency = (Utc::now() - message.received_at)
                 .to_std()
                 .unwrap_or_default();

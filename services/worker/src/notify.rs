@@ -1,5 +1,5 @@
-//! Reports of undeliverable messages. When a device's message fails for good, a short
-//! report (in English and German: what failed, Microsoft's answer, what to do) goes to
+//! Reports of undeliverable messages. When a device's message fails for good — or
+//! Microsoft accepted it and later sent back a non-delivery report — a short report (in English and German: what failed, Microsoft's answer, what to do) goes to
 //! the tenant's notification address — or the MSP's, configured once — through the
 //! same tenant's delivery path. Never to an address taken from the message itself,
 //! never with the message's content (health data), and never about a report.
@@ -24,6 +24,39 @@ pub async fn report_undeliverable(
     message: &LeasedMessage,
     failure: &Failure,
     expired: bool,
+) -> Result<(), sqlx::Error> {
+    let why = if expired { Why::Expired } else { Why::Failed };
+    report(pool, settings, key, message, failure, why).await
+}
+
+/// Why the report is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    Failed,
+    Expired,
+    /// Microsoft accepted the message, then reported a recipient undeliverable.
+    Bounced,
+}
+
+/// Queues the report that Microsoft bounced `message` (`failure`: the recipient's
+/// code and diagnosis).
+pub async fn report_bounced(
+    pool: &PgPool,
+    settings: &Settings,
+    key: &MasterKey,
+    message: &LeasedMessage,
+    failure: &Failure,
+) -> Result<(), sqlx::Error> {
+    report(pool, settings, key, message, failure, Why::Bounced).await
+}
+
+async fn report(
+    pool: &PgPool,
+    settings: &Settings,
+    key: &MasterKey,
+    message: &LeasedMessage,
+    failure: &Failure,
+    why: Why,
 ) -> Result<(), sqlx::Error> {
     let Some(tenant) = tenants::get(pool, message.tenant_id).await? else {
         return Ok(());
@@ -60,7 +93,7 @@ pub async fn report_undeliverable(
         message,
         device: device.as_deref(),
         failure,
-        expired,
+        why,
     });
     let report = NewMessage {
         id,
@@ -91,7 +124,7 @@ struct ReportInput<'a> {
     message: &'a LeasedMessage,
     device: Option<&'a str>,
     failure: &'a Failure,
-    expired: bool,
+    why: Why,
 }
 
 /// Encodes a header value as an RFC 2047 encoded word when it is not plain ASCII.
@@ -118,7 +151,7 @@ fn render(input: &ReportInput<'_>) -> Vec<u8> {
     )
     .trim()
     .to_owned();
-    let (expired_de, expired_en) = if input.expired {
+    let (expired_de, expired_en) = if input.why == Why::Expired {
         (
             "Die Nachricht konnte innerhalb ihrer Höchstdauer nicht zugestellt werden.\r\n",
             "The message could not be delivered within its maximum age.\r\n",
@@ -126,8 +159,19 @@ fn render(input: &ReportInput<'_>) -> Vec<u8> {
     } else {
         ("", "")
     };
+    let (what_de, what_en) = if input.why == Why::Bounced {
+        (
+            "Microsoft 365 hat eine Nachricht angenommen, konnte sie aber nicht zustellen (Unzustellbarkeitsbericht).",
+            "Microsoft 365 accepted a message but could not deliver it (non-delivery report).",
+        )
+    } else {
+        (
+            "Eine Nachricht konnte nicht an Microsoft 365 übergeben werden.",
+            "A message could not be handed to Microsoft 365.",
+        )
+    };
     let text = format!(
-        "Eine Nachricht konnte nicht an Microsoft 365 übergeben werden.\r\n\
+        "{what_de}\r\n\
          {expired_de}\r\n\
          Gerät:       {device}\r\n\
          Empfangen:   {received}\r\n\
@@ -138,7 +182,7 @@ fn render(input: &ReportInput<'_>) -> Vec<u8> {
          Was tun:     {fix_de}\r\n\
          Antwort:     {answer}\r\n\r\n\
          ----\r\n\r\n\
-         A message could not be handed to Microsoft 365.\r\n\
+         {what_en}\r\n\
          {expired_en}\r\n\
          Device:      {device}\r\n\
          Received:    {received}\r\n\

@@ -1,4 +1,4 @@
-//! Every upstream answer, classified once: delivered, or failed with a diagnosis
+//! Every upstream answer, classified once: accepted by Microsoft, or failed with a diagnosis
 //! (retry later, or permanent) and Microsoft's own code and text. Everything
 //! downstream — the queue's settlement, the attempt record, the tenant pause, the
 //! metrics, what the control plane explains — reads this, never the raw answer.
@@ -44,7 +44,7 @@ pub struct Failure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryOutcome {
     /// Microsoft accepted the message.
-    Delivered {
+    Accepted {
         status: u16,
     },
     Failed(Failure),
@@ -151,7 +151,7 @@ impl DeliveryOutcome {
 
     pub fn attempt_outcome(&self) -> AttemptOutcome {
         match self {
-            Self::Delivered { .. } => AttemptOutcome::Delivered,
+            Self::Accepted { .. } => AttemptOutcome::Accepted,
             Self::Failed(f) if f.diagnosis.class == Class::Retry => AttemptOutcome::Retry,
             Self::Deferred(_) => AttemptOutcome::Retry,
             Self::Failed(_) => AttemptOutcome::Permanent,
@@ -160,14 +160,14 @@ impl DeliveryOutcome {
 
     pub fn failure(&self) -> Option<&Failure> {
         match self {
-            Self::Delivered { .. } | Self::Deferred(_) => None,
+            Self::Accepted { .. } | Self::Deferred(_) => None,
             Self::Failed(f) => Some(f),
         }
     }
 
     pub fn status(&self) -> Option<u16> {
         match self {
-            Self::Delivered { status } => Some(*status),
+            Self::Accepted { status } => Some(*status),
             Self::Failed(f) => f.status,
             Self::Deferred(_) => None,
         }

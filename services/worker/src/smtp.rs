@@ -131,7 +131,7 @@ impl SmtpClient {
         // QUIT (or just close, if the connection broke) before the slot is free.
         connection.abort().await;
         match sent {
-            Ok(response) => DeliveryOutcome::Delivered {
+            Ok(response) => DeliveryOutcome::Accepted {
                 status: u16::from(response.code()),
             },
             Err(error) => outcome_of(&error),
