@@ -539,6 +539,7 @@ struct CustomerPage {
     stale_before: DateTime<Utc>,
     notice: Option<String>,
     connection: crate::connection::Connection,
+    card: crate::alerts::AlertsCard,
 }
 
 impl CustomerPage {
@@ -583,6 +584,7 @@ async fn detail(
         stale_before: Utc::now() - chrono::Duration::days(STALE_DEVICE_DAYS),
         notice,
         connection,
+        card: crate::alerts::customer_card(&state, &actor, id).await?,
     }
     .into_response())
 }

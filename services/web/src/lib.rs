@@ -5,6 +5,7 @@
 //! web holds no Microsoft credential), the JSON API under `/api/v1`, and the health
 //! and metrics endpoints. It never shows a message body.
 
+mod alerts;
 mod api;
 mod audit;
 mod board;
@@ -25,6 +26,7 @@ mod security;
 mod session;
 mod sign_in;
 mod staff;
+mod usage;
 
 use std::sync::Arc;
 
@@ -154,6 +156,8 @@ pub fn router(
         .merge(staff::router())
         .merge(audit::router())
         .merge(board::router())
+        .merge(alerts::router())
+        .merge(usage::router())
         .route("/lang/{lang}", get(i18n::switch))
         .layer(middleware::from_fn_with_state(
             state.clone(),
