@@ -121,7 +121,7 @@ async fn the_monthly_report_matches_what_was_sent_also_after_the_purge() {
     assert_eq!(status, StatusCode::OK, "{report}");
     expect(&report, &month);
     let (status, bad) = api("2026-13".into()).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
 
     // The CSV and the page.
     let csv = owner.get(&format!("/usage.csv?month={month}")).await;
