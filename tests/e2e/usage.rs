@@ -177,3 +177,78 @@ async fn the_monthly_report_matches_what_was_sent_also_after_the_purge() {
     second.kill().ok();
     second.wait().ok();
 }
+
+/// The charts in a real browser (headless Chromium): drawn without JavaScript from
+/// the aggregates, bars and figures in place. The screenshot in `docs/screenshots`
+/// is made this way (`MAILBRIDGE_SCREENSHOTS=docs/screenshots`).
+#[tokio::test]
+async fn the_usage_charts_show_in_the_browser() {
+    use crate::browser::{Driver, click, element, screenshot, screenshot_dir};
+    let app = TestApp::spawn().await;
+    app.stack
+        .add_staff_user("ines.inhaber@msp.example", "Ines Inhaber");
+    mailbridge_web::add_staff(app.pool(), "ines.inhaber@msp.example", mailbridge_web::Role::Owner)
+        .await
+        .unwrap();
+    let tenant = app.add_tenant("Praxis Diagramm").await;
+    let device = app.add_device(&tenant, "Scanner").await;
+    let sender = tenant.tenant.sender_mailbox.clone();
+    app.stack.simulator.directory.inject_fault(Fault {
+        endpoint: Endpoint::GraphSend,
+        tenant: tenant.tenant.entra_tenant_id,
+        mailbox: None,
+        effect: Effect::Http {
+            status: 404,
+            code: "MailboxNotEnabledForRESTAPI".into(),
+            message: "The mailbox is either inactive, soft-deleted, or is hosted on-premise."
+                .into(),
+            retry_after: None,
+        },
+        times: Some(2),
+    });
+    for n in 0..8 {
+        let message = sample_message(&sender, "labor@klinik.example", &format!("Befund {n}"));
+        let envelope = Envelope::new(
+            Some(sender.parse().unwrap()),
+            vec!["labor@klinik.example".parse().unwrap()],
+        )
+        .unwrap();
+        app.lettre(&device.device.username, &device.password)
+            .send_raw(&envelope, without_final_crlf(&message))
+            .await
+            .expect("accepted");
+    }
+    for id in app.message_ids().await {
+        app.wait_for_message(id, |s| s.state == "delivered" || s.state == "failed")
+            .await;
+    }
+    // Earlier days of the month, as the purge leaves them (rolled up).
+    sqlx::query(
+        "INSERT INTO usage_days (tenant_id, day, accepted, accepted_by_microsoft, failed, recipients, bytes)
+         SELECT $1, (now() AT TIME ZONE 'UTC')::date - d, 20 + d % 7 * 3, 18 + d % 7 * 3, 2 - d % 3, 25, 90000
+           FROM generate_series(1, 29) AS d",
+    )
+    .bind(tenant.tenant.id)
+    .execute(app.pool())
+    .await
+    .unwrap();
+
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    let base = format!("http://{}", app.stack.web_addr);
+    browser.goto(&format!("{base}/")).await.unwrap();
+    click(&browser, "#sign-in").await;
+    element(&browser, "#user")
+        .await
+        .select_by_value("ines.inhaber@msp.example")
+        .await
+        .unwrap();
+    click(&browser, "#sign-in").await;
+    click(&browser, "#nav-usage").await;
+    element(&browser, "svg.chart rect.failed").await;
+    let source = browser.source().await.unwrap();
+    assert!(source.contains("6 accepted by Microsoft"), "the hour's bar says its figures");
+    assert!(source.contains("2 failed"));
+    screenshot(&browser, &screenshot_dir(), "usage-charts").await;
+    browser.close().await.unwrap();
+}

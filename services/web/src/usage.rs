@@ -206,7 +206,7 @@ const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 200.0;
 const LEFT: f64 = 44.0;
 const BOTTOM: f64 = 24.0;
-const TOP: f64 = 12.0;
+const TOP: f64 = 30.0;
 
 /// A stacked bar chart of `buckets`: accepted by Microsoft (bottom), failed and
 /// bounced (on top), with a y axis, hour or day labels, a legend and a title and
@@ -247,6 +247,11 @@ fn chart(buckets: &[Bucket], span: Span, lang: Lang) -> String {
         h = HEIGHT + 22.0,
         id = if span == Span::Hours { "chart-24h" } else { "chart-30d" },
         ok = total - failed,
+    );
+    // The title, visible too.
+    let _ = write!(
+        svg,
+        "<text x=\"{LEFT}\" y=\"14\" font-size=\"13\" font-weight=\"600\" fill=\"#222\">{title}</text>"
     );
     // Grid lines and the y axis.
     for step in 0..=4 {
