@@ -78,7 +78,10 @@ async fn wait_evaluations(app: &TestApp, n: i64) {
     let start = runs().await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while runs().await < start + n {
-        assert!(Instant::now() < deadline, "the alert rules are not evaluated");
+        assert!(
+            Instant::now() < deadline,
+            "the alert rules are not evaluated"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -146,7 +149,11 @@ async fn device_silence_and_lockout_open_once_update_and_resolve() {
     // Resolved: the device logs in again.
     let (mut smtp, _) = SmtpProbe::connect(app.stack.smtp_addr).await;
     smtp.command("EHLO fax.praxis.test").await;
-    assert!(smtp.login(&fax.device.username, &fax.password).await.starts_with("235"));
+    assert!(
+        smtp.login(&fax.device.username, &fax.password)
+            .await
+            .starts_with("235")
+    );
     let resolved = wait_alert(&app, "device_silent", &subject, |a| !a.is_open()).await;
     assert_eq!(resolved.id, silent.id);
 
@@ -154,11 +161,19 @@ async fn device_silence_and_lockout_open_once_update_and_resolve() {
     let (mut smtp, _) = SmtpProbe::connect(app.stack.smtp_addr).await;
     smtp.command("EHLO fax.praxis.test").await;
     for _ in 0..3 {
-        assert!(smtp.login(&fax.device.username, "falsch").await.starts_with("535"));
+        assert!(
+            smtp.login(&fax.device.username, "falsch")
+                .await
+                .starts_with("535")
+        );
     }
     let locked = wait_alert(&app, "device_lockout", &subject, Alert::is_open).await;
     assert_eq!(locked.facts["source"], "127.0.0.1");
-    assert!(locked.text(true).contains("gesperrt"), "{}", locked.text(true));
+    assert!(
+        locked.text(true).contains("gesperrt"),
+        "{}",
+        locked.text(true)
+    );
     opened_once(&app, "device_lockout", &subject).await;
     // Updated: the lock is longer now.
     sqlx::query(
@@ -174,7 +189,11 @@ async fn device_silence_and_lockout_open_once_update_and_resolve() {
     })
     .await;
     // Resolved: a technician unlocks it.
-    assert!(logins::unlock(app.pool(), &fax.device.username).await.unwrap());
+    assert!(
+        logins::unlock(app.pool(), &fax.device.username)
+            .await
+            .unwrap()
+    );
     wait_alert(&app, "device_lockout", &subject, |a| !a.is_open()).await;
     assert_eq!(alerts_of(&app, "device_lockout", &subject).await.len(), 1);
 }
@@ -204,11 +223,13 @@ async fn a_refused_token_and_a_waiting_queue_alert_by_mail_and_resolve_after_con
     assert_eq!(token.severity, "critical");
     assert_eq!(token.facts["customer"], "Praxis Widerruf");
     // The message waits: it has waited two hours (its time moved back).
-    sqlx::query("UPDATE messages SET received_at = now() - interval '2 hours' WHERE tenant_id = $1")
-        .bind(tenant.tenant.id)
-        .execute(app.pool())
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE messages SET received_at = now() - interval '2 hours' WHERE tenant_id = $1",
+    )
+    .bind(tenant.tenant.id)
+    .execute(app.pool())
+    .await
+    .unwrap();
     let waiting = wait_alert(&app, "queue_age", &subject, Alert::is_open).await;
     assert_eq!(waiting.facts["waiting"], 1);
     opened_once(&app, "customer_token", &subject).await;
@@ -221,19 +242,34 @@ async fn a_refused_token_and_a_waiting_queue_alert_by_mail_and_resolve_after_con
 
     // Both alerts came by e-mail, as the MSP's own mailbox.
     let inbox = app.wait_for_inbox("alarm@msp.example", 2).await;
-    assert!(inbox.iter().all(|m| m.mailbox == msp.tenant.sender_mailbox), "{inbox:?}");
-    let texts: Vec<String> = inbox
-        .iter()
-        .map(|m| m.mime.clone())
-        .collect();
-    assert!(texts.iter().any(|t| t.contains("Praxis Widerruf") && t.contains("Microsoft refuses tokens")));
-    assert!(texts.iter().any(|t| t.contains("Nachrichten warten zu lange")));
+    assert!(
+        inbox.iter().all(|m| m.mailbox == msp.tenant.sender_mailbox),
+        "{inbox:?}"
+    );
+    let texts: Vec<String> = inbox.iter().map(|m| m.mime.clone()).collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("Praxis Widerruf") && t.contains("Microsoft refuses tokens"))
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("Nachrichten warten zu lange"))
+    );
     assert!(texts.iter().all(|t| t.contains("/alerts/")));
 
     // The admin consents again and the hold is probed: the messages go, and both
     // alerts resolve (and say so by mail).
-    directory.consent(entra, &app.stack.client_id, &[mailbridge_m365_sim::ROLE_MAIL_SEND]);
-    for hold in holds::list(app.pool(), Some(tenant.tenant.id)).await.unwrap() {
+    directory.consent(
+        entra,
+        &app.stack.client_id,
+        &[mailbridge_m365_sim::ROLE_MAIL_SEND],
+    );
+    for hold in holds::list(app.pool(), Some(tenant.tenant.id))
+        .await
+        .unwrap()
+    {
         holds::probe_now(app.pool(), hold.id).await.unwrap();
     }
     app.wait_for_inbox("befund@klinik.example", 2).await;
@@ -241,10 +277,7 @@ async fn a_refused_token_and_a_waiting_queue_alert_by_mail_and_resolve_after_con
     wait_alert(&app, "queue_age", &subject, |a| !a.is_open()).await;
     let inbox = app.wait_for_inbox("alarm@msp.example", 4).await;
     assert_eq!(
-        inbox
-            .iter()
-            .filter(|m| m.mime.contains("Resolved"))
-            .count(),
+        inbox.iter().filter(|m| m.mime.contains("Resolved")).count(),
         2
     );
 }
@@ -270,7 +303,13 @@ async fn refusals_and_the_bounce_rate_open_update_and_resolve() {
     let directory = &app.stack.simulator.directory;
     directory.inject_fault(refuse(5));
     for n in 0..5 {
-        send(&app, &tenant, &format!("Scanner {n}"), "labor@klinik.example").await;
+        send(
+            &app,
+            &tenant,
+            &format!("Scanner {n}"),
+            "labor@klinik.example",
+        )
+        .await;
     }
     let refusals = wait_alert(&app, "refusals", &subject, Alert::is_open).await;
     assert_eq!(refusals.facts["count"], 5);
@@ -288,10 +327,19 @@ async fn refusals_and_the_bounce_rate_open_update_and_resolve() {
     directory.inject_fault(refuse(1));
     send(&app, &tenant, "Scanner 5", "labor@klinik.example").await;
     for n in 6..9 {
-        send(&app, &tenant, &format!("Scanner {n}"), "labor@klinik.example").await;
+        send(
+            &app,
+            &tenant,
+            &format!("Scanner {n}"),
+            "labor@klinik.example",
+        )
+        .await;
     }
     app.wait_for_inbox("labor@klinik.example", 3).await;
-    wait_alert(&app, "refusals", &subject, |a| a.id == refusals.id && a.facts["count"] == 6).await;
+    wait_alert(&app, "refusals", &subject, |a| {
+        a.id == refusals.id && a.facts["count"] == 6
+    })
+    .await;
     let rate = wait_alert(&app, "bounce_rate", &subject, |a| {
         a.id == bounces.id && a.facts["messages"] == 9
     })
@@ -313,14 +361,23 @@ async fn expiring_credentials_alert_and_a_technician_acknowledges() {
         ..AlertSettings::default()
     };
     // The MSP app's secret, as the operator entered its expiry.
-    alerts::save_settings(app.pool(), &expires(10)).await.unwrap();
+    alerts::save_settings(app.pool(), &expires(10))
+        .await
+        .unwrap();
     let secret = wait_alert(&app, "app_credential", "secret", Alert::is_open).await;
     assert_eq!(secret.severity, "warning");
     opened_once(&app, "app_credential", "secret").await;
-    alerts::save_settings(app.pool(), &expires(1)).await.unwrap();
-    let critical = wait_alert(&app, "app_credential", "secret", |a| a.severity == "critical").await;
+    alerts::save_settings(app.pool(), &expires(1))
+        .await
+        .unwrap();
+    let critical = wait_alert(&app, "app_credential", "secret", |a| {
+        a.severity == "critical"
+    })
+    .await;
     assert_eq!(critical.id, secret.id);
-    alerts::save_settings(app.pool(), &expires(365)).await.unwrap();
+    alerts::save_settings(app.pool(), &expires(365))
+        .await
+        .unwrap();
     wait_alert(&app, "app_credential", "secret", |a| !a.is_open()).await;
 
     // The edge's certificate (reported by the edge itself) expires within a
@@ -332,17 +389,30 @@ async fn expiring_credentials_alert_and_a_technician_acknowledges() {
 
     // Read-only staff may not acknowledge; a technician may (audited), once.
     let mut reader = StaffClient::sign_in_as(&app, "lea.lesen@msp.example", "readonly").await;
-    let refused = reader.post(&format!("/alerts/{}/acknowledge", edge.id), &[]).await;
+    let refused = reader
+        .post(&format!("/alerts/{}/acknowledge", edge.id), &[])
+        .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
-    let mut technician = StaffClient::sign_in_as(&app, "tim.technik@msp.example", "technician").await;
+    let mut technician =
+        StaffClient::sign_in_as(&app, "tim.technik@msp.example", "technician").await;
     let page = technician.get("/alerts").await;
-    assert!(page.body.contains(&format!("data-alert=\"{}\"", edge.id)), "{}", page.body);
+    assert!(
+        page.body.contains(&format!("data-alert=\"{}\"", edge.id)),
+        "{}",
+        page.body
+    );
     let done = technician
-        .post(&format!("/alerts/{}/acknowledge", edge.id), &[("back", "/alerts")])
+        .post(
+            &format!("/alerts/{}/acknowledge", edge.id),
+            &[("back", "/alerts")],
+        )
         .await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
     let acknowledged = alerts::get(app.pool(), edge.id).await.unwrap().unwrap();
-    assert_eq!(acknowledged.acknowledged_by.as_deref(), Some("tim.technik@msp.example"));
+    assert_eq!(
+        acknowledged.acknowledged_by.as_deref(),
+        Some("tim.technik@msp.example")
+    );
     let again = technician
         .post(&format!("/alerts/{}/acknowledge", edge.id), &[])
         .await;

@@ -294,7 +294,13 @@ async fn every_documented_operation_answers_as_documented() {
                 assert_eq!(answer["acknowledged_by"], "api-token:RMM");
             }
             ("get", "/usage") => {
-                assert!(answer["customers"].as_array().unwrap().iter().any(|c| c["customer"] == "Praxis API"));
+                assert!(
+                    answer["customers"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|c| c["customer"] == "Praxis API")
+                );
             }
             ("post", "/customers/{id}/devices") => {
                 device = answer["id"].as_str().unwrap().to_owned();

@@ -49,7 +49,10 @@ async fn the_monthly_report_matches_what_was_sent_also_after_the_purge() {
         (&scanner, &["a@klinik.example"]),
         (&scanner, &["a@klinik.example", "b@klinik.example"]),
         (&scanner, &["a@klinik.example"]),
-        (&printer, &["c@klinik.example", "d@klinik.example", "e@klinik.example"]),
+        (
+            &printer,
+            &["c@klinik.example", "d@klinik.example", "e@klinik.example"],
+        ),
         (&printer, &["a@klinik.example"]),
     ];
     for (n, (device, to)) in sends.iter().enumerate() {
@@ -114,8 +117,14 @@ async fn the_monthly_report_matches_what_was_sent_also_after_the_purge() {
         assert_eq!(line["recipients"], recipients);
         assert_eq!(line["bytes"], bytes);
         assert_eq!(line["active_devices"], 2);
-        let silent = lines.iter().find(|l| l["customer"] == "Praxis Ruhig").unwrap();
-        assert_eq!(silent["accepted"], 0, "a customer that sent nothing has a zero line");
+        let silent = lines
+            .iter()
+            .find(|l| l["customer"] == "Praxis Ruhig")
+            .unwrap();
+        assert_eq!(
+            silent["accepted"], 0,
+            "a customer that sent nothing has a zero line"
+        );
     };
     let (status, report) = api(month.clone()).await;
     assert_eq!(status, StatusCode::OK, "{report}");
@@ -135,9 +144,14 @@ async fn the_monthly_report_matches_what_was_sent_also_after_the_purge() {
         csv.body
     );
     let page = owner.get("/usage").await;
-    assert!(page.body.contains("<svg class=\"chart\""), "the charts are on the page");
+    assert!(
+        page.body.contains("<svg class=\"chart\""),
+        "the charts are on the page"
+    );
     assert!(page.body.contains("chart-24h-t") && page.body.contains("chart-30d-t"));
-    let customer = owner.get(&format!("/customers/{}/usage", tenant.tenant.id)).await;
+    let customer = owner
+        .get(&format!("/customers/{}/usage", tenant.tenant.id))
+        .await;
     assert!(customer.body.contains(&format!("data-month=\"{month}\"")));
     let _ = quiet;
 
@@ -187,9 +201,13 @@ async fn the_usage_charts_show_in_the_browser() {
     let app = TestApp::spawn().await;
     app.stack
         .add_staff_user("ines.inhaber@msp.example", "Ines Inhaber");
-    mailbridge_web::add_staff(app.pool(), "ines.inhaber@msp.example", mailbridge_web::Role::Owner)
-        .await
-        .unwrap();
+    mailbridge_web::add_staff(
+        app.pool(),
+        "ines.inhaber@msp.example",
+        mailbridge_web::Role::Owner,
+    )
+    .await
+    .unwrap();
     let tenant = app.add_tenant("Praxis Diagramm").await;
     let device = app.add_device(&tenant, "Scanner").await;
     let sender = tenant.tenant.sender_mailbox.clone();
@@ -247,7 +265,10 @@ async fn the_usage_charts_show_in_the_browser() {
     click(&browser, "#nav-usage").await;
     element(&browser, "svg.chart rect.failed").await;
     let source = browser.source().await.unwrap();
-    assert!(source.contains("6 accepted by Microsoft"), "the hour's bar says its figures");
+    assert!(
+        source.contains("6 accepted by Microsoft"),
+        "the hour's bar says its figures"
+    );
     assert!(source.contains("2 failed"));
     screenshot(&browser, &screenshot_dir(), "usage-charts").await;
     browser.close().await.unwrap();

@@ -89,7 +89,10 @@ impl Receiver {
             if check(&got) {
                 return got;
             }
-            assert!(Instant::now() < deadline, "the receiver never got {what}: {got:?}");
+            assert!(
+                Instant::now() < deadline,
+                "the receiver never got {what}: {got:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -114,10 +117,19 @@ async fn receive(State(inbox): State<Inbox>, headers: HeaderMap, body: Bytes) ->
 
 /// The code block of `language` after `marker` in the MSP guide.
 fn documented(marker: &str, language: &str) -> String {
-    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/msp-guide.md"))
-        .expect("the MSP guide");
-    let after = &guide[guide.find(marker).unwrap_or_else(|| panic!("{marker} in the guide"))..];
-    let start = after.find(&format!("```{language}\n")).expect("the code block") + language.len() + 4;
+    let guide = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/msp-guide.md"
+    ))
+    .expect("the MSP guide");
+    let after = &guide[guide
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} in the guide"))..];
+    let start = after
+        .find(&format!("```{language}\n"))
+        .expect("the code block")
+        + language.len()
+        + 4;
     let end = after[start..].find("```").expect("the block's end");
     after[start..start + end].to_owned()
 }
@@ -140,7 +152,11 @@ fn verify_as_documented(secret: &str, received: &Received) -> bool {
         String::from_utf8_lossy(&shell.stdout).trim(),
         if shell_ok { "valid" } else { "INVALID" }
     );
-    let python_ok = if std::process::Command::new("python3").arg("--version").output().is_ok() {
+    let python_ok = if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
         std::fs::write(
             dir.path().join("verify.py"),
             documented("<!-- webhook-verify-python -->", "python"),
@@ -170,9 +186,13 @@ fn verify_as_documented(secret: &str, received: &Received) -> bool {
 
 /// Creates a webhook in the control plane as an admin; returns its id and secret.
 async fn create(admin: &mut StaffClient, name: &str, url: &str) -> (uuid::Uuid, String) {
-    let page = admin.post("/webhooks", &[("name", name), ("url", url)]).await;
+    let page = admin
+        .post("/webhooks", &[("name", name), ("url", url)])
+        .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-    let secret = page.text_of("webhook-secret").expect("the secret, shown once");
+    let secret = page
+        .text_of("webhook-secret")
+        .expect("the secret, shown once");
     let id = page
         .body
         .split("/webhooks/")
@@ -196,15 +216,25 @@ async fn the_test_event_arrives_signed_and_verifies_with_the_documented_snippets
         "http://example.com/hook",
         "http://[::1]:9/hook",
     ] {
-        let page = admin.post("/webhooks", &[("name", "Nein"), ("url", refused)]).await;
-        assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}: {}", page.status);
+        let page = admin
+            .post("/webhooks", &[("name", "Nein"), ("url", refused)])
+            .await;
+        assert_eq!(
+            page.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{refused}: {}",
+            page.status
+        );
     }
     assert!(webhooks::list(app.pool()).await.unwrap().is_empty());
 
     let (id, secret) = create(&mut admin, "PSA", &receiver.url()).await;
     assert!(secret.starts_with("whsec_"));
     let page = admin.get("/alerts").await;
-    assert!(!page.body.contains(&secret), "the secret is shown only once");
+    assert!(
+        !page.body.contains(&secret),
+        "the secret is shown only once"
+    );
     let stored: Vec<u8> = sqlx::query_scalar("SELECT secret_sealed FROM webhooks WHERE id = $1")
         .bind(id)
         .fetch_one(app.pool())
@@ -222,7 +252,12 @@ async fn the_test_event_arrives_signed_and_verifies_with_the_documented_snippets
     assert_eq!(event.event, "test");
     let json = event.json();
     assert_eq!(json["type"], "test");
-    assert!(json["title"]["de"].as_str().unwrap().contains("Testereignis"));
+    assert!(
+        json["title"]["de"]
+            .as_str()
+            .unwrap()
+            .contains("Testereignis")
+    );
     assert!(event.signature.starts_with("t="), "{}", event.signature);
     // Verified as documented; a changed body or another secret is not.
     assert!(verify_as_documented(&secret, event));
@@ -272,21 +307,38 @@ async fn a_receiver_answering_500_then_200_gets_the_event_exactly_once_more() {
     .unwrap();
     let alert = wait_alert(&app, "app_credential", "secret", Alert::is_open).await;
     let got = receiver.wait("the event twice", |r| r.len() >= 2).await;
-    assert_eq!(got[0].json()["id"], got[1].json()["id"], "the same event again");
+    assert_eq!(
+        got[0].json()["id"],
+        got[1].json()["id"],
+        "the same event again"
+    );
     assert_eq!(got[0].json()["type"], "alert.opened");
     assert_eq!(got[0].json()["alert"]["id"], alert.id.to_string());
     assert!(verify_as_documented(&secret, &got[1]));
 
     // Resolving it sends the next event; by then the first has had its two tries.
-    alerts::save_settings(app.pool(), &AlertSettings::default()).await.unwrap();
+    alerts::save_settings(app.pool(), &AlertSettings::default())
+        .await
+        .unwrap();
     let got = receiver
-        .wait("the resolved event", |r| r.iter().any(|e| e.event == "alert.resolved"))
+        .wait("the resolved event", |r| {
+            r.iter().any(|e| e.event == "alert.resolved")
+        })
         .await;
     let opened = got.iter().filter(|e| e.event == "alert.opened").count();
     assert_eq!(opened, 2, "once failed, once more, never again: {got:?}");
-    let resolved = &got.iter().find(|e| e.event == "alert.resolved").unwrap().json();
+    let resolved = &got
+        .iter()
+        .find(|e| e.event == "alert.resolved")
+        .unwrap()
+        .json();
     assert_eq!(resolved["alert"]["state"], "resolved");
-    assert!(resolved["links"]["alert"].as_str().unwrap().starts_with(&app.stack.settings.web.public_url));
+    assert!(
+        resolved["links"]["alert"]
+            .as_str()
+            .unwrap()
+            .starts_with(&app.stack.settings.web.public_url)
+    );
 
     let log = webhooks::deliveries(app.pool(), hook.id, 10).await.unwrap();
     let statuses: Vec<Option<i32>> = log.iter().rev().map(|d| d.status).collect();

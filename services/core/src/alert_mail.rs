@@ -50,11 +50,7 @@ pub(crate) async fn queue(
     let resolved = alert.resolved_at.is_some();
     let subject = format!(
         "[mailbridge] {}{} / {}",
-        if resolved {
-            "Behoben / Resolved: "
-        } else {
-            ""
-        },
+        if resolved { "Behoben / Resolved: " } else { "" },
         alert.title(true),
         alert.title(false)
     );

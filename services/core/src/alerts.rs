@@ -462,19 +462,19 @@ fn expiry_severity(not_after: DateTime<Utc>) -> &'static str {
     }
 }
 
+/// A device silent for longer than its alert allows: id, customer, name, customer
+/// name, hours, last seen.
+type SilentDevice = (Uuid, Uuid, String, String, i32, Option<DateTime<Utc>>);
+
 /// Every condition that holds now under `rules`.
 pub async fn conditions(
     executor: &mut sqlx::PgConnection,
     rules: &[Rule],
 ) -> Result<Vec<Condition>, sqlx::Error> {
-    let rule = |kind: Kind| {
-        rules
-            .iter()
-            .find(|r| r.kind == kind.as_str() && r.enabled)
-    };
+    let rule = |kind: Kind| rules.iter().find(|r| r.kind == kind.as_str() && r.enabled);
     let mut found = Vec::new();
     if rule(Kind::DeviceSilent).is_some() {
-        let rows: Vec<(Uuid, Uuid, String, String, i32, Option<DateTime<Utc>>)> = sqlx::query_as(
+        let rows: Vec<SilentDevice> = sqlx::query_as(
             "SELECT d.id, d.tenant_id, d.name, t.name, d.silent_alert_hours, d.last_seen_at
                FROM devices d JOIN tenants t ON t.id = d.tenant_id
               WHERE d.enabled AND d.silent_alert_hours IS NOT NULL
@@ -636,7 +636,9 @@ pub async fn conditions(
                 .await?
                 .flatten();
         let soon = Utc::now() + chrono::Duration::days(r.threshold.into());
-        let secret = secret.and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| d.and_utc());
+        let secret = secret
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|d| d.and_utc());
         for (credential, expiry) in [("certificate", certificate), ("secret", secret)] {
             if let Some(expiry) = expiry.filter(|e| *e < soon) {
                 found.push(Condition {
@@ -884,10 +886,12 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> Result<Vec<Alert>, sqlx::Er
 }
 
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Alert>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1")))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ALERT_COLUMNS} FROM alerts WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// What the purge removed of this module's tables.

@@ -543,7 +543,11 @@ impl Settings {
                 )?,
                 consent_retry_first: seconds(&lookup, "MAILBRIDGE_CONSENT_RETRY_SECONDS", "5")?,
                 alert_interval: seconds(&lookup, "MAILBRIDGE_ALERT_INTERVAL_SECONDS", "60")?,
-                webhook_allowed_networks: parse(&lookup, "MAILBRIDGE_WEBHOOK_ALLOWED_NETWORKS", "")?,
+                webhook_allowed_networks: parse(
+                    &lookup,
+                    "MAILBRIDGE_WEBHOOK_ALLOWED_NETWORKS",
+                    "",
+                )?,
             },
         })
     }

@@ -69,11 +69,19 @@ impl Month {
     }
 
     pub fn next(self) -> Self {
-        Self(self.0.checked_add_months(chrono::Months::new(1)).expect("in range"))
+        Self(
+            self.0
+                .checked_add_months(chrono::Months::new(1))
+                .expect("in range"),
+        )
     }
 
     pub fn previous(self) -> Self {
-        Self(self.0.checked_sub_months(chrono::Months::new(1)).expect("in range"))
+        Self(
+            self.0
+                .checked_sub_months(chrono::Months::new(1))
+                .expect("in range"),
+        )
     }
 }
 

@@ -217,7 +217,11 @@ pub async fn enqueue_event<'e>(
 }
 
 /// Writes a test event into one webhook's outbox; false if there is no such webhook.
-pub async fn enqueue_test(pool: &PgPool, webhook_id: Uuid, public_url: &str) -> Result<bool, sqlx::Error> {
+pub async fn enqueue_test(
+    pool: &PgPool,
+    webhook_id: Uuid,
+    public_url: &str,
+) -> Result<bool, sqlx::Error> {
     let event = Event::test(public_url);
     sqlx::query(
         "INSERT INTO webhook_outbox (webhook_id, event_id, event_type, payload)
@@ -449,7 +453,11 @@ pub struct Delivery {
 }
 
 /// The last `limit` tries of a webhook, newest first.
-pub async fn deliveries(pool: &PgPool, webhook_id: Uuid, limit: i64) -> Result<Vec<Delivery>, sqlx::Error> {
+pub async fn deliveries(
+    pool: &PgPool,
+    webhook_id: Uuid,
+    limit: i64,
+) -> Result<Vec<Delivery>, sqlx::Error> {
     sqlx::query_as(
         "SELECT event_id, event_type, at, duration_ms, status, response, error
            FROM webhook_deliveries WHERE webhook_id = $1 ORDER BY id DESC LIMIT $2",

@@ -75,13 +75,11 @@ fn scope_filter(actor: &Actor, mut filter: Filter) -> Filter {
 
 /// The alerts `filter` selects that `actor` may see.
 pub async fn visible(state: &WebState, actor: &Actor, filter: Filter) -> Result<Vec<AlertView>> {
-    Ok(
-        alerts::list(&state.pool, &scope_filter(actor, filter))
-            .await?
-            .into_iter()
-            .map(|a| AlertView::of(a, actor.tr.lang()))
-            .collect(),
-    )
+    Ok(alerts::list(&state.pool, &scope_filter(actor, filter))
+        .await?
+        .into_iter()
+        .map(|a| AlertView::of(a, actor.tr.lang()))
+        .collect())
 }
 
 /// The alerts of a customer's page (open ones and the last resolved).
@@ -332,9 +330,18 @@ async fn visible_alert(state: &WebState, actor: &Actor, id: Uuid) -> Result<Aler
 pub async fn acknowledge(state: &WebState, actor: &Actor, id: Uuid) -> Result<Alert> {
     actor.require(Permission::HandleMessages)?;
     visible_alert(state, actor, id).await?;
-    let alert = alerts::acknowledge(&state.pool, id, &actor.label, &state.settings.web.public_url)
-        .await?
-        .ok_or_else(|| Error::Conflict(tr!("Only an open alert that nobody acknowledged yet can be acknowledged.").into()))?;
+    let alert = alerts::acknowledge(
+        &state.pool,
+        id,
+        &actor.label,
+        &state.settings.web.public_url,
+    )
+    .await?
+    .ok_or_else(|| {
+        Error::Conflict(
+            tr!("Only an open alert that nobody acknowledged yet can be acknowledged.").into(),
+        )
+    })?;
     audit::record(
         &state.pool,
         actor,
@@ -355,7 +362,11 @@ async fn acknowledge_form(
 ) -> Result<Response> {
     acknowledge(&state, &actor, id).await?;
     let back = crate::security::local_path(form.back.as_deref());
-    let back = if back == "/" { "/alerts".to_owned() } else { back };
+    let back = if back == "/" {
+        "/alerts".to_owned()
+    } else {
+        back
+    };
     let sep = if back.contains('?') { '&' } else { '?' };
     Ok(Redirect::to(&format!("{back}{sep}notice=acknowledged")).into_response())
 }
@@ -398,7 +409,15 @@ async fn rules_form(
         }
     }
     if !changed.is_empty() {
-        audit::record(&state.pool, &actor, "alerts.rules", None, None, json!({"changed": changed})).await?;
+        audit::record(
+            &state.pool,
+            &actor,
+            "alerts.rules",
+            None,
+            None,
+            json!({"changed": changed}),
+        )
+        .await?;
     }
     Ok(Redirect::to("/alerts?notice=saved").into_response())
 }
@@ -419,9 +438,11 @@ async fn settings_form(
     let text = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     let email_to = text(form.email_to);
     if let Some(address) = &email_to {
-        mailbridge_core::address::EmailAddress::parse(address).map_err(|_| Error::InvalidValue {
-            text: tr!("{} is not an e-mail address."),
-            value: address.clone(),
+        mailbridge_core::address::EmailAddress::parse(address).map_err(|_| {
+            Error::InvalidValue {
+                text: tr!("{} is not an e-mail address."),
+                value: address.clone(),
+            }
         })?;
     }
     let email_tenant_id = match text(form.email_tenant_id) {
@@ -433,22 +454,31 @@ async fn settings_form(
                 .ok_or(Error::NotFound)?,
         ),
     };
-    let app_secret_expires_on = match text(form.app_secret_expires_on) {
-        None => None,
-        Some(d) => Some(NaiveDate::parse_from_str(&d, "%Y-%m-%d").map_err(|_| {
-            Error::InvalidValue {
-                text: tr!("{} is not a date (YYYY-MM-DD)."),
-                value: d.clone(),
-            }
-        })?),
-    };
+    let app_secret_expires_on =
+        match text(form.app_secret_expires_on) {
+            None => None,
+            Some(d) => Some(NaiveDate::parse_from_str(&d, "%Y-%m-%d").map_err(|_| {
+                Error::InvalidValue {
+                    text: tr!("{} is not a date (YYYY-MM-DD)."),
+                    value: d.clone(),
+                }
+            })?),
+        };
     let settings = AlertSettings {
         email_to,
         email_tenant_id,
         app_secret_expires_on,
     };
     alerts::save_settings(&state.pool, &settings).await?;
-    audit::record(&state.pool, &actor, "alerts.settings", None, None, json!(settings)).await?;
+    audit::record(
+        &state.pool,
+        &actor,
+        "alerts.settings",
+        None,
+        None,
+        json!(settings),
+    )
+    .await?;
     Ok(Redirect::to("/alerts?notice=saved").into_response())
 }
 
@@ -465,7 +495,12 @@ async fn silence_form(
     Form(form): Form<SilenceForm>,
 ) -> Result<Response> {
     actor.require(Permission::ManageDevices)?;
-    let hours = match form.hours.as_deref().map(str::trim).filter(|h| !h.is_empty()) {
+    let hours = match form
+        .hours
+        .as_deref()
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+    {
         None => None,
         Some(h) => Some(
             h.parse::<i32>()
@@ -506,10 +541,9 @@ pub async fn create_webhook(
     url: &str,
 ) -> Result<(Webhook, String)> {
     actor.require(Permission::ManageCustomers)?;
-    let key = state
-        .master_key
-        .as_ref()
-        .ok_or_else(|| Error::Invalid(tr!("Webhooks need MAILBRIDGE_MASTER_KEY to keep their secrets.").into()))?;
+    let key = state.master_key.as_ref().ok_or_else(|| {
+        Error::Invalid(tr!("Webhooks need MAILBRIDGE_MASTER_KEY to keep their secrets.").into())
+    })?;
     let created = webhooks::create(&state.pool, key, &url_policy(state), name, url)
         .await
         .map_err(|e| match e {
@@ -563,7 +597,9 @@ async fn webhook_page(
     Query(query): Query<PageQuery>,
 ) -> Result<Response> {
     actor.require(Permission::ManageCustomers)?;
-    let webhook = webhooks::get(&state.pool, id).await?.ok_or(Error::NotFound)?;
+    let webhook = webhooks::get(&state.pool, id)
+        .await?
+        .ok_or(Error::NotFound)?;
     Ok(WebhookPage {
         t: actor.tr,
         nav: Nav::of(Some(&actor), "alerts"),
@@ -580,7 +616,15 @@ pub async fn test_webhook(state: &WebState, actor: &Actor, id: Uuid) -> Result<(
     if !webhooks::enqueue_test(&state.pool, id, &state.settings.web.public_url).await? {
         return Err(Error::NotFound);
     }
-    audit::record(&state.pool, actor, "webhook.test", None, Some(&id.to_string()), json!({})).await?;
+    audit::record(
+        &state.pool,
+        actor,
+        "webhook.test",
+        None,
+        Some(&id.to_string()),
+        json!({}),
+    )
+    .await?;
     Ok(())
 }
 
@@ -602,7 +646,15 @@ async fn delete_form(
     if !webhooks::delete(&state.pool, id).await? {
         return Err(Error::NotFound);
     }
-    audit::record(&state.pool, &actor, "webhook.delete", None, Some(&id.to_string()), json!({})).await?;
+    audit::record(
+        &state.pool,
+        &actor,
+        "webhook.delete",
+        None,
+        Some(&id.to_string()),
+        json!({}),
+    )
+    .await?;
     Ok(Redirect::to("/alerts?notice=deleted").into_response())
 }
 
@@ -668,9 +720,14 @@ struct ApiWebhook {
     url: String,
 }
 
-async fn api_webhooks(State(state): State<WebState>, actor: Actor) -> Result<Json<serde_json::Value>> {
+async fn api_webhooks(
+    State(state): State<WebState>,
+    actor: Actor,
+) -> Result<Json<serde_json::Value>> {
     actor.require(Permission::ManageCustomers)?;
-    Ok(Json(json!({ "webhooks": webhooks::list(&state.pool).await? })))
+    Ok(Json(
+        json!({ "webhooks": webhooks::list(&state.pool).await? }),
+    ))
 }
 
 async fn api_create_webhook(
@@ -692,8 +749,12 @@ async fn api_webhook_deliveries(
     Path(id): Path<Uuid>,
 ) -> Result<Json<serde_json::Value>> {
     actor.require(Permission::ManageCustomers)?;
-    webhooks::get(&state.pool, id).await?.ok_or(Error::NotFound)?;
-    Ok(Json(json!({ "deliveries": webhooks::deliveries(&state.pool, id, 50).await? })))
+    webhooks::get(&state.pool, id)
+        .await?
+        .ok_or(Error::NotFound)?;
+    Ok(Json(
+        json!({ "deliveries": webhooks::deliveries(&state.pool, id, 50).await? }),
+    ))
 }
 
 async fn api_test_webhook(

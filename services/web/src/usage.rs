@@ -17,7 +17,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use mailbridge_core::usage::{self, Bucket, MonthLine, Month};
+use mailbridge_core::usage::{self, Bucket, Month, MonthLine};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -37,7 +37,12 @@ pub struct MonthQuery {
 }
 
 fn month_of(query: &MonthQuery) -> Result<Month> {
-    match query.month.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
+    match query
+        .month
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+    {
         None => Ok(Month::current()),
         Some(text) => Month::parse(text).ok_or_else(|| Error::InvalidValue {
             text: tr!("{} is not a month (YYYY-MM)."),
@@ -188,7 +193,9 @@ async fn api_usage(
 ) -> Result<Json<serde_json::Value>> {
     let month = month_of(&query)?;
     let lines = report(&state, &actor, month).await?;
-    Ok(Json(json!({ "month": month.to_string(), "customers": lines })))
+    Ok(Json(
+        json!({ "month": month.to_string(), "customers": lines }),
+    ))
 }
 
 /// `GET /api/v1/usage?month=YYYY-MM` (merged into `/api/v1`).
@@ -245,7 +252,11 @@ fn chart(buckets: &[Bucket], span: Span, lang: Lang) -> String {
          <title id=\"{id}-t\">{title}</title>\
          <desc id=\"{id}-d\">{total} · {ok_label}: {ok} · {failed_label}: {failed} · {bounced_label}: {bounced}</desc>",
         h = HEIGHT + 22.0,
-        id = if span == Span::Hours { "chart-24h" } else { "chart-30d" },
+        id = if span == Span::Hours {
+            "chart-24h"
+        } else {
+            "chart-30d"
+        },
         ok = total - failed,
     );
     // The title, visible too.
@@ -274,8 +285,18 @@ fn chart(buckets: &[Bucket], span: Span, lang: Lang) -> String {
             Span::Days => b.start.format("%Y-%m-%d").to_string(),
         };
         for (value, class, colour, name) in [
-            (b.accepted_by_microsoft - b.bounced.min(b.accepted_by_microsoft), "ok", "#2e7d4f", ok_label),
-            (b.bounced.min(b.accepted_by_microsoft), "bounced", "#b26a00", bounced_label),
+            (
+                b.accepted_by_microsoft - b.bounced.min(b.accepted_by_microsoft),
+                "ok",
+                "#2e7d4f",
+                ok_label,
+            ),
+            (
+                b.bounced.min(b.accepted_by_microsoft),
+                "bounced",
+                "#b26a00",
+                bounced_label,
+            ),
             (b.failed, "failed", "#b3261e", failed_label),
         ] {
             if value <= 0 {
@@ -345,7 +366,9 @@ mod tests {
     fn bucket(hour: u32, ok: i64, failed: i64) -> Bucket {
         use chrono::TimeZone;
         Bucket {
-            start: chrono::Utc.with_ymd_and_hms(2026, 12, 3, hour, 0, 0).unwrap(),
+            start: chrono::Utc
+                .with_ymd_and_hms(2026, 12, 3, hour, 0, 0)
+                .unwrap(),
             accepted: ok + failed,
             accepted_by_microsoft: ok,
             bounced: 0,
@@ -355,7 +378,9 @@ mod tests {
 
     #[test]
     fn charts_draw_one_bar_per_bucket_with_its_figures() {
-        let buckets: Vec<Bucket> = (0..24).map(|h| bucket(h, i64::from(h % 3), i64::from(h == 5))).collect();
+        let buckets: Vec<Bucket> = (0..24)
+            .map(|h| bucket(h, i64::from(h % 3), i64::from(h == 5)))
+            .collect();
         let svg = chart(&buckets, Span::Hours, Lang::En);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));
         assert!(svg.contains("<title id=\"chart-24h-t\">Messages, last 24 hours"));

@@ -26,7 +26,11 @@ const OUTBOX_INTERVAL: Duration = Duration::from_secs(1);
 /// Evaluates the alert rules every `MAILBRIDGE_ALERT_INTERVAL_SECONDS` (when it is
 /// this worker's turn), until `stop`.
 pub async fn evaluate_loop(worker: Arc<Worker>, stop: CancellationToken) {
-    let every = worker.settings.worker.alert_interval.max(Duration::from_secs(1));
+    let every = worker
+        .settings
+        .worker
+        .alert_interval
+        .max(Duration::from_secs(1));
     let channels = Channels {
         public_url: worker.settings.web.public_url.clone(),
         fallback_email: worker.settings.worker.failure_notification_address.clone(),
@@ -40,7 +44,9 @@ pub async fn evaluate_loop(worker: Arc<Worker>, stop: CancellationToken) {
                 tracing::info!(?done, "alerts evaluated")
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "evaluating the alert rules failed; tried again next interval"),
+            Err(e) => {
+                tracing::warn!(error = %e, "evaluating the alert rules failed; tried again next interval")
+            }
         }
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -56,7 +62,11 @@ async fn report_app_certificate(worker: &Worker, host: &str) {
     };
     let Some(not_after) = mailbridge_core::tls::load_certificates(file)
         .ok()
-        .and_then(|chain| chain.first().and_then(|c| mailbridge_core::tls::not_after(c)))
+        .and_then(|chain| {
+            chain
+                .first()
+                .and_then(|c| mailbridge_core::tls::not_after(c))
+        })
     else {
         return;
     };
@@ -77,9 +87,8 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let policy = self.policy.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let permitted: Vec<SocketAddr> = found
                 .iter()
                 .copied()
@@ -139,7 +148,10 @@ pub async fn outbox_loop(worker: Arc<Worker>, stop: CancellationToken) {
     }
 }
 
-fn webhook_client(worker: &Worker, policy: &UrlPolicy) -> Result<reqwest::Client, crate::WorkerError> {
+fn webhook_client(
+    worker: &Worker,
+    policy: &UrlPolicy,
+) -> Result<reqwest::Client, crate::WorkerError> {
     let tls = mailbridge_core::tls::client_config(worker.settings.extra_ca_file.as_deref())?;
     Ok(reqwest::Client::builder()
         .tls_backend_preconfigured((*tls).clone())
