@@ -32,11 +32,21 @@ use crate::{
 };
 
 /// One request the receiver got.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Received {
     pub signature: String,
     pub event: String,
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Received {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Received")
+            .field("event", &self.event)
+            .field("signature", &self.signature)
+            .field("body", &String::from_utf8_lossy(&self.body))
+            .finish()
+    }
 }
 
 impl Received {
