@@ -100,20 +100,6 @@ impl Kind {
         }
     }
 
-    /// What the rule's threshold means (English; shown next to it).
-    pub fn threshold_en(self) -> &'static str {
-        match self {
-            Kind::DeviceSilent => "set per device (hours without mail)",
-            Kind::DeviceLockout => "any lock of the device's logins",
-            Kind::CustomerToken => "any token refusal or customer hold",
-            Kind::Refusals => "permanent refusals within the window",
-            Kind::QueueAge => "minutes the oldest waiting message is old",
-            Kind::BounceRate => "per cent of messages bounced or failed within the window",
-            Kind::AppCredential => "days before expiry",
-            Kind::EdgeCertificate => "days before expiry",
-        }
-    }
-
     /// Whether the threshold and window are the rule's to set.
     pub fn has_threshold(self) -> bool {
         matches!(

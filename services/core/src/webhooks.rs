@@ -422,15 +422,6 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Webhook>, sqlx::Error
         .await
 }
 
-pub async fn set_enabled(pool: &PgPool, id: Uuid, enabled: bool) -> Result<bool, sqlx::Error> {
-    sqlx::query("UPDATE webhooks SET enabled = $2 WHERE id = $1")
-        .bind(id)
-        .bind(enabled)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected() == 1)
-}
-
 pub async fn delete(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
     sqlx::query("DELETE FROM webhooks WHERE id = $1")
         .bind(id)
