@@ -323,6 +323,34 @@ async fn refusals_and_the_bounce_rate_open_update_and_resolve() {
     assert_eq!(bounces.facts["percent"], 100);
     opened_once(&app, "refusals", &subject).await;
     opened_once(&app, "bounce_rate", &subject).await;
+    // A technician limited to another customer sees none of this one's alerts.
+    let other = app.add_tenant("Praxis Andere").await;
+    let mut limited = StaffClient::sign_in_as(&app, "tina.team@msp.example", "technician").await;
+    sqlx::query(
+        "WITH s AS (UPDATE staff SET all_customers = false WHERE email = 'tina.team@msp.example' RETURNING id)
+         INSERT INTO staff_customers (staff_id, tenant_id) SELECT id, $1 FROM s",
+    )
+    .bind(other.tenant.id)
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let page = limited.get("/alerts").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        !page.body.contains(&refusals.id.to_string()),
+        "another customer's alert"
+    );
+    assert_eq!(
+        limited
+            .get(&format!("/alerts/{}", refusals.id))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let ack = limited
+        .post(&format!("/alerts/{}/acknowledge", refusals.id), &[])
+        .await;
+    assert_eq!(ack.status, StatusCode::NOT_FOUND);
     // Updated: one more refused, three delivered.
     directory.inject_fault(refuse(1));
     send(&app, &tenant, "Scanner 5", "labor@klinik.example").await;
