@@ -142,6 +142,7 @@ async fn every_documented_operation_answers_as_documented() {
             "BoardAction" => {
                 json!({ "account": "fax@praxis-api.example", "device_id": "{device}", "reason": "switched to OAuth natively" })
             }
+            "WebhookInput" => json!({ "name": "PSA", "url": "https://psa.example.com/mailbridge" }),
             other => panic!("no example body for {other}"),
         }
     };
@@ -180,6 +181,13 @@ async fn every_documented_operation_answers_as_documented() {
         ("post", "/customers/{id}/board/reopen"),
         ("get", "/readiness"),
         ("get", "/board.csv"),
+        ("get", "/alerts"),
+        ("post", "/alerts/{id}/acknowledge"),
+        ("get", "/webhooks"),
+        ("post", "/webhooks"),
+        ("get", "/webhooks/{id}/deliveries"),
+        ("post", "/webhooks/{id}/test"),
+        ("get", "/usage"),
         ("delete", "/customers/{id}/devices/{device}"),
         ("delete", "/customers/{id}"),
     ];
@@ -187,6 +195,9 @@ async fn every_documented_operation_answers_as_documented() {
     let mut device = String::new();
     let mut message = String::new();
     let mut hold = String::new();
+    let mut webhook = String::new();
+    // An open alert of the customer (what a worker's evaluation writes).
+    let mut alert = String::new();
     for (method, path) in order {
         let operation = &doc["paths"][path][method];
         assert!(operation.is_object(), "{method} {path} is not documented");
@@ -194,6 +205,10 @@ async fn every_documented_operation_answers_as_documented() {
             path.replace("{id}", &message)
         } else if path.starts_with("/holds/") {
             path.replace("{id}", &hold)
+        } else if path.starts_with("/webhooks/") {
+            path.replace("{id}", &webhook)
+        } else if path.starts_with("/alerts/") {
+            path.replace("{id}", &alert)
         } else {
             path.replace("{id}", &customer).replace("{device}", &device)
         };
@@ -267,6 +282,32 @@ async fn every_documented_operation_answers_as_documented() {
                 .await
                 .unwrap();
                 hold = id.to_string();
+                let id: uuid::Uuid = sqlx::query_scalar(
+                    "INSERT INTO alerts (kind, subject, tenant_id, severity, facts)
+                     VALUES ('customer_token', $1, $1::uuid, 'critical', '{\"customer\": \"Praxis API\", \"error\": \"AADSTS65001\"}')
+                     RETURNING id",
+                )
+                .bind(&customer)
+                .fetch_one(app.pool())
+                .await
+                .unwrap();
+                alert = id.to_string();
+            }
+            ("post", "/webhooks") => {
+                webhook = answer["webhook"]["id"].as_str().unwrap().to_owned();
+                assert!(answer["secret"].as_str().unwrap().starts_with("whsec_"));
+            }
+            ("post", "/alerts/{id}/acknowledge") => {
+                assert_eq!(answer["acknowledged_by"], "api-token:RMM");
+            }
+            ("get", "/usage") => {
+                assert!(
+                    answer["customers"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|c| c["customer"] == "Praxis API")
+                );
             }
             ("post", "/customers/{id}/devices") => {
                 device = answer["id"].as_str().unwrap().to_owned();

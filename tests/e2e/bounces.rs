@@ -353,6 +353,16 @@ async fn two_worker_processes_handle_each_report_once() {
             .await
             .unwrap();
     assert_eq!(notifications, 3);
+    // The customer's usage counts each bounced message once, however many workers
+    // saw its report.
+    let usage_bounced: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(bounced), 0)::bigint FROM usage_hours WHERE tenant_id = $1",
+    )
+    .bind(tenant.tenant.id)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(usage_bounced, 3, "bounces in the usage report");
     let folders = app.stack.simulator.directory.mail_folders(&sender);
     let bounce_folders: Vec<_> = folders
         .iter()

@@ -5,6 +5,7 @@ mod harness;
 
 mod staff_client;
 
+mod alerts;
 mod api;
 mod at_rest;
 mod board_browser;
@@ -37,5 +38,7 @@ mod staff_scope;
 mod staff_security;
 mod submission;
 mod upstream;
+mod usage;
 mod web_hardening;
+mod webhooks;
 mod worker_processes;

@@ -206,6 +206,10 @@ for the MSP app's client id (public: the web builds admin-consent URLs with it),
   value: {{ $v.config.logLevel | quote }}
 - name: MAILBRIDGE_HOSTNAME
   value: {{ $v.hostname | quote }}
+{{- with $v.config.webhookAllowedNetworks }}
+- name: MAILBRIDGE_WEBHOOK_ALLOWED_NETWORKS
+  value: {{ . | quote }}
+{{- end }}
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef:

@@ -232,12 +232,18 @@ pub async fn record(
             })
             .collect::<Vec<_>>()
             .join("; ");
+        // The customer's usage counts the message as bounced once, when it first
+        // bounces (Microsoft's acceptance was counted at settlement).
         sqlx::query(
-            "UPDATE messages
-                SET state = 'bounced',
-                    last_error = left(CASE WHEN state = 'bounced' AND last_error IS NOT NULL
-                                           THEN last_error || '; ' ELSE '' END || $2, 2000)
-              WHERE id = $1",
+            "WITH previous AS (SELECT state FROM messages WHERE id = $1),
+                  marked AS (
+                    UPDATE messages
+                       SET state = 'bounced',
+                           last_error = left(CASE WHEN state = 'bounced' AND last_error IS NOT NULL
+                                                  THEN last_error || '; ' ELSE '' END || $2, 2000)
+                     WHERE id = $1 RETURNING id)
+             SELECT count(usage_count(marked.id, 'bounced'))
+               FROM marked, previous WHERE previous.state <> 'bounced'",
         )
         .bind(message.id)
         .bind(format!("bounced: {summary}"))

@@ -223,6 +223,11 @@ pub struct WorkerSettings {
     pub consent_check_limit: Duration,
     /// The first wait between consent check attempts (doubled each time).
     pub consent_retry_first: Duration,
+    /// How often the alert rules are evaluated (once per interval in the cluster).
+    pub alert_interval: Duration,
+    /// Internal networks webhooks may post to (none by default: webhooks reach
+    /// public addresses only).
+    pub webhook_allowed_networks: Networks,
 }
 
 /// The control plane: where it is reached, and how MSP staff sign in.
@@ -541,6 +546,12 @@ impl Settings {
                     "900",
                 )?,
                 consent_retry_first: seconds(&lookup, "MAILBRIDGE_CONSENT_RETRY_SECONDS", "5")?,
+                alert_interval: seconds(&lookup, "MAILBRIDGE_ALERT_INTERVAL_SECONDS", "60")?,
+                webhook_allowed_networks: parse(
+                    &lookup,
+                    "MAILBRIDGE_WEBHOOK_ALLOWED_NETWORKS",
+                    "",
+                )?,
             },
         })
     }

@@ -6,6 +6,8 @@
 //! control plane and the simulator build on it.
 
 pub mod address;
+mod alert_mail;
+pub mod alerts;
 pub mod allocator;
 pub mod audit;
 pub mod bounces;
@@ -31,6 +33,8 @@ pub mod telemetry;
 pub mod tenants;
 pub mod tls;
 pub mod transcripts;
+pub mod usage;
+pub mod webhooks;
 pub mod workers;
 
 pub use config::Settings;

@@ -84,8 +84,8 @@ pub async fn enqueue(
 /// Commits `messages` and their bodies in one statement — one transaction, one round
 /// trip, one prepared statement whatever the number of messages — and wakes the
 /// workers once per tenant: what group commit hands over.
-pub async fn enqueue_all(
-    pool: &PgPool,
+pub async fn enqueue_all<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
     key: &MasterKey,
     messages: &[&NewMessage],
 ) -> Result<(), sqlx::Error> {
@@ -133,7 +133,7 @@ pub async fn enqueue_all(
             .map(|m| crate::message_id::find(&m.body))
             .collect::<Vec<_>>(),
     )
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(())
 }
@@ -386,7 +386,8 @@ pub enum Settlement {
 /// passed to another worker (the attempt is recorded all the same: it happened). A
 /// message Microsoft accepted has its body deleted: it is health data and no longer needed. A
 /// delivery counts its recipients against the mailbox's day (the worker's limits
-/// read it).
+/// read it), and a final state counts into the customer's usage (`usage_count`, in
+/// the same transaction: never twice, never lost).
 pub async fn settle(
     pool: &PgPool,
     message_id: Uuid,
@@ -433,7 +434,7 @@ pub async fn settle(
              SELECT lower($10), date_trunc('hour', $2, 'UTC'), cardinality(rcpt_to)
                FROM messages WHERE id = $1 AND $5 = 'accepted' AND $10 IS NOT NULL
              ON CONFLICT (mailbox, hour) DO UPDATE SET recipients = mailbox_usage.recipients + EXCLUDED.recipients)
-         SELECT count(*) FROM settled",
+         SELECT coalesce(sum(usage_count(id, $12)), 0) FROM settled",
     )
     .bind(message_id)
     .bind(attempt.started_at)

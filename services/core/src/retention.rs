@@ -2,8 +2,9 @@
 //! one process at a time and once per interval between all replicas — finished
 //! messages (their attempts go with them), mailbox usage older than the daily limit
 //! looks at, ended web sessions, sign-in and consent flows that were never finished,
-//! the audit log and the edge's session transcripts past their retention, and login
-//! failures and familiar sources that have lapsed.
+//! the audit log and the edge's session transcripts past their retention, login
+//! failures and familiar sources that have lapsed, and (see `alerts::purge`) the
+//! usage hours rolled into days, resolved alerts and old webhook deliveries.
 //!
 //! Any worker may run it: a session-level advisory lock keeps two runs from
 //! overlapping, and the `housekeeping` row claims the interval, so N replicas purge
@@ -163,6 +164,7 @@ pub async fn purge(pool: &PgPool, retention: &Retention) -> Result<Purged, sqlx:
     .execute(pool)
     .await?
     .rows_affected();
+    let outlived = crate::alerts::purge(pool, retention.audit).await?;
     Ok(vec![
         ("messages", messages),
         ("mailbox_usage", usage),
@@ -172,5 +174,9 @@ pub async fn purge(pool: &PgPool, retention: &Retention) -> Result<Purged, sqlx:
         ("session_transcripts", transcripts),
         ("login_failures", logins),
         ("consent_checks", consent_checks),
+        ("usage_hours", outlived.usage_hours),
+        ("alerts", outlived.alerts),
+        ("webhook_outbox", outlived.webhook_outbox),
+        ("webhook_deliveries", outlived.webhook_deliveries),
     ])
 }

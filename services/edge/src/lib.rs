@@ -166,6 +166,28 @@ pub fn certificate_from_settings(
     }
 }
 
+/// Records the served certificate's expiry in PostgreSQL hourly until `stop`, for
+/// the alert before it expires (`mailbridge_core::alerts`).
+async fn report_certificate_expiry(
+    pool: PgPool,
+    certificate: Arc<ServedCertificate>,
+    hostname: String,
+    stop: CancellationToken,
+) {
+    loop {
+        if let Some(expiry) = certificate.not_after()
+            && let Err(e) =
+                mailbridge_core::alerts::report_certificate(&pool, "edge", &hostname, expiry).await
+        {
+            tracing::debug!(error = %e, "could not record the TLS certificate's expiry");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3_600)) => {}
+        }
+    }
+}
+
 /// Checks the certificate files every `every` until `stop`: a renewed pair is served
 /// to new handshakes from then on; a broken one is logged and counted, and the
 /// previous certificate stays.
@@ -304,6 +326,12 @@ impl Edge {
                     context.directory.follow_changes(pool.clone(), stop.clone()),
                     context.auth.sweep_until(stop.clone()),
                     context.transcripts.write_until(pool.clone(), stop.clone()),
+                    report_certificate_expiry(
+                        pool.clone(),
+                        context.certificate.clone(),
+                        context.settings.hostname.clone(),
+                        stop.clone(),
+                    ),
                     watch_certificate(
                         context.certificate.clone(),
                         context

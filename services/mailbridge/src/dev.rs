@@ -57,7 +57,12 @@ fn listen_or(env: &str, default: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("{env}={value:?} is not an address:port"))
 }
 
-pub async fn run(settings: Settings) -> anyhow::Result<()> {
+pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
+    // Webhooks to a receiver on this machine (http://127.0.0.1:…) for trying them
+    // out; production allows no internal network unless the operator says so.
+    if settings.worker.webhook_allowed_networks.0.is_empty() {
+        settings.worker.webhook_allowed_networks = "127.0.0.0/8,::1/128".parse().expect("networks");
+    }
     let (scratch, url) = match settings.database_url.clone() {
         Some(url) => (None, url),
         None => {

@@ -100,6 +100,8 @@ pub fn router(state: WebState) -> Router<WebState> {
         .route("/messages/{id}/cancel", post(cancel_message))
         .route("/audit", get(list_audit))
         .merge(crate::board::api_router())
+        .merge(crate::alerts::api_router())
+        .merge(crate::usage::api_router())
         .route("/holds", get(list_holds))
         .route("/holds/{id}/probe", post(probe_hold))
         .layer(middleware::from_fn_with_state(state, authenticate));

@@ -644,6 +644,7 @@ struct CustomerPage {
     exchange_script: Option<String>,
     /// The consent links made to be sent, newest first.
     consent_links: Vec<crate::consent_link::SentLink>,
+    card: crate::alerts::AlertsCard,
 }
 
 impl CustomerPage {
@@ -717,6 +718,7 @@ async fn detail(
         connection,
         exchange_script,
         consent_links: crate::consent_link::latest(&state.pool, id).await?,
+        card: crate::alerts::customer_card(&state, &actor, id).await?,
     }
     .into_response())
 }

@@ -456,6 +456,7 @@ struct DevicePage {
     transcripts: Option<(Vec<StoredTranscript>, Vec<Finding>)>,
     models: &'static [ModelNote],
     model: Option<&'static ModelNote>,
+    card: crate::alerts::AlertsCard,
 }
 
 impl DevicePage {
@@ -502,6 +503,7 @@ async fn detail(
         senders: device.allowed_senders.join("\n"),
         model: device.model_family.as_deref().and_then(device_models::find),
         models: device_models::all(),
+        card: crate::alerts::device_card(&state, &actor, id, &device).await?,
         transcripts,
         tenant,
         device,

@@ -5,6 +5,7 @@
 //! web holds no Microsoft credential), the JSON API under `/api/v1`, and the health
 //! and metrics endpoints. It never shows a message body.
 
+mod alerts;
 mod api;
 mod audit;
 mod board;
@@ -32,6 +33,7 @@ mod security;
 mod session;
 mod sign_in;
 mod staff;
+mod usage;
 
 use std::sync::Arc;
 
@@ -165,6 +167,8 @@ pub fn router(
         .merge(staff::router())
         .merge(audit::router())
         .merge(board::router())
+        .merge(alerts::router())
+        .merge(usage::router())
         .route("/lang/{lang}", get(i18n::switch))
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -318,7 +318,7 @@ pub async fn cancel(state: &WebState, actor: &Actor, id: Uuid) -> Result<()> {
         "WITH m AS (UPDATE messages SET state = 'failed', finished_at = now(), last_error = $2
                      WHERE id = $1 AND state = 'queued' RETURNING id),
               b AS (DELETE FROM message_bodies WHERE message_id IN (SELECT id FROM m))
-         SELECT id FROM m",
+         SELECT id FROM m WHERE usage_count(id, 'failed') = 1",
         format!("cancelled by {}", actor.label),
         tr!("Only a waiting message can be cancelled (one being delivered right now cannot)."),
     )

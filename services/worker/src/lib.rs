@@ -8,6 +8,7 @@
 //! message. It never answers a device and never deletes a message it has not
 //! settled.
 
+mod alerting;
 mod bounces;
 pub mod consent_check;
 pub mod graph;
@@ -209,6 +210,8 @@ impl Worker {
         tokio::spawn(self.clone().sign_in_log_loop(shutdown.clone()));
         tokio::spawn(self.clone().bounce_loop(shutdown.clone()));
         tokio::spawn(holds::probe_loop(self.clone(), shutdown.clone()));
+        tokio::spawn(alerting::evaluate_loop(self.clone(), shutdown.clone()));
+        tokio::spawn(alerting::outbox_loop(self.clone(), shutdown.clone()));
         let presence = tokio::spawn(housekeeping::presence_loop(
             self.pool.clone(),
             self.identity.clone(),
