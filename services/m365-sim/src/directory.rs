@@ -247,6 +247,8 @@ pub(crate) struct State {
     /// Graph drafts and upload sessions (graph_drafts.rs).
     pub drafts: HashMap<String, crate::graph_drafts::Draft>,
     pub uploads: HashMap<String, crate::graph_drafts::Upload>,
+    /// Graph's request and upload budgets per app and mailbox (graph_budget.rs).
+    pub graph_budgets: crate::graph_budget::Budgets,
 }
 
 impl Default for State {
@@ -272,6 +274,7 @@ impl Default for State {
             consent_propagation: chrono::Duration::zero(),
             drafts: HashMap::new(),
             uploads: HashMap::new(),
+            graph_budgets: Default::default(),
         }
     }
 }

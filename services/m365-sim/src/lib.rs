@@ -14,6 +14,7 @@ mod directory;
 mod exchange;
 pub mod fault_injection;
 mod graph;
+mod graph_budget;
 mod graph_drafts;
 mod graph_json;
 mod https;
@@ -27,6 +28,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 pub use consent::{ConsentDecision, LoginPageError};
+pub use graph_budget::GraphLimits;
 pub use directory::{
     AdminConsentRecord, CertificateThumbprints, ClientCredentialKind, DeliveredMessage, Directory,
     DirectoryError, SimTenant, SimUser, TokenRequestRecord,
@@ -126,9 +128,16 @@ fn router(directory: Arc<Directory>) -> Router {
         .merge(token::router())
         .merge(consent::router())
         .merge(oidc::router())
-        .merge(graph::router())
-        .merge(graph_drafts::router())
+        .merge(
+            graph::router()
+                .merge(graph_drafts::router())
+                .layer(axum::middleware::from_fn_with_state(
+                    directory.clone(),
+                    graph_budget::enforce,
+                )),
+        )
         .merge(sign_ins::router())
         .merge(control::router())
+        .merge(graph_budget::control_router())
         .with_state(directory)
 }
