@@ -19,6 +19,7 @@ mod customer_walkthrough;
 mod delivery;
 mod dev_command;
 mod edge;
+mod exchange_limits;
 mod group_commit;
 mod holds;
 mod hostile;

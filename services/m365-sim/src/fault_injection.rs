@@ -28,6 +28,8 @@ pub enum Endpoint {
     GraphUpload,
     /// `POST /v1.0/users/{id}/messages/{id}/send`.
     GraphDraftSend,
+    /// `DELETE /v1.0/users/{id}/messages/{id}`.
+    GraphDelete,
     /// Exchange SMTP: the answer to `AUTH XOAUTH2`.
     SmtpAuth,
     /// Exchange SMTP: the answer to `MAIL FROM`.

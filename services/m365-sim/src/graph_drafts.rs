@@ -497,6 +497,9 @@ async fn delete_draft(
         Ok(scope) => scope,
         Err(response) => return *response,
     };
+    if let Some(response) = fault(&directory, Endpoint::GraphDelete, tenant, &mailbox) {
+        return response;
+    }
     let mut state = directory.lock();
     if !state
         .drafts
