@@ -365,6 +365,17 @@ async fn a_failed_large_send_leaves_no_draft() {
     });
     let id = queue_large(&app, &tenant, "entwurf@klinik.example").await;
     app.wait_for_message(id, |s| s.state == "failed").await;
+    let attempts = queue::attempts(app.pool(), id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        attempts[0].upstream_code.as_deref(),
+        Some("ErrorInvalidRecipients")
+    );
+    assert_eq!(
+        attempts[0].diagnosis.as_deref(),
+        Some("InvalidMessage"),
+        "{attempts:?}"
+    );
     assert_eq!(directory.drafts_in(&mailbox), 0, "no draft left behind");
     let recorded: Option<String> =
         sqlx::query_scalar("SELECT graph_draft_id FROM messages WHERE id = $1")
