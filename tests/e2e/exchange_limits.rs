@@ -64,7 +64,10 @@ fn graph_sends(app: &TestApp, mailbox: &str) -> usize {
 
 async fn deferrals_without_attempt(app: &TestApp, id: Uuid) -> (i32, bool) {
     let status = queue::status(app.pool(), id).await.unwrap().unwrap();
-    (status.attempt_count, status.next_attempt_at > chrono::Utc::now())
+    (
+        status.attempt_count,
+        status.next_attempt_at > chrono::Utc::now(),
+    )
 }
 
 #[tokio::test]
@@ -110,16 +113,27 @@ async fn the_graph_budget_is_shared_by_two_workers() {
         if waiting == 3 {
             break;
         }
-        assert!(Instant::now() < deadline, "{waiting} of 3 messages deferred");
+        assert!(
+            Instant::now() < deadline,
+            "{waiting} of 3 messages deferred"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        app.stack.simulator.directory.inbox("budget@klinik.example").len(),
+        app.stack
+            .simulator
+            .directory
+            .inbox("budget@klinik.example")
+            .len(),
         3,
         "three requests were left of the budget"
     );
-    assert_eq!(graph_sends(&app, &mailbox), 3, "nothing sent over the budget");
+    assert_eq!(
+        graph_sends(&app, &mailbox),
+        3,
+        "nothing sent over the budget"
+    );
     let used: i64 = sqlx::query_scalar(
         "SELECT sum(requests)::bigint FROM graph_usage WHERE client_id = $1 AND mailbox = $2",
     )
@@ -215,15 +229,20 @@ async fn the_days_recipients_count_to_and_cc_with_the_envelope() {
         assert!(Instant::now() < deadline, "the message was not deferred");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let counted: i64 = sqlx::query_scalar(
-        "SELECT sum(recipients)::bigint FROM mailbox_usage WHERE mailbox = $1",
-    )
-    .bind(&mailbox)
-    .fetch_one(app.pool())
-    .await
-    .unwrap();
+    let counted: i64 =
+        sqlx::query_scalar("SELECT sum(recipients)::bigint FROM mailbox_usage WHERE mailbox = $1")
+            .bind(&mailbox)
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
     assert_eq!(counted, 10_000);
-    assert!(app.stack.simulator.directory.inbox("c@klinik.example").is_empty());
+    assert!(
+        app.stack
+            .simulator
+            .directory
+            .inbox("c@klinik.example")
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -414,7 +433,11 @@ async fn a_draft_that_could_not_be_deleted_is_deleted_by_the_next_attempt() {
         assert!(Instant::now() < deadline, "no attempt recorded");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(directory.drafts_in(&mailbox), 1, "the failed draft is still there");
+    assert_eq!(
+        directory.drafts_in(&mailbox),
+        1,
+        "the failed draft is still there"
+    );
     let recorded: Option<String> =
         sqlx::query_scalar("SELECT graph_draft_id FROM messages WHERE id = $1")
             .bind(id)

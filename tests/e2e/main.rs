@@ -26,6 +26,7 @@ mod hostile;
 mod isolation;
 mod legacy_tls;
 mod migration_board;
+mod national_clouds;
 mod operations;
 mod resilience;
 mod security;

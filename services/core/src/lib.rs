@@ -8,6 +8,7 @@
 pub mod address;
 pub mod allocator;
 pub mod audit;
+pub mod cloud;
 pub mod config;
 pub mod consent_checks;
 pub mod crypto;

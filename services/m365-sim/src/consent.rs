@@ -40,7 +40,7 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::{
-    AdminConsentRecord, Directory, EXCHANGE_RESOURCE, GRAPH_RESOURCE, control::escape,
+    AdminConsentRecord, Directory, EXCHANGE_RESOURCE, control::escape,
     directory::State as DirectoryState, resource_of_role, token::is_tenant_alias,
 };
 
@@ -302,6 +302,7 @@ impl IntoResponse for Refusal {
 /// Resolves the v2 `scope` against the app's requested roles: `{resource}/.default`
 /// grants all of the resource's requested roles, `{resource}/{role}` that role.
 fn granted_by_scope(
+    cloud: crate::cloud::Cloud,
     scope: &str,
     requested: &[String],
 ) -> Result<(Vec<String>, Vec<String>), String> {
@@ -313,7 +314,12 @@ fn granted_by_scope(
         }
         let (resource, permission) = item
             .rsplit_once('/')
-            .filter(|(resource, _)| *resource == GRAPH_RESOURCE || *resource == EXCHANGE_RESOURCE)
+            .and_then(|(resource, permission)| {
+                Some((
+                    crate::cloud::canonical_resource(cloud, resource)?,
+                    permission,
+                ))
+            })
             .ok_or_else(|| item.to_owned())?;
         if permission == ".default" {
             default_scopes.push(item.to_owned());
@@ -383,7 +389,7 @@ fn validate(
                     "The request body must contain the following parameter: 'scope'.".to_owned(),
                 ));
             };
-            granted_by_scope(scope, &app.requested_roles).map_err(|invalid| {
+            granted_by_scope(directory.cloud(), scope, &app.requested_roles).map_err(|invalid| {
                 refuse(
                     "invalid_scope",
                     70011,

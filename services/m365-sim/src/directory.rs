@@ -249,6 +249,8 @@ pub(crate) struct State {
     pub uploads: HashMap<String, crate::graph_drafts::Upload>,
     /// Graph's request and upload budgets per app and mailbox (graph_budget.rs).
     pub graph_budgets: crate::graph_budget::Budgets,
+    /// The cloud whose names the simulator answers to (cloud.rs).
+    pub cloud: crate::cloud::Cloud,
 }
 
 impl Default for State {
@@ -275,6 +277,7 @@ impl Default for State {
             drafts: HashMap::new(),
             uploads: HashMap::new(),
             graph_budgets: Default::default(),
+            cloud: Default::default(),
         }
     }
 }

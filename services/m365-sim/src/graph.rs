@@ -23,9 +23,7 @@ use mail_parser::{Address, MessageParser};
 use uuid::Uuid;
 
 use crate::fault_injection::{Effect, Endpoint};
-use crate::{
-    DeliveredMessage, Directory, GRAPH_RESOURCE, ROLE_MAIL_SEND, token::AccessTokenClaims,
-};
+use crate::{DeliveredMessage, Directory, ROLE_MAIL_SEND, token::AccessTokenClaims};
 
 /// Graph's limit on a request body.
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
@@ -64,7 +62,10 @@ pub(crate) fn validate_token(
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or("Access token is empty.")?;
     let mut validation = Validation::new(Algorithm::RS256);
-    validation.set_audience(&[GRAPH_RESOURCE, "00000003-0000-0000-c000-000000000000"]);
+    validation.set_audience(&[
+        directory.cloud().graph_url(),
+        "00000003-0000-0000-c000-000000000000",
+    ]);
     validation.leeway = 0;
     jsonwebtoken::decode::<AccessTokenClaims>(token, &directory.verifying_key, &validation)
         .map(|data| data.claims)

@@ -61,7 +61,12 @@ pub(crate) struct Budgets {
 
 impl Budgets {
     /// Counts a request of `bytes` for `app` and `mailbox`, or says how long to wait.
-    fn charge(&mut self, app: &str, mailbox: &str, bytes: u64) -> Result<(), (Duration, &'static str)> {
+    fn charge(
+        &mut self,
+        app: &str,
+        mailbox: &str,
+        bytes: u64,
+    ) -> Result<(), (Duration, &'static str)> {
         let now = Instant::now();
         let limits = self.limits;
         let request_window = Duration::from_secs(limits.request_window_seconds);
@@ -176,7 +181,10 @@ pub(crate) async fn enforce(
     next: Next,
 ) -> Response {
     if let Some((app, mailbox)) = subject(&directory, &request) {
-        let uploads = matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH);
+        let uploads = matches!(
+            *request.method(),
+            Method::POST | Method::PUT | Method::PATCH
+        );
         let bytes = if uploads {
             request
                 .headers()
@@ -191,12 +199,20 @@ pub(crate) async fn enforce(
             let mut state = directory.lock();
             let refused = state.graph_budgets.charge(&app, &mailbox, bytes).err();
             if refused.is_some() {
-                *state.graph_budgets.throttled.entry(mailbox.clone()).or_default() += 1;
+                *state
+                    .graph_budgets
+                    .throttled
+                    .entry(mailbox.clone())
+                    .or_default() += 1;
             }
             refused
         };
         if let Some((wait, message)) = refused {
-            let mut response = graph_error(StatusCode::TOO_MANY_REQUESTS, "ApplicationThrottled", message);
+            let mut response = graph_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "ApplicationThrottled",
+                message,
+            );
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
@@ -309,7 +325,10 @@ mod tests {
 
     #[test]
     fn percent_encoded_mailboxes_are_decoded() {
-        assert_eq!(percent_decode("scan%40praxis.example"), "scan@praxis.example");
+        assert_eq!(
+            percent_decode("scan%40praxis.example"),
+            "scan@praxis.example"
+        );
         assert_eq!(percent_decode("a%2"), "a%2");
     }
 }

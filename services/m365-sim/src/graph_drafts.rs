@@ -514,7 +514,12 @@ async fn delete_draft(
 }
 
 /// A fault injected for `endpoint`, answered as Graph would (HTTP faults only).
-fn fault(directory: &Directory, endpoint: Endpoint, tenant: Uuid, mailbox: &str) -> Option<Response> {
+fn fault(
+    directory: &Directory,
+    endpoint: Endpoint,
+    tenant: Uuid,
+    mailbox: &str,
+) -> Option<Response> {
     match directory.take_fault(endpoint, Some(tenant), Some(mailbox))? {
         Effect::Http {
             status,

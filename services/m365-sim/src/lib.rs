@@ -8,6 +8,7 @@
 //! TLS against it exactly as against Microsoft (through `MAILBRIDGE_EXTRA_CA_FILE`).
 //! It never reaches into mailbridge's code or database: it only sees the wire.
 
+pub mod cloud;
 mod consent;
 mod control;
 mod directory;
@@ -28,11 +29,11 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 pub use consent::{ConsentDecision, LoginPageError};
-pub use graph_budget::GraphLimits;
 pub use directory::{
     AdminConsentRecord, CertificateThumbprints, ClientCredentialKind, DeliveredMessage, Directory,
     DirectoryError, SimTenant, SimUser, TokenRequestRecord,
 };
+pub use graph_budget::GraphLimits;
 
 /// Application permissions (app roles) the simulator knows.
 pub const ROLE_MAIL_SEND: &str = "Mail.Send";
@@ -128,16 +129,12 @@ fn router(directory: Arc<Directory>) -> Router {
         .merge(token::router())
         .merge(consent::router())
         .merge(oidc::router())
-        .merge(
-            graph::router()
-                .merge(graph_drafts::router())
-                .layer(axum::middleware::from_fn_with_state(
-                    directory.clone(),
-                    graph_budget::enforce,
-                )),
-        )
+        .merge(graph::router().merge(graph_drafts::router()).layer(
+            axum::middleware::from_fn_with_state(directory.clone(), graph_budget::enforce),
+        ))
         .merge(sign_ins::router())
         .merge(control::router())
         .merge(graph_budget::control_router())
+        .merge(cloud::control_router())
         .with_state(directory)
 }

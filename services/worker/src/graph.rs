@@ -190,8 +190,9 @@ impl GraphClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<bytes::Bytes, DeliveryOutcome> {
-        let unreachable =
-            |e: reqwest::Error| DeliveryOutcome::unreachable("graph", crate::describe_http_error(&e));
+        let unreachable = |e: reqwest::Error| {
+            DeliveryOutcome::unreachable("graph", crate::describe_http_error(&e))
+        };
         let request = request.timeout(self.timeout).build().map_err(unreachable)?;
         // Graph counts every request against the mailbox's budget, answered or not.
         crate::graph_budget::count(

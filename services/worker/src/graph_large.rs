@@ -189,7 +189,10 @@ impl GraphClient {
         // A draft an earlier attempt left goes first: never two.
         match ledger.recorded().await {
             Ok(Some(previous)) => {
-                if let Err(outcome) = self.delete_draft(token, queue_id, &messages, &previous).await {
+                if let Err(outcome) = self
+                    .delete_draft(token, queue_id, &messages, &previous)
+                    .await
+                {
                     return outcome;
                 }
                 if let Err(e) = ledger.record(None).await {
@@ -233,7 +236,9 @@ impl GraphClient {
         };
         if let Err(e) = ledger.record(Some(&draft.id)).await {
             // Unrecorded, it must not outlive this attempt.
-            let _ = self.delete_draft(token, queue_id, &messages, &draft.id).await;
+            let _ = self
+                .delete_draft(token, queue_id, &messages, &draft.id)
+                .await;
             return DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string());
         }
         let draft_url = format!("{messages}/{}", draft.id);
@@ -267,7 +272,10 @@ impl GraphClient {
             Err(outcome) => {
                 // The failed draft (with whatever it got of its attachments) goes;
                 // if that fails too, the id stays recorded for the next attempt.
-                match self.delete_draft(token, queue_id, &messages, &draft.id).await {
+                match self
+                    .delete_draft(token, queue_id, &messages, &draft.id)
+                    .await
+                {
                     Ok(()) => {
                         if let Err(e) = ledger.record(None).await {
                             tracing::debug!(queue_id = %queue_id, error = %e, "could not clear a deleted draft's id");
@@ -291,7 +299,11 @@ impl GraphClient {
         id: &str,
     ) -> Result<(), DeliveryOutcome> {
         match self
-            .call(token, queue_id, self.http().delete(format!("{messages}/{id}")))
+            .call(
+                token,
+                queue_id,
+                self.http().delete(format!("{messages}/{id}")),
+            )
             .await
         {
             Ok(_) => Ok(()),
