@@ -210,6 +210,11 @@ async fn the_days_recipients_count_to_and_cc_with_the_envelope() {
     .await;
     let delivered = app.wait_for_inbox("b@klinik.example", 1).await;
     assert_eq!(delivered[0].recipients.len(), 2, "Exchange counts both");
+    assert_eq!(
+        app.stack.simulator.directory.recipients_today(&mailbox),
+        2,
+        "the simulator counted what the worker counted"
+    );
     // One more recipient is over the limit: deferred, not attempted.
     let over = queue_message(
         &app,

@@ -231,19 +231,28 @@ async fn send_mail(
     }
     let subject = parsed.subject().map(str::to_owned);
     let stored = strip_bcc(&mime);
-    directory.lock().delivered.push(DeliveredMessage {
-        id: Uuid::new_v4(),
-        tenant_id,
-        mailbox,
-        from,
-        recipients,
-        subject,
-        mime: String::from_utf8_lossy(&stored).into_owned(),
-        via: "graph",
-        token_id: claims.uti.clone(),
-        saved_to_sent_items,
-        received_at: Utc::now(),
-    });
+    {
+        let mut state = directory.lock();
+        // The day's recipients count Graph's sends too (To, Cc and Bcc): one limit per
+        // mailbox, whichever way it sends.
+        *state
+            .recipients_sent
+            .entry((mailbox.clone(), Utc::now().date_naive()))
+            .or_default() += recipients.len();
+        state.delivered.push(DeliveredMessage {
+            id: Uuid::new_v4(),
+            tenant_id,
+            mailbox,
+            from,
+            recipients,
+            subject,
+            mime: String::from_utf8_lossy(&stored).into_owned(),
+            via: "graph",
+            token_id: claims.uti.clone(),
+            saved_to_sent_items,
+            received_at: Utc::now(),
+        });
+    }
     if let Some(delay) = late_answer {
         tokio::time::sleep(delay).await;
     }

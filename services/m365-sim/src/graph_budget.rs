@@ -282,6 +282,19 @@ impl Directory {
         self.lock().graph_budgets.limits = limits;
     }
 
+    /// The recipients `mailbox` sent to today (UTC), by Graph and SMTP together: the
+    /// count Exchange's 10 000 a day is checked against.
+    pub fn recipients_today(&self, mailbox: &str) -> usize {
+        self.lock()
+            .recipients_sent
+            .get(&(
+                mailbox.to_ascii_lowercase(),
+                chrono::Utc::now().date_naive(),
+            ))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Requests Graph refused with `429` for `mailbox` over its budget.
     pub fn graph_throttled(&self, mailbox: &str) -> usize {
         self.lock()

@@ -470,6 +470,10 @@ async fn send_draft(
     }
     let subject = parsed.as_ref().and_then(|p| p.subject()).map(str::to_owned);
     state.drafts.remove(&id);
+    *state
+        .recipients_sent
+        .entry((mailbox.clone(), Utc::now().date_naive()))
+        .or_default() += recipients.len();
     state.delivered.push(DeliveredMessage {
         id: Uuid::new_v4(),
         tenant_id: tenant,
