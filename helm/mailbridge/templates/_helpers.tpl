@@ -251,6 +251,10 @@ for the MSP app's client id (public: the web builds admin-consent URLs with it),
       optional: true
 {{- end }}
 {{- with $v.config.m365 }}
+{{- if .cloud }}
+- name: MAILBRIDGE_M365_CLOUD
+  value: {{ .cloud | quote }}
+{{- end }}
 {{- if .loginUrl }}
 - name: MAILBRIDGE_M365_LOGIN_URL
   value: {{ .loginUrl | quote }}

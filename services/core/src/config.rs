@@ -8,13 +8,6 @@ use secrecy::SecretString;
 
 use crate::crypto::MasterKey;
 
-/// The public Microsoft 365 cloud; national clouds set other hosts.
-pub const DEFAULT_LOGIN_URL: &str = "https://login.microsoftonline.com";
-pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
-pub const DEFAULT_SMTP_ENDPOINT: &str = "smtp.office365.com:587";
-/// The resources tokens are requested for (`{resource}/.default`).
-pub const DEFAULT_GRAPH_RESOURCE: &str = "https://graph.microsoft.com";
-pub const DEFAULT_EXCHANGE_RESOURCE: &str = "https://outlook.office365.com";
 /// Largest message accepted by default: room for a 35 MB attachment after base64
 /// (Exchange Online mailboxes can be raised to 150 MB; its default is 35 MB).
 /// Exchange Online's default maximum send size of a mailbox (35 MB); a larger
@@ -35,6 +28,8 @@ pub enum ConfigError {
 /// Where mailbridge finds Microsoft 365: the endpoints and the MSP's Entra app.
 #[derive(Debug, Clone)]
 pub struct M365Settings {
+    /// The cloud every default below is taken from (`MAILBRIDGE_M365_CLOUD`).
+    pub cloud: crate::cloud::Cloud,
     pub login_url: String,
     pub graph_url: String,
     pub smtp_endpoint: String,
@@ -329,6 +324,14 @@ impl Settings {
     /// Reads settings through `lookup`, so tests can configure without touching
     /// the process environment.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        // Every Microsoft name defaults to the configured cloud's.
+        let cloud: crate::cloud::Cloud = match lookup("MAILBRIDGE_M365_CLOUD") {
+            Some(v) => v.parse().map_err(|reason| ConfigError::Invalid {
+                name: "MAILBRIDGE_M365_CLOUD",
+                reason,
+            })?,
+            None => crate::cloud::Cloud::Public,
+        };
         let master_key = match lookup("MAILBRIDGE_MASTER_KEY") {
             Some(v) => {
                 let key = MasterKey::from_base64(&v).map_err(|e| ConfigError::Invalid {
@@ -421,20 +424,17 @@ impl Settings {
                 None => None,
             },
             m365: M365Settings {
-                login_url: url(&lookup, "MAILBRIDGE_M365_LOGIN_URL", DEFAULT_LOGIN_URL),
-                graph_url: url(&lookup, "MAILBRIDGE_M365_GRAPH_URL", DEFAULT_GRAPH_URL),
+                cloud,
+                login_url: url(&lookup, "MAILBRIDGE_M365_LOGIN_URL", cloud.login_url()),
+                graph_url: url(&lookup, "MAILBRIDGE_M365_GRAPH_URL", cloud.graph_url()),
                 smtp_endpoint: lookup("MAILBRIDGE_M365_SMTP")
-                    .unwrap_or_else(|| DEFAULT_SMTP_ENDPOINT.to_owned()),
+                    .unwrap_or_else(|| cloud.smtp_endpoint().to_owned()),
                 request_timeout: seconds(&lookup, "MAILBRIDGE_M365_TIMEOUT_SECONDS", "120")?,
-                graph_resource: url(
-                    &lookup,
-                    "MAILBRIDGE_M365_GRAPH_RESOURCE",
-                    DEFAULT_GRAPH_RESOURCE,
-                ),
+                graph_resource: url(&lookup, "MAILBRIDGE_M365_GRAPH_RESOURCE", cloud.graph_url()),
                 exchange_resource: url(
                     &lookup,
                     "MAILBRIDGE_M365_EXCHANGE_RESOURCE",
-                    DEFAULT_EXCHANGE_RESOURCE,
+                    cloud.exchange_resource(),
                 ),
                 client_id: lookup("MAILBRIDGE_ENTRA_CLIENT_ID"),
                 client_secret: lookup("MAILBRIDGE_ENTRA_CLIENT_SECRET").map(SecretString::from),
@@ -715,6 +715,28 @@ mod tests {
         assert!(s.edge.plaintext_auth_networks.0.is_empty());
         assert_eq!(s.edge.bare_newlines, BareNewlinePolicy::Normalize);
         assert!(s.master_key.is_none());
+    }
+
+    #[test]
+    fn a_national_cloud_sets_every_name() {
+        let s = settings(&[("MAILBRIDGE_M365_CLOUD", "usgov-high")]).unwrap();
+        assert_eq!(s.m365.login_url, "https://login.microsoftonline.us");
+        assert_eq!(s.m365.graph_url, "https://graph.microsoft.us");
+        assert_eq!(s.m365.smtp_endpoint, "smtp.office365.us:587");
+        assert_eq!(s.m365.graph_resource, "https://graph.microsoft.us");
+        assert_eq!(s.m365.exchange_resource, "https://outlook.office365.us");
+        // An endpoint of its own (a proxy) keeps the cloud's resources.
+        let s = settings(&[
+            ("MAILBRIDGE_M365_CLOUD", "china"),
+            ("MAILBRIDGE_M365_GRAPH_URL", "https://graph-proxy.example"),
+        ])
+        .unwrap();
+        assert_eq!(s.m365.graph_url, "https://graph-proxy.example");
+        assert_eq!(
+            s.m365.graph_resource,
+            "https://microsoftgraph.chinacloudapi.cn"
+        );
+        assert!(settings(&[("MAILBRIDGE_M365_CLOUD", "mars")]).is_err());
     }
 
     #[test]

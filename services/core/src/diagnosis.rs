@@ -190,6 +190,11 @@ diagnoses! {
         "Entra ID hat den angeforderten Berechtigungsbereich abgelehnt.",
         "Check MAILBRIDGE_M365_GRAPH_RESOURCE / MAILBRIDGE_M365_EXCHANGE_RESOURCE (national clouds use other hosts).",
         "MAILBRIDGE_M365_GRAPH_RESOURCE / MAILBRIDGE_M365_EXCHANGE_RESOURCE prüfen (nationale Clouds nutzen andere Hosts).";
+    WRONG_CLOUD = "AADSTS500011", Retry,
+        "Entra ID does not know the resource mailbridge asked a token for: mailbridge is set up for another Microsoft cloud than the customer's tenant (public, GCC High, 21Vianet).",
+        "Entra ID kennt die Ressource nicht, für die mailbridge ein Token angefordert hat: mailbridge ist für eine andere Microsoft-Cloud eingerichtet als der Mandant des Kunden (öffentlich, GCC High, 21Vianet).",
+        "Set MAILBRIDGE_M365_CLOUD to the tenant's cloud (and remove MAILBRIDGE_M365_*_RESOURCE overrides of another cloud). Messages wait meanwhile.",
+        "MAILBRIDGE_M365_CLOUD auf die Cloud des Mandanten setzen (und MAILBRIDGE_M365_*_RESOURCE-Angaben einer anderen Cloud entfernen). Nachrichten warten so lange.";
     MISSING_ROLE = "MissingRole", Retry,
         "Microsoft issued a token, but without the permission mailbridge needs to send mail (Mail.Send, or SMTP.SendAsApp for SMTP delivery).",
         "Microsoft hat ein Token ausgestellt, aber ohne die Berechtigung, die mailbridge zum Senden braucht (Mail.Send bzw. SMTP.SendAsApp für die SMTP-Zustellung).",
@@ -358,6 +363,7 @@ pub fn token(aadsts: Option<u32>) -> &'static Diagnosis {
         Some(90002) => &TENANT_NOT_FOUND,
         Some(700027) => &BAD_ASSERTION,
         Some(70011) => &INVALID_SCOPE,
+        Some(500011) => &WRONG_CLOUD,
         _ => &TOKEN_REFUSED,
     }
 }

@@ -184,7 +184,7 @@ pub async fn hold(pool: &PgPool, c: &Condition<'_>) -> Result<Option<HoldKey>, s
                 probe_failures = d.probe_failures + CASE WHEN $8 THEN 1 ELSE 0 END,
                 last_probe_at = CASE WHEN $8 THEN now() ELSE d.last_probe_at END,
                 next_probe_at = CASE
-                    WHEN $8 THEN now() + make_interval(secs => greatest(least($9 * power(2, least(d.probe_failures, 16)), $10) * (0.9 + random() * 0.2), $7))
+                    WHEN $8 THEN now() + make_interval(secs => greatest(least($9 * power(2, least(d.probe_failures + 1, 16)), $10) * (0.9 + random() * 0.2), $7))
                     ELSE greatest(d.next_probe_at, excluded.next_probe_at) END
          RETURNING scope, subject, credential",
     )

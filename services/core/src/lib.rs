@@ -11,6 +11,7 @@ pub mod alerts;
 pub mod allocator;
 pub mod audit;
 pub mod bounces;
+pub mod cloud;
 pub mod config;
 pub mod consent_checks;
 pub mod crypto;

@@ -129,6 +129,12 @@ pub async fn purge(pool: &PgPool, retention: &Retention) -> Result<Purged, sqlx:
         .execute(pool)
         .await?
         .rows_affected();
+    // Graph's budgets look back ten minutes at most.
+    let graph_usage =
+        sqlx::query("DELETE FROM graph_usage WHERE minute < now() - interval '1 hour'")
+            .execute(pool)
+            .await?
+            .rows_affected();
     let sessions = sqlx::query(
         "DELETE FROM web_sessions WHERE last_seen_at < now() - $1 OR created_at < now() - $2",
     )
@@ -168,6 +174,7 @@ pub async fn purge(pool: &PgPool, retention: &Retention) -> Result<Purged, sqlx:
     Ok(vec![
         ("messages", messages),
         ("mailbox_usage", usage),
+        ("graph_usage", graph_usage),
         ("web_sessions", sessions),
         ("oauth_flows", flows),
         ("audit_log", audit),

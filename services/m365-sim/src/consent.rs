@@ -40,7 +40,7 @@ use url::Url;
 use uuid::Uuid;
 
 use crate::{
-    AdminConsentRecord, Directory, EXCHANGE_RESOURCE, GRAPH_RESOURCE, control::escape,
+    AdminConsentRecord, Directory, EXCHANGE_RESOURCE, control::escape,
     directory::State as DirectoryState, resource_of_role, token::is_tenant_alias,
 };
 
@@ -310,6 +310,7 @@ const DELEGATED_GRAPH_SCOPES: &[&str] = &["User.Read", "User.ReadBasic.All"];
 /// Graph permissions (`User.Read`) none: the app's service principal is created
 /// without application permissions.
 fn granted_by_scope(
+    cloud: crate::cloud::Cloud,
     scope: &str,
     requested: &[String],
 ) -> Result<(Vec<String>, Vec<String>), String> {
@@ -325,7 +326,12 @@ fn granted_by_scope(
         }
         let (resource, permission) = item
             .rsplit_once('/')
-            .filter(|(resource, _)| *resource == GRAPH_RESOURCE || *resource == EXCHANGE_RESOURCE)
+            .and_then(|(resource, permission)| {
+                Some((
+                    crate::cloud::canonical_resource(cloud, resource)?,
+                    permission,
+                ))
+            })
             .ok_or_else(|| item.to_owned())?;
         if permission == ".default" {
             default_scopes.push(item.to_owned());
@@ -335,7 +341,7 @@ fn granted_by_scope(
                     .filter(|role| resource_of_role(role) == resource)
                     .cloned(),
             );
-        } else if resource == GRAPH_RESOURCE
+        } else if resource == crate::GRAPH_RESOURCE
             && DELEGATED_GRAPH_SCOPES
                 .iter()
                 .any(|d| permission.eq_ignore_ascii_case(d))
@@ -403,7 +409,7 @@ fn validate(
                     "The request body must contain the following parameter: 'scope'.".to_owned(),
                 ));
             };
-            granted_by_scope(scope, &app.requested_roles).map_err(|invalid| {
+            granted_by_scope(directory.cloud(), scope, &app.requested_roles).map_err(|invalid| {
                 refuse(
                     "invalid_scope",
                     70011,

@@ -251,6 +251,10 @@ pub(crate) struct State {
     pub exchange_rbac: HashMap<Uuid, crate::rbac::ExchangeRbac>,
     /// Mail folders, non-delivery reports and recipients' outcomes (mailbox_store.rs).
     pub mail: crate::mailbox_store::Store,
+    /// Graph's request and upload budgets per app and mailbox (graph_budget.rs).
+    pub graph_budgets: crate::graph_budget::Budgets,
+    /// The cloud whose names the simulator answers to (cloud.rs).
+    pub cloud: crate::cloud::Cloud,
 }
 
 impl Default for State {
@@ -278,6 +282,8 @@ impl Default for State {
             uploads: HashMap::new(),
             exchange_rbac: HashMap::new(),
             mail: Default::default(),
+            graph_budgets: Default::default(),
+            cloud: Default::default(),
         }
     }
 }

@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use uuid::Uuid;
 
 use crate::{
-    DeliveredMessage, Directory, EXCHANGE_RESOURCE,
+    DeliveredMessage, Directory,
     fault_injection::{Effect, Endpoint},
     token::AccessTokenClaims,
 };
@@ -332,7 +332,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
             return Ok(Next::Continue);
         };
         let mut validation = Validation::new(Algorithm::RS256);
-        validation.set_audience(&[EXCHANGE_RESOURCE, "00000002-0000-0ff1-ce00-000000000000"]);
+        validation.set_audience(&[
+            self.directory.cloud().exchange_resource(),
+            "00000002-0000-0ff1-ce00-000000000000",
+        ]);
         validation.leeway = 0;
         let claims = match jsonwebtoken::decode::<AccessTokenClaims>(
             &token,

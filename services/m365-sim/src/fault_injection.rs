@@ -22,6 +22,14 @@ pub enum Endpoint {
     Token,
     /// `POST /v1.0/users/{id}/sendMail`
     GraphSend,
+    /// `POST /v1.0/users/{id}/messages` (a draft for the large-message path).
+    GraphDraft,
+    /// `PUT` of a range to an attachment upload session.
+    GraphUpload,
+    /// `POST /v1.0/users/{id}/messages/{id}/send`.
+    GraphDraftSend,
+    /// `DELETE /v1.0/users/{id}/messages/{id}`.
+    GraphDelete,
     /// Exchange SMTP: the answer to `AUTH XOAUTH2`.
     SmtpAuth,
     /// Exchange SMTP: the answer to `MAIL FROM`.

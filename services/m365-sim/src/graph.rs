@@ -24,9 +24,7 @@ use mail_parser::{Address, MessageParser};
 use uuid::Uuid;
 
 use crate::fault_injection::{Effect, Endpoint};
-use crate::{
-    DeliveredMessage, Directory, GRAPH_RESOURCE, rbac::MailboxNeed, token::AccessTokenClaims,
-};
+use crate::{DeliveredMessage, Directory, rbac::MailboxNeed, token::AccessTokenClaims};
 
 /// Graph's limit on a request body.
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
@@ -75,7 +73,10 @@ pub(crate) fn validate_token(
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or("Access token is empty.")?;
     let mut validation = Validation::new(Algorithm::RS256);
-    validation.set_audience(&[GRAPH_RESOURCE, "00000003-0000-0000-c000-000000000000"]);
+    validation.set_audience(&[
+        directory.cloud().graph_url(),
+        "00000003-0000-0000-c000-000000000000",
+    ]);
     validation.leeway = 0;
     jsonwebtoken::decode::<AccessTokenClaims>(token, &directory.verifying_key, &validation)
         .map(|data| data.claims)
@@ -247,22 +248,31 @@ async fn send_mail(
     }
     let subject = parsed.subject().map(str::to_owned);
     let stored = strip_bcc(&mime);
-    crate::mailbox_store::accept(
-        &mut directory.lock(),
-        DeliveredMessage {
-            id: Uuid::new_v4(),
-            tenant_id,
-            mailbox,
-            from,
-            recipients,
-            subject,
-            mime: String::from_utf8_lossy(&stored).into_owned(),
-            via: "graph",
-            token_id: claims.uti.clone(),
-            saved_to_sent_items,
-            received_at: Utc::now(),
-        },
-    );
+    {
+        let mut state = directory.lock();
+        // The day's recipients count Graph's sends too (To, Cc and Bcc): one limit per
+        // mailbox, whichever way it sends.
+        *state
+            .recipients_sent
+            .entry((mailbox.clone(), Utc::now().date_naive()))
+            .or_default() += recipients.len();
+        crate::mailbox_store::accept(
+            &mut state,
+            DeliveredMessage {
+                id: Uuid::new_v4(),
+                tenant_id,
+                mailbox,
+                from,
+                recipients,
+                subject,
+                mime: String::from_utf8_lossy(&stored).into_owned(),
+                via: "graph",
+                token_id: claims.uti.clone(),
+                saved_to_sent_items,
+                received_at: Utc::now(),
+            },
+        );
+    }
     if let Some(delay) = late_answer {
         tokio::time::sleep(delay).await;
     }

@@ -14,7 +14,7 @@ use axum::{
     extract::{DefaultBodyLimit, Path, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{post, put},
+    routing::{delete, post, put},
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
 use chrono::Utc;
@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use crate::{
     DeliveredMessage, Directory,
+    fault_injection::{Effect, Endpoint},
     graph::{MAX_REQUEST_BYTES, graph_error, strip_bcc, validate_token},
 };
 
@@ -36,6 +37,8 @@ pub const UPLOAD_SESSION_LIMIT: usize = 150 * 1024 * 1024;
 pub(crate) struct Draft {
     tenant: Uuid,
     mailbox: String,
+    /// The app that created it (whose Graph budget its upload sessions use).
+    app: String,
     mime: Vec<u8>,
     attachments: Vec<Attachment>,
 }
@@ -57,6 +60,22 @@ pub(crate) struct Upload {
     received: Vec<u8>,
 }
 
+impl Draft {
+    pub(crate) fn app(&self) -> &str {
+        &self.app
+    }
+
+    pub(crate) fn mailbox(&self) -> &str {
+        &self.mailbox
+    }
+}
+
+impl Upload {
+    pub(crate) fn draft(&self) -> &str {
+        &self.draft
+    }
+}
+
 pub fn router() -> Router<Arc<Directory>> {
     Router::new()
         .route("/v1.0/users/{user}/messages", post(create_draft))
@@ -68,6 +87,7 @@ pub fn router() -> Router<Arc<Directory>> {
             "/v1.0/users/{user}/messages/{id}/attachments/createUploadSession",
             post(create_upload_session),
         )
+        .route("/v1.0/users/{user}/messages/{id}", delete(delete_draft))
         .route("/v1.0/users/{user}/messages/{id}/send", post(send_draft))
         .route("/_upload/{session}", put(upload_range))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES * 4))
@@ -144,9 +164,15 @@ async fn create_draft(
         Ok(scope) => scope,
         Err(response) => return *response,
     };
+    if let Some(response) = fault(&directory, Endpoint::GraphDraft, tenant, &mailbox) {
+        return response;
+    }
     if body.len() > MAX_REQUEST_BYTES {
         return too_large();
     }
+    let app = validate_token(&directory, &headers)
+        .map(|c| c.appid)
+        .unwrap_or_default();
     let compact: Vec<u8> = body
         .iter()
         .copied()
@@ -165,6 +191,7 @@ async fn create_draft(
         Draft {
             tenant,
             mailbox,
+            app,
             mime,
             attachments: Vec::new(),
         },
@@ -329,6 +356,19 @@ async fn upload_range(
     let Some((first, last, total)) = content_range(&headers) else {
         return invalid("A Content-Range header (bytes first-last/total) is required.");
     };
+    let owner = {
+        let state = directory.lock();
+        state
+            .uploads
+            .get(&session)
+            .and_then(|u| state.drafts.get(&u.draft))
+            .map(|d| (d.tenant, d.mailbox.clone()))
+    };
+    if let Some((tenant, mailbox)) = owner
+        && let Some(response) = fault(&directory, Endpoint::GraphUpload, tenant, &mailbox)
+    {
+        return response;
+    }
     let mut state = directory.lock();
     let Some(upload) = state.uploads.get_mut(&session) else {
         return graph_error(
@@ -377,6 +417,9 @@ async fn send_draft(
         Ok(scope) => scope,
         Err(response) => return *response,
     };
+    if let Some(response) = fault(&directory, Endpoint::GraphDraftSend, tenant, &mailbox) {
+        return response;
+    }
     let claims = validate_token(&directory, &headers).ok();
     let mut state = directory.lock();
     let Some(draft) = state
@@ -429,6 +472,10 @@ async fn send_draft(
     }
     let subject = parsed.as_ref().and_then(|p| p.subject()).map(str::to_owned);
     state.drafts.remove(&id);
+    *state
+        .recipients_sent
+        .entry((mailbox.clone(), Utc::now().date_naive()))
+        .or_default() += recipients.len();
     crate::mailbox_store::accept(
         &mut state,
         DeliveredMessage {
@@ -446,6 +493,73 @@ async fn send_draft(
         },
     );
     StatusCode::ACCEPTED.into_response()
+}
+
+/// `DELETE /v1.0/users/{id}/messages/{id}`: `204`, or `404 ErrorItemNotFound` for a
+/// message that is not there (any more).
+async fn delete_draft(
+    State(directory): State<Arc<Directory>>,
+    Path((user, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (tenant, mailbox) = match authorize(&directory, &headers, &user) {
+        Ok(scope) => scope,
+        Err(response) => return *response,
+    };
+    if let Some(response) = fault(&directory, Endpoint::GraphDelete, tenant, &mailbox) {
+        return response;
+    }
+    let mut state = directory.lock();
+    if !state
+        .drafts
+        .get(&id)
+        .is_some_and(|d| d.tenant == tenant && d.mailbox == mailbox)
+    {
+        return not_found();
+    }
+    state.drafts.remove(&id);
+    state.uploads.retain(|_, u| u.draft != id);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// A fault injected for `endpoint`, answered as Graph would (HTTP faults only).
+fn fault(
+    directory: &Directory,
+    endpoint: Endpoint,
+    tenant: Uuid,
+    mailbox: &str,
+) -> Option<Response> {
+    match directory.take_fault(endpoint, Some(tenant), Some(mailbox))? {
+        Effect::Http {
+            status,
+            code,
+            message,
+            retry_after,
+        } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = graph_error(status, &code, &message);
+            if let Some(seconds) = retry_after
+                && let Ok(value) = header::HeaderValue::from_str(&seconds.to_string())
+            {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            Some(response)
+        }
+        Effect::Drop => Some((StatusCode::BAD_GATEWAY, "").into_response()),
+        _ => None,
+    }
+}
+
+/// The drafts in `mailbox` now (tests assert that none is left behind).
+impl Directory {
+    pub fn drafts_in(&self, mailbox: &str) -> usize {
+        let mailbox = mailbox.to_ascii_lowercase();
+        self.lock()
+            .drafts
+            .values()
+            .filter(|d| d.mailbox == mailbox)
+            .count()
+    }
 }
 
 /// The draft as the message Exchange sends: its header fields, then a

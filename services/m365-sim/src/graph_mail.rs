@@ -5,8 +5,9 @@
 //! (`GET`/`POST …/mailFolders`) and move a message (`POST …/messages/{id}/move`,
 //! which gives it a new id, as Exchange does without immutable ids).
 //!
-//! Reading needs `Mail.Read` or `Mail.ReadWrite`, changing needs `Mail.ReadWrite`
-//! ([`mail_access_allowed`]).
+//! Reading needs `Mail.Read` or `Mail.ReadWrite`, changing needs `Mail.ReadWrite`,
+//! tenant-wide or granted for the mailbox by RBAC for Applications
+//! ([`crate::rbac::mailbox_access`]).
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -23,10 +24,10 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::{
-    Directory, ROLE_MAIL_READ, ROLE_MAIL_READ_WRITE,
+    Directory,
     graph::{graph_error, validate_token},
     mailbox_store::{MailFolder, StoredMessage, graph_id},
-    token::AccessTokenClaims,
+    rbac::MailboxNeed,
 };
 
 /// Graph's default and largest page of messages.
@@ -47,33 +48,12 @@ pub fn router() -> Router<Arc<Directory>> {
         .route("/v1.0/users/{user}/messages/{id}/move", post(move_message))
 }
 
-/// What a request does with a mailbox's mail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MailAccess {
-    Read,
-    Write,
-}
-
-/// Whether the token may read (or change) the mail of `mailbox`: application
-/// `Mail.Read` or `Mail.ReadWrite` for reading, `Mail.ReadWrite` for changes.
-pub(crate) fn mail_access_allowed(
-    claims: &AccessTokenClaims,
-    _mailbox: &str,
-    access: MailAccess,
-) -> bool {
-    let has = |role: &str| claims.roles.iter().any(|r| r == role);
-    match access {
-        MailAccess::Read => has(ROLE_MAIL_READ) || has(ROLE_MAIL_READ_WRITE),
-        MailAccess::Write => has(ROLE_MAIL_READ_WRITE),
-    }
-}
-
 /// The token's tenant and the lower-cased mailbox, if the token may do `access`.
 fn authorize(
     directory: &Directory,
     headers: &HeaderMap,
     user: &str,
-    access: MailAccess,
+    access: MailboxNeed,
 ) -> Result<(Uuid, String), Box<Response>> {
     let claims = validate_token(directory, headers).map_err(|m| {
         Box::new(graph_error(
@@ -83,13 +63,6 @@ fn authorize(
         ))
     })?;
     let mailbox = user.to_ascii_lowercase();
-    if !mail_access_allowed(&claims, &mailbox, access) {
-        return Err(Box::new(graph_error(
-            StatusCode::FORBIDDEN,
-            "ErrorAccessDenied",
-            "Access is denied. Check credentials and try again.",
-        )));
-    }
     let tenant = Uuid::parse_str(&claims.tid).map_err(|_| {
         Box::new(graph_error(
             StatusCode::UNAUTHORIZED,
@@ -97,6 +70,18 @@ fn authorize(
             "Access token validation failure.",
         ))
     })?;
+    // Tenant-wide Mail.Read/Mail.ReadWrite, or RBAC for Applications scoped to
+    // this mailbox: the simulator's one mailbox-access decision.
+    if directory
+        .mailbox_access(tenant, &claims.appid, &claims.roles, &mailbox, access)
+        .is_err()
+    {
+        return Err(Box::new(graph_error(
+            StatusCode::FORBIDDEN,
+            "ErrorAccessDenied",
+            "Access is denied. Check credentials and try again.",
+        )));
+    }
     let known = directory
         .lock()
         .tenants
@@ -153,7 +138,7 @@ async fn list_folders(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let (tenant, mailbox) = match authorize(&directory, &headers, &user, MailAccess::Read) {
+    let (tenant, mailbox) = match authorize(&directory, &headers, &user, MailboxNeed::Read) {
         Ok(ok) => ok,
         Err(response) => return *response,
     };
@@ -202,7 +187,7 @@ async fn create_folder(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let (tenant, mailbox) = match authorize(&directory, &headers, &user, MailAccess::Write) {
+    let (tenant, mailbox) = match authorize(&directory, &headers, &user, MailboxNeed::ReadWrite) {
         Ok(ok) => ok,
         Err(response) => return *response,
     };
@@ -276,7 +261,7 @@ async fn list_messages(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    let (tenant, mailbox) = match authorize(&directory, &headers, &user, MailAccess::Read) {
+    let (tenant, mailbox) = match authorize(&directory, &headers, &user, MailboxNeed::Read) {
         Ok(ok) => ok,
         Err(response) => return *response,
     };
@@ -388,7 +373,7 @@ async fn mime_content(
     Path((user, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let (tenant, mailbox) = match authorize(&directory, &headers, &user, MailAccess::Read) {
+    let (tenant, mailbox) = match authorize(&directory, &headers, &user, MailboxNeed::Read) {
         Ok(ok) => ok,
         Err(response) => return *response,
     };
@@ -421,7 +406,7 @@ async fn move_message(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let (tenant, mailbox) = match authorize(&directory, &headers, &user, MailAccess::Write) {
+    let (tenant, mailbox) = match authorize(&directory, &headers, &user, MailboxNeed::ReadWrite) {
         Ok(ok) => ok,
         Err(response) => return *response,
     };

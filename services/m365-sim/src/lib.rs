@@ -8,12 +8,14 @@
 //! TLS against it exactly as against Microsoft (through `MAILBRIDGE_EXTRA_CA_FILE`).
 //! It never reaches into mailbridge's code or database: it only sees the wire.
 
+pub mod cloud;
 mod consent;
 mod control;
 mod directory;
 mod exchange;
 pub mod fault_injection;
 mod graph;
+mod graph_budget;
 mod graph_drafts;
 mod graph_json;
 mod graph_mail;
@@ -34,6 +36,7 @@ pub use directory::{
     AdminConsentRecord, CertificateThumbprints, ClientCredentialKind, DeliveredMessage, Directory,
     DirectoryError, SimTenant, SimUser, TokenRequestRecord,
 };
+pub use graph_budget::GraphLimits;
 
 /// Application permissions (app roles) the simulator knows.
 pub const ROLE_MAIL_SEND: &str = "Mail.Send";
@@ -130,12 +133,20 @@ fn router(directory: Arc<Directory>) -> Router {
         .merge(token::router())
         .merge(consent::router())
         .merge(oidc::router())
-        .merge(graph::router())
-        .merge(graph_drafts::router())
-        .merge(graph_mail::router())
+        .merge(
+            graph::router()
+                .merge(graph_drafts::router())
+                .merge(graph_mail::router())
+                .layer(axum::middleware::from_fn_with_state(
+                    directory.clone(),
+                    graph_budget::enforce,
+                )),
+        )
         .merge(mailbox_store::control_router())
         .merge(sign_ins::router())
         .merge(control::router())
         .merge(rbac::router())
+        .merge(graph_budget::control_router())
+        .merge(cloud::control_router())
         .with_state(directory)
 }

@@ -41,7 +41,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::{
-    ClientCredentialKind, Directory, EXCHANGE_RESOURCE, GRAPH_RESOURCE, TokenRequestRecord,
+    ClientCredentialKind, Directory, TokenRequestRecord,
     directory::{AppRegistration, CertificateCredential, State as DirectoryState},
     resource_of_role,
 };
@@ -406,7 +406,8 @@ fn client_credentials(
         return Err(app_not_in_directory(client_id, tenant));
     };
     authenticate_client(directory, app, client_id, tenant, tenant_id, credential)?;
-    if resource != GRAPH_RESOURCE && resource != EXCHANGE_RESOURCE {
+    // Another cloud's resource is as unknown as any other.
+    let Some(canonical) = crate::cloud::canonical_resource(state.cloud, resource) else {
         let tenant_name = state.tenants[&tenant_id]
             .name
             .clone()
@@ -418,11 +419,11 @@ fn client_credentials(
                 "The resource principal named {resource} was not found in the tenant named {tenant_name}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."
             ),
         ));
-    }
+    };
     // Each resource sees only its own app roles; none means a token without `roles`.
     let roles = consented
         .iter()
-        .filter(|role| resource_of_role(role) == resource)
+        .filter(|role| resource_of_role(role) == canonical)
         .cloned()
         .collect();
     let now = Utc::now().timestamp();

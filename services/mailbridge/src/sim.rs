@@ -28,6 +28,10 @@ pub struct SimArgs {
         default_value_t = 0
     )]
     consent_propagation_seconds: u64,
+    /// The cloud the simulator answers as: public, usgov-high (GCC High) or china
+    /// (21Vianet); also `PUT /_sim/cloud {"cloud": …}`.
+    #[arg(long, env = "MAILBRIDGE_M365_CLOUD", default_value = "public")]
+    cloud: mailbridge_core::cloud::Cloud,
 }
 
 pub async fn run_sim(args: SimArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -37,16 +41,22 @@ pub async fn run_sim(args: SimArgs, shutdown: CancellationToken) -> anyhow::Resu
         .set_consent_propagation(std::time::Duration::from_secs(
             args.consent_propagation_seconds,
         ));
+    simulator.directory.set_cloud(args.cloud);
     std::fs::write(&args.ca_file, simulator.ca_pem())
         .with_context(|| format!("writing {}", args.ca_file.display()))?;
-    println!("Microsoft 365 simulator at {}", simulator.base_url());
+    println!(
+        "Microsoft 365 simulator at {} (answering as the {} cloud)",
+        simulator.base_url(),
+        args.cloud
+    );
     println!(
         "  trust its CA:      MAILBRIDGE_EXTRA_CA_FILE={}",
         args.ca_file.display()
     );
     println!(
-        "  endpoints:         MAILBRIDGE_M365_LOGIN_URL={0} MAILBRIDGE_M365_GRAPH_URL={0}",
-        simulator.base_url()
+        "  endpoints:         MAILBRIDGE_M365_CLOUD={1} MAILBRIDGE_M365_LOGIN_URL={0} MAILBRIDGE_M365_GRAPH_URL={0}",
+        simulator.base_url(),
+        args.cloud
     );
     println!(
         "  register an app:   POST {}/_sim/apps {{\"client_id\",\"client_secret\"}}",

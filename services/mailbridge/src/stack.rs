@@ -111,6 +111,8 @@ impl Stack {
         let client_id = uuid::Uuid::new_v4().to_string();
         let client_secret = crypto::generate_password();
         let directory = &simulator.directory;
+        // The simulator answers as the cloud mailbridge is configured for.
+        directory.set_cloud(settings.m365.cloud);
         directory.register_app(&client_id, &client_secret);
         directory.set_app_display_name(&client_id, "mailbridge");
         directory.set_requested_permissions(

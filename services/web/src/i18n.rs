@@ -1560,6 +1560,11 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "Rollen im Token des Kunden",
     ),
     ("tenant-wide", "mandantenweit"),
+    // Microsoft's limits: the Sent Items advice for shared scanner mailboxes.
+    (
+        "Recommended for a shared scanner mailbox: untick this. A shared mailbox has 50 GB and no licence; with a copy of every scan in its Sent Items it fills up over months, and then Microsoft refuses to send (mailbox full).",
+        "Empfohlen für ein freigegebenes Scanner-Postfach: abwählen. Ein freigegebenes Postfach hat 50 GB und keine Lizenz; mit einer Kopie jedes Scans in „Gesendete Elemente“ läuft es über Monate voll, und dann verweigert Microsoft das Senden (Postfach voll).",
+    ),
 ];
 
 #[cfg(test)]

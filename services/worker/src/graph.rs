@@ -190,10 +190,18 @@ impl GraphClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<bytes::Bytes, DeliveryOutcome> {
-        let response =
-            request.timeout(self.timeout).send().await.map_err(|e| {
-                DeliveryOutcome::unreachable("graph", crate::describe_http_error(&e))
-            })?;
+        let unreachable = |e: reqwest::Error| {
+            DeliveryOutcome::unreachable("graph", crate::describe_http_error(&e))
+        };
+        let request = request.timeout(self.timeout).build().map_err(unreachable)?;
+        // Graph counts every request against the mailbox's budget, answered or not.
+        crate::graph_budget::count(
+            request
+                .body()
+                .and_then(reqwest::Body::as_bytes)
+                .map_or(0, <[u8]>::len),
+        );
+        let response = self.http.execute(request).await.map_err(unreachable)?;
         let status = response.status();
         let retry_after = response
             .headers()

@@ -4,13 +4,76 @@
 //! through an upload session in ranges of at most 4 MB — and the draft is sent. The
 //! text, the header fields and every attachment's name, type and bytes are kept; the
 //! MIME structure around them is Exchange's. Needs the `Mail.ReadWrite` permission.
+//!
+//! A draft is recorded on its message as soon as Graph created it, and deleted when
+//! an upload or the send fails; an attempt that finds a recorded draft (its
+//! predecessor failed to delete it, or its worker died between the steps) deletes it
+//! before it creates a new one. A message never has more than one draft.
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use mail_parser::{MessageParser, MimeHeaders};
+use mailbridge_core::diagnosis;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::{graph::GraphClient, outcome::DeliveryOutcome};
+use sqlx::PgPool;
+
+use crate::{graph::GraphClient, graph_budget::Cost, outcome::DeliveryOutcome};
+
+/// Where a message's draft is recorded: `messages.graph_draft_id`.
+#[derive(Debug, Clone, Copy)]
+pub struct DraftLedger<'a> {
+    pub pool: &'a PgPool,
+    pub message_id: uuid::Uuid,
+}
+
+impl DraftLedger<'_> {
+    async fn recorded(&self) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar("SELECT graph_draft_id FROM messages WHERE id = $1")
+            .bind(self.message_id)
+            .fetch_optional(self.pool)
+            .await
+            .map(Option::flatten)
+    }
+
+    async fn record(&self, draft: Option<&str>) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE messages SET graph_draft_id = $2 WHERE id = $1")
+            .bind(self.message_id)
+            .bind(draft)
+            .execute(self.pool)
+            .await
+            .map(drop)
+    }
+}
+
+/// The requests and bytes the draft path takes for `mime`: the draft, each
+/// attachment (one request, or a session and its ranges), the send.
+pub fn cost(mime: &[u8]) -> Cost {
+    let Some(parts) = split(mime) else {
+        return Cost {
+            requests: 1,
+            bytes: mime.len() as i64,
+        };
+    };
+    let mut cost = Cost {
+        requests: 2,
+        bytes: base64_len(parts.draft.len()),
+    };
+    for file in &parts.files {
+        if file.bytes.len() < DIRECT_ATTACHMENT_LIMIT {
+            cost.requests += 1;
+            cost.bytes += base64_len(file.bytes.len()) + 200;
+        } else {
+            cost.requests += 1 + file.bytes.len().div_ceil(RANGE) as i64;
+            cost.bytes += file.bytes.len() as i64 + 200;
+        }
+    }
+    cost
+}
+
+fn base64_len(n: usize) -> i64 {
+    (n.div_ceil(3) * 4) as i64
+}
 
 /// Attachments this small are posted directly; larger ones need an upload session.
 const DIRECT_ATTACHMENT_LIMIT: usize = 3 * 1024 * 1024;
@@ -100,12 +163,12 @@ impl GraphClient {
         token: &SecretString,
         mailbox: &str,
         mime: &[u8],
-        queue_id: uuid::Uuid,
+        ledger: DraftLedger<'_>,
     ) -> DeliveryOutcome {
         if let Some(remembered) = self.throttled(mailbox) {
             return remembered;
         }
-        let outcome = self.send_draft(token, mailbox, mime, queue_id).await;
+        let outcome = self.send_draft(token, mailbox, mime, ledger).await;
         self.note(mailbox, &outcome);
         outcome
     }
@@ -115,8 +178,30 @@ impl GraphClient {
         token: &SecretString,
         mailbox: &str,
         mime: &[u8],
-        queue_id: uuid::Uuid,
+        ledger: DraftLedger<'_>,
     ) -> DeliveryOutcome {
+        let queue_id = ledger.message_id;
+        let messages = format!(
+            "{}/v1.0/users/{}/messages",
+            self.base_url(),
+            crate::graph::urlencode_path(mailbox)
+        );
+        // A draft an earlier attempt left goes first: never two.
+        match ledger.recorded().await {
+            Ok(Some(previous)) => {
+                if let Err(outcome) = self
+                    .delete_draft(token, queue_id, &messages, &previous)
+                    .await
+                {
+                    return outcome;
+                }
+                if let Err(e) = ledger.record(None).await {
+                    return DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string());
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string()),
+        }
         let Some(parts) = split(mime) else {
             return DeliveryOutcome::graph(
                 400,
@@ -125,11 +210,6 @@ impl GraphClient {
                 None,
             );
         };
-        let messages = format!(
-            "{}/v1.0/users/{}/messages",
-            self.base_url(),
-            crate::graph::urlencode_path(mailbox)
-        );
         let draft: Created = match self
             .call(
                 token,
@@ -154,24 +234,81 @@ impl GraphClient {
             },
             Err(outcome) => return outcome,
         };
+        if let Err(e) = ledger.record(Some(&draft.id)).await {
+            // Unrecorded, it must not outlive this attempt.
+            let _ = self
+                .delete_draft(token, queue_id, &messages, &draft.id)
+                .await;
+            return DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string());
+        }
         let draft_url = format!("{messages}/{}", draft.id);
+        let mut sent = Ok(());
         for file in &parts.files {
-            if let Err(outcome) = self.attach(token, queue_id, &draft_url, file).await {
-                return outcome;
+            sent = self.attach(token, queue_id, &draft_url, file).await;
+            if sent.is_err() {
+                break;
             }
         }
+        if sent.is_ok() {
+            sent = self
+                .call(
+                    token,
+                    queue_id,
+                    self.http()
+                        .post(format!("{draft_url}/send"))
+                        .header("Content-Length", "0"),
+                )
+                .await
+                .map(drop);
+        }
+        match sent {
+            Ok(()) => {
+                // Sent: the draft is now the Sent Items copy, no longer a draft.
+                if let Err(e) = ledger.record(None).await {
+                    tracing::debug!(queue_id = %queue_id, error = %e, "could not clear the sent draft's id");
+                }
+                DeliveryOutcome::Accepted { status: 202 }
+            }
+            Err(outcome) => {
+                // The failed draft (with whatever it got of its attachments) goes;
+                // if that fails too, the id stays recorded for the next attempt.
+                match self
+                    .delete_draft(token, queue_id, &messages, &draft.id)
+                    .await
+                {
+                    Ok(()) => {
+                        if let Err(e) = ledger.record(None).await {
+                            tracing::debug!(queue_id = %queue_id, error = %e, "could not clear a deleted draft's id");
+                        }
+                    }
+                    Err(failure) => {
+                        tracing::warn!(queue_id = %queue_id, draft = %draft.id, reason = ?failure.failure().map(|f| &f.message), "could not delete a failed draft; the next attempt deletes it");
+                    }
+                }
+                outcome
+            }
+        }
+    }
+
+    /// Deletes draft `id`; one that is not there (sent, or deleted already) is gone.
+    async fn delete_draft(
+        &self,
+        token: &SecretString,
+        queue_id: uuid::Uuid,
+        messages: &str,
+        id: &str,
+    ) -> Result<(), DeliveryOutcome> {
         match self
             .call(
                 token,
                 queue_id,
-                self.http()
-                    .post(format!("{draft_url}/send"))
-                    .header("Content-Length", "0"),
+                self.http().delete(format!("{messages}/{id}")),
             )
             .await
         {
-            Ok(_) => DeliveryOutcome::Accepted { status: 202 },
-            Err(outcome) => outcome,
+            Ok(_) => Ok(()),
+            Err(outcome) if outcome.status() == Some(404) => Ok(()),
+            Err(outcome) => Err(outcome),
         }
     }
 

@@ -12,6 +12,7 @@ mod alerting;
 mod bounces;
 pub mod consent_check;
 pub mod graph;
+pub mod graph_budget;
 mod graph_json;
 mod graph_large;
 pub mod holds;
@@ -771,33 +772,66 @@ impl Worker {
         let outcome = match method {
             DeliveryMethod::Graph => {
                 let (token, mailbox) = (&token.access_token, &tenant.sender_mailbox);
+                let ledger = graph_large::DraftLedger {
+                    pool: &self.pool,
+                    message_id: message.id,
+                };
                 // Only the JSON form can leave Sent Items out; it must fit one request.
                 let unsaved = (!tenant.save_to_sent_items)
                     .then(|| graph_json::send_mail_request(&body, &message.rcpt_to))
                     .flatten()
                     .filter(|json| json.len() <= graph::MAX_REQUEST_BYTES);
                 let mime = mime::with_envelope_recipients(&body, &message.rcpt_to);
-                if let Some(json) = unsaved {
-                    self.graph.send_json(token, mailbox, json, message.id).await
-                } else if graph::fits_one_request(mime.len()) {
-                    let outcome = self
-                        .graph
-                        .send_mime(token, mailbox, &mime, message.id)
-                        .await;
-                    // Graph's own count of the request was over its limit: the
-                    // large-message path takes any size the mailbox allows.
-                    if outcome.status() == Some(413) {
-                        self.graph
-                            .send_large(token, mailbox, &mime, message.id)
-                            .await
+                let one_request = graph::fits_one_request(mime.len());
+                let cost = match &unsaved {
+                    Some(json) => graph_budget::Cost {
+                        requests: 1,
+                        bytes: json.len() as i64,
+                    },
+                    None if one_request => graph_budget::Cost {
+                        requests: 1,
+                        bytes: (mime.len().div_ceil(3) * 4) as i64,
+                    },
+                    None => graph_large::cost(&mime),
+                };
+                let reservation =
+                    match graph_budget::reserve(&self.pool, &app.client_id, mailbox, cost).await {
+                        Ok(Ok(reservation)) => reservation,
+                        Ok(Err(over)) => {
+                            slot.release().await;
+                            return DeliveryOutcome::Deferred(match over {
+                                graph_budget::Over::Requests => limits::Wait::GraphRequests,
+                                graph_budget::Over::Upload => limits::Wait::GraphUpload,
+                            });
+                        }
+                        Err(e) => {
+                            slot.release().await;
+                            return DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string());
+                        }
+                    };
+                let meter = Arc::new(graph_budget::Meter::default());
+                let outcome = graph_budget::metered(meter.clone(), async {
+                    if let Some(json) = unsaved {
+                        self.graph.send_json(token, mailbox, json, message.id).await
+                    } else if one_request {
+                        let outcome = self
+                            .graph
+                            .send_mime(token, mailbox, &mime, message.id)
+                            .await;
+                        // Graph's own count of the request was over its limit: the
+                        // large-message path takes any size the mailbox allows.
+                        if outcome.status() == Some(413) {
+                            self.graph.send_large(token, mailbox, &mime, ledger).await
+                        } else {
+                            outcome
+                        }
                     } else {
-                        outcome
+                        self.graph.send_large(token, mailbox, &mime, ledger).await
                     }
-                } else {
-                    self.graph
-                        .send_large(token, mailbox, &mime, message.id)
-                        .await
-                }
+                })
+                .await;
+                graph_budget::settle(&self.pool, reservation, meter.cost()).await;
+                outcome
             }
             DeliveryMethod::Smtp => {
                 self.smtp

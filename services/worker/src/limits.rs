@@ -7,6 +7,8 @@
 //!   its connection and with it the slot, so no slot is ever lost.
 //! - rate: 30 messages a minute per mailbox by SMTP (more would only be delayed by
 //!   Exchange), and 10 000 recipients a day per mailbox (more are refused).
+//! - Graph's budget: 10 000 requests per 10 minutes and 150 MB uploaded per 5
+//!   minutes per app and mailbox (see `graph_budget`).
 //! - throttling: a mailbox Graph answered `429`/`503` with `Retry-After` is held
 //!   (see `mailbridge_core::holds`): no worker leases its messages until then.
 //!
@@ -57,6 +59,10 @@ pub enum Wait {
     RatePerMinute,
     /// The mailbox reached its recipients for the day.
     RecipientsPerDay,
+    /// The app used its 10 000 Graph requests of 10 minutes for the mailbox.
+    GraphRequests,
+    /// The app uploaded its 150 MB of 5 minutes to the mailbox.
+    GraphUpload,
 }
 
 impl Wait {
@@ -65,6 +71,8 @@ impl Wait {
             Self::Busy => "mailbox_busy",
             Self::RatePerMinute => "mailbox_rate",
             Self::RecipientsPerDay => "mailbox_daily_recipients",
+            Self::GraphRequests => "graph_requests",
+            Self::GraphUpload => "graph_upload",
         }
     }
 
@@ -74,6 +82,8 @@ impl Wait {
             Self::Busy => Duration::from_secs(2),
             Self::RatePerMinute => Duration::from_secs(10),
             Self::RecipientsPerDay => Duration::from_secs(15 * 60),
+            // A minute's bucket ages out of its window.
+            Self::GraphRequests | Self::GraphUpload => Duration::from_secs(30),
         }
     }
 }
