@@ -79,6 +79,8 @@ pub struct ErrorPage {
     pub nav: Nav,
     pub status: u16,
     pub message: String,
+    /// After a form: the page the form was on.
+    pub form_page: Option<String>,
 }
 
 /// A customer's health, as the overview and the API show it.

@@ -50,20 +50,64 @@ impl Tr {
         self.t(english).replacen("{}", value, 1)
     }
 
-    /// A time as the page shows it (UTC).
-    pub fn time(&self, at: &chrono::DateTime<chrono::Utc>) -> String {
-        match self.0 {
-            Lang::En => at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-            Lang::De => at.format("%d.%m.%Y %H:%M:%S UTC").to_string(),
+    /// A time as the page shows it: a `<time>` element whose text is UTC (what a
+    /// browser without script shows); the page's script shows it in the viewer's
+    /// time zone, relative ("3 min ago") in a table, with UTC on hover.
+    pub fn time(&self, at: &chrono::DateTime<chrono::Utc>) -> Time {
+        Time {
+            at: *at,
+            lang: self.0,
         }
     }
 
-    pub fn opt_time(&self, at: &Option<chrono::DateTime<chrono::Utc>>) -> String {
-        at.as_ref()
-            .map(|at| self.time(at))
-            .unwrap_or_else(|| "–".to_owned())
+    pub fn opt_time(&self, at: &Option<chrono::DateTime<chrono::Utc>>) -> OptTime {
+        OptTime(at.as_ref().map(|at| self.time(at)))
     }
 }
+
+/// A point in time on a page (see [`Tr::time`]).
+pub struct Time {
+    at: chrono::DateTime<chrono::Utc>,
+    lang: Lang,
+}
+
+impl Time {
+    /// The UTC text, as a browser without script shows it.
+    pub fn utc_text(&self) -> String {
+        match self.lang {
+            Lang::En => self.at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            Lang::De => self.at.format("%d.%m.%Y %H:%M:%S UTC").to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Time {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Digits, dashes, colons, dots, spaces and "UTC" only: nothing to escape.
+        let text = self.utc_text();
+        write!(
+            f,
+            r#"<time datetime="{}" title="{text}">{text}</time>"#,
+            self.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    }
+}
+
+impl askama::filters::HtmlSafe for Time {}
+
+/// A time that may be absent ("–").
+pub struct OptTime(Option<Time>);
+
+impl std::fmt::Display for OptTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(time) => time.fmt(f),
+            None => f.write_str("–"),
+        }
+    }
+}
+
+impl askama::filters::HtmlSafe for OptTime {}
 
 static GERMAN: LazyLock<HashMap<&'static str, &'static str>> =
     LazyLock::new(|| CATALOGUE.iter().copied().collect());

@@ -18,9 +18,11 @@ mod error;
 mod gauges;
 mod holds;
 mod i18n;
+mod landing;
 mod messages;
 mod openapi;
 mod rate_limit;
+mod reveal;
 mod security;
 mod session;
 mod sign_in;
@@ -154,7 +156,9 @@ pub fn router(
         .merge(staff::router())
         .merge(audit::router())
         .merge(board::router())
+        .merge(reveal::router())
         .route("/lang/{lang}", get(i18n::switch))
+        .method_not_allowed_fallback(landing::method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             session::authenticate,

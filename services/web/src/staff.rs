@@ -817,7 +817,7 @@ async fn tokens_page(State(state): State<WebState>, actor: Actor) -> Result<Resp
     tokens_view(&state, &actor, None).await
 }
 
-async fn tokens_view(
+pub(crate) async fn tokens_view(
     state: &WebState,
     actor: &Actor,
     created: Option<(String, String)>,
@@ -858,7 +858,8 @@ async fn create_form(
             .map_err(|_| Error::Invalid(tr!("A token is valid for 1 to 365 days.").into()))?,
     };
     let (token, secret) = create_token(&state, &actor, &form.name, role, days).await?;
-    tokens_view(&state, &actor, Some((token.name, secret))).await
+    let page = crate::reveal::token_page_path(token.id);
+    crate::reveal::keep(&state, &actor, token.id, &secret, false, &page).await
 }
 
 async fn revoke_form(
