@@ -33,4 +33,5 @@ mod staff_security;
 mod submission;
 mod upstream;
 mod web_hardening;
+mod web_pages;
 mod worker_processes;

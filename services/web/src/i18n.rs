@@ -174,6 +174,89 @@ macro_rules! tr {
 
 /// English → German, for every text the control plane shows.
 pub static CATALOGUE: &[(&str, &str)] = &[
+    // Control plane look and feel: once-shown secrets, errors after forms, the
+    // audit log in words, filters that stay visible, times in the viewer's zone.
+    ("API token created", "API-Token erstellt"),
+    ("API token revoked", "API-Token widerrufen"),
+    ("Account ignored", "Konto ignoriert"),
+    (
+        "Account linked to a device",
+        "Konto mit einem Gerät verknüpft",
+    ),
+    ("Account reopened", "Konto wieder geöffnet"),
+    ("Allowed networks", "Erlaubte Netze"),
+    ("Back to the form", "Zurück zum Formular"),
+    (
+        "Change the role and sign-in of {}?",
+        "Rolle und Anmeldung von {} ändern?",
+    ),
+    ("Client address", "Client-Adresse"),
+    ("Consent failed", "Zustimmung fehlgeschlagen"),
+    ("Consent granted", "Zustimmung erteilt"),
+    ("Consent started", "Zustimmung begonnen"),
+    ("Customer changed", "Kunde geändert"),
+    ("Customer created", "Kunde angelegt"),
+    ("Customer deleted", "Kunde gelöscht"),
+    ("Device added", "Gerät hinzugefügt"),
+    ("Device changed", "Gerät geändert"),
+    ("Device deleted", "Gerät gelöscht"),
+    ("Device logins unlocked", "Anmeldungen des Geräts entsperrt"),
+    ("Device password rotated", "Gerätepasswort erneuert"),
+    ("Enabled", "Aktiv"),
+    ("Failure reports to", "Fehlerberichte an"),
+    ("Hold checked now", "Sperre sofort geprüft"),
+    ("Invitation withdrawn", "Einladung zurückgezogen"),
+    ("Legacy TLS", "Altes TLS"),
+    ("Locks", "Sperren"),
+    ("Microsoft's answer", "Antwort von Microsoft"),
+    (
+        "No API token yet. Create one below for a script or an RMM.",
+        "Noch kein API-Token. Unten eines für ein Skript oder ein RMM erstellen.",
+    ),
+    (
+        "Only the messages of the device {}.",
+        "Nur die Nachrichten des Geräts {}.",
+    ),
+    ("Rate limit per minute", "Ratenlimit pro Minute"),
+    ("Report file (CSV)", "Berichtsdatei (CSV)"),
+    ("SMTP for large messages", "SMTP für große Nachrichten"),
+    ("Save to Sent Items", "In „Gesendete Elemente“ ablegen"),
+    (
+        "Saved: the new role applies from their next request.",
+        "Gespeichert: Die neue Rolle gilt ab ihrer nächsten Anfrage.",
+    ),
+    ("Sender policy", "Absenderrichtlinie"),
+    ("Show every device", "Alle Geräte zeigen"),
+    ("Sign-in report imported", "Anmeldebericht importiert"),
+    ("Signed out", "Abgemeldet"),
+    ("Staff member added", "Mitarbeiter hinzugefügt"),
+    ("Staff member approved", "Mitarbeiter freigegeben"),
+    ("Staff member changed", "Mitarbeiter geändert"),
+    ("Staff member invited", "Mitarbeiter eingeladen"),
+    (
+        "Staff member's customers changed",
+        "Kunden eines Mitarbeiters geändert",
+    ),
+    ("Test message sent", "Testnachricht gesendet"),
+    (
+        "The device was added. It sends by its address (allow-list) and needs no password.",
+        "Das Gerät wurde hinzugefügt. Es sendet anhand seiner Adresse (Zulassungsliste) und braucht kein Passwort.",
+    ),
+    (
+        "The password was shown once and is not shown again. If it was not copied into the device, give the device a new password on its page.",
+        "Das Passwort wurde einmal angezeigt und wird nicht erneut angezeigt. Wurde es nicht ins Gerät übernommen, dem Gerät auf seiner Seite ein neues Passwort geben.",
+    ),
+    (
+        "Times are in your time zone (UTC on hover); From and Until of the search are UTC. Message contents are never shown: they may be health data.",
+        "Zeiten in Ihrer Zeitzone (UTC beim Darüberfahren); „Von“ und „Bis“ der Suche sind UTC. Nachrichteninhalte werden nie angezeigt: Sie können Gesundheitsdaten sein.",
+    ),
+    ("mailbridge test message", "mailbridge-Testnachricht"),
+    ("no", "nein"),
+    (
+        "not used: made by mailbridge itself, not received from a device",
+        "nicht verwendet: von mailbridge selbst erzeugt, nicht von einem Gerät empfangen",
+    ),
+    ("yes", "ja"),
     // Staff limited to assigned customers.
     (
         "Owners and admins always see every customer.",
@@ -283,7 +366,7 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "Für Automatisierung (RMM, PSA): Alles, was die Verwaltung kann, bietet auch die API, beschrieben unter",
     ),
     ("From", "Von"),
-    ("From address", "Von Adresse"),
+    ("From address", "Absender-IP"),
     (
         "Give up on this message? Its content is deleted.",
         "Diese Nachricht aufgeben? Ihr Inhalt wird gelöscht.",
@@ -633,10 +716,6 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     (
         "This sign-in was started in another browser. Start the sign-in again here.",
         "Diese Anmeldung wurde in einem anderen Browser gestartet. Anmeldung hier neu starten.",
-    ),
-    (
-        "Times are UTC. Message contents are never shown: they may be health data.",
-        "Zeiten in UTC. Nachrichteninhalte werden nie angezeigt: Sie können Gesundheitsdaten sein.",
     ),
     ("Token", "Token"),
     ("Token refused", "Token abgelehnt"),

