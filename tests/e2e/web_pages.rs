@@ -131,6 +131,8 @@ struct Walk {
     tenant: Uuid,
     device: Uuid,
     message: Uuid,
+    /// The message's id as the edge's SMTP reply gave it.
+    smtp_id: String,
 }
 
 async fn walk() -> Walk {
@@ -163,13 +165,19 @@ async fn walk() -> Walk {
         vec![recipient.parse().unwrap()],
     )
     .unwrap();
-    app.lettre(&device.device.username, &device.password)
+    let reply = app
+        .lettre(&device.device.username, &device.password)
         .send_raw(
             &envelope,
             without_final_crlf(&sample_message(&mailbox, recipient, "Scan 4711")),
         )
         .await
         .unwrap();
+    let reply = reply.message().collect::<Vec<_>>().join(" ");
+    let smtp_id = reply
+        .rsplit_once("queued as ")
+        .map(|(_, id)| id.trim().to_owned())
+        .expect("a queue id in the reply");
     app.wait_for_inbox(recipient, 1).await;
     let message = app.message_ids().await[0];
     let base = format!("http://{}", app.stack.web_addr);
@@ -178,6 +186,7 @@ async fn walk() -> Walk {
         tenant: tenant.tenant.id,
         device: device.device.id,
         message,
+        smtp_id,
         app,
     }
 }
@@ -210,7 +219,6 @@ async fn every_page_fits_a_phone_and_passes_axe_in_both_languages() {
     click(&browser, "#add-device").await;
     element(&browser, "#device-password").await;
     let credential = browser.current_url().await.unwrap();
-    eprintln!("{}", browser.source().await.unwrap());
     assert!(credential.path().ends_with("/credential"), "{credential}");
     for width in [1360, 390] {
         viewport(&browser, width).await;
@@ -257,6 +265,208 @@ async fn every_page_fits_a_phone_and_passes_axe_in_both_languages() {
         found.len(),
         found.join("\n")
     );
+    browser.close().await.unwrap();
+    walk.app.stack.shutdown().await;
+}
+
+/// Switches the page's language with its own link, as a person does.
+async fn switch_language(browser: &Client, lang: &str) {
+    click(browser, &format!("#lang-{lang}")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let current = browser
+            .execute("return document.documentElement.lang", vec![])
+            .await
+            .unwrap();
+        if current == json!(lang) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the page stayed {current}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn form_results_survive_a_reload_and_a_language_switch() {
+    let walk = walk().await;
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    let base = &walk.base;
+    let (t, d) = (walk.tenant, walk.device);
+    browser.goto(&format!("{base}/lang/en")).await.unwrap();
+    sign_in(&browser, base, "olga.owner@msp.example").await;
+
+    // Add a device: the password page is a page of its own (303 after the form).
+    browser
+        .goto(&format!("{base}/customers/{t}"))
+        .await
+        .unwrap();
+    fill(&browser, "#device-name", "Scanner Labor").await;
+    click(&browser, "#add-device").await;
+    let password = text(&browser, "#device-password").await;
+    assert!(password.len() >= 20);
+    let page = browser.current_url().await.unwrap();
+    assert!(page.path().ends_with("/credential"), "{page}");
+    assert!(
+        !page.as_str().contains(&password),
+        "the password is in the URL"
+    );
+    // Switching to German shows the German page — the password was shown once.
+    switch_language(&browser, "de").await;
+    assert_eq!(browser.current_url().await.unwrap().path(), page.path());
+    let shown = text(&browser, "#password-shown").await;
+    assert!(shown.contains("einmal angezeigt"), "{shown}");
+    assert!(!browser.source().await.unwrap().contains(&password));
+    // A reload, too.
+    browser.refresh().await.unwrap();
+    element(&browser, "#password-shown").await;
+    // The address the form went to, requested again, leads to the customer.
+    browser
+        .goto(&format!("{base}/customers/{t}/devices"))
+        .await
+        .unwrap();
+    assert_eq!(
+        browser.current_url().await.unwrap().path(),
+        format!("/customers/{t}")
+    );
+
+    // An error after a form: a device name taken. The way back leads to the
+    // customer with what was typed, and the language switch works there too.
+    fill(&browser, "#device-name", "MFP Empfang").await;
+    fill(&browser, "#device-site", "Labor, 2. OG").await;
+    click(&browser, "#add-device").await;
+    let error = text(&browser, "#error").await;
+    assert!(error.contains("MFP Empfang"), "{error}");
+    let back = element(&browser, "#back-to-form")
+        .await
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, format!("/customers/{t}"));
+    switch_language(&browser, "en").await;
+    assert_eq!(
+        browser.current_url().await.unwrap().path(),
+        format!("/customers/{t}")
+    );
+    fill(&browser, "#device-name", "MFP Empfang").await;
+    fill(&browser, "#device-site", "Labor, 2. OG").await;
+    click(&browser, "#add-device").await;
+    click(&browser, "#back-to-form").await;
+    element(&browser, "#devices").await;
+    let typed = browser
+        .execute(
+            "return [document.getElementById('device-name').value, document.getElementById('device-site').value]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(typed, json!(["MFP Empfang", "Labor, 2. OG"]));
+
+    // A relay device (port 25, by address) gets no password screen.
+    browser
+        .goto(&format!("{base}/customers/{t}"))
+        .await
+        .unwrap();
+    fill(&browser, "#device-name", "Fax Keller").await;
+    element(&browser, "#device-listener")
+        .await
+        .select_by_value("relay")
+        .await
+        .unwrap();
+    fill(&browser, "#device-networks", "127.0.0.1").await;
+    click(&browser, "#add-device").await;
+    let notice = text(&browser, "#notice").await;
+    assert!(notice.contains("needs no password"), "{notice}");
+    assert!(
+        browser
+            .find(Locator::Css("#device-password"))
+            .await
+            .is_err()
+    );
+
+    // An API token: shown once on a page of its own; the empty list said so.
+    browser.goto(&format!("{base}/api-tokens")).await.unwrap();
+    element(&browser, "#no-tokens").await;
+    fill(&browser, "input[name=name]", "RMM").await;
+    click(&browser, "form[action='/api-tokens'] button[type=submit]").await;
+    let token = text(&browser, "#api-token").await;
+    assert!(
+        browser
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/created")
+    );
+    browser.refresh().await.unwrap();
+    element(&browser, "#tokens").await;
+    assert!(!browser.source().await.unwrap().contains(&token));
+
+    // The customer's sender mailbox changed: the audit log says so in words, the
+    // unchanged fields left out; in German with German names.
+    browser
+        .goto(&format!("{base}/customers/{t}"))
+        .await
+        .unwrap();
+    let mailbox = element(&browser, "#settings-mailbox").await;
+    mailbox.clear().await.unwrap();
+    mailbox.send_keys("empfang@praxis.example").await.unwrap();
+    click(&browser, "#save-settings").await;
+    element(&browser, "#notice").await;
+    browser
+        .goto(&format!("{base}/audit?action=customer.update"))
+        .await
+        .unwrap();
+    let entry = text(&browser, "#audit tbody tr").await;
+    assert!(entry.contains("Customer changed"), "{entry}");
+    assert!(
+        entry.contains("Sender mailbox: scanner@praxisdrkhnberlngegemeinschaftspraxis.example → empfang@praxis.example"),
+        "{entry}"
+    );
+    assert!(!entry.contains("Delivery method"), "{entry}");
+    assert!(!entry.contains('{'), "raw JSON: {entry}");
+    switch_language(&browser, "de").await;
+    let entry = text(&browser, "#audit tbody tr").await;
+    assert!(entry.contains("Kunde geändert"), "{entry}");
+    assert!(entry.contains("Absenderpostfach:"), "{entry}");
+    browser.goto(&format!("{base}/audit")).await.unwrap();
+    let created = text(&browser, "#audit").await;
+    assert!(created.contains("Gerät hinzugefügt"), "{created}");
+
+    // The message: its id as the SMTP reply gave it, times in the viewer's zone,
+    // relative in the list; the device filter stays visible.
+    browser
+        .goto(&format!("{base}/messages/{}", walk.message))
+        .await
+        .unwrap();
+    assert_eq!(text(&browser, "#message-id").await, walk.smtp_id);
+    let time = element(&browser, "dl.facts time").await;
+    let title = time.attr("title").await.unwrap().unwrap();
+    assert!(title.ends_with("UTC"), "{title}");
+    let shown = time.text().await.unwrap();
+    assert!(!shown.ends_with("UTC"), "still UTC: {shown}");
+    browser
+        .goto(&format!("{base}/messages?device={d}"))
+        .await
+        .unwrap();
+    let filter = text(&browser, "#device-filter").await;
+    assert!(filter.contains("MFP Empfang"), "{filter}");
+    let when = text(&browser, "#messages tbody time").await;
+    assert!(when.starts_with("vor "), "not relative: {when}");
+
+    // A test message from the German page: a German subject, and no "TLS none".
+    browser
+        .goto(&format!("{base}/customers/{t}"))
+        .await
+        .unwrap();
+    fill(&browser, "#test-recipient", "empfang@praxis.example").await;
+    click(&browser, "#send-test").await;
+    let tls = text(&browser, "#message-tls").await;
+    assert!(tls.contains("von mailbridge selbst erzeugt"), "{tls}");
+    let facts = text(&browser, "dl.facts").await;
+    assert!(facts.contains("mailbridge-Testnachricht"), "{facts}");
+
     browser.close().await.unwrap();
     walk.app.stack.shutdown().await;
 }
