@@ -251,9 +251,14 @@ async fn every_page_fits_a_phone_and_passes_axe_in_both_languages() {
             for width in [1360, 390] {
                 viewport(&browser, width).await;
                 found.extend(problems(&browser, &axe, &format!("{name} {lang} @{width}")).await);
-                if ["customers", "customer", "device", "messages", "audit"].contains(name) {
-                    let suffix = if width == 390 { "-390" } else { "" };
-                    screenshot(&browser, &shots, &format!("page-{name}-{lang}{suffix}")).await;
+                // For the docs: the main pages on a phone, the audit log on a desktop.
+                let phone = width == 390
+                    && (lang == "en" || *name == "customer")
+                    && ["customers", "customer", "device", "messages", "audit"].contains(name);
+                if phone {
+                    screenshot(&browser, &shots, &format!("page-{name}-{lang}-390")).await;
+                } else if width == 1360 && *name == "audit" {
+                    screenshot(&browser, &shots, &format!("page-{name}-{lang}")).await;
                 }
             }
             viewport(&browser, 1360).await;
@@ -473,4 +478,88 @@ async fn form_results_survive_a_reload_and_a_language_switch() {
 
     browser.close().await.unwrap();
     walk.app.stack.shutdown().await;
+}
+
+/// The once-shown password after "Add device": a redirect (303) to its page, a
+/// cookie scoped to that page, stored sealed, and opened once even when the browser
+/// sends the same cookie again; a relay device gets no password page.
+#[tokio::test]
+async fn a_once_shown_password_is_kept_sealed_for_one_view() {
+    use crate::staff_client::StaffClient;
+    use reqwest::StatusCode;
+    let app = TestApp::spawn_without_worker().await;
+    let tenant = app.add_tenant("Praxis Einmal").await;
+    let t = tenant.tenant.id;
+    let mut staff = StaffClient::sign_in_as(&app, "tina.technik@msp.example", "technician").await;
+    let added = staff
+        .post(&format!("/customers/{t}/devices"), &[("name", "Scanner")])
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    let page = added.location.clone().expect("a redirect");
+    assert!(page.ends_with("/credential"), "{page}");
+    let cookie = added
+        .headers
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("mailbridge_reveal="))
+        .expect("the reveal cookie");
+    assert!(cookie.contains(&format!("Path={page};")), "{cookie}");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    let value = cookie["mailbridge_reveal=".len()..]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let sealed: Vec<u8> = sqlx::query_scalar("SELECT sealed FROM secret_reveals")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+
+    let first = staff.get(&page).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let password = first.text_of("device-password").expect("the password");
+    assert!(password.len() >= 20);
+    assert!(
+        !sealed
+            .windows(password.len())
+            .any(|w| w == password.as_bytes()),
+        "the password is stored in clear"
+    );
+    assert!(!page.contains(&password));
+    // The same cookie again (a copy, a replay): the password is not shown twice.
+    let again = staff
+        .get_with(&page, &[("cookie", &format!("mailbridge_reveal={value}"))])
+        .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert!(again.text_of("device-password").is_none(), "shown twice");
+    assert!(again.text_of("password-shown").is_some());
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM secret_reveals")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+
+    // Port 25 by address: no password to copy, the device's page says so.
+    let relay = staff
+        .post(
+            &format!("/customers/{t}/devices"),
+            &[
+                ("name", "Fax"),
+                ("listener", "relay"),
+                ("allowed_networks", "127.0.0.1"),
+            ],
+        )
+        .await;
+    assert_eq!(relay.status, StatusCode::SEE_OTHER);
+    let location = relay.location.unwrap();
+    assert!(location.ends_with("?added=1"), "{location}");
+    let device_page = staff.get(&location).await;
+    assert!(
+        device_page
+            .text_of("notice")
+            .unwrap()
+            .contains("needs no password")
+    );
+    app.stack.shutdown().await;
 }
