@@ -117,6 +117,8 @@ fn field_name(key: &str) -> Option<&str> {
         "queue_id" => tr!("Message"),
         "email" => tr!("E-mail"),
         "locks" => tr!("Locks"),
+        "by" => tr!("How"),
+        "issuer" => tr!("Sign-in provider"),
         other => other,
     })
 }
@@ -131,6 +133,21 @@ fn value_text(tr: Tr, key: &str, value: &serde_json::Value) -> String {
         Value::Number(n) => n.to_string(),
         // The reason of a failed consent is one of the page's own texts.
         Value::String(s) if key == "reason" => tr.t(s).to_owned(),
+        Value::String(s) if key == "role" => crate::session::Role::parse(s)
+            .map(|r| tr.t(r.label()).to_owned())
+            .unwrap_or_else(|| s.clone()),
+        Value::String(s) if key == "by" => match s.as_str() {
+            "invitation" => tr.t(tr!("invitation")).to_owned(),
+            "bootstrap code" => tr.t(tr!("bootstrap code")).to_owned(),
+            "waiting for approval" => tr.t(tr!("waiting for approval")).to_owned(),
+            other => other.to_owned(),
+        },
+        Value::String(s) if key == "listener" => match s.as_str() {
+            "submission" => tr.t(tr!("Port 587 (STARTTLS)")).to_owned(),
+            "submissions" => tr.t(tr!("Port 465 (SSL/TLS)")).to_owned(),
+            "relay" => tr.t(tr!("Port 25 (by address)")).to_owned(),
+            other => other.to_owned(),
+        },
         Value::String(s) => s.clone(),
         Value::Array(items) if items.is_empty() => "–".to_owned(),
         Value::Array(items) => items
@@ -291,4 +308,73 @@ async fn page(
         filter,
         next,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::i18n::Lang;
+
+    fn entry(action: &str, details: serde_json::Value) -> AuditEntry {
+        AuditEntry {
+            id: 1,
+            at: Utc::now(),
+            actor: "ines@msp.example".into(),
+            action: action.into(),
+            tenant_id: None,
+            tenant_name: None,
+            target: None,
+            details,
+            client_addr: None,
+        }
+    }
+
+    #[test]
+    fn details_read_as_changes_of_the_changed_fields_only() {
+        let e = entry(
+            "device.update",
+            serde_json::json!({
+                "device_id": "0b7f6c56-54a3-4e0e-9d1d-8e3f3bb0a7a1",
+                "enabled": [true, false],
+                "site": ["Empfang", "Empfang"],
+                "allowed_networks": [["192.0.2.10/32"], ["192.0.2.10/32", "198.51.100.0/24"]],
+                "listener": ["submission", "relay"],
+            }),
+        );
+        let de = Tr::new(Lang::De);
+        let lines: Vec<String> = e
+            .lines(de)
+            .into_iter()
+            .map(|l| {
+                format!(
+                    "{}: {} → {}",
+                    l.field,
+                    l.before.unwrap_or_default(),
+                    l.after
+                )
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "Erlaubte Netze: 192.0.2.10/32 → 192.0.2.10/32, 198.51.100.0/24",
+                "Aktiv: ja → nein",
+                "Verbindet sich über: Port 587 (STARTTLS) → Port 25 (nach Adresse)",
+            ]
+        );
+        assert_eq!(e.action_label(de), "Gerät geändert");
+        assert_eq!(e.action_label(Tr::new(Lang::En)), "Device changed");
+        // A list of two networks is a value, not a change.
+        let created = entry(
+            "device.create",
+            serde_json::json!({ "allowed_networks": ["192.0.2.10/32", "198.51.100.0/24"] }),
+        );
+        let line = &created.lines(de)[0];
+        assert!(line.before.is_none());
+        assert_eq!(line.after, "192.0.2.10/32, 198.51.100.0/24");
+        assert_eq!(
+            entry("something.new", serde_json::json!({})).action_label(de),
+            "something.new"
+        );
+    }
 }

@@ -257,6 +257,14 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "nicht verwendet: von mailbridge selbst erzeugt, nicht von einem Gerät empfangen",
     ),
     ("yes", "ja"),
+    ("How", "Wie"),
+    ("invitation", "Einladung"),
+    ("bootstrap code", "Einrichtungscode"),
+    ("waiting for approval", "wartet auf Freigabe"),
+    ("Sign-in provider", "Anmeldedienst"),
+    ("Port 587 (STARTTLS)", "Port 587 (STARTTLS)"),
+    ("Port 465 (SSL/TLS)", "Port 465 (SSL/TLS)"),
+    ("Port 25 (by address)", "Port 25 (nach Adresse)"),
     // Staff limited to assigned customers.
     (
         "Owners and admins always see every customer.",
