@@ -491,8 +491,14 @@ async fn a_once_shown_password_is_kept_sealed_for_one_view() {
     let tenant = app.add_tenant("Praxis Einmal").await;
     let t = tenant.tenant.id;
     let mut staff = StaffClient::sign_in_as(&app, "tina.technik@msp.example", "technician").await;
+    // Sent as the page does, without following the redirect.
+    let (csrf, base) = (staff.csrf.clone(), staff.base.clone());
     let added = staff
-        .post(&format!("/customers/{t}/devices"), &[("name", "Scanner")])
+        .post_raw(
+            &format!("/customers/{t}/devices"),
+            &[("csrf", &csrf), ("name", "Scanner")],
+            Some(&base),
+        )
         .await;
     assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
     let page = added.location.clone().expect("a redirect");
