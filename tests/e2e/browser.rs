@@ -30,12 +30,21 @@ pub(crate) struct Driver {
 
 impl Driver {
     pub(crate) fn start() -> Self {
+        Self::start_in_zone(None)
+    }
+
+    /// chromedriver whose browsers live in the time zone `zone` (an IANA name).
+    pub(crate) fn start_in_zone(zone: Option<&str>) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("chromedriver")
+        let mut command = Command::new("chromedriver");
+        if let Some(zone) = zone {
+            command.env("TZ", zone);
+        }
+        let child = command
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())

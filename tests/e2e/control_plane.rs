@@ -179,7 +179,7 @@ async fn the_invited_owner_approves_newcomers_and_roles_are_enforced() {
         "staff.sign_in",
     ] {
         assert!(
-            audit.body.contains(&format!("<code>{action}</code>")),
+            audit.body.contains(&format!("data-action=\"{action}\"")),
             "{action} missing"
         );
     }

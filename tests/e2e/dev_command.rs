@@ -159,6 +159,8 @@ fn dev_starts_everything_and_its_printed_curl_command_delivers_a_message() {
     };
     let authorize = location(&[&format!("{web}/sign-in/start")]);
     assert!(authorize.contains("/oauth2/v2.0/authorize?"), "{authorize}");
+    // The browser's sign-in page is plain HTTP on loopback: no certificate warning.
+    assert!(authorize.starts_with("http://127.0.0.1:"), "{authorize}");
     let callback = location(&["--cacert", &sim_ca, &format!("{authorize}&sim_user={user}")]);
     assert!(callback.contains("/sign-in/callback?code="), "{callback}");
     assert_eq!(location(&[&callback]), format!("{web}/"));

@@ -42,5 +42,6 @@ mod submission;
 mod upstream;
 mod usage;
 mod web_hardening;
+mod web_pages;
 mod webhooks;
 mod worker_processes;

@@ -232,11 +232,23 @@ impl StaffClient {
     }
 
     /// Posts a form as the page would: with the session's CSRF token and our Origin.
+    /// A form answered with the page of a once-shown secret (a device password, an
+    /// API token) is followed there, as a browser does: the answer is that page.
     pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
         let csrf = self.csrf.clone();
         let mut fields: Vec<(&str, &str)> = vec![("csrf", &csrf)];
         fields.extend_from_slice(form);
-        self.post_raw(path, &fields, Some(&self.base.clone())).await
+        let page = self.post_raw(path, &fields, Some(&self.base.clone())).await;
+        match &page.location {
+            Some(to)
+                if page.status == StatusCode::SEE_OTHER
+                    && (to.ends_with("/credential") || to.ends_with("/created")) =>
+            {
+                let to = to.clone();
+                self.get(&to).await
+            }
+            _ => page,
+        }
     }
 
     /// Like [`Self::post`], with extra request headers.

@@ -22,10 +22,110 @@ document.addEventListener("submit", (event) => {
     event.preventDefault();
   }
 });
-// The language switch returns to the page it was used on.
+// The language switch returns to the page it was used on; a page that is the
+// answer to a form (an error after a form) names the page to return to instead.
 document.querySelectorAll("#lang-en, #lang-de").forEach((link) => {
-  link.href = link.getAttribute("href") + "?back=" + encodeURIComponent(location.pathname + location.search);
+  const named = document.querySelector("[data-lang-back]");
+  const back = named ? named.dataset.langBack : location.pathname + location.search;
+  link.href = link.getAttribute("href") + "?back=" + encodeURIComponent(back);
 });
+// What was typed into a form survives an error page: kept in this tab's session
+// storage when the form is sent (never passwords or tokens), filled in again when
+// the error page's way back leads to the same form.
+const FORM_KEY = "mailbridge-form";
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  if (event.defaultPrevented || form.method !== "post") {
+    return;
+  }
+  const fields = [];
+  for (const field of form.elements) {
+    if (!field.name || field.name === "csrf" || ["password", "hidden", "file", "submit"].includes(field.type)) {
+      continue;
+    }
+    const value = field.type === "checkbox" || field.type === "radio" ? field.checked : field.value;
+    fields.push([field.name, field.type, field.value, value]);
+  }
+  try {
+    sessionStorage.setItem(FORM_KEY, JSON.stringify({ page: location.pathname, action: form.getAttribute("action"), fields }));
+  } catch (e) { /* storage full or off: nothing kept */ }
+});
+document.addEventListener("click", (event) => {
+  if (event.target.closest("[data-restore-form]")) {
+    try { sessionStorage.setItem(FORM_KEY + "-restore", "1"); } catch (e) { /* nothing kept */ }
+  }
+});
+(() => {
+  let saved;
+  try {
+    if (sessionStorage.getItem(FORM_KEY + "-restore") !== "1") {
+      return;
+    }
+    sessionStorage.removeItem(FORM_KEY + "-restore");
+    saved = JSON.parse(sessionStorage.getItem(FORM_KEY) || "null");
+  } catch (e) {
+    return;
+  }
+  if (!saved || saved.page !== location.pathname) {
+    return;
+  }
+  const form = [...document.querySelectorAll("form[method=post]")].find((f) => f.getAttribute("action") === saved.action);
+  if (!form) {
+    return;
+  }
+  for (const [name, type, own, value] of saved.fields) {
+    const matches = [...form.elements].filter((f) => f.name === name);
+    for (const field of matches) {
+      if (type === "checkbox" || type === "radio") {
+        if (field.value === own) {
+          field.checked = value;
+        }
+      } else if (matches.length === 1) {
+        field.value = value;
+      }
+    }
+  }
+  const first = form.querySelector("input:not([type=hidden]), select, textarea");
+  if (first) {
+    first.focus();
+  }
+  form.scrollIntoView({ block: "center" });
+})();
+// Times in the viewer's time zone (the page carries UTC): relative in tables,
+// where a list is scanned ("3 min ago"), the full local time elsewhere; UTC on hover.
+(() => {
+  const lang = document.documentElement.lang || "en";
+  const absolute = new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "medium" });
+  const zone = new Intl.DateTimeFormat(lang, { timeZoneName: "short" });
+  const relative = new Intl.RelativeTimeFormat(lang, { numeric: "auto", style: "short" });
+  const units = [["second", 60], ["minute", 60], ["hour", 24], ["day", 7], ["week", Infinity]];
+  const describe = (date) => {
+    let amount = (date.getTime() - Date.now()) / 1000;
+    if (Math.abs(amount) > 30 * 86400) {
+      return null;
+    }
+    for (const [unit, size] of units) {
+      if (Math.abs(amount) < size) {
+        return relative.format(Math.round(amount), unit);
+      }
+      amount /= size;
+    }
+    return null;
+  };
+  document.querySelectorAll("time[datetime]").forEach((time) => {
+    const date = new Date(time.getAttribute("datetime"));
+    if (Number.isNaN(date.getTime())) {
+      return;
+    }
+    const utc = time.getAttribute("title") || time.textContent;
+    const local = absolute.format(date);
+    const zoneName = (zone.formatToParts(date).find((p) => p.type === "timeZoneName") || {}).value || "";
+    const scanned = time.closest("td") ? describe(date) : null;
+    time.textContent = scanned || local + (zoneName ? " " + zoneName : "");
+    time.title = (scanned ? local + " " + zoneName + " · " : "") + utc;
+    time.dataset.local = "1";
+  });
+})();
 // A customer's connection that is being verified: ask how it stands every few
 // seconds and show the result once the check is over.
 document.querySelectorAll("[data-connection-poll]").forEach((section) => {

@@ -69,27 +69,27 @@ diagnoses! {
         "Exchange Online did not accept mailbridge's OAuth token for SMTP.",
         "Exchange Online hat das OAuth-Token von mailbridge für SMTP nicht akzeptiert.",
         "SMTP delivery needs the app's service principal registered in Exchange (New-ServicePrincipal) with FullAccess or SendAs on the sender mailbox, and the SMTP.SendAsApp permission consented. Or switch the customer to Graph delivery, which needs only admin consent.",
-        "Für SMTP-Zustellung muss der Service Principal der App in Exchange registriert sein (New-ServicePrincipal), mit FullAccess oder SendAs auf dem Absender-Postfach, und die Berechtigung SMTP.SendAsApp muss erteilt sein. Oder den Kunden auf Graph-Zustellung umstellen – dafür genügt die Admin-Zustimmung.";
+        "Für SMTP-Zustellung muss der Service Principal der App in Exchange registriert sein (New-ServicePrincipal), mit FullAccess oder SendAs auf dem Absenderpostfach, und die Berechtigung SMTP.SendAsApp muss erteilt sein. Oder den Kunden auf Graph-Zustellung umstellen – dafür genügt die Admin-Zustimmung.";
     SMTP_AUTH_DISABLED = "5.7.139", Retry,
         "SMTP AUTH is switched off for this Microsoft 365 tenant (or security defaults block it).",
         "SMTP AUTH ist in diesem Microsoft-365-Tenant abgeschaltet (oder die Sicherheitsstandards blockieren es).",
         "Enable SMTP AUTH for the sender mailbox (Exchange admin center → mailbox → Email apps → Authenticated SMTP), or switch this customer to Graph delivery.",
-        "SMTP AUTH für das Absender-Postfach aktivieren (Exchange Admin Center → Postfach → E-Mail-Apps → Authentifiziertes SMTP) oder den Kunden auf Graph-Zustellung umstellen.";
+        "SMTP AUTH für das Absenderpostfach aktivieren (Exchange Admin Center → Postfach → E-Mail-Apps → Authentifiziertes SMTP) oder den Kunden auf Graph-Zustellung umstellen.";
     SEND_AS_DENIED = "SendAsDenied", Permanent,
         "The sender mailbox may not send as the From address of this message.",
-        "Das Absender-Postfach darf nicht im Namen der Absenderadresse dieser Nachricht senden.",
+        "Das Absenderpostfach darf nicht im Namen der Absenderadresse dieser Nachricht senden.",
         "Give the sender mailbox SendAs permission for that address in Exchange, or set the device's sender policy to rewrite the From to the sender mailbox.",
-        "Dem Absender-Postfach in Exchange die Berechtigung „Senden als“ für diese Adresse geben oder die Absenderrichtlinie des Geräts auf „umschreiben“ stellen.";
+        "Dem Absenderpostfach in Exchange die Berechtigung „Senden als“ für diese Adresse geben oder die Absenderrichtlinie des Geräts auf „umschreiben“ stellen.";
     MAILBOX_NOT_REST_ENABLED = "MailboxNotEnabledForRESTAPI", Permanent,
         "The sender mailbox cannot be used through Microsoft Graph (no Exchange Online licence, a guest, or an on-premises mailbox).",
-        "Das Absender-Postfach ist über Microsoft Graph nicht nutzbar (keine Exchange-Online-Lizenz, ein Gast oder ein lokales Postfach).",
+        "Das Absenderpostfach ist über Microsoft Graph nicht nutzbar (keine Exchange-Online-Lizenz, ein Gast oder ein lokales Postfach).",
         "Use a licensed Exchange Online mailbox (a shared mailbox works) as the customer's sender mailbox.",
-        "Ein lizenziertes Exchange-Online-Postfach (ein freigegebenes Postfach genügt) als Absender-Postfach des Kunden wählen.";
+        "Ein lizenziertes Exchange-Online-Postfach (ein freigegebenes Postfach genügt) als Absenderpostfach des Kunden wählen.";
     ACCESS_DENIED = "ErrorAccessDenied", Retry,
         "Microsoft Graph refused access to the sender mailbox (missing Mail.Send permission, or an application access policy excludes it).",
-        "Microsoft Graph verweigert den Zugriff auf das Absender-Postfach (Berechtigung Mail.Send fehlt oder eine Anwendungszugriffsrichtlinie schließt es aus).",
+        "Microsoft Graph verweigert den Zugriff auf das Absenderpostfach (Berechtigung Mail.Send fehlt oder eine Anwendungszugriffsrichtlinie schließt es aus).",
         "Have the customer's admin grant consent again (Connect Microsoft 365), and if an application access policy or RBAC for Applications scope is used, include the sender mailbox in it.",
-        "Den Admin des Kunden die Zustimmung erneut erteilen lassen (Microsoft 365 verbinden); wird eine Anwendungszugriffsrichtlinie oder ein RBAC-Bereich verwendet, das Absender-Postfach aufnehmen.";
+        "Den Admin des Kunden die Zustimmung erneut erteilen lassen (Microsoft 365 verbinden); wird eine Anwendungszugriffsrichtlinie oder ein RBAC-Bereich verwendet, das Absenderpostfach aufnehmen.";
     TOKEN_REFUSED_BY_RESOURCE = "InvalidAuthenticationToken", Retry,
         "Microsoft Graph did not accept the access token.",
         "Microsoft Graph hat das Zugriffstoken nicht akzeptiert.",
@@ -97,9 +97,9 @@ diagnoses! {
         "mailbridge holt ein neues Token und versucht es erneut. Bleibt der Fehler, die Zustimmung des Kunden prüfen.";
     UNKNOWN_MAILBOX = "ErrorInvalidUser", Permanent,
         "The sender mailbox does not exist in the customer's Microsoft 365.",
-        "Das Absender-Postfach existiert im Microsoft 365 des Kunden nicht.",
+        "Das Absenderpostfach existiert im Microsoft 365 des Kunden nicht.",
         "Correct the customer's sender mailbox address.",
-        "Die Adresse des Absender-Postfachs beim Kunden korrigieren.";
+        "Die Adresse des Absenderpostfachs beim Kunden korrigieren.";
     CONCURRENCY = "4.3.2", Retry,
         "Exchange Online limits concurrent connections per mailbox; this one had too many.",
         "Exchange Online begrenzt gleichzeitige Verbindungen pro Postfach; dieses hatte zu viele.",
@@ -107,7 +107,7 @@ diagnoses! {
         "Nichts zu tun: mailbridge wartet und versucht es erneut. Dauerhaft? Dann senden evtl. weitere Systeme über dasselbe Postfach.";
     QUOTA_EXCEEDED = "SubmissionQuotaExceeded", Retry,
         "The sender mailbox reached Exchange Online's sending limit (10,000 recipients per day).",
-        "Das Absender-Postfach hat das Sendelimit von Exchange Online erreicht (10.000 Empfänger pro Tag).",
+        "Das Absenderpostfach hat das Sendelimit von Exchange Online erreicht (10.000 Empfänger pro Tag).",
         "mailbridge retries later. For more volume, spread devices over several sender mailboxes.",
         "mailbridge versucht es später erneut. Für mehr Volumen die Geräte auf mehrere Absender-Postfächer verteilen.";
     THROTTLED = "429", Retry,
@@ -134,7 +134,7 @@ diagnoses! {
         "The message is larger than Microsoft accepts on this path.",
         "Die Nachricht ist größer, als Microsoft auf diesem Weg annimmt.",
         "Send smaller attachments, or raise the sender mailbox's maximum send size in Exchange.",
-        "Kleinere Anhänge senden oder die maximale Sendegröße des Absender-Postfachs in Exchange erhöhen.";
+        "Kleinere Anhänge senden oder die maximale Sendegröße des Absenderpostfachs in Exchange erhöhen.";
     BAD_MESSAGE = "InvalidMessage", Permanent,
         "Microsoft refused the message as malformed or without valid recipients.",
         "Microsoft hat die Nachricht als fehlerhaft oder ohne gültige Empfänger abgelehnt.",
@@ -142,7 +142,7 @@ diagnoses! {
         "Empfänger und Mail-Einstellungen des Geräts prüfen; die Originalantwort nennt, was Microsoft bemängelt.";
     BAD_SENDER = "5.1.8", Permanent,
         "Exchange Online blocked the sender mailbox from sending (bad outbound sender, often after suspected spam).",
-        "Exchange Online hat das Absender-Postfach für den Versand gesperrt (meist nach Spamverdacht).",
+        "Exchange Online hat das Absenderpostfach für den Versand gesperrt (meist nach Spamverdacht).",
         "The customer's admin must release the mailbox in Microsoft Defender (Restricted entities) and check it for compromise.",
         "Der Admin des Kunden muss das Postfach im Microsoft Defender freigeben (Eingeschränkte Entitäten) und auf Kompromittierung prüfen.";
     SPAM = "OutboundSpam", Permanent,
@@ -152,9 +152,9 @@ diagnoses! {
         "Inhalt der Nachricht und das Gerät prüfen; der Admin des Kunden kann es im Microsoft Defender einsehen.";
     MAILBOX_FULL = "5.2.2", Permanent,
         "The sender mailbox is full.",
-        "Das Absender-Postfach ist voll.",
+        "Das Absenderpostfach ist voll.",
         "Free space in the sender mailbox (its Sent Items keep a copy of every message) or raise its quota; for a scanner mailbox, untick \"Keep a copy in the mailbox's Sent Items\" on the customer's page.",
-        "Platz im Absender-Postfach schaffen (die Gesendeten Elemente behalten eine Kopie jeder Nachricht) oder das Kontingent erhöhen; bei einem Scanner-Postfach auf der Kundenseite „Kopie in „Gesendete Elemente“ des Postfachs ablegen“ abwählen.";
+        "Platz im Absenderpostfach schaffen (die Gesendeten Elemente behalten eine Kopie jeder Nachricht) oder das Kontingent erhöhen; bei einem Scanner-Postfach auf der Kundenseite „Kopie in „Gesendete Elemente“ des Postfachs ablegen“ abwählen.";
     APP_NOT_IN_TENANT = "AADSTS700016", Retry,
         "The customer's Microsoft 365 has not consented to mailbridge's app (or it was removed).",
         "Im Microsoft 365 des Kunden wurde der App von mailbridge nicht zugestimmt (oder sie wurde entfernt).",

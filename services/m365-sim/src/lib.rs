@@ -64,6 +64,8 @@ pub struct Simulator {
     smtp_task: tokio::task::JoinHandle<()>,
     ca_pem: String,
     task: tokio::task::JoinHandle<()>,
+    /// `https`, or `http` for a demo on loopback (see [`Simulator::start_plain_http`]).
+    scheme: &'static str,
 }
 
 impl std::fmt::Debug for Simulator {
@@ -77,6 +79,23 @@ impl std::fmt::Debug for Simulator {
 impl Simulator {
     /// Starts the simulator on `listen` (port 0 picks a free port).
     pub async fn start(listen: SocketAddr) -> anyhow::Result<Self> {
+        Self::start_with(listen, false).await
+    }
+
+    /// Starts the simulator with its login, consent and Graph pages over plain HTTP,
+    /// for a demo on this machine: a browser then shows its sign-in and consent
+    /// pages without a certificate warning (Microsoft's are HTTPS; a browser treats
+    /// loopback as a secure context). Only on a loopback address; its Exchange SMTP
+    /// endpoint keeps STARTTLS with the simulator's CA.
+    pub async fn start_plain_http(listen: SocketAddr) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            listen.ip().is_loopback(),
+            "the simulator serves plain HTTP only on a loopback address, not {listen}"
+        );
+        Self::start_with(listen, true).await
+    }
+
+    async fn start_with(listen: SocketAddr, plain_http: bool) -> anyhow::Result<Self> {
         mailbridge_core::tls::install_crypto_provider();
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
@@ -84,13 +103,22 @@ impl Simulator {
         let authority =
             mailbridge_core::tls::LocalAuthority::generate("mailbridge M365 simulator CA", &names)?;
         let tls = authority.server.server_config()?;
-        let directory = Arc::new(Directory::with_base_url(&format!("https://{addr}"))?);
+        let scheme = if plain_http { "http" } else { "https" };
+        let directory = Arc::new(Directory::with_base_url(&format!("{scheme}://{addr}"))?);
         let app = router(directory.clone());
-        let task = tokio::spawn(https::serve(listener, tls.clone(), app));
+        let task = if plain_http {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "simulator stopped");
+                }
+            })
+        } else {
+            tokio::spawn(https::serve(listener, tls.clone(), app))
+        };
         let smtp_listener = TcpListener::bind((addr.ip(), 0)).await?;
         let smtp_addr = smtp_listener.local_addr()?;
         let smtp_task = tokio::spawn(exchange::serve(smtp_listener, tls, directory.clone()));
-        tracing::info!(%addr, %smtp_addr, "Microsoft 365 simulator listening (HTTPS, Exchange SMTP)");
+        tracing::info!(%addr, %smtp_addr, scheme, "Microsoft 365 simulator listening (login and Graph, Exchange SMTP)");
         Ok(Self {
             directory,
             addr,
@@ -98,12 +126,13 @@ impl Simulator {
             smtp_task,
             ca_pem: authority.ca_pem,
             task,
+            scheme,
         })
     }
 
     /// The base URL for both the login and the Graph endpoint.
     pub fn base_url(&self) -> String {
-        format!("https://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     pub fn addr(&self) -> SocketAddr {

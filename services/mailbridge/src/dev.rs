@@ -82,6 +82,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let pool = db::pool(&url, db::PoolOptions::default())?;
     db::migrate(&pool).await.context("applying migrations")?;
 
+    let sim_listen = listen_or("MAILBRIDGE_SIM_LISTEN", "127.0.0.1:9443")?;
     let options = StackOptions {
         smtp_listen: listen_or("MAILBRIDGE_SUBMISSION_LISTEN", "127.0.0.1:2587")?,
         smtps_listen: Some(listen_or(
@@ -91,9 +92,17 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         relay_listen: Some(listen_or("MAILBRIDGE_RELAY_LISTEN", "127.0.0.1:2525")?),
         web_listen: listen_or("MAILBRIDGE_WEB_LISTEN", "127.0.0.1:8080")?,
         ops_listen: listen_or("MAILBRIDGE_METRICS_LISTEN", "127.0.0.1:9090")?,
-        sim_listen: listen_or("MAILBRIDGE_SIM_LISTEN", "127.0.0.1:9443")?,
+        sim_listen,
+        // The browser visits the simulated sign-in and consent pages: over plain
+        // HTTP on loopback it shows them without a certificate warning.
+        sim_plain_http: sim_listen.ip().is_loopback(),
         start_worker: true,
     };
+    // The setup cards name the address the banner prints (unless a public SMTP host
+    // name is configured), not the machine's host name, which a device cannot reach.
+    if settings.web.smtp_host.is_none() {
+        settings.web.smtp_host = Some(options.smtp_listen.ip().to_string());
+    }
     let stack = Stack::start(pool.clone(), settings, options).await?;
     // As with Entra, a new consent takes a while to be usable: onboarding shows
     // "connecting" first.
@@ -206,7 +215,7 @@ Send a test message:
 
   printf 'From: {mailbox}\r\nTo: {rcpt}\r\nSubject: Hello from mailbridge\r\n\r\nIt works.\r\n' | curl --ssl-reqd --cacert {ca} --url smtp://{smtp} --user '{user}:{password}' --mail-from {mailbox} --mail-rcpt {rcpt} --upload-file -
 
-then look at {sim}/_sim/inbox (its certificate is signed by the simulator's CA above).
+then look at {sim}/_sim/inbox (over HTTPS, its certificate is signed by the simulator's CA above).
 Ctrl-C stops everything{cleanup}.
 "#,
         web = stack.web_addr,

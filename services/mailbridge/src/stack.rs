@@ -33,6 +33,9 @@ pub struct StackOptions {
     /// `/metrics`, `/healthz`, `/readyz` of the edge and worker.
     pub ops_listen: SocketAddr,
     pub sim_listen: SocketAddr,
+    /// The simulator's login and Graph over plain HTTP (loopback only): the demo's
+    /// browser shows its sign-in pages without a certificate warning.
+    pub sim_plain_http: bool,
     /// Start the delivery worker right away (tests may start it later).
     pub start_worker: bool,
 }
@@ -48,6 +51,7 @@ impl StackOptions {
             web_listen: any,
             ops_listen: any,
             sim_listen: any,
+            sim_plain_http: false,
             start_worker: true,
         }
     }
@@ -100,7 +104,11 @@ impl Stack {
         let files = tempfile::Builder::new()
             .prefix("mailbridge-stack-")
             .tempdir()?;
-        let simulator = Simulator::start(options.sim_listen).await?;
+        let simulator = if options.sim_plain_http {
+            Simulator::start_plain_http(options.sim_listen).await?
+        } else {
+            Simulator::start(options.sim_listen).await?
+        };
         let sim_ca = files.path().join("m365-simulator-ca.pem");
         std::fs::write(&sim_ca, simulator.ca_pem())?;
 

@@ -80,6 +80,8 @@ pub struct ErrorPage {
     pub nav: Nav,
     pub status: u16,
     pub message: String,
+    /// After a form: the page the form was on.
+    pub form_page: Option<String>,
 }
 
 /// A customer's health, as the overview and the API show it.
@@ -519,7 +521,8 @@ pub async fn send_test(state: &WebState, actor: &Actor, id: Uuid, recipient: &st
         .map_err(|e| Error::invalid_address(e.0))?;
     let queue_id = Uuid::now_v7();
     let host = &state.settings.edge.hostname;
-    let subject = "mailbridge test message";
+    // In the language of the page it was sent from (ASCII in both: no encoding).
+    let subject = actor.tr.t(tr!("mailbridge test message"));
     let body = format!(
         "From: <{from}>\r\nTo: <{to}>\r\nSubject: {subject}\r\nDate: {date}\r\nMessage-ID: <{queue_id}@{host}>\r\n\
          MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\

@@ -398,18 +398,6 @@ pub fn router() -> Router<WebState> {
         .route("/customers/{id}/devices/{device}/setup", get(setup_card))
 }
 
-/// The page that shows a password, once.
-#[derive(Template, WebTemplate)]
-#[template(path = "device_credential.html")]
-struct CredentialPage {
-    t: Tr,
-    nav: Nav,
-    tenant: Tenant,
-    device: Device,
-    password: String,
-    rotated: bool,
-}
-
 async fn create_form(
     State(state): State<WebState>,
     actor: Actor,
@@ -417,24 +405,26 @@ async fn create_form(
     Form(input): Form<DeviceInput>,
 ) -> Result<Response> {
     let issued = create(&state, &actor, id, &input).await?;
+    // A device that relays by its address (port 25) logs in with no password: there
+    // is nothing to copy, its page says how it connects.
+    if issued.device.listener == DeviceListener::Relay {
+        let device = &issued.device;
+        return Ok(
+            Redirect::to(&format!("/customers/{id}/devices/{}?added=1", device.id)).into_response(),
+        );
+    }
     credential_page(&state, &actor, issued, false).await
 }
 
+/// Keeps the new password for one view on the device's credential page and sends
+/// the browser there (redirect-after-POST).
 pub(crate) async fn credential_page(
     state: &WebState,
     actor: &Actor,
     issued: IssuedCredential,
     rotated: bool,
 ) -> Result<Response> {
-    Ok(CredentialPage {
-        t: actor.tr,
-        nav: Nav::of(Some(actor), "customers"),
-        tenant: customers::load(&state.pool, issued.device.tenant_id).await?,
-        device: issued.device,
-        password: issued.password,
-        rotated,
-    }
-    .into_response())
+    crate::reveal::stash(state, actor, issued, rotated).await
 }
 
 #[derive(Template, WebTemplate)]
@@ -468,6 +458,7 @@ impl DevicePage {
 #[derive(Deserialize)]
 struct DeviceQuery {
     saved: Option<String>,
+    added: Option<String>,
     unlocked: Option<String>,
 }
 
@@ -486,7 +477,11 @@ async fn detail(
     } else {
         None
     };
-    let notice = if query.unlocked.is_some() {
+    let notice = if query.added.is_some() {
+        Some(tr!(
+            "The device was added. It sends by its address (allow-list) and needs no password."
+        ))
+    } else if query.unlocked.is_some() {
         Some(tr!("The device's logins were unlocked."))
     } else {
         query.saved.map(|_| tr!("The settings were saved."))

@@ -50,20 +50,64 @@ impl Tr {
         self.t(english).replacen("{}", value, 1)
     }
 
-    /// A time as the page shows it (UTC).
-    pub fn time(&self, at: &chrono::DateTime<chrono::Utc>) -> String {
-        match self.0 {
-            Lang::En => at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-            Lang::De => at.format("%d.%m.%Y %H:%M:%S UTC").to_string(),
+    /// A time as the page shows it: a `<time>` element whose text is UTC (what a
+    /// browser without script shows); the page's script shows it in the viewer's
+    /// time zone, relative ("3 min ago") in a table, with UTC on hover.
+    pub fn time(&self, at: &chrono::DateTime<chrono::Utc>) -> Time {
+        Time {
+            at: *at,
+            lang: self.0,
         }
     }
 
-    pub fn opt_time(&self, at: &Option<chrono::DateTime<chrono::Utc>>) -> String {
-        at.as_ref()
-            .map(|at| self.time(at))
-            .unwrap_or_else(|| "–".to_owned())
+    pub fn opt_time(&self, at: &Option<chrono::DateTime<chrono::Utc>>) -> OptTime {
+        OptTime(at.as_ref().map(|at| self.time(at)))
     }
 }
+
+/// A point in time on a page (see [`Tr::time`]).
+pub struct Time {
+    at: chrono::DateTime<chrono::Utc>,
+    lang: Lang,
+}
+
+impl Time {
+    /// The UTC text, as a browser without script shows it.
+    pub fn utc_text(&self) -> String {
+        match self.lang {
+            Lang::En => self.at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            Lang::De => self.at.format("%d.%m.%Y %H:%M:%S UTC").to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Time {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Digits, dashes, colons, dots, spaces and "UTC" only: nothing to escape.
+        let text = self.utc_text();
+        write!(
+            f,
+            r#"<time datetime="{}" title="{text}">{text}</time>"#,
+            self.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    }
+}
+
+impl askama::filters::HtmlSafe for Time {}
+
+/// A time that may be absent ("–").
+pub struct OptTime(Option<Time>);
+
+impl std::fmt::Display for OptTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(time) => time.fmt(f),
+            None => f.write_str("–"),
+        }
+    }
+}
+
+impl askama::filters::HtmlSafe for OptTime {}
 
 static GERMAN: LazyLock<HashMap<&'static str, &'static str>> =
     LazyLock::new(|| CATALOGUE.iter().copied().collect());
@@ -529,6 +573,97 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "{} ist keine Stundenzahl von 1 bis 8760.",
     ),
     ("{} is not a whole number.", "{} ist keine ganze Zahl."),
+    // Control plane look and feel: once-shown secrets, errors after forms, the
+    // audit log in words, filters that stay visible, times in the viewer's zone.
+    ("API token created", "API-Token erstellt"),
+    ("API token revoked", "API-Token widerrufen"),
+    ("Account ignored", "Konto ignoriert"),
+    (
+        "Account linked to a device",
+        "Konto mit einem Gerät verknüpft",
+    ),
+    ("Account reopened", "Konto wieder geöffnet"),
+    ("Allowed networks", "Erlaubte Netze"),
+    ("Back to the form", "Zurück zum Formular"),
+    (
+        "Change the role and sign-in of {}?",
+        "Rolle und Anmeldung von {} ändern?",
+    ),
+    ("Client address", "Client-Adresse"),
+    ("Consent failed", "Zustimmung fehlgeschlagen"),
+    ("Consent granted", "Zustimmung erteilt"),
+    ("Consent started", "Zustimmung begonnen"),
+    ("Customer changed", "Kunde geändert"),
+    ("Customer created", "Kunde angelegt"),
+    ("Customer deleted", "Kunde gelöscht"),
+    ("Device added", "Gerät hinzugefügt"),
+    ("Device changed", "Gerät geändert"),
+    ("Device deleted", "Gerät gelöscht"),
+    ("Device logins unlocked", "Anmeldungen des Geräts entsperrt"),
+    ("Device password rotated", "Gerätepasswort erneuert"),
+    ("Enabled", "Aktiv"),
+    ("Failure reports to", "Fehlerberichte an"),
+    ("Hold checked now", "Sperre sofort geprüft"),
+    ("Invitation withdrawn", "Einladung zurückgezogen"),
+    ("Legacy TLS", "Altes TLS"),
+    ("Locks", "Sperren"),
+    ("Microsoft's answer", "Antwort von Microsoft"),
+    (
+        "No API token yet. Create one below for a script or an RMM.",
+        "Noch kein API-Token. Unten eines für ein Skript oder ein RMM erstellen.",
+    ),
+    (
+        "Only the messages of the device {}.",
+        "Nur die Nachrichten des Geräts {}.",
+    ),
+    ("Rate limit per minute", "Ratenlimit pro Minute"),
+    ("Report file (CSV)", "Berichtsdatei (CSV)"),
+    ("SMTP for large messages", "SMTP für große Nachrichten"),
+    ("Save to Sent Items", "In „Gesendete Elemente“ ablegen"),
+    (
+        "Saved: the new role applies from their next request.",
+        "Gespeichert: Die neue Rolle gilt ab ihrer nächsten Anfrage.",
+    ),
+    ("Sender policy", "Absenderrichtlinie"),
+    ("Show every device", "Alle Geräte zeigen"),
+    ("Sign-in report imported", "Anmeldebericht importiert"),
+    ("Signed out", "Abgemeldet"),
+    ("Staff member added", "Mitarbeiter hinzugefügt"),
+    ("Staff member approved", "Mitarbeiter freigegeben"),
+    ("Staff member changed", "Mitarbeiter geändert"),
+    ("Staff member invited", "Mitarbeiter eingeladen"),
+    (
+        "Staff member's customers changed",
+        "Kunden eines Mitarbeiters geändert",
+    ),
+    ("Test message sent", "Testnachricht gesendet"),
+    (
+        "The device was added. It sends by its address (allow-list) and needs no password.",
+        "Das Gerät wurde hinzugefügt. Es sendet anhand seiner Adresse (Zulassungsliste) und braucht kein Passwort.",
+    ),
+    (
+        "The password was shown once and is not shown again. If it was not copied into the device, give the device a new password on its page.",
+        "Das Passwort wurde einmal angezeigt und wird nicht erneut angezeigt. Wurde es nicht ins Gerät übernommen, dem Gerät auf seiner Seite ein neues Passwort geben.",
+    ),
+    (
+        "Times are in your time zone (UTC on hover); From and Until of the search are UTC. Message contents are never shown: they may be health data.",
+        "Zeiten in Ihrer Zeitzone (UTC beim Darüberfahren); „Von“ und „Bis“ der Suche sind UTC. Nachrichteninhalte werden nie angezeigt: Sie können Gesundheitsdaten sein.",
+    ),
+    ("mailbridge test message", "mailbridge-Testnachricht"),
+    ("no", "nein"),
+    (
+        "not used: made by mailbridge itself, not received from a device",
+        "nicht verwendet: von mailbridge selbst erzeugt, nicht von einem Gerät empfangen",
+    ),
+    ("yes", "ja"),
+    ("How", "Wie"),
+    ("invitation", "Einladung"),
+    ("bootstrap code", "Einrichtungscode"),
+    ("waiting for approval", "wartet auf Freigabe"),
+    ("Sign-in provider", "Anmeldedienst"),
+    ("Port 587 (STARTTLS)", "Port 587 (STARTTLS)"),
+    ("Port 465 (SSL/TLS)", "Port 465 (SSL/TLS)"),
+    ("Port 25 (by address)", "Port 25 (nach Adresse)"),
     // Staff limited to assigned customers.
     (
         "Owners and admins always see every customer.",
@@ -636,7 +771,7 @@ pub static CATALOGUE: &[(&str, &str)] = &[
         "Für Automatisierung (RMM, PSA): Alles, was die Verwaltung kann, bietet auch die API, beschrieben unter",
     ),
     ("From", "Von"),
-    ("From address", "Von Adresse"),
+    ("From address", "Absender-IP"),
     (
         "Give up on this message? Its content is deleted.",
         "Diese Nachricht aufgeben? Ihr Inhalt wird gelöscht.",
@@ -986,10 +1121,6 @@ pub static CATALOGUE: &[(&str, &str)] = &[
     (
         "This sign-in was started in another browser. Start the sign-in again here.",
         "Diese Anmeldung wurde in einem anderen Browser gestartet. Anmeldung hier neu starten.",
-    ),
-    (
-        "Times are UTC. Message contents are never shown: they may be health data.",
-        "Zeiten in UTC. Nachrichteninhalte werden nie angezeigt: Sie können Gesundheitsdaten sein.",
     ),
     ("Token", "Token"),
     ("Token refused", "Token abgelehnt"),

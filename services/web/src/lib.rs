@@ -24,11 +24,13 @@ mod error;
 mod gauges;
 mod holds;
 mod i18n;
+mod landing;
 mod least_privilege;
 mod list_pager;
 mod messages;
 mod openapi;
 mod rate_limit;
+mod reveal;
 mod security;
 mod session;
 mod sign_in;
@@ -169,7 +171,9 @@ pub fn router(
         .merge(board::router())
         .merge(alerts::router())
         .merge(usage::router())
+        .merge(reveal::router())
         .route("/lang/{lang}", get(i18n::switch))
+        .method_not_allowed_fallback(landing::method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             session::authenticate,

@@ -376,8 +376,38 @@ struct LogPageView {
     states: [&'static str; 5],
     page: LogPage,
     next_query: Option<String>,
-    /// The name of the device the log is filtered by.
-    device_name: Option<String>,
+    /// The device the log is filtered by (its name), and the same search without it.
+    device_filter: Option<(String, String)>,
+}
+
+/// The name of the device the log is filtered by (of a customer the actor sees),
+/// and the query of the same search for every device.
+async fn device_filter(
+    state: &WebState,
+    actor: &Actor,
+    filter: &MessageFilter,
+) -> Result<Option<(String, String)>> {
+    let Some(id) = some(&filter.device).and_then(|d| Uuid::parse_str(d).ok()) else {
+        return Ok(None);
+    };
+    let name = match mailbridge_core::devices::get(&state.pool, id).await? {
+        Some(device) if actor.sees(device.tenant_id) => device.name,
+        _ => return Ok(None),
+    };
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (key, value) in [
+        ("customer", &filter.customer),
+        ("sender", &filter.sender),
+        ("recipient", &filter.recipient),
+        ("state", &filter.state),
+        ("from", &filter.from),
+        ("until", &filter.until),
+    ] {
+        if let Some(value) = some(value) {
+            query.append_pair(key, value);
+        }
+    }
+    Ok(Some((name, query.finish())))
 }
 
 async fn log_page(
@@ -413,21 +443,12 @@ async fn log_page(
         query.append_pair("after", next);
         query.finish()
     });
-    let device_name = match some(&filter.device) {
-        Some(device) => {
-            sqlx::query_scalar::<_, String>("SELECT name FROM devices WHERE id = $1")
-                .bind(uuid(device)?)
-                .fetch_optional(&state.pool)
-                .await?
-        }
-        None => None,
-    };
     Ok(LogPageView {
-        device_name,
         t: actor.tr,
         nav: Nav::of(Some(&actor), "messages"),
         customers: crate::customers::names(&state.pool, &actor.customers).await?,
         states: STATES,
+        device_filter: device_filter(&state, &actor, &filter).await?,
         filter,
         page,
         next_query,

@@ -471,6 +471,9 @@ fn same_origin(state: &WebState, headers: &HeaderMap) -> bool {
 pub async fn authenticate(State(state): State<WebState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     let tr = Tr::new(i18n::negotiate(&parts.headers));
+    // An error after a form leads back to the page the form was on.
+    let form_page = (parts.method == Method::POST)
+        .then(|| crate::landing::form_page(&parts.headers, parts.uri.path()));
     parts.extensions.insert(tr);
     let session = match find_session(&state, &parts.headers).await {
         Ok(session) => session,
@@ -481,6 +484,7 @@ pub async fn authenticate(State(state): State<WebState>, request: Request, next:
                 Error::Database(e).into_response(),
                 &parts.method,
                 &parts.uri,
+                form_page.as_deref(),
             );
         }
     };
@@ -504,6 +508,7 @@ pub async fn authenticate(State(state): State<WebState>, request: Request, next:
             Error::NotFound.into_response(),
             &parts.method,
             &parts.uri,
+            form_page.as_deref(),
         );
     }
     let mut body = Body::new(body);
@@ -515,6 +520,7 @@ pub async fn authenticate(State(state): State<WebState>, request: Request, next:
                 Error::Unauthenticated.into_response(),
                 &parts.method,
                 &parts.uri,
+                form_page.as_deref(),
             );
         };
         // A file upload (the migration board's report) carries its token as a part.
@@ -533,6 +539,7 @@ pub async fn authenticate(State(state): State<WebState>, request: Request, next:
                     Error::Invalid("The form is too large.".into()).into_response(),
                     &parts.method,
                     &parts.uri,
+                    form_page.as_deref(),
                 );
             }
         };
@@ -554,6 +561,7 @@ pub async fn authenticate(State(state): State<WebState>, request: Request, next:
                 Error::Csrf.into_response(),
                 &parts.method,
                 &parts.uri,
+                form_page.as_deref(),
             );
         }
         body = Body::from(bytes);
@@ -575,7 +583,14 @@ pub async fn authenticate(State(state): State<WebState>, request: Request, next:
     }
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
     let response = next.run(Request::from_parts(parts, body)).await;
-    render(tr, actor.as_ref(), response, &method, &uri)
+    render(
+        tr,
+        actor.as_ref(),
+        response,
+        &method,
+        &uri,
+        form_page.as_deref(),
+    )
 }
 
 /// Renders a rejected response as a page (or, unauthenticated, a way to sign-in).
@@ -585,6 +600,7 @@ fn render(
     response: Response,
     method: &Method,
     uri: &axum::http::Uri,
+    form_page: Option<&str>,
 ) -> Response {
     let Some(rejection) = response.extensions().get::<Rejection>().cloned() else {
         return response;
@@ -606,6 +622,7 @@ fn render(
         nav: crate::customers::Nav::of(actor, ""),
         status: rejection.status.as_u16(),
         message: rejection.translated(tr),
+        form_page: form_page.map(str::to_owned),
     };
     (rejection.status, page).into_response()
 }

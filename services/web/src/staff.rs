@@ -700,6 +700,7 @@ impl StaffPage {
 #[derive(Deserialize)]
 struct StaffQuery {
     invited: Option<String>,
+    changed: Option<String>,
 }
 
 async fn staff_page(
@@ -718,9 +719,11 @@ async fn staff_page(
         customers: crate::customers::names(&state.pool, &actor.customers).await?,
         can_manage: actor.may(Permission::ManageStaff),
         me: actor.staff_id,
-        notice: query
-            .invited
-            .map(|_| tr!("Invited: they get the role when they first sign in.")),
+        notice: match (query.invited, query.changed) {
+            (Some(_), _) => Some(tr!("Invited: they get the role when they first sign in.")),
+            (None, Some(_)) => Some(tr!("Saved: the new role applies from their next request.")),
+            (None, None) => None,
+        },
     }
     .into_response())
 }
@@ -741,7 +744,7 @@ async fn staff_form(
     let role =
         Role::parse(&form.role).ok_or_else(|| Error::Invalid(tr!("Unknown role.").into()))?;
     change_staff(&state, &actor, id, role, form.enabled.unwrap_or(false)).await?;
-    Ok(Redirect::to("/staff").into_response())
+    Ok(Redirect::to("/staff?changed=1").into_response())
 }
 
 /// `scope=all`, or `scope=assigned` with a `customer=` for each assigned customer
@@ -765,7 +768,7 @@ async fn customers_form(
         }
     }
     assign_customers(&state, &actor, id, all, &customers).await?;
-    Ok(Redirect::to("/staff").into_response())
+    Ok(Redirect::to("/staff?changed=1").into_response())
 }
 
 #[derive(Deserialize)]
@@ -817,7 +820,7 @@ async fn tokens_page(State(state): State<WebState>, actor: Actor) -> Result<Resp
     tokens_view(&state, &actor, None).await
 }
 
-async fn tokens_view(
+pub(crate) async fn tokens_view(
     state: &WebState,
     actor: &Actor,
     created: Option<(String, String)>,
@@ -858,7 +861,8 @@ async fn create_form(
             .map_err(|_| Error::Invalid(tr!("A token is valid for 1 to 365 days.").into()))?,
     };
     let (token, secret) = create_token(&state, &actor, &form.name, role, days).await?;
-    tokens_view(&state, &actor, Some((token.name, secret))).await
+    let page = crate::reveal::token_page_path(token.id);
+    crate::reveal::keep(&state, &actor, token.id, &secret, false, &page).await
 }
 
 async fn revoke_form(
