@@ -409,7 +409,7 @@ fn validate(
                     "The request body must contain the following parameter: 'scope'.".to_owned(),
                 ));
             };
-            granted_by_scope(directory.cloud(), scope, &app.requested_roles).map_err(|invalid| {
+            granted_by_scope(state.cloud, scope, &app.requested_roles).map_err(|invalid| {
                 refuse(
                     "invalid_scope",
                     70011,
