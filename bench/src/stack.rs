@@ -377,7 +377,8 @@ impl BenchStack {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        sqlx::query("TRUNCATE delivery_attempts, message_bodies, messages, mailbox_usage")
+        // CASCADE: every table that hangs off a message (attempts, bodies, bounces …).
+        sqlx::query("TRUNCATE messages, mailbox_usage, graph_usage CASCADE")
             .execute(&self.pool)
             .await?;
         Ok(())
