@@ -16,67 +16,21 @@ use uuid::Uuid;
 use crate::{
     customers::{self, CustomerView},
     device_health::{self, contains_pattern, paging},
-    error::{Error, Result},
+    error::Result,
+    list_pager::ListSort,
     session::CustomerScope,
-    tr,
 };
 
 /// Customers on one page of the overview.
 pub const PAGE_SIZE: i64 = 50;
 
-/// How the overview is sorted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CustomerSort {
-    #[default]
-    Name,
-    /// The customer whose devices were seen longest ago first.
-    LastSeen,
-    Queued,
-    /// Most failed messages of the last 24 hours first.
-    Failures,
-}
-
-impl CustomerSort {
-    pub const ALL: [CustomerSort; 4] = [Self::Name, Self::LastSeen, Self::Queued, Self::Failures];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Name => "name",
-            Self::LastSeen => "last_seen",
-            Self::Queued => "queued",
-            Self::Failures => "failures",
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Name => tr!("Name"),
-            Self::LastSeen => tr!("Last seen"),
-            Self::Queued => tr!("Queued"),
-            Self::Failures => tr!("Failures"),
-        }
-    }
-
-    pub fn parse(text: Option<&str>) -> Result<Self> {
-        match text.map(str::trim).filter(|t| !t.is_empty()) {
-            None => Ok(Self::Name),
-            Some(t) => Self::ALL
-                .into_iter()
-                .find(|s| s.as_str() == t)
-                .ok_or_else(|| Error::InvalidValue {
-                    text: tr!("{} is not a sort order (name, last_seen, queued, failures)."),
-                    value: t.to_owned(),
-                }),
-        }
-    }
-
-    fn order_by(self) -> &'static str {
-        match self {
-            Self::Name => " ORDER BY t.name, t.id",
-            Self::LastSeen => " ORDER BY last_seen ASC NULLS FIRST, t.name, t.id",
-            Self::Queued => " ORDER BY queued DESC, t.name, t.id",
-            Self::Failures => " ORDER BY failed DESC, t.name, t.id",
-        }
+/// The ORDER BY of the overview for `sort`.
+fn order_by(sort: ListSort) -> &'static str {
+    match sort {
+        ListSort::Name => " ORDER BY t.name, t.id",
+        ListSort::LastSeen => " ORDER BY last_seen ASC NULLS FIRST, t.name, t.id",
+        ListSort::Queued => " ORDER BY queued DESC, t.name, t.id",
+        ListSort::Failures => " ORDER BY failed DESC, t.name, t.id",
     }
 }
 
@@ -138,23 +92,23 @@ pub async fn page(
     scope: &CustomerScope,
     search: &CustomerQuery,
 ) -> Result<CustomerPage> {
-    let sort = CustomerSort::parse(search.sort.as_deref())?;
+    let sort = ListSort::parse(search.sort.as_deref())?;
     let (offset, limit) = paging(search.offset.as_deref(), search.limit.as_deref(), PAGE_SIZE)?;
     let mut query: QueryBuilder<Postgres> =
         QueryBuilder::new("SELECT t.id, count(*) OVER () AS total");
     // The aggregates only when the sort needs them.
     match sort {
-        CustomerSort::Name => {
+        ListSort::Name => {
             query.push(" FROM tenants t WHERE true");
         }
-        CustomerSort::LastSeen => {
+        ListSort::LastSeen => {
             query.push(
                 ", d.last_seen FROM tenants t LEFT JOIN
                    (SELECT tenant_id, max(last_seen_at) AS last_seen FROM devices GROUP BY tenant_id) d
                    ON d.tenant_id = t.id WHERE true",
             );
         }
-        CustomerSort::Queued | CustomerSort::Failures => {
+        ListSort::Queued | ListSort::Failures => {
             query.push(
                 ", COALESCE(m.queued, 0) AS queued, COALESCE(m.failed, 0) AS failed FROM tenants t LEFT JOIN
                    (SELECT tenant_id,
@@ -184,7 +138,7 @@ pub async fn page(
             .push(")");
     }
     query
-        .push(sort.order_by())
+        .push(order_by(sort))
         .push(" LIMIT ")
         .push_bind(limit)
         .push(" OFFSET ")

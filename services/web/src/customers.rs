@@ -601,13 +601,13 @@ pub async fn overview(
     axum::extract::Query(search): axum::extract::Query<crate::customer_list::CustomerQuery>,
 ) -> Result<Response> {
     let list = crate::customer_list::page(&state.pool, &actor.customers, &search).await?;
-    let sort = crate::customer_list::CustomerSort::parse(search.sort.as_deref())?;
+    let sort = crate::list_pager::ListSort::parse(search.sort.as_deref())?;
     let pager = crate::list_pager::Pager::new(
         "/".into(),
         "customers",
         search.q.as_deref(),
         sort.as_str(),
-        crate::customer_list::CustomerSort::ALL
+        crate::list_pager::ListSort::ALL
             .iter()
             .map(|s| (s.as_str(), s.label()))
             .collect(),
@@ -679,8 +679,8 @@ async fn detail(
         format!("/customers/{id}"),
         "devices",
         search.q.as_deref(),
-        crate::device_health::DeviceSort::parse(search.sort.as_deref())?.as_str(),
-        crate::device_health::DeviceSort::ALL
+        crate::list_pager::ListSort::parse(search.sort.as_deref())?.as_str(),
+        crate::list_pager::ListSort::ALL
             .iter()
             .map(|s| (s.as_str(), s.label()))
             .collect(),

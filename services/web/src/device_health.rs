@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     error::{Error, Result},
+    list_pager::ListSort,
     tr,
 };
 
@@ -63,62 +64,15 @@ impl DeviceHealth {
     }
 }
 
-/// How a list is sorted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DeviceSort {
-    #[default]
-    Name,
-    /// Longest unseen first (never seen first of all): what stopped sending.
-    LastSeen,
-    /// Most queued first.
-    Queued,
-    /// Most failures (messages and logins) first.
-    Failures,
-}
-
-impl DeviceSort {
-    pub const ALL: [DeviceSort; 4] = [Self::Name, Self::LastSeen, Self::Queued, Self::Failures];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Name => "name",
-            Self::LastSeen => "last_seen",
-            Self::Queued => "queued",
-            Self::Failures => "failures",
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Name => tr!("Name"),
-            Self::LastSeen => tr!("Last seen"),
-            Self::Queued => tr!("Queued"),
-            Self::Failures => tr!("Failures"),
-        }
-    }
-
-    pub fn parse(text: Option<&str>) -> Result<Self> {
-        match text.map(str::trim).filter(|t| !t.is_empty()) {
-            None => Ok(Self::Name),
-            Some(t) => Self::ALL
-                .into_iter()
-                .find(|s| s.as_str() == t)
-                .ok_or_else(|| Error::InvalidValue {
-                    text: tr!("{} is not a sort order (name, last_seen, queued, failures)."),
-                    value: t.to_owned(),
-                }),
-        }
-    }
-
-    fn order_by(self) -> &'static str {
-        match self {
-            Self::Name => " ORDER BY d.name, d.id",
-            Self::LastSeen => " ORDER BY d.last_seen_at ASC NULLS FIRST, d.name, d.id",
-            Self::Queued => " ORDER BY COALESCE(m.queued, 0) DESC, d.name, d.id",
-            Self::Failures => {
-                " ORDER BY COALESCE(m.failed_24h, 0) + COALESCE(l.failed_logins_24h, 0) DESC,
-                           COALESCE(m.failed_24h, 0) DESC, d.name, d.id"
-            }
+/// The ORDER BY of the device list for `sort`.
+fn order_by(sort: ListSort) -> &'static str {
+    match sort {
+        ListSort::Name => " ORDER BY d.name, d.id",
+        ListSort::LastSeen => " ORDER BY d.last_seen_at ASC NULLS FIRST, d.name, d.id",
+        ListSort::Queued => " ORDER BY COALESCE(m.queued, 0) DESC, d.name, d.id",
+        ListSort::Failures => {
+            " ORDER BY COALESCE(m.failed_24h, 0) + COALESCE(l.failed_logins_24h, 0) DESC,
+                       COALESCE(m.failed_24h, 0) DESC, d.name, d.id"
         }
     }
 }
@@ -253,7 +207,7 @@ fn base_query(tenant_id: Uuid) -> QueryBuilder<Postgres> {
 
 /// A page of customer `tenant_id`'s devices with their health: searched, sorted.
 pub async fn page(pool: &PgPool, tenant_id: Uuid, search: &DeviceQuery) -> Result<DevicePage> {
-    let sort = DeviceSort::parse(search.sort.as_deref())?;
+    let sort = ListSort::parse(search.sort.as_deref())?;
     let (offset, limit) = paging(search.offset.as_deref(), search.limit.as_deref(), PAGE_SIZE)?;
     let mut query = base_query(tenant_id);
     if let Some(q) = search.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
@@ -270,7 +224,7 @@ pub async fn page(pool: &PgPool, tenant_id: Uuid, search: &DeviceQuery) -> Resul
             .push("))");
     }
     query
-        .push(sort.order_by())
+        .push(order_by(sort))
         .push(" LIMIT ")
         .push_bind(limit)
         .push(" OFFSET ")
@@ -322,9 +276,9 @@ mod tests {
         assert!(paging(Some("10001"), None, 50).is_err());
         assert_eq!(contains_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
         assert_eq!(
-            DeviceSort::parse(Some("last_seen")).unwrap(),
-            DeviceSort::LastSeen
+            ListSort::parse(Some("last_seen")).unwrap(),
+            ListSort::LastSeen
         );
-        assert!(DeviceSort::parse(Some("drop table")).is_err());
+        assert!(ListSort::parse(Some("drop table")).is_err());
     }
 }

@@ -2,6 +2,60 @@
 //! a customer's devices): what they show and the links they make, keeping the
 //! search and the sort while paging.
 
+use crate::{
+    error::{Error, Result},
+    tr,
+};
+
+/// How a long list (customers, a customer's devices) is sorted; each list turns it
+/// into its own ORDER BY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListSort {
+    #[default]
+    Name,
+    /// Longest unseen first (never seen first of all): what stopped sending.
+    LastSeen,
+    /// Most queued first.
+    Queued,
+    /// Most failures first.
+    Failures,
+}
+
+impl ListSort {
+    pub const ALL: [ListSort; 4] = [Self::Name, Self::LastSeen, Self::Queued, Self::Failures];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Name => "name",
+            Self::LastSeen => "last_seen",
+            Self::Queued => "queued",
+            Self::Failures => "failures",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Name => tr!("Name"),
+            Self::LastSeen => tr!("Last seen"),
+            Self::Queued => tr!("Queued"),
+            Self::Failures => tr!("Failures"),
+        }
+    }
+
+    pub fn parse(text: Option<&str>) -> Result<Self> {
+        match text.map(str::trim).filter(|t| !t.is_empty()) {
+            None => Ok(Self::Name),
+            Some(t) => Self::ALL
+                .into_iter()
+                .find(|s| s.as_str() == t)
+                .ok_or_else(|| Error::InvalidValue {
+                    text: tr!("{} is not a sort order (name, last_seen, queued, failures)."),
+                    value: t.to_owned(),
+                }),
+        }
+    }
+}
+
 /// What the list's search form and pager show.
 #[derive(Debug, Clone)]
 pub struct Pager {
