@@ -119,15 +119,8 @@ async fn walk(app: &TestApp, browser: &fantoccini::Client, words: &Words, practi
 #[tokio::test]
 async fn a_technician_migrates_a_practice_on_the_board_in_both_languages() {
     let app = TestApp::spawn().await;
-    app.stack
-        .add_staff_user("ines.inhaber@msp.example", "Ines Inhaber");
-    mailbridge_web::add_staff(
-        app.pool(),
-        "ines.inhaber@msp.example",
-        mailbridge_web::Role::Owner,
-    )
-    .await
-    .unwrap();
+    app.add_owner("ines.inhaber@msp.example", "Ines Inhaber")
+        .await;
     let driver = Driver::start();
     let browser = driver.browser().await;
     let base = format!("http://{}", app.stack.web_addr);

@@ -292,15 +292,8 @@ async fn onboard(
 #[tokio::test]
 async fn a_technician_onboards_a_practice_in_the_browser_in_both_languages() {
     let app = TestApp::spawn().await;
-    app.stack
-        .add_staff_user("ines.inhaber@msp.example", "Ines Inhaber");
-    mailbridge_web::add_staff(
-        app.pool(),
-        "ines.inhaber@msp.example",
-        mailbridge_web::Role::Owner,
-    )
-    .await
-    .unwrap();
+    app.add_owner("ines.inhaber@msp.example", "Ines Inhaber")
+        .await;
     let driver = Driver::start();
     let browser = driver.browser().await;
     let shots = screenshot_dir();

@@ -22,15 +22,8 @@ async fn a_practice_is_onboarded_by_consent_link_its_devices_imported_and_a_lock
         s.edge.auth_throttle.lockout_failures = 3;
     })
     .await;
-    app.stack
-        .add_staff_user("ines.inhaber@msp.example", "Ines Inhaber");
-    mailbridge_web::add_staff(
-        app.pool(),
-        "ines.inhaber@msp.example",
-        mailbridge_web::Role::Owner,
-    )
-    .await
-    .unwrap();
+    app.add_owner("ines.inhaber@msp.example", "Ines Inhaber")
+        .await;
     let driver = Driver::start();
     let browser = driver.browser().await;
     let shots = screenshot_dir();

@@ -312,6 +312,15 @@ impl TestApp {
     }
 
     /// A customer whose admin consented to the MSP app with `Mail.Send`.
+    /// An owner of the control plane who can sign in through the simulated Entra ID
+    /// (the browser tests' first step).
+    pub async fn add_owner(&self, email: &str, name: &str) {
+        self.stack.add_staff_user(email, name);
+        mailbridge_web::add_staff(self.pool(), email, mailbridge_web::Role::Owner)
+            .await
+            .expect("adding the owner");
+    }
+
     pub async fn add_tenant(&self, name: &str) -> TestTenant {
         let tenant = self.add_tenant_without_consent(name).await;
         let directory = &self.stack.simulator.directory;

@@ -199,15 +199,8 @@ async fn the_monthly_report_matches_what_was_sent_also_after_the_purge() {
 async fn the_usage_charts_show_in_the_browser() {
     use crate::browser::{Driver, click, element, screenshot, screenshot_dir};
     let app = TestApp::spawn().await;
-    app.stack
-        .add_staff_user("ines.inhaber@msp.example", "Ines Inhaber");
-    mailbridge_web::add_staff(
-        app.pool(),
-        "ines.inhaber@msp.example",
-        mailbridge_web::Role::Owner,
-    )
-    .await
-    .unwrap();
+    app.add_owner("ines.inhaber@msp.example", "Ines Inhaber")
+        .await;
     let tenant = app.add_tenant("Praxis Diagramm").await;
     let device = app.add_device(&tenant, "Scanner").await;
     let sender = tenant.tenant.sender_mailbox.clone();

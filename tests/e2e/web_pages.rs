@@ -137,15 +137,7 @@ struct Walk {
 
 async fn walk() -> Walk {
     let app = TestApp::spawn().await;
-    app.stack
-        .add_staff_user("olga.owner@msp.example", "Olga Owner");
-    mailbridge_web::add_staff(
-        app.pool(),
-        "olga.owner@msp.example",
-        mailbridge_web::Role::Owner,
-    )
-    .await
-    .unwrap();
+    app.add_owner("olga.owner@msp.example", "Olga Owner").await;
     mailbridge_web::add_staff(
         app.pool(),
         "tom.technik@msp.example",
