@@ -25,14 +25,13 @@ use mailbridge_core::{
     diagnosis,
     metrics::metrics,
     queue::MessageKind,
-    tenants,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Worker, ndr, notify,
+    CustomerGraph, CustomerGraphError, Worker, ndr, notify,
     outcome::{Failure, Source},
     token::TokenKey,
 };
@@ -281,28 +280,16 @@ impl Worker {
 
     async fn read_reports(&self, watch: &Watch) -> Result<PollResult, PollError> {
         let failed = |e: &dyn std::fmt::Display| PollError::Failed(e.to_string());
-        let tenant = tenants::get(&self.pool, watch.tenant_id)
-            .await
-            .map_err(|e| failed(&e))?
-            .ok_or_else(|| PollError::Failed("the customer is gone".into()))?;
-        let entra_tenant_id = tenant
-            .entra_tenant_id
-            .ok_or_else(|| PollError::Failed("not connected to Microsoft 365".into()))?;
-        let app = self
-            .app_for(&tenant)
-            .await
-            .map_err(|_| PollError::Failed("no app to read the mailbox with".into()))?;
-        let graph = self.graph.base_url().trim_end_matches('/').to_owned();
-        let key = TokenKey {
-            entra_tenant_id,
-            client_id: app.client_id.clone(),
-            scope: format!("{}/.default", self.settings.m365.graph_resource),
-        };
-        let token = self
-            .tokens
-            .get(&key, &app, &watch.tenant_id.to_string())
-            .await
-            .map_err(|e| PollError::Failed(format!("token: {e}")))?;
+        let CustomerGraph { graph, key, token } =
+            self.customer_graph(watch.tenant_id).await.map_err(|e| {
+                PollError::Failed(match e {
+                    CustomerGraphError::Database(e) => e,
+                    CustomerGraphError::Gone => "the customer is gone".into(),
+                    CustomerGraphError::NotConnected => "not connected to Microsoft 365".into(),
+                    CustomerGraphError::NoApp => "no app to read the mailbox with".into(),
+                    CustomerGraphError::Token(e) => format!("token: {e}"),
+                })
+            })?;
         let mailbox = Mailbox {
             worker: self,
             token: token.access_token.clone(),

@@ -899,6 +899,41 @@ impl Worker {
         }
     }
 
+    /// A Graph token of the app that serves customer `tenant_id` (its own app or the
+    /// MSP's), with the key it is cached under and Graph's base URL: what the bounce
+    /// watcher and the sign-in-log reader read with.
+    pub(crate) async fn customer_graph(
+        &self,
+        tenant_id: uuid::Uuid,
+    ) -> Result<CustomerGraph, CustomerGraphError> {
+        let tenant = tenants::get(&self.pool, tenant_id)
+            .await
+            .map_err(|e| CustomerGraphError::Database(e.to_string()))?
+            .ok_or(CustomerGraphError::Gone)?;
+        let entra_tenant_id = tenant
+            .entra_tenant_id
+            .ok_or(CustomerGraphError::NotConnected)?;
+        let app = self
+            .app_for(&tenant)
+            .await
+            .map_err(|_| CustomerGraphError::NoApp)?;
+        let key = token::TokenKey {
+            entra_tenant_id,
+            client_id: app.client_id.clone(),
+            scope: format!("{}/.default", self.settings.m365.graph_resource),
+        };
+        let token = self
+            .tokens
+            .get(&key, &app, &tenant_id.to_string())
+            .await
+            .map_err(|e| CustomerGraphError::Token(e.to_string()))?;
+        Ok(CustomerGraph {
+            graph: self.graph.base_url().trim_end_matches('/').to_owned(),
+            key,
+            token,
+        })
+    }
+
     /// The tenant's own app registration, or the MSP's multi-tenant app.
     async fn app_for(&self, tenant: &Tenant) -> Result<AppCredentials, DeliveryOutcome> {
         match tenants::own_app(&self.pool, Some(&self.master_key), tenant.id).await {
@@ -963,4 +998,26 @@ async fn wait_for_notification(listener: &mut Option<PgListener>) -> Result<(), 
         }
         None => std::future::pending().await,
     }
+}
+
+/// A customer's Graph, ready to read with (see [`Worker::customer_graph`]).
+pub(crate) struct CustomerGraph {
+    /// Graph's base URL, without a trailing slash.
+    pub graph: String,
+    pub key: token::TokenKey,
+    pub token: token::Token,
+}
+
+/// Why a customer's Graph cannot be read.
+#[derive(Debug)]
+pub(crate) enum CustomerGraphError {
+    Database(String),
+    /// The customer was deleted.
+    Gone,
+    /// No Microsoft 365 tenant yet.
+    NotConnected,
+    /// Neither its own app nor the MSP's.
+    NoApp,
+    /// Entra refused or was unreachable.
+    Token(String),
 }

@@ -19,14 +19,13 @@ use chrono::{DateTime, Utc};
 use mailbridge_core::{
     migration_board::{self, AuditActor},
     smtp_auth_report::{AccountUse, ParsedReport, ReportKind},
-    tenants,
 };
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{Worker, token::TokenKey};
+use crate::{CustomerGraph, CustomerGraphError, Worker};
 
 /// The client app Entra names password logins to SMTP AUTH by.
 pub const AUTHENTICATED_SMTP: &str = "Authenticated SMTP";
@@ -229,28 +228,18 @@ impl Worker {
 
     async fn fetch_sign_ins(&self, tenant_id: Uuid) -> Result<Vec<SignIn>, ReadError> {
         let failed = |e: &dyn std::fmt::Display| ReadError::Failed(e.to_string());
-        let tenant = tenants::get(&self.pool, tenant_id)
-            .await
-            .map_err(|e| failed(&e))?
-            .ok_or_else(|| ReadError::Failed("the customer is gone".into()))?;
-        let entra_tenant_id = tenant
-            .entra_tenant_id
-            .ok_or_else(|| ReadError::Refused("not connected to Microsoft 365".into()))?;
-        let app = self
-            .app_for(&tenant)
-            .await
-            .map_err(|_| ReadError::Refused("no app to read the sign-in log with".into()))?;
-        let graph = self.graph.base_url().trim_end_matches('/').to_owned();
-        let key = TokenKey {
-            entra_tenant_id,
-            client_id: app.client_id.clone(),
-            scope: format!("{}/.default", self.settings.m365.graph_resource),
-        };
-        let token = self
-            .tokens
-            .get(&key, &app, &tenant_id.to_string())
-            .await
-            .map_err(|e| ReadError::Refused(format!("token: {e}")))?;
+        let CustomerGraph { graph, key, token } =
+            self.customer_graph(tenant_id).await.map_err(|e| match e {
+                CustomerGraphError::Database(e) => ReadError::Failed(e),
+                CustomerGraphError::Gone => ReadError::Failed("the customer is gone".into()),
+                CustomerGraphError::NotConnected => {
+                    ReadError::Refused("not connected to Microsoft 365".into())
+                }
+                CustomerGraphError::NoApp => {
+                    ReadError::Refused("no app to read the sign-in log with".into())
+                }
+                CustomerGraphError::Token(e) => ReadError::Refused(format!("token: {e}")),
+            })?;
         let since = (Utc::now() - chrono::Duration::days(LOOKBACK_DAYS))
             .format("%Y-%m-%dT%H:%M:%SZ")
             .to_string();
