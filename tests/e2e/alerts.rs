@@ -12,13 +12,15 @@ use mailbridge::stack::StackOptions;
 use mailbridge_core::{
     Settings,
     alerts::{self, Alert, AlertSettings},
-    holds, logins,
+    holds,
+    i18n::Lang,
+    logins,
 };
 use mailbridge_m365_sim::fault_injection::{Effect, Endpoint, Fault};
 use reqwest::StatusCode;
 
 use crate::{
-    harness::{SmtpProbe, TestApp, TestTenant, sample_message, without_final_crlf},
+    harness::{SmtpProbe, TestApp, TestTenant, readable, sample_message, without_final_crlf},
     staff_client::StaffClient,
 };
 
@@ -170,9 +172,9 @@ async fn device_silence_and_lockout_open_once_update_and_resolve() {
     let locked = wait_alert(&app, "device_lockout", &subject, Alert::is_open).await;
     assert_eq!(locked.facts["source"], "127.0.0.1");
     assert!(
-        locked.text(true).contains("gesperrt"),
+        locked.text(Lang::De).contains("gesperrt"),
         "{}",
-        locked.text(true)
+        locked.text(Lang::De)
     );
     opened_once(&app, "device_lockout", &subject).await;
     // Updated: the lock is longer now.
@@ -246,7 +248,7 @@ async fn a_refused_token_and_a_waiting_queue_alert_by_mail_and_resolve_after_con
         inbox.iter().all(|m| m.mailbox == msp.tenant.sender_mailbox),
         "{inbox:?}"
     );
-    let texts: Vec<String> = inbox.iter().map(|m| m.mime.clone()).collect();
+    let texts: Vec<String> = inbox.iter().map(|m| readable(&m.mime)).collect();
     assert!(
         texts
             .iter()
@@ -277,7 +279,10 @@ async fn a_refused_token_and_a_waiting_queue_alert_by_mail_and_resolve_after_con
     wait_alert(&app, "queue_age", &subject, |a| !a.is_open()).await;
     let inbox = app.wait_for_inbox("alarm@msp.example", 4).await;
     assert_eq!(
-        inbox.iter().filter(|m| m.mime.contains("Resolved")).count(),
+        inbox
+            .iter()
+            .filter(|m| readable(&m.mime).contains("Resolved"))
+            .count(),
         2
     );
 }

@@ -687,3 +687,232 @@ async fn api_errors_are_json_and_lists_page_with_a_cursor() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     app.stack.shutdown().await;
 }
+
+/// The customer and device lists at an MSP's scale: thousands of customers (seeded
+/// in SQL), searched, sorted and paged like their pages, with a bounded limit and a
+/// 400 naming each bad parameter; the device list carries each device's health.
+#[tokio::test]
+async fn customer_and_device_lists_search_sort_and_page_at_scale() {
+    use crate::harness::SmtpProbe;
+    const SEEDED: i64 = 3_000;
+    let app = TestApp::spawn_with_clear_auth(|s| {
+        s.edge.auth_throttle.lockout_failures = 3;
+    })
+    .await;
+    let pool = app.pool();
+    sqlx::query(
+        "INSERT INTO tenants (name, entra_tenant_id, sender_mailbox)
+         SELECT format('Kette %s', lpad(g::text, 4, '0')), gen_random_uuid(),
+                format('scanner%s@kette%s.example', g, g)
+           FROM generate_series(1, $1) g",
+    )
+    .bind(SEEDED)
+    .execute(pool)
+    .await
+    .unwrap();
+    // Two of them have been seen: they sort last by last_seen, the later last.
+    sqlx::query(
+        "INSERT INTO devices (tenant_id, name, username, password_hash, last_seen_at)
+         SELECT id, 'Drucker', 'seen-' || name, 'x',
+                CASE name WHEN 'Kette 0005' THEN now() - interval '1 hour' ELSE now() END
+           FROM tenants WHERE name IN ('Kette 0005', 'Kette 0007')",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let practice = app.add_tenant("Praxis Gesund").await;
+    let total = SEEDED + 1;
+    let mut owner = StaffClient::sign_in_as(&app, "ines.inhaber@msp.example", "owner").await;
+    let reader = token(&mut owner, "Dashboard", "readonly").await;
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: format!("http://{}/api/v1", app.stack.web_addr),
+    };
+    let get = |path: String| {
+        let (api, reader) = (&api, &reader);
+        async move {
+            let (status, body) = api.call(Some(reader), "get", &path, None).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+            body
+        }
+    };
+    let names = |body: &Value, list: &str| -> Vec<String> {
+        body[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // The first page: 50 by name, and where the next starts.
+    let first = get("/customers".into()).await;
+    assert_eq!(first["total"], total);
+    assert_eq!(first["offset"], 0);
+    assert_eq!(first["limit"], 50);
+    assert_eq!(first["next_offset"], 50);
+    let shown = names(&first, "customers");
+    assert_eq!(shown.len(), 50);
+    assert_eq!(shown[0], "Kette 0001");
+    assert_eq!(shown[49], "Kette 0050");
+    // Every customer once, in order, pages of the largest size.
+    let mut all = Vec::new();
+    let mut offset = Some(0);
+    while let Some(at) = offset {
+        let page = get(format!("/customers?limit=200&offset={at}")).await;
+        assert_eq!(page["limit"], 200);
+        all.extend(names(&page, "customers"));
+        offset = page["next_offset"].as_i64();
+    }
+    assert_eq!(all.len() as i64, total);
+    let mut sorted = all.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(all, sorted, "sorted by name, none twice");
+    assert_eq!(all.last().unwrap(), "Praxis Gesund");
+    let last = get(format!("/customers?limit=200&offset={}", total - 1)).await;
+    assert_eq!(names(&last, "customers"), ["Praxis Gesund"]);
+    assert_eq!(last["next_offset"], Value::Null);
+    let beyond = get("/customers?offset=5000".into()).await;
+    assert_eq!(beyond["customers"], json!([]));
+    assert_eq!(
+        beyond["total"], total,
+        "past the end, still how many there are"
+    );
+    assert_eq!(beyond["next_offset"], Value::Null);
+
+    // Search: a part of the name, or of the sender mailbox; literal wildcards.
+    let found = get("/customers?q=kette%2012&limit=200".into()).await;
+    assert_eq!(found["total"], 100);
+    assert!(
+        names(&found, "customers")
+            .iter()
+            .all(|n| n.starts_with("Kette 12"))
+    );
+    let found = get("/customers?q=scanner2999%40".into()).await;
+    assert_eq!(names(&found, "customers"), ["Kette 2999"]);
+    let found = get("/customers?q=%25".into()).await;
+    assert_eq!(found["total"], 0);
+    assert_eq!(found["customers"], json!([]));
+
+    // Sort: never seen first, the latest seen last.
+    let tail = get(format!(
+        "/customers?sort=last_seen&offset={}&limit=2",
+        total - 2
+    ))
+    .await;
+    assert_eq!(names(&tail, "customers"), ["Kette 0005", "Kette 0007"]);
+    let head = get("/customers?sort=last_seen&limit=1".into()).await;
+    assert_eq!(names(&head, "customers"), ["Kette 0001"]);
+
+    // Bad values: 400, naming the parameter.
+    let bad = [
+        ("limit=0", "limit"),
+        ("limit=201", "limit"),
+        ("limit=viele", "limit"),
+        ("offset=-1", "offset"),
+        ("offset=10001", "offset"),
+        ("offset=1.5", "offset"),
+        ("sort=drop", "sort"),
+        ("sort=name%3B", "sort"),
+    ];
+    let long_q = format!("q={}", "x".repeat(201));
+    let bad = bad
+        .iter()
+        .map(|(q, p)| ((*q).to_owned(), *p))
+        .chain([(long_q, "q")]);
+    let devices_path = format!("/customers/{}/devices", practice.tenant.id);
+    for (query, parameter) in bad {
+        for list in ["/customers", devices_path.as_str()] {
+            let (status, body) = api
+                .call(Some(&reader), "get", &format!("{list}?{query}"), None)
+                .await;
+            assert_eq!(
+                status,
+                StatusCode::BAD_REQUEST,
+                "{list}?{query}: {}",
+                body.get("error").unwrap_or(&Value::Null)
+            );
+            assert_eq!(body["error"]["code"], "invalid_parameter", "{query}");
+            assert_eq!(body["error"]["parameter"], parameter, "{query}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(parameter),
+                "{body}"
+            );
+        }
+    }
+
+    // A customer's devices: 120 seeded and two real ones, one of them locked out.
+    sqlx::query(
+        "INSERT INTO devices (tenant_id, name, username, password_hash, site)
+         SELECT $1, format('Gerät %s', lpad(g::text, 3, '0')), format('geraet-%s', g), 'x',
+                CASE WHEN g % 2 = 0 THEN 'Labor' ELSE 'Empfang' END
+           FROM generate_series(1, 120) g",
+    )
+    .bind(practice.tenant.id)
+    .execute(pool)
+    .await
+    .unwrap();
+    let mfp = app.add_device(&practice, "MFP Empfang").await;
+    app.add_device(&practice, "Scanner Labor").await;
+    for _ in 0..3 {
+        SmtpProbe::login_from(
+            app.stack.smtp_addr,
+            "127.0.0.7",
+            &mfp.device.username,
+            "alt",
+        )
+        .await;
+    }
+    let mut all = Vec::new();
+    let mut offset = Some(0);
+    while let Some(at) = offset {
+        let page = get(format!("{devices_path}?offset={at}")).await;
+        assert_eq!(page["total"], 122);
+        all.extend(names(&page, "devices"));
+        offset = page["next_offset"].as_i64();
+    }
+    assert_eq!(all.len(), 122);
+    assert_eq!(all[0], "Gerät 001");
+    let labor = get(format!("{devices_path}?q=labor&limit=200")).await;
+    assert_eq!(labor["total"], 61);
+    // The edge counts failures off the SMTP path: until the lock shows.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let worst = loop {
+        let worst = get(format!("{devices_path}?sort=failures&limit=1")).await;
+        if worst["devices"][0]["locked"] == true {
+            break worst;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never locked: {worst}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(names(&worst, "devices"), ["MFP Empfang"]);
+    let device = &worst["devices"][0];
+    assert_eq!(device["id"], json!(mfp.device.id));
+    assert_eq!(device["failed_logins_24h"], 3, "{device}");
+    assert_eq!(device["last_failed_login_from"], "127.0.0.7", "{device}");
+    assert_eq!(device["locked"], true, "{device}");
+    assert!(device["locked_until"].is_string(), "{device}");
+    assert_eq!(device["last_seen_at"], Value::Null);
+    assert_eq!(device["messages_24h"], 0);
+    assert_eq!(device["failed_24h"], 0);
+    let calm = get(format!("{devices_path}?q=Scanner%20Labor")).await;
+    assert_eq!(calm["devices"][0]["locked"], false);
+    assert_eq!(calm["devices"][0]["failed_logins_24h"], 0);
+    let (status, _) = api
+        .call(
+            Some(&reader),
+            "get",
+            &format!("/customers/{}/devices", uuid::Uuid::new_v4()),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.stack.shutdown().await;
+}

@@ -12,7 +12,7 @@ use mailbridge_m365_sim::{ROLE_MAIL_READ_WRITE, ROLE_MAIL_SEND};
 use uuid::Uuid;
 
 use crate::{
-    harness::{TestApp, TestTenant, database_url, sample_message, without_final_crlf},
+    harness::{TestApp, TestTenant, database_url, readable, sample_message, without_final_crlf},
     staff_client::StaffClient,
 };
 
@@ -162,13 +162,26 @@ async fn an_unknown_recipient_bounces_and_is_explained_reported_counted_and_move
         reports[0].subject
     );
     assert!(
-        reports[0].mime.contains("5.1.10") && reports[0].mime.contains("non-delivery report"),
+        readable(&reports[0].mime).contains("5.1.10")
+            && readable(&reports[0].mime).contains("non-delivery report"),
         "{}",
-        reports[0].mime
+        readable(&reports[0].mime)
     );
 
-    // The report left the Inbox for the folder "mailbridge bounces".
+    // The report leaves the Inbox for the folder "mailbridge bounces" (the move
+    // follows the report to the MSP, which can arrive first).
     let directory = &app.stack.simulator.directory;
+    wait_until(
+        "the NDR moved out of the Inbox",
+        Duration::from_secs(20),
+        || async {
+            directory
+                .mail_folders(&sender)
+                .iter()
+                .any(|f| f.display_name == "mailbridge bounces" && !f.messages.is_empty())
+        },
+    )
+    .await;
     let folders = directory.mail_folders(&sender);
     let inbox = folders.iter().find(|f| f.display_name == "Inbox").unwrap();
     assert!(inbox.messages.is_empty(), "{:?}", inbox.messages);

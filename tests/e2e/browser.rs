@@ -138,6 +138,107 @@ pub(crate) async fn fill(browser: &Client, css: &str, value: &str) {
         .unwrap();
 }
 
+/// axe-core's browser build: `MAILBRIDGE_AXE_CORE`, else where `scripts/axe-core`
+/// installs it.
+pub(crate) fn axe_source() -> String {
+    let path = std::env::var_os("MAILBRIDGE_AXE_CORE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
+                });
+            cache.join("mailbridge-tools/npm-axe/node_modules/axe-core/axe.min.js")
+        });
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "axe-core at {} ({e}): run scripts/axe-core to install it from npm",
+            path.display()
+        )
+    })
+}
+
+/// The browser's viewport to `width` CSS pixels (the window is a little wider).
+pub(crate) async fn viewport(browser: &Client, width: u32) {
+    browser.set_window_size(width, 900).await.unwrap();
+    let inner: u64 = browser
+        .execute("return window.innerWidth", vec![])
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap();
+    if inner != u64::from(width) {
+        let outer = width + (width - inner as u32);
+        browser.set_window_size(outer, 900).await.unwrap();
+    }
+    let inner = browser
+        .execute("return window.innerWidth", vec![])
+        .await
+        .unwrap();
+    assert_eq!(inner, json!(width), "the viewport could not be set");
+}
+
+/// What is wrong with the page the browser shows: wider than the viewport, or
+/// serious/critical axe-core violations.
+pub(crate) async fn problems(browser: &Client, axe: &str, page: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let widths = browser
+        .execute(
+            "return [document.documentElement.scrollWidth, window.innerWidth]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let (scroll, inner) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
+    if scroll > inner {
+        let wide = browser
+            .execute(
+                "const w = window.innerWidth; return [...document.querySelectorAll('body *')]
+                   .filter(e => e.getBoundingClientRect().right > w + 1)
+                   .slice(0, 5).map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))",
+                vec![],
+            )
+            .await
+            .unwrap();
+        found.push(format!("{page}: {scroll} px wide in {inner} px: {wide}"));
+    }
+    let loaded = browser
+        .execute("return typeof window.axe !== 'undefined'", vec![])
+        .await
+        .unwrap();
+    if loaded != json!(true) {
+        browser.execute(axe, vec![]).await.expect("axe-core loads");
+    }
+    let violations = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, { resultTypes: ['violations'] }).then((r) => done(
+               r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
+                 .map((v) => v.id + ' (' + v.impact + '): ' + v.nodes.slice(0, 3).map((n) => n.target.join(' ') + ' ' + (n.failureSummary || '').replace(/\\s+/g, ' ')).join(' | '))
+             ), (e) => done(['axe failed: ' + e]));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    for v in violations.as_array().unwrap() {
+        found.push(format!("{page}: {}", v.as_str().unwrap()));
+    }
+    found
+}
+
+pub(crate) async fn sign_in(browser: &Client, base: &str, email: &str) {
+    browser.goto(&format!("{base}/")).await.unwrap();
+    click(browser, "#sign-in").await;
+    element(browser, "#user")
+        .await
+        .select_by_value(email)
+        .await
+        .unwrap();
+    click(browser, "#sign-in").await;
+    element(browser, "header .who form").await;
+}
+
 /// What each language calls the things the test looks for.
 struct Words {
     lang: &'static str,

@@ -862,8 +862,12 @@ async fn a_backlog_during_an_outage_drains_fairly_in_bounded_memory() {
     // Microsoft is back. Skip the backoff: every hold's probe and every retry is due,
     // in its order.
     directory.clear_faults();
+    // The holds' probes too: each mailbox's probe backs off on its own schedule, and
+    // a drain that waited for the last of them would start the customers apart.
     let latest_due: f64 = sqlx::query_scalar(
-        "SELECT EXTRACT(EPOCH FROM max(next_attempt_at) - now())::float8 FROM messages WHERE state = 'queued'",
+        "SELECT EXTRACT(EPOCH FROM greatest(
+                    (SELECT max(next_attempt_at) FROM messages WHERE state = 'queued'),
+                    (SELECT max(next_probe_at) FROM delivery_holds)) - now())::float8",
     )
     .fetch_one(app.pool())
     .await

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{TestApp, TestTenant, sample_message, without_final_crlf};
+use crate::harness::{TestApp, TestTenant, readable, sample_message, without_final_crlf};
 use lettre::{AsyncTransport, address::Envelope};
 use mailbridge_core::{
     devices::{self, PolicyChange},
@@ -273,18 +273,17 @@ async fn send_as_denied_fails_the_message_and_reports_it_in_both_languages() {
         Some(tenant.tenant.sender_mailbox.as_str())
     );
     let explained = diagnosis::by_key("SendAsDenied").unwrap();
-    let text = report.mime.replace("\r\n", " ");
+    let text = readable(&report.mime);
     assert!(
         text.contains(explained.title(Lang::De)) && text.contains(explained.title(Lang::En)),
-        "{}",
-        report.mime
+        "{text}"
     );
     assert!(
-        report.mime.contains("Laborwerte Patient 4711"),
+        text.contains("Laborwerte Patient 4711"),
         "the subject names the message"
     );
     assert!(
-        !report.mime.contains("Geheimer Befund"),
+        !text.contains("Geheimer Befund") && !report.mime.contains("Geheimer Befund"),
         "never the content"
     );
     // A report about the report would be queued when the report settles: wait until
@@ -692,6 +691,68 @@ async fn the_cluster_purges_what_is_past_its_retention_once_per_interval() {
     for worker in &mut workers {
         worker.kill().unwrap();
         worker.wait().unwrap();
+    }
+    app.stack.shutdown().await;
+}
+
+/// Credentials of a bulk import never downloaded and secrets of a form never shown
+/// are sealed rows meant for one use: once expired the purge removes them, even when
+/// nobody uses the control plane (which otherwise sweeps them as it makes new ones).
+#[tokio::test]
+async fn the_purge_removes_expired_one_time_secrets() {
+    let app = TestApp::spawn_configured(mailbridge::stack::StackOptions::ephemeral(), |s| {
+        s.worker.purge_interval = Duration::from_secs(1);
+    })
+    .await;
+    let tenant = app.add_tenant("Praxis Einmalig").await;
+    let pool = app.pool();
+    let (expired, fresh) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    // Expired a minute ago, and valid for another hour.
+    for (id, expires_in) in [(expired, -60.0), (fresh, 3_600.0)] {
+        sqlx::query(
+            "INSERT INTO credential_downloads (id, tenant_id, sealed_csv, devices, expires_at)
+             VALUES ($1, $2, '\\x00', 1, now() + $3 * interval '1 second')",
+        )
+        .bind(id)
+        .bind(tenant.tenant.id)
+        .bind(expires_in)
+        .execute(pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO secret_reveals (id, subject_id, rotated, sealed, expires_at)
+             VALUES ($1, $1, false, '\\x00', now() + $2 * interval '1 second')",
+        )
+        .bind(id)
+        .bind(expires_in)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    let left = || async {
+        let downloads: Vec<uuid::Uuid> =
+            sqlx::query_scalar("SELECT id FROM credential_downloads ORDER BY id")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        let reveals: Vec<uuid::Uuid> =
+            sqlx::query_scalar("SELECT id FROM secret_reveals ORDER BY id")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        (downloads, reveals)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (downloads, reveals) = left().await;
+        if downloads == [fresh] && reveals == [fresh] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not purged within 30 s: downloads {downloads:?}, reveals {reveals:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     app.stack.shutdown().await;
 }

@@ -188,7 +188,7 @@ async fn ehlo_lists_the_extensions_and_simple_commands_answer_with_enhanced_code
     let (mut smtp, _) = SmtpProbe::connect(app.stack.smtp_addr).await;
     let ehlo = smtp.command("EHLO probe.praxis.test").await;
     for extension in [
-        "SIZE 36700160",
+        "SIZE 157286400",
         "8BITMIME",
         "PIPELINING",
         "ENHANCEDSTATUSCODES",

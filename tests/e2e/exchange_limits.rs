@@ -62,11 +62,19 @@ fn graph_sends(app: &TestApp, mailbox: &str) -> usize {
         .count()
 }
 
-async fn deferrals_without_attempt(app: &TestApp, id: Uuid) -> (i32, bool) {
+async fn deferrals_without_attempt(app: &TestApp, id: Uuid) -> (i64, bool) {
+    // Attempts as recorded: a lease raises `attempt_count` for a moment, and a
+    // deferral takes it back, so the counter alone can read 1 in between.
+    let attempts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM delivery_attempts WHERE message_id = $1")
+            .bind(id)
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
     let status = queue::status(app.pool(), id).await.unwrap().unwrap();
     (
-        status.attempt_count,
-        status.next_attempt_at > chrono::Utc::now(),
+        attempts,
+        status.state == "queued" && status.next_attempt_at > chrono::Utc::now(),
     )
 }
 
@@ -215,6 +223,23 @@ async fn the_days_recipients_count_to_and_cc_with_the_envelope() {
         2,
         "the simulator counted what the worker counted"
     );
+    // The simulator has the message before the worker has recorded it: wait for the
+    // worker's count too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let counted: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(sum(recipients), 0)::bigint FROM mailbox_usage WHERE mailbox = $1",
+        )
+        .bind(&mailbox)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+        if counted == 10_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker counted {counted}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // One more recipient is over the limit: deferred, not attempted.
     let over = queue_message(
         &app,
@@ -460,4 +485,59 @@ async fn a_draft_that_could_not_be_deleted_is_deleted_by_the_next_attempt() {
         .filter(|r| r.endpoint == Endpoint::GraphDelete && !r.faulted)
         .count();
     assert_eq!(deletes, 1, "the leftover was deleted once");
+}
+
+#[tokio::test]
+async fn a_draft_whose_creation_was_never_answered_is_swept_by_the_next_attempt() {
+    let app = TestApp::spawn_configured(mailbridge::stack::StackOptions::ephemeral(), |s| {
+        s.m365.request_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let tenant = large_message_customer(&app, "Praxis Entwurf Verwaist").await;
+    let mailbox = tenant.tenant.sender_mailbox.to_ascii_lowercase();
+    let directory = &app.stack.simulator.directory;
+    // Graph creates the draft but answers only after the worker gave up: the draft
+    // exists, and its id was never recorded.
+    directory.inject_fault(Fault {
+        endpoint: Endpoint::GraphDraft,
+        tenant: None,
+        mailbox: Some(mailbox.clone()),
+        effect: Effect::AcceptThenDelay { seconds: 4 },
+        times: Some(1),
+    });
+    let id = queue_large(&app, &tenant, "verwaist@klinik.example").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queue::attempts(app.pool(), id).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no attempt recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let recorded: Option<String> =
+        sqlx::query_scalar("SELECT graph_draft_id FROM messages WHERE id = $1")
+            .bind(id)
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(recorded, None, "the worker never learnt the draft's id");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while directory.drafts_in(&mailbox) == 0 {
+        assert!(Instant::now() < deadline, "Graph made no draft");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(directory.drafts_in(&mailbox), 1, "Graph has the draft");
+    // The retry (due now rather than in a minute) finds it by its marker, deletes
+    // it, and sends its own.
+    sqlx::query("UPDATE messages SET next_attempt_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let inbox = app.wait_for_inbox("verwaist@klinik.example", 1).await;
+    assert_eq!(inbox[0].via, "graph-upload");
+    assert_eq!(directory.drafts_in(&mailbox), 0, "no draft piled up");
+    let deletes = directory
+        .requests()
+        .into_iter()
+        .filter(|r| r.endpoint == Endpoint::GraphDelete && !r.faulted)
+        .count();
+    assert_eq!(deletes, 1, "the orphan was deleted once");
 }

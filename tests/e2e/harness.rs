@@ -321,6 +321,31 @@ impl TestApp {
             .expect("adding the owner");
     }
 
+    /// A customer delivering by `method`, consented for both paths (Graph's
+    /// `Mail.Send` and SMTP's send-as-app) and let into its sender mailbox.
+    pub async fn add_tenant_delivering(&self, name: &str, method: DeliveryMethod) -> TestTenant {
+        let tenant = self.add_tenant(name).await;
+        sqlx::query("UPDATE tenants SET delivery_method = $2 WHERE id = $1")
+            .bind(tenant.tenant.id)
+            .bind(method)
+            .execute(self.pool())
+            .await
+            .unwrap();
+        let directory = &self.stack.simulator.directory;
+        let entra = tenant.tenant.entra_tenant_id.expect("connected");
+        directory.consent(
+            entra,
+            &self.stack.client_id,
+            &[ROLE_MAIL_SEND, mailbridge_m365_sim::ROLE_SMTP_SEND_AS_APP],
+        );
+        directory.grant_exchange_access(
+            entra,
+            &self.stack.client_id,
+            &tenant.tenant.sender_mailbox,
+        );
+        tenant
+    }
+
     pub async fn add_tenant(&self, name: &str) -> TestTenant {
         let tenant = self.add_tenant_without_consent(name).await;
         let directory = &self.stack.simulator.directory;
@@ -651,4 +676,21 @@ impl SmtpProbe {
         assert!(reply.starts_with(code), "expected {code}, got {reply:?}");
         reply
     }
+}
+
+/// A delivered message as a person reads it: the decoded subject, then every text
+/// part decoded (quoted-printable, base64, RFC 2047), for checks on what a mail
+/// says rather than on how its MIME happens to be encoded.
+pub fn readable(mime: &str) -> String {
+    let Some(message) = mail_parser::MessageParser::default().parse(mime.as_bytes()) else {
+        return String::new();
+    };
+    let mut text = message.subject().unwrap_or_default().to_owned();
+    for index in 0..message.text_body_count() {
+        if let Some(body) = message.body_text(index) {
+            text.push('\n');
+            text.push_str(&body);
+        }
+    }
+    text
 }

@@ -11,32 +11,12 @@ use mailbridge_core::{
     tenants::{self, DeliveryMethod},
 };
 use mailbridge_m365_sim::{
-    ROLE_MAIL_READ_WRITE, ROLE_MAIL_SEND, ROLE_SMTP_SEND_AS_APP,
+    ROLE_MAIL_READ_WRITE, ROLE_MAIL_SEND,
     fault_injection::{Effect, Endpoint, Fault},
 };
 use uuid::Uuid;
 
 use crate::harness::{TestApp, TestTenant, sample_message, without_final_crlf};
-
-/// A customer delivered by `method`; for SMTP with the Exchange permissions in place.
-async fn customer(app: &TestApp, name: &str, method: DeliveryMethod) -> TestTenant {
-    let tenant = app.add_tenant(name).await;
-    sqlx::query("UPDATE tenants SET delivery_method = $2 WHERE id = $1")
-        .bind(tenant.tenant.id)
-        .bind(method)
-        .execute(app.pool())
-        .await
-        .unwrap();
-    let directory = &app.stack.simulator.directory;
-    let entra = tenant.tenant.entra_tenant_id.expect("connected");
-    directory.consent(
-        entra,
-        &app.stack.client_id,
-        &[ROLE_MAIL_SEND, ROLE_SMTP_SEND_AS_APP],
-    );
-    directory.grant_exchange_access(entra, &app.stack.client_id, &tenant.tenant.sender_mailbox);
-    tenant
-}
 
 async fn send(app: &TestApp, tenant: &TestTenant, to: &str) -> Uuid {
     let device = app
@@ -61,7 +41,9 @@ async fn send(app: &TestApp, tenant: &TestTenant, to: &str) -> Uuid {
 #[tokio::test]
 async fn smtp_xoauth2_delivers_as_the_sender_mailbox() {
     let app = TestApp::spawn().await;
-    let tenant = customer(&app, "Praxis SMTP", DeliveryMethod::Smtp).await;
+    let tenant = app
+        .add_tenant_delivering("Praxis SMTP", DeliveryMethod::Smtp)
+        .await;
     for _ in 0..3 {
         send(&app, &tenant, "smtp@klinik.example").await;
     }
@@ -92,7 +74,9 @@ async fn smtp_xoauth2_delivers_as_the_sender_mailbox() {
 #[tokio::test]
 async fn a_burst_through_two_workers_keeps_within_exchanges_three_connections() {
     let app = TestApp::spawn().await;
-    let tenant = customer(&app, "Praxis SMTP Burst", DeliveryMethod::Smtp).await;
+    let tenant = app
+        .add_tenant_delivering("Praxis SMTP Burst", DeliveryMethod::Smtp)
+        .await;
     let mut second = app.spawn_worker_process(300);
     let sender = tenant.tenant.sender_mailbox.clone();
     let started = std::time::Instant::now();
@@ -492,7 +476,9 @@ async fn every_upstream_answer_is_classified_and_explained() {
     let directory = &app.stack.simulator.directory;
     let mut sent = Vec::new();
     for (i, case) in cases.iter().enumerate() {
-        let tenant = customer(&app, &format!("Praxis Fall {i}"), case.method).await;
+        let tenant = app
+            .add_tenant_delivering(&format!("Praxis Fall {i}"), case.method)
+            .await;
         directory.inject_fault(Fault {
             endpoint: case.endpoint,
             tenant: Some(tenant.tenant.entra_tenant_id.expect("connected")),
@@ -582,7 +568,9 @@ async fn every_upstream_answer_is_classified_and_explained() {
 #[tokio::test]
 async fn a_tenant_with_smtp_auth_disabled_gets_5_7_139_from_the_real_check() {
     let app = TestApp::spawn().await;
-    let tenant = customer(&app, "Praxis Ohne SMTP", DeliveryMethod::Smtp).await;
+    let tenant = app
+        .add_tenant_delivering("Praxis Ohne SMTP", DeliveryMethod::Smtp)
+        .await;
     app.stack
         .simulator
         .directory
@@ -628,17 +616,23 @@ fn large_scan(from: &str, to: &str) -> (lettre::Message, Vec<u8>, Vec<u8>) {
 async fn messages_too_large_for_one_graph_request_go_by_upload_session_or_smtp() {
     let app = TestApp::spawn().await;
     let directory = &app.stack.simulator.directory;
-    let by_smtp = customer(&app, "Praxis Gross SMTP", DeliveryMethod::Graph).await;
+    let by_smtp = app
+        .add_tenant_delivering("Praxis Gross SMTP", DeliveryMethod::Graph)
+        .await;
     tenants::set_smtp_for_large_messages(app.pool(), by_smtp.tenant.id, true)
         .await
         .unwrap();
-    let by_upload = customer(&app, "Praxis Gross Graph", DeliveryMethod::Graph).await;
+    let by_upload = app
+        .add_tenant_delivering("Praxis Gross Graph", DeliveryMethod::Graph)
+        .await;
     directory.consent(
         by_upload.tenant.entra_tenant_id.expect("connected"),
         &app.stack.client_id,
         &[ROLE_MAIL_SEND, ROLE_MAIL_READ_WRITE],
     );
-    let without_read_write = customer(&app, "Praxis Ohne ReadWrite", DeliveryMethod::Graph).await;
+    let without_read_write = app
+        .add_tenant_delivering("Praxis Ohne ReadWrite", DeliveryMethod::Graph)
+        .await;
     let mut originals = Vec::new();
     for (tenant, to) in [
         (&by_smtp, "gross@klinik.example"),
@@ -703,7 +697,9 @@ async fn messages_too_large_for_one_graph_request_go_by_upload_session_or_smtp()
 #[tokio::test]
 async fn a_retry_after_from_graph_pauses_the_mailbox_for_every_worker() {
     let app = TestApp::spawn().await;
-    let tenant = customer(&app, "Praxis Gedrosselt", DeliveryMethod::Graph).await;
+    let tenant = app
+        .add_tenant_delivering("Praxis Gedrosselt", DeliveryMethod::Graph)
+        .await;
     let entra = tenant.tenant.entra_tenant_id.unwrap();
     let mut second = app.spawn_worker_process(300);
     let directory = &app.stack.simulator.directory;
@@ -766,7 +762,9 @@ async fn a_retry_after_from_graph_pauses_the_mailbox_for_every_worker() {
 #[tokio::test]
 async fn a_413_from_graph_takes_the_large_message_path() {
     let app = TestApp::spawn().await;
-    let tenant = customer(&app, "Praxis Zu Gross", DeliveryMethod::Graph).await;
+    let tenant = app
+        .add_tenant_delivering("Praxis Zu Gross", DeliveryMethod::Graph)
+        .await;
     let directory = &app.stack.simulator.directory;
     directory.consent(
         tenant.tenant.entra_tenant_id.unwrap(),
@@ -799,8 +797,12 @@ async fn a_413_from_graph_takes_the_large_message_path() {
 async fn a_customer_can_keep_copies_out_of_sent_items() {
     use lettre::message::{Attachment, MultiPart, SinglePart, header::ContentType};
     let app = TestApp::spawn().await;
-    let saving = customer(&app, "Praxis Gesendet", DeliveryMethod::Graph).await;
-    let discreet = customer(&app, "Praxis Diskret", DeliveryMethod::Graph).await;
+    let saving = app
+        .add_tenant_delivering("Praxis Gesendet", DeliveryMethod::Graph)
+        .await;
+    let discreet = app
+        .add_tenant_delivering("Praxis Diskret", DeliveryMethod::Graph)
+        .await;
     tenants::set_save_to_sent_items(app.pool(), discreet.tenant.id, false)
         .await
         .unwrap();

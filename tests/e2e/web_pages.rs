@@ -5,12 +5,9 @@
 //! violation, and times read in the viewer's zone. Also what a person does on
 //! them: adding a device and switching the language on its password page,
 //! an error after a form, the relay device without a password screen, the audit
-//! log's readable changes.
+//! log's readable changes, a message's page showing its delivery by itself.
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use fantoccini::{Client, Locator};
 use lettre::AsyncTransport;
@@ -18,110 +15,11 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    browser::{Driver, click, element, fill, screenshot, text},
+    browser::{
+        Driver, axe_source, click, element, fill, problems, screenshot, sign_in, text, viewport,
+    },
     harness::{TestApp, sample_message, without_final_crlf},
 };
-
-/// axe-core's browser build: `MAILBRIDGE_AXE_CORE`, else where `scripts/axe-core`
-/// installs it.
-fn axe_source() -> String {
-    let path = std::env::var_os("MAILBRIDGE_AXE_CORE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache")
-                });
-            cache.join("mailbridge-tools/npm-axe/node_modules/axe-core/axe.min.js")
-        });
-    std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "axe-core at {} ({e}): run scripts/axe-core to install it from npm",
-            path.display()
-        )
-    })
-}
-
-/// The browser's viewport to `width` CSS pixels (the window is a little wider).
-async fn viewport(browser: &Client, width: u32) {
-    browser.set_window_size(width, 900).await.unwrap();
-    let inner: u64 = browser
-        .execute("return window.innerWidth", vec![])
-        .await
-        .unwrap()
-        .as_u64()
-        .unwrap();
-    if inner != u64::from(width) {
-        let outer = width + (width - inner as u32);
-        browser.set_window_size(outer, 900).await.unwrap();
-    }
-    let inner = browser
-        .execute("return window.innerWidth", vec![])
-        .await
-        .unwrap();
-    assert_eq!(inner, json!(width), "the viewport could not be set");
-}
-
-/// What is wrong with the page the browser shows: wider than the viewport, or
-/// serious/critical axe-core violations.
-async fn problems(browser: &Client, axe: &str, page: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let widths = browser
-        .execute(
-            "return [document.documentElement.scrollWidth, window.innerWidth]",
-            vec![],
-        )
-        .await
-        .unwrap();
-    let (scroll, inner) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
-    if scroll > inner {
-        let wide = browser
-            .execute(
-                "const w = window.innerWidth; return [...document.querySelectorAll('body *')]
-                   .filter(e => e.getBoundingClientRect().right > w + 1)
-                   .slice(0, 5).map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))",
-                vec![],
-            )
-            .await
-            .unwrap();
-        found.push(format!("{page}: {scroll} px wide in {inner} px: {wide}"));
-    }
-    let loaded = browser
-        .execute("return typeof window.axe !== 'undefined'", vec![])
-        .await
-        .unwrap();
-    if loaded != json!(true) {
-        browser.execute(axe, vec![]).await.expect("axe-core loads");
-    }
-    let violations = browser
-        .execute_async(
-            "const done = arguments[arguments.length - 1];
-             axe.run(document, { resultTypes: ['violations'] }).then((r) => done(
-               r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
-                 .map((v) => v.id + ' (' + v.impact + '): ' + v.nodes.slice(0, 3).map((n) => n.target.join(' ') + ' ' + (n.failureSummary || '').replace(/\\s+/g, ' ')).join(' | '))
-             ), (e) => done(['axe failed: ' + e]));",
-            vec![],
-        )
-        .await
-        .unwrap();
-    for v in violations.as_array().unwrap() {
-        found.push(format!("{page}: {}", v.as_str().unwrap()));
-    }
-    found
-}
-
-async fn sign_in(browser: &Client, base: &str, email: &str) {
-    browser.goto(&format!("{base}/")).await.unwrap();
-    click(browser, "#sign-in").await;
-    element(browser, "#user")
-        .await
-        .select_by_value(email)
-        .await
-        .unwrap();
-    click(browser, "#sign-in").await;
-    element(browser, "header .who form").await;
-}
 
 /// The stack with a customer, a device that sent a message, a relay device, an
 /// audit trail and an owner signed in.
@@ -559,5 +457,91 @@ async fn a_once_shown_password_is_kept_sealed_for_one_view() {
             .unwrap()
             .contains("needs no password")
     );
+    app.stack.shutdown().await;
+}
+
+/// A message on its way: its page shows the delivery by itself, without a timed
+/// reload of an unchanged page (it looks again in the background and shows the page
+/// anew once the state changed).
+#[tokio::test]
+async fn a_message_on_its_way_shows_its_delivery_by_itself() {
+    let app = TestApp::spawn_without_worker().await;
+    app.add_owner("olga.owner@msp.example", "Olga Owner").await;
+    let tenant = app.add_tenant("Praxis Unterwegs").await;
+    let device = app.add_device(&tenant, "MFP Empfang").await;
+    let mailbox = tenant.tenant.sender_mailbox.clone();
+    let envelope = lettre::address::Envelope::new(
+        Some(mailbox.parse().unwrap()),
+        vec![mailbox.parse().unwrap()],
+    )
+    .unwrap();
+    app.lettre(&device.device.username, &device.password)
+        .send_raw(
+            &envelope,
+            without_final_crlf(&sample_message(&mailbox, &mailbox, "Scan 4711")),
+        )
+        .await
+        .unwrap();
+    let message = app.message_ids().await[0];
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    let base = format!("http://{}", app.stack.web_addr);
+    browser.goto(&format!("{base}/lang/en")).await.unwrap();
+    sign_in(&browser, &base, "olga.owner@msp.example").await;
+    browser
+        .goto(&format!("{base}/messages/{message}"))
+        .await
+        .unwrap();
+    let state = element(&browser, "#message-state").await;
+    assert_eq!(
+        state.attr("data-state").await.unwrap().as_deref(),
+        Some("queued")
+    );
+    let meta = browser
+        .find_all(Locator::Css("meta[http-equiv]"))
+        .await
+        .unwrap();
+    assert!(meta.is_empty(), "no timed refresh");
+    assert!(
+        text(&browser, "#message-poll")
+            .await
+            .contains("updates itself")
+    );
+    // Nothing changes while nobody delivers: the page stays as it is.
+    browser
+        .execute("window.unchanged = true", vec![])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        browser
+            .execute("return window.unchanged === true", vec![])
+            .await
+            .unwrap(),
+        json!(true),
+        "the page reloaded although nothing changed"
+    );
+    // A worker delivers it: the page shows it without anyone reloading.
+    let mut worker = app.spawn_worker_process(30);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // The element goes away while the page reloads.
+        let state = match browser.find(Locator::Css("#message-state")).await {
+            Ok(element) => element.attr("data-state").await.ok().flatten(),
+            Err(_) => None,
+        };
+        if state.as_deref() == Some("accepted") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the page still says {state:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        browser.find(Locator::Css("#message-poll")).await.is_err(),
+        "done: no more looking"
+    );
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    browser.close().await.unwrap();
     app.stack.shutdown().await;
 }

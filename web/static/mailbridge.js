@@ -149,3 +149,24 @@ document.querySelectorAll("[data-connection-poll]").forEach((section) => {
   }, delay);
   poll(3000);
 });
+// A message on its way: look at its page again every few seconds and show it anew
+// once its state or its attempts changed (no timed reload of an unchanged page,
+// which would move a reader's focus and scroll position for nothing).
+document.querySelectorAll("[data-message-poll]").forEach((marker) => {
+  const shown = marker.dataset.messagePoll;
+  const poll = (delay) => setTimeout(() => {
+    fetch(location.href, { credentials: "same-origin" })
+      .then((response) => (response.ok ? response.text() : Promise.reject(response.status)))
+      .then((html) => {
+        const page = new DOMParser().parseFromString(html, "text/html");
+        const now = page.querySelector("[data-message-poll]");
+        if (now && now.dataset.messagePoll === shown) {
+          poll(2000);
+        } else {
+          location.reload();
+        }
+      })
+      .catch(() => poll(15000));
+  }, delay);
+  poll(2000);
+});

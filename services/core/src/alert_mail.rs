@@ -11,6 +11,8 @@ use uuid::Uuid;
 
 use crate::{
     alerts::{Alert, Channels, Kind},
+    i18n::{self, Lang},
+    own_mail::OwnMail,
     queue::{self, MessageKind, NewMessage},
     webhooks::Event,
 };
@@ -48,37 +50,61 @@ pub(crate) async fn queue(
     };
     let id = Uuid::now_v7();
     let resolved = alert.resolved_at.is_some();
-    let subject = format!(
-        "[mailbridge] {}{} / {}",
-        if resolved { "Behoben / Resolved: " } else { "" },
-        alert.title(true),
-        alert.title(false)
-    );
+    let title = |lang: Lang| {
+        let title = alert.title(lang);
+        if resolved {
+            i18n::format(lang, "Resolved: {title}", &[("title", &title)])
+        } else {
+            title.to_owned()
+        }
+    };
+    let subject = format!("[mailbridge] {} / {}", title(Lang::De), title(Lang::En));
     let about = match (alert.customer_name(), alert.device_name()) {
         (Some(c), Some(d)) => format!("{c} · {d}"),
         (Some(c), None) => c,
         _ => "mailbridge".to_owned(),
     };
     let link = &event.payload.links.alert;
-    let text = format!(
-        "{state_de}: {title_de}\r\n{about}\r\n\r\n{text_de}\r\n\r\nGeöffnet: {opened}\r\n{link}\r\n\r\n----\r\n\r\n\
-         {state_en}: {title_en}\r\n{about}\r\n\r\n{text_en}\r\n\r\nOpened: {opened}\r\n{link}\r\n",
-        state_de = if resolved { "Behoben" } else { "Neue Warnung" },
-        state_en = if resolved { "Resolved" } else { "New alert" },
-        title_de = alert.title(true),
-        title_en = alert.title(false),
-        text_de = alert.text(true),
-        text_en = alert.text(false),
-        opened = alert.opened_at.format("%Y-%m-%d %H:%M UTC"),
-    );
-    let body = format!(
-        "From: mailbridge <{sender}>\r\nTo: <{to}>\r\nSubject: {subject}\r\nDate: {date}\r\n\
-         Message-ID: <{id}@mailbridge>\r\nAuto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\n\
-         Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{text}",
-        subject = encoded_word(&subject),
-        date = chrono::Utc::now().to_rfc2822(),
-        id = id.simple(),
-    );
+    let text = [Lang::De, Lang::En]
+        .map(|lang| {
+            let state = if resolved {
+                i18n::translate(lang, "Resolved")
+            } else {
+                i18n::translate(lang, "New alert")
+            };
+            let opened = alert
+                .opened_at
+                .format(i18n::translate(lang, "%Y-%m-%d %H:%M UTC"));
+            format!(
+                "{state}: {title}\n{about}\n\n{text}\n\n{opened_label} {opened}\n{link}\n",
+                title = alert.title(lang),
+                text = alert.text(lang),
+                opened_label = i18n::translate(lang, "Opened:"),
+            )
+        })
+        .join("\n----\n\n");
+    // The Message-ID names the control plane's host.
+    let host = url::Url::parse(&channels.public_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_else(|| "mailbridge".to_owned());
+    let mail = OwnMail {
+        id,
+        host: &host,
+        from: &sender,
+        from_name: Some("mailbridge"),
+        to: &to,
+        subject: &subject,
+        text,
+        auto_submitted: true,
+    };
+    let body = match mail.build() {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::warn!(error = %e, alert = %alert.id, "cannot write the alert mail");
+            return Ok(());
+        }
+    };
     let message = NewMessage {
         id,
         tenant_id: via,
@@ -90,20 +116,7 @@ pub(crate) async fn queue(
         tls_cipher: None,
         kind: MessageKind::Notification,
         subject: Some(subject),
-        body: body.into_bytes(),
+        body,
     };
     queue::enqueue_all(&mut **tx, &channels.key, &[&message]).await
-}
-
-/// A header value as an RFC 2047 encoded word when it is not plain ASCII.
-fn encoded_word(text: &str) -> String {
-    use base64::Engine;
-    if text.is_ascii() {
-        text.to_owned()
-    } else {
-        format!(
-            "=?UTF-8?B?{}?=",
-            base64::engine::general_purpose::STANDARD.encode(text)
-        )
-    }
 }

@@ -20,7 +20,10 @@ use serde_json::{Value, json};
 use sqlx::{FromRow, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::webhooks;
+use crate::{
+    i18n::{self, Lang},
+    tr, webhooks,
+};
 
 /// The advisory lock key of the alert evaluation (an arbitrary constant).
 const EVALUATION_LOCK: i64 = 0x6d62_616c_6572_7401;
@@ -73,30 +76,17 @@ impl Kind {
         Self::ALL.into_iter().find(|k| k.as_str() == text)
     }
 
-    /// The rule's name (English; German in [`Kind::title_de`]).
-    pub fn title_en(self) -> &'static str {
+    /// The rule's name, in English (German in the catalogue, `crate::i18n`).
+    pub fn title(self) -> &'static str {
         match self {
-            Kind::DeviceSilent => "Device silent",
-            Kind::DeviceLockout => "Device locked out",
-            Kind::CustomerToken => "Consent lost or token refused",
-            Kind::Refusals => "Microsoft refuses messages",
-            Kind::QueueAge => "Messages waiting too long",
-            Kind::BounceRate => "High bounce rate",
-            Kind::AppCredential => "MSP app credential expiring",
-            Kind::EdgeCertificate => "Edge TLS certificate expiring",
-        }
-    }
-
-    pub fn title_de(self) -> &'static str {
-        match self {
-            Kind::DeviceSilent => "Gerät sendet nicht mehr",
-            Kind::DeviceLockout => "Gerät gesperrt",
-            Kind::CustomerToken => "Zustimmung verloren oder Token verweigert",
-            Kind::Refusals => "Microsoft weist Nachrichten ab",
-            Kind::QueueAge => "Nachrichten warten zu lange",
-            Kind::BounceRate => "Hohe Unzustellbarkeitsrate",
-            Kind::AppCredential => "Anmeldedaten der MSP-App laufen ab",
-            Kind::EdgeCertificate => "TLS-Zertifikat der Edge läuft ab",
+            Kind::DeviceSilent => tr!("Device silent"),
+            Kind::DeviceLockout => tr!("Device locked out"),
+            Kind::CustomerToken => tr!("Consent lost or token refused"),
+            Kind::Refusals => tr!("Microsoft refuses messages"),
+            Kind::QueueAge => tr!("Messages waiting too long"),
+            Kind::BounceRate => tr!("High bounce rate"),
+            Kind::AppCredential => tr!("MSP app credential expiring"),
+            Kind::EdgeCertificate => tr!("Edge TLS certificate expiring"),
         }
     }
 
@@ -322,115 +312,73 @@ impl Alert {
             .map(str::to_owned)
     }
 
-    pub fn title(&self, german: bool) -> &'static str {
-        match (self.kind(), german) {
-            (Some(k), false) => k.title_en(),
-            (Some(k), true) => k.title_de(),
-            (None, _) => "?",
-        }
+    pub fn title(&self, lang: Lang) -> &'static str {
+        self.kind()
+            .map_or("?", |k| i18n::translate(lang, k.title()))
     }
 
-    /// What is the matter, in a sentence: `german` or English.
-    pub fn text(&self, german: bool) -> String {
-        let f = |n: &str| self.fact(n);
-        let (device, customer) = (f("device"), f("customer"));
-        match (self.kind(), german) {
-            (Some(Kind::DeviceSilent), false) => format!(
-                "{device} ({customer}) has not logged in to send mail for more than {} hours; last seen {}.",
-                f("hours"),
-                f("last_seen_at")
+    /// What is the matter, in a sentence, in `lang`.
+    pub fn text(&self, lang: Lang) -> String {
+        let Some(kind) = self.kind() else {
+            return self.facts.to_string();
+        };
+        let english = match kind {
+            Kind::DeviceSilent => tr!(
+                "{device} ({customer}) has not logged in to send mail for more than {hours} hours; last seen {last_seen_at}."
             ),
-            (Some(Kind::DeviceSilent), true) => format!(
-                "{device} ({customer}) hat sich seit mehr als {} Stunden nicht angemeldet, um Mail zu senden; zuletzt gesehen {}.",
-                f("hours"),
-                f("last_seen_at")
+            Kind::DeviceLockout => tr!(
+                "{device} ({customer}) is locked out after wrong passwords until {locked_until} (last from {source})."
             ),
-            (Some(Kind::DeviceLockout), false) => format!(
-                "{device} ({customer}) is locked out after wrong passwords until {} (last from {}).",
-                f("locked_until"),
-                f("source")
+            Kind::CustomerToken => tr!(
+                "Microsoft refuses tokens for {customer}: {error}. Its messages wait; renew the admin consent or check the customer's settings."
             ),
-            (Some(Kind::DeviceLockout), true) => format!(
-                "{device} ({customer}) ist nach falschen Passwörtern bis {} gesperrt (zuletzt von {}).",
-                f("locked_until"),
-                f("source")
+            Kind::Refusals => tr!(
+                "Microsoft refused {count} messages of {customer} for good in the last {window_minutes} minutes ({basic_auth} with 5.7.30). Last answer: {last}"
             ),
-            (Some(Kind::CustomerToken), false) => format!(
-                "Microsoft refuses tokens for {customer}: {}. Its messages wait; renew the admin consent or check the customer's settings.",
-                f("error")
+            Kind::QueueAge => tr!(
+                "{waiting} messages of {customer} are waiting; the oldest since {oldest} (more than {minutes} minutes)."
             ),
-            (Some(Kind::CustomerToken), true) => format!(
-                "Microsoft verweigert Token für {customer}: {}. Die Nachrichten warten; Administratorzustimmung erneuern oder die Einstellungen des Kunden prüfen.",
-                f("error")
+            Kind::BounceRate => tr!(
+                "{percent} % of {customer}'s {messages} messages in the last {window_minutes} minutes bounced or failed."
             ),
-            (Some(Kind::Refusals), false) => format!(
-                "Microsoft refused {} messages of {customer} for good in the last {} minutes ({} with 5.7.30). Last answer: {}",
-                f("count"),
-                f("window_minutes"),
-                f("basic_auth"),
-                f("last")
+            Kind::AppCredential if self.fact("credential") == "certificate" => tr!(
+                "The MSP app's certificate expires {expires}. Renew it in Entra ID and give mailbridge the new one before then."
             ),
-            (Some(Kind::Refusals), true) => format!(
-                "Microsoft hat in den letzten {} Minuten {} Nachrichten von {customer} endgültig abgewiesen ({} mit 5.7.30). Letzte Antwort: {}",
-                f("window_minutes"),
-                f("count"),
-                f("basic_auth"),
-                f("last")
+            Kind::AppCredential => tr!(
+                "The MSP app's client secret expires {expires}. Renew it in Entra ID and give mailbridge the new one before then."
             ),
-            (Some(Kind::QueueAge), false) => format!(
-                "{} messages of {customer} are waiting; the oldest since {} (more than {} minutes).",
-                f("waiting"),
-                f("oldest"),
-                f("minutes")
+            Kind::EdgeCertificate => tr!(
+                "The TLS certificate the edge {host} serves expires {expires}. Renew it before devices refuse it."
             ),
-            (Some(Kind::QueueAge), true) => format!(
-                "{} Nachrichten von {customer} warten; die älteste seit {} (mehr als {} Minuten).",
-                f("waiting"),
-                f("oldest"),
-                f("minutes")
-            ),
-            (Some(Kind::BounceRate), false) => format!(
-                "{} % of {customer}'s {} messages in the last {} minutes bounced or failed.",
-                f("percent"),
-                f("messages"),
-                f("window_minutes")
-            ),
-            (Some(Kind::BounceRate), true) => format!(
-                "{} % der {} Nachrichten von {customer} in den letzten {} Minuten waren unzustellbar oder scheiterten.",
-                f("percent"),
-                f("messages"),
-                f("window_minutes")
-            ),
-            (Some(Kind::AppCredential), false) => format!(
-                "The MSP app's {} expires {}. Renew it in Entra ID and give mailbridge the new one before then.",
-                if f("credential") == "certificate" {
-                    "certificate"
-                } else {
-                    "client secret"
-                },
-                f("expires")
-            ),
-            (Some(Kind::AppCredential), true) => format!(
-                "{} der MSP-App läuft am {} ab. Vorher in Entra ID erneuern und mailbridge das neue geben.",
-                if f("credential") == "certificate" {
-                    "Das Zertifikat"
-                } else {
-                    "Der geheime Clientschlüssel"
-                },
-                f("expires")
-            ),
-            (Some(Kind::EdgeCertificate), false) => format!(
-                "The TLS certificate the edge {} serves expires {}. Renew it before devices refuse it.",
-                f("host"),
-                f("expires")
-            ),
-            (Some(Kind::EdgeCertificate), true) => format!(
-                "Das TLS-Zertifikat der Edge {} läuft am {} ab. Erneuern, bevor Geräte es ablehnen.",
-                f("host"),
-                f("expires")
-            ),
-            (None, _) => self.facts.to_string(),
-        }
+        };
+        let facts: Vec<(&str, String)> = [
+            "device",
+            "customer",
+            "hours",
+            "last_seen_at",
+            "locked_until",
+            "source",
+            "error",
+            "count",
+            "window_minutes",
+            "basic_auth",
+            "last",
+            "waiting",
+            "oldest",
+            "minutes",
+            "percent",
+            "messages",
+            "expires",
+            "host",
+        ]
+        .into_iter()
+        .map(|name| (name, self.fact(name)))
+        .collect();
+        let values: Vec<(&str, &dyn std::fmt::Display)> = facts
+            .iter()
+            .map(|(name, value)| (*name, value as &dyn std::fmt::Display))
+            .collect();
+        i18n::format(lang, english, &values)
     }
 }
 

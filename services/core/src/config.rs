@@ -8,11 +8,10 @@ use secrecy::SecretString;
 
 use crate::crypto::MasterKey;
 
-/// Largest message accepted by default: room for a 35 MB attachment after base64
-/// (Exchange Online mailboxes can be raised to 150 MB; its default is 35 MB).
-/// Exchange Online's default maximum send size of a mailbox (35 MB); a larger
-/// message would be accepted here only to fail upstream.
-pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 35 * 1024 * 1024;
+/// The edge's ceiling for any message: 150 MB, the most an Exchange Online mailbox
+/// can be raised to. Each customer's own limit (35 MB unless raised, see
+/// `tenants::DEFAULT_MAX_MESSAGE_BYTES`) applies below it once the device is known.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 150 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

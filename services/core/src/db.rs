@@ -152,6 +152,47 @@ fn ahead_of(applied: &[(i64, Vec<u8>)]) -> Option<Vec<i64>> {
     (!unknown.is_empty() && prefix && unknown.iter().all(|v| *v > newest)).then_some(unknown)
 }
 
+/// Whether the database answers.
+pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query!("SELECT 1 AS one")
+        .fetch_one(pool)
+        .await
+        .map(drop)
+}
+
+/// Creates the database `name` (`dev`'s throwaway server); `name` is a plain
+/// identifier chosen by the caller, never user input.
+pub async fn create_database(pool: &PgPool, name: &str) -> Result<(), sqlx::Error> {
+    assert!(
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+        "a database name of lower-case letters"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
+/// What is not yet sealed with the key whose sealed values start with `prefix`:
+/// app credentials and message bodies.
+pub async fn sealed_with_another_key(
+    pool: &PgPool,
+    prefix: &[u8],
+) -> Result<(i64, i64), sqlx::Error> {
+    let left = sqlx::query!(
+        r#"SELECT (SELECT count(*) FROM tenants
+                    WHERE substring(client_secret_sealed FROM 1 FOR $1) <> $2
+                       OR substring(client_certificate_sealed FROM 1 FOR $1) <> $2) AS "secrets!",
+                  (SELECT count(*) FROM message_bodies
+                    WHERE NOT sealed OR substring(body FROM 1 FOR $1) <> $2) AS "bodies!""#,
+        prefix.len() as i32,
+        prefix
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((left.secrets, left.bodies))
+}
+
 #[cfg(test)]
 mod migration_lock_tests {
     #[test]

@@ -165,12 +165,22 @@ pub struct DevicePolicy {
     pub device_rate_limit: Option<i32>,
     pub tenant_rate_limit: Option<i32>,
     pub max_message_bytes: Option<i64>,
+    /// The customer's largest message (its mailbox's maximum send size).
+    pub tenant_max_message_bytes: i64,
     pub tenant_sender_mailbox: String,
     /// Whether it may log in on the legacy-TLS listener.
     pub legacy_tls: bool,
 }
 
 impl DevicePolicy {
+    /// The largest message this device may send: the customer's limit, lowered by
+    /// the device's own if it has one.
+    pub fn max_message_bytes(&self) -> u64 {
+        let tenant = self.tenant_max_message_bytes.max(0) as u64;
+        self.max_message_bytes
+            .map_or(tenant, |device| (device.max(0) as u64).min(tenant))
+    }
+
     /// Whether `address` is a sender this device may use.
     pub fn allows_sender(&self, address: &str) -> bool {
         let address = address.trim().to_ascii_lowercase();
@@ -246,6 +256,7 @@ struct DeviceRow {
     rate_limit_per_minute: Option<i32>,
     tenant_rate_limit: Option<i32>,
     max_message_bytes: Option<i64>,
+    tenant_max_message_bytes: i64,
     sender_mailbox: String,
     legacy_tls: bool,
 }
@@ -266,6 +277,7 @@ impl From<DeviceRow> for StoredCredential {
                     device_rate_limit: row.rate_limit_per_minute,
                     tenant_rate_limit: row.tenant_rate_limit,
                     max_message_bytes: row.max_message_bytes,
+                    tenant_max_message_bytes: row.tenant_max_message_bytes,
                     tenant_sender_mailbox: row.sender_mailbox,
                     legacy_tls: row.legacy_tls,
                 },
@@ -283,7 +295,8 @@ macro_rules! credential_query {
         concat!(
             "SELECT d.id, d.tenant_id, d.username, d.password_hash, d.enabled, d.allowed_networks,
                     d.allowed_senders, d.sender_policy, d.rate_limit_per_minute,
-                    t.rate_limit_per_minute AS tenant_rate_limit, d.max_message_bytes, t.sender_mailbox,
+                    t.rate_limit_per_minute AS tenant_rate_limit, d.max_message_bytes,
+                    t.max_message_bytes AS tenant_max_message_bytes, t.sender_mailbox,
                     d.legacy_tls
                FROM devices d JOIN tenants t ON t.id = d.tenant_id WHERE ",
             $where
@@ -640,5 +653,125 @@ pub async fn get(pool: &PgPool, device_id: Uuid) -> Result<Option<Device>, sqlx:
     ))
     .bind(device_id)
     .fetch_optional(pool)
+    .await
+}
+
+/// How long device `id` may stay silent before its alert opens (`None`: its kind's
+/// suggestion, or never).
+pub async fn silent_alert_hours(pool: &PgPool, id: Uuid) -> Result<Option<i32>, sqlx::Error> {
+    Ok(
+        sqlx::query_scalar!("SELECT silent_alert_hours FROM devices WHERE id = $1", id)
+            .fetch_optional(pool)
+            .await?
+            .flatten(),
+    )
+}
+
+/// A device as a bulk action names it.
+#[derive(Debug, Clone)]
+pub struct Named {
+    pub id: Uuid,
+    pub name: String,
+    pub username: String,
+    pub listener: DeviceListener,
+}
+
+/// The devices `ids` of customer `tenant_id` (those that are its), by name.
+pub async fn named(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<Named>, sqlx::Error> {
+    sqlx::query_as!(
+        Named,
+        r#"SELECT id, name, username, listener AS "listener: DeviceListener"
+             FROM devices WHERE tenant_id = $1 AND id = ANY($2) ORDER BY name"#,
+        tenant_id,
+        ids
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Disables the devices `ids` of customer `tenant_id`.
+pub async fn disable_all(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    ids: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE devices SET enabled = false WHERE tenant_id = $1 AND id = ANY($2)",
+        tenant_id,
+        ids
+    )
+    .execute(tx)
+    .await
+    .map(drop)
+}
+
+/// Gives the devices `ids` of customer `tenant_id` the password hashes `hashes`
+/// (in the same order).
+pub async fn set_password_hashes(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: Uuid,
+    ids: &[Uuid],
+    hashes: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE devices d SET password_hash = v.hash
+           FROM unnest($2::uuid[], $3::text[]) AS v(id, hash)
+          WHERE d.tenant_id = $1 AND d.id = v.id",
+        tenant_id,
+        ids,
+        hashes
+    )
+    .execute(tx)
+    .await
+    .map(drop)
+}
+
+/// The names of customer `tenant_id`'s devices.
+pub async fn names_of(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar!("SELECT name FROM devices WHERE tenant_id = $1", tenant_id)
+        .fetch_all(pool)
+        .await
+}
+
+/// A device of an import, its password hashed already.
+pub struct Imported<'a> {
+    pub tenant_id: Uuid,
+    pub name: &'a str,
+    pub username: &'a str,
+    pub password_hash: &'a str,
+    pub kind: DeviceKind,
+    pub site: Option<&'a str>,
+    pub listener: DeviceListener,
+    pub allowed_networks: &'a [IpNet],
+    pub allowed_senders: &'a [String],
+}
+
+/// Inserts an imported device within `tx`: its id, or `None` when its username is
+/// taken (make another); a name the customer has already is an error
+/// (`devices_tenant_id_name_key`).
+pub async fn insert_imported(
+    tx: &mut sqlx::PgConnection,
+    device: &Imported<'_>,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO devices (tenant_id, name, username, password_hash, kind, site, listener,
+                              allowed_networks, allowed_senders)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (username) DO NOTHING RETURNING id",
+    )
+    .bind(device.tenant_id)
+    .bind(device.name)
+    .bind(device.username)
+    .bind(device.password_hash)
+    .bind(device.kind)
+    .bind(device.site)
+    .bind(device.listener)
+    .bind(device.allowed_networks)
+    .bind(device.allowed_senders)
+    .fetch_optional(tx)
     .await
 }

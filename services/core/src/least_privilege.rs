@@ -15,6 +15,8 @@ use uuid::Uuid;
 
 use crate::{
     crypto::MasterKey,
+    i18n::{self, Lang},
+    own_mail::OwnMail,
     queue::{self, MessageKind, NewMessage},
     tenants::{DeliveryMethod, Tenant},
 };
@@ -214,17 +216,34 @@ pub async fn queue_verification(
     if claimed.rows_affected() != 1 {
         return Ok(None);
     }
+    let text = [Lang::En, Lang::De]
+        .map(|lang| {
+            i18n::format(
+                lang,
+                "mailbridge sent this message as {mailbox} to check that Exchange Online lets it send as this mailbox\n(RBAC for Applications, limited to the sender mailbox). It can be deleted.\n",
+                &[("mailbox", &tenant.sender_mailbox)],
+            )
+        })
+        .join("\n");
     let subject = "mailbridge: Exchange permission check";
-    let body = format!(
-        "From: <{mailbox}>\r\nTo: <{mailbox}>\r\nSubject: {subject}\r\nDate: {date}\r\nMessage-ID: <{id}@{hostname}>\r\n\
-         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
-         mailbridge sent this message as {mailbox} to check that Exchange Online lets it send as this mailbox\r\n\
-         (RBAC for Applications, limited to the sender mailbox). It can be deleted.\r\n\r\n\
-         mailbridge hat diese Nachricht als {mailbox} gesendet, um zu prüfen, dass Exchange Online das Senden\r\n\
-         als dieses Postfach erlaubt (RBAC für Anwendungen, auf das Absender-Postfach beschränkt). Sie kann gelöscht werden.\r\n",
-        mailbox = tenant.sender_mailbox,
-        date = Utc::now().to_rfc2822(),
-    );
+    let body = match (OwnMail {
+        id,
+        host: hostname,
+        from: &tenant.sender_mailbox,
+        from_name: None,
+        to: &tenant.sender_mailbox,
+        subject,
+        text,
+        auto_submitted: false,
+    })
+    .build()
+    {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::warn!(error = %e, tenant = %tenant.id, "cannot write the Exchange permission check");
+            return Ok(None);
+        }
+    };
     queue::enqueue(
         pool,
         key,
@@ -239,18 +258,11 @@ pub async fn queue_verification(
             tls_cipher: None,
             kind: MessageKind::Test,
             subject: Some(subject.to_owned()),
-            body: body.into_bytes(),
+            body,
         },
     )
     .await?;
     Ok(Some(id))
-}
-
-/// The language of the script's comments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScriptLanguage {
-    English,
-    German,
 }
 
 /// What the script is filled with.
@@ -288,71 +300,64 @@ fn quoted(text: &str) -> String {
 }
 
 /// The Exchange Online PowerShell script for a limited customer, ready to paste.
-pub fn exchange_script(input: &ScriptInput<'_>, language: ScriptLanguage) -> String {
-    let german = language == ScriptLanguage::German;
-    let c = |en: &str, de: &str| {
-        let text = if german { de } else { en };
-        text.lines().map(|l| format!("# {l}\n")).collect::<String>()
-    };
+pub fn exchange_script(input: &ScriptInput<'_>, lang: Lang) -> String {
+    let c = |text: &str| text.lines().map(|l| format!("# {l}\n")).collect::<String>();
     let name = object_name(input.customer);
     let scope = format!("{name} sender mailbox");
     let mailbox = input.sender_mailbox.to_ascii_lowercase();
     let filter = format!("PrimarySmtpAddress -eq {}", quoted(&mailbox));
     let mut script = String::new();
-    script.push_str(&c(
-        &format!(
-            "mailbridge: allow the relay to use ONLY the sender mailbox {mailbox}\n(Exchange Online RBAC for Applications). Run as an Exchange administrator."
-        ),
-        &format!(
-            "mailbridge: dem Relay NUR das Absender-Postfach {mailbox} erlauben\n(Exchange Online RBAC für Anwendungen). Als Exchange-Administrator ausführen."
-        ),
-    ));
-    script.push_str(&c(
+    script.push_str(&c(&i18n::format(
+        lang,
+        "mailbridge: allow the relay to use ONLY the sender mailbox {mailbox}\n(Exchange Online RBAC for Applications). Run as an Exchange administrator.",
+        &[("mailbox", &mailbox)],
+    )));
+    script.push_str(&c(i18n::translate(
+        lang,
         "Needs the ExchangeOnlineManagement module: Install-Module ExchangeOnlineManagement",
-        "Benötigt das Modul ExchangeOnlineManagement: Install-Module ExchangeOnlineManagement",
-    ));
+    )));
     script.push_str("Connect-ExchangeOnline\n\n");
-    script.push_str(&c(
+    script.push_str(&c(i18n::translate(
+        lang,
         "1. Make the app's enterprise application (service principal) known to Exchange.",
-        "1. Die Unternehmensanwendung (Dienstprinzipal) der App in Exchange bekannt machen.",
-    ));
+    )));
     script.push_str(&format!(
         "New-ServicePrincipal -AppId {} -ObjectId {} -DisplayName {}\n\n",
         quoted(input.app_id),
         quoted(&input.service_principal_id.to_string()),
         quoted(&name)
     ));
-    script.push_str(&c(
+    script.push_str(&c(i18n::translate(
+        lang,
         "2. A management scope that contains only the sender mailbox.",
-        "2. Ein Verwaltungsbereich, der nur das Absender-Postfach enthält.",
-    ));
+    )));
     script.push_str(&format!(
         "New-ManagementScope -Name {} -RecipientRestrictionFilter \"{}\"\n\n",
         quoted(&scope),
         filter.replace('"', "`\"")
     ));
-    script.push_str(&c(
+    script.push_str(&c(i18n::translate(
+        lang,
         "3. Send as the sender mailbox (Graph sendMail), limited to that scope.",
-        "3. Senden als Absender-Postfach (Graph sendMail), auf diesen Bereich beschränkt.",
-    ));
+    )));
     script.push_str(&format!(
         "New-ManagementRoleAssignment -App {} -Role 'Application Mail.Send' -CustomResourceScope {}\n\n",
         quoted(input.app_id),
         quoted(&scope)
     ));
-    script.push_str(&c(
+    script.push_str(&c(i18n::translate(
+        lang,
         "4. Read and write the sender mailbox's messages, limited to that scope: needed for\nmessages over 4 MB (sent through a draft with an upload) and to file Microsoft's\nbounce reports (NDRs) away in the sender mailbox.",
-        "4. Nachrichten des Absender-Postfachs lesen und schreiben, auf diesen Bereich beschränkt:\nnötig für Nachrichten über 4 MB (über einen Entwurf mit Upload gesendet) und um\nMicrosofts Unzustellbarkeitsberichte (NDRs) im Absender-Postfach wegzuräumen.",
-    ));
+    )));
     script.push_str(&format!(
         "New-ManagementRoleAssignment -App {} -Role 'Application Mail.ReadWrite' -CustomResourceScope {}\n\n",
         quoted(input.app_id),
         quoted(&scope)
     ));
-    script.push_str(&c(
+    script.push_str(&c(i18n::translate(
+        lang,
         "5. Check: every line should show InScope True for the sender mailbox.\nExchange can take up to two hours to apply new assignments (its permission cache);\nmailbridge keeps trying and marks the customer connected once a message goes through.",
-        "5. Prüfen: jede Zeile sollte für das Absender-Postfach InScope True zeigen.\nExchange kann bis zu zwei Stunden brauchen, bis neue Zuweisungen wirken (Berechtigungs-Cache);\nmailbridge versucht es weiter und meldet den Kunden als verbunden, sobald eine Nachricht durchgeht.",
-    ));
+    )));
     script.push_str(&format!(
         "Test-ServicePrincipalAuthorization -Identity {} -Resource {} | Format-Table\n",
         quoted(input.app_id),
@@ -376,7 +381,7 @@ mod tests {
 
     #[test]
     fn the_script_names_the_app_its_service_principal_and_only_the_sender_mailbox() {
-        let script = exchange_script(&input(), ScriptLanguage::English);
+        let script = exchange_script(&input(), Lang::En);
         assert!(script.contains(
             "New-ServicePrincipal -AppId '11111111-2222-3333-4444-555555555555' -ObjectId '00000000-0000-0000-0000-000000000000'"
         ));
@@ -386,7 +391,7 @@ mod tests {
         assert!(script.contains("-Role 'Application Mail.Send' -CustomResourceScope 'mailbridge Praxis Dr. O Brien Partner sender mailbox'"));
         assert!(script.contains("-Role 'Application Mail.ReadWrite'"));
         assert!(script.contains("Test-ServicePrincipalAuthorization"));
-        let german = exchange_script(&input(), ScriptLanguage::German);
+        let german = exchange_script(&input(), Lang::De);
         assert!(
             german.contains("# 2. Ein Verwaltungsbereich, der nur das Absender-Postfach enthält.")
         );

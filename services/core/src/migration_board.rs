@@ -205,12 +205,12 @@ pub async fn audit(
     target: &str,
     details: serde_json::Value,
 ) -> sqlx::Result<()> {
-    let who = crate::audit::Who {
+    let who = crate::store::audit_log::Who {
         label: &actor.label,
         staff_id: actor.staff_id,
         client_addr: actor.client_addr,
     };
-    crate::audit::record(
+    crate::store::audit_log::record(
         &mut **tx,
         who,
         action,
@@ -772,4 +772,27 @@ pub fn to_csv(rows: &[(String, BoardAccount)]) -> String {
             .expect("writing to memory");
     }
     String::from_utf8(writer.into_inner().expect("flushing to memory")).expect("CSV of UTF-8 text")
+}
+
+/// Where the reading of a customer's sign-in log stands.
+#[derive(Debug)]
+pub struct SignInRead {
+    pub last_read_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub next_read_at: DateTime<Utc>,
+}
+
+/// The reading of `tenant_id`'s sign-in log, once it started.
+pub async fn sign_in_read(
+    pool: &PgPool,
+    tenant_id: Uuid,
+) -> Result<Option<SignInRead>, sqlx::Error> {
+    sqlx::query_as!(
+        SignInRead,
+        "SELECT last_read_at, last_error, next_read_at
+           FROM smtp_auth_signin_reads WHERE tenant_id = $1",
+        tenant_id
+    )
+    .fetch_optional(pool)
+    .await
 }

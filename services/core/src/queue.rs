@@ -514,3 +514,114 @@ pub async fn attempts(pool: &PgPool, id: Uuid) -> Result<Vec<DeliveryAttempt>, s
     .fetch_all(pool)
     .await
 }
+
+/// Wakes the workers listening on [`QUEUE_CHANNEL`] (`reason` is for the log).
+pub async fn wake_workers(pool: &PgPool, reason: &str) -> Result<(), sqlx::Error> {
+    sqlx::query!("SELECT pg_notify($1, $2)", QUEUE_CHANNEL, reason)
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
+/// One customer's queue and connection, for the per-customer gauges.
+#[derive(Debug)]
+pub struct CustomerQueue {
+    pub tenant_id: Uuid,
+    pub name: String,
+    /// Queued or being delivered.
+    pub depth: i64,
+    /// How long the oldest message due has waited for its attempt.
+    pub oldest_due_seconds: f64,
+    /// Connected (consent recorded) and no token refused since the last one issued.
+    pub consent_ok: bool,
+    /// Queued messages, or a broken consent: worth a labelled series.
+    pub reports: bool,
+}
+
+/// Every customer's queue and connection.
+pub async fn per_customer(pool: &PgPool) -> Result<Vec<CustomerQueue>, sqlx::Error> {
+    sqlx::query_as!(
+        CustomerQueue,
+        r#"WITH queued AS (
+               SELECT tenant_id, count(*) AS depth,
+                      min(next_attempt_at) FILTER (WHERE next_attempt_at <= now()) AS oldest_due
+                 FROM messages WHERE state IN ('queued', 'delivering') GROUP BY tenant_id
+           ), tenant AS (
+               SELECT t.id, t.name, COALESCE(q.depth, 0) AS depth,
+                      COALESCE(EXTRACT(EPOCH FROM now() - q.oldest_due), 0)::float8
+                        AS oldest_due_seconds,
+                      t.entra_tenant_id IS NOT NULL
+                        AND (t.consented_at IS NOT NULL OR t.last_token_ok_at IS NOT NULL)
+                        AS connected,
+                      t.last_token_error_at IS NOT NULL
+                        AND (t.last_token_ok_at IS NULL
+                             OR t.last_token_error_at > t.last_token_ok_at) AS refused
+                 FROM tenants t LEFT JOIN queued q ON q.tenant_id = t.id
+           )
+           SELECT id AS "tenant_id!", name AS "name!", depth AS "depth!",
+                  oldest_due_seconds AS "oldest_due_seconds!",
+                  connected AND NOT refused AS "consent_ok!",
+                  depth > 0 OR (connected AND refused) AS "reports!"
+             FROM tenant"#
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// The Graph draft an attempt of message `id` recorded (the large-message path):
+/// deleted by the next attempt before it makes its own.
+pub async fn graph_draft(pool: &PgPool, id: Uuid) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT graph_draft_id FROM messages WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .map(Option::flatten)
+}
+
+/// Records message `id`'s Graph draft (`None`: it has none any more).
+pub async fn set_graph_draft(
+    pool: &PgPool,
+    id: Uuid,
+    draft: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE messages SET graph_draft_id = $2 WHERE id = $1")
+        .bind(id)
+        .bind(draft)
+        .execute(pool)
+        .await
+        .map(drop)
+}
+
+/// Makes waiting message `id` due now, probes its customer's holds at once and
+/// wakes the workers. Whether it was waiting (`queued`).
+pub async fn retry_now(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
+    let woken = sqlx::query_scalar!(
+        r#"WITH m AS (UPDATE messages SET next_attempt_at = now()
+                       WHERE id = $1 AND state = 'queued' RETURNING tenant_id),
+                h AS (UPDATE delivery_holds SET next_probe_at = now()
+                       WHERE tenant_id IN (SELECT tenant_id FROM m) AND next_probe_at > now())
+           SELECT 1 AS "woken!" FROM m, LATERAL pg_notify($2, m.tenant_id::text)"#,
+        id,
+        QUEUE_CHANNEL
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(woken.is_some())
+}
+
+/// Gives up on waiting message `id` for `reason`: it fails and its body is
+/// deleted (it counts as failed in the month's usage). Whether it was waiting; one
+/// being delivered right now is not.
+pub async fn cancel(pool: &PgPool, id: Uuid, reason: &str) -> Result<bool, sqlx::Error> {
+    let cancelled = sqlx::query_scalar!(
+        r#"WITH m AS (UPDATE messages SET state = 'failed', finished_at = now(), last_error = $2
+                       WHERE id = $1 AND state = 'queued' RETURNING id),
+                b AS (DELETE FROM message_bodies WHERE message_id IN (SELECT id FROM m))
+           SELECT id AS "id!" FROM m WHERE usage_count(id, 'failed') = 1"#,
+        id,
+        reason
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(cancelled.is_some())
+}

@@ -3,8 +3,10 @@
 //! messages (their attempts go with them), mailbox usage older than the daily limit
 //! looks at, ended web sessions, sign-in and consent flows that were never finished,
 //! the audit log and the edge's session transcripts past their retention, login
-//! failures and familiar sources that have lapsed, and (see `alerts::purge`) the
-//! usage hours rolled into days, resolved alerts and old webhook deliveries.
+//! failures and familiar sources that have lapsed, one-time secrets never picked up
+//! (bulk credential downloads, secrets shown once after a form) once expired, and
+//! (see `alerts::purge`) the usage hours rolled into days, resolved alerts and old
+//! webhook deliveries.
 //!
 //! Any worker may run it: a session-level advisory lock keeps two runs from
 //! overlapping, and the `housekeeping` row claims the interval, so N replicas purge
@@ -170,6 +172,18 @@ pub async fn purge(pool: &PgPool, retention: &Retention) -> Result<Purged, sqlx:
     .execute(pool)
     .await?
     .rows_affected();
+    // One-time secrets, sealed until their one use: an expired one can no longer
+    // be used (the web also sweeps them when it makes new ones, but a quiet control
+    // plane makes none).
+    let credential_downloads =
+        sqlx::query("DELETE FROM credential_downloads WHERE expires_at < now()")
+            .execute(pool)
+            .await?
+            .rows_affected();
+    let secret_reveals = sqlx::query("DELETE FROM secret_reveals WHERE expires_at < now()")
+        .execute(pool)
+        .await?
+        .rows_affected();
     let outlived = crate::alerts::purge(pool, retention.audit).await?;
     Ok(vec![
         ("messages", messages),
@@ -181,6 +195,8 @@ pub async fn purge(pool: &PgPool, retention: &Retention) -> Result<Purged, sqlx:
         ("session_transcripts", transcripts),
         ("login_failures", logins),
         ("consent_checks", consent_checks),
+        ("credential_downloads", credential_downloads),
+        ("secret_reveals", secret_reveals),
         ("usage_hours", outlived.usage_hours),
         ("alerts", outlived.alerts),
         ("webhook_outbox", outlived.webhook_outbox),

@@ -69,7 +69,17 @@ pub struct Tenant {
     /// When an admin consent was last verified with a real token request.
     pub consented_at: Option<DateTime<Utc>>,
     pub rate_limit_per_minute: Option<i32>,
+    /// The largest message the customer's devices may send: its sender mailbox's
+    /// maximum send size in Exchange Online (35 MB unless raised, at most 150 MB).
+    pub max_message_bytes: i64,
 }
+
+/// Exchange Online's default maximum send size per mailbox: 35 MB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: i64 = 35 * 1024 * 1024;
+/// The most an Exchange Online admin can raise a mailbox's send size to: 150 MB.
+pub const LARGEST_MAX_MESSAGE_BYTES: i64 = 150 * 1024 * 1024;
+/// The least mailbridge takes as a customer's limit (Exchange's own lower bound).
+pub const SMALLEST_MAX_MESSAGE_BYTES: i64 = 1024 * 1024;
 
 /// How an app proves who it is to Entra ID.
 #[derive(Debug, Clone)]
@@ -122,6 +132,10 @@ pub enum TenantError {
     NotFound(String),
     #[error("the rate limit must be a positive number of messages per minute")]
     InvalidRateLimit,
+    #[error(
+        "the maximum message size must be 1 to 150 MB (Exchange Online: 35 MB unless the customer's admin raised the mailbox's send size)"
+    )]
+    InvalidMaxMessageSize,
     #[error("MAILBRIDGE_MASTER_KEY is needed to store a client secret")]
     NoMasterKey,
     #[error(transparent)]
@@ -134,7 +148,7 @@ macro_rules! columns {
     () => {
         "id, name, entra_tenant_id, sender_mailbox, delivery_method, save_to_sent_items, client_id, created_at, \
          notification_address, last_token_error, last_token_error_at, last_token_ok_at, \
-         smtp_for_large_messages, consented_at, rate_limit_per_minute"
+         smtp_for_large_messages, consented_at, rate_limit_per_minute, max_message_bytes"
     };
 }
 
@@ -419,6 +433,43 @@ pub async fn set_rate_limit(
         .map(drop)
 }
 
+/// Sets the largest message the customer's devices may send, in bytes: what its
+/// sender mailbox's maximum send size in Exchange Online allows (1 to 150 MB).
+pub async fn set_max_message_size(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    bytes: i64,
+) -> Result<(), TenantError> {
+    if !(SMALLEST_MAX_MESSAGE_BYTES..=LARGEST_MAX_MESSAGE_BYTES).contains(&bytes) {
+        return Err(TenantError::InvalidMaxMessageSize);
+    }
+    sqlx::query("UPDATE tenants SET max_message_bytes = $2 WHERE id = $1")
+        .bind(tenant_id)
+        .bind(bytes)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// A size as an administrator writes it: bytes, or with `KB`, `MB` (binary, as
+/// Exchange counts: `35MB` is 36,700,160 bytes) or `GB`.
+pub fn parse_size(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: i64 = number.parse().ok()?;
+    let factor: i64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" | "K" => 1024,
+        "MB" | "M" => 1024 * 1024,
+        "GB" | "G" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
 /// Lets messages too large for a Graph request go by SMTP XOAUTH2 (the tenant's
 /// Exchange must allow SMTP AUTH for the app).
 pub async fn set_smtp_for_large_messages(
@@ -524,10 +575,43 @@ pub async fn update(
 }
 
 /// Deletes a customer with its devices and messages.
+/// Binds the customer `id` to its Entra tenant when it has none yet. Whether it
+/// was bound now; a tenant another customer has already is an error (unique).
+pub async fn bind_entra_tenant(
+    pool: &PgPool,
+    id: Uuid,
+    entra_tenant_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let bound = sqlx::query!(
+        "UPDATE tenants SET entra_tenant_id = $2 WHERE id = $1 AND entra_tenant_id IS NULL",
+        id,
+        entra_tenant_id
+    )
+    .execute(pool)
+    .await?;
+    Ok(bound.rows_affected() == 1)
+}
+
 pub async fn delete(pool: &PgPool, tenant_id: Uuid) -> Result<bool, sqlx::Error> {
     sqlx::query("DELETE FROM tenants WHERE id = $1")
         .bind(tenant_id)
         .execute(pool)
         .await
         .map(|r| r.rows_affected() == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_read_as_exchange_writes_them() {
+        assert_eq!(parse_size("35MB"), Some(DEFAULT_MAX_MESSAGE_BYTES));
+        assert_eq!(parse_size("150 mb"), Some(LARGEST_MAX_MESSAGE_BYTES));
+        assert_eq!(parse_size("36700160"), Some(36_700_160));
+        assert_eq!(parse_size("1024KB"), Some(SMALLEST_MAX_MESSAGE_BYTES));
+        for bad in ["", "MB", "35 TB", "-1MB", "3.5MB"] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
+    }
 }

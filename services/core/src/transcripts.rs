@@ -18,7 +18,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, types::Json};
 use uuid::Uuid;
 
-use crate::diagnosis::Lang;
+use crate::{
+    i18n::{self, Lang},
+    tr,
+};
 
 /// Lines kept of one session; the rest are counted, not kept.
 pub const MAX_LINES: usize = 40;
@@ -342,92 +345,56 @@ impl Finding {
     /// What it means and what to do, in `lang`.
     pub fn text(&self, lang: Lang) -> String {
         let detail = self.detail.as_deref().unwrap_or_default();
-        let since = self.since.format("%Y-%m-%d %H:%M UTC");
-        let de_since = self.since.format("%d.%m.%Y %H:%M UTC");
-        let n = self.count;
-        // "once" / "14 times", "einmal" / "14-mal", "1 session" / "14 sessions".
-        let times = if n == 1 {
-            "once".to_owned()
-        } else {
-            format!("{n} times")
-        };
-        let mal = if n == 1 {
-            "einmal".to_owned()
-        } else {
-            format!("{n}-mal")
-        };
-        let sessions = if n == 1 {
-            "1 session".to_owned()
-        } else {
-            format!("{n} sessions")
-        };
-        let sitzungen = if n == 1 {
-            "1 Sitzung".to_owned()
-        } else {
-            format!("{n} Sitzungen")
-        };
-        match (self.key, lang) {
-            ("password_before_starttls", Lang::En) => format!(
+        let since = self
+            .since
+            .format(i18n::translate(lang, "%Y-%m-%d %H:%M UTC"))
+            .to_string();
+        let n = i64::try_from(self.count).unwrap_or(i64::MAX);
+        let times = i18n::plural(lang, "once", "{n} times", n, &[]);
+        let sessions = i18n::plural(lang, "{n} session", "{n} sessions", n, &[]);
+        let values: [(&str, &dyn std::fmt::Display); 4] = [
+            ("times", &times),
+            ("since", &since),
+            ("detail", &detail),
+            ("sessions", &sessions),
+        ];
+        let english = match self.key {
+            "password_before_starttls" => tr!(
                 "The device sent its password before STARTTLS ({times} since {since}): switch on STARTTLS (or SSL/TLS) in its e-mail settings."
             ),
-            ("password_before_starttls", Lang::De) => format!(
-                "Das Gerät hat sein Passwort vor STARTTLS gesendet ({mal} seit {de_since}): in seinen E-Mail-Einstellungen STARTTLS (oder SSL/TLS) einschalten."
-            ),
-            ("tls_too_old", Lang::En) => format!(
+            "tls_too_old" => tr!(
                 "TLS handshake failed: the device offers only {detail} — use the legacy-TLS listener and allow legacy TLS for this device ({times} since {since})."
             ),
-            ("tls_too_old", Lang::De) => format!(
-                "TLS-Handshake fehlgeschlagen: das Gerät bietet nur {detail} an — den Legacy-TLS-Port verwenden und Legacy-TLS für dieses Gerät erlauben ({mal} seit {de_since})."
-            ),
-            ("tls_failed", Lang::En) => format!(
+            "tls_failed" => tr!(
                 "TLS handshake failed ({times} since {since}): {detail}. If the device's firmware is old, it may not trust today's certificates or may need the legacy-TLS listener."
             ),
-            ("tls_failed", Lang::De) => format!(
-                "TLS-Handshake fehlgeschlagen ({mal} seit {de_since}): {detail}. Bei alter Firmware vertraut das Gerät heutigen Zertifikaten vielleicht nicht oder braucht den Legacy-TLS-Port."
+            "wrong_password" => tr!(
+                "Wrong password {times} since {since}: enter the device's current password (rotate it if nobody has it)."
             ),
-            ("wrong_password", Lang::En) => {
-                format!(
-                    "Wrong password {times} since {since}: enter the device's current password (rotate it if nobody has it)."
-                )
-            }
-            ("wrong_password", Lang::De) => {
-                format!(
-                    "Falsches Passwort, {mal} seit {de_since}: das aktuelle Passwort des Geräts eintragen (neu erzeugen, wenn es niemand hat)."
-                )
-            }
-            ("locked_out", Lang::En) => format!(
+            "locked_out" => tr!(
                 "Logins were refused for now ({times} since {since}): locked out after repeated failures (fix the password, then unlock the device), or a passing failure on mailbridge's side."
             ),
-            ("locked_out", Lang::De) => format!(
-                "Anmeldungen wurden vorerst abgewiesen ({mal} seit {de_since}): nach wiederholten Fehlern gesperrt (Passwort korrigieren, dann das Gerät entsperren) oder eine vorübergehende Störung bei mailbridge."
-            ),
-            ("unsupported_mechanism", Lang::En) => format!(
+            "unsupported_mechanism" => tr!(
                 "The device tries AUTH {detail}, which mailbridge does not offer ({times} since {since}): choose LOGIN or PLAIN authentication in its settings."
             ),
-            ("unsupported_mechanism", Lang::De) => format!(
-                "Das Gerät versucht AUTH {detail}, das mailbridge nicht anbietet ({mal} seit {de_since}): in seinen Einstellungen die Anmeldung LOGIN oder PLAIN wählen."
-            ),
-            ("not_legacy_device", Lang::En) => format!(
+            "not_legacy_device" => tr!(
                 "The device logged in on the legacy-TLS listener but is not allowed legacy TLS ({times} since {since}): allow legacy TLS for it, or move it to the normal port if it can do TLS 1.2."
             ),
-            ("not_legacy_device", Lang::De) => format!(
-                "Das Gerät hat sich am Legacy-TLS-Port angemeldet, darf aber kein Legacy-TLS ({mal} seit {de_since}): Legacy-TLS für es erlauben oder es auf den normalen Port umstellen, wenn es TLS 1.2 kann."
-            ),
-            ("no_login", Lang::En) => format!(
+            "no_login" => tr!(
                 "The device tried to send without logging in ({times} since {since}): switch on SMTP authentication with its username and password."
             ),
-            ("no_login", Lang::De) => format!(
-                "Das Gerät wollte ohne Anmeldung senden ({mal} seit {de_since}): SMTP-Authentifizierung mit seinem Benutzernamen und Passwort einschalten."
-            ),
-            ("legacy_tls_in_use", Lang::En) => format!(
+            "legacy_tls_in_use" => tr!(
                 "The device uses {detail} on the legacy-TLS listener ({sessions} since {since}): retire it when a firmware update brings TLS 1.2."
             ),
-            ("legacy_tls_in_use", Lang::De) => format!(
-                "Das Gerät verwendet {detail} am Legacy-TLS-Port ({sitzungen} seit {de_since}): abschalten, sobald ein Firmware-Update TLS 1.2 bringt."
-            ),
-            (_, Lang::En) => format!("{} ({times} since {since})", self.key),
-            (_, Lang::De) => format!("{} ({mal} seit {de_since})", self.key),
-        }
+            _ => {
+                return i18n::format(
+                    lang,
+                    "{key} ({times} since {since})",
+                    &[("key", &self.key), ("times", &times), ("since", &since)],
+                );
+            }
+        };
+        i18n::format(lang, english, &values)
     }
 }
 

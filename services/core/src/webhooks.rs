@@ -25,6 +25,7 @@ use crate::{
     alerts::{Alert, Transition},
     config::Networks,
     crypto::{CryptoError, MasterKey},
+    i18n::{self, Lang},
 };
 
 /// The signature header.
@@ -109,12 +110,17 @@ impl Event {
             .tenant_id
             .zip(alert.device_id)
             .map(|(t, d)| format!("{base}/customers/{t}/devices/{d}"));
-        let prefix = |german: bool| match (transition, german) {
-            (Transition::Resolved, false) => "Resolved: ",
-            (Transition::Resolved, true) => "Behoben: ",
-            (Transition::Acknowledged, false) => "Acknowledged: ",
-            (Transition::Acknowledged, true) => "Bestätigt: ",
-            _ => "",
+        let title = |lang: Lang| {
+            let title = alert.title(lang);
+            match transition {
+                Transition::Resolved => {
+                    i18n::format(lang, "Resolved: {title}", &[("title", &title)])
+                }
+                Transition::Acknowledged => {
+                    i18n::format(lang, "Acknowledged: {title}", &[("title", &title)])
+                }
+                _ => title.to_owned(),
+            }
         };
         Self {
             payload: Payload {
@@ -131,12 +137,12 @@ impl Event {
                     name: alert.device_name(),
                 }),
                 title: Texts {
-                    en: format!("{}{}", prefix(false), alert.title(false)),
-                    de: format!("{}{}", prefix(true), alert.title(true)),
+                    en: title(Lang::En),
+                    de: title(Lang::De),
                 },
                 text: Texts {
-                    en: alert.text(false),
-                    de: alert.text(true),
+                    en: alert.text(Lang::En),
+                    de: alert.text(Lang::De),
                 },
                 alert: Some(AlertPart {
                     id: alert.id,

@@ -26,14 +26,14 @@ pub(crate) struct Envelope {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
-    /// The largest message this session's device may send.
+    /// The largest message this session may send: its customer's limit (the sender
+    /// mailbox's maximum send size, lowered by the device's own), within the edge's
+    /// ceiling; the ceiling alone while the device is unknown.
     pub(crate) fn size_limit(&self) -> usize {
-        let global = self.context.settings.limits.max_message_size;
+        let ceiling = self.context.settings.limits.max_message_size;
         self.device
             .as_ref()
-            .and_then(|(d, _)| d.policy.max_message_bytes)
-            .map(|device| (device.max(0) as usize).min(global))
-            .unwrap_or(global)
+            .map_or(ceiling, |(d, _)| limit_within(&d.policy, ceiling))
     }
 
     pub(crate) async fn handle_mail(&mut self, from: MailFrom<String>) -> Flow {
@@ -158,6 +158,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         envelope.rcpt_to.push(to.address);
         self.reply(reply::RECIPIENT_OK);
     }
+}
+
+/// A device's largest message within the edge's `ceiling`.
+pub(crate) fn limit_within(policy: &devices::DevicePolicy, ceiling: usize) -> usize {
+    usize::try_from(policy.max_message_bytes())
+        .unwrap_or(usize::MAX)
+        .min(ceiling)
 }
 
 /// `MAIL FROM:` or `RCPT TO:` with a path that lacks its angle brackets, rewritten with

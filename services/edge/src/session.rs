@@ -551,8 +551,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn handle_command(&mut self, request: Request<String>) -> Flow {
         match request {
-            Request::Ehlo { host } => self.handle_ehlo(host, true),
-            Request::Helo { host } => self.handle_ehlo(host, false),
+            Request::Ehlo { host } => self.handle_ehlo(host, true).await,
+            Request::Helo { host } => self.handle_ehlo(host, false).await,
             Request::Lhlo { .. } => self.reply(reply::UNRECOGNISED),
             Request::StartTls => return self.handle_starttls(),
             Request::Auth {

@@ -242,6 +242,8 @@ pub(crate) struct State {
     pub smtp_sessions_peak: HashMap<String, usize>,
     pub smtp_busy_refusals: HashMap<String, usize>,
     pub recipients_sent: HashMap<(String, chrono::NaiveDate), usize>,
+    /// Lower-cased mailbox → its maximum send size, when set (exchange_limits.rs).
+    pub max_send_size: HashMap<String, usize>,
     /// How long an admin consent takes to reach the token endpoint.
     pub consent_propagation: chrono::Duration,
     /// Graph drafts and upload sessions (graph_drafts.rs).
@@ -277,6 +279,7 @@ impl Default for State {
             smtp_sessions_peak: HashMap::new(),
             smtp_busy_refusals: HashMap::new(),
             recipients_sent: HashMap::new(),
+            max_send_size: HashMap::new(),
             consent_propagation: chrono::Duration::zero(),
             drafts: HashMap::new(),
             uploads: HashMap::new(),

@@ -29,7 +29,7 @@ use crate::{
 /// The name Exchange Online's front end introduces itself with.
 const HOST: &str = "AM0PR01MB0001.eurprd01.prod.outlook.com";
 pub const CONNECTIONS_PER_MAILBOX: usize = 3;
-pub const RECIPIENTS_PER_DAY: usize = 10_000;
+use crate::exchange_limits::RECIPIENTS_PER_DAY;
 const MAX_LINE: usize = 16 * 1024;
 
 pub(crate) async fn serve(
@@ -427,6 +427,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
         {
             return Ok(());
         }
+        // RFC 1870: a declared size over the mailbox's maximum send size is refused
+        // at once.
+        if let (Some(declared), Some(mailbox)) = (size_parameter(rest), mailbox.as_deref())
+            && declared > self.directory.max_send_size(mailbox)
+        {
+            return self.reply(crate::exchange_limits::SMTP_TOO_LARGE).await;
+        }
         self.mail_from = Some(address(rest));
         self.rcpt_to.clear();
         self.reply("250 2.1.0 Sender OK").await
@@ -442,6 +449,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
             .await?
         {
             return Ok(());
+        }
+        if self.rcpt_to.len() >= crate::exchange_limits::RECIPIENTS_PER_MESSAGE {
+            return self.reply("452 4.5.3 Too many recipients").await;
         }
         self.rcpt_to.push(address(rest));
         self.reply("250 2.1.5 Recipient OK").await
@@ -480,6 +490,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
             return Ok(next);
         }
         let login = self.login.as_ref().expect("MAIL needs a login");
+        if message.len() > self.directory.max_send_size(&login.mailbox) {
+            self.reply(crate::exchange_limits::SMTP_TOO_LARGE).await?;
+            return Ok(Next::Continue);
+        }
         let answer = self.accept(
             login.tenant,
             &login.mailbox,
@@ -563,6 +577,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conversation<S> {
         );
         format!("250 2.0.0 OK <{}@{HOST}> [Hostname={HOST}]", id.simple())
     }
+}
+
+/// The `SIZE=` parameter of `FROM:<a@b> SIZE=…`, if any.
+fn size_parameter(argument: &str) -> Option<usize> {
+    let after = argument.rsplit_once('>').map_or(argument, |(_, rest)| rest);
+    after.split_ascii_whitespace().find_map(|p| {
+        let (key, value) = p.split_once('=')?;
+        key.eq_ignore_ascii_case("SIZE")
+            .then(|| value.parse::<usize>().unwrap_or(usize::MAX))
+    })
 }
 
 /// The address in `FROM:<a@b> SIZE=…` / `TO:<a@b>`.

@@ -246,17 +246,17 @@ async fn send_mail(
             "The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account., Cannot submit message.",
         );
     }
+    if mime.len() > directory.max_send_size(&mailbox) {
+        return crate::exchange_limits::message_too_large();
+    }
     let subject = parsed.subject().map(str::to_owned);
     let stored = strip_bcc(&mime);
     {
         let mut state = directory.lock();
         // The day's recipients count Graph's sends too (To, Cc and Bcc): one limit per
-        // mailbox, whichever way it sends.
-        *state
-            .recipients_sent
-            .entry((mailbox.clone(), Utc::now().date_naive()))
-            .or_default() += recipients.len();
-        crate::mailbox_store::accept(
+        // mailbox, whichever way it sends; over it, or over the recipients per
+        // message, Exchange refuses after the 202 with a report.
+        crate::exchange_limits::submit(
             &mut state,
             DeliveredMessage {
                 id: Uuid::new_v4(),

@@ -7,6 +7,11 @@
 //! `429 Too Many Requests` with `Retry-After` and an `ApplicationThrottled` error,
 //! and the refused request is not counted.
 //!
+//! At most 4 requests of an app to a mailbox may be in flight at once ("4
+//! concurrent requests", same page): a fifth is refused with `429` and
+//! `Retry-After`, "Application is over its MailboxConcurrency limit.", and not
+//! counted against the budgets.
+//!
 //! The limits can be lowered (never needed to be raised) through `/_sim/graph-limits`
 //! so that tests reach them without ten thousand requests.
 
@@ -50,6 +55,9 @@ impl Default for GraphLimits {
     }
 }
 
+/// Requests of one app to one mailbox that may be in flight at once.
+pub const CONCURRENT_REQUESTS: usize = 4;
+
 /// The requests (with their body size) of each app and mailbox in the last window.
 #[derive(Debug, Default)]
 pub(crate) struct Budgets {
@@ -57,9 +65,48 @@ pub(crate) struct Budgets {
     seen: HashMap<(String, String), VecDeque<(Instant, u64)>>,
     /// Requests refused with `429` per mailbox, for tests.
     pub throttled: HashMap<String, usize>,
+    /// Requests in flight per app and mailbox.
+    in_flight: HashMap<(String, String), usize>,
+    /// The most requests in flight at once per mailbox (of one app), and the
+    /// requests refused for being one too many.
+    pub concurrency_peak: HashMap<String, usize>,
+    pub concurrency_refused: HashMap<String, usize>,
+}
+
+/// A request in flight; leaving it frees its place.
+struct InFlight {
+    directory: Arc<Directory>,
+    key: (String, String),
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut state = self.directory.lock();
+        if let Some(n) = state.graph_budgets.in_flight.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 impl Budgets {
+    /// Takes a place for a request of `app` to `mailbox`, unless all are taken.
+    fn enter(&mut self, app: &str, mailbox: &str) -> bool {
+        let key = (app.to_owned(), mailbox.to_owned());
+        let n = self.in_flight.entry(key).or_default();
+        if *n >= CONCURRENT_REQUESTS {
+            *self
+                .concurrency_refused
+                .entry(mailbox.to_owned())
+                .or_default() += 1;
+            return false;
+        }
+        *n += 1;
+        let n = *n;
+        let peak = self.concurrency_peak.entry(mailbox.to_owned()).or_default();
+        *peak = (*peak).max(n);
+        true
+    }
+
     /// Counts a request of `bytes` for `app` and `mailbox`, or says how long to wait.
     fn charge(
         &mut self,
@@ -197,6 +244,23 @@ pub(crate) async fn enforce(
         };
         let refused = {
             let mut state = directory.lock();
+            if !state.graph_budgets.enter(&app, &mailbox) {
+                *state
+                    .graph_budgets
+                    .throttled
+                    .entry(mailbox.clone())
+                    .or_default() += 1;
+                drop(state);
+                let mut response = graph_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "ApplicationThrottled",
+                    "Application is over its MailboxConcurrency limit.",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return response;
+            }
             let refused = state.graph_budgets.charge(&app, &mailbox, bytes).err();
             if refused.is_some() {
                 *state
@@ -206,6 +270,10 @@ pub(crate) async fn enforce(
                     .or_default() += 1;
             }
             refused
+        };
+        let in_flight = InFlight {
+            directory: directory.clone(),
+            key: (app, mailbox),
         };
         if let Some((wait, message)) = refused {
             let mut response = graph_error(
@@ -219,6 +287,9 @@ pub(crate) async fn enforce(
             }
             return response;
         }
+        let response = next.run(request).await;
+        drop(in_flight);
+        return response;
     }
     next.run(request).await
 }
@@ -295,6 +366,22 @@ impl Directory {
             .unwrap_or(0)
     }
 
+    /// The most Graph requests of one app that were in flight for `mailbox` at once,
+    /// and the requests refused for being a fifth.
+    pub fn graph_concurrency_of(&self, mailbox: &str) -> (usize, usize) {
+        let state = self.lock();
+        let mailbox = mailbox.to_ascii_lowercase();
+        let budgets = &state.graph_budgets;
+        (
+            budgets.concurrency_peak.get(&mailbox).copied().unwrap_or(0),
+            budgets
+                .concurrency_refused
+                .get(&mailbox)
+                .copied()
+                .unwrap_or(0),
+        )
+    }
+
     /// Requests Graph refused with `429` for `mailbox` over its budget.
     pub fn graph_throttled(&self, mailbox: &str) -> usize {
         self.lock()
@@ -334,6 +421,19 @@ mod tests {
         assert!(budgets.charge("other", "scan@x", 60).is_ok());
         assert!(budgets.charge("app", "lab@x", 60).is_ok());
         assert_eq!(budgets.usage("scan@x"), (4, 160));
+    }
+
+    #[test]
+    fn a_fifth_concurrent_request_of_an_app_to_a_mailbox_is_refused() {
+        let mut budgets = Budgets::default();
+        for _ in 0..CONCURRENT_REQUESTS {
+            assert!(budgets.enter("app", "scan@x"));
+        }
+        assert!(!budgets.enter("app", "scan@x"));
+        assert!(budgets.enter("other", "scan@x"), "another app has its own");
+        assert!(budgets.enter("app", "lab@x"), "another mailbox too");
+        assert_eq!(budgets.concurrency_peak["scan@x"], CONCURRENT_REQUESTS);
+        assert_eq!(budgets.concurrency_refused["scan@x"], 1);
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub(crate) struct Draft {
     app: String,
     mime: Vec<u8>,
     attachments: Vec<Attachment>,
+    created_at: chrono::DateTime<Utc>,
 }
 
 #[derive(Debug, Clone)]
@@ -164,8 +165,20 @@ async fn create_draft(
         Ok(scope) => scope,
         Err(response) => return *response,
     };
-    if let Some(response) = fault(&directory, Endpoint::GraphDraft, tenant, &mailbox) {
-        return response;
+    // `accept_then_delay`: the draft exists at once, the answer comes late (a client
+    // that gave up meanwhile never learns its id).
+    let mut late_answer = None;
+    match directory.take_fault(Endpoint::GraphDraft, Some(tenant), Some(&mailbox)) {
+        Some(effect @ Effect::Delay { .. }) => {
+            tokio::time::sleep(effect.delay().unwrap_or_default()).await
+        }
+        Some(effect @ Effect::AcceptThenDelay { .. }) => late_answer = effect.delay(),
+        Some(effect) => {
+            if let Some(response) = fault_response(effect) {
+                return response;
+            }
+        }
+        None => {}
     }
     if body.len() > MAX_REQUEST_BYTES {
         return too_large();
@@ -194,8 +207,12 @@ async fn create_draft(
             app,
             mime,
             attachments: Vec::new(),
+            created_at: Utc::now(),
         },
     );
+    if let Some(delay) = late_answer {
+        tokio::time::sleep(delay).await;
+    }
     (
         StatusCode::CREATED,
         Json(serde_json::json!({ "id": id, "isDraft": true })),
@@ -246,6 +263,8 @@ async fn add_attachment(
         );
     }
     let mut state = directory.lock();
+    let limit = crate::exchange_limits::max_send_size(&state, &mailbox);
+    let pending = pending_uploads(&state, &id);
     let Some(draft) = state
         .drafts
         .get_mut(&id)
@@ -253,6 +272,9 @@ async fn add_attachment(
     else {
         return not_found();
     };
+    if draft_size(draft) + pending + encoded_len(bytes.len()) > limit {
+        return crate::exchange_limits::message_too_large();
+    }
     draft.attachments.push(Attachment {
         name: attachment.name,
         content_type: attachment
@@ -307,12 +329,19 @@ async fn create_upload_session(
         );
     }
     let mut state = directory.lock();
-    if !state
+    let Some(draft) = state
         .drafts
         .get(&id)
-        .is_some_and(|d| d.tenant == tenant && d.mailbox == mailbox)
-    {
+        .filter(|d| d.tenant == tenant && d.mailbox == mailbox)
+    else {
         return not_found();
+    };
+    // The message with this attachment would be over the mailbox's maximum send
+    // size: refused before a byte is uploaded.
+    if draft_size(draft) + pending_uploads(&state, &id) + encoded_len(item.size)
+        > crate::exchange_limits::max_send_size(&state, &mailbox)
+    {
+        return crate::exchange_limits::message_too_large();
     }
     let session = Uuid::new_v4().simple().to_string();
     state.uploads.insert(
@@ -471,12 +500,11 @@ async fn send_draft(
         );
     }
     let subject = parsed.as_ref().and_then(|p| p.subject()).map(str::to_owned);
+    if mime.len() > crate::exchange_limits::max_send_size(&state, &mailbox) {
+        return crate::exchange_limits::message_too_large();
+    }
     state.drafts.remove(&id);
-    *state
-        .recipients_sent
-        .entry((mailbox.clone(), Utc::now().date_naive()))
-        .or_default() += recipients.len();
-    crate::mailbox_store::accept(
+    crate::exchange_limits::submit(
         &mut state,
         DeliveredMessage {
             id: Uuid::new_v4(),
@@ -529,7 +557,12 @@ fn fault(
     tenant: Uuid,
     mailbox: &str,
 ) -> Option<Response> {
-    match directory.take_fault(endpoint, Some(tenant), Some(mailbox))? {
+    fault_response(directory.take_fault(endpoint, Some(tenant), Some(mailbox))?)
+}
+
+/// The answer an injected fault gives instead of the endpoint's, if it gives one.
+fn fault_response(effect: Effect) -> Option<Response> {
+    match effect {
         Effect::Http {
             status,
             code,
@@ -560,6 +593,84 @@ impl Directory {
             .filter(|d| d.mailbox == mailbox)
             .count()
     }
+}
+
+/// `GET /v1.0/users/{id}/mailFolders/drafts/messages`: the mailbox's drafts, oldest
+/// first, with `id`, `createdDateTime`, `isDraft`, `subject` and — only when
+/// `$select` asks for them, as in Graph — `internetMessageHeaders` (the draft's
+/// header fields; the simulator lists its `X-` fields, where a client's own markers
+/// are).
+pub(crate) fn list(
+    directory: &Directory,
+    tenant: Uuid,
+    mailbox: &str,
+    query: &std::collections::HashMap<String, String>,
+) -> Response {
+    let with_headers = query.get("$select").is_some_and(|select| {
+        select
+            .split(',')
+            .any(|field| field.trim().eq_ignore_ascii_case("internetMessageHeaders"))
+    });
+    let state = directory.lock();
+    let mut drafts: Vec<(&String, &Draft)> = state
+        .drafts
+        .iter()
+        .filter(|(_, d)| d.tenant == tenant && d.mailbox == mailbox)
+        .collect();
+    drafts.sort_by_key(|(_, d)| d.created_at);
+    let value: Vec<serde_json::Value> = drafts
+        .into_iter()
+        .map(|(id, draft)| {
+            let parsed = MessageParser::default().parse_headers(&draft.mime);
+            let mut item = serde_json::json!({
+                "id": id,
+                "createdDateTime": draft.created_at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                "isDraft": true,
+                "subject": parsed.as_ref().and_then(|p| p.subject()).unwrap_or_default(),
+            });
+            if with_headers {
+                let headers: Vec<serde_json::Value> = parsed
+                    .as_ref()
+                    .map(|p| {
+                        p.headers_raw()
+                            .filter(|(name, _)| name.to_ascii_lowercase().starts_with("x-"))
+                            .map(|(name, value)| {
+                                serde_json::json!({ "name": name, "value": value.trim() })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                item["internetMessageHeaders"] = serde_json::Value::Array(headers);
+            }
+            item
+        })
+        .collect();
+    Json(serde_json::json!({ "value": value })).into_response()
+}
+
+/// An attachment's size in the message: base64, as Exchange counts it.
+fn encoded_len(bytes: usize) -> usize {
+    bytes.div_ceil(3) * 4
+}
+
+/// The size of the message a draft would send now.
+fn draft_size(draft: &Draft) -> usize {
+    draft.mime.len()
+        + draft
+            .attachments
+            .iter()
+            .map(|a| encoded_len(a.bytes.len()))
+            .sum::<usize>()
+}
+
+/// The encoded size of the attachments still being uploaded to draft `id`.
+fn pending_uploads(state: &crate::directory::State, id: &str) -> usize {
+    state
+        .uploads
+        .values()
+        .filter(|u| u.draft == id)
+        .map(|u| encoded_len(u.size))
+        .sum()
 }
 
 /// The draft as the message Exchange sends: its header fields, then a

@@ -265,6 +265,9 @@ async fn list_messages(
         Ok(ok) => ok,
         Err(response) => return *response,
     };
+    if folder.eq_ignore_ascii_case("drafts") {
+        return crate::graph_drafts::list(&directory, tenant, &mailbox, &query);
+    }
     let filter = match query.get("$filter").map(|f| received_filter(f)) {
         None => Vec::new(),
         Some(Ok(clauses)) => clauses,

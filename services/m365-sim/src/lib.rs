@@ -13,6 +13,7 @@ mod consent;
 mod control;
 mod directory;
 mod exchange;
+mod exchange_limits;
 pub mod fault_injection;
 mod graph;
 mod graph_budget;
@@ -35,6 +36,9 @@ pub use consent::{ConsentDecision, LoginPageError};
 pub use directory::{
     AdminConsentRecord, CertificateThumbprints, ClientCredentialKind, DeliveredMessage, Directory,
     DirectoryError, SimTenant, SimUser, TokenRequestRecord,
+};
+pub use exchange_limits::{
+    DEFAULT_MAX_SEND_SIZE, LARGEST_MAX_SEND_SIZE, RECIPIENTS_PER_DAY, RECIPIENTS_PER_MESSAGE,
 };
 pub use graph_budget::GraphLimits;
 
@@ -177,5 +181,6 @@ fn router(directory: Arc<Directory>) -> Router {
         .merge(rbac::router())
         .merge(graph_budget::control_router())
         .merge(cloud::control_router())
+        .merge(exchange_limits::control_router())
         .with_state(directory)
 }

@@ -122,6 +122,8 @@ pub(crate) struct Store {
     delay: Option<chrono::Duration>,
     /// Reports generated, ever.
     pub reports: usize,
+    /// Messages accepted and then refused as a whole (over a recipient limit).
+    pub refused: usize,
 }
 
 /// An id shaped like Graph's (long, URL-safe base64).
@@ -159,6 +161,46 @@ pub(crate) fn accept(state: &mut State, message: DeliveredMessage) {
         });
     }
     state.delivered.push(message);
+}
+
+/// Schedules the report of a message Exchange accepted and then refused as a whole
+/// (over a recipient limit, see `exchange_limits`): every recipient failed, nothing
+/// delivered.
+pub(crate) fn refuse_all(
+    state: &mut State,
+    message: DeliveredMessage,
+    refusal: crate::exchange_limits::Refusal,
+) {
+    use crate::exchange_limits::Refusal;
+    let failure = match refusal {
+        Refusal::TooManyRecipients => Failure {
+            status: "5.5.3",
+            diagnostic: "550 5.5.3 RESOLVER.ADR.RecipLim; too many recipients",
+            human: "Your message wasn't delivered because it has too many recipients. Send it to fewer recipients (at most 500), or to a distribution group.",
+        },
+        Refusal::DailyRecipientLimit => Failure {
+            status: "5.1.90",
+            diagnostic: "550 5.1.90 Your message can't be sent because you've reached your daily limit for message recipients.",
+            human: "Your message can't be sent because you've reached your daily limit for message recipients.",
+        },
+    };
+    let failed: Vec<(String, Failure)> = message
+        .recipients
+        .iter()
+        .map(|r| (r.clone(), failure))
+        .collect();
+    let delay = state.mail.delay.unwrap_or(chrono::Duration::milliseconds(
+        DEFAULT_REPORT_DELAY_MS as i64,
+    ));
+    let report = ndr(&message, &failed);
+    state.mail.reports += 1;
+    state.mail.refused += 1;
+    state.mail.pending.push(PendingReport {
+        due_at: message.received_at + delay,
+        tenant: message.tenant_id,
+        mailbox: message.mailbox.clone(),
+        message: report,
+    });
 }
 
 /// Why a recipient bounces.
@@ -393,6 +435,12 @@ impl Directory {
     /// Non-delivery reports generated so far (delivered or on their way).
     pub fn reports_generated(&self) -> usize {
         self.lock().mail.reports
+    }
+
+    /// Messages Graph accepted that Exchange then refused as a whole, over the
+    /// recipients per message or per day.
+    pub fn refused_after_acceptance(&self) -> usize {
+        self.lock().mail.refused
     }
 }
 

@@ -67,7 +67,24 @@ pub enum TenantCommand {
         /// Keep a copy in the sender mailbox's Sent Items (`true`/`false`).
         #[arg(long)]
         save_to_sent_items: Option<bool>,
+        /// The largest message the customer's devices may send: its sender mailbox's
+        /// maximum send size in Exchange Online (`35MB` by default, up to `150MB`;
+        /// bytes, or with KB/MB).
+        #[arg(long, value_name = "SIZE", value_parser = parse_message_size)]
+        max_message_size: Option<i64>,
     },
+}
+
+fn parse_message_size(text: &str) -> Result<i64, String> {
+    let bytes = tenants::parse_size(text)
+        .ok_or_else(|| format!("{text:?}: expected bytes, or a size such as 35MB"))?;
+    if !(tenants::SMALLEST_MAX_MESSAGE_BYTES..=tenants::LARGEST_MAX_MESSAGE_BYTES).contains(&bytes)
+    {
+        return Err(format!(
+            "{text}: Exchange Online allows 1 MB to 150 MB per mailbox (35 MB by default)"
+        ));
+    }
+    Ok(bytes)
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,17 +214,8 @@ pub async fn rotate_master_key(pool: &PgPool, key: &MasterKey) -> anyhow::Result
         }
     }
     let prefix = key.sealed_prefix();
-    let (secrets_left, bodies_left): (i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM tenants
-                  WHERE substring(client_secret_sealed FROM 1 FOR $1) <> $2
-                     OR substring(client_certificate_sealed FROM 1 FOR $1) <> $2),
-                (SELECT count(*) FROM message_bodies
-                  WHERE NOT sealed OR substring(body FROM 1 FOR $1) <> $2)",
-    )
-    .bind(prefix.len() as i32)
-    .bind(&prefix)
-    .fetch_one(pool)
-    .await?;
+    let (secrets_left, bodies_left) =
+        mailbridge_core::db::sealed_with_another_key(pool, &prefix).await?;
     println!(
         "{}",
         serde_json::json!({
@@ -410,8 +418,12 @@ pub async fn tenant(
             rate_limit,
             smtp_for_large_messages,
             save_to_sent_items,
+            max_message_size,
         } => {
             let tenant = tenants::find(pool, &tenant).await?;
+            if let Some(bytes) = max_message_size {
+                tenants::set_max_message_size(pool, tenant.id, bytes).await?;
+            }
             if let Some(address) = notification_address {
                 let address = (address != "none").then_some(address);
                 tenants::set_notification_address(pool, tenant.id, address.as_deref()).await?;

@@ -71,9 +71,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
                 tokio::task::spawn_blocking(|| ScratchPostgres::start(&ScratchOptions::default()))
                     .await??;
             let admin = db::pool(&scratch.url("postgres"), db::PoolOptions::default())?;
-            sqlx::query("CREATE DATABASE mailbridge")
-                .execute(&admin)
-                .await?;
+            db::create_database(&admin, "mailbridge").await?;
             admin.close().await;
             let url = scratch.url("mailbridge");
             (Some(scratch), url)
@@ -180,11 +178,9 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     directory.set_default_admin_tenant(Some(onboarding));
     for (email, name, role) in DEMO_STAFF {
         stack.add_staff_user(email, name);
-        let known: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM staff WHERE email = $1)")
-                .bind(email)
-                .fetch_one(&pool)
-                .await?;
+        let known: bool = mailbridge_core::store::staff::by_email(&pool, email)
+            .await?
+            .is_some();
         if !known {
             mailbridge_web::add_staff(&pool, email, role).await?;
         }

@@ -121,7 +121,7 @@ async fn migrate(settings: &Settings, args: MigrateArgs) -> anyhow::Result<()> {
     let pool = connect(settings)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait);
     loop {
-        match sqlx::query("SELECT 1").execute(&pool).await {
+        match mailbridge_core::db::ping(&pool).await {
             Ok(_) => break,
             Err(e) if std::time::Instant::now() < deadline => {
                 tracing::info!(error = %e, "waiting for the database");

@@ -42,10 +42,9 @@ pub struct AlertView {
 
 impl AlertView {
     fn of(alert: Alert, lang: Lang) -> Self {
-        let german = lang == Lang::De;
         Self {
-            title: alert.title(german).to_owned(),
-            text: alert.text(german),
+            title: alert.title(lang).to_owned(),
+            text: alert.text(lang),
             alert,
         }
     }
@@ -160,12 +159,7 @@ pub async fn device_card(
     tenant: Uuid,
     device: &mailbridge_core::devices::Device,
 ) -> Result<AlertsCard> {
-    let hours: Option<i32> =
-        sqlx::query_scalar("SELECT silent_alert_hours FROM devices WHERE id = $1")
-            .bind(device.id)
-            .fetch_optional(&state.pool)
-            .await?
-            .flatten();
+    let hours = mailbridge_core::devices::silent_alert_hours(&state.pool, device.id).await?;
     Ok(AlertsCard {
         alerts: for_device(state, actor, tenant, device.id).await?,
         can_ack: actor.may(Permission::HandleMessages),
@@ -186,16 +180,7 @@ pub struct RuleView {
 
 impl RuleView {
     pub fn title(&self) -> &'static str {
-        match self.kind {
-            Kind::DeviceSilent => tr!("Device silent"),
-            Kind::DeviceLockout => tr!("Device locked out"),
-            Kind::CustomerToken => tr!("Consent lost or token refused"),
-            Kind::Refusals => tr!("Microsoft refuses messages"),
-            Kind::QueueAge => tr!("Messages waiting too long"),
-            Kind::BounceRate => tr!("High bounce rate"),
-            Kind::AppCredential => tr!("MSP app credential expiring"),
-            Kind::EdgeCertificate => tr!("Edge TLS certificate expiring"),
-        }
+        self.kind.title()
     }
 
     pub fn meaning(&self) -> &'static str {

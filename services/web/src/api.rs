@@ -1,8 +1,10 @@
 //! The JSON API under `/api/v1`: everything the pages can do, for MSP automation
 //! (RMM, PSA). Requests authenticate with an API token (`Authorization: Bearer
 //! mbt_…`) created in the control plane; cookies are never accepted here, so no
-//! CSRF token is needed. Errors are JSON (`{"error": {"code", "message"}}`), lists
-//! paginate with a cursor, and `/api/v1/openapi.json` describes it all.
+//! CSRF token is needed. Errors are JSON (`{"error": {"code", "message"}}`); the
+//! message log and the audit log paginate with a cursor, the customer and device
+//! lists like their pages (search, sort, offset and a bounded limit, a bad value a
+//! 400 naming the parameter); `/api/v1/openapi.json` describes it all.
 
 use axum::{
     Json, Router,
@@ -12,14 +14,16 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use mailbridge_core::{devices as core_devices, tenants::Tenant};
+use mailbridge_core::tenants::Tenant;
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::{
     WebState, audit, connection, consent,
+    customer_list::{self, CustomerQuery},
     customers::{self, CustomerInput},
+    device_health::{self, DeviceHealth, DeviceQuery},
     devices::{self, DeviceInput},
     error::{Error, Rejection, Result},
     i18n::{self, Tr},
@@ -173,13 +177,86 @@ fn customer_json(view: &customers::CustomerView) -> Value {
     serde_json::to_value(view).expect("customers serialise")
 }
 
-async fn list_customers(State(state): State<WebState>, actor: Actor) -> Result<Response> {
-    actor.require(Permission::View)?;
-    let all = customers::with_health(&state.pool, None, &actor.customers).await?;
-    Ok(
-        Json(json!({ "customers": all.iter().map(customer_json).collect::<Vec<_>>() }))
-            .into_response(),
+/// A bad query parameter: 400, naming it.
+fn bad_parameter(parameter: &'static str, message: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({ "error": {
+            "code": "invalid_parameter",
+            "parameter": parameter,
+            "message": message,
+        } })),
     )
+        .into_response()
+}
+
+/// The longest search text a list takes.
+const MAX_SEARCH: usize = 200;
+
+/// The search, sort and page of a list (customers, a customer's devices), checked
+/// strictly: where a page quietly falls back or caps, the API says what is wrong
+/// (a 400 naming the parameter).
+fn checked_list(
+    q: Option<&str>,
+    sort: Option<&str>,
+    offset: Option<&str>,
+    limit: Option<&str>,
+) -> Option<Response> {
+    use crate::device_health::{MAX_OFFSET, MAX_PAGE_SIZE};
+    let number = |text: Option<&str>| {
+        text.map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| t.parse::<i64>().ok())
+    };
+    let (parameter, message) = if q.is_some_and(|q| q.chars().count() > MAX_SEARCH) {
+        ("q", format!("q: at most {MAX_SEARCH} characters"))
+    } else if let Err(e) = crate::list_pager::parse_sort(sort) {
+        ("sort", format!("sort: {e}"))
+    } else if !matches!(number(offset), None | Some(Some(0..=MAX_OFFSET))) {
+        (
+            "offset",
+            format!(
+                "offset: a whole number from 0 to {MAX_OFFSET} (beyond it, narrow the list with q)"
+            ),
+        )
+    } else if !matches!(number(limit), None | Some(Some(1..=MAX_PAGE_SIZE))) {
+        (
+            "limit",
+            format!("limit: a whole number from 1 to {MAX_PAGE_SIZE}"),
+        )
+    } else {
+        return None;
+    };
+    Some(bad_parameter(parameter, message))
+}
+
+/// Where the list goes on, if it does.
+fn next_offset(next: Option<i64>) -> Value {
+    next.map_or(Value::Null, Value::from)
+}
+
+async fn list_customers(
+    State(state): State<WebState>,
+    actor: Actor,
+    Query(search): Query<CustomerQuery>,
+) -> Result<Response> {
+    actor.require(Permission::View)?;
+    if let Some(bad) = checked_list(
+        search.q.as_deref(),
+        search.sort.as_deref(),
+        search.offset.as_deref(),
+        search.limit.as_deref(),
+    ) {
+        return Ok(bad);
+    }
+    let page = customer_list::page(&state.pool, &actor.customers, &search).await?;
+    let customers = page.customers.iter().map(customer_json).collect();
+    Ok(list_page(
+        "customers",
+        customers,
+        (page.total, page.offset, page.limit),
+        page.next_offset(),
+    ))
 }
 
 async fn one_customer(state: &WebState, id: Uuid) -> Result<Value> {
@@ -227,6 +304,8 @@ struct CustomerPatch {
     notification_address: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     rate_limit_per_minute: Option<Option<u32>>,
+    /// The largest message, bytes (1 MB to 150 MB).
+    max_message_bytes: Option<i64>,
     permission_mode: Option<String>,
 }
 
@@ -251,6 +330,8 @@ fn merged(tenant: &Tenant, patch: CustomerPatch) -> CustomerInput {
         rate_limit_per_minute: patch
             .rate_limit_per_minute
             .map(|r| r.map(|r| r.to_string()).unwrap_or_default()),
+        max_message_size_mb: None,
+        max_message_bytes: patch.max_message_bytes,
         permission_mode: patch.permission_mode,
     }
 }
@@ -301,15 +382,58 @@ async fn test_message(
     Ok((StatusCode::ACCEPTED, Json(json!({ "queue_id": queue_id }))).into_response())
 }
 
+/// A device in the list: its settings and its health.
+/// A page of a list as the API answers it: the items under `key`, the total that
+/// match, where the page starts, its size, and where the next one starts.
+fn list_page(
+    key: &str,
+    items: Vec<Value>,
+    (total, offset, limit): (i64, i64, i64),
+    next: Option<i64>,
+) -> Response {
+    let mut body = json!({
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+        "next_offset": next_offset(next),
+    });
+    body[key] = Value::Array(items);
+    Json(body).into_response()
+}
+
+fn device_health_json(health: &DeviceHealth) -> Value {
+    let mut value = serde_json::to_value(health).expect("devices serialise");
+    value["last_failed_login_from"] = health
+        .last_failed_login_from
+        .map_or(Value::Null, |_| Value::from(health.last_failed_from()));
+    value["locked"] = Value::from(health.locked());
+    value
+}
+
 async fn list_devices(
     State(state): State<WebState>,
     actor: Actor,
     Path(id): Path<Uuid>,
+    Query(search): Query<DeviceQuery>,
 ) -> Result<Response> {
     actor.require(Permission::View)?;
     customers::load(&state.pool, id).await?;
-    let all = core_devices::list(&state.pool, id).await?;
-    Ok(Json(json!({ "devices": all })).into_response())
+    if let Some(bad) = checked_list(
+        search.q.as_deref(),
+        search.sort.as_deref(),
+        search.offset.as_deref(),
+        search.limit.as_deref(),
+    ) {
+        return Ok(bad);
+    }
+    let page = device_health::page(&state.pool, id, &search).await?;
+    let devices = page.devices.iter().map(device_health_json).collect();
+    Ok(list_page(
+        "devices",
+        devices,
+        (page.total, page.offset, page.limit),
+        page.next_offset(),
+    ))
 }
 
 async fn create_device(

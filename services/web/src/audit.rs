@@ -9,9 +9,9 @@ use axum::{
     extract::{Query, State},
     routing::get,
 };
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
+use mailbridge_core::store::audit_log;
+use serde::Deserialize;
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
@@ -32,12 +32,12 @@ pub async fn record(
     target: Option<&str>,
     details: serde_json::Value,
 ) -> Result<(), sqlx::Error> {
-    let who = mailbridge_core::audit::Who {
+    let who = audit_log::Who {
         label: &actor.label,
         staff_id: actor.staff_id,
         client_addr: actor.client_addr.map(ipnet::IpNet::from),
     };
-    mailbridge_core::audit::record(pool, who, action, tenant_id, target, details).await
+    audit_log::record(pool, who, action, tenant_id, target, details).await
 }
 
 /// Records one change by `actor` inside the transaction that makes it.
@@ -49,26 +49,15 @@ pub async fn record_in(
     target: Option<&str>,
     details: serde_json::Value,
 ) -> Result<(), sqlx::Error> {
-    let who = mailbridge_core::audit::Who {
+    let who = audit_log::Who {
         label: &actor.label,
         staff_id: actor.staff_id,
         client_addr: actor.client_addr.map(ipnet::IpNet::from),
     };
-    mailbridge_core::audit::record(tx, who, action, tenant_id, target, details).await
+    audit_log::record(tx, who, action, tenant_id, target, details).await
 }
 
-#[derive(Debug, Serialize, FromRow)]
-pub struct AuditEntry {
-    pub id: i64,
-    pub at: DateTime<Utc>,
-    pub actor: String,
-    pub action: String,
-    pub tenant_id: Option<Uuid>,
-    pub tenant_name: Option<String>,
-    pub target: Option<String>,
-    pub details: serde_json::Value,
-    pub client_addr: Option<String>,
-}
+pub use audit_log::AuditEntry;
 
 /// What an action code is called on the page (English; translated where shown).
 /// Codes not named here are shown as they are.
@@ -117,6 +106,7 @@ fn field_name(key: &str) -> Option<&str> {
         "smtp_for_large_messages" => tr!("SMTP for large messages"),
         "notification_address" => tr!("Failure reports to"),
         "rate_limit_per_minute" => tr!("Rate limit per minute"),
+        "max_message_bytes" => tr!("Maximum message size"),
         "allowed_networks" => tr!("Allowed networks"),
         "allowed_senders" => tr!("Allowed senders"),
         "sender_policy" => tr!("Sender policy"),
@@ -183,18 +173,24 @@ pub struct DetailLine {
     pub after: String,
 }
 
-impl AuditEntry {
+/// An entry as the page shows it.
+pub trait Shown {
     /// The action's name in the page's language (the code if it has none).
-    pub fn action_label(&self, tr: Tr) -> String {
+    fn action_label(&self, tr: Tr) -> String;
+    /// The details as a person reads them.
+    fn lines(&self, tr: Tr) -> Vec<DetailLine>;
+}
+
+impl Shown for AuditEntry {
+    fn action_label(&self, tr: Tr) -> String {
         action_name(&self.action)
             .map(|n| tr.t(n).to_owned())
             .unwrap_or_else(|| self.action.clone())
     }
 
-    /// The details as a person reads them: a changed field as before → after (an
-    /// unchanged one left out), any other field as its value. A change is written
-    /// as `[before, after]`.
-    pub fn lines(&self, tr: Tr) -> Vec<DetailLine> {
+    /// A changed field as before → after (an unchanged one left out), any other
+    /// field as its value. A change is written as `[before, after]`.
+    fn lines(&self, tr: Tr) -> Vec<DetailLine> {
         let serde_json::Value::Object(fields) = &self.details else {
             return Vec::new();
         };
@@ -248,34 +244,25 @@ const PAGE: i64 = 100;
 
 /// Newest first, one page.
 pub async fn search(pool: &PgPool, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
-    let mut query: QueryBuilder<Postgres> = QueryBuilder::new(
-        "SELECT a.id, a.at, a.actor, a.action, a.tenant_id, t.name AS tenant_name, a.target,
-                a.details, host(a.client_addr) AS client_addr
-           FROM audit_log a LEFT JOIN tenants t ON t.id = a.tenant_id WHERE true",
-    );
-    if let Some(customer) = filter
-        .customer
-        .as_deref()
-        .and_then(|c| Uuid::parse_str(c).ok())
-    {
-        query.push(" AND a.tenant_id = ").push_bind(customer);
-    }
-    if let Some(actor) = filter.actor.as_deref().filter(|a| !a.trim().is_empty()) {
-        query
-            .push(" AND lower(a.actor) = lower(")
-            .push_bind(actor.trim().to_owned())
-            .push(")");
-    }
-    if let Some(action) = filter.action.as_deref().filter(|a| !a.trim().is_empty()) {
-        query
-            .push(" AND a.action LIKE ")
-            .push_bind(format!("{}%", action.trim().replace(['%', '_'], "")));
-    }
-    if let Some(before) = filter.before {
-        query.push(" AND a.id < ").push_bind(before);
-    }
-    query.push(" ORDER BY a.id DESC LIMIT ").push_bind(PAGE);
-    Ok(query.build_query_as().fetch_all(pool).await?)
+    let search = audit_log::Search {
+        tenant_id: filter
+            .customer
+            .as_deref()
+            .and_then(|c| Uuid::parse_str(c).ok()),
+        actor: filter
+            .actor
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty()),
+        action_prefix: filter
+            .action
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty()),
+        before: filter.before,
+        limit: PAGE,
+    };
+    Ok(audit_log::search(pool, &search).await?)
 }
 
 pub fn router() -> Router<WebState> {
@@ -335,7 +322,7 @@ mod tests {
     fn entry(action: &str, details: serde_json::Value) -> AuditEntry {
         AuditEntry {
             id: 1,
-            at: Utc::now(),
+            at: chrono::Utc::now(),
             actor: "ines@msp.example".into(),
             action: action.into(),
             tenant_id: None,

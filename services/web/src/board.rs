@@ -461,17 +461,12 @@ struct BoardPage {
     can_manage: bool,
     notice: Option<String>,
     refused: Option<String>,
-    snippet: &'static str,
+    snippet: String,
     sign_in_log: Option<SignInRead>,
 }
 
 /// How the worker's last read of the customer's sign-in log went.
-#[derive(Debug, sqlx::FromRow)]
-struct SignInRead {
-    last_read_at: Option<DateTime<Utc>>,
-    last_error: Option<String>,
-    next_read_at: DateTime<Utc>,
-}
+use board::SignInRead;
 
 impl BoardPage {
     fn count(&self, stage: &Stage) -> usize {
@@ -490,13 +485,13 @@ impl BoardPage {
 /// The read-only PowerShell that lists mailboxes with SMTP AUTH in effect. A mailbox
 /// whose own `SmtpClientAuthenticationDisabled` is empty (`$null`) inherits the
 /// organisation's setting: filtering on `-eq $false` would miss exactly those.
-pub const SNIPPET_EN: &str = r#"# mailbridge: which mailboxes have SMTP AUTH in effect? Read-only: changes nothing.
-# Needs: Install-Module ExchangeOnlineManagement; an Exchange administrator (View-Only is enough).
+const SNIPPET: &str = r#"# mailbridge: {title}
+# {needs}
 Connect-ExchangeOnline
 $org = (Get-TransportConfig).SmtpClientAuthenticationDisabled
 Get-EXOCasMailbox -ResultSize Unlimited -PropertySets All | ForEach-Object {
     $own = $_.SmtpClientAuthenticationDisabled
-    # $null: the mailbox follows the organisation's setting ($org).
+    # $null: {inherits}
     $disabled = if ($null -eq $own) { $org } else { $own }
     [pscustomobject]@{
         PrimarySmtpAddress                           = $_.PrimarySmtpAddress
@@ -505,24 +500,28 @@ Get-EXOCasMailbox -ResultSize Unlimited -PropertySets All | ForEach-Object {
         SmtpAuthEnabled                              = -not $disabled
     }
 } | Export-Csv -Path .\smtp-auth-exposure.csv -NoTypeInformation -Encoding UTF8
-# Upload smtp-auth-exposure.csv to the customer's migration board."#;
+# {upload}"#;
 
-pub const SNIPPET_DE: &str = r#"# mailbridge: Für welche Postfächer ist SMTP AUTH wirksam? Nur lesend: ändert nichts.
-# Voraussetzung: Install-Module ExchangeOnlineManagement; ein Exchange-Administrator (View-Only genügt).
-Connect-ExchangeOnline
-$org = (Get-TransportConfig).SmtpClientAuthenticationDisabled
-Get-EXOCasMailbox -ResultSize Unlimited -PropertySets All | ForEach-Object {
-    $own = $_.SmtpClientAuthenticationDisabled
-    # $null: das Postfach folgt der Einstellung der Organisation ($org).
-    $disabled = if ($null -eq $own) { $org } else { $own }
-    [pscustomobject]@{
-        PrimarySmtpAddress                           = $_.PrimarySmtpAddress
-        SmtpClientAuthenticationDisabled             = $own
-        OrganizationSmtpClientAuthenticationDisabled = $org
-        SmtpAuthEnabled                              = -not $disabled
-    }
-} | Export-Csv -Path .\smtp-auth-exposure.csv -NoTypeInformation -Encoding UTF8
-# smtp-auth-exposure.csv im Migrationsboard des Kunden hochladen."#;
+/// [`SNIPPET`] with its comments in the page's language.
+pub fn snippet(t: &Tr) -> String {
+    SNIPPET
+        .replace(
+            "{title}",
+            t.t("which mailboxes have SMTP AUTH in effect? Read-only: changes nothing."),
+        )
+        .replace(
+            "{needs}",
+            t.t("Needs: Install-Module ExchangeOnlineManagement; an Exchange administrator (View-Only is enough)."),
+        )
+        .replace(
+            "{inherits}",
+            t.t("the mailbox follows the organisation's setting ($org)."),
+        )
+        .replace(
+            "{upload}",
+            t.t("Upload smtp-auth-exposure.csv to the customer's migration board."),
+        )
+}
 
 #[derive(Debug, Default, Deserialize)]
 struct BoardQuery {
@@ -540,12 +539,7 @@ async fn board_page(
     let tenant = customers::load(&state.pool, tenant_id).await?;
     let accounts = board::board(&state.pool, tenant.id).await?;
     let devices = mailbridge_core::devices::list(&state.pool, tenant.id).await?;
-    let sign_in_log: Option<SignInRead> = sqlx::query_as(
-        "SELECT last_read_at, last_error, next_read_at FROM smtp_auth_signin_reads WHERE tenant_id = $1",
-    )
-    .bind(tenant.id)
-    .fetch_optional(&state.pool)
-    .await?;
+    let sign_in_log = board::sign_in_read(&state.pool, tenant.id).await?;
     let status = if refused.is_some() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
@@ -564,10 +558,7 @@ async fn board_page(
             notice,
             refused,
             sign_in_log,
-            snippet: match actor.tr.lang() {
-                Lang::De => SNIPPET_DE,
-                Lang::En => SNIPPET_EN,
-            },
+            snippet: snippet(&actor.tr),
         },
     )
         .into_response())

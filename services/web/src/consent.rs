@@ -19,6 +19,7 @@ use axum::{
 use mailbridge_core::{
     consent_checks, diagnosis,
     metrics::metrics,
+    store::sign_in_flows::FlowKind,
     tenants::{self, Tenant},
 };
 use serde::Deserialize;
@@ -123,7 +124,7 @@ pub async fn start_flow(
     let cookie = store_flow(
         state,
         NewFlow {
-            kind: "consent",
+            kind: FlowKind::Consent,
             csrf_state: &csrf_state,
             tenant_id: Some(tenant.id),
             staff_id: actor.staff_id.filter(|_| browser_bound),
@@ -294,14 +295,14 @@ async fn callback(
         )
         .await;
     };
-    let Some(flow) = take_flow(&state, &headers, "consent", csrf_state).await? else {
+    let Some(flow) = take_flow(&state, &headers, FlowKind::Consent, csrf_state).await? else {
         return refused(&state, tr, actor, None,
             Why::Text(tr!("This consent answer has expired, was already used, or was not started by mailbridge."), tr!("Start the connection again from the customer's page.")), None).await;
     };
-    if flow.staff_id.is_none() {
+    if flow.stored.staff_id.is_none() {
         crate::consent_link::mark_used(&state.pool, csrf_state).await?;
     }
-    let tenant = match flow.tenant_id {
+    let tenant = match flow.stored.tenant_id {
         Some(id) => tenants::get(&state.pool, id).await?,
         None => None,
     };
@@ -321,8 +322,8 @@ async fn callback(
     };
     // Started in a browser by a member of staff: it must come back to that browser
     // and session.
-    if flow.staff_id.is_some()
-        && (!flow.same_browser || actor.and_then(|a| a.staff_id) != flow.staff_id)
+    if flow.stored.staff_id.is_some()
+        && (!flow.same_browser || actor.and_then(|a| a.staff_id) != flow.stored.staff_id)
     {
         return refused(
             &state,
@@ -377,7 +378,7 @@ async fn callback(
     };
     // A link made to be sent names the tenant; one that came back without it (or
     // from a flow no member of staff holds) is not bound and is refused.
-    if tenant.entra_tenant_id.is_none() && flow.staff_id.is_none() {
+    if tenant.entra_tenant_id.is_none() && flow.stored.staff_id.is_none() {
         return refused(
             &state,
             tr,
@@ -418,7 +419,7 @@ async fn callback(
         record_as.staff_id,
     )
     .await?;
-    if flow.staff_id.is_none() {
+    if flow.stored.staff_id.is_none() {
         crate::consent_link::mark_granted(&state.pool, csrf_state).await?;
     }
     metrics().web.consents.with_label_values(&["granted"]).inc();

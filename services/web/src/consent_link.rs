@@ -15,10 +15,14 @@ use axum::{
     routing::post,
 };
 use chrono::{DateTime, Utc};
-use mailbridge_core::tenants::Tenant;
-use serde::{Deserialize, Serialize};
+use mailbridge_core::{
+    i18n::{self, Lang},
+    store::consent_links,
+    tenants::{self, Tenant},
+};
+use serde::Deserialize;
 use serde_json::{Value, json};
-use sqlx::{FromRow, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
@@ -31,23 +35,7 @@ use crate::{
     tr,
 };
 
-/// A link made to be sent, as the customer's page lists it.
-#[derive(Debug, Clone, Serialize, FromRow)]
-pub struct SentLink {
-    pub entra_tenant_id: Uuid,
-    pub created_by: String,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    pub used_at: Option<DateTime<Utc>>,
-    pub granted: bool,
-}
-
-impl SentLink {
-    /// Neither used nor expired: the customer's admin can still open it.
-    pub fn open(&self) -> bool {
-        self.used_at.is_none() && self.expires_at > Utc::now()
-    }
-}
+pub use consent_links::SentLink;
 
 /// Records a link made to be sent (its state hashed, as its flow keeps it).
 pub async fn record(
@@ -57,49 +45,33 @@ pub async fn record(
     entra_tenant_id: Uuid,
     csrf_state: &str,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO consent_links (state_hash, tenant_id, entra_tenant_id, created_by, expires_at)
-         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
+    consent_links::record(
+        &state.pool,
+        &session::sha256(csrf_state),
+        tenant_id,
+        entra_tenant_id,
+        &actor.label,
+        CONSENT_LIFETIME,
     )
-    .bind(session::sha256(csrf_state))
-    .bind(tenant_id)
-    .bind(entra_tenant_id)
-    .bind(&actor.label)
-    .bind(CONSENT_LIFETIME.as_secs_f64())
-    .execute(&state.pool)
     .await?;
     Ok(())
 }
 
 /// The customer's admin came back through the link (whatever they answered).
 pub async fn mark_used(pool: &PgPool, csrf_state: &str) -> Result<()> {
-    sqlx::query(
-        "UPDATE consent_links SET used_at = now() WHERE state_hash = $1 AND used_at IS NULL",
-    )
-    .bind(session::sha256(csrf_state))
-    .execute(pool)
-    .await?;
+    consent_links::mark_used(pool, &session::sha256(csrf_state)).await?;
     Ok(())
 }
 
 /// The consent answered through the link was granted.
 pub async fn mark_granted(pool: &PgPool, csrf_state: &str) -> Result<()> {
-    sqlx::query("UPDATE consent_links SET granted = true WHERE state_hash = $1")
-        .bind(session::sha256(csrf_state))
-        .execute(pool)
-        .await?;
+    consent_links::mark_granted(pool, &session::sha256(csrf_state)).await?;
     Ok(())
 }
 
 /// The customer's latest links, newest first.
 pub async fn latest(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<SentLink>> {
-    Ok(sqlx::query_as(
-        "SELECT entra_tenant_id, created_by, created_at, expires_at, used_at, granted
-           FROM consent_links WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 3",
-    )
-    .bind(tenant_id)
-    .fetch_all(pool)
-    .await?)
+    Ok(consent_links::latest(pool, tenant_id, 3).await?)
 }
 
 /// What making a link takes: the customer's tenant id, when it is not known yet.
@@ -131,20 +103,16 @@ pub async fn make(
                     .into(),
             )
         })?;
-        let set = sqlx::query(
-            "UPDATE tenants SET entra_tenant_id = $2 WHERE id = $1 AND entra_tenant_id IS NULL",
-        )
-        .bind(id)
-        .bind(entra)
-        .execute(&state.pool)
-        .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(
-                tr!("Another customer is already connected to this Microsoft 365 tenant.").into(),
-            ),
-            _ => Error::from(e),
-        })?;
-        if set.rows_affected() == 1 {
+        let bound = tenants::bind_entra_tenant(&state.pool, id, entra)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(
+                    tr!("Another customer is already connected to this Microsoft 365 tenant.")
+                        .into(),
+                ),
+                _ => Error::from(e),
+            })?;
+        if bound {
             audit::record(
                 &state.pool,
                 actor,
@@ -175,56 +143,45 @@ pub fn mail_texts(
     expires_at: DateTime<Utc>,
     from: &str,
 ) -> (MailText, MailText) {
-    let expires_en = expires_at.format("%Y-%m-%d %H:%M UTC");
-    let expires_de = expires_at.format("%d.%m.%Y %H:%M UTC");
-    let en = MailText {
-        subject: format!(
-            "Please allow mailbridge to send mail for {} (Microsoft 365 admin consent)",
-            tenant.name
-        ),
-        body: format!(
-            "Hello,\n\n\
-             your scanners, printers and other devices will soon no longer be able to send e-mail \
-             with a password directly through Microsoft 365 (Microsoft is switching off basic \
-             authentication). We relay them through mailbridge, which sends as your mailbox {mailbox} \
-             with Microsoft's modern sign-in instead.\n\n\
-             For that, a Global Administrator (or Privileged Role Administrator) of your Microsoft 365 \
-             organisation must agree once. Please open this link, sign in with such an administrator \
-             account of your own organisation and select \"Accept\":\n\n\
-             {url}\n\n\
-             The link works once, until {expires_en}. It grants permission to send mail only; it \
-             does not give anyone your password, and you can remove it at any time under Microsoft \
-             Entra admin center > Enterprise applications.\n\n\
-             If you have questions, just reply to this e-mail.\n\n\
-             Kind regards\n{from}\n",
-            mailbox = tenant.sender_mailbox,
-        ),
+    let text = |lang: Lang| {
+        let expires = expires_at
+            .format(i18n::translate(lang, "%Y-%m-%d %H:%M UTC"))
+            .to_string();
+        let values: [(&str, &dyn std::fmt::Display); 5] = [
+            ("customer", &tenant.name),
+            ("mailbox", &tenant.sender_mailbox),
+            ("url", &url),
+            ("expires", &expires),
+            ("from", &from),
+        ];
+        MailText {
+            subject: i18n::format(
+                lang,
+                "Please allow mailbridge to send mail for {customer} (Microsoft 365 admin consent)",
+                &values,
+            ),
+            body: i18n::format(
+                lang,
+                "Hello,\n\
+         \n\
+         your scanners, printers and other devices will soon no longer be able to send e-mail with a password directly through Microsoft 365 (Microsoft is switching off basic authentication). We relay them through mailbridge, which sends as your mailbox {mailbox} with Microsoft's modern sign-in instead.\n\
+         \n\
+         For that, a Global Administrator (or Privileged Role Administrator) of your Microsoft 365 organisation must agree once. Please open this link, sign in with such an administrator account of your own organisation and select \"Accept\":\n\
+         \n\
+         {url}\n\
+         \n\
+         The link works once, until {expires}. It grants permission to send mail only; it does not give anyone your password, and you can remove it at any time under Microsoft Entra admin center > Enterprise applications.\n\
+         \n\
+         If you have questions, just reply to this e-mail.\n\
+         \n\
+         Kind regards\n\
+         {from}\n\
+         ",
+                &values,
+            ),
+        }
     };
-    let de = MailText {
-        subject: format!(
-            "Bitte erlauben Sie mailbridge das Senden für {} (Microsoft-365-Administratorzustimmung)",
-            tenant.name
-        ),
-        body: format!(
-            "Guten Tag,\n\n\
-             Ihre Scanner, Drucker und anderen Geräte können bald keine E-Mails mehr mit einem \
-             Passwort direkt über Microsoft 365 senden (Microsoft schaltet die Standardauthentifizierung \
-             ab). Wir leiten sie deshalb über mailbridge weiter, das stattdessen mit der modernen \
-             Anmeldung von Microsoft als Ihr Postfach {mailbox} sendet.\n\n\
-             Dafür muss ein Globaler Administrator (oder Administrator für privilegierte Rollen) Ihrer \
-             Microsoft-365-Organisation einmal zustimmen. Bitte öffnen Sie diesen Link, melden Sie sich \
-             mit einem solchen Administratorkonto Ihrer eigenen Organisation an und wählen Sie \
-             „Akzeptieren“:\n\n\
-             {url}\n\n\
-             Der Link gilt einmal, bis {expires_de}. Er erlaubt nur das Senden von E-Mails; niemand \
-             erhält dadurch Ihr Passwort, und Sie können die Berechtigung jederzeit im Microsoft Entra \
-             Admin Center unter Unternehmensanwendungen wieder entfernen.\n\n\
-             Bei Fragen antworten Sie einfach auf diese E-Mail.\n\n\
-             Mit freundlichen Grüßen\n{from}\n",
-            mailbox = tenant.sender_mailbox,
-        ),
-    };
-    (en, de)
+    (text(Lang::En), text(Lang::De))
 }
 
 pub fn router() -> Router<WebState> {

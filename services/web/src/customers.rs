@@ -17,13 +17,16 @@ use axum::{
 use chrono::{DateTime, Utc};
 use mailbridge_core::{
     devices::Device,
+    i18n::{self, Lang},
     least_privilege::{self, PermissionMode},
+    own_mail::OwnMail,
     queue::{self, MessageKind, NewMessage},
+    store::customer_health,
     tenants::{self, DeliveryMethod, DeliverySettings, NewTenant, Tenant},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::{FromRow, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
@@ -136,15 +139,6 @@ pub struct CustomerView {
     pub permissions: crate::least_privilege::PermissionsView,
 }
 
-#[derive(FromRow)]
-struct Counts {
-    tenant_id: Uuid,
-    queued: i64,
-    accepted: i64,
-    bounced: i64,
-    failed: i64,
-}
-
 /// Every customer with its health (or just `only`), in three grouped queries.
 /// Customers (all, or `only` one) that `scope` sees, with their health.
 pub async fn with_health(
@@ -182,58 +176,28 @@ async fn health_of(
     scope: &CustomerScope,
 ) -> Result<Vec<CustomerView>> {
     all.retain(|t| scope.sees(t.id));
-    let counts: Vec<Counts> = sqlx::query_as(
-        "SELECT tenant_id,
-                count(*) FILTER (WHERE state IN ('queued', 'delivering')) AS queued,
-                count(*) FILTER (WHERE state = 'accepted' AND finished_at > now() - interval '24 hours') AS accepted,
-                count(*) FILTER (WHERE state = 'bounced' AND finished_at > now() - interval '24 hours') AS bounced,
-                count(*) FILTER (WHERE state = 'failed' AND finished_at > now() - interval '24 hours') AS failed
-           FROM messages
-          WHERE ($1::uuid[] IS NULL OR tenant_id = ANY($1))
-            AND (state IN ('queued', 'delivering') OR finished_at > now() - interval '24 hours')
-          GROUP BY tenant_id",
-    )
-    .bind(&only)
-    .fetch_all(pool)
-    .await?;
-    let rejects: Vec<(Uuid, String, i64)> = sqlx::query_as(
-        "SELECT m.tenant_id, COALESCE(a.diagnosis, a.upstream_code, 'unknown'), count(*)
-           FROM delivery_attempts a JOIN messages m ON m.id = a.message_id
-          WHERE a.started_at > now() - interval '24 hours' AND a.outcome <> 'accepted'
-            AND ($1::uuid[] IS NULL OR m.tenant_id = ANY($1))
-          GROUP BY 1, 2",
-    )
-    .bind(&only)
-    .fetch_all(pool)
-    .await?;
-    let devices: Vec<(Uuid, i64, i64)> = sqlx::query_as(
-        "SELECT tenant_id, count(*),
-                count(*) FILTER (WHERE enabled AND COALESCE(last_seen_at, created_at) < now() - make_interval(days => $2))
-           FROM devices WHERE ($1::uuid[] IS NULL OR tenant_id = ANY($1)) GROUP BY tenant_id",
-    )
-    .bind(&only)
-    .bind(STALE_DEVICE_DAYS as i32)
-    .fetch_all(pool)
-    .await?;
-    let connecting: std::collections::HashSet<Uuid> = sqlx::query_scalar(
-        "SELECT tenant_id FROM consent_checks WHERE state = 'pending' AND ($1::uuid[] IS NULL OR tenant_id = ANY($1))",
-    )
-    .bind(&only)
-    .fetch_all(pool)
-    .await?
-    .into_iter()
-    .collect();
+    let counts = customer_health::message_counts(pool, only.as_deref()).await?;
+    let rejects = customer_health::refusals(pool, only.as_deref()).await?;
+    let devices =
+        customer_health::device_counts(pool, only.as_deref(), STALE_DEVICE_DAYS as i32).await?;
+    let connecting = customer_health::connecting(pool, only.as_deref()).await?;
     let mut visibility = mailbridge_core::bounces::visibility(pool, only.as_deref()).await?;
-    let counts: HashMap<Uuid, Counts> = counts.into_iter().map(|c| (c.tenant_id, c)).collect();
+    let counts: HashMap<Uuid, customer_health::MessageCounts> =
+        counts.into_iter().map(|c| (c.tenant_id, c)).collect();
     let mut reject_map: HashMap<Uuid, Vec<RejectCount>> = HashMap::new();
-    for (tenant, code, count) in rejects {
+    for refused in rejects {
         reject_map
-            .entry(tenant)
+            .entry(refused.tenant_id)
             .or_default()
-            .push(RejectCount { code, count });
+            .push(RejectCount {
+                code: refused.code,
+                count: refused.count,
+            });
     }
-    let devices: HashMap<Uuid, (i64, i64)> =
-        devices.into_iter().map(|(t, n, s)| (t, (n, s))).collect();
+    let devices: HashMap<Uuid, (i64, i64)> = devices
+        .into_iter()
+        .map(|d| (d.tenant_id, (d.devices, d.stale)))
+        .collect();
     let holds = crate::holds::for_customers(pool, &all).await?;
     let ids: Vec<Uuid> = all.iter().map(|t| t.id).collect();
     let mut permissions: HashMap<Uuid, mailbridge_core::least_privilege::Permissions> =
@@ -301,10 +265,7 @@ pub fn connection(tenant: &Tenant) -> (bool, bool) {
 
 /// The id and name of every customer `scope` sees, for filters.
 pub async fn names(pool: &PgPool, scope: &CustomerScope) -> Result<Vec<(Uuid, String)>> {
-    let mut names: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT id, name FROM tenants ORDER BY name")
-            .fetch_all(pool)
-            .await?;
+    let mut names = customer_health::names(pool).await?;
     names.retain(|(id, _)| scope.sees(*id));
     Ok(names)
 }
@@ -332,6 +293,13 @@ pub struct CustomerInput {
     pub notification_address: Option<String>,
     #[serde(default)]
     pub rate_limit_per_minute: Option<String>,
+    /// The largest message the customer's devices may send, in MB (the sender
+    /// mailbox's maximum send size in Exchange Online: 35 unless raised, at most 150).
+    #[serde(default)]
+    pub max_message_size_mb: Option<String>,
+    /// The same in bytes (the API's form); takes precedence over the MB.
+    #[serde(skip)]
+    pub max_message_bytes: Option<i64>,
     /// `limited` (to the sender mailbox; the default for new customers) or
     /// `tenant_wide`.
     #[serde(default)]
@@ -469,7 +437,23 @@ pub async fn update(
     let before = load(&state.pool, id).await?;
     let mode = permission_mode(input.permission_mode.as_deref())?;
     let mode_before = least_privilege::get(&state.pool, id).await?.mode;
-    let after = update_settings(state, &before, input).await?;
+    let mut after = update_settings(state, &before, input).await?;
+    let megabytes = input
+        .max_message_size_mb
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|mb| {
+            mb.parse::<i64>()
+                .ok()
+                .and_then(|mb| mb.checked_mul(1024 * 1024))
+                .ok_or(tenants::TenantError::InvalidMaxMessageSize)
+        })
+        .transpose()?;
+    if let Some(bytes) = input.max_message_bytes.or(megabytes) {
+        tenants::set_max_message_size(&state.pool, id, bytes).await?;
+        after.max_message_bytes = bytes;
+    }
     if let Some(mode) = mode {
         least_privilege::set_mode(&state.pool, id, mode).await?;
     }
@@ -489,6 +473,7 @@ pub async fn update(
             "smtp_for_large_messages": [before.smtp_for_large_messages, after.smtp_for_large_messages],
             "notification_address": [before.notification_address, after.notification_address.clone()],
             "rate_limit_per_minute": [before.rate_limit_per_minute, after.rate_limit_per_minute],
+            "max_message_bytes": [before.max_message_bytes, after.max_message_bytes],
             "permission_mode": [mode_before, mode.unwrap_or(mode_before)],
         }),
     )
@@ -520,22 +505,29 @@ pub async fn send_test(state: &WebState, actor: &Actor, id: Uuid, recipient: &st
     let recipient = mailbridge_core::address::EmailAddress::parse(recipient)
         .map_err(|e| Error::invalid_address(e.0))?;
     let queue_id = Uuid::now_v7();
-    let host = &state.settings.edge.hostname;
-    // In the language of the page it was sent from (ASCII in both: no encoding).
+    // The subject in the language of the page it was sent from; the text in both.
     let subject = actor.tr.t(tr!("mailbridge test message"));
-    let body = format!(
-        "From: <{from}>\r\nTo: <{to}>\r\nSubject: {subject}\r\nDate: {date}\r\nMessage-ID: <{queue_id}@{host}>\r\n\
-         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
-         This is a test message from the mailbridge control plane, sent by {who} for {customer}.\r\n\
-         If it arrived, the customer's devices can send through mailbridge.\r\n\r\n\
-         Dies ist eine Testnachricht aus der mailbridge-Verwaltung, gesendet von {who} für {customer}.\r\n\
-         Ist sie angekommen, können die Geräte des Kunden über mailbridge senden.\r\n",
-        from = tenant.sender_mailbox,
-        to = recipient.as_str(),
-        date = Utc::now().to_rfc2822(),
-        who = actor.label,
-        customer = tenant.name,
-    );
+    let text = [Lang::En, Lang::De]
+        .map(|lang| {
+            i18n::format(
+                lang,
+                "This is a test message from the mailbridge control plane, sent by {who} for {customer}.\nIf it arrived, the customer's devices can send through mailbridge.\n",
+                &[("who", &actor.label), ("customer", &tenant.name)],
+            )
+        })
+        .join("\n");
+    let body = OwnMail {
+        id: queue_id,
+        host: &state.settings.edge.hostname,
+        from: &tenant.sender_mailbox,
+        from_name: None,
+        to: recipient.as_str(),
+        subject,
+        text,
+        auto_submitted: false,
+    }
+    .build()
+    .map_err(|e| Error::Invalid(e.to_string()))?;
     let key = state
         .master_key
         .as_ref()
@@ -556,7 +548,7 @@ pub async fn send_test(state: &WebState, actor: &Actor, id: Uuid, recipient: &st
             tls_cipher: None,
             kind: MessageKind::Test,
             subject: Some(subject.to_owned()),
-            body: body.into_bytes(),
+            body,
         },
     )
     .await?;
@@ -601,7 +593,7 @@ pub async fn overview(
     axum::extract::Query(search): axum::extract::Query<crate::customer_list::CustomerQuery>,
 ) -> Result<Response> {
     let list = crate::customer_list::page(&state.pool, &actor.customers, &search).await?;
-    let sort = crate::list_pager::ListSort::parse(search.sort.as_deref())?;
+    let sort = crate::list_pager::parse_sort(search.sort.as_deref())?;
     let pager = crate::list_pager::Pager::new(
         "/".into(),
         "customers",
@@ -679,7 +671,7 @@ async fn detail(
         format!("/customers/{id}"),
         "devices",
         search.q.as_deref(),
-        crate::list_pager::ListSort::parse(search.sort.as_deref())?.as_str(),
+        crate::list_pager::parse_sort(search.sort.as_deref())?.as_str(),
         crate::list_pager::ListSort::ALL
             .iter()
             .map(|s| (s.as_str(), s.label()))

@@ -15,7 +15,12 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
-use mailbridge_core::{crypto, devices::DeviceListener, tenants::Tenant};
+use mailbridge_core::{
+    crypto,
+    devices::{self, DeviceListener},
+    store::credential_downloads,
+    tenants::Tenant,
+};
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -36,7 +41,7 @@ pub const MAX_DEVICES: usize = 500;
 const SEAL_CONTEXT: &str = "credential-download";
 
 /// A device whose credentials were issued in bulk.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Issued {
     pub device_id: Uuid,
     pub name: String,
@@ -111,20 +116,17 @@ pub async fn store_download(
     })?;
     let id = Uuid::now_v7();
     let sealed = key.seal(SEAL_CONTEXT, credentials_csv(issued).as_bytes());
-    sqlx::query("DELETE FROM credential_downloads WHERE expires_at < now()")
-        .execute(&state.pool)
-        .await?;
-    sqlx::query(
-        "INSERT INTO credential_downloads (id, staff_id, tenant_id, sealed_csv, devices, expires_at)
-         VALUES ($1, $2, $3, $4, $5, now() + make_interval(mins => $6))",
+    credential_downloads::keep(
+        &state.pool,
+        &credential_downloads::Kept {
+            id,
+            staff_id: actor.staff_id,
+            tenant_id,
+            sealed_csv: &sealed,
+            devices: issued.len() as i32,
+            minutes: DOWNLOAD_MINUTES,
+        },
     )
-    .bind(id)
-    .bind(actor.staff_id)
-    .bind(tenant_id)
-    .bind(sealed)
-    .bind(issued.len() as i32)
-    .bind(DOWNLOAD_MINUTES)
-    .execute(&state.pool)
     .await?;
     Ok(id)
 }
@@ -137,16 +139,7 @@ pub async fn take_download(
     id: Uuid,
 ) -> Result<String> {
     actor.require(Permission::ManageDevices)?;
-    let sealed: Option<Vec<u8>> = sqlx::query_scalar(
-        "DELETE FROM credential_downloads
-          WHERE id = $1 AND tenant_id = $2 AND staff_id IS NOT DISTINCT FROM $3 AND expires_at > now()
-          RETURNING sealed_csv",
-    )
-    .bind(id)
-    .bind(tenant_id)
-    .bind(actor.staff_id)
-    .fetch_optional(&state.pool)
-    .await?;
+    let sealed = credential_downloads::take(&state.pool, id, tenant_id, actor.staff_id).await?;
     let Some(sealed) = sealed else {
         return Err(Error::Conflict(
             tr!("These credentials were already downloaded or have expired: they are shown only once. Give the devices new passwords if they were lost.").into(),
@@ -182,14 +175,17 @@ async fn selected(state: &WebState, tenant_id: Uuid, ids: &[Uuid]) -> Result<Vec
             value: MAX_DEVICES.to_string(),
         });
     }
-    let found: Vec<Issued> = sqlx::query_as(
-        "SELECT id AS device_id, name, username, NULL::text AS password, listener
-           FROM devices WHERE tenant_id = $1 AND id = ANY($2) ORDER BY name",
-    )
-    .bind(tenant_id)
-    .bind(ids)
-    .fetch_all(&state.pool)
-    .await?;
+    let found: Vec<Issued> = devices::named(&state.pool, tenant_id, ids)
+        .await?
+        .into_iter()
+        .map(|d| Issued {
+            device_id: d.id,
+            name: d.name,
+            username: d.username,
+            password: None,
+            listener: d.listener,
+        })
+        .collect();
     let mut unique = ids.to_vec();
     unique.sort();
     unique.dedup();
@@ -215,11 +211,7 @@ pub async fn perform(
     let mut tx = state.pool.begin().await?;
     match action {
         BulkAction::Disable => {
-            sqlx::query("UPDATE devices SET enabled = false WHERE tenant_id = $1 AND id = ANY($2)")
-                .bind(tenant_id)
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?;
+            mailbridge_core::devices::disable_all(&mut tx, tenant_id, &ids).await?;
         }
         BulkAction::Rotate => {
             let mut hashes = Vec::with_capacity(devices.len());
@@ -234,16 +226,8 @@ pub async fn perform(
                 device.password =
                     Some(password).filter(|_| device.listener != DeviceListener::Relay);
             }
-            sqlx::query(
-                "UPDATE devices d SET password_hash = v.hash
-                   FROM unnest($2::uuid[], $3::text[]) AS v(id, hash)
-                  WHERE d.tenant_id = $1 AND d.id = v.id",
-            )
-            .bind(tenant_id)
-            .bind(&ids)
-            .bind(&hashes)
-            .execute(&mut *tx)
-            .await?;
+            mailbridge_core::devices::set_password_hashes(&mut tx, tenant_id, &ids, &hashes)
+                .await?;
         }
     }
     audit::record_in(

@@ -6,16 +6,14 @@
 //! device are read with one aggregate query each, never a query per device: the
 //! same query serves 5 devices and 10 000.
 
-use chrono::{DateTime, Utc};
-use ipnet::IpNet;
-use mailbridge_core::devices::Device;
+use mailbridge_core::store::device_list;
 use serde::{Deserialize, Serialize};
-use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
     error::{Error, Result},
-    list_pager::ListSort,
+    list_pager::parse_sort,
     tr,
 };
 
@@ -27,55 +25,7 @@ pub const MAX_PAGE_SIZE: i64 = 200;
 /// paging (and an offset that deep would make PostgreSQL skip that many rows).
 pub const MAX_OFFSET: i64 = 10_000;
 
-/// A device with its health.
-#[derive(Debug, Clone, Serialize, FromRow)]
-pub struct DeviceHealth {
-    #[sqlx(flatten)]
-    #[serde(flatten)]
-    pub device: Device,
-    /// Messages received from it in the last 24 hours.
-    pub messages_24h: i64,
-    /// Its messages that failed in the last 24 hours.
-    pub failed_24h: i64,
-    /// Its messages waiting or being delivered.
-    pub queued: i64,
-    /// Wrong passwords for its username in the last 24 hours (every source).
-    pub failed_logins_24h: i64,
-    pub last_failed_login_at: Option<DateTime<Utc>>,
-    /// The address the last wrong password came from.
-    pub last_failed_login_from: Option<IpNet>,
-    /// Set while any lock of its username holds (the latest one's end).
-    pub locked_until: Option<DateTime<Utc>>,
-    /// Devices matching the search (the same on every row of a page).
-    #[serde(skip)]
-    pub total: i64,
-}
-
-impl DeviceHealth {
-    pub fn locked(&self) -> bool {
-        self.locked_until.is_some()
-    }
-
-    /// The address of the last failed login, without a /32 or /128.
-    pub fn last_failed_from(&self) -> String {
-        self.last_failed_login_from
-            .map(|n| n.addr().to_string())
-            .unwrap_or_default()
-    }
-}
-
-/// The ORDER BY of the device list for `sort`.
-fn order_by(sort: ListSort) -> &'static str {
-    match sort {
-        ListSort::Name => " ORDER BY d.name, d.id",
-        ListSort::LastSeen => " ORDER BY d.last_seen_at ASC NULLS FIRST, d.name, d.id",
-        ListSort::Queued => " ORDER BY COALESCE(m.queued, 0) DESC, d.name, d.id",
-        ListSort::Failures => {
-            " ORDER BY COALESCE(m.failed_24h, 0) + COALESCE(l.failed_logins_24h, 0) DESC,
-                       COALESCE(m.failed_24h, 0) DESC, d.name, d.id"
-        }
-    }
-}
+pub use mailbridge_core::store::device_list::DeviceHealth;
 
 /// A search of a customer's devices (form and API alike).
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -116,15 +66,6 @@ pub fn paging(offset: Option<&str>, limit: Option<&str>, default: i64) -> Result
     Ok((offset, number(limit, default)?.clamp(1, MAX_PAGE_SIZE)))
 }
 
-/// A `LIKE` pattern matching `text` anywhere, its wildcards taken literally.
-pub fn contains_pattern(text: &str) -> String {
-    let escaped = text
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    format!("%{escaped}%")
-}
-
 /// One page of devices with their health.
 #[derive(Debug, Serialize)]
 pub struct DevicePage {
@@ -158,82 +99,16 @@ impl DevicePage {
     }
 }
 
-/// The select list and the aggregates: the customer's messages of the last 24 hours
-/// and its queue grouped by device, and the login failures of the devices' usernames
-/// grouped by username (the edge's lockout counters).
-fn base_query(tenant_id: Uuid) -> QueryBuilder<Postgres> {
-    let mut query = QueryBuilder::new(
-        "WITH m AS (
-            SELECT device_id,
-                   count(*) FILTER (WHERE received_at > now() - interval '24 hours') AS messages_24h,
-                   count(*) FILTER (WHERE state = 'failed' AND finished_at > now() - interval '24 hours') AS failed_24h,
-                   count(*) FILTER (WHERE state IN ('queued', 'delivering')) AS queued
-              FROM messages
-             WHERE tenant_id = ",
-    );
-    query
-        .push_bind(tenant_id)
-        .push(
-            " AND device_id IS NOT NULL
-               AND (received_at > now() - interval '24 hours' OR state IN ('queued', 'delivering')
-                    OR finished_at > now() - interval '24 hours')
-             GROUP BY device_id),
-         l AS (
-            SELECT f.username,
-                   COALESCE(sum(f.failures) FILTER (WHERE f.scope = 'pair' AND f.last_failure_at > now() - interval '24 hours'), 0)::int8 AS failed_logins_24h,
-                   max(f.last_failure_at) AS last_failed_login_at,
-                   (array_agg(f.last_source ORDER BY f.last_failure_at DESC))[1] AS last_failed_login_from,
-                   max(f.locked_until) FILTER (WHERE f.locked_until > now()) AS locked_until
-              FROM login_failures f
-             WHERE f.username IN (SELECT username FROM devices WHERE tenant_id = ",
-        )
-        .push_bind(tenant_id)
-        .push(
-            ")
-             GROUP BY f.username)
-         SELECT d.id, d.tenant_id, d.name, d.username, d.enabled, d.created_at, d.last_seen_at,
-                d.allowed_networks, d.allowed_senders, d.sender_policy, d.rate_limit_per_minute,
-                d.kind, d.site, d.listener, d.legacy_tls, d.model_family,
-                COALESCE(m.messages_24h, 0) AS messages_24h, COALESCE(m.failed_24h, 0) AS failed_24h,
-                COALESCE(m.queued, 0) AS queued, COALESCE(l.failed_logins_24h, 0) AS failed_logins_24h,
-                l.last_failed_login_at, l.last_failed_login_from, l.locked_until,
-                count(*) OVER () AS total
-           FROM devices d LEFT JOIN m ON m.device_id = d.id LEFT JOIN l ON l.username = d.username
-          WHERE d.tenant_id = ",
-        )
-        .push_bind(tenant_id);
-    query
-}
-
 /// A page of customer `tenant_id`'s devices with their health: searched, sorted.
 pub async fn page(pool: &PgPool, tenant_id: Uuid, search: &DeviceQuery) -> Result<DevicePage> {
-    let sort = ListSort::parse(search.sort.as_deref())?;
+    let sort = parse_sort(search.sort.as_deref())?;
     let (offset, limit) = paging(search.offset.as_deref(), search.limit.as_deref(), PAGE_SIZE)?;
-    let mut query = base_query(tenant_id);
-    if let Some(q) = search.q.as_deref().map(str::trim).filter(|q| !q.is_empty()) {
-        let pattern = contains_pattern(q);
-        query
-            .push(" AND (d.name ILIKE ")
-            .push_bind(pattern.clone())
-            .push(" OR d.site ILIKE ")
-            .push_bind(pattern.clone())
-            .push(" OR d.username ILIKE ")
-            .push_bind(pattern.clone())
-            .push(" OR EXISTS (SELECT 1 FROM unnest(d.allowed_senders) s WHERE s ILIKE ")
-            .push_bind(pattern)
-            .push("))");
-    }
-    query
-        .push(order_by(sort))
-        .push(" LIMIT ")
-        .push_bind(limit)
-        .push(" OFFSET ")
-        .push_bind(offset);
-    let devices: Vec<DeviceHealth> = query.build_query_as().fetch_all(pool).await?;
+    let q = search.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    let devices = device_list::page(pool, tenant_id, q, sort, offset, limit).await?;
     let total = match devices.first() {
         Some(d) => d.total,
         // Past the end of the list: how many there are, for the pager.
-        None if offset > 0 => count(pool, tenant_id).await?,
+        None if offset > 0 => device_list::count(pool, tenant_id).await?,
         None => 0,
     };
     Ok(DevicePage {
@@ -244,28 +119,17 @@ pub async fn page(pool: &PgPool, tenant_id: Uuid, search: &DeviceQuery) -> Resul
     })
 }
 
-async fn count(pool: &PgPool, tenant_id: Uuid) -> Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM devices WHERE tenant_id = $1")
-            .bind(tenant_id)
-            .fetch_one(pool)
-            .await?,
-    )
-}
-
 /// One device of customer `tenant_id` with its health, or not found.
 pub async fn one(pool: &PgPool, tenant_id: Uuid, device_id: Uuid) -> Result<DeviceHealth> {
-    let mut query = base_query(tenant_id);
-    query.push(" AND d.id = ").push_bind(device_id);
-    query
-        .build_query_as()
-        .fetch_optional(pool)
+    device_list::one(pool, tenant_id, device_id)
         .await?
         .ok_or(Error::NotFound)
 }
 
 #[cfg(test)]
 mod tests {
+    use mailbridge_core::store::{ListSort, contains_pattern};
+
     use super::*;
 
     #[test]
@@ -275,10 +139,7 @@ mod tests {
         assert!(paging(Some("-1"), None, 50).is_err());
         assert!(paging(Some("10001"), None, 50).is_err());
         assert_eq!(contains_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
-        assert_eq!(
-            ListSort::parse(Some("last_seen")).unwrap(),
-            ListSort::LastSeen
-        );
-        assert!(ListSort::parse(Some("drop table")).is_err());
+        assert_eq!(parse_sort(Some("last_seen")).unwrap(), ListSort::LastSeen);
+        assert!(parse_sort(Some("drop table")).is_err());
     }
 }

@@ -21,7 +21,7 @@ use axum::{
 use ipnet::IpNet;
 use mailbridge_core::{
     crypto,
-    devices::{DeviceKind, DeviceListener},
+    devices::{self, DeviceKind, DeviceListener},
     tenants::Tenant,
 };
 use serde::Serialize;
@@ -315,14 +315,10 @@ pub fn check(state: &WebState, text: &str, taken: &HashSet<String>) -> Checked {
 
 /// The customer's device names (an import must not repeat one).
 async fn taken_names(state: &WebState, tenant_id: Uuid) -> Result<HashSet<String>> {
-    Ok(
-        sqlx::query_scalar::<_, String>("SELECT name FROM devices WHERE tenant_id = $1")
-            .bind(tenant_id)
-            .fetch_all(&state.pool)
-            .await?
-            .into_iter()
-            .collect(),
-    )
+    Ok(devices::names_of(&state.pool, tenant_id)
+        .await?
+        .into_iter()
+        .collect())
 }
 
 /// Checks `text` for customer `tenant_id` (the dry run).
@@ -383,22 +379,20 @@ pub async fn create(
         // A username collision is astronomically unlikely; another costs nothing.
         for _ in 0..3 {
             let username = crypto::generate_username(&line.name);
-            created = sqlx::query_as(
-                "INSERT INTO devices (tenant_id, name, username, password_hash, kind, site, listener,
-                                      allowed_networks, allowed_senders)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (username) DO NOTHING RETURNING id, username",
+            created = devices::insert_imported(
+                &mut tx,
+                &devices::Imported {
+                    tenant_id,
+                    name: &line.name,
+                    username: &username,
+                    password_hash: &hash,
+                    kind: line.kind,
+                    site: line.site.as_deref(),
+                    listener: line.listener,
+                    allowed_networks: &line.allowed_networks,
+                    allowed_senders: &line.allowed_senders,
+                },
             )
-            .bind(tenant_id)
-            .bind(&line.name)
-            .bind(&username)
-            .bind(&hash)
-            .bind(line.kind)
-            .bind(&line.site)
-            .bind(line.listener)
-            .bind(&line.allowed_networks)
-            .bind(&line.allowed_senders)
-            .fetch_optional(&mut *tx)
             .await
             .map_err(|e| match &e {
                 sqlx::Error::Database(db)
@@ -410,7 +404,8 @@ pub async fn create(
                     }
                 }
                 _ => Error::from(e),
-            })?;
+            })?
+            .map(|id| (id, username));
             if created.is_some() {
                 break;
             }

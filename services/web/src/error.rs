@@ -135,6 +135,12 @@ impl From<mailbridge_core::tenants::TenantError> for Error {
                 crate::tr!("The rate limit must be a positive number of messages per minute.")
                     .into(),
             ),
+            E::InvalidMaxMessageSize => Self::Invalid(
+                crate::tr!(
+                    "The maximum message size must be 1 to 150 MB (Exchange Online: 35 MB unless the customer's admin raised the mailbox's send size)."
+                )
+                .into(),
+            ),
             E::NotFound(_) => Self::NotFound,
             E::Database(e) => Self::Database(e),
             E::NoMasterKey | E::Crypto(_) => Self::Internal(e.to_string()),

@@ -10,22 +10,9 @@
 
 use std::{collections::HashSet, time::Duration};
 
+use mailbridge_core::queue::{self, CustomerQueue};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
-
-/// One customer's row.
-#[derive(Debug, sqlx::FromRow)]
-struct Row {
-    id: Uuid,
-    name: String,
-    depth: i64,
-    oldest_due_seconds: f64,
-    /// Connected (consent recorded) and no token refused since the last one issued.
-    consent_ok: bool,
-    /// Queued messages, or a broken consent.
-    reports: bool,
-}
 
 /// The label sets exported in the last round, to remove those that stop reporting.
 #[derive(Debug, Default)]
@@ -55,36 +42,16 @@ pub async fn report(pool: PgPool, every: Duration, shutdown: CancellationToken) 
     }
 }
 
-async fn read(pool: &PgPool) -> Result<Vec<Row>, sqlx::Error> {
-    sqlx::query_as(
-        "WITH queued AS (
-             SELECT tenant_id, count(*) AS depth,
-                    min(next_attempt_at) FILTER (WHERE next_attempt_at <= now()) AS oldest_due
-               FROM messages WHERE state IN ('queued', 'delivering') GROUP BY tenant_id
-         ), tenant AS (
-             SELECT t.id, t.name, COALESCE(q.depth, 0) AS depth,
-                    COALESCE(EXTRACT(EPOCH FROM now() - q.oldest_due), 0)::float8 AS oldest_due_seconds,
-                    t.entra_tenant_id IS NOT NULL
-                      AND (t.consented_at IS NOT NULL OR t.last_token_ok_at IS NOT NULL) AS connected,
-                    t.last_token_error_at IS NOT NULL
-                      AND (t.last_token_ok_at IS NULL OR t.last_token_error_at > t.last_token_ok_at) AS refused
-               FROM tenants t LEFT JOIN queued q ON q.tenant_id = t.id
-         )
-         SELECT id, name, depth, oldest_due_seconds,
-                connected AND NOT refused AS consent_ok,
-                depth > 0 OR (connected AND refused) AS reports
-           FROM tenant",
-    )
-    .fetch_all(pool)
-    .await
+async fn read(pool: &PgPool) -> Result<Vec<CustomerQueue>, sqlx::Error> {
+    queue::per_customer(pool).await
 }
 
-fn export(rows: Vec<Row>, previous: Exported) -> Exported {
+fn export(rows: Vec<CustomerQueue>, previous: Exported) -> Exported {
     let web = &mailbridge_core::metrics::metrics().web;
     let info = &mailbridge_core::metrics::metrics().tenant_info;
     let mut now = Exported::default();
     for row in rows {
-        let labels = (row.id.to_string(), row.name);
+        let labels = (row.tenant_id.to_string(), row.name);
         let values = [labels.0.as_str(), labels.1.as_str()];
         info.with_label_values(&values).set(1);
         if row.reports {
@@ -113,11 +80,13 @@ fn export(rows: Vec<Row>, previous: Exported) -> Exported {
 
 #[cfg(test)]
 mod tests {
+    use uuid::Uuid;
+
     use super::*;
 
-    fn row(name: &str, depth: i64, consent_ok: bool, connected: bool) -> Row {
-        Row {
-            id: Uuid::new_v4(),
+    fn row(name: &str, depth: i64, consent_ok: bool, connected: bool) -> CustomerQueue {
+        CustomerQueue {
+            tenant_id: Uuid::new_v4(),
             name: name.to_owned(),
             depth,
             oldest_due_seconds: 60.0 * depth as f64,
@@ -132,7 +101,7 @@ mod tests {
         let revoked = row("Kanzlei Revoked", 0, false, true);
         let idle = row("Idle GmbH", 0, true, true);
         let onboarding = row("New Customer", 0, false, false);
-        let busy_id = busy.id.to_string();
+        let busy_id = busy.tenant_id.to_string();
         let exported = export(vec![busy, revoked, idle, onboarding], Exported::default());
         let text = mailbridge_core::metrics::metrics().encode();
         assert!(text.contains(&format!(
@@ -149,7 +118,7 @@ mod tests {
 
         // The queue drains: its series go, the name stays while the customer exists.
         let mut drained = row("Praxis Busy", 0, true, true);
-        drained.id = busy_id.parse().unwrap();
+        drained.tenant_id = busy_id.parse().unwrap();
         export(vec![drained], exported);
         let text = mailbridge_core::metrics::metrics().encode();
         assert!(!text.contains("customer=\"Praxis Busy\""), "{text}");

@@ -137,10 +137,7 @@ pub async fn probe_now(state: &WebState, actor: &Actor, id: Uuid) -> Result<Opti
     let Some(tenant) = holds::probe_now(&state.pool, id).await? else {
         return Err(Error::NotFound);
     };
-    sqlx::query("SELECT pg_notify($1, 'hold probe')")
-        .bind(mailbridge_core::queue::QUEUE_CHANNEL)
-        .execute(&state.pool)
-        .await?;
+    mailbridge_core::queue::wake_workers(&state.pool, "hold probe").await?;
     audit::record(
         &state.pool,
         actor,

@@ -14,7 +14,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use mailbridge_core::{
     diagnosis::Lang,
-    least_privilege::{self, PermissionMode, Permissions, ScriptInput, ScriptLanguage},
+    least_privilege::{self, PermissionMode, Permissions, ScriptInput},
     tenants::{DeliveryMethod, Tenant},
 };
 use serde::{Deserialize, Serialize};
@@ -115,10 +115,6 @@ pub fn script_for(
         .as_deref()
         .or(state.settings.m365.client_id.as_deref())?;
     let service_principal_id = permissions.service_principal_id?;
-    let language = match lang {
-        Lang::En => ScriptLanguage::English,
-        Lang::De => ScriptLanguage::German,
-    };
     Some(least_privilege::exchange_script(
         &ScriptInput {
             customer: &tenant.name,
@@ -126,7 +122,7 @@ pub fn script_for(
             service_principal_id,
             sender_mailbox: &tenant.sender_mailbox,
         },
-        language,
+        lang,
     ))
 }
 

@@ -52,7 +52,6 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 pub use error::Error as ControlPlaneError;
-pub use i18n::CATALOGUE;
 pub use session::Role;
 pub use staff::{
     ApiToken, Invited, TOKEN_DAYS_DEFAULT, TOKEN_DAYS_MAX, add_staff, create_api_token,
@@ -102,7 +101,7 @@ impl WebState {
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
     #[error("TLS set-up for outbound calls: {0}")]
-    Tls(#[from] mailbridge_core::tls::TlsError),
+    Tls(#[from] mailbridge_m365::http::HttpSetupError),
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
     #[error("{0}")]
@@ -115,19 +114,14 @@ pub fn router(
     settings: Settings,
     readiness: Arc<Readiness>,
 ) -> Result<Router, WebError> {
-    mailbridge_core::tls::install_crypto_provider();
-    let tls = mailbridge_core::tls::client_config(settings.extra_ca_file.as_deref())?;
-    let http = reqwest::Client::builder()
-        .tls_backend_preconfigured((*tls).clone())
-        .connect_timeout(std::time::Duration::from_secs(10))
+    let http = mailbridge_m365::http::builder(settings.extra_ca_file.as_deref())?
         .timeout(std::time::Duration::from_secs(30))
         // OAuth responses are never followed anywhere: a redirect is an error.
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("mailbridge/", env!("CARGO_PKG_VERSION")))
         .build()?;
     // The internet-facing web never holds the MSP app's credential: with it, anyone
     // who took over the web could send as every mailbox of every customer.
-    if settings.m365.client_secret.is_some() || settings.m365.client_key_file.is_some() {
+    if mailbridge_m365::credentials::holds_msp_secret(&settings) {
         tracing::warn!(
             "the control plane was given the MSP app's secret or private key (MAILBRIDGE_ENTRA_CLIENT_SECRET / MAILBRIDGE_ENTRA_CLIENT_KEY_FILE): it does not use them; remove them from its environment, only the workers need them"
         );

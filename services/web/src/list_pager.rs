@@ -7,52 +7,16 @@ use crate::{
     tr,
 };
 
-/// How a long list (customers, a customer's devices) is sorted; each list turns it
-/// into its own ORDER BY.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ListSort {
-    #[default]
-    Name,
-    /// Longest unseen first (never seen first of all): what stopped sending.
-    LastSeen,
-    /// Most queued first.
-    Queued,
-    /// Most failures first.
-    Failures,
-}
+pub use mailbridge_core::store::ListSort;
 
-impl ListSort {
-    pub const ALL: [ListSort; 4] = [Self::Name, Self::LastSeen, Self::Queued, Self::Failures];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Name => "name",
-            Self::LastSeen => "last_seen",
-            Self::Queued => "queued",
-            Self::Failures => "failures",
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Name => tr!("Name"),
-            Self::LastSeen => tr!("Last seen"),
-            Self::Queued => tr!("Queued"),
-            Self::Failures => tr!("Failures"),
-        }
-    }
-
-    pub fn parse(text: Option<&str>) -> Result<Self> {
-        match text.map(str::trim).filter(|t| !t.is_empty()) {
-            None => Ok(Self::Name),
-            Some(t) => Self::ALL
-                .into_iter()
-                .find(|s| s.as_str() == t)
-                .ok_or_else(|| Error::InvalidValue {
-                    text: tr!("{} is not a sort order (name, last_seen, queued, failures)."),
-                    value: t.to_owned(),
-                }),
-        }
+/// The sort a list's `sort` parameter names (the name when none).
+pub fn parse_sort(text: Option<&str>) -> Result<ListSort> {
+    match text.map(str::trim).filter(|t| !t.is_empty()) {
+        None => Ok(ListSort::Name),
+        Some(t) => ListSort::from_name(t).ok_or_else(|| Error::InvalidValue {
+            text: tr!("{} is not a sort order (name, last_seen, queued, failures)."),
+            value: t.to_owned(),
+        }),
     }
 }
 

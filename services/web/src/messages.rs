@@ -17,10 +17,11 @@ use mailbridge_core::{
     bounces::{self, Bounce},
     diagnosis::{self, Diagnosis},
     queue::{self, DeliveryAttempt},
+    store::message_log,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
@@ -114,29 +115,7 @@ fn uuid(text: &str) -> Result<Uuid> {
     })
 }
 
-/// One row of the log.
-#[derive(Debug, Clone, Serialize, FromRow)]
-pub struct LoggedMessage {
-    pub id: Uuid,
-    pub tenant_id: Uuid,
-    pub tenant_name: String,
-    pub device_id: Option<Uuid>,
-    pub device_name: Option<String>,
-    pub kind: String,
-    pub mail_from: String,
-    pub rcpt_to: Vec<String>,
-    pub subject: Option<String>,
-    pub size_bytes: i64,
-    pub state: String,
-    pub attempt_count: i32,
-    pub received_at: DateTime<Utc>,
-    pub next_attempt_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub last_error: Option<String>,
-    pub client_addr: String,
-    pub tls_protocol: Option<String>,
-    pub tls_cipher: Option<String>,
-}
+pub use message_log::LoggedMessage;
 
 /// A page of the log and the cursor of the next one.
 #[derive(Debug, Serialize)]
@@ -145,12 +124,6 @@ pub struct LogPage {
     pub next: Option<String>,
 }
 
-const SELECT: &str = "SELECT m.id, m.tenant_id, t.name AS tenant_name, m.device_id, d.name AS device_name,
-        m.kind, m.mail_from, m.rcpt_to, m.subject, m.size_bytes, m.state, m.attempt_count,
-        m.received_at, m.next_attempt_at, m.finished_at, m.last_error, host(m.client_addr) AS client_addr,
-        m.tls_protocol, m.tls_cipher
-   FROM messages m JOIN tenants t ON t.id = m.tenant_id LEFT JOIN devices d ON d.id = m.device_id";
-
 /// The messages of the customers `scope` sees that match `filter`, a page at a time.
 pub async fn search(
     pool: &PgPool,
@@ -158,32 +131,22 @@ pub async fn search(
     filter: &MessageFilter,
 ) -> Result<LogPage> {
     let limit = filter.limit.unwrap_or(PAGE_SIZE).clamp(1, 500);
-    let mut query: QueryBuilder<Postgres> = QueryBuilder::new(SELECT);
-    query.push(" WHERE true");
-    if let Some(assigned) = scope.only() {
-        query
-            .push(" AND m.tenant_id = ANY(")
-            .push_bind(assigned.to_vec())
-            .push(")");
-    }
+    let mut search = message_log::Search {
+        customers_seen: scope.only().map(<[Uuid]>::to_vec),
+        limit,
+        ..Default::default()
+    };
     if let Some(id) = some(&filter.id) {
-        query.push(" AND m.id = ").push_bind(message_id(id)?);
+        search.id = Some(message_id(id)?);
     }
     if let Some(customer) = some(&filter.customer) {
-        query.push(" AND m.tenant_id = ").push_bind(uuid(customer)?);
+        search.tenant_id = Some(uuid(customer)?);
     }
     if let Some(device) = some(&filter.device) {
-        query.push(" AND m.device_id = ").push_bind(uuid(device)?);
+        search.device_id = Some(uuid(device)?);
     }
-    if let Some(sender) = some(&filter.sender) {
-        query
-            .push(" AND lower(m.mail_from) = ")
-            .push_bind(sender.to_lowercase());
-    }
-    if let Some(recipient) = some(&filter.recipient) {
-        let variants = vec![recipient.to_owned(), recipient.to_lowercase()];
-        query.push(" AND m.rcpt_to && ").push_bind(variants);
-    }
+    search.sender = some(&filter.sender).map(str::to_owned);
+    search.recipient = some(&filter.recipient).map(str::to_owned);
     if let Some(state) = some(&filter.state) {
         if !STATES.contains(&state) {
             return Err(Error::InvalidValue {
@@ -191,13 +154,13 @@ pub async fn search(
                 value: state.to_owned(),
             });
         }
-        query.push(" AND m.state = ").push_bind(state.to_owned());
+        search.state = Some(state.to_owned());
     }
     if let Some(from) = some(&filter.from) {
-        query.push(" AND m.received_at >= ").push_bind(time(from)?);
+        search.received_from = Some(time(from)?);
     }
     if let Some(until) = some(&filter.until) {
-        query.push(" AND m.received_at < ").push_bind(time(until)?);
+        search.received_until = Some(time(until)?);
     }
     if let Some(after) = some(&filter.after) {
         let (micros, id) = after
@@ -206,17 +169,9 @@ pub async fn search(
             .ok_or_else(|| Error::Invalid(tr!("The page cursor is not valid.").into()))?;
         let at = DateTime::from_timestamp_micros(micros)
             .ok_or_else(|| Error::Invalid(tr!("The page cursor is not valid.").into()))?;
-        query
-            .push(" AND (m.received_at, m.id) < (")
-            .push_bind(at)
-            .push(", ")
-            .push_bind(id)
-            .push(")");
+        search.after = Some((at, id));
     }
-    query
-        .push(" ORDER BY m.received_at DESC, m.id DESC LIMIT ")
-        .push_bind(limit + 1);
-    let mut messages: Vec<LoggedMessage> = query.build_query_as().fetch_all(pool).await?;
+    let mut messages = message_log::search(pool, &search).await?;
     let next = if messages.len() as i64 > limit {
         messages.truncate(limit as usize);
         messages
@@ -273,13 +228,7 @@ impl Explanation {
 
 /// A message of a customer `scope` sees, or not found.
 pub async fn load(pool: &PgPool, scope: &CustomerScope, id: Uuid) -> Result<LoggedMessage> {
-    let mut query: QueryBuilder<Postgres> = QueryBuilder::new(SELECT);
-    query.push(" WHERE m.id = ").push_bind(id);
-    let message: LoggedMessage = query
-        .build_query_as()
-        .fetch_optional(pool)
-        .await?
-        .ok_or(Error::NotFound)?;
+    let message = message_log::get(pool, id).await?.ok_or(Error::NotFound)?;
     if scope.sees(message.tenant_id) {
         Ok(message)
     } else {
@@ -290,62 +239,41 @@ pub async fn load(pool: &PgPool, scope: &CustomerScope, id: Uuid) -> Result<Logg
 /// Tries a waiting message again now (its backoff is skipped, the holds of its
 /// customer probed at once) and wakes the workers.
 pub async fn retry(state: &WebState, actor: &Actor, id: Uuid) -> Result<()> {
-    change_waiting(
-        state,
-        actor,
-        id,
-        "message.retry",
-        "WITH m AS (UPDATE messages SET next_attempt_at = now()
-                     WHERE id = $1 AND state = 'queued' RETURNING tenant_id),
-              h AS (UPDATE delivery_holds SET next_probe_at = now()
-                     WHERE tenant_id IN (SELECT tenant_id FROM m) AND next_probe_at > now())
-         SELECT pg_notify($2, tenant_id::text) FROM m",
-        mailbridge_core::queue::QUEUE_CHANNEL.to_owned(),
-        tr!(
-            "Only a waiting message can be retried: the content of a message Microsoft accepted, or that failed, is deleted."
-        ),
-    )
-    .await
+    actor.require(Permission::HandleMessages)?;
+    let message = load(&state.pool, &actor.customers, id).await?;
+    if !queue::retry_now(&state.pool, id).await? {
+        return Err(Error::Conflict(
+            tr!(
+                "Only a waiting message can be retried: the content of a message Microsoft accepted, or that failed, is deleted."
+            )
+            .into(),
+        ));
+    }
+    record_change(state, actor, &message, "message.retry").await
 }
 
 /// Gives up on a waiting message: it fails, its content is deleted.
 pub async fn cancel(state: &WebState, actor: &Actor, id: Uuid) -> Result<()> {
-    change_waiting(
-        state,
-        actor,
-        id,
-        "message.cancel",
-        "WITH m AS (UPDATE messages SET state = 'failed', finished_at = now(), last_error = $2
-                     WHERE id = $1 AND state = 'queued' RETURNING id),
-              b AS (DELETE FROM message_bodies WHERE message_id IN (SELECT id FROM m))
-         SELECT id FROM m WHERE usage_count(id, 'failed') = 1",
-        format!("cancelled by {}", actor.label),
-        tr!("Only a waiting message can be cancelled (one being delivered right now cannot)."),
-    )
-    .await
-}
-
-/// Changes a waiting message with one statement (`$1` the message, `$2` `text`) that
-/// returns a row only if the message was waiting; records it in the audit log.
-async fn change_waiting(
-    state: &WebState,
-    actor: &Actor,
-    id: Uuid,
-    action: &str,
-    statement: &'static str,
-    text: String,
-    not_waiting: &'static str,
-) -> Result<()> {
     actor.require(Permission::HandleMessages)?;
     let message = load(&state.pool, &actor.customers, id).await?;
-    let changed = sqlx::query(statement)
-        .bind(id)
-        .bind(text)
-        .fetch_optional(&state.pool)
-        .await?;
-    if changed.is_none() {
-        return Err(Error::Conflict(not_waiting.into()));
+    let reason = format!("cancelled by {}", actor.label);
+    if !queue::cancel(&state.pool, id, &reason).await? {
+        return Err(Error::Conflict(
+            tr!("Only a waiting message can be cancelled (one being delivered right now cannot).")
+                .into(),
+        ));
     }
+    record_change(state, actor, &message, "message.cancel").await
+}
+
+/// Records a change to a waiting message in the audit log.
+async fn record_change(
+    state: &WebState,
+    actor: &Actor,
+    message: &LoggedMessage,
+    action: &str,
+) -> Result<()> {
+    let id = message.id;
     audit::record(
         &state.pool,
         actor,

@@ -42,7 +42,7 @@ pub static OPERATIONS: &[Operation] = &[
         "get",
         "/customers",
         "listCustomers",
-        "Every customer with its health",
+        "The customers with their health: searched, sorted, a page at a time",
         "readonly",
         None,
         200,
@@ -132,7 +132,7 @@ pub static OPERATIONS: &[Operation] = &[
         "get",
         "/customers/{id}/devices",
         "listDevices",
-        "The customer's devices",
+        "The customer's devices with their health: searched, sorted, a page at a time",
         "readonly",
         None,
         200,
@@ -471,6 +471,14 @@ fn nullable(kind: &str) -> Value {
 fn object(required: &[&str], properties: Value) -> Value {
     json!({ "type": "object", "required": required, "properties": properties })
 }
+/// A page of a searched list: `items` and where the page is.
+fn list_page(mut items: Value) -> Value {
+    items["total"] = json!({ "type": "integer", "description": "Entries matching the search" });
+    items["offset"] = json!({ "type": "integer" });
+    items["limit"] = json!({ "type": "integer" });
+    items["next_offset"] = json!({ "type": ["integer", "null"], "description": "The offset of the next page; null on the last (or at the deepest offset: narrow with q)" });
+    items
+}
 
 /// The schemas of the bodies, by name.
 fn schemas() -> Value {
@@ -576,6 +584,47 @@ fn schemas() -> Value {
         "kind",
         "listener",
     ];
+    // A device in the list: its settings and its health.
+    let mut health_props = device_props.clone();
+    for (name, schema) in [
+        (
+            "messages_24h",
+            json!({ "type": "integer", "description": "Messages received from it in the last 24 hours" }),
+        ),
+        (
+            "failed_24h",
+            json!({ "type": "integer", "description": "Its messages that failed in the last 24 hours" }),
+        ),
+        (
+            "queued",
+            json!({ "type": "integer", "description": "Its messages waiting or being delivered" }),
+        ),
+        (
+            "failed_logins_24h",
+            json!({ "type": "integer", "description": "Wrong passwords for its username in the last 24 hours" }),
+        ),
+        ("last_failed_login_at", nullable("string")),
+        (
+            "last_failed_login_from",
+            json!({ "type": ["string", "null"], "description": "The address the last wrong password came from" }),
+        ),
+        (
+            "locked",
+            json!({ "type": "boolean", "description": "The edge refuses its logins after repeated failures until locked_until or an unlock (unlockDevice)" }),
+        ),
+        ("locked_until", nullable("string")),
+    ] {
+        health_props[name] = schema;
+    }
+    let mut health_required = device_required.to_vec();
+    health_required.extend([
+        "last_seen_at",
+        "messages_24h",
+        "failed_24h",
+        "queued",
+        "failed_logins_24h",
+        "locked",
+    ]);
     let mut issued_props = device_props.clone();
     issued_props["password"] = json!({ "type": "string", "description": "Shown this once; mailbridge keeps only its hash" });
     let mut issued_required = device_required.to_vec();
@@ -634,6 +683,7 @@ fn schemas() -> Value {
         "smtp_for_large_messages": { "type": "boolean" },
         "notification_address": nullable("string"),
         "rate_limit_per_minute": nullable("integer"),
+        "max_message_bytes": { "type": "integer", "minimum": 1048576, "maximum": 157286400, "description": "The largest message the customer's devices may send: its sender mailbox's maximum send size in Exchange Online (35 MB unless raised)" },
         "consented_at": nullable("string"),
         "created_at": { "type": "string", "format": "date-time" },
         "health": { "$ref": "#/components/schemas/Health" },
@@ -650,7 +700,8 @@ fn schemas() -> Value {
     });
     let mut all = json!({
         "Error": object(&["error"], json!({ "error": object(&["code", "message"], json!({
-            "code": { "enum": ["unauthenticated", "forbidden", "csrf", "not_found", "invalid", "conflict", "database_unavailable", "internal"] },
+            "code": { "enum": ["unauthenticated", "forbidden", "csrf", "not_found", "invalid", "invalid_parameter", "conflict", "rate_limited", "database_unavailable", "internal"] },
+            "parameter": { "type": "string", "description": "invalid_parameter: the query parameter at fault" },
             "message": string() })) })),
         "Health": health,
         "Hold": object(&["id", "scope", "subject", "reason", "since", "next_probe_at", "probe_failures", "messages_held"], json!({
@@ -671,7 +722,7 @@ fn schemas() -> Value {
         })),
         "HoldList": object(&["holds"], json!({ "holds": { "type": "array", "items": { "$ref": "#/components/schemas/Hold" } } })),
         "Customer": object(&["id", "name", "entra_tenant_id", "sender_mailbox", "delivery_method", "health"], customer_props),
-        "CustomerList": object(&["customers"], json!({ "customers": { "type": "array", "items": { "$ref": "#/components/schemas/Customer" } } })),
+        "CustomerList": object(&["customers", "total", "offset", "limit", "next_offset"], list_page(json!({ "customers": { "type": "array", "items": { "$ref": "#/components/schemas/Customer" } } }))),
         "CustomerInput": object(&["name", "sender_mailbox"], json!({
             "name": string(),
             "sender_mailbox": { "type": "string", "description": "The mailbox messages are sent as (needs a licence or is a shared mailbox)" },
@@ -688,6 +739,7 @@ fn schemas() -> Value {
             "permission_mode": { "enum": ["limited", "tenant_wide"] },
             "save_to_sent_items": { "type": "boolean" }, "smtp_for_large_messages": { "type": "boolean" },
             "notification_address": nullable("string"), "rate_limit_per_minute": nullable("integer"),
+            "max_message_bytes": { "type": "integer", "minimum": 1048576, "maximum": 157286400 },
         })),
         "Connection": object(&["state", "entra_tenant_id", "consented_at", "check"], json!({
             "state": { "enum": ["not_connected", "connecting", "waiting_for_exchange_script", "connected", "failed"] },
@@ -715,7 +767,7 @@ fn schemas() -> Value {
         "Queued": object(&["queue_id"], json!({ "queue_id": { "type": "string", "format": "uuid" } })),
         "Device": object(&device_required, device_props),
         "IssuedDevice": object(&issued_required, issued_props),
-        "DeviceList": object(&["devices"], json!({ "devices": { "type": "array", "items": { "$ref": "#/components/schemas/Device" } } })),
+        "DeviceList": object(&["devices", "total", "offset", "limit", "next_offset"], list_page(json!({ "devices": { "type": "array", "items": { "$ref": "#/components/schemas/DeviceHealth" } } }))),
         "DeviceInput": object(&[], json!({
             "name": { "type": "string", "description": "Required when adding" },
             "kind": { "enum": ["printer", "scanner", "medical", "software", "other"] },
@@ -792,6 +844,7 @@ fn schemas() -> Value {
     for (name, schema) in transcripts {
         all[name] = schema;
     }
+    all["DeviceHealth"] = object(&health_required, health_props);
     all["ExchangeScript"] = object(
         &["ready", "language", "mode", "sender_mailbox"],
         json!({
@@ -980,12 +1033,39 @@ fn parameters(op: &Operation) -> Vec<Value> {
             ("open", "true: open alerts only"),
         ],
         "getUsage" => &[("month", "YYYY-MM (UTC; default: this month)")],
+        "listCustomers" => &[
+            (
+                "q",
+                "Part of the name or the sender mailbox (at most 200 characters)",
+            ),
+            ("sort", LIST_SORT),
+            ("offset", LIST_OFFSET),
+            ("limit", LIST_LIMIT),
+        ],
+        "listDevices" => &[
+            (
+                "q",
+                "Part of the name, site, username or an allowed sender (at most 200 characters)",
+            ),
+            ("sort", LIST_SORT),
+            ("offset", LIST_OFFSET),
+            ("limit", LIST_LIMIT),
+        ],
         _ => &[],
     };
     params.extend(query.iter().map(|(name, description)| {
         json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": "string" } })
     }));
     params
+}
+
+const LIST_SORT: &str = "name (default), last_seen (longest unseen first), queued (most first) or failures (most in 24 h first)";
+const LIST_OFFSET: &str = "Entries to skip (0–10000, default 0): the previous page's next_offset";
+const LIST_LIMIT: &str = "Entries per page (1–200, default 50)";
+
+/// Whether the operation takes the list parameters (a bad one is a 400).
+fn takes_list_parameters(op: &Operation) -> bool {
+    matches!(op.id, "listCustomers" | "listDevices")
 }
 
 /// The whole document.
@@ -1008,6 +1088,12 @@ pub fn document(public_url: &str) -> Value {
             "No API token, or one unknown, revoked, expired, or whose creator is disabled or no longer holds its role",
         ));
         responses.insert("403".into(), error("The token's role does not allow this"));
+        if takes_list_parameters(op) {
+            responses.insert(
+                "400".into(),
+                error("A bad query parameter: error.parameter names it (invalid_parameter)"),
+            );
+        }
         if op.path.contains('{') {
             responses.insert("404".into(), error("No such customer, device or message"));
         }

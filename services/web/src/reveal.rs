@@ -14,9 +14,12 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use std::time::Duration;
+
 use mailbridge_core::{
     crypto::MasterKey,
     devices::{Device, IssuedCredential},
+    store::{api_tokens, secret_reveals},
     tenants::Tenant,
 };
 use uuid::Uuid;
@@ -94,20 +97,17 @@ pub async fn keep(
     let key_text = MasterKey::generate_base64();
     let key = MasterKey::from_base64(&key_text).map_err(|e| Error::Internal(e.to_string()))?;
     let sealed = key.seal(&context(id, subject), secret.as_bytes());
-    sqlx::query("DELETE FROM secret_reveals WHERE expires_at < now()")
-        .execute(&state.pool)
-        .await?;
-    sqlx::query(
-        "INSERT INTO secret_reveals (id, subject_id, staff_id, rotated, sealed, expires_at)
-         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))",
+    secret_reveals::keep(
+        &state.pool,
+        &secret_reveals::Kept {
+            id,
+            subject_id: subject,
+            staff_id: actor.staff_id,
+            rotated,
+            sealed: &sealed,
+            lifetime: Duration::from_secs(REVEAL_TTL_SECS),
+        },
     )
-    .bind(id)
-    .bind(subject)
-    .bind(actor.staff_id)
-    .bind(rotated)
-    .bind(sealed)
-    .bind(REVEAL_TTL_SECS as f64)
-    .execute(&state.pool)
     .await?;
     let mut response =
         (StatusCode::SEE_OTHER, [(header::LOCATION, page.to_owned())]).into_response();
@@ -137,20 +137,10 @@ pub async fn take(
     let (Ok(id), Ok(key)) = (Uuid::parse_str(id), MasterKey::from_base64(key_text)) else {
         return Ok((None, forget));
     };
-    let row: Option<(Vec<u8>, bool)> = sqlx::query_as(
-        "DELETE FROM secret_reveals
-          WHERE id = $1 AND subject_id = $2 AND staff_id IS NOT DISTINCT FROM $3
-            AND expires_at > now()
-          RETURNING sealed, rotated",
-    )
-    .bind(id)
-    .bind(subject)
-    .bind(actor.staff_id)
-    .fetch_optional(&state.pool)
-    .await?;
-    let secret = row.and_then(|(sealed, rotated)| {
-        let secret = key.open(&context(id, subject), &sealed).ok()?;
-        Some((String::from_utf8(secret).ok()?, rotated))
+    let taken = secret_reveals::take(&state.pool, id, subject, actor.staff_id).await?;
+    let secret = taken.and_then(|taken| {
+        let secret = key.open(&context(id, subject), &taken.sealed).ok()?;
+        Some((String::from_utf8(secret).ok()?, taken.rotated))
     });
     Ok((secret, forget))
 }
@@ -212,10 +202,7 @@ pub async fn token_page(
 ) -> Result<Response> {
     let page = token_page_path(id);
     let (taken, forget) = take(&state, &actor, id, &headers, &page).await?;
-    let name: Option<String> = sqlx::query_scalar("SELECT name FROM api_tokens WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&state.pool)
-        .await?;
+    let name = api_tokens::name(&state.pool, id).await?;
     let created = taken.zip(name).map(|((secret, _), name)| (name, secret));
     let mut response = crate::staff::tokens_view(&state, &actor, created).await?;
     response.headers_mut().insert(header::SET_COOKIE, forget);

@@ -17,8 +17,8 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use mailbridge_core::store::sessions;
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -65,84 +65,7 @@ fn multipart_text_field(body: &[u8], boundary: &str, name: &str) -> Option<Strin
     })
 }
 
-/// A staff member's role, from most to least powerful.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Everything, including who may do what.
-    Owner,
-    /// Customers, their Microsoft 365 connection, devices, API tokens, the audit log.
-    Admin,
-    /// Devices, test messages, retrying and cancelling messages.
-    Technician,
-    /// Looks, changes nothing.
-    Readonly,
-    /// Signed in uninvited: waits for an owner or admin to approve, sees nothing.
-    Pending,
-}
-
-impl Role {
-    pub const ALL: [Role; 4] = [Self::Owner, Self::Admin, Self::Technician, Self::Readonly];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Owner => "owner",
-            Self::Admin => "admin",
-            Self::Technician => "technician",
-            Self::Readonly => "readonly",
-            Self::Pending => "pending",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .chain([Self::Pending])
-            .find(|r| r.as_str() == text)
-    }
-
-    /// The role's name as shown, in English (the catalogue key).
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Owner => crate::tr!("Owner"),
-            Self::Admin => crate::tr!("Admin"),
-            Self::Technician => crate::tr!("Technician"),
-            Self::Readonly => crate::tr!("Read-only"),
-            Self::Pending => crate::tr!("Waiting for approval"),
-        }
-    }
-
-    /// Whether this role may do `what`.
-    pub fn may(self, what: Permission) -> bool {
-        let needed = match what {
-            Permission::View => Self::Readonly,
-            Permission::ManageDevices | Permission::SendTest | Permission::HandleMessages => {
-                Self::Technician
-            }
-            Permission::ManageCustomers
-            | Permission::ManageApiTokens
-            | Permission::ViewAudit
-            | Permission::InviteStaff => Self::Admin,
-            Permission::ManageStaff => Self::Owner,
-        };
-        self <= needed
-    }
-}
-
-/// What a request wants to do, for the role check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permission {
-    View,
-    ManageDevices,
-    SendTest,
-    HandleMessages,
-    ManageCustomers,
-    ManageApiTokens,
-    ViewAudit,
-    /// Invite staff and approve those waiting, with a role no higher than one's own.
-    InviteStaff,
-    ManageStaff,
-}
+pub use mailbridge_core::store::staff::{Permission, Role};
 
 /// The customers a staff member may see. Owners and admins see all; a technician or
 /// read-only member limited to assigned customers sees only those, everywhere: lists,
@@ -177,15 +100,6 @@ impl CustomerScope {
             Self::Only(ids) => Some(ids),
         }
     }
-}
-
-/// The SQL that yields a staff member's [`CustomerScope`] (`NULL`: all customers),
-/// for a query that names the staff row `alias`.
-pub fn scope_column(alias: &str) -> String {
-    format!(
-        "CASE WHEN {alias}.role IN ('owner', 'admin') OR {alias}.all_customers THEN NULL
-              ELSE ARRAY(SELECT tenant_id FROM staff_customers sc WHERE sc.staff_id = {alias}.id) END"
-    )
 }
 
 /// The customer a path is about (`/customers/{id}…`, `/api/v1/customers/{id}…`),
@@ -349,8 +263,14 @@ pub fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-pub fn sha256(text: &str) -> Vec<u8> {
-    Sha256::digest(text.as_bytes()).to_vec()
+pub use mailbridge_core::store::secret_hash as sha256;
+
+/// How long the settings let sessions live.
+fn lifetimes(state: &WebState) -> sessions::Lifetimes {
+    sessions::Lifetimes {
+        idle: state.settings.web.session_idle,
+        max: state.settings.web.session_max,
+    }
 }
 
 /// Starts a session for `staff_id`; returns the cookie to set.
@@ -360,23 +280,14 @@ pub async fn create(
     addr: Option<IpAddr>,
 ) -> Result<String, Error> {
     let id = random_token();
-    sqlx::query(
-        "INSERT INTO web_sessions (id_hash, staff_id, csrf_token, client_addr) VALUES ($1, $2, $3, $4)",
+    sessions::start(
+        &state.pool,
+        &sha256(&id),
+        staff_id,
+        &random_token(),
+        addr.map(ipnet::IpNet::from),
+        lifetimes(state),
     )
-    .bind(sha256(&id))
-    .bind(staff_id)
-    .bind(random_token())
-    .bind(addr.map(ipnet::IpNet::from))
-    .execute(&state.pool)
-    .await?;
-    // Sessions that ended are removed as new ones begin.
-    sqlx::query(
-        "DELETE FROM web_sessions WHERE last_seen_at < now() - make_interval(secs => $1)
-             OR created_at < now() - make_interval(secs => $2)",
-    )
-    .bind(state.settings.web.session_idle.as_secs_f64())
-    .bind(state.settings.web.session_max.as_secs_f64())
-    .execute(&state.pool)
     .await?;
     Ok(set_cookie(
         session_cookie_name(state.secure_cookies()),
@@ -390,57 +301,20 @@ pub async fn create(
 pub async fn end(state: &WebState, headers: &HeaderMap) -> Result<String, Error> {
     let name = session_cookie_name(state.secure_cookies());
     if let Some(id) = cookie(headers, name) {
-        sqlx::query("DELETE FROM web_sessions WHERE id_hash = $1")
-            .bind(sha256(id))
-            .execute(&state.pool)
-            .await?;
+        sessions::end(&state.pool, &sha256(id)).await?;
     }
     Ok(set_cookie(name, "", Some(0), state.secure_cookies()))
-}
-
-#[derive(sqlx::FromRow)]
-struct SessionRow {
-    staff_id: Uuid,
-    email: String,
-    display_name: String,
-    role: String,
-    csrf_token: String,
-    refresh: bool,
-    customers: Option<Vec<Uuid>>,
 }
 
 /// The signed-in staff member of a request, if its session is alive.
 async fn find_session(
     state: &WebState,
     headers: &HeaderMap,
-) -> Result<Option<SessionRow>, sqlx::Error> {
+) -> Result<Option<sessions::Session>, sqlx::Error> {
     let Some(id) = cookie(headers, session_cookie_name(state.secure_cookies())) else {
         return Ok(None);
     };
-    let hash = sha256(id);
-    let row: Option<SessionRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT s.staff_id, st.email, st.display_name, st.role, s.csrf_token,
-                s.last_seen_at < now() - interval '1 minute' AS refresh,
-                {} AS customers
-           FROM web_sessions s JOIN staff st ON st.id = s.staff_id
-          WHERE s.id_hash = $1 AND st.enabled
-            AND s.last_seen_at > now() - make_interval(secs => $2)
-            AND s.created_at > now() - make_interval(secs => $3)",
-        scope_column("st")
-    )))
-    .bind(&hash)
-    .bind(state.settings.web.session_idle.as_secs_f64())
-    .bind(state.settings.web.session_max.as_secs_f64())
-    .fetch_optional(&state.pool)
-    .await?;
-    if row.as_ref().is_some_and(|r| r.refresh) {
-        // Idle time is counted in minutes: one write a minute, not one per request.
-        sqlx::query("UPDATE web_sessions SET last_seen_at = now() WHERE id_hash = $1")
-            .bind(&hash)
-            .execute(&state.pool)
-            .await?;
-    }
-    Ok(row)
+    sessions::find(&state.pool, &sha256(id), lifetimes(state)).await
 }
 
 /// Whether a state-changing request comes from our own pages: `Origin` (or, without
@@ -493,7 +367,7 @@ pub async fn authenticate(State(state): State<WebState>, request: Request, next:
         staff_id: Some(s.staff_id),
         label: s.email,
         display_name: s.display_name,
-        role: Role::parse(&s.role).unwrap_or(Role::Pending),
+        role: s.role,
         client_addr: addr,
         csrf: Some(s.csrf_token),
         tr,

@@ -26,7 +26,13 @@ use axum::{
     routing::{get, post},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use mailbridge_core::config::OidcSettings;
+use mailbridge_core::{
+    config::OidcSettings,
+    store::{
+        sign_in_flows::{self, FlowKind},
+        staff,
+    },
+};
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
     EndpointSet, HttpRequest, HttpResponse, JsonWebKeySet, Nonce, PkceCodeChallenge,
@@ -54,11 +60,10 @@ pub const FLOW_LIFETIME: Duration = Duration::from_secs(600);
 /// How long a consent link stays valid: it may be sent to the customer's admin.
 pub const CONSENT_LIFETIME: Duration = Duration::from_secs(86_400);
 
-fn lifetime(kind: &str) -> Duration {
-    if kind == "consent" {
-        CONSENT_LIFETIME
-    } else {
-        FLOW_LIFETIME
+fn lifetime(kind: FlowKind) -> Duration {
+    match kind {
+        FlowKind::Consent => CONSENT_LIFETIME,
+        FlowKind::SignIn => FLOW_LIFETIME,
     }
 }
 /// Discovery documents and keys are fetched again after this long.
@@ -301,71 +306,23 @@ fn problem_page(state: &WebState, tr: Tr, problem: String) -> Response {
         .into_response()
 }
 
-/// A sign-in or consent about to leave for the identity provider.
-#[derive(Debug, Default)]
-pub struct NewFlow<'a> {
-    /// `sign_in` or `consent`.
-    pub kind: &'a str,
-    /// The `state` parameter: the flow's key, random.
-    pub csrf_state: &'a str,
-    pub nonce: Option<&'a str>,
-    pub pkce_verifier: Option<&'a str>,
-    pub tenant_id: Option<Uuid>,
-    pub staff_id: Option<Uuid>,
-    pub return_to: Option<&'a str>,
-    /// The hash of the bootstrap code the sign-in started with.
-    pub bootstrap_hash: Option<&'a [u8]>,
-}
+pub use sign_in_flows::NewFlow;
 
 /// Stores a flow in flight; returns the cookie that binds it to the browser.
 pub async fn store_flow(state: &WebState, flow: NewFlow<'_>) -> Result<String> {
-    let NewFlow {
-        kind,
-        csrf_state,
-        nonce,
-        pkce_verifier,
-        tenant_id,
-        staff_id,
-        return_to,
-        bootstrap_hash,
-    } = flow;
-    sqlx::query("DELETE FROM oauth_flows WHERE created_at < now() - make_interval(secs => $1)")
-        .bind(CONSENT_LIFETIME.as_secs_f64())
-        .execute(&state.pool)
-        .await?;
-    sqlx::query(
-        "INSERT INTO oauth_flows (state_hash, kind, nonce, pkce_verifier, tenant_id, staff_id, return_to, bootstrap_hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(session::sha256(csrf_state))
-    .bind(kind)
-    .bind(nonce)
-    .bind(pkce_verifier)
-    .bind(tenant_id)
-    .bind(staff_id)
-    .bind(return_to)
-    .bind(bootstrap_hash)
-    .execute(&state.pool)
-    .await?;
+    sign_in_flows::store(&state.pool, &flow, CONSENT_LIFETIME).await?;
     Ok(session::set_cookie(
         state.flow_cookie(),
-        csrf_state,
-        Some(lifetime(kind).as_secs()),
+        flow.csrf_state,
+        Some(lifetime(flow.kind).as_secs()),
         state.secure_cookies(),
     ))
 }
 
-/// A flow as stored.
-#[derive(sqlx::FromRow)]
+/// A flow as stored, and whether the browser that brings it back is the one that
+/// started it.
 pub struct Flow {
-    pub nonce: Option<String>,
-    pub pkce_verifier: Option<String>,
-    pub tenant_id: Option<Uuid>,
-    pub staff_id: Option<Uuid>,
-    pub return_to: Option<String>,
-    pub bootstrap_hash: Option<Vec<u8>>,
-    /// Whether the browser that brings it back is the one that started it.
-    #[sqlx(skip)]
+    pub stored: sign_in_flows::Flow,
     pub same_browser: bool,
 }
 
@@ -374,22 +331,13 @@ pub struct Flow {
 pub async fn take_flow(
     state: &WebState,
     headers: &HeaderMap,
-    kind: &str,
+    kind: FlowKind,
     csrf_state: &str,
 ) -> Result<Option<Flow>> {
-    let flow: Option<Flow> = sqlx::query_as(
-        "DELETE FROM oauth_flows WHERE state_hash = $1 AND kind = $2
-            AND created_at > now() - make_interval(secs => $3)
-        RETURNING nonce, pkce_verifier, tenant_id, staff_id, return_to, bootstrap_hash",
-    )
-    .bind(session::sha256(csrf_state))
-    .bind(kind)
-    .bind(lifetime(kind).as_secs_f64())
-    .fetch_optional(&state.pool)
-    .await?;
-    Ok(flow.map(|mut flow| {
-        flow.same_browser = session::cookie(headers, state.flow_cookie()) == Some(csrf_state);
-        flow
+    let stored = sign_in_flows::take(&state.pool, csrf_state, kind, lifetime(kind)).await?;
+    Ok(stored.map(|stored| Flow {
+        stored,
+        same_browser: session::cookie(headers, state.flow_cookie()) == Some(csrf_state),
     }))
 }
 
@@ -438,7 +386,7 @@ async fn start(
     let cookie = store_flow(
         &state,
         NewFlow {
-            kind: "sign_in",
+            kind: FlowKind::SignIn,
             csrf_state: csrf_state.secret(),
             nonce: Some(nonce.secret()),
             pkce_verifier: Some(verifier.secret()),
@@ -477,7 +425,7 @@ async fn callback(
             .into(),
         ));
     };
-    let Some(flow) = take_flow(&state, &headers, "sign_in", csrf_state).await? else {
+    let Some(flow) = take_flow(&state, &headers, FlowKind::SignIn, csrf_state).await? else {
         return Ok(problem_page(
             &state,
             tr,
@@ -532,23 +480,29 @@ async fn callback(
         }
     };
     let addr = session::client_addr(request.extensions());
-    let (staff_id, role) =
-        match upsert_staff(&state, &identity, addr, flow.bootstrap_hash.as_deref()).await? {
-            Some(found) => found,
-            None => {
-                return Ok(problem_page(
-                    &state,
-                    tr,
-                    tr.t(tr!(
-                        "Your account is disabled in mailbridge. Ask an owner to enable it."
-                    ))
-                    .into(),
-                ));
-            }
-        };
+    let (staff_id, role) = match upsert_staff(
+        &state,
+        &identity,
+        addr,
+        flow.stored.bootstrap_hash.as_deref(),
+    )
+    .await?
+    {
+        Some(found) => found,
+        None => {
+            return Ok(problem_page(
+                &state,
+                tr,
+                tr.t(tr!(
+                    "Your account is disabled in mailbridge. Ask an owner to enable it."
+                ))
+                .into(),
+            ));
+        }
+    };
     tracing::info!(email = %identity.email, role = role.as_str(), "staff signed in");
     let cookie = session::create(&state, staff_id, addr).await?;
-    let target = local_path(flow.return_to.as_deref());
+    let target = local_path(flow.stored.return_to.as_deref());
     Ok((
         AppendHeaders([
             (header::SET_COOKIE, cookie),
@@ -574,7 +528,7 @@ async fn verify(state: &WebState, code: String, flow: &Flow) -> Result<Identity,
         .exchange_code(AuthorizationCode::new(code.clone()))
         .map_err(|e| e.to_string())?
         .set_pkce_verifier(PkceCodeVerifier::new(
-            flow.pkce_verifier.clone().unwrap_or_default(),
+            flow.stored.pkce_verifier.clone().unwrap_or_default(),
         ))
         .request_async(&http_client)
         .await
@@ -600,7 +554,7 @@ async fn verify(state: &WebState, code: String, flow: &Flow) -> Result<Identity,
     let verifier = client
         .id_token_verifier()
         .require_issuer_match(!multi_tenant);
-    let nonce = Nonce::new(flow.nonce.clone().unwrap_or_default());
+    let nonce = Nonce::new(flow.stored.nonce.clone().unwrap_or_default());
     let claims = match id_token.claims(&verifier, &nonce) {
         Ok(claims) => claims,
         // Perhaps a key we do not know yet (the provider rotated its keys): they are
@@ -668,69 +622,43 @@ async fn upsert_staff(
     bootstrap: Option<&[u8]>,
 ) -> Result<Option<(Uuid, Role)>> {
     let mut tx = state.pool.begin().await?;
-    // One sign-in at a time decides who takes an invitation or the bootstrap code.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('mailbridge.staff'))")
-        .execute(&mut *tx)
-        .await?;
-    let existing: Option<(Uuid, String, bool)> =
-        sqlx::query_as("SELECT id, role, enabled FROM staff WHERE issuer = $1 AND subject = $2")
-            .bind(&identity.issuer)
-            .bind(&identity.subject)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if matches!(existing, Some((_, _, false))) {
+    staff::lock_sign_ins(&mut tx).await?;
+    let existing = staff::by_subject(&mut tx, &identity.issuer, &identity.subject).await?;
+    if existing.as_ref().is_some_and(|m| !m.enabled) {
         return Ok(None);
     }
-    let waiting = existing
-        .as_ref()
-        .is_none_or(|(_, role, _)| role == Role::Pending.as_str());
+    let waiting = existing.as_ref().is_none_or(|m| m.role == Role::Pending);
     // How a newcomer or someone waiting gets a role.
     let mut granted: Option<(Role, &str)> = None;
     if waiting {
-        let invited: Option<String> =
-            sqlx::query_scalar("DELETE FROM staff_invitations WHERE email = $1 RETURNING role")
-                .bind(&identity.email)
-                .fetch_optional(&mut *tx)
-                .await?;
-        granted = invited
-            .and_then(|r| Role::parse(&r))
+        granted = staff::take_invitation(&mut *tx, &identity.email)
+            .await?
+            .filter(|r| *r != Role::Pending)
             .map(|r| (r, "invitation"));
         if granted.is_none()
             && let Some(hash) = bootstrap
-            && crate::staff::claim_bootstrap(&mut tx, hash).await?
+            && staff::claim_bootstrap(&mut tx, hash).await?
         {
             granted = Some((Role::Owner, "bootstrap code"));
         }
     }
     let (id, role, created) = match existing {
-        Some((id, role, _)) => {
-            let role = granted
-                .map(|(r, _)| r)
-                .unwrap_or_else(|| Role::parse(&role).unwrap_or(Role::Pending));
-            sqlx::query(
-                "UPDATE staff SET email = $2, display_name = $3, role = $4, last_sign_in_at = now()
-                  WHERE id = $1",
-            )
-            .bind(id)
-            .bind(&identity.email)
-            .bind(&identity.name)
-            .bind(role.as_str())
-            .execute(&mut *tx)
-            .await?;
-            (id, role, false)
+        Some(member) => {
+            let role = granted.map(|(r, _)| r).unwrap_or(member.role);
+            staff::update_signed_in(&mut tx, member.id, &identity.email, &identity.name, role)
+                .await?;
+            (member.id, role, false)
         }
         None => {
             let role = granted.map(|(r, _)| r).unwrap_or(Role::Pending);
-            let id: Uuid = sqlx::query_scalar(
-                "INSERT INTO staff (issuer, subject, email, display_name, role, last_sign_in_at)
-                 VALUES ($1, $2, $3, $4, $5, now()) RETURNING id",
+            let id = staff::insert_signed_in(
+                &mut tx,
+                &identity.issuer,
+                &identity.subject,
+                &identity.email,
+                &identity.name,
+                role,
             )
-            .bind(&identity.issuer)
-            .bind(&identity.subject)
-            .bind(&identity.email)
-            .bind(&identity.name)
-            .bind(role.as_str())
-            .fetch_one(&mut *tx)
             .await?;
             (id, role, true)
         }

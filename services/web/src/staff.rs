@@ -17,10 +17,13 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use mailbridge_core::store::{
+    api_tokens,
+    staff::{self, AssignRefused},
+};
+use serde::Deserialize;
 use serde_json::json;
-use sqlx::{FromRow, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
@@ -37,47 +40,33 @@ pub const TOKEN_PREFIX: &str = "mbt_";
 /// An API token's lifetime unless chosen otherwise, and the longest.
 pub const TOKEN_DAYS_DEFAULT: u32 = 90;
 pub const TOKEN_DAYS_MAX: u32 = 365;
-/// How long a bootstrap code printed at start stays valid.
-const BOOTSTRAP_LIFETIME_SECS: f64 = 86_400.0;
-/// The roles ordered from most to least powerful, for SQL comparisons.
-const ROLE_ORDER: &str = "ARRAY['owner', 'admin', 'technician', 'readonly']";
+pub use mailbridge_core::store::{
+    api_tokens::ApiToken,
+    staff::{Invitation, StaffMember},
+};
 
-#[derive(Debug, Serialize, FromRow)]
-pub struct StaffMember {
-    pub id: Uuid,
-    pub email: String,
-    pub display_name: String,
-    pub role: String,
-    pub enabled: bool,
-    pub created_at: DateTime<Utc>,
-    pub last_sign_in_at: Option<DateTime<Utc>>,
-    /// Sees every customer (owners and admins always do).
-    pub all_customers: bool,
-    /// The customers assigned, when not all.
-    pub customers: Vec<Uuid>,
-}
+/// How the pages show a member's or an invitation's role.
+pub trait RoleShown {
+    fn role(&self) -> Role;
 
-impl StaffMember {
-    pub fn role_label(&self) -> &'static str {
-        Role::parse(&self.role).unwrap_or(Role::Pending).label()
+    fn role_label(&self) -> &'static str {
+        self.role().label()
     }
 
-    pub fn pending(&self) -> bool {
-        self.role == Role::Pending.as_str()
+    fn pending(&self) -> bool {
+        self.role() == Role::Pending
     }
 }
 
-#[derive(Debug, Serialize, FromRow)]
-pub struct Invitation {
-    pub email: String,
-    pub role: String,
-    pub invited_by: String,
-    pub created_at: DateTime<Utc>,
+impl RoleShown for StaffMember {
+    fn role(&self) -> Role {
+        self.role
+    }
 }
 
-impl Invitation {
-    pub fn role_label(&self) -> &'static str {
-        Role::parse(&self.role).unwrap_or(Role::Pending).label()
+impl RoleShown for Invitation {
+    fn role(&self) -> Role {
+        self.role
     }
 }
 
@@ -127,43 +116,25 @@ pub async fn invite(pool: &PgPool, actor: &Actor, email: &str, role: Role) -> Re
             value: email,
         });
     }
-    let existing: Option<(Uuid, String)> = sqlx::query_as(
-        "SELECT id, role FROM staff WHERE lower(email) = $1 ORDER BY created_at LIMIT 1",
-    )
-    .bind(&email)
-    .fetch_optional(pool)
-    .await?;
-    if let Some((id, current)) = existing {
-        if current != Role::Pending.as_str() && actor.label != "cli" {
+    if let Some(member) = staff::by_email(pool, &email).await? {
+        if member.role != Role::Pending && actor.label != "cli" {
             return Err(Error::Conflict(
                 tr!("This person is staff already: change their role in the list.").into(),
             ));
         }
-        sqlx::query("UPDATE staff SET role = $2, enabled = true WHERE id = $1")
-            .bind(id)
-            .bind(role.as_str())
-            .execute(pool)
-            .await?;
+        staff::approve(pool, member.id, role).await?;
         audit::record(
             pool,
             actor,
             "staff.approve",
             None,
             Some(&email),
-            json!({ "role": [current, role.as_str()] }),
+            json!({ "role": [member.role.as_str(), role.as_str()] }),
         )
         .await?;
         return Ok(Invited::RoleGiven);
     }
-    sqlx::query(
-        "INSERT INTO staff_invitations (email, role, invited_by) VALUES ($1, $2, $3)
-         ON CONFLICT (email) DO UPDATE SET role = $2, invited_by = $3, created_at = now()",
-    )
-    .bind(&email)
-    .bind(role.as_str())
-    .bind(&actor.label)
-    .execute(pool)
-    .await?;
+    staff::invite(pool, &email, role, &actor.label).await?;
     audit::record(
         pool,
         actor,
@@ -177,20 +148,12 @@ pub async fn invite(pool: &PgPool, actor: &Actor, email: &str, role: Role) -> Re
 }
 
 pub async fn list_invitations(state: &WebState) -> Result<Vec<Invitation>> {
-    Ok(sqlx::query_as(
-        "SELECT email, role, invited_by, created_at FROM staff_invitations ORDER BY email",
-    )
-    .fetch_all(&state.pool)
-    .await?)
+    Ok(staff::invitations(&state.pool).await?)
 }
 
 pub async fn withdraw_invitation(state: &WebState, actor: &Actor, email: &str) -> Result<()> {
     actor.require(Permission::InviteStaff)?;
-    let role: Option<String> =
-        sqlx::query_scalar("DELETE FROM staff_invitations WHERE email = $1 RETURNING role")
-            .bind(email)
-            .fetch_optional(&state.pool)
-            .await?;
+    let role = staff::take_invitation(&state.pool, email).await?;
     let role = role.ok_or(Error::NotFound)?;
     audit::record(
         &state.pool,
@@ -198,20 +161,10 @@ pub async fn withdraw_invitation(state: &WebState, actor: &Actor, email: &str) -
         "staff.invitation_withdrawn",
         None,
         Some(email),
-        json!({ "role": role }),
+        json!({ "role": role.as_str() }),
     )
     .await?;
     Ok(())
-}
-
-/// Whether an owner exists or is invited (then no bootstrap code is needed).
-async fn owner_known(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM staff WHERE role = 'owner' AND enabled)
-             OR EXISTS (SELECT 1 FROM staff_invitations WHERE role = 'owner')",
-    )
-    .fetch_one(pool)
-    .await
 }
 
 /// A code as typed: upper case, without spaces or dashes.
@@ -225,18 +178,10 @@ fn normalised_code(code: &str) -> String {
 /// While nobody is owner (nor invited as one): a new one-time code that makes whoever
 /// signs in with it owner, valid a day; only its hash is stored. `None` otherwise.
 pub async fn issue_bootstrap_code(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {
-    if owner_known(pool).await? {
-        sqlx::query("DELETE FROM staff_bootstrap_codes")
-            .execute(pool)
-            .await?;
+    if staff::owner_known(pool).await? {
+        staff::store_bootstrap_code(pool, None).await?;
         return Ok(None);
     }
-    sqlx::query(
-        "DELETE FROM staff_bootstrap_codes WHERE created_at < now() - make_interval(secs => $1)",
-    )
-    .bind(BOOTSTRAP_LIFETIME_SECS)
-    .execute(pool)
-    .await?;
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let random = session::random_token();
     let letters: String = random
@@ -250,91 +195,25 @@ pub async fn issue_bootstrap_code(pool: &PgPool) -> Result<Option<String>, sqlx:
         .map(|c| std::str::from_utf8(c).expect("ASCII"))
         .collect::<Vec<_>>()
         .join("-");
-    sqlx::query("INSERT INTO staff_bootstrap_codes (code_hash) VALUES ($1)")
-        .bind(session::sha256(&normalised_code(&code)))
-        .execute(pool)
-        .await?;
+    let hash = session::sha256(&normalised_code(&code));
+    staff::store_bootstrap_code(pool, Some(&hash)).await?;
     Ok(Some(code))
 }
 
 /// Whether a bootstrap code may still be entered (nobody is owner, a code is fresh).
 pub async fn bootstrap_open(pool: &PgPool) -> Result<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM staff_bootstrap_codes
-                         WHERE created_at > now() - make_interval(secs => $1))
-            AND NOT EXISTS (SELECT 1 FROM staff WHERE role = 'owner' AND enabled)",
-    )
-    .bind(BOOTSTRAP_LIFETIME_SECS)
-    .fetch_one(pool)
-    .await?)
+    Ok(staff::bootstrap_open(pool).await?)
 }
 
 /// The stored hash of `code` if it is a valid bootstrap code now.
 pub async fn bootstrap_hash(pool: &PgPool, code: &str) -> Result<Option<Vec<u8>>> {
     let hash = session::sha256(&normalised_code(code));
-    let valid: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM staff_bootstrap_codes WHERE code_hash = $1
-                         AND created_at > now() - make_interval(secs => $2))",
-    )
-    .bind(&hash)
-    .bind(BOOTSTRAP_LIFETIME_SECS)
-    .fetch_one(pool)
-    .await?;
+    let valid = staff::bootstrap_valid(pool, &hash).await?;
     Ok(valid.then_some(hash))
 }
 
-/// Spends the bootstrap code `hash` within `tx` if nobody is owner yet; every other
-/// code goes with it. Whether it was spent.
-pub async fn claim_bootstrap(
-    tx: &mut sqlx::PgConnection,
-    hash: &[u8],
-) -> Result<bool, sqlx::Error> {
-    let claimed: Option<i32> = sqlx::query_scalar(
-        "DELETE FROM staff_bootstrap_codes WHERE code_hash = $1
-            AND created_at > now() - make_interval(secs => $2)
-            AND NOT EXISTS (SELECT 1 FROM staff WHERE role = 'owner' AND enabled)
-        RETURNING 1",
-    )
-    .bind(hash)
-    .bind(BOOTSTRAP_LIFETIME_SECS)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if claimed.is_some() {
-        sqlx::query("DELETE FROM staff_bootstrap_codes")
-            .execute(&mut *tx)
-            .await?;
-    }
-    Ok(claimed.is_some())
-}
-
-#[derive(Debug, Serialize, FromRow)]
-pub struct ApiToken {
-    pub id: Uuid,
-    pub name: String,
-    pub token_prefix: String,
-    pub role: String,
-    pub created_by: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    pub last_used_at: Option<DateTime<Utc>>,
-    pub revoked_at: Option<DateTime<Utc>>,
-}
-
-impl ApiToken {
-    pub fn expired(&self) -> bool {
-        self.expires_at <= Utc::now()
-    }
-}
-
 pub async fn list_staff(state: &WebState) -> Result<Vec<StaffMember>> {
-    Ok(sqlx::query_as(
-        "SELECT id, email, display_name, role, enabled, created_at, last_sign_in_at,
-                all_customers,
-                ARRAY(SELECT tenant_id FROM staff_customers sc WHERE sc.staff_id = staff.id) AS customers
-           FROM staff ORDER BY email",
-    )
-    .fetch_all(&state.pool)
-    .await?)
+    Ok(staff::list(&state.pool).await?)
 }
 
 /// Changes a staff member's role and whether they may sign in (owners), or approves
@@ -346,11 +225,8 @@ pub async fn change_staff(
     role: Role,
     enabled: bool,
 ) -> Result<()> {
-    let current: Option<String> = sqlx::query_scalar("SELECT role FROM staff WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&state.pool)
-        .await?;
-    let approving = current.as_deref() == Some(Role::Pending.as_str());
+    let current = staff::role_of(&state.pool, id).await?;
+    let approving = current == Some(Role::Pending);
     if approving {
         actor.require(Permission::InviteStaff)?;
         if role < actor.role {
@@ -369,22 +245,9 @@ pub async fn change_staff(
             tr!("You cannot demote or disable yourself: another owner has to.").into(),
         ));
     }
-    let before: Option<(String, String, bool)> = sqlx::query_as(
-        "UPDATE staff s SET role = $2, enabled = $3 FROM staff old
-          WHERE s.id = $1 AND old.id = s.id RETURNING s.email, old.role, old.enabled",
-    )
-    .bind(id)
-    .bind(role.as_str())
-    .bind(enabled)
-    .fetch_optional(&state.pool)
-    .await?;
-    let (email, old_role, old_enabled) = before.ok_or(Error::NotFound)?;
-    if !enabled {
-        sqlx::query("DELETE FROM web_sessions WHERE staff_id = $1")
-            .bind(id)
-            .execute(&state.pool)
-            .await?;
-    }
+    let changed = staff::change(&state.pool, id, role, enabled)
+        .await?
+        .ok_or(Error::NotFound)?;
     audit::record(
         &state.pool,
         actor,
@@ -394,8 +257,11 @@ pub async fn change_staff(
             "staff.update"
         },
         None,
-        Some(&email),
-        json!({ "role": [old_role, role.as_str()], "enabled": [old_enabled, enabled] }),
+        Some(&changed.email),
+        json!({
+            "role": [changed.role_before.as_str(), role.as_str()],
+            "enabled": [changed.enabled_before, enabled],
+        }),
     )
     .await?;
     Ok(())
@@ -412,41 +278,18 @@ pub async fn assign_customers(
     customers: &[Uuid],
 ) -> Result<()> {
     actor.require(Permission::InviteStaff)?;
-    let mut tx = state.pool.begin().await?;
-    let member: Option<(String, String)> =
-        sqlx::query_as("SELECT email, role FROM staff WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let (email, role) = member.ok_or(Error::NotFound)?;
-    if matches!(Role::parse(&role), Some(Role::Owner | Role::Admin)) {
-        return Err(Error::Invalid(
-            tr!("Owners and admins always see every customer.").into(),
-        ));
-    }
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM tenants WHERE id = ANY($1) ORDER BY name")
-            .bind(customers)
-            .fetch_all(&mut *tx)
-            .await?;
-    if names.len() != customers.len() {
-        return Err(Error::Invalid(tr!("Unknown customer.").into()));
-    }
-    sqlx::query("UPDATE staff SET all_customers = $2 WHERE id = $1")
-        .bind(id)
-        .bind(all)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM staff_customers WHERE staff_id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO staff_customers (staff_id, tenant_id) SELECT $1, unnest($2::uuid[])")
-        .bind(id)
-        .bind(customers)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
+    let (email, names) = match staff::assign_customers(&state.pool, id, all, customers).await? {
+        Ok(assigned) => assigned,
+        Err(AssignRefused::NoSuchMember) => return Err(Error::NotFound),
+        Err(AssignRefused::SeesAll) => {
+            return Err(Error::Invalid(
+                tr!("Owners and admins always see every customer.").into(),
+            ));
+        }
+        Err(AssignRefused::UnknownCustomer) => {
+            return Err(Error::Invalid(tr!("Unknown customer.").into()));
+        }
+    };
     audit::record(
         &state.pool,
         actor,
@@ -460,14 +303,7 @@ pub async fn assign_customers(
 }
 
 pub async fn list_tokens(state: &WebState) -> Result<Vec<ApiToken>> {
-    Ok(sqlx::query_as(
-        "SELECT t.id, t.name, t.token_prefix, t.role, s.email AS created_by, t.created_at,
-                t.expires_at, t.last_used_at, t.revoked_at
-           FROM api_tokens t LEFT JOIN staff s ON s.id = t.created_by
-          ORDER BY t.revoked_at IS NOT NULL OR t.expires_at <= now(), t.created_at DESC",
-    )
-    .fetch_all(&state.pool)
-    .await?)
+    Ok(api_tokens::list(&state.pool).await?)
 }
 
 /// Creates an API token valid `days` days; returns it in clear, this once.
@@ -491,24 +327,20 @@ pub async fn create_api_token(
     role: Role,
     days: u32,
 ) -> Result<(ApiToken, String)> {
-    let member: Option<(Uuid, String, String)> = sqlx::query_as(
-        "SELECT id, role, display_name FROM staff WHERE lower(email) = lower($1) AND enabled
-          ORDER BY created_at LIMIT 1",
-    )
-    .bind(email.trim())
-    .fetch_optional(pool)
-    .await?;
-    let Some((id, member_role, display_name)) = member else {
+    let member = staff::by_email(pool, email.trim())
+        .await?
+        .filter(|m| m.enabled);
+    let Some(member) = member else {
         return Err(Error::InvalidValue {
             text: tr!("{} is not an enabled member of staff (they must have signed in once)."),
             value: email.to_owned(),
         });
     };
     let actor = Actor {
-        staff_id: Some(id),
+        staff_id: Some(member.id),
         label: email.trim().to_ascii_lowercase(),
-        display_name,
-        role: Role::parse(&member_role).unwrap_or(Role::Pending),
+        display_name: member.display_name,
+        role: member.role,
         ..command_line()
     };
     insert_token(pool, &actor, name, role, days).await
@@ -539,21 +371,18 @@ async fn insert_token(
         ));
     }
     let secret = format!("{TOKEN_PREFIX}{}", session::random_token());
-    let token: ApiToken = sqlx::query_as(
-        "WITH t AS (
-            INSERT INTO api_tokens (name, token_hash, token_prefix, role, created_by, expires_at)
-            VALUES ($1, $2, $3, $4, $5, now() + make_interval(days => $6)) RETURNING *)
-         SELECT t.id, t.name, t.token_prefix, t.role, s.email AS created_by, t.created_at,
-                t.expires_at, t.last_used_at, t.revoked_at
-           FROM t LEFT JOIN staff s ON s.id = t.created_by",
+    let secret_hash = session::sha256(&secret);
+    let token = api_tokens::insert(
+        pool,
+        &api_tokens::NewToken {
+            name,
+            secret_hash: &secret_hash,
+            prefix: &secret[..TOKEN_PREFIX.len() + 6],
+            role,
+            created_by: actor.staff_id,
+            days: i32::try_from(days).unwrap_or(i32::MAX),
+        },
     )
-    .bind(name)
-    .bind(session::sha256(&secret))
-    .bind(&secret[..TOKEN_PREFIX.len() + 6])
-    .bind(role.as_str())
-    .bind(actor.staff_id)
-    .bind(i32::try_from(days).unwrap_or(i32::MAX))
-    .fetch_one(pool)
     .await?;
     audit::record(
         pool,
@@ -569,12 +398,7 @@ async fn insert_token(
 
 pub async fn revoke_token(state: &WebState, actor: &Actor, id: Uuid) -> Result<()> {
     actor.require(Permission::ManageApiTokens)?;
-    let name: Option<String> = sqlx::query_scalar(
-        "UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL RETURNING name",
-    )
-    .bind(id)
-    .fetch_optional(&state.pool)
-    .await?;
+    let name = api_tokens::revoke(&state.pool, id).await?;
     let name = name.ok_or(Error::NotFound)?;
     audit::record(
         &state.pool,
@@ -601,27 +425,16 @@ pub async fn authenticate_token(
     // Refused once expired, and when its creator is gone, disabled or no longer
     // holds the token's role (a pending or unknown role ranks nowhere: refused).
     // A token sees the customers its creator sees now.
-    type TokenRow = (String, String, Option<Uuid>, Option<Vec<Uuid>>);
-    let found: Option<TokenRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE api_tokens t SET last_used_at = now() FROM staff s
-          WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now()
-            AND s.id = t.created_by AND s.enabled
-            AND array_position({ROLE_ORDER}, s.role) <= array_position({ROLE_ORDER}, t.role)
-      RETURNING t.name, t.role, t.created_by, {}",
-        session::scope_column("s")
-    )))
-    .bind(session::sha256(secret))
-    .fetch_optional(&state.pool)
-    .await?;
-    Ok(found.map(|(name, role, created_by, customers)| Actor {
-        staff_id: created_by,
-        display_name: name.clone(),
-        label: format!("api-token:{name}"),
-        role: Role::parse(&role).unwrap_or(Role::Pending),
+    let found = api_tokens::use_token(&state.pool, &session::sha256(secret)).await?;
+    Ok(found.map(|token| Actor {
+        staff_id: token.created_by,
+        display_name: token.name.clone(),
+        label: format!("api-token:{}", token.name),
+        role: token.role,
         client_addr,
         csrf: None,
         tr,
-        customers: session::CustomerScope::from_assigned(customers),
+        customers: session::CustomerScope::from_assigned(token.customers),
     }))
 }
 
@@ -686,10 +499,7 @@ impl StaffPage {
 
     /// Whether `member`'s customers can be limited (technicians and read-only).
     fn limitable(&self, member: &StaffMember) -> bool {
-        matches!(
-            Role::parse(&member.role),
-            Some(Role::Technician | Role::Readonly)
-        )
+        matches!(member.role, Role::Technician | Role::Readonly)
     }
 
     fn assigned(&self, member: &StaffMember, customer: &Uuid) -> bool {

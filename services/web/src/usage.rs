@@ -219,18 +219,13 @@ const TOP: f64 = 30.0;
 /// bounced (on top), with a y axis, hour or day labels, a legend and a title and
 /// table of figures for screen readers (`<title>`, `<desc>`).
 fn chart(buckets: &[Bucket], span: Span, lang: Lang) -> String {
-    let german = lang == Lang::De;
-    let title = match (span, german) {
-        (Span::Hours, false) => "Messages, last 24 hours (by hour, UTC)",
-        (Span::Hours, true) => "Nachrichten, letzte 24 Stunden (je Stunde, UTC)",
-        (Span::Days, false) => "Messages, last 30 days (by day, UTC)",
-        (Span::Days, true) => "Nachrichten, letzte 30 Tage (je Tag, UTC)",
+    let t = Tr::new(lang);
+    let title = match span {
+        Span::Hours => t.t("Messages, last 24 hours (by hour, UTC)"),
+        Span::Days => t.t("Messages, last 30 days (by day, UTC)"),
     };
-    let (ok_label, failed_label, bounced_label) = if german {
-        ("von Microsoft angenommen", "fehlgeschlagen", "unzustellbar")
-    } else {
-        ("accepted by Microsoft", "failed", "bounced")
-    };
+    let (ok_label, failed_label, bounced_label) =
+        (t.t("accepted by Microsoft"), t.t("failed"), t.t("bounced"));
     let max = buckets
         .iter()
         .map(|b| b.accepted_by_microsoft + b.failed + b.bounced.min(b.accepted_by_microsoft))

@@ -217,6 +217,6 @@ async fn post(worker: &Worker, client: &reqwest::Client, policy: &UrlPolicy, due
                 duration_ms: started.elapsed().as_millis().min(i32::MAX as u128) as i32,
             }
         }
-        Err(e) => failed(crate::describe_http_error(&e)),
+        Err(e) => failed(mailbridge_m365::describe_http_error(&e)),
     }
 }

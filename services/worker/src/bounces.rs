@@ -30,10 +30,15 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    CustomerGraph, CustomerGraphError, Worker, ndr, notify,
+use mailbridge_m365::{
     outcome::{Failure, Source},
     token::TokenKey,
+};
+
+use crate::{
+    Worker,
+    delivery::{CustomerGraph, CustomerGraphError},
+    ndr, notify,
 };
 
 /// The folder processed reports are moved to.
@@ -128,7 +133,7 @@ impl Mailbox<'_> {
         }
         let response = request.send().await.map_err(|e| GraphFailure {
             status: 0,
-            text: crate::describe_http_error(&e),
+            text: mailbridge_m365::describe_http_error(&e),
         })?;
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();

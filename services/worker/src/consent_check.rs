@@ -22,10 +22,9 @@ use serde::Deserialize;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    Worker,
-    token::{TokenError, TokenKey},
-};
+use mailbridge_m365::token::{TokenError, TokenKey};
+
+use crate::Worker;
 
 /// How long a worker holds a check it works on; a token request takes at most 30 s.
 const CLAIM: Duration = Duration::from_secs(90);

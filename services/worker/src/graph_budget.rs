@@ -11,14 +11,9 @@
 //! what was actually sent. A message whose own size is over the upload budget goes
 //! only into an empty window: Graph then decides.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicI64, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
+pub use mailbridge_m365::meter::{Cost, Meter, metered};
 use sqlx::PgPool;
 
 /// Microsoft's limits (Learn: Microsoft Graph throttling limits, Outlook service).
@@ -26,46 +21,6 @@ pub const REQUESTS_PER_WINDOW: i64 = 10_000;
 pub const REQUEST_WINDOW: Duration = Duration::from_secs(600);
 pub const UPLOAD_BYTES_PER_WINDOW: i64 = 150 * 1024 * 1024;
 pub const UPLOAD_WINDOW: Duration = Duration::from_secs(300);
-
-/// Requests and uploaded bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Cost {
-    pub requests: i64,
-    pub bytes: i64,
-}
-
-/// What one attempt actually sent to Graph, counted as its requests go out.
-#[derive(Debug, Default)]
-pub struct Meter {
-    requests: AtomicI64,
-    bytes: AtomicI64,
-}
-
-impl Meter {
-    pub fn cost(&self) -> Cost {
-        Cost {
-            requests: self.requests.load(Ordering::Relaxed),
-            bytes: self.bytes.load(Ordering::Relaxed),
-        }
-    }
-}
-
-tokio::task_local! {
-    static METER: Arc<Meter>;
-}
-
-/// Runs `attempt` with its Graph requests counted on `meter`.
-pub async fn metered<F: std::future::Future>(meter: Arc<Meter>, attempt: F) -> F::Output {
-    METER.scope(meter, attempt).await
-}
-
-/// Counts one Graph request with a body of `bytes` (outside an attempt: nothing).
-pub(crate) fn count(bytes: usize) {
-    let _ = METER.try_with(|meter| {
-        meter.requests.fetch_add(1, Ordering::Relaxed);
-        meter.bytes.fetch_add(bytes as i64, Ordering::Relaxed);
-    });
-}
 
 /// Why the budget refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

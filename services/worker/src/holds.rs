@@ -11,11 +11,12 @@ use mailbridge_core::{
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    Worker,
+use mailbridge_m365::{
     outcome::{Failure, Source},
     token::AppCredentials,
 };
+
+use crate::Worker;
 
 /// Holds probed at once by one worker at most per round.
 const PROBES_PER_ROUND: i64 = 16;
@@ -159,7 +160,7 @@ pub async fn probe_loop(worker: Arc<Worker>, shutdown: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::DeliveryOutcome;
+    use mailbridge_m365::outcome::DeliveryOutcome;
 
     fn scope(outcome: DeliveryOutcome) -> Option<Scope> {
         scope_of(outcome.failure().expect("a failure"))
@@ -167,7 +168,7 @@ mod tests {
 
     #[test]
     fn failures_are_scoped() {
-        use crate::token::TokenError;
+        use mailbridge_m365::token::TokenError;
         let refused = |code| {
             DeliveryOutcome::token(&TokenError::Rejected {
                 status: 401,

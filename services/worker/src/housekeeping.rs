@@ -7,11 +7,15 @@
 use std::time::Duration;
 
 use mailbridge_core::{
+    metrics::metrics,
     retention::{self, Retention},
     workers::{self, Presence},
 };
+use mailbridge_m365::credentials::msp_app;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+
+use crate::Worker;
 
 /// Offers to run the purge at start and every interval, until `shutdown`.
 pub async fn purge_loop(pool: PgPool, retention: Retention, shutdown: CancellationToken) {
@@ -84,7 +88,7 @@ pub async fn presence_loop(
 
 /// Checks the MSP app's certificate files every `MAILBRIDGE_TLS_RELOAD_SECONDS` until
 /// `stop`: a renewed certificate credential is used for the next token requests.
-pub async fn certificate_loop(worker: std::sync::Arc<crate::Worker>, stop: CancellationToken) {
+pub async fn certificate_loop(worker: std::sync::Arc<Worker>, stop: CancellationToken) {
     let every = worker
         .settings
         .edge
@@ -96,6 +100,39 @@ pub async fn certificate_loop(worker: std::sync::Arc<crate::Worker>, stop: Cance
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+impl Worker {
+    /// Reads the MSP app's certificate credential again if its files changed
+    /// (`seen` holds the digest last read); a pair that does not load leaves the
+    /// previous credential in use. Returns whether the credential was replaced.
+    pub(crate) fn reload_msp_certificate(&self, seen: &mut Option<[u8; 32]>) -> bool {
+        let m365 = &self.settings.m365;
+        let (Some(cert), Some(key)) = (&m365.client_certificate_file, &m365.client_key_file) else {
+            return false;
+        };
+        let Ok(digest) = mailbridge_core::tls::files_digest(cert, key) else {
+            return false;
+        };
+        let first = seen.is_none();
+        if seen.replace(digest) == Some(digest) || first {
+            return false;
+        }
+        let metrics = &metrics().tls_certificate_reloads;
+        match msp_app(&self.settings) {
+            Ok(app) => {
+                *self.msp_app.write().unwrap_or_else(|p| p.into_inner()) = app;
+                metrics.with_label_values(&["entra_app", "reloaded"]).inc();
+                tracing::info!("the MSP app's certificate credential changed: using the new one");
+                true
+            }
+            Err(e) => {
+                metrics.with_label_values(&["entra_app", "failed"]).inc();
+                tracing::error!(error = %e, "the MSP app's changed certificate files do not load: still using the previous credential");
+                false
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ use mailbridge_core::tenants::DeliveryMethod;
 use sqlx::{PgPool, Postgres, Transaction};
 
 pub use mailbridge_core::queue::{GRAPH_CONCURRENCY_PER_MAILBOX, SMTP_CONNECTIONS_PER_MAILBOX};
+pub use mailbridge_m365::outcome::Wait;
 pub const SMTP_MESSAGES_PER_MINUTE: i64 = 30;
 pub const RECIPIENTS_PER_DAY: i64 = 10_000;
 
@@ -47,44 +48,6 @@ impl Slot {
 impl std::fmt::Debug for Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Slot")
-    }
-}
-
-/// Why a delivery has to wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
-    /// Every concurrency slot of the mailbox is taken.
-    Busy,
-    /// The mailbox sent its 30 messages this minute.
-    RatePerMinute,
-    /// The mailbox reached its recipients for the day.
-    RecipientsPerDay,
-    /// The app used its 10 000 Graph requests of 10 minutes for the mailbox.
-    GraphRequests,
-    /// The app uploaded its 150 MB of 5 minutes to the mailbox.
-    GraphUpload,
-}
-
-impl Wait {
-    pub fn reason(self) -> &'static str {
-        match self {
-            Self::Busy => "mailbox_busy",
-            Self::RatePerMinute => "mailbox_rate",
-            Self::RecipientsPerDay => "mailbox_daily_recipients",
-            Self::GraphRequests => "graph_requests",
-            Self::GraphUpload => "graph_upload",
-        }
-    }
-
-    /// How long to put the message back for.
-    pub fn delay(self) -> Duration {
-        match self {
-            Self::Busy => Duration::from_secs(2),
-            Self::RatePerMinute => Duration::from_secs(10),
-            Self::RecipientsPerDay => Duration::from_secs(15 * 60),
-            // A minute's bucket ages out of its window.
-            Self::GraphRequests | Self::GraphUpload => Duration::from_secs(30),
-        }
     }
 }
 

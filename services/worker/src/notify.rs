@@ -1,5 +1,6 @@
 //! Reports of undeliverable messages. When a device's message fails for good — or
-//! Microsoft accepted it and later sent back a non-delivery report — a short report (in English and German: what failed, Microsoft's answer, what to do) goes to
+//! Microsoft accepted it and later sent back a non-delivery report — a short report
+//! (in German and English: what failed, Microsoft's answer, what to do) goes to
 //! the tenant's notification address — or the MSP's, configured once — through the
 //! same tenant's delivery path. Never to an address taken from the message itself,
 //! never with the message's content (health data), and never about a report.
@@ -7,14 +8,15 @@
 use mailbridge_core::{
     Settings,
     crypto::MasterKey,
-    diagnosis::Lang,
+    i18n::{self, Lang},
+    own_mail::OwnMail,
     queue::{self, LeasedMessage, MessageKind, NewMessage},
-    tenants,
+    tenants, tr,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::outcome::Failure;
+use mailbridge_m365::outcome::Failure;
 
 /// Queues the report for `message`, if its tenant (or the MSP) has an address for it.
 pub async fn report_undeliverable(
@@ -79,22 +81,32 @@ async fn report(
     };
     let id = Uuid::now_v7();
     let subject = format!(
-        "Nicht zustellbar / Undeliverable: {}",
+        "{}: {}",
+        i18n::both(tr!("Undeliverable")),
         message
             .subject
             .as_deref()
-            .unwrap_or("(ohne Betreff / no subject)")
+            .map_or_else(|| i18n::both(tr!("(no subject)")), str::to_owned)
     );
-    let body = render(&ReportInput {
+    let mail = OwnMail {
         id,
+        host: &settings.edge.hostname,
         from: &tenant.sender_mailbox,
+        from_name: Some("mailbridge"),
         to: &recipient,
         subject: &subject,
-        message,
-        device: device.as_deref(),
-        failure,
-        why,
-    });
+        text: [Lang::De, Lang::En]
+            .map(|lang| report_text(lang, message, device.as_deref(), failure, why))
+            .join("\n----\n\n"),
+        auto_submitted: true,
+    };
+    let body = match mail.build() {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::warn!(error = %e, queue_id = %message.id, "cannot write the report of an undeliverable message");
+            return Ok(());
+        }
+    };
     let report = NewMessage {
         id,
         tenant_id: tenant.id,
@@ -116,101 +128,60 @@ async fn report(
     Ok(())
 }
 
-struct ReportInput<'a> {
-    id: Uuid,
-    from: &'a str,
-    to: &'a str,
-    subject: &'a str,
-    message: &'a LeasedMessage,
-    device: Option<&'a str>,
-    failure: &'a Failure,
+/// The report in one language: what happened, the message's facts, Microsoft's
+/// answer and what to do; never the message's content.
+fn report_text(
+    lang: Lang,
+    message: &LeasedMessage,
+    device: Option<&str>,
+    failure: &Failure,
     why: Why,
-}
-
-/// Encodes a header value as an RFC 2047 encoded word when it is not plain ASCII.
-fn header_text(text: &str) -> String {
-    use base64::Engine;
-    if text.is_ascii() {
-        text.to_owned()
+) -> String {
+    let what = if why == Why::Bounced {
+        tr!("Microsoft 365 accepted a message but could not deliver it (non-delivery report).")
     } else {
-        format!(
-            "=?UTF-8?B?{}?=",
-            base64::engine::general_purpose::STANDARD.encode(text)
-        )
+        tr!("A message could not be handed to Microsoft 365.")
+    };
+    let mut text = format!("{}\n", i18n::translate(lang, what));
+    if why == Why::Expired {
+        text.push_str(i18n::translate(
+            lang,
+            "The message could not be delivered within its maximum age.",
+        ));
+        text.push('\n');
     }
-}
-
-fn render(input: &ReportInput<'_>) -> Vec<u8> {
-    let m = input.message;
-    let f = input.failure;
-    let device = input.device.unwrap_or("—");
+    let received = message
+        .received_at
+        .format(i18n::translate(lang, "%Y-%m-%d %H:%M:%S UTC"))
+        .to_string();
     let answer = format!(
         "{} {}",
-        f.status.map(|s| s.to_string()).unwrap_or_default(),
-        f.message
-    )
-    .trim()
-    .to_owned();
-    let (expired_de, expired_en) = if input.why == Why::Expired {
-        (
-            "Die Nachricht konnte innerhalb ihrer Höchstdauer nicht zugestellt werden.\r\n",
-            "The message could not be delivered within its maximum age.\r\n",
-        )
-    } else {
-        ("", "")
-    };
-    let (what_de, what_en) = if input.why == Why::Bounced {
-        (
-            "Microsoft 365 hat eine Nachricht angenommen, konnte sie aber nicht zustellen (Unzustellbarkeitsbericht).",
-            "Microsoft 365 accepted a message but could not deliver it (non-delivery report).",
-        )
-    } else {
-        (
-            "Eine Nachricht konnte nicht an Microsoft 365 übergeben werden.",
-            "A message could not be handed to Microsoft 365.",
-        )
-    };
-    let text = format!(
-        "{what_de}\r\n\
-         {expired_de}\r\n\
-         Gerät:       {device}\r\n\
-         Empfangen:   {received}\r\n\
-         Absender:    {sender}\r\n\
-         Empfänger:   {rcpts}\r\n\
-         Warteschl.:  {queue}\r\n\r\n\
-         Ursache:     {title_de}\r\n\
-         Was tun:     {fix_de}\r\n\
-         Antwort:     {answer}\r\n\r\n\
-         ----\r\n\r\n\
-         {what_en}\r\n\
-         {expired_en}\r\n\
-         Device:      {device}\r\n\
-         Received:    {received}\r\n\
-         Sender:      {sender}\r\n\
-         Recipients:  {rcpts}\r\n\
-         Queue id:    {queue}\r\n\r\n\
-         Cause:       {title_en}\r\n\
-         What to do:  {fix_en}\r\n\
-         Answer:      {answer}\r\n\r\n\
-         The message's content is not included.\r\n",
-        received = m.received_at.format("%Y-%m-%d %H:%M:%S UTC"),
-        sender = m.mail_from,
-        rcpts = m.rcpt_to.join(", "),
-        queue = m.id.simple(),
-        title_de = f.diagnosis.title(Lang::De),
-        fix_de = f.diagnosis.fix(Lang::De),
-        title_en = f.diagnosis.title(Lang::En),
-        fix_en = f.diagnosis.fix(Lang::En),
+        failure.status.map(|s| s.to_string()).unwrap_or_default(),
+        failure.message
     );
-    format!(
-        "From: mailbridge <{from}>\r\nTo: <{to}>\r\nSubject: {subject}\r\nDate: {date}\r\nMessage-ID: <{id}@mailbridge>\r\n\
-         Auto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Content-Transfer-Encoding: 8bit\r\n\r\n{text}",
-        from = input.from,
-        to = input.to,
-        subject = header_text(input.subject),
-        date = chrono::Utc::now().to_rfc2822(),
-        id = input.id.simple(),
-    )
-    .into_bytes()
+    let facts = [
+        (tr!("Device:"), device.unwrap_or("—").to_owned()),
+        (tr!("Received:"), received),
+        (tr!("Sender:"), message.mail_from.clone()),
+        (tr!("Recipients:"), message.rcpt_to.join(", ")),
+        (tr!("Queue id:"), message.id.simple().to_string()),
+    ];
+    let advice = [
+        (tr!("Cause:"), failure.diagnosis.title(lang).to_owned()),
+        (tr!("What to do:"), failure.diagnosis.fix(lang).to_owned()),
+        (tr!("Answer:"), answer.trim().to_owned()),
+    ];
+    for rows in [&facts[..], &advice[..]] {
+        text.push('\n');
+        for (label, value) in rows {
+            text.push_str(&format!("{:<13}{value}\n", i18n::translate(lang, label)));
+        }
+    }
+    text.push('\n');
+    text.push_str(i18n::translate(
+        lang,
+        "The message's content is not included.",
+    ));
+    text.push('\n');
+    text
 }

@@ -25,7 +25,10 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{CustomerGraph, CustomerGraphError, Worker};
+use crate::{
+    Worker,
+    delivery::{CustomerGraph, CustomerGraphError},
+};
 
 /// The client app Entra names password logins to SMTP AUTH by.
 pub const AUTHENTICATED_SMTP: &str = "Authenticated SMTP";
@@ -273,7 +276,7 @@ impl Worker {
                 .timeout(self.settings.m365.request_timeout)
                 .send()
                 .await
-                .map_err(|e| ReadError::Failed(crate::describe_http_error(&e)))?;
+                .map_err(|e| ReadError::Failed(mailbridge_m365::describe_http_error(&e)))?;
             let status = response.status();
             let body = response.text().await.map_err(|e| failed(&e))?;
             if !status.is_success() {

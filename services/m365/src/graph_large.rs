@@ -9,6 +9,14 @@
 //! an upload or the send fails; an attempt that finds a recorded draft (its
 //! predecessor failed to delete it, or its worker died between the steps) deletes it
 //! before it creates a new one. A message never has more than one draft.
+//!
+//! A draft can also exist without being recorded: Graph created it but its answer
+//! never arrived (a timeout, a lost connection, a worker that died before recording
+//! it). Every draft carries the header field `X-Mailbridge-Queue-Id` with its
+//! message's queue id, and before making a draft an attempt sweeps the mailbox's
+//! Drafts folder: drafts marked for this message, and marked drafts older than an
+//! hour (no attempt lasts that long), are deleted. Drafts without the marker — the
+//! mailbox user's own — are never touched.
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use mail_parser::{MessageParser, MimeHeaders};
@@ -16,47 +24,43 @@ use mailbridge_core::diagnosis;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use sqlx::PgPool;
+use crate::{graph::GraphClient, meter::Cost, outcome::DeliveryOutcome};
 
-use crate::{graph::GraphClient, graph_budget::Cost, outcome::DeliveryOutcome};
+/// Why the ledger could not be read or written.
+pub type LedgerError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Where a message's draft is recorded: `messages.graph_draft_id`.
-#[derive(Debug, Clone, Copy)]
-pub struct DraftLedger<'a> {
-    pub pool: &'a PgPool,
-    pub message_id: uuid::Uuid,
+/// Where a message's draft is recorded between attempts (the workers keep it on
+/// the queued message): the draft path records it as soon as Graph created it and
+/// clears it once the draft was sent or deleted.
+pub trait DraftLedger: Sync {
+    /// The message's queue id, which marks its drafts.
+    fn message_id(&self) -> uuid::Uuid;
+
+    /// The draft an earlier attempt recorded, if any.
+    fn recorded(&self) -> impl Future<Output = Result<Option<String>, LedgerError>> + Send;
+
+    /// Records `draft` (or that there is none).
+    fn record(&self, draft: Option<&str>) -> impl Future<Output = Result<(), LedgerError>> + Send;
 }
 
-impl DraftLedger<'_> {
-    async fn recorded(&self) -> Result<Option<String>, sqlx::Error> {
-        sqlx::query_scalar("SELECT graph_draft_id FROM messages WHERE id = $1")
-            .bind(self.message_id)
-            .fetch_optional(self.pool)
-            .await
-            .map(Option::flatten)
-    }
+/// The header field that marks a draft as mailbridge's, with its message's queue id.
+pub const DRAFT_MARKER: &str = "X-Mailbridge-Queue-Id";
 
-    async fn record(&self, draft: Option<&str>) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE messages SET graph_draft_id = $2 WHERE id = $1")
-            .bind(self.message_id)
-            .bind(draft)
-            .execute(self.pool)
-            .await
-            .map(drop)
-    }
-}
+/// A marked draft older than this is left over from an attempt that ended long ago.
+const STALE_DRAFT_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
-/// The requests and bytes the draft path takes for `mime`: the draft, each
-/// attachment (one request, or a session and its ranges), the send.
+/// The requests and bytes the draft path takes for `mime`: the sweep of the Drafts
+/// folder, the draft, each attachment (one request, or a session and its ranges),
+/// the send.
 pub fn cost(mime: &[u8]) -> Cost {
-    let Some(parts) = split(mime) else {
+    let Some(parts) = split(mime, None) else {
         return Cost {
             requests: 1,
             bytes: mime.len() as i64,
         };
     };
     let mut cost = Cost {
-        requests: 2,
+        requests: 3,
         bytes: base64_len(parts.draft.len()),
     };
     for file in &parts.files {
@@ -94,12 +98,16 @@ struct Split {
     files: Vec<File>,
 }
 
-fn split(mime: &[u8]) -> Option<Split> {
+fn split(mime: &[u8], queue_id: Option<uuid::Uuid>) -> Option<Split> {
     let message = MessageParser::default().parse(mime)?;
     let mut draft = Vec::new();
     for (name, value) in message.headers_raw() {
         let lower = name.to_ascii_lowercase();
-        if lower.starts_with("content-") || lower == "mime-version" {
+        // A marker the message brought with it would name another message's draft.
+        if lower.starts_with("content-")
+            || lower == "mime-version"
+            || lower.eq_ignore_ascii_case(DRAFT_MARKER)
+        {
             continue;
         }
         draft.extend_from_slice(name.as_bytes());
@@ -108,6 +116,9 @@ fn split(mime: &[u8]) -> Option<Split> {
         if !value.ends_with('\n') {
             draft.extend_from_slice(b"\r\n");
         }
+    }
+    if let Some(id) = queue_id {
+        draft.extend_from_slice(format!("{DRAFT_MARKER}: {id}\r\n").as_bytes());
     }
     let (subtype, text) = match (message.body_html(0), message.body_text(0)) {
         (_, Some(text)) if message.html_body_count() == 0 => ("plain", text.into_owned()),
@@ -149,6 +160,39 @@ struct Created {
     id: String,
 }
 
+/// A page of the Drafts folder.
+#[derive(Deserialize)]
+struct DraftList {
+    #[serde(default)]
+    value: Vec<ListedDraft>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListedDraft {
+    id: String,
+    #[serde(default)]
+    created_date_time: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    internet_message_headers: Vec<HeaderField>,
+}
+
+#[derive(Deserialize)]
+struct HeaderField {
+    name: String,
+    value: String,
+}
+
+impl ListedDraft {
+    /// The queue id mailbridge marked the draft with, if it did.
+    fn marker(&self) -> Option<&str> {
+        self.internet_message_headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(DRAFT_MARKER))
+            .map(|h| h.value.trim())
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct UploadSession {
@@ -163,7 +207,7 @@ impl GraphClient {
         token: &SecretString,
         mailbox: &str,
         mime: &[u8],
-        ledger: DraftLedger<'_>,
+        ledger: &impl DraftLedger,
     ) -> DeliveryOutcome {
         if let Some(remembered) = self.throttled(mailbox) {
             return remembered;
@@ -178,9 +222,9 @@ impl GraphClient {
         token: &SecretString,
         mailbox: &str,
         mime: &[u8],
-        ledger: DraftLedger<'_>,
+        ledger: &impl DraftLedger,
     ) -> DeliveryOutcome {
-        let queue_id = ledger.message_id;
+        let queue_id = ledger.message_id();
         let messages = format!(
             "{}/v1.0/users/{}/messages",
             self.base_url(),
@@ -202,7 +246,10 @@ impl GraphClient {
             Ok(None) => {}
             Err(e) => return DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string()),
         }
-        let Some(parts) = split(mime) else {
+        // Drafts of this message whose creation was never recorded, and drafts
+        // long left over, go first.
+        self.sweep_drafts(token, queue_id, mailbox, &messages).await;
+        let Some(parts) = split(mime, Some(queue_id)) else {
             return DeliveryOutcome::graph(
                 400,
                 "ErrorMimeContentInvalid".into(),
@@ -286,6 +333,67 @@ impl GraphClient {
                     }
                 }
                 outcome
+            }
+        }
+    }
+
+    /// Deletes the drafts mailbridge marked for `queue_id`, and those it marked more
+    /// than an hour ago; drafts without the marker are the mailbox user's own. Best
+    /// effort: a sweep that fails is tried again by the next large message.
+    async fn sweep_drafts(
+        &self,
+        token: &SecretString,
+        queue_id: uuid::Uuid,
+        mailbox: &str,
+        messages: &str,
+    ) {
+        let url = format!(
+            "{}/v1.0/users/{}/mailFolders/drafts/messages",
+            self.base_url(),
+            crate::graph::urlencode_path(mailbox)
+        );
+        let listed = self
+            .call(
+                token,
+                queue_id,
+                self.http().get(&url).query(&[
+                    ("$select", "id,createdDateTime,internetMessageHeaders"),
+                    ("$top", "100"),
+                ]),
+            )
+            .await;
+        let drafts: DraftList = match listed.map(|body| serde_json::from_slice(&body)) {
+            Ok(Ok(list)) => list,
+            Ok(Err(e)) => {
+                tracing::debug!(queue_id = %queue_id, error = %e, "the Drafts folder could not be read");
+                return;
+            }
+            Err(outcome) => {
+                tracing::debug!(queue_id = %queue_id, reason = ?outcome.failure().map(|f| &f.message), "the Drafts folder could not be listed");
+                return;
+            }
+        };
+        let now = chrono::Utc::now();
+        for draft in drafts.value {
+            let Some(marked) = draft.marker() else {
+                continue;
+            };
+            let ours = marked == queue_id.to_string();
+            let stale = draft
+                .created_date_time
+                .is_some_and(|created| now - created > STALE_DRAFT_AGE);
+            if ours || stale {
+                match self
+                    .delete_draft(token, queue_id, messages, &draft.id)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(queue_id = %queue_id, draft_of = %marked, "deleted a draft left behind");
+                    }
+                    Err(outcome) => {
+                        tracing::debug!(queue_id = %queue_id, reason = ?outcome.failure().map(|f| &f.message), "could not delete a draft left behind");
+                    }
+                }
             }
         }
     }

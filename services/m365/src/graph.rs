@@ -195,7 +195,7 @@ impl GraphClient {
         };
         let request = request.timeout(self.timeout).build().map_err(unreachable)?;
         // Graph counts every request against the mailbox's budget, answered or not.
-        crate::graph_budget::count(
+        crate::meter::count(
             request
                 .body()
                 .and_then(reqwest::Body::as_bytes)
@@ -222,11 +222,11 @@ impl GraphClient {
         ))
     }
 
-    pub(crate) fn http(&self) -> &reqwest::Client {
+    pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
 
-    pub(crate) fn base_url(&self) -> &str {
+    pub fn base_url(&self) -> &str {
         &self.base_url
     }
 }

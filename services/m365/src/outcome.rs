@@ -49,7 +49,7 @@ pub enum DeliveryOutcome {
     },
     Failed(Failure),
     /// Not attempted: sending now would break a limit of the mailbox.
-    Deferred(crate::limits::Wait),
+    Deferred(Wait),
 }
 
 impl DeliveryOutcome {
@@ -193,6 +193,44 @@ pub fn backoff(attempt: i32, retry_after: Option<Duration>) -> Duration {
     let base = Duration::from_secs(60 * 2u64.pow(exponent)).min(Duration::from_secs(3600));
     let jitter = rand::random_range(0.8..1.2);
     base.mul_f64(jitter).max(retry_after.unwrap_or_default())
+}
+
+/// Why a delivery has to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Every concurrency slot of the mailbox is taken.
+    Busy,
+    /// The mailbox sent its 30 messages this minute.
+    RatePerMinute,
+    /// The mailbox reached its recipients for the day.
+    RecipientsPerDay,
+    /// The app used its 10 000 Graph requests of 10 minutes for the mailbox.
+    GraphRequests,
+    /// The app uploaded its 150 MB of 5 minutes to the mailbox.
+    GraphUpload,
+}
+
+impl Wait {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Busy => "mailbox_busy",
+            Self::RatePerMinute => "mailbox_rate",
+            Self::RecipientsPerDay => "mailbox_daily_recipients",
+            Self::GraphRequests => "graph_requests",
+            Self::GraphUpload => "graph_upload",
+        }
+    }
+
+    /// How long to put the message back for.
+    pub fn delay(self) -> Duration {
+        match self {
+            Self::Busy => Duration::from_secs(2),
+            Self::RatePerMinute => Duration::from_secs(10),
+            Self::RecipientsPerDay => Duration::from_secs(15 * 60),
+            // A minute's bucket ages out of its window.
+            Self::GraphRequests | Self::GraphUpload => Duration::from_secs(30),
+        }
+    }
 }
 
 #[cfg(test)]

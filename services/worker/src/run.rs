@@ -1,0 +1,174 @@
+//! The lease loop: a worker leases due messages from PostgreSQL (`FOR UPDATE SKIP
+//! LOCKED`, so any number of workers share one queue) as its delivery slots free
+//! up, is woken by LISTEN/NOTIFY with a periodic sweep as a safety net, starts its
+//! background loops, hands each leased message to [`Worker::deliver`], and on
+//! shutdown waits for the deliveries in flight.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, MutexGuard},
+    time::Duration,
+};
+
+use mailbridge_core::queue;
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Worker, alerting, consent_check, holds, housekeeping};
+
+/// How long a worker with deliveries finishing waits to lease several messages at once.
+const LEASE_GATHER: Duration = Duration::from_millis(2);
+
+impl Worker {
+    /// Delivers until `shutdown` is cancelled, then waits for deliveries in flight.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        tokio::spawn(housekeeping::purge_loop(
+            self.pool.clone(),
+            mailbridge_core::retention::Retention::from_settings(&self.settings),
+            shutdown.clone(),
+        ));
+        // Held until the deliveries in flight are done, not just until shutdown
+        // begins: others take this worker's leases as soon as it is gone.
+        let leaving = CancellationToken::new();
+        tokio::spawn(housekeeping::certificate_loop(
+            self.clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(consent_check::check_loop(self.clone(), shutdown.clone()));
+        tokio::spawn(self.clone().sign_in_log_loop(shutdown.clone()));
+        tokio::spawn(self.clone().bounce_loop(shutdown.clone()));
+        tokio::spawn(holds::probe_loop(self.clone(), shutdown.clone()));
+        tokio::spawn(alerting::evaluate_loop(self.clone(), shutdown.clone()));
+        tokio::spawn(alerting::outbox_loop(self.clone(), shutdown.clone()));
+        let presence = tokio::spawn(housekeeping::presence_loop(
+            self.pool.clone(),
+            self.identity.clone(),
+            Duration::from_secs(self.settings.worker.sweep_seconds.max(1)),
+            leaving.clone(),
+        ));
+        let concurrency = self.settings.worker.concurrency.max(1);
+        let permits = Arc::new(Semaphore::new(concurrency));
+        let sweep = Duration::from_secs(self.settings.worker.sweep_seconds.max(1));
+        let mut listener = None;
+        // A delivery that ends may free its mailbox for the next message.
+        let finished = Arc::new(Notify::new());
+        let gather = (concurrency / 4).max(1);
+        let mut busy = false;
+        tracing::info!(worker = %self.identity, concurrency, "delivery worker started");
+        loop {
+            if listener.is_none() {
+                listener = self.listen().await;
+            }
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                permit = permits.clone().acquire_owned() => permit.expect("semaphore never closes"),
+            };
+            let mut batch = vec![first];
+            while let Ok(permit) = permits.clone().try_acquire_owned() {
+                batch.push(permit);
+            }
+            if busy && batch.len() < gather {
+                // Deliveries are finishing one by one: lease for a few at once
+                // rather than one lease query per message.
+                let deadline = tokio::time::Instant::now() + LEASE_GATHER;
+                while batch.len() < gather {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline) => break,
+                        permit = permits.clone().acquire_owned() => {
+                            batch.push(permit.expect("semaphore never closes"));
+                        }
+                    }
+                }
+            }
+            let wanted = batch.len();
+            let lease = Duration::from_secs(self.settings.worker.lease_seconds);
+            let in_flight: Vec<_> = self.in_flight().iter().copied().collect();
+            let leased = match queue::lease_due(
+                &self.pool,
+                &self.identity,
+                wanted as i64,
+                lease,
+                &in_flight,
+                self.msp_identity().as_ref(),
+            )
+            .await
+            {
+                Ok(leased) => leased,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot lease messages: database unavailable");
+                    drop(batch);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            let got = leased.len();
+            busy = got > 0;
+            for (message, permit) in leased.into_iter().zip(batch.drain(..)) {
+                let (worker, finished) = (self.clone(), finished.clone());
+                self.in_flight().insert(message.id);
+                tokio::spawn(async move {
+                    let id = message.id;
+                    worker.deliver(message, None).await;
+                    worker.in_flight().remove(&id);
+                    drop(permit);
+                    finished.notify_one();
+                });
+            }
+            drop(batch);
+            if got == wanted {
+                continue; // There may be more due right now.
+            }
+            // Nothing (more) due, or only for mailboxes busy to their limit: sleep
+            // until a new message, a delivery that frees a mailbox, the sweep, or
+            // shutdown.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = finished.notified() => {}
+                _ = tokio::time::sleep(sweep) => {}
+                woke = wait_for_notification(&mut listener) => {
+                    if let Err(e) = woke {
+                        tracing::warn!(error = %e, "queue notifications lost; reconnecting");
+                        listener = None;
+                    }
+                }
+            }
+        }
+        tracing::info!("worker stopping: waiting for deliveries in flight");
+        let _ = tokio::time::timeout(
+            self.settings.worker.shutdown_grace,
+            permits.acquire_many(concurrency as u32),
+        )
+        .await;
+        leaving.cancel();
+        let _ = presence.await;
+    }
+
+    pub(crate) fn in_flight(&self) -> MutexGuard<'_, HashSet<uuid::Uuid>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
+        listener.listen(queue::QUEUE_CHANNEL).await.ok()?;
+        Some(listener)
+    }
+}
+
+/// Waits for a new message's notification, and takes the others already received
+/// with it: one commit of many customers' messages notifies once per customer, and
+/// one lease serves them all.
+async fn wait_for_notification(listener: &mut Option<PgListener>) -> Result<(), sqlx::Error> {
+    match listener {
+        Some(l) => {
+            l.recv().await?;
+            while l.next_buffered().is_some() {}
+            Ok(())
+        }
+        None => std::future::pending().await,
+    }
+}
