@@ -796,3 +796,62 @@ pub async fn sign_in_read(
     .fetch_optional(pool)
     .await
 }
+
+/// Claims, for `reader` and `claim` long, the connected customer whose sign-in-log
+/// read is most overdue, if any: one worker of many reads each customer's log.
+pub async fn claim_sign_in_read(
+    pool: &PgPool,
+    reader: &str,
+    claim: std::time::Duration,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "WITH due AS (
+            SELECT t.id FROM tenants t
+              LEFT JOIN smtp_auth_signin_reads r ON r.tenant_id = t.id
+             WHERE t.entra_tenant_id IS NOT NULL
+               AND (r.tenant_id IS NULL
+                    OR (r.next_read_at <= now()
+                        AND (r.lease_expires_at IS NULL OR r.lease_expires_at < now())))
+             ORDER BY r.next_read_at NULLS FIRST
+             LIMIT 1)
+         INSERT INTO smtp_auth_signin_reads (tenant_id, lease_owner, lease_expires_at)
+         SELECT id, $1, now() + make_interval(secs => $2) FROM due
+         ON CONFLICT (tenant_id) DO UPDATE
+            SET lease_owner = EXCLUDED.lease_owner, lease_expires_at = EXCLUDED.lease_expires_at
+          WHERE smtp_auth_signin_reads.next_read_at <= now()
+            AND (smtp_auth_signin_reads.lease_expires_at IS NULL
+                 OR smtp_auth_signin_reads.lease_expires_at < now())
+         RETURNING tenant_id",
+        reader,
+        claim.as_secs_f64()
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// Records how `reader`'s read of `tenant_id`'s sign-in log went (`error` is `None`
+/// when it succeeded) and when the next one is due; frees the claim.
+pub async fn record_sign_in_read(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    reader: &str,
+    next_in: std::time::Duration,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE smtp_auth_signin_reads
+            SET next_read_at = now() + make_interval(secs => $3),
+                lease_owner = NULL, lease_expires_at = NULL,
+                last_read_at = CASE WHEN $4::text IS NULL THEN now() ELSE last_read_at END,
+                last_error = $4,
+                last_error_at = CASE WHEN $4::text IS NULL THEN NULL ELSE now() END
+          WHERE tenant_id = $1 AND lease_owner = $2",
+        tenant_id,
+        reader,
+        next_in.as_secs_f64(),
+        error
+    )
+    .execute(pool)
+    .await
+    .map(drop)
+}

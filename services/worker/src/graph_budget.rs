@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 pub use mailbridge_m365::meter::{Cost, Meter, metered};
+use mailbridge_core::store::graph_usage;
 use sqlx::PgPool;
 
 /// Microsoft's limits (Learn: Microsoft Graph throttling limits, Outlook service).
@@ -46,32 +47,18 @@ pub async fn reserve(
     cost: Cost,
 ) -> Result<Result<Reservation, Over>, sqlx::Error> {
     let mailbox = mailbox.to_ascii_lowercase();
-    // The reservation first, then the sums (which include it and any other
-    // worker's made meanwhile): two workers racing for the last of a budget may both
-    // step back, but never both go over.
-    let (requests, bytes): (i64, i64) = sqlx::query_as(
-        "WITH charged AS (
-             INSERT INTO graph_usage (client_id, mailbox, minute, requests, upload_bytes)
-             VALUES ($1, $2, date_trunc('minute', now()), $3, $4)
-             ON CONFLICT (client_id, mailbox, minute) DO UPDATE
-                SET requests = graph_usage.requests + EXCLUDED.requests,
-                    upload_bytes = graph_usage.upload_bytes + EXCLUDED.upload_bytes
-             RETURNING requests, upload_bytes)
-         SELECT (SELECT requests FROM charged) + COALESCE((SELECT sum(requests) FROM graph_usage
-                  WHERE client_id = $1 AND mailbox = $2 AND minute < date_trunc('minute', now())
-                    AND minute >= date_trunc('minute', now() - $5)), 0)::bigint,
-                (SELECT upload_bytes FROM charged) + COALESCE((SELECT sum(upload_bytes) FROM graph_usage
-                  WHERE client_id = $1 AND mailbox = $2 AND minute < date_trunc('minute', now())
-                    AND minute >= date_trunc('minute', now() - $6)), 0)::bigint",
+    // The reservation first, then the sums (which include it).
+    let sums = graph_usage::charge(
+        pool,
+        client_id,
+        &mailbox,
+        cost.requests,
+        cost.bytes,
+        REQUEST_WINDOW,
+        UPLOAD_WINDOW,
     )
-    .bind(client_id)
-    .bind(&mailbox)
-    .bind(cost.requests)
-    .bind(cost.bytes)
-    .bind(REQUEST_WINDOW)
-    .bind(UPLOAD_WINDOW)
-    .fetch_one(pool)
     .await?;
+    let (requests, bytes) = (sums.requests, sums.upload_bytes);
     let reservation = Reservation {
         client_id: client_id.to_owned(),
         mailbox,
@@ -106,20 +93,12 @@ async fn correct(pool: &PgPool, reservation: &Reservation, sent: Cost) -> Result
     if requests == 0 && bytes == 0 {
         return Ok(());
     }
-    // Into the current minute: the reservation's may have passed, and the sums only
-    // ever look at whole windows.
-    sqlx::query(
-        "INSERT INTO graph_usage (client_id, mailbox, minute, requests, upload_bytes)
-         VALUES ($1, $2, date_trunc('minute', now()), $3, $4)
-         ON CONFLICT (client_id, mailbox, minute) DO UPDATE
-            SET requests = graph_usage.requests + EXCLUDED.requests,
-                upload_bytes = graph_usage.upload_bytes + EXCLUDED.upload_bytes",
+    graph_usage::correct(
+        pool,
+        &reservation.client_id,
+        &reservation.mailbox,
+        requests,
+        bytes,
     )
-    .bind(&reservation.client_id)
-    .bind(&reservation.mailbox)
-    .bind(requests)
-    .bind(bytes)
-    .execute(pool)
-    .await?;
-    Ok(())
+    .await
 }

@@ -17,6 +17,7 @@
 
 use std::time::Duration;
 
+use mailbridge_core::store::mailbox_limits;
 use mailbridge_core::tenants::DeliveryMethod;
 use sqlx::{PgPool, Postgres, Transaction};
 
@@ -69,35 +70,15 @@ pub async fn admit(
         DeliveryMethod::Smtp => (format!("smtp:{mailbox}"), SMTP_CONNECTIONS_PER_MAILBOX),
     };
     let mut transaction = pool.begin().await?;
-    // One round trip: the day's recipients (hourly buckets that overlap the last 24
-    // hours, a little conservative), the SMTP messages of the last minute, and the
-    // first free slot — the filter takes the locks in order and the LIMIT stops at
-    // the first one taken. A slot taken for a message that has to wait is released
-    // with the transaction when this returns.
-    let (recipients_today, sent_last_minute, slot): (i64, i64, Option<i32>) = sqlx::query_as(
-        "SELECT (SELECT COALESCE(sum(recipients), 0)::bigint FROM mailbox_usage
-                  WHERE mailbox = $1 AND hour > now() - interval '25 hours'),
-                CASE WHEN $2 THEN (SELECT count(*) FROM (
-                     SELECT 1 FROM delivery_attempts
-                      WHERE mailbox = $1 AND method = 'smtp' AND started_at > now() - interval '1 minute'
-                      LIMIT $3) recent) ELSE 0 END,
-                (SELECT slot FROM generate_series(0, $5 - 1) AS slot
-                  WHERE pg_try_advisory_xact_lock(hashtext($4), slot) LIMIT 1)",
-    )
-    .bind(&mailbox)
-    .bind(method == DeliveryMethod::Smtp)
-    .bind(SMTP_MESSAGES_PER_MINUTE)
-    .bind(&scope)
-    .bind(slots)
-    .fetch_one(&mut *transaction)
-    .await?;
-    if recipients_today + recipients as i64 > RECIPIENTS_PER_DAY {
+    let smtp_cap = (method == DeliveryMethod::Smtp).then_some(SMTP_MESSAGES_PER_MINUTE);
+    let used = mailbox_limits::admission(&mut transaction, &mailbox, smtp_cap, &scope, slots).await?;
+    if used.recipients_today + recipients as i64 > RECIPIENTS_PER_DAY {
         return Ok(Err(Wait::RecipientsPerDay));
     }
-    if sent_last_minute >= SMTP_MESSAGES_PER_MINUTE {
+    if used.smtp_last_minute >= SMTP_MESSAGES_PER_MINUTE {
         return Ok(Err(Wait::RatePerMinute));
     }
-    if slot.is_some() {
+    if used.slot.is_some() {
         return Ok(Ok(Slot { transaction }));
     }
     Ok(Err(Wait::Busy))

@@ -8,6 +8,7 @@
 use mailbridge_core::{
     Settings,
     crypto::MasterKey,
+    devices,
     i18n::{self, Lang},
     own_mail::OwnMail,
     queue::{self, LeasedMessage, MessageKind, NewMessage},
@@ -71,12 +72,11 @@ async fn report(
         return Ok(());
     };
     let device: Option<String> = match message.device_id {
-        Some(id) => {
-            sqlx::query_scalar("SELECT name FROM devices WHERE id = $1")
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
-        }
+        Some(id) => devices::named(pool, message.tenant_id, &[id])
+            .await?
+            .into_iter()
+            .next()
+            .map(|device| device.name),
         None => None,
     };
     let id = Uuid::now_v7();

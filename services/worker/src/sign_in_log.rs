@@ -146,29 +146,7 @@ impl Worker {
 
     /// Claims the connected customer whose read is most overdue, if any.
     async fn claim_sign_in_read(&self) -> sqlx::Result<Option<Uuid>> {
-        sqlx::query_scalar(
-            "WITH due AS (
-                SELECT t.id FROM tenants t
-                  LEFT JOIN smtp_auth_signin_reads r ON r.tenant_id = t.id
-                 WHERE t.entra_tenant_id IS NOT NULL
-                   AND (r.tenant_id IS NULL
-                        OR (r.next_read_at <= now()
-                            AND (r.lease_expires_at IS NULL OR r.lease_expires_at < now())))
-                 ORDER BY r.next_read_at NULLS FIRST
-                 LIMIT 1)
-             INSERT INTO smtp_auth_signin_reads (tenant_id, lease_owner, lease_expires_at)
-             SELECT id, $1, now() + make_interval(secs => $2) FROM due
-             ON CONFLICT (tenant_id) DO UPDATE
-                SET lease_owner = EXCLUDED.lease_owner, lease_expires_at = EXCLUDED.lease_expires_at
-              WHERE smtp_auth_signin_reads.next_read_at <= now()
-                AND (smtp_auth_signin_reads.lease_expires_at IS NULL
-                     OR smtp_auth_signin_reads.lease_expires_at < now())
-             RETURNING tenant_id",
-        )
-        .bind(&self.identity)
-        .bind(CLAIM.as_secs_f64())
-        .fetch_optional(&self.pool)
-        .await
+        migration_board::claim_sign_in_read(&self.pool, &self.identity, CLAIM).await
     }
 
     /// Reads one customer's log into its board and records how it went.
@@ -209,21 +187,9 @@ impl Worker {
         if let Some(why) = error {
             tracing::info!(%tenant_id, error = why, "could not read the sign-in log");
         }
-        let recorded = sqlx::query(
-            "UPDATE smtp_auth_signin_reads
-                SET next_read_at = now() + make_interval(secs => $3),
-                    lease_owner = NULL, lease_expires_at = NULL,
-                    last_read_at = CASE WHEN $4::text IS NULL THEN now() ELSE last_read_at END,
-                    last_error = $4,
-                    last_error_at = CASE WHEN $4::text IS NULL THEN NULL ELSE now() END
-              WHERE tenant_id = $1 AND lease_owner = $2",
-        )
-        .bind(tenant_id)
-        .bind(&self.identity)
-        .bind(next.as_secs_f64())
-        .bind(error)
-        .execute(&self.pool)
-        .await;
+        let recorded =
+            migration_board::record_sign_in_read(&self.pool, tenant_id, &self.identity, next, error)
+                .await;
         if let Err(e) = recorded {
             tracing::warn!(%tenant_id, error = %e, "could not record the sign-in-log read");
         }

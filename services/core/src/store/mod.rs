@@ -1,9 +1,8 @@
-//! The data layer's home for the control plane's people and their sign-ins: one
-//! module per table group, owning every statement on its tables, with compile-time
-//! checked queries (`sqlx::query!`, the offline data in `.sqlx/`). The handlers call
-//! functions here and hold no SQL; `scripts/check-store` keeps it that way (and
-//! lists the modules outside `services/core` that still hold statements of their
-//! own, which only shrinks).
+//! The data layer's home for the control plane's people and their sign-ins, and for
+//! the worker's shared limits: one module per table group, owning every statement
+//! on its tables, with compile-time checked queries (`sqlx::query!`, the offline
+//! data in `.sqlx/`). Handlers and the worker call functions here and hold no SQL;
+//! `scripts/check-store` keeps it that way.
 
 pub mod api_tokens;
 pub mod audit_log;
@@ -12,6 +11,8 @@ pub mod credential_downloads;
 pub mod customer_health;
 pub mod customer_list;
 pub mod device_list;
+pub mod graph_usage;
+pub mod mailbox_limits;
 pub mod message_log;
 pub mod secret_reveals;
 pub mod sessions;
