@@ -117,10 +117,10 @@ async fn an_unknown_recipient_bounces_and_is_explained_reported_counted_and_move
     );
 
     // Accepted by Microsoft first, bounced when the report has come back.
-    app.wait_for_message(bounced, |m| m.state == "accepted" || m.state == "bounced")
+    app.wait_for_message(bounced, |m| m.state.as_str() == "accepted" || m.state.as_str() == "bounced")
         .await;
     let status = app
-        .wait_for_message(bounced, |m| m.state == "bounced")
+        .wait_for_message(bounced, |m| m.state.as_str() == "bounced")
         .await;
     assert!(
         status
@@ -276,7 +276,7 @@ async fn without_read_permission_bounces_are_not_visible_and_the_page_says_so() 
     )
     .await;
     let id = id_to(&app, &unknown).await;
-    app.wait_for_message(id, |m| m.state == "accepted").await;
+    app.wait_for_message(id, |m| m.state.as_str() == "accepted").await;
     wait_until("the mailbox refused", Duration::from_secs(20), || async {
         let visible: Option<Option<bool>> =
             sqlx::query_scalar("SELECT visible FROM bounce_watch WHERE tenant_id = $1")

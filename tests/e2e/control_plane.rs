@@ -599,7 +599,7 @@ async fn onboarding_over_http_from_customer_to_a_delivered_message() {
 
     // In the log, accepted by Microsoft, with its attempt explained.
     let id = app.message_ids().await[0];
-    app.wait_for_message(id, |m| m.state == "accepted").await;
+    app.wait_for_message(id, |m| m.state.as_str() == "accepted").await;
     let log = owner
         .get(&format!("/messages?customer={customer}&state=accepted"))
         .await;
@@ -636,7 +636,7 @@ async fn onboarding_over_http_from_customer_to_a_delivered_message() {
         .await;
     assert_eq!(sent.status, StatusCode::SEE_OTHER);
     let test_id = id_in(sent.location.as_deref().unwrap(), "/messages/");
-    app.wait_for_message(test_id, |m| m.state == "accepted")
+    app.wait_for_message(test_id, |m| m.state.as_str() == "accepted")
         .await;
     let inbox = app.wait_for_inbox("empfang@praxis-kuehn.example", 2).await;
     assert!(
@@ -938,7 +938,7 @@ async fn waiting_messages_can_be_retried_and_cancelled() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(status.state, "failed");
+    assert_eq!(status.state.as_str(), "failed");
     assert!(
         status
             .last_error
@@ -986,7 +986,7 @@ async fn messages_of_a_customer_not_yet_connected_wait_with_an_explanation() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(status.state, "queued", "it waits for the consent");
+    assert_eq!(status.state.as_str(), "queued", "it waits for the consent");
     let page = owner.get(&format!("/messages/{id}")).await;
     assert!(
         page.body

@@ -60,7 +60,7 @@ async fn a_message_accepted_while_no_worker_runs_is_delivered_once_one_starts() 
     let inbox = app.wait_for_inbox("arzt@klinik.example", 1).await;
     assert!(inbox[0].mime.ends_with(&message));
     let status = app
-        .wait_for_message(ids[0], |s| s.state == "accepted")
+        .wait_for_message(ids[0], |s| s.state.as_str() == "accepted")
         .await;
     assert_eq!(status.attempt_count, 1);
     let attempts = queue::attempts(app.pool(), ids[0]).await.unwrap();
@@ -171,7 +171,7 @@ async fn a_wrong_client_secret_leaves_the_message_queued_with_the_aadsts_error()
 
     let id = app.message_ids().await[0];
     let status = app
-        .wait_for_message(id, |s| s.attempt_count == 1 && s.state == "queued")
+        .wait_for_message(id, |s| s.attempt_count == 1 && s.state.as_str() == "queued")
         .await;
     // A wrong secret is the app's condition: the app is held (its messages wait
     // for a probe), the message is not backed off on its own.
@@ -246,7 +246,7 @@ async fn send_as_denied_fails_the_message_and_reports_it_in_both_languages() {
         .unwrap();
 
     let id = app.message_ids().await[0];
-    let status = app.wait_for_message(id, |s| s.state == "failed").await;
+    let status = app.wait_for_message(id, |s| s.state.as_str() == "failed").await;
     assert_eq!(
         status.attempt_count, 1,
         "a permanent refusal is not retried"
@@ -289,7 +289,7 @@ async fn send_as_denied_fails_the_message_and_reports_it_in_both_languages() {
     // A report about the report would be queued when the report settles: wait until
     // every message has settled, then count.
     for id in app.message_ids().await {
-        app.wait_for_message(id, |s| s.state != "queued" && s.state != "delivering")
+        app.wait_for_message(id, |s| s.state.as_str() != "queued" && s.state.as_str() != "delivering")
             .await;
     }
     assert_eq!(
@@ -317,7 +317,7 @@ async fn an_unknown_sender_mailbox_fails_permanently() {
         .await
         .unwrap();
     let id = app.message_ids().await[0];
-    app.wait_for_message(id, |s| s.state == "failed").await;
+    app.wait_for_message(id, |s| s.state.as_str() == "failed").await;
     let attempts = queue::attempts(app.pool(), id).await.unwrap();
     assert_eq!(attempts[0].diagnosis.as_deref(), Some("ErrorInvalidUser"));
 }
@@ -341,7 +341,7 @@ async fn a_tenant_without_consent_is_paused_not_hammered() {
         .await;
     }
     let first = app.message_ids().await[0];
-    app.wait_for_message(first, |s| s.attempt_count >= 1 && s.state == "queued")
+    app.wait_for_message(first, |s| s.attempt_count >= 1 && s.state.as_str() == "queued")
         .await;
     // The customer is held once the first refusal is settled; its other messages wait
     // behind the hold instead of asking the token endpoint themselves.
@@ -398,7 +398,7 @@ async fn a_tenant_without_consent_is_paused_not_hammered() {
     assert!(stored.last_token_error.unwrap().starts_with("AADSTS700016"));
     for id in app.message_ids().await {
         let status = queue::status(app.pool(), id).await.unwrap().unwrap();
-        assert_eq!(status.state, "queued");
+        assert_eq!(status.state.as_str(), "queued");
         if let Some(attempt) = queue::attempts(app.pool(), id).await.unwrap().first() {
             assert_eq!(attempt.diagnosis.as_deref(), Some("AADSTS700016"));
         }
@@ -575,7 +575,7 @@ async fn the_cluster_purges_what_is_past_its_retention_once_per_interval() {
     )
     .await;
     let id = app.message_ids().await[0];
-    app.wait_for_message(id, |s| s.state == "accepted").await;
+    app.wait_for_message(id, |s| s.state.as_str() == "accepted").await;
     // Two more worker processes: three replicas offer to purge.
     let database = crate::harness::database_url(&app.database);
     let mut workers: Vec<_> = (0..2)
@@ -850,7 +850,7 @@ async fn a_customers_own_app_authenticates_with_a_certificate() {
     )
     .await;
     let id = app.message_ids().await.into_iter().last().unwrap();
-    app.wait_for_message(id, |s| s.attempt_count == 1 && s.state == "queued")
+    app.wait_for_message(id, |s| s.attempt_count == 1 && s.state.as_str() == "queued")
         .await;
     let attempts = queue::attempts(app.pool(), id).await.unwrap();
     assert_eq!(
@@ -936,7 +936,7 @@ async fn a_mailbox_at_its_daily_recipients_defers_without_an_attempt() {
     let status = app
         .wait_for_message(id, |s| s.next_attempt_at > chrono_now_plus_seconds(600))
         .await;
-    assert_eq!(status.state, "queued");
+    assert_eq!(status.state.as_str(), "queued");
     assert_eq!(status.attempt_count, 0, "a deferral is not an attempt");
     assert!(queue::attempts(app.pool(), id).await.unwrap().is_empty());
     assert!(app.stack.simulator.directory.delivered().is_empty());

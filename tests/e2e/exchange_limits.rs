@@ -74,7 +74,7 @@ async fn deferrals_without_attempt(app: &TestApp, id: Uuid) -> (i64, bool) {
     let status = queue::status(app.pool(), id).await.unwrap().unwrap();
     (
         attempts,
-        status.state == "queued" && status.next_attempt_at > chrono::Utc::now(),
+        status.state.as_str() == "queued" && status.next_attempt_at > chrono::Utc::now(),
     )
 }
 
@@ -413,7 +413,7 @@ async fn a_failed_large_send_leaves_no_draft() {
         times: Some(1),
     });
     let id = queue_large(&app, &tenant, "entwurf@klinik.example").await;
-    app.wait_for_message(id, |s| s.state == "failed").await;
+    app.wait_for_message(id, |s| s.state.as_str() == "failed").await;
     let attempts = queue::attempts(app.pool(), id).await.unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(

@@ -199,7 +199,7 @@ impl Customers {
     async fn delivered(&self, id: Uuid) -> DeliveredMessage {
         let done = |m: &queue::MessageStatus| matches!(m.state.as_str(), "accepted" | "failed");
         let status = self.app.wait_for_message(id, done).await;
-        assert_eq!(status.state, "accepted", "{status:?}");
+        assert_eq!(status.state.as_str(), "accepted", "{status:?}");
         let trace = format!(" id {}", id.simple());
         self.app
             .stack
@@ -435,7 +435,7 @@ async fn a_device_cannot_send_as_or_through_another_customer() {
     }
     let failed = c
         .app
-        .wait_for_message(send_as, |m| m.state == "failed")
+        .wait_for_message(send_as, |m| m.state.as_str() == "failed")
         .await;
     assert!(
         failed

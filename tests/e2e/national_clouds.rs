@@ -139,7 +139,7 @@ async fn a_configuration_for_another_cloud_is_refused_with_a_clear_diagnosis() {
     );
     // Held, not failed: the fixed configuration delivers it.
     let status = queue::status(app.pool(), id).await.unwrap().unwrap();
-    assert_ne!(status.state, "failed");
+    assert_ne!(status.state.as_str(), "failed");
     let held: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM delivery_holds WHERE scope = 'customer' AND subject = $1 AND reason = 'AADSTS500011'",
     )

@@ -151,7 +151,7 @@ async fn a_customer_deleted_mid_delivery_does_not_hold_the_worker() {
     )
     .await
     .unwrap();
-    app.wait_for_message(first, |m| m.state == "delivering")
+    app.wait_for_message(first, |m| m.state.as_str() == "delivering")
         .await;
     // The customer is deleted while Microsoft is still answering.
     mailbridge_core::tenants::delete(app.pool(), doomed.tenant.id)
@@ -165,7 +165,7 @@ async fn a_customer_deleted_mid_delivery_does_not_hold_the_worker() {
     .await
     .unwrap();
     let started = std::time::Instant::now();
-    app.wait_for_message(second, |m| m.state == "accepted")
+    app.wait_for_message(second, |m| m.state.as_str() == "accepted")
         .await;
     assert!(
         started.elapsed() < Duration::from_secs(20),

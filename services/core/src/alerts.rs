@@ -34,8 +34,9 @@ const REPORT_FRESH_FOR: &str = "2 days";
 pub const BOUNCE_RATE_MIN_MESSAGES: i64 = 5;
 
 /// What an alert watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Kind {
     DeviceSilent,
     DeviceLockout,
@@ -48,32 +49,12 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
-        Kind::DeviceSilent,
-        Kind::DeviceLockout,
-        Kind::CustomerToken,
-        Kind::Refusals,
-        Kind::QueueAge,
-        Kind::BounceRate,
-        Kind::AppCredential,
-        Kind::EdgeCertificate,
-    ];
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::DeviceSilent => "device_silent",
-            Kind::DeviceLockout => "device_lockout",
-            Kind::CustomerToken => "customer_token",
-            Kind::Refusals => "refusals",
-            Kind::QueueAge => "queue_age",
-            Kind::BounceRate => "bounce_rate",
-            Kind::AppCredential => "app_credential",
-            Kind::EdgeCertificate => "edge_certificate",
-        }
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == text)
+        text.parse().ok()
     }
 
     /// The rule's name, in English (German in the catalogue, `crate::i18n`).

@@ -7,28 +7,25 @@
 
 use std::str::FromStr;
 
+use strum::VariantArray;
+
 /// One of Microsoft's clouds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "lowercase")]
 pub enum Cloud {
     /// The global service (commercial and GCC).
     #[default]
     Public,
     /// Microsoft Cloud for US Government: GCC High.
-    UsGovHigh,
+    #[strum(serialize = "usgov-high")]    UsGovHigh,
     /// Microsoft 365 operated by 21Vianet in China.
     China,
 }
 
 impl Cloud {
-    pub const ALL: [Cloud; 3] = [Cloud::Public, Cloud::UsGovHigh, Cloud::China];
-
     /// The setting's spelling.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Public => "public",
-            Self::UsGovHigh => "usgov-high",
-            Self::China => "china",
-        }
+        self.into()
     }
 
     /// The Entra ID endpoint (tokens, admin consent).
@@ -70,8 +67,9 @@ impl Cloud {
     /// The cloud whose Graph or Exchange resource `resource` is, if any.
     pub fn of_resource(resource: &str) -> Option<Self> {
         let resource = resource.trim_end_matches('/');
-        Self::ALL
-            .into_iter()
+        Self::VARIANTS
+            .iter()
+            .copied()
             .find(|c| c.graph_url() == resource || c.exchange_resource() == resource)
     }
 }

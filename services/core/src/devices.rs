@@ -35,9 +35,10 @@ pub struct Device {
 }
 
 /// What kind of thing a device is: chooses the setup steps its card shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::Type, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum DeviceKind {
     Printer,
     Scanner,
@@ -47,33 +48,20 @@ pub enum DeviceKind {
 }
 
 impl DeviceKind {
-    pub const ALL: [DeviceKind; 5] = [
-        Self::Printer,
-        Self::Scanner,
-        Self::Medical,
-        Self::Software,
-        Self::Other,
-    ];
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Printer => "printer",
-            Self::Scanner => "scanner",
-            Self::Medical => "medical",
-            Self::Software => "software",
-            Self::Other => "other",
-        }
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == text)
+        text.parse().ok()
     }
 }
 
 /// The listener a device is set up for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::Type, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum DeviceListener {
     /// Port 587, STARTTLS, username and password.
     Submission,
@@ -84,18 +72,12 @@ pub enum DeviceListener {
 }
 
 impl DeviceListener {
-    pub const ALL: [DeviceListener; 3] = [Self::Submission, Self::Submissions, Self::Relay];
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Submission => "submission",
-            Self::Submissions => "submissions",
-            Self::Relay => "relay",
-        }
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|l| l.as_str() == text)
+        text.parse().ok()
     }
 }
 

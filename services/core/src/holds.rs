@@ -22,9 +22,10 @@ use uuid::Uuid;
 use crate::queue::{LeasedMessage, QUEUE_CHANNEL};
 
 /// How wide a condition is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, sqlx::Type, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Scope {
     /// The customer's sender mailbox.
     Mailbox,
@@ -36,11 +37,7 @@ pub enum Scope {
 
 impl Scope {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Mailbox => "mailbox",
-            Self::Customer => "customer",
-            Self::App => "app",
-        }
+        self.into()
     }
 }
 

@@ -22,9 +22,10 @@ use crate::{
 };
 
 /// How the MSP app may reach a customer's mailboxes on the Graph path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, strum::IntoStaticStr, strum::VariantArray)]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum PermissionMode {
     /// No tenant-wide mail permission; RBAC for Applications scoped to the sender
     /// mailbox (recommended).
@@ -35,10 +36,7 @@ pub enum PermissionMode {
 
 impl PermissionMode {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Limited => "limited",
-            Self::TenantWide => "tenant_wide",
-        }
+        self.into()
     }
 }
 

@@ -42,8 +42,9 @@ impl AuditActor {
 }
 
 /// Where an account stands, as the board shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Stage {
     ToMigrate,
     DeviceCreated,
@@ -57,26 +58,8 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 7] = [
-        Self::ToMigrate,
-        Self::DeviceCreated,
-        Self::RelayTrafficSeen,
-        Self::Done,
-        Self::Ignored,
-        Self::ExposedUnused,
-        Self::NoBasicUse,
-    ];
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ToMigrate => "to_migrate",
-            Self::DeviceCreated => "device_created",
-            Self::RelayTrafficSeen => "relay_traffic_seen",
-            Self::Done => "done",
-            Self::Ignored => "ignored",
-            Self::ExposedUnused => "exposed_unused",
-            Self::NoBasicUse => "no_basic_use",
-        }
+        self.into()
     }
 
     /// The English label (translated by the web).

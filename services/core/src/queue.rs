@@ -24,10 +24,40 @@ use crate::crypto::{CryptoError, MasterKey, SEALED_OVERHEAD};
 /// The NOTIFY channel workers LISTEN on; the payload is the tenant id.
 pub const QUEUE_CHANNEL: &str = "mailbridge_queue";
 
-/// Who wrote a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+/// Where a message is in its life (`messages.state`). `accepted` is Microsoft's
+/// acceptance (Graph `202`, SMTP `250`), not delivery: a non-delivery report may
+/// still turn it into `bounced`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type,
+    strum::IntoStaticStr, strum::EnumString, strum::VariantArray, strum::Display,
+)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum MessageState {
+    /// Waiting for its next attempt (`next_attempt_at`).
+    Queued,
+    /// Leased by a worker, which is talking to Microsoft.
+    Delivering,
+    /// Microsoft took it.
+    Accepted,
+    /// Microsoft took it and later sent a non-delivery report.
+    Bounced,
+    /// Given up on: refused for good, expired, or cancelled.
+    Failed,
+}
+
+impl MessageState {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum MessageKind {
     /// A device submitted it.
     Device,
@@ -39,11 +69,7 @@ pub enum MessageKind {
 
 impl MessageKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Device => "device",
-            Self::Notification => "notification",
-            Self::Test => "test",
-        }
+        self.into()
     }
 }
 
@@ -335,9 +361,10 @@ pub async fn reseal_bodies(pool: &PgPool, key: &MasterKey, limit: i64) -> Result
 }
 
 /// What one delivery attempt came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum AttemptOutcome {
     Accepted,
     Retry,
@@ -346,11 +373,7 @@ pub enum AttemptOutcome {
 
 impl AttemptOutcome {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Accepted => "accepted",
-            Self::Retry => "retry",
-            Self::Permanent => "permanent",
-        }
+        self.into()
     }
 }
 
@@ -461,7 +484,7 @@ pub async fn settle(
 pub struct MessageStatus {
     pub id: Uuid,
     pub tenant_id: Uuid,
-    pub state: String,
+    pub state: MessageState,
     pub attempt_count: i32,
     pub next_attempt_at: DateTime<Utc>,
     pub last_error: Option<String>,

@@ -23,8 +23,9 @@ use serde::Serialize;
 pub const MAX_FILE_BYTES: usize = 20 * 1024 * 1024;
 
 /// Which file this was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "lowercase")]
 pub enum ReportKind {
     /// The report's main table: one row per sender over the chosen period.
     Summary,
@@ -33,17 +34,12 @@ pub enum ReportKind {
     /// The PowerShell snippet's list of mailboxes with SMTP AUTH enabled.
     Exposure,
     /// The customer's Entra sign-in log ("Authenticated SMTP"), read through Graph.
-    SignIns,
+    #[strum(serialize = "signins")]    SignIns,
 }
 
 impl ReportKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Summary => "summary",
-            Self::Details => "details",
-            Self::Exposure => "exposure",
-            Self::SignIns => "signins",
-        }
+        self.into()
     }
 }
 

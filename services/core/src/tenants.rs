@@ -14,9 +14,10 @@ use crate::{
 };
 
 /// How a tenant's mail reaches Microsoft 365.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, strum::IntoStaticStr, strum::VariantArray)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum DeliveryMethod {
     /// Microsoft Graph `sendMail` (MIME): needs only admin consent.
     Graph,
@@ -26,10 +27,7 @@ pub enum DeliveryMethod {
 
 impl DeliveryMethod {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Graph => "graph",
-            Self::Smtp => "smtp",
-        }
+        self.into()
     }
 }
 

@@ -238,20 +238,13 @@ struct AdminConsentQuery {
 }
 
 impl AdminConsentQuery {
-    fn from_url(url: &Url) -> Self {
-        let mut query = Self::default();
-        for (name, value) in url.query_pairs() {
-            let value = Some(value.into_owned());
-            match name.as_ref() {
-                "client_id" => query.client_id = value,
-                "scope" => query.scope = value,
-                "redirect_uri" => query.redirect_uri = value,
-                "state" => query.state = value,
-                _ => {}
-            }
-        }
-        query
+    /// The query of `url` read as the endpoint reads a browser's request.
+    fn from_url(url: &Url) -> Result<Self, LoginPageError> {
+        serde_urlencoded::from_str(url.query().unwrap_or_default()).map_err(|e| {
+            LoginPageError::new(90100, format!("The parameter is empty or not valid: {e}"))
+        })
     }
+
 }
 
 /// What the page posts back.
@@ -737,7 +730,7 @@ impl Directory {
                 ));
             }
         };
-        let query = AdminConsentQuery::from_url(&url);
+        let query = AdminConsentQuery::from_url(&url)?;
         let request = match validate(self, version, segment, &query) {
             Ok(request) => request,
             Err(Refusal::Page(error)) => return Err(error),

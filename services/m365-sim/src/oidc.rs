@@ -296,27 +296,13 @@ struct AuthorizeQuery {
 }
 
 impl AuthorizeQuery {
-    fn from_url(url: &Url) -> Self {
-        let mut query = Self::default();
-        for (name, value) in url.query_pairs() {
-            let value = Some(value.into_owned());
-            match name.as_ref() {
-                "client_id" => query.client_id = value,
-                "response_type" => query.response_type = value,
-                "redirect_uri" => query.redirect_uri = value,
-                "scope" => query.scope = value,
-                "state" => query.state = value,
-                "nonce" => query.nonce = value,
-                "code_challenge" => query.code_challenge = value,
-                "code_challenge_method" => query.code_challenge_method = value,
-                "response_mode" => query.response_mode = value,
-                "prompt" => query.prompt = value,
-                "login_hint" => query.login_hint = value,
-                _ => {}
-            }
-        }
-        query
+    /// The query of `url` read as the endpoint reads a browser's request.
+    fn from_url(url: &Url) -> Result<Self, LoginPageError> {
+        serde_urlencoded::from_str(url.query().unwrap_or_default()).map_err(|e| {
+            LoginPageError::new(90100, format!("The parameter is empty or not valid: {e}"))
+        })
     }
+
 }
 
 /// What the sign-in page posts back.
@@ -969,7 +955,7 @@ fn parse_authorize_url(authorize_url: &str) -> Result<(String, AuthorizeQuery), 
         .unwrap_or_default();
     match segments.as_slice() {
         [segment, "oauth2", "v2.0", "authorize"] => {
-            Ok((segment.to_string(), AuthorizeQuery::from_url(&url)))
+            Ok((segment.to_string(), AuthorizeQuery::from_url(&url)?))
         }
         _ => Err(LoginPageError::new(
             90100,

@@ -545,6 +545,10 @@ fn malformed_jwt() -> AadError {
     )
 }
 
+/// The assertion's header and claims as JSON objects. Not
+/// `jsonwebtoken::decode_header`: it refuses an `alg` it does not know (`none`,
+/// `HS256` …) with its own error, where Entra answers AADSTS5002738 naming the
+/// algorithm. The signature is still verified by `jsonwebtoken`.
 fn parse_compact_jwt(token: &str) -> Result<CompactJwt<'_>, AadError> {
     let (signing_input, signature) = token.rsplit_once('.').ok_or_else(malformed_jwt)?;
     let (header, claims) = signing_input.split_once('.').ok_or_else(malformed_jwt)?;

@@ -25,6 +25,7 @@ use mailbridge_core::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use strum::VariantArray;
 use uuid::Uuid;
 
 use crate::{
@@ -457,7 +458,7 @@ struct BoardPage {
     tenant: Tenant,
     accounts: Vec<BoardAccount>,
     devices: Vec<Device>,
-    kinds: [DeviceKind; 5],
+    kinds: &'static [DeviceKind],
     can_manage: bool,
     notice: Option<String>,
     refused: Option<String>,
@@ -473,8 +474,8 @@ impl BoardPage {
         self.accounts.iter().filter(|a| a.stage() == *stage).count()
     }
 
-    fn stages(&self) -> [Stage; 7] {
-        Stage::ALL
+    fn stages(&self) -> &'static [Stage] {
+        Stage::VARIANTS
     }
 
     fn day(&self, at: &Option<DateTime<Utc>>) -> String {
@@ -553,7 +554,7 @@ async fn board_page(
             tenant,
             accounts,
             devices,
-            kinds: DeviceKind::ALL,
+            kinds: DeviceKind::VARIANTS,
             can_manage: actor.may(Permission::ManageDevices),
             notice,
             refused,
@@ -921,7 +922,7 @@ mod tests {
     #[test]
     fn core_texts_have_their_german() {
         let de = Tr::new(Lang::De);
-        for stage in Stage::ALL {
+        for &stage in Stage::VARIANTS {
             assert!(CORE_TEXTS.contains(&stage.label()), "{}", stage.label());
             assert_ne!(de.t(stage.label()), stage.label(), "{}", stage.label());
         }

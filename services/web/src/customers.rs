@@ -599,7 +599,7 @@ pub async fn overview(
         "customers",
         search.q.as_deref(),
         sort.as_str(),
-        crate::list_pager::ListSort::ALL
+        <crate::list_pager::ListSort as strum::VariantArray>::VARIANTS
             .iter()
             .map(|s| (s.as_str(), s.label()))
             .collect(),
@@ -672,7 +672,7 @@ async fn detail(
         "devices",
         search.q.as_deref(),
         crate::list_pager::parse_sort(search.sort.as_deref())?.as_str(),
-        crate::list_pager::ListSort::ALL
+        <crate::list_pager::ListSort as strum::VariantArray>::VARIANTS
             .iter()
             .map(|s| (s.as_str(), s.label()))
             .collect(),

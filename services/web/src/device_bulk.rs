@@ -60,8 +60,9 @@ pub enum Done {
 }
 
 /// A bulk action on selected devices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum BulkAction {
     Disable,
     Rotate,
@@ -80,10 +81,7 @@ impl BulkAction {
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Disable => "disable",
-            Self::Rotate => "rotate",
-        }
+        self.into()
     }
 }
 

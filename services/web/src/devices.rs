@@ -25,6 +25,7 @@ use mailbridge_core::{
 };
 use serde::Deserialize;
 use serde_json::json;
+use strum::VariantArray;
 use uuid::Uuid;
 
 use crate::{
@@ -436,7 +437,7 @@ struct DevicePage {
     device: Device,
     networks: String,
     senders: String,
-    kinds: [DeviceKind; 5],
+    kinds: &'static [DeviceKind],
     can_manage: bool,
     notice: Option<&'static str>,
     logins: Vec<LoginFailures>,
@@ -502,7 +503,7 @@ async fn detail(
         transcripts,
         tenant,
         device,
-        kinds: DeviceKind::ALL,
+        kinds: DeviceKind::VARIANTS,
         can_manage: actor.may(Permission::ManageDevices),
         notice,
         logins,

@@ -16,12 +16,13 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use mailbridge_core::{
     bounces::{self, Bounce},
     diagnosis::{self, Diagnosis},
-    queue::{self, DeliveryAttempt},
+    queue::{self, DeliveryAttempt, MessageState},
     store::message_log,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgPool;
+use strum::VariantArray;
 use uuid::Uuid;
 
 use crate::{
@@ -36,20 +37,16 @@ use crate::{
 /// Messages on one page of the log.
 pub const PAGE_SIZE: i64 = 50;
 
-/// The states a message can be in, as stored and filtered on.
-pub const STATES: [&str; 5] = ["queued", "delivering", "accepted", "bounced", "failed"];
-
 /// What the control plane calls a state. `accepted` is Microsoft's acceptance
 /// (Graph `202`, SMTP `250`), not delivery; `bounced`: a non-delivery report came
 /// back after it.
-pub fn state_label(state: &str) -> &'static str {
+pub fn state_label(state: MessageState) -> &'static str {
     match state {
-        "queued" => tr!("queued"),
-        "delivering" => tr!("delivering"),
-        "accepted" => tr!("accepted by Microsoft"),
-        "bounced" => tr!("bounced"),
-        "failed" => tr!("failed"),
-        _ => tr!("unknown"),
+        MessageState::Queued => tr!("queued"),
+        MessageState::Delivering => tr!("delivering"),
+        MessageState::Accepted => tr!("accepted by Microsoft"),
+        MessageState::Bounced => tr!("bounced"),
+        MessageState::Failed => tr!("failed"),
     }
 }
 
@@ -148,13 +145,10 @@ pub async fn search(
     search.sender = some(&filter.sender).map(str::to_owned);
     search.recipient = some(&filter.recipient).map(str::to_owned);
     if let Some(state) = some(&filter.state) {
-        if !STATES.contains(&state) {
-            return Err(Error::InvalidValue {
-                text: tr!("{} is not a message state."),
-                value: state.to_owned(),
-            });
-        }
-        search.state = Some(state.to_owned());
+        search.state = Some(state.parse().map_err(|_| Error::InvalidValue {
+            text: tr!("{} is not a message state."),
+            value: state.to_owned(),
+        })?);
     }
     if let Some(from) = some(&filter.from) {
         search.received_from = Some(time(from)?);
@@ -301,7 +295,7 @@ struct LogPageView {
     nav: Nav,
     filter: MessageFilter,
     customers: Vec<(Uuid, String)>,
-    states: [&'static str; 5],
+    states: &'static [MessageState],
     page: LogPage,
     next_query: Option<String>,
     /// The device the log is filtered by (its name), and the same search without it.
@@ -375,7 +369,7 @@ async fn log_page(
         t: actor.tr,
         nav: Nav::of(Some(&actor), "messages"),
         customers: crate::customers::names(&state.pool, &actor.customers).await?,
-        states: STATES,
+        states: MessageState::VARIANTS,
         device_filter: device_filter(&state, &actor, &filter).await?,
         filter,
         page,
@@ -406,8 +400,8 @@ async fn detail(
     let message = load(&state.pool, &actor.customers, id).await?;
     let attempts = queue::attempts(&state.pool, id).await?;
     let bounces = bounces::of_message(&state.pool, id).await?;
-    let refresh = message.state == "delivering"
-        || (message.state == "queued"
+    let refresh = message.state == MessageState::Delivering
+        || (message.state == MessageState::Queued
             && message.next_attempt_at < Utc::now() + chrono::Duration::seconds(30));
     Ok(MessagePage {
         t: actor.tr,

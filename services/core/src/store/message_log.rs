@@ -7,6 +7,8 @@ use serde::Serialize;
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use crate::queue::MessageState;
+
 /// One row of the log.
 #[derive(Debug, Clone, Serialize, FromRow)]
 pub struct LoggedMessage {
@@ -20,7 +22,7 @@ pub struct LoggedMessage {
     pub rcpt_to: Vec<String>,
     pub subject: Option<String>,
     pub size_bytes: i64,
-    pub state: String,
+    pub state: MessageState,
     pub attempt_count: i32,
     pub received_at: DateTime<Utc>,
     pub next_attempt_at: DateTime<Utc>,
@@ -43,7 +45,7 @@ pub struct Search {
     pub sender: Option<String>,
     /// An envelope recipient, as given or in lower case.
     pub recipient: Option<String>,
-    pub state: Option<String>,
+    pub state: Option<MessageState>,
     pub received_from: Option<DateTime<Utc>>,
     pub received_until: Option<DateTime<Utc>>,
     /// Older than this row (the cursor of the next page).
@@ -86,7 +88,7 @@ pub async fn search(pool: &PgPool, search: &Search) -> Result<Vec<LoggedMessage>
         query.push(" AND m.rcpt_to && ").push_bind(variants);
     }
     if let Some(state) = &search.state {
-        query.push(" AND m.state = ").push_bind(state.clone());
+        query.push(" AND m.state = ").push_bind(*state);
     }
     if let Some(from) = search.received_from {
         query.push(" AND m.received_at >= ").push_bind(from);

@@ -29,7 +29,8 @@ pub fn secret_hash(secret: &str) -> Vec<u8> {
 
 /// How a long list (customers, a customer's devices) is sorted; each list turns it
 /// into its own ORDER BY.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum ListSort {
     #[default]
     Name,
@@ -42,20 +43,13 @@ pub enum ListSort {
 }
 
 impl ListSort {
-    pub const ALL: [ListSort; 4] = [Self::Name, Self::LastSeen, Self::Queued, Self::Failures];
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Name => "name",
-            Self::LastSeen => "last_seen",
-            Self::Queued => "queued",
-            Self::Failures => "failures",
-        }
+        self.into()
     }
 
     /// The sort named `name` (as [`Self::as_str`] gives it).
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == name)
+        name.parse().ok()
     }
 
     pub fn label(self) -> &'static str {

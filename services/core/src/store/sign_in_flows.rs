@@ -7,7 +7,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// What a flow is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum FlowKind {
     /// A member of staff signing in.
     #[default]
@@ -18,10 +19,7 @@ pub enum FlowKind {
 
 impl FlowKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::SignIn => "sign_in",
-            Self::Consent => "consent",
-        }
+        self.into()
     }
 }
 

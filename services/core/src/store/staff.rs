@@ -12,8 +12,9 @@ use uuid::Uuid;
 const BOOTSTRAP_LIFETIME_SECS: f64 = 86_400.0;
 
 /// A staff member's role, from most to least powerful. Stored as its lower-case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Role {
     /// Everything, including who may do what.
     Owner,
@@ -31,20 +32,11 @@ impl Role {
     pub const ALL: [Role; 4] = [Self::Owner, Self::Admin, Self::Technician, Self::Readonly];
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Owner => "owner",
-            Self::Admin => "admin",
-            Self::Technician => "technician",
-            Self::Readonly => "readonly",
-            Self::Pending => "pending",
-        }
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .chain([Self::Pending])
-            .find(|r| r.as_str() == text)
+        text.parse().ok()
     }
 
     /// The role's name as shown, in English (the catalogue key).
