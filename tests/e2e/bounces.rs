@@ -4,6 +4,7 @@
 //! counts it, reports it like a failure, and moves the report out of the Inbox — once,
 //! however many workers watch. A message to a recipient that exists stays accepted.
 
+use mailbridge_core::queue::MessageState;
 use std::time::{Duration, Instant};
 
 use lettre::{AsyncTransport, address::Envelope};
@@ -117,8 +118,10 @@ async fn an_unknown_recipient_bounces_and_is_explained_reported_counted_and_move
     );
 
     // Accepted by Microsoft first, bounced when the report has come back.
-    app.wait_for_message(bounced, |m| m.state.as_str() == "accepted" || m.state.as_str() == "bounced")
-        .await;
+    app.wait_for_message(bounced, |m| {
+        m.state.as_str() == "accepted" || m.state.as_str() == "bounced"
+    })
+    .await;
     let status = app
         .wait_for_message(bounced, |m| m.state.as_str() == "bounced")
         .await;
@@ -211,7 +214,7 @@ async fn an_unknown_recipient_bounces_and_is_explained_reported_counted_and_move
             .unwrap()
             .unwrap()
             .state,
-        "accepted"
+        MessageState::Accepted
     );
 
     // The message page, in English and in German; the log filters on the state.
@@ -276,7 +279,8 @@ async fn without_read_permission_bounces_are_not_visible_and_the_page_says_so() 
     )
     .await;
     let id = id_to(&app, &unknown).await;
-    app.wait_for_message(id, |m| m.state.as_str() == "accepted").await;
+    app.wait_for_message(id, |m| m.state.as_str() == "accepted")
+        .await;
     wait_until("the mailbox refused", Duration::from_secs(20), || async {
         let visible: Option<Option<bool>> =
             sqlx::query_scalar("SELECT visible FROM bounce_watch WHERE tenant_id = $1")
@@ -302,7 +306,7 @@ async fn without_read_permission_bounces_are_not_visible_and_the_page_says_so() 
             .unwrap()
             .unwrap()
             .state,
-        "accepted"
+        MessageState::Accepted
     );
 }
 

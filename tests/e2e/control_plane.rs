@@ -599,7 +599,8 @@ async fn onboarding_over_http_from_customer_to_a_delivered_message() {
 
     // In the log, accepted by Microsoft, with its attempt explained.
     let id = app.message_ids().await[0];
-    app.wait_for_message(id, |m| m.state.as_str() == "accepted").await;
+    app.wait_for_message(id, |m| m.state.as_str() == "accepted")
+        .await;
     let log = owner
         .get(&format!("/messages?customer={customer}&state=accepted"))
         .await;

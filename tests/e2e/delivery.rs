@@ -1,5 +1,6 @@
 //! The worker delivering queued messages into the simulated Microsoft 365.
 
+use mailbridge_core::queue::MessageState;
 use std::time::Duration;
 
 use crate::harness::{TestApp, TestTenant, readable, sample_message, without_final_crlf};
@@ -53,7 +54,7 @@ async fn a_message_accepted_while_no_worker_runs_is_delivered_once_one_starts() 
             .unwrap()
             .unwrap()
             .state,
-        "queued"
+        MessageState::Queued
     );
 
     app.stack.start_worker().unwrap();
@@ -246,7 +247,9 @@ async fn send_as_denied_fails_the_message_and_reports_it_in_both_languages() {
         .unwrap();
 
     let id = app.message_ids().await[0];
-    let status = app.wait_for_message(id, |s| s.state.as_str() == "failed").await;
+    let status = app
+        .wait_for_message(id, |s| s.state.as_str() == "failed")
+        .await;
     assert_eq!(
         status.attempt_count, 1,
         "a permanent refusal is not retried"
@@ -289,8 +292,10 @@ async fn send_as_denied_fails_the_message_and_reports_it_in_both_languages() {
     // A report about the report would be queued when the report settles: wait until
     // every message has settled, then count.
     for id in app.message_ids().await {
-        app.wait_for_message(id, |s| s.state.as_str() != "queued" && s.state.as_str() != "delivering")
-            .await;
+        app.wait_for_message(id, |s| {
+            s.state.as_str() != "queued" && s.state.as_str() != "delivering"
+        })
+        .await;
     }
     assert_eq!(
         app.message_ids().await.len(),
@@ -317,7 +322,8 @@ async fn an_unknown_sender_mailbox_fails_permanently() {
         .await
         .unwrap();
     let id = app.message_ids().await[0];
-    app.wait_for_message(id, |s| s.state.as_str() == "failed").await;
+    app.wait_for_message(id, |s| s.state.as_str() == "failed")
+        .await;
     let attempts = queue::attempts(app.pool(), id).await.unwrap();
     assert_eq!(attempts[0].diagnosis.as_deref(), Some("ErrorInvalidUser"));
 }
@@ -341,8 +347,10 @@ async fn a_tenant_without_consent_is_paused_not_hammered() {
         .await;
     }
     let first = app.message_ids().await[0];
-    app.wait_for_message(first, |s| s.attempt_count >= 1 && s.state.as_str() == "queued")
-        .await;
+    app.wait_for_message(first, |s| {
+        s.attempt_count >= 1 && s.state.as_str() == "queued"
+    })
+    .await;
     // The customer is held once the first refusal is settled; its other messages wait
     // behind the hold instead of asking the token endpoint themselves.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -575,7 +583,8 @@ async fn the_cluster_purges_what_is_past_its_retention_once_per_interval() {
     )
     .await;
     let id = app.message_ids().await[0];
-    app.wait_for_message(id, |s| s.state.as_str() == "accepted").await;
+    app.wait_for_message(id, |s| s.state.as_str() == "accepted")
+        .await;
     // Two more worker processes: three replicas offer to purge.
     let database = crate::harness::database_url(&app.database);
     let mut workers: Vec<_> = (0..2)

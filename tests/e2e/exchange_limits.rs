@@ -413,7 +413,8 @@ async fn a_failed_large_send_leaves_no_draft() {
         times: Some(1),
     });
     let id = queue_large(&app, &tenant, "entwurf@klinik.example").await;
-    app.wait_for_message(id, |s| s.state.as_str() == "failed").await;
+    app.wait_for_message(id, |s| s.state.as_str() == "failed")
+        .await;
     let attempts = queue::attempts(app.pool(), id).await.unwrap();
     assert_eq!(attempts.len(), 1);
     assert_eq!(

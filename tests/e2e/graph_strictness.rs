@@ -96,7 +96,8 @@ async fn watched_customer(app: &TestApp, name: &str) -> TestTenant {
 }
 
 async fn bounce_of(app: &TestApp, id: Uuid) -> (String, String, i64) {
-    app.wait_for_message(id, |m| m.state.as_str() == "bounced").await;
+    app.wait_for_message(id, |m| m.state.as_str() == "bounced")
+        .await;
     sqlx::query_as(
         "SELECT min(status), min(diagnosis), count(*) FROM message_bounces WHERE message_id = $1",
     )

@@ -288,7 +288,9 @@ async fn a_held_message_past_its_maximum_age_fails_with_the_holds_reason() {
         .execute(app.pool())
         .await
         .unwrap();
-    let status = app.wait_for_message(id, |s| s.state.as_str() == "failed").await;
+    let status = app
+        .wait_for_message(id, |s| s.state.as_str() == "failed")
+        .await;
     assert_eq!(
         status.attempt_count, 2,
         "one attempt, then failed while held"

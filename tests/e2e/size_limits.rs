@@ -303,7 +303,8 @@ async fn microsoft_refuses_a_message_over_the_mailboxs_send_size_on_graph_and_sm
             .fetch_one(app.pool())
             .await
             .unwrap();
-        app.wait_for_message(id, |s| s.state.as_str() == "failed").await;
+        app.wait_for_message(id, |s| s.state.as_str() == "failed")
+            .await;
         let attempts = queue::attempts(app.pool(), id).await.unwrap();
         assert_eq!(attempts.len(), 1, "permanent: not retried");
         assert_eq!(

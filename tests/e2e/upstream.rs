@@ -62,7 +62,8 @@ async fn smtp_xoauth2_delivers_as_the_sender_mailbox() {
     );
     for id in app.message_ids().await {
         // The simulator has it before the worker has recorded it.
-        app.wait_for_message(id, |s| s.state.as_str() == "accepted").await;
+        app.wait_for_message(id, |s| s.state.as_str() == "accepted")
+            .await;
         let attempts = queue::attempts(app.pool(), id).await.unwrap();
         assert_eq!(
             (attempts[0].method.as_str(), attempts[0].upstream_status),
@@ -493,7 +494,9 @@ async fn every_upstream_answer_is_classified_and_explained() {
     }
     for (case, id) in sent {
         let status = app
-            .wait_for_message(id, |s| s.attempt_count >= 1 && s.state.as_str() != "delivering")
+            .wait_for_message(id, |s| {
+                s.attempt_count >= 1 && s.state.as_str() != "delivering"
+            })
             .await;
         let attempts = queue::attempts(app.pool(), id).await.unwrap();
         let first = &attempts[0];
@@ -508,7 +511,8 @@ async fn every_upstream_answer_is_classified_and_explained() {
             // A slot frees within seconds: retried at once, not backed off (a
             // minute at least). The app-wide cases above hold every customer of the
             // MSP app until their first probe (10 s), which may delay this retry.
-            app.wait_for_message(id, |s| s.state.as_str() == "accepted").await;
+            app.wait_for_message(id, |s| s.state.as_str() == "accepted")
+                .await;
             let attempts = queue::attempts(app.pool(), id).await.unwrap();
             let gap = attempts[1].started_at - attempts[0].started_at;
             assert!(
@@ -528,7 +532,7 @@ async fn every_upstream_answer_is_classified_and_explained() {
             && case.name != "bad token"
             && status.state.as_str() == "accepted";
         if !held_and_released {
-            assert_eq!(status.state, expected_state, "{}", case.name);
+            assert_eq!(status.state.as_str(), expected_state, "{}", case.name);
         }
         // A condition of the mailbox, the customer or the app holds the message
         // (due the moment the hold is released) instead of backing it off.
@@ -786,7 +790,9 @@ async fn a_413_from_graph_takes_the_large_message_path() {
     let id = send(&app, &tenant, "gross@klinik.example").await;
     let inbox = app.wait_for_inbox("gross@klinik.example", 1).await;
     assert_eq!(inbox[0].via, "graph-upload", "sent as a draft, not failed");
-    let status = app.wait_for_message(id, |s| s.state.as_str() == "accepted").await;
+    let status = app
+        .wait_for_message(id, |s| s.state.as_str() == "accepted")
+        .await;
     assert_eq!(
         status.attempt_count, 1,
         "one attempt, not a permanent failure"

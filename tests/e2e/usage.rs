@@ -68,8 +68,10 @@ async fn the_monthly_report_matches_what_was_sent_also_after_the_purge() {
             .expect("accepted");
     }
     for id in app.message_ids().await {
-        app.wait_for_message(id, |s| s.state.as_str() == "accepted" || s.state.as_str() == "failed")
-            .await;
+        app.wait_for_message(id, |s| {
+            s.state.as_str() == "accepted" || s.state.as_str() == "failed"
+        })
+        .await;
     }
     let (delivered, failed, recipients, bytes): (i64, i64, i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE state = 'accepted'), count(*) FILTER (WHERE state = 'failed'),
@@ -230,8 +232,10 @@ async fn the_usage_charts_show_in_the_browser() {
             .expect("accepted");
     }
     for id in app.message_ids().await {
-        app.wait_for_message(id, |s| s.state.as_str() == "accepted" || s.state.as_str() == "failed")
-            .await;
+        app.wait_for_message(id, |s| {
+            s.state.as_str() == "accepted" || s.state.as_str() == "failed"
+        })
+        .await;
     }
     // Earlier days of the month, as the purge leaves them (rolled up).
     sqlx::query(

@@ -10,14 +10,17 @@ use std::str::FromStr;
 use strum::VariantArray;
 
 /// One of Microsoft's clouds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::VariantArray)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::VariantArray,
+)]
 #[strum(serialize_all = "lowercase")]
 pub enum Cloud {
     /// The global service (commercial and GCC).
     #[default]
     Public,
     /// Microsoft Cloud for US Government: GCC High.
-    #[strum(serialize = "usgov-high")]    UsGovHigh,
+    #[strum(serialize = "usgov-high")]
+    UsGovHigh,
     /// Microsoft 365 operated by 21Vianet in China.
     China,
 }

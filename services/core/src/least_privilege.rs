@@ -22,7 +22,17 @@ use crate::{
 };
 
 /// How the MSP app may reach a customer's mailboxes on the Graph path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, strum::IntoStaticStr, strum::VariantArray)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    sqlx::Type,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]

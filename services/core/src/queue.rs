@@ -19,7 +19,10 @@ use serde::Serialize;
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
 
-use crate::crypto::{CryptoError, MasterKey, SEALED_OVERHEAD};
+use crate::{
+    crypto::{CryptoError, MasterKey},
+    tenants::{OwnApp, Tenant},
+};
 
 /// The NOTIFY channel workers LISTEN on; the payload is the tenant id.
 pub const QUEUE_CHANNEL: &str = "mailbridge_queue";
@@ -28,8 +31,17 @@ pub const QUEUE_CHANNEL: &str = "mailbridge_queue";
 /// acceptance (Graph `202`, SMTP `250`), not delivery: a non-delivery report may
 /// still turn it into `bounced`.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type,
-    strum::IntoStaticStr, strum::EnumString, strum::VariantArray, strum::Display,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    sqlx::Type,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+    strum::Display,
 )]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
@@ -54,7 +66,18 @@ impl MessageState {
 }
 
 /// Who wrote a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    sqlx::Type,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
@@ -306,17 +329,69 @@ pub async fn body(pool: &PgPool, key: &MasterKey, id: Uuid) -> Result<Option<Vec
     })
 }
 
-/// The size of the stored message, without reading it.
-pub async fn body_size(pool: &PgPool, id: Uuid) -> Result<Option<usize>, sqlx::Error> {
-    sqlx::query_scalar::<_, i32>(
-        "SELECT octet_length(body) - CASE WHEN sealed THEN $2 ELSE 0 END
-           FROM message_bodies WHERE message_id = $1",
-    )
-    .bind(id)
-    .bind(SEALED_OVERHEAD as i32)
+/// What one delivery needs, read in one statement right after the lease: the
+/// customer, its own app (opened), and the body (opened). The body is read here and
+/// not in the lease itself, so that a lease of many messages never holds all their
+/// bodies at once.
+#[derive(Debug)]
+pub struct DeliveryJob {
+    pub tenant: Tenant,
+    /// The customer's own app registration; `None`: the MSP's app serves it.
+    pub own_app: Option<OwnApp>,
+    /// The raw message as received; `None` when it is no longer stored.
+    pub body: Option<Vec<u8>>,
+}
+
+/// The [`DeliveryJob`] of message `message_id` of customer `tenant_id`, opened with
+/// `key`; `None` when the customer is gone.
+pub async fn delivery_job(
+    pool: &PgPool,
+    key: &MasterKey,
+    tenant_id: Uuid,
+    message_id: Uuid,
+) -> Result<Option<DeliveryJob>, BodyError> {
+    #[derive(FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        tenant: Tenant,
+        client_secret_sealed: Option<Vec<u8>>,
+        client_certificate_sealed: Option<Vec<u8>>,
+        body: Option<Vec<u8>>,
+        sealed: Option<bool>,
+    }
+    let row: Option<Row> = sqlx::query_as(concat!(
+        "SELECT ",
+        crate::tenants::columns!(),
+        ", client_secret_sealed, client_certificate_sealed, b.body, b.sealed
+           FROM tenants LEFT JOIN message_bodies b ON b.message_id = $2
+          WHERE id = $1"
+    ))
+    .bind(tenant_id)
+    .bind(message_id)
     .fetch_optional(pool)
-    .await
-    .map(|size| size.map(|s| s.max(0) as usize))
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let own_app = match row.tenant.client_id.clone() {
+        Some(client_id) => crate::tenants::open_app(
+            key,
+            tenant_id,
+            client_id,
+            row.client_secret_sealed,
+            row.client_certificate_sealed,
+        )?,
+        None => None,
+    };
+    let body = match (row.body, row.sealed) {
+        (Some(body), Some(true)) => Some(key.open(&body_context(message_id), &body)?),
+        (body, _) => body,
+    };
+    Ok(Some(DeliveryJob {
+        tenant: row.tenant,
+        own_app,
+        body,
+    }))
 }
 
 /// Re-seals up to `limit` bodies not sealed with `key`'s current key (sealed with a
@@ -361,7 +436,18 @@ pub async fn reseal_bodies(pool: &PgPool, key: &MasterKey, limit: i64) -> Result
 }
 
 /// What one delivery attempt came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    sqlx::Type,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]

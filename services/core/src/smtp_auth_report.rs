@@ -23,7 +23,17 @@ use serde::Serialize;
 pub const MAX_FILE_BYTES: usize = 20 * 1024 * 1024;
 
 /// Which file this was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "lowercase")]
 pub enum ReportKind {
@@ -34,7 +44,8 @@ pub enum ReportKind {
     /// The PowerShell snippet's list of mailboxes with SMTP AUTH enabled.
     Exposure,
     /// The customer's Entra sign-in log ("Authenticated SMTP"), read through Graph.
-    #[strum(serialize = "signins")]    SignIns,
+    #[strum(serialize = "signins")]
+    SignIns,
 }
 
 impl ReportKind {

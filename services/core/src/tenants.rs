@@ -14,7 +14,17 @@ use crate::{
 };
 
 /// How a tenant's mail reaches Microsoft 365.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, strum::IntoStaticStr, strum::VariantArray)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    sqlx::Type,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
@@ -149,6 +159,7 @@ macro_rules! columns {
          smtp_for_large_messages, consented_at, rate_limit_per_minute, max_message_bytes"
     };
 }
+pub(crate) use columns;
 
 fn secret_context(tenant_id: Uuid) -> String {
     format!("tenant-client-secret:{tenant_id}")
@@ -339,6 +350,18 @@ pub async fn own_app(
         return Ok(None);
     };
     let key = master_key.ok_or(TenantError::NoMasterKey)?;
+    Ok(open_app(key, tenant_id, client_id, secret, certificate)?)
+}
+
+/// A tenant's own app from its sealed columns, opened with `key`; `None` when it
+/// has a client id but neither a secret nor a certificate.
+pub(crate) fn open_app(
+    key: &MasterKey,
+    tenant_id: Uuid,
+    client_id: String,
+    secret: Option<Vec<u8>>,
+    certificate: Option<Vec<u8>>,
+) -> Result<Option<OwnApp>, CryptoError> {
     let credential = match (secret, certificate) {
         (Some(sealed), _) => {
             let secret = key.open(&secret_context(tenant_id), &sealed)?;

@@ -244,7 +244,6 @@ impl AdminConsentQuery {
             LoginPageError::new(90100, format!("The parameter is empty or not valid: {e}"))
         })
     }
-
 }
 
 /// What the page posts back.

@@ -302,7 +302,6 @@ impl AuthorizeQuery {
             LoginPageError::new(90100, format!("The parameter is empty or not valid: {e}"))
         })
     }
-
 }
 
 /// What the sign-in page posts back.

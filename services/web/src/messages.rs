@@ -40,7 +40,7 @@ pub const PAGE_SIZE: i64 = 50;
 /// What the control plane calls a state. `accepted` is Microsoft's acceptance
 /// (Graph `202`, SMTP `250`), not delivery; `bounced`: a non-delivery report came
 /// back after it.
-pub fn state_label(state: MessageState) -> &'static str {
+pub fn state_label(state: &MessageState) -> &'static str {
     match state {
         MessageState::Queued => tr!("queued"),
         MessageState::Delivering => tr!("delivering"),

@@ -11,8 +11,8 @@ use mailbridge_core::{
     diagnosis,
     holds::{AppIdentity, HoldKey},
     metrics::metrics,
-    queue::{self, LeasedMessage},
-    tenants::{self, DeliveryMethod, Tenant},
+    queue::{self, DeliveryJob, LeasedMessage},
+    tenants::{self, DeliveryMethod, OwnApp, Tenant},
 };
 use mailbridge_m365::{
     graph, graph_json, graph_large, mime,
@@ -50,8 +50,13 @@ impl Worker {
         message: &LeasedMessage,
         probe: bool,
     ) -> (DeliveryMethod, Option<String>, DeliveryOutcome) {
-        let tenant = match tenants::get(&self.pool, message.tenant_id).await {
-            Ok(Some(tenant)) => tenant,
+        let job = queue::delivery_job(&self.pool, &self.master_key, message.tenant_id, message.id);
+        let DeliveryJob {
+            tenant,
+            own_app,
+            body,
+        } = match job.await {
+            Ok(Some(job)) => job,
             Ok(None) => {
                 let gone = DeliveryOutcome::local(&diagnosis::GONE, "the customer was deleted");
                 return (DeliveryMethod::Graph, None, gone);
@@ -61,17 +66,24 @@ impl Worker {
                 return (DeliveryMethod::Graph, None, internal);
             }
         };
+        let Some(body) = body else {
+            let gone =
+                DeliveryOutcome::local(&diagnosis::GONE, "the message body is no longer stored");
+            return (tenant.delivery_method, Some(tenant.sender_mailbox), gone);
+        };
         let method = match tenant.delivery_method {
             // Too large for one Graph request: by SMTP where the customer allows it.
-            DeliveryMethod::Graph if tenant.smtp_for_large_messages => {
-                match queue::body_size(&self.pool, message.id).await {
-                    Ok(Some(size)) if !graph::fits_one_request(size) => DeliveryMethod::Smtp,
-                    _ => DeliveryMethod::Graph,
-                }
+            DeliveryMethod::Graph
+                if tenant.smtp_for_large_messages && !graph::fits_one_request(body.len()) =>
+            {
+                DeliveryMethod::Smtp
             }
             method => method,
         };
-        let outcome = self.attempt_with(message, &tenant, method, probe).await;
+        let app = self.app_from(own_app);
+        let outcome = self
+            .attempt_with(message, &tenant, app, body, method, probe)
+            .await;
         (method, Some(tenant.sender_mailbox), outcome)
     }
 
@@ -79,19 +91,11 @@ impl Worker {
         &self,
         message: &LeasedMessage,
         tenant: &Tenant,
+        app: Result<AppCredentials, DeliveryOutcome>,
+        body: Vec<u8>,
         method: DeliveryMethod,
         probe: bool,
     ) -> DeliveryOutcome {
-        let body = match queue::body(&self.pool, &self.master_key, message.id).await {
-            Ok(Some(body)) => body,
-            Ok(None) => {
-                return DeliveryOutcome::local(
-                    &diagnosis::GONE,
-                    "the message body is no longer stored",
-                );
-            }
-            Err(e) => return DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string()),
-        };
         // Every message leaves with a Message-ID (a bounce is matched by it); the
         // edge adds one, a message queued before it did gets one here.
         let body = if mailbridge_core::message_id::find(&body).is_none() {
@@ -116,7 +120,7 @@ impl Worker {
                 "no admin consent has connected this customer to a Microsoft 365 tenant",
             );
         };
-        let app = match self.app_for(tenant).await {
+        let app = match app {
             Ok(app) => app,
             Err(outcome) => return outcome,
         };
@@ -308,17 +312,24 @@ impl Worker {
     /// The tenant's own app registration, or the MSP's multi-tenant app.
     async fn app_for(&self, tenant: &Tenant) -> Result<AppCredentials, DeliveryOutcome> {
         match tenants::own_app(&self.pool, Some(&self.master_key), tenant.id).await {
-            Ok(Some(app)) => Ok(AppCredentials {
+            Ok(own_app) => self.app_from(own_app),
+            Err(e) => Err(DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string())),
+        }
+    }
+
+    /// `own_app`, or the MSP's multi-tenant app where the customer has none.
+    fn app_from(&self, own_app: Option<OwnApp>) -> Result<AppCredentials, DeliveryOutcome> {
+        match own_app {
+            Some(app) => Ok(AppCredentials {
                 client_id: app.client_id,
                 credential: app.credential,
             }),
-            Ok(None) => self.msp_app().ok_or_else(|| {
+            None => self.msp_app().ok_or_else(|| {
                 DeliveryOutcome::local(
                     &diagnosis::NOT_CONFIGURED,
                     "MAILBRIDGE_ENTRA_CLIENT_ID and MAILBRIDGE_ENTRA_CLIENT_SECRET (or a certificate) are not set",
                 )
             }),
-            Err(e) => Err(DeliveryOutcome::local(&diagnosis::INTERNAL, e.to_string())),
         }
     }
 }

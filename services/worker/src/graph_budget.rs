@@ -13,8 +13,8 @@
 
 use std::time::Duration;
 
-pub use mailbridge_m365::meter::{Cost, Meter, metered};
 use mailbridge_core::store::graph_usage;
+pub use mailbridge_m365::meter::{Cost, Meter, metered};
 use sqlx::PgPool;
 
 /// Microsoft's limits (Learn: Microsoft Graph throttling limits, Outlook service).

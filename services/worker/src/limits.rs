@@ -71,7 +71,8 @@ pub async fn admit(
     };
     let mut transaction = pool.begin().await?;
     let smtp_cap = (method == DeliveryMethod::Smtp).then_some(SMTP_MESSAGES_PER_MINUTE);
-    let used = mailbox_limits::admission(&mut transaction, &mailbox, smtp_cap, &scope, slots).await?;
+    let used =
+        mailbox_limits::admission(&mut transaction, &mailbox, smtp_cap, &scope, slots).await?;
     if used.recipients_today + recipients as i64 > RECIPIENTS_PER_DAY {
         return Ok(Err(Wait::RecipientsPerDay));
     }

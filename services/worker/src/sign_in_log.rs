@@ -187,9 +187,14 @@ impl Worker {
         if let Some(why) = error {
             tracing::info!(%tenant_id, error = why, "could not read the sign-in log");
         }
-        let recorded =
-            migration_board::record_sign_in_read(&self.pool, tenant_id, &self.identity, next, error)
-                .await;
+        let recorded = migration_board::record_sign_in_read(
+            &self.pool,
+            tenant_id,
+            &self.identity,
+            next,
+            error,
+        )
+        .await;
         if let Err(e) = recorded {
             tracing::warn!(%tenant_id, error = %e, "could not record the sign-in-log read");
         }

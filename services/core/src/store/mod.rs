@@ -29,7 +29,17 @@ pub fn secret_hash(secret: &str) -> Vec<u8> {
 
 /// How a long list (customers, a customer's devices) is sorted; each list turns it
 /// into its own ORDER BY.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[strum(serialize_all = "snake_case")]
 pub enum ListSort {
     #[default]

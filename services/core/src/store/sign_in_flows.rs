@@ -7,7 +7,17 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// What a flow is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
 #[strum(serialize_all = "snake_case")]
 pub enum FlowKind {
     /// A member of staff signing in.
