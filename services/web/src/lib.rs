@@ -1,12 +1,14 @@
 //! mailbridge-web: the control plane MSP staff work in. It owns the HTTP server:
-//! the server-rendered pages (askama templates from `web/templates`, assets from
-//! `web/static`), staff sign-in by OpenID Connect, browser sessions, the Entra admin
-//! consent that connects a customer (recorded here, verified by the workers: the
-//! web holds no Microsoft credential), the JSON API under `/api/v1`, and the health
-//! and metrics endpoints. It never shows a message body.
+//! the server-rendered pages (askama templates from `web/templates`, by
+//! `askama.toml`; the files of `web/static` and `web/data` by the `assets` module),
+//! staff sign-in by OpenID Connect, browser sessions, the Entra admin consent that
+//! connects a customer (recorded here, verified by the workers: the web holds no
+//! Microsoft credential), the JSON API under `/api/v1`, and the health and metrics
+//! endpoints. It never shows a message body.
 
 mod alerts;
 mod api;
+mod assets;
 mod audit;
 mod board;
 mod client_addr;
@@ -42,9 +44,8 @@ use std::sync::Arc;
 use axum::{
     Router,
     extract::{MatchedPath, Request},
-    http::header,
     middleware::{self, Next},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::get,
 };
 use mailbridge_core::{Settings, crypto::MasterKey, ops::Readiness};
@@ -175,8 +176,7 @@ pub fn router(
     Ok(Router::new()
         .merge(pages)
         .nest("/api/v1", api::router(state.clone()))
-        .route("/static/mailbridge.css", get(stylesheet))
-        .route("/static/mailbridge.js", get(script))
+        .merge(assets::router())
         .with_state(state.clone())
         .merge(ops)
         .layer(middleware::from_fn_with_state(
@@ -264,28 +264,4 @@ pub async fn serve(
     .with_graceful_shutdown(async move { shutdown.cancelled().await })
     .await?;
     Ok(())
-}
-
-async fn stylesheet() -> Response {
-    const CSS: &str = include_str!("../../../web/static/mailbridge.css");
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=300"),
-        ],
-        CSS,
-    )
-        .into_response()
-}
-
-async fn script() -> Response {
-    const JS: &str = include_str!("../../../web/static/mailbridge.js");
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=300"),
-        ],
-        JS,
-    )
-        .into_response()
 }
