@@ -24,10 +24,10 @@ use uuid::Uuid;
 
 use crate::{
     WebState, audit,
-    customers::Nav,
     error::{Error, Result},
     i18n::{Lang, Tr},
-    session::{Actor, Permission},
+    layout::Nav,
+    roles::{Actor, Permission},
     tr,
 };
 
@@ -272,7 +272,7 @@ async fn page(
         can_manage,
         rules,
         settings: alerts::settings(&state.pool).await?,
-        customers: crate::customers::names(&state.pool, &actor.customers).await?,
+        customers: actor.customers.names(&state.pool).await?,
         webhooks: if can_manage {
             webhooks::list(&state.pool).await?
         } else {

@@ -31,12 +31,12 @@ use uuid::Uuid;
 use crate::{
     WebState,
     api::ApiJson,
-    assets,
-    customers::{self, Nav},
+    assets, customers,
     devices::{self, DeviceInput, ListInput},
     error::{Error, Result},
     i18n::{Lang, Tr},
-    session::{Actor, Permission},
+    layout::Nav,
+    roles::{Actor, Permission},
     tr,
 };
 

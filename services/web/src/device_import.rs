@@ -29,13 +29,13 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    WebState, audit,
-    customers::{self, Nav},
+    WebState, audit, customers,
     device_bulk::{self, Issued},
     devices::{ListInput, parse_networks, parse_senders},
     error::{Error, Result},
     i18n::Tr,
-    session::{Actor, Permission},
+    layout::Nav,
+    roles::{Actor, Permission},
     tr,
 };
 

@@ -28,12 +28,12 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    WebState, audit,
-    customers::{self, Nav},
+    WebState, audit, customers,
     device_models::{self, ModelNote},
     error::{Error, Result},
     i18n::Tr,
-    session::{Actor, Permission},
+    layout::{Nav, checkbox},
+    roles::{Actor, Permission},
     tr,
 };
 
@@ -59,10 +59,10 @@ pub struct DeviceInput {
     pub sender_policy: Option<String>,
     #[serde(default)]
     pub rate_limit_per_minute: Option<String>,
-    #[serde(default, deserialize_with = "customers::checkbox")]
+    #[serde(default, deserialize_with = "checkbox")]
     pub enabled: Option<bool>,
     /// May log in on the legacy-TLS listener (TLS 1.0/1.1, CBC suites).
-    #[serde(default, deserialize_with = "customers::checkbox")]
+    #[serde(default, deserialize_with = "checkbox")]
     pub legacy_tls: Option<bool>,
     /// A model family key of the model notes; empty clears it.
     #[serde(default)]

@@ -6,12 +6,28 @@
 //! Microsoft credential), the JSON API under `/api/v1`, and the health and metrics
 //! endpoints. It never shows a message body.
 
+// The plumbing every page and API call shares; handler modules import these, not
+// each other.
+mod assets;
+mod client_addr;
+mod cookies;
+mod csrf;
+mod error;
+mod flows;
+mod i18n;
+mod landing;
+mod layout;
+mod list_pager;
+mod rate_limit;
+mod roles;
+mod security;
+mod session;
+
+// The pages and the API, one module per area.
 mod alerts;
 mod api;
-mod assets;
 mod audit;
 mod board;
-mod client_addr;
 mod connection;
 mod consent;
 mod consent_link;
@@ -22,19 +38,12 @@ mod device_health;
 mod device_import;
 mod device_models;
 mod devices;
-mod error;
 mod gauges;
 mod holds;
-mod i18n;
-mod landing;
 mod least_privilege;
-mod list_pager;
 mod messages;
 mod openapi;
-mod rate_limit;
 mod reveal;
-mod security;
-mod session;
 mod sign_in;
 mod staff;
 mod usage;
@@ -53,7 +62,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 pub use error::Error as ControlPlaneError;
-pub use session::Role;
+pub use roles::Role;
 pub use staff::{
     ApiToken, Invited, TOKEN_DAYS_DEFAULT, TOKEN_DAYS_MAX, add_staff, create_api_token,
     issue_bootstrap_code,
@@ -85,11 +94,6 @@ impl std::fmt::Debug for WebState {
 impl WebState {
     fn secure_cookies(&self) -> bool {
         self.settings.web.public_url.starts_with("https://")
-    }
-
-    /// The name of the sign-in and consent flow cookie (`__Host-` over HTTPS).
-    fn flow_cookie(&self) -> &'static str {
-        session::flow_cookie_name(self.secure_cookies())
     }
 
     /// An absolute URL of the control plane for `path` (which starts with `/`).
