@@ -4,6 +4,10 @@
 //! webhooks (create with a secret shown once, delivery log, test event, delete), and
 //! the API for alerts. The workers evaluate the rules and post the webhooks; the web
 //! only reads and changes the rows (`mailbridge_core::alerts`, `::webhooks`).
+//!
+//! Longer than most modules because alerts, their rules, the silence alert and
+//! webhooks are one feature with one permission model, each with its page handler
+//! and its API call side by side.
 
 use askama::Template;
 use askama_web::WebTemplate;

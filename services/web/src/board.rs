@@ -6,6 +6,10 @@
 //! The data and its rules live in `mailbridge_core::migration_board`; Microsoft's
 //! dates in `web/data/microsoft-deadlines.toml` (carried by `assets`, overridable at
 //! run time).
+//!
+//! Longer than most modules because the board's pages and its API calls sit side
+//! by side over the same operations, with Microsoft's dates (and their file
+//! format) and the tests of both.
 
 use askama::Template;
 use askama_web::WebTemplate;

@@ -3,6 +3,10 @@
 //! settings, test message, devices), and creating, changing and deleting customers.
 //! The operations here are shared with the API; each one checks the role and writes
 //! the audit log.
+//!
+//! Longer than most modules because a customer's health is put together here from
+//! several grouped queries (messages, refusals, devices, holds, permissions), and
+//! every customer operation the API shares sits beside its form handler.
 
 use std::collections::HashMap;
 

@@ -6,6 +6,10 @@
 //! which lines are missing). The passwords go into one credentials CSV that can be
 //! downloaded once (see `device_bulk`). Technicians and up; the same operation
 //! serves the API.
+//!
+//! Longer than most modules because the import is one piece: the line-by-line
+//! checks of the CSV with the error of each line (most of the file), the
+//! all-or-nothing transaction, and the page and API call that run them.
 
 use std::collections::HashSet;
 

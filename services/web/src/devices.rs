@@ -3,6 +3,10 @@
 //! limit, listener), rotating its password, disabling and deleting it, and the
 //! printable setup card a technician takes to the site. Every device is addressed
 //! under its customer, and a device of another customer is not found.
+//!
+//! Longer than most modules because each device operation (shared with the API and
+//! audited) sits beside its form handler, and the device page, the connection
+//! settings a device is given and the setup card all read the same device.
 
 use std::net::IpAddr;
 

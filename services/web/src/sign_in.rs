@@ -10,6 +10,10 @@
 //! cannot be finished in a browser that did not start it. A newcomer gets the role of their invitation
 //! (matched on the address the provider names), or the owner's with a valid bootstrap
 //! code, or else waits for approval without seeing any customer data.
+//!
+//! Longer than most modules because the OpenID Connect client (discovery, keys,
+//! the ID token's checks) and the staff record a sign-in creates or approves
+//! belong to one security-critical flow, kept readable in one place, with its tests.
 
 use std::{
     net::IpAddr,

@@ -8,6 +8,11 @@
 //! higher than their own, shown once, stored as a SHA-256 hash, expiring (90 days by
 //! default, a year at most), revocable — and the API authenticates with them while
 //! their creator is enabled and still holds the token's role.
+//!
+//! Longer than most modules because staff, invitations, the bootstrap code and API
+//! tokens share one set of rules — which role may grant which, and that an owner
+//! always remains — and the command line calls the same operations; the pages
+//! that show them are short.
 
 use askama::Template;
 use askama_web::WebTemplate;
