@@ -4,6 +4,10 @@
 //! webhooks (create with a secret shown once, delivery log, test event, delete), and
 //! the API for alerts. The workers evaluate the rules and post the webhooks; the web
 //! only reads and changes the rows (`mailbridge_core::alerts`, `::webhooks`).
+//!
+//! Longer than most modules because alerts, their rules, the silence alert and
+//! webhooks are one feature with one permission model, each with its page handler
+//! and its API call side by side.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -24,10 +28,10 @@ use uuid::Uuid;
 
 use crate::{
     WebState, audit,
-    customers::Nav,
     error::{Error, Result},
     i18n::{Lang, Tr},
-    session::{Actor, Permission},
+    layout::Nav,
+    roles::{Actor, Permission},
     tr,
 };
 
@@ -272,7 +276,7 @@ async fn page(
         can_manage,
         rules,
         settings: alerts::settings(&state.pool).await?,
-        customers: crate::customers::names(&state.pool, &actor.customers).await?,
+        customers: actor.customers.names(&state.pool).await?,
         webhooks: if can_manage {
             webhooks::list(&state.pool).await?
         } else {

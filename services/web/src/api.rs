@@ -20,16 +20,19 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::{
-    WebState, audit, connection, consent,
+    WebState, audit,
+    client_addr::of as client_addr,
+    connection, consent,
     customer_list::{self, CustomerQuery},
     customers::{self, CustomerInput},
     device_health::{self, DeviceHealth, DeviceQuery},
     devices::{self, DeviceInput},
     error::{Error, Rejection, Result},
     i18n::{self, Tr},
+    layout,
     messages::{self, ExplainedAttempt, Explanation, MessageFilter},
     openapi,
-    session::{Actor, Permission, client_addr},
+    roles::{Actor, Permission, customer_in_path},
     staff,
 };
 
@@ -132,7 +135,7 @@ async fn authenticate(State(state): State<WebState>, mut request: Request, next:
     let addr = client_addr(request.extensions());
     match staff::authenticate_token(&state, &token, addr, tr).await {
         Ok(Some(actor)) => {
-            if let Some(customer) = crate::session::customer_in_path(request.uri().path())
+            if let Some(customer) = customer_in_path(request.uri().path())
                 && !actor.sees(customer)
             {
                 return Error::NotFound.into_response();
@@ -295,9 +298,9 @@ struct CustomerPatch {
     name: Option<String>,
     sender_mailbox: Option<String>,
     delivery_method: Option<String>,
-    #[serde(default, deserialize_with = "customers::checkbox")]
+    #[serde(default, deserialize_with = "layout::checkbox")]
     save_to_sent_items: Option<bool>,
-    #[serde(default, deserialize_with = "customers::checkbox")]
+    #[serde(default, deserialize_with = "layout::checkbox")]
     smtp_for_large_messages: Option<bool>,
     /// `null` clears it.
     #[serde(default, deserialize_with = "nullable")]

@@ -16,10 +16,10 @@ use uuid::Uuid;
 
 use crate::{
     WebState,
-    customers::Nav,
     error::Result,
     i18n::Tr,
-    session::{Actor, Permission},
+    layout::Nav,
+    roles::{Actor, Permission, Role},
     tr,
 };
 
@@ -140,7 +140,7 @@ fn value_text(tr: Tr, key: &str, value: &serde_json::Value) -> String {
         Value::Number(n) => n.to_string(),
         // The reason of a failed consent is one of the page's own texts.
         Value::String(s) if key == "reason" => tr.t(s).to_owned(),
-        Value::String(s) if key == "role" => crate::session::Role::parse(s)
+        Value::String(s) if key == "role" => Role::parse(s)
             .map(|r| tr.t(r.label()).to_owned())
             .unwrap_or_else(|| s.clone()),
         Value::String(s) if key == "by" => match s.as_str() {
@@ -307,7 +307,7 @@ async fn page(
     Ok(AuditPage {
         t: actor.tr,
         nav: Nav::of(Some(&actor), "audit"),
-        customers: crate::customers::names(&state.pool, &actor.customers).await?,
+        customers: actor.customers.names(&state.pool).await?,
         entries,
         filter,
         next,

@@ -4,7 +4,12 @@
 //! device, linking, ignoring and reopening, the read-only PowerShell snippet for
 //! the exposure list, the board's CSV export, and the same through the JSON API.
 //! The data and its rules live in `mailbridge_core::migration_board`; Microsoft's
-//! dates in `web/data/microsoft-deadlines.toml` (overridable at run time).
+//! dates in `web/data/microsoft-deadlines.toml` (carried by `assets`, overridable at
+//! run time).
+//!
+//! Longer than most modules because the board's pages and its API calls sit side
+//! by side over the same operations, with Microsoft's dates (and their file
+//! format) and the tests of both.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -31,18 +36,17 @@ use uuid::Uuid;
 use crate::{
     WebState,
     api::ApiJson,
-    customers::{self, Nav},
+    assets, customers,
     devices::{self, DeviceInput, ListInput},
     error::{Error, Result},
     i18n::{Lang, Tr},
-    session::{Actor, Permission},
+    layout::Nav,
+    roles::{Actor, Permission},
     tr,
 };
 
 /// Where an operator points the control plane at their own copy of the dates.
 pub const DEADLINES_ENV: &str = "MAILBRIDGE_MICROSOFT_DEADLINES_FILE";
-
-const BUILT_IN_DEADLINES: &str = include_str!("../../../web/data/microsoft-deadlines.toml");
 
 /// Upload limit of the report routes: the largest file plus the form around it.
 const UPLOAD_LIMIT: usize = smtp_auth_report::MAX_FILE_BYTES + 64 * 1024;
@@ -140,7 +144,7 @@ impl Deadlines {
                     .map_err(|e| format!("{DEADLINES_ENV}={}: {e}", path.display()))?;
                 Self::parse(&text, path.display().to_string())
             }
-            None => Self::parse(BUILT_IN_DEADLINES, "built-in".to_owned()),
+            None => Self::parse(assets::MICROSOFT_DEADLINES, "built-in".to_owned()),
         }
     }
 
@@ -888,7 +892,7 @@ mod tests {
 
     #[test]
     fn the_built_in_dates_read_and_count_down() {
-        let d = Deadlines::parse(BUILT_IN_DEADLINES, "built-in".into()).unwrap();
+        let d = Deadlines::parse(assets::MICROSOFT_DEADLINES, "built-in".into()).unwrap();
         let today = NaiveDate::from_ymd_opt(2026, 12, 2).unwrap();
         let next = d.next(today).unwrap();
         assert_eq!(next.id, "default-off");

@@ -24,6 +24,15 @@ pub const TRUSTED_PROXIES_VAR: &str = "MAILBRIDGE_WEB_TRUSTED_PROXIES";
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub IpAddr);
 
+/// A request's client address: the one [`resolve`] stored, else the TCP peer's.
+pub fn of(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+    extensions.get::<ClientAddr>().map(|c| c.0).or_else(|| {
+        extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_canonical())
+    })
+}
+
 /// The trusted proxies from the environment (comma-separated addresses or CIDR
 /// networks; none when unset).
 pub fn trusted_proxies_from_env() -> Result<Networks, String> {

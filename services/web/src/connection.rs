@@ -22,7 +22,7 @@ use crate::{
     WebState, customers,
     error::Result,
     i18n::Tr,
-    session::{Actor, Permission},
+    roles::{Actor, Permission},
 };
 
 pub fn router() -> Router<WebState> {

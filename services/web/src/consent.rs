@@ -19,7 +19,6 @@ use axum::{
 use mailbridge_core::{
     consent_checks, diagnosis,
     metrics::metrics,
-    store::sign_in_flows::FlowKind,
     tenants::{self, Tenant},
 };
 use serde::Deserialize;
@@ -27,12 +26,12 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    WebState, audit, connection,
-    customers::{self, Nav},
+    WebState, audit, connection, cookies, customers,
     error::{Error, Result},
+    flows::{self, FlowKind, NewFlow},
     i18n::Tr,
-    session::{self, Actor, Permission},
-    sign_in::{NewFlow, store_flow, take_flow},
+    layout::Nav,
+    roles::{Actor, Permission, Role},
     tr,
 };
 
@@ -114,14 +113,14 @@ pub async fn start_flow(
     let Some(client_id) = state.settings.m365.client_id.as_deref() else {
         return Err(Error::Conflict(tr!("mailbridge has no Entra app to connect customers with: set MAILBRIDGE_ENTRA_CLIENT_ID (and the app's secret or certificate for the workers).").into()));
     };
-    let csrf_state = session::random_token();
+    let csrf_state = cookies::random_token();
     // A link that leaves the browser (made through the API, sent to the customer's
     // admin) is bound to the customer's tenant: without one, whoever holds the link
     // could answer for another customer's consented tenant.
     if !browser_bound && tenant.entra_tenant_id.is_none() {
         return Err(Error::Conflict(tr!("A consent link to send needs the customer's Microsoft 365 tenant id first (it is bound to that tenant): set it on the customer.").into()));
     }
-    let cookie = store_flow(
+    let cookie = flows::store(
         state,
         NewFlow {
             kind: FlowKind::Consent,
@@ -247,7 +246,7 @@ async fn refused(
         )
         .await?;
     }
-    let clear = session::set_cookie(state.flow_cookie(), "", Some(0), state.secure_cookies());
+    let clear = flows::clear_cookie(state);
     Ok((
         axum::http::StatusCode::BAD_REQUEST,
         [(header::SET_COOKIE, clear)],
@@ -295,7 +294,7 @@ async fn callback(
         )
         .await;
     };
-    let Some(flow) = take_flow(&state, &headers, FlowKind::Consent, csrf_state).await? else {
+    let Some(flow) = flows::take(&state, &headers, FlowKind::Consent, csrf_state).await? else {
         return refused(&state, tr, actor, None,
             Why::Text(tr!("This consent answer has expired, was already used, or was not started by mailbridge."), tr!("Start the connection again from the customer's page.")), None).await;
     };
@@ -404,7 +403,7 @@ async fn callback(
         staff_id: None,
         label: "consent-link".into(),
         display_name: "consent link".into(),
-        role: session::Role::Admin,
+        role: Role::Admin,
         client_addr: None,
         csrf: None,
         tr,
@@ -432,7 +431,7 @@ async fn callback(
         json!({ "entra_tenant_id": entra_tenant, "check": check.id }),
     )
     .await?;
-    let clear = session::set_cookie(state.flow_cookie(), "", Some(0), state.secure_cookies());
+    let clear = flows::clear_cookie(&state);
     let target = if actor.is_some() {
         format!("/customers/{}?notice=connecting", tenant.id)
     } else {

@@ -26,12 +26,12 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
-    WebState, audit,
-    customers::{self, Nav},
+    WebState, audit, cookies, customers,
     error::{Error, Result},
+    flows::CONSENT_LIFETIME,
     i18n::Tr,
-    session::{self, Actor, Permission},
-    sign_in::CONSENT_LIFETIME,
+    layout::Nav,
+    roles::{Actor, Permission},
     tr,
 };
 
@@ -47,7 +47,7 @@ pub async fn record(
 ) -> Result<()> {
     consent_links::record(
         &state.pool,
-        &session::sha256(csrf_state),
+        &cookies::sha256(csrf_state),
         tenant_id,
         entra_tenant_id,
         &actor.label,
@@ -59,13 +59,13 @@ pub async fn record(
 
 /// The customer's admin came back through the link (whatever they answered).
 pub async fn mark_used(pool: &PgPool, csrf_state: &str) -> Result<()> {
-    consent_links::mark_used(pool, &session::sha256(csrf_state)).await?;
+    consent_links::mark_used(pool, &cookies::sha256(csrf_state)).await?;
     Ok(())
 }
 
 /// The consent answered through the link was granted.
 pub async fn mark_granted(pool: &PgPool, csrf_state: &str) -> Result<()> {
-    consent_links::mark_granted(pool, &session::sha256(csrf_state)).await?;
+    consent_links::mark_granted(pool, &cookies::sha256(csrf_state)).await?;
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use crate::{
     device_health::{self, paging},
     error::Result,
     list_pager::parse_sort,
-    session::CustomerScope,
+    roles::CustomerScope,
 };
 
 /// Customers on one page of the overview.

@@ -3,6 +3,10 @@
 //! settings, test message, devices), and creating, changing and deleting customers.
 //! The operations here are shared with the API; each one checks the role and writes
 //! the audit log.
+//!
+//! Longer than most modules because a customer's health is put together here from
+//! several grouped queries (messages, refusals, devices, holds, permissions), and
+//! every customer operation the API shares sits beside its form handler.
 
 use std::collections::HashMap;
 
@@ -33,59 +37,13 @@ use crate::{
     WebState, audit,
     error::{Error, Result},
     i18n::Tr,
-    session::{Actor, CustomerScope, Permission},
+    layout::{Nav, checkbox},
+    roles::{Actor, CustomerScope, Permission},
     tr,
 };
 
 /// Devices not seen for this many days are flagged on the overview.
 pub const STALE_DEVICE_DAYS: i64 = 7;
-
-/// The page header: who is signed in and what they may open.
-#[derive(Debug, Clone, Default)]
-pub struct Nav {
-    pub signed_in: bool,
-    pub name: String,
-    pub email: String,
-    pub role: &'static str,
-    pub active: &'static str,
-    pub csrf: String,
-    pub can_audit: bool,
-    pub can_staff: bool,
-    pub can_tokens: bool,
-}
-
-impl Nav {
-    pub fn of(actor: Option<&Actor>, active: &'static str) -> Self {
-        match actor {
-            Some(a) => Self {
-                signed_in: true,
-                name: a.display_name.clone(),
-                email: a.label.clone(),
-                role: a.role.label(),
-                active,
-                csrf: a.csrf().to_owned(),
-                can_audit: a.may(Permission::ViewAudit),
-                can_staff: a.may(Permission::InviteStaff),
-                can_tokens: a.may(Permission::ManageApiTokens),
-            },
-            None => Self {
-                active,
-                ..Self::default()
-            },
-        }
-    }
-}
-
-#[derive(Template, WebTemplate)]
-#[template(path = "error.html")]
-pub struct ErrorPage {
-    pub t: Tr,
-    pub nav: Nav,
-    pub status: u16,
-    pub message: String,
-    /// After a form: the page the form was on.
-    pub form_page: Option<String>,
-}
 
 /// A customer's health, as the overview and the API show it.
 #[derive(Debug, Clone, Serialize)]
@@ -263,13 +221,6 @@ pub fn connection(tenant: &Tenant) -> (bool, bool) {
     (connected, connected && !refused_since_ok)
 }
 
-/// The id and name of every customer `scope` sees, for filters.
-pub async fn names(pool: &PgPool, scope: &CustomerScope) -> Result<Vec<(Uuid, String)>> {
-    let mut names = customer_health::names(pool).await?;
-    names.retain(|(id, _)| scope.sees(*id));
-    Ok(names)
-}
-
 /// A customer, or not found.
 pub async fn load(pool: &PgPool, id: Uuid) -> Result<Tenant> {
     tenants::get(pool, id).await?.ok_or(Error::NotFound)
@@ -313,21 +264,6 @@ fn permission_mode(text: Option<&str>) -> Result<Option<PermissionMode>> {
             Error::Invalid(tr!("The permission mode is limited or tenant_wide.").into())
         }),
     }
-}
-
-/// An HTML checkbox (`on`), or a JSON boolean.
-pub fn checkbox<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Value {
-        Bool(bool),
-        Text(String),
-    }
-    Ok(match Option::<Value>::deserialize(d)? {
-        None => None,
-        Some(Value::Bool(b)) => Some(b),
-        Some(Value::Text(t)) => Some(matches!(t.as_str(), "on" | "true" | "1" | "yes")),
-    })
 }
 
 fn method(text: Option<&str>) -> Result<DeliveryMethod> {

@@ -26,11 +26,11 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    WebState, audit,
-    customers::{self, Nav},
+    WebState, audit, customers,
     error::{Error, Result},
     i18n::Tr,
-    session::{Actor, Permission},
+    layout::Nav,
+    roles::{Actor, Permission},
     tr,
 };
 

@@ -6,6 +6,10 @@
 //! which lines are missing). The passwords go into one credentials CSV that can be
 //! downloaded once (see `device_bulk`). Technicians and up; the same operation
 //! serves the API.
+//!
+//! Longer than most modules because the import is one piece: the line-by-line
+//! checks of the CSV with the error of each line (most of the file), the
+//! all-or-nothing transaction, and the page and API call that run them.
 
 use std::collections::HashSet;
 
@@ -29,13 +33,13 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    WebState, audit,
-    customers::{self, Nav},
+    WebState, audit, customers,
     device_bulk::{self, Issued},
     devices::{ListInput, parse_networks, parse_senders},
     error::{Error, Result},
     i18n::Tr,
-    session::{Actor, Permission},
+    layout::Nav,
+    roles::{Actor, Permission},
     tr,
 };
 

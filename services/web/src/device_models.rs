@@ -49,7 +49,7 @@ struct Catalogue {
 }
 
 static MODELS: LazyLock<Vec<ModelNote>> = LazyLock::new(|| {
-    let catalogue: Catalogue = toml::from_str(include_str!("../../../web/data/device-models.toml"))
+    let catalogue: Catalogue = toml::from_str(crate::assets::DEVICE_MODELS)
         .expect("web/data/device-models.toml is valid (checked by a unit test)");
     catalogue.model
 });

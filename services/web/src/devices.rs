@@ -3,6 +3,10 @@
 //! limit, listener), rotating its password, disabling and deleting it, and the
 //! printable setup card a technician takes to the site. Every device is addressed
 //! under its customer, and a device of another customer is not found.
+//!
+//! Longer than most modules because each device operation (shared with the API and
+//! audited) sits beside its form handler, and the device page, the connection
+//! settings a device is given and the setup card all read the same device.
 
 use std::net::IpAddr;
 
@@ -29,12 +33,12 @@ use strum::VariantArray;
 use uuid::Uuid;
 
 use crate::{
-    WebState, audit,
-    customers::{self, Nav},
+    WebState, audit, customers,
     device_models::{self, ModelNote},
     error::{Error, Result},
     i18n::Tr,
-    session::{Actor, Permission},
+    layout::{Nav, checkbox},
+    roles::{Actor, Permission},
     tr,
 };
 
@@ -60,10 +64,10 @@ pub struct DeviceInput {
     pub sender_policy: Option<String>,
     #[serde(default)]
     pub rate_limit_per_minute: Option<String>,
-    #[serde(default, deserialize_with = "customers::checkbox")]
+    #[serde(default, deserialize_with = "checkbox")]
     pub enabled: Option<bool>,
     /// May log in on the legacy-TLS listener (TLS 1.0/1.1, CBC suites).
-    #[serde(default, deserialize_with = "customers::checkbox")]
+    #[serde(default, deserialize_with = "checkbox")]
     pub legacy_tls: Option<bool>,
     /// A model family key of the model notes; empty clears it.
     #[serde(default)]

@@ -26,7 +26,7 @@ use crate::{
     WebState, audit,
     error::{Error, Result},
     messages::Explanation,
-    session::{Actor, Permission},
+    roles::{Actor, Permission},
     tr,
 };
 

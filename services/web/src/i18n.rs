@@ -6,15 +6,15 @@
 //! that the catalogue holds nothing unused.
 
 use axum::{
-    extract::{Path, Query},
-    http::{HeaderMap, header},
+    extract::{FromRequestParts, Path, Query},
+    http::{HeaderMap, header, request::Parts},
     response::{IntoResponse, Redirect, Response},
 };
 use mailbridge_core::i18n;
 pub use mailbridge_core::i18n::Lang;
 use serde::Deserialize;
 
-const LANG_COOKIE: &str = "mailbridge_lang";
+use crate::cookies;
 
 /// The translator a page renders with.
 #[derive(Debug, Clone, Copy)]
@@ -59,6 +59,20 @@ impl Tr {
 
     pub fn opt_time(&self, at: &Option<chrono::DateTime<chrono::Utc>>) -> OptTime {
         OptTime(at.as_ref().map(|at| self.time(at)))
+    }
+}
+
+/// The language of a request, signed in or not, as the pages' middleware found it
+/// (English where none ran).
+impl<S: Send + Sync> FromRequestParts<S> for Tr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Tr>()
+            .copied()
+            .unwrap_or(Tr::new(Lang::En)))
     }
 }
 
@@ -108,7 +122,7 @@ impl askama::filters::HtmlSafe for OptTime {}
 
 /// The request's language: the cookie, then `Accept-Language`, then English.
 pub fn negotiate(headers: &HeaderMap) -> Lang {
-    match crate::session::cookie(headers, LANG_COOKIE) {
+    match cookies::get(headers, cookies::LANG) {
         Some("de") => return Lang::De,
         Some("en") => return Lang::En,
         _ => {}
@@ -151,7 +165,10 @@ pub async fn switch(Path(lang): Path<String>, Query(query): Query<SwitchQuery>) 
     (
         [(
             header::SET_COOKIE,
-            format!("{LANG_COOKIE}={lang}; Path=/; Max-Age=31536000; SameSite=Lax"),
+            format!(
+                "{}={lang}; Path=/; Max-Age=31536000; SameSite=Lax",
+                cookies::LANG
+            ),
         )],
         Redirect::to(&back),
     )

@@ -26,7 +26,7 @@ use crate::{
     error::{Error, Result},
     holds::HoldView,
     i18n::Tr,
-    session::{Actor, Permission},
+    roles::{Actor, Permission},
     tr,
 };
 

@@ -1,15 +1,33 @@
 //! mailbridge-web: the control plane MSP staff work in. It owns the HTTP server:
-//! the server-rendered pages (askama templates from `web/templates`, assets from
-//! `web/static`), staff sign-in by OpenID Connect, browser sessions, the Entra admin
-//! consent that connects a customer (recorded here, verified by the workers: the
-//! web holds no Microsoft credential), the JSON API under `/api/v1`, and the health
-//! and metrics endpoints. It never shows a message body.
+//! the server-rendered pages (askama templates from `web/templates`, by
+//! `askama.toml`; the files of `web/static` and `web/data` by the `assets` module),
+//! staff sign-in by OpenID Connect, browser sessions, the Entra admin consent that
+//! connects a customer (recorded here, verified by the workers: the web holds no
+//! Microsoft credential), the JSON API under `/api/v1`, and the health and metrics
+//! endpoints. It never shows a message body.
 
+// The plumbing every page and API call shares; handler modules import these, not
+// each other.
+mod assets;
+mod client_addr;
+mod cookies;
+mod csrf;
+mod error;
+mod flows;
+mod i18n;
+mod landing;
+mod layout;
+mod list_pager;
+mod rate_limit;
+mod roles;
+mod security;
+mod session;
+
+// The pages and the API, one module per area.
 mod alerts;
 mod api;
 mod audit;
 mod board;
-mod client_addr;
 mod connection;
 mod consent;
 mod consent_link;
@@ -20,19 +38,12 @@ mod device_health;
 mod device_import;
 mod device_models;
 mod devices;
-mod error;
 mod gauges;
 mod holds;
-mod i18n;
-mod landing;
 mod least_privilege;
-mod list_pager;
 mod messages;
 mod openapi;
-mod rate_limit;
 mod reveal;
-mod security;
-mod session;
 mod sign_in;
 mod staff;
 mod usage;
@@ -42,9 +53,8 @@ use std::sync::Arc;
 use axum::{
     Router,
     extract::{MatchedPath, Request},
-    http::header,
     middleware::{self, Next},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::get,
 };
 use mailbridge_core::{Settings, crypto::MasterKey, ops::Readiness};
@@ -52,7 +62,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 pub use error::Error as ControlPlaneError;
-pub use session::Role;
+pub use roles::Role;
 pub use staff::{
     ApiToken, Invited, TOKEN_DAYS_DEFAULT, TOKEN_DAYS_MAX, add_staff, create_api_token,
     issue_bootstrap_code,
@@ -84,11 +94,6 @@ impl std::fmt::Debug for WebState {
 impl WebState {
     fn secure_cookies(&self) -> bool {
         self.settings.web.public_url.starts_with("https://")
-    }
-
-    /// The name of the sign-in and consent flow cookie (`__Host-` over HTTPS).
-    fn flow_cookie(&self) -> &'static str {
-        session::flow_cookie_name(self.secure_cookies())
     }
 
     /// An absolute URL of the control plane for `path` (which starts with `/`).
@@ -175,8 +180,7 @@ pub fn router(
     Ok(Router::new()
         .merge(pages)
         .nest("/api/v1", api::router(state.clone()))
-        .route("/static/mailbridge.css", get(stylesheet))
-        .route("/static/mailbridge.js", get(script))
+        .merge(assets::router())
         .with_state(state.clone())
         .merge(ops)
         .layer(middleware::from_fn_with_state(
@@ -264,28 +268,4 @@ pub async fn serve(
     .with_graceful_shutdown(async move { shutdown.cancelled().await })
     .await?;
     Ok(())
-}
-
-async fn stylesheet() -> Response {
-    const CSS: &str = include_str!("../../../web/static/mailbridge.css");
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=300"),
-        ],
-        CSS,
-    )
-        .into_response()
-}
-
-async fn script() -> Response {
-    const JS: &str = include_str!("../../../web/static/mailbridge.js");
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=300"),
-        ],
-        JS,
-    )
-        .into_response()
 }

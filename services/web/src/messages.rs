@@ -27,10 +27,10 @@ use uuid::Uuid;
 
 use crate::{
     WebState, audit,
-    customers::Nav,
     error::{Error, Result},
     i18n::Tr,
-    session::{Actor, CustomerScope, Permission},
+    layout::Nav,
+    roles::{Actor, CustomerScope, Permission},
     tr,
 };
 
@@ -368,7 +368,7 @@ async fn log_page(
     Ok(LogPageView {
         t: actor.tr,
         nav: Nav::of(Some(&actor), "messages"),
-        customers: crate::customers::names(&state.pool, &actor.customers).await?,
+        customers: actor.customers.names(&state.pool).await?,
         states: MessageState::VARIANTS,
         device_filter: device_filter(&state, &actor, &filter).await?,
         filter,

@@ -25,11 +25,11 @@ use mailbridge_core::{
 use uuid::Uuid;
 
 use crate::{
-    WebState,
-    customers::{self, Nav},
+    WebState, cookies, customers,
     error::{Error, Result},
     i18n::Tr,
-    session::Actor,
+    layout::Nav,
+    roles::Actor,
 };
 
 /// How long an unviewed password waits for its page.
@@ -40,23 +40,10 @@ pub fn page_path(tenant_id: Uuid, device_id: Uuid) -> String {
     format!("/customers/{tenant_id}/devices/{device_id}/credential")
 }
 
-fn cookie_name(secure: bool) -> &'static str {
-    if secure {
-        "__Secure-mailbridge_reveal"
-    } else {
-        "mailbridge_reveal"
-    }
-}
-
 /// The reveal cookie, scoped to the one page that reads it (`max_age` 0 deletes it).
 fn cookie(state: &WebState, path: &str, value: &str, max_age: u64) -> HeaderValue {
-    let mut cookie = format!(
-        "{}={value}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={max_age}",
-        cookie_name(state.secure_cookies())
-    );
-    if state.secure_cookies() {
-        cookie.push_str("; Secure");
-    }
+    let secure = state.secure_cookies();
+    let cookie = cookies::set_for_page(cookies::reveal_name(secure), path, value, max_age, secure);
     HeaderValue::from_str(&cookie).expect("a cookie of ids and base64 is a valid header")
 }
 
@@ -128,7 +115,7 @@ pub async fn take(
     page: &str,
 ) -> Result<(Option<(String, bool)>, HeaderValue)> {
     let forget = cookie(state, page, "", 0);
-    let Some(value) = crate::session::cookie(headers, cookie_name(state.secure_cookies())) else {
+    let Some(value) = cookies::get(headers, cookies::reveal_name(state.secure_cookies())) else {
         return Ok((None, forget));
     };
     let Some((id, key_text)) = value.split_once('.') else {

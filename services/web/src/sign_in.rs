@@ -6,10 +6,14 @@
 //! is then compared with the template filled with the token's own `tid`, and `tid`
 //! must be on the allow-list — Entra's keys are shared by every tenant, so a valid
 //! signature alone proves nothing. The state is bound to the browser by a short
-//! cookie as well as stored (hashed) in PostgreSQL, so a sign-in cannot be finished
-//! in a browser that did not start it. A newcomer gets the role of their invitation
+//! cookie as well as stored (hashed) in PostgreSQL (see `flows`), so a sign-in
+//! cannot be finished in a browser that did not start it. A newcomer gets the role of their invitation
 //! (matched on the address the provider names), or the owner's with a valid bootstrap
 //! code, or else waits for approval without seeing any customer data.
+//!
+//! Longer than most modules because the OpenID Connect client (discovery, keys,
+//! the ID token's checks) and the staff record a sign-in creates or approves
+//! belong to one security-critical flow, kept readable in one place, with its tests.
 
 use std::{
     net::IpAddr,
@@ -26,13 +30,7 @@ use axum::{
     routing::{get, post},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use mailbridge_core::{
-    config::OidcSettings,
-    store::{
-        sign_in_flows::{self, FlowKind},
-        staff,
-    },
-};
+use mailbridge_core::{config::OidcSettings, store::staff};
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
     EndpointSet, HttpRequest, HttpResponse, JsonWebKeySet, Nonce, PkceCodeChallenge,
@@ -46,26 +44,16 @@ use tokio::sync::RwLock;
 use uuid::Uuid;
 
 use crate::{
-    WebState, audit,
-    customers::Nav,
+    WebState, audit, client_addr,
     error::{Error, Result},
+    flows::{self, Flow, FlowKind, NewFlow},
     i18n::Tr,
+    layout::Nav,
+    roles::{Actor, Role},
     security::local_path,
-    session::{self, Actor, Role},
-    tr,
+    session, tr,
 };
 
-/// How long a sign-in may take.
-pub const FLOW_LIFETIME: Duration = Duration::from_secs(600);
-/// How long a consent link stays valid: it may be sent to the customer's admin.
-pub const CONSENT_LIFETIME: Duration = Duration::from_secs(86_400);
-
-fn lifetime(kind: FlowKind) -> Duration {
-    match kind {
-        FlowKind::Consent => CONSENT_LIFETIME,
-        FlowKind::SignIn => FLOW_LIFETIME,
-    }
-}
 /// Discovery documents and keys are fetched again after this long.
 const METADATA_LIFETIME: Duration = Duration::from_secs(3600);
 
@@ -306,41 +294,6 @@ fn problem_page(state: &WebState, tr: Tr, problem: String) -> Response {
         .into_response()
 }
 
-pub use sign_in_flows::NewFlow;
-
-/// Stores a flow in flight; returns the cookie that binds it to the browser.
-pub async fn store_flow(state: &WebState, flow: NewFlow<'_>) -> Result<String> {
-    sign_in_flows::store(&state.pool, &flow, CONSENT_LIFETIME).await?;
-    Ok(session::set_cookie(
-        state.flow_cookie(),
-        flow.csrf_state,
-        Some(lifetime(flow.kind).as_secs()),
-        state.secure_cookies(),
-    ))
-}
-
-/// A flow as stored, and whether the browser that brings it back is the one that
-/// started it.
-pub struct Flow {
-    pub stored: sign_in_flows::Flow,
-    pub same_browser: bool,
-}
-
-/// Takes the flow `csrf_state` names out of the store (it is single use), if it is
-/// of `kind` and not older than its lifetime.
-pub async fn take_flow(
-    state: &WebState,
-    headers: &HeaderMap,
-    kind: FlowKind,
-    csrf_state: &str,
-) -> Result<Option<Flow>> {
-    let stored = sign_in_flows::take(&state.pool, csrf_state, kind, lifetime(kind)).await?;
-    Ok(stored.map(|stored| Flow {
-        stored,
-        same_browser: session::cookie(headers, state.flow_cookie()) == Some(csrf_state),
-    }))
-}
-
 async fn start(
     State(state): State<WebState>,
     tr: Tr,
@@ -348,7 +301,7 @@ async fn start(
     request: axum::extract::Request,
 ) -> Result<Response> {
     // Every start stores a flow (and may try a setup code): limited per address.
-    if let Some(addr) = session::client_addr(request.extensions())
+    if let Some(addr) = client_addr::of(request.extensions())
         && !state.sign_in_starts.allow(addr)
     {
         tracing::info!(%addr, "sign-in starts limited");
@@ -383,7 +336,7 @@ async fn start(
         .set_pkce_challenge(challenge)
         .url();
     let return_to = local_path(query.next.as_deref());
-    let cookie = store_flow(
+    let cookie = flows::store(
         &state,
         NewFlow {
             kind: FlowKind::SignIn,
@@ -414,7 +367,7 @@ async fn callback(
     Query(query): Query<CallbackQuery>,
     request: axum::extract::Request,
 ) -> Result<Response> {
-    let clear_flow = session::set_cookie(state.flow_cookie(), "", Some(0), state.secure_cookies());
+    let clear_flow = flows::clear_cookie(&state);
     let Some(csrf_state) = query.state.as_deref() else {
         return Ok(problem_page(
             &state,
@@ -425,7 +378,7 @@ async fn callback(
             .into(),
         ));
     };
-    let Some(flow) = take_flow(&state, &headers, FlowKind::SignIn, csrf_state).await? else {
+    let Some(flow) = flows::take(&state, &headers, FlowKind::SignIn, csrf_state).await? else {
         return Ok(problem_page(
             &state,
             tr,
@@ -479,7 +432,7 @@ async fn callback(
             ));
         }
     };
-    let addr = session::client_addr(request.extensions());
+    let addr = client_addr::of(request.extensions());
     let (staff_id, role) = match upsert_staff(
         &state,
         &identity,

@@ -8,6 +8,11 @@
 //! higher than their own, shown once, stored as a SHA-256 hash, expiring (90 days by
 //! default, a year at most), revocable — and the API authenticates with them while
 //! their creator is enabled and still holds the token's role.
+//!
+//! Longer than most modules because staff, invitations, the bootstrap code and API
+//! tokens share one set of rules — which role may grant which, and that an owner
+//! always remains — and the command line calls the same operations; the pages
+//! that show them are short.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -27,11 +32,11 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
-    WebState, audit,
-    customers::Nav,
+    WebState, audit, cookies,
     error::{Error, Result},
     i18n::Tr,
-    session::{self, Actor, Permission, Role},
+    layout::Nav,
+    roles::{Actor, CustomerScope, Permission, Role},
     tr,
 };
 
@@ -183,7 +188,7 @@ pub async fn issue_bootstrap_code(pool: &PgPool) -> Result<Option<String>, sqlx:
         return Ok(None);
     }
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let random = session::random_token();
+    let random = cookies::random_token();
     let letters: String = random
         .bytes()
         .take(20)
@@ -195,7 +200,7 @@ pub async fn issue_bootstrap_code(pool: &PgPool) -> Result<Option<String>, sqlx:
         .map(|c| std::str::from_utf8(c).expect("ASCII"))
         .collect::<Vec<_>>()
         .join("-");
-    let hash = session::sha256(&normalised_code(&code));
+    let hash = cookies::sha256(&normalised_code(&code));
     staff::store_bootstrap_code(pool, Some(&hash)).await?;
     Ok(Some(code))
 }
@@ -207,7 +212,7 @@ pub async fn bootstrap_open(pool: &PgPool) -> Result<bool> {
 
 /// The stored hash of `code` if it is a valid bootstrap code now.
 pub async fn bootstrap_hash(pool: &PgPool, code: &str) -> Result<Option<Vec<u8>>> {
-    let hash = session::sha256(&normalised_code(code));
+    let hash = cookies::sha256(&normalised_code(code));
     let valid = staff::bootstrap_valid(pool, &hash).await?;
     Ok(valid.then_some(hash))
 }
@@ -370,8 +375,8 @@ async fn insert_token(
             tr!("A token is valid for 1 to 365 days.").into(),
         ));
     }
-    let secret = format!("{TOKEN_PREFIX}{}", session::random_token());
-    let secret_hash = session::sha256(&secret);
+    let secret = format!("{TOKEN_PREFIX}{}", cookies::random_token());
+    let secret_hash = cookies::sha256(&secret);
     let token = api_tokens::insert(
         pool,
         &api_tokens::NewToken {
@@ -425,7 +430,7 @@ pub async fn authenticate_token(
     // Refused once expired, and when its creator is gone, disabled or no longer
     // holds the token's role (a pending or unknown role ranks nowhere: refused).
     // A token sees the customers its creator sees now.
-    let found = api_tokens::use_token(&state.pool, &session::sha256(secret)).await?;
+    let found = api_tokens::use_token(&state.pool, &cookies::sha256(secret)).await?;
     Ok(found.map(|token| Actor {
         staff_id: token.created_by,
         display_name: token.name.clone(),
@@ -434,7 +439,7 @@ pub async fn authenticate_token(
         client_addr,
         csrf: None,
         tr,
-        customers: session::CustomerScope::from_assigned(token.customers),
+        customers: CustomerScope::from_assigned(token.customers),
     }))
 }
 
@@ -447,23 +452,6 @@ pub fn router() -> Router<WebState> {
         .route("/staff/{id}/customers", post(customers_form))
         .route("/api-tokens", get(tokens_page).post(create_form))
         .route("/api-tokens/{id}/revoke", post(revoke_form))
-}
-
-/// What someone waiting for approval sees instead of any page.
-#[derive(Template, WebTemplate)]
-#[template(path = "pending.html")]
-pub struct PendingPage {
-    t: Tr,
-    nav: Nav,
-}
-
-impl PendingPage {
-    pub fn of(actor: &Actor) -> Self {
-        Self {
-            t: actor.tr,
-            nav: Nav::of(Some(actor), ""),
-        }
-    }
 }
 
 #[derive(Template, WebTemplate)]
@@ -526,7 +514,7 @@ async fn staff_page(
         invitations: list_invitations(&state).await?,
         roles: Role::ALL,
         grantable: Role::ALL.into_iter().filter(|r| *r >= actor.role).collect(),
-        customers: crate::customers::names(&state.pool, &actor.customers).await?,
+        customers: actor.customers.names(&state.pool).await?,
         can_manage: actor.may(Permission::ManageStaff),
         me: actor.staff_id,
         notice: match (query.invited, query.changed) {
@@ -541,7 +529,7 @@ async fn staff_page(
 #[derive(Deserialize)]
 struct StaffForm {
     role: String,
-    #[serde(default, deserialize_with = "crate::customers::checkbox")]
+    #[serde(default, deserialize_with = "crate::layout::checkbox")]
     enabled: Option<bool>,
 }
 

@@ -24,10 +24,10 @@ use uuid::Uuid;
 
 use crate::{
     WebState,
-    customers::Nav,
     error::{Error, Result},
     i18n::{Lang, Tr},
-    session::{Actor, Permission},
+    layout::Nav,
+    roles::{Actor, Permission},
     tr,
 };
 
