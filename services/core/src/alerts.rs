@@ -11,6 +11,10 @@
 //! 'alerts'), and every transition writes its events into the webhook outbox and its
 //! e-mail into the queue in the same transaction: an event is never sent for a
 //! transition that did not commit, and never lost for one that did.
+//!
+//! Over 500 lines: about 210 of them are the condition queries, one per kind; the
+//! rules, settings and the open, update and resolve of `alerts` stay with them because
+//! every transition commits with its webhook events and mail in one transaction.
 
 use std::collections::HashMap;
 

@@ -1,6 +1,10 @@
 //! Typed configuration read from the environment. Every setting, its variable and
 //! its default live here and nowhere else; docs/configuration.md mirrors this file.
 //! Secrets are wrapped so that they never reach a log line.
+//!
+//! Over 500 lines: about 200 of them are unit tests; the rest is every setting — 75
+//! variables with their defaults — in one place on purpose, so that
+//! docs/configuration.md can mirror one file.
 
 use std::{env, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 

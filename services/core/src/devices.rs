@@ -1,5 +1,9 @@
 //! Devices and their SMTP credentials. A device belongs to exactly one tenant; its
 //! password is generated here, shown once, and stored only as an argon2id hash.
+//!
+//! Over 500 lines: it holds one table, `devices`: its types (kind, listener, allow-list
+//! limits, sender policy, about 310 lines) and its 17 statements, from create and
+//! authenticate to the migration import; splitting would scatter the table.
 
 use std::net::IpAddr;
 

@@ -7,6 +7,10 @@
 //! is parsed only once its whole line is in: one line, one reply, however the line
 //! was split up on the way. The phase handlers live in the sibling modules, one per
 //! SMTP phase.
+//!
+//! Over 500 lines: 49 of them are unit tests; the rest is the connection's setup (about
+//! 190 lines: TLS on either library, and why a client's handshake failed) and the
+//! session's read loop and command dispatch over its private state.
 
 use std::{io, net::SocketAddr, sync::Arc, time::Instant};
 

@@ -6,6 +6,10 @@
 //!
 //! It holds state only: the endpoints that read and change it live in their own
 //! modules, and nothing here speaks HTTP.
+//!
+//! Over 500 lines: it is the simulator's one shared state — the record types, `State`
+//! behind one lock, and some 30 small methods that build, arrange and inspect it; every
+//! endpoint module reads the same `State`.
 
 use std::{
     collections::{HashMap, HashSet},

@@ -6,6 +6,10 @@
 //! off, SendAs checked after the final dot (`554 5.2.252 SendAsDenied`), 3 concurrent
 //! connections per mailbox (`432 4.3.2`), 10 000 recipients a day (`554 5.2.0`), and
 //! the faults tests inject at each stage.
+//!
+//! Over 500 lines: it is one SMTP conversation, a state machine (about 470 lines) whose
+//! command handlers — EHLO, AUTH and XOAUTH2, MAIL, RCPT, DATA and the injected faults
+//! — share the private `Conversation` state; its tests are in tests/exchange_smtp.rs.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

@@ -5,6 +5,10 @@
 //! 4 MB to the pre-authenticated upload URL), then send the draft
 //! (`POST …/messages/{id}/send`, `202`). All but the PUTs need `Mail.ReadWrite`.
 //! The sent message is stored as MIME with its attachments, like any other.
+//!
+//! Over 500 lines: it is one flow of seven endpoints — create, attach, upload session,
+//! range, send, delete, list — that share the draft and upload records, their size
+//! accounting and the final assembly of the message.
 
 use std::sync::Arc;
 

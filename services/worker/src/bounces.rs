@@ -16,6 +16,10 @@
 //! have the Graph permission too). A mailbox is claimed with a lease in
 //! `bounce_watch` (`mailbridge_core::bounces`), so several workers never read one
 //! mailbox at once; its watermark makes each poll ask only for what is new.
+//!
+//! Over 500 lines: it is one poll — claim, list, read, record, move — whose steps share
+//! one mailbox's Graph access (`Mailbox`) and the Graph answer types; reading an NDR
+//! already lives in `ndr`, and the leases and records in `mailbridge_core::bounces`.
 
 use std::{sync::Arc, time::Duration};
 

@@ -1,4 +1,9 @@
 //! The client-credentials grant: secrets, certificates, tenants and consent.
+//!
+//! Over 500 lines: it tests one endpoint, the token endpoint's client-credentials
+//! grant: 11 tests of secrets, tenants, consent and scopes, then (from
+//! `CertificateSetup` on, about 290 lines) 10 tests of certificate assertions that
+//! share that setup.
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mailbridge_m365_sim::ClientCredentialKind;
