@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::crypto::{self, CryptoError};
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Device {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -21,6 +21,7 @@ pub struct Device {
     pub enabled: bool,
     pub created_at: DateTime<Utc>,
     pub last_seen_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Vec<String>)]
     pub allowed_networks: Vec<IpNet>,
     pub allowed_senders: Vec<String>,
     pub sender_policy: SenderPolicy,
@@ -35,7 +36,9 @@ pub struct Device {
 }
 
 /// What kind of thing a device is: chooses the setup steps its card shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
@@ -71,7 +74,9 @@ impl DeviceKind {
 }
 
 /// The listener a device is set up for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceListener {
@@ -100,7 +105,8 @@ impl DeviceListener {
 }
 
 /// A new device with its password in clear: the only time the password exists.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = IssuedDevice)]
 pub struct IssuedCredential {
     #[serde(flatten)]
     pub device: Device,
@@ -202,7 +208,7 @@ impl DevicePolicy {
 }
 
 /// What happens to a message whose From the device may not use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum SenderPolicy {

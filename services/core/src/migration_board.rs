@@ -42,7 +42,7 @@ impl AuditActor {
 }
 
 /// Where an account stands, as the board shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     ToMigrate,
@@ -102,7 +102,7 @@ impl Stage {
 }
 
 /// One account on a customer's board.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct BoardAccount {
     pub tenant_id: Uuid,
     pub account: String,
@@ -165,7 +165,7 @@ pub enum BoardError {
 }
 
 /// What an import did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ImportOutcome {
     pub import_id: i64,
     pub kind: ReportKind,
@@ -662,7 +662,7 @@ async fn set_state(
 }
 
 /// One customer's standing, for the MSP-wide overview.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Readiness {
     pub tenant_id: Uuid,
     pub tenant_name: String,

@@ -335,7 +335,7 @@ pub async fn reseal_bodies(pool: &PgPool, key: &MasterKey, limit: i64) -> Result
 }
 
 /// What one delivery attempt came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum AttemptOutcome {
@@ -355,7 +355,7 @@ impl AttemptOutcome {
 }
 
 /// One try to hand a message to Microsoft 365, as recorded.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct DeliveryAttempt {
     pub started_at: DateTime<Utc>,
     pub duration_ms: i32,

@@ -23,7 +23,7 @@ use serde::Serialize;
 pub const MAX_FILE_BYTES: usize = 20 * 1024 * 1024;
 
 /// Which file this was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReportKind {
     /// The report's main table: one row per sender over the chosen period.
