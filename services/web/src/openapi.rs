@@ -98,6 +98,10 @@ pub fn document(public_url: &str) -> Value {
 /// Adds to one operation what every operation has: its role in words, its path
 /// ids, and the error answers it may give.
 fn share(path: &str, method: &str, operation: &mut Value) {
+    // utoipa tags an operation with its handler's module: internal, not for readers.
+    if let Some(fields) = operation.as_object_mut() {
+        fields.remove("tags");
+    }
     let role = operation[ROLE].as_str().unwrap_or("owner").to_owned();
     operation["description"] = json!(format!("Needs the role {role} or higher."));
 
@@ -214,6 +218,7 @@ mod tests {
             "createCustomer"
         );
         assert!(schemas.contains_key("WebhookEvent"));
+        assert!(!doc.to_string().contains("\"tags\""));
         assert_eq!(
             doc["components"]["securitySchemes"]["apiToken"]["scheme"],
             "bearer"
