@@ -65,24 +65,50 @@ async fn token(staff: &mut StaffClient, name: &str, role: &str) -> String {
     page.text_of("api-token").expect("the token, shown once")
 }
 
-/// Checks that `value` has every property the schema `name` requires.
+/// Checks that `value` has every property the schema `name` requires, and the
+/// objects in it (fields and list items) against their own schemas.
 fn conforms(doc: &Value, name: &str, value: &Value) {
     let schema = &doc["components"]["schemas"][name];
     assert!(schema.is_object(), "no schema {name}");
-    for field in schema["required"].as_array().unwrap() {
+    conforms_to(doc, name, schema, value);
+}
+
+/// `conforms` for one schema object: a `$ref`, an `allOf` (a type with flattened
+/// parts) or an object with its required fields and properties.
+fn conforms_to(doc: &Value, name: &str, schema: &Value, value: &Value) {
+    if let Some(reference) = schema["$ref"].as_str() {
+        return conforms(doc, reference.rsplit('/').next().unwrap(), value);
+    }
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        conforms_to(doc, name, part, value);
+    }
+    for field in schema["required"].as_array().into_iter().flatten() {
         let field = field.as_str().unwrap();
         assert!(value.get(field).is_some(), "{name} lacks {field}: {value}");
     }
-    // Lists: their items against the item schema.
-    for (field, property) in schema["properties"].as_object().unwrap() {
-        if let (Some(reference), Some(items)) = (
-            property["items"]["$ref"].as_str(),
-            value.get(field).and_then(Value::as_array),
-        ) {
+    for (field, property) in schema["properties"].as_object().into_iter().flatten() {
+        let Some(inner) = value.get(field) else {
+            continue;
+        };
+        // Lists: their items against the item schema.
+        if let (Some(reference), Some(items)) =
+            (property["items"]["$ref"].as_str(), inner.as_array())
+        {
             let item_schema = reference.rsplit('/').next().unwrap();
             for item in items {
                 conforms(doc, item_schema, item);
             }
+        }
+        // Objects (or null where the schema allows it): against their schema.
+        let reference = property["$ref"].as_str().or_else(|| {
+            property["oneOf"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|one| one["$ref"].as_str())
+        });
+        if let (Some(reference), true) = (reference, inner.is_object()) {
+            conforms(doc, reference.rsplit('/').next().unwrap(), inner);
         }
     }
 }
@@ -222,12 +248,19 @@ async fn every_documented_operation_answers_as_documented() {
                     Value::String("Sender address,Messages sent,Authentication protocol\r\nfax@praxis-api.example,12,Basic\r\n".into())
                 })
             });
-        let role_needed = operation["description"].as_str().unwrap();
+        let role_needed = operation["x-mailbridge-role"].as_str().unwrap();
+        assert!(
+            operation["description"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("role {role_needed} ")),
+            "{method} {path}: {operation}"
+        );
         // The read-only token may only read.
         let (status, refusal) = api
             .call(Some(&readonly), method, &concrete, body.as_ref())
             .await;
-        if role_needed.contains("readonly") {
+        if role_needed == "readonly" {
             assert_eq!(
                 status,
                 StatusCode::OK,

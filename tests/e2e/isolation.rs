@@ -38,10 +38,6 @@ impl Session {
         Self(probe)
     }
 
-    async fn command(&mut self, line: &str) -> String {
-        self.0.command(line).await
-    }
-
     /// Sends `line` and asserts the reply starts with `expected`.
     async fn expect(&mut self, line: &str, expected: &str) -> String {
         self.0.expect(line, expected).await

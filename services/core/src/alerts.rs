@@ -258,7 +258,7 @@ pub struct Condition {
 }
 
 /// An alert as stored.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Alert {
     pub id: Uuid,
     pub kind: String,
@@ -266,6 +266,7 @@ pub struct Alert {
     pub tenant_id: Option<Uuid>,
     pub device_id: Option<Uuid>,
     pub severity: String,
+    #[schema(value_type = Object)]
     pub facts: Value,
     pub opened_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

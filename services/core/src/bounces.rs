@@ -255,7 +255,7 @@ pub async fn record(
 }
 
 /// A recipient a message bounced for, as the control plane shows it.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Bounce {
     pub recipient: String,
     pub status: String,
@@ -283,7 +283,7 @@ pub async fn of_message(pool: &PgPool, id: Uuid) -> Result<Vec<Bounce>, sqlx::Er
 }
 
 /// Whether mailbridge can see a customer's bounces.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Visibility {
     /// `None` until the mailbox was first read (or refused).
     pub visible: Option<bool>,

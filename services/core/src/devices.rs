@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::crypto::{self, CryptoError};
 
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Device {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -25,6 +25,7 @@ pub struct Device {
     pub enabled: bool,
     pub created_at: DateTime<Utc>,
     pub last_seen_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Vec<String>)]
     pub allowed_networks: Vec<IpNet>,
     pub allowed_senders: Vec<String>,
     pub sender_policy: SenderPolicy,
@@ -51,6 +52,7 @@ pub struct Device {
     strum::IntoStaticStr,
     strum::EnumString,
     strum::VariantArray,
+    utoipa::ToSchema,
 )]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
@@ -86,6 +88,7 @@ impl DeviceKind {
     strum::IntoStaticStr,
     strum::EnumString,
     strum::VariantArray,
+    utoipa::ToSchema,
 )]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
@@ -110,7 +113,8 @@ impl DeviceListener {
 }
 
 /// A new device with its password in clear: the only time the password exists.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = IssuedDevice)]
 pub struct IssuedCredential {
     #[serde(flatten)]
     pub device: Device,
@@ -212,7 +216,7 @@ impl DevicePolicy {
 }
 
 /// What happens to a message whose From the device may not use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum SenderPolicy {

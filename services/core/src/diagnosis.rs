@@ -9,7 +9,7 @@
 use serde::Serialize;
 
 /// Whether trying again can help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Class {
     /// Throttling, outages, timeouts, or a setting the tenant's admin can fix while

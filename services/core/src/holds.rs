@@ -40,6 +40,7 @@ use crate::queue::{LeasedMessage, QUEUE_CHANNEL};
     strum::IntoStaticStr,
     strum::EnumString,
     strum::VariantArray,
+    utoipa::ToSchema,
 )]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]

@@ -207,15 +207,17 @@ pub async fn clear_pair(pool: &PgPool, username: &str, source: IpAddr) -> Result
 }
 
 /// A lock or a count of failures, as the control plane shows it for a device.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct LoginFailures {
     /// `pair` (this username from this source) or `username` (from unfamiliar sources).
     pub scope: String,
     /// The source network, for a pair.
+    #[schema(value_type = Option<String>)]
     pub source: Option<IpNet>,
     pub failures: i32,
     pub last_failure_at: DateTime<Utc>,
     /// The address the last failure came from.
+    #[schema(value_type = String)]
     pub last_source: IpNet,
     /// Set while locked.
     pub locked_until: Option<DateTime<Utc>>,

@@ -58,6 +58,7 @@ impl AuditActor {
     strum::IntoStaticStr,
     strum::EnumString,
     strum::VariantArray,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
@@ -101,7 +102,7 @@ impl Stage {
 }
 
 /// One account on a customer's board.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct BoardAccount {
     pub tenant_id: Uuid,
     pub account: String,
@@ -164,7 +165,7 @@ pub enum BoardError {
 }
 
 /// What an import did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ImportOutcome {
     pub import_id: i64,
     pub kind: ReportKind,
@@ -661,7 +662,7 @@ async fn set_state(
 }
 
 /// One customer's standing, for the MSP-wide overview.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Readiness {
     pub tenant_id: Uuid,
     pub tenant_name: String,

@@ -46,6 +46,7 @@ pub const QUEUE_CHANNEL: &str = "mailbridge_queue";
     strum::EnumString,
     strum::VariantArray,
     strum::Display,
+    utoipa::ToSchema,
 )]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
@@ -451,6 +452,7 @@ pub async fn reseal_bodies(pool: &PgPool, key: &MasterKey, limit: i64) -> Result
     strum::IntoStaticStr,
     strum::EnumString,
     strum::VariantArray,
+    utoipa::ToSchema,
 )]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
@@ -468,7 +470,7 @@ impl AttemptOutcome {
 }
 
 /// One try to hand a message to Microsoft 365, as recorded.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct DeliveryAttempt {
     pub started_at: DateTime<Utc>,
     pub duration_ms: i32,

@@ -37,6 +37,7 @@ pub const MAX_FILE_BYTES: usize = 20 * 1024 * 1024;
     strum::IntoStaticStr,
     strum::EnumString,
     strum::VariantArray,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "lowercase")]

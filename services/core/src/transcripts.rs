@@ -33,7 +33,8 @@ pub const MAX_LINES: usize = 40;
 const MAX_COMMAND: usize = 24;
 
 /// One command (or input step) and the reply codes it got.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = TranscriptLine)]
 pub struct Line {
     /// Milliseconds since the session started.
     pub at_ms: u64,
@@ -235,10 +236,12 @@ pub async fn write(pool: &PgPool, batch: &[Transcript], keep: u32) -> Result<(),
 }
 
 /// A stored transcript, as the control plane and the API show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Transcript)]
 pub struct StoredTranscript {
     pub id: i64,
     pub device_id: Option<Uuid>,
+    #[schema(value_type = String)]
     pub source_addr: IpNet,
     pub started_at: DateTime<Utc>,
     pub ended_at: DateTime<Utc>,
@@ -247,6 +250,7 @@ pub struct StoredTranscript {
     pub tls_cipher: Option<String>,
     pub tls_failure: Option<String>,
     pub outcome: String,
+    #[schema(value_type = Vec<Line>)]
     pub lines: Json<Vec<Line>>,
 }
 

@@ -17,7 +17,7 @@ use uuid::Uuid;
 pub const HOURS_KEPT: &str = "2 days";
 
 /// One customer's counts over a span.
-#[derive(Debug, Clone, Default, Serialize, FromRow, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, FromRow, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Counts {
     /// Device messages mailbridge accepted and settled.
     pub accepted: i64,
@@ -32,7 +32,7 @@ pub struct Counts {
 }
 
 /// A customer's line of the monthly report.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct MonthLine {
     pub customer_id: Uuid,
     pub customer: String,

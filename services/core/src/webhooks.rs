@@ -41,21 +41,24 @@ pub const GIVE_UP_AFTER_HOURS: i64 = 24;
 pub const FIRST_RETRY_SECONDS: i64 = 5;
 
 /// Texts in both languages of the control plane.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = WebhookTexts)]
 pub struct Texts {
     pub en: String,
     pub de: String,
 }
 
 /// A customer or device the event is about.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = WebhookNamed)]
 pub struct Named {
     pub id: Uuid,
     pub name: Option<String>,
 }
 
 /// Where to look in the control plane.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = WebhookLinks)]
 pub struct Links {
     pub alert: String,
     pub customer: Option<String>,
@@ -63,12 +66,14 @@ pub struct Links {
 }
 
 /// The alert an event is about.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = WebhookAlert)]
 pub struct AlertPart {
     pub id: Uuid,
     pub kind: String,
     pub subject: String,
     /// `open` or `resolved`.
+    #[schema(value_type = String)]
     pub state: &'static str,
     pub opened_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -76,12 +81,14 @@ pub struct AlertPart {
     pub acknowledged_at: Option<DateTime<Utc>>,
     pub acknowledged_by: Option<String>,
     /// The numbers behind the texts (per kind; see the docs).
+    #[schema(value_type = Object)]
     pub facts: Value,
 }
 
 /// What is posted (the JSON body; documented in docs/msp-guide.md and the OpenAPI
 /// document as `WebhookEvent`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = WebhookEvent)]
 pub struct Payload {
     /// The event's id: the same on every retry (receivers deduplicate on it).
     pub id: Uuid,
@@ -357,7 +364,7 @@ impl UrlPolicy {
 }
 
 /// A webhook as listed.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Webhook {
     pub id: Uuid,
     pub name: String,
@@ -441,7 +448,8 @@ pub async fn delete(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
 }
 
 /// One try to post an event, as the delivery log shows it.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+#[schema(as = WebhookDelivery)]
 pub struct Delivery {
     pub event_id: Uuid,
     pub event_type: String,

@@ -36,7 +36,7 @@ use crate::{
 };
 
 /// An alert as the pages and the API show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AlertView {
     #[serde(flatten)]
     pub alert: Alert,
@@ -664,23 +664,42 @@ pub fn router() -> Router<WebState> {
         )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ApiQuery {
+    /// Customer id.
     customer: Option<Uuid>,
+    /// Device id.
     device: Option<Uuid>,
+    /// true: open alerts only.
     open: Option<bool>,
 }
 
+/// Alerts, open first, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct AlertList {
+    alerts: Vec<AlertView>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/alerts",
+    operation_id = "listAlerts",
+    summary = "Alerts, open first, newest first",
+    params(ApiQuery),
+    responses((status = 200, description = "The alerts", body = AlertList)),
+    extensions(("x-mailbridge-role" = json!("readonly")))
+)]
 async fn api_list(
     State(state): State<WebState>,
     actor: Actor,
     Query(q): Query<ApiQuery>,
-) -> Result<Json<serde_json::Value>> {
+) -> Result<Json<AlertList>> {
     actor.require(Permission::View)?;
     if q.customer.is_some_and(|c| !actor.sees(c)) {
         return Err(Error::NotFound);
     }
-    let list = visible(
+    let alerts = visible(
         &state,
         &actor,
         Filter {
@@ -691,9 +710,17 @@ async fn api_list(
         },
     )
     .await?;
-    Ok(Json(json!({ "alerts": list })))
+    Ok(Json(AlertList { alerts }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/alerts/{id}/acknowledge",
+    operation_id = "acknowledgeAlert",
+    summary = "Acknowledge an open alert (someone is on it)",
+    responses((status = 200, description = "The alert", body = AlertView)),
+    extensions(("x-mailbridge-role" = json!("technician")))
+)]
 async fn api_acknowledge(
     State(state): State<WebState>,
     actor: Actor,
@@ -703,22 +730,54 @@ async fn api_acknowledge(
     Ok(Json(AlertView::of(alert, actor.tr.lang())))
 }
 
-#[derive(Deserialize)]
+/// A webhook to add.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = WebhookInput)]
 struct ApiWebhook {
     name: String,
+    /// https:// (http:// only to an allowed loopback address); internal addresses
+    /// are refused unless the operator allows them.
     url: String,
 }
 
-async fn api_webhooks(
-    State(state): State<WebState>,
-    actor: Actor,
-) -> Result<Json<serde_json::Value>> {
-    actor.require(Permission::ManageCustomers)?;
-    Ok(Json(
-        json!({ "webhooks": webhooks::list(&state.pool).await? }),
-    ))
+/// The webhooks alert events are posted to.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct WebhookList {
+    webhooks: Vec<Webhook>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/webhooks",
+    operation_id = "listWebhooks",
+    summary = "The webhooks alert events are posted to",
+    responses((status = 200, description = "The webhooks", body = WebhookList)),
+    extensions(("x-mailbridge-role" = json!("admin")))
+)]
+async fn api_webhooks(State(state): State<WebState>, actor: Actor) -> Result<Json<WebhookList>> {
+    actor.require(Permission::ManageCustomers)?;
+    Ok(Json(WebhookList {
+        webhooks: webhooks::list(&state.pool).await?,
+    }))
+}
+
+/// A webhook just added, with its signing secret.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct CreatedWebhook {
+    webhook: Webhook,
+    /// whsec_…: verify X-Mailbridge-Signature with it; shown this once.
+    secret: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/webhooks",
+    operation_id = "createWebhook",
+    summary = "Add a webhook; its signing secret is in the answer, this once",
+    request_body = ApiWebhook,
+    responses((status = 201, description = "The webhook and its secret", body = CreatedWebhook)),
+    extensions(("x-mailbridge-role" = json!("admin")))
+)]
 async fn api_create_webhook(
     State(state): State<WebState>,
     actor: Actor,
@@ -727,25 +786,47 @@ async fn api_create_webhook(
     let (webhook, secret) = create_webhook(&state, &actor, &input.name, &input.url).await?;
     Ok((
         axum::http::StatusCode::CREATED,
-        Json(json!({ "webhook": webhook, "secret": secret })),
+        Json(CreatedWebhook { webhook, secret }),
     )
         .into_response())
 }
 
+/// A webhook's delivery log.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct WebhookDeliveries {
+    deliveries: Vec<webhooks::Delivery>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/webhooks/{id}/deliveries",
+    operation_id = "listWebhookDeliveries",
+    summary = "The webhook's delivery log: the last tries with the receiver's answers",
+    responses((status = 200, description = "The deliveries", body = WebhookDeliveries)),
+    extensions(("x-mailbridge-role" = json!("admin")))
+)]
 async fn api_webhook_deliveries(
     State(state): State<WebState>,
     actor: Actor,
     Path(id): Path<Uuid>,
-) -> Result<Json<serde_json::Value>> {
+) -> Result<Json<WebhookDeliveries>> {
     actor.require(Permission::ManageCustomers)?;
     webhooks::get(&state.pool, id)
         .await?
         .ok_or(Error::NotFound)?;
-    Ok(Json(
-        json!({ "deliveries": webhooks::deliveries(&state.pool, id, 50).await? }),
-    ))
+    Ok(Json(WebhookDeliveries {
+        deliveries: webhooks::deliveries(&state.pool, id, 50).await?,
+    }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/webhooks/{id}/test",
+    operation_id = "testWebhook",
+    summary = "Post a test event to the webhook (its answer appears in the delivery log)",
+    responses((status = 202, description = "Posted")),
+    extensions(("x-mailbridge-role" = json!("admin")))
+)]
 async fn api_test_webhook(
     State(state): State<WebState>,
     actor: Actor,

@@ -4,7 +4,9 @@
 //! CSRF token is needed. Errors are JSON (`{"error": {"code", "message"}}`); the
 //! message log and the audit log paginate with a cursor, the customer and device
 //! lists like their pages (search, sort, offset and a bounded limit, a bad value a
-//! 400 naming the parameter); `/api/v1/openapi.json` describes it all.
+//! 400 naming the parameter). Every body read or answered is a typed serde struct
+//! whose OpenAPI schema is derived from it; `/api/v1/openapi.json` describes it all
+//! (see `openapi`).
 
 use axum::{
     Json, Router,
@@ -14,9 +16,16 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use mailbridge_core::tenants::Tenant;
-use serde::{Deserialize, de::DeserializeOwned};
-use serde_json::{Value, json};
+use chrono::{DateTime, Utc};
+use mailbridge_core::{
+    devices::{Device, IssuedCredential},
+    logins::LoginFailures,
+    store::{audit_log::AuditEntry, message_log::LoggedMessage},
+    tenants::Tenant,
+    transcripts::StoredTranscript,
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::{
@@ -24,13 +33,14 @@ use crate::{
     client_addr::of as client_addr,
     connection, consent,
     customer_list::{self, CustomerQuery},
-    customers::{self, CustomerInput},
+    customers::{self, CustomerInput, CustomerView},
     device_health::{self, DeviceHealth, DeviceQuery},
     devices::{self, DeviceInput},
     error::{Error, Rejection, Result},
+    holds::HoldView,
     i18n::{self, Tr},
     layout,
-    messages::{self, ExplainedAttempt, Explanation, MessageFilter},
+    messages::{self, ExplainedAttempt, ExplainedBounce, Explanation, LogPage, MessageFilter},
     openapi,
     roles::{Actor, Permission, customer_in_path},
     staff,
@@ -154,9 +164,44 @@ fn unauthenticated(message: &str) -> Response {
     (
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Bearer")],
-        Json(json!({ "error": { "code": "unauthenticated", "message": message } })),
+        Json(ApiError::new("unauthenticated", message.to_owned())),
     )
         .into_response()
+}
+
+/// Every error answer of the API.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ApiError {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable machine-readable code: unauthenticated, forbidden, not_found,
+    /// invalid, invalid_parameter, conflict, rate_limited, database_unavailable or
+    /// internal.
+    #[schema(value_type = String)]
+    pub code: &'static str,
+    /// invalid_parameter: the query parameter at fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub parameter: Option<&'static str>,
+    /// What to change (English).
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(code: &'static str, message: String) -> Self {
+        Self {
+            error: ErrorDetail {
+                code,
+                parameter: None,
+                message,
+            },
+        }
+    }
 }
 
 /// Errors as JSON.
@@ -165,7 +210,7 @@ async fn render_errors(request: Request, next: Next) -> Response {
     match response.extensions().get::<Rejection>() {
         Some(rejection) => (
             rejection.status,
-            Json(json!({ "error": { "code": rejection.code, "message": rejection.message } })),
+            Json(ApiError::new(rejection.code, rejection.message.clone())),
         )
             .into_response(),
         None => response,
@@ -176,19 +221,17 @@ async fn openapi_document(State(state): State<WebState>) -> Response {
     Json(openapi::document(&state.settings.web.public_url)).into_response()
 }
 
-fn customer_json(view: &customers::CustomerView) -> Value {
-    serde_json::to_value(view).expect("customers serialise")
-}
-
 /// A bad query parameter: 400, naming it.
 fn bad_parameter(parameter: &'static str, message: String) -> Response {
     (
         StatusCode::BAD_REQUEST,
-        Json(json!({ "error": {
-            "code": "invalid_parameter",
-            "parameter": parameter,
-            "message": message,
-        } })),
+        Json(ApiError {
+            error: ErrorDetail {
+                code: "invalid_parameter",
+                parameter: Some(parameter),
+                message,
+            },
+        }),
     )
         .into_response()
 }
@@ -233,12 +276,29 @@ fn checked_list(
     Some(bad_parameter(parameter, message))
 }
 
-/// Where the list goes on, if it does.
-fn next_offset(next: Option<i64>) -> Value {
-    next.map_or(Value::Null, Value::from)
+/// A page of the customers: searched, sorted, a page at a time.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerList {
+    pub customers: Vec<CustomerView>,
+    /// Entries matching the search.
+    pub total: i64,
+    pub offset: i64,
+    pub limit: i64,
+    /// The offset of the next page; null on the last (or at the deepest offset:
+    /// narrow with q).
+    pub next_offset: Option<i64>,
 }
 
-async fn list_customers(
+#[utoipa::path(
+    get,
+    path = "/customers",
+    operation_id = "listCustomers",
+    summary = "The customers with their health: searched, sorted, a page at a time",
+    params(CustomerQuery),
+    responses((status = 200, description = "A page of customers", body = CustomerList)),
+    extensions(("x-mailbridge-role" = json!("readonly")))
+)]
+pub(crate) async fn list_customers(
     State(state): State<WebState>,
     actor: Actor,
     Query(search): Query<CustomerQuery>,
@@ -253,24 +313,34 @@ async fn list_customers(
         return Ok(bad);
     }
     let page = customer_list::page(&state.pool, &actor.customers, &search).await?;
-    let customers = page.customers.iter().map(customer_json).collect();
-    Ok(list_page(
-        "customers",
-        customers,
-        (page.total, page.offset, page.limit),
-        page.next_offset(),
-    ))
+    let next_offset = page.next_offset();
+    Ok(Json(CustomerList {
+        customers: page.customers,
+        total: page.total,
+        offset: page.offset,
+        limit: page.limit,
+        next_offset,
+    })
+    .into_response())
 }
 
-async fn one_customer(state: &WebState, id: Uuid) -> Result<Value> {
+async fn one_customer(state: &WebState, id: Uuid) -> Result<CustomerView> {
     customers::with_health(&state.pool, Some(id), &Default::default())
         .await?
-        .first()
-        .map(customer_json)
+        .into_iter()
+        .next()
         .ok_or(Error::NotFound)
 }
 
-async fn get_customer(
+#[utoipa::path(
+    get,
+    path = "/customers/{id}",
+    operation_id = "getCustomer",
+    summary = "One customer with its health",
+    responses((status = 200, description = "The customer", body = CustomerView)),
+    extensions(("x-mailbridge-role" = json!("readonly")))
+)]
+pub(crate) async fn get_customer(
     State(state): State<WebState>,
     actor: Actor,
     Path(id): Path<Uuid>,
@@ -279,7 +349,16 @@ async fn get_customer(
     Ok(Json(one_customer(&state, id).await?).into_response())
 }
 
-async fn create_customer(
+#[utoipa::path(
+    post,
+    path = "/customers",
+    operation_id = "createCustomer",
+    summary = "Create a customer (connect it afterwards)",
+    request_body = CustomerInput,
+    responses((status = 201, description = "The customer created", body = CustomerView)),
+    extensions(("x-mailbridge-role" = json!("admin")))
+)]
+pub(crate) async fn create_customer(
     State(state): State<WebState>,
     actor: Actor,
     ApiJson(input): ApiJson<CustomerInput>,
@@ -293,10 +372,11 @@ async fn create_customer(
 }
 
 /// A partial change of a customer: absent fields stay as they are.
-#[derive(Deserialize)]
-struct CustomerPatch {
+#[derive(Deserialize, ToSchema)]
+pub struct CustomerPatch {
     name: Option<String>,
     sender_mailbox: Option<String>,
+    /// graph or smtp.
     delivery_method: Option<String>,
     #[serde(default, deserialize_with = "layout::checkbox")]
     save_to_sent_items: Option<bool>,
@@ -304,11 +384,16 @@ struct CustomerPatch {
     smtp_for_large_messages: Option<bool>,
     /// `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     notification_address: Option<Option<String>>,
+    /// Messages per minute; `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u32>)]
     rate_limit_per_minute: Option<Option<u32>>,
     /// The largest message, bytes (1 MB to 150 MB).
+    #[schema(minimum = 1048576, maximum = 157286400)]
     max_message_bytes: Option<i64>,
+    /// limited or tenant_wide.
     permission_mode: Option<String>,
 }
 
@@ -339,7 +424,16 @@ fn merged(tenant: &Tenant, patch: CustomerPatch) -> CustomerInput {
     }
 }
 
-async fn update_customer(
+#[utoipa::path(
+    patch,
+    path = "/customers/{id}",
+    operation_id = "updateCustomer",
+    summary = "Change a customer's name or delivery settings",
+    request_body = CustomerPatch,
+    responses((status = 200, description = "The customer changed", body = CustomerView)),
+    extensions(("x-mailbridge-role" = json!("admin")))
+)]
+pub(crate) async fn update_customer(
     State(state): State<WebState>,
     actor: Actor,
     Path(id): Path<Uuid>,
@@ -351,7 +445,15 @@ async fn update_customer(
     Ok(Json(one_customer(&state, id).await?).into_response())
 }
 
-async fn delete_customer(
+#[utoipa::path(
+    delete,
+    path = "/customers/{id}",
+    operation_id = "deleteCustomer",
+    summary = "Delete a customer with its devices and messages",
+    responses((status = 204, description = "Deleted")),
+    extensions(("x-mailbridge-role" = json!("admin")))
+)]
+pub(crate) async fn delete_customer(
     State(state): State<WebState>,
     actor: Actor,
     Path(id): Path<Uuid>,
@@ -360,60 +462,126 @@ async fn delete_customer(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// A consent link to send to the customer's admin.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsentLink {
+    /// Microsoft's admin-consent address, bound to the customer's tenant.
+    pub consent_url: String,
+}
+
 /// A consent link for the customer's admin (valid a day, single use).
-async fn consent_link(
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/consent",
+    operation_id = "createConsentLink",
+    summary = "An Entra admin-consent link for the customer's admin (valid 24 h, single use)",
+    responses((status = 200, description = "The link", body = ConsentLink)),
+    extensions(("x-mailbridge-role" = json!("admin")))
+)]
+pub(crate) async fn consent_link(
     State(state): State<WebState>,
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> Result<Response> {
     let (url, _cookie) = consent::start(&state, &actor, id).await?;
-    Ok(Json(json!({ "consent_url": url })).into_response())
+    Ok(Json(ConsentLink { consent_url: url }).into_response())
 }
 
-#[derive(Deserialize)]
-struct TestMessage {
+/// Where a test message goes.
+#[derive(Deserialize, ToSchema)]
+pub struct TestMessage {
     recipient: String,
 }
 
-async fn test_message(
+/// A message taken into the queue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Queued {
+    pub queue_id: Uuid,
+}
+
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/test-message",
+    operation_id = "sendTestMessage",
+    summary = "Queue a test message from the customer's sender mailbox",
+    request_body = TestMessage,
+    responses((status = 202, description = "Queued", body = Queued)),
+    extensions(("x-mailbridge-role" = json!("technician")))
+)]
+pub(crate) async fn test_message(
     State(state): State<WebState>,
     actor: Actor,
     Path(id): Path<Uuid>,
     ApiJson(body): ApiJson<TestMessage>,
 ) -> Result<Response> {
     let queue_id = customers::send_test(&state, &actor, id, &body.recipient).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "queue_id": queue_id }))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(Queued { queue_id })).into_response())
 }
 
 /// A device in the list: its settings and its health.
-/// A page of a list as the API answers it: the items under `key`, the total that
-/// match, where the page starts, its size, and where the next one starts.
-fn list_page(
-    key: &str,
-    items: Vec<Value>,
-    (total, offset, limit): (i64, i64, i64),
-    next: Option<i64>,
-) -> Response {
-    let mut body = json!({
-        "total": total,
-        "offset": offset,
-        "limit": limit,
-        "next_offset": next_offset(next),
-    });
-    body[key] = Value::Array(items);
-    Json(body).into_response()
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = DeviceHealth)]
+pub struct DeviceEntry {
+    #[serde(flatten)]
+    pub device: Device,
+    /// Messages received from it in the last 24 hours.
+    pub messages_24h: i64,
+    /// Its messages that failed in the last 24 hours.
+    pub failed_24h: i64,
+    /// Its messages waiting or being delivered.
+    pub queued: i64,
+    /// Wrong passwords for its username in the last 24 hours.
+    pub failed_logins_24h: i64,
+    pub last_failed_login_at: Option<DateTime<Utc>>,
+    /// The address the last wrong password came from.
+    pub last_failed_login_from: Option<String>,
+    /// The edge refuses its logins after repeated failures until locked_until or an
+    /// unlock (unlockDevice).
+    pub locked: bool,
+    pub locked_until: Option<DateTime<Utc>>,
 }
 
-fn device_health_json(health: &DeviceHealth) -> Value {
-    let mut value = serde_json::to_value(health).expect("devices serialise");
-    value["last_failed_login_from"] = health
-        .last_failed_login_from
-        .map_or(Value::Null, |_| Value::from(health.last_failed_from()));
-    value["locked"] = Value::from(health.locked());
-    value
+impl DeviceEntry {
+    fn of(health: DeviceHealth) -> Self {
+        Self {
+            last_failed_login_from: health
+                .last_failed_login_from
+                .map(|_| health.last_failed_from()),
+            locked: health.locked(),
+            messages_24h: health.messages_24h,
+            failed_24h: health.failed_24h,
+            queued: health.queued,
+            failed_logins_24h: health.failed_logins_24h,
+            last_failed_login_at: health.last_failed_login_at,
+            locked_until: health.locked_until,
+            device: health.device,
+        }
+    }
 }
 
-async fn list_devices(
+/// A page of a customer's devices: searched, sorted, a page at a time.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceList {
+    pub devices: Vec<DeviceEntry>,
+    /// Entries matching the search.
+    pub total: i64,
+    pub offset: i64,
+    pub limit: i64,
+    /// The offset of the next page; null on the last (or at the deepest offset:
+    /// narrow with q).
+    pub next_offset: Option<i64>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/customers/{id}/devices",
+    operation_id = "listDevices",
+    summary = "The customer's devices with their health: searched, sorted, a page at a time",
+    params(DeviceQuery),
+    responses((status = 200, description = "A page of devices", body = DeviceList)),
+    extensions(("x-mailbridge-role" = json!("readonly")))
+)]
+pub(crate) async fn list_devices(
     State(state): State<WebState>,
     actor: Actor,
     Path(id): Path<Uuid>,
@@ -430,16 +598,27 @@ async fn list_devices(
         return Ok(bad);
     }
     let page = device_health::page(&state.pool, id, &search).await?;
-    let devices = page.devices.iter().map(device_health_json).collect();
-    Ok(list_page(
-        "devices",
-        devices,
-        (page.total, page.offset, page.limit),
-        page.next_offset(),
-    ))
+    let next_offset = page.next_offset();
+    Ok(Json(DeviceList {
+        total: page.total,
+        offset: page.offset,
+        limit: page.limit,
+        next_offset,
+        devices: page.devices.into_iter().map(DeviceEntry::of).collect(),
+    })
+    .into_response())
 }
 
-async fn create_device(
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/devices",
+    operation_id = "createDevice",
+    summary = "Add a device: its generated password is in this answer only",
+    request_body = DeviceInput,
+    responses((status = 201, description = "The device with its password", body = IssuedCredential)),
+    extensions(("x-mailbridge-role" = json!("technician")))
+)]
+pub(crate) async fn create_device(
     State(state): State<WebState>,
     actor: Actor,
     Path(id): Path<Uuid>,
@@ -449,7 +628,15 @@ async fn create_device(
     Ok((StatusCode::CREATED, Json(issued)).into_response())
 }
 
-async fn get_device(
+#[utoipa::path(
+    get,
+    path = "/customers/{id}/devices/{device}",
+    operation_id = "getDevice",
+    summary = "One device",
+    responses((status = 200, description = "The device", body = Device)),
+    extensions(("x-mailbridge-role" = json!("readonly")))
+)]
+pub(crate) async fn get_device(
     State(state): State<WebState>,
     actor: Actor,
     Path((id, device)): Path<(Uuid, Uuid)>,
@@ -458,7 +645,16 @@ async fn get_device(
     Ok(Json(devices::load(&state, id, device).await?).into_response())
 }
 
-async fn update_device(
+#[utoipa::path(
+    patch,
+    path = "/customers/{id}/devices/{device}",
+    operation_id = "updateDevice",
+    summary = "Change a device's policy, or disable it",
+    request_body = DeviceInput,
+    responses((status = 200, description = "The device changed", body = Device)),
+    extensions(("x-mailbridge-role" = json!("technician")))
+)]
+pub(crate) async fn update_device(
     State(state): State<WebState>,
     actor: Actor,
     Path((id, device)): Path<(Uuid, Uuid)>,
@@ -467,7 +663,15 @@ async fn update_device(
     Ok(Json(devices::update(&state, &actor, id, device, &input).await?).into_response())
 }
 
-async fn delete_device(
+#[utoipa::path(
+    delete,
+    path = "/customers/{id}/devices/{device}",
+    operation_id = "deleteDevice",
+    summary = "Delete a device",
+    responses((status = 204, description = "Deleted")),
+    extensions(("x-mailbridge-role" = json!("technician")))
+)]
+pub(crate) async fn delete_device(
     State(state): State<WebState>,
     actor: Actor,
     Path((id, device)): Path<(Uuid, Uuid)>,
@@ -476,7 +680,15 @@ async fn delete_device(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn rotate_device(
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/devices/{device}/rotate",
+    operation_id = "rotateDevicePassword",
+    summary = "A new password for the device (in this answer only)",
+    responses((status = 200, description = "The device with its new password", body = IssuedCredential)),
+    extensions(("x-mailbridge-role" = json!("technician")))
+)]
+pub(crate) async fn rotate_device(
     State(state): State<WebState>,
     actor: Actor,
     Path((id, device)): Path<(Uuid, Uuid)>,
@@ -484,49 +696,118 @@ async fn rotate_device(
     Ok(Json(devices::rotate(&state, &actor, id, device).await?).into_response())
 }
 
-async fn device_logins(
+/// The failed logins and locks of a device's username.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginList {
+    pub logins: Vec<LoginFailures>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/customers/{id}/devices/{device}/logins",
+    operation_id = "listDeviceLogins",
+    summary = "Recent failed logins and current locks of the device's username",
+    responses((status = 200, description = "Failures and locks", body = LoginList)),
+    extensions(("x-mailbridge-role" = json!("readonly")))
+)]
+pub(crate) async fn device_logins(
     State(state): State<WebState>,
     actor: Actor,
     Path((id, device)): Path<(Uuid, Uuid)>,
 ) -> Result<Response> {
     actor.require(Permission::View)?;
     let logins = devices::failed_logins(&state, id, device).await?;
-    Ok(Json(json!({ "logins": logins })).into_response())
+    Ok(Json(LoginList { logins }).into_response())
+}
+
+/// What a device's sessions show, in both languages.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Finding {
+    #[schema(value_type = String)]
+    pub key: &'static str,
+    pub count: usize,
+    pub since: DateTime<Utc>,
+    pub detail: Option<String>,
+    /// In English.
+    pub text: String,
+    /// In German.
+    pub text_de: String,
+}
+
+/// A device's last sessions on the edge and what they show.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TranscriptList {
+    pub transcripts: Vec<StoredTranscript>,
+    pub diagnosis: Vec<Finding>,
 }
 
 /// The device's last sessions on the edge, and what they show in words.
-async fn device_transcripts(
+#[utoipa::path(
+    get,
+    path = "/customers/{id}/devices/{device}/transcripts",
+    operation_id = "listDeviceTranscripts",
+    summary = "The device's last sessions on the edge (commands and reply codes, TLS, handshake failures) and what they show",
+    responses((status = 200, description = "Sessions and findings", body = TranscriptList)),
+    extensions(("x-mailbridge-role" = json!("technician")))
+)]
+pub(crate) async fn device_transcripts(
     State(state): State<WebState>,
     actor: Actor,
     Path((id, device)): Path<(Uuid, Uuid)>,
 ) -> Result<Response> {
     let (transcripts, findings) = devices::transcripts(&state, &actor, id, device).await?;
-    let diagnosis: Vec<_> = findings
+    let diagnosis = findings
         .iter()
-        .map(|f| {
-            json!({
-                "key": f.key,
-                "count": f.count,
-                "since": f.since,
-                "detail": f.detail,
-                "text": f.text(crate::i18n::Lang::En),
-                "text_de": f.text(crate::i18n::Lang::De),
-            })
+        .map(|f| Finding {
+            key: f.key,
+            count: f.count,
+            since: f.since,
+            detail: f.detail.clone(),
+            text: f.text(crate::i18n::Lang::En),
+            text_de: f.text(crate::i18n::Lang::De),
         })
         .collect();
-    Ok(Json(json!({ "transcripts": transcripts, "diagnosis": diagnosis })).into_response())
+    Ok(Json(TranscriptList {
+        transcripts,
+        diagnosis,
+    })
+    .into_response())
 }
 
-async fn unlock_device(
+/// Whether an unlock lifted anything.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Unlocked {
+    /// Whether anything was locked or counted.
+    pub unlocked: bool,
+}
+
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/devices/{device}/unlock",
+    operation_id = "unlockDevice",
+    summary = "Lift every lock of the device's username and forget its failures",
+    responses((status = 200, description = "Unlocked", body = Unlocked)),
+    extensions(("x-mailbridge-role" = json!("technician")))
+)]
+pub(crate) async fn unlock_device(
     State(state): State<WebState>,
     actor: Actor,
     Path((id, device)): Path<(Uuid, Uuid)>,
 ) -> Result<Response> {
     let unlocked = devices::unlock(&state, &actor, id, device).await?;
-    Ok(Json(json!({ "unlocked": unlocked })).into_response())
+    Ok(Json(Unlocked { unlocked }).into_response())
 }
 
-async fn list_messages(
+#[utoipa::path(
+    get,
+    path = "/messages",
+    operation_id = "listMessages",
+    summary = "Search the message log, newest first",
+    params(MessageFilter),
+    responses((status = 200, description = "A page of messages", body = LogPage)),
+    extensions(("x-mailbridge-role" = json!("readonly")))
+)]
+pub(crate) async fn list_messages(
     State(state): State<WebState>,
     actor: Actor,
     Query(filter): Query<MessageFilter>,
@@ -535,14 +816,33 @@ async fn list_messages(
     Ok(Json(messages::search(&state.pool, &actor.customers, &filter).await?).into_response())
 }
 
-async fn get_message(
+/// One message with every delivery attempt and every bounce, explained.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageDetail {
+    #[serde(flatten)]
+    pub message: LoggedMessage,
+    pub attempts: Vec<ExplainedAttempt>,
+    /// Recipients Microsoft reported undeliverable (non-delivery reports) after
+    /// accepting the message.
+    pub bounces: Vec<ExplainedBounce>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/messages/{id}",
+    operation_id = "getMessage",
+    summary = "One message with every delivery attempt, explained",
+    responses((status = 200, description = "The message", body = MessageDetail)),
+    extensions(("x-mailbridge-role" = json!("readonly")))
+)]
+pub(crate) async fn get_message(
     State(state): State<WebState>,
     actor: Actor,
     Path(id): Path<Uuid>,
 ) -> Result<Response> {
     actor.require(Permission::View)?;
     let message = messages::load(&state.pool, &actor.customers, id).await?;
-    let attempts: Vec<ExplainedAttempt> = mailbridge_core::queue::attempts(&state.pool, id)
+    let attempts = mailbridge_core::queue::attempts(&state.pool, id)
         .await?
         .into_iter()
         .map(|attempt| ExplainedAttempt {
@@ -550,22 +850,31 @@ async fn get_message(
             attempt,
         })
         .collect();
-    let bounces: Vec<messages::ExplainedBounce> =
-        mailbridge_core::bounces::of_message(&state.pool, id)
-            .await?
-            .into_iter()
-            .map(|bounce| messages::ExplainedBounce {
-                explanation: bounce.explained().map(Explanation::of),
-                bounce,
-            })
-            .collect();
-    let mut body = serde_json::to_value(&message).expect("messages serialise");
-    body["attempts"] = serde_json::to_value(attempts).expect("attempts serialise");
-    body["bounces"] = serde_json::to_value(bounces).expect("bounces serialise");
-    Ok(Json(body).into_response())
+    let bounces = mailbridge_core::bounces::of_message(&state.pool, id)
+        .await?
+        .into_iter()
+        .map(|bounce| ExplainedBounce {
+            explanation: bounce.explained().map(Explanation::of),
+            bounce,
+        })
+        .collect();
+    Ok(Json(MessageDetail {
+        message,
+        attempts,
+        bounces,
+    })
+    .into_response())
 }
 
-async fn retry_message(
+#[utoipa::path(
+    post,
+    path = "/messages/{id}/retry",
+    operation_id = "retryMessage",
+    summary = "Try a waiting message again now",
+    responses((status = 204, description = "Due now")),
+    extensions(("x-mailbridge-role" = json!("technician")))
+)]
+pub(crate) async fn retry_message(
     State(state): State<WebState>,
     actor: Actor,
     Path(id): Path<Uuid>,
@@ -574,7 +883,15 @@ async fn retry_message(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn cancel_message(
+#[utoipa::path(
+    post,
+    path = "/messages/{id}/cancel",
+    operation_id = "cancelMessage",
+    summary = "Give up on a waiting message",
+    responses((status = 204, description = "Given up")),
+    extensions(("x-mailbridge-role" = json!("technician")))
+)]
+pub(crate) async fn cancel_message(
     State(state): State<WebState>,
     actor: Actor,
     Path(id): Path<Uuid>,
@@ -583,14 +900,36 @@ async fn cancel_message(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn list_holds(State(state): State<WebState>, actor: Actor) -> Result<Response> {
+/// The held deliveries.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HoldList {
+    pub holds: Vec<HoldView>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/holds",
+    operation_id = "listHolds",
+    summary = "Held deliveries: mailboxes, customers and apps whose messages wait for a probe",
+    responses((status = 200, description = "The holds", body = HoldList)),
+    extensions(("x-mailbridge-role" = json!("readonly")))
+)]
+pub(crate) async fn list_holds(State(state): State<WebState>, actor: Actor) -> Result<Response> {
     actor.require(Permission::View)?;
     let holds = crate::holds::all(&state.pool, &actor).await?;
-    Ok(Json(json!({ "holds": holds })).into_response())
+    Ok(Json(HoldList { holds }).into_response())
 }
 
 /// "Retry now" on a hold: the workers probe it at once.
-async fn probe_hold(
+#[utoipa::path(
+    post,
+    path = "/holds/{id}/probe",
+    operation_id = "probeHold",
+    summary = "Retry now: the workers probe the hold at once",
+    responses((status = 202, description = "The probe is due")),
+    extensions(("x-mailbridge-role" = json!("technician")))
+)]
+pub(crate) async fn probe_hold(
     State(state): State<WebState>,
     actor: Actor,
     Path(id): Path<Uuid>,
@@ -599,12 +938,27 @@ async fn probe_hold(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
-async fn list_audit(
+/// A page of the audit log, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/audit",
+    operation_id = "listAudit",
+    summary = "The audit log, newest first",
+    params(audit::AuditFilter),
+    responses((status = 200, description = "A page of the log", body = AuditPage)),
+    extensions(("x-mailbridge-role" = json!("admin")))
+)]
+pub(crate) async fn list_audit(
     State(state): State<WebState>,
     actor: Actor,
     Query(filter): Query<audit::AuditFilter>,
 ) -> Result<Response> {
     actor.require(Permission::ViewAudit)?;
     let entries = audit::search(&state.pool, &filter).await?;
-    Ok(Json(json!({ "entries": entries })).into_response())
+    Ok(Json(AuditPage { entries }).into_response())
 }

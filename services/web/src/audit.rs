@@ -231,10 +231,14 @@ impl Shown for AuditEntry {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditFilter {
+    /// Customer id.
     pub customer: Option<String>,
+    /// Who (e-mail address or api-token:name).
     pub actor: Option<String>,
+    /// Action prefix, e.g. device.
     pub action: Option<String>,
     /// Entries older than this id (the next page).
     pub before: Option<i64>,

@@ -23,13 +23,14 @@ use axum::{
 };
 use chrono::{DateTime, NaiveDate, Utc};
 use mailbridge_core::{
-    devices::{Device, DeviceKind},
-    migration_board::{self as board, AuditActor, BoardAccount, BoardError, Readiness, Stage},
+    devices::{Device, DeviceKind, IssuedCredential},
+    migration_board::{
+        self as board, AuditActor, BoardAccount, BoardError, ImportOutcome, Readiness, Stage,
+    },
     smtp_auth_report::{self, ReportError},
     tenants::Tenant,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use strum::VariantArray;
 use uuid::Uuid;
 
@@ -52,7 +53,7 @@ pub const DEADLINES_ENV: &str = "MAILBRIDGE_MICROSOFT_DEADLINES_FILE";
 const UPLOAD_LIMIT: usize = smtp_auth_report::MAX_FILE_BYTES + 64 * 1024;
 
 /// One of Microsoft's dates.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Deadline {
     pub id: String,
@@ -349,8 +350,9 @@ impl OverviewPage {
     }
 }
 
-#[derive(Debug, Default, Serialize)]
-struct Totals {
+/// The customers' readiness added up.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct Totals {
     customers: usize,
     still_basic: i64,
     in_progress: i64,
@@ -370,7 +372,8 @@ fn totals(rows: &[Readiness]) -> Totals {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct OverviewQuery {
     /// `at-risk` (open accounts or no data), `no-data`, `done` or all.
     #[serde(default)]
@@ -450,6 +453,14 @@ pub async fn csv(state: &WebState, actor: &Actor) -> Result<Response> {
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/board.csv",
+    operation_id = "exportBoard",
+    summary = "Every customer's migration board as CSV",
+    responses((status = 200, description = "The boards", body = String, content_type = "text/csv")),
+    extensions(("x-mailbridge-role" = json!("readonly")))
+)]
 async fn export_csv(State(state): State<WebState>, actor: Actor) -> Result<Response> {
     csv(&state, &actor).await
 }
@@ -633,7 +644,8 @@ async fn import_form(
 }
 
 /// What the board's buttons send.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = BoardAction)]
 pub struct AccountAction {
     pub account: String,
     #[serde(default)]
@@ -726,17 +738,82 @@ pub fn api_router() -> Router<WebState> {
         .route("/board.csv", get(export_csv))
 }
 
-fn account_json(a: &BoardAccount) -> serde_json::Value {
-    let mut value = serde_json::to_value(a).expect("accounts serialise");
-    value["state"] = json!(a.stage());
-    value
+/// An account on the board with its state.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BoardAccountView {
+    #[serde(flatten)]
+    pub account: BoardAccount,
+    pub state: Stage,
 }
 
-#[derive(Debug, Deserialize)]
+impl BoardAccountView {
+    fn of(account: BoardAccount) -> Self {
+        Self {
+            state: account.stage(),
+            account,
+        }
+    }
+}
+
+/// A customer's migration board.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Board {
+    pub customer_id: Uuid,
+    pub accounts: Vec<BoardAccountView>,
+}
+
+/// A relay device created for an account, and the account linked to it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BoardDevice {
+    pub device: IssuedCredential,
+    pub account: BoardAccountView,
+}
+
+/// One of Microsoft's dates with the days left until it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeadlineView {
+    #[serde(flatten)]
+    pub deadline: Deadline,
+    /// Days until the date (negative once passed; null while it is not named).
+    pub days_left: Option<i64>,
+}
+
+/// A customer's readiness, and whether any data came in.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReadinessView {
+    #[serde(flatten)]
+    pub readiness: Readiness,
+    /// No report or sign-in data yet.
+    pub no_data: bool,
+}
+
+/// Every customer's readiness for Microsoft's deadline.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReadinessReport {
+    pub deadlines: Vec<DeadlineView>,
+    /// built-in, or the operator's file.
+    pub deadlines_origin: String,
+    pub totals: Totals,
+    pub customers: Vec<ReadinessView>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ImportQuery {
+    /// The file's name, for the import's record.
     file_name: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/smtp-auth-report",
+    operation_id = "importSmtpAuthReport",
+    summary = "Import the customer's SMTP AUTH clients report (CSV as exported from the Exchange admin center, summary or details view, or the board's PowerShell exposure list); a file that cannot be read is refused whole",
+    params(ImportQuery),
+    request_body(content = String, content_type = "text/csv", description = "The report"),
+    responses((status = 201, description = "What the import did", body = ImportOutcome)),
+    extensions(("x-mailbridge-role" = json!("technician")))
+)]
 async fn api_import(
     State(state): State<WebState>,
     actor: Actor,
@@ -750,6 +827,14 @@ async fn api_import(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/customers/{id}/board",
+    operation_id = "getBoard",
+    summary = "The customer's migration board: every account Microsoft saw sending with SMTP AUTH and its state",
+    responses((status = 200, description = "The board", body = Board)),
+    extensions(("x-mailbridge-role" = json!("readonly")))
+)]
 async fn api_board(
     State(state): State<WebState>,
     actor: Actor,
@@ -758,13 +843,22 @@ async fn api_board(
     actor.require(Permission::View)?;
     let tenant = customers::load(&state.pool, id).await?;
     let accounts = board::board(&state.pool, tenant.id).await?;
-    Ok(Json(json!({
-        "customer_id": tenant.id,
-        "accounts": accounts.iter().map(account_json).collect::<Vec<_>>(),
-    }))
+    Ok(Json(Board {
+        customer_id: tenant.id,
+        accounts: accounts.into_iter().map(BoardAccountView::of).collect(),
+    })
     .into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/board/device",
+    operation_id = "createBoardDevice",
+    summary = "Create a relay device for an account (named after it, allowed to send as it) and link them; the password is shown this once",
+    request_body = AccountAction,
+    responses((status = 201, description = "The device and the account", body = BoardDevice)),
+    extensions(("x-mailbridge-role" = json!("technician")))
+)]
 async fn api_device(
     State(state): State<WebState>,
     actor: Actor,
@@ -785,7 +879,10 @@ async fn api_device(
         .ok_or(Error::NotFound)?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "device": issued, "account": account_json(&account) })),
+        Json(BoardDevice {
+            device: issued,
+            account: BoardAccountView::of(account),
+        }),
     )
         .into_response())
 }
@@ -794,9 +891,18 @@ async fn api_account(state: &WebState, id: Uuid, account: &str) -> Result<Respon
     let account = board::account(&state.pool, id, account)
         .await?
         .ok_or(Error::NotFound)?;
-    Ok(Json(account_json(&account)).into_response())
+    Ok(Json(BoardAccountView::of(account)).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/board/link",
+    operation_id = "linkBoardDevice",
+    summary = "Link an account to an existing device of the customer",
+    request_body = AccountAction,
+    responses((status = 200, description = "The account", body = BoardAccountView)),
+    extensions(("x-mailbridge-role" = json!("technician")))
+)]
 async fn api_link(
     State(state): State<WebState>,
     actor: Actor,
@@ -816,6 +922,15 @@ async fn api_link(
     api_account(&state, id, &input.account).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/board/ignore",
+    operation_id = "ignoreBoardAccount",
+    summary = "Set an account aside with a reason",
+    request_body = AccountAction,
+    responses((status = 200, description = "The account", body = BoardAccountView)),
+    extensions(("x-mailbridge-role" = json!("technician")))
+)]
 async fn api_ignore(
     State(state): State<WebState>,
     actor: Actor,
@@ -835,6 +950,15 @@ async fn api_ignore(
     api_account(&state, id, &input.account).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/board/reopen",
+    operation_id = "reopenBoardAccount",
+    summary = "Take an ignored or done account back",
+    request_body = AccountAction,
+    responses((status = 200, description = "The account", body = BoardAccountView)),
+    extensions(("x-mailbridge-role" = json!("technician")))
+)]
 async fn api_reopen(
     State(state): State<WebState>,
     actor: Actor,
@@ -846,6 +970,15 @@ async fn api_reopen(
     api_account(&state, id, &input.account).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/readiness",
+    operation_id = "getReadiness",
+    summary = "Every customer's readiness for Microsoft's deadline, most at risk first, with the dates",
+    params(OverviewQuery),
+    responses((status = 200, description = "The readiness", body = ReadinessReport)),
+    extensions(("x-mailbridge-role" = json!("readonly")))
+)]
 async fn api_readiness(
     State(state): State<WebState>,
     actor: Actor,
@@ -854,26 +987,27 @@ async fn api_readiness(
     actor.require(Permission::View)?;
     let rows = readiness(&state, &actor, &query).await?;
     let today = Utc::now().date_naive();
-    let deadlines: Vec<serde_json::Value> = state
+    let deadlines = state
         .deadlines
         .all
         .iter()
-        .map(|d| {
-            let mut v = serde_json::to_value(d).expect("deadlines serialise");
-            v["days_left"] = json!(d.days_left(today));
-            v
+        .map(|d| DeadlineView {
+            days_left: d.days_left(today),
+            deadline: d.clone(),
         })
         .collect();
-    Ok(Json(json!({
-        "deadlines": deadlines,
-        "deadlines_origin": state.deadlines.origin,
-        "totals": totals(&rows),
-        "customers": rows.iter().map(|r| {
-            let mut v = serde_json::to_value(r).expect("readiness serialises");
-            v["no_data"] = json!(r.unknown());
-            v
-        }).collect::<Vec<_>>(),
-    }))
+    Ok(Json(ReadinessReport {
+        deadlines,
+        deadlines_origin: state.deadlines.origin.clone(),
+        totals: totals(&rows),
+        customers: rows
+            .into_iter()
+            .map(|r| ReadinessView {
+                no_data: r.unknown(),
+                readiness: r,
+            })
+            .collect(),
+    })
     .into_response())
 }
 

@@ -30,7 +30,7 @@ pub fn router() -> Router<WebState> {
 }
 
 /// Where a customer's connection stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionState {
     NotConnected,
@@ -43,7 +43,8 @@ pub enum ConnectionState {
 }
 
 /// A consent check, with its last refusal explained in the reader's language.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ConsentCheck)]
 pub struct CheckView {
     pub id: Uuid,
     pub state: CheckState,
@@ -101,11 +102,12 @@ impl CheckView {
 }
 
 /// A customer's connection: its state and its latest consent check.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Connection {
     pub state: ConnectionState,
     pub entra_tenant_id: Option<Uuid>,
     pub consented_at: Option<DateTime<Utc>>,
+    /// The latest consent check (null before the first consent through mailbridge).
     pub check: Option<CheckView>,
 }
 
@@ -164,6 +166,14 @@ impl Connection {
 
 /// The connection of customer `id`, for its page (which polls it while connecting)
 /// and the API.
+#[utoipa::path(
+    get,
+    path = "/customers/{id}/connection",
+    operation_id = "getConnection",
+    summary = "The customer's connection to Microsoft 365: not connected, connecting (a consent being verified while Microsoft propagates it), connected or failed, with its latest consent check",
+    responses((status = 200, description = "The connection", body = Connection)),
+    extensions(("x-mailbridge-role" = json!("readonly")))
+)]
 pub async fn status(
     State(state): State<WebState>,
     actor: Actor,

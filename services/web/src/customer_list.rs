@@ -26,15 +26,20 @@ use crate::{
 pub const PAGE_SIZE: i64 = 50;
 
 /// A search of the overview (page and API alike).
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CustomerQuery {
-    /// Part of the name or the sender mailbox.
+    /// Part of the name or the sender mailbox (at most 200 characters).
     #[serde(default)]
     pub q: Option<String>,
+    /// name (default), last_seen (longest unseen first), queued (most first) or
+    /// failures (most in 24 h first).
     #[serde(default)]
     pub sort: Option<String>,
+    /// Entries to skip (0–10000, default 0): the previous page's next_offset.
     #[serde(default)]
     pub offset: Option<String>,
+    /// Entries per page (1–200, default 50).
     #[serde(default)]
     pub limit: Option<String>,
 }

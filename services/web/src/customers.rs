@@ -46,7 +46,7 @@ use crate::{
 pub const STALE_DEVICE_DAYS: i64 = 7;
 
 /// A customer's health, as the overview and the API show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Health {
     /// Connected to its Microsoft 365 tenant by a verified admin consent.
     pub connected: bool,
@@ -75,7 +75,7 @@ pub struct Health {
     pub bounces: Option<mailbridge_core::bounces::Visibility>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RejectCount {
     pub code: String,
     pub count: i64,
@@ -88,7 +88,8 @@ impl RejectCount {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Customer)]
 pub struct CustomerView {
     #[serde(flatten)]
     pub tenant: Tenant,
@@ -227,7 +228,7 @@ pub async fn load(pool: &PgPool, id: Uuid) -> Result<Tenant> {
 }
 
 /// What creating or changing a customer takes (form and API alike).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CustomerInput {
     pub name: String,
     pub sender_mailbox: String,

@@ -41,12 +41,13 @@ pub const MAX_DEVICES: usize = 500;
 const SEAL_CONTEXT: &str = "credential-download";
 
 /// A device whose credentials were issued in bulk.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Issued {
     pub device_id: Uuid,
     pub name: String,
     pub username: String,
-    /// `None` for a port-25 device (it logs in by address, not by password).
+    /// Shown this once; null for a port-25 device (it logs in by address, not by
+    /// password) or when disabling. mailbridge keeps only its hash.
     pub password: Option<String>,
     pub listener: DeviceListener,
 }
@@ -71,6 +72,7 @@ pub enum Done {
     strum::IntoStaticStr,
     strum::EnumString,
     strum::VariantArray,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
@@ -393,14 +395,33 @@ async fn download_form(
 }
 
 /// A bulk action through the API.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = BulkDevices)]
 pub struct BulkRequest {
     pub action: BulkAction,
+    /// Device ids of the customer (at most 500).
     pub devices: Vec<Uuid>,
+}
+
+/// What a bulk action through the API answers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = BulkDevicesResult)]
+pub struct BulkResult {
+    pub action: BulkAction,
+    pub devices: Vec<Issued>,
 }
 
 /// `POST /api/v1/customers/{id}/devices/bulk`: the devices acted on (with their new
 /// passwords, this once, for `rotate`).
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/devices/bulk",
+    operation_id = "bulkDevices",
+    summary = "Disable devices, or give them new passwords (in this answer only), in one transaction",
+    request_body = BulkRequest,
+    responses((status = 200, description = "The devices acted on", body = BulkResult)),
+    extensions(("x-mailbridge-role" = json!("technician")))
+)]
 pub async fn api_bulk(
     State(state): State<WebState>,
     actor: Actor,
@@ -408,66 +429,9 @@ pub async fn api_bulk(
     crate::api::ApiJson(request): crate::api::ApiJson<BulkRequest>,
 ) -> Result<Response> {
     let devices = perform(&state, &actor, id, request.action, &request.devices).await?;
-    Ok(axum::Json(json!({ "action": request.action, "devices": devices })).into_response())
-}
-
-/// The API's schemas of imports and bulk actions.
-pub fn schemas() -> serde_json::Value {
-    let issued = json!({
-        "type": "object",
-        "required": ["device_id", "name", "username", "password", "listener"],
-        "properties": {
-            "device_id": { "type": "string", "format": "uuid" },
-            "name": { "type": "string" },
-            "username": { "type": "string" },
-            "password": { "type": ["string", "null"], "description": "Shown this once (null for a port-25 device, or when disabling); mailbridge keeps only its hash" },
-            "listener": { "enum": ["submission", "submissions", "relay"] },
-        },
-    });
-    json!({
-        "DeviceImport": {
-            "type": "object",
-            "required": ["csv"],
-            "properties": {
-                "csv": { "type": "string", "description": "The file: a header line naming the columns name, kind, site, listener, allow-list, sender, then one device per line (at most 500)" },
-                "dry_run": { "type": "boolean", "description": "Only check every line; create nothing" },
-            },
-        },
-        "DeviceImportResult": {
-            "type": "object",
-            "required": ["dry_run", "valid", "lines", "file_errors", "devices"],
-            "properties": {
-                "dry_run": { "type": "boolean" },
-                "valid": { "type": "boolean", "description": "Every line is good (else nothing is created: the whole file is refused with 422)" },
-                "lines": { "type": "array", "items": { "type": "object", "required": ["line", "name", "kind", "listener", "errors"], "properties": {
-                    "line": { "type": "integer" },
-                    "name": { "type": "string" },
-                    "kind": { "enum": ["printer", "scanner", "medical", "software", "other"] },
-                    "site": { "type": ["string", "null"] },
-                    "listener": { "enum": ["submission", "submissions", "relay"] },
-                    "allowed_networks": { "type": "array", "items": { "type": "string" } },
-                    "allowed_senders": { "type": "array", "items": { "type": "string" } },
-                    "errors": { "type": "array", "items": { "type": "string" } },
-                } } },
-                "file_errors": { "type": "array", "items": { "type": "string" } },
-                "devices": { "type": "array", "items": issued.clone(), "description": "The devices created, with their passwords this once (empty for a dry run)" },
-            },
-        },
-        "BulkDevices": {
-            "type": "object",
-            "required": ["action", "devices"],
-            "properties": {
-                "action": { "enum": ["disable", "rotate"] },
-                "devices": { "type": "array", "items": { "type": "string", "format": "uuid" }, "description": "Device ids of the customer (at most 500)" },
-            },
-        },
-        "BulkDevicesResult": {
-            "type": "object",
-            "required": ["action", "devices"],
-            "properties": {
-                "action": { "enum": ["disable", "rotate"] },
-                "devices": { "type": "array", "items": issued },
-            },
-        },
+    Ok(axum::Json(BulkResult {
+        action: request.action,
+        devices,
     })
+    .into_response())
 }

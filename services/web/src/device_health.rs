@@ -28,15 +28,20 @@ pub const MAX_OFFSET: i64 = 10_000;
 pub use mailbridge_core::store::device_list::DeviceHealth;
 
 /// A search of a customer's devices (form and API alike).
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeviceQuery {
-    /// Part of the name, site, username or an allowed sender.
+    /// Part of the name, site, username or an allowed sender (at most 200 characters).
     #[serde(default)]
     pub q: Option<String>,
+    /// name (default), last_seen (longest unseen first), queued (most first) or
+    /// failures (most in 24 h first).
     #[serde(default)]
     pub sort: Option<String>,
+    /// Entries to skip (0–10000, default 0): the previous page's next_offset.
     #[serde(default)]
     pub offset: Option<String>,
+    /// Entries per page (1–200, default 50).
     #[serde(default)]
     pub limit: Option<String>,
 }

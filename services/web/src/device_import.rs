@@ -82,7 +82,7 @@ impl LineError {
 }
 
 /// One line of the file: the device it would create, or its errors.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ImportLine {
     /// The line number in the file (the header is line 1).
     pub line: u64,
@@ -90,6 +90,7 @@ pub struct ImportLine {
     pub kind: DeviceKind,
     pub site: Option<String>,
     pub listener: DeviceListener,
+    #[schema(value_type = Vec<String>)]
     pub allowed_networks: Vec<IpNet>,
     pub allowed_senders: Vec<String>,
     #[serde(skip)]
@@ -559,16 +560,43 @@ async fn confirm_form(
 }
 
 /// An import through the API: `dry_run` only checks.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = DeviceImport)]
 pub struct ImportRequest {
+    /// The file: a header line naming the columns name, kind, site, listener,
+    /// allow-list, sender, then one device per line (at most 500).
     pub csv: String,
+    /// Only check every line; create nothing.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+/// What an import through the API answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = DeviceImportResult)]
+pub struct ImportResult {
+    pub dry_run: bool,
+    /// Every line is good (else nothing is created: the whole file is refused with
+    /// 422).
+    pub valid: bool,
+    pub lines: Vec<ImportLine>,
+    pub file_errors: Vec<String>,
+    /// The devices created, with their passwords this once (empty for a dry run).
+    pub devices: Vec<device_bulk::Issued>,
 }
 
 /// `POST /api/v1/customers/{id}/devices/import`: the dry run's lines, or (unless
 /// `dry_run`) the created devices with their passwords, this once. A file with a
 /// bad line is refused as a whole (422, naming the first one) unless it is a dry run.
+#[utoipa::path(
+    post,
+    path = "/customers/{id}/devices/import",
+    operation_id = "importDevices",
+    summary = "Import devices from CSV (name, kind, site, listener, allow-list, sender): a dry run checks every line; otherwise all are created in one transaction, or none when a line is wrong; the passwords are in this answer only",
+    request_body = ImportRequest,
+    responses((status = 200, description = "The lines and the devices created", body = ImportResult)),
+    extensions(("x-mailbridge-role" = json!("technician")))
+)]
 pub async fn api_import(
     State(state): State<WebState>,
     actor: Actor,
@@ -584,12 +612,12 @@ pub async fn api_import(
         let (_, checked, issued) = create(&state, &actor, id, &request.csv).await?;
         (checked, issued)
     };
-    Ok(axum::Json(json!({
-        "dry_run": request.dry_run,
-        "valid": checked.valid(),
-        "lines": checked.lines,
-        "file_errors": checked.file_errors,
-        "devices": devices,
-    }))
+    Ok(axum::Json(ImportResult {
+        dry_run: request.dry_run,
+        valid: checked.valid(),
+        lines: checked.lines,
+        file_errors: checked.file_errors,
+        devices,
+    })
     .into_response())
 }

@@ -44,7 +44,7 @@ use crate::{
 
 /// What adding or changing a device takes (form and API alike). Absent fields stay
 /// as they are.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 pub struct DeviceInput {
     #[serde(default)]
     pub name: Option<String>,
@@ -56,9 +56,11 @@ pub struct DeviceInput {
     pub listener: Option<String>,
     /// Addresses or CIDR networks, separated by commas, spaces or lines.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
     pub allowed_networks: Option<ListInput>,
     /// Addresses or `@domain`s.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
     pub allowed_senders: Option<ListInput>,
     #[serde(default)]
     pub sender_policy: Option<String>,

@@ -31,7 +31,8 @@ use crate::{
 };
 
 /// A hold as the pages and the API show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Hold)]
 pub struct HoldView {
     pub id: Uuid,
     pub scope: Scope,

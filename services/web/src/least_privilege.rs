@@ -34,7 +34,8 @@ use crate::{
 const ACCESS_DENIED: &str = "ErrorAccessDenied";
 
 /// A customer's permissions, for its page, the overview and the API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Permissions)]
 pub struct PermissionsView {
     pub mode: PermissionMode,
     /// Whether the mode applies: the Graph path (SMTP AUTH is mailbox-scoped anyway).
@@ -132,7 +133,8 @@ pub fn router() -> Router<WebState> {
         .route("/customers/{id}/exchange-check", post(check_form))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ScriptQuery {
     /// `en` or `de`; the reader's language when absent.
     lang: Option<String>,
@@ -150,10 +152,11 @@ fn language(query: &ScriptQuery, tr: Tr) -> Result<Lang> {
 }
 
 /// What the API answers for the script.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExchangeScript {
     /// The script can be filled in (consent granted, service principal known).
     pub ready: bool,
+    #[schema(value_type = String)]
     pub language: &'static str,
     pub mode: PermissionMode,
     pub app_id: Option<String>,
@@ -204,6 +207,15 @@ pub async fn script_answer(
 }
 
 /// `GET /api/v1/customers/{id}/exchange-script`.
+#[utoipa::path(
+    get,
+    path = "/customers/{id}/exchange-script",
+    operation_id = "getExchangeScript",
+    summary = "Limited mode: the Exchange Online PowerShell script for the customer's admin (New-ServicePrincipal, New-ManagementScope for the sender mailbox, New-ManagementRoleAssignment for Application Mail.Send and Mail.ReadWrite, Test-ServicePrincipalAuthorization); ready once the consent is granted",
+    params(ScriptQuery),
+    responses((status = 200, description = "The script, or why it is not ready", body = ExchangeScript)),
+    extensions(("x-mailbridge-role" = json!("readonly")))
+)]
 pub async fn api_script(
     State(state): State<WebState>,
     actor: Actor,

@@ -51,16 +51,22 @@ pub fn state_label(state: &MessageState) -> &'static str {
 }
 
 /// A search of the log; every field optional.
-#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MessageFilter {
     /// A message's id: as the UI shows it (dashed), as the edge's SMTP reply gives it
     /// (`250 2.0.0 OK queued as <32 hex digits>`), or as its Message-ID header.
     #[serde(default)]
     pub id: Option<String>,
+    /// Customer id.
     pub customer: Option<String>,
+    /// Device id.
     pub device: Option<String>,
+    /// Envelope sender (exact).
     pub sender: Option<String>,
+    /// A recipient (exact).
     pub recipient: Option<String>,
+    /// queued, delivering, accepted, bounced or failed.
     pub state: Option<String>,
     /// Received at or after (`YYYY-MM-DDTHH:MM`, UTC, or RFC 3339).
     pub from: Option<String>,
@@ -68,6 +74,7 @@ pub struct MessageFilter {
     pub until: Option<String>,
     /// The cursor of the next page: `<received_at micros>_<id>` of the last row seen.
     pub after: Option<String>,
+    /// Messages per page (1–500, default 50).
     pub limit: Option<i64>,
 }
 
@@ -115,9 +122,11 @@ fn uuid(text: &str) -> Result<Uuid> {
 pub use message_log::LoggedMessage;
 
 /// A page of the log and the cursor of the next one.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = MessagePage)]
 pub struct LogPage {
     pub messages: Vec<LoggedMessage>,
+    /// Pass as `after` for the next page.
     pub next: Option<String>,
 }
 
@@ -178,28 +187,30 @@ pub async fn search(
 }
 
 /// An attempt as the API gives it: with the explanation in both languages.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ExplainedAttempt {
     #[serde(flatten)]
     pub attempt: DeliveryAttempt,
     pub explanation: Option<Explanation>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Explanation {
     pub class: diagnosis::Class,
     pub en: ExplanationText,
     pub de: ExplanationText,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ExplanationText {
+    #[schema(value_type = String)]
     pub what: &'static str,
+    #[schema(value_type = String)]
     pub fix: &'static str,
 }
 
 /// A bounced recipient with what its code means (the API's view).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ExplainedBounce {
     #[serde(flatten)]
     pub bounce: Bounce,

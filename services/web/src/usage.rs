@@ -18,8 +18,7 @@ use axum::{
     routing::get,
 };
 use mailbridge_core::usage::{self, Bucket, Month, MonthLine};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
@@ -31,8 +30,10 @@ use crate::{
     tr,
 };
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct MonthQuery {
+    /// YYYY-MM (UTC; default: this month).
     month: Option<String>,
 }
 
@@ -186,16 +187,35 @@ pub fn router() -> Router<WebState> {
         .route("/customers/{id}/usage", get(customer_page))
 }
 
+/// Usage per customer for a month.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Usage)]
+struct UsageReport {
+    /// YYYY-MM.
+    month: String,
+    customers: Vec<MonthLine>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/usage",
+    operation_id = "getUsage",
+    summary = "Usage per customer for a month (UTC), for billing",
+    params(MonthQuery),
+    responses((status = 200, description = "The month's usage", body = UsageReport)),
+    extensions(("x-mailbridge-role" = json!("readonly")))
+)]
 async fn api_usage(
     State(state): State<WebState>,
     actor: Actor,
     Query(query): Query<MonthQuery>,
-) -> Result<Json<serde_json::Value>> {
+) -> Result<Json<UsageReport>> {
     let month = month_of(&query)?;
-    let lines = report(&state, &actor, month).await?;
-    Ok(Json(
-        json!({ "month": month.to_string(), "customers": lines }),
-    ))
+    let customers = report(&state, &actor, month).await?;
+    Ok(Json(UsageReport {
+        month: month.to_string(),
+        customers,
+    }))
 }
 
 /// `GET /api/v1/usage?month=YYYY-MM` (merged into `/api/v1`).

@@ -42,7 +42,7 @@ pub async fn record<'e>(
     .map(drop)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -51,6 +51,7 @@ pub struct AuditEntry {
     pub tenant_id: Option<Uuid>,
     pub tenant_name: Option<String>,
     pub target: Option<String>,
+    #[schema(value_type = Object)]
     pub details: serde_json::Value,
     pub client_addr: Option<String>,
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::queue::MessageState;
 
 /// One row of the log.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct LoggedMessage {
     pub id: Uuid,
     pub tenant_id: Uuid,
