@@ -276,10 +276,9 @@ fn checked_list(
     Some(bad_parameter(parameter, message))
 }
 
-/// A page of the customers: searched, sorted, a page at a time.
+/// Where a page of a long list (customers, a customer's devices) stands.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CustomerList {
-    pub customers: Vec<CustomerView>,
+pub struct Paging {
     /// Entries matching the search.
     pub total: i64,
     pub offset: i64,
@@ -287,6 +286,25 @@ pub struct CustomerList {
     /// The offset of the next page; null on the last (or at the deepest offset:
     /// narrow with q).
     pub next_offset: Option<i64>,
+}
+
+impl Paging {
+    fn of(total: i64, offset: i64, limit: i64, next_offset: Option<i64>) -> Self {
+        Self {
+            total,
+            offset,
+            limit,
+            next_offset,
+        }
+    }
+}
+
+/// A page of the customers: searched, sorted, a page at a time.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerList {
+    pub customers: Vec<CustomerView>,
+    #[serde(flatten)]
+    pub paging: Paging,
 }
 
 #[utoipa::path(
@@ -315,11 +333,8 @@ pub(crate) async fn list_customers(
     let page = customer_list::page(&state.pool, &actor.customers, &search).await?;
     let next_offset = page.next_offset();
     Ok(Json(CustomerList {
+        paging: Paging::of(page.total, page.offset, page.limit, next_offset),
         customers: page.customers,
-        total: page.total,
-        offset: page.offset,
-        limit: page.limit,
-        next_offset,
     })
     .into_response())
 }
@@ -563,13 +578,8 @@ impl DeviceEntry {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeviceList {
     pub devices: Vec<DeviceEntry>,
-    /// Entries matching the search.
-    pub total: i64,
-    pub offset: i64,
-    pub limit: i64,
-    /// The offset of the next page; null on the last (or at the deepest offset:
-    /// narrow with q).
-    pub next_offset: Option<i64>,
+    #[serde(flatten)]
+    pub paging: Paging,
 }
 
 #[utoipa::path(
@@ -600,10 +610,7 @@ pub(crate) async fn list_devices(
     let page = device_health::page(&state.pool, id, &search).await?;
     let next_offset = page.next_offset();
     Ok(Json(DeviceList {
-        total: page.total,
-        offset: page.offset,
-        limit: page.limit,
-        next_offset,
+        paging: Paging::of(page.total, page.offset, page.limit, next_offset),
         devices: page.devices.into_iter().map(DeviceEntry::of).collect(),
     })
     .into_response())
