@@ -781,7 +781,7 @@ struct CreatedWebhook {
 async fn api_create_webhook(
     State(state): State<WebState>,
     actor: Actor,
-    crate::api::ApiJson(input): crate::api::ApiJson<ApiWebhook>,
+    crate::json_body::ApiJson(input): crate::json_body::ApiJson<ApiWebhook>,
 ) -> Result<Response> {
     let (webhook, secret) = create_webhook(&state, &actor, &input.name, &input.url).await?;
     Ok((

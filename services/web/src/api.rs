@@ -10,7 +10,7 @@
 
 use axum::{
     Json, Router,
-    extract::{FromRequest, Path, Query, Request, State, rejection::JsonRejection},
+    extract::{Path, Query, State},
     http::{StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -24,7 +24,7 @@ use mailbridge_core::{
     tenants::Tenant,
     transcripts::StoredTranscript,
 };
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -39,29 +39,13 @@ use crate::{
     error::{Error, Rejection, Result},
     holds::HoldView,
     i18n::{self, Tr},
+    json_body::ApiJson,
     layout,
     messages::{self, ExplainedAttempt, ExplainedBounce, Explanation, LogPage, MessageFilter},
     openapi,
     roles::{Actor, Permission, customer_in_path},
     staff,
 };
-
-/// A JSON body whose rejection is one of our errors.
-pub struct ApiJson<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
-    type Rejection = Error;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Error> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(Self(value)),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(Error::Invalid(
-                "send the body as JSON with Content-Type: application/json".into(),
-            )),
-            Err(e) => Err(Error::Invalid(e.body_text())),
-        }
-    }
-}
 
 pub fn router(state: WebState) -> Router<WebState> {
     let authenticated = Router::new()

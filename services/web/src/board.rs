@@ -35,12 +35,11 @@ use strum::VariantArray;
 use uuid::Uuid;
 
 use crate::{
-    WebState,
-    api::ApiJson,
-    assets, customers,
+    WebState, assets, customers,
     devices::{self, DeviceInput, ListInput},
     error::{Error, Result},
     i18n::{Lang, Tr},
+    json_body::ApiJson,
     layout::Nav,
     roles::{Actor, Permission},
     tr,

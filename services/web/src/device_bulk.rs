@@ -426,7 +426,7 @@ pub async fn api_bulk(
     State(state): State<WebState>,
     actor: Actor,
     Path(id): Path<Uuid>,
-    crate::api::ApiJson(request): crate::api::ApiJson<BulkRequest>,
+    crate::json_body::ApiJson(request): crate::json_body::ApiJson<BulkRequest>,
 ) -> Result<Response> {
     let devices = perform(&state, &actor, id, request.action, &request.devices).await?;
     Ok(axum::Json(BulkResult {

@@ -601,7 +601,7 @@ pub async fn api_import(
     State(state): State<WebState>,
     actor: Actor,
     Path(id): Path<Uuid>,
-    crate::api::ApiJson(request): crate::api::ApiJson<ImportRequest>,
+    crate::json_body::ApiJson(request): crate::json_body::ApiJson<ImportRequest>,
 ) -> Result<Response> {
     let (checked, devices) = if request.dry_run {
         (

@@ -15,6 +15,7 @@ mod csrf;
 mod error;
 mod flows;
 mod i18n;
+mod json_body;
 mod landing;
 mod layout;
 mod list_pager;
