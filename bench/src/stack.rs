@@ -367,13 +367,13 @@ impl BenchStack {
     /// What is queued is put out of reach first and the deliveries in flight are
     /// left to finish, so that no delivery finds its message gone.
     pub async fn reset_queue(&self) -> anyhow::Result<()> {
-        sqlx::query("UPDATE messages SET next_attempt_at = 'infinity' WHERE state = 'queued'")
+        sqlx::query("UPDATE queue SET due_at = 'infinity' WHERE lease_owner IS NULL")
             .execute(&self.pool)
             .await?;
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             let delivering: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM messages WHERE state = 'delivering'")
+                sqlx::query_scalar("SELECT count(*) FROM queue WHERE lease_owner IS NOT NULL")
                     .fetch_one(&self.pool)
                     .await?;
             if delivering == 0 {
@@ -391,8 +391,8 @@ impl BenchStack {
     /// Waits until the messages received since `since` are all finished, checks that
     /// `count` of them were delivered, and returns how long after `since` the last
     /// was delivered (by the database's clock, so polling adds no error). Polls
-    /// rarely and cheaply (the partial queue indexes): a count over every message
-    /// polled often would take CPU from what is measured.
+    /// rarely and cheaply (the queue table): a count over every message polled often
+    /// would take CPU from what is measured.
     pub async fn wait_delivered_since(
         &self,
         since: DateTime<Utc>,
@@ -402,8 +402,8 @@ impl BenchStack {
         let deadline = Instant::now() + timeout;
         loop {
             let pending: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM messages
-                  WHERE state IN ('queued', 'delivering') AND received_at >= $1",
+                "SELECT count(*) FROM queue q JOIN messages m ON m.id = q.message_id
+                  WHERE m.received_at >= $1",
             )
             .bind(since)
             .fetch_one(&self.pool)
@@ -475,13 +475,13 @@ impl BenchStack {
             let n = batch.min(missing - done);
             sqlx::query(
                 "INSERT INTO messages (id, tenant_id, device_id, mail_from, rcpt_to, size_bytes, client_addr,
-                                       tls_protocol, tls_cipher, state, attempt_count, next_attempt_at,
+                                       tls_protocol, tls_cipher, state, attempt_count,
                                        received_at, finished_at, last_error, subject)
                  SELECT gen_random_uuid(), $1[1 + i % 50], $2[1 + i % 50],
                         'scanner@praxis' || (i % 50) || '.example',
                         ARRAY['r' || (i % 7919) || '@praxis' || (i % 50) || '.example'],
                         10240, '192.0.2.1', 'TLSv1_3', 'TLS13_AES_256_GCM_SHA384',
-                        CASE WHEN i % 50 = 7 THEN 'failed' ELSE 'accepted' END, 1, t, t, t + interval '1 second',
+                        CASE WHEN i % 50 = 7 THEN 'failed' ELSE 'accepted' END, 1, t, t + interval '1 second',
                         CASE WHEN i % 50 = 7 THEN '5.7.30: Basic authentication is not supported' END,
                         'Scan ' || i
                    FROM generate_series($3::bigint, $4::bigint) AS i,

@@ -1124,8 +1124,7 @@ async fn pump(
 /// the same order and with the same spread. Lets a test skip the minute-long backoff.
 pub async fn skip_queue_time(pool: &PgPool, by: Duration) {
     sqlx::query(
-        "UPDATE messages SET next_attempt_at = next_attempt_at - make_interval(secs => $1)
-          WHERE state = 'queued'",
+        "UPDATE queue SET due_at = due_at - make_interval(secs => $1) WHERE lease_owner IS NULL",
     )
     .bind(by.as_secs_f64())
     .execute(pool)
@@ -1144,8 +1143,8 @@ pub async fn skip_queue_time(pool: &PgPool, by: Duration) {
 /// so the queue cannot tell); returns how much was skipped.
 pub async fn skip_to_next_due(pool: &PgPool) -> Duration {
     let until_next: Option<f64> = sqlx::query_scalar(
-        "SELECT EXTRACT(EPOCH FROM min(next_attempt_at) - now())::float8 FROM messages
-          WHERE state = 'queued' AND next_attempt_at > now()",
+        "SELECT EXTRACT(EPOCH FROM min(due_at) - now())::float8 FROM queue
+          WHERE lease_owner IS NULL AND due_at > now()",
     )
     .fetch_one(pool)
     .await

@@ -919,19 +919,18 @@ async fn waiting_messages_can_be_retried_and_cancelled() {
         )
         .await;
     let id = id_in(sent.location.as_deref().unwrap(), "/messages/");
-    sqlx::query("UPDATE messages SET next_attempt_at = now() + interval '1 hour' WHERE id = $1")
+    sqlx::query("UPDATE queue SET due_at = now() + interval '1 hour' WHERE message_id = $1")
         .bind(id)
         .execute(app.pool())
         .await
         .unwrap();
     let retried = owner.post(&format!("/messages/{id}/retry"), &[]).await;
     assert_eq!(retried.status, StatusCode::SEE_OTHER);
-    let due: bool =
-        sqlx::query_scalar("SELECT next_attempt_at <= now() FROM messages WHERE id = $1")
-            .bind(id)
-            .fetch_one(app.pool())
-            .await
-            .unwrap();
+    let due: bool = sqlx::query_scalar("SELECT due_at <= now() FROM queue WHERE message_id = $1")
+        .bind(id)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
     assert!(due);
     let cancelled = owner.post(&format!("/messages/{id}/cancel"), &[]).await;
     assert_eq!(cancelled.status, StatusCode::SEE_OTHER);

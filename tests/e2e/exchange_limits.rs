@@ -527,7 +527,7 @@ async fn a_draft_whose_creation_was_never_answered_is_swept_by_the_next_attempt(
     assert_eq!(directory.drafts_in(&mailbox), 1, "Graph has the draft");
     // The retry (due now rather than in a minute) finds it by its marker, deletes
     // it, and sends its own.
-    sqlx::query("UPDATE messages SET next_attempt_at = now() WHERE id = $1")
+    sqlx::query("UPDATE queue SET due_at = now() WHERE message_id = $1")
         .bind(id)
         .execute(app.pool())
         .await

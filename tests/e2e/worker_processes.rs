@@ -202,7 +202,7 @@ async fn a_killed_workers_messages_are_delivered_by_another_within_seconds_not_a
     doomed.wait().ok();
     let killed_at = Instant::now();
     let held: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM messages WHERE state = 'delivering' AND lease_expires_at > now() + interval '200 seconds'",
+        "SELECT count(*) FROM queue WHERE lease_owner IS NOT NULL AND due_at > now() + interval '200 seconds'",
     )
     .fetch_one(app.pool())
     .await

@@ -507,7 +507,7 @@ pub async fn conditions(
         let rows: Vec<(Uuid, String, DateTime<Utc>, i64)> = sqlx::query_as(
             "SELECT m.tenant_id, t.name, min(m.received_at), count(*)
                FROM messages m JOIN tenants t ON t.id = m.tenant_id
-              WHERE m.state IN ('queued', 'delivering')
+              WHERE m.state = 'queued'
               GROUP BY m.tenant_id, t.name
              HAVING min(m.received_at) < now() - make_interval(mins => $1)",
         )

@@ -264,8 +264,8 @@ pub async fn verify(
     crate::tenants::record_consent(&mut *tx, check.tenant_id, check.entra_tenant_id).await?;
     // The customer's messages that waited for the connection are due now.
     sqlx::query(
-        "WITH due AS (UPDATE messages SET next_attempt_at = now()
-                       WHERE tenant_id = $1 AND state = 'queued' AND next_attempt_at > now())
+        "WITH due AS (UPDATE queue SET due_at = now()
+                       WHERE tenant_id = $1 AND lease_owner IS NULL AND due_at > now())
          SELECT pg_notify($2, $1::text)",
     )
     .bind(check.tenant_id)

@@ -354,23 +354,24 @@ pub async fn lease_probes(
     let mut probes = Vec::with_capacity(holds.len());
     for hold in holds {
         let message: Option<LeasedMessage> = sqlx::query_as(concat!(
-            "UPDATE messages m
-                SET state = 'delivering', lease_owner = $5,
-                    lease_expires_at = now() + make_interval(secs => $6),
-                    attempt_count = m.attempt_count + 1
-               FROM (SELECT m.id, m.state AS previous_state
-                       FROM messages m JOIN tenants t ON t.id = m.tenant_id
+            "UPDATE queue q
+                SET ",
+            crate::queue_lease!("q", "$5", "$6"),
+            "
+               FROM (SELECT w.message_id, w.lease_owner IS NOT NULL AS recovered
+                       FROM queue w JOIN tenants t ON t.id = w.tenant_id
                        JOIN (SELECT $1::text AS scope, $2::text AS subject, $3::text AS credential) h ON true
-                      WHERE (m.state = 'queued' OR (m.state = 'delivering' AND m.lease_expires_at < now()))
-                        AND ($8::uuid IS NULL OR m.tenant_id = $8)
+                      WHERE (w.lease_owner IS NULL OR w.due_at < now())
+                        AND ($8::uuid IS NULL OR w.tenant_id = $8)
                         AND ",
             hold_applies!("h", "t", "$4", "$7"),
             "
-                      ORDER BY m.next_attempt_at LIMIT 1
-                      FOR UPDATE OF m SKIP LOCKED) taken
-              WHERE m.id = taken.id
-          RETURNING m.id, m.tenant_id, m.device_id, m.kind, m.subject, m.mail_from, m.rcpt_to,
-                    m.attempt_count, m.received_at, taken.previous_state = 'delivering' AS recovered"
+                      ORDER BY w.due_at LIMIT 1
+                      FOR UPDATE OF w SKIP LOCKED) taken,
+                    messages m
+              WHERE q.message_id = taken.message_id AND m.id = q.message_id
+          RETURNING ",
+            crate::leased_message_columns!("q", "m", "taken")
         ))
         .bind(hold.scope)
         .bind(&hold.subject)
@@ -408,8 +409,8 @@ pub async fn lease_probes(
                     "DELETE FROM delivery_holds h
                       WHERE scope = $1 AND subject = $2 AND credential = $3
                         AND NOT EXISTS (
-                            SELECT 1 FROM messages m JOIN tenants t ON t.id = m.tenant_id
-                             WHERE m.state IN ('queued', 'delivering') AND ",
+                            SELECT 1 FROM queue q JOIN tenants t ON t.id = q.tenant_id
+                             WHERE ",
                     hold_applies!("h", "t", "$4", "$5"),
                     ")"
                 ))
@@ -448,12 +449,13 @@ pub async fn lease_expired(
     limit: i64,
 ) -> Result<Vec<Expired>, sqlx::Error> {
     sqlx::query_as(concat!(
-        "UPDATE messages m
-            SET state = 'delivering', lease_owner = $1,
-                lease_expires_at = now() + make_interval(secs => $2),
-                attempt_count = m.attempt_count + 1
-           FROM (SELECT m.id, m.state AS previous_state, held.reason, held.detail, t.delivery_method
-                   FROM messages m JOIN tenants t ON t.id = m.tenant_id
+        "UPDATE queue q
+            SET ",
+        crate::queue_lease!("q", "$1", "$2"),
+        "
+           FROM (SELECT w.message_id, w.lease_owner IS NOT NULL AS recovered, held.reason, held.detail,
+                        t.delivery_method
+                   FROM queue w JOIN messages l ON l.id = w.message_id JOIN tenants t ON t.id = w.tenant_id
                    CROSS JOIN LATERAL (
                         SELECT h.reason, h.detail FROM delivery_holds h
                          WHERE ",
@@ -461,14 +463,15 @@ pub async fn lease_expired(
         "
                          ORDER BY CASE h.scope WHEN 'app' THEN 0 WHEN 'customer' THEN 1 ELSE 2 END
                          LIMIT 1) held
-                  WHERE m.received_at < now() - make_interval(secs => $3)
-                    AND (m.state = 'queued' OR (m.state = 'delivering' AND m.lease_expires_at < now()))
-                  ORDER BY m.received_at LIMIT $4
-                  FOR UPDATE OF m SKIP LOCKED) taken
-          WHERE m.id = taken.id
-      RETURNING m.id, m.tenant_id, m.device_id, m.kind, m.subject, m.mail_from, m.rcpt_to,
-                m.attempt_count, m.received_at, taken.previous_state = 'delivering' AS recovered,
-                taken.reason, taken.detail, taken.delivery_method AS method"
+                  WHERE l.received_at < now() - make_interval(secs => $3)
+                    AND (w.lease_owner IS NULL OR w.due_at < now())
+                  ORDER BY l.received_at LIMIT $4
+                  FOR UPDATE OF w SKIP LOCKED) taken,
+                messages m
+          WHERE q.message_id = taken.message_id AND m.id = q.message_id
+      RETURNING ",
+        crate::leased_message_columns!("q", "m", "taken"),
+        ", taken.reason, taken.detail, taken.delivery_method AS method"
     ))
     .bind(owner)
     .bind(lease.as_secs_f64())
@@ -542,9 +545,9 @@ pub async fn list(pool: &PgPool, tenant: Option<Uuid>) -> Result<Vec<Hold>, sqlx
     sqlx::query_as(concat!(
         "SELECT h.id, h.scope, h.subject, h.credential, h.tenant_id, owner.name AS tenant_name, h.reason, h.detail,
                 h.since, h.next_probe_at, h.last_probe_at, h.probe_failures,
-                (SELECT count(*) FROM messages m JOIN tenants t ON t.id = m.tenant_id
-                  WHERE m.state IN ('queued', 'delivering') AND (h.scope <> 'customer' OR m.tenant_id = h.tenant_id)
-                    AND (m.state = 'queued' OR m.lease_expires_at < now()) AND ",
+                (SELECT count(*) FROM queue q JOIN tenants t ON t.id = q.tenant_id
+                  WHERE (h.scope <> 'customer' OR q.tenant_id = h.tenant_id)
+                    AND (q.lease_owner IS NULL OR q.due_at < now()) AND ",
         hold_applies!("h", "t", "NULL::text", "NULL::text"),
         ") AS messages_held
            FROM delivery_holds h LEFT JOIN tenants owner ON owner.id = h.tenant_id

@@ -216,7 +216,7 @@ pub async fn queue_verification(
           WHERE tenant_id = $1 AND mode = 'limited' AND exchange_verified_at IS NULL
             AND (verification_message_id IS NULL
                  OR NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = verification_message_id
-                                   AND m.state IN ('queued', 'delivering')))",
+                                   AND m.state = 'queued'))",
     )
     .bind(tenant.id)
     .bind(id)

@@ -1,20 +1,29 @@
 //! The message queue in PostgreSQL: what the edge commits before it says `250`, and
 //! what workers lease, deliver and settle.
 //!
-//! A message is `queued` until a worker leases it (`delivering`, with an owner and an
-//! expiry), then `accepted` (by Microsoft: Graph's `202`, SMTP's `250` — later
-//! `bounced` if a non-delivery report comes back, see `bounces`), `failed`, or
-//! `queued` again with a later due time. A
-//! lease that expires (its worker died) makes the message due again, so nothing is
-//! ever stranded. Settling checks the lease owner, so a worker whose lease was taken
-//! over cannot overwrite the newer owner's result.
+//! Two tables. `queue` holds what leasing needs, one narrow row per message waiting
+//! or being delivered, with only the queue's two partial indexes; `messages` is the
+//! message log the control plane searches, written when the message is committed
+//! (`queued`) and once more when it ends. So the churn of leases and retries never
+//! touches the log's indexes.
+//!
+//! A message is `queued` until a worker leases it (`delivering`: its queue row has an
+//! owner, and its due time is the lease's expiry), then `accepted` (by Microsoft:
+//! Graph's `202`, SMTP's `250` — later `bounced` if a non-delivery report comes
+//! back, see `bounces`), `failed`, or `queued` again with a later due time. A lease
+//! that expires (its worker died) makes the message due again, so nothing is ever
+//! stranded. Settling checks the lease owner, so a worker whose lease was taken over
+//! cannot overwrite the newer owner's result. A settlement deletes the queue row and
+//! writes the log row in one statement: a log row is `queued` exactly while its
+//! queue row exists.
 //!
 //! Bodies are stored sealed with the master key (they are health data, and would
-//! otherwise sit in clear in PostgreSQL, its WAL and its backups).
+//! otherwise sit in clear in PostgreSQL, its WAL and its backups), in
+//! `message_bodies`: inline up to about 8 KB, in TOAST above.
 //!
-//! Over 500 lines: it holds the 16 statements of one table, `messages`, with its sealed
-//! bodies and delivery attempts, from enqueue through lease and settle to retry and
-//! cancel; they share the lease and state rules above.
+//! Over 500 lines: it holds the statements of the queue, the log row's commit and
+//! end, the sealed bodies and the delivery attempts, from enqueue through lease and
+//! settle to retry and cancel; they share the lease and state rules above.
 
 use std::{net::IpAddr, time::Duration};
 
@@ -31,7 +40,8 @@ use crate::{
 /// The NOTIFY channel workers LISTEN on; the payload is the tenant id.
 pub const QUEUE_CHANNEL: &str = "mailbridge_queue";
 
-/// Where a message is in its life (`messages.state`). `accepted` is Microsoft's
+/// Where a message is in its life (`messages.state`, except `delivering`: the log
+/// row stays `queued` while its queue row is leased). `accepted` is Microsoft's
 /// acceptance (Graph `202`, SMTP `250`), not delivery: a non-delivery report may
 /// still turn it into `bounced`.
 #[derive(
@@ -52,9 +62,9 @@ pub const QUEUE_CHANNEL: &str = "mailbridge_queue";
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
 pub enum MessageState {
-    /// Waiting for its next attempt (`next_attempt_at`).
+    /// Waiting for its next attempt (its queue row's `due_at`).
     Queued,
-    /// Leased by a worker, which is talking to Microsoft.
+    /// Leased by a worker, which is talking to Microsoft (read from the queue).
     Delivering,
     /// Microsoft took it.
     Accepted,
@@ -162,7 +172,9 @@ pub async fn enqueue_all<'e>(
              SELECT id, tenant_id, device_id, mail_from, string_to_array(rcpt_to, E'\\n'), size_bytes, client_addr, tls_protocol, tls_cipher, kind, subject, message_id_header
                FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::bigint[], $7::inet[], $8::text[], $9::text[], $10::text[], $11::text[], $14::text[])
                     AS m(id, tenant_id, device_id, mail_from, rcpt_to, size_bytes, client_addr, tls_protocol, tls_cipher, kind, subject, message_id_header)
-             RETURNING tenant_id),
+             RETURNING id, tenant_id),
+         waiting AS (
+             INSERT INTO queue (message_id, tenant_id) SELECT id, tenant_id FROM queued),
          bodies AS (
              INSERT INTO message_bodies (message_id, body, sealed)
              SELECT id, body, true FROM unnest($1::uuid[], $12::bytea[]) AS b(id, body))
@@ -211,6 +223,57 @@ pub struct LeasedMessage {
     pub recovered: bool,
 }
 
+/// The SET list of an `UPDATE queue $q` that leases the row to `$owner` for
+/// `$seconds` (SQL parameters) and counts the attempt the lease is for. A literal, so
+/// that queries stay static strings.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! queue_lease {
+    ($q:literal, $owner:literal, $seconds:literal) => {
+        concat!(
+            "lease_owner = ",
+            $owner,
+            ", due_at = now() + make_interval(secs => ",
+            $seconds,
+            ")",
+            ", attempt_count = ",
+            $q,
+            ".attempt_count + 1"
+        )
+    };
+}
+
+/// The RETURNING list of a lease as a [`LeasedMessage`]: queue row `$q`, its log row
+/// `$m`, and `$taken` the locked row's `recovered` (it was leased before).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! leased_message_columns {
+    ($q:literal, $m:literal, $taken:literal) => {
+        concat!(
+            $m,
+            ".id, ",
+            $m,
+            ".tenant_id, ",
+            $m,
+            ".device_id, ",
+            $m,
+            ".kind, ",
+            $m,
+            ".subject, ",
+            $m,
+            ".mail_from, ",
+            $m,
+            ".rcpt_to, ",
+            $q,
+            ".attempt_count, ",
+            $m,
+            ".received_at, ",
+            $taken,
+            ".recovered"
+        )
+    };
+}
+
 /// Graph requests at once per app and mailbox (more are refused with `429`
 /// "MailboxConcurrency").
 pub const GRAPH_CONCURRENCY_PER_MAILBOX: i32 = 4;
@@ -245,59 +308,60 @@ pub async fn lease_due(
 ) -> Result<Vec<LeasedMessage>, sqlx::Error> {
     sqlx::query_as(concat!(
         "WITH RECURSIVE
-              queued(tenant_id) AS (
-                  (SELECT tenant_id FROM messages WHERE state = 'queued' ORDER BY tenant_id LIMIT 1)
+              waiting(tenant_id) AS (
+                  (SELECT tenant_id FROM queue WHERE lease_owner IS NULL ORDER BY tenant_id LIMIT 1)
                   UNION ALL
-                  SELECT (SELECT n.tenant_id FROM messages n
-                           WHERE n.state = 'queued' AND n.tenant_id > q.tenant_id
+                  SELECT (SELECT n.tenant_id FROM queue n
+                           WHERE n.lease_owner IS NULL AND n.tenant_id > w.tenant_id
                            ORDER BY n.tenant_id LIMIT 1)
-                    FROM queued q WHERE q.tenant_id IS NOT NULL),
+                    FROM waiting w WHERE w.tenant_id IS NOT NULL),
               leased(tenant_id) AS (
-                  (SELECT tenant_id FROM messages WHERE state = 'delivering' ORDER BY tenant_id LIMIT 1)
+                  (SELECT tenant_id FROM queue WHERE lease_owner IS NOT NULL ORDER BY tenant_id LIMIT 1)
                   UNION ALL
-                  SELECT (SELECT n.tenant_id FROM messages n
-                           WHERE n.state = 'delivering' AND n.tenant_id > l.tenant_id
+                  SELECT (SELECT n.tenant_id FROM queue n
+                           WHERE n.lease_owner IS NOT NULL AND n.tenant_id > l.tenant_id
                            ORDER BY n.tenant_id LIMIT 1)
                     FROM leased l WHERE l.tenant_id IS NOT NULL)
-         UPDATE messages m
-            SET state = 'delivering', lease_owner = $1,
-                lease_expires_at = now() + make_interval(secs => $3),
-                attempt_count = m.attempt_count + 1
+         UPDATE queue q
+            SET ",
+        crate::queue_lease!("q", "$1", "$3"),
+        "
            FROM (
-                SELECT id, state AS previous_state FROM messages
-                 WHERE id = ANY(ARRAY(
-                       SELECT due.id
+                SELECT message_id, lease_owner IS NOT NULL AS recovered FROM queue
+                 WHERE message_id = ANY(ARRAY(
+                       SELECT due.message_id
                          FROM tenants t
                         CROSS JOIN LATERAL (
                               SELECT CASE t.delivery_method WHEN 'smtp' THEN $4 ELSE $5 END - count(*) AS room
-                                FROM messages
-                               WHERE tenant_id = t.id AND state = 'delivering' AND lease_expires_at >= now()) busy
+                                FROM queue
+                               WHERE tenant_id = t.id AND lease_owner IS NOT NULL AND due_at >= now()) busy
                         CROSS JOIN LATERAL (
-                              SELECT d.id, d.next_attempt_at,
-                                     row_number() OVER (ORDER BY d.next_attempt_at) AS turn
-                                FROM ((SELECT id, next_attempt_at FROM messages
-                                        WHERE tenant_id = t.id AND state = 'queued' AND next_attempt_at <= now()
-                                        ORDER BY next_attempt_at LIMIT $2)
+                              SELECT d.message_id, d.due_at,
+                                     row_number() OVER (ORDER BY d.due_at) AS turn
+                                FROM ((SELECT message_id, due_at FROM queue
+                                        WHERE tenant_id = t.id AND lease_owner IS NULL AND due_at <= now()
+                                        ORDER BY due_at LIMIT $2)
                                       UNION ALL
-                                      (SELECT id, next_attempt_at FROM messages
-                                        WHERE tenant_id = t.id AND state = 'delivering'
-                                          AND (lease_expires_at < now() OR (lease_owner = $1 AND id <> ALL($6)))
-                                        ORDER BY lease_expires_at LIMIT $2)) d
-                               ORDER BY d.next_attempt_at LIMIT $2) due
-                        WHERE t.id IN (SELECT tenant_id FROM queued UNION SELECT tenant_id FROM leased)
+                                      (SELECT message_id, due_at FROM queue
+                                        WHERE tenant_id = t.id AND lease_owner IS NOT NULL
+                                          AND (due_at < now() OR (lease_owner = $1 AND message_id <> ALL($6)))
+                                        ORDER BY due_at LIMIT $2)) d
+                               ORDER BY d.due_at LIMIT $2) due
+                        WHERE t.id IN (SELECT tenant_id FROM waiting UNION SELECT tenant_id FROM leased)
                           AND NOT ",
         crate::tenant_held!("t", "$7", "$8"),
         " AND due.turn <= busy.room
-                        ORDER BY due.turn, due.next_attempt_at
+                        ORDER BY due.turn, due.due_at
                         LIMIT $2))
-                   AND ((state = 'queued' AND next_attempt_at <= now())
-                        OR (state = 'delivering'
-                            AND (lease_expires_at < now() OR (lease_owner = $1 AND id <> ALL($6)))))
+                   AND ((lease_owner IS NULL AND due_at <= now())
+                        OR (lease_owner IS NOT NULL
+                            AND (due_at < now() OR (lease_owner = $1 AND message_id <> ALL($6)))))
                  LIMIT $2
-                 FOR UPDATE SKIP LOCKED) taken
-          WHERE m.id = taken.id
-         RETURNING m.id, m.tenant_id, m.device_id, m.kind, m.subject, m.mail_from, m.rcpt_to,
-                   m.attempt_count, m.received_at, taken.previous_state = 'delivering' AS recovered"
+                 FOR UPDATE SKIP LOCKED) taken,
+                messages m
+          WHERE q.message_id = taken.message_id AND m.id = q.message_id
+         RETURNING ",
+        crate::leased_message_columns!("q", "m", "taken")
     ))
     .bind(owner)
     .bind(limit)
@@ -533,23 +597,28 @@ pub async fn settle(
              INSERT INTO delivery_attempts
                  (message_id, started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, diagnosis, mailbox, worker)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, lower($10), $11)),
-         settled AS (
-             UPDATE messages
-                SET state = $12,
-                    next_attempt_at = COALESCE($13, next_attempt_at),
-                    finished_at = CASE WHEN $12 IN ('accepted', 'failed') THEN now() END,
-                    last_error = $14, lease_owner = NULL, lease_expires_at = NULL
-              WHERE id = $1 AND lease_owner = $15 AND state = 'delivering'
-             RETURNING id),
+         retried AS (
+             UPDATE queue SET due_at = $13, lease_owner = NULL, last_error = $14
+              WHERE message_id = $1 AND lease_owner = $15 AND $12 = 'queued'
+             RETURNING message_id),
+         finished AS (
+             DELETE FROM queue
+              WHERE message_id = $1 AND lease_owner = $15 AND $12 <> 'queued'
+             RETURNING message_id, attempt_count),
+         logged AS (
+             UPDATE messages m
+                SET state = $12, finished_at = now(), attempt_count = f.attempt_count, last_error = $14
+               FROM finished f WHERE m.id = f.message_id
+             RETURNING m.id),
          body AS (
-             DELETE FROM message_bodies
-              WHERE message_id = $1 AND $12 IN ('accepted', 'failed') AND EXISTS (SELECT 1 FROM settled)),
+             DELETE FROM message_bodies WHERE message_id IN (SELECT message_id FROM finished)),
          usage AS (
              INSERT INTO mailbox_usage (mailbox, hour, recipients)
              SELECT lower($10), date_trunc('hour', $2, 'UTC'), cardinality(rcpt_to)
                FROM messages WHERE id = $1 AND $5 = 'accepted' AND $10 IS NOT NULL
              ON CONFLICT (mailbox, hour) DO UPDATE SET recipients = mailbox_usage.recipients + EXCLUDED.recipients)
-         SELECT coalesce(sum(usage_count(id, $12)), 0) FROM settled",
+         SELECT (SELECT count(*) FROM retried)
+                + (SELECT coalesce(sum(usage_count(id, $12)), 0) FROM logged)",
     )
     .bind(message_id)
     .bind(attempt.started_at)
@@ -591,10 +660,8 @@ pub async fn defer(
     until: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     sqlx::query(
-        "UPDATE messages
-            SET state = 'queued', next_attempt_at = $3, attempt_count = attempt_count - 1,
-                lease_owner = NULL, lease_expires_at = NULL
-          WHERE id = $1 AND lease_owner = $2 AND state = 'delivering'",
+        "UPDATE queue SET due_at = $3, attempt_count = attempt_count - 1, lease_owner = NULL
+          WHERE message_id = $1 AND lease_owner = $2",
     )
     .bind(message_id)
     .bind(owner)
@@ -604,11 +671,21 @@ pub async fn defer(
     .map(|r| r.rows_affected() == 1)
 }
 
+/// Message `id`'s state: from its queue row while it has one (a lease is
+/// `delivering`), else from the log.
 pub async fn status(pool: &PgPool, id: Uuid) -> Result<Option<MessageStatus>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, tenant_id, state, attempt_count, next_attempt_at, last_error FROM messages WHERE id = $1",
+    sqlx::query_as!(
+        MessageStatus,
+        r#"SELECT m.id, m.tenant_id,
+                  CASE WHEN q.lease_owner IS NOT NULL THEN 'delivering' ELSE m.state END
+                    AS "state!: MessageState",
+                  COALESCE(q.attempt_count, m.attempt_count) AS "attempt_count!",
+                  COALESCE(q.due_at, m.finished_at, m.received_at) AS "next_attempt_at!",
+                  COALESCE(q.last_error, m.last_error) AS last_error
+             FROM messages m LEFT JOIN queue q ON q.message_id = m.id
+            WHERE m.id = $1"#,
+        id
     )
-    .bind(id)
     .fetch_optional(pool)
     .await
 }
@@ -638,6 +715,28 @@ pub async fn wake_workers(pool: &PgPool, reason: &str) -> Result<(), sqlx::Error
         .map(drop)
 }
 
+/// Gives every log row still `queued` without a queue row one, due now, and wakes
+/// the workers; returns how many. The edge writes both in one statement and
+/// settlement removes both in one, so only an edge of the previous version (during
+/// the rollout that moved the queue apart from the log) leaves such rows.
+pub async fn adopt_orphans(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let adopted = sqlx::query_scalar!(
+        r#"WITH adopted AS (
+               INSERT INTO queue (message_id, tenant_id)
+               SELECT m.id, m.tenant_id FROM messages m
+                WHERE m.state = 'queued'
+                  AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id)
+               ON CONFLICT (message_id) DO NOTHING
+               RETURNING tenant_id)
+           SELECT count(*) AS "adopted!"
+             FROM adopted, LATERAL pg_notify($1, tenant_id::text)"#,
+        QUEUE_CHANNEL
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(u64::try_from(adopted).unwrap_or(0))
+}
+
 /// One customer's queue and connection, for the per-customer gauges.
 #[derive(Debug)]
 pub struct CustomerQueue {
@@ -645,7 +744,8 @@ pub struct CustomerQueue {
     pub name: String,
     /// Queued or being delivered.
     pub depth: i64,
-    /// How long the oldest message due has waited for its attempt.
+    /// How long the oldest message due has waited for its attempt (a lease that
+    /// expired counts from its expiry).
     pub oldest_due_seconds: f64,
     /// Connected (consent recorded) and no token refused since the last one issued.
     pub consent_ok: bool,
@@ -659,8 +759,8 @@ pub async fn per_customer(pool: &PgPool) -> Result<Vec<CustomerQueue>, sqlx::Err
         CustomerQueue,
         r#"WITH queued AS (
                SELECT tenant_id, count(*) AS depth,
-                      min(next_attempt_at) FILTER (WHERE next_attempt_at <= now()) AS oldest_due
-                 FROM messages WHERE state IN ('queued', 'delivering') GROUP BY tenant_id
+                      min(due_at) FILTER (WHERE due_at <= now()) AS oldest_due
+                 FROM queue GROUP BY tenant_id
            ), tenant AS (
                SELECT t.id, t.name, COALESCE(q.depth, 0) AS depth,
                       COALESCE(EXTRACT(EPOCH FROM now() - q.oldest_due), 0)::float8
@@ -711,8 +811,8 @@ pub async fn set_graph_draft(
 /// wakes the workers. Whether it was waiting (`queued`).
 pub async fn retry_now(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
     let woken = sqlx::query_scalar!(
-        r#"WITH m AS (UPDATE messages SET next_attempt_at = now()
-                       WHERE id = $1 AND state = 'queued' RETURNING tenant_id),
+        r#"WITH m AS (UPDATE queue SET due_at = now()
+                       WHERE message_id = $1 AND lease_owner IS NULL RETURNING tenant_id),
                 h AS (UPDATE delivery_holds SET next_probe_at = now()
                        WHERE tenant_id IN (SELECT tenant_id FROM m) AND next_probe_at > now())
            SELECT 1 AS "woken!" FROM m, LATERAL pg_notify($2, m.tenant_id::text)"#,
@@ -729,8 +829,11 @@ pub async fn retry_now(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
 /// being delivered right now is not.
 pub async fn cancel(pool: &PgPool, id: Uuid, reason: &str) -> Result<bool, sqlx::Error> {
     let cancelled = sqlx::query_scalar!(
-        r#"WITH m AS (UPDATE messages SET state = 'failed', finished_at = now(), last_error = $2
-                       WHERE id = $1 AND state = 'queued' RETURNING id),
+        r#"WITH q AS (DELETE FROM queue WHERE message_id = $1 AND lease_owner IS NULL
+                       RETURNING message_id, attempt_count),
+                m AS (UPDATE messages m SET state = 'failed', finished_at = now(), last_error = $2,
+                                            attempt_count = q.attempt_count
+                        FROM q WHERE m.id = q.message_id RETURNING m.id),
                 b AS (DELETE FROM message_bodies WHERE message_id IN (SELECT id FROM m))
            SELECT id AS "id!" FROM m WHERE usage_count(id, 'failed') = 1"#,
         id,

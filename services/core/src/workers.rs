@@ -89,8 +89,8 @@ pub async fn release_the_departed(pool: &PgPool, me: &str) -> Result<u64, sqlx::
                        AND l.objid = (w.lock_key & 4294967295)::oid)
              RETURNING identity)
          , released AS (
-             UPDATE messages SET lease_expires_at = now() - interval '1 second'
-              WHERE state = 'delivering' AND lease_owner IN (SELECT identity FROM departed)
+             UPDATE queue SET due_at = now() - interval '1 second'
+              WHERE lease_owner IN (SELECT identity FROM departed)
              RETURNING tenant_id)
          SELECT count(*) AS "released!"
            FROM released, LATERAL (SELECT pg_notify($2, tenant_id::text)) n"#,

@@ -1,5 +1,6 @@
 //! The worker's share of the cluster's housekeeping: every worker offers to run the
-//! purge each interval (`mailbridge_core::retention` lets one of them do it), and
+//! purge each interval (`mailbridge_core::retention` lets one of them do it) and
+//! queues log rows left without a queue row by an edge of the previous version, and
 //! keeps its presence lock while it runs, releasing the leases of workers whose lock
 //! is gone (`mailbridge_core::workers`), and reads the MSP app's certificate
 //! credential again when its files change.
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use mailbridge_core::{
     metrics::metrics,
+    queue,
     retention::{self, Retention},
     workers::{self, Presence},
 };
@@ -17,10 +19,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Worker;
 
-/// Offers to run the purge at start and every interval, until `shutdown`.
+/// Offers to run the purge at start and every interval, until `shutdown`; adopts
+/// orphaned log rows (`queue::adopt_orphans`) as often.
 pub async fn purge_loop(pool: PgPool, retention: Retention, shutdown: CancellationToken) {
     let every = retention.interval.max(Duration::from_secs(1));
     loop {
+        match queue::adopt_orphans(&pool).await {
+            Ok(0) => {}
+            Ok(adopted) => tracing::warn!(
+                adopted,
+                "queued messages written without a queue row (by an edge of the previous version) are queued now"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not look for messages without a queue row"),
+        }
         match retention::purge_if_due(&pool, &retention).await {
             Ok(Some(purged)) => {
                 let metrics = &mailbridge_core::metrics::metrics().worker;

@@ -24,7 +24,7 @@ pub async fn message_counts(
     sqlx::query_as!(
         MessageCounts,
         r#"SELECT tenant_id,
-                  count(*) FILTER (WHERE state IN ('queued', 'delivering')) AS "queued!",
+                  count(*) FILTER (WHERE state = 'queued') AS "queued!",
                   count(*) FILTER (WHERE state = 'accepted'
                                      AND finished_at > now() - interval '24 hours') AS "accepted!",
                   count(*) FILTER (WHERE state = 'bounced'
@@ -33,7 +33,7 @@ pub async fn message_counts(
                                      AND finished_at > now() - interval '24 hours') AS "failed!"
              FROM messages
             WHERE ($1::uuid[] IS NULL OR tenant_id = ANY($1))
-              AND (state IN ('queued', 'delivering') OR finished_at > now() - interval '24 hours')
+              AND (state = 'queued' OR finished_at > now() - interval '24 hours')
             GROUP BY tenant_id"#,
         only as Option<&[Uuid]>
     )

@@ -78,10 +78,10 @@ pub async fn pick(
             query.push(
                 ", COALESCE(m.queued, 0) AS queued, COALESCE(m.failed, 0) AS failed FROM tenants t LEFT JOIN
                    (SELECT tenant_id,
-                           count(*) FILTER (WHERE state IN ('queued', 'delivering')) AS queued,
+                           count(*) FILTER (WHERE state = 'queued') AS queued,
                            count(*) FILTER (WHERE state = 'failed') AS failed
                       FROM messages
-                     WHERE state IN ('queued', 'delivering')
+                     WHERE state = 'queued'
                         OR (state = 'failed' AND finished_at > now() - interval '24 hours')
                      GROUP BY tenant_id) m
                    ON m.tenant_id = t.id WHERE true",

@@ -71,7 +71,7 @@ fn base_query(tenant_id: Uuid) -> QueryBuilder<Postgres> {
             SELECT device_id,
                    count(*) FILTER (WHERE received_at > now() - interval '24 hours') AS messages_24h,
                    count(*) FILTER (WHERE state = 'failed' AND finished_at > now() - interval '24 hours') AS failed_24h,
-                   count(*) FILTER (WHERE state IN ('queued', 'delivering')) AS queued
+                   count(*) FILTER (WHERE state = 'queued') AS queued
               FROM messages
              WHERE tenant_id = ",
     );
@@ -79,7 +79,7 @@ fn base_query(tenant_id: Uuid) -> QueryBuilder<Postgres> {
         .push_bind(tenant_id)
         .push(
             " AND device_id IS NOT NULL
-               AND (received_at > now() - interval '24 hours' OR state IN ('queued', 'delivering')
+               AND (received_at > now() - interval '24 hours' OR state = 'queued'
                     OR finished_at > now() - interval '24 hours')
              GROUP BY device_id),
          l AS (

@@ -1,6 +1,6 @@
 //! The message log as the control plane searches it (`messages` with its customer's
-//! and device's names): one page at a time, newest first, by a keyset cursor on
-//! (received, id), never by offset.
+//! and device's names, and the queue row of a message still on its way): one page
+//! at a time, newest first, by a keyset cursor on (received, id), never by offset.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -53,11 +53,17 @@ pub struct Search {
     pub limit: i64,
 }
 
+/// A message on its way has a queue row: its attempts, due time and last error are
+/// there, and a lease makes it `delivering`.
 const SELECT: &str = "SELECT m.id, m.tenant_id, t.name AS tenant_name, m.device_id,
-        d.name AS device_name, m.kind, m.mail_from, m.rcpt_to, m.subject, m.size_bytes, m.state,
-        m.attempt_count, m.received_at, m.next_attempt_at, m.finished_at, m.last_error,
+        d.name AS device_name, m.kind, m.mail_from, m.rcpt_to, m.subject, m.size_bytes,
+        CASE WHEN q.lease_owner IS NOT NULL THEN 'delivering' ELSE m.state END AS state,
+        COALESCE(q.attempt_count, m.attempt_count) AS attempt_count, m.received_at,
+        COALESCE(q.due_at, m.finished_at, m.received_at) AS next_attempt_at, m.finished_at,
+        COALESCE(q.last_error, m.last_error) AS last_error,
         host(m.client_addr) AS client_addr, m.tls_protocol, m.tls_cipher
-   FROM messages m JOIN tenants t ON t.id = m.tenant_id LEFT JOIN devices d ON d.id = m.device_id";
+   FROM messages m JOIN tenants t ON t.id = m.tenant_id LEFT JOIN devices d ON d.id = m.device_id
+   LEFT JOIN queue q ON q.message_id = m.id";
 
 /// One page (`limit` rows, and one more if there is a next page) matching `search`.
 pub async fn search(pool: &PgPool, search: &Search) -> Result<Vec<LoggedMessage>, sqlx::Error> {
@@ -87,8 +93,18 @@ pub async fn search(pool: &PgPool, search: &Search) -> Result<Vec<LoggedMessage>
         let variants = vec![recipient.clone(), recipient.to_lowercase()];
         query.push(" AND m.rcpt_to && ").push_bind(variants);
     }
-    if let Some(state) = &search.state {
-        query.push(" AND m.state = ").push_bind(*state);
+    match search.state {
+        // The log says `queued` for both; the queue row tells them apart.
+        Some(MessageState::Queued) => {
+            query.push(" AND m.state = 'queued' AND q.lease_owner IS NULL");
+        }
+        Some(MessageState::Delivering) => {
+            query.push(" AND m.state = 'queued' AND q.lease_owner IS NOT NULL");
+        }
+        Some(state) => {
+            query.push(" AND m.state = ").push_bind(state);
+        }
+        None => {}
     }
     if let Some(from) = search.received_from {
         query.push(" AND m.received_at >= ").push_bind(from);
