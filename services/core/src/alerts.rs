@@ -113,10 +113,12 @@ pub struct Rule {
 }
 
 pub async fn rules(pool: &PgPool) -> Result<Vec<Rule>, sqlx::Error> {
-    let mut rules: Vec<Rule> =
-        sqlx::query_as("SELECT kind, enabled, threshold, window_minutes FROM alert_rules")
-            .fetch_all(pool)
-            .await?;
+    let mut rules = sqlx::query_as!(
+        Rule,
+        "SELECT kind, enabled, threshold, window_minutes FROM alert_rules"
+    )
+    .fetch_all(pool)
+    .await?;
     rules.sort_by_key(|r| Kind::parse(&r.kind).map(|k| k as usize));
     Ok(rules)
 }
@@ -153,14 +155,14 @@ pub async fn set_rule(
     if !(1..=43_200).contains(&window_minutes) {
         return Err(RuleError::Window);
     }
-    sqlx::query(
+    sqlx::query!(
         "UPDATE alert_rules SET enabled = $2, threshold = $3, window_minutes = $4, updated_at = now()
           WHERE kind = $1",
+        kind.as_str(),
+        enabled,
+        threshold,
+        window_minutes
     )
-    .bind(kind.as_str())
-    .bind(enabled)
-    .bind(threshold)
-    .bind(window_minutes)
     .execute(pool)
     .await?;
     Ok(())
@@ -177,22 +179,25 @@ pub struct AlertSettings {
 }
 
 pub async fn settings(pool: &PgPool) -> Result<AlertSettings, sqlx::Error> {
-    sqlx::query_as("SELECT email_to, email_tenant_id, app_secret_expires_on FROM alert_settings")
-        .fetch_optional(pool)
-        .await
-        .map(Option::unwrap_or_default)
+    sqlx::query_as!(
+        AlertSettings,
+        "SELECT email_to, email_tenant_id, app_secret_expires_on FROM alert_settings"
+    )
+    .fetch_optional(pool)
+    .await
+    .map(Option::unwrap_or_default)
 }
 
 pub async fn save_settings(pool: &PgPool, s: &AlertSettings) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO alert_settings (id, email_to, email_tenant_id, app_secret_expires_on)
          VALUES (true, $1, $2, $3)
          ON CONFLICT (id) DO UPDATE SET email_to = $1, email_tenant_id = $2,
                 app_secret_expires_on = $3, updated_at = now()",
+        s.email_to.as_deref(),
+        s.email_tenant_id,
+        s.app_secret_expires_on
     )
-    .bind(&s.email_to)
-    .bind(s.email_tenant_id)
-    .bind(s.app_secret_expires_on)
     .execute(pool)
     .await
     .map(drop)
@@ -205,13 +210,15 @@ pub async fn set_device_silence(
     device_id: Uuid,
     hours: Option<i32>,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query("UPDATE devices SET silent_alert_hours = $3 WHERE id = $2 AND tenant_id = $1")
-        .bind(tenant_id)
-        .bind(device_id)
-        .bind(hours)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected() == 1)
+    sqlx::query!(
+        "UPDATE devices SET silent_alert_hours = $3 WHERE id = $2 AND tenant_id = $1",
+        tenant_id,
+        device_id,
+        hours
+    )
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected() == 1)
 }
 
 /// The silence a device of `kind` is suggested to alert after, in hours: a fax or
@@ -233,14 +240,14 @@ pub async fn report_certificate(
     host: &str,
     not_after_unix: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO certificate_expiries (name, host, not_after, reported_at)
          VALUES ($1, $2, to_timestamp($3), now())
          ON CONFLICT (name, host) DO UPDATE SET not_after = EXCLUDED.not_after, reported_at = now()",
+        name,
+        host,
+        not_after_unix as f64
     )
-    .bind(name)
-    .bind(host)
-    .bind(not_after_unix as f64)
     .execute(pool)
     .await
     .map(drop)
@@ -393,10 +400,6 @@ fn expiry_severity(not_after: DateTime<Utc>) -> &'static str {
     }
 }
 
-/// A device silent for longer than its alert allows: id, customer, name, customer
-/// name, hours, last seen.
-type SilentDevice = (Uuid, Uuid, String, String, i32, Option<DateTime<Utc>>);
-
 /// Every condition that holds now under `rules`.
 pub async fn conditions(
     executor: &mut sqlx::PgConnection,
@@ -405,73 +408,72 @@ pub async fn conditions(
     let rule = |kind: Kind| rules.iter().find(|r| r.kind == kind.as_str() && r.enabled);
     let mut found = Vec::new();
     if rule(Kind::DeviceSilent).is_some() {
-        let rows: Vec<SilentDevice> = sqlx::query_as(
-            "SELECT d.id, d.tenant_id, d.name, t.name, d.silent_alert_hours, d.last_seen_at
-               FROM devices d JOIN tenants t ON t.id = d.tenant_id
-              WHERE d.enabled AND d.silent_alert_hours IS NOT NULL
-                AND coalesce(d.last_seen_at, d.created_at) < now() - make_interval(hours => d.silent_alert_hours)",
+        // A device silent for longer than its alert allows.
+        let rows = sqlx::query!(
+            r#"SELECT d.id, d.tenant_id, d.name AS device, t.name AS customer,
+                      d.silent_alert_hours AS "hours!", d.last_seen_at
+                 FROM devices d JOIN tenants t ON t.id = d.tenant_id
+                WHERE d.enabled AND d.silent_alert_hours IS NOT NULL
+                  AND coalesce(d.last_seen_at, d.created_at) < now() - make_interval(hours => d.silent_alert_hours)"#
         )
         .fetch_all(&mut *executor)
         .await?;
-        found.extend(
-            rows.into_iter()
-                .map(|(id, tenant, device, customer, hours, seen)| Condition {
-                    kind: Kind::DeviceSilent,
-                    subject: id.to_string(),
-                    tenant_id: Some(tenant),
-                    device_id: Some(id),
-                    severity: "warning",
-                    facts: json!({"device": device, "customer": customer, "hours": hours, "last_seen_at": when(seen)}),
-                }),
-        );
+        found.extend(rows.into_iter().map(|r| Condition {
+            kind: Kind::DeviceSilent,
+            subject: r.id.to_string(),
+            tenant_id: Some(r.tenant_id),
+            device_id: Some(r.id),
+            severity: "warning",
+            facts: json!({"device": r.device, "customer": r.customer, "hours": r.hours,
+                          "last_seen_at": when(r.last_seen_at)}),
+        }));
     }
     if rule(Kind::DeviceLockout).is_some() {
-        let rows: Vec<(Uuid, Uuid, String, String, DateTime<Utc>, String)> = sqlx::query_as(
-            "SELECT DISTINCT ON (d.id) d.id, d.tenant_id, d.name, t.name, f.locked_until, host(f.last_source)
-               FROM login_failures f
-               JOIN devices d ON d.username = f.username
-               JOIN tenants t ON t.id = d.tenant_id
-              WHERE f.scope IN ('pair', 'username') AND f.locked_until > now()
-              ORDER BY d.id, f.locked_until DESC",
+        let rows = sqlx::query!(
+            r#"SELECT DISTINCT ON (d.id) d.id, d.tenant_id, d.name AS device, t.name AS customer,
+                      f.locked_until AS "locked_until!", host(f.last_source) AS "source!"
+                 FROM login_failures f
+                 JOIN devices d ON d.username = f.username
+                 JOIN tenants t ON t.id = d.tenant_id
+                WHERE f.scope IN ('pair', 'username') AND f.locked_until > now()
+                ORDER BY d.id, f.locked_until DESC"#
         )
         .fetch_all(&mut *executor)
         .await?;
-        found.extend(
-            rows.into_iter()
-                .map(|(id, tenant, device, customer, until, source)| Condition {
-                    kind: Kind::DeviceLockout,
-                    subject: id.to_string(),
-                    tenant_id: Some(tenant),
-                    device_id: Some(id),
-                    severity: "warning",
-                    facts: json!({"device": device, "customer": customer, "locked_until": when(Some(until)), "source": source}),
-                }),
-        );
+        found.extend(rows.into_iter().map(|r| Condition {
+            kind: Kind::DeviceLockout,
+            subject: r.id.to_string(),
+            tenant_id: Some(r.tenant_id),
+            device_id: Some(r.id),
+            severity: "warning",
+            facts: json!({"device": r.device, "customer": r.customer,
+                          "locked_until": when(Some(r.locked_until)), "source": r.source}),
+        }));
     }
     if rule(Kind::CustomerToken).is_some() {
-        let rows: Vec<(Uuid, String, String)> = sqlx::query_as(
-            "SELECT t.id, t.name,
-                    coalesce((SELECT h.reason || CASE WHEN h.detail <> '' THEN ': ' || h.detail ELSE '' END
-                                FROM delivery_holds h
-                               WHERE h.scope = 'customer' AND h.tenant_id = t.id
-                               ORDER BY h.since LIMIT 1),
-                             t.last_token_error, 'token refused')
-               FROM tenants t
-              WHERE t.entra_tenant_id IS NOT NULL
-                AND ((t.last_token_error_at IS NOT NULL
-                      AND t.last_token_error_at > coalesce(t.last_token_ok_at, '-infinity'))
-                     OR EXISTS (SELECT 1 FROM delivery_holds h
-                                 WHERE h.scope = 'customer' AND h.tenant_id = t.id))",
+        let rows = sqlx::query!(
+            r#"SELECT t.id, t.name,
+                      coalesce((SELECT h.reason || CASE WHEN h.detail <> '' THEN ': ' || h.detail ELSE '' END
+                                  FROM delivery_holds h
+                                 WHERE h.scope = 'customer' AND h.tenant_id = t.id
+                                 ORDER BY h.since LIMIT 1),
+                               t.last_token_error, 'token refused') AS "error!"
+                 FROM tenants t
+                WHERE t.entra_tenant_id IS NOT NULL
+                  AND ((t.last_token_error_at IS NOT NULL
+                        AND t.last_token_error_at > coalesce(t.last_token_ok_at, '-infinity'))
+                       OR EXISTS (SELECT 1 FROM delivery_holds h
+                                   WHERE h.scope = 'customer' AND h.tenant_id = t.id))"#
         )
         .fetch_all(&mut *executor)
         .await?;
-        found.extend(rows.into_iter().map(|(id, customer, error)| Condition {
+        found.extend(rows.into_iter().map(|r| Condition {
             kind: Kind::CustomerToken,
-            subject: id.to_string(),
-            tenant_id: Some(id),
+            subject: r.id.to_string(),
+            tenant_id: Some(r.id),
             device_id: None,
             severity: "critical",
-            facts: json!({"customer": customer, "error": error}),
+            facts: json!({"customer": r.name, "error": r.error}),
         }));
     }
     if let Some(r) = rule(Kind::Refusals) {
@@ -528,31 +530,29 @@ pub async fn conditions(
         );
     }
     if let Some(r) = rule(Kind::BounceRate) {
-        let rows: Vec<(Uuid, String, i64, i64)> = sqlx::query_as(
-            "SELECT u.tenant_id, t.name, sum(u.accepted)::bigint, sum(u.bounced + u.failed)::bigint
-               FROM usage_hours u JOIN tenants t ON t.id = u.tenant_id
-              WHERE u.hour >= date_trunc('hour', now() - make_interval(mins => $1), 'UTC')
-              GROUP BY u.tenant_id, t.name
-             HAVING sum(u.accepted) >= $2
-                AND sum(u.bounced + u.failed) * 100 >= $3 * sum(u.accepted)",
+        let rows = sqlx::query!(
+            r#"SELECT u.tenant_id, t.name, sum(u.accepted)::bigint AS "messages!",
+                      sum(u.bounced + u.failed)::bigint AS "bad!"
+                 FROM usage_hours u JOIN tenants t ON t.id = u.tenant_id
+                WHERE u.hour >= date_trunc('hour', now() - make_interval(mins => $1), 'UTC')
+                GROUP BY u.tenant_id, t.name
+               HAVING sum(u.accepted) >= $2::bigint
+                  AND sum(u.bounced + u.failed) * 100 >= $3::bigint * sum(u.accepted)"#,
+            r.window_minutes,
+            BOUNCE_RATE_MIN_MESSAGES,
+            i64::from(r.threshold)
         )
-        .bind(r.window_minutes)
-        .bind(BOUNCE_RATE_MIN_MESSAGES)
-        .bind(i64::from(r.threshold))
         .fetch_all(&mut *executor)
         .await?;
-        found.extend(
-            rows.into_iter()
-                .map(|(id, customer, messages, bad)| Condition {
-                    kind: Kind::BounceRate,
-                    subject: id.to_string(),
-                    tenant_id: Some(id),
-                    device_id: None,
-                    severity: "warning",
-                    facts: json!({"customer": customer, "messages": messages, "not_delivered": bad,
-                                  "percent": bad * 100 / messages.max(1), "window_minutes": r.window_minutes}),
-                }),
-        );
+        found.extend(rows.into_iter().map(|row| Condition {
+            kind: Kind::BounceRate,
+            subject: row.tenant_id.to_string(),
+            tenant_id: Some(row.tenant_id),
+            device_id: None,
+            severity: "warning",
+            facts: json!({"customer": row.name, "messages": row.messages, "not_delivered": row.bad,
+                          "percent": row.bad * 100 / row.messages.max(1), "window_minutes": r.window_minutes}),
+        }));
     }
     if let Some(r) = rule(Kind::AppCredential) {
         let certificate: Option<DateTime<Utc>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -562,7 +562,7 @@ pub async fn conditions(
         .fetch_one(&mut *executor)
         .await?;
         let secret: Option<NaiveDate> =
-            sqlx::query_scalar("SELECT app_secret_expires_on FROM alert_settings")
+            sqlx::query_scalar!("SELECT app_secret_expires_on FROM alert_settings")
                 .fetch_optional(&mut *executor)
                 .await?
                 .flatten();
@@ -649,20 +649,22 @@ pub async fn evaluate_if_due(
     channels: &Channels,
 ) -> Result<Option<Evaluated>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(EVALUATION_LOCK)
-        .fetch_one(&mut *tx)
-        .await?;
+    let locked = sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_xact_lock($1) AS "locked!""#,
+        EVALUATION_LOCK
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if !locked {
         return Ok(None);
     }
-    let claimed = sqlx::query_scalar::<_, bool>(
-        "INSERT INTO housekeeping AS h (job, last_run_at) VALUES ('alerts', now())
-         ON CONFLICT (job) DO UPDATE SET last_run_at = now(), runs = h.runs + 1
-          WHERE h.last_run_at < now() - $1 * 0.9
-         RETURNING true",
+    let claimed = sqlx::query_scalar!(
+        r#"INSERT INTO housekeeping AS h (job, last_run_at) VALUES ('alerts', now())
+           ON CONFLICT (job) DO UPDATE SET last_run_at = now(), runs = h.runs + 1
+            WHERE h.last_run_at < now() - $1::interval * 0.9
+           RETURNING true AS "claimed!""#,
+        interval as _
     )
-    .bind(interval)
     .fetch_optional(&mut *tx)
     .await?
     .is_some();
@@ -680,10 +682,12 @@ async fn evaluate(
     tx: &mut Transaction<'_, Postgres>,
     channels: &Channels,
 ) -> Result<Evaluated, sqlx::Error> {
-    let rules: Vec<Rule> =
-        sqlx::query_as("SELECT kind, enabled, threshold, window_minutes FROM alert_rules")
-            .fetch_all(&mut **tx)
-            .await?;
+    let rules = sqlx::query_as!(
+        Rule,
+        "SELECT kind, enabled, threshold, window_minutes FROM alert_rules"
+    )
+    .fetch_all(&mut **tx)
+    .await?;
     let now = conditions(tx, &rules).await?;
     let open: Vec<Alert> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ALERT_COLUMNS} FROM alerts WHERE resolved_at IS NULL FOR UPDATE"
@@ -839,22 +843,24 @@ pub struct Outlived {
 /// deliveries of each webhook.
 pub async fn purge(pool: &PgPool, retention: std::time::Duration) -> Result<Outlived, sqlx::Error> {
     let usage_hours = crate::usage::roll_up(pool).await?;
-    let alerts = sqlx::query("DELETE FROM alerts WHERE resolved_at < now() - $1")
-        .bind(retention)
-        .execute(pool)
-        .await?
-        .rows_affected();
-    let webhook_outbox = sqlx::query(
-        "DELETE FROM webhook_outbox WHERE state <> 'pending' AND finished_at < now() - interval '7 days'",
+    let alerts = sqlx::query!(
+        "DELETE FROM alerts WHERE resolved_at < now() - $1::interval",
+        retention as _
     )
     .execute(pool)
     .await?
     .rows_affected();
-    let webhook_deliveries = sqlx::query(
+    let webhook_outbox = sqlx::query!(
+        "DELETE FROM webhook_outbox WHERE state <> 'pending' AND finished_at < now() - interval '7 days'"
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    let webhook_deliveries = sqlx::query!(
         "DELETE FROM webhook_deliveries d USING (
              SELECT id, row_number() OVER (PARTITION BY webhook_id ORDER BY id DESC) AS n
                FROM webhook_deliveries) o
-          WHERE d.id = o.id AND o.n > 100",
+          WHERE d.id = o.id AND o.n > 100"
     )
     .execute(pool)
     .await?

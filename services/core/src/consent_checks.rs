@@ -86,13 +86,13 @@ pub async fn record(
     staff_id: Option<Uuid>,
 ) -> Result<ConsentCheck, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE consent_checks SET state = 'failed', finished_at = now(), last_error_code = $2,
                 last_error_detail = 'a newer consent replaced this one', claimed_by = NULL, claimed_until = NULL
           WHERE tenant_id = $1 AND state = 'pending'",
+        tenant_id,
+        SUPERSEDED
     )
-    .bind(tenant_id)
-    .bind(SUPERSEDED)
     .execute(&mut *tx)
     .await?;
     let check = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -106,9 +106,7 @@ pub async fn record(
     .bind(staff_id)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(tenant_id.to_string())
+    sqlx::query!("SELECT pg_notify($1, $2)", CHANNEL, tenant_id.to_string())
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -161,9 +159,9 @@ pub async fn claim_due(
 
 /// When the next pending check is due (to sleep until then).
 pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT min(greatest(next_attempt_at, coalesce(claimed_until, next_attempt_at)))
-           FROM consent_checks WHERE state = 'pending'",
+           FROM consent_checks WHERE state = 'pending'"
     )
     .fetch_one(pool)
     .await
@@ -185,16 +183,16 @@ pub async fn retry_at(
     next_attempt_at: DateTime<Utc>,
     refusal: &Refusal,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE consent_checks SET next_attempt_at = $3, last_error_code = $4,
                 last_error_detail = $5, claimed_by = NULL, claimed_until = NULL
           WHERE id = $1 AND claimed_by = $2 AND state = 'pending'",
+        id,
+        worker,
+        next_attempt_at,
+        &refusal.code,
+        &refusal.detail
     )
-    .bind(id)
-    .bind(worker)
-    .bind(next_attempt_at)
-    .bind(&refusal.code)
-    .bind(&refusal.detail)
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -209,15 +207,15 @@ pub async fn fail(
     refusal: &Refusal,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE consent_checks SET state = 'failed', finished_at = now(), last_error_code = $3,
                 last_error_detail = $4, claimed_by = NULL, claimed_until = NULL
           WHERE id = $1 AND claimed_by = $2 AND state = 'pending'",
+        check.id,
+        worker,
+        &refusal.code,
+        &refusal.detail
     )
-    .bind(check.id)
-    .bind(worker)
-    .bind(&refusal.code)
-    .bind(&refusal.detail)
     .execute(&mut *tx)
     .await?;
     if done.rows_affected() != 1 {
@@ -249,13 +247,13 @@ pub async fn verify(
     worker: &str,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE consent_checks SET state = 'verified', finished_at = now(), claimed_by = NULL,
                 claimed_until = NULL
           WHERE id = $1 AND claimed_by = $2 AND state = 'pending'",
+        check.id,
+        worker
     )
-    .bind(check.id)
-    .bind(worker)
     .execute(&mut *tx)
     .await?;
     if done.rows_affected() != 1 {
@@ -294,15 +292,15 @@ async fn audit(
     action: &str,
     details: serde_json::Value,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO audit_log (actor, staff_id, action, tenant_id, target, details)
          SELECT $1, $2, $3, t.id, t.name, $5 FROM tenants t WHERE t.id = $4",
+        &check.requested_by,
+        check.staff_id,
+        action,
+        check.tenant_id,
+        details
     )
-    .bind(&check.requested_by)
-    .bind(check.staff_id)
-    .bind(action)
-    .bind(check.tenant_id)
-    .bind(details)
     .execute(tx)
     .await
     .map(drop)

@@ -80,12 +80,11 @@ pub async fn migrate(pool: &PgPool) -> Result<Migrated, sqlx::migrate::MigrateEr
     // holds the lock they wait for: a deadlock. Polling with `pg_try_advisory_lock`
     // leaves no transaction open between tries.
     let mut lock = pool.acquire().await?;
-    let database: String = sqlx::query_scalar("SELECT current_database()")
+    let database = sqlx::query_scalar!(r#"SELECT current_database() AS "database!""#)
         .fetch_one(&mut *lock)
         .await?;
     let id = migration_lock_id(&database);
-    while !sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
-        .bind(id)
+    while !sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "locked!""#, id)
         .fetch_one(&mut *lock)
         .await?
     {
@@ -101,9 +100,8 @@ pub async fn migrate(pool: &PgPool) -> Result<Migrated, sqlx::migrate::MigrateEr
         }
     };
     let ran = migrator.run(pool).await;
-    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(id)
-        .execute(&mut *lock)
+    let unlocked = sqlx::query_scalar!("SELECT pg_advisory_unlock($1)", id)
+        .fetch_one(&mut *lock)
         .await;
     if unlocked.is_err() {
         // Closing the session releases the lock.

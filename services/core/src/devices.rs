@@ -631,7 +631,7 @@ pub async fn touch_many(pool: &PgPool, seen: &[(Uuid, IpAddr)]) -> Result<(), sq
         .map(|(_, addr)| crate::logins::source_network(*addr))
         .collect();
     // Also where each device was seen from: its familiar sources (see `logins`).
-    sqlx::query(
+    sqlx::query!(
         "WITH touched AS (
              UPDATE devices d SET last_seen_at = now(), last_seen_addr = v.addr
                FROM unnest($1::uuid[], $2::inet[]) AS v(id, addr) WHERE d.id = v.id
@@ -640,10 +640,10 @@ pub async fn touch_many(pool: &PgPool, seen: &[(Uuid, IpAddr)]) -> Result<(), sq
          SELECT v.id, v.source FROM unnest($1::uuid[], $3::inet[]) AS v(id, source)
           WHERE v.id IN (SELECT id FROM touched)
          ON CONFLICT (device_id, source) DO UPDATE SET last_seen_at = now()",
+        &ids,
+        &addrs,
+        &sources
     )
-    .bind(ids)
-    .bind(addrs)
-    .bind(sources)
     .execute(pool)
     .await
     .map(drop)
@@ -651,8 +651,7 @@ pub async fn touch_many(pool: &PgPool, seen: &[(Uuid, IpAddr)]) -> Result<(), sq
 
 /// Deletes a device; its messages stay in the log without it.
 pub async fn delete(pool: &PgPool, device_id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query("DELETE FROM devices WHERE id = $1")
-        .bind(device_id)
+    sqlx::query!("DELETE FROM devices WHERE id = $1", device_id)
         .execute(pool)
         .await
         .map(|r| r.rows_affected() == 1)
@@ -771,21 +770,21 @@ pub async fn insert_imported(
     tx: &mut sqlx::PgConnection,
     device: &Imported<'_>,
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "INSERT INTO devices (tenant_id, name, username, password_hash, kind, site, listener,
                               allowed_networks, allowed_senders)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (username) DO NOTHING RETURNING id",
+        device.tenant_id,
+        device.name,
+        device.username,
+        device.password_hash,
+        device.kind as DeviceKind,
+        device.site,
+        device.listener as DeviceListener,
+        device.allowed_networks,
+        device.allowed_senders
     )
-    .bind(device.tenant_id)
-    .bind(device.name)
-    .bind(device.username)
-    .bind(device.password_hash)
-    .bind(device.kind)
-    .bind(device.site)
-    .bind(device.listener)
-    .bind(device.allowed_networks)
-    .bind(device.allowed_senders)
     .fetch_optional(tx)
     .await
 }

@@ -143,16 +143,16 @@ pub async fn set_mode(
     tenant_id: Uuid,
     mode: PermissionMode,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO tenant_permissions (tenant_id, mode) VALUES ($1, $2)
          ON CONFLICT (tenant_id) DO UPDATE SET mode = EXCLUDED.mode,
                 exchange_verified_at = CASE WHEN tenant_permissions.mode = EXCLUDED.mode
                                             THEN tenant_permissions.exchange_verified_at END,
                 verification_message_id = CASE WHEN tenant_permissions.mode = EXCLUDED.mode
                                                THEN tenant_permissions.verification_message_id END",
+        tenant_id,
+        mode as PermissionMode
     )
-    .bind(tenant_id)
-    .bind(mode)
     .execute(pool)
     .await
     .map(drop)
@@ -171,16 +171,16 @@ pub async fn record_token(
         .filter(|r| TENANT_WIDE_MAIL_ROLES.contains(&r.as_str()))
         .cloned()
         .collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO tenant_permissions (tenant_id, mode, service_principal_id, tenant_wide_roles, roles_seen_at)
          VALUES ($1, 'tenant_wide', $2, $3, now())
          ON CONFLICT (tenant_id) DO UPDATE SET
                 service_principal_id = coalesce(EXCLUDED.service_principal_id, tenant_permissions.service_principal_id),
                 tenant_wide_roles = EXCLUDED.tenant_wide_roles, roles_seen_at = now()",
+        tenant_id,
+        service_principal_id,
+        &mail_roles
     )
-    .bind(tenant_id)
-    .bind(service_principal_id)
-    .bind(&mail_roles)
     .execute(pool)
     .await
     .map(drop)
@@ -189,11 +189,11 @@ pub async fn record_token(
 /// A message was accepted as the customer's sender mailbox: in limited mode that
 /// proves the Exchange grant (once; later calls change nothing).
 pub async fn record_exchange_proof(pool: &PgPool, tenant_id: Uuid) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE tenant_permissions SET exchange_verified_at = now()
           WHERE tenant_id = $1 AND mode = 'limited' AND exchange_verified_at IS NULL",
+        tenant_id
     )
-    .bind(tenant_id)
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)

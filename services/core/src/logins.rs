@@ -72,31 +72,31 @@ pub async fn state(
     source: IpAddr,
 ) -> Result<LoginState, sqlx::Error> {
     let source = source_network(source);
-    let row: (bool, bool, bool, bool, i32) = sqlx::query_as(
-        "SELECT
+    let row = sqlx::query!(
+        r#"SELECT
             EXISTS (SELECT 1 FROM device_sources s JOIN devices d ON d.id = s.device_id
                      WHERE d.username = $1 AND s.source = $2
-                       AND s.last_seen_at > now() - make_interval(days => $3)),
+                       AND s.last_seen_at > now() - make_interval(days => $3)) AS "familiar!",
             EXISTS (SELECT 1 FROM login_failures WHERE scope = 'pair' AND username = $1
-                       AND source = $2 AND locked_until > now()),
+                       AND source = $2 AND locked_until > now()) AS "pair_locked!",
             EXISTS (SELECT 1 FROM login_failures WHERE scope = 'source' AND username = ''
-                       AND source = $2 AND locked_until > now()),
+                       AND source = $2 AND locked_until > now()) AS "source_locked!",
             EXISTS (SELECT 1 FROM login_failures WHERE scope = 'username' AND username = $1
-                       AND source = '0.0.0.0/0' AND locked_until > now()),
+                       AND source = '0.0.0.0/0' AND locked_until > now()) AS "username_locked!",
             COALESCE((SELECT failures FROM login_failures WHERE scope = 'pair' AND username = $1
-                       AND source = $2), 0)",
+                       AND source = $2), 0) AS "pair_failures!""#,
+        username,
+        source,
+        FAMILIAR_FOR_DAYS
     )
-    .bind(username)
-    .bind(source)
-    .bind(FAMILIAR_FOR_DAYS)
     .fetch_one(pool)
     .await?;
     Ok(LoginState {
-        familiar: row.0,
-        pair_locked: row.1,
-        source_locked: row.2,
-        username_locked: row.3,
-        pair_failures: u32::try_from(row.4).unwrap_or(0),
+        familiar: row.familiar,
+        pair_locked: row.pair_locked,
+        source_locked: row.source_locked,
+        username_locked: row.username_locked,
+        pair_failures: u32::try_from(row.pair_failures).unwrap_or(0),
     })
 }
 
@@ -129,31 +129,33 @@ pub async fn record_failure(
             scopes.push(("username", username.to_owned(), any, limits.username));
         }
     }
-    let rows: Vec<(String, i32, bool)> = sqlx::query_as(
-        "INSERT INTO login_failures AS f (scope, username, source, failures, last_source)
+    let rows = sqlx::query!(
+        r#"INSERT INTO login_failures AS f (scope, username, source, failures, last_source)
          SELECT scope, username, source, 1, $4 FROM unnest($1::text[], $2::text[], $3::inet[])
                 AS v(scope, username, source)
          ON CONFLICT (scope, username, source) DO UPDATE SET
-             failures = CASE WHEN f.window_start < now() - $5 AND COALESCE(f.locked_until <= now(), true)
+             failures = CASE WHEN f.window_start < now() - $5::interval AND COALESCE(f.locked_until <= now(), true)
                              THEN 1 ELSE f.failures + 1 END,
-             window_start = CASE WHEN f.window_start < now() - $5 AND COALESCE(f.locked_until <= now(), true)
+             window_start = CASE WHEN f.window_start < now() - $5::interval AND COALESCE(f.locked_until <= now(), true)
                                  THEN now() ELSE f.window_start END,
-             locked_until = CASE WHEN f.window_start < now() - $5 AND COALESCE(f.locked_until <= now(), true)
+             locked_until = CASE WHEN f.window_start < now() - $5::interval AND COALESCE(f.locked_until <= now(), true)
                                  THEN NULL ELSE f.locked_until END,
              last_failure_at = now(),
              last_source = $4
-         RETURNING f.scope, f.failures, f.locked_until IS NOT NULL AND f.locked_until > now()",
+         RETURNING f.scope, f.failures,
+                   f.locked_until IS NOT NULL AND f.locked_until > now() AS "already_locked!""#,
+        &scopes.iter().map(|s| s.0).collect::<Vec<_>>() as &[&str],
+        &scopes.iter().map(|s| s.1.clone()).collect::<Vec<_>>(),
+        &scopes.iter().map(|s| s.2).collect::<Vec<_>>(),
+        client,
+        limits.window as _
     )
-    .bind(scopes.iter().map(|s| s.0).collect::<Vec<_>>())
-    .bind(scopes.iter().map(|s| s.1.clone()).collect::<Vec<_>>())
-    .bind(scopes.iter().map(|s| s.2).collect::<Vec<_>>())
-    .bind(client)
-    .bind(limits.window)
     .fetch_all(pool)
     .await?;
     let mut outcome = FailureOutcome::default();
     let mut to_lock = Vec::new();
-    for (scope, failures, already_locked) in rows {
+    for row in rows {
+        let (scope, failures, already_locked) = (row.scope, row.failures, row.already_locked);
         let Some((index, limit)) = scopes
             .iter()
             .position(|s| s.0 == scope)
@@ -176,20 +178,18 @@ pub async fn record_failure(
         }
     }
     if !to_lock.is_empty() {
-        sqlx::query(
-            "UPDATE login_failures SET locked_until = now() + $4
+        sqlx::query!(
+            "UPDATE login_failures SET locked_until = now() + $4::interval
               WHERE (scope, username, source) IN
                     (SELECT * FROM unnest($1::text[], $2::text[], $3::inet[]))",
-        )
-        .bind(to_lock.iter().map(|&i| scopes[i].0).collect::<Vec<_>>())
-        .bind(
-            to_lock
+            &to_lock.iter().map(|&i| scopes[i].0).collect::<Vec<_>>() as &[&str],
+            &to_lock
                 .iter()
                 .map(|&i| scopes[i].1.clone())
                 .collect::<Vec<_>>(),
+            &to_lock.iter().map(|&i| scopes[i].2).collect::<Vec<_>>(),
+            limits.lockout as _
         )
-        .bind(to_lock.iter().map(|&i| scopes[i].2).collect::<Vec<_>>())
-        .bind(limits.lockout)
         .execute(pool)
         .await?;
     }
@@ -198,12 +198,14 @@ pub async fn record_failure(
 
 /// A successful login forgets the failures of its pair.
 pub async fn clear_pair(pool: &PgPool, username: &str, source: IpAddr) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM login_failures WHERE scope = 'pair' AND username = $1 AND source = $2")
-        .bind(username)
-        .bind(source_network(source))
-        .execute(pool)
-        .await
-        .map(drop)
+    sqlx::query!(
+        "DELETE FROM login_failures WHERE scope = 'pair' AND username = $1 AND source = $2",
+        username,
+        source_network(source)
+    )
+    .execute(pool)
+    .await
+    .map(drop)
 }
 
 /// A lock or a count of failures, as the control plane shows it for a device.
@@ -229,16 +231,17 @@ pub async fn for_username(
     username: &str,
     window: std::time::Duration,
 ) -> Result<Vec<LoginFailures>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        LoginFailures,
         "SELECT scope, CASE WHEN scope = 'pair' THEN source END AS source, failures,
                 last_failure_at, last_source,
                 CASE WHEN locked_until > now() THEN locked_until END AS locked_until
            FROM login_failures
-          WHERE username = $1 AND (locked_until > now() OR last_failure_at > now() - $2)
+          WHERE username = $1 AND (locked_until > now() OR last_failure_at > now() - $2::interval)
           ORDER BY last_failure_at DESC",
+        username,
+        window as _
     )
-    .bind(username)
-    .bind(window)
     .fetch_all(pool)
     .await
 }
@@ -248,43 +251,47 @@ pub async fn for_username(
 /// whether anything was locked or counted.
 pub async fn unlock(pool: &PgPool, username: &str) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let sources: Vec<IpNet> =
-        sqlx::query_scalar("DELETE FROM login_failures WHERE username = $1 RETURNING source")
-            .bind(username)
-            .fetch_all(&mut *tx)
-            .await?;
-    sqlx::query("DELETE FROM login_failures WHERE scope = 'source' AND source = ANY($1)")
-        .bind(&sources)
-        .execute(&mut *tx)
-        .await?;
+    let sources = sqlx::query_scalar!(
+        "DELETE FROM login_failures WHERE username = $1 RETURNING source",
+        username
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "DELETE FROM login_failures WHERE scope = 'source' AND source = ANY($1)",
+        &sources
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(!sources.is_empty())
 }
 
 /// Usernames locked now, per scope, for the metrics.
 pub async fn locked_counts(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT scope, count(*) FROM login_failures WHERE locked_until > now() GROUP BY scope",
+    let rows = sqlx::query!(
+        r#"SELECT scope, count(*) AS "count!" FROM login_failures WHERE locked_until > now() GROUP BY scope"#
     )
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.scope, r.count)).collect())
 }
 
 /// Removes failure records whose window and lock have passed, and familiar sources
 /// not seen for longer than they stay familiar. Returns the rows removed.
 pub async fn purge(pool: &PgPool, window: std::time::Duration) -> Result<u64, sqlx::Error> {
-    let failures = sqlx::query(
+    let failures = sqlx::query!(
         "DELETE FROM login_failures
-          WHERE last_failure_at < now() - $1 AND COALESCE(locked_until < now(), true)",
+          WHERE last_failure_at < now() - $1::interval AND COALESCE(locked_until < now(), true)",
+        window as _
     )
-    .bind(window)
     .execute(pool)
     .await?
     .rows_affected();
-    let sources = sqlx::query(
+    let sources = sqlx::query!(
         "DELETE FROM device_sources WHERE last_seen_at < now() - make_interval(days => $1)",
+        FAMILIAR_FOR_DAYS
     )
-    .bind(FAMILIAR_FOR_DAYS)
     .execute(pool)
     .await?
     .rows_affected();

@@ -179,7 +179,6 @@ pub struct ImportOutcome {
     pub reopened: Vec<String>,
 }
 
-#[derive(FromRow)]
 struct Existing {
     account: String,
     state: String,
@@ -189,11 +188,13 @@ struct Existing {
 /// Serialises imports of one customer (two uploads, or an upload and a sign-in
 /// read, at the same time).
 async fn lock_tenant(tx: &mut Transaction<'_, Postgres>, tenant_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('smtp_auth_board:' || $1::text, 0))")
-        .bind(tenant_id)
-        .execute(&mut **tx)
-        .await
-        .map(drop)
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('smtp_auth_board:' || $1::uuid::text, 0))",
+        tenant_id
+    )
+    .execute(&mut **tx)
+    .await
+    .map(drop)
 }
 
 /// Writes an audit record in the same transaction as the change.
@@ -259,22 +260,23 @@ async fn import_in(
         ReportKind::Exposure => report.exposures.len(),
         _ => report.accounts.len(),
     };
-    let import_id: i64 = sqlx::query_scalar(
+    let import_id = sqlx::query_scalar!(
         "INSERT INTO smtp_auth_imports (tenant_id, kind, file_name, rows, accounts, imported_by)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        tenant_id,
+        report.kind.as_str(),
+        file_name,
+        i32::try_from(report.rows).unwrap_or(i32::MAX),
+        i32::try_from(accounts).unwrap_or(i32::MAX),
+        &actor.label
     )
-    .bind(tenant_id)
-    .bind(report.kind.as_str())
-    .bind(file_name)
-    .bind(i32::try_from(report.rows).unwrap_or(i32::MAX))
-    .bind(i32::try_from(accounts).unwrap_or(i32::MAX))
-    .bind(&actor.label)
     .fetch_one(&mut **tx)
     .await?;
-    let existing: HashMap<String, Existing> = sqlx::query_as::<_, Existing>(
+    let existing: HashMap<String, Existing> = sqlx::query_as!(
+        Existing,
         "SELECT account, state, linked_at FROM smtp_auth_accounts WHERE tenant_id = $1",
+        tenant_id
     )
-    .bind(tenant_id)
     .fetch_all(&mut **tx)
     .await?
     .into_iter()
@@ -300,15 +302,15 @@ async fn import_in(
             .iter()
             .map(|e| e.smtp_auth_enabled)
             .collect();
-        sqlx::query(
+        sqlx::query!(
             "UPDATE smtp_auth_accounts SET smtp_auth_enabled = NULL, updated_at = now()
               WHERE tenant_id = $1 AND smtp_auth_enabled IS NOT NULL AND account <> ALL($2)",
+            tenant_id,
+            &listed as &[&str]
         )
-        .bind(tenant_id)
-        .bind(&listed)
         .execute(&mut **tx)
         .await?;
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO smtp_auth_accounts (tenant_id, account, smtp_auth_enabled, last_import_id)
              SELECT $1, a, e, $4 FROM unnest($2::text[], $3::boolean[]) AS x(a, e)
               -- A mailbox new to the board only when SMTP AUTH is in effect for it.
@@ -316,11 +318,11 @@ async fn import_in(
                                   WHERE s.tenant_id = $1 AND s.account = x.a)
              ON CONFLICT (tenant_id, account) DO UPDATE
                 SET smtp_auth_enabled = EXCLUDED.smtp_auth_enabled, updated_at = now()",
+            tenant_id,
+            &listed as &[&str],
+            &enabled,
+            import_id
         )
-        .bind(tenant_id)
-        .bind(&listed)
-        .bind(&enabled)
-        .bind(import_id)
         .execute(&mut **tx)
         .await?;
         outcome.added = report
@@ -336,16 +338,16 @@ async fn import_in(
             .map(|a| (a.account.as_str(), a))
             .collect();
         // Accounts the file no longer shows: nothing counted in its period.
-        sqlx::query(
+        sqlx::query!(
             "UPDATE smtp_auth_accounts SET basic_messages = 0, oauth_messages = 0, updated_at = now()
               WHERE tenant_id = $1 AND account <> ALL($2)",
+            tenant_id,
+            &seen.keys().copied().collect::<Vec<_>>() as &[&str]
         )
-        .bind(tenant_id)
-        .bind(seen.keys().copied().collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?;
         for used in &report.accounts {
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO smtp_auth_accounts
                     (tenant_id, account, basic_messages, oauth_messages, first_seen_at,
                      last_seen_at, last_basic_at, sources, seen_sending, last_import_id)
@@ -360,16 +362,16 @@ async fn import_in(
                     seen_sending = true,
                     last_import_id = EXCLUDED.last_import_id,
                     updated_at = now()",
+                tenant_id,
+                &used.account,
+                used.basic_messages + used.unknown_messages,
+                used.oauth_messages,
+                used.first_seen,
+                used.last_seen,
+                used.last_basic,
+                &used.sources,
+                import_id
             )
-            .bind(tenant_id)
-            .bind(&used.account)
-            .bind(used.basic_messages + used.unknown_messages)
-            .bind(used.oauth_messages)
-            .bind(used.first_seen)
-            .bind(used.last_seen)
-            .bind(used.last_basic)
-            .bind(&used.sources)
-            .bind(import_id)
             .execute(&mut **tx)
             .await?;
             if !existing.contains_key(&used.account) {
@@ -385,15 +387,15 @@ async fn import_in(
                 _ => None,
             };
             if let Some((state, list)) = next {
-                sqlx::query(
+                sqlx::query!(
                     "UPDATE smtp_auth_accounts
                         SET state = $3, done_at = CASE WHEN $3 = 'done' THEN now() END,
                             updated_at = now()
                       WHERE tenant_id = $1 AND account = $2",
+                    tenant_id,
+                    account,
+                    state
                 )
-                .bind(tenant_id)
-                .bind(account)
-                .bind(state)
                 .execute(&mut **tx)
                 .await?;
                 list.push(account.clone());
@@ -532,29 +534,31 @@ pub async fn link_device(
 ) -> Result<(), BoardError> {
     let mut tx = pool.begin().await?;
     lock_tenant(&mut tx, tenant_id).await?;
-    let device: Option<(Uuid, String)> =
-        sqlx::query_as("SELECT tenant_id, name FROM devices WHERE id = $1")
-            .bind(device_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some((owner, device_name)) = device else {
+    let device = sqlx::query!(
+        "SELECT tenant_id, name FROM devices WHERE id = $1",
+        device_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(device) = device else {
         return Err(BoardError::ForeignDevice);
     };
-    if owner != tenant_id {
+    if device.tenant_id != tenant_id {
         return Err(BoardError::ForeignDevice);
     }
-    let before: Option<String> = sqlx::query_scalar(
-        "UPDATE smtp_auth_accounts a SET device_id = $3, linked_at = now(),
-                relay_seen_at = NULL, ignore_reason = NULL, done_at = NULL,
-                state = 'device_created', updated_at = now()
-           FROM (SELECT state FROM smtp_auth_accounts
-                  WHERE tenant_id = $1 AND account = $2 FOR UPDATE) old
-          WHERE a.tenant_id = $1 AND a.account = $2
-      RETURNING old.state",
+    let device_name = device.name;
+    let before = sqlx::query_scalar!(
+        r#"UPDATE smtp_auth_accounts a SET device_id = $3, linked_at = now(),
+                  relay_seen_at = NULL, ignore_reason = NULL, done_at = NULL,
+                  state = 'device_created', updated_at = now()
+             FROM (SELECT state FROM smtp_auth_accounts
+                    WHERE tenant_id = $1 AND account = $2 FOR UPDATE) old
+            WHERE a.tenant_id = $1 AND a.account = $2
+        RETURNING old.state AS "state!""#,
+        tenant_id,
+        account,
+        device_id
     )
-    .bind(tenant_id)
-    .bind(account)
-    .bind(device_id)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(before) = before else {
@@ -628,26 +632,27 @@ async fn set_state(
 ) -> Result<(), BoardError> {
     let mut tx = pool.begin().await?;
     lock_tenant(&mut tx, tenant_id).await?;
-    let change: Option<(String, String)> = sqlx::query_as(
-        "UPDATE smtp_auth_accounts a SET
-                state = CASE WHEN $3 <> 'reopen' THEN $3
-                             WHEN a.device_id IS NOT NULL THEN 'device_created'
-                             ELSE 'to_migrate' END,
-                ignore_reason = $4, done_at = NULL, updated_at = now()
-           FROM (SELECT state FROM smtp_auth_accounts
-                  WHERE tenant_id = $1 AND account = $2 FOR UPDATE) old
-          WHERE a.tenant_id = $1 AND a.account = $2
-      RETURNING old.state, a.state",
+    let change = sqlx::query!(
+        r#"UPDATE smtp_auth_accounts a SET
+                  state = CASE WHEN $3 <> 'reopen' THEN $3
+                               WHEN a.device_id IS NOT NULL THEN 'device_created'
+                               ELSE 'to_migrate' END,
+                  ignore_reason = $4, done_at = NULL, updated_at = now()
+             FROM (SELECT state FROM smtp_auth_accounts
+                    WHERE tenant_id = $1 AND account = $2 FOR UPDATE) old
+            WHERE a.tenant_id = $1 AND a.account = $2
+        RETURNING old.state AS "before!", a.state AS "after!""#,
+        tenant_id,
+        account,
+        state,
+        reason
     )
-    .bind(tenant_id)
-    .bind(account)
-    .bind(state)
-    .bind(reason)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((before, after)) = change else {
+    let Some(change) = change else {
         return Err(BoardError::UnknownAccount);
     };
+    let (before, after) = (change.before, change.after);
     audit(
         &mut tx,
         actor,
@@ -699,24 +704,25 @@ impl Readiness {
 
 /// Every customer's readiness, most at risk first.
 pub async fn readiness(pool: &PgPool) -> sqlx::Result<Vec<Readiness>> {
-    let mut all: Vec<Readiness> = sqlx::query_as(
-        "SELECT t.id AS tenant_id, t.name AS tenant_name,
-                -- As the customers' overview says it: a verified consent, or a token issued.
-                (t.entra_tenant_id IS NOT NULL
-                 AND (t.consented_at IS NOT NULL OR t.last_token_ok_at IS NOT NULL)) AS connected,
-                count(a.account) FILTER (WHERE a.seen_sending AND a.state = 'to_migrate'
-                                           AND a.basic_messages > 0) AS to_migrate,
-                count(a.account) FILTER (WHERE a.state = 'device_created') AS in_progress,
-                count(a.account) FILTER (WHERE a.state = 'done') AS done,
-                count(a.account) FILTER (WHERE a.state = 'ignored') AS ignored,
-                count(a.account) FILTER (WHERE NOT a.seen_sending AND a.state = 'to_migrate'
-                                           AND a.smtp_auth_enabled) AS exposed_unused,
-                COALESCE(sum(a.basic_messages) FILTER (WHERE a.state IN ('to_migrate', 'device_created')), 0)::bigint
-                    AS basic_messages,
-                (SELECT max(i.imported_at) FROM smtp_auth_imports i
-                  WHERE i.tenant_id = t.id AND i.kind <> 'exposure') AS last_import_at
-           FROM tenants t LEFT JOIN smtp_auth_accounts a ON a.tenant_id = t.id
-          GROUP BY t.id",
+    let mut all = sqlx::query_as!(
+        Readiness,
+        r#"SELECT t.id AS tenant_id, t.name AS tenant_name,
+                  -- As the customers' overview says it: a verified consent, or a token issued.
+                  (t.entra_tenant_id IS NOT NULL
+                   AND (t.consented_at IS NOT NULL OR t.last_token_ok_at IS NOT NULL)) AS "connected!",
+                  count(a.account) FILTER (WHERE a.seen_sending AND a.state = 'to_migrate'
+                                             AND a.basic_messages > 0) AS "to_migrate!",
+                  count(a.account) FILTER (WHERE a.state = 'device_created') AS "in_progress!",
+                  count(a.account) FILTER (WHERE a.state = 'done') AS "done!",
+                  count(a.account) FILTER (WHERE a.state = 'ignored') AS "ignored!",
+                  count(a.account) FILTER (WHERE NOT a.seen_sending AND a.state = 'to_migrate'
+                                             AND a.smtp_auth_enabled) AS "exposed_unused!",
+                  COALESCE(sum(a.basic_messages) FILTER (WHERE a.state IN ('to_migrate', 'device_created')), 0)::bigint
+                      AS "basic_messages!",
+                  (SELECT max(i.imported_at) FROM smtp_auth_imports i
+                    WHERE i.tenant_id = t.id AND i.kind <> 'exposure') AS last_import_at
+             FROM tenants t LEFT JOIN smtp_auth_accounts a ON a.tenant_id = t.id
+            GROUP BY t.id"#
     )
     .fetch_all(pool)
     .await?;

@@ -66,17 +66,18 @@ pub async fn purge_if_due(
     retention: &Retention,
 ) -> Result<Option<Purged>, sqlx::Error> {
     let mut lock = pool.acquire().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-        .bind(PURGE_LOCK)
-        .fetch_one(&mut *lock)
-        .await?;
+    let locked = sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_lock($1) AS "locked!""#,
+        PURGE_LOCK
+    )
+    .fetch_one(&mut *lock)
+    .await?;
     if !locked {
         return Ok(None);
     }
     let outcome = claim_and_purge(pool, retention).await;
-    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(PURGE_LOCK)
-        .execute(&mut *lock)
+    let unlocked = sqlx::query_scalar!("SELECT pg_advisory_unlock($1)", PURGE_LOCK)
+        .fetch_one(&mut *lock)
         .await;
     if unlocked.is_err() {
         // The connection is in doubt: drop it rather than return it holding the lock.
@@ -91,13 +92,13 @@ async fn claim_and_purge(
 ) -> Result<Option<Purged>, sqlx::Error> {
     // Slightly less than the interval, so that a process whose timer fires a little
     // early still finds its turn.
-    let claimed = sqlx::query_scalar::<_, bool>(
-        "INSERT INTO housekeeping AS h (job, last_run_at) VALUES ('purge', now())
-         ON CONFLICT (job) DO UPDATE SET last_run_at = now(), runs = h.runs + 1
-          WHERE h.last_run_at < now() - $1 * 0.9
-         RETURNING true",
+    let claimed = sqlx::query_scalar!(
+        r#"INSERT INTO housekeeping AS h (job, last_run_at) VALUES ('purge', now())
+           ON CONFLICT (job) DO UPDATE SET last_run_at = now(), runs = h.runs + 1
+            WHERE h.last_run_at < now() - $1::interval * 0.9
+           RETURNING true AS "claimed!""#,
+        retention.interval as _
     )
-    .bind(retention.interval)
     .fetch_optional(pool)
     .await?
     .is_some();
@@ -127,48 +128,55 @@ pub async fn purge(pool: &PgPool, retention: &Retention) -> Result<Purged, sqlx:
             break;
         }
     }
-    let usage = sqlx::query("DELETE FROM mailbox_usage WHERE hour < now() - interval '2 days'")
+    let usage = sqlx::query!("DELETE FROM mailbox_usage WHERE hour < now() - interval '2 days'")
         .execute(pool)
         .await?
         .rows_affected();
     // Graph's budgets look back ten minutes at most.
     let graph_usage =
-        sqlx::query("DELETE FROM graph_usage WHERE minute < now() - interval '1 hour'")
+        sqlx::query!("DELETE FROM graph_usage WHERE minute < now() - interval '1 hour'")
             .execute(pool)
             .await?
             .rows_affected();
-    let sessions = sqlx::query(
-        "DELETE FROM web_sessions WHERE last_seen_at < now() - $1 OR created_at < now() - $2",
+    let sessions = sqlx::query!(
+        "DELETE FROM web_sessions
+          WHERE last_seen_at < now() - $1::interval OR created_at < now() - $2::interval",
+        retention.session_idle as _,
+        retention.session_max as _
     )
-    .bind(retention.session_idle)
-    .bind(retention.session_max)
     .execute(pool)
     .await?
     .rows_affected();
-    let flows = sqlx::query("DELETE FROM oauth_flows WHERE created_at < now() - $1")
-        .bind(FLOW_LIFETIME)
-        .execute(pool)
-        .await?
-        .rows_affected();
-    let audit = sqlx::query("DELETE FROM audit_log WHERE at < now() - $1")
-        .bind(retention.audit)
-        .execute(pool)
-        .await?
-        .rows_affected();
-    let transcripts = sqlx::query("DELETE FROM session_transcripts WHERE ended_at < now() - $1")
-        .bind(retention.transcripts)
-        .execute(pool)
-        .await?
-        .rows_affected();
+    let flows = sqlx::query!(
+        "DELETE FROM oauth_flows WHERE created_at < now() - $1::interval",
+        FLOW_LIFETIME as _
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    let audit = sqlx::query!(
+        "DELETE FROM audit_log WHERE at < now() - $1::interval",
+        retention.audit as _
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    let transcripts = sqlx::query!(
+        "DELETE FROM session_transcripts WHERE ended_at < now() - $1::interval",
+        retention.transcripts as _
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
     let logins = logins::purge(pool, retention.login_window).await?;
     // A customer's consent checks are kept as long as the audit log, but never its
     // latest: its page shows how the last consent ended.
-    let consent_checks = sqlx::query(
-        "DELETE FROM consent_checks c WHERE c.finished_at < now() - $1
+    let consent_checks = sqlx::query!(
+        "DELETE FROM consent_checks c WHERE c.finished_at < now() - $1::interval
             AND EXISTS (SELECT 1 FROM consent_checks n
                          WHERE n.tenant_id = c.tenant_id AND n.requested_at > c.requested_at)",
+        retention.audit as _
     )
-    .bind(retention.audit)
     .execute(pool)
     .await?
     .rows_affected();
@@ -176,11 +184,11 @@ pub async fn purge(pool: &PgPool, retention: &Retention) -> Result<Purged, sqlx:
     // be used (the web also sweeps them when it makes new ones, but a quiet control
     // plane makes none).
     let credential_downloads =
-        sqlx::query("DELETE FROM credential_downloads WHERE expires_at < now()")
+        sqlx::query!("DELETE FROM credential_downloads WHERE expires_at < now()")
             .execute(pool)
             .await?
             .rows_affected();
-    let secret_reveals = sqlx::query("DELETE FROM secret_reveals WHERE expires_at < now()")
+    let secret_reveals = sqlx::query!("DELETE FROM secret_reveals WHERE expires_at < now()")
         .execute(pool)
         .await?
         .rows_affected();

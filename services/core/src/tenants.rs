@@ -289,34 +289,33 @@ pub async fn reseal_secrets(
 ) -> Result<u64, TenantError> {
     let prefix = key.sealed_prefix();
     let mut tx = pool.begin().await?;
-    /// A customer's id, sealed client secret and sealed certificate.
-    type SealedRow = (Uuid, Option<Vec<u8>>, Option<Vec<u8>>);
-    let rows: Vec<SealedRow> = sqlx::query_as(
+    let rows = sqlx::query!(
         "SELECT id, client_secret_sealed, client_certificate_sealed FROM tenants
           WHERE substring(client_secret_sealed FROM 1 FOR $1) <> $2
              OR substring(client_certificate_sealed FROM 1 FOR $1) <> $2
           ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
+        prefix.len() as i32,
+        prefix.as_slice(),
+        limit
     )
-    .bind(prefix.len() as i32)
-    .bind(&prefix)
-    .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
     let count = rows.len() as u64;
-    for (id, secret, certificate) in rows {
+    for row in rows {
+        let id = row.id;
         let reseal = |context: String, sealed: Option<Vec<u8>>| -> Result<_, CryptoError> {
             sealed
                 .map(|s| Ok(key.seal(&context, &key.open(&context, &s)?)))
                 .transpose()
         };
-        let secret = reseal(secret_context(id), secret)?;
-        let certificate = reseal(certificate_context(id), certificate)?;
-        sqlx::query(
+        let secret = reseal(secret_context(id), row.client_secret_sealed)?;
+        let certificate = reseal(certificate_context(id), row.client_certificate_sealed)?;
+        sqlx::query!(
             "UPDATE tenants SET client_secret_sealed = $2, client_certificate_sealed = $3 WHERE id = $1",
+            id,
+            secret,
+            certificate
         )
-        .bind(id)
-        .bind(secret)
-        .bind(certificate)
         .execute(&mut *tx)
         .await?;
     }
@@ -330,16 +329,16 @@ pub async fn own_app(
     master_key: Option<&MasterKey>,
     tenant_id: Uuid,
 ) -> Result<Option<OwnApp>, TenantError> {
-    #[derive(FromRow)]
     struct SealedApp {
         client_id: Option<String>,
         client_secret_sealed: Option<Vec<u8>>,
         client_certificate_sealed: Option<Vec<u8>>,
     }
-    let row: Option<SealedApp> = sqlx::query_as(
+    let row = sqlx::query_as!(
+        SealedApp,
         "SELECT client_id, client_secret_sealed, client_certificate_sealed FROM tenants WHERE id = $1",
+        tenant_id
     )
-    .bind(tenant_id)
     .fetch_optional(pool)
     .await?;
     let Some(SealedApp {
@@ -398,12 +397,12 @@ pub(crate) fn open_app(
 
 /// Records that a token was issued for the tenant: consent works.
 pub async fn record_token_success(pool: &PgPool, tenant_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE tenants SET last_token_ok_at = now()
           WHERE id = $1 AND (last_token_ok_at IS NULL OR last_token_ok_at < now() - interval '1 minute'
                              OR last_token_error_at > last_token_ok_at)",
+        tenant_id
     )
-    .bind(tenant_id)
     .execute(pool)
     .await
     .map(drop)
@@ -416,11 +415,11 @@ pub async fn record_token_failure(
     tenant_id: Uuid,
     error: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE tenants SET last_token_error = $2, last_token_error_at = now() WHERE id = $1",
+        tenant_id,
+        error
     )
-    .bind(tenant_id)
-    .bind(error)
     .execute(pool)
     .await
     .map(drop)
@@ -433,11 +432,13 @@ pub async fn set_notification_address(
     address: Option<&str>,
 ) -> Result<(), TenantError> {
     let address = address.map(EmailAddress::parse).transpose()?;
-    sqlx::query("UPDATE tenants SET notification_address = $2 WHERE id = $1")
-        .bind(tenant_id)
-        .bind(address.as_ref().map(EmailAddress::as_str))
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "UPDATE tenants SET notification_address = $2 WHERE id = $1",
+        tenant_id,
+        address.as_ref().map(EmailAddress::as_str)
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -447,12 +448,14 @@ pub async fn set_rate_limit(
     tenant_id: Uuid,
     per_minute: Option<i32>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE tenants SET rate_limit_per_minute = $2 WHERE id = $1")
-        .bind(tenant_id)
-        .bind(per_minute)
-        .execute(pool)
-        .await
-        .map(drop)
+    sqlx::query!(
+        "UPDATE tenants SET rate_limit_per_minute = $2 WHERE id = $1",
+        tenant_id,
+        per_minute
+    )
+    .execute(pool)
+    .await
+    .map(drop)
 }
 
 /// Sets the largest message the customer's devices may send, in bytes: what its
@@ -465,11 +468,13 @@ pub async fn set_max_message_size(
     if !(SMALLEST_MAX_MESSAGE_BYTES..=LARGEST_MAX_MESSAGE_BYTES).contains(&bytes) {
         return Err(TenantError::InvalidMaxMessageSize);
     }
-    sqlx::query("UPDATE tenants SET max_message_bytes = $2 WHERE id = $1")
-        .bind(tenant_id)
-        .bind(bytes)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "UPDATE tenants SET max_message_bytes = $2 WHERE id = $1",
+        tenant_id,
+        bytes
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -499,12 +504,14 @@ pub async fn set_smtp_for_large_messages(
     tenant_id: Uuid,
     enabled: bool,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE tenants SET smtp_for_large_messages = $2 WHERE id = $1")
-        .bind(tenant_id)
-        .bind(enabled)
-        .execute(pool)
-        .await
-        .map(drop)
+    sqlx::query!(
+        "UPDATE tenants SET smtp_for_large_messages = $2 WHERE id = $1",
+        tenant_id,
+        enabled
+    )
+    .execute(pool)
+    .await
+    .map(drop)
 }
 
 /// Whether Microsoft keeps a copy of each message in the sender mailbox's Sent Items.
@@ -513,12 +520,14 @@ pub async fn set_save_to_sent_items(
     tenant_id: Uuid,
     save: bool,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE tenants SET save_to_sent_items = $2 WHERE id = $1")
-        .bind(tenant_id)
-        .bind(save)
-        .execute(pool)
-        .await
-        .map(drop)
+    sqlx::query!(
+        "UPDATE tenants SET save_to_sent_items = $2 WHERE id = $1",
+        tenant_id,
+        save
+    )
+    .execute(pool)
+    .await
+    .map(drop)
 }
 
 /// Connects a customer to its Entra tenant once an admin consent has been verified
@@ -528,13 +537,13 @@ pub async fn record_consent<'e>(
     tenant_id: Uuid,
     entra_tenant_id: Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE tenants SET entra_tenant_id = $2, consented_at = now(), last_token_ok_at = now(),
                 last_token_error = NULL
           WHERE id = $1",
+        tenant_id,
+        entra_tenant_id
     )
-    .bind(tenant_id)
-    .bind(entra_tenant_id)
     .execute(executor)
     .await
     .map(drop)
@@ -596,7 +605,6 @@ pub async fn update(
     })
 }
 
-/// Deletes a customer with its devices and messages.
 /// Binds the customer `id` to its Entra tenant when it has none yet. Whether it
 /// was bound now; a tenant another customer has already is an error (unique).
 pub async fn bind_entra_tenant(
@@ -614,9 +622,9 @@ pub async fn bind_entra_tenant(
     Ok(bound.rows_affected() == 1)
 }
 
+/// Deletes a customer with its devices and messages.
 pub async fn delete(pool: &PgPool, tenant_id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query("DELETE FROM tenants WHERE id = $1")
-        .bind(tenant_id)
+    sqlx::query!("DELETE FROM tenants WHERE id = $1", tenant_id)
         .execute(pool)
         .await
         .map(|r| r.rows_affected() == 1)

@@ -153,21 +153,22 @@ pub async fn last_day(
     tenant: Option<Uuid>,
     only: Option<&[Uuid]>,
 ) -> Result<Vec<Bucket>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT g.start,
-                coalesce(sum(u.accepted), 0)::bigint AS accepted,
-                coalesce(sum(u.accepted_by_microsoft), 0)::bigint AS accepted_by_microsoft,
-                coalesce(sum(u.bounced), 0)::bigint AS bounced,
-                coalesce(sum(u.failed), 0)::bigint AS failed
-           FROM generate_series(date_trunc('hour', now(), 'UTC') - interval '23 hours',
-                                date_trunc('hour', now(), 'UTC'), interval '1 hour') AS g(start)
-           LEFT JOIN usage_hours u ON u.hour = g.start
-                AND ($1::uuid IS NULL OR u.tenant_id = $1)
-                AND ($2::uuid[] IS NULL OR u.tenant_id = ANY($2))
-          GROUP BY g.start ORDER BY g.start",
+    sqlx::query_as!(
+        Bucket,
+        r#"SELECT g.start AS "start!",
+                  coalesce(sum(u.accepted), 0)::bigint AS "accepted!",
+                  coalesce(sum(u.accepted_by_microsoft), 0)::bigint AS "accepted_by_microsoft!",
+                  coalesce(sum(u.bounced), 0)::bigint AS "bounced!",
+                  coalesce(sum(u.failed), 0)::bigint AS "failed!"
+             FROM generate_series(date_trunc('hour', now(), 'UTC') - interval '23 hours',
+                                  date_trunc('hour', now(), 'UTC'), interval '1 hour') AS g(start)
+             LEFT JOIN usage_hours u ON u.hour = g.start
+                  AND ($1::uuid IS NULL OR u.tenant_id = $1)
+                  AND ($2::uuid[] IS NULL OR u.tenant_id = ANY($2))
+            GROUP BY g.start ORDER BY g.start"#,
+        tenant,
+        only
     )
-    .bind(tenant)
-    .bind(only.map(<[Uuid]>::to_vec))
     .fetch_all(pool)
     .await
 }
@@ -179,27 +180,28 @@ pub async fn last_month(
     tenant: Option<Uuid>,
     only: Option<&[Uuid]>,
 ) -> Result<Vec<Bucket>, sqlx::Error> {
-    sqlx::query_as(
-        "WITH counted AS (
+    sqlx::query_as!(
+        Bucket,
+        r#"WITH counted AS (
              SELECT day, tenant_id, accepted, accepted_by_microsoft, bounced, failed FROM usage_days
               WHERE day > (now() AT TIME ZONE 'UTC')::date - 30
              UNION ALL
              SELECT (hour AT TIME ZONE 'UTC')::date, tenant_id, accepted, accepted_by_microsoft, bounced, failed
                FROM usage_hours)
-         SELECT (g.day::timestamp AT TIME ZONE 'UTC') AS start,
-                coalesce(sum(c.accepted), 0)::bigint AS accepted,
-                coalesce(sum(c.accepted_by_microsoft), 0)::bigint AS accepted_by_microsoft,
-                coalesce(sum(c.bounced), 0)::bigint AS bounced,
-                coalesce(sum(c.failed), 0)::bigint AS failed
+         SELECT (g.day::timestamp AT TIME ZONE 'UTC') AS "start!",
+                coalesce(sum(c.accepted), 0)::bigint AS "accepted!",
+                coalesce(sum(c.accepted_by_microsoft), 0)::bigint AS "accepted_by_microsoft!",
+                coalesce(sum(c.bounced), 0)::bigint AS "bounced!",
+                coalesce(sum(c.failed), 0)::bigint AS "failed!"
            FROM generate_series((now() AT TIME ZONE 'UTC')::date - 29,
                                 (now() AT TIME ZONE 'UTC')::date, interval '1 day') AS g(day)
            LEFT JOIN counted c ON c.day = g.day::date
                 AND ($1::uuid IS NULL OR c.tenant_id = $1)
                 AND ($2::uuid[] IS NULL OR c.tenant_id = ANY($2))
-          GROUP BY g.day ORDER BY g.day",
+          GROUP BY g.day ORDER BY g.day"#,
+        tenant,
+        only
     )
-    .bind(tenant)
-    .bind(only.map(<[Uuid]>::to_vec))
     .fetch_all(pool)
     .await
 }

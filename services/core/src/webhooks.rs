@@ -220,14 +220,14 @@ pub async fn enqueue_event<'e>(
     executor: impl sqlx::PgExecutor<'e>,
     event: &Event,
 ) -> Result<u64, sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO webhook_outbox (webhook_id, event_id, event_type, payload)
          SELECT id, $1, $2, $3 FROM webhooks WHERE enabled
          ON CONFLICT (webhook_id, event_id) DO NOTHING",
+        event.payload.id,
+        &event.payload.event_type,
+        event.body()
     )
-    .bind(event.payload.id)
-    .bind(&event.payload.event_type)
-    .bind(event.body())
     .execute(executor)
     .await
     .map(|r| r.rows_affected())
@@ -240,14 +240,14 @@ pub async fn enqueue_test(
     public_url: &str,
 ) -> Result<bool, sqlx::Error> {
     let event = Event::test(public_url);
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO webhook_outbox (webhook_id, event_id, event_type, payload)
          SELECT id, $2, $3, $4 FROM webhooks WHERE id = $1",
+        webhook_id,
+        event.payload.id,
+        &event.payload.event_type,
+        event.body()
     )
-    .bind(webhook_id)
-    .bind(event.payload.id)
-    .bind(&event.payload.event_type)
-    .bind(event.body())
     .execute(pool)
     .await
     .map(|r| r.rows_affected() == 1)
@@ -407,14 +407,15 @@ pub async fn create(
     let id = Uuid::new_v4();
     let secret = format!("whsec_{}", crate::crypto::generate_password());
     let sealed = key.seal(&secret_context(id), secret.as_bytes());
-    let created = sqlx::query_as(
+    let created = sqlx::query_as!(
+        Webhook,
         "INSERT INTO webhooks (id, name, url, secret_sealed) VALUES ($1, $2, $3, $4)
          RETURNING id, name, url, enabled, created_at",
+        id,
+        name,
+        url.as_str(),
+        sealed
     )
-    .bind(id)
-    .bind(name)
-    .bind(url.as_str())
-    .bind(sealed)
     .fetch_one(pool)
     .await
     .map_err(|e| match &e {
@@ -427,21 +428,26 @@ pub async fn create(
 }
 
 pub async fn list(pool: &PgPool) -> Result<Vec<Webhook>, sqlx::Error> {
-    sqlx::query_as("SELECT id, name, url, enabled, created_at FROM webhooks ORDER BY lower(name)")
-        .fetch_all(pool)
-        .await
+    sqlx::query_as!(
+        Webhook,
+        "SELECT id, name, url, enabled, created_at FROM webhooks ORDER BY lower(name)"
+    )
+    .fetch_all(pool)
+    .await
 }
 
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Webhook>, sqlx::Error> {
-    sqlx::query_as("SELECT id, name, url, enabled, created_at FROM webhooks WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as!(
+        Webhook,
+        "SELECT id, name, url, enabled, created_at FROM webhooks WHERE id = $1",
+        id
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 pub async fn delete(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query("DELETE FROM webhooks WHERE id = $1")
-        .bind(id)
+    sqlx::query!("DELETE FROM webhooks WHERE id = $1", id)
         .execute(pool)
         .await
         .map(|r| r.rows_affected() == 1)
@@ -467,12 +473,13 @@ pub async fn deliveries(
     webhook_id: Uuid,
     limit: i64,
 ) -> Result<Vec<Delivery>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Delivery,
         "SELECT event_id, event_type, at, duration_ms, status, response, error
            FROM webhook_deliveries WHERE webhook_id = $1 ORDER BY id DESC LIMIT $2",
+        webhook_id,
+        limit
     )
-    .bind(webhook_id)
-    .bind(limit)
     .fetch_all(pool)
     .await
 }
@@ -507,7 +514,8 @@ pub async fn claim_due(
     limit: i64,
     lease: std::time::Duration,
 ) -> Result<Vec<Due>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Due,
         "WITH due AS (
              SELECT o.id FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id
               WHERE o.state = 'pending' AND o.next_attempt_at <= now() AND w.enabled
@@ -520,9 +528,9 @@ pub async fn claim_due(
           WHERE o.id = due.id AND w.id = o.webhook_id
          RETURNING o.id AS outbox_id, o.webhook_id, o.event_id, o.event_type, o.payload,
                    o.attempts, o.created_at, w.url, w.secret_sealed",
+        limit,
+        lease.as_secs_f64()
     )
-    .bind(limit)
-    .bind(lease.as_secs_f64())
     .fetch_all(pool)
     .await
 }
@@ -560,7 +568,7 @@ pub async fn record(pool: &PgPool, due: &Due, answer: &Answer) -> Result<(), sql
         response.truncate(end);
     }
     let delivered = answer.succeeded();
-    sqlx::query(
+    sqlx::query!(
         "WITH logged AS (
              INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, duration_ms, status, response, error)
              VALUES ($1, $2, $3, $4, $5, $6, $7))
@@ -572,18 +580,18 @@ pub async fn record(pool: &PgPool, due: &Due, answer: &Answer) -> Result<(), sql
                 finished_at = CASE WHEN $8 OR created_at < now() - make_interval(hours => $10) THEN now() END,
                 next_attempt_at = now() + make_interval(secs => $9)
           WHERE id = $11",
+        due.webhook_id,
+        due.event_id,
+        &due.event_type,
+        answer.duration_ms,
+        answer.status.map(i32::from),
+        response,
+        answer.error.as_deref(),
+        delivered,
+        retry_after_seconds(due.attempts) as f64,
+        GIVE_UP_AFTER_HOURS as i32,
+        due.outbox_id
     )
-    .bind(due.webhook_id)
-    .bind(due.event_id)
-    .bind(&due.event_type)
-    .bind(answer.duration_ms)
-    .bind(answer.status.map(i32::from))
-    .bind(response)
-    .bind(&answer.error)
-    .bind(delivered)
-    .bind(retry_after_seconds(due.attempts) as f64)
-    .bind(GIVE_UP_AFTER_HOURS as i32)
-    .bind(due.outbox_id)
     .execute(pool)
     .await
     .map(drop)
