@@ -31,16 +31,18 @@ CREATE TABLE queue (
     lease_owner   text,
     -- Including the attempt a lease is for.
     attempt_count integer NOT NULL DEFAULT 0,
-    last_error    text
+    last_error    text,
+    -- The Graph draft an attempt left (the large-message path), deleted by the next.
+    graph_draft_id text
 );
 CREATE INDEX queue_waiting ON queue (tenant_id, due_at) WHERE lease_owner IS NULL;
 CREATE INDEX queue_leased ON queue (tenant_id, due_at) WHERE lease_owner IS NOT NULL;
 
-INSERT INTO queue (message_id, tenant_id, due_at, lease_owner, attempt_count, last_error)
+INSERT INTO queue (message_id, tenant_id, due_at, lease_owner, attempt_count, last_error, graph_draft_id)
 SELECT id, tenant_id,
        CASE WHEN state = 'delivering' THEN coalesce(lease_expires_at, now()) ELSE next_attempt_at END,
        CASE WHEN state = 'delivering' THEN coalesce(lease_owner, 'previous-version') END,
-       attempt_count, last_error
+       attempt_count, last_error, graph_draft_id
   FROM messages WHERE state IN ('queued', 'delivering');
 UPDATE messages SET state = 'queued' WHERE state = 'delivering';
 
@@ -49,7 +51,8 @@ DROP INDEX messages_leased;
 ALTER TABLE messages
     DROP COLUMN next_attempt_at,
     DROP COLUMN lease_owner,
-    DROP COLUMN lease_expires_at;
+    DROP COLUMN lease_expires_at,
+    DROP COLUMN graph_draft_id;
 
 -- A sealed body under about 8 KB stays in its row instead of being cut into TOAST
 -- chunks (written at commit, deleted at settlement: twice the work for nothing).

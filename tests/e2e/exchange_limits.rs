@@ -428,7 +428,7 @@ async fn a_failed_large_send_leaves_no_draft() {
     );
     assert_eq!(directory.drafts_in(&mailbox), 0, "no draft left behind");
     let recorded: Option<String> =
-        sqlx::query_scalar("SELECT graph_draft_id FROM messages WHERE id = $1")
+        sqlx::query_scalar("SELECT q.graph_draft_id FROM messages m LEFT JOIN queue q ON q.message_id = m.id WHERE m.id = $1")
             .bind(id)
             .fetch_one(app.pool())
             .await
@@ -470,7 +470,7 @@ async fn a_draft_that_could_not_be_deleted_is_deleted_by_the_next_attempt() {
         "the failed draft is still there"
     );
     let recorded: Option<String> =
-        sqlx::query_scalar("SELECT graph_draft_id FROM messages WHERE id = $1")
+        sqlx::query_scalar("SELECT q.graph_draft_id FROM messages m LEFT JOIN queue q ON q.message_id = m.id WHERE m.id = $1")
             .bind(id)
             .fetch_one(app.pool())
             .await
@@ -513,7 +513,7 @@ async fn a_draft_whose_creation_was_never_answered_is_swept_by_the_next_attempt(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let recorded: Option<String> =
-        sqlx::query_scalar("SELECT graph_draft_id FROM messages WHERE id = $1")
+        sqlx::query_scalar("SELECT q.graph_draft_id FROM messages m LEFT JOIN queue q ON q.message_id = m.id WHERE m.id = $1")
             .bind(id)
             .fetch_one(app.pool())
             .await

@@ -386,14 +386,15 @@ pub enum BodyError {
 /// The raw message as received (with our Received header), if still stored, opened
 /// with `key` (a body queued before bodies were sealed is returned as stored).
 pub async fn body(pool: &PgPool, key: &MasterKey, id: Uuid) -> Result<Option<Vec<u8>>, BodyError> {
-    let stored: Option<(Vec<u8>, bool)> =
-        sqlx::query_as("SELECT body, sealed FROM message_bodies WHERE message_id = $1")
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
+    let stored = sqlx::query!(
+        "SELECT body, sealed FROM message_bodies WHERE message_id = $1",
+        id
+    )
+    .fetch_optional(pool)
+    .await?;
     Ok(match stored {
-        Some((body, true)) => Some(key.open(&body_context(id), &body)?),
-        Some((body, false)) => Some(body),
+        Some(row) if row.sealed => Some(key.open(&body_context(id), &row.body)?),
+        Some(row) => Some(row.body),
         None => None,
     })
 }
@@ -471,33 +472,34 @@ pub async fn reseal_bodies(pool: &PgPool, key: &MasterKey, limit: i64) -> Result
     // The key id sits in the first bytes; bodies are stored uncompressed
     // (STORAGE EXTERNAL), so reading them does not fetch the whole body.
     let current = key.sealed_prefix();
-    let rows: Vec<(Uuid, Vec<u8>, bool)> = sqlx::query_as(
-        "SELECT message_id, body, sealed FROM message_bodies
-          WHERE NOT sealed OR substring(body FROM 1 FOR $1) <> $2
-          ORDER BY message_id LIMIT $3 FOR UPDATE SKIP LOCKED",
+    let rows = sqlx::query!(
+        r#"SELECT message_id, body, sealed FROM message_bodies
+            WHERE NOT sealed OR substring(body FROM 1 FOR $1) <> $2
+            ORDER BY message_id LIMIT $3 FOR UPDATE SKIP LOCKED"#,
+        current.len() as i32,
+        &current,
+        limit
     )
-    .bind(current.len() as i32)
-    .bind(&current)
-    .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
     let mut ids = Vec::with_capacity(rows.len());
     let mut bodies = Vec::with_capacity(rows.len());
-    for (id, body, sealed) in rows {
-        let plain = if sealed {
-            key.open(&body_context(id), &body)?
+    for row in rows {
+        let id = row.message_id;
+        let plain = if row.sealed {
+            key.open(&body_context(id), &row.body)?
         } else {
-            body
+            row.body
         };
         bodies.push(key.seal(&body_context(id), &plain));
         ids.push(id);
     }
-    sqlx::query(
+    sqlx::query!(
         "UPDATE message_bodies b SET body = n.body, sealed = true
            FROM unnest($1::uuid[], $2::bytea[]) AS n(id, body) WHERE b.message_id = n.id",
+        &ids,
+        &bodies
     )
-    .bind(&ids)
-    .bind(&bodies)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -592,8 +594,8 @@ pub async fn settle(
         Settlement::RetryAt(at) => ("queued", Some(at)),
         Settlement::Failed => ("failed", None),
     };
-    let settled: i64 = sqlx::query_scalar(
-        "WITH attempt AS (
+    let settled = sqlx::query_scalar!(
+        r#"WITH attempt AS (
              INSERT INTO delivery_attempts
                  (message_id, started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, diagnosis, mailbox, worker)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, lower($10), $11)),
@@ -618,23 +620,23 @@ pub async fn settle(
                FROM messages WHERE id = $1 AND $5 = 'accepted' AND $10 IS NOT NULL
              ON CONFLICT (mailbox, hour) DO UPDATE SET recipients = mailbox_usage.recipients + EXCLUDED.recipients)
          SELECT (SELECT count(*) FROM retried)
-                + (SELECT coalesce(sum(usage_count(id, $12)), 0) FROM logged)",
+                + (SELECT coalesce(sum(usage_count(id, $12)), 0) FROM logged) AS "settled!""#,
+        message_id,
+        attempt.started_at,
+        attempt.duration_ms,
+        attempt.method,
+        attempt.outcome.as_str(),
+        attempt.upstream_status,
+        attempt.upstream_code,
+        attempt.upstream_message,
+        attempt.diagnosis,
+        attempt.mailbox,
+        attempt.worker,
+        state,
+        next_attempt_at,
+        error,
+        owner
     )
-    .bind(message_id)
-    .bind(attempt.started_at)
-    .bind(attempt.duration_ms)
-    .bind(&attempt.method)
-    .bind(attempt.outcome)
-    .bind(attempt.upstream_status)
-    .bind(&attempt.upstream_code)
-    .bind(&attempt.upstream_message)
-    .bind(&attempt.diagnosis)
-    .bind(&attempt.mailbox)
-    .bind(&attempt.worker)
-    .bind(state)
-    .bind(next_attempt_at)
-    .bind(error)
-    .bind(owner)
     .fetch_one(pool)
     .await?;
     Ok(settled == 1)
@@ -659,13 +661,13 @@ pub async fn defer(
     owner: &str,
     until: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE queue SET due_at = $3, attempt_count = attempt_count - 1, lease_owner = NULL
           WHERE message_id = $1 AND lease_owner = $2",
+        message_id,
+        owner,
+        until
     )
-    .bind(message_id)
-    .bind(owner)
-    .bind(until)
     .execute(pool)
     .await
     .map(|r| r.rows_affected() == 1)
@@ -698,11 +700,13 @@ impl DeliveryAttempt {
 }
 
 pub async fn attempts(pool: &PgPool, id: Uuid) -> Result<Vec<DeliveryAttempt>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, diagnosis, mailbox, worker
-           FROM delivery_attempts WHERE message_id = $1 ORDER BY started_at, id",
+    sqlx::query_as!(
+        DeliveryAttempt,
+        r#"SELECT started_at, duration_ms, method, outcome AS "outcome: AttemptOutcome",
+                  upstream_status, upstream_code, upstream_message, diagnosis, mailbox, worker
+             FROM delivery_attempts WHERE message_id = $1 ORDER BY started_at, id"#,
+        id
     )
-    .bind(id)
     .fetch_all(pool)
     .await
 }
@@ -786,8 +790,7 @@ pub async fn per_customer(pool: &PgPool) -> Result<Vec<CustomerQueue>, sqlx::Err
 /// The Graph draft an attempt of message `id` recorded (the large-message path):
 /// deleted by the next attempt before it makes its own.
 pub async fn graph_draft(pool: &PgPool, id: Uuid) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT graph_draft_id FROM messages WHERE id = $1")
-        .bind(id)
+    sqlx::query_scalar!("SELECT graph_draft_id FROM queue WHERE message_id = $1", id)
         .fetch_optional(pool)
         .await
         .map(Option::flatten)
@@ -799,12 +802,14 @@ pub async fn set_graph_draft(
     id: Uuid,
     draft: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE messages SET graph_draft_id = $2 WHERE id = $1")
-        .bind(id)
-        .bind(draft)
-        .execute(pool)
-        .await
-        .map(drop)
+    sqlx::query!(
+        "UPDATE queue SET graph_draft_id = $2 WHERE message_id = $1",
+        id,
+        draft
+    )
+    .execute(pool)
+    .await
+    .map(drop)
 }
 
 /// Makes waiting message `id` due now, probes its customer's holds at once and
