@@ -382,10 +382,27 @@ impl BenchStack {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // CASCADE: every table that hangs off a message (attempts, bodies, bounces …).
-        sqlx::query("TRUNCATE messages, mailbox_usage, graph_usage CASCADE")
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        // The worker's statements lock those tables in their own order (a settlement
+        // writes the attempt before the message), so the truncation may be chosen as
+        // a deadlock's victim: then it is tried again.
+        let mut tries = 0;
+        loop {
+            match sqlx::query("TRUNCATE messages, mailbox_usage, graph_usage CASCADE")
+                .execute(&self.pool)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if tries < 5
+                        && e.as_database_error().and_then(|d| d.code()).as_deref()
+                            == Some("40P01") =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Waits until the messages received since `since` are all finished, checks that
