@@ -354,7 +354,7 @@ pub async fn lease_probes(
     let mut probes = Vec::with_capacity(holds.len());
     for hold in holds {
         let message: Option<LeasedMessage> = sqlx::query_as(concat!(
-            "UPDATE queue q
+            "WITH lease AS (UPDATE queue q
                 SET ",
             crate::queue_lease!("q", "$5", "$6"),
             "
@@ -367,11 +367,9 @@ pub async fn lease_probes(
             hold_applies!("h", "t", "$4", "$7"),
             "
                       ORDER BY w.due_at LIMIT 1
-                      FOR UPDATE OF w SKIP LOCKED) taken,
-                    messages m
-              WHERE q.message_id = taken.message_id AND m.id = q.message_id
-          RETURNING ",
-            crate::leased_message_columns!("q", "m", "taken")
+                      FOR UPDATE OF w SKIP LOCKED) taken
+              WHERE q.message_id = taken.message_id",
+            crate::lease_end!("taken", "", "")
         ))
         .bind(hold.scope)
         .bind(&hold.subject)
@@ -449,7 +447,7 @@ pub async fn lease_expired(
     limit: i64,
 ) -> Result<Vec<Expired>, sqlx::Error> {
     sqlx::query_as(concat!(
-        "UPDATE queue q
+        "WITH lease AS (UPDATE queue q
             SET ",
         crate::queue_lease!("q", "$1", "$2"),
         "
@@ -466,12 +464,13 @@ pub async fn lease_expired(
                   WHERE l.received_at < now() - make_interval(secs => $3)
                     AND (w.lease_owner IS NULL OR w.due_at < now())
                   ORDER BY l.received_at LIMIT $4
-                  FOR UPDATE OF w SKIP LOCKED) taken,
-                messages m
-          WHERE q.message_id = taken.message_id AND m.id = q.message_id
-      RETURNING ",
-        crate::leased_message_columns!("q", "m", "taken"),
-        ", taken.reason, taken.detail, taken.delivery_method AS method"
+                  FOR UPDATE OF w SKIP LOCKED) taken
+          WHERE q.message_id = taken.message_id",
+        crate::lease_end!(
+            "taken",
+            ", taken.reason, taken.detail, taken.delivery_method",
+            ", l.reason, l.detail, l.delivery_method AS method"
+        )
     ))
     .bind(owner)
     .bind(lease.as_secs_f64())

@@ -243,33 +243,25 @@ macro_rules! queue_lease {
     };
 }
 
-/// The RETURNING list of a lease as a [`LeasedMessage`]: queue row `$q`, its log row
-/// `$m`, and `$taken` the locked row's `recovered` (it was leased before).
+/// The end of a lease statement whose `UPDATE queue q … FROM (…) $taken` (the
+/// locked rows, with their `recovered`: leased before) is the CTE `lease`: closes
+/// it, and reads each leased message's log row by its key — a join of the update
+/// with `messages` let the planner scan the whole log — as [`LeasedMessage`]s, with
+/// `$extra_returning` carried from the update and `$extra_select` added to them.
 #[macro_export]
 #[doc(hidden)]
-macro_rules! leased_message_columns {
-    ($q:literal, $m:literal, $taken:literal) => {
+macro_rules! lease_end {
+    ($taken:literal, $extra_returning:literal, $extra_select:literal) => {
         concat!(
-            $m,
-            ".id, ",
-            $m,
-            ".tenant_id, ",
-            $m,
-            ".device_id, ",
-            $m,
-            ".kind, ",
-            $m,
-            ".subject, ",
-            $m,
-            ".mail_from, ",
-            $m,
-            ".rcpt_to, ",
-            $q,
-            ".attempt_count, ",
-            $m,
-            ".received_at, ",
+            " RETURNING q.message_id, q.attempt_count, ",
             $taken,
-            ".recovered"
+            ".recovered",
+            $extra_returning,
+            ")",
+            " SELECT m.id, m.tenant_id, m.device_id, m.kind, m.subject, m.mail_from, m.rcpt_to,",
+            " l.attempt_count, m.received_at, l.recovered",
+            $extra_select,
+            " FROM lease l CROSS JOIN LATERAL (SELECT * FROM messages WHERE id = l.message_id) m"
         )
     };
 }
@@ -321,7 +313,8 @@ pub async fn lease_due(
                   SELECT (SELECT n.tenant_id FROM queue n
                            WHERE n.lease_owner IS NOT NULL AND n.tenant_id > l.tenant_id
                            ORDER BY n.tenant_id LIMIT 1)
-                    FROM leased l WHERE l.tenant_id IS NOT NULL)
+                    FROM leased l WHERE l.tenant_id IS NOT NULL),
+              lease AS (
          UPDATE queue q
             SET ",
         crate::queue_lease!("q", "$1", "$3"),
@@ -357,11 +350,9 @@ pub async fn lease_due(
                         OR (lease_owner IS NOT NULL
                             AND (due_at < now() OR (lease_owner = $1 AND message_id <> ALL($6)))))
                  LIMIT $2
-                 FOR UPDATE SKIP LOCKED) taken,
-                messages m
-          WHERE q.message_id = taken.message_id AND m.id = q.message_id
-         RETURNING ",
-        crate::leased_message_columns!("q", "m", "taken")
+                 FOR UPDATE SKIP LOCKED) taken
+          WHERE q.message_id = taken.message_id",
+        crate::lease_end!("taken", "", "")
     ))
     .bind(owner)
     .bind(limit)
