@@ -183,6 +183,9 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long Postfix may take to deliver what it still holds after a run.
+const POSTFIX_DRAIN: Duration = Duration::from_secs(600);
+
 /// 1: new connection per message, no TLS, port-25 style allow-listed device;
 /// `smtp-source -s 20 -m N -l 10240` against smtp-sink, Postfix and mailbridge.
 async fn accept_rate(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> anyhow::Result<()> {
@@ -191,6 +194,7 @@ async fn accept_rate(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> 
     let (from, to) = (stack.relay_sender.as_str(), stack.relay_recipient.as_str());
     let (mut ceiling, mut reference, mut ours) = (Vec::new(), Vec::new(), Vec::new());
     let (mut reference_held, mut ours_held) = (Vec::new(), Vec::new());
+    let mut postfix_backlog = Vec::new();
     for _ in 0..sizes.rounds {
         let n = sizes.accept_messages;
         let sink_addr = sink.addr;
@@ -207,6 +211,11 @@ async fn accept_rate(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> 
             })
             .await??,
         );
+        // Each side is measured with the other quiet: Postfix's backlog is delivered
+        // first (it competed for the CPU with mailbridge's measurement before), as
+        // mailbridge's is removed by `reset_queue` before Postfix's next run.
+        postfix_backlog.push(postfix.queued());
+        postfix.drain(POSTFIX_DRAIN)?;
         let relay = stack.relay_addr;
         let (f, t) = (from.to_owned(), to.to_owned());
         ours.push(
@@ -223,6 +232,7 @@ async fn accept_rate(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> 
             .await??,
         );
         postfix.hold_deliveries(false)?;
+        postfix.drain(POSTFIX_DRAIN)?;
         stack.hold_deliveries(true)?;
         let (f, t) = (from.to_owned(), to.to_owned());
         let held =
@@ -238,7 +248,7 @@ async fn accept_rate(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> 
         median(&mut reference),
         median(&mut ours),
     );
-    let postfix_backlog = postfix.queued();
+    let postfix_backlog = postfix_backlog.iter().max().copied().unwrap_or(0);
     report.row(
         "1",
         "smtp-source → smtp-sink (loopback ceiling), msg/s",
@@ -249,7 +259,7 @@ async fn accept_rate(stack: &BenchStack, sizes: &Sizes, report: &mut Report) -> 
         "1",
         "smtp-source → Postfix (disk queue), accepted msg/s",
         format!("{reference:.0}"),
-        format!("{postfix_backlog} still queued"),
+        format!("{postfix_backlog} still queued at its end (delivered before the next run)"),
     );
     report.row(
         "1",
