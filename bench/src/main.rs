@@ -173,8 +173,10 @@ async fn main() -> anyhow::Result<()> {
         }
         if args.statements {
             println!("  PostgreSQL's time in scenario {scenario}, by statement:");
-            for (calls, total, mean, query) in stack.top_statements(12).await? {
-                println!("    {calls:>8} calls {total:>10.0} ms (mean {mean:.3} ms)  {query}");
+            for (calls, total, mean, plan, query) in stack.top_statements(12).await? {
+                println!(
+                    "    {calls:>8} calls {total:>10.0} ms (mean {mean:.3} ms, planning {plan:.3} ms)  {query}"
+                );
             }
         }
     }

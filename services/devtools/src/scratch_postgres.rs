@@ -174,7 +174,9 @@ impl ScratchPostgres {
             ])
             .args(["-c", "shared_buffers=128MB"]);
         if self.options.statement_statistics {
-            postgres.args(["-c", "shared_preload_libraries=pg_stat_statements"]);
+            postgres
+                .args(["-c", "shared_preload_libraries=pg_stat_statements"])
+                .args(["-c", "pg_stat_statements.track_planning=on"]);
         }
         postgres
             .current_dir(&dir)
