@@ -417,11 +417,13 @@ impl BenchStack {
         timeout: Duration,
     ) -> anyhow::Result<Duration> {
         let deadline = Instant::now() + timeout;
-        // Whether any is still queued: stops at the first one found, where a count
-        // of thousands queued cost PostgreSQL ~20 ms a poll.
+        // Whether any is still queued: walks the queue (the lateral keeps the
+        // planner from starting at the log's newest messages) and stops at the first
+        // one found, where a count of thousands queued cost PostgreSQL ~20 ms a poll.
         macro_rules! pending {
             () => {
-                "FROM queue q JOIN messages m ON m.id = q.message_id WHERE m.received_at >= $1"
+                "FROM queue q CROSS JOIN LATERAL
+                      (SELECT 1 FROM messages m WHERE m.id = q.message_id AND m.received_at >= $1 OFFSET 0) m"
             };
         }
         loop {
