@@ -148,7 +148,9 @@ async fn daily_work(words: &Words, width: u32) {
         .await
         .unwrap();
     click(&browser, "#accept").await;
-    element(&browser, "main").await;
+    // Back on the customer's page after Entra's redirect (the simulator's page
+    // has a `main` too).
+    element(&browser, "#consent-state").await;
     steps.check("consent done", None).await;
     browser
         .goto(&format!("{base}{customer_path}"))
