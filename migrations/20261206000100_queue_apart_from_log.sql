@@ -24,6 +24,11 @@
 -- shows errors on the message pages until it is replaced.
 SET LOCAL lock_timeout = '5s';
 
+-- No lease or settlement of the previous version between the copy below and the
+-- change of the log's states (the new table's foreign key would also take this
+-- lock; taken here so that the copy does not depend on it).
+LOCK TABLE messages IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE queue (
     message_id    uuid PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
     tenant_id     uuid NOT NULL,

@@ -714,6 +714,11 @@ pub async fn wake_workers(pool: &PgPool, reason: &str) -> Result<(), sqlx::Error
 /// the workers; returns how many. The edge writes both in one statement and
 /// settlement removes both in one, so only an edge of the previous version (during
 /// the rollout that moved the queue apart from the log) leaves such rows.
+///
+/// The log rows are locked (`FOR UPDATE`): when another worker adopted one after
+/// this statement's snapshot and it was delivered and settled before this reaches
+/// it, PostgreSQL re-checks the settled row's state and skips it — without the lock
+/// it would be queued, and delivered, a second time.
 pub async fn adopt_orphans(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let adopted = sqlx::query_scalar!(
         r#"WITH adopted AS (
@@ -721,6 +726,7 @@ pub async fn adopt_orphans(pool: &PgPool) -> Result<u64, sqlx::Error> {
                SELECT m.id, m.tenant_id FROM messages m
                 WHERE m.state = 'queued'
                   AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id)
+                  FOR UPDATE OF m
                ON CONFLICT (message_id) DO NOTHING
                RETURNING tenant_id)
            SELECT count(*) AS "adopted!"

@@ -622,12 +622,22 @@ pub async fn bind_entra_tenant(
     Ok(bound.rows_affected() == 1)
 }
 
-/// Deletes a customer with its devices and messages.
+/// Deletes a customer with its devices and messages. Its queue rows go first, in
+/// the same transaction: the cascade from the customer would lock log rows before
+/// their queue rows, the reverse of settlement's order, and deadlock with a
+/// delivery settling at that moment.
 pub async fn delete(pool: &PgPool, tenant_id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query!("DELETE FROM tenants WHERE id = $1", tenant_id)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected() == 1)
+    let mut transaction = pool.begin().await?;
+    sqlx::query!("DELETE FROM queue WHERE tenant_id = $1", tenant_id)
+        .execute(&mut *transaction)
+        .await?;
+    let deleted = sqlx::query!("DELETE FROM tenants WHERE id = $1", tenant_id)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected()
+        == 1;
+    transaction.commit().await?;
+    Ok(deleted)
 }
 
 #[cfg(test)]
