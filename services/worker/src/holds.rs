@@ -105,20 +105,28 @@ pub async fn probe_loop(worker: Arc<Worker>, shutdown: CancellationToken) {
     let mut expiry_due = tokio::time::Instant::now();
     loop {
         let app = worker.msp_identity();
-        match holds::lease_probes(
+        // Leased and entered as in flight under the worker's leasing lock (see
+        // `Worker::leasing`).
+        let leasing = worker.leasing.lock().await;
+        let probes = holds::lease_probes(
             &worker.pool,
             &worker.identity,
             lease,
             app.as_ref(),
             PROBES_PER_ROUND,
         )
-        .await
-        {
+        .await;
+        if let Ok(probes) = &probes {
+            worker
+                .in_flight()
+                .extend(probes.iter().map(|p| p.message.id));
+        }
+        drop(leasing);
+        match probes {
             Ok(probes) => {
                 for probe in probes {
                     tracing::info!(scope = probe.hold.scope.as_str(), subject = %probe.hold.subject, queue_id = %probe.message.id, "probing a hold");
                     let worker = worker.clone();
-                    worker.in_flight().insert(probe.message.id);
                     tokio::spawn(async move {
                         let id = probe.message.id;
                         worker.deliver(probe.message, Some(probe.hold)).await;
@@ -130,7 +138,8 @@ pub async fn probe_loop(worker: Arc<Worker>, shutdown: CancellationToken) {
         }
         if tokio::time::Instant::now() >= expiry_due {
             expiry_due = tokio::time::Instant::now() + EXPIRY_TICK;
-            match holds::lease_expired(
+            let leasing = worker.leasing.lock().await;
+            let expired = holds::lease_expired(
                 &worker.pool,
                 &worker.identity,
                 lease,
@@ -138,11 +147,19 @@ pub async fn probe_loop(worker: Arc<Worker>, shutdown: CancellationToken) {
                 app.as_ref(),
                 EXPIRED_PER_ROUND,
             )
-            .await
-            {
+            .await;
+            if let Ok(expired) = &expired {
+                worker
+                    .in_flight()
+                    .extend(expired.iter().map(|e| e.message.id));
+            }
+            drop(leasing);
+            match expired {
                 Ok(expired) => {
                     for held in expired {
+                        let id = held.message.id;
                         worker.give_up_held(held).await;
+                        worker.in_flight().remove(&id);
                     }
                 }
                 Err(e) => {

@@ -83,6 +83,7 @@ impl Worker {
             }
             let wanted = batch.len();
             let lease = Duration::from_secs(self.settings.worker.lease_seconds);
+            let leasing = self.leasing.lock().await;
             let in_flight: Vec<_> = self.in_flight().iter().copied().collect();
             let leased = match queue::lease_due(
                 &self.pool,
@@ -96,6 +97,7 @@ impl Worker {
             {
                 Ok(leased) => leased,
                 Err(e) => {
+                    drop(leasing);
                     tracing::warn!(error = %e, "cannot lease messages: database unavailable");
                     drop(batch);
                     tokio::select! {
@@ -106,9 +108,10 @@ impl Worker {
             };
             let got = leased.len();
             busy = got > 0;
+            self.in_flight().extend(leased.iter().map(|m| m.id));
+            drop(leasing);
             for (message, permit) in leased.into_iter().zip(batch.drain(..)) {
                 let (worker, finished) = (self.clone(), finished.clone());
-                self.in_flight().insert(message.id);
                 tokio::spawn(async move {
                     let id = message.id;
                     worker.deliver(message, None).await;
