@@ -216,7 +216,9 @@ async fn worker_between_accept_and_record(
     workers: &Workers,
     answer_delay: Duration,
 ) -> (u32, Vec<Uuid>) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Generous: on a machine busy with other tests the first deliveries can take
+    // long to begin; what is asserted is that the moment comes, not how soon.
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let recent: Vec<Uuid> = app
             .stack
@@ -250,10 +252,24 @@ async fn worker_between_accept_and_record(
                 .collect();
             return (pid, victims);
         }
-        assert!(
-            Instant::now() < deadline,
-            "no delivery between Microsoft's acceptance and its record within 60 s"
-        );
+        if Instant::now() > deadline {
+            let (queued, leased, owners): (i64, i64, Vec<String>) = sqlx::query_as(
+                "SELECT count(*), count(lease_owner),
+                        coalesce(array_agg(DISTINCT lease_owner) FILTER (WHERE lease_owner IS NOT NULL), '{}')
+                   FROM queue",
+            )
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+            panic!(
+                "no delivery between Microsoft's acceptance and its record within 120 s: \
+                 Microsoft has {} messages ({} in the last {:?}), the queue {queued} ({leased} \
+                 leased, by {owners:?}), live workers {pids:?}",
+                app.stack.simulator.directory.delivered().len(),
+                recent.len(),
+                answer_delay / 2,
+            );
+        }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
