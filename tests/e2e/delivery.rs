@@ -126,6 +126,79 @@ async fn a_message_logged_without_a_queue_row_is_adopted_and_delivered() {
     );
 }
 
+/// Two workers adopt at once: while one worker's adoption (with the delivery and
+/// settlement that follow, here one transaction) is not yet committed, the other's
+/// statement has already seen the message without a queue row. Once the first
+/// commits, the second must see the message settled — not queue it a second time.
+#[tokio::test]
+async fn a_message_settled_during_another_adoption_is_not_queued_again() {
+    let app = TestApp::spawn_without_worker().await;
+    let tenant = app.add_tenant("Praxis Zwei Worker").await;
+    let device = app.add_device(&tenant, "Scanner").await;
+    submit(
+        &app,
+        &tenant,
+        &device.device.username,
+        &device.password,
+        "arzt@klinik.example",
+        "adopted twice?",
+    )
+    .await;
+    let id = app.message_ids().await[0];
+    sqlx::query("DELETE FROM queue WHERE message_id = $1")
+        .bind(id)
+        .execute(app.pool())
+        .await
+        .unwrap();
+
+    // The first worker: adopted, delivered and settled, not yet committed.
+    let mut first = app.pool().begin().await.unwrap();
+    for statement in [
+        "INSERT INTO queue (message_id, tenant_id) SELECT id, tenant_id FROM messages WHERE id = $1",
+        "UPDATE messages SET state = 'accepted', finished_at = now() WHERE id = $1",
+        "DELETE FROM queue WHERE message_id = $1",
+    ] {
+        sqlx::query(statement)
+            .bind(id)
+            .execute(&mut *first)
+            .await
+            .unwrap();
+    }
+    // The second worker's adoption starts now and waits for the first.
+    let pool = app.pool().clone();
+    let second = tokio::spawn(async move { queue::adopt_orphans(&pool).await.unwrap() });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                             WHERE wait_event_type = 'Lock' AND query LIKE '%adopted%')",
+        )
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+        if waiting {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second adoption never waited for the first"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.commit().await.unwrap();
+    assert_eq!(
+        second.await.unwrap(),
+        0,
+        "the settled message is not adopted"
+    );
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM queue WHERE message_id = $1")
+        .bind(id)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(queued, 0);
+}
+
 #[tokio::test]
 async fn a_token_is_fetched_once_per_tenant_and_reused() {
     let app = TestApp::spawn().await;

@@ -105,24 +105,19 @@ pub async fn probe_loop(worker: Arc<Worker>, shutdown: CancellationToken) {
     let mut expiry_due = tokio::time::Instant::now();
     loop {
         let app = worker.msp_identity();
-        // Leased and entered as in flight under the worker's leasing lock (see
-        // `Worker::leasing`).
-        let leasing = worker.leasing.lock().await;
-        let probes = holds::lease_probes(
-            &worker.pool,
-            &worker.identity,
-            lease,
-            app.as_ref(),
-            PROBES_PER_ROUND,
-        )
-        .await;
-        if let Ok(probes) = &probes {
-            worker
-                .in_flight()
-                .extend(probes.iter().map(|p| p.message.id));
-        }
-        drop(leasing);
-        match probes {
+        let probes = worker.take_leases(
+            |_| {
+                holds::lease_probes(
+                    &worker.pool,
+                    &worker.identity,
+                    lease,
+                    app.as_ref(),
+                    PROBES_PER_ROUND,
+                )
+            },
+            |p| p.message.id,
+        );
+        match probes.await {
             Ok(probes) => {
                 for probe in probes {
                     tracing::info!(scope = probe.hold.scope.as_str(), subject = %probe.hold.subject, queue_id = %probe.message.id, "probing a hold");
@@ -138,23 +133,20 @@ pub async fn probe_loop(worker: Arc<Worker>, shutdown: CancellationToken) {
         }
         if tokio::time::Instant::now() >= expiry_due {
             expiry_due = tokio::time::Instant::now() + EXPIRY_TICK;
-            let leasing = worker.leasing.lock().await;
-            let expired = holds::lease_expired(
-                &worker.pool,
-                &worker.identity,
-                lease,
-                max_age,
-                app.as_ref(),
-                EXPIRED_PER_ROUND,
-            )
-            .await;
-            if let Ok(expired) = &expired {
-                worker
-                    .in_flight()
-                    .extend(expired.iter().map(|e| e.message.id));
-            }
-            drop(leasing);
-            match expired {
+            let expired = worker.take_leases(
+                |_| {
+                    holds::lease_expired(
+                        &worker.pool,
+                        &worker.identity,
+                        lease,
+                        max_age,
+                        app.as_ref(),
+                        EXPIRED_PER_ROUND,
+                    )
+                },
+                |e| e.message.id,
+            );
+            match expired.await {
                 Ok(expired) => {
                     for held in expired {
                         let id = held.message.id;

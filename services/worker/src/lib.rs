@@ -56,10 +56,8 @@ pub struct Worker {
     /// The messages this worker is delivering now; any other lease in its name is
     /// an orphan (see [`queue::lease_due`]).
     in_flight: Mutex<HashSet<uuid::Uuid>>,
-    /// Held while this worker takes leases and enters them into `in_flight`: the
-    /// delivery loop and the hold probes lease in separate tasks, and a lease the
-    /// one took but had not yet entered would look orphaned to the other, which
-    /// would take it again and deliver the message twice.
+    /// Held while this worker takes leases and enters them into `in_flight`
+    /// (see `Worker::take_leases`).
     leasing: tokio::sync::Mutex<()>,
 }
 

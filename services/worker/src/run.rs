@@ -83,21 +83,18 @@ impl Worker {
             }
             let wanted = batch.len();
             let lease = Duration::from_secs(self.settings.worker.lease_seconds);
-            let leasing = self.leasing.lock().await;
-            let in_flight: Vec<_> = self.in_flight().iter().copied().collect();
-            let leased = match queue::lease_due(
-                &self.pool,
-                &self.identity,
-                wanted as i64,
-                lease,
-                &in_flight,
-                self.msp_identity().as_ref(),
-            )
-            .await
-            {
+            let app = self.msp_identity();
+            let (pool, identity) = (&self.pool, self.identity.as_str());
+            let leased = self.take_leases(
+                |in_flight| async move {
+                    let app = app.as_ref();
+                    queue::lease_due(pool, identity, wanted as i64, lease, &in_flight, app).await
+                },
+                |m| m.id,
+            );
+            let leased = match leased.await {
                 Ok(leased) => leased,
                 Err(e) => {
-                    drop(leasing);
                     tracing::warn!(error = %e, "cannot lease messages: database unavailable");
                     drop(batch);
                     tokio::select! {
@@ -108,8 +105,6 @@ impl Worker {
             };
             let got = leased.len();
             busy = got > 0;
-            self.in_flight().extend(leased.iter().map(|m| m.id));
-            drop(leasing);
             for (message, permit) in leased.into_iter().zip(batch.drain(..)) {
                 let (worker, finished) = (self.clone(), finished.clone());
                 tokio::spawn(async move {
@@ -149,6 +144,22 @@ impl Worker {
         let _ = presence.await;
     }
 
+    /// Takes leases with `lease` (given the messages this worker has in flight)
+    /// and enters them as in flight, under the worker's leasing lock: the delivery
+    /// loop and the hold probes lease in separate tasks, and a lease the one took
+    /// but had not yet entered would look orphaned to the other (`queue::lease_due`
+    /// takes back its own leases that are not in flight) and be delivered twice.
+    pub(crate) async fn take_leases<T, E, Fut>(
+        &self,
+        lease: impl FnOnce(Vec<uuid::Uuid>) -> Fut,
+        id: impl Fn(&T) -> uuid::Uuid,
+    ) -> Result<Vec<T>, E>
+    where
+        Fut: std::future::Future<Output = Result<Vec<T>, E>>,
+    {
+        take_leases(&self.leasing, &self.in_flight, lease, id).await
+    }
+
     pub(crate) fn in_flight(&self) -> MutexGuard<'_, HashSet<uuid::Uuid>> {
         self.in_flight
             .lock()
@@ -173,5 +184,64 @@ async fn wait_for_notification(listener: &mut Option<PgListener>) -> Result<(), 
             Ok(())
         }
         None => std::future::pending().await,
+    }
+}
+
+/// [`Worker::take_leases`] on the lock and set it is given.
+async fn take_leases<T, E, Fut>(
+    leasing: &tokio::sync::Mutex<()>,
+    in_flight: &std::sync::Mutex<HashSet<uuid::Uuid>>,
+    lease: impl FnOnce(Vec<uuid::Uuid>) -> Fut,
+    id: impl Fn(&T) -> uuid::Uuid,
+) -> Result<Vec<T>, E>
+where
+    Fut: std::future::Future<Output = Result<Vec<T>, E>>,
+{
+    let entered = || in_flight.lock().unwrap_or_else(|p| p.into_inner());
+    let _leasing = leasing.lock().await;
+    let known: Vec<_> = entered().iter().copied().collect();
+    let leased = lease(known).await?;
+    entered().extend(leased.iter().map(id));
+    Ok(leased)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lease one task has taken but not yet entered as in flight is never
+    /// hidden from another task leasing at that moment.
+    #[tokio::test]
+    async fn a_second_lease_sees_what_the_first_took() {
+        let leasing = tokio::sync::Mutex::new(());
+        let in_flight = std::sync::Mutex::new(HashSet::new());
+        let taken = uuid::Uuid::new_v4();
+        let (database_answers, answer) = tokio::sync::oneshot::channel::<()>();
+        let first = take_leases(
+            &leasing,
+            &in_flight,
+            |_| async move {
+                answer.await.unwrap();
+                Ok::<_, ()>(vec![taken])
+            },
+            |id| *id,
+        );
+        let second = take_leases(
+            &leasing,
+            &in_flight,
+            |known| async move { Ok::<_, ()>(known) },
+            |id| *id,
+        );
+        let answered = async {
+            tokio::task::yield_now().await;
+            database_answers.send(()).unwrap();
+        };
+        let (first, second, ()) = tokio::join!(first, second, answered);
+        assert_eq!(first.unwrap(), vec![taken]);
+        assert_eq!(
+            second.unwrap(),
+            vec![taken],
+            "the second lease knew the first's"
+        );
     }
 }
