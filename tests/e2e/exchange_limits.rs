@@ -542,3 +542,71 @@ async fn a_draft_whose_creation_was_never_answered_is_swept_by_the_next_attempt(
         .count();
     assert_eq!(deletes, 1, "the orphan was deleted once");
 }
+
+#[tokio::test]
+async fn a_worker_whose_lease_passed_to_another_does_not_go_on_with_its_draft() {
+    let app = TestApp::spawn().await;
+    let tenant = large_message_customer(&app, "Praxis Entwurf Übernommen").await;
+    let mailbox = tenant.tenant.sender_mailbox.to_ascii_lowercase();
+    let directory = &app.stack.simulator.directory;
+    // Graph takes a while to answer the draft's creation; meanwhile the lease
+    // passes to another worker (as when this one hung past its expiry).
+    directory.inject_fault(Fault {
+        endpoint: Endpoint::GraphDraft,
+        tenant: None,
+        mailbox: Some(mailbox.clone()),
+        effect: Effect::AcceptThenDelay { seconds: 3 },
+        times: Some(1),
+    });
+    let id = queue_large(&app, &tenant, "uebernommen@klinik.example").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while directory.drafts_in(&mailbox) == 0 {
+        assert!(Instant::now() < deadline, "Graph made no draft");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let taken = sqlx::query(
+        "UPDATE queue SET lease_owner = 'another-worker', due_at = now() + interval '1 hour'
+          WHERE message_id = $1 AND lease_owner IS NOT NULL",
+    )
+    .bind(id)
+    .execute(app.pool())
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(
+        taken, 1,
+        "the message was leased while Graph made its draft"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queue::attempts(app.pool(), id).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no attempt recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        directory.inbox("uebernommen@klinik.example").is_empty(),
+        "the worker that lost its lease sent the message"
+    );
+    assert_eq!(directory.drafts_in(&mailbox), 0, "its draft was deleted");
+    let recorded: Option<String> =
+        sqlx::query_scalar("SELECT graph_draft_id FROM queue WHERE message_id = $1")
+            .bind(id)
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        recorded, None,
+        "nothing recorded on the other worker's lease"
+    );
+    // The lease's new holder is gone too: the message is due again and sent once.
+    sqlx::query("UPDATE queue SET lease_owner = NULL, due_at = now() WHERE message_id = $1")
+        .bind(id)
+        .execute(app.pool())
+        .await
+        .unwrap();
+    queue::wake_workers(app.pool(), "test").await.unwrap();
+    let inbox = app.wait_for_inbox("uebernommen@klinik.example", 1).await;
+    assert_eq!(inbox.len(), 1);
+    app.wait_for_message(id, |s| s.state.as_str() == "accepted")
+        .await;
+    assert_eq!(directory.inbox("uebernommen@klinik.example").len(), 1);
+}

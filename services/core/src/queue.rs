@@ -793,20 +793,24 @@ pub async fn graph_draft(pool: &PgPool, id: Uuid) -> Result<Option<String>, sqlx
         .map(Option::flatten)
 }
 
-/// Records message `id`'s Graph draft (`None`: it has none any more).
+/// Records message `id`'s Graph draft (`None`: it has none any more), if `owner`
+/// still holds its lease. Whether it did: a worker whose lease passed to another
+/// must not go on with the draft (the other worker delivers the message).
 pub async fn set_graph_draft(
     pool: &PgPool,
     id: Uuid,
+    owner: &str,
     draft: Option<&str>,
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     sqlx::query!(
-        "UPDATE queue SET graph_draft_id = $2 WHERE message_id = $1",
+        "UPDATE queue SET graph_draft_id = $3 WHERE message_id = $1 AND lease_owner = $2",
         id,
+        owner,
         draft
     )
     .execute(pool)
     .await
-    .map(drop)
+    .map(|done| done.rows_affected() == 1)
 }
 
 /// Makes waiting message `id` due now, probes its customer's holds at once and

@@ -39,7 +39,9 @@ pub trait DraftLedger: Sync {
     /// The draft an earlier attempt recorded, if any.
     fn recorded(&self) -> impl Future<Output = Result<Option<String>, LedgerError>> + Send;
 
-    /// Records `draft` (or that there is none).
+    /// Records `draft` (or that there is none); fails when this attempt may not go
+    /// on (its worker's lease passed to another), and a draft it could not record
+    /// is deleted and not sent.
     fn record(&self, draft: Option<&str>) -> impl Future<Output = Result<(), LedgerError>> + Send;
 }
 

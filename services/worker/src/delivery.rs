@@ -181,6 +181,7 @@ impl Worker {
                 let ledger = Drafts {
                     pool: &self.pool,
                     message_id: message.id,
+                    owner: &self.identity,
                 };
                 // Only the JSON form can leave Sent Items out; it must fit one request.
                 let unsaved = (!tenant.save_to_sent_items)
@@ -334,10 +335,12 @@ impl Worker {
     }
 }
 
-/// Where a large message's Graph draft is recorded: on the queued message.
+/// Where a large message's Graph draft is recorded: on the queued message, while
+/// this worker (`owner`) holds its lease.
 struct Drafts<'a> {
     pool: &'a PgPool,
     message_id: uuid::Uuid,
+    owner: &'a str,
 }
 
 impl graph_large::DraftLedger for Drafts<'_> {
@@ -350,7 +353,11 @@ impl graph_large::DraftLedger for Drafts<'_> {
     }
 
     async fn record(&self, draft: Option<&str>) -> Result<(), graph_large::LedgerError> {
-        Ok(queue::set_graph_draft(self.pool, self.message_id, draft).await?)
+        if queue::set_graph_draft(self.pool, self.message_id, self.owner, draft).await? {
+            Ok(())
+        } else {
+            Err("the lease on this message passed to another worker".into())
+        }
     }
 }
 
