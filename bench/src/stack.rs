@@ -144,7 +144,7 @@ impl BenchStack {
                 Some(&key),
                 NewTenant {
                     name: format!("Praxis {n}"),
-                    entra_tenant_id: Some(entra),
+                    entra_tenant_id: Some(entra.into()),
                     sender_mailbox: mailbox.clone(),
                     delivery_method: DeliveryMethod::Graph,
                     own_app: None,

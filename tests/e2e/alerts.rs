@@ -218,7 +218,7 @@ async fn a_refused_token_and_a_waiting_queue_alert_by_mail_and_resolve_after_con
     let entra = tenant.tenant.entra_tenant_id.unwrap();
     let subject = tenant.tenant.id.to_string();
     let directory = &app.stack.simulator.directory;
-    directory.revoke_consent(entra, &app.stack.client_id);
+    directory.revoke_consent(entra.as_uuid(), &app.stack.client_id);
     send(&app, &tenant, "Scanner", "befund@klinik.example").await;
 
     let token = wait_alert(&app, "customer_token", &subject, Alert::is_open).await;
@@ -264,7 +264,7 @@ async fn a_refused_token_and_a_waiting_queue_alert_by_mail_and_resolve_after_con
     // The admin consents again and the hold is probed: the messages go, and both
     // alerts resolve (and say so by mail).
     directory.consent(
-        entra,
+        entra.as_uuid(),
         &app.stack.client_id,
         &[mailbridge_m365_sim::ROLE_MAIL_SEND],
     );
@@ -294,7 +294,7 @@ async fn refusals_and_the_bounce_rate_open_update_and_resolve() {
     let subject = tenant.tenant.id.to_string();
     let refuse = |times| Fault {
         endpoint: Endpoint::GraphSend,
-        tenant: tenant.tenant.entra_tenant_id,
+        tenant: tenant.tenant.entra_tenant_id.map(|e| e.as_uuid()),
         mailbox: None,
         effect: Effect::Http {
             status: 404,

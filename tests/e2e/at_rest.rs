@@ -85,7 +85,7 @@ async fn queued_bodies_are_sealed_and_a_rotated_key_delivers_them_all() {
         Some(app.master_key()),
         tenants::NewTenant {
             name: "Praxis Eigene App".into(),
-            entra_tenant_id: Some(uuid::Uuid::new_v4()),
+            entra_tenant_id: Some(uuid::Uuid::new_v4().into()),
             sender_mailbox: "scan@eigene-app.example".into(),
             delivery_method: tenants::DeliveryMethod::Graph,
             own_app: Some(tenants::OwnApp {

@@ -27,7 +27,7 @@ async fn customer(app: &TestApp, name: &str) -> (TestTenant, String) {
     let entra = tenant.tenant.entra_tenant_id.expect("connected");
     let directory = &app.stack.simulator.directory;
     directory.consent(
-        entra,
+        entra.as_uuid(),
         &app.stack.client_id,
         &[ROLE_MAIL_SEND, ROLE_MAIL_READ_WRITE],
     );
@@ -39,7 +39,7 @@ async fn customer(app: &TestApp, name: &str) -> (TestTenant, String) {
         .1
         .to_owned();
     let colleague = format!("arzt@{domain}");
-    directory.add_tenant(entra, &[&colleague]);
+    directory.add_tenant(entra.as_uuid(), &[&colleague]);
     sqlx::query("UPDATE tenants SET notification_address = $2 WHERE id = $1")
         .bind(tenant.tenant.id)
         .bind(REPORTS_TO)

@@ -560,7 +560,7 @@ async fn upstream_faults_converge_without_a_thundering_herd() {
     let tenants = [&token_down, &throttled, &flaky, &refused];
     let devices = fleet(&app, &tenants, 1 + scale).await;
     let directory = &app.stack.simulator.directory;
-    let entra = |t: &crate::harness::TestTenant| t.tenant.entra_tenant_id;
+    let entra = |t: &crate::harness::TestTenant| t.tenant.entra_tenant_id.map(|e| e.as_uuid());
     let http = |status: u16, code: &str, retry_after: Option<u64>| Effect::Http {
         status,
         code: code.into(),

@@ -415,7 +415,7 @@ async fn two_workers_never_work_one_check_and_a_dead_workers_claim_expires() {
             )),
         );
         directory
-            .answer_admin_consent(&url, ConsentDecision::Accept, Some(entra))
+            .answer_admin_consent(&url, ConsentDecision::Accept, Some(entra.as_uuid()))
             .unwrap();
         let check = consent_checks::record(app.pool(), tenant.id, entra, "consent-link", None)
             .await

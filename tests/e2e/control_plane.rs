@@ -502,7 +502,7 @@ async fn admin_consent_connects_a_customer_only_after_a_real_token_request() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(tenant.entra_tenant_id, Some(entra));
+    assert_eq!(tenant.entra_tenant_id, Some(entra.into()));
 
     // A consent started by one member of staff cannot be finished by another.
     let mut tim = StaffClient::sign_in_as(&app, "tim.technik@msp.example", "readonly").await;

@@ -258,10 +258,7 @@ async fn a_token_is_fetched_once_per_tenant_and_reused() {
         praxis_mail[0].token_id, labor_mail[0].token_id,
         "each tenant has its own token"
     );
-    assert_eq!(
-        labor_mail[0].tenant_id,
-        labor.tenant.entra_tenant_id.expect("connected")
-    );
+    assert_eq!(labor_mail[0].tenant_id, labor.entra());
 }
 
 #[tokio::test]
@@ -333,10 +330,10 @@ async fn send_as_denied_fails_the_message_and_reports_it_in_both_languages() {
     tenants::set_notification_address(app.pool(), tenant.tenant.id, Some("it@msp.example"))
         .await
         .unwrap();
-    app.stack.simulator.directory.add_tenant(
-        tenant.tenant.entra_tenant_id.expect("connected"),
-        &["it@msp.example"],
-    );
+    app.stack
+        .simulator
+        .directory
+        .add_tenant(tenant.entra(), &["it@msp.example"]);
     let device = app.add_device(&tenant, "Scanner").await;
     // The device may use this address, but Exchange never granted SendAs for it.
     devices::change_policy(
@@ -549,7 +546,7 @@ async fn graph_tenants(
             None,
             tenants::NewTenant {
                 name: name.into(),
-                entra_tenant_id: Some(uuid::Uuid::new_v4()),
+                entra_tenant_id: Some(uuid::Uuid::new_v4().into()),
                 sender_mailbox: format!("s@{}.example", name.to_lowercase()),
                 delivery_method: tenants::DeliveryMethod::Graph,
                 own_app: None,
@@ -923,7 +920,7 @@ async fn a_customers_own_app_authenticates_with_a_certificate() {
             app.stack.settings.master_key.as_ref(),
             tenants::NewTenant {
                 name: name.into(),
-                entra_tenant_id: Some(uuid::Uuid::new_v4()),
+                entra_tenant_id: Some(uuid::Uuid::new_v4().into()),
                 sender_mailbox: mailbox.clone(),
                 delivery_method: tenants::DeliveryMethod::Graph,
                 own_app: Some(tenants::OwnApp {
@@ -934,9 +931,12 @@ async fn a_customers_own_app_authenticates_with_a_certificate() {
         )
         .await
         .unwrap();
-        directory.add_tenant(tenant.entra_tenant_id.expect("connected"), &[&mailbox]);
+        directory.add_tenant(
+            tenant.entra_tenant_id.expect("connected").as_uuid(),
+            &[&mailbox],
+        );
         directory.consent(
-            tenant.entra_tenant_id.expect("connected"),
+            tenant.entra_tenant_id.expect("connected").as_uuid(),
             &client_id,
             &[mailbridge_m365_sim::ROLE_MAIL_SEND],
         );
@@ -1073,7 +1073,7 @@ async fn a_mailbox_sends_at_most_thirty_messages_a_minute_by_smtp() {
         None,
         tenants::NewTenant {
             name: "Praxis Takt".into(),
-            entra_tenant_id: Some(uuid::Uuid::new_v4()),
+            entra_tenant_id: Some(uuid::Uuid::new_v4().into()),
             sender_mailbox: "scanner@takt.example".into(),
             delivery_method: tenants::DeliveryMethod::Smtp,
             own_app: None,

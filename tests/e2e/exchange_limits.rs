@@ -361,7 +361,7 @@ async fn a_429_without_retry_after_backs_the_mailbox_off_until_the_first_success
 async fn large_message_customer(app: &TestApp, name: &str) -> TestTenant {
     let tenant = app.add_tenant(name).await;
     app.stack.simulator.directory.consent(
-        tenant.tenant.entra_tenant_id.expect("connected"),
+        tenant.entra(),
         &app.stack.client_id,
         &[ROLE_MAIL_SEND, ROLE_MAIL_READ_WRITE],
     );

@@ -88,7 +88,7 @@ async fn the_worker_keeps_within_four_concurrent_graph_requests_per_mailbox() {
 async fn watched_customer(app: &TestApp, name: &str) -> TestTenant {
     let tenant = app.add_tenant(name).await;
     app.stack.simulator.directory.consent(
-        tenant.tenant.entra_tenant_id.expect("connected"),
+        tenant.entra(),
         &app.stack.client_id,
         &[ROLE_MAIL_SEND, ROLE_MAIL_READ_WRITE],
     );

@@ -188,6 +188,13 @@ pub struct TestTenant {
     pub tenant: Tenant,
 }
 
+impl TestTenant {
+    /// The customer's Microsoft 365 tenant, as the simulator knows it.
+    pub fn entra(&self) -> Uuid {
+        self.tenant.entra_tenant_id.expect("connected").as_uuid()
+    }
+}
+
 impl TestApp {
     /// Everything running, the worker included.
     pub async fn spawn() -> Self {
@@ -334,12 +341,12 @@ impl TestApp {
         let directory = &self.stack.simulator.directory;
         let entra = tenant.tenant.entra_tenant_id.expect("connected");
         directory.consent(
-            entra,
+            entra.as_uuid(),
             &self.stack.client_id,
             &[ROLE_MAIL_SEND, mailbridge_m365_sim::ROLE_SMTP_SEND_AS_APP],
         );
         directory.grant_exchange_access(
-            entra,
+            entra.as_uuid(),
             &self.stack.client_id,
             &tenant.tenant.sender_mailbox,
         );
@@ -349,11 +356,7 @@ impl TestApp {
     pub async fn add_tenant(&self, name: &str) -> TestTenant {
         let tenant = self.add_tenant_without_consent(name).await;
         let directory = &self.stack.simulator.directory;
-        directory.consent(
-            tenant.tenant.entra_tenant_id.expect("connected"),
-            &self.stack.client_id,
-            &[ROLE_MAIL_SEND],
-        );
+        directory.consent(tenant.entra(), &self.stack.client_id, &[ROLE_MAIL_SEND]);
         tenant
     }
 
@@ -370,7 +373,7 @@ impl TestApp {
             self.stack.settings.master_key.as_ref(),
             NewTenant {
                 name: name.to_owned(),
-                entra_tenant_id: Some(Uuid::new_v4()),
+                entra_tenant_id: Some(Uuid::new_v4().into()),
                 sender_mailbox: mailbox.clone(),
                 delivery_method: DeliveryMethod::Graph,
                 own_app: None,
@@ -379,7 +382,10 @@ impl TestApp {
         .await
         .expect("creating a tenant");
         let directory = &self.stack.simulator.directory;
-        directory.add_tenant(tenant.entra_tenant_id.expect("connected"), &[&mailbox]);
+        directory.add_tenant(
+            tenant.entra_tenant_id.expect("connected").as_uuid(),
+            &[&mailbox],
+        );
         TestTenant { tenant }
     }
 

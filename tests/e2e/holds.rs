@@ -202,7 +202,7 @@ async fn a_revoked_consent_holds_one_customer_while_the_others_mail_flows() {
         app.add_tenant("Praxis Nachbar Zwei").await,
     ];
     let entra = revoked.tenant.entra_tenant_id.unwrap();
-    directory.revoke_consent(entra, &app.stack.client_id);
+    directory.revoke_consent(entra.as_uuid(), &app.stack.client_id);
     let mut workers = [app.spawn_worker_process(300), app.spawn_worker_process(300)];
     let mut held = Vec::new();
     for n in 0..5 {
@@ -231,7 +231,7 @@ async fn a_revoked_consent_holds_one_customer_while_the_others_mail_flows() {
     assert!(failures >= 0);
 
     // The customer's admin grants consent again; the next probe gets through.
-    directory.consent(entra, &app.stack.client_id, &[ROLE_MAIL_SEND]);
+    directory.consent(entra.as_uuid(), &app.stack.client_id, &[ROLE_MAIL_SEND]);
     let deadline = Instant::now() + Duration::from_secs(40);
     let released = loop {
         let still: Option<i32> = sqlx::query_scalar(

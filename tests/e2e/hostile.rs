@@ -1645,7 +1645,7 @@ async fn keep_sending(
                     id,
                     Accepted {
                         what,
-                        entra_tenant: tenant.tenant.entra_tenant_id.expect("connected"),
+                        entra_tenant: tenant.entra(),
                         mailbox: sender.clone(),
                         body: message.into_bytes(),
                     },
@@ -1813,7 +1813,7 @@ async fn under_load(watch: &PanicWatch) {
                 for (id, body) in attempt.queued.iter().zip(&case.delivers) {
                     let accepted = Accepted {
                         what: case.name.to_owned(),
-                        entra_tenant: hostile_tenant,
+                        entra_tenant: hostile_tenant.as_uuid(),
                         mailbox: hostile.tenant.sender_mailbox.clone(),
                         body: body.clone(),
                     };

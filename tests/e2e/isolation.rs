@@ -175,7 +175,7 @@ impl Customers {
     }
 
     fn entra(tenant: &TestTenant) -> Uuid {
-        tenant.tenant.entra_tenant_id.expect("connected")
+        tenant.entra()
     }
 
     /// A session on the submission port, logged in as `device`.

@@ -493,15 +493,19 @@ async fn the_sign_in_log_feeds_the_board_where_the_customer_grants_it() {
     // The permission, but no Entra ID P1.
     let no_p1 = app.add_tenant("Praxis Ohne P1").await.tenant;
     directory.consent(
-        no_p1.entra_tenant_id.unwrap(),
+        no_p1.entra_tenant_id.unwrap().as_uuid(),
         client_id,
         &[ROLE_MAIL_SEND, ROLE_AUDIT_LOG_READ],
     );
     // Both: its log is read.
     let granted = app.add_tenant("Praxis Mit Log").await.tenant;
     let entra = granted.entra_tenant_id.unwrap();
-    directory.consent(entra, client_id, &[ROLE_MAIL_SEND, ROLE_AUDIT_LOG_READ]);
-    directory.set_premium(entra, true);
+    directory.consent(
+        entra.as_uuid(),
+        client_id,
+        &[ROLE_MAIL_SEND, ROLE_AUDIT_LOG_READ],
+    );
+    directory.set_premium(entra.as_uuid(), true);
     let now = chrono::Utc::now();
     let days = |d: i64| now - chrono::Duration::days(d);
     let scanner = "scanner@praxismitlog.example";
@@ -524,7 +528,7 @@ async fn the_sign_in_log_feeds_the_board_where_the_customer_grants_it() {
             days(1) + chrono::Duration::seconds(i),
         )
     }));
-    directory.add_sign_ins(entra, log);
+    directory.add_sign_ins(entra.as_uuid(), log);
 
     // Every connected customer is read; the refusals are recorded as Graph gave them.
     let deadline = Instant::now() + Duration::from_secs(30);

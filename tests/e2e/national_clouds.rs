@@ -74,11 +74,15 @@ async fn a_gcc_high_configuration_delivers_by_graph_and_smtp() {
         .unwrap();
     let entra = by_smtp.tenant.entra_tenant_id.unwrap();
     directory.consent(
-        entra,
+        entra.as_uuid(),
         &app.stack.client_id,
         &[ROLE_MAIL_SEND, ROLE_SMTP_SEND_AS_APP],
     );
-    directory.grant_exchange_access(entra, &app.stack.client_id, &by_smtp.tenant.sender_mailbox);
+    directory.grant_exchange_access(
+        entra.as_uuid(),
+        &app.stack.client_id,
+        &by_smtp.tenant.sender_mailbox,
+    );
     queue_message(&app, &by_graph, "graph@klinik.example").await;
     queue_message(&app, &by_smtp, "smtp@klinik.example").await;
     assert_eq!(

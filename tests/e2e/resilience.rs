@@ -126,7 +126,7 @@ async fn a_customer_deleted_mid_delivery_does_not_hold_the_worker() {
     let other = app.add_tenant("Praxis Bleibt").await;
     app.stack.simulator.directory.inject_fault(Fault {
         endpoint: Endpoint::GraphSend,
-        tenant: doomed.tenant.entra_tenant_id,
+        tenant: doomed.tenant.entra_tenant_id.map(|e| e.as_uuid()),
         mailbox: None,
         effect: Effect::Delay { seconds: 3 },
         times: Some(1),

@@ -482,7 +482,7 @@ async fn every_upstream_answer_is_classified_and_explained() {
             .await;
         directory.inject_fault(Fault {
             endpoint: case.endpoint,
-            tenant: Some(tenant.tenant.entra_tenant_id.expect("connected")),
+            tenant: Some(tenant.entra()),
             mailbox: None,
             effect: case.effect.clone(),
             times: Some(1),
@@ -578,7 +578,7 @@ async fn a_tenant_with_smtp_auth_disabled_gets_5_7_139_from_the_real_check() {
     app.stack
         .simulator
         .directory
-        .set_smtp_auth_disabled(tenant.tenant.entra_tenant_id.expect("connected"), true);
+        .set_smtp_auth_disabled(tenant.entra(), true);
     let id = send(&app, &tenant, "a@klinik.example").await;
     app.wait_for_message(id, |s| s.attempt_count == 1 && s.state.as_str() == "queued")
         .await;
@@ -630,7 +630,7 @@ async fn messages_too_large_for_one_graph_request_go_by_upload_session_or_smtp()
         .add_tenant_delivering("Praxis Gross Graph", DeliveryMethod::Graph)
         .await;
     directory.consent(
-        by_upload.tenant.entra_tenant_id.expect("connected"),
+        by_upload.entra(),
         &app.stack.client_id,
         &[ROLE_MAIL_SEND, ROLE_MAIL_READ_WRITE],
     );
@@ -709,7 +709,7 @@ async fn a_retry_after_from_graph_pauses_the_mailbox_for_every_worker() {
     let directory = &app.stack.simulator.directory;
     directory.inject_fault(Fault {
         endpoint: Endpoint::GraphSend,
-        tenant: Some(entra),
+        tenant: Some(entra.as_uuid()),
         mailbox: None,
         effect: http(429, "ApplicationThrottled", "Too many requests", Some(8)),
         times: Some(1),
@@ -748,7 +748,9 @@ async fn a_retry_after_from_graph_pauses_the_mailbox_for_every_worker() {
     let early: Vec<_> = directory
         .requests()
         .into_iter()
-        .filter(|r| r.endpoint == Endpoint::GraphSend && r.tenant == Some(entra) && !r.faulted)
+        .filter(|r| {
+            r.endpoint == Endpoint::GraphSend && r.tenant == Some(entra.as_uuid()) && !r.faulted
+        })
         .filter(|r| r.at < paused_until - chrono::TimeDelta::milliseconds(100))
         .collect();
     assert!(
@@ -771,7 +773,7 @@ async fn a_413_from_graph_takes_the_large_message_path() {
         .await;
     let directory = &app.stack.simulator.directory;
     directory.consent(
-        tenant.tenant.entra_tenant_id.unwrap(),
+        tenant.tenant.entra_tenant_id.unwrap().as_uuid(),
         &app.stack.client_id,
         &[ROLE_MAIL_SEND, ROLE_MAIL_READ_WRITE],
     );

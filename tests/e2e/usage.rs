@@ -34,7 +34,7 @@ async fn the_monthly_report_matches_what_was_sent_also_after_the_purge() {
     // One message is refused for good.
     app.stack.simulator.directory.inject_fault(Fault {
         endpoint: Endpoint::GraphSend,
-        tenant: tenant.tenant.entra_tenant_id,
+        tenant: tenant.tenant.entra_tenant_id.map(|e| e.as_uuid()),
         mailbox: None,
         effect: Effect::Http {
             status: 404,
@@ -208,7 +208,7 @@ async fn the_usage_charts_show_in_the_browser() {
     let sender = tenant.tenant.sender_mailbox.clone();
     app.stack.simulator.directory.inject_fault(Fault {
         endpoint: Endpoint::GraphSend,
-        tenant: tenant.tenant.entra_tenant_id,
+        tenant: tenant.tenant.entra_tenant_id.map(|e| e.as_uuid()),
         mailbox: None,
         effect: Effect::Http {
             status: 404,

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     config::M365Settings,
+    ids::EntraTenantId,
     tenants::{DeliveryMethod, Tenant},
 };
 
@@ -58,7 +59,7 @@ pub const SUPERSEDED: &str = "Superseded";
 pub struct ConsentCheck {
     pub id: Uuid,
     pub tenant_id: Uuid,
-    pub entra_tenant_id: Uuid,
+    pub entra_tenant_id: EntraTenantId,
     pub requested_by: String,
     pub staff_id: Option<Uuid>,
     pub requested_at: DateTime<Utc>,
@@ -81,7 +82,7 @@ const COLUMNS: &str = "id, tenant_id, entra_tenant_id, requested_by, staff_id, r
 pub async fn record(
     pool: &PgPool,
     tenant_id: Uuid,
-    entra_tenant_id: Uuid,
+    entra_tenant_id: EntraTenantId,
     requested_by: &str,
     staff_id: Option<Uuid>,
 ) -> Result<ConsentCheck, sqlx::Error> {

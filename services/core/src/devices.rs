@@ -603,18 +603,19 @@ pub async fn find(
     .await
 }
 
-/// Messages a device and its tenant committed within the last minute, for rate limits.
+/// Messages device `device_id` and its customer `tenant_id` committed within the
+/// last minute, for rate limits.
 pub async fn recent_message_counts(
     pool: &PgPool,
-    device_id: Uuid,
     tenant_id: Uuid,
+    device_id: Uuid,
 ) -> Result<(i64, i64), sqlx::Error> {
     sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE device_id = $1), count(*)
-           FROM messages WHERE tenant_id = $2 AND received_at > now() - interval '1 minute'",
+        "SELECT count(*) FILTER (WHERE device_id = $2), count(*)
+           FROM messages WHERE tenant_id = $1 AND received_at > now() - interval '1 minute'",
     )
-    .bind(device_id)
     .bind(tenant_id)
+    .bind(device_id)
     .fetch_one(pool)
     .await
 }

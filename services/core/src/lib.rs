@@ -21,6 +21,7 @@ pub mod group_commit;
 pub mod header_fields;
 pub mod holds;
 pub mod i18n;
+pub mod ids;
 pub mod least_privilege;
 pub mod logins;
 pub mod message_id;

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::{
     address::{EmailAddress, InvalidAddress},
     crypto::{CryptoError, MasterKey},
+    ids::EntraTenantId,
 };
 
 /// How a tenant's mail reaches Microsoft 365.
@@ -61,7 +62,8 @@ pub struct Tenant {
     pub id: Uuid,
     pub name: String,
     /// The customer's Entra tenant; `None` until it is connected by admin consent.
-    pub entra_tenant_id: Option<Uuid>,
+    #[schema(value_type = Option<Uuid>)]
+    pub entra_tenant_id: Option<EntraTenantId>,
     pub sender_mailbox: String,
     pub delivery_method: DeliveryMethod,
     pub save_to_sent_items: bool,
@@ -123,7 +125,7 @@ pub struct OwnApp {
 pub struct NewTenant {
     pub name: String,
     /// Known up front (CLI), or learnt from the admin consent (control plane).
-    pub entra_tenant_id: Option<Uuid>,
+    pub entra_tenant_id: Option<EntraTenantId>,
     pub sender_mailbox: String,
     pub delivery_method: DeliveryMethod,
     pub own_app: Option<OwnApp>,
@@ -535,14 +537,14 @@ pub async fn set_save_to_sent_items(
 pub async fn record_consent<'e>(
     executor: impl sqlx::PgExecutor<'e>,
     tenant_id: Uuid,
-    entra_tenant_id: Uuid,
+    entra_tenant_id: EntraTenantId,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE tenants SET entra_tenant_id = $2, consented_at = now(), last_token_ok_at = now(),
                 last_token_error = NULL
           WHERE id = $1",
         tenant_id,
-        entra_tenant_id
+        entra_tenant_id.as_uuid()
     )
     .execute(executor)
     .await
@@ -610,12 +612,12 @@ pub async fn update(
 pub async fn bind_entra_tenant(
     pool: &PgPool,
     id: Uuid,
-    entra_tenant_id: Uuid,
+    entra_tenant_id: EntraTenantId,
 ) -> Result<bool, sqlx::Error> {
     let bound = sqlx::query!(
         "UPDATE tenants SET entra_tenant_id = $2 WHERE id = $1 AND entra_tenant_id IS NULL",
         id,
-        entra_tenant_id
+        entra_tenant_id.as_uuid()
     )
     .execute(pool)
     .await?;

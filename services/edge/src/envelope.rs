@@ -102,8 +102,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if policy.device_rate_limit.is_some() || policy.tenant_rate_limit.is_some() {
             match devices::recent_message_counts(
                 &self.context.pool,
-                device.device_id,
                 device.tenant_id,
+                device.device_id,
             )
             .await
             {

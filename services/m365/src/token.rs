@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-use uuid::Uuid;
 
 /// Refresh this long before expiry, so no request leaves with a dying token.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -26,7 +25,7 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// What a token is cached under.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TokenKey {
-    pub entra_tenant_id: Uuid,
+    pub entra_tenant_id: mailbridge_core::ids::EntraTenantId,
     pub client_id: String,
     /// `{resource}/.default`
     pub scope: String,

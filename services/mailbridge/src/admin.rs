@@ -407,7 +407,7 @@ pub async fn tenant(
             };
             let new = NewTenant {
                 name,
-                entra_tenant_id: Some(entra_tenant_id),
+                entra_tenant_id: Some(entra_tenant_id.into()),
                 sender_mailbox,
                 delivery_method: method,
                 own_app,

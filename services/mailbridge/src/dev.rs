@@ -125,7 +125,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
                 stack.settings.master_key.as_ref(),
                 NewTenant {
                     name: DEMO_TENANT.to_owned(),
-                    entra_tenant_id: Some(Uuid::new_v4()),
+                    entra_tenant_id: Some(Uuid::new_v4().into()),
                     sender_mailbox: DEMO_MAILBOX.to_owned(),
                     delivery_method: DeliveryMethod::Graph,
                     own_app: None,
@@ -137,7 +137,8 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     };
     let entra_tenant = tenant
         .entra_tenant_id
-        .context("the demo customer has no Entra tenant")?;
+        .context("the demo customer has no Entra tenant")?
+        .as_uuid();
     let directory = &stack.simulator.directory;
     directory.add_tenant(entra_tenant, &[&tenant.sender_mailbox, DEMO_RECIPIENT]);
     // It grants the sign-in log and has Entra ID P1: the migration board reads its

@@ -10,6 +10,7 @@ use axum::{
     routing::get,
 };
 use chrono::{DateTime, Utc};
+use mailbridge_core::ids::EntraTenantId;
 use mailbridge_core::{
     consent_checks::{self, CheckState, ConsentCheck},
     diagnosis,
@@ -48,7 +49,8 @@ pub enum ConnectionState {
 pub struct CheckView {
     pub id: Uuid,
     pub state: CheckState,
-    pub entra_tenant_id: Uuid,
+    #[schema(value_type = Uuid)]
+    pub entra_tenant_id: EntraTenantId,
     pub requested_at: DateTime<Utc>,
     pub attempts: i32,
     /// While pending: when the worker asks Microsoft again.
@@ -105,7 +107,8 @@ impl CheckView {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Connection {
     pub state: ConnectionState,
-    pub entra_tenant_id: Option<Uuid>,
+    #[schema(value_type = Option<Uuid>)]
+    pub entra_tenant_id: Option<EntraTenantId>,
     pub consented_at: Option<DateTime<Utc>>,
     /// The latest consent check (null before the first consent through mailbridge).
     pub check: Option<CheckView>,

@@ -16,6 +16,7 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
+use mailbridge_core::ids::EntraTenantId;
 use mailbridge_core::{
     consent_checks, diagnosis,
     metrics::metrics,
@@ -360,7 +361,7 @@ async fn callback(
     let Some(entra_tenant) = query
         .tenant
         .as_deref()
-        .and_then(|t| Uuid::parse_str(t).ok())
+        .and_then(|t| t.parse::<EntraTenantId>().ok())
     else {
         return refused(
             &state,

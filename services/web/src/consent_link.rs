@@ -15,6 +15,7 @@ use axum::{
     routing::post,
 };
 use chrono::{DateTime, Utc};
+use mailbridge_core::ids::EntraTenantId;
 use mailbridge_core::{
     i18n::{self, Lang},
     store::consent_links,
@@ -42,7 +43,7 @@ pub async fn record(
     state: &WebState,
     actor: &Actor,
     tenant_id: Uuid,
-    entra_tenant_id: Uuid,
+    entra_tenant_id: EntraTenantId,
     csrf_state: &str,
 ) -> Result<()> {
     consent_links::record(
@@ -97,7 +98,7 @@ pub async fn make(
         .map(str::trim)
         .filter(|t| !t.is_empty());
     if let (None, Some(text)) = (tenant.entra_tenant_id, given) {
-        let entra = Uuid::parse_str(text).map_err(|_| {
+        let entra = text.parse::<EntraTenantId>().map_err(|_| {
             Error::Invalid(
                 tr!("The Entra tenant ID is a GUID (Entra admin center → Overview → Tenant ID).")
                     .into(),

@@ -19,6 +19,7 @@ use axum::{
     routing::{get, post},
 };
 use chrono::{DateTime, Utc};
+use mailbridge_core::ids::EntraTenantId;
 use mailbridge_core::{
     devices::Device,
     i18n::{self, Lang},
@@ -297,7 +298,7 @@ pub async fn create(state: &WebState, actor: &Actor, input: &CustomerInput) -> R
     actor.require(Permission::ManageCustomers)?;
     let entra_tenant_id = match blank_to_none(input.entra_tenant_id.as_deref()) {
         None => None,
-        Some(text) => Some(Uuid::parse_str(&text).map_err(|_| {
+        Some(text) => Some(text.parse::<EntraTenantId>().map_err(|_| {
             Error::Invalid(
                 tr!("The Entra tenant ID is a GUID (Entra admin center → Overview → Tenant ID).")
                     .into(),

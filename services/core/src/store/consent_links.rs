@@ -8,10 +8,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::ids::EntraTenantId;
+
 /// A link as the customer's page lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct SentLink {
-    pub entra_tenant_id: Uuid,
+    pub entra_tenant_id: EntraTenantId,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -31,7 +33,7 @@ pub async fn record(
     pool: &sqlx::PgPool,
     state_hash: &[u8],
     tenant_id: Uuid,
-    entra_tenant_id: Uuid,
+    entra_tenant_id: EntraTenantId,
     created_by: &str,
     lifetime: Duration,
 ) -> Result<(), sqlx::Error> {
@@ -40,7 +42,7 @@ pub async fn record(
          VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
         state_hash,
         tenant_id,
-        entra_tenant_id,
+        entra_tenant_id.as_uuid(),
         created_by,
         lifetime.as_secs_f64()
     )
@@ -79,8 +81,8 @@ pub async fn latest(
 ) -> Result<Vec<SentLink>, sqlx::Error> {
     sqlx::query_as!(
         SentLink,
-        "SELECT entra_tenant_id, created_by, created_at, expires_at, used_at, granted
-           FROM consent_links WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT $2",
+        r#"SELECT entra_tenant_id AS "entra_tenant_id: EntraTenantId", created_by, created_at, expires_at, used_at, granted
+           FROM consent_links WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT $2"#,
         tenant_id,
         count
     )
