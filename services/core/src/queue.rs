@@ -553,21 +553,33 @@ pub enum Settlement {
     Failed,
 }
 
-/// Records the attempt and settles the message in one statement (one transaction, one
-/// round trip), if `owner` still holds the lease. Returns false when the lease had
-/// passed to another worker (the attempt is recorded all the same: it happened). A
-/// message Microsoft accepted has its body deleted: it is health data and no longer needed. A
-/// delivery counts its recipients against the mailbox's day (the worker's limits
-/// read it), and a final state counts into the customer's usage (`usage_count`, in
-/// the same transaction: never twice, never lost).
-pub async fn settle(
+/// One attempt to settle (see [`settle_all`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Settling<'a> {
+    pub message_id: Uuid,
+    pub attempt: &'a DeliveryAttempt,
+    pub settlement: Settlement,
+}
+
+/// Records the attempts and settles their messages, all in one statement (one
+/// transaction, one round trip, one flush of the write-ahead log), each only if
+/// `owner` still holds its lease. Returns, in the order given, whether each was
+/// settled; false when its lease had passed to another worker (the attempt is
+/// recorded all the same: it happened). A message Microsoft accepted has its body
+/// deleted: it is health data and no longer needed. A delivery counts its
+/// recipients against the mailbox's day (the worker's limits read it), and a
+/// final state counts into the customer's usage (`usage_count`, in the same
+/// transaction: never twice, never lost).
+///
+/// The shared counter rows are locked in one order by every settlement — the
+/// customers' hours (sorted by customer) before the mailboxes' (sorted by
+/// mailbox) — so that two batches cannot deadlock on them.
+pub async fn settle_all(
     pool: &PgPool,
-    message_id: Uuid,
     owner: &str,
-    attempt: &DeliveryAttempt,
-    settlement: Settlement,
-) -> Result<bool, sqlx::Error> {
-    let error = match attempt.outcome {
+    settling: &[Settling<'_>],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let error = |attempt: &DeliveryAttempt| match attempt.outcome {
         AttemptOutcome::Accepted => None,
         _ => Some(
             [
@@ -580,57 +592,94 @@ pub async fn settle(
             .join(": "),
         ),
     };
-    let (state, next_attempt_at) = match settlement {
-        Settlement::Accepted => ("accepted", None),
-        Settlement::RetryAt(at) => ("queued", Some(at)),
-        Settlement::Failed => ("failed", None),
-    };
-    let settled = sqlx::query_scalar!(
-        r#"WITH attempt AS (
+    let column =
+        |f: &dyn Fn(&Settling) -> Option<String>| settling.iter().map(f).collect::<Vec<_>>();
+    let ids: Vec<Uuid> = settling.iter().map(|s| s.message_id).collect();
+    let states: Vec<&str> = settling
+        .iter()
+        .map(|s| match s.settlement {
+            Settlement::Accepted => "accepted",
+            Settlement::RetryAt(_) => "queued",
+            Settlement::Failed => "failed",
+        })
+        .collect();
+    let next_attempts: Vec<Option<DateTime<Utc>>> = settling
+        .iter()
+        .map(|s| match s.settlement {
+            Settlement::RetryAt(at) => Some(at),
+            _ => None,
+        })
+        .collect();
+    let rows = sqlx::query!(
+        r#"WITH input AS (
+             SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::text[], $5::text[],
+                                  $6::int[], $7::text[], $8::text[], $9::text[], $10::text[],
+                                  $11::text[], $12::timestamptz[], $13::text[])
+                 AS i(message_id, started_at, duration_ms, method, outcome, upstream_status,
+                      upstream_code, upstream_message, diagnosis, mailbox, state, next_attempt_at,
+                      error)),
+         attempt AS (
              INSERT INTO delivery_attempts
                  (message_id, started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, diagnosis, mailbox, worker)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, lower($10), $11)),
+             SELECT message_id, started_at, duration_ms, method, outcome, upstream_status,
+                    upstream_code, upstream_message, diagnosis, lower(mailbox), $14
+               FROM input),
          retried AS (
-             UPDATE queue SET due_at = $13, lease_owner = NULL, last_error = $14
-              WHERE message_id = $1 AND lease_owner = $15 AND $12 = 'queued'
-             RETURNING message_id),
+             UPDATE queue q SET due_at = i.next_attempt_at, lease_owner = NULL, last_error = i.error
+               FROM input i
+              WHERE q.message_id = i.message_id AND q.lease_owner = $14 AND i.state = 'queued'
+             RETURNING q.message_id),
          finished AS (
-             DELETE FROM queue
-              WHERE message_id = $1 AND lease_owner = $15 AND $12 <> 'queued'
-             RETURNING message_id, attempt_count),
+             DELETE FROM queue q USING input i
+              WHERE q.message_id = i.message_id AND q.lease_owner = $14 AND i.state <> 'queued'
+             RETURNING q.message_id, q.attempt_count, i.state, i.error),
          logged AS (
              UPDATE messages m
-                SET state = $12, finished_at = now(), attempt_count = f.attempt_count, last_error = $14
+                SET state = f.state, finished_at = now(), attempt_count = f.attempt_count, last_error = f.error
                FROM finished f WHERE m.id = f.message_id
-             RETURNING m.id),
+             RETURNING m.id, m.tenant_id, m.state),
          body AS (
              DELETE FROM message_bodies WHERE message_id IN (SELECT message_id FROM finished)),
          usage AS (
              INSERT INTO mailbox_usage (mailbox, hour, recipients)
-             SELECT lower($10), date_trunc('hour', $2, 'UTC'), cardinality(rcpt_to)
-               FROM messages WHERE id = $1 AND $5 = 'accepted' AND $10 IS NOT NULL
-             ON CONFLICT (mailbox, hour) DO UPDATE SET recipients = mailbox_usage.recipients + EXCLUDED.recipients)
-         SELECT (SELECT count(*) FROM retried)
-                + (SELECT coalesce(sum(usage_count(id, $12)), 0) FROM logged) AS "settled!""#,
-        message_id,
-        attempt.started_at,
-        attempt.duration_ms,
-        attempt.method,
-        attempt.outcome.as_str(),
-        attempt.upstream_status,
-        attempt.upstream_code,
-        attempt.upstream_message,
-        attempt.diagnosis,
-        attempt.mailbox,
-        attempt.worker,
-        state,
-        next_attempt_at,
-        error,
+             SELECT lower(i.mailbox), date_trunc('hour', i.started_at, 'UTC'), sum(cardinality(m.rcpt_to))
+               FROM input i JOIN messages m ON m.id = i.message_id
+              WHERE i.outcome = 'accepted' AND i.mailbox IS NOT NULL
+              GROUP BY 1, 2 ORDER BY 1, 2
+             ON CONFLICT (mailbox, hour) DO UPDATE SET recipients = mailbox_usage.recipients + EXCLUDED.recipients),
+         counted AS (
+             SELECT l.id, usage_count(l.id, l.state) AS counted
+               FROM (SELECT * FROM logged ORDER BY tenant_id, id) l)
+         SELECT i.message_id AS "message_id!",
+                (r.message_id IS NOT NULL OR coalesce(c.counted = 1, false)) AS "settled!"
+           FROM input i
+           LEFT JOIN retried r ON r.message_id = i.message_id
+           LEFT JOIN counted c ON c.id = i.message_id"#,
+        &ids,
+        &settling.iter().map(|s| s.attempt.started_at).collect::<Vec<_>>(),
+        &settling.iter().map(|s| s.attempt.duration_ms).collect::<Vec<_>>(),
+        &column(&|s| Some(s.attempt.method.clone())) as &[Option<String>],
+        &settling.iter().map(|s| s.attempt.outcome.as_str()).collect::<Vec<_>>() as &[&str],
+        &settling.iter().map(|s| s.attempt.upstream_status).collect::<Vec<_>>() as &[Option<i32>],
+        &column(&|s| s.attempt.upstream_code.clone()) as &[Option<String>],
+        &column(&|s| s.attempt.upstream_message.clone()) as &[Option<String>],
+        &column(&|s| s.attempt.diagnosis.clone()) as &[Option<String>],
+        &column(&|s| s.attempt.mailbox.clone()) as &[Option<String>],
+        &states as &[&str],
+        &next_attempts as &[Option<DateTime<Utc>>],
+        &column(&|s| error(s.attempt)) as &[Option<String>],
         owner
     )
-    .fetch_one(pool)
+    .fetch_all(pool)
     .await?;
-    Ok(settled == 1)
+    let settled: std::collections::HashMap<Uuid, bool> = rows
+        .into_iter()
+        .map(|row| (row.message_id, row.settled))
+        .collect();
+    Ok(ids
+        .iter()
+        .map(|id| settled.get(id).copied().unwrap_or(false))
+        .collect())
 }
 
 /// A message's state as the log shows it.

@@ -125,7 +125,7 @@ pub async fn probe_loop(worker: Arc<Worker>, shutdown: CancellationToken) {
                     tokio::spawn(async move {
                         let id = probe.message.id;
                         worker.deliver(probe.message, Some(probe.hold)).await;
-                        worker.in_flight().remove(&id);
+                        worker.finished(id);
                     });
                 }
             }
@@ -151,7 +151,7 @@ pub async fn probe_loop(worker: Arc<Worker>, shutdown: CancellationToken) {
                     for held in expired {
                         let id = held.message.id;
                         worker.give_up_held(held).await;
-                        worker.in_flight().remove(&id);
+                        worker.finished(id);
                     }
                 }
                 Err(e) => {

@@ -18,6 +18,7 @@ mod bounces;
 pub mod consent_check;
 mod delivery;
 pub mod graph_budget;
+mod group_settle;
 pub mod holds;
 mod housekeeping;
 pub mod limits;
@@ -27,7 +28,7 @@ mod run;
 mod settle;
 mod sign_in_log;
 
-use std::{collections::HashSet, sync::Mutex};
+use std::{collections::HashMap, sync::Mutex};
 
 use mailbridge_core::{Settings, crypto::MasterKey};
 use mailbridge_m365::{
@@ -53,12 +54,15 @@ pub struct Worker {
     msp_app: std::sync::RwLock<Option<AppCredentials>>,
     /// Written into leases and attempts: which worker did it.
     identity: String,
-    /// The messages this worker is delivering now; any other lease in its name is
-    /// an orphan (see [`queue::lease_due`]).
-    in_flight: Mutex<HashSet<uuid::Uuid>>,
+    /// The messages this worker is delivering now, each with the number of its
+    /// deliveries not yet finished; any other lease in its name is an orphan (see
+    /// [`queue::lease_due`]).
+    in_flight: Mutex<HashMap<uuid::Uuid, usize>>,
     /// Held while this worker takes leases and enters them into `in_flight`
     /// (see `Worker::take_leases`).
     leasing: tokio::sync::Mutex<()>,
+    /// Settles the attempts that finish together in one transaction.
+    settlements: group_settle::GroupSettle,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +114,7 @@ impl Worker {
             identity,
             in_flight: Default::default(),
             leasing: Default::default(),
+            settlements: Default::default(),
         })
     }
 }

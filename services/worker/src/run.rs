@@ -4,11 +4,7 @@
 //! background loops, hands each leased message to [`Worker::deliver`], and on
 //! shutdown waits for the deliveries in flight.
 
-use std::{
-    collections::HashSet,
-    sync::{Arc, MutexGuard},
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use mailbridge_core::queue;
 use sqlx::postgres::PgListener;
@@ -110,7 +106,7 @@ impl Worker {
                 tokio::spawn(async move {
                     let id = message.id;
                     worker.deliver(message, None).await;
-                    worker.in_flight().remove(&id);
+                    worker.finished(id);
                     drop(permit);
                     finished.notify_one();
                 });
@@ -160,10 +156,12 @@ impl Worker {
         take_leases(&self.leasing, &self.in_flight, lease, id).await
     }
 
-    pub(crate) fn in_flight(&self) -> MutexGuard<'_, HashSet<uuid::Uuid>> {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// One delivery of message `id` has finished (settled, or left to its lease).
+    /// The message stays in flight while another delivery of it has not: the
+    /// moment a delivery settled a retry due at once, this worker may lease the
+    /// message again before the first delivery's task ends.
+    pub(crate) fn finished(&self, id: uuid::Uuid) {
+        leave(&self.in_flight, id);
     }
 
     async fn listen(&self) -> Option<PgListener> {
@@ -190,7 +188,7 @@ async fn wait_for_notification(listener: &mut Option<PgListener>) -> Result<(), 
 /// [`Worker::take_leases`] on the lock and set it is given.
 async fn take_leases<T, E, Fut>(
     leasing: &tokio::sync::Mutex<()>,
-    in_flight: &std::sync::Mutex<HashSet<uuid::Uuid>>,
+    in_flight: &std::sync::Mutex<HashMap<uuid::Uuid, usize>>,
     lease: impl FnOnce(Vec<uuid::Uuid>) -> Fut,
     id: impl Fn(&T) -> uuid::Uuid,
 ) -> Result<Vec<T>, E>
@@ -199,10 +197,24 @@ where
 {
     let entered = || in_flight.lock().unwrap_or_else(|p| p.into_inner());
     let _leasing = leasing.lock().await;
-    let known: Vec<_> = entered().iter().copied().collect();
+    let known: Vec<_> = entered().keys().copied().collect();
     let leased = lease(known).await?;
-    entered().extend(leased.iter().map(id));
+    let mut entered = entered();
+    for message in &leased {
+        *entered.entry(id(message)).or_default() += 1;
+    }
     Ok(leased)
+}
+
+/// One delivery of `id` left `in_flight`.
+fn leave(in_flight: &std::sync::Mutex<HashMap<uuid::Uuid, usize>>, id: uuid::Uuid) {
+    let mut in_flight = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(deliveries) = in_flight.get_mut(&id) {
+        *deliveries -= 1;
+        if *deliveries == 0 {
+            in_flight.remove(&id);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -214,7 +226,7 @@ mod tests {
     #[tokio::test]
     async fn a_second_lease_sees_what_the_first_took() {
         let leasing = tokio::sync::Mutex::new(());
-        let in_flight = std::sync::Mutex::new(HashSet::new());
+        let in_flight = std::sync::Mutex::new(HashMap::new());
         let taken = uuid::Uuid::new_v4();
         let (database_answers, answer) = tokio::sync::oneshot::channel::<()>();
         let first = take_leases(
@@ -243,5 +255,34 @@ mod tests {
             vec![taken],
             "the second lease knew the first's"
         );
+    }
+
+    /// A message this worker leased again (a retry due at once) while its first
+    /// delivery's task was still ending stays in flight until the second ends:
+    /// otherwise the next lease would take it back as an orphan and deliver it a
+    /// third time.
+    #[tokio::test]
+    async fn a_message_leased_again_stays_in_flight_until_both_deliveries_end() {
+        let leasing = tokio::sync::Mutex::new(());
+        let in_flight = std::sync::Mutex::new(HashMap::new());
+        let message = uuid::Uuid::new_v4();
+        let lease_it = |_| async move { Ok::<_, ()>(vec![message]) };
+        take_leases(&leasing, &in_flight, lease_it, |id| *id)
+            .await
+            .unwrap();
+        take_leases(&leasing, &in_flight, lease_it, |id| *id)
+            .await
+            .unwrap();
+        leave(&in_flight, message);
+        let known = take_leases(
+            &leasing,
+            &in_flight,
+            |known| async move { Ok::<_, ()>(known) },
+            |id| *id,
+        );
+        assert_eq!(known.await.unwrap(), vec![message], "still in flight");
+        leave(&in_flight, message);
+        leave(&in_flight, message);
+        assert!(in_flight.lock().unwrap().is_empty());
     }
 }

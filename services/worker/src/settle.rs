@@ -189,18 +189,26 @@ impl Worker {
         message: &LeasedMessage,
         attempt: &DeliveryAttempt,
         settlement: Settlement,
-    ) -> Result<bool, sqlx::Error> {
+    ) -> Result<bool, std::sync::Arc<sqlx::Error>> {
         let patience = Duration::from_secs(self.settings.worker.lease_seconds).mul_f64(0.8);
         let started = std::time::Instant::now();
         let mut pause = Duration::from_millis(500);
         loop {
-            match queue::settle(&self.pool, message.id, &self.identity, attempt, settlement).await {
+            let settled = self.settlements.settle(
+                &self.pool,
+                &self.identity,
+                message.id,
+                attempt,
+                settlement,
+            );
+            match settled.await {
                 // The database answered and refused: the message is gone (its customer
                 // was deleted meanwhile); trying again cannot help.
-                Err(sqlx::Error::Database(e))
-                    if e.code().is_some_and(|code| code.starts_with("23")) =>
+                Err(e)
+                    if matches!(&*e, sqlx::Error::Database(db)
+                        if db.code().is_some_and(|code| code.starts_with("23"))) =>
                 {
-                    return Err(sqlx::Error::Database(e));
+                    return Err(e);
                 }
                 Err(e) if started.elapsed() + pause < patience => {
                     tracing::warn!(queue_id = %message.id, error = %e, "could not record the attempt yet; retrying");
