@@ -571,9 +571,11 @@ pub struct Settling<'a> {
 /// final state counts into the customer's usage (`usage_count`, in the same
 /// transaction: never twice, never lost).
 ///
-/// The shared counter rows are locked in one order by every settlement — the
-/// customers' hours (sorted by customer) before the mailboxes' (sorted by
-/// mailbox) — so that two batches cannot deadlock on them.
+/// Rows are locked in one order by every settlement, so that batches cannot
+/// deadlock with each other or with a customer's deletion: the queue rows first
+/// (sorted by message, as `tenants::delete` locks them), then the shared counter
+/// rows — the customers' hours (sorted by customer) before the mailboxes' (sorted
+/// by mailbox).
 pub async fn settle_all(
     pool: &PgPool,
     owner: &str,
@@ -618,6 +620,9 @@ pub async fn settle_all(
                  AS i(message_id, started_at, duration_ms, method, outcome, upstream_status,
                       upstream_code, upstream_message, diagnosis, mailbox, state, next_attempt_at,
                       error)),
+         locked AS (
+             SELECT message_id FROM queue WHERE message_id = ANY($1) AND lease_owner = $14
+              ORDER BY message_id FOR UPDATE),
          attempt AS (
              INSERT INTO delivery_attempts
                  (message_id, started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, diagnosis, mailbox, worker)
@@ -628,10 +633,12 @@ pub async fn settle_all(
              UPDATE queue q SET due_at = i.next_attempt_at, lease_owner = NULL, last_error = i.error
                FROM input i
               WHERE q.message_id = i.message_id AND q.lease_owner = $14 AND i.state = 'queued'
+                AND q.message_id IN (SELECT message_id FROM locked)
              RETURNING q.message_id),
          finished AS (
              DELETE FROM queue q USING input i
               WHERE q.message_id = i.message_id AND q.lease_owner = $14 AND i.state <> 'queued'
+                AND q.message_id IN (SELECT message_id FROM locked)
              RETURNING q.message_id, q.attempt_count, i.state, i.error),
          logged AS (
              UPDATE messages m

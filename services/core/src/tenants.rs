@@ -625,14 +625,19 @@ pub async fn bind_entra_tenant(
 }
 
 /// Deletes a customer with its devices and messages. Its queue rows go first, in
-/// the same transaction: the cascade from the customer would lock log rows before
-/// their queue rows, the reverse of settlement's order, and deadlock with a
-/// delivery settling at that moment.
+/// the same transaction and in the order settlement locks them (by message): the
+/// cascade from the customer would lock log rows before their queue rows, the
+/// reverse of settlement's order, and deadlock with deliveries settling at that
+/// moment.
 pub async fn delete(pool: &PgPool, tenant_id: Uuid) -> Result<bool, sqlx::Error> {
     let mut transaction = pool.begin().await?;
-    sqlx::query!("DELETE FROM queue WHERE tenant_id = $1", tenant_id)
-        .execute(&mut *transaction)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM queue WHERE message_id IN (
+             SELECT message_id FROM queue WHERE tenant_id = $1 ORDER BY message_id FOR UPDATE)",
+        tenant_id
+    )
+    .execute(&mut *transaction)
+    .await?;
     let deleted = sqlx::query!("DELETE FROM tenants WHERE id = $1", tenant_id)
         .execute(&mut *transaction)
         .await?
