@@ -609,6 +609,10 @@ async fn a_worker_whose_lease_passed_to_another_does_not_go_on_with_its_draft() 
     app.wait_for_message(id, |s| s.state.as_str() == "accepted")
         .await;
     let attempts = queue::attempts(app.pool(), id).await.unwrap();
-    assert_eq!(attempts.len(), 2, "each attempt recorded once: {attempts:?}");
+    assert_eq!(
+        attempts.len(),
+        2,
+        "each attempt recorded once: {attempts:?}"
+    );
     assert_eq!(directory.inbox("uebernommen@klinik.example").len(), 1);
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use lettre::{AsyncTransport, address::Envelope};
 use mailbridge_core::{
+    queue::{self, MessageKind, NewMessage},
     retention::{self, Retention},
     usage::{self, Month},
 };
@@ -197,6 +198,102 @@ async fn the_monthly_report_matches_what_was_sent_also_after_the_purge() {
 /// The charts in a real browser (headless Chromium): drawn without JavaScript from
 /// the aggregates, bars and figures in place. The screenshot in `docs/screenshots`
 /// is made this way (`MAILBRIDGE_SCREENSHOTS=docs/screenshots`).
+/// A burst from three customers, delivered by two workers whose deliveries end
+/// together and are settled in batches: every message is counted exactly once —
+/// in its customer's hour, its mailbox's recipients and its attempts — and no
+/// batch deadlocks with another on the shared counter rows.
+#[tokio::test]
+async fn a_burst_settled_in_batches_is_counted_once_per_message() {
+    let app = TestApp::spawn().await;
+    let mut second = app
+        .worker_command(&database_url(&app.database), 300)
+        .spawn()
+        .expect("a second worker");
+    const PER_CUSTOMER: usize = 40;
+    let mut customers = Vec::new();
+    for name in ["Praxis Schub A", "Praxis Schub B", "Praxis Schub C"] {
+        let tenant = app.add_tenant(name).await;
+        let device = app.add_device(&tenant, "Scanner").await;
+        customers.push((tenant, device));
+    }
+    let mut burst = Vec::new();
+    for n in 0..PER_CUSTOMER {
+        for (tenant, device) in &customers {
+            let sender = &tenant.tenant.sender_mailbox;
+            let body =
+                sample_message(sender, "a@klinik.example", &format!("Schub {n}")).into_bytes();
+            burst.push(NewMessage {
+                id: uuid::Uuid::now_v7(),
+                tenant_id: tenant.tenant.id,
+                device_id: Some(device.device.id),
+                mail_from: sender.clone(),
+                rcpt_to: vec!["a@klinik.example".into(), "b@klinik.example".into()],
+                client_addr: "192.0.2.7".parse().unwrap(),
+                tls_protocol: None,
+                tls_cipher: None,
+                kind: MessageKind::Device,
+                subject: Some(format!("Schub {n}")),
+                body,
+            });
+        }
+    }
+    queue::enqueue_all(
+        app.pool(),
+        app.master_key(),
+        &burst.iter().collect::<Vec<_>>(),
+    )
+    .await
+    .expect("committed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let waiting: i64 = sqlx::query_scalar("SELECT count(*) FROM queue")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+        if waiting == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{waiting} messages still queued"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    second.kill().ok();
+    second.wait().ok();
+    for (tenant, _) in &customers {
+        let (accepted, attempts): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE m.state = 'accepted'),
+                    (SELECT count(*) FROM delivery_attempts a JOIN messages n ON n.id = a.message_id
+                      WHERE n.tenant_id = $1)
+               FROM messages m WHERE m.tenant_id = $1",
+        )
+        .bind(tenant.tenant.id)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+        assert_eq!(accepted, PER_CUSTOMER as i64, "{}", tenant.tenant.name);
+        assert_eq!(attempts, PER_CUSTOMER as i64, "one attempt each");
+        let (counted, recipients): (i64, i64) = sqlx::query_as(
+            "SELECT sum(accepted)::bigint, sum(recipients)::bigint FROM usage_hours WHERE tenant_id = $1",
+        )
+        .bind(tenant.tenant.id)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+        assert_eq!(counted, PER_CUSTOMER as i64, "counted once each");
+        assert_eq!(recipients, 2 * PER_CUSTOMER as i64);
+        let mailbox_recipients: i64 = sqlx::query_scalar(
+            "SELECT sum(recipients)::bigint FROM mailbox_usage WHERE mailbox = lower($1)",
+        )
+        .bind(&tenant.tenant.sender_mailbox)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+        assert_eq!(mailbox_recipients, 2 * PER_CUSTOMER as i64);
+    }
+}
+
 #[tokio::test]
 async fn the_usage_charts_show_in_the_browser() {
     use crate::browser::{Driver, click, element, screenshot, screenshot_dir};
