@@ -658,6 +658,31 @@ impl SmtpProbe {
         }
     }
 
+    /// Logs in from `from` until the login is refused with `535` (an edge empties
+    /// its cache of credentials when PostgreSQL's change notification arrives,
+    /// moments after the change committed); every answer before must be `235`.
+    pub async fn login_refused_within(
+        addr: std::net::SocketAddr,
+        from: &str,
+        username: &str,
+        password: &str,
+        within: Duration,
+    ) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let reply = Self::login_from(addr, from, username, password).await;
+            if reply.starts_with("535") {
+                return;
+            }
+            assert!(reply.starts_with("235"), "{reply}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still accepted: {reply}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Sends a command and returns its reply.
     pub async fn command(&mut self, line: &str) -> String {
         self.send_raw(format!("{line}\r\n").as_bytes()).await;

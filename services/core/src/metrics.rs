@@ -65,6 +65,8 @@ pub struct WorkerMetrics {
     /// Leased messages made due again because their worker died (its presence lock
     /// was gone), before their lease expired.
     pub departed_releases: IntCounter,
+    /// Attempts settled together in one transaction (group settlement).
+    pub settle_batch: Histogram,
 }
 
 /// The metrics of the control plane.
@@ -286,6 +288,18 @@ impl Metrics {
                 "mailbridge_departed_worker_releases_total",
                 "Leased messages made due again because their worker died, before their lease expired.",
             ),
+            settle_batch: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "mailbridge_worker_settle_batch_attempts",
+                        "Attempts settled together in one transaction (group settlement).",
+                    )
+                    .buckets(vec![2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+                )
+                .expect("valid metric");
+                r.register(Box::new(h.clone())).expect("unique metric");
+                h
+            },
             purged: counter(
                 r,
                 "mailbridge_purged_records_total",

@@ -13,7 +13,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use mailbridge_core::queue::{self, DeliveryAttempt, Settlement, Settling};
+use mailbridge_core::{
+    metrics::metrics,
+    queue::{self, DeliveryAttempt, Settlement, Settling},
+};
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, oneshot};
 use uuid::Uuid;
@@ -102,6 +105,7 @@ fn lost() -> Arc<sqlx::Error> {
 }
 
 async fn settle_batch(pool: &PgPool, owner: &str, batch: Vec<Waiting>) {
+    metrics().worker.settle_batch.observe(batch.len() as f64);
     let settling: Vec<Settling> = batch
         .iter()
         .map(|w| Settling {
