@@ -130,6 +130,115 @@ async fn a_message_logged_without_a_queue_row_is_adopted_and_delivered() {
 /// settlement that follow, here one transaction) is not yet committed, the other's
 /// statement has already seen the message without a queue row. Once the first
 /// commits, the second must see the message settled — not queue it a second time.
+/// A settlement tried again because the answer to the first try was lost after its
+/// commit (a dropped connection, a failover) changes nothing the second time: the
+/// attempt is recorded once, counted once, and a lease the worker has taken on the
+/// message since is left alone.
+#[tokio::test]
+async fn a_settlement_tried_again_after_a_lost_answer_changes_nothing() {
+    let app = TestApp::spawn_without_worker().await;
+    let tenant = app.add_tenant("Praxis Doppelt Verbucht").await;
+    let device = app.add_device(&tenant, "Scanner").await;
+    submit(
+        &app,
+        &tenant,
+        &device.device.username,
+        &device.password,
+        "arzt@klinik.example",
+        "settled twice?",
+    )
+    .await;
+    let id = app.message_ids().await[0];
+    let owner = "worker-a";
+    let lease = "UPDATE queue SET lease_owner = 'worker-a', due_at = now() + interval '5 minutes',
+                        attempt_count = attempt_count + 1 WHERE message_id = $1";
+    let leased_by = || async {
+        sqlx::query_scalar::<_, Option<String>>(
+            "SELECT lease_owner FROM queue WHERE message_id = $1",
+        )
+        .bind(id)
+        .fetch_one(app.pool())
+        .await
+        .unwrap()
+    };
+    let attempt = |outcome| queue::DeliveryAttempt {
+        started_at: chrono::Utc::now(),
+        duration_ms: 120,
+        method: "graph".into(),
+        outcome,
+        upstream_status: Some(if outcome == AttemptOutcome::Accepted {
+            202
+        } else {
+            503
+        }),
+        upstream_code: None,
+        upstream_message: None,
+        diagnosis: None,
+        mailbox: Some(tenant.tenant.sender_mailbox.clone()),
+        worker: owner.into(),
+    };
+    async fn settle_one(
+        app: &TestApp,
+        id: uuid::Uuid,
+        attempt: &queue::DeliveryAttempt,
+        settlement: queue::Settlement,
+    ) -> Vec<bool> {
+        let settling = [queue::Settling {
+            message_id: id,
+            attempt,
+            settlement,
+        }];
+        queue::settle_all(app.pool(), "worker-a", &settling)
+            .await
+            .unwrap()
+    }
+    let settle = |attempt, settlement| settle_one(&app, id, attempt, settlement);
+
+    // A retry, settled; its answer lost; the message leased by the same worker again.
+    sqlx::query(lease)
+        .bind(id)
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let retry = attempt(AttemptOutcome::Retry);
+    let later = queue::Settlement::RetryAt(chrono::Utc::now());
+    assert_eq!(settle(&retry, later).await, vec![true]);
+    sqlx::query(lease)
+        .bind(id)
+        .execute(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(settle(&retry, later).await, vec![true], "already settled");
+    assert_eq!(
+        leased_by().await.as_deref(),
+        Some(owner),
+        "the new lease is left alone"
+    );
+    assert_eq!(queue::attempts(app.pool(), id).await.unwrap().len(), 1);
+
+    // Accepted, settled, tried again.
+    let accepted = attempt(AttemptOutcome::Accepted);
+    assert_eq!(
+        settle(&accepted, queue::Settlement::Accepted).await,
+        vec![true]
+    );
+    assert_eq!(
+        settle(&accepted, queue::Settlement::Accepted).await,
+        vec![true]
+    );
+    assert_eq!(queue::attempts(app.pool(), id).await.unwrap().len(), 2);
+    let (counted, recipients): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT sum(accepted)::bigint FROM usage_hours WHERE tenant_id = $1),
+                (SELECT sum(recipients)::bigint FROM mailbox_usage WHERE mailbox = lower($2))",
+    )
+    .bind(tenant.tenant.id)
+    .bind(&tenant.tenant.sender_mailbox)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!((counted, recipients), (1, 1), "counted once");
+}
+
 #[tokio::test]
 async fn a_message_settled_during_another_adoption_is_not_queued_again() {
     let app = TestApp::spawn_without_worker().await;

@@ -571,6 +571,12 @@ pub struct Settling<'a> {
 /// final state counts into the customer's usage (`usage_count`, in the same
 /// transaction: never twice, never lost).
 ///
+/// Settling again what was already settled — the same attempt of the same worker,
+/// tried again because the answer to the first try was lost after its commit (a
+/// connection dropped, a failover) — changes nothing and counts as settled: the
+/// attempt is not recorded twice, and a lease this worker has taken on the message
+/// since is left alone.
+///
 /// Rows are locked in one order by every settlement, so that batches cannot
 /// deadlock with each other or with a customer's deletion: the queue rows first
 /// (sorted by message, as `tenants::delete` locks them), then the shared counter
@@ -620,15 +626,21 @@ pub async fn settle_all(
                  AS i(message_id, started_at, duration_ms, method, outcome, upstream_status,
                       upstream_code, upstream_message, diagnosis, mailbox, state, next_attempt_at,
                       error)),
+         prior AS (
+             SELECT i.message_id FROM input i
+              WHERE EXISTS (SELECT 1 FROM delivery_attempts a
+                             WHERE a.message_id = i.message_id AND a.started_at = i.started_at
+                               AND a.worker = $14)),
          locked AS (
              SELECT message_id FROM queue WHERE message_id = ANY($1) AND lease_owner = $14
+                AND message_id NOT IN (SELECT message_id FROM prior)
               ORDER BY message_id FOR UPDATE),
          attempt AS (
              INSERT INTO delivery_attempts
                  (message_id, started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, diagnosis, mailbox, worker)
              SELECT message_id, started_at, duration_ms, method, outcome, upstream_status,
                     upstream_code, upstream_message, diagnosis, lower(mailbox), $14
-               FROM input),
+               FROM input WHERE message_id NOT IN (SELECT message_id FROM prior)),
          retried AS (
              UPDATE queue q SET due_at = i.next_attempt_at, lease_owner = NULL, last_error = i.error
                FROM input i
@@ -652,14 +664,17 @@ pub async fn settle_all(
              SELECT lower(i.mailbox), date_trunc('hour', i.started_at, 'UTC'), sum(cardinality(m.rcpt_to))
                FROM input i JOIN messages m ON m.id = i.message_id
               WHERE i.outcome = 'accepted' AND i.mailbox IS NOT NULL
+                AND i.message_id NOT IN (SELECT message_id FROM prior)
               GROUP BY 1, 2 ORDER BY 1, 2
              ON CONFLICT (mailbox, hour) DO UPDATE SET recipients = mailbox_usage.recipients + EXCLUDED.recipients),
          counted AS (
              SELECT l.id, usage_count(l.id, l.state) AS counted
                FROM (SELECT * FROM logged ORDER BY tenant_id, id) l)
          SELECT i.message_id AS "message_id!",
-                (r.message_id IS NOT NULL OR coalesce(c.counted = 1, false)) AS "settled!"
+                (p.message_id IS NOT NULL OR r.message_id IS NOT NULL
+                 OR coalesce(c.counted = 1, false)) AS "settled!"
            FROM input i
+           LEFT JOIN prior p ON p.message_id = i.message_id
            LEFT JOIN retried r ON r.message_id = i.message_id
            LEFT JOIN counted c ON c.id = i.message_id"#,
         &ids,
