@@ -30,21 +30,39 @@ async fn submit(
     message
 }
 
-#[tokio::test]
-async fn a_message_accepted_while_no_worker_runs_is_delivered_once_one_starts() {
-    let mut app = TestApp::spawn_without_worker().await;
-    let tenant = app.add_tenant("Praxis Warteschlange").await;
+/// A customer with a scanner that submitted one message to `to`: the customer,
+/// the edge's reply and the message's id.
+async fn one_message_queued(
+    app: &TestApp,
+    customer: &str,
+    to: &str,
+    subject: &str,
+) -> (TestTenant, String, uuid::Uuid) {
+    let tenant = app.add_tenant(customer).await;
     let device = app.add_device(&tenant, "Scanner").await;
-    let message = submit(
-        &app,
+    let reply = submit(
+        app,
         &tenant,
         &device.device.username,
         &device.password,
+        to,
+        subject,
+    )
+    .await;
+    let id = app.message_ids().await[0];
+    (tenant, reply, id)
+}
+
+#[tokio::test]
+async fn a_message_accepted_while_no_worker_runs_is_delivered_once_one_starts() {
+    let mut app = TestApp::spawn_without_worker().await;
+    let (tenant, message, _) = one_message_queued(
+        &app,
+        "Praxis Warteschlange",
         "arzt@klinik.example",
         "queued",
     )
     .await;
-
     let ids = app.message_ids().await;
     assert_eq!(ids.len(), 1, "the 250 means it is committed");
     assert!(app.stack.simulator.directory.delivered().is_empty());
@@ -91,18 +109,13 @@ async fn a_message_accepted_while_no_worker_runs_is_delivered_once_one_starts() 
 #[tokio::test]
 async fn a_message_logged_without_a_queue_row_is_adopted_and_delivered() {
     let mut app = TestApp::spawn_without_worker().await;
-    let tenant = app.add_tenant("Praxis Rollout").await;
-    let device = app.add_device(&tenant, "Scanner").await;
-    let message = submit(
+    let (_, message, id) = one_message_queued(
         &app,
-        &tenant,
-        &device.device.username,
-        &device.password,
+        "Praxis Rollout",
         "arzt@klinik.example",
         "written by the previous version",
     )
     .await;
-    let id = app.message_ids().await[0];
     sqlx::query("DELETE FROM queue WHERE message_id = $1")
         .bind(id)
         .execute(app.pool())
@@ -137,18 +150,13 @@ async fn a_message_logged_without_a_queue_row_is_adopted_and_delivered() {
 #[tokio::test]
 async fn a_settlement_tried_again_after_a_lost_answer_changes_nothing() {
     let app = TestApp::spawn_without_worker().await;
-    let tenant = app.add_tenant("Praxis Doppelt Verbucht").await;
-    let device = app.add_device(&tenant, "Scanner").await;
-    submit(
+    let (tenant, _, id) = one_message_queued(
         &app,
-        &tenant,
-        &device.device.username,
-        &device.password,
+        "Praxis Doppelt Verbucht",
         "arzt@klinik.example",
         "settled twice?",
     )
     .await;
-    let id = app.message_ids().await[0];
     let owner = "worker-a";
     let lease = "UPDATE queue SET lease_owner = 'worker-a', due_at = now() + interval '5 minutes',
                         attempt_count = attempt_count + 1 WHERE message_id = $1";
@@ -242,18 +250,13 @@ async fn a_settlement_tried_again_after_a_lost_answer_changes_nothing() {
 #[tokio::test]
 async fn a_message_settled_during_another_adoption_is_not_queued_again() {
     let app = TestApp::spawn_without_worker().await;
-    let tenant = app.add_tenant("Praxis Zwei Worker").await;
-    let device = app.add_device(&tenant, "Scanner").await;
-    submit(
+    let (_, _, id) = one_message_queued(
         &app,
-        &tenant,
-        &device.device.username,
-        &device.password,
+        "Praxis Zwei Worker",
         "arzt@klinik.example",
         "adopted twice?",
     )
     .await;
-    let id = app.message_ids().await[0];
     sqlx::query("DELETE FROM queue WHERE message_id = $1")
         .bind(id)
         .execute(app.pool())
@@ -1141,18 +1144,8 @@ async fn mailbox_slots_are_shared_by_every_worker() {
 #[tokio::test]
 async fn a_mailbox_at_its_daily_recipients_defers_without_an_attempt() {
     let app = TestApp::spawn_without_worker().await;
-    let tenant = app.add_tenant("Praxis Tageslimit").await;
-    let device = app.add_device(&tenant, "Scanner").await;
-    submit(
-        &app,
-        &tenant,
-        &device.device.username,
-        &device.password,
-        "a@klinik.example",
-        "heute",
-    )
-    .await;
-    let id = app.message_ids().await[0];
+    let (tenant, _, id) =
+        one_message_queued(&app, "Praxis Tageslimit", "a@klinik.example", "heute").await;
     // Earlier today the mailbox already sent to 10 000 recipients.
     sqlx::query(
         "INSERT INTO mailbox_usage (mailbox, hour, recipients)

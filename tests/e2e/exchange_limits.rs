@@ -389,6 +389,44 @@ async fn queue_large(app: &TestApp, tenant: &TestTenant, to: &str) -> Uuid {
     queue_message(app, tenant, &header, &[to], &body).await
 }
 
+/// Waits until an attempt of message `id` is recorded.
+async fn wait_for_attempt(app: &TestApp, id: Uuid) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while queue::attempts(app.pool(), id).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no attempt recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The Graph draft recorded on message `id` (none once it left the queue).
+async fn recorded_draft(app: &TestApp, id: Uuid) -> Option<String> {
+    sqlx::query_scalar("SELECT q.graph_draft_id FROM messages m LEFT JOIN queue q ON q.message_id = m.id WHERE m.id = $1")
+        .bind(id)
+        .fetch_one(app.pool())
+        .await
+        .unwrap()
+}
+
+/// Waits until Graph holds a draft in `mailbox`.
+async fn wait_for_draft(app: &TestApp, mailbox: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.stack.simulator.directory.drafts_in(mailbox) == 0 {
+        assert!(Instant::now() < deadline, "Graph made no draft");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Graph creates `mailbox`'s next draft but answers only `seconds` later.
+fn late_draft(mailbox: &str, seconds: u64) -> Fault {
+    Fault {
+        endpoint: Endpoint::GraphDraft,
+        tenant: None,
+        mailbox: Some(mailbox.to_owned()),
+        effect: Effect::AcceptThenDelay { seconds },
+        times: Some(1),
+    }
+}
+
 fn http(status: u16, code: &str, retry_after: Option<u64>) -> Effect {
     Effect::Http {
         status,
@@ -427,12 +465,7 @@ async fn a_failed_large_send_leaves_no_draft() {
         "{attempts:?}"
     );
     assert_eq!(directory.drafts_in(&mailbox), 0, "no draft left behind");
-    let recorded: Option<String> =
-        sqlx::query_scalar("SELECT q.graph_draft_id FROM messages m LEFT JOIN queue q ON q.message_id = m.id WHERE m.id = $1")
-            .bind(id)
-            .fetch_one(app.pool())
-            .await
-            .unwrap();
+    let recorded = recorded_draft(&app, id).await;
     assert_eq!(recorded, None);
 }
 
@@ -459,22 +492,13 @@ async fn a_draft_that_could_not_be_deleted_is_deleted_by_the_next_attempt() {
         times: Some(1),
     });
     let id = queue_large(&app, &tenant, "rest@klinik.example").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while queue::attempts(app.pool(), id).await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "no attempt recorded");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_attempt(&app, id).await;
     assert_eq!(
         directory.drafts_in(&mailbox),
         1,
         "the failed draft is still there"
     );
-    let recorded: Option<String> =
-        sqlx::query_scalar("SELECT q.graph_draft_id FROM messages m LEFT JOIN queue q ON q.message_id = m.id WHERE m.id = $1")
-            .bind(id)
-            .fetch_one(app.pool())
-            .await
-            .unwrap();
+    let recorded = recorded_draft(&app, id).await;
     assert!(recorded.is_some(), "and recorded on its message");
     // The retry deletes it before it makes its own, which it sends.
     let inbox = app.wait_for_inbox("rest@klinik.example", 1).await;
@@ -499,31 +523,12 @@ async fn a_draft_whose_creation_was_never_answered_is_swept_by_the_next_attempt(
     let directory = &app.stack.simulator.directory;
     // Graph creates the draft but answers only after the worker gave up: the draft
     // exists, and its id was never recorded.
-    directory.inject_fault(Fault {
-        endpoint: Endpoint::GraphDraft,
-        tenant: None,
-        mailbox: Some(mailbox.clone()),
-        effect: Effect::AcceptThenDelay { seconds: 4 },
-        times: Some(1),
-    });
+    directory.inject_fault(late_draft(&mailbox, 4));
     let id = queue_large(&app, &tenant, "verwaist@klinik.example").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while queue::attempts(app.pool(), id).await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "no attempt recorded");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let recorded: Option<String> =
-        sqlx::query_scalar("SELECT q.graph_draft_id FROM messages m LEFT JOIN queue q ON q.message_id = m.id WHERE m.id = $1")
-            .bind(id)
-            .fetch_one(app.pool())
-            .await
-            .unwrap();
+    wait_for_attempt(&app, id).await;
+    let recorded = recorded_draft(&app, id).await;
     assert_eq!(recorded, None, "the worker never learnt the draft's id");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while directory.drafts_in(&mailbox) == 0 {
-        assert!(Instant::now() < deadline, "Graph made no draft");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_draft(&app, &mailbox).await;
     assert_eq!(directory.drafts_in(&mailbox), 1, "Graph has the draft");
     // The retry (due now rather than in a minute) finds it by its marker, deletes
     // it, and sends its own.
@@ -551,19 +556,9 @@ async fn a_worker_whose_lease_passed_to_another_does_not_go_on_with_its_draft() 
     let directory = &app.stack.simulator.directory;
     // Graph takes a while to answer the draft's creation; meanwhile the lease
     // passes to another worker (as when this one hung past its expiry).
-    directory.inject_fault(Fault {
-        endpoint: Endpoint::GraphDraft,
-        tenant: None,
-        mailbox: Some(mailbox.clone()),
-        effect: Effect::AcceptThenDelay { seconds: 3 },
-        times: Some(1),
-    });
+    directory.inject_fault(late_draft(&mailbox, 3));
     let id = queue_large(&app, &tenant, "uebernommen@klinik.example").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while directory.drafts_in(&mailbox) == 0 {
-        assert!(Instant::now() < deadline, "Graph made no draft");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_draft(&app, &mailbox).await;
     let taken = sqlx::query(
         "UPDATE queue SET lease_owner = 'another-worker', due_at = now() + interval '1 hour'
           WHERE message_id = $1 AND lease_owner IS NOT NULL",
@@ -577,22 +572,13 @@ async fn a_worker_whose_lease_passed_to_another_does_not_go_on_with_its_draft() 
         taken, 1,
         "the message was leased while Graph made its draft"
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while queue::attempts(app.pool(), id).await.unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "no attempt recorded");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_attempt(&app, id).await;
     assert!(
         directory.inbox("uebernommen@klinik.example").is_empty(),
         "the worker that lost its lease sent the message"
     );
     assert_eq!(directory.drafts_in(&mailbox), 0, "its draft was deleted");
-    let recorded: Option<String> =
-        sqlx::query_scalar("SELECT graph_draft_id FROM queue WHERE message_id = $1")
-            .bind(id)
-            .fetch_one(app.pool())
-            .await
-            .unwrap();
+    let recorded = recorded_draft(&app, id).await;
     assert_eq!(
         recorded, None,
         "nothing recorded on the other worker's lease"

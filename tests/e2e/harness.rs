@@ -643,19 +643,7 @@ impl SmtpProbe {
         password: &str,
         within: Duration,
     ) {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let reply = Self::login_from(addr, from, username, password).await;
-            if reply.starts_with("235") {
-                return;
-            }
-            assert!(reply.starts_with("454"), "{reply}");
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "still locked: {reply}"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        Self::login_turns(addr, (from, username, password), "454", "235", within).await;
     }
 
     /// Logs in from `from` until the login is refused with `535` (an edge empties
@@ -668,18 +656,30 @@ impl SmtpProbe {
         password: &str,
         within: Duration,
     ) {
+        Self::login_turns(addr, (from, username, password), "235", "535", within).await;
+    }
+
+    /// Logs in as `(from, username, password)` until the reply starts with `to`,
+    /// within `within`; every reply before must start with `from_code`.
+    async fn login_turns(
+        addr: std::net::SocketAddr,
+        (from, username, password): (&str, &str, &str),
+        from_code: &str,
+        to: &str,
+        within: Duration,
+    ) {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let reply = Self::login_from(addr, from, username, password).await;
-            if reply.starts_with("535") {
+            if reply.starts_with(to) {
                 return;
             }
-            assert!(reply.starts_with("235"), "{reply}");
+            assert!(reply.starts_with(from_code), "{reply}");
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "still accepted: {reply}"
+                "still {from_code}: {reply}"
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -147,6 +147,15 @@ fn histogram(
     metric
 }
 
+fn plain_histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let metric = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
 impl Metrics {
     fn new() -> Self {
         let registry = Registry::new();
@@ -192,30 +201,18 @@ impl Metrics {
                 "Messages accepted or refused, by listener, result and enhanced status code.",
                 &["listener", "result", "code"],
             ),
-            commit_batch: {
-                let h = Histogram::with_opts(
-                    HistogramOpts::new(
-                        "mailbridge_edge_commit_batch_messages",
-                        "Messages committed together in one transaction (group commit).",
-                    )
-                    .buckets(vec![2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
-                )
-                .expect("valid metric");
-                r.register(Box::new(h.clone())).expect("unique metric");
-                h
-            },
-            message_size: {
-                let h = Histogram::with_opts(
-                    HistogramOpts::new(
-                        "mailbridge_edge_message_size_bytes",
-                        "Sizes of accepted messages.",
-                    )
-                    .buckets(exponential_buckets(1024.0, 4.0, 10).expect("valid buckets")),
-                )
-                .expect("valid metric");
-                r.register(Box::new(h.clone())).expect("unique metric");
-                h
-            },
+            commit_batch: plain_histogram(
+                r,
+                "mailbridge_edge_commit_batch_messages",
+                "Messages committed together in one transaction (group commit).",
+                vec![2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+            ),
+            message_size: plain_histogram(
+                r,
+                "mailbridge_edge_message_size_bytes",
+                "Sizes of accepted messages.",
+                exponential_buckets(1024.0, 4.0, 10).expect("valid buckets"),
+            ),
             tls_handshakes: counter(
                 r,
                 "mailbridge_edge_tls_handshakes_total",
@@ -288,18 +285,12 @@ impl Metrics {
                 "mailbridge_departed_worker_releases_total",
                 "Leased messages made due again because their worker died, before their lease expired.",
             ),
-            settle_batch: {
-                let h = Histogram::with_opts(
-                    HistogramOpts::new(
-                        "mailbridge_worker_settle_batch_attempts",
-                        "Attempts settled together in one transaction (group settlement).",
-                    )
-                    .buckets(vec![2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
-                )
-                .expect("valid metric");
-                r.register(Box::new(h.clone())).expect("unique metric");
-                h
-            },
+            settle_batch: plain_histogram(
+                r,
+                "mailbridge_worker_settle_batch_attempts",
+                "Attempts settled together in one transaction (group settlement).",
+                vec![2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+            ),
             purged: counter(
                 r,
                 "mailbridge_purged_records_total",
