@@ -403,14 +403,15 @@ pub struct DeliveryJob {
     pub body: Option<Vec<u8>>,
 }
 
-/// The [`DeliveryJob`] of message `message_id` of customer `tenant_id`, opened with
-/// `key`; `None` when the customer is gone.
+/// The [`DeliveryJob`] of leased `message`, opened with `key`; `None` when its
+/// customer is gone. (It takes the leased message, not its two ids, which a caller
+/// could swap.)
 pub async fn delivery_job(
     pool: &PgPool,
     key: &MasterKey,
-    tenant_id: Uuid,
-    message_id: Uuid,
+    message: &LeasedMessage,
 ) -> Result<Option<DeliveryJob>, BodyError> {
+    let (tenant_id, message_id) = (message.tenant_id, message.id);
     #[derive(FromRow)]
     struct Row {
         #[sqlx(flatten)]

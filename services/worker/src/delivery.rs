@@ -50,7 +50,7 @@ impl Worker {
         message: &LeasedMessage,
         probe: bool,
     ) -> (DeliveryMethod, Option<String>, DeliveryOutcome) {
-        let job = queue::delivery_job(&self.pool, &self.master_key, message.tenant_id, message.id);
+        let job = queue::delivery_job(&self.pool, &self.master_key, message);
         let DeliveryJob {
             tenant,
             own_app,
