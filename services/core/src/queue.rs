@@ -601,8 +601,11 @@ pub async fn settle_all(
             .join(": "),
         ),
     };
-    let column =
-        |f: &dyn Fn(&Settling) -> Option<String>| settling.iter().map(f).collect::<Vec<_>>();
+    // One array per column; the text ones borrow from the attempts.
+    let text = |f: &dyn Fn(&DeliveryAttempt) -> Option<&str>| {
+        settling.iter().map(|s| f(s.attempt)).collect::<Vec<_>>()
+    };
+    let errors: Vec<Option<String>> = settling.iter().map(|s| error(s.attempt)).collect();
     let ids: Vec<Uuid> = settling.iter().map(|s| s.message_id).collect();
     let states: Vec<&str> = settling
         .iter()
@@ -681,16 +684,16 @@ pub async fn settle_all(
         &ids,
         &settling.iter().map(|s| s.attempt.started_at).collect::<Vec<_>>(),
         &settling.iter().map(|s| s.attempt.duration_ms).collect::<Vec<_>>(),
-        &column(&|s| Some(s.attempt.method.clone())) as &[Option<String>],
+        &text(&|a| Some(a.method.as_str())) as &[Option<&str>],
         &settling.iter().map(|s| s.attempt.outcome.as_str()).collect::<Vec<_>>() as &[&str],
         &settling.iter().map(|s| s.attempt.upstream_status).collect::<Vec<_>>() as &[Option<i32>],
-        &column(&|s| s.attempt.upstream_code.clone()) as &[Option<String>],
-        &column(&|s| s.attempt.upstream_message.clone()) as &[Option<String>],
-        &column(&|s| s.attempt.diagnosis.clone()) as &[Option<String>],
-        &column(&|s| s.attempt.mailbox.clone()) as &[Option<String>],
+        &text(&|a| a.upstream_code.as_deref()) as &[Option<&str>],
+        &text(&|a| a.upstream_message.as_deref()) as &[Option<&str>],
+        &text(&|a| a.diagnosis.as_deref()) as &[Option<&str>],
+        &text(&|a| a.mailbox.as_deref()) as &[Option<&str>],
         &states as &[&str],
         &next_attempts as &[Option<DateTime<Utc>>],
-        &column(&|s| error(s.attempt)) as &[Option<String>],
+        &errors as &[Option<String>],
         owner
     )
     .fetch_all(pool)

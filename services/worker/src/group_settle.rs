@@ -11,7 +11,10 @@
 //! that fails is settled again one by one, so one bad settlement (a customer
 //! deleted meanwhile) cannot fail the others.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+};
 
 use mailbridge_core::{
     metrics::metrics,
@@ -33,6 +36,27 @@ struct Waiting {
     attempt: DeliveryAttempt,
     settlement: Settlement,
     reply: oneshot::Sender<Answer>,
+}
+
+/// Where a batch is settled: [`Database`], or a stand-in in tests.
+pub(crate) trait Settle: Sync {
+    /// Settles `settling` together; whether each was settled, in order.
+    fn settle_all(
+        &self,
+        settling: &[Settling<'_>],
+    ) -> impl Future<Output = Result<Vec<bool>, sqlx::Error>> + Send;
+}
+
+/// Settles in PostgreSQL as the worker `owner` ([`queue::settle_all`]).
+pub(crate) struct Database<'a> {
+    pub pool: &'a PgPool,
+    pub owner: &'a str,
+}
+
+impl Settle for Database<'_> {
+    async fn settle_all(&self, settling: &[Settling<'_>]) -> Result<Vec<bool>, sqlx::Error> {
+        queue::settle_all(self.pool, self.owner, settling).await
+    }
 }
 
 /// The settlements waiting for a batch.
@@ -57,12 +81,11 @@ impl Default for GroupSettle {
 }
 
 impl GroupSettle {
-    /// Records `attempt` and settles message `message_id` as `owner` (see
-    /// [`queue::settle_all`]); whether this worker still held its lease.
+    /// Records `attempt` and settles message `message_id` in `store`, in a batch
+    /// with what else is waiting; whether this worker still held its lease.
     pub(crate) async fn settle(
         &self,
-        pool: &PgPool,
-        owner: &str,
+        store: &impl Settle,
         message_id: Uuid,
         attempt: &DeliveryAttempt,
         settlement: Settlement,
@@ -86,7 +109,7 @@ impl GroupSettle {
                 drop(settler);
                 return answer.await.unwrap_or_else(|_| Err(lost()));
             }
-            settle_batch(pool, owner, batch).await;
+            settle_batch(store, batch).await;
             drop(settler);
         }
     }
@@ -99,12 +122,13 @@ impl GroupSettle {
     }
 }
 
-/// A batch whose settler went away before answering (its task ended).
+/// A batch whose settler went away before answering (its task ended), as group
+/// commit says it.
 fn lost() -> Arc<sqlx::Error> {
-    Arc::new(sqlx::Error::WorkerCrashed)
+    Arc::new(sqlx::Error::PoolClosed)
 }
 
-async fn settle_batch(pool: &PgPool, owner: &str, batch: Vec<Waiting>) {
+async fn settle_batch(store: &impl Settle, batch: Vec<Waiting>) {
     metrics().worker.settle_batch.observe(batch.len() as f64);
     let settling: Vec<Settling> = batch
         .iter()
@@ -114,14 +138,14 @@ async fn settle_batch(pool: &PgPool, owner: &str, batch: Vec<Waiting>) {
             settlement: w.settlement,
         })
         .collect();
-    let answers: Vec<Answer> = match queue::settle_all(pool, owner, &settling).await {
+    let answers: Vec<Answer> = match store.settle_all(&settling).await {
         Ok(settled) => settled.into_iter().map(Ok).collect(),
         Err(e) if settling.len() == 1 => vec![Err(Arc::new(e))],
         Err(e) => {
             tracing::debug!(error = %e, size = settling.len(), "a settlement batch failed; settling its attempts one by one");
             let mut answers = Vec::with_capacity(settling.len());
             for one in &settling {
-                let answer = queue::settle_all(pool, owner, std::slice::from_ref(one)).await;
+                let answer = store.settle_all(std::slice::from_ref(one)).await;
                 answers.push(answer.map(|settled| settled[0]).map_err(Arc::new));
             }
             answers
@@ -130,5 +154,124 @@ async fn settle_batch(pool: &PgPool, owner: &str, batch: Vec<Waiting>) {
     drop(settling);
     for (waiting, answer) in batch.into_iter().zip(answers) {
         let _ = waiting.reply.send(answer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailbridge_core::queue::AttemptOutcome;
+    use tokio::sync::Notify;
+
+    /// Records each batch's size; holds every batch until `open`; refuses a batch
+    /// of more than one that holds `poison` (a customer deleted meanwhile), and
+    /// `poison` alone.
+    struct Recorder {
+        batches: Mutex<Vec<usize>>,
+        entered: Notify,
+        open: Semaphore,
+        poison: Option<Uuid>,
+    }
+
+    impl Recorder {
+        fn new(poison: Option<Uuid>) -> Arc<Self> {
+            Arc::new(Self {
+                batches: Mutex::default(),
+                entered: Notify::new(),
+                open: Semaphore::new(0),
+                poison,
+            })
+        }
+    }
+
+    impl Settle for Recorder {
+        async fn settle_all(&self, settling: &[Settling<'_>]) -> Result<Vec<bool>, sqlx::Error> {
+            self.batches.lock().unwrap().push(settling.len());
+            self.entered.notify_one();
+            drop(self.open.acquire().await.unwrap());
+            if settling.iter().any(|s| Some(s.message_id) == self.poison) {
+                return Err(sqlx::Error::RowNotFound);
+            }
+            Ok(vec![true; settling.len()])
+        }
+    }
+
+    fn attempt() -> DeliveryAttempt {
+        DeliveryAttempt {
+            started_at: chrono::Utc::now(),
+            duration_ms: 1,
+            method: "graph".into(),
+            outcome: AttemptOutcome::Accepted,
+            upstream_status: Some(202),
+            upstream_code: None,
+            upstream_message: None,
+            diagnosis: None,
+            mailbox: None,
+            worker: "w".into(),
+        }
+    }
+
+    /// Occupies both settlers with one settlement each, then queues `later`
+    /// while they are busy, opens the store and returns every answer: the
+    /// first two, then `later`'s in order.
+    async fn settle_while_busy(store: Arc<Recorder>, later: &[Uuid]) -> Vec<Answer> {
+        let group = Arc::new(GroupSettle::default());
+        let spawn = |id: Uuid| {
+            let (group, store) = (group.clone(), store.clone());
+            tokio::spawn(async move {
+                group
+                    .settle(&*store, id, &attempt(), Settlement::Accepted)
+                    .await
+            })
+        };
+        let mut tasks = Vec::new();
+        for _ in 0..SETTLERS {
+            tasks.push(spawn(Uuid::new_v4()));
+            store.entered.notified().await;
+        }
+        for &id in later {
+            tasks.push(spawn(id));
+        }
+        // Every later settlement is waiting before the store opens.
+        while group.waiting.lock().unwrap().len() < later.len() {
+            tokio::task::yield_now().await;
+        }
+        store.open.add_permits(1_000);
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap());
+        }
+        answers
+    }
+
+    #[tokio::test]
+    async fn settlements_that_wait_for_a_settler_go_together_in_one_batch() {
+        let store = Recorder::new(None);
+        let later: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+        let answers = settle_while_busy(store.clone(), &later).await;
+        assert!(answers.iter().all(|a| matches!(a, Ok(true))));
+        let mut batches = store.batches.lock().unwrap().clone();
+        batches.sort_unstable();
+        assert_eq!(batches, vec![1, 1, 5], "the five waiting went in one batch");
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_is_settled_one_by_one() {
+        let poison = Uuid::new_v4();
+        let store = Recorder::new(Some(poison));
+        let later = [Uuid::new_v4(), poison, Uuid::new_v4()];
+        let answers = settle_while_busy(store.clone(), &later).await;
+        let later_answers: Vec<bool> = answers[SETTLERS..].iter().map(Result::is_ok).collect();
+        assert_eq!(
+            later_answers,
+            vec![true, false, true],
+            "only the bad one failed"
+        );
+        let batches = store.batches.lock().unwrap().clone();
+        assert_eq!(
+            &batches[SETTLERS..],
+            &[3, 1, 1, 1],
+            "the batch, then one by one"
+        );
     }
 }

@@ -194,13 +194,13 @@ impl Worker {
         let started = std::time::Instant::now();
         let mut pause = Duration::from_millis(500);
         loop {
-            let settled = self.settlements.settle(
-                &self.pool,
-                &self.identity,
-                message.id,
-                attempt,
-                settlement,
-            );
+            let store = crate::group_settle::Database {
+                pool: &self.pool,
+                owner: &self.identity,
+            };
+            let settled = self
+                .settlements
+                .settle(&store, message.id, attempt, settlement);
             match settled.await {
                 // The database answered and refused: the message is gone (its customer
                 // was deleted meanwhile); trying again cannot help.
