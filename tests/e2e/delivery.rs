@@ -143,6 +143,137 @@ async fn a_message_logged_without_a_queue_row_is_adopted_and_delivered() {
 /// settlement that follow, here one transaction) is not yet committed, the other's
 /// statement has already seen the message without a queue row. Once the first
 /// commits, the second must see the message settled — not queue it a second time.
+/// Settles message `id` as worker `owner` (queueing `report` with it), alone.
+async fn settle_one(
+    app: &TestApp,
+    owner: &str,
+    id: uuid::Uuid,
+    attempt: &queue::DeliveryAttempt,
+    settlement: queue::Settlement,
+    report: Option<&queue::NewMessage>,
+) -> Vec<bool> {
+    let settling = [queue::Settling {
+        message_id: id,
+        attempt,
+        settlement,
+        report,
+    }];
+    queue::settle_all(app.pool(), app.master_key(), owner, &settling)
+        .await
+        .unwrap()
+}
+
+/// Leases message `id` to `owner` as a worker's lease does.
+async fn lease_to(app: &TestApp, owner: &str, id: uuid::Uuid) {
+    sqlx::query(
+        "UPDATE queue SET lease_owner = $2, due_at = now() + interval '5 minutes',
+                attempt_count = attempt_count + 1 WHERE message_id = $1",
+    )
+    .bind(id)
+    .bind(owner)
+    .execute(app.pool())
+    .await
+    .unwrap();
+}
+
+/// A failure report goes into the queue in its message's settlement: committed
+/// with it (a crash between the two cannot lose it, and whoever sees the message
+/// failed sees its report), queued once when the settlement is tried again, and
+/// not at all when the lease had passed to another worker.
+#[tokio::test]
+async fn a_failure_report_is_queued_with_its_settlement_once() {
+    let app = TestApp::spawn_without_worker().await;
+    let (tenant, _, id) = one_message_queued(
+        &app,
+        "Praxis Bericht",
+        "arzt@klinik.example",
+        "reported once?",
+    )
+    .await;
+    let reports = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM messages m JOIN queue q ON q.message_id = m.id
+              WHERE m.tenant_id = $1 AND m.kind = 'notification'",
+        )
+        .bind(tenant.tenant.id)
+        .fetch_one(app.pool())
+        .await
+        .unwrap()
+    };
+    let failed = queue::DeliveryAttempt {
+        started_at: chrono::Utc::now(),
+        duration_ms: 80,
+        method: "graph".into(),
+        outcome: AttemptOutcome::Permanent,
+        upstream_status: Some(403),
+        upstream_code: Some("ErrorSendAsDenied".into()),
+        upstream_message: Some("not allowed to send as".into()),
+        diagnosis: Some("send_as_denied".into()),
+        mailbox: Some(tenant.tenant.sender_mailbox.clone()),
+        worker: String::new(),
+    };
+    let report = |subject: &str| queue::NewMessage {
+        id: uuid::Uuid::now_v7(),
+        tenant_id: tenant.tenant.id,
+        device_id: None,
+        mail_from: tenant.tenant.sender_mailbox.clone(),
+        rcpt_to: vec!["it@praxis.example".into()],
+        client_addr: std::net::IpAddr::from([127, 0, 0, 1]),
+        tls_protocol: None,
+        tls_cipher: None,
+        kind: queue::MessageKind::Notification,
+        subject: Some(subject.into()),
+        body: sample_message(&tenant.tenant.sender_mailbox, "it@praxis.example", subject)
+            .into_bytes(),
+    };
+
+    // Leased by one worker, taken over by another: the first one's report is not queued.
+    lease_to(&app, "worker-a", id).await;
+    lease_to(&app, "worker-b", id).await;
+    let late = report("Undeliverable (worker-a)");
+    let settled = settle_one(
+        &app,
+        "worker-a",
+        id,
+        &failed,
+        queue::Settlement::Failed,
+        Some(&late),
+    );
+    assert_eq!(settled.await, vec![false]);
+    assert_eq!(
+        reports().await,
+        0,
+        "no report from a worker that lost its lease"
+    );
+
+    // Failed by its lease holder: the report is in the queue as the message fails.
+    let mine = report("Undeliverable (worker-b)");
+    let settled = settle_one(
+        &app,
+        "worker-b",
+        id,
+        &failed,
+        queue::Settlement::Failed,
+        Some(&mine),
+    );
+    assert_eq!(settled.await, vec![true]);
+    let status = queue::status(app.pool(), id).await.unwrap().unwrap();
+    assert_eq!(status.state, MessageState::Failed);
+    assert_eq!(reports().await, 1, "the report committed with the failure");
+
+    // The answer was lost; the worker settles again with the same report.
+    let settled = settle_one(
+        &app,
+        "worker-b",
+        id,
+        &failed,
+        queue::Settlement::Failed,
+        Some(&mine),
+    );
+    assert_eq!(settled.await, vec![true], "already settled");
+    assert_eq!(reports().await, 1, "queued once");
+}
+
 /// A settlement tried again because the answer to the first try was lost after its
 /// commit (a dropped connection, a failover) changes nothing the second time: the
 /// attempt is recorded once, counted once, and a lease the worker has taken on the
@@ -158,8 +289,6 @@ async fn a_settlement_tried_again_after_a_lost_answer_changes_nothing() {
     )
     .await;
     let owner = "worker-a";
-    let lease = "UPDATE queue SET lease_owner = 'worker-a', due_at = now() + interval '5 minutes',
-                        attempt_count = attempt_count + 1 WHERE message_id = $1";
     let leased_by = || async {
         sqlx::query_scalar::<_, Option<String>>(
             "SELECT lease_owner FROM queue WHERE message_id = $1",
@@ -185,37 +314,14 @@ async fn a_settlement_tried_again_after_a_lost_answer_changes_nothing() {
         mailbox: Some(tenant.tenant.sender_mailbox.clone()),
         worker: owner.into(),
     };
-    async fn settle_one(
-        app: &TestApp,
-        id: uuid::Uuid,
-        attempt: &queue::DeliveryAttempt,
-        settlement: queue::Settlement,
-    ) -> Vec<bool> {
-        let settling = [queue::Settling {
-            message_id: id,
-            attempt,
-            settlement,
-        }];
-        queue::settle_all(app.pool(), "worker-a", &settling)
-            .await
-            .unwrap()
-    }
-    let settle = |attempt, settlement| settle_one(&app, id, attempt, settlement);
+    let settle = |attempt, settlement| settle_one(&app, owner, id, attempt, settlement, None);
 
     // A retry, settled; its answer lost; the message leased by the same worker again.
-    sqlx::query(lease)
-        .bind(id)
-        .execute(app.pool())
-        .await
-        .unwrap();
+    lease_to(&app, owner, id).await;
     let retry = attempt(AttemptOutcome::Retry);
     let later = queue::Settlement::RetryAt(chrono::Utc::now());
     assert_eq!(settle(&retry, later).await, vec![true]);
-    sqlx::query(lease)
-        .bind(id)
-        .execute(app.pool())
-        .await
-        .unwrap();
+    lease_to(&app, owner, id).await;
     assert_eq!(settle(&retry, later).await, vec![true], "already settled");
     assert_eq!(
         leased_by().await.as_deref(),

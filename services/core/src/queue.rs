@@ -112,7 +112,7 @@ impl MessageKind {
 }
 
 /// A message as the edge hands it over.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NewMessage {
     /// Chosen by the edge, so its trace header can name it before the commit.
     pub id: Uuid,
@@ -560,6 +560,10 @@ pub struct Settling<'a> {
     pub message_id: Uuid,
     pub attempt: &'a DeliveryAttempt,
     pub settlement: Settlement,
+    /// A report about this message (it failed) queued in the same transaction:
+    /// committed exactly when the settlement is, never lost to a crash between the
+    /// two, never queued twice.
+    pub report: Option<&'a NewMessage>,
 }
 
 /// Records the attempts and settles their messages, all in one statement (one
@@ -583,11 +587,41 @@ pub struct Settling<'a> {
 /// (sorted by message, as `tenants::delete` locks them), then the shared counter
 /// rows — the customers' hours (sorted by customer) before the mailboxes' (sorted
 /// by mailbox).
+///
+/// Reports ([`Settling::report`], sealed with `key`) are queued in the same
+/// transaction, each only if its message was settled now (not before, not by
+/// another worker). Without reports, the statement is the transaction.
 pub async fn settle_all(
     pool: &PgPool,
+    key: &MasterKey,
     owner: &str,
     settling: &[Settling<'_>],
 ) -> Result<Vec<bool>, sqlx::Error> {
+    if settling.iter().all(|s| s.report.is_none()) {
+        let settled = settle_statement(pool, owner, settling).await?;
+        return Ok(settled.into_iter().map(|(settled, _)| settled).collect());
+    }
+    let mut tx = pool.begin().await?;
+    let settled = settle_statement(&mut *tx, owner, settling).await?;
+    let reports: Vec<&NewMessage> = settling
+        .iter()
+        .zip(&settled)
+        .filter_map(|(s, &(settled, again))| s.report.filter(|_| settled && !again))
+        .collect();
+    if !reports.is_empty() {
+        enqueue_all(&mut *tx, key, &reports).await?;
+    }
+    tx.commit().await?;
+    Ok(settled.into_iter().map(|(settled, _)| settled).collect())
+}
+
+/// The statement of [`settle_all`]: for each settlement in order, whether it was
+/// settled, and whether that was already so (settled before, by this attempt).
+async fn settle_statement<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    owner: &str,
+    settling: &[Settling<'_>],
+) -> Result<Vec<(bool, bool)>, sqlx::Error> {
     let error = |attempt: &DeliveryAttempt| match attempt.outcome {
         AttemptOutcome::Accepted => None,
         _ => Some(
@@ -676,7 +710,8 @@ pub async fn settle_all(
                FROM (SELECT * FROM logged ORDER BY tenant_id, id) l)
          SELECT i.message_id AS "message_id!",
                 (p.message_id IS NOT NULL OR r.message_id IS NOT NULL
-                 OR coalesce(c.counted = 1, false)) AS "settled!"
+                 OR coalesce(c.counted = 1, false)) AS "settled!",
+                p.message_id IS NOT NULL AS "again!"
            FROM input i
            LEFT JOIN prior p ON p.message_id = i.message_id
            LEFT JOIN retried r ON r.message_id = i.message_id
@@ -696,15 +731,15 @@ pub async fn settle_all(
         &errors as &[Option<String>],
         owner
     )
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await?;
-    let settled: std::collections::HashMap<Uuid, bool> = rows
+    let settled: std::collections::HashMap<Uuid, (bool, bool)> = rows
         .into_iter()
-        .map(|row| (row.message_id, row.settled))
+        .map(|row| (row.message_id, (row.settled, row.again)))
         .collect();
     Ok(ids
         .iter()
-        .map(|id| settled.get(id).copied().unwrap_or(false))
+        .map(|id| settled.get(id).copied().unwrap_or((false, false)))
         .collect())
 }
 

@@ -17,8 +17,9 @@ use std::{
 };
 
 use mailbridge_core::{
+    crypto::MasterKey,
     metrics::metrics,
-    queue::{self, DeliveryAttempt, Settlement, Settling},
+    queue::{self, DeliveryAttempt, NewMessage, Settlement, Settling},
 };
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, oneshot};
@@ -35,6 +36,7 @@ struct Waiting {
     message_id: Uuid,
     attempt: DeliveryAttempt,
     settlement: Settlement,
+    report: Option<NewMessage>,
     reply: oneshot::Sender<Answer>,
 }
 
@@ -47,15 +49,17 @@ pub(crate) trait Settle: Sync {
     ) -> impl Future<Output = Result<Vec<bool>, sqlx::Error>> + Send;
 }
 
-/// Settles in PostgreSQL as the worker `owner` ([`queue::settle_all`]).
+/// Settles in PostgreSQL as the worker `owner`, sealing reports with `key`
+/// ([`queue::settle_all`]).
 pub(crate) struct Database<'a> {
     pub pool: &'a PgPool,
+    pub key: &'a MasterKey,
     pub owner: &'a str,
 }
 
 impl Settle for Database<'_> {
     async fn settle_all(&self, settling: &[Settling<'_>]) -> Result<Vec<bool>, sqlx::Error> {
-        queue::settle_all(self.pool, self.owner, settling).await
+        queue::settle_all(self.pool, self.key, self.owner, settling).await
     }
 }
 
@@ -81,20 +85,23 @@ impl Default for GroupSettle {
 }
 
 impl GroupSettle {
-    /// Records `attempt` and settles message `message_id` in `store`, in a batch
-    /// with what else is waiting; whether this worker still held its lease.
+    /// Records `attempt` and settles message `message_id` in `store` (queueing
+    /// `report` with it), in a batch with what else is waiting; whether this worker
+    /// still held its lease.
     pub(crate) async fn settle(
         &self,
         store: &impl Settle,
         message_id: Uuid,
         attempt: &DeliveryAttempt,
         settlement: Settlement,
+        report: Option<&NewMessage>,
     ) -> Answer {
         let (reply, mut answer) = oneshot::channel();
         self.waiting.lock().expect("not poisoned").push(Waiting {
             message_id,
             attempt: attempt.clone(),
             settlement,
+            report: report.cloned(),
             reply,
         });
         loop {
@@ -136,6 +143,7 @@ async fn settle_batch(store: &impl Settle, batch: Vec<Waiting>) {
             message_id: w.message_id,
             attempt: &w.attempt,
             settlement: w.settlement,
+            report: w.report.as_ref(),
         })
         .collect();
     let answers: Vec<Answer> = match store.settle_all(&settling).await {
@@ -220,7 +228,7 @@ mod tests {
             let (group, store) = (group.clone(), store.clone());
             tokio::spawn(async move {
                 group
-                    .settle(&*store, id, &attempt(), Settlement::Accepted)
+                    .settle(&*store, id, &attempt(), Settlement::Accepted, None)
                     .await
             })
         };

@@ -19,17 +19,18 @@ use uuid::Uuid;
 
 use mailbridge_m365::outcome::Failure;
 
-/// Queues the report for `message`, if its tenant (or the MSP) has an address for it.
-pub async fn report_undeliverable(
+/// The report that `message` failed for good (`expired`: past its maximum age), if
+/// its tenant (or the MSP) has an address for it: to be queued with the failed
+/// settlement, in its transaction ([`queue::Settling::report`]).
+pub async fn undeliverable(
     pool: &PgPool,
     settings: &Settings,
-    key: &MasterKey,
     message: &LeasedMessage,
     failure: &Failure,
     expired: bool,
-) -> Result<(), sqlx::Error> {
+) -> Result<Option<NewMessage>, sqlx::Error> {
     let why = if expired { Why::Expired } else { Why::Failed };
-    report(pool, settings, key, message, failure, why).await
+    report(pool, settings, message, failure, why).await
 }
 
 /// Why the report is written.
@@ -50,26 +51,38 @@ pub async fn report_bounced(
     message: &LeasedMessage,
     failure: &Failure,
 ) -> Result<(), sqlx::Error> {
-    report(pool, settings, key, message, failure, Why::Bounced).await
+    if let Some(report) = report(pool, settings, message, failure, Why::Bounced).await? {
+        queue::enqueue(pool, key, &report).await?;
+        queued();
+    }
+    Ok(())
 }
 
+/// Counts a report queued.
+pub fn queued() {
+    mailbridge_core::metrics::metrics()
+        .worker
+        .notifications
+        .inc();
+}
+
+/// Writes the report about `message`; none without an address to send it to.
 async fn report(
     pool: &PgPool,
     settings: &Settings,
-    key: &MasterKey,
     message: &LeasedMessage,
     failure: &Failure,
     why: Why,
-) -> Result<(), sqlx::Error> {
+) -> Result<Option<NewMessage>, sqlx::Error> {
     let Some(tenant) = tenants::get(pool, message.tenant_id).await? else {
-        return Ok(());
+        return Ok(None);
     };
     let Some(recipient) = tenant
         .notification_address
         .clone()
         .or_else(|| settings.worker.failure_notification_address.clone())
     else {
-        return Ok(());
+        return Ok(None);
     };
     let device: Option<String> = match message.device_id {
         Some(id) => devices::named(pool, message.tenant_id, &[id])
@@ -104,10 +117,10 @@ async fn report(
         Ok(body) => body,
         Err(e) => {
             tracing::warn!(error = %e, queue_id = %message.id, "cannot write the report of an undeliverable message");
-            return Ok(());
+            return Ok(None);
         }
     };
-    let report = NewMessage {
+    Ok(Some(NewMessage {
         id,
         tenant_id: tenant.id,
         device_id: None,
@@ -119,13 +132,7 @@ async fn report(
         kind: MessageKind::Notification,
         subject: Some(subject),
         body,
-    };
-    queue::enqueue(pool, key, &report).await?;
-    mailbridge_core::metrics::metrics()
-        .worker
-        .notifications
-        .inc();
-    Ok(())
+    }))
 }
 
 /// The report in one language: what happened, the message's facts, Microsoft's

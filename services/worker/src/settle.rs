@@ -125,7 +125,20 @@ impl Worker {
             expired,
             "delivery attempt"
         );
-        match self.settle(&message, &attempt, settlement).await {
+        // A failed device message's report goes with its settlement.
+        let report = match (settlement, message.kind) {
+            (Settlement::Failed, MessageKind::Device) => {
+                let failure = outcome
+                    .failure()
+                    .expect("a failed settlement has a failure");
+                self.report(&message, failure, expired).await
+            }
+            _ => None,
+        };
+        match self
+            .settle(&message, &attempt, settlement, report.as_ref())
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 // Another worker took the lease over: if this attempt delivered, the
@@ -141,6 +154,9 @@ impl Worker {
                 tracing::error!(queue_id = %message.id, error = %e, "could not settle message");
                 return;
             }
+        }
+        if report.is_some() {
+            notify::queued();
         }
         // A test message (or a hold's probe) accepted as the sender mailbox proves a
         // limited customer's Exchange grant.
@@ -162,23 +178,24 @@ impl Worker {
                 }
             }
         }
-        if let (Settlement::Failed, MessageKind::Device) = (settlement, message.kind) {
-            let failure = outcome
-                .failure()
-                .expect("a failed settlement has a failure");
-            if let Err(e) = notify::report_undeliverable(
-                &self.pool,
-                &self.settings,
-                &self.master_key,
-                &message,
-                failure,
-                expired,
-            )
+    }
+
+    /// The report that `message` failed (`expired`: past its maximum age), to queue
+    /// with its settlement; none when no one has an address for it, or when it
+    /// cannot be written now (the failure is settled all the same: a lost report
+    /// must not keep a failed message retrying).
+    async fn report(
+        &self,
+        message: &LeasedMessage,
+        failure: &outcome::Failure,
+        expired: bool,
+    ) -> Option<queue::NewMessage> {
+        notify::undeliverable(&self.pool, &self.settings, message, failure, expired)
             .await
-            {
-                tracing::warn!(queue_id = %message.id, error = %e, "could not queue the failure report");
-            }
-        }
+            .unwrap_or_else(|e| {
+                tracing::warn!(queue_id = %message.id, error = %e, "could not write the failure report");
+                None
+            })
     }
 
     /// Records the attempt and settles the message, retrying while the database is
@@ -189,6 +206,7 @@ impl Worker {
         message: &LeasedMessage,
         attempt: &DeliveryAttempt,
         settlement: Settlement,
+        report: Option<&queue::NewMessage>,
     ) -> Result<bool, std::sync::Arc<sqlx::Error>> {
         let patience = Duration::from_secs(self.settings.worker.lease_seconds).mul_f64(0.8);
         let started = std::time::Instant::now();
@@ -196,11 +214,12 @@ impl Worker {
         loop {
             let store = crate::group_settle::Database {
                 pool: &self.pool,
+                key: &self.master_key,
                 owner: &self.identity,
             };
             let settled = self
                 .settlements
-                .settle(&store, message.id, attempt, settlement);
+                .settle(&store, message.id, attempt, settlement, report);
             match settled.await {
                 // The database answered and refused: the message is gone (its customer
                 // was deleted meanwhile); trying again cannot help.
@@ -335,7 +354,14 @@ impl Worker {
             worker: self.identity.clone(),
         };
         tracing::info!(queue_id = %message.id, tenant = %message.tenant_id, diagnosis = diagnosis.key, "held message past its maximum age: failed");
-        match self.settle(&message, &attempt, Settlement::Failed).await {
+        let report = match message.kind {
+            MessageKind::Device => self.report(&message, &failure, true).await,
+            _ => None,
+        };
+        match self
+            .settle(&message, &attempt, Settlement::Failed, report.as_ref())
+            .await
+        {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
@@ -343,18 +369,8 @@ impl Worker {
                 return;
             }
         }
-        if message.kind == MessageKind::Device
-            && let Err(e) = notify::report_undeliverable(
-                &self.pool,
-                &self.settings,
-                &self.master_key,
-                &message,
-                &failure,
-                true,
-            )
-            .await
-        {
-            tracing::warn!(queue_id = %message.id, error = %e, "could not queue the failure report");
+        if report.is_some() {
+            notify::queued();
         }
     }
 }
