@@ -5,7 +5,7 @@
 //! however many workers watch. A message to a recipient that exists stays accepted.
 
 use mailbridge_core::queue::MessageState;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lettre::{AsyncTransport, address::Envelope};
 use mailbridge_core::metrics::metrics;
@@ -13,7 +13,9 @@ use mailbridge_m365_sim::{ROLE_MAIL_READ_WRITE, ROLE_MAIL_SEND};
 use uuid::Uuid;
 
 use crate::{
-    harness::{TestApp, TestTenant, database_url, readable, sample_message, without_final_crlf},
+    harness::{
+        TestApp, TestTenant, database_url, readable, sample_message, wait_until, without_final_crlf,
+    },
     staff_client::StaffClient,
 };
 
@@ -66,18 +68,6 @@ async fn id_to(app: &TestApp, recipient: &str) -> Uuid {
         .fetch_one(app.pool())
         .await
         .unwrap()
-}
-
-async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "{what} within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]

@@ -3,7 +3,9 @@
 use mailbridge_core::queue::MessageState;
 use std::time::Duration;
 
-use crate::harness::{TestApp, TestTenant, readable, sample_message, without_final_crlf};
+use crate::harness::{
+    TestApp, TestTenant, readable, sample_message, wait_until, without_final_crlf,
+};
 use lettre::{AsyncTransport, address::Envelope};
 use mailbridge_core::{
     devices::{self, PolicyChange},
@@ -101,6 +103,88 @@ async fn a_message_accepted_while_no_worker_runs_is_delivered_once_one_starts() 
     .await
     .unwrap();
     assert_eq!(counted, 1, "the recipient counts against the mailbox's day");
+}
+
+/// Every row of a customer names the customer — written by the edge and the
+/// worker themselves, not by the rollout trigger that fills it for the previous
+/// version's writers (dropped here; the trigger is tried first, as such a writer).
+#[tokio::test]
+async fn a_customers_rows_name_the_customer_without_the_rollout_trigger() {
+    let mut app = TestApp::spawn_without_worker().await;
+    let (tenant, _, id) = one_message_queued(
+        &app,
+        "Praxis Verteilt",
+        "arzt@klinik.example",
+        "whose rows?",
+    )
+    .await;
+    // The previous version's worker records an attempt without the customer.
+    let filled: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO delivery_attempts (message_id, started_at, duration_ms, method, outcome, worker)
+         VALUES ($1, now(), 1, 'graph', 'retry', 'old-worker') RETURNING tenant_id",
+    )
+    .bind(id)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        filled, tenant.tenant.id,
+        "the trigger fills an old writer's row"
+    );
+    sqlx::raw_sql(
+        "DROP TRIGGER delivery_attempts_tenant ON delivery_attempts;
+         DROP TRIGGER message_bodies_tenant ON message_bodies;
+         DROP TRIGGER message_bounces_tenant ON message_bounces;
+         DROP TRIGGER device_sources_tenant ON device_sources;
+         DROP TRIGGER session_transcripts_tenant ON session_transcripts;",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let device = app.add_device(&tenant, "Drucker").await;
+    submit(
+        &app,
+        &tenant,
+        &device.device.username,
+        &device.password,
+        "arzt@klinik.example",
+        "after the rollout",
+    )
+    .await;
+    app.stack.start_worker().unwrap();
+    app.wait_for_inbox("arzt@klinik.example", 2).await;
+    // Attempts, sources and known devices' sessions of the customer.
+    let counts = || async {
+        sqlx::query_as::<_, (i64, i64, i64)>(
+            "SELECT (SELECT count(*) FROM delivery_attempts WHERE tenant_id = $1),
+                    (SELECT count(*) FROM device_sources WHERE tenant_id = $1),
+                    (SELECT count(*) FROM session_transcripts WHERE tenant_id = $1)",
+        )
+        .bind(tenant.tenant.id)
+        .fetch_one(app.pool())
+        .await
+        .unwrap()
+    };
+    wait_until(
+        "both deliveries and sessions recorded",
+        Duration::from_secs(20),
+        || async {
+            let (attempts, sources, sessions) = counts().await;
+            attempts == 3 && sources == 2 && sessions >= 2
+        },
+    )
+    .await;
+    let without: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM delivery_attempts WHERE tenant_id IS DISTINCT FROM $1)
+              + (SELECT count(*) FROM device_sources WHERE tenant_id IS DISTINCT FROM $1)
+              + (SELECT count(*) FROM session_transcripts
+                  WHERE device_id IS NOT NULL AND tenant_id IS DISTINCT FROM $1)",
+    )
+    .bind(tenant.tenant.id)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(without, 0, "no row names another customer");
 }
 
 /// An edge of the previous version (during the rollout that moved the queue apart

@@ -725,3 +725,17 @@ pub fn readable(mime: &str) -> String {
     }
     text
 }
+
+/// Waits for `check` to hold, at most `within` (polled every 100 ms); fails the
+/// test naming `what` otherwise.
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -534,3 +534,94 @@ async fn lettre_with_a_foreign_sender_goes_through_its_own_tenant() {
         .count();
     assert_eq!(into_b, 0);
 }
+
+/// The migration that put the customer on every customer row (20261207000100–103)
+/// fills the rows written before it — attempts, bodies, bounces, familiar sources,
+/// a known device's transcripts — from their message or device, leaves a transcript
+/// of no known device without a customer, and ends with the column NOT NULL.
+#[tokio::test]
+async fn the_migration_names_the_customer_on_rows_written_before_it() {
+    use mailbridge_core::db::MIGRATOR;
+    let database = crate::harness::empty_database().await;
+    let pool = mailbridge_core::db::pool(
+        &crate::harness::database_url(&database),
+        mailbridge_core::db::PoolOptions::default(),
+    )
+    .unwrap();
+    MIGRATOR
+        .run_to(20261206000100, &pool)
+        .await
+        .expect("the schema before");
+    let (tenant, device, message): (Uuid, Uuid, Uuid) = sqlx::query_as(
+        "WITH t AS (INSERT INTO tenants (name, entra_tenant_id, sender_mailbox)
+                    VALUES ('Praxis Vorher', gen_random_uuid(), 'scan@vorher.example') RETURNING id),
+              d AS (INSERT INTO devices (tenant_id, name, username, password_hash)
+                    SELECT id, 'Scanner', 'scanner@vorher', 'x' FROM t RETURNING id, tenant_id),
+              m AS (INSERT INTO messages (id, tenant_id, mail_from, rcpt_to, size_bytes, client_addr)
+                    SELECT gen_random_uuid(), tenant_id, 'scan@vorher.example', ARRAY['arzt@klinik.example'], 10, '192.0.2.7'
+                      FROM d RETURNING id)
+         SELECT (SELECT id FROM t), (SELECT id FROM d), (SELECT id FROM m)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO message_bodies (message_id, body, sealed) VALUES ('{message}', 'x', false);
+         INSERT INTO delivery_attempts (message_id, started_at, duration_ms, method, outcome, worker)
+             VALUES ('{message}', now(), 5, 'graph', 'retry', 'w');
+         INSERT INTO message_bounces (message_id, recipient, status, diagnosis, reported_at, report_id)
+             VALUES ('{message}', 'arzt@klinik.example', '5.1.1', 'unknown_recipient', now(), 'r1');
+         INSERT INTO device_sources (device_id, source) VALUES ('{device}', '192.0.2.0/24');
+         INSERT INTO session_transcripts (device_id, source_addr, started_at, ended_at, listener, outcome, lines)
+             VALUES ('{device}', '192.0.2.7', now(), now(), 'submission', 'ok', '[]'),
+                    (NULL, '198.51.100.9', now(), now(), 'submission', 'refused', '[]');"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+    MIGRATOR.run(&pool).await.expect("migrates");
+    let named: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT t, count(*) FILTER (WHERE tenant_id = $1), count(*) FILTER (WHERE tenant_id IS NULL)
+           FROM (SELECT 'attempts' t, tenant_id FROM delivery_attempts
+                 UNION ALL SELECT 'bodies', tenant_id FROM message_bodies
+                 UNION ALL SELECT 'bounces', tenant_id FROM message_bounces
+                 UNION ALL SELECT 'sources', tenant_id FROM device_sources
+                 UNION ALL SELECT 'transcripts', tenant_id FROM session_transcripts) rows
+          GROUP BY t ORDER BY t",
+    )
+    .bind(tenant)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let expected = [
+        ("attempts", 1, 0),
+        ("bodies", 1, 0),
+        ("bounces", 1, 0),
+        ("sources", 1, 0),
+        ("transcripts", 1, 1),
+    ]
+    .map(|(t, named, without)| (t.to_owned(), named, without));
+    assert_eq!(named, expected);
+    let nullable: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.columns
+          WHERE column_name = 'tenant_id' AND is_nullable = 'YES'
+            AND table_name IN ('delivery_attempts', 'message_bodies', 'message_bounces',
+                               'device_sources', 'session_transcripts')",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        nullable,
+        ["session_transcripts"],
+        "NOT NULL where a customer always is"
+    );
+    let refused = sqlx::query(
+        "INSERT INTO session_transcripts (device_id, tenant_id, source_addr, started_at, ended_at, listener, outcome, lines)
+         VALUES (NULL, $1, '198.51.100.9', now(), now(), 'submission', 'refused', '[]')",
+    )
+    .bind(tenant)
+    .execute(&pool)
+    .await;
+    assert!(refused.is_err(), "no customer on a transcript of no device");
+}

@@ -199,8 +199,8 @@ pub async fn record(
     let mut new = Vec::new();
     for r in recipients {
         let inserted = sqlx::query(
-            "INSERT INTO message_bounces (message_id, recipient, status, diagnostic_code, diagnosis, reported_at, report_id)
-             VALUES ($1, lower($2), $3, $4, $5, $6, $7)
+            "INSERT INTO message_bounces (message_id, tenant_id, recipient, status, diagnostic_code, diagnosis, reported_at, report_id)
+             VALUES ($1, $8, lower($2), $3, $4, $5, $6, $7)
              ON CONFLICT (message_id, recipient) DO NOTHING",
         )
         .bind(message.id)
@@ -210,6 +210,7 @@ pub async fn record(
         .bind(&r.diagnosis)
         .bind(reported_at)
         .bind(report_id)
+        .bind(message.tenant_id)
         .execute(&mut *tx)
         .await?
         .rows_affected();

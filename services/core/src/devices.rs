@@ -636,10 +636,10 @@ pub async fn touch_many(pool: &PgPool, seen: &[(Uuid, IpAddr)]) -> Result<(), sq
         "WITH touched AS (
              UPDATE devices d SET last_seen_at = now(), last_seen_addr = v.addr
                FROM unnest($1::uuid[], $2::inet[]) AS v(id, addr) WHERE d.id = v.id
-             RETURNING d.id)
-         INSERT INTO device_sources AS s (device_id, source)
-         SELECT v.id, v.source FROM unnest($1::uuid[], $3::inet[]) AS v(id, source)
-          WHERE v.id IN (SELECT id FROM touched)
+             RETURNING d.id, d.tenant_id)
+         INSERT INTO device_sources AS s (device_id, tenant_id, source)
+         SELECT v.id, t.tenant_id, v.source FROM unnest($1::uuid[], $3::inet[]) AS v(id, source)
+           JOIN touched t ON t.id = v.id
          ON CONFLICT (device_id, source) DO UPDATE SET last_seen_at = now()",
         &ids,
         &addrs,

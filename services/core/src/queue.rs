@@ -176,8 +176,8 @@ pub async fn enqueue_all<'e>(
          waiting AS (
              INSERT INTO queue (message_id, tenant_id) SELECT id, tenant_id FROM queued),
          bodies AS (
-             INSERT INTO message_bodies (message_id, body, sealed)
-             SELECT id, body, true FROM unnest($1::uuid[], $12::bytea[]) AS b(id, body))
+             INSERT INTO message_bodies (message_id, tenant_id, body, sealed)
+             SELECT id, tenant_id, body, true FROM unnest($1::uuid[], $2::uuid[], $12::bytea[]) AS b(id, tenant_id, body))
          SELECT pg_notify($13, tenant_id::text) FROM (SELECT DISTINCT tenant_id FROM queued) tenants",
     )
     .bind(messages.iter().map(|m| m.id).collect::<Vec<_>>())
@@ -675,10 +675,11 @@ async fn settle_statement<'e>(
               ORDER BY message_id FOR UPDATE),
          attempt AS (
              INSERT INTO delivery_attempts
-                 (message_id, started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, diagnosis, mailbox, worker)
-             SELECT message_id, started_at, duration_ms, method, outcome, upstream_status,
-                    upstream_code, upstream_message, diagnosis, lower(mailbox), $14
-               FROM input WHERE message_id NOT IN (SELECT message_id FROM prior)),
+                 (message_id, tenant_id, started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, diagnosis, mailbox, worker)
+             SELECT i.message_id, m.tenant_id, i.started_at, i.duration_ms, i.method, i.outcome, i.upstream_status,
+                    i.upstream_code, i.upstream_message, i.diagnosis, lower(i.mailbox), $14
+               FROM input i JOIN messages m ON m.id = i.message_id
+              WHERE i.message_id NOT IN (SELECT message_id FROM prior)),
          retried AS (
              UPDATE queue q SET due_at = i.next_attempt_at, lease_owner = NULL, last_error = i.error
                FROM input i

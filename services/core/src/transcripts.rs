@@ -185,19 +185,42 @@ pub async fn write(pool: &PgPool, batch: &[Transcript], keep: u32) -> Result<(),
     let mut tx = pool.begin().await?;
     sqlx::query!(
         "INSERT INTO session_transcripts
-             (device_id, source_addr, started_at, ended_at, listener, tls_protocol, tls_cipher,
-              tls_failure, outcome, lines)
-         SELECT * FROM unnest($1::uuid[], $2::inet[], $3::timestamptz[], $4::timestamptz[],
-                              $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[])",
+             (device_id, tenant_id, source_addr, started_at, ended_at, listener, tls_protocol,
+              tls_cipher, tls_failure, outcome, lines)
+         SELECT t.device_id, d.tenant_id, t.source_addr, t.started_at, t.ended_at, t.listener,
+                t.tls_protocol, t.tls_cipher, t.tls_failure, t.outcome, t.lines
+           FROM unnest($1::uuid[], $2::inet[], $3::timestamptz[], $4::timestamptz[],
+                       $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::jsonb[])
+                AS t(device_id, source_addr, started_at, ended_at, listener, tls_protocol,
+                     tls_cipher, tls_failure, outcome, lines)
+           LEFT JOIN devices d ON d.id = t.device_id",
         &batch.iter().map(|t| t.device_id).collect::<Vec<_>>() as &[Option<Uuid>],
-        &batch.iter().map(|t| IpNet::from(t.source)).collect::<Vec<_>>(),
+        &batch
+            .iter()
+            .map(|t| IpNet::from(t.source))
+            .collect::<Vec<_>>(),
         &batch.iter().map(|t| t.started_at).collect::<Vec<_>>(),
         &batch.iter().map(|t| t.ended_at).collect::<Vec<_>>(),
-        &batch.iter().map(|t| t.listener.to_owned()).collect::<Vec<_>>(),
-        &batch.iter().map(|t| t.tls_protocol.clone()).collect::<Vec<_>>() as &[Option<String>],
-        &batch.iter().map(|t| t.tls_cipher.clone()).collect::<Vec<_>>() as &[Option<String>],
-        &batch.iter().map(|t| t.tls_failure.clone()).collect::<Vec<_>>() as &[Option<String>],
-        &batch.iter().map(|t| t.outcome.to_owned()).collect::<Vec<_>>(),
+        &batch
+            .iter()
+            .map(|t| t.listener.to_owned())
+            .collect::<Vec<_>>(),
+        &batch
+            .iter()
+            .map(|t| t.tls_protocol.clone())
+            .collect::<Vec<_>>() as &[Option<String>],
+        &batch
+            .iter()
+            .map(|t| t.tls_cipher.clone())
+            .collect::<Vec<_>>() as &[Option<String>],
+        &batch
+            .iter()
+            .map(|t| t.tls_failure.clone())
+            .collect::<Vec<_>>() as &[Option<String>],
+        &batch
+            .iter()
+            .map(|t| t.outcome.to_owned())
+            .collect::<Vec<_>>(),
         &lines,
     )
     .execute(&mut *tx)
