@@ -155,7 +155,7 @@ impl BenchStack {
             directory.consent(entra, &client_id, &[ROLE_MAIL_SEND, ROLE_MAIL_READ_WRITE]);
             let device = devices::create(&pool, tenant.id, "Scanner").await?;
             practices.push(Practice {
-                tenant: tenant.id,
+                tenant: tenant.id.as_uuid(),
                 mailbox,
                 recipient,
                 device: device.device.id,
@@ -164,7 +164,8 @@ impl BenchStack {
             });
         }
         // The port-25 device: known by its address.
-        let relay_device = devices::create(&pool, practices[0].tenant, "Drucker Port 25").await?;
+        let relay_device =
+            devices::create(&pool, practices[0].tenant.into(), "Drucker Port 25").await?;
         devices::change_policy(
             &pool,
             relay_device.device.id,

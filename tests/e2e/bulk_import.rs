@@ -4,6 +4,7 @@
 //! bulk new passwords; and the lists that scale: 2 000 customers with 5 devices
 //! each, searched, sorted and paged, their pages' times measured and printed.
 
+use mailbridge_core::ids::TenantId;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -27,7 +28,7 @@ Fax,other,Keller,relay,,\n\
 Weit,other,,587,0.0.0.0/0,\n\
 MFP Empfang,printer,Empfang,587,,not-an-address\n";
 
-async fn device_count(app: &TestApp, customer: Uuid) -> i64 {
+async fn device_count(app: &TestApp, customer: TenantId) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM devices WHERE tenant_id = $1")
         .bind(customer)
         .fetch_one(app.pool())

@@ -11,6 +11,7 @@
 //! `MAILBRIDGE_CHAOS_SCALE=20 cargo test --release -p mailbridge --test e2e chaos --
 //! --test-threads=1 --nocapture` (docs/reliability.md has the figures).
 
+use mailbridge_core::ids::TenantId;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -52,7 +53,7 @@ async fn commits_waiting(pool: &sqlx::PgPool) -> i64 {
 }
 
 /// Queue entries of `tenants`.
-async fn committed(pool: &sqlx::PgPool, tenants: &[Uuid]) -> i64 {
+async fn committed(pool: &sqlx::PgPool, tenants: &[TenantId]) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM messages WHERE tenant_id = ANY($1)")
         .bind(tenants)
         .fetch_one(pool)
@@ -891,7 +892,7 @@ async fn a_backlog_during_an_outage_drains_fairly_in_bounded_memory() {
     .unwrap();
     // Held messages keep the due time they were queued with: a batch queued in one
     // transaction shares it, and such ties may go in any order (the rank below).
-    let due: Vec<(Uuid, Uuid, i64)> = sqlx::query_as(
+    let due: Vec<(Uuid, TenantId, i64)> = sqlx::query_as(
         "SELECT message_id, tenant_id, dense_rank() OVER (ORDER BY due_at) FROM queue
           WHERE lease_owner IS NULL ORDER BY due_at, message_id",
     )
@@ -961,7 +962,7 @@ async fn a_backlog_during_an_outage_drains_fairly_in_bounded_memory() {
     .unwrap();
     let position: std::collections::HashMap<Uuid, usize> =
         taken.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    let positions_of = |tenant: Uuid| -> Vec<usize> {
+    let positions_of = |tenant: TenantId| -> Vec<usize> {
         due.iter()
             .filter(|(_, t, _)| *t == tenant)
             .map(|(id, _, _)| *position.get(id).expect("every due message delivered"))

@@ -4,6 +4,7 @@
 //! received, the edge and the workers as processes to kill, and a TCP gate that can
 //! stall or cut connections (to PostgreSQL, or between the devices and the edge).
 
+use mailbridge_core::ids::TenantId;
 use std::{
     collections::{HashMap, HashSet},
     net::SocketAddr,
@@ -54,7 +55,7 @@ pub fn random_below(n: u64) -> u64 {
 #[derive(Debug, Clone)]
 pub struct Device {
     pub name: String,
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub sender: String,
     pub recipient: String,
     pub username: String,
@@ -126,7 +127,7 @@ impl Attempt {
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub message_id: String,
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     /// The message exactly as handed over; the delivered MIME must end with it.
     pub mime: String,
     /// Queued through `queue::enqueue_all` (no SMTP, no trace header).
@@ -182,7 +183,7 @@ impl Ledger {
     }
 
     /// Accepted messages of `tenant` whose `250` came before `until`.
-    pub fn accepted_of(&self, tenant: Uuid, until: Instant) -> usize {
+    pub fn accepted_of(&self, tenant: TenantId, until: Instant) -> usize {
         self.lock()
             .iter()
             .filter(|e| e.tenant_id == tenant)
@@ -563,7 +564,7 @@ pub async fn reconcile(
     within: Duration,
 ) -> Reconciliation {
     let entries = ledger.entries();
-    let tenants: Vec<Uuid> = entries
+    let tenants: Vec<TenantId> = entries
         .iter()
         .map(|e| e.tenant_id)
         .collect::<HashSet<_>>()

@@ -5,6 +5,7 @@
 //! words; two workers never work one check at once, and a dead worker's claim
 //! expires.
 
+use mailbridge_core::ids::TenantId;
 use std::time::{Duration, Instant};
 
 use mailbridge::stack::StackOptions;
@@ -24,7 +25,7 @@ use crate::{
 /// "connecting"; panics after `within`.
 pub async fn settled_connection(
     staff: &mut StaffClient,
-    customer: Uuid,
+    customer: TenantId,
     within: Duration,
 ) -> Value {
     let deadline = Instant::now() + within;
@@ -298,7 +299,7 @@ async fn a_consent_whose_permission_never_appears_fails_with_the_reason() {
             ],
         )
         .await;
-    let customer = id_in(page.location.as_deref().unwrap(), "/customers/");
+    let customer: TenantId = id_in(page.location.as_deref().unwrap(), "/customers/").into();
     let start = owner
         .post(&format!("/customers/{customer}/connect"), &[])
         .await;

@@ -3,6 +3,7 @@
 //! (accepted, cancelled, tampered with), devices, the message log, the audit log,
 //! the languages — and that one customer's things cannot be reached through another's.
 
+use mailbridge_core::ids::TenantId;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -17,7 +18,7 @@ use crate::{
 };
 
 /// Creates a customer through the form; returns its id.
-async fn create_customer(staff: &mut StaffClient, name: &str, mailbox: &str) -> Uuid {
+async fn create_customer(staff: &mut StaffClient, name: &str, mailbox: &str) -> TenantId {
     let page = staff
         .post(
             "/customers",
@@ -30,14 +31,14 @@ async fn create_customer(staff: &mut StaffClient, name: &str, mailbox: &str) -> 
         )
         .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
-    id_in(page.location.as_deref().unwrap(), "/customers/")
+    id_in(page.location.as_deref().unwrap(), "/customers/").into()
 }
 
 /// Clicks "Connect Microsoft 365" and answers Entra's consent page with `answer`
 /// (`sim_auto=accept&sim_tenant=…` or `sim_auto=cancel`); returns the callback page.
 async fn consent(
     staff: &mut StaffClient,
-    customer: Uuid,
+    customer: TenantId,
     answer: &str,
 ) -> crate::staff_client::Page {
     let start = staff

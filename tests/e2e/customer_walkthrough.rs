@@ -3,6 +3,7 @@
 //! seen", and customer names differing only in case are refused.
 
 use lettre::AsyncTransport;
+use mailbridge_core::ids::TenantId;
 
 use crate::{
     harness::{TestApp, sample_message, without_final_crlf},
@@ -10,7 +11,7 @@ use crate::{
 };
 
 /// The overview's row of `customer`, tags stripped.
-fn overview_row(page: &Page, customer: uuid::Uuid) -> String {
+fn overview_row(page: &Page, customer: TenantId) -> String {
     let at = page
         .body
         .find(&format!("data-customer=\"{customer}\""))

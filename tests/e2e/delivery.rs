@@ -1,5 +1,6 @@
 //! The worker delivering queued messages into the simulated Microsoft 365.
 
+use mailbridge_core::ids::TenantId;
 use mailbridge_core::queue::MessageState;
 use std::time::Duration;
 
@@ -119,7 +120,7 @@ async fn a_customers_rows_name_the_customer_without_the_rollout_trigger() {
     )
     .await;
     // The previous version's worker records an attempt without the customer.
-    let filled: uuid::Uuid = sqlx::query_scalar(
+    let filled: TenantId = sqlx::query_scalar(
         "INSERT INTO delivery_attempts (message_id, started_at, duration_ms, method, outcome, worker)
          VALUES ($1, now(), 1, 'graph', 'retry', 'old-worker') RETURNING tenant_id",
     )
@@ -840,7 +841,7 @@ async fn a_tenant_without_consent_is_paused_not_hammered() {
 async fn graph_tenants(
     pool: &sqlx::PgPool,
     names: &[&'static str],
-) -> std::collections::HashMap<&'static str, uuid::Uuid> {
+) -> std::collections::HashMap<&'static str, TenantId> {
     let mut ids = std::collections::HashMap::new();
     for &name in names {
         let tenant = tenants::create(
@@ -862,7 +863,7 @@ async fn graph_tenants(
 }
 
 /// A small message of a device of `tenant_id`, to enqueue.
-fn queued_message(tenant_id: uuid::Uuid) -> queue::NewMessage {
+fn queued_message(tenant_id: TenantId) -> queue::NewMessage {
     queue::NewMessage {
         id: uuid::Uuid::now_v7(),
         tenant_id,

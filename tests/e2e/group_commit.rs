@@ -1,6 +1,7 @@
 //! Group commit: messages of many sessions committed together are each durable when
 //! their session hears `250`, and one bad message in a batch refuses only itself.
 
+use mailbridge_core::ids::TenantId;
 use std::net::{IpAddr, Ipv4Addr};
 
 use mailbridge_core::{
@@ -11,7 +12,7 @@ use uuid::Uuid;
 
 use crate::harness::TestApp;
 
-fn message(tenant: Uuid, id: Uuid, n: usize) -> NewMessage {
+fn message(tenant: TenantId, id: Uuid, n: usize) -> NewMessage {
     NewMessage {
         id,
         tenant_id: tenant,

@@ -5,6 +5,7 @@
 //! mailbox; a mailbox outside the script's scope is refused (`403 ErrorAccessDenied`)
 //! and explained; a tenant-wide grant is flagged.
 
+use mailbridge_core::ids::TenantId;
 use std::time::{Duration, Instant};
 
 use lettre::{AsyncTransport, address::Envelope};
@@ -36,7 +37,7 @@ async fn create_customer(
     name: &str,
     mailbox: &str,
     mode: Option<&str>,
-) -> Uuid {
+) -> TenantId {
     let mut form = vec![
         ("name", name),
         ("sender_mailbox", mailbox),
@@ -47,14 +48,14 @@ async fn create_customer(
     }
     let page = staff.post("/customers", &form).await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
-    id_in(page.location.as_deref().unwrap(), "/customers/")
+    id_in(page.location.as_deref().unwrap(), "/customers/").into()
 }
 
 /// Clicks "Connect Microsoft 365", checks the scope asked for, accepts for `entra`
 /// and follows the callback; returns the settled connection.
 async fn connect(
     staff: &mut StaffClient,
-    customer: Uuid,
+    customer: TenantId,
     entra: Uuid,
     expected_scope: &str,
 ) -> Value {
@@ -79,7 +80,7 @@ async fn connect(
 }
 
 /// Sends a message from a new device of `customer` through the edge.
-async fn send_from_device(app: &TestApp, customer: Uuid, to: &str, subject: &str) {
+async fn send_from_device(app: &TestApp, customer: TenantId, to: &str, subject: &str) {
     let tenant = tenants::get(app.pool(), customer).await.unwrap().unwrap();
     let device = app
         .add_device(
@@ -135,7 +136,7 @@ async fn run_in_exchange(app: &TestApp, entra: Uuid, script: &str) -> (StatusCod
 }
 
 /// Polls the customer's page until `id` appears on it; returns the page's body.
-async fn page_shows(staff: &mut StaffClient, customer: Uuid, id: &str) -> String {
+async fn page_shows(staff: &mut StaffClient, customer: TenantId, id: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let page = staff.get(&format!("/customers/{customer}")).await;
@@ -152,7 +153,7 @@ async fn page_shows(staff: &mut StaffClient, customer: Uuid, id: &str) -> String
 }
 
 /// The script as the customer's page offers it for download.
-async fn script(staff: &mut StaffClient, customer: Uuid, lang: &str) -> String {
+async fn script(staff: &mut StaffClient, customer: TenantId, lang: &str) -> String {
     let page = staff
         .get(&format!(
             "/customers/{customer}/exchange-script?lang={lang}"
@@ -377,7 +378,7 @@ async fn a_sender_mailbox_outside_the_scope_is_refused_and_explained() {
 }
 
 /// The failed probes of the customer's hold, `None` when it is not held.
-async fn probe_failures(app: &TestApp, customer: Uuid) -> Option<i32> {
+async fn probe_failures(app: &TestApp, customer: TenantId) -> Option<i32> {
     sqlx::query_scalar(
         "SELECT probe_failures FROM delivery_holds WHERE scope = 'customer' AND tenant_id = $1",
     )

@@ -7,6 +7,7 @@
 //! PowerShell snippet through the CLI, the readiness overview, the CSV export and
 //! the audit log.
 
+use mailbridge_core::ids::TenantId;
 use std::time::{Duration, Instant};
 
 use lettre::AsyncTransport;
@@ -70,7 +71,7 @@ impl Api {
             .await
     }
 
-    async fn import(&self, customer: Uuid, name: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+    async fn import(&self, customer: TenantId, name: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
         self.send(
             self.http
                 .post(format!(
@@ -83,7 +84,7 @@ impl Api {
         .await
     }
 
-    async fn account(&self, customer: Uuid, account: &str) -> Value {
+    async fn account(&self, customer: TenantId, account: &str) -> Value {
         let (status, board) = self.get(&format!("/customers/{customer}/board")).await;
         assert_eq!(status, StatusCode::OK, "{board}");
         board["accounts"]
@@ -104,7 +105,7 @@ async fn api_token(staff: &mut StaffClient) -> String {
     page.text_of("api-token").expect("the token, shown once")
 }
 
-async fn audit_actions(app: &TestApp, customer: Uuid) -> Vec<String> {
+async fn audit_actions(app: &TestApp, customer: TenantId) -> Vec<String> {
     sqlx::query_scalar("SELECT action FROM audit_log WHERE tenant_id = $1 ORDER BY id")
         .bind(customer)
         .fetch_all(app.pool())
@@ -465,7 +466,7 @@ async fn a_customer_moves_from_basic_smtp_auth_to_the_relay() {
 /// How the last sign-in-log read of a customer went: (read at, error).
 async fn sign_in_read(
     app: &TestApp,
-    customer: Uuid,
+    customer: TenantId,
 ) -> Option<(Option<chrono::DateTime<chrono::Utc>>, Option<String>)> {
     sqlx::query_as(
         "SELECT last_read_at, last_error FROM smtp_auth_signin_reads WHERE tenant_id = $1",

@@ -7,6 +7,7 @@
 //! an error after a form, the relay device without a password screen, the audit
 //! log's readable changes, a message's page showing its delivery by itself.
 
+use mailbridge_core::ids::TenantId;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, Locator};
@@ -26,7 +27,7 @@ use crate::{
 struct Walk {
     app: TestApp,
     base: String,
-    tenant: Uuid,
+    tenant: TenantId,
     device: Uuid,
     message: Uuid,
     /// The message's id as the edge's SMTP reply gave it.

@@ -6,6 +6,7 @@
 //! (except a refused token, whose path is the one that is broken); MSP-wide alerts
 //! then go by webhook only.
 
+use crate::ids::TenantId;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
@@ -25,7 +26,7 @@ pub(crate) async fn queue(
     alert: &Alert,
     event: &Event,
 ) -> Result<(), sqlx::Error> {
-    let (to, chosen): (Option<String>, Option<Uuid>) =
+    let (to, chosen): (Option<String>, Option<TenantId>) =
         sqlx::query_as("SELECT email_to, email_tenant_id FROM alert_settings")
             .fetch_optional(&mut **tx)
             .await?

@@ -16,6 +16,7 @@
 //! rules, settings and the open, update and resolve of `alerts` stay with them because
 //! every transition commits with its webhook events and mail in one transaction.
 
+use crate::ids::TenantId;
 use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -174,14 +175,14 @@ pub struct AlertSettings {
     pub email_to: Option<String>,
     /// The customer whose sender mailbox and delivery path alert e-mails use (the
     /// MSP's own tenant, typically).
-    pub email_tenant_id: Option<Uuid>,
+    pub email_tenant_id: Option<TenantId>,
     pub app_secret_expires_on: Option<NaiveDate>,
 }
 
 pub async fn settings(pool: &PgPool) -> Result<AlertSettings, sqlx::Error> {
     sqlx::query_as!(
         AlertSettings,
-        "SELECT email_to, email_tenant_id, app_secret_expires_on FROM alert_settings"
+        r#"SELECT email_to, email_tenant_id AS "email_tenant_id: TenantId", app_secret_expires_on FROM alert_settings"#
     )
     .fetch_optional(pool)
     .await
@@ -195,7 +196,7 @@ pub async fn save_settings(pool: &PgPool, s: &AlertSettings) -> Result<(), sqlx:
          ON CONFLICT (id) DO UPDATE SET email_to = $1, email_tenant_id = $2,
                 app_secret_expires_on = $3, updated_at = now()",
         s.email_to.as_deref(),
-        s.email_tenant_id,
+        s.email_tenant_id as Option<TenantId>,
         s.app_secret_expires_on
     )
     .execute(pool)
@@ -206,13 +207,13 @@ pub async fn save_settings(pool: &PgPool, s: &AlertSettings) -> Result<(), sqlx:
 /// Sets a device's silence alert: `None` turns it off.
 pub async fn set_device_silence(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     device_id: Uuid,
     hours: Option<i32>,
 ) -> Result<bool, sqlx::Error> {
     sqlx::query!(
         "UPDATE devices SET silent_alert_hours = $3 WHERE id = $2 AND tenant_id = $1",
-        tenant_id,
+        tenant_id as TenantId,
         device_id,
         hours
     )
@@ -258,7 +259,7 @@ pub async fn report_certificate(
 pub struct Condition {
     pub kind: Kind,
     pub subject: String,
-    pub tenant_id: Option<Uuid>,
+    pub tenant_id: Option<TenantId>,
     pub device_id: Option<Uuid>,
     pub severity: &'static str,
     pub facts: Value,
@@ -270,7 +271,7 @@ pub struct Alert {
     pub id: Uuid,
     pub kind: String,
     pub subject: String,
-    pub tenant_id: Option<Uuid>,
+    pub tenant_id: Option<TenantId>,
     pub device_id: Option<Uuid>,
     pub severity: String,
     #[schema(value_type = Object)]
@@ -421,7 +422,7 @@ pub async fn conditions(
         found.extend(rows.into_iter().map(|r| Condition {
             kind: Kind::DeviceSilent,
             subject: r.id.to_string(),
-            tenant_id: Some(r.tenant_id),
+            tenant_id: Some(r.tenant_id.into()),
             device_id: Some(r.id),
             severity: "warning",
             facts: json!({"device": r.device, "customer": r.customer, "hours": r.hours,
@@ -443,7 +444,7 @@ pub async fn conditions(
         found.extend(rows.into_iter().map(|r| Condition {
             kind: Kind::DeviceLockout,
             subject: r.id.to_string(),
-            tenant_id: Some(r.tenant_id),
+            tenant_id: Some(r.tenant_id.into()),
             device_id: Some(r.id),
             severity: "warning",
             facts: json!({"device": r.device, "customer": r.customer,
@@ -470,7 +471,7 @@ pub async fn conditions(
         found.extend(rows.into_iter().map(|r| Condition {
             kind: Kind::CustomerToken,
             subject: r.id.to_string(),
-            tenant_id: Some(r.id),
+            tenant_id: Some(r.id.into()),
             device_id: None,
             severity: "critical",
             facts: json!({"customer": r.name, "error": r.error}),
@@ -497,7 +498,7 @@ pub async fn conditions(
                 .map(|(id, customer, count, basic, last)| Condition {
                     kind: Kind::Refusals,
                     subject: id.to_string(),
-                    tenant_id: Some(id),
+                    tenant_id: Some(id.into()),
                     device_id: None,
                     severity: "critical",
                     facts: json!({"customer": customer, "count": count, "basic_auth": basic,
@@ -521,7 +522,7 @@ pub async fn conditions(
                 .map(|(id, customer, oldest, waiting)| Condition {
                     kind: Kind::QueueAge,
                     subject: id.to_string(),
-                    tenant_id: Some(id),
+                    tenant_id: Some(id.into()),
                     device_id: None,
                     severity: "warning",
                     facts: json!({"customer": customer, "oldest": when(Some(oldest)),
@@ -547,7 +548,7 @@ pub async fn conditions(
         found.extend(rows.into_iter().map(|row| Condition {
             kind: Kind::BounceRate,
             subject: row.tenant_id.to_string(),
-            tenant_id: Some(row.tenant_id),
+            tenant_id: Some(row.tenant_id.into()),
             device_id: None,
             severity: "warning",
             facts: json!({"customer": row.name, "messages": row.messages, "not_delivered": row.bad,
@@ -794,12 +795,12 @@ pub async fn acknowledge(
 /// Which alerts to list.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    pub tenant_id: Option<Uuid>,
+    pub tenant_id: Option<TenantId>,
     pub device_id: Option<Uuid>,
     /// Only open ones.
     pub open: bool,
     /// Limited to these customers (MSP-wide alerts included); `None`: all.
-    pub only: Option<Vec<Uuid>>,
+    pub only: Option<Vec<TenantId>>,
 }
 
 /// Alerts, open first, newest first; at most 200.

@@ -4,6 +4,7 @@
 //! mailbox's reports are handled, whether Microsoft lets mailbridge read it at all,
 //! and the bounces recorded per message and recipient.
 
+use crate::ids::TenantId;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,7 +21,7 @@ pub const BOUNCE_WINDOW_DAYS: i32 = 7;
 /// A sender mailbox claimed for one poll.
 #[derive(Debug, Clone, FromRow)]
 pub struct Watch {
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub mailbox: String,
     /// The newest report handled (Graph's `receivedDateTime`).
     pub watermark: Option<DateTime<Utc>>,
@@ -162,7 +163,7 @@ pub enum Recorded {
 /// a report handled twice (a lease that ran out mid-poll) adds nothing.
 pub async fn record(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     message_id: &str,
     report_id: &str,
     reported_at: DateTime<Utc>,
@@ -297,8 +298,8 @@ pub struct Visibility {
 /// whose mailbox has been watched.
 pub async fn visibility(
     pool: &PgPool,
-    only: Option<&[Uuid]>,
-) -> Result<std::collections::HashMap<Uuid, Visibility>, sqlx::Error> {
+    only: Option<&[TenantId]>,
+) -> Result<std::collections::HashMap<TenantId, Visibility>, sqlx::Error> {
     let rows: Vec<VisibilityRow> = sqlx::query_as(
         "SELECT tenant_id, visible, not_visible_reason, last_polled_at, bounces_found
            FROM bounce_watch WHERE ($1::uuid[] IS NULL OR tenant_id = ANY($1))",
@@ -324,7 +325,7 @@ pub async fn visibility(
 
 #[derive(FromRow)]
 struct VisibilityRow {
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     visible: Option<bool>,
     not_visible_reason: Option<String>,
     last_polled_at: Option<DateTime<Utc>>,
@@ -332,7 +333,7 @@ struct VisibilityRow {
 }
 
 /// Counts `n` bounces found in `tenant_id`'s mailbox.
-pub async fn count_found(pool: &PgPool, tenant_id: Uuid, n: i64) -> Result<(), sqlx::Error> {
+pub async fn count_found(pool: &PgPool, tenant_id: TenantId, n: i64) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE bounce_watch SET bounces_found = bounces_found + $2 WHERE tenant_id = $1")
         .bind(tenant_id)
         .bind(n)

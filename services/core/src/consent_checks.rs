@@ -5,6 +5,7 @@
 //! customer or schedules the next attempt with backoff, until the check's limit,
 //! when it fails with the explanation of the last refusal.
 
+use crate::ids::TenantId;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -58,7 +59,7 @@ pub const SUPERSEDED: &str = "Superseded";
 #[derive(Debug, Clone, Serialize, FromRow)]
 pub struct ConsentCheck {
     pub id: Uuid,
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub entra_tenant_id: EntraTenantId,
     pub requested_by: String,
     pub staff_id: Option<Uuid>,
@@ -81,7 +82,7 @@ const COLUMNS: &str = "id, tenant_id, entra_tenant_id, requested_by, staff_id, r
 /// superseded: the newest consent is the one that counts.
 pub async fn record(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     entra_tenant_id: EntraTenantId,
     requested_by: &str,
     staff_id: Option<Uuid>,
@@ -91,7 +92,7 @@ pub async fn record(
         "UPDATE consent_checks SET state = 'failed', finished_at = now(), last_error_code = $2,
                 last_error_detail = 'a newer consent replaced this one', claimed_by = NULL, claimed_until = NULL
           WHERE tenant_id = $1 AND state = 'pending'",
-        tenant_id,
+        tenant_id as TenantId,
         SUPERSEDED
     )
     .execute(&mut *tx)
@@ -125,7 +126,10 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<ConsentCheck>, sqlx::
 }
 
 /// The customer's latest check, if it ever had one.
-pub async fn latest(pool: &PgPool, tenant_id: Uuid) -> Result<Option<ConsentCheck>, sqlx::Error> {
+pub async fn latest(
+    pool: &PgPool,
+    tenant_id: TenantId,
+) -> Result<Option<ConsentCheck>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM consent_checks WHERE tenant_id = $1
           ORDER BY requested_at DESC, id LIMIT 1"
@@ -299,7 +303,7 @@ async fn audit(
         &check.requested_by,
         check.staff_id,
         action,
-        check.tenant_id,
+        check.tenant_id as TenantId,
         details
     )
     .execute(tx)

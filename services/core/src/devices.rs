@@ -5,6 +5,7 @@
 //! limits, sender policy, about 310 lines) and its 17 statements, from create and
 //! authenticate to the migration import; splitting would scatter the table.
 
+use crate::ids::TenantId;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -19,7 +20,7 @@ use crate::crypto::{self, CryptoError};
 #[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Device {
     pub id: Uuid,
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub name: String,
     pub username: String,
     pub enabled: bool,
@@ -244,7 +245,7 @@ impl std::str::FromStr for SenderPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticatedDevice {
     pub device_id: Uuid,
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub username: String,
     pub policy: DevicePolicy,
 }
@@ -260,7 +261,7 @@ pub struct StoredCredential {
 #[derive(FromRow)]
 struct DeviceRow {
     id: Uuid,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     username: String,
     password_hash: String,
     enabled: bool,
@@ -344,7 +345,7 @@ macro_rules! columns {
 
 pub async fn create(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     name: &str,
 ) -> Result<IssuedCredential, DeviceError> {
     let name = name.trim();
@@ -412,7 +413,7 @@ pub async fn rotate_password(
     Ok(IssuedCredential { device, password })
 }
 
-pub async fn list(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<Device>, sqlx::Error> {
+pub async fn list(pool: &PgPool, tenant_id: TenantId) -> Result<Vec<Device>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
@@ -587,7 +588,7 @@ pub async fn change_policy(
 /// Finds a device of `tenant_id` by name or id.
 pub async fn find(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     name_or_id: &str,
 ) -> Result<Option<Device>, sqlx::Error> {
     let id = Uuid::parse_str(name_or_id).ok();
@@ -607,7 +608,7 @@ pub async fn find(
 /// last minute, for rate limits.
 pub async fn recent_message_counts(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     device_id: Uuid,
 ) -> Result<(i64, i64), sqlx::Error> {
     sqlx::query_as(
@@ -693,14 +694,14 @@ pub struct Named {
 /// The devices `ids` of customer `tenant_id` (those that are its), by name.
 pub async fn named(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     ids: &[Uuid],
 ) -> Result<Vec<Named>, sqlx::Error> {
     sqlx::query_as!(
         Named,
         r#"SELECT id, name, username, listener AS "listener: DeviceListener"
              FROM devices WHERE tenant_id = $1 AND id = ANY($2) ORDER BY name"#,
-        tenant_id,
+        tenant_id as TenantId,
         ids
     )
     .fetch_all(pool)
@@ -710,12 +711,12 @@ pub async fn named(
 /// Disables the devices `ids` of customer `tenant_id`.
 pub async fn disable_all(
     tx: &mut sqlx::PgConnection,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     ids: &[Uuid],
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE devices SET enabled = false WHERE tenant_id = $1 AND id = ANY($2)",
-        tenant_id,
+        tenant_id as TenantId,
         ids
     )
     .execute(tx)
@@ -727,7 +728,7 @@ pub async fn disable_all(
 /// (in the same order).
 pub async fn set_password_hashes(
     tx: &mut sqlx::PgConnection,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     ids: &[Uuid],
     hashes: &[String],
 ) -> Result<(), sqlx::Error> {
@@ -735,7 +736,7 @@ pub async fn set_password_hashes(
         "UPDATE devices d SET password_hash = v.hash
            FROM unnest($2::uuid[], $3::text[]) AS v(id, hash)
           WHERE d.tenant_id = $1 AND d.id = v.id",
-        tenant_id,
+        tenant_id as TenantId,
         ids,
         hashes
     )
@@ -745,15 +746,18 @@ pub async fn set_password_hashes(
 }
 
 /// The names of customer `tenant_id`'s devices.
-pub async fn names_of(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar!("SELECT name FROM devices WHERE tenant_id = $1", tenant_id)
-        .fetch_all(pool)
-        .await
+pub async fn names_of(pool: &PgPool, tenant_id: TenantId) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT name FROM devices WHERE tenant_id = $1",
+        tenant_id as TenantId
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// A device of an import, its password hashed already.
 pub struct Imported<'a> {
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub name: &'a str,
     pub username: &'a str,
     pub password_hash: &'a str,
@@ -776,7 +780,7 @@ pub async fn insert_imported(
                               allowed_networks, allowed_senders)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (username) DO NOTHING RETURNING id",
-        device.tenant_id,
+        device.tenant_id as TenantId,
         device.name,
         device.username,
         device.password_hash,

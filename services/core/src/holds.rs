@@ -16,6 +16,7 @@
 //! reschedule, release, the probe and expiry leases, the lists — some of which also
 //! move the held messages; splitting by statement would scatter the table's rules.
 
+use crate::ids::TenantId;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -165,7 +166,7 @@ macro_rules! hold_applies {
 #[derive(Debug, Clone)]
 pub struct Condition<'a> {
     pub scope: Scope,
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     /// The worker's MSP app (for a customer without an app of its own).
     pub app: Option<&'a AppIdentity>,
     /// The diagnosis key.
@@ -276,7 +277,7 @@ pub async fn release_other_credentials(
 
 /// Probes the customer's holds (its own, its mailbox's, its own app's) at once: its
 /// consent or settings changed.
-pub async fn probe_customer_now(pool: &PgPool, tenant_id: Uuid) -> Result<(), sqlx::Error> {
+pub async fn probe_customer_now(pool: &PgPool, tenant_id: TenantId) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE delivery_holds h SET next_probe_at = now()
            FROM tenants t
@@ -489,7 +490,7 @@ pub struct Hold {
     pub scope: Scope,
     pub subject: String,
     /// The customer a customer or mailbox hold belongs to.
-    pub tenant_id: Option<Uuid>,
+    pub tenant_id: Option<TenantId>,
     pub tenant_name: Option<String>,
     /// The diagnosis key.
     pub reason: String,
@@ -519,7 +520,7 @@ impl Hold {
     /// app hold is told from a customer app's.
     pub fn applies_to(
         &self,
-        tenant_id: Uuid,
+        tenant_id: TenantId,
         client_id: Option<&str>,
         own_apps: &std::collections::HashSet<&str>,
     ) -> bool {
@@ -540,7 +541,7 @@ impl Hold {
 
 /// Every hold (`tenant`: only those that keep this customer's messages), widest
 /// first, with the messages each one holds.
-pub async fn list(pool: &PgPool, tenant: Option<Uuid>) -> Result<Vec<Hold>, sqlx::Error> {
+pub async fn list(pool: &PgPool, tenant: Option<TenantId>) -> Result<Vec<Hold>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT h.id, h.scope, h.subject, h.credential, h.tenant_id, owner.name AS tenant_name, h.reason, h.detail,
                 h.since, h.next_probe_at, h.last_probe_at, h.probe_failures,

@@ -1,9 +1,11 @@
 //! Identifiers that look alike but must never be mixed up, as their own types: a
-//! customer's Microsoft 365 tenant (`EntraTenantId`, Microsoft's id) beside the
-//! customer itself (a `Uuid`, mailbridge's id). Binding a customer to another's
-//! tenant would send its mail as someone else's, so a swap of the two does not
-//! compile. They read and write as the UUID they wrap: the same text in JSON, the
-//! same `uuid` column in PostgreSQL.
+//! customer (`TenantId`, mailbridge's id) beside its Microsoft 365 tenant
+//! (`EntraTenantId`, Microsoft's id), its devices (`DeviceId`) and its messages
+//! (`MessageId`). A customer's id where a device's belongs reads another
+//! customer's rows; a customer bound to another's Microsoft 365 tenant sends its
+//! mail as someone else's — so such swaps do not compile. They read and write as
+//! the UUID they wrap: the same text in JSON and URLs, the same `uuid` column in
+//! PostgreSQL.
 
 use std::{fmt, str::FromStr};
 
@@ -25,6 +27,7 @@ macro_rules! id_type {
             serde::Serialize,
             serde::Deserialize,
             sqlx::Type,
+            utoipa::ToSchema,
         )]
         #[serde(transparent)]
         #[sqlx(transparent)]
@@ -46,6 +49,12 @@ macro_rules! id_type {
             }
         }
 
+        impl From<$name> for Uuid {
+            fn from(id: $name) -> Self {
+                id.0
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 self.0.fmt(f)
@@ -61,6 +70,23 @@ macro_rules! id_type {
         }
     };
 }
+
+id_type!(
+    /// A customer of the MSP (a row of `tenants`): what every customer's row names
+    /// as `tenant_id`.
+    TenantId
+);
+
+id_type!(
+    /// A device of a customer (a row of `devices`): its SMTP credential.
+    DeviceId
+);
+
+id_type!(
+    /// A message a device submitted (a row of `messages`, and its queue row while
+    /// it waits): the id the edge's `250` names.
+    MessageId
+);
 
 id_type!(
     /// A Microsoft 365 (Entra ID) tenant: Microsoft's id of a customer's directory,

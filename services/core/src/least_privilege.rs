@@ -8,6 +8,7 @@
 //! A customer without a row (created before this existed, or by the CLI) is
 //! tenant-wide: that is how it was onboarded.
 
+use crate::ids::TenantId;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, PgPool};
@@ -78,7 +79,7 @@ pub const TENANT_WIDE_MAIL_ROLES: &[&str] = &[
 /// A customer's permissions as recorded.
 #[derive(Debug, Clone, Serialize, FromRow)]
 pub struct Permissions {
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub mode: PermissionMode,
     pub service_principal_id: Option<Uuid>,
     pub tenant_wide_roles: Vec<String>,
@@ -89,7 +90,7 @@ pub struct Permissions {
 
 impl Permissions {
     /// What a customer without a row has: tenant-wide, nothing seen yet.
-    pub fn unrecorded(tenant_id: Uuid) -> Self {
+    pub fn unrecorded(tenant_id: TenantId) -> Self {
         Self {
             tenant_id,
             mode: PermissionMode::TenantWide,
@@ -112,7 +113,7 @@ const COLUMNS: &str = "tenant_id, mode, service_principal_id, tenant_wide_roles,
                        exchange_verified_at, verification_message_id";
 
 /// A customer's permissions (tenant-wide when never recorded).
-pub async fn get(pool: &PgPool, tenant_id: Uuid) -> Result<Permissions, sqlx::Error> {
+pub async fn get(pool: &PgPool, tenant_id: TenantId) -> Result<Permissions, sqlx::Error> {
     let row: Option<Permissions> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM tenant_permissions WHERE tenant_id = $1"
     )))
@@ -126,7 +127,7 @@ pub async fn get(pool: &PgPool, tenant_id: Uuid) -> Result<Permissions, sqlx::Er
 /// customers without a row are left out (tenant-wide, see [`Permissions::unrecorded`]).
 pub async fn of_customers(
     pool: &PgPool,
-    tenant_ids: &[Uuid],
+    tenant_ids: &[TenantId],
 ) -> Result<Vec<Permissions>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM tenant_permissions WHERE tenant_id = ANY($1)"
@@ -140,7 +141,7 @@ pub async fn of_customers(
 /// other mode's setup).
 pub async fn set_mode(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     mode: PermissionMode,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
@@ -150,7 +151,7 @@ pub async fn set_mode(
                                             THEN tenant_permissions.exchange_verified_at END,
                 verification_message_id = CASE WHEN tenant_permissions.mode = EXCLUDED.mode
                                                THEN tenant_permissions.verification_message_id END",
-        tenant_id,
+        tenant_id as TenantId,
         mode as PermissionMode
     )
     .execute(pool)
@@ -162,7 +163,7 @@ pub async fn set_mode(
 /// principal's object id (`oid`) and its tenant-wide mail roles.
 pub async fn record_token(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     service_principal_id: Option<Uuid>,
     roles: &[String],
 ) -> Result<(), sqlx::Error> {
@@ -177,7 +178,7 @@ pub async fn record_token(
          ON CONFLICT (tenant_id) DO UPDATE SET
                 service_principal_id = coalesce(EXCLUDED.service_principal_id, tenant_permissions.service_principal_id),
                 tenant_wide_roles = EXCLUDED.tenant_wide_roles, roles_seen_at = now()",
-        tenant_id,
+        tenant_id as TenantId,
         service_principal_id,
         &mail_roles
     )
@@ -188,11 +189,14 @@ pub async fn record_token(
 
 /// A message was accepted as the customer's sender mailbox: in limited mode that
 /// proves the Exchange grant (once; later calls change nothing).
-pub async fn record_exchange_proof(pool: &PgPool, tenant_id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn record_exchange_proof(
+    pool: &PgPool,
+    tenant_id: TenantId,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query!(
         "UPDATE tenant_permissions SET exchange_verified_at = now()
           WHERE tenant_id = $1 AND mode = 'limited' AND exchange_verified_at IS NULL",
-        tenant_id
+        tenant_id as TenantId
     )
     .execute(pool)
     .await?;

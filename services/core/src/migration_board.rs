@@ -16,6 +16,7 @@
 //! sign-in-log reads): the import (about 180 lines, one transaction), the state
 //! changes, the readiness figures and the CSV export all keep the same stage rules.
 
+use crate::ids::TenantId;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
@@ -104,7 +105,7 @@ impl Stage {
 /// One account on a customer's board.
 #[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct BoardAccount {
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub account: String,
     pub basic_messages: i64,
     pub oauth_messages: i64,
@@ -187,10 +188,10 @@ struct Existing {
 
 /// Serialises imports of one customer (two uploads, or an upload and a sign-in
 /// read, at the same time).
-async fn lock_tenant(tx: &mut Transaction<'_, Postgres>, tenant_id: Uuid) -> sqlx::Result<()> {
+async fn lock_tenant(tx: &mut Transaction<'_, Postgres>, tenant_id: TenantId) -> sqlx::Result<()> {
     sqlx::query!(
         "SELECT pg_advisory_xact_lock(hashtextextended('smtp_auth_board:' || $1::uuid::text, 0))",
-        tenant_id
+        tenant_id as TenantId
     )
     .execute(&mut **tx)
     .await
@@ -202,7 +203,7 @@ pub async fn audit(
     tx: &mut Transaction<'_, Postgres>,
     actor: &AuditActor,
     action: &str,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     target: &str,
     details: serde_json::Value,
 ) -> sqlx::Result<()> {
@@ -237,7 +238,7 @@ fn basic_after_link(used: &AccountUse, linked_at: Option<DateTime<Utc>>) -> bool
 /// Imports a parsed file into a customer's board, all or nothing.
 pub async fn import(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     report: &ParsedReport,
     file_name: Option<&str>,
     actor: &AuditActor,
@@ -251,7 +252,7 @@ pub async fn import(
 
 async fn import_in(
     tx: &mut Transaction<'_, Postgres>,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     report: &ParsedReport,
     file_name: Option<&str>,
     actor: &AuditActor,
@@ -263,7 +264,7 @@ async fn import_in(
     let import_id = sqlx::query_scalar!(
         "INSERT INTO smtp_auth_imports (tenant_id, kind, file_name, rows, accounts, imported_by)
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-        tenant_id,
+        tenant_id as TenantId,
         report.kind.as_str(),
         file_name,
         i32::try_from(report.rows).unwrap_or(i32::MAX),
@@ -275,7 +276,7 @@ async fn import_in(
     let existing: HashMap<String, Existing> = sqlx::query_as!(
         Existing,
         "SELECT account, state, linked_at FROM smtp_auth_accounts WHERE tenant_id = $1",
-        tenant_id
+        tenant_id as TenantId
     )
     .fetch_all(&mut **tx)
     .await?
@@ -305,7 +306,7 @@ async fn import_in(
         sqlx::query!(
             "UPDATE smtp_auth_accounts SET smtp_auth_enabled = NULL, updated_at = now()
               WHERE tenant_id = $1 AND smtp_auth_enabled IS NOT NULL AND account <> ALL($2)",
-            tenant_id,
+            tenant_id as TenantId,
             &listed as &[&str]
         )
         .execute(&mut **tx)
@@ -318,7 +319,7 @@ async fn import_in(
                                   WHERE s.tenant_id = $1 AND s.account = x.a)
              ON CONFLICT (tenant_id, account) DO UPDATE
                 SET smtp_auth_enabled = EXCLUDED.smtp_auth_enabled, updated_at = now()",
-            tenant_id,
+            tenant_id as TenantId,
             &listed as &[&str],
             &enabled,
             import_id
@@ -341,7 +342,7 @@ async fn import_in(
         sqlx::query!(
             "UPDATE smtp_auth_accounts SET basic_messages = 0, oauth_messages = 0, updated_at = now()
               WHERE tenant_id = $1 AND account <> ALL($2)",
-            tenant_id,
+            tenant_id as TenantId,
             &seen.keys().copied().collect::<Vec<_>>() as &[&str]
         )
         .execute(&mut **tx)
@@ -362,7 +363,7 @@ async fn import_in(
                     seen_sending = true,
                     last_import_id = EXCLUDED.last_import_id,
                     updated_at = now()",
-                tenant_id,
+                tenant_id as TenantId,
                 &used.account,
                 used.basic_messages + used.unknown_messages,
                 used.oauth_messages,
@@ -392,7 +393,7 @@ async fn import_in(
                         SET state = $3, done_at = CASE WHEN $3 = 'done' THEN now() END,
                             updated_at = now()
                       WHERE tenant_id = $1 AND account = $2",
-                    tenant_id,
+                    tenant_id as TenantId,
                     account,
                     state
                 )
@@ -433,7 +434,7 @@ async fn import_in(
 
 /// Stamps the first relay message of every linked device that has not been seen yet
 /// (of one customer, or all).
-pub async fn record_relay_traffic(pool: &PgPool, tenant_id: Option<Uuid>) -> sqlx::Result<u64> {
+pub async fn record_relay_traffic(pool: &PgPool, tenant_id: Option<TenantId>) -> sqlx::Result<u64> {
     sqlx::query(
         "UPDATE smtp_auth_accounts a SET relay_seen_at = m.first, updated_at = now()
            FROM (SELECT a2.tenant_id, a2.account,
@@ -461,7 +462,7 @@ macro_rules! account_columns {
 }
 
 /// A customer's board, most urgent first (open Basic use by messages, then the rest).
-pub async fn board(pool: &PgPool, tenant_id: Uuid) -> sqlx::Result<Vec<BoardAccount>> {
+pub async fn board(pool: &PgPool, tenant_id: TenantId) -> sqlx::Result<Vec<BoardAccount>> {
     record_relay_traffic(pool, Some(tenant_id)).await?;
     let mut accounts: Vec<BoardAccount> = sqlx::query_as(concat!(
         "SELECT ",
@@ -508,7 +509,7 @@ pub async fn all_accounts(pool: &PgPool) -> sqlx::Result<Vec<(String, BoardAccou
 
 pub async fn account(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     account: &str,
 ) -> sqlx::Result<Option<BoardAccount>> {
     sqlx::query_as(concat!(
@@ -527,7 +528,7 @@ pub async fn account(
 /// created" (or stays done if it already is).
 pub async fn link_device(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     account: &str,
     device_id: Uuid,
     actor: &AuditActor,
@@ -543,7 +544,7 @@ pub async fn link_device(
     let Some(device) = device else {
         return Err(BoardError::ForeignDevice);
     };
-    if device.tenant_id != tenant_id {
+    if TenantId::from(device.tenant_id) != tenant_id {
         return Err(BoardError::ForeignDevice);
     }
     let device_name = device.name;
@@ -555,7 +556,7 @@ pub async fn link_device(
                     WHERE tenant_id = $1 AND account = $2 FOR UPDATE) old
             WHERE a.tenant_id = $1 AND a.account = $2
         RETURNING old.state AS "state!""#,
-        tenant_id,
+        tenant_id as TenantId,
         account,
         device_id
     )
@@ -580,7 +581,7 @@ pub async fn link_device(
 /// Sets an account aside with a reason (e.g. "switched to OAuth natively").
 pub async fn ignore(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     account: &str,
     reason: &str,
     actor: &AuditActor,
@@ -605,7 +606,7 @@ pub async fn ignore(
 /// device, else "to migrate".
 pub async fn reopen(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     account: &str,
     actor: &AuditActor,
 ) -> Result<(), BoardError> {
@@ -623,7 +624,7 @@ pub async fn reopen(
 
 async fn set_state(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     account: &str,
     state: &str,
     reason: Option<&str>,
@@ -642,7 +643,7 @@ async fn set_state(
                     WHERE tenant_id = $1 AND account = $2 FOR UPDATE) old
             WHERE a.tenant_id = $1 AND a.account = $2
         RETURNING old.state AS "before!", a.state AS "after!""#,
-        tenant_id,
+        tenant_id as TenantId,
         account,
         state,
         reason
@@ -669,7 +670,7 @@ async fn set_state(
 /// One customer's standing, for the MSP-wide overview.
 #[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Readiness {
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub tenant_name: String,
     /// Connected to Microsoft 365 by admin consent.
     pub connected: bool,
@@ -791,13 +792,13 @@ pub struct SignInRead {
 /// The reading of `tenant_id`'s sign-in log, once it started.
 pub async fn sign_in_read(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
 ) -> Result<Option<SignInRead>, sqlx::Error> {
     sqlx::query_as!(
         SignInRead,
         "SELECT last_read_at, last_error, next_read_at
            FROM smtp_auth_signin_reads WHERE tenant_id = $1",
-        tenant_id
+        tenant_id as TenantId
     )
     .fetch_optional(pool)
     .await
@@ -839,7 +840,7 @@ pub async fn claim_sign_in_read(
 /// when it succeeded) and when the next one is due; frees the claim.
 pub async fn record_sign_in_read(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     reader: &str,
     next_in: std::time::Duration,
     error: Option<&str>,
@@ -852,7 +853,7 @@ pub async fn record_sign_in_read(
                 last_error = $4,
                 last_error_at = CASE WHEN $4::text IS NULL THEN NULL ELSE now() END
           WHERE tenant_id = $1 AND lease_owner = $2",
-        tenant_id,
+        tenant_id as TenantId,
         reader,
         next_in.as_secs_f64(),
         error

@@ -25,6 +25,7 @@
 //! end, the sealed bodies and the delivery attempts, from enqueue through lease and
 //! settle to retry and cancel; they share the lease and state rules above.
 
+use crate::ids::TenantId;
 use std::{net::IpAddr, time::Duration};
 
 use chrono::{DateTime, Utc};
@@ -116,7 +117,7 @@ impl MessageKind {
 pub struct NewMessage {
     /// Chosen by the edge, so its trace header can name it before the commit.
     pub id: Uuid,
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub device_id: Option<Uuid>,
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
@@ -208,7 +209,7 @@ pub async fn enqueue_all<'e>(
 #[derive(Debug, Clone, FromRow)]
 pub struct LeasedMessage {
     pub id: Uuid,
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub device_id: Option<Uuid>,
     pub kind: MessageKind,
     pub subject: Option<String>,
@@ -748,7 +749,7 @@ async fn settle_statement<'e>(
 #[derive(Debug, Clone, Serialize, FromRow)]
 pub struct MessageStatus {
     pub id: Uuid,
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub state: MessageState,
     pub attempt_count: i32,
     pub next_attempt_at: DateTime<Utc>,
@@ -852,7 +853,7 @@ pub async fn adopt_orphans(pool: &PgPool) -> Result<u64, sqlx::Error> {
 /// One customer's queue and connection, for the per-customer gauges.
 #[derive(Debug)]
 pub struct CustomerQueue {
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub name: String,
     /// Queued or being delivered.
     pub depth: i64,

@@ -2,6 +2,7 @@
 //! mailbox mail is sent as and how it is delivered. Every query about a customer's
 //! data starts from a tenant id.
 
+use crate::ids::TenantId;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -59,7 +60,7 @@ impl std::str::FromStr for DeliveryMethod {
 
 #[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Tenant {
-    pub id: Uuid,
+    pub id: TenantId,
     pub name: String,
     /// The customer's Entra tenant; `None` until it is connected by admin consent.
     #[schema(value_type = Option<Uuid>)]
@@ -164,11 +165,11 @@ macro_rules! columns {
 }
 pub(crate) use columns;
 
-fn secret_context(tenant_id: Uuid) -> String {
+fn secret_context(tenant_id: TenantId) -> String {
     format!("tenant-client-secret:{tenant_id}")
 }
 
-fn certificate_context(tenant_id: Uuid) -> String {
+fn certificate_context(tenant_id: TenantId) -> String {
     format!("tenant-client-certificate:{tenant_id}")
 }
 
@@ -182,7 +183,7 @@ pub async fn create(
         return Err(TenantError::InvalidName);
     }
     let mailbox = EmailAddress::parse(&new.sender_mailbox)?;
-    let id = Uuid::new_v4();
+    let id = TenantId::from(Uuid::new_v4());
     let (client_id, secret, certificate) = match &new.own_app {
         Some(app) => {
             let key = master_key.ok_or(TenantError::NoMasterKey)?;
@@ -227,7 +228,7 @@ pub async fn create(
     })
 }
 
-pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Tenant>, sqlx::Error> {
+pub async fn get(pool: &PgPool, id: TenantId) -> Result<Option<Tenant>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
@@ -240,7 +241,7 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Tenant>, sqlx::Error>
 
 /// Finds a tenant by its id or its (unique) name, as the CLI accepts either.
 pub async fn find(pool: &PgPool, name_or_id: &str) -> Result<Tenant, TenantError> {
-    let by_id = match Uuid::parse_str(name_or_id) {
+    let by_id = match name_or_id.parse::<TenantId>() {
         Ok(id) => get(pool, id).await?,
         Err(_) => None,
     };
@@ -271,7 +272,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Tenant>, sqlx::Error> {
 }
 
 /// The customers `ids` (those that exist), in no particular order.
-pub async fn list_of(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<Tenant>, sqlx::Error> {
+pub async fn list_of(pool: &PgPool, ids: &[TenantId]) -> Result<Vec<Tenant>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
@@ -310,8 +311,11 @@ pub async fn reseal_secrets(
                 .map(|s| Ok(key.seal(&context, &key.open(&context, &s)?)))
                 .transpose()
         };
-        let secret = reseal(secret_context(id), row.client_secret_sealed)?;
-        let certificate = reseal(certificate_context(id), row.client_certificate_sealed)?;
+        let secret = reseal(secret_context(id.into()), row.client_secret_sealed)?;
+        let certificate = reseal(
+            certificate_context(id.into()),
+            row.client_certificate_sealed,
+        )?;
         sqlx::query!(
             "UPDATE tenants SET client_secret_sealed = $2, client_certificate_sealed = $3 WHERE id = $1",
             id,
@@ -329,7 +333,7 @@ pub async fn reseal_secrets(
 pub async fn own_app(
     pool: &PgPool,
     master_key: Option<&MasterKey>,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
 ) -> Result<Option<OwnApp>, TenantError> {
     struct SealedApp {
         client_id: Option<String>,
@@ -339,7 +343,7 @@ pub async fn own_app(
     let row = sqlx::query_as!(
         SealedApp,
         "SELECT client_id, client_secret_sealed, client_certificate_sealed FROM tenants WHERE id = $1",
-        tenant_id
+        tenant_id as TenantId
     )
     .fetch_optional(pool)
     .await?;
@@ -359,7 +363,7 @@ pub async fn own_app(
 /// has a client id but neither a secret nor a certificate.
 pub(crate) fn open_app(
     key: &MasterKey,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     client_id: String,
     secret: Option<Vec<u8>>,
     certificate: Option<Vec<u8>>,
@@ -398,12 +402,12 @@ pub(crate) fn open_app(
 }
 
 /// Records that a token was issued for the tenant: consent works.
-pub async fn record_token_success(pool: &PgPool, tenant_id: Uuid) -> Result<(), sqlx::Error> {
+pub async fn record_token_success(pool: &PgPool, tenant_id: TenantId) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE tenants SET last_token_ok_at = now()
           WHERE id = $1 AND (last_token_ok_at IS NULL OR last_token_ok_at < now() - interval '1 minute'
                              OR last_token_error_at > last_token_ok_at)",
-        tenant_id
+        tenant_id as TenantId
     )
     .execute(pool)
     .await
@@ -414,12 +418,12 @@ pub async fn record_token_success(pool: &PgPool, tenant_id: Uuid) -> Result<(), 
 /// the hold that keeps its messages waiting is in `holds`).
 pub async fn record_token_failure(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     error: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE tenants SET last_token_error = $2, last_token_error_at = now() WHERE id = $1",
-        tenant_id,
+        tenant_id as TenantId,
         error
     )
     .execute(pool)
@@ -430,13 +434,13 @@ pub async fn record_token_failure(
 /// Sets (or clears) where reports of undeliverable messages go.
 pub async fn set_notification_address(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     address: Option<&str>,
 ) -> Result<(), TenantError> {
     let address = address.map(EmailAddress::parse).transpose()?;
     sqlx::query!(
         "UPDATE tenants SET notification_address = $2 WHERE id = $1",
-        tenant_id,
+        tenant_id as TenantId,
         address.as_ref().map(EmailAddress::as_str)
     )
     .execute(pool)
@@ -447,12 +451,12 @@ pub async fn set_notification_address(
 /// Sets (or clears) the messages per minute all of a tenant's devices may send together.
 pub async fn set_rate_limit(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     per_minute: Option<i32>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE tenants SET rate_limit_per_minute = $2 WHERE id = $1",
-        tenant_id,
+        tenant_id as TenantId,
         per_minute
     )
     .execute(pool)
@@ -464,7 +468,7 @@ pub async fn set_rate_limit(
 /// sender mailbox's maximum send size in Exchange Online allows (1 to 150 MB).
 pub async fn set_max_message_size(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     bytes: i64,
 ) -> Result<(), TenantError> {
     if !(SMALLEST_MAX_MESSAGE_BYTES..=LARGEST_MAX_MESSAGE_BYTES).contains(&bytes) {
@@ -472,7 +476,7 @@ pub async fn set_max_message_size(
     }
     sqlx::query!(
         "UPDATE tenants SET max_message_bytes = $2 WHERE id = $1",
-        tenant_id,
+        tenant_id as TenantId,
         bytes
     )
     .execute(pool)
@@ -503,12 +507,12 @@ pub fn parse_size(text: &str) -> Option<i64> {
 /// Exchange must allow SMTP AUTH for the app).
 pub async fn set_smtp_for_large_messages(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     enabled: bool,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE tenants SET smtp_for_large_messages = $2 WHERE id = $1",
-        tenant_id,
+        tenant_id as TenantId,
         enabled
     )
     .execute(pool)
@@ -519,12 +523,12 @@ pub async fn set_smtp_for_large_messages(
 /// Whether Microsoft keeps a copy of each message in the sender mailbox's Sent Items.
 pub async fn set_save_to_sent_items(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     save: bool,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE tenants SET save_to_sent_items = $2 WHERE id = $1",
-        tenant_id,
+        tenant_id as TenantId,
         save
     )
     .execute(pool)
@@ -536,14 +540,14 @@ pub async fn set_save_to_sent_items(
 /// with a real token request for that tenant.
 pub async fn record_consent<'e>(
     executor: impl sqlx::PgExecutor<'e>,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     entra_tenant_id: EntraTenantId,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE tenants SET entra_tenant_id = $2, consented_at = now(), last_token_ok_at = now(),
                 last_token_error = NULL
           WHERE id = $1",
-        tenant_id,
+        tenant_id as TenantId,
         entra_tenant_id.as_uuid()
     )
     .execute(executor)
@@ -565,7 +569,7 @@ pub struct DeliverySettings {
 /// Changes a customer's name and delivery settings, checking each value.
 pub async fn update(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     name: &str,
     settings: &DeliverySettings,
 ) -> Result<Option<Tenant>, TenantError> {
@@ -611,12 +615,12 @@ pub async fn update(
 /// was bound now; a tenant another customer has already is an error (unique).
 pub async fn bind_entra_tenant(
     pool: &PgPool,
-    id: Uuid,
+    id: TenantId,
     entra_tenant_id: EntraTenantId,
 ) -> Result<bool, sqlx::Error> {
     let bound = sqlx::query!(
         "UPDATE tenants SET entra_tenant_id = $2 WHERE id = $1 AND entra_tenant_id IS NULL",
-        id,
+        id as TenantId,
         entra_tenant_id.as_uuid()
     )
     .execute(pool)
@@ -629,16 +633,16 @@ pub async fn bind_entra_tenant(
 /// cascade from the customer would lock log rows before their queue rows, the
 /// reverse of settlement's order, and deadlock with deliveries settling at that
 /// moment.
-pub async fn delete(pool: &PgPool, tenant_id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn delete(pool: &PgPool, tenant_id: TenantId) -> Result<bool, sqlx::Error> {
     let mut transaction = pool.begin().await?;
     sqlx::query!(
         "DELETE FROM queue WHERE message_id IN (
              SELECT message_id FROM queue WHERE tenant_id = $1 ORDER BY message_id FOR UPDATE)",
-        tenant_id
+        tenant_id as TenantId
     )
     .execute(&mut *transaction)
     .await?;
-    let deleted = sqlx::query!("DELETE FROM tenants WHERE id = $1", tenant_id)
+    let deleted = sqlx::query!("DELETE FROM tenants WHERE id = $1", tenant_id as TenantId)
         .execute(&mut *transaction)
         .await?
         .rows_affected()

@@ -7,6 +7,7 @@
 //! hours older than two days into days. The monthly report, its CSV and the charts
 //! read from here.
 
+use crate::ids::TenantId;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, PgPool};
@@ -105,7 +106,7 @@ const SPAN: &str = "
 pub async fn month_report(
     pool: &PgPool,
     month: Month,
-    only: Option<&[Uuid]>,
+    only: Option<&[TenantId]>,
 ) -> Result<Vec<MonthLine>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH span AS ({SPAN}),
@@ -131,7 +132,7 @@ pub async fn month_report(
     )))
     .bind(month.first_day())
     .bind(month.next().first_day())
-    .bind(only.map(<[Uuid]>::to_vec))
+    .bind(only.map(<[TenantId]>::to_vec))
     .fetch_all(pool)
     .await
 }
@@ -150,8 +151,8 @@ pub struct Bucket {
 /// or (`None`) all of `only`.
 pub async fn last_day(
     pool: &PgPool,
-    tenant: Option<Uuid>,
-    only: Option<&[Uuid]>,
+    tenant: Option<TenantId>,
+    only: Option<&[TenantId]>,
 ) -> Result<Vec<Bucket>, sqlx::Error> {
     sqlx::query_as!(
         Bucket,
@@ -166,8 +167,8 @@ pub async fn last_day(
                   AND ($1::uuid IS NULL OR u.tenant_id = $1)
                   AND ($2::uuid[] IS NULL OR u.tenant_id = ANY($2))
             GROUP BY g.start ORDER BY g.start"#,
-        tenant,
-        only
+        tenant as Option<TenantId>,
+        only as Option<&[TenantId]>
     )
     .fetch_all(pool)
     .await
@@ -177,8 +178,8 @@ pub async fn last_day(
 /// not yet rolled up.
 pub async fn last_month(
     pool: &PgPool,
-    tenant: Option<Uuid>,
-    only: Option<&[Uuid]>,
+    tenant: Option<TenantId>,
+    only: Option<&[TenantId]>,
 ) -> Result<Vec<Bucket>, sqlx::Error> {
     sqlx::query_as!(
         Bucket,
@@ -199,8 +200,8 @@ pub async fn last_month(
                 AND ($1::uuid IS NULL OR c.tenant_id = $1)
                 AND ($2::uuid[] IS NULL OR c.tenant_id = ANY($2))
           GROUP BY g.day ORDER BY g.day"#,
-        tenant,
-        only
+        tenant as Option<TenantId>,
+        only as Option<&[TenantId]>
     )
     .fetch_all(pool)
     .await

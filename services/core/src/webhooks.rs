@@ -140,7 +140,7 @@ impl Event {
                 occurred_at: Utc::now(),
                 severity: alert.severity.clone(),
                 customer: alert.tenant_id.map(|id| Named {
-                    id,
+                    id: id.as_uuid(),
                     name: alert.customer_name(),
                 }),
                 device: alert.device_id.map(|id| Named {

@@ -18,6 +18,7 @@ use axum::{
     routing::{get, post},
 };
 use chrono::NaiveDate;
+use mailbridge_core::ids::TenantId;
 use mailbridge_core::{
     alerts::{self, Alert, AlertSettings, Filter, Kind, Rule},
     webhooks::{self, Delivery, UrlPolicy, Webhook, WebhookError},
@@ -72,7 +73,7 @@ impl AlertView {
 }
 
 fn scope_filter(actor: &Actor, mut filter: Filter) -> Filter {
-    filter.only = actor.customers.only().map(<[Uuid]>::to_vec);
+    filter.only = actor.customers.only().map(<[TenantId]>::to_vec);
     filter
 }
 
@@ -86,7 +87,11 @@ pub async fn visible(state: &WebState, actor: &Actor, filter: Filter) -> Result<
 }
 
 /// The alerts of a customer's page (open ones and the last resolved).
-pub async fn for_customer(state: &WebState, actor: &Actor, tenant: Uuid) -> Result<Vec<AlertView>> {
+pub async fn for_customer(
+    state: &WebState,
+    actor: &Actor,
+    tenant: TenantId,
+) -> Result<Vec<AlertView>> {
     let mut list = visible(
         state,
         actor,
@@ -103,7 +108,7 @@ pub async fn for_customer(state: &WebState, actor: &Actor, tenant: Uuid) -> Resu
 pub async fn for_device(
     state: &WebState,
     actor: &Actor,
-    tenant: Uuid,
+    tenant: TenantId,
     device: Uuid,
 ) -> Result<Vec<AlertView>> {
     let mut list = visible(
@@ -146,7 +151,11 @@ impl Silence {
 }
 
 /// The card of a customer's page.
-pub async fn customer_card(state: &WebState, actor: &Actor, tenant: Uuid) -> Result<AlertsCard> {
+pub async fn customer_card(
+    state: &WebState,
+    actor: &Actor,
+    tenant: TenantId,
+) -> Result<AlertsCard> {
     Ok(AlertsCard {
         alerts: for_customer(state, actor, tenant).await?,
         can_ack: actor.may(Permission::HandleMessages),
@@ -160,7 +169,7 @@ pub async fn customer_card(state: &WebState, actor: &Actor, tenant: Uuid) -> Res
 pub async fn device_card(
     state: &WebState,
     actor: &Actor,
-    tenant: Uuid,
+    tenant: TenantId,
     device: &mailbridge_core::devices::Device,
 ) -> Result<AlertsCard> {
     let hours = mailbridge_core::devices::silent_alert_hours(&state.pool, device.id).await?;
@@ -210,7 +219,7 @@ struct AlertsPage {
     can_manage: bool,
     rules: Vec<RuleView>,
     settings: AlertSettings,
-    customers: Vec<(Uuid, String)>,
+    customers: Vec<(TenantId, String)>,
     webhooks: Vec<Webhook>,
     notice: Option<&'static str>,
     /// A new webhook's secret, shown this once.
@@ -218,7 +227,7 @@ struct AlertsPage {
 }
 
 impl AlertsPage {
-    fn chosen(&self, id: &Uuid) -> bool {
+    fn chosen(&self, id: &TenantId) -> bool {
         self.settings.email_tenant_id.as_ref() == Some(id)
     }
 
@@ -437,7 +446,7 @@ async fn settings_form(
     let email_tenant_id = match text(form.email_tenant_id) {
         None => None,
         Some(id) => Some(
-            Uuid::parse_str(&id)
+            id.parse::<TenantId>()
                 .ok()
                 .filter(|id| actor.sees(*id))
                 .ok_or(Error::NotFound)?,
@@ -480,7 +489,7 @@ struct SilenceForm {
 async fn silence_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path((tenant, device)): Path<(Uuid, Uuid)>,
+    Path((tenant, device)): Path<(TenantId, Uuid)>,
     Form(form): Form<SilenceForm>,
 ) -> Result<Response> {
     actor.require(Permission::ManageDevices)?;
@@ -668,7 +677,7 @@ pub fn router() -> Router<WebState> {
 #[into_params(parameter_in = Query)]
 struct ApiQuery {
     /// Customer id.
-    customer: Option<Uuid>,
+    customer: Option<TenantId>,
     /// Device id.
     device: Option<Uuid>,
     /// true: open alerts only.

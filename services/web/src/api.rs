@@ -17,6 +17,7 @@ use axum::{
     routing::{get, post},
 };
 use chrono::{DateTime, Utc};
+use mailbridge_core::ids::TenantId;
 use mailbridge_core::{
     devices::{Device, IssuedCredential},
     logins::LoginFailures,
@@ -323,7 +324,7 @@ pub(crate) async fn list_customers(
     .into_response())
 }
 
-async fn one_customer(state: &WebState, id: Uuid) -> Result<CustomerView> {
+async fn one_customer(state: &WebState, id: TenantId) -> Result<CustomerView> {
     customers::with_health(&state.pool, Some(id), &Default::default())
         .await?
         .into_iter()
@@ -342,7 +343,7 @@ async fn one_customer(state: &WebState, id: Uuid) -> Result<CustomerView> {
 pub(crate) async fn get_customer(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
 ) -> Result<Response> {
     actor.require(Permission::View)?;
     Ok(Json(one_customer(&state, id).await?).into_response())
@@ -435,7 +436,7 @@ fn merged(tenant: &Tenant, patch: CustomerPatch) -> CustomerInput {
 pub(crate) async fn update_customer(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     ApiJson(patch): ApiJson<CustomerPatch>,
 ) -> Result<Response> {
     actor.require(Permission::ManageCustomers)?;
@@ -455,7 +456,7 @@ pub(crate) async fn update_customer(
 pub(crate) async fn delete_customer(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
 ) -> Result<Response> {
     customers::delete(&state, &actor, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -480,7 +481,7 @@ pub struct ConsentLink {
 pub(crate) async fn consent_link(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
 ) -> Result<Response> {
     let (url, _cookie) = consent::start(&state, &actor, id).await?;
     Ok(Json(ConsentLink { consent_url: url }).into_response())
@@ -510,7 +511,7 @@ pub struct Queued {
 pub(crate) async fn test_message(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     ApiJson(body): ApiJson<TestMessage>,
 ) -> Result<Response> {
     let queue_id = customers::send_test(&state, &actor, id, &body.recipient).await?;
@@ -578,7 +579,7 @@ pub struct DeviceList {
 pub(crate) async fn list_devices(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     Query(search): Query<DeviceQuery>,
 ) -> Result<Response> {
     actor.require(Permission::View)?;
@@ -612,7 +613,7 @@ pub(crate) async fn list_devices(
 pub(crate) async fn create_device(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     ApiJson(input): ApiJson<DeviceInput>,
 ) -> Result<Response> {
     let issued = devices::create(&state, &actor, id, &input).await?;
@@ -630,7 +631,7 @@ pub(crate) async fn create_device(
 pub(crate) async fn get_device(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device)): Path<(Uuid, Uuid)>,
+    Path((id, device)): Path<(TenantId, Uuid)>,
 ) -> Result<Response> {
     actor.require(Permission::View)?;
     Ok(Json(devices::load(&state, id, device).await?).into_response())
@@ -648,7 +649,7 @@ pub(crate) async fn get_device(
 pub(crate) async fn update_device(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device)): Path<(Uuid, Uuid)>,
+    Path((id, device)): Path<(TenantId, Uuid)>,
     ApiJson(input): ApiJson<DeviceInput>,
 ) -> Result<Response> {
     Ok(Json(devices::update(&state, &actor, id, device, &input).await?).into_response())
@@ -665,7 +666,7 @@ pub(crate) async fn update_device(
 pub(crate) async fn delete_device(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device)): Path<(Uuid, Uuid)>,
+    Path((id, device)): Path<(TenantId, Uuid)>,
 ) -> Result<Response> {
     devices::delete(&state, &actor, id, device).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -682,7 +683,7 @@ pub(crate) async fn delete_device(
 pub(crate) async fn rotate_device(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device)): Path<(Uuid, Uuid)>,
+    Path((id, device)): Path<(TenantId, Uuid)>,
 ) -> Result<Response> {
     Ok(Json(devices::rotate(&state, &actor, id, device).await?).into_response())
 }
@@ -704,7 +705,7 @@ pub struct LoginList {
 pub(crate) async fn device_logins(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device)): Path<(Uuid, Uuid)>,
+    Path((id, device)): Path<(TenantId, Uuid)>,
 ) -> Result<Response> {
     actor.require(Permission::View)?;
     let logins = devices::failed_logins(&state, id, device).await?;
@@ -744,7 +745,7 @@ pub struct TranscriptList {
 pub(crate) async fn device_transcripts(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device)): Path<(Uuid, Uuid)>,
+    Path((id, device)): Path<(TenantId, Uuid)>,
 ) -> Result<Response> {
     let (transcripts, findings) = devices::transcripts(&state, &actor, id, device).await?;
     let diagnosis = findings
@@ -783,7 +784,7 @@ pub struct Unlocked {
 pub(crate) async fn unlock_device(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device)): Path<(Uuid, Uuid)>,
+    Path((id, device)): Path<(TenantId, Uuid)>,
 ) -> Result<Response> {
     let unlocked = devices::unlock(&state, &actor, id, device).await?;
     Ok(Json(Unlocked { unlocked }).into_response())

@@ -9,6 +9,7 @@ use axum::{
     extract::{Query, State},
     routing::get,
 };
+use mailbridge_core::ids::TenantId;
 use mailbridge_core::store::audit_log;
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -28,7 +29,7 @@ pub async fn record(
     pool: &PgPool,
     actor: &Actor,
     action: &str,
-    tenant_id: Option<Uuid>,
+    tenant_id: Option<TenantId>,
     target: Option<&str>,
     details: serde_json::Value,
 ) -> Result<(), sqlx::Error> {
@@ -45,7 +46,7 @@ pub async fn record_in(
     tx: &mut sqlx::PgConnection,
     actor: &Actor,
     action: &str,
-    tenant_id: Option<Uuid>,
+    tenant_id: Option<TenantId>,
     target: Option<&str>,
     details: serde_json::Value,
 ) -> Result<(), sqlx::Error> {
@@ -249,10 +250,11 @@ const PAGE: i64 = 100;
 /// Newest first, one page.
 pub async fn search(pool: &PgPool, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
     let search = audit_log::Search {
-        tenant_id: filter
+        tenant_id: (filter
             .customer
             .as_deref()
-            .and_then(|c| Uuid::parse_str(c).ok()),
+            .and_then(|c| Uuid::parse_str(c).ok()))
+        .map(Into::into),
         actor: filter
             .actor
             .as_deref()
@@ -279,7 +281,7 @@ struct AuditPage {
     t: Tr,
     nav: Nav,
     entries: Vec<AuditEntry>,
-    customers: Vec<(Uuid, String)>,
+    customers: Vec<(TenantId, String)>,
     filter: AuditFilter,
     next: Option<String>,
 }

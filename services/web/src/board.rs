@@ -22,6 +22,7 @@ use axum::{
     routing::{get, post},
 };
 use chrono::{DateTime, NaiveDate, Utc};
+use mailbridge_core::ids::TenantId;
 use mailbridge_core::{
     devices::{Device, DeviceKind, IssuedCredential},
     migration_board::{
@@ -232,7 +233,7 @@ fn refusal(e: &ReportError, t: &Tr) -> String {
 pub async fn import(
     state: &WebState,
     actor: &Actor,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     bytes: &[u8],
     file_name: Option<&str>,
 ) -> Result<std::result::Result<board::ImportOutcome, ReportError>> {
@@ -259,7 +260,7 @@ pub async fn import(
 pub async fn create_device(
     state: &WebState,
     actor: &Actor,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     account: &str,
     name: Option<&str>,
     kind: Option<&str>,
@@ -546,7 +547,7 @@ struct BoardQuery {
 async fn board_page(
     state: &WebState,
     actor: &Actor,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     notice: Option<String>,
     refused: Option<String>,
 ) -> Result<Response> {
@@ -582,7 +583,7 @@ async fn board_page(
 async fn customer_board(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     Query(query): Query<BoardQuery>,
 ) -> Result<Response> {
     let notice = match query.notice.as_deref() {
@@ -602,7 +603,7 @@ async fn customer_board(
 async fn import_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     mut multipart: Multipart,
 ) -> Result<Response> {
     let mut file: Option<(Option<String>, Bytes)> = None;
@@ -669,7 +670,7 @@ impl AccountAction {
 async fn device_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     Form(form): Form<AccountAction>,
 ) -> Result<Response> {
     let issued = create_device(
@@ -687,7 +688,7 @@ async fn device_form(
 async fn link_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     Form(form): Form<AccountAction>,
 ) -> Result<Response> {
     actor.require(Permission::ManageDevices)?;
@@ -699,7 +700,7 @@ async fn link_form(
 async fn ignore_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     Form(form): Form<AccountAction>,
 ) -> Result<Response> {
     actor.require(Permission::ManageDevices)?;
@@ -711,7 +712,7 @@ async fn ignore_form(
 async fn reopen_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     Form(form): Form<AccountAction>,
 ) -> Result<Response> {
     actor.require(Permission::ManageDevices)?;
@@ -757,7 +758,7 @@ impl BoardAccountView {
 /// A customer's migration board.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Board {
-    pub customer_id: Uuid,
+    pub customer_id: TenantId,
     pub accounts: Vec<BoardAccountView>,
 }
 
@@ -816,7 +817,7 @@ struct ImportQuery {
 async fn api_import(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     Query(query): Query<ImportQuery>,
     body: Bytes,
 ) -> Result<Response> {
@@ -837,7 +838,7 @@ async fn api_import(
 async fn api_board(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
 ) -> Result<Response> {
     actor.require(Permission::View)?;
     let tenant = customers::load(&state.pool, id).await?;
@@ -861,7 +862,7 @@ async fn api_board(
 async fn api_device(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     ApiJson(input): ApiJson<AccountAction>,
 ) -> Result<Response> {
     let issued = create_device(
@@ -886,7 +887,7 @@ async fn api_device(
         .into_response())
 }
 
-async fn api_account(state: &WebState, id: Uuid, account: &str) -> Result<Response> {
+async fn api_account(state: &WebState, id: TenantId, account: &str) -> Result<Response> {
     let account = board::account(&state.pool, id, account)
         .await?
         .ok_or(Error::NotFound)?;
@@ -905,7 +906,7 @@ async fn api_account(state: &WebState, id: Uuid, account: &str) -> Result<Respon
 async fn api_link(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     ApiJson(input): ApiJson<AccountAction>,
 ) -> Result<Response> {
     actor.require(Permission::ManageDevices)?;
@@ -933,7 +934,7 @@ async fn api_link(
 async fn api_ignore(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     ApiJson(input): ApiJson<AccountAction>,
 ) -> Result<Response> {
     actor.require(Permission::ManageDevices)?;
@@ -961,7 +962,7 @@ async fn api_ignore(
 async fn api_reopen(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     ApiJson(input): ApiJson<AccountAction>,
 ) -> Result<Response> {
     actor.require(Permission::ManageDevices)?;

@@ -11,6 +11,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use mailbridge_core::ids::EntraTenantId;
+use mailbridge_core::ids::TenantId;
 use mailbridge_core::{
     consent_checks::{self, CheckState, ConsentCheck},
     diagnosis,
@@ -146,7 +147,7 @@ impl Connection {
         }
     }
 
-    pub async fn load(state: &WebState, id: Uuid, tr: Tr) -> Result<Self> {
+    pub async fn load(state: &WebState, id: TenantId, tr: Tr) -> Result<Self> {
         let tenant = customers::load(&state.pool, id).await?;
         let latest = consent_checks::latest(&state.pool, id).await?;
         let recorded = mailbridge_core::least_privilege::get(&state.pool, id).await?;
@@ -180,7 +181,7 @@ impl Connection {
 pub async fn status(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
 ) -> Result<Response> {
     actor.require(Permission::View)?;
     Ok(Json(Connection::load(&state, id, actor.tr).await?).into_response())

@@ -17,6 +17,7 @@ use axum::{
     routing::{get, post},
 };
 use mailbridge_core::ids::EntraTenantId;
+use mailbridge_core::ids::TenantId;
 use mailbridge_core::{
     consent_checks, diagnosis,
     metrics::metrics,
@@ -95,7 +96,7 @@ async fn check_status(
 /// Starts an admin consent for customer `id`: the URL the customer's admin opens, and
 /// the cookie binding it to this browser. `staff_id` is `None` for a link made by the
 /// API (to be sent to the customer's admin): then `state` alone identifies it.
-pub async fn start(state: &WebState, actor: &Actor, id: Uuid) -> Result<(String, String)> {
+pub async fn start(state: &WebState, actor: &Actor, id: TenantId) -> Result<(String, String)> {
     start_flow(state, actor, id, actor.csrf.is_some()).await
 }
 
@@ -105,7 +106,7 @@ pub async fn start(state: &WebState, actor: &Actor, id: Uuid) -> Result<(String,
 pub async fn start_flow(
     state: &WebState,
     actor: &Actor,
-    id: Uuid,
+    id: TenantId,
     browser_bound: bool,
 ) -> Result<(String, String)> {
     actor.require(Permission::ManageCustomers)?;
@@ -183,7 +184,7 @@ pub async fn start_flow(
 async fn connect(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
 ) -> Result<Response> {
     let (url, cookie) = start(&state, &actor, id).await?;
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to(&url)).into_response())

@@ -16,6 +16,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use mailbridge_core::ids::EntraTenantId;
+use mailbridge_core::ids::TenantId;
 use mailbridge_core::{
     i18n::{self, Lang},
     store::consent_links,
@@ -24,7 +25,6 @@ use mailbridge_core::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::{
     WebState, audit, cookies, customers,
@@ -42,7 +42,7 @@ pub use consent_links::SentLink;
 pub async fn record(
     state: &WebState,
     actor: &Actor,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     entra_tenant_id: EntraTenantId,
     csrf_state: &str,
 ) -> Result<()> {
@@ -71,7 +71,7 @@ pub async fn mark_granted(pool: &PgPool, csrf_state: &str) -> Result<()> {
 }
 
 /// The customer's latest links, newest first.
-pub async fn latest(pool: &PgPool, tenant_id: Uuid) -> Result<Vec<SentLink>> {
+pub async fn latest(pool: &PgPool, tenant_id: TenantId) -> Result<Vec<SentLink>> {
     Ok(consent_links::latest(pool, tenant_id, 3).await?)
 }
 
@@ -87,7 +87,7 @@ pub struct LinkInput {
 pub async fn make(
     state: &WebState,
     actor: &Actor,
-    id: Uuid,
+    id: TenantId,
     input: &LinkInput,
 ) -> Result<(Tenant, String)> {
     actor.require(Permission::ManageCustomers)?;
@@ -205,7 +205,7 @@ struct LinkPage {
 async fn make_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     Form(input): Form<LinkInput>,
 ) -> Result<Response> {
     let (tenant, url) = make(&state, &actor, id, &input).await?;

@@ -9,10 +9,10 @@
 //! has thousands of customers, not millions: an offset is capped at
 //! [`device_health::MAX_OFFSET`], beyond which the search narrows better.
 
+use mailbridge_core::ids::TenantId;
 use mailbridge_core::store::customer_list;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::{
     customers::{self, CustomerView},
@@ -95,7 +95,7 @@ pub async fn page(
         None if offset > 0 => customer_list::count(pool, &search).await?,
         None => 0,
     };
-    let ids: Vec<Uuid> = picked.iter().map(|p| p.id).collect();
+    let ids: Vec<TenantId> = picked.iter().map(|p| p.id).collect();
     let customers = if ids.is_empty() {
         Vec::new()
     } else {

@@ -8,6 +8,7 @@
 //! several grouped queries (messages, refusals, devices, holds, permissions), and
 //! every customer operation the API shares sits beside its form handler.
 
+use mailbridge_core::ids::TenantId;
 use std::collections::HashMap;
 
 use askama::Template;
@@ -103,7 +104,7 @@ pub struct CustomerView {
 /// Customers (all, or `only` one) that `scope` sees, with their health.
 pub async fn with_health(
     pool: &PgPool,
-    only: Option<Uuid>,
+    only: Option<TenantId>,
     scope: &CustomerScope,
 ) -> Result<Vec<CustomerView>> {
     let all: Vec<Tenant> = match only {
@@ -116,10 +117,10 @@ pub async fn with_health(
 /// Customers `ids` (in that order) with their health: a page of the overview.
 pub async fn with_health_of(
     pool: &PgPool,
-    ids: &[Uuid],
+    ids: &[TenantId],
     scope: &CustomerScope,
 ) -> Result<Vec<CustomerView>> {
-    let mut found: HashMap<Uuid, Tenant> = tenants::list_of(pool, ids)
+    let mut found: HashMap<TenantId, Tenant> = tenants::list_of(pool, ids)
         .await?
         .into_iter()
         .map(|t| (t.id, t))
@@ -132,7 +133,7 @@ pub async fn with_health_of(
 async fn health_of(
     pool: &PgPool,
     mut all: Vec<Tenant>,
-    only: Option<Vec<Uuid>>,
+    only: Option<Vec<TenantId>>,
     scope: &CustomerScope,
 ) -> Result<Vec<CustomerView>> {
     all.retain(|t| scope.sees(t.id));
@@ -142,9 +143,9 @@ async fn health_of(
         customer_health::device_counts(pool, only.as_deref(), STALE_DEVICE_DAYS as i32).await?;
     let connecting = customer_health::connecting(pool, only.as_deref()).await?;
     let mut visibility = mailbridge_core::bounces::visibility(pool, only.as_deref()).await?;
-    let counts: HashMap<Uuid, customer_health::MessageCounts> =
+    let counts: HashMap<TenantId, customer_health::MessageCounts> =
         counts.into_iter().map(|c| (c.tenant_id, c)).collect();
-    let mut reject_map: HashMap<Uuid, Vec<RejectCount>> = HashMap::new();
+    let mut reject_map: HashMap<TenantId, Vec<RejectCount>> = HashMap::new();
     for refused in rejects {
         reject_map
             .entry(refused.tenant_id)
@@ -154,13 +155,13 @@ async fn health_of(
                 count: refused.count,
             });
     }
-    let devices: HashMap<Uuid, (i64, i64)> = devices
+    let devices: HashMap<TenantId, (i64, i64)> = devices
         .into_iter()
         .map(|d| (d.tenant_id, (d.devices, d.stale)))
         .collect();
     let holds = crate::holds::for_customers(pool, &all).await?;
-    let ids: Vec<Uuid> = all.iter().map(|t| t.id).collect();
-    let mut permissions: HashMap<Uuid, mailbridge_core::least_privilege::Permissions> =
+    let ids: Vec<TenantId> = all.iter().map(|t| t.id).collect();
+    let mut permissions: HashMap<TenantId, mailbridge_core::least_privilege::Permissions> =
         mailbridge_core::least_privilege::of_customers(pool, &ids)
             .await?
             .into_iter()
@@ -224,7 +225,7 @@ pub fn connection(tenant: &Tenant) -> (bool, bool) {
 }
 
 /// A customer, or not found.
-pub async fn load(pool: &PgPool, id: Uuid) -> Result<Tenant> {
+pub async fn load(pool: &PgPool, id: TenantId) -> Result<Tenant> {
     tenants::get(pool, id).await?.ok_or(Error::NotFound)
 }
 
@@ -368,7 +369,7 @@ async fn update_settings(
 pub async fn update(
     state: &WebState,
     actor: &Actor,
-    id: Uuid,
+    id: TenantId,
     input: &CustomerInput,
 ) -> Result<Tenant> {
     actor.require(Permission::ManageCustomers)?;
@@ -419,7 +420,7 @@ pub async fn update(
     Ok(after)
 }
 
-pub async fn delete(state: &WebState, actor: &Actor, id: Uuid) -> Result<()> {
+pub async fn delete(state: &WebState, actor: &Actor, id: TenantId) -> Result<()> {
     actor.require(Permission::ManageCustomers)?;
     let tenant = load(&state.pool, id).await?;
     audit::record(
@@ -437,7 +438,12 @@ pub async fn delete(state: &WebState, actor: &Actor, id: Uuid) -> Result<()> {
 
 /// Queues a test message from the customer's sender mailbox to `recipient`; it
 /// goes the same way as a device's. Returns its queue id.
-pub async fn send_test(state: &WebState, actor: &Actor, id: Uuid, recipient: &str) -> Result<Uuid> {
+pub async fn send_test(
+    state: &WebState,
+    actor: &Actor,
+    id: TenantId,
+    recipient: &str,
+) -> Result<Uuid> {
     actor.require(Permission::SendTest)?;
     let tenant = load(&state.pool, id).await?;
     let recipient = mailbridge_core::address::EmailAddress::parse(recipient)
@@ -596,7 +602,7 @@ struct NoticeQuery {
 async fn detail(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     axum::extract::Query(query): axum::extract::Query<NoticeQuery>,
     axum::extract::Query(search): axum::extract::Query<crate::device_health::DeviceQuery>,
 ) -> Result<Response> {
@@ -688,7 +694,7 @@ async fn create_form(
 async fn update_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     Form(mut input): Form<CustomerInput>,
 ) -> Result<Response> {
     input.save_to_sent_items = Some(input.save_to_sent_items.unwrap_or(false));
@@ -700,7 +706,7 @@ async fn update_form(
 async fn delete_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
 ) -> Result<Response> {
     delete(&state, &actor, id).await?;
     Ok(Redirect::to("/").into_response())
@@ -714,7 +720,7 @@ struct TestForm {
 async fn test_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     Form(form): Form<TestForm>,
 ) -> Result<Response> {
     let queue_id = send_test(&state, &actor, id, &form.recipient).await?;

@@ -15,6 +15,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
+use mailbridge_core::ids::TenantId;
 use mailbridge_core::{
     crypto,
     devices::{self, DeviceListener},
@@ -117,7 +118,7 @@ pub fn credentials_csv(issued: &[Issued]) -> String {
 pub async fn store_download(
     state: &WebState,
     actor: &Actor,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     issued: &[Issued],
 ) -> Result<Uuid> {
     let key = state.master_key.as_ref().ok_or_else(|| {
@@ -146,7 +147,7 @@ pub async fn store_download(
 pub async fn take_download(
     state: &WebState,
     actor: &Actor,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     id: Uuid,
 ) -> Result<String> {
     actor.require(Permission::ManageDevices)?;
@@ -176,7 +177,7 @@ pub async fn take_download(
 }
 
 /// The devices `ids` of customer `tenant_id` (all of them, or not found).
-async fn selected(state: &WebState, tenant_id: Uuid, ids: &[Uuid]) -> Result<Vec<Issued>> {
+async fn selected(state: &WebState, tenant_id: TenantId, ids: &[Uuid]) -> Result<Vec<Issued>> {
     if ids.is_empty() {
         return Err(Error::Invalid(tr!("Select at least one device.").into()));
     }
@@ -211,7 +212,7 @@ async fn selected(state: &WebState, tenant_id: Uuid, ids: &[Uuid]) -> Result<Vec
 pub async fn perform(
     state: &WebState,
     actor: &Actor,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     action: BulkAction,
     ids: &[Uuid],
 ) -> Result<Vec<Issued>> {
@@ -302,7 +303,7 @@ struct ConfirmPage {
 async fn select_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     body: Bytes,
 ) -> Result<Response> {
     actor.require(Permission::ManageDevices)?;
@@ -322,7 +323,7 @@ async fn select_form(
 async fn confirm_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     body: Bytes,
 ) -> Result<Response> {
     let (action, ids) = selection(&body)?;
@@ -377,7 +378,7 @@ pub async fn issued_page(
 async fn download_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, download)): Path<(Uuid, Uuid)>,
+    Path((id, download)): Path<(TenantId, Uuid)>,
 ) -> Result<Response> {
     let csv = take_download(&state, &actor, id, download).await?;
     Ok((
@@ -425,7 +426,7 @@ pub struct BulkResult {
 pub async fn api_bulk(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     crate::json_body::ApiJson(request): crate::json_body::ApiJson<BulkRequest>,
 ) -> Result<Response> {
     let devices = perform(&state, &actor, id, request.action, &request.devices).await?;

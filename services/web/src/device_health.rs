@@ -6,6 +6,7 @@
 //! device are read with one aggregate query each, never a query per device: the
 //! same query serves 5 devices and 10 000.
 
+use mailbridge_core::ids::TenantId;
 use mailbridge_core::store::device_list;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
@@ -105,7 +106,7 @@ impl DevicePage {
 }
 
 /// A page of customer `tenant_id`'s devices with their health: searched, sorted.
-pub async fn page(pool: &PgPool, tenant_id: Uuid, search: &DeviceQuery) -> Result<DevicePage> {
+pub async fn page(pool: &PgPool, tenant_id: TenantId, search: &DeviceQuery) -> Result<DevicePage> {
     let sort = parse_sort(search.sort.as_deref())?;
     let (offset, limit) = paging(search.offset.as_deref(), search.limit.as_deref(), PAGE_SIZE)?;
     let q = search.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
@@ -125,7 +126,7 @@ pub async fn page(pool: &PgPool, tenant_id: Uuid, search: &DeviceQuery) -> Resul
 }
 
 /// One device of customer `tenant_id` with its health, or not found.
-pub async fn one(pool: &PgPool, tenant_id: Uuid, device_id: Uuid) -> Result<DeviceHealth> {
+pub async fn one(pool: &PgPool, tenant_id: TenantId, device_id: Uuid) -> Result<DeviceHealth> {
     device_list::one(pool, tenant_id, device_id)
         .await?
         .ok_or(Error::NotFound)

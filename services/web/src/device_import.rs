@@ -11,6 +11,7 @@
 //! checks of the CSV with the error of each line (most of the file), the
 //! all-or-nothing transaction, and the page and API call that run them.
 
+use mailbridge_core::ids::TenantId;
 use std::collections::HashSet;
 
 use askama::Template;
@@ -319,7 +320,7 @@ pub fn check(state: &WebState, text: &str, taken: &HashSet<String>) -> Checked {
 }
 
 /// The customer's device names (an import must not repeat one).
-async fn taken_names(state: &WebState, tenant_id: Uuid) -> Result<HashSet<String>> {
+async fn taken_names(state: &WebState, tenant_id: TenantId) -> Result<HashSet<String>> {
     Ok(devices::names_of(&state.pool, tenant_id)
         .await?
         .into_iter()
@@ -330,7 +331,7 @@ async fn taken_names(state: &WebState, tenant_id: Uuid) -> Result<HashSet<String
 pub async fn dry_run(
     state: &WebState,
     actor: &Actor,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     text: &str,
 ) -> Result<(Tenant, Checked)> {
     actor.require(Permission::ManageDevices)?;
@@ -344,7 +345,7 @@ pub async fn dry_run(
 pub async fn create(
     state: &WebState,
     actor: &Actor,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     text: &str,
 ) -> Result<(Tenant, Checked, Vec<Issued>)> {
     let (tenant, checked) = dry_run(state, actor, tenant_id, text).await?;
@@ -469,7 +470,7 @@ struct ImportPage {
 async fn upload_page(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
 ) -> Result<Response> {
     actor.require(Permission::ManageDevices)?;
     let tenant = customers::load(&state.pool, id).await?;
@@ -527,7 +528,7 @@ async fn file_text(mut multipart: Multipart) -> Result<String> {
 async fn dry_run_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     multipart: Multipart,
 ) -> Result<Response> {
     let text = file_text(multipart).await?;
@@ -552,7 +553,7 @@ struct ConfirmForm {
 async fn confirm_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     axum::Form(form): axum::Form<ConfirmForm>,
 ) -> Result<Response> {
     let (tenant, _, issued) = create(&state, &actor, id, &form.csv).await?;
@@ -600,7 +601,7 @@ pub struct ImportResult {
 pub async fn api_import(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     crate::json_body::ApiJson(request): crate::json_body::ApiJson<ImportRequest>,
 ) -> Result<Response> {
     let (checked, devices) = if request.dry_run {

@@ -8,6 +8,7 @@
 //! audited) sits beside its form handler, and the device page, the connection
 //! settings a device is given and the setup card all read the same device.
 
+use mailbridge_core::ids::TenantId;
 use std::net::IpAddr;
 
 use askama::Template;
@@ -199,7 +200,7 @@ fn change_from(state: &WebState, input: &DeviceInput) -> Result<PolicyChange> {
 }
 
 /// The device `device_id` of customer `tenant_id` — never one of another customer.
-pub async fn load(state: &WebState, tenant_id: Uuid, device_id: Uuid) -> Result<Device> {
+pub async fn load(state: &WebState, tenant_id: TenantId, device_id: Uuid) -> Result<Device> {
     devices::get(&state.pool, device_id)
         .await?
         .filter(|d| d.tenant_id == tenant_id)
@@ -209,7 +210,7 @@ pub async fn load(state: &WebState, tenant_id: Uuid, device_id: Uuid) -> Result<
 pub async fn create(
     state: &WebState,
     actor: &Actor,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     input: &DeviceInput,
 ) -> Result<IssuedCredential> {
     actor.require(Permission::ManageDevices)?;
@@ -242,7 +243,7 @@ pub async fn create(
 pub async fn update(
     state: &WebState,
     actor: &Actor,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     device_id: Uuid,
     input: &DeviceInput,
 ) -> Result<Device> {
@@ -279,7 +280,7 @@ pub async fn update(
 pub async fn rotate(
     state: &WebState,
     actor: &Actor,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     device_id: Uuid,
 ) -> Result<IssuedCredential> {
     actor.require(Permission::ManageDevices)?;
@@ -300,7 +301,7 @@ pub async fn rotate(
 pub async fn delete(
     state: &WebState,
     actor: &Actor,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     device_id: Uuid,
 ) -> Result<()> {
     actor.require(Permission::ManageDevices)?;
@@ -322,7 +323,7 @@ pub async fn delete(
 /// network (the pair) or for every unfamiliar address (username-wide).
 pub async fn failed_logins(
     state: &WebState,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     device_id: Uuid,
 ) -> Result<Vec<LoginFailures>> {
     let device = load(state, tenant_id, device_id).await?;
@@ -340,7 +341,7 @@ pub async fn failed_logins(
 pub async fn transcripts(
     state: &WebState,
     actor: &Actor,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     device_id: Uuid,
 ) -> Result<(Vec<StoredTranscript>, Vec<Finding>)> {
     actor.require(Permission::ManageDevices)?;
@@ -356,7 +357,7 @@ pub async fn transcripts(
 pub async fn unlock(
     state: &WebState,
     actor: &Actor,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     device_id: Uuid,
 ) -> Result<bool> {
     actor.require(Permission::ManageDevices)?;
@@ -408,7 +409,7 @@ pub fn router() -> Router<WebState> {
 async fn create_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     Form(input): Form<DeviceInput>,
 ) -> Result<Response> {
     let issued = create(&state, &actor, id, &input).await?;
@@ -472,7 +473,7 @@ struct DeviceQuery {
 async fn detail(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device_id)): Path<(Uuid, Uuid)>,
+    Path((id, device_id)): Path<(TenantId, Uuid)>,
     axum::extract::Query(query): axum::extract::Query<DeviceQuery>,
 ) -> Result<Response> {
     let tenant = customers::load(&state.pool, id).await?;
@@ -521,7 +522,7 @@ async fn detail(
 async fn update_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device_id)): Path<(Uuid, Uuid)>,
+    Path((id, device_id)): Path<(TenantId, Uuid)>,
     Form(mut input): Form<DeviceInput>,
 ) -> Result<Response> {
     // The form always sends both lists (an empty text clears one).
@@ -542,7 +543,7 @@ async fn update_form(
 async fn unlock_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device_id)): Path<(Uuid, Uuid)>,
+    Path((id, device_id)): Path<(TenantId, Uuid)>,
 ) -> Result<Response> {
     unlock(&state, &actor, id, device_id).await?;
     Ok(Redirect::to(&format!("/customers/{id}/devices/{device_id}?unlocked=1")).into_response())
@@ -551,7 +552,7 @@ async fn unlock_form(
 async fn rotate_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device_id)): Path<(Uuid, Uuid)>,
+    Path((id, device_id)): Path<(TenantId, Uuid)>,
 ) -> Result<Response> {
     let issued = rotate(&state, &actor, id, device_id).await?;
     credential_page(&state, &actor, issued, true).await
@@ -565,7 +566,7 @@ struct EnabledForm {
 async fn enabled_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device_id)): Path<(Uuid, Uuid)>,
+    Path((id, device_id)): Path<(TenantId, Uuid)>,
     Form(form): Form<EnabledForm>,
 ) -> Result<Response> {
     let input = DeviceInput {
@@ -579,7 +580,7 @@ async fn enabled_form(
 async fn delete_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device_id)): Path<(Uuid, Uuid)>,
+    Path((id, device_id)): Path<(TenantId, Uuid)>,
 ) -> Result<Response> {
     delete(&state, &actor, id, device_id).await?;
     Ok(Redirect::to(&format!("/customers/{id}?notice=device-deleted")).into_response())
@@ -660,7 +661,7 @@ struct SetupCard {
 async fn setup_card(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device_id)): Path<(Uuid, Uuid)>,
+    Path((id, device_id)): Path<(TenantId, Uuid)>,
 ) -> Result<Response> {
     let tenant = customers::load(&state.pool, id).await?;
     let device = load(&state, id, device_id).await?;

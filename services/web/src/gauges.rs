@@ -86,7 +86,7 @@ mod tests {
 
     fn row(name: &str, depth: i64, consent_ok: bool, connected: bool) -> CustomerQueue {
         CustomerQueue {
-            tenant_id: Uuid::new_v4(),
+            tenant_id: Uuid::new_v4().into(),
             name: name.to_owned(),
             depth,
             oldest_due_seconds: 60.0 * depth as f64,

@@ -4,6 +4,7 @@
 //! now", which only asks the workers (through PostgreSQL) to probe at once: the web
 //! makes no Microsoft calls itself.
 
+use mailbridge_core::ids::TenantId;
 use std::collections::HashSet;
 
 use axum::{
@@ -38,7 +39,7 @@ pub struct HoldView {
     pub scope: Scope,
     /// The app's client id, the customer's id, or the mailbox.
     pub subject: String,
-    pub customer_id: Option<Uuid>,
+    pub customer_id: Option<TenantId>,
     pub customer_name: Option<String>,
     /// The diagnosis key.
     pub reason: String,
@@ -143,7 +144,7 @@ pub async fn probe_now(state: &WebState, actor: &Actor, id: Uuid) -> Result<Opti
         &state.pool,
         actor,
         "hold.probe",
-        tenant,
+        tenant.map(Into::into),
         Some(&id.to_string()),
         json!({}),
     )

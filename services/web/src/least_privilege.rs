@@ -12,6 +12,7 @@ use axum::{
     routing::{get, post},
 };
 use chrono::{DateTime, Utc};
+use mailbridge_core::ids::TenantId;
 use mailbridge_core::{
     diagnosis::Lang,
     least_privilege::{self, PermissionMode, Permissions, ScriptInput},
@@ -170,7 +171,7 @@ pub struct ExchangeScript {
 pub async fn script_answer(
     state: &WebState,
     actor: &Actor,
-    id: Uuid,
+    id: TenantId,
     query: &ScriptQuery,
 ) -> Result<ExchangeScript> {
     actor.require(Permission::View)?;
@@ -219,7 +220,7 @@ pub async fn script_answer(
 pub async fn api_script(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     Query(query): Query<ScriptQuery>,
 ) -> Result<Response> {
     Ok(Json(script_answer(&state, &actor, id, &query).await?).into_response())
@@ -229,7 +230,7 @@ pub async fn api_script(
 async fn download(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
     Query(query): Query<ScriptQuery>,
 ) -> Result<Response> {
     let answer = script_answer(&state, &actor, id, &query).await?;
@@ -251,7 +252,7 @@ async fn download(
 
 /// "I ran the script — check now": the verification message (queued again if it is
 /// gone) and the customer's holds are tried at once.
-pub async fn check_now(state: &WebState, actor: &Actor, id: Uuid) -> Result<Option<Uuid>> {
+pub async fn check_now(state: &WebState, actor: &Actor, id: TenantId) -> Result<Option<Uuid>> {
     actor.require(Permission::SendTest)?;
     if !actor.customers.sees(id) {
         return Err(Error::NotFound);
@@ -289,7 +290,7 @@ pub async fn check_now(state: &WebState, actor: &Actor, id: Uuid) -> Result<Opti
 async fn check_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
 ) -> Result<Response> {
     check_now(&state, &actor, id).await?;
     Ok(Redirect::to(&format!("/customers/{id}?notice=exchange-check")).into_response())

@@ -13,6 +13,7 @@ use axum::{
     routing::{get, post},
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
+use mailbridge_core::ids::TenantId;
 use mailbridge_core::{
     bounces::{self, Bounce},
     diagnosis::{self, Diagnosis},
@@ -138,7 +139,7 @@ pub async fn search(
 ) -> Result<LogPage> {
     let limit = filter.limit.unwrap_or(PAGE_SIZE).clamp(1, 500);
     let mut search = message_log::Search {
-        customers_seen: scope.only().map(<[Uuid]>::to_vec),
+        customers_seen: scope.only().map(<[TenantId]>::to_vec),
         limit,
         ..Default::default()
     };
@@ -146,7 +147,7 @@ pub async fn search(
         search.id = Some(message_id(id)?);
     }
     if let Some(customer) = some(&filter.customer) {
-        search.tenant_id = Some(uuid(customer)?);
+        search.tenant_id = Some((uuid(customer)?).into());
     }
     if let Some(device) = some(&filter.device) {
         search.device_id = Some(uuid(device)?);
@@ -305,7 +306,7 @@ struct LogPageView {
     t: Tr,
     nav: Nav,
     filter: MessageFilter,
-    customers: Vec<(Uuid, String)>,
+    customers: Vec<(TenantId, String)>,
     states: &'static [MessageState],
     page: LogPage,
     next_query: Option<String>,

@@ -14,6 +14,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use mailbridge_core::ids::TenantId;
 use std::time::Duration;
 
 use mailbridge_core::{
@@ -36,7 +37,7 @@ use crate::{
 pub const REVEAL_TTL_SECS: u64 = 600;
 
 /// The credential page of a device.
-pub fn page_path(tenant_id: Uuid, device_id: Uuid) -> String {
+pub fn page_path(tenant_id: TenantId, device_id: Uuid) -> String {
     format!("/customers/{tenant_id}/devices/{device_id}/credential")
 }
 
@@ -150,7 +151,7 @@ struct CredentialPage {
 pub async fn page(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device_id)): Path<(Uuid, Uuid)>,
+    Path((id, device_id)): Path<(TenantId, Uuid)>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let tenant = customers::load(&state.pool, id).await?;

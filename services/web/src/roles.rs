@@ -5,6 +5,7 @@
 //! API's middleware put the actor in the request; handlers take it as an extractor
 //! and check it here.
 
+use mailbridge_core::ids::TenantId;
 use std::{net::IpAddr, sync::Arc};
 
 use axum::{
@@ -26,19 +27,19 @@ pub use mailbridge_core::store::staff::{Permission, Role};
 pub enum CustomerScope {
     #[default]
     All,
-    Only(Arc<[Uuid]>),
+    Only(Arc<[TenantId]>),
 }
 
 impl CustomerScope {
     /// From the database: `None` for all customers, else the assigned ones.
-    pub fn from_assigned(assigned: Option<Vec<Uuid>>) -> Self {
+    pub fn from_assigned(assigned: Option<Vec<TenantId>>) -> Self {
         match assigned {
             None => Self::All,
             Some(ids) => Self::Only(ids.into()),
         }
     }
 
-    pub fn sees(&self, tenant_id: Uuid) -> bool {
+    pub fn sees(&self, tenant_id: TenantId) -> bool {
         match self {
             Self::All => true,
             Self::Only(ids) => ids.contains(&tenant_id),
@@ -46,7 +47,7 @@ impl CustomerScope {
     }
 
     /// The assigned customers, or `None` for all.
-    pub fn only(&self) -> Option<&[Uuid]> {
+    pub fn only(&self) -> Option<&[TenantId]> {
         match self {
             Self::All => None,
             Self::Only(ids) => Some(ids),
@@ -54,7 +55,7 @@ impl CustomerScope {
     }
 
     /// The id and name of every customer in the scope, for the pages' filters.
-    pub async fn names(&self, pool: &PgPool) -> Result<Vec<(Uuid, String)>, Error> {
+    pub async fn names(&self, pool: &PgPool) -> Result<Vec<(TenantId, String)>, Error> {
         let mut names = customer_health::names(pool).await?;
         names.retain(|(id, _)| self.sees(*id));
         Ok(names)
@@ -63,7 +64,7 @@ impl CustomerScope {
 
 /// The customer a path is about (`/customers/{id}…`, `/api/v1/customers/{id}…`),
 /// percent-decoded as the router decodes it, so no spelling of an id slips past.
-pub fn customer_in_path(path: &str) -> Option<Uuid> {
+pub fn customer_in_path(path: &str) -> Option<TenantId> {
     let rest = path
         .strip_prefix("/api/v1/customers/")
         .or_else(|| path.strip_prefix("/customers/"))?;
@@ -71,7 +72,7 @@ pub fn customer_in_path(path: &str) -> Option<Uuid> {
     let decoded: String = url::form_urlencoded::parse(segment.as_bytes())
         .map(|(key, _)| key.into_owned())
         .next()?;
-    Uuid::parse_str(&decoded).ok()
+    decoded.parse::<TenantId>().ok()
 }
 
 /// Who makes a request: a signed-in staff member or an API token.
@@ -106,7 +107,7 @@ impl Actor {
     }
 
     /// Whether the actor may see the customer `tenant_id` (and all that is its).
-    pub fn sees(&self, tenant_id: Uuid) -> bool {
+    pub fn sees(&self, tenant_id: TenantId) -> bool {
         self.customers.sees(tenant_id)
     }
 
@@ -142,7 +143,7 @@ mod tests {
 
     #[test]
     fn the_customer_of_a_path_however_it_is_spelt() {
-        let id = Uuid::parse_str("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
+        let id: TenantId = "67e55044-10b1-426f-9247-bb680e5fe0c8".parse().unwrap();
         for path in [
             "/customers/67e55044-10b1-426f-9247-bb680e5fe0c8",
             "/customers/67E55044-10B1-426F-9247-BB680E5FE0C8/devices",

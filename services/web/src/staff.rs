@@ -22,6 +22,7 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
     routing::{get, post},
 };
+use mailbridge_core::ids::TenantId;
 use mailbridge_core::store::{
     api_tokens,
     staff::{self, AssignRefused},
@@ -280,7 +281,7 @@ pub async fn assign_customers(
     actor: &Actor,
     id: Uuid,
     all: bool,
-    customers: &[Uuid],
+    customers: &[TenantId],
 ) -> Result<()> {
     actor.require(Permission::InviteStaff)?;
     let (email, names) = match staff::assign_customers(&state.pool, id, all, customers).await? {
@@ -466,7 +467,7 @@ struct StaffPage {
     /// The roles the actor may invite or approve with.
     grantable: Vec<Role>,
     /// Every customer, for assigning them.
-    customers: Vec<(Uuid, String)>,
+    customers: Vec<(TenantId, String)>,
     can_manage: bool,
     me: Option<Uuid>,
     notice: Option<&'static str>,
@@ -490,7 +491,7 @@ impl StaffPage {
         matches!(member.role, Role::Technician | Role::Readonly)
     }
 
-    fn assigned(&self, member: &StaffMember, customer: &Uuid) -> bool {
+    fn assigned(&self, member: &StaffMember, customer: &TenantId) -> bool {
         member.customers.contains(customer)
     }
 }
@@ -559,7 +560,8 @@ async fn customers_form(
         match &*key {
             "scope" => all = value != "assigned",
             "customer" => customers.push(
-                Uuid::parse_str(&value)
+                value
+                    .parse::<TenantId>()
                     .map_err(|_| Error::Invalid(tr!("Unknown customer.").into()))?,
             ),
             _ => {}

@@ -6,6 +6,7 @@
 //! JavaScript. All of it reads the aggregates of `mailbridge_core::usage`, which
 //! outlive the purged message records.
 
+use mailbridge_core::ids::TenantId;
 use std::fmt::Write as _;
 
 use askama::Template;
@@ -19,7 +20,6 @@ use axum::{
 };
 use mailbridge_core::usage::{self, Bucket, Month, MonthLine};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::{
     WebState,
@@ -58,7 +58,7 @@ async fn report(state: &WebState, actor: &Actor, month: Month) -> Result<Vec<Mon
 }
 
 /// Both charts of one customer (or, `None`, of every customer the actor sees).
-pub async fn charts(state: &WebState, actor: &Actor, tenant: Option<Uuid>) -> Result<Charts> {
+pub async fn charts(state: &WebState, actor: &Actor, tenant: Option<TenantId>) -> Result<Charts> {
     let only = actor.customers.only();
     let day = usage::last_day(&state.pool, tenant, only).await?;
     let month = usage::last_month(&state.pool, tenant, only).await?;
@@ -145,7 +145,7 @@ async fn csv(
 struct CustomerUsagePage {
     t: Tr,
     nav: Nav,
-    customer_id: Uuid,
+    customer_id: TenantId,
     customer: String,
     charts: Charts,
     /// The last twelve months, this one first.
@@ -155,7 +155,7 @@ struct CustomerUsagePage {
 async fn customer_page(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<TenantId>,
 ) -> Result<Response> {
     actor.require(Permission::View)?;
     let tenant = crate::customers::load(&state.pool, id).await?;

@@ -7,6 +7,7 @@
 //! backoff until its limit (15 minutes by default), and only then fails, with the
 //! explanation of the last refusal.
 
+use mailbridge_core::ids::TenantId;
 use std::{sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -269,7 +270,7 @@ impl Worker {
 /// customer's tenant shows (for the customer's page; a failure only loses the update).
 pub(crate) async fn record_token_roles(
     pool: &sqlx::PgPool,
-    tenant_id: uuid::Uuid,
+    tenant_id: TenantId,
     access_token: &secrecy::SecretString,
 ) {
     let claims = claims_of(access_token.expose_secret());

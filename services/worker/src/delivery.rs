@@ -4,6 +4,7 @@
 //! client. Also the app that serves a customer (its own or the MSP's) and a
 //! customer's Graph for the bounce watcher and the sign-in-log reader.
 
+use mailbridge_core::ids::TenantId;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -280,7 +281,7 @@ impl Worker {
     /// watcher and the sign-in-log reader read with.
     pub(crate) async fn customer_graph(
         &self,
-        tenant_id: uuid::Uuid,
+        tenant_id: TenantId,
     ) -> Result<CustomerGraph, CustomerGraphError> {
         let tenant = tenants::get(&self.pool, tenant_id)
             .await

@@ -13,6 +13,7 @@
 //! A customer is claimed with a lease in `smtp_auth_signin_reads`, so two worker
 //! replicas never read one tenant at once, and a crashed worker's claim expires.
 
+use mailbridge_core::ids::TenantId;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
@@ -129,7 +130,7 @@ impl Worker {
                     return;
                 }
                 match self.claim_sign_in_read().await {
-                    Ok(Some(tenant_id)) => self.read_sign_in_log(tenant_id, interval).await,
+                    Ok(Some(tenant_id)) => self.read_sign_in_log(tenant_id.into(), interval).await,
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "could not claim a sign-in-log read");
@@ -150,7 +151,7 @@ impl Worker {
     }
 
     /// Reads one customer's log into its board and records how it went.
-    async fn read_sign_in_log(&self, tenant_id: Uuid, interval: u64) {
+    async fn read_sign_in_log(&self, tenant_id: TenantId, interval: u64) {
         let result = self.fetch_sign_ins(tenant_id).await;
         let outcome = match result {
             Ok(sign_ins) => {
@@ -200,7 +201,7 @@ impl Worker {
         }
     }
 
-    async fn fetch_sign_ins(&self, tenant_id: Uuid) -> Result<Vec<SignIn>, ReadError> {
+    async fn fetch_sign_ins(&self, tenant_id: TenantId) -> Result<Vec<SignIn>, ReadError> {
         let failed = |e: &dyn std::fmt::Display| ReadError::Failed(e.to_string());
         let CustomerGraph { graph, key, token } =
             self.customer_graph(tenant_id).await.map_err(|e| match e {

@@ -2,6 +2,7 @@
 //! characters to recognise it by, a role, who created it, when it expires and
 //! whether it was revoked.
 
+use crate::ids::TenantId;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
@@ -98,7 +99,7 @@ pub struct UsedToken {
     pub role: Role,
     pub created_by: Option<Uuid>,
     /// The customers its creator is limited to now; `None`: all.
-    pub customers: Option<Vec<Uuid>>,
+    pub customers: Option<Vec<TenantId>>,
 }
 
 /// The token whose secret hashes to `secret_hash`, marked used, if it is valid:
@@ -118,7 +119,7 @@ pub async fn use_token(
         RETURNING t.name, t.role AS "role: Role", t.created_by,
                   CASE WHEN s.role IN ('owner', 'admin') OR s.all_customers THEN NULL
                        ELSE ARRAY(SELECT tenant_id FROM staff_customers sc
-                                   WHERE sc.staff_id = s.id) END AS customers"#,
+                                   WHERE sc.staff_id = s.id) END AS "customers: Vec<TenantId>""#,
         secret_hash
     )
     .fetch_optional(pool)

@@ -3,6 +3,7 @@
 //! all record through here, inside their own transaction where they have one — and
 //! the search the audit page and the API read it with.
 
+use crate::ids::TenantId;
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use serde::Serialize;
@@ -22,7 +23,7 @@ pub async fn record<'e>(
     executor: impl sqlx::PgExecutor<'e>,
     who: Who<'_>,
     action: &str,
-    tenant_id: Option<Uuid>,
+    tenant_id: Option<TenantId>,
     target: Option<&str>,
     details: serde_json::Value,
 ) -> Result<(), sqlx::Error> {
@@ -32,7 +33,7 @@ pub async fn record<'e>(
         who.label,
         who.staff_id,
         action,
-        tenant_id,
+        tenant_id as Option<TenantId>,
         target,
         details,
         who.client_addr
@@ -48,7 +49,7 @@ pub struct AuditEntry {
     pub at: DateTime<Utc>,
     pub actor: String,
     pub action: String,
-    pub tenant_id: Option<Uuid>,
+    pub tenant_id: Option<TenantId>,
     pub tenant_name: Option<String>,
     pub target: Option<String>,
     #[schema(value_type = Object)]
@@ -59,7 +60,7 @@ pub struct AuditEntry {
 /// Which entries a search wants; every part optional.
 #[derive(Debug, Default)]
 pub struct Search<'a> {
-    pub tenant_id: Option<Uuid>,
+    pub tenant_id: Option<TenantId>,
     /// Who acted, any case.
     pub actor: Option<&'a str>,
     /// Actions starting with this (`device.` finds every device action).
@@ -80,7 +81,7 @@ pub async fn search(
         .map(|a| format!("{}%", a.replace(['\\', '%', '_'], "")));
     sqlx::query_as!(
         AuditEntry,
-        r#"SELECT a.id, a.at, a.actor, a.action, a.tenant_id, t.name AS "tenant_name?",
+        r#"SELECT a.id, a.at, a.actor, a.action, a.tenant_id AS "tenant_id: TenantId", t.name AS "tenant_name?",
                   a.target, a.details, host(a.client_addr) AS client_addr
              FROM audit_log a LEFT JOIN tenants t ON t.id = a.tenant_id
             WHERE ($1::uuid IS NULL OR a.tenant_id = $1)
@@ -88,7 +89,7 @@ pub async fn search(
               AND ($3::text IS NULL OR a.action LIKE $3)
               AND ($4::bigint IS NULL OR a.id < $4)
             ORDER BY a.id DESC LIMIT $5"#,
-        search.tenant_id,
+        search.tenant_id as Option<TenantId>,
         search.actor,
         action_like,
         search.before,

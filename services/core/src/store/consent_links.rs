@@ -2,11 +2,11 @@
 //! under the SHA-256 of their flow's `state`, bound to the customer's Entra tenant,
 //! with when they were used and whether the consent was granted.
 
+use crate::ids::TenantId;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use uuid::Uuid;
 
 use crate::ids::EntraTenantId;
 
@@ -32,7 +32,7 @@ impl SentLink {
 pub async fn record(
     pool: &sqlx::PgPool,
     state_hash: &[u8],
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     entra_tenant_id: EntraTenantId,
     created_by: &str,
     lifetime: Duration,
@@ -41,7 +41,7 @@ pub async fn record(
         "INSERT INTO consent_links (state_hash, tenant_id, entra_tenant_id, created_by, expires_at)
          VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
         state_hash,
-        tenant_id,
+        tenant_id as TenantId,
         entra_tenant_id.as_uuid(),
         created_by,
         lifetime.as_secs_f64()
@@ -76,14 +76,14 @@ pub async fn mark_granted(pool: &sqlx::PgPool, state_hash: &[u8]) -> Result<(), 
 /// The customer's latest links, newest first.
 pub async fn latest(
     pool: &sqlx::PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     count: i64,
 ) -> Result<Vec<SentLink>, sqlx::Error> {
     sqlx::query_as!(
         SentLink,
         r#"SELECT entra_tenant_id AS "entra_tenant_id: EntraTenantId", created_by, created_at, expires_at, used_at, granted
            FROM consent_links WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT $2"#,
-        tenant_id,
+        tenant_id as TenantId,
         count
     )
     .fetch_all(pool)

@@ -2,13 +2,14 @@
 //! (`credential_downloads`): sealed, for the member who made them, until fetched
 //! or expired.
 
+use crate::ids::TenantId;
 use uuid::Uuid;
 
 /// A download about to be kept.
 pub struct Kept<'a> {
     pub id: Uuid,
     pub staff_id: Option<Uuid>,
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub sealed_csv: &'a [u8],
     /// How many devices the CSV names.
     pub devices: i32,
@@ -25,7 +26,7 @@ pub async fn keep(pool: &sqlx::PgPool, kept: &Kept<'_>) -> Result<(), sqlx::Erro
          VALUES ($1, $2, $3, $4, $5, now() + make_interval(mins => $6))",
         kept.id,
         kept.staff_id,
-        kept.tenant_id,
+        kept.tenant_id as TenantId,
         kept.sealed_csv,
         kept.devices,
         kept.minutes
@@ -40,7 +41,7 @@ pub async fn keep(pool: &sqlx::PgPool, kept: &Kept<'_>) -> Result<(), sqlx::Erro
 pub async fn take(
     pool: &sqlx::PgPool,
     id: Uuid,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     staff_id: Option<Uuid>,
 ) -> Result<Option<Vec<u8>>, sqlx::Error> {
     sqlx::query_scalar!(
@@ -49,7 +50,7 @@ pub async fn take(
             AND expires_at > now()
           RETURNING sealed_csv",
         id,
-        tenant_id,
+        tenant_id as TenantId,
         staff_id
     )
     .fetch_optional(pool)

@@ -3,14 +3,13 @@
 //! those of `only`): messages of the last 24 h by outcome, upstream refusals by
 //! diagnosis, devices and the stale ones, consents still being verified.
 
+use crate::ids::TenantId;
 use std::collections::HashSet;
-
-use uuid::Uuid;
 
 /// A customer's messages: queued now, and settled in the last 24 h by outcome.
 #[derive(Debug, Clone, Copy)]
 pub struct MessageCounts {
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub queued: i64,
     pub accepted: i64,
     pub bounced: i64,
@@ -19,7 +18,7 @@ pub struct MessageCounts {
 
 pub async fn message_counts(
     pool: &sqlx::PgPool,
-    only: Option<&[Uuid]>,
+    only: Option<&[TenantId]>,
 ) -> Result<Vec<MessageCounts>, sqlx::Error> {
     sqlx::query_as!(
         MessageCounts,
@@ -35,7 +34,7 @@ pub async fn message_counts(
             WHERE ($1::uuid[] IS NULL OR tenant_id = ANY($1))
               AND (state = 'queued' OR finished_at > now() - interval '24 hours')
             GROUP BY tenant_id"#,
-        only as Option<&[Uuid]>
+        only as Option<&[TenantId]>
     )
     .fetch_all(pool)
     .await
@@ -44,14 +43,14 @@ pub async fn message_counts(
 /// Refused attempts of the last 24 h per customer and diagnosis (or upstream code).
 #[derive(Debug)]
 pub struct Refusals {
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub code: String,
     pub count: i64,
 }
 
 pub async fn refusals(
     pool: &sqlx::PgPool,
-    only: Option<&[Uuid]>,
+    only: Option<&[TenantId]>,
 ) -> Result<Vec<Refusals>, sqlx::Error> {
     sqlx::query_as!(
         Refusals,
@@ -61,7 +60,7 @@ pub async fn refusals(
             WHERE a.started_at > now() - interval '24 hours' AND a.outcome <> 'accepted'
               AND ($1::uuid[] IS NULL OR m.tenant_id = ANY($1))
             GROUP BY 1, 2"#,
-        only as Option<&[Uuid]>
+        only as Option<&[TenantId]>
     )
     .fetch_all(pool)
     .await
@@ -71,14 +70,14 @@ pub async fn refusals(
 /// `stale_days` days.
 #[derive(Debug, Clone, Copy)]
 pub struct DeviceCounts {
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub devices: i64,
     pub stale: i64,
 }
 
 pub async fn device_counts(
     pool: &sqlx::PgPool,
-    only: Option<&[Uuid]>,
+    only: Option<&[TenantId]>,
     stale_days: i32,
 ) -> Result<Vec<DeviceCounts>, sqlx::Error> {
     sqlx::query_as!(
@@ -88,7 +87,7 @@ pub async fn device_counts(
                                        < now() - make_interval(days => $2)) AS "stale!"
              FROM devices WHERE ($1::uuid[] IS NULL OR tenant_id = ANY($1))
             GROUP BY tenant_id"#,
-        only as Option<&[Uuid]>,
+        only as Option<&[TenantId]>,
         stale_days
     )
     .fetch_all(pool)
@@ -98,12 +97,12 @@ pub async fn device_counts(
 /// Customers whose consent is still being verified.
 pub async fn connecting(
     pool: &sqlx::PgPool,
-    only: Option<&[Uuid]>,
-) -> Result<HashSet<Uuid>, sqlx::Error> {
+    only: Option<&[TenantId]>,
+) -> Result<HashSet<TenantId>, sqlx::Error> {
     Ok(sqlx::query_scalar!(
-        "SELECT tenant_id FROM consent_checks
-          WHERE state = 'pending' AND ($1::uuid[] IS NULL OR tenant_id = ANY($1))",
-        only as Option<&[Uuid]>
+        r#"SELECT tenant_id AS "tenant_id: TenantId" FROM consent_checks
+          WHERE state = 'pending' AND ($1::uuid[] IS NULL OR tenant_id = ANY($1))"#,
+        only as Option<&[TenantId]>
     )
     .fetch_all(pool)
     .await?
@@ -112,11 +111,13 @@ pub async fn connecting(
 }
 
 /// Every customer's id and name, by name.
-pub async fn names(pool: &sqlx::PgPool) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
-    Ok(sqlx::query!("SELECT id, name FROM tenants ORDER BY name")
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .map(|r| (r.id, r.name))
-        .collect())
+pub async fn names(pool: &sqlx::PgPool) -> Result<Vec<(TenantId, String)>, sqlx::Error> {
+    Ok(
+        sqlx::query!("SELECT id AS \"id: TenantId\", name FROM tenants ORDER BY name")
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r.name))
+            .collect(),
+    )
 }

@@ -2,8 +2,8 @@
 //! search, sorted (the aggregates joined only when the sort needs them), with the
 //! count of all that match on every row.
 
+use crate::ids::TenantId;
 use sqlx::{PgPool, Postgres, QueryBuilder};
-use uuid::Uuid;
 
 use super::{ListSort, contains_pattern};
 
@@ -11,7 +11,7 @@ use super::{ListSort, contains_pattern};
 #[derive(Debug, Default)]
 pub struct Search<'a> {
     /// Only these customers (a member limited to some); `None`: all.
-    pub seen: Option<&'a [Uuid]>,
+    pub seen: Option<&'a [TenantId]>,
     /// Part of the name or the sender mailbox.
     pub q: Option<&'a str>,
 }
@@ -48,7 +48,7 @@ fn filter(query: &mut QueryBuilder<Postgres>, search: &Search<'_>) {
 /// A customer picked for the page, and how many match in all.
 #[derive(Debug, sqlx::FromRow)]
 pub struct Picked {
-    pub id: Uuid,
+    pub id: TenantId,
     pub total: i64,
 }
 

@@ -3,6 +3,7 @@
 //! failures of the devices' usernames (the edge's lockout counters), searched,
 //! sorted and paged in one statement.
 
+use crate::ids::TenantId;
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use serde::Serialize;
@@ -65,7 +66,7 @@ fn order_by(sort: ListSort) -> &'static str {
 /// The select list and the aggregates: the customer's messages of the last 24 hours
 /// and its queue grouped by device, and the login failures of the devices' usernames
 /// grouped by username (the edge's lockout counters).
-fn base_query(tenant_id: Uuid) -> QueryBuilder<Postgres> {
+fn base_query(tenant_id: TenantId) -> QueryBuilder<Postgres> {
     let mut query = QueryBuilder::new(
         "WITH m AS (
             SELECT device_id,
@@ -114,7 +115,7 @@ fn base_query(tenant_id: Uuid) -> QueryBuilder<Postgres> {
 /// `offset`.
 pub async fn page(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     q: Option<&str>,
     sort: ListSort,
     offset: i64,
@@ -139,10 +140,10 @@ pub async fn page(
 }
 
 /// How many devices customer `tenant_id` has.
-pub async fn count(pool: &PgPool, tenant_id: Uuid) -> Result<i64, sqlx::Error> {
+pub async fn count(pool: &PgPool, tenant_id: TenantId) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar!(
         r#"SELECT count(*) AS "count!" FROM devices WHERE tenant_id = $1"#,
-        tenant_id
+        tenant_id as TenantId
     )
     .fetch_one(pool)
     .await
@@ -151,7 +152,7 @@ pub async fn count(pool: &PgPool, tenant_id: Uuid) -> Result<i64, sqlx::Error> {
 /// One device of customer `tenant_id` with its health.
 pub async fn one(
     pool: &PgPool,
-    tenant_id: Uuid,
+    tenant_id: TenantId,
     device_id: Uuid,
 ) -> Result<Option<DeviceHealth>, sqlx::Error> {
     let mut query = base_query(tenant_id);

@@ -2,6 +2,7 @@
 //! and device's names, and the queue row of a message still on its way): one page
 //! at a time, newest first, by a keyset cursor on (received, id), never by offset.
 
+use crate::ids::TenantId;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
@@ -13,7 +14,7 @@ use crate::queue::MessageState;
 #[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct LoggedMessage {
     pub id: Uuid,
-    pub tenant_id: Uuid,
+    pub tenant_id: TenantId,
     pub tenant_name: String,
     pub device_id: Option<Uuid>,
     pub device_name: Option<String>,
@@ -37,9 +38,9 @@ pub struct LoggedMessage {
 #[derive(Debug, Default)]
 pub struct Search {
     /// Only these customers (a member limited to some); `None`: all.
-    pub customers_seen: Option<Vec<Uuid>>,
+    pub customers_seen: Option<Vec<TenantId>>,
     pub id: Option<Uuid>,
-    pub tenant_id: Option<Uuid>,
+    pub tenant_id: Option<TenantId>,
     pub device_id: Option<Uuid>,
     /// The envelope sender, any case.
     pub sender: Option<String>,

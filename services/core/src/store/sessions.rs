@@ -2,6 +2,7 @@
 //! SHA-256 of the random id its cookie holds, lives while used within the idle time
 //! and no longer than the maximum, and carries the CSRF token its forms send.
 
+use crate::ids::TenantId;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -25,7 +26,7 @@ pub struct Session {
     pub role: Role,
     pub csrf_token: String,
     /// The customers the member is limited to; `None`: all.
-    pub customers: Option<Vec<Uuid>>,
+    pub customers: Option<Vec<TenantId>>,
 }
 
 /// Starts a session `id_hash` for `staff_id`; sessions that ended are removed as
@@ -106,6 +107,8 @@ pub async fn find(
         display_name: row.display_name,
         role: row.role,
         csrf_token: row.csrf_token,
-        customers: row.customers,
+        customers: row
+            .customers
+            .map(|ids| ids.into_iter().map(TenantId::from).collect()),
     }))
 }

@@ -2,6 +2,7 @@
 //! stored under the SHA-256 of their `state` parameter, taken out once when the
 //! provider sends the browser back, refused once older than their lifetime.
 
+use crate::ids::TenantId;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -41,7 +42,7 @@ pub struct NewFlow<'a> {
     pub csrf_state: &'a str,
     pub nonce: Option<&'a str>,
     pub pkce_verifier: Option<&'a str>,
-    pub tenant_id: Option<Uuid>,
+    pub tenant_id: Option<TenantId>,
     pub staff_id: Option<Uuid>,
     pub return_to: Option<&'a str>,
     /// The hash of the bootstrap code the sign-in started with.
@@ -53,7 +54,7 @@ pub struct NewFlow<'a> {
 pub struct Flow {
     pub nonce: Option<String>,
     pub pkce_verifier: Option<String>,
-    pub tenant_id: Option<Uuid>,
+    pub tenant_id: Option<TenantId>,
     pub staff_id: Option<Uuid>,
     pub return_to: Option<String>,
     pub bootstrap_hash: Option<Vec<u8>>,
@@ -80,7 +81,7 @@ pub async fn store(
         flow.kind.as_str(),
         flow.nonce,
         flow.pkce_verifier,
-        flow.tenant_id,
+        flow.tenant_id as Option<TenantId>,
         flow.staff_id,
         flow.return_to,
         flow.bootstrap_hash
@@ -102,7 +103,7 @@ pub async fn take(
         Flow,
         "DELETE FROM oauth_flows WHERE state_hash = $1 AND kind = $2
             AND created_at > now() - make_interval(secs => $3)
-        RETURNING nonce, pkce_verifier, tenant_id, staff_id, return_to, bootstrap_hash",
+        RETURNING nonce, pkce_verifier, tenant_id AS \"tenant_id: TenantId\", staff_id, return_to, bootstrap_hash",
         super::secret_hash(csrf_state),
         kind.as_str(),
         lifetime.as_secs_f64()

@@ -3,6 +3,7 @@
 //! a limited member (`staff_customers`): every statement on these tables, and the
 //! roles with what each may do.
 
+use crate::ids::TenantId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Postgres};
@@ -131,7 +132,7 @@ pub struct StaffMember {
     /// Sees every customer (owners and admins always do).
     pub all_customers: bool,
     /// The customers assigned, when not all.
-    pub customers: Vec<Uuid>,
+    pub customers: Vec<TenantId>,
 }
 
 #[derive(Debug, Serialize)]
@@ -157,7 +158,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<StaffMember>, sqlx::Error> {
         r#"SELECT id, email, display_name, role AS "role: Role", enabled, created_at,
                   last_sign_in_at, all_customers,
                   ARRAY(SELECT tenant_id FROM staff_customers sc WHERE sc.staff_id = staff.id)
-                    AS "customers!"
+                    AS "customers!: Vec<TenantId>"
              FROM staff ORDER BY email"#
     )
     .fetch_all(pool)
@@ -315,7 +316,7 @@ pub async fn assign_customers(
     pool: &PgPool,
     id: Uuid,
     all: bool,
-    customers: &[Uuid],
+    customers: &[TenantId],
 ) -> Result<Result<(String, Vec<String>), AssignRefused>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let member = sqlx::query!(
@@ -332,7 +333,7 @@ pub async fn assign_customers(
     }
     let names = sqlx::query_scalar!(
         "SELECT name FROM tenants WHERE id = ANY($1) ORDER BY name",
-        customers
+        customers as &[TenantId]
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -348,7 +349,7 @@ pub async fn assign_customers(
     sqlx::query!(
         "INSERT INTO staff_customers (staff_id, tenant_id) SELECT $1, unnest($2::uuid[])",
         id,
-        customers
+        customers as &[TenantId]
     )
     .execute(&mut *tx)
     .await?;
