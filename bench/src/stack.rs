@@ -7,6 +7,7 @@
 //! database, simulator, fifty practices, three processes) and the controls and queries
 //! the scenarios measure with, which use its pool and its process handles.
 
+use mailbridge_core::ids::DeviceId;
 use std::{
     net::SocketAddr,
     path::PathBuf,
@@ -42,7 +43,7 @@ struct Practice {
     tenant: Uuid,
     mailbox: String,
     recipient: String,
-    device: Uuid,
+    device: DeviceId,
     username: String,
     password: String,
 }
@@ -51,7 +52,7 @@ struct Practice {
 pub struct LogProbe {
     pub total: i64,
     pub tenant: Uuid,
-    pub device: Uuid,
+    pub device: DeviceId,
     pub sender: String,
     pub recipient: String,
     pub day_from: String,
@@ -501,7 +502,7 @@ impl BenchStack {
         self.reset_queue().await?;
         let missing = rows;
         let tenants: Vec<Uuid> = self.practices.iter().map(|p| p.tenant).collect();
-        let devices: Vec<Uuid> = self.practices.iter().map(|p| p.device).collect();
+        let devices: Vec<DeviceId> = self.practices.iter().map(|p| p.device).collect();
         let batch = 100_000;
         let mut done = 0;
         while done < missing {

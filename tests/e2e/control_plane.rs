@@ -3,6 +3,7 @@
 //! (accepted, cancelled, tampered with), devices, the message log, the audit log,
 //! the languages — and that one customer's things cannot be reached through another's.
 
+use mailbridge_core::ids::DeviceId;
 use mailbridge_core::ids::TenantId;
 use std::time::Duration;
 
@@ -737,7 +738,7 @@ async fn devices_rotate_disable_and_refuse_bad_policies() {
             &[("name", "Analyser")],
         )
         .await;
-    let device = id_in(&page.body, "/devices/");
+    let device: DeviceId = id_in(&page.body, "/devices/").into();
     let username = page.text_of("device-username").unwrap();
     let old_password = page.text_of("device-password").unwrap();
 

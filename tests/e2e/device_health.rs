@@ -4,6 +4,7 @@
 //! Unlock), a message found by the id its SMTP reply gave, linked to its device and
 //! back; and the consent link to send to the customer's admin, with when it was used.
 
+use mailbridge_core::ids::DeviceId;
 use std::time::Duration;
 
 use lettre::AsyncTransport;
@@ -16,7 +17,7 @@ use crate::{
 };
 
 /// The row of `device` in the customer's device list.
-fn device_row(body: &str, device: Uuid) -> String {
+fn device_row(body: &str, device: DeviceId) -> String {
     let at = body
         .find(&format!("data-device=\"{device}\""))
         .expect("the device's row");

@@ -7,6 +7,7 @@
 //! PowerShell snippet through the CLI, the readiness overview, the CSV export and
 //! the audit log.
 
+use mailbridge_core::ids::DeviceId;
 use mailbridge_core::ids::TenantId;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,6 @@ use lettre::AsyncTransport;
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::{
     harness::{TestApp, database_url, mailbridge_binary, sample_message, without_final_crlf},
@@ -247,7 +247,7 @@ async fn a_customer_moves_from_basic_smtp_auth_to_the_relay() {
     let scanner = api.account(customer.id, SCANNER).await;
     assert_eq!(scanner["state"], "device_created");
     assert_eq!(scanner["device_name"], "scanner (SMTP AUTH)");
-    let device_id: Uuid = scanner["device_id"].as_str().unwrap().parse().unwrap();
+    let device_id: DeviceId = scanner["device_id"].as_str().unwrap().parse().unwrap();
     let (_, device) = api
         .get(&format!("/customers/{}/devices/{device_id}", customer.id))
         .await;

@@ -7,6 +7,7 @@
 //! an error after a form, the relay device without a password screen, the audit
 //! log's readable changes, a message's page showing its delivery by itself.
 
+use mailbridge_core::ids::DeviceId;
 use mailbridge_core::ids::TenantId;
 use std::time::{Duration, Instant};
 
@@ -28,7 +29,7 @@ struct Walk {
     app: TestApp,
     base: String,
     tenant: TenantId,
-    device: Uuid,
+    device: DeviceId,
     message: Uuid,
     /// The message's id as the edge's SMTP reply gave it.
     smtp_id: String,

@@ -16,6 +16,7 @@
 //! rules, settings and the open, update and resolve of `alerts` stay with them because
 //! every transition commits with its webhook events and mail in one transaction.
 
+use crate::ids::DeviceId;
 use crate::ids::TenantId;
 use std::collections::HashMap;
 
@@ -208,13 +209,13 @@ pub async fn save_settings(pool: &PgPool, s: &AlertSettings) -> Result<(), sqlx:
 pub async fn set_device_silence(
     pool: &PgPool,
     tenant_id: TenantId,
-    device_id: Uuid,
+    device_id: DeviceId,
     hours: Option<i32>,
 ) -> Result<bool, sqlx::Error> {
     sqlx::query!(
         "UPDATE devices SET silent_alert_hours = $3 WHERE id = $2 AND tenant_id = $1",
         tenant_id as TenantId,
-        device_id,
+        device_id as DeviceId,
         hours
     )
     .execute(pool)
@@ -260,7 +261,7 @@ pub struct Condition {
     pub kind: Kind,
     pub subject: String,
     pub tenant_id: Option<TenantId>,
-    pub device_id: Option<Uuid>,
+    pub device_id: Option<DeviceId>,
     pub severity: &'static str,
     pub facts: Value,
 }
@@ -272,7 +273,7 @@ pub struct Alert {
     pub kind: String,
     pub subject: String,
     pub tenant_id: Option<TenantId>,
-    pub device_id: Option<Uuid>,
+    pub device_id: Option<DeviceId>,
     pub severity: String,
     #[schema(value_type = Object)]
     pub facts: Value,
@@ -423,7 +424,7 @@ pub async fn conditions(
             kind: Kind::DeviceSilent,
             subject: r.id.to_string(),
             tenant_id: Some(r.tenant_id.into()),
-            device_id: Some(r.id),
+            device_id: Some(r.id.into()),
             severity: "warning",
             facts: json!({"device": r.device, "customer": r.customer, "hours": r.hours,
                           "last_seen_at": when(r.last_seen_at)}),
@@ -445,7 +446,7 @@ pub async fn conditions(
             kind: Kind::DeviceLockout,
             subject: r.id.to_string(),
             tenant_id: Some(r.tenant_id.into()),
-            device_id: Some(r.id),
+            device_id: Some(r.id.into()),
             severity: "warning",
             facts: json!({"device": r.device, "customer": r.customer,
                           "locked_until": when(Some(r.locked_until)), "source": r.source}),
@@ -796,7 +797,7 @@ pub async fn acknowledge(
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub tenant_id: Option<TenantId>,
-    pub device_id: Option<Uuid>,
+    pub device_id: Option<DeviceId>,
     /// Only open ones.
     pub open: bool,
     /// Limited to these customers (MSP-wide alerts included); `None`: all.

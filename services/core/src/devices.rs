@@ -5,6 +5,7 @@
 //! limits, sender policy, about 310 lines) and its 17 statements, from create and
 //! authenticate to the migration import; splitting would scatter the table.
 
+use crate::ids::DeviceId;
 use crate::ids::TenantId;
 use std::net::IpAddr;
 
@@ -19,7 +20,7 @@ use crate::crypto::{self, CryptoError};
 
 #[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct Device {
-    pub id: Uuid,
+    pub id: DeviceId,
     pub tenant_id: TenantId,
     pub name: String,
     pub username: String,
@@ -244,7 +245,7 @@ impl std::str::FromStr for SenderPolicy {
 /// The device a session is acting for, with its policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticatedDevice {
-    pub device_id: Uuid,
+    pub device_id: DeviceId,
     pub tenant_id: TenantId,
     pub username: String,
     pub policy: DevicePolicy,
@@ -260,7 +261,7 @@ pub struct StoredCredential {
 
 #[derive(FromRow)]
 struct DeviceRow {
-    id: Uuid,
+    id: DeviceId,
     tenant_id: TenantId,
     username: String,
     password_hash: String,
@@ -399,7 +400,7 @@ async fn new_password() -> Result<(String, String), DeviceError> {
 /// already logged in keep going; every new login needs the new password.
 pub async fn rotate_password(
     pool: &PgPool,
-    device_id: Uuid,
+    device_id: DeviceId,
 ) -> Result<IssuedCredential, DeviceError> {
     let (password, hash) = new_password().await?;
     let device = sqlx::query_as::<_, Device>(concat!(
@@ -549,7 +550,7 @@ pub struct PolicyChange {
 
 pub async fn change_policy(
     pool: &PgPool,
-    device_id: Uuid,
+    device_id: DeviceId,
     change: PolicyChange,
 ) -> Result<Option<Device>, sqlx::Error> {
     sqlx::query_as(concat!(
@@ -609,7 +610,7 @@ pub async fn find(
 pub async fn recent_message_counts(
     pool: &PgPool,
     tenant_id: TenantId,
-    device_id: Uuid,
+    device_id: DeviceId,
 ) -> Result<(i64, i64), sqlx::Error> {
     sqlx::query_as(
         "SELECT count(*) FILTER (WHERE device_id = $2), count(*)
@@ -622,11 +623,11 @@ pub async fn recent_message_counts(
 }
 
 /// Records when and from where devices were last seen, many in one statement.
-pub async fn touch_many(pool: &PgPool, seen: &[(Uuid, IpAddr)]) -> Result<(), sqlx::Error> {
+pub async fn touch_many(pool: &PgPool, seen: &[(DeviceId, IpAddr)]) -> Result<(), sqlx::Error> {
     if seen.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = seen.iter().map(|(id, _)| *id).collect();
+    let ids: Vec<DeviceId> = seen.iter().map(|(id, _)| *id).collect();
     let addrs: Vec<IpNet> = seen.iter().map(|(_, addr)| IpNet::from(*addr)).collect();
     let sources: Vec<IpNet> = seen
         .iter()
@@ -642,7 +643,7 @@ pub async fn touch_many(pool: &PgPool, seen: &[(Uuid, IpAddr)]) -> Result<(), sq
          SELECT v.id, t.tenant_id, v.source FROM unnest($1::uuid[], $3::inet[]) AS v(id, source)
            JOIN touched t ON t.id = v.id
          ON CONFLICT (device_id, source) DO UPDATE SET last_seen_at = now()",
-        &ids,
+        &ids as &[DeviceId],
         &addrs,
         &sources
     )
@@ -652,15 +653,15 @@ pub async fn touch_many(pool: &PgPool, seen: &[(Uuid, IpAddr)]) -> Result<(), sq
 }
 
 /// Deletes a device; its messages stay in the log without it.
-pub async fn delete(pool: &PgPool, device_id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query!("DELETE FROM devices WHERE id = $1", device_id)
+pub async fn delete(pool: &PgPool, device_id: DeviceId) -> Result<bool, sqlx::Error> {
+    sqlx::query!("DELETE FROM devices WHERE id = $1", device_id as DeviceId)
         .execute(pool)
         .await
         .map(|r| r.rows_affected() == 1)
 }
 
 /// One device by id, whatever its tenant (callers check the tenant).
-pub async fn get(pool: &PgPool, device_id: Uuid) -> Result<Option<Device>, sqlx::Error> {
+pub async fn get(pool: &PgPool, device_id: DeviceId) -> Result<Option<Device>, sqlx::Error> {
     sqlx::query_as(concat!(
         "SELECT ",
         columns!(),
@@ -673,19 +674,20 @@ pub async fn get(pool: &PgPool, device_id: Uuid) -> Result<Option<Device>, sqlx:
 
 /// How long device `id` may stay silent before its alert opens (`None`: its kind's
 /// suggestion, or never).
-pub async fn silent_alert_hours(pool: &PgPool, id: Uuid) -> Result<Option<i32>, sqlx::Error> {
-    Ok(
-        sqlx::query_scalar!("SELECT silent_alert_hours FROM devices WHERE id = $1", id)
-            .fetch_optional(pool)
-            .await?
-            .flatten(),
+pub async fn silent_alert_hours(pool: &PgPool, id: DeviceId) -> Result<Option<i32>, sqlx::Error> {
+    Ok(sqlx::query_scalar!(
+        "SELECT silent_alert_hours FROM devices WHERE id = $1",
+        id as DeviceId
     )
+    .fetch_optional(pool)
+    .await?
+    .flatten())
 }
 
 /// A device as a bulk action names it.
 #[derive(Debug, Clone)]
 pub struct Named {
-    pub id: Uuid,
+    pub id: DeviceId,
     pub name: String,
     pub username: String,
     pub listener: DeviceListener,
@@ -695,14 +697,14 @@ pub struct Named {
 pub async fn named(
     pool: &PgPool,
     tenant_id: TenantId,
-    ids: &[Uuid],
+    ids: &[DeviceId],
 ) -> Result<Vec<Named>, sqlx::Error> {
     sqlx::query_as!(
         Named,
         r#"SELECT id, name, username, listener AS "listener: DeviceListener"
              FROM devices WHERE tenant_id = $1 AND id = ANY($2) ORDER BY name"#,
         tenant_id as TenantId,
-        ids
+        ids as &[DeviceId]
     )
     .fetch_all(pool)
     .await
@@ -712,12 +714,12 @@ pub async fn named(
 pub async fn disable_all(
     tx: &mut sqlx::PgConnection,
     tenant_id: TenantId,
-    ids: &[Uuid],
+    ids: &[DeviceId],
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE devices SET enabled = false WHERE tenant_id = $1 AND id = ANY($2)",
         tenant_id as TenantId,
-        ids
+        ids as &[DeviceId]
     )
     .execute(tx)
     .await
@@ -729,7 +731,7 @@ pub async fn disable_all(
 pub async fn set_password_hashes(
     tx: &mut sqlx::PgConnection,
     tenant_id: TenantId,
-    ids: &[Uuid],
+    ids: &[DeviceId],
     hashes: &[String],
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
@@ -737,7 +739,7 @@ pub async fn set_password_hashes(
            FROM unnest($2::uuid[], $3::text[]) AS v(id, hash)
           WHERE d.tenant_id = $1 AND d.id = v.id",
         tenant_id as TenantId,
-        ids,
+        ids as &[DeviceId],
         hashes
     )
     .execute(tx)
@@ -774,12 +776,12 @@ pub struct Imported<'a> {
 pub async fn insert_imported(
     tx: &mut sqlx::PgConnection,
     device: &Imported<'_>,
-) -> Result<Option<Uuid>, sqlx::Error> {
+) -> Result<Option<DeviceId>, sqlx::Error> {
     sqlx::query_scalar!(
-        "INSERT INTO devices (tenant_id, name, username, password_hash, kind, site, listener,
+        r#"INSERT INTO devices (tenant_id, name, username, password_hash, kind, site, listener,
                               allowed_networks, allowed_senders)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         ON CONFLICT (username) DO NOTHING RETURNING id",
+         ON CONFLICT (username) DO NOTHING RETURNING id AS "id: DeviceId""#,
         device.tenant_id as TenantId,
         device.name,
         device.username,

@@ -16,6 +16,7 @@
 //! sign-in-log reads): the import (about 180 lines, one transaction), the state
 //! changes, the readiness figures and the CSV export all keep the same stage rules.
 
+use crate::ids::DeviceId;
 use crate::ids::TenantId;
 use std::collections::{BTreeMap, HashMap};
 
@@ -118,7 +119,7 @@ pub struct BoardAccount {
     #[sqlx(rename = "state")]
     #[serde(skip)]
     pub stored_state: String,
-    pub device_id: Option<Uuid>,
+    pub device_id: Option<DeviceId>,
     pub device_name: Option<String>,
     pub linked_at: Option<DateTime<Utc>>,
     pub relay_seen_at: Option<DateTime<Utc>>,
@@ -530,14 +531,14 @@ pub async fn link_device(
     pool: &PgPool,
     tenant_id: TenantId,
     account: &str,
-    device_id: Uuid,
+    device_id: DeviceId,
     actor: &AuditActor,
 ) -> Result<(), BoardError> {
     let mut tx = pool.begin().await?;
     lock_tenant(&mut tx, tenant_id).await?;
     let device = sqlx::query!(
         "SELECT tenant_id, name FROM devices WHERE id = $1",
-        device_id
+        device_id as DeviceId
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -558,7 +559,7 @@ pub async fn link_device(
         RETURNING old.state AS "state!""#,
         tenant_id as TenantId,
         account,
-        device_id
+        device_id as DeviceId
     )
     .fetch_optional(&mut *tx)
     .await?;

@@ -25,6 +25,7 @@
 //! end, the sealed bodies and the delivery attempts, from enqueue through lease and
 //! settle to retry and cancel; they share the lease and state rules above.
 
+use crate::ids::DeviceId;
 use crate::ids::TenantId;
 use std::{net::IpAddr, time::Duration};
 
@@ -118,7 +119,7 @@ pub struct NewMessage {
     /// Chosen by the edge, so its trace header can name it before the commit.
     pub id: Uuid,
     pub tenant_id: TenantId,
-    pub device_id: Option<Uuid>,
+    pub device_id: Option<DeviceId>,
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
     pub client_addr: IpAddr,
@@ -210,7 +211,7 @@ pub async fn enqueue_all<'e>(
 pub struct LeasedMessage {
     pub id: Uuid,
     pub tenant_id: TenantId,
-    pub device_id: Option<Uuid>,
+    pub device_id: Option<DeviceId>,
     pub kind: MessageKind,
     pub subject: Option<String>,
     pub mail_from: String,

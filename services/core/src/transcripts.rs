@@ -14,13 +14,13 @@
 //! the edge (`Transcript`) through storage (`session_transcripts`) to the diagnosis,
 //! which reads the same lines the edge records.
 
+use crate::ids::DeviceId;
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, types::Json};
-use uuid::Uuid;
 
 use crate::{
     i18n::{self, Lang},
@@ -48,7 +48,7 @@ pub struct Line {
 /// A session as the edge records it.
 #[derive(Debug, Clone)]
 pub struct Transcript {
-    pub device_id: Option<Uuid>,
+    pub device_id: Option<DeviceId>,
     pub source: IpAddr,
     pub started_at: DateTime<Utc>,
     pub ended_at: DateTime<Utc>,
@@ -194,7 +194,7 @@ pub async fn write(pool: &PgPool, batch: &[Transcript], keep: u32) -> Result<(),
                 AS t(device_id, source_addr, started_at, ended_at, listener, tls_protocol,
                      tls_cipher, tls_failure, outcome, lines)
            LEFT JOIN devices d ON d.id = t.device_id",
-        &batch.iter().map(|t| t.device_id).collect::<Vec<_>>() as &[Option<Uuid>],
+        &batch.iter().map(|t| t.device_id).collect::<Vec<_>>() as &[Option<DeviceId>],
         &batch
             .iter()
             .map(|t| IpNet::from(t.source))
@@ -225,7 +225,7 @@ pub async fn write(pool: &PgPool, batch: &[Transcript], keep: u32) -> Result<(),
     )
     .execute(&mut *tx)
     .await?;
-    let mut devices: Vec<Uuid> = batch.iter().filter_map(|t| t.device_id).collect();
+    let mut devices: Vec<DeviceId> = batch.iter().filter_map(|t| t.device_id).collect();
     devices.sort_unstable();
     devices.dedup();
     let mut sources: Vec<IpNet> = batch
@@ -249,7 +249,7 @@ pub async fn write(pool: &PgPool, batch: &[Transcript], keep: u32) -> Result<(),
                    FROM session_transcripts
                   WHERE device_id IS NULL AND source_addr = ANY($2)) ranked
               WHERE n > $3)",
-        &devices,
+        &devices as &[DeviceId],
         &sources,
         i64::from(keep),
     )
@@ -263,7 +263,7 @@ pub async fn write(pool: &PgPool, batch: &[Transcript], keep: u32) -> Result<(),
 #[schema(as = Transcript)]
 pub struct StoredTranscript {
     pub id: i64,
-    pub device_id: Option<Uuid>,
+    pub device_id: Option<DeviceId>,
     #[schema(value_type = String)]
     pub source_addr: IpNet,
     pub started_at: DateTime<Utc>,
@@ -311,12 +311,12 @@ impl StoredTranscript {
 /// last seen from.
 pub async fn for_device(
     pool: &PgPool,
-    device_id: Uuid,
+    device_id: DeviceId,
     limit: i64,
 ) -> Result<Vec<StoredTranscript>, sqlx::Error> {
     sqlx::query_as!(
         StoredTranscript,
-        r#"(SELECT id AS "id!", device_id, source_addr AS "source_addr!",
+        r#"(SELECT id AS "id!", device_id AS "device_id: DeviceId", source_addr AS "source_addr!",
                  started_at AS "started_at!", ended_at AS "ended_at!", listener AS "listener!",
                  tls_protocol, tls_cipher, tls_failure, outcome AS "outcome!",
                  lines AS "lines!: Json<Vec<Line>>"
@@ -333,7 +333,7 @@ pub async fn for_device(
                                                   WHERE s.device_id = $1)))
            ORDER BY t.started_at DESC LIMIT $2)
          ORDER BY 4 DESC"#,
-        device_id,
+        device_id as DeviceId,
         limit,
     )
     .fetch_all(pool)
@@ -348,7 +348,7 @@ pub async fn for_source(
 ) -> Result<Vec<StoredTranscript>, sqlx::Error> {
     sqlx::query_as!(
         StoredTranscript,
-        r#"SELECT id, device_id, source_addr, started_at, ended_at, listener, tls_protocol,
+        r#"SELECT id, device_id AS "device_id: DeviceId", source_addr, started_at, ended_at, listener, tls_protocol,
                 tls_cipher, tls_failure, outcome, lines AS "lines: Json<Vec<Line>>"
            FROM session_transcripts WHERE device_id IS NULL AND source_addr = $1
           ORDER BY started_at DESC LIMIT $2"#,

@@ -144,7 +144,7 @@ impl Event {
                     name: alert.customer_name(),
                 }),
                 device: alert.device_id.map(|id| Named {
-                    id,
+                    id: id.as_uuid(),
                     name: alert.device_name(),
                 }),
                 title: Texts {

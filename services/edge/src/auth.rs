@@ -5,6 +5,7 @@
 //! device's familiar sources spared (see `throttle`). On the legacy-TLS listeners
 //! only devices allowed legacy TLS may log in.
 
+use mailbridge_core::ids::DeviceId;
 use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -234,7 +235,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Notes the device's last-seen time and address; written with the others.
-    pub(crate) fn record_seen(&self, device_id: uuid::Uuid) {
+    pub(crate) fn record_seen(&self, device_id: DeviceId) {
         self.context.seen.record(device_id, self.peer.ip());
     }
 }
@@ -242,20 +243,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 /// Devices seen since the last write: written to PostgreSQL together every few
 /// seconds (one statement for all of them), not once per session.
 #[derive(Debug, Default)]
-pub struct SeenDevices(std::sync::Mutex<HashMap<uuid::Uuid, IpAddr>>);
+pub struct SeenDevices(std::sync::Mutex<HashMap<DeviceId, IpAddr>>);
 
 /// How often the devices seen are written.
 const SEEN_FLUSH: Duration = Duration::from_secs(5);
 
 impl SeenDevices {
-    fn record(&self, device_id: uuid::Uuid, addr: IpAddr) {
+    fn record(&self, device_id: DeviceId, addr: IpAddr) {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(device_id, addr);
     }
 
-    fn take(&self) -> Vec<(uuid::Uuid, IpAddr)> {
+    fn take(&self) -> Vec<(DeviceId, IpAddr)> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
             .into_iter()
             .collect()

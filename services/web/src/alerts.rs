@@ -18,6 +18,7 @@ use axum::{
     routing::{get, post},
 };
 use chrono::NaiveDate;
+use mailbridge_core::ids::DeviceId;
 use mailbridge_core::ids::TenantId;
 use mailbridge_core::{
     alerts::{self, Alert, AlertSettings, Filter, Kind, Rule},
@@ -109,7 +110,7 @@ pub async fn for_device(
     state: &WebState,
     actor: &Actor,
     tenant: TenantId,
-    device: Uuid,
+    device: DeviceId,
 ) -> Result<Vec<AlertView>> {
     let mut list = visible(
         state,
@@ -489,7 +490,7 @@ struct SilenceForm {
 async fn silence_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path((tenant, device)): Path<(TenantId, Uuid)>,
+    Path((tenant, device)): Path<(TenantId, DeviceId)>,
     Form(form): Form<SilenceForm>,
 ) -> Result<Response> {
     actor.require(Permission::ManageDevices)?;
@@ -713,7 +714,7 @@ async fn api_list(
         &actor,
         Filter {
             tenant_id: q.customer,
-            device_id: q.device,
+            device_id: q.device.map(Into::into),
             open: q.open.unwrap_or(false),
             only: None,
         },

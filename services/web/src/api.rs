@@ -17,6 +17,7 @@ use axum::{
     routing::{get, post},
 };
 use chrono::{DateTime, Utc};
+use mailbridge_core::ids::DeviceId;
 use mailbridge_core::ids::TenantId;
 use mailbridge_core::{
     devices::{Device, IssuedCredential},
@@ -631,7 +632,7 @@ pub(crate) async fn create_device(
 pub(crate) async fn get_device(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device)): Path<(TenantId, Uuid)>,
+    Path((id, device)): Path<(TenantId, DeviceId)>,
 ) -> Result<Response> {
     actor.require(Permission::View)?;
     Ok(Json(devices::load(&state, id, device).await?).into_response())
@@ -649,7 +650,7 @@ pub(crate) async fn get_device(
 pub(crate) async fn update_device(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device)): Path<(TenantId, Uuid)>,
+    Path((id, device)): Path<(TenantId, DeviceId)>,
     ApiJson(input): ApiJson<DeviceInput>,
 ) -> Result<Response> {
     Ok(Json(devices::update(&state, &actor, id, device, &input).await?).into_response())
@@ -666,7 +667,7 @@ pub(crate) async fn update_device(
 pub(crate) async fn delete_device(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device)): Path<(TenantId, Uuid)>,
+    Path((id, device)): Path<(TenantId, DeviceId)>,
 ) -> Result<Response> {
     devices::delete(&state, &actor, id, device).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -683,7 +684,7 @@ pub(crate) async fn delete_device(
 pub(crate) async fn rotate_device(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device)): Path<(TenantId, Uuid)>,
+    Path((id, device)): Path<(TenantId, DeviceId)>,
 ) -> Result<Response> {
     Ok(Json(devices::rotate(&state, &actor, id, device).await?).into_response())
 }
@@ -705,7 +706,7 @@ pub struct LoginList {
 pub(crate) async fn device_logins(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device)): Path<(TenantId, Uuid)>,
+    Path((id, device)): Path<(TenantId, DeviceId)>,
 ) -> Result<Response> {
     actor.require(Permission::View)?;
     let logins = devices::failed_logins(&state, id, device).await?;
@@ -745,7 +746,7 @@ pub struct TranscriptList {
 pub(crate) async fn device_transcripts(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device)): Path<(TenantId, Uuid)>,
+    Path((id, device)): Path<(TenantId, DeviceId)>,
 ) -> Result<Response> {
     let (transcripts, findings) = devices::transcripts(&state, &actor, id, device).await?;
     let diagnosis = findings
@@ -784,7 +785,7 @@ pub struct Unlocked {
 pub(crate) async fn unlock_device(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device)): Path<(TenantId, Uuid)>,
+    Path((id, device)): Path<(TenantId, DeviceId)>,
 ) -> Result<Response> {
     let unlocked = devices::unlock(&state, &actor, id, device).await?;
     Ok(Json(Unlocked { unlocked }).into_response())

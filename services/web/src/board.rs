@@ -22,6 +22,7 @@ use axum::{
     routing::{get, post},
 };
 use chrono::{DateTime, NaiveDate, Utc};
+use mailbridge_core::ids::DeviceId;
 use mailbridge_core::ids::TenantId;
 use mailbridge_core::{
     devices::{Device, DeviceKind, IssuedCredential},
@@ -33,7 +34,6 @@ use mailbridge_core::{
 };
 use serde::{Deserialize, Serialize};
 use strum::VariantArray;
-use uuid::Uuid;
 
 use crate::{
     WebState, assets, customers,
@@ -659,10 +659,10 @@ pub struct AccountAction {
 }
 
 impl AccountAction {
-    fn device_id(&self) -> Result<Uuid> {
+    fn device_id(&self) -> Result<DeviceId> {
         self.device_id
             .as_deref()
-            .and_then(|d| Uuid::parse_str(d.trim()).ok())
+            .and_then(|d| d.trim().parse().ok())
             .ok_or_else(|| Error::Invalid(tr!("Choose a device.").into()))
     }
 }

@@ -15,6 +15,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::post,
 };
+use mailbridge_core::ids::DeviceId;
 use mailbridge_core::ids::TenantId;
 use mailbridge_core::{
     crypto,
@@ -44,7 +45,7 @@ const SEAL_CONTEXT: &str = "credential-download";
 /// A device whose credentials were issued in bulk.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Issued {
-    pub device_id: Uuid,
+    pub device_id: DeviceId,
     pub name: String,
     pub username: String,
     /// Shown this once; null for a port-25 device (it logs in by address, not by
@@ -177,7 +178,7 @@ pub async fn take_download(
 }
 
 /// The devices `ids` of customer `tenant_id` (all of them, or not found).
-async fn selected(state: &WebState, tenant_id: TenantId, ids: &[Uuid]) -> Result<Vec<Issued>> {
+async fn selected(state: &WebState, tenant_id: TenantId, ids: &[DeviceId]) -> Result<Vec<Issued>> {
     if ids.is_empty() {
         return Err(Error::Invalid(tr!("Select at least one device.").into()));
     }
@@ -214,12 +215,12 @@ pub async fn perform(
     actor: &Actor,
     tenant_id: TenantId,
     action: BulkAction,
-    ids: &[Uuid],
+    ids: &[DeviceId],
 ) -> Result<Vec<Issued>> {
     actor.require(Permission::ManageDevices)?;
     let tenant = customers::load(&state.pool, tenant_id).await?;
     let mut devices = selected(state, tenant_id, ids).await?;
-    let ids: Vec<Uuid> = devices.iter().map(|d| d.device_id).collect();
+    let ids: Vec<DeviceId> = devices.iter().map(|d| d.device_id).collect();
     let mut tx = state.pool.begin().await?;
     match action {
         BulkAction::Disable => {
@@ -271,13 +272,13 @@ pub fn router() -> Router<WebState> {
 }
 
 /// The selection of a form: its action and every `device` field (repeated).
-fn selection(body: &[u8]) -> Result<(BulkAction, Vec<Uuid>)> {
+fn selection(body: &[u8]) -> Result<(BulkAction, Vec<DeviceId>)> {
     let mut action = None;
     let mut ids = Vec::new();
     for (key, value) in url::form_urlencoded::parse(body) {
         match key.as_ref() {
             "action" => action = Some(BulkAction::parse(&value)?),
-            "device" => ids.push(Uuid::parse_str(&value).map_err(|_| Error::InvalidValue {
+            "device" => ids.push(value.parse::<DeviceId>().map_err(|_| Error::InvalidValue {
                 text: tr!("{} is not an id."),
                 value: value.into_owned(),
             })?),
@@ -401,7 +402,7 @@ async fn download_form(
 pub struct BulkRequest {
     pub action: BulkAction,
     /// Device ids of the customer (at most 500).
-    pub devices: Vec<Uuid>,
+    pub devices: Vec<DeviceId>,
 }
 
 /// What a bulk action through the API answers.

@@ -6,11 +6,11 @@
 //! device are read with one aggregate query each, never a query per device: the
 //! same query serves 5 devices and 10 000.
 
+use mailbridge_core::ids::DeviceId;
 use mailbridge_core::ids::TenantId;
 use mailbridge_core::store::device_list;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::{
     error::{Error, Result},
@@ -126,7 +126,7 @@ pub async fn page(pool: &PgPool, tenant_id: TenantId, search: &DeviceQuery) -> R
 }
 
 /// One device of customer `tenant_id` with its health, or not found.
-pub async fn one(pool: &PgPool, tenant_id: TenantId, device_id: Uuid) -> Result<DeviceHealth> {
+pub async fn one(pool: &PgPool, tenant_id: TenantId, device_id: DeviceId) -> Result<DeviceHealth> {
     device_list::one(pool, tenant_id, device_id)
         .await?
         .ok_or(Error::NotFound)

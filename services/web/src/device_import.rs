@@ -11,6 +11,7 @@
 //! checks of the CSV with the error of each line (most of the file), the
 //! all-or-nothing transaction, and the page and API call that run them.
 
+use mailbridge_core::ids::DeviceId;
 use mailbridge_core::ids::TenantId;
 use std::collections::HashSet;
 
@@ -31,7 +32,6 @@ use mailbridge_core::{
 };
 use serde::Serialize;
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::{
     WebState, audit, customers,
@@ -381,7 +381,7 @@ pub async fn create(
     let mut tx = state.pool.begin().await?;
     let mut issued = Vec::with_capacity(hashed.len());
     for (line, password, hash) in hashed {
-        let mut created: Option<(Uuid, String)> = None;
+        let mut created: Option<(DeviceId, String)> = None;
         // A username collision is astronomically unlikely; another costs nothing.
         for _ in 0..3 {
             let username = crypto::generate_username(&line.name);

@@ -8,6 +8,7 @@
 //! audited) sits beside its form handler, and the device page, the connection
 //! settings a device is given and the setup card all read the same device.
 
+use mailbridge_core::ids::DeviceId;
 use mailbridge_core::ids::TenantId;
 use std::net::IpAddr;
 
@@ -31,7 +32,6 @@ use mailbridge_core::{
 use serde::Deserialize;
 use serde_json::json;
 use strum::VariantArray;
-use uuid::Uuid;
 
 use crate::{
     WebState, audit, customers,
@@ -200,7 +200,7 @@ fn change_from(state: &WebState, input: &DeviceInput) -> Result<PolicyChange> {
 }
 
 /// The device `device_id` of customer `tenant_id` — never one of another customer.
-pub async fn load(state: &WebState, tenant_id: TenantId, device_id: Uuid) -> Result<Device> {
+pub async fn load(state: &WebState, tenant_id: TenantId, device_id: DeviceId) -> Result<Device> {
     devices::get(&state.pool, device_id)
         .await?
         .filter(|d| d.tenant_id == tenant_id)
@@ -244,7 +244,7 @@ pub async fn update(
     state: &WebState,
     actor: &Actor,
     tenant_id: TenantId,
-    device_id: Uuid,
+    device_id: DeviceId,
     input: &DeviceInput,
 ) -> Result<Device> {
     actor.require(Permission::ManageDevices)?;
@@ -281,7 +281,7 @@ pub async fn rotate(
     state: &WebState,
     actor: &Actor,
     tenant_id: TenantId,
-    device_id: Uuid,
+    device_id: DeviceId,
 ) -> Result<IssuedCredential> {
     actor.require(Permission::ManageDevices)?;
     let device = load(state, tenant_id, device_id).await?;
@@ -302,7 +302,7 @@ pub async fn delete(
     state: &WebState,
     actor: &Actor,
     tenant_id: TenantId,
-    device_id: Uuid,
+    device_id: DeviceId,
 ) -> Result<()> {
     actor.require(Permission::ManageDevices)?;
     let device = load(state, tenant_id, device_id).await?;
@@ -324,7 +324,7 @@ pub async fn delete(
 pub async fn failed_logins(
     state: &WebState,
     tenant_id: TenantId,
-    device_id: Uuid,
+    device_id: DeviceId,
 ) -> Result<Vec<LoginFailures>> {
     let device = load(state, tenant_id, device_id).await?;
     Ok(logins::for_username(
@@ -342,7 +342,7 @@ pub async fn transcripts(
     state: &WebState,
     actor: &Actor,
     tenant_id: TenantId,
-    device_id: Uuid,
+    device_id: DeviceId,
 ) -> Result<(Vec<StoredTranscript>, Vec<Finding>)> {
     actor.require(Permission::ManageDevices)?;
     let device = load(state, tenant_id, device_id).await?;
@@ -358,7 +358,7 @@ pub async fn unlock(
     state: &WebState,
     actor: &Actor,
     tenant_id: TenantId,
-    device_id: Uuid,
+    device_id: DeviceId,
 ) -> Result<bool> {
     actor.require(Permission::ManageDevices)?;
     let device = load(state, tenant_id, device_id).await?;
@@ -473,7 +473,7 @@ struct DeviceQuery {
 async fn detail(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device_id)): Path<(TenantId, Uuid)>,
+    Path((id, device_id)): Path<(TenantId, DeviceId)>,
     axum::extract::Query(query): axum::extract::Query<DeviceQuery>,
 ) -> Result<Response> {
     let tenant = customers::load(&state.pool, id).await?;
@@ -522,7 +522,7 @@ async fn detail(
 async fn update_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device_id)): Path<(TenantId, Uuid)>,
+    Path((id, device_id)): Path<(TenantId, DeviceId)>,
     Form(mut input): Form<DeviceInput>,
 ) -> Result<Response> {
     // The form always sends both lists (an empty text clears one).
@@ -543,7 +543,7 @@ async fn update_form(
 async fn unlock_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device_id)): Path<(TenantId, Uuid)>,
+    Path((id, device_id)): Path<(TenantId, DeviceId)>,
 ) -> Result<Response> {
     unlock(&state, &actor, id, device_id).await?;
     Ok(Redirect::to(&format!("/customers/{id}/devices/{device_id}?unlocked=1")).into_response())
@@ -552,7 +552,7 @@ async fn unlock_form(
 async fn rotate_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device_id)): Path<(TenantId, Uuid)>,
+    Path((id, device_id)): Path<(TenantId, DeviceId)>,
 ) -> Result<Response> {
     let issued = rotate(&state, &actor, id, device_id).await?;
     credential_page(&state, &actor, issued, true).await
@@ -566,7 +566,7 @@ struct EnabledForm {
 async fn enabled_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device_id)): Path<(TenantId, Uuid)>,
+    Path((id, device_id)): Path<(TenantId, DeviceId)>,
     Form(form): Form<EnabledForm>,
 ) -> Result<Response> {
     let input = DeviceInput {
@@ -580,7 +580,7 @@ async fn enabled_form(
 async fn delete_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device_id)): Path<(TenantId, Uuid)>,
+    Path((id, device_id)): Path<(TenantId, DeviceId)>,
 ) -> Result<Response> {
     delete(&state, &actor, id, device_id).await?;
     Ok(Redirect::to(&format!("/customers/{id}?notice=device-deleted")).into_response())
@@ -661,7 +661,7 @@ struct SetupCard {
 async fn setup_card(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device_id)): Path<(TenantId, Uuid)>,
+    Path((id, device_id)): Path<(TenantId, DeviceId)>,
 ) -> Result<Response> {
     let tenant = customers::load(&state.pool, id).await?;
     let device = load(&state, id, device_id).await?;

@@ -13,6 +13,7 @@ use axum::{
     routing::{get, post},
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
+use mailbridge_core::ids::DeviceId;
 use mailbridge_core::ids::TenantId;
 use mailbridge_core::{
     bounces::{self, Bounce},
@@ -150,7 +151,7 @@ pub async fn search(
         search.tenant_id = Some((uuid(customer)?).into());
     }
     if let Some(device) = some(&filter.device) {
-        search.device_id = Some(uuid(device)?);
+        search.device_id = Some((uuid(device)?).into());
     }
     search.sender = some(&filter.sender).map(str::to_owned);
     search.recipient = some(&filter.recipient).map(str::to_owned);
@@ -321,7 +322,7 @@ async fn device_filter(
     actor: &Actor,
     filter: &MessageFilter,
 ) -> Result<Option<(String, String)>> {
-    let Some(id) = some(&filter.device).and_then(|d| Uuid::parse_str(d).ok()) else {
+    let Some(id) = some(&filter.device).and_then(|d| d.parse::<DeviceId>().ok()) else {
         return Ok(None);
     };
     let name = match mailbridge_core::devices::get(&state.pool, id).await? {

@@ -14,6 +14,7 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
+use mailbridge_core::ids::DeviceId;
 use mailbridge_core::ids::TenantId;
 use std::time::Duration;
 
@@ -37,7 +38,7 @@ use crate::{
 pub const REVEAL_TTL_SECS: u64 = 600;
 
 /// The credential page of a device.
-pub fn page_path(tenant_id: TenantId, device_id: Uuid) -> String {
+pub fn page_path(tenant_id: TenantId, device_id: DeviceId) -> String {
     format!("/customers/{tenant_id}/devices/{device_id}/credential")
 }
 
@@ -48,8 +49,8 @@ fn cookie(state: &WebState, path: &str, value: &str, max_age: u64) -> HeaderValu
     HeaderValue::from_str(&cookie).expect("a cookie of ids and base64 is a valid header")
 }
 
-fn context(reveal: Uuid, device: Uuid) -> String {
-    format!("credential-reveal:{reveal}:{device}")
+fn context(reveal: Uuid, subject: Uuid) -> String {
+    format!("credential-reveal:{reveal}:{subject}")
 }
 
 /// Keeps `issued`'s password for one view and redirects (303) to its page.
@@ -63,7 +64,7 @@ pub async fn stash(
     keep(
         state,
         actor,
-        issued.device.id,
+        issued.device.id.as_uuid(),
         &issued.password,
         rotated,
         &page,
@@ -151,7 +152,7 @@ struct CredentialPage {
 pub async fn page(
     State(state): State<WebState>,
     actor: Actor,
-    Path((id, device_id)): Path<(TenantId, Uuid)>,
+    Path((id, device_id)): Path<(TenantId, DeviceId)>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let tenant = customers::load(&state.pool, id).await?;
@@ -159,7 +160,7 @@ pub async fn page(
     let (taken, forget) = take(
         &state,
         &actor,
-        device.id,
+        device.id.as_uuid(),
         &headers,
         &page_path(id, device_id),
     )

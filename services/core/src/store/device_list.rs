@@ -3,12 +3,12 @@
 //! failures of the devices' usernames (the edge's lockout counters), searched,
 //! sorted and paged in one statement.
 
+use crate::ids::DeviceId;
 use crate::ids::TenantId;
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use serde::Serialize;
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
-use uuid::Uuid;
 
 use super::{ListSort, contains_pattern};
 use crate::devices::Device;
@@ -153,7 +153,7 @@ pub async fn count(pool: &PgPool, tenant_id: TenantId) -> Result<i64, sqlx::Erro
 pub async fn one(
     pool: &PgPool,
     tenant_id: TenantId,
-    device_id: Uuid,
+    device_id: DeviceId,
 ) -> Result<Option<DeviceHealth>, sqlx::Error> {
     let mut query = base_query(tenant_id);
     query.push(" AND d.id = ").push_bind(device_id);

@@ -2,6 +2,7 @@
 //! and device's names, and the queue row of a message still on its way): one page
 //! at a time, newest first, by a keyset cursor on (received, id), never by offset.
 
+use crate::ids::DeviceId;
 use crate::ids::TenantId;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -16,7 +17,7 @@ pub struct LoggedMessage {
     pub id: Uuid,
     pub tenant_id: TenantId,
     pub tenant_name: String,
-    pub device_id: Option<Uuid>,
+    pub device_id: Option<DeviceId>,
     pub device_name: Option<String>,
     pub kind: String,
     pub mail_from: String,
@@ -41,7 +42,7 @@ pub struct Search {
     pub customers_seen: Option<Vec<TenantId>>,
     pub id: Option<Uuid>,
     pub tenant_id: Option<TenantId>,
-    pub device_id: Option<Uuid>,
+    pub device_id: Option<DeviceId>,
     /// The envelope sender, any case.
     pub sender: Option<String>,
     /// An envelope recipient, as given or in lower case.
