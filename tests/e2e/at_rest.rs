@@ -3,6 +3,7 @@
 //! nothing lost and nothing left under the old key.
 
 use lettre::{AsyncTransport, address::Envelope};
+use mailbridge_core::ids::MessageId;
 use mailbridge_core::{crypto::MasterKey, queue, tenants};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -47,7 +48,7 @@ async fn queued_bodies_are_sealed_and_a_rotated_key_delivers_them_all() {
 
     // In PostgreSQL: sealed, nothing of the message readable; its size is the
     // message's own.
-    let stored: Vec<(uuid::Uuid, Vec<u8>, bool)> =
+    let stored: Vec<(MessageId, Vec<u8>, bool)> =
         sqlx::query_as("SELECT message_id, body, sealed FROM message_bodies")
             .fetch_all(app.pool())
             .await

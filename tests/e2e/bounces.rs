@@ -4,13 +4,13 @@
 //! counts it, reports it like a failure, and moves the report out of the Inbox — once,
 //! however many workers watch. A message to a recipient that exists stays accepted.
 
+use mailbridge_core::ids::MessageId;
 use mailbridge_core::queue::MessageState;
 use std::time::Duration;
 
 use lettre::{AsyncTransport, address::Envelope};
 use mailbridge_core::metrics::metrics;
 use mailbridge_m365_sim::{ROLE_MAIL_READ_WRITE, ROLE_MAIL_SEND};
-use uuid::Uuid;
 
 use crate::{
     harness::{
@@ -62,7 +62,7 @@ async fn submit(app: &TestApp, tenant: &TestTenant, to: &str, message: &str) {
         .expect("the edge accepts the message");
 }
 
-async fn id_to(app: &TestApp, recipient: &str) -> Uuid {
+async fn id_to(app: &TestApp, recipient: &str) -> MessageId {
     sqlx::query_scalar("SELECT id FROM messages WHERE $1 = ANY(rcpt_to) AND kind = 'device'")
         .bind(recipient)
         .fetch_one(app.pool())
@@ -134,14 +134,19 @@ async fn an_unknown_recipient_bounces_and_is_explained_reported_counted_and_move
         recorded,
         vec![(unknown.clone(), "5.1.10".into(), "NDR 5.1.10".into())]
     );
-    assert_eq!(
+    // Counted right after the bounce's commit, which the test may see first.
+    let counted = || {
         metrics()
             .worker
             .bounces
             .with_label_values(&[&tenant.tenant.id.to_string(), "5.1.10"])
-            .get(),
-        1
-    );
+            .get()
+    };
+    wait_until("the bounce counted", Duration::from_secs(10), || async {
+        counted() >= 1
+    })
+    .await;
+    assert_eq!(counted(), 1);
 
     // Reported like a failure, to the customer's notification address.
     let reports = app.wait_for_inbox(REPORTS_TO, 1).await;

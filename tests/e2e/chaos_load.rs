@@ -472,7 +472,7 @@ pub async fn enqueue_backlog(
             });
             ids.push(id);
             batch.push(NewMessage {
-                id,
+                id: id.into(),
                 tenant_id: tenant.tenant.id,
                 device_id: None,
                 mail_from: sender.clone(),

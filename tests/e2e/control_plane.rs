@@ -639,7 +639,7 @@ async fn onboarding_over_http_from_customer_to_a_delivered_message() {
         .await;
     assert_eq!(sent.status, StatusCode::SEE_OTHER);
     let test_id = id_in(sent.location.as_deref().unwrap(), "/messages/");
-    app.wait_for_message(test_id, |m| m.state.as_str() == "accepted")
+    app.wait_for_message(test_id.into(), |m| m.state.as_str() == "accepted")
         .await;
     let inbox = app.wait_for_inbox("empfang@praxis-kuehn.example", 2).await;
     assert!(
@@ -936,7 +936,7 @@ async fn waiting_messages_can_be_retried_and_cancelled() {
     assert!(due);
     let cancelled = owner.post(&format!("/messages/{id}/cancel"), &[]).await;
     assert_eq!(cancelled.status, StatusCode::SEE_OTHER);
-    let status = mailbridge_core::queue::status(app.pool(), id)
+    let status = mailbridge_core::queue::status(app.pool(), id.into())
         .await
         .unwrap()
         .unwrap();
@@ -948,7 +948,7 @@ async fn waiting_messages_can_be_retried_and_cancelled() {
             .contains("cancelled by ines.inhaber@msp.example")
     );
     assert!(
-        mailbridge_core::queue::body(app.pool(), app.master_key(), id)
+        mailbridge_core::queue::body(app.pool(), app.master_key(), id.into())
             .await
             .unwrap()
             .is_none(),
@@ -974,7 +974,7 @@ async fn messages_of_a_customer_not_yet_connected_wait_with_an_explanation() {
     let id = id_in(sent.location.as_deref().unwrap(), "/messages/");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let attempts = mailbridge_core::queue::attempts(app.pool(), id)
+        let attempts = mailbridge_core::queue::attempts(app.pool(), id.into())
             .await
             .unwrap();
         if let Some(attempt) = attempts.first() {
@@ -984,7 +984,7 @@ async fn messages_of_a_customer_not_yet_connected_wait_with_an_explanation() {
         assert!(std::time::Instant::now() < deadline, "no attempt recorded");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let status = mailbridge_core::queue::status(app.pool(), id)
+    let status = mailbridge_core::queue::status(app.pool(), id.into())
         .await
         .unwrap()
         .unwrap();

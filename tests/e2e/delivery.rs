@@ -53,7 +53,7 @@ async fn one_message_queued(
     )
     .await;
     let id = app.message_ids().await[0];
-    (tenant, reply, id)
+    (tenant, reply, id.as_uuid())
 }
 
 #[tokio::test]
@@ -215,7 +215,7 @@ async fn a_message_logged_without_a_queue_row_is_adopted_and_delivered() {
     app.stack.start_worker().unwrap();
     let inbox = app.wait_for_inbox("arzt@klinik.example", 1).await;
     assert!(inbox[0].mime.ends_with(&message));
-    app.wait_for_message(id, |s| s.state == MessageState::Accepted)
+    app.wait_for_message(id.into(), |s| s.state == MessageState::Accepted)
         .await;
     assert_eq!(
         queue::adopt_orphans(app.pool()).await.unwrap(),
@@ -238,7 +238,7 @@ async fn settle_one(
     report: Option<&queue::NewMessage>,
 ) -> Vec<bool> {
     let settling = [queue::Settling {
-        message_id: id,
+        message_id: id.into(),
         attempt,
         settlement,
         report,
@@ -298,7 +298,7 @@ async fn a_failure_report_is_queued_with_its_settlement_once() {
         worker: String::new(),
     };
     let report = |subject: &str| queue::NewMessage {
-        id: uuid::Uuid::now_v7(),
+        id: (uuid::Uuid::now_v7()).into(),
         tenant_id: tenant.tenant.id,
         device_id: None,
         mail_from: tenant.tenant.sender_mailbox.clone(),
@@ -342,7 +342,7 @@ async fn a_failure_report_is_queued_with_its_settlement_once() {
         Some(&mine),
     );
     assert_eq!(settled.await, vec![true]);
-    let status = queue::status(app.pool(), id).await.unwrap().unwrap();
+    let status = queue::status(app.pool(), id.into()).await.unwrap().unwrap();
     assert_eq!(status.state, MessageState::Failed);
     assert_eq!(reports().await, 1, "the report committed with the failure");
 
@@ -413,7 +413,10 @@ async fn a_settlement_tried_again_after_a_lost_answer_changes_nothing() {
         Some(owner),
         "the new lease is left alone"
     );
-    assert_eq!(queue::attempts(app.pool(), id).await.unwrap().len(), 1);
+    assert_eq!(
+        queue::attempts(app.pool(), id.into()).await.unwrap().len(),
+        1
+    );
 
     // Accepted, settled, tried again.
     let accepted = attempt(AttemptOutcome::Accepted);
@@ -425,7 +428,10 @@ async fn a_settlement_tried_again_after_a_lost_answer_changes_nothing() {
         settle(&accepted, queue::Settlement::Accepted).await,
         vec![true]
     );
-    assert_eq!(queue::attempts(app.pool(), id).await.unwrap().len(), 2);
+    assert_eq!(
+        queue::attempts(app.pool(), id.into()).await.unwrap().len(),
+        2
+    );
     let (counted, recipients): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT sum(accepted)::bigint FROM usage_hours WHERE tenant_id = $1),
                 (SELECT sum(recipients)::bigint FROM mailbox_usage WHERE mailbox = lower($2))",
@@ -865,7 +871,7 @@ async fn graph_tenants(
 /// A small message of a device of `tenant_id`, to enqueue.
 fn queued_message(tenant_id: TenantId) -> queue::NewMessage {
     queue::NewMessage {
-        id: uuid::Uuid::now_v7(),
+        id: (uuid::Uuid::now_v7()).into(),
         tenant_id,
         device_id: None,
         mail_from: "s@x.example".into(),
@@ -1349,11 +1355,18 @@ async fn a_mailbox_at_its_daily_recipients_defers_without_an_attempt() {
     let mut app = app;
     app.stack.start_worker().unwrap();
     let status = app
-        .wait_for_message(id, |s| s.next_attempt_at > chrono_now_plus_seconds(600))
+        .wait_for_message(id.into(), |s| {
+            s.next_attempt_at > chrono_now_plus_seconds(600)
+        })
         .await;
     assert_eq!(status.state.as_str(), "queued");
     assert_eq!(status.attempt_count, 0, "a deferral is not an attempt");
-    assert!(queue::attempts(app.pool(), id).await.unwrap().is_empty());
+    assert!(
+        queue::attempts(app.pool(), id.into())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(app.stack.simulator.directory.delivered().is_empty());
 }
 

@@ -5,6 +5,7 @@
 //! the mailbox off until the first success, and no draft left in the mailbox after a
 //! failed large send.
 
+use mailbridge_core::ids::MessageId;
 use std::time::{Duration, Instant};
 
 use mailbridge_core::queue::{self, MessageKind, NewMessage};
@@ -24,7 +25,7 @@ async fn queue_message(
     header: &str,
     rcpt_to: &[&str],
     body: &str,
-) -> Uuid {
+) -> MessageId {
     let message = format!(
         "From: {sender}\r\n{header}Subject: Limits\r\nMessage-ID: <{}@limits.test>\r\n\r\n{body}\r\n",
         Uuid::new_v4().simple(),
@@ -34,7 +35,7 @@ async fn queue_message(
         app.pool(),
         app.master_key(),
         &NewMessage {
-            id: Uuid::now_v7(),
+            id: (Uuid::now_v7()).into(),
             tenant_id: tenant.tenant.id,
             device_id: None,
             mail_from: tenant.tenant.sender_mailbox.clone(),
@@ -62,7 +63,7 @@ fn graph_sends(app: &TestApp, mailbox: &str) -> usize {
         .count()
 }
 
-async fn deferrals_without_attempt(app: &TestApp, id: Uuid) -> (i64, bool) {
+async fn deferrals_without_attempt(app: &TestApp, id: MessageId) -> (i64, bool) {
     // Attempts as recorded: a lease raises `attempt_count` for a moment, and a
     // deferral takes it back, so the counter alone can read 1 in between.
     let attempts: i64 =
@@ -369,7 +370,7 @@ async fn large_message_customer(app: &TestApp, name: &str) -> TestTenant {
 }
 
 /// A scan too large for one Graph request, queued: text and a 5 MB PDF.
-async fn queue_large(app: &TestApp, tenant: &TestTenant, to: &str) -> Uuid {
+async fn queue_large(app: &TestApp, tenant: &TestTenant, to: &str) -> MessageId {
     use base64::Engine;
     let pdf: Vec<u8> = (0..5 * 1024 * 1024)
         .map(|i: usize| (i * 31 % 251) as u8)
@@ -390,7 +391,7 @@ async fn queue_large(app: &TestApp, tenant: &TestTenant, to: &str) -> Uuid {
 }
 
 /// Waits until an attempt of message `id` is recorded.
-async fn wait_for_attempt(app: &TestApp, id: Uuid) {
+async fn wait_for_attempt(app: &TestApp, id: MessageId) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while queue::attempts(app.pool(), id).await.unwrap().is_empty() {
         assert!(Instant::now() < deadline, "no attempt recorded");
@@ -399,7 +400,7 @@ async fn wait_for_attempt(app: &TestApp, id: Uuid) {
 }
 
 /// The Graph draft recorded on message `id` (none once it left the queue).
-async fn recorded_draft(app: &TestApp, id: Uuid) -> Option<String> {
+async fn recorded_draft(app: &TestApp, id: MessageId) -> Option<String> {
     sqlx::query_scalar("SELECT q.graph_draft_id FROM messages m LEFT JOIN queue q ON q.message_id = m.id WHERE m.id = $1")
         .bind(id)
         .fetch_one(app.pool())

@@ -4,6 +4,7 @@
 //! `202` — 500 recipients per message (`5.5.3`), 10 000 a day (`5.1.90`) — which come
 //! back as non-delivery reports that the worker diagnoses in plain words.
 
+use mailbridge_core::ids::MessageId;
 use mailbridge_core::{
     diagnosis::{self, Lang},
     queue::{self, MessageKind, NewMessage},
@@ -22,7 +23,7 @@ async fn queue_to(
     tenant: &TestTenant,
     recipients: &[String],
     subject: &str,
-) -> Uuid {
+) -> MessageId {
     let sender = &tenant.tenant.sender_mailbox;
     let message = format!(
         "From: {sender}\r\nTo: {}\r\nSubject: {subject}\r\nMessage-ID: <{}@strict.test>\r\n\r\nBefund\r\n",
@@ -33,7 +34,7 @@ async fn queue_to(
         app.pool(),
         app.master_key(),
         &NewMessage {
-            id: Uuid::now_v7(),
+            id: (Uuid::now_v7()).into(),
             tenant_id: tenant.tenant.id,
             device_id: None,
             mail_from: sender.clone(),
@@ -95,7 +96,7 @@ async fn watched_customer(app: &TestApp, name: &str) -> TestTenant {
     tenant
 }
 
-async fn bounce_of(app: &TestApp, id: Uuid) -> (String, String, i64) {
+async fn bounce_of(app: &TestApp, id: MessageId) -> (String, String, i64) {
     app.wait_for_message(id, |m| m.state.as_str() == "bounced")
         .await;
     sqlx::query_as(

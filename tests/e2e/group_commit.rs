@@ -1,6 +1,7 @@
 //! Group commit: messages of many sessions committed together are each durable when
 //! their session hears `250`, and one bad message in a batch refuses only itself.
 
+use mailbridge_core::ids::MessageId;
 use mailbridge_core::ids::TenantId;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -12,7 +13,7 @@ use uuid::Uuid;
 
 use crate::harness::TestApp;
 
-fn message(tenant: TenantId, id: Uuid, n: usize) -> NewMessage {
+fn message(tenant: TenantId, id: MessageId, n: usize) -> NewMessage {
     NewMessage {
         id,
         tenant_id: tenant,
@@ -35,7 +36,7 @@ async fn a_batch_commits_everything_or_refuses_only_the_bad_message() {
     let committer = GroupCommit::start(app.pool().clone(), app.master_key().clone());
     let taken = Uuid::now_v7();
     committer
-        .enqueue(message(tenant, taken, 0))
+        .enqueue(message(tenant, taken.into(), 0))
         .await
         .expect("the first commits");
 
@@ -46,7 +47,7 @@ async fn a_batch_commits_everything_or_refuses_only_the_bad_message() {
         let id = if n == 100 { taken } else { Uuid::now_v7() };
         ids.push((n, id));
         let committer = committer.clone();
-        sends.spawn(async move { (n, committer.enqueue(message(tenant, id, n)).await) });
+        sends.spawn(async move { (n, committer.enqueue(message(tenant, id.into(), n)).await) });
     }
     let mut refused = Vec::new();
     while let Some(result) = sends.join_next().await {

@@ -3,6 +3,7 @@
 //! migrated template, and a whole mailbridge stack (edge, worker, web and the
 //! Microsoft 365 simulator) per test on free loopback ports.
 
+use mailbridge_core::ids::MessageId;
 use std::{
     path::PathBuf,
     sync::OnceLock,
@@ -415,7 +416,7 @@ impl TestApp {
     /// Waits until `check` holds for the message's state.
     pub async fn wait_for_message(
         &self,
-        id: Uuid,
+        id: MessageId,
         check: impl Fn(&queue::MessageStatus) -> bool,
     ) -> queue::MessageStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -433,7 +434,7 @@ impl TestApp {
         }
     }
 
-    pub async fn message_ids(&self) -> Vec<Uuid> {
+    pub async fn message_ids(&self) -> Vec<MessageId> {
         sqlx::query_scalar("SELECT id FROM messages ORDER BY received_at")
             .fetch_all(self.pool())
             .await

@@ -5,6 +5,7 @@
 //! messages go as soon as a probe gets through after the consent is restored; a
 //! held message past its maximum age fails with the hold's reason.
 
+use mailbridge_core::ids::MessageId;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -17,7 +18,7 @@ use mailbridge::stack::StackOptions;
 use crate::harness::{TestApp, TestTenant, database_url};
 
 /// Queues a message for `tenant` to `recipient`; returns its queue id.
-async fn queue_message(app: &TestApp, tenant: &TestTenant, recipient: &str, n: usize) -> Uuid {
+async fn queue_message(app: &TestApp, tenant: &TestTenant, recipient: &str, n: usize) -> MessageId {
     let body = format!(
         "From: {sender}\r\nTo: {recipient}\r\nSubject: Befund {n}\r\nMessage-ID: <{}@holds.test>\r\n\r\nBefund {n}\r\n",
         Uuid::new_v4().simple(),
@@ -27,7 +28,7 @@ async fn queue_message(app: &TestApp, tenant: &TestTenant, recipient: &str, n: u
         app.pool(),
         app.master_key(),
         &NewMessage {
-            id: Uuid::now_v7(),
+            id: (Uuid::now_v7()).into(),
             tenant_id: tenant.tenant.id,
             device_id: None,
             mail_from: tenant.tenant.sender_mailbox.clone(),
@@ -69,7 +70,7 @@ async fn wait_for_hold(
     }
 }
 
-async fn count_in_state(app: &TestApp, ids: &[Uuid], state: &str) -> usize {
+async fn count_in_state(app: &TestApp, ids: &[MessageId], state: &str) -> usize {
     let n: i64 =
         sqlx::query_scalar("SELECT count(*) FROM messages WHERE id = ANY($1) AND state = $2")
             .bind(ids)
@@ -81,7 +82,7 @@ async fn count_in_state(app: &TestApp, ids: &[Uuid], state: &str) -> usize {
 }
 
 /// Waits until every one of `ids` is delivered; returns when that was seen.
-async fn wait_delivered(app: &TestApp, ids: &[Uuid], within: Duration) -> Instant {
+async fn wait_delivered(app: &TestApp, ids: &[MessageId], within: Duration) -> Instant {
     let deadline = Instant::now() + within;
     loop {
         let delivered = count_in_state(app, ids, "accepted").await;

@@ -7,6 +7,7 @@
 //! through A's own tenant and mailbox (the sender policy rewrites a foreign From);
 //! and nothing from A's devices is ever queued for or delivered through B's tenant.
 
+use mailbridge_core::ids::MessageId;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -61,7 +62,7 @@ impl Session {
 
     /// A message from `from` (envelope and header) to the clinic's reception, which
     /// must be queued: its queue id.
-    async fn queue(&mut self, from: &str, subject: &str) -> Uuid {
+    async fn queue(&mut self, from: &str, subject: &str) -> MessageId {
         let to = "empfang@klinik.example";
         queued(
             &self
@@ -77,11 +78,11 @@ impl Session {
 }
 
 /// The queue id in `250 2.0.0 OK queued as <id>`.
-fn queued(reply: &str) -> Uuid {
+fn queued(reply: &str) -> MessageId {
     let id = reply
         .strip_prefix("250 2.0.0 OK queued as ")
         .unwrap_or_else(|| panic!("not accepted: {reply}"));
-    Uuid::parse_str(id.trim()).unwrap()
+    id.trim().parse().unwrap()
 }
 
 fn message(from: &str, to: &str, subject: &str) -> String {
@@ -190,7 +191,7 @@ impl Customers {
     }
 
     /// The delivery of message `id`, once the worker is done with it.
-    async fn delivered(&self, id: Uuid) -> DeliveredMessage {
+    async fn delivered(&self, id: MessageId) -> DeliveredMessage {
         let done = |m: &queue::MessageStatus| matches!(m.state.as_str(), "accepted" | "failed");
         let status = self.app.wait_for_message(id, done).await;
         assert_eq!(status.state.as_str(), "accepted", "{status:?}");
@@ -207,7 +208,7 @@ impl Customers {
 
     /// Asserts that message `id` was queued for A and went out through A's tenant,
     /// as A's mailbox.
-    async fn delivered_through_a(&self, id: Uuid) -> DeliveredMessage {
+    async fn delivered_through_a(&self, id: MessageId) -> DeliveredMessage {
         let status = queue::status(self.app.pool(), id).await.unwrap();
         let queued_for = status.map(|s| s.tenant_id);
         assert_eq!(
@@ -444,7 +445,7 @@ async fn a_device_cannot_send_as_or_through_another_customer() {
     assert_eq!(b_delivery.mailbox, b_sender);
 
     // Nothing but B's own message is queued for or delivered through B.
-    let queued_for_b: Vec<Uuid> =
+    let queued_for_b: Vec<MessageId> =
         sqlx::query_scalar("SELECT id FROM messages WHERE tenant_id = $1")
             .bind(c.b.tenant.id)
             .fetch_all(c.app.pool())
@@ -504,7 +505,7 @@ async fn lettre_with_a_foreign_sender_goes_through_its_own_tenant() {
             .expect("a queue id"),
     )
     .unwrap();
-    let delivered = c.delivered_through_a(id).await;
+    let delivered = c.delivered_through_a(id.into()).await;
     assert_eq!(delivered.from.as_deref(), Some(c.a_sender()));
     assert!(
         !delivered

@@ -5,6 +5,7 @@
 //! answering as the public cloud instead, Entra refuses the resource
 //! (`AADSTS500011`): the customer is held with that diagnosis, nothing is lost.
 
+use mailbridge_core::ids::MessageId;
 use std::time::{Duration, Instant};
 
 use mailbridge::stack::StackOptions;
@@ -32,7 +33,7 @@ async fn gcc_high() -> TestApp {
     .await
 }
 
-async fn queue_message(app: &TestApp, tenant: &TestTenant, to: &str) -> Uuid {
+async fn queue_message(app: &TestApp, tenant: &TestTenant, to: &str) -> MessageId {
     let body = format!(
         "From: {sender}\r\nTo: {to}\r\nSubject: Befund\r\nMessage-ID: <{}@cloud.test>\r\n\r\nBefund\r\n",
         Uuid::new_v4().simple(),
@@ -42,7 +43,7 @@ async fn queue_message(app: &TestApp, tenant: &TestTenant, to: &str) -> Uuid {
         app.pool(),
         app.master_key(),
         &NewMessage {
-            id: Uuid::now_v7(),
+            id: (Uuid::now_v7()).into(),
             tenant_id: tenant.tenant.id,
             device_id: None,
             mail_from: tenant.tenant.sender_mailbox.clone(),

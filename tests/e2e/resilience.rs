@@ -132,7 +132,7 @@ async fn a_customer_deleted_mid_delivery_does_not_hold_the_worker() {
         times: Some(1),
     });
     let message = |tenant: &crate::harness::TestTenant, to: &str| NewMessage {
-        id: uuid::Uuid::now_v7(),
+        id: (uuid::Uuid::now_v7()).into(),
         tenant_id: tenant.tenant.id,
         device_id: None,
         mail_from: tenant.tenant.sender_mailbox.clone(),

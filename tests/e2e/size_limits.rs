@@ -303,9 +303,9 @@ async fn microsoft_refuses_a_message_over_the_mailboxs_send_size_on_graph_and_sm
             .fetch_one(app.pool())
             .await
             .unwrap();
-        app.wait_for_message(id, |s| s.state.as_str() == "failed")
+        app.wait_for_message(id.into(), |s| s.state.as_str() == "failed")
             .await;
-        let attempts = queue::attempts(app.pool(), id).await.unwrap();
+        let attempts = queue::attempts(app.pool(), id.into()).await.unwrap();
         assert_eq!(attempts.len(), 1, "permanent: not retried");
         assert_eq!(
             attempts[0].diagnosis.as_deref(),

@@ -2,6 +2,7 @@
 //! sees no other practice anywhere — lists, pages, forms, the message log, the API
 //! with their token — and "not found" is all a guessed id gets.
 
+use mailbridge_core::ids::MessageId;
 use mailbridge_core::queue::{self, MessageKind, NewMessage};
 use reqwest::StatusCode;
 use uuid::Uuid;
@@ -12,8 +13,8 @@ use crate::{
 };
 
 /// Queues a message for `tenant` with `subject`; returns its id.
-async fn queue_message(app: &TestApp, tenant: &TestTenant, subject: &str) -> Uuid {
-    let id = Uuid::now_v7();
+async fn queue_message(app: &TestApp, tenant: &TestTenant, subject: &str) -> MessageId {
+    let id = MessageId::now();
     let sender = tenant.tenant.sender_mailbox.clone();
     queue::enqueue(
         app.pool(),

@@ -2,6 +2,7 @@
 //! fault injection: each is classified once (retry or permanent), recorded with its
 //! diagnosis, and settled accordingly. Also SMTP XOAUTH2 delivery end to end.
 
+use mailbridge_core::ids::MessageId;
 use std::time::Duration;
 
 use lettre::{AsyncTransport, address::Envelope};
@@ -18,7 +19,7 @@ use uuid::Uuid;
 
 use crate::harness::{TestApp, TestTenant, sample_message, without_final_crlf};
 
-async fn send(app: &TestApp, tenant: &TestTenant, to: &str) -> Uuid {
+async fn send(app: &TestApp, tenant: &TestTenant, to: &str) -> MessageId {
     let device = app
         .add_device(tenant, &format!("Geraet {}", Uuid::new_v4().simple()))
         .await;

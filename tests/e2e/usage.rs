@@ -223,7 +223,7 @@ async fn a_burst_settled_in_batches_is_counted_once_per_message() {
             let body =
                 sample_message(sender, "a@klinik.example", &format!("Schub {n}")).into_bytes();
             burst.push(NewMessage {
-                id: uuid::Uuid::now_v7(),
+                id: (uuid::Uuid::now_v7()).into(),
                 tenant_id: tenant.tenant.id,
                 device_id: Some(device.device.id),
                 mail_from: sender.clone(),

@@ -8,6 +8,7 @@
 //! log's readable changes, a message's page showing its delivery by itself.
 
 use mailbridge_core::ids::DeviceId;
+use mailbridge_core::ids::MessageId;
 use mailbridge_core::ids::TenantId;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ struct Walk {
     base: String,
     tenant: TenantId,
     device: DeviceId,
-    message: Uuid,
+    message: MessageId,
     /// The message's id as the edge's SMTP reply gave it.
     smtp_id: String,
 }

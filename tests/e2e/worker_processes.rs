@@ -24,7 +24,7 @@ async fn queue_messages(app: &TestApp, tenant: &TestTenant, count: usize) -> Vec
             app.pool(),
             app.master_key(),
             &NewMessage {
-                id: Uuid::now_v7(),
+                id: (Uuid::now_v7()).into(),
                 tenant_id: tenant.tenant.id,
                 device_id: None,
                 mail_from: tenant.tenant.sender_mailbox.clone(),

@@ -6,9 +6,9 @@
 //! (except a refused token, whose path is the one that is broken); MSP-wide alerts
 //! then go by webhook only.
 
+use crate::ids::MessageId;
 use crate::ids::TenantId;
 use sqlx::{Postgres, Transaction};
-use uuid::Uuid;
 
 use crate::{
     alerts::{Alert, Channels, Kind},
@@ -49,7 +49,7 @@ pub(crate) async fn queue(
     else {
         return Ok(());
     };
-    let id = Uuid::now_v7();
+    let id = MessageId::now();
     let resolved = alert.resolved_at.is_some();
     let title = |lang: Lang| {
         let title = alert.title(lang);

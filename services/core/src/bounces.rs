@@ -4,13 +4,13 @@
 //! mailbox's reports are handled, whether Microsoft lets mailbridge read it at all,
 //! and the bounces recorded per message and recipient.
 
+use crate::ids::MessageId;
 use crate::ids::TenantId;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, PgPool};
-use uuid::Uuid;
 
 use crate::queue::LeasedMessage;
 
@@ -274,7 +274,7 @@ impl Bounce {
 }
 
 /// The bounces of message `id`, by recipient.
-pub async fn of_message(pool: &PgPool, id: Uuid) -> Result<Vec<Bounce>, sqlx::Error> {
+pub async fn of_message(pool: &PgPool, id: MessageId) -> Result<Vec<Bounce>, sqlx::Error> {
     sqlx::query_as(
         "SELECT recipient, status, diagnostic_code, diagnosis, reported_at
            FROM message_bounces WHERE message_id = $1 ORDER BY recipient",
@@ -344,7 +344,11 @@ pub async fn count_found(pool: &PgPool, tenant_id: TenantId, n: i64) -> Result<(
 
 /// Records the Message-ID a message was sent with, when the worker had to add one
 /// (a message queued before the edge added them).
-pub async fn set_message_id(pool: &PgPool, id: Uuid, message_id: &str) -> Result<(), sqlx::Error> {
+pub async fn set_message_id(
+    pool: &PgPool,
+    id: MessageId,
+    message_id: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE messages SET message_id_header = $2 WHERE id = $1")
         .bind(id)
         .bind(message_id)

@@ -11,9 +11,9 @@
 
 use std::sync::Arc;
 
+use crate::ids::MessageId;
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
-use uuid::Uuid;
 
 use crate::{
     crypto::MasterKey,
@@ -27,7 +27,7 @@ pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Transactions in flight at once.
 const COMMITTERS: usize = 2;
 
-type Reply = oneshot::Sender<Result<Uuid, Arc<sqlx::Error>>>;
+type Reply = oneshot::Sender<Result<MessageId, Arc<sqlx::Error>>>;
 
 /// The handle sessions commit through.
 #[derive(Debug, Clone)]
@@ -49,7 +49,7 @@ impl GroupCommit {
     }
 
     /// Commits `message`; returns when it is durable (or has failed).
-    pub async fn enqueue(&self, message: NewMessage) -> Result<Uuid, Arc<sqlx::Error>> {
+    pub async fn enqueue(&self, message: NewMessage) -> Result<MessageId, Arc<sqlx::Error>> {
         let (reply, answer) = oneshot::channel();
         self.sender
             .send((message, reply))

@@ -88,6 +88,20 @@ id_type!(
     MessageId
 );
 
+impl MessageId {
+    /// A new message's id: time-ordered (UUIDv7), so that the log's index on it
+    /// stays append-only and ids sort by when they were made.
+    pub fn now() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// The 32 hex digits without dashes, as the edge's `250` and Message-IDs
+    /// write it.
+    pub fn simple(self) -> uuid::fmt::Simple {
+        self.0.simple()
+    }
+}
+
 id_type!(
     /// A Microsoft 365 (Entra ID) tenant: Microsoft's id of a customer's directory,
     /// where its admin consented and its mail is sent from.

@@ -8,6 +8,7 @@
 //! A customer without a row (created before this existed, or by the CLI) is
 //! tenant-wide: that is how it was onboarded.
 
+use crate::ids::MessageId;
 use crate::ids::TenantId;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -213,8 +214,8 @@ pub async fn queue_verification(
     key: &MasterKey,
     tenant: &Tenant,
     hostname: &str,
-) -> Result<Option<Uuid>, sqlx::Error> {
-    let id = Uuid::now_v7();
+) -> Result<Option<MessageId>, sqlx::Error> {
+    let id = MessageId::now();
     let claimed = sqlx::query(
         "UPDATE tenant_permissions SET verification_message_id = $2
           WHERE tenant_id = $1 AND mode = 'limited' AND exchange_verified_at IS NULL

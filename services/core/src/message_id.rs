@@ -3,7 +3,7 @@
 //! sent none. A non-delivery report quotes it among the original headers, which is
 //! how a bounce finds the message it is about.
 
-use uuid::Uuid;
+use crate::ids::MessageId;
 
 use crate::header_fields::is_field;
 
@@ -51,13 +51,18 @@ pub fn normalize(text: &str) -> Option<String> {
 
 /// The Message-ID mailbridge gives a message without one: unique (the queue id) and
 /// under the relay's host name.
-pub fn generated(queue_id: Uuid, hostname: &str) -> String {
+pub fn generated(queue_id: MessageId, hostname: &str) -> String {
     format!("{}@{}", queue_id.simple(), hostname)
 }
 
 /// `message` with a Message-ID field inserted at `at` (after the trace fields the
 /// relay added), if it has none; and the Message-ID it carries either way.
-pub fn ensure(message: Vec<u8>, at: usize, queue_id: Uuid, hostname: &str) -> (Vec<u8>, String) {
+pub fn ensure(
+    message: Vec<u8>,
+    at: usize,
+    queue_id: MessageId,
+    hostname: &str,
+) -> (Vec<u8>, String) {
     if let Some(existing) = find(&message) {
         return (message, existing);
     }
@@ -85,7 +90,7 @@ mod tests {
 
     #[test]
     fn a_message_without_one_gets_one_after_the_trace() {
-        let id = Uuid::nil();
+        let id = MessageId::from(uuid::Uuid::nil());
         let (out, mid) = ensure(
             b"Received: by relay\r\nFrom: a@x\r\n\r\nbody\r\n".to_vec(),
             20,

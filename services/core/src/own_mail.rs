@@ -4,17 +4,17 @@
 //! sent as 8bit where its lines allow and quoted-printable where they do not. The
 //! queue then carries them like a device's message.
 
+use crate::ids::MessageId;
 use lettre::message::{
     Mailbox, Message, SinglePart,
     header::{ContentTransferEncoding, ContentType, Header, HeaderName, HeaderValue},
 };
-use uuid::Uuid;
 
 /// One message mailbridge sends of its own accord.
 #[derive(Debug)]
 pub struct OwnMail<'a> {
     /// Its queue id, which also names it in its Message-ID.
-    pub id: Uuid,
+    pub id: MessageId,
     /// The Message-ID's right-hand side.
     pub host: &'a str,
     /// The sender mailbox, and the name shown with it.
@@ -97,7 +97,7 @@ mod tests {
 
     fn mail(subject: &str, text: &str) -> OwnMail<'static> {
         OwnMail {
-            id: Uuid::nil(),
+            id: uuid::Uuid::nil().into(),
             host: "relay.example",
             from: "scan@praxis.example",
             from_name: Some("mailbridge"),

@@ -26,13 +26,13 @@
 //! settle to retry and cancel; they share the lease and state rules above.
 
 use crate::ids::DeviceId;
+use crate::ids::MessageId;
 use crate::ids::TenantId;
 use std::{net::IpAddr, time::Duration};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{FromRow, PgPool};
-use uuid::Uuid;
 
 use crate::{
     crypto::{CryptoError, MasterKey},
@@ -117,7 +117,7 @@ impl MessageKind {
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     /// Chosen by the edge, so its trace header can name it before the commit.
-    pub id: Uuid,
+    pub id: MessageId,
     pub tenant_id: TenantId,
     pub device_id: Option<DeviceId>,
     pub mail_from: String,
@@ -132,7 +132,7 @@ pub struct NewMessage {
 }
 
 /// What a message body is sealed for: its message, so it cannot be swapped.
-fn body_context(id: Uuid) -> String {
+fn body_context(id: MessageId) -> String {
     format!("message-body:{id}")
 }
 
@@ -142,7 +142,7 @@ pub async fn enqueue(
     pool: &PgPool,
     key: &MasterKey,
     message: &NewMessage,
-) -> Result<Uuid, sqlx::Error> {
+) -> Result<MessageId, sqlx::Error> {
     enqueue_all(pool, key, &[message]).await?;
     Ok(message.id)
 }
@@ -209,7 +209,7 @@ pub async fn enqueue_all<'e>(
 /// A message a worker holds a lease on.
 #[derive(Debug, Clone, FromRow)]
 pub struct LeasedMessage {
-    pub id: Uuid,
+    pub id: MessageId,
     pub tenant_id: TenantId,
     pub device_id: Option<DeviceId>,
     pub kind: MessageKind,
@@ -297,7 +297,7 @@ pub async fn lease_due(
     owner: &str,
     limit: i64,
     lease: Duration,
-    in_flight: &[Uuid],
+    in_flight: &[MessageId],
     app: Option<&crate::holds::AppIdentity>,
 ) -> Result<Vec<LeasedMessage>, sqlx::Error> {
     sqlx::query_as(concat!(
@@ -378,10 +378,14 @@ pub enum BodyError {
 
 /// The raw message as received (with our Received header), if still stored, opened
 /// with `key` (a body queued before bodies were sealed is returned as stored).
-pub async fn body(pool: &PgPool, key: &MasterKey, id: Uuid) -> Result<Option<Vec<u8>>, BodyError> {
+pub async fn body(
+    pool: &PgPool,
+    key: &MasterKey,
+    id: MessageId,
+) -> Result<Option<Vec<u8>>, BodyError> {
     let stored = sqlx::query!(
         "SELECT body, sealed FROM message_bodies WHERE message_id = $1",
-        id
+        id as MessageId
     )
     .fetch_optional(pool)
     .await?;
@@ -481,11 +485,11 @@ pub async fn reseal_bodies(pool: &PgPool, key: &MasterKey, limit: i64) -> Result
     for row in rows {
         let id = row.message_id;
         let plain = if row.sealed {
-            key.open(&body_context(id), &row.body)?
+            key.open(&body_context(id.into()), &row.body)?
         } else {
             row.body
         };
-        bodies.push(key.seal(&body_context(id), &plain));
+        bodies.push(key.seal(&body_context(id.into()), &plain));
         ids.push(id);
     }
     sqlx::query!(
@@ -559,7 +563,7 @@ pub enum Settlement {
 /// One attempt to settle (see [`settle_all`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Settling<'a> {
-    pub message_id: Uuid,
+    pub message_id: MessageId,
     pub attempt: &'a DeliveryAttempt,
     pub settlement: Settlement,
     /// A report about this message (it failed) queued in the same transaction:
@@ -642,7 +646,7 @@ async fn settle_statement<'e>(
         settling.iter().map(|s| f(s.attempt)).collect::<Vec<_>>()
     };
     let errors: Vec<Option<String>> = settling.iter().map(|s| error(s.attempt)).collect();
-    let ids: Vec<Uuid> = settling.iter().map(|s| s.message_id).collect();
+    let ids: Vec<MessageId> = settling.iter().map(|s| s.message_id).collect();
     let states: Vec<&str> = settling
         .iter()
         .map(|s| match s.settlement {
@@ -719,7 +723,7 @@ async fn settle_statement<'e>(
            LEFT JOIN prior p ON p.message_id = i.message_id
            LEFT JOIN retried r ON r.message_id = i.message_id
            LEFT JOIN counted c ON c.id = i.message_id"#,
-        &ids,
+        &ids as &[MessageId],
         &settling.iter().map(|s| s.attempt.started_at).collect::<Vec<_>>(),
         &settling.iter().map(|s| s.attempt.duration_ms).collect::<Vec<_>>(),
         &text(&|a| Some(a.method.as_str())) as &[Option<&str>],
@@ -736,9 +740,9 @@ async fn settle_statement<'e>(
     )
     .fetch_all(executor)
     .await?;
-    let settled: std::collections::HashMap<Uuid, (bool, bool)> = rows
+    let settled: std::collections::HashMap<MessageId, (bool, bool)> = rows
         .into_iter()
-        .map(|row| (row.message_id, (row.settled, row.again)))
+        .map(|row| (row.message_id.into(), (row.settled, row.again)))
         .collect();
     Ok(ids
         .iter()
@@ -749,7 +753,7 @@ async fn settle_statement<'e>(
 /// A message's state as the log shows it.
 #[derive(Debug, Clone, Serialize, FromRow)]
 pub struct MessageStatus {
-    pub id: Uuid,
+    pub id: MessageId,
     pub tenant_id: TenantId,
     pub state: MessageState,
     pub attempt_count: i32,
@@ -761,14 +765,14 @@ pub struct MessageStatus {
 /// broken now): due again at `until`, its attempt count as before.
 pub async fn defer(
     pool: &PgPool,
-    message_id: Uuid,
+    message_id: MessageId,
     owner: &str,
     until: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     sqlx::query!(
         "UPDATE queue SET due_at = $3, attempt_count = attempt_count - 1, lease_owner = NULL
           WHERE message_id = $1 AND lease_owner = $2",
-        message_id,
+        message_id as MessageId,
         owner,
         until
     )
@@ -779,7 +783,7 @@ pub async fn defer(
 
 /// Message `id`'s state: from its queue row while it has one (a lease is
 /// `delivering`), else from the log.
-pub async fn status(pool: &PgPool, id: Uuid) -> Result<Option<MessageStatus>, sqlx::Error> {
+pub async fn status(pool: &PgPool, id: MessageId) -> Result<Option<MessageStatus>, sqlx::Error> {
     sqlx::query_as!(
         MessageStatus,
         r#"SELECT m.id, m.tenant_id,
@@ -790,7 +794,7 @@ pub async fn status(pool: &PgPool, id: Uuid) -> Result<Option<MessageStatus>, sq
                   COALESCE(q.last_error, m.last_error) AS last_error
              FROM messages m LEFT JOIN queue q ON q.message_id = m.id
             WHERE m.id = $1"#,
-        id
+        id as MessageId
     )
     .fetch_optional(pool)
     .await
@@ -803,13 +807,13 @@ impl DeliveryAttempt {
     }
 }
 
-pub async fn attempts(pool: &PgPool, id: Uuid) -> Result<Vec<DeliveryAttempt>, sqlx::Error> {
+pub async fn attempts(pool: &PgPool, id: MessageId) -> Result<Vec<DeliveryAttempt>, sqlx::Error> {
     sqlx::query_as!(
         DeliveryAttempt,
         r#"SELECT started_at, duration_ms, method, outcome AS "outcome: AttemptOutcome",
                   upstream_status, upstream_code, upstream_message, diagnosis, mailbox, worker
              FROM delivery_attempts WHERE message_id = $1 ORDER BY started_at, id"#,
-        id
+        id as MessageId
     )
     .fetch_all(pool)
     .await
@@ -899,11 +903,14 @@ pub async fn per_customer(pool: &PgPool) -> Result<Vec<CustomerQueue>, sqlx::Err
 
 /// The Graph draft an attempt of message `id` recorded (the large-message path):
 /// deleted by the next attempt before it makes its own.
-pub async fn graph_draft(pool: &PgPool, id: Uuid) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar!("SELECT graph_draft_id FROM queue WHERE message_id = $1", id)
-        .fetch_optional(pool)
-        .await
-        .map(Option::flatten)
+pub async fn graph_draft(pool: &PgPool, id: MessageId) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT graph_draft_id FROM queue WHERE message_id = $1",
+        id as MessageId
+    )
+    .fetch_optional(pool)
+    .await
+    .map(Option::flatten)
 }
 
 /// Records message `id`'s Graph draft (`None`: it has none any more), if `owner`
@@ -911,13 +918,13 @@ pub async fn graph_draft(pool: &PgPool, id: Uuid) -> Result<Option<String>, sqlx
 /// must not go on with the draft (the other worker delivers the message).
 pub async fn set_graph_draft(
     pool: &PgPool,
-    id: Uuid,
+    id: MessageId,
     owner: &str,
     draft: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     sqlx::query!(
         "UPDATE queue SET graph_draft_id = $3 WHERE message_id = $1 AND lease_owner = $2",
-        id,
+        id as MessageId,
         owner,
         draft
     )
@@ -928,14 +935,14 @@ pub async fn set_graph_draft(
 
 /// Makes waiting message `id` due now, probes its customer's holds at once and
 /// wakes the workers. Whether it was waiting (`queued`).
-pub async fn retry_now(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn retry_now(pool: &PgPool, id: MessageId) -> Result<bool, sqlx::Error> {
     let woken = sqlx::query_scalar!(
         r#"WITH m AS (UPDATE queue SET due_at = now()
                        WHERE message_id = $1 AND lease_owner IS NULL RETURNING tenant_id),
                 h AS (UPDATE delivery_holds SET next_probe_at = now()
                        WHERE tenant_id IN (SELECT tenant_id FROM m) AND next_probe_at > now())
            SELECT 1 AS "woken!" FROM m, LATERAL pg_notify($2, m.tenant_id::text)"#,
-        id,
+        id as MessageId,
         QUEUE_CHANNEL
     )
     .fetch_optional(pool)
@@ -946,7 +953,7 @@ pub async fn retry_now(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
 /// Gives up on waiting message `id` for `reason`: it fails and its body is
 /// deleted (it counts as failed in the month's usage). Whether it was waiting; one
 /// being delivered right now is not.
-pub async fn cancel(pool: &PgPool, id: Uuid, reason: &str) -> Result<bool, sqlx::Error> {
+pub async fn cancel(pool: &PgPool, id: MessageId, reason: &str) -> Result<bool, sqlx::Error> {
     let cancelled = sqlx::query_scalar!(
         r#"WITH q AS (DELETE FROM queue WHERE message_id = $1 AND lease_owner IS NULL
                        RETURNING message_id, attempt_count),
@@ -955,7 +962,7 @@ pub async fn cancel(pool: &PgPool, id: Uuid, reason: &str) -> Result<bool, sqlx:
                         FROM q WHERE m.id = q.message_id RETURNING m.id),
                 b AS (DELETE FROM message_bodies WHERE message_id IN (SELECT id FROM m))
            SELECT id AS "id!" FROM m WHERE usage_count(id, 'failed') = 1"#,
-        id,
+        id as MessageId,
         reason
     )
     .fetch_optional(pool)

@@ -12,6 +12,7 @@
 //! one data phase of the session — the DATA and BDAT readers and the `Session` methods
 //! that check and commit the message, which work on the session's private state.
 
+use mailbridge_core::ids::MessageId;
 use std::time::Duration;
 
 use mailbridge_core::{
@@ -21,7 +22,6 @@ use mailbridge_core::{
 };
 use smtp_proto::request::receiver::{BdatReceiver, DummyDataReceiver};
 use tokio::io::{AsyncRead, AsyncWrite};
-use uuid::Uuid;
 
 use crate::{
     message, reply,
@@ -142,7 +142,7 @@ impl DotReader {
 
 /// A message being received.
 pub(crate) struct DataTransfer {
-    id: Uuid,
+    id: MessageId,
     reader: Reader,
     body: Vec<u8>,
     /// Length of our trace header at the start of `body`, not counted against SIZE.
@@ -151,7 +151,7 @@ pub(crate) struct DataTransfer {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn new_transfer(&self, reader: Reader) -> Box<DataTransfer> {
-        let id = Uuid::now_v7();
+        let id = MessageId::now();
         let mut body = Vec::with_capacity(16 * 1024);
         body.extend_from_slice(self.received_header(id).as_bytes());
         let trace_len = body.len();
@@ -224,7 +224,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// The RFC 5321 §4.4 trace field, with the RFC 3848 protocol name.
-    fn received_header(&self, id: Uuid) -> String {
+    fn received_header(&self, id: MessageId) -> String {
         let protocol = match (self.tls.is_some(), self.device.is_some()) {
             (true, true) => "ESMTPSA",
             (true, false) => "ESMTPS",

@@ -18,6 +18,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use mailbridge_core::ids::DeviceId;
+use mailbridge_core::ids::MessageId;
 use mailbridge_core::ids::TenantId;
 use mailbridge_core::{
     devices::{Device, IssuedCredential},
@@ -497,7 +498,7 @@ pub struct TestMessage {
 /// A message taken into the queue.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Queued {
-    pub queue_id: Uuid,
+    pub queue_id: MessageId,
 }
 
 #[utoipa::path(
@@ -831,7 +832,7 @@ pub struct MessageDetail {
 pub(crate) async fn get_message(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<MessageId>,
 ) -> Result<Response> {
     actor.require(Permission::View)?;
     let message = messages::load(&state.pool, &actor.customers, id).await?;
@@ -870,7 +871,7 @@ pub(crate) async fn get_message(
 pub(crate) async fn retry_message(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<MessageId>,
 ) -> Result<Response> {
     messages::retry(&state, &actor, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -887,7 +888,7 @@ pub(crate) async fn retry_message(
 pub(crate) async fn cancel_message(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<MessageId>,
 ) -> Result<Response> {
     messages::cancel(&state, &actor, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -8,6 +8,7 @@
 //! several grouped queries (messages, refusals, devices, holds, permissions), and
 //! every customer operation the API shares sits beside its form handler.
 
+use mailbridge_core::ids::MessageId;
 use mailbridge_core::ids::TenantId;
 use std::collections::HashMap;
 
@@ -33,7 +34,6 @@ use mailbridge_core::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::{
     WebState, audit,
@@ -443,12 +443,12 @@ pub async fn send_test(
     actor: &Actor,
     id: TenantId,
     recipient: &str,
-) -> Result<Uuid> {
+) -> Result<MessageId> {
     actor.require(Permission::SendTest)?;
     let tenant = load(&state.pool, id).await?;
     let recipient = mailbridge_core::address::EmailAddress::parse(recipient)
         .map_err(|e| Error::invalid_address(e.0))?;
-    let queue_id = Uuid::now_v7();
+    let queue_id = MessageId::now();
     // The subject in the language of the page it was sent from; the text in both.
     let subject = actor.tr.t(tr!("mailbridge test message"));
     let text = [Lang::En, Lang::De]

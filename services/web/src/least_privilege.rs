@@ -12,6 +12,7 @@ use axum::{
     routing::{get, post},
 };
 use chrono::{DateTime, Utc};
+use mailbridge_core::ids::MessageId;
 use mailbridge_core::ids::TenantId;
 use mailbridge_core::{
     diagnosis::Lang,
@@ -252,7 +253,7 @@ async fn download(
 
 /// "I ran the script — check now": the verification message (queued again if it is
 /// gone) and the customer's holds are tried at once.
-pub async fn check_now(state: &WebState, actor: &Actor, id: TenantId) -> Result<Option<Uuid>> {
+pub async fn check_now(state: &WebState, actor: &Actor, id: TenantId) -> Result<Option<MessageId>> {
     actor.require(Permission::SendTest)?;
     if !actor.customers.sees(id) {
         return Err(Error::NotFound);

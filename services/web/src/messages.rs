@@ -14,6 +14,7 @@ use axum::{
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
 use mailbridge_core::ids::DeviceId;
+use mailbridge_core::ids::MessageId;
 use mailbridge_core::ids::TenantId;
 use mailbridge_core::{
     bounces::{self, Bounce},
@@ -234,7 +235,7 @@ impl Explanation {
 }
 
 /// A message of a customer `scope` sees, or not found.
-pub async fn load(pool: &PgPool, scope: &CustomerScope, id: Uuid) -> Result<LoggedMessage> {
+pub async fn load(pool: &PgPool, scope: &CustomerScope, id: MessageId) -> Result<LoggedMessage> {
     let message = message_log::get(pool, id).await?.ok_or(Error::NotFound)?;
     if scope.sees(message.tenant_id) {
         Ok(message)
@@ -245,7 +246,7 @@ pub async fn load(pool: &PgPool, scope: &CustomerScope, id: Uuid) -> Result<Logg
 
 /// Tries a waiting message again now (its backoff is skipped, the holds of its
 /// customer probed at once) and wakes the workers.
-pub async fn retry(state: &WebState, actor: &Actor, id: Uuid) -> Result<()> {
+pub async fn retry(state: &WebState, actor: &Actor, id: MessageId) -> Result<()> {
     actor.require(Permission::HandleMessages)?;
     let message = load(&state.pool, &actor.customers, id).await?;
     if !queue::retry_now(&state.pool, id).await? {
@@ -260,7 +261,7 @@ pub async fn retry(state: &WebState, actor: &Actor, id: Uuid) -> Result<()> {
 }
 
 /// Gives up on a waiting message: it fails, its content is deleted.
-pub async fn cancel(state: &WebState, actor: &Actor, id: Uuid) -> Result<()> {
+pub async fn cancel(state: &WebState, actor: &Actor, id: MessageId) -> Result<()> {
     actor.require(Permission::HandleMessages)?;
     let message = load(&state.pool, &actor.customers, id).await?;
     let reason = format!("cancelled by {}", actor.label);
@@ -408,7 +409,7 @@ struct MessagePage {
 async fn detail(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<MessageId>,
 ) -> Result<Response> {
     let message = load(&state.pool, &actor.customers, id).await?;
     let attempts = queue::attempts(&state.pool, id).await?;
@@ -431,7 +432,7 @@ async fn detail(
 async fn retry_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<MessageId>,
 ) -> Result<Response> {
     retry(&state, &actor, id).await?;
     Ok(Redirect::to(&format!("/messages/{id}")).into_response())
@@ -440,7 +441,7 @@ async fn retry_form(
 async fn cancel_form(
     State(state): State<WebState>,
     actor: Actor,
-    Path(id): Path<Uuid>,
+    Path(id): Path<MessageId>,
 ) -> Result<Response> {
     cancel(&state, &actor, id).await?;
     Ok(Redirect::to(&format!("/messages/{id}")).into_response())

@@ -4,6 +4,7 @@
 //! client. Also the app that serves a customer (its own or the MSP's) and a
 //! customer's Graph for the bounce watcher and the sign-in-log reader.
 
+use mailbridge_core::ids::MessageId;
 use mailbridge_core::ids::TenantId;
 use std::sync::Arc;
 
@@ -220,11 +221,13 @@ impl Worker {
                 let meter = Arc::new(graph_budget::Meter::default());
                 let outcome = graph_budget::metered(meter.clone(), async {
                     if let Some(json) = unsaved {
-                        self.graph.send_json(token, mailbox, json, message.id).await
+                        self.graph
+                            .send_json(token, mailbox, json, message.id.as_uuid())
+                            .await
                     } else if one_request {
                         let outcome = self
                             .graph
-                            .send_mime(token, mailbox, &mime, message.id)
+                            .send_mime(token, mailbox, &mime, message.id.as_uuid())
                             .await;
                         // Graph's own count of the request was over its limit: the
                         // large-message path takes any size the mailbox allows.
@@ -340,13 +343,13 @@ impl Worker {
 /// this worker (`owner`) holds its lease.
 struct Drafts<'a> {
     pool: &'a PgPool,
-    message_id: uuid::Uuid,
+    message_id: MessageId,
     owner: &'a str,
 }
 
 impl graph_large::DraftLedger for Drafts<'_> {
     fn message_id(&self) -> uuid::Uuid {
-        self.message_id
+        self.message_id.as_uuid()
     }
 
     async fn recorded(&self) -> Result<Option<String>, graph_large::LedgerError> {

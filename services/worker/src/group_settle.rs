@@ -11,6 +11,7 @@
 //! that fails is settled again one by one, so one bad settlement (a customer
 //! deleted meanwhile) cannot fail the others.
 
+use mailbridge_core::ids::MessageId;
 use std::{
     future::Future,
     sync::{Arc, Mutex},
@@ -23,7 +24,6 @@ use mailbridge_core::{
 };
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, oneshot};
-use uuid::Uuid;
 
 /// Batches in flight at once.
 const SETTLERS: usize = 2;
@@ -33,7 +33,7 @@ const MAX_BATCH: usize = 64;
 type Answer = Result<bool, Arc<sqlx::Error>>;
 
 struct Waiting {
-    message_id: Uuid,
+    message_id: MessageId,
     attempt: DeliveryAttempt,
     settlement: Settlement,
     report: Option<NewMessage>,
@@ -91,7 +91,7 @@ impl GroupSettle {
     pub(crate) async fn settle(
         &self,
         store: &impl Settle,
-        message_id: Uuid,
+        message_id: MessageId,
         attempt: &DeliveryAttempt,
         settlement: Settlement,
         report: Option<&NewMessage>,
@@ -178,11 +178,11 @@ mod tests {
         batches: Mutex<Vec<usize>>,
         entered: Notify,
         open: Semaphore,
-        poison: Option<Uuid>,
+        poison: Option<MessageId>,
     }
 
     impl Recorder {
-        fn new(poison: Option<Uuid>) -> Arc<Self> {
+        fn new(poison: Option<MessageId>) -> Arc<Self> {
             Arc::new(Self {
                 batches: Mutex::default(),
                 entered: Notify::new(),
@@ -222,9 +222,9 @@ mod tests {
     /// Occupies both settlers with one settlement each, then queues `later`
     /// while they are busy, opens the store and returns every answer: the
     /// first two, then `later`'s in order.
-    async fn settle_while_busy(store: Arc<Recorder>, later: &[Uuid]) -> Vec<Answer> {
+    async fn settle_while_busy(store: Arc<Recorder>, later: &[MessageId]) -> Vec<Answer> {
         let group = Arc::new(GroupSettle::default());
-        let spawn = |id: Uuid| {
+        let spawn = |id: MessageId| {
             let (group, store) = (group.clone(), store.clone());
             tokio::spawn(async move {
                 group
@@ -234,7 +234,7 @@ mod tests {
         };
         let mut tasks = Vec::new();
         for _ in 0..SETTLERS {
-            tasks.push(spawn(Uuid::new_v4()));
+            tasks.push(spawn(MessageId::now()));
             store.entered.notified().await;
         }
         for &id in later {
@@ -255,7 +255,7 @@ mod tests {
     #[tokio::test]
     async fn settlements_that_wait_for_a_settler_go_together_in_one_batch() {
         let store = Recorder::new(None);
-        let later: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+        let later: Vec<MessageId> = (0..5).map(|_| MessageId::now()).collect();
         let answers = settle_while_busy(store.clone(), &later).await;
         assert!(answers.iter().all(|a| matches!(a, Ok(true))));
         let mut batches = store.batches.lock().unwrap().clone();
@@ -265,9 +265,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_batch_is_settled_one_by_one() {
-        let poison = Uuid::new_v4();
+        let poison = MessageId::now();
         let store = Recorder::new(Some(poison));
-        let later = [Uuid::new_v4(), poison, Uuid::new_v4()];
+        let later = [MessageId::now(), poison, MessageId::now()];
         let answers = settle_while_busy(store.clone(), &later).await;
         let later_answers: Vec<bool> = answers[SETTLERS..].iter().map(Result::is_ok).collect();
         assert_eq!(

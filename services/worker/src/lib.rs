@@ -13,6 +13,7 @@
 //! `settle` (what an outcome means for its message: the settlement policy, retries,
 //! holds, reports), `housekeeping` (purge, presence, the MSP app's certificate).
 
+use mailbridge_core::ids::MessageId;
 mod alerting;
 mod bounces;
 pub mod consent_check;
@@ -57,7 +58,7 @@ pub struct Worker {
     /// The messages this worker is delivering now, each with the number of its
     /// deliveries not yet finished; any other lease in its name is an orphan (see
     /// [`queue::lease_due`]).
-    in_flight: Mutex<HashMap<uuid::Uuid, usize>>,
+    in_flight: Mutex<HashMap<MessageId, usize>>,
     /// Held while this worker takes leases and enters them into `in_flight`
     /// (see `Worker::take_leases`).
     leasing: tokio::sync::Mutex<()>,

@@ -5,6 +5,7 @@
 //! same tenant's delivery path. Never to an address taken from the message itself,
 //! never with the message's content (health data), and never about a report.
 
+use mailbridge_core::ids::MessageId;
 use mailbridge_core::{
     Settings,
     crypto::MasterKey,
@@ -15,7 +16,6 @@ use mailbridge_core::{
     tenants, tr,
 };
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use mailbridge_m365::outcome::Failure;
 
@@ -92,7 +92,7 @@ async fn report(
             .map(|device| device.name),
         None => None,
     };
-    let id = Uuid::now_v7();
+    let id = MessageId::now();
     let subject = format!(
         "{}: {}",
         i18n::both(tr!("Undeliverable")),

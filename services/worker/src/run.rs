@@ -4,6 +4,7 @@
 //! background loops, hands each leased message to [`Worker::deliver`], and on
 //! shutdown waits for the deliveries in flight.
 
+use mailbridge_core::ids::MessageId;
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use mailbridge_core::queue;
@@ -147,8 +148,8 @@ impl Worker {
     /// takes back its own leases that are not in flight) and be delivered twice.
     pub(crate) async fn take_leases<T, E, Fut>(
         &self,
-        lease: impl FnOnce(Vec<uuid::Uuid>) -> Fut,
-        id: impl Fn(&T) -> uuid::Uuid,
+        lease: impl FnOnce(Vec<MessageId>) -> Fut,
+        id: impl Fn(&T) -> MessageId,
     ) -> Result<Vec<T>, E>
     where
         Fut: std::future::Future<Output = Result<Vec<T>, E>>,
@@ -160,7 +161,7 @@ impl Worker {
     /// The message stays in flight while another delivery of it has not: the
     /// moment a delivery settled a retry due at once, this worker may lease the
     /// message again before the first delivery's task ends.
-    pub(crate) fn finished(&self, id: uuid::Uuid) {
+    pub(crate) fn finished(&self, id: MessageId) {
         leave(&self.in_flight, id);
     }
 
@@ -188,9 +189,9 @@ async fn wait_for_notification(listener: &mut Option<PgListener>) -> Result<(), 
 /// [`Worker::take_leases`] on the lock and set it is given.
 async fn take_leases<T, E, Fut>(
     leasing: &tokio::sync::Mutex<()>,
-    in_flight: &std::sync::Mutex<HashMap<uuid::Uuid, usize>>,
-    lease: impl FnOnce(Vec<uuid::Uuid>) -> Fut,
-    id: impl Fn(&T) -> uuid::Uuid,
+    in_flight: &std::sync::Mutex<HashMap<MessageId, usize>>,
+    lease: impl FnOnce(Vec<MessageId>) -> Fut,
+    id: impl Fn(&T) -> MessageId,
 ) -> Result<Vec<T>, E>
 where
     Fut: std::future::Future<Output = Result<Vec<T>, E>>,
@@ -207,7 +208,7 @@ where
 }
 
 /// One delivery of `id` left `in_flight`.
-fn leave(in_flight: &std::sync::Mutex<HashMap<uuid::Uuid, usize>>, id: uuid::Uuid) {
+fn leave(in_flight: &std::sync::Mutex<HashMap<MessageId, usize>>, id: MessageId) {
     let mut in_flight = in_flight.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(deliveries) = in_flight.get_mut(&id) {
         *deliveries -= 1;
@@ -227,7 +228,7 @@ mod tests {
     async fn a_second_lease_sees_what_the_first_took() {
         let leasing = tokio::sync::Mutex::new(());
         let in_flight = std::sync::Mutex::new(HashMap::new());
-        let taken = uuid::Uuid::new_v4();
+        let taken = MessageId::now();
         let (database_answers, answer) = tokio::sync::oneshot::channel::<()>();
         let first = take_leases(
             &leasing,
@@ -265,7 +266,7 @@ mod tests {
     async fn a_message_leased_again_stays_in_flight_until_both_deliveries_end() {
         let leasing = tokio::sync::Mutex::new(());
         let in_flight = std::sync::Mutex::new(HashMap::new());
-        let message = uuid::Uuid::new_v4();
+        let message = MessageId::now();
         let lease_it = |_| async move { Ok::<_, ()>(vec![message]) };
         take_leases(&leasing, &in_flight, lease_it, |id| *id)
             .await

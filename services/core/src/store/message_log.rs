@@ -3,6 +3,7 @@
 //! at a time, newest first, by a keyset cursor on (received, id), never by offset.
 
 use crate::ids::DeviceId;
+use crate::ids::MessageId;
 use crate::ids::TenantId;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -14,7 +15,7 @@ use crate::queue::MessageState;
 /// One row of the log.
 #[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct LoggedMessage {
-    pub id: Uuid,
+    pub id: MessageId,
     pub tenant_id: TenantId,
     pub tenant_name: String,
     pub device_id: Option<DeviceId>,
@@ -129,7 +130,7 @@ pub async fn search(pool: &PgPool, search: &Search) -> Result<Vec<LoggedMessage>
 }
 
 /// The message `id`, if it exists.
-pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<LoggedMessage>, sqlx::Error> {
+pub async fn get(pool: &PgPool, id: MessageId) -> Result<Option<LoggedMessage>, sqlx::Error> {
     let mut query: QueryBuilder<Postgres> = QueryBuilder::new(SELECT);
     query.push(" WHERE m.id = ").push_bind(id);
     query.build_query_as().fetch_optional(pool).await
