@@ -682,10 +682,10 @@ async fn settle_statement<'e>(
          attempt AS (
              INSERT INTO delivery_attempts
                  (message_id, tenant_id, started_at, duration_ms, method, outcome, upstream_status, upstream_code, upstream_message, diagnosis, mailbox, worker)
-             SELECT i.message_id, m.tenant_id, i.started_at, i.duration_ms, i.method, i.outcome, i.upstream_status,
+             SELECT i.message_id, (SELECT m.tenant_id FROM messages m WHERE m.id = i.message_id),
+                    i.started_at, i.duration_ms, i.method, i.outcome, i.upstream_status,
                     i.upstream_code, i.upstream_message, i.diagnosis, lower(i.mailbox), $14
-               FROM input i JOIN messages m ON m.id = i.message_id
-              WHERE i.message_id NOT IN (SELECT message_id FROM prior)),
+               FROM input i WHERE i.message_id NOT IN (SELECT message_id FROM prior)),
          retried AS (
              UPDATE queue q SET due_at = i.next_attempt_at, lease_owner = NULL, last_error = i.error
                FROM input i
