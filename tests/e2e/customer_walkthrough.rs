@@ -253,16 +253,7 @@ async fn customer_names_that_differ_only_in_case_are_refused() {
 #[tokio::test]
 async fn the_case_insensitive_index_renames_existing_twins_first() {
     use mailbridge_core::db::MIGRATOR;
-    let database = crate::harness::empty_database().await;
-    let pool = mailbridge_core::db::pool(
-        &crate::harness::database_url(&database),
-        mailbridge_core::db::PoolOptions::default(),
-    )
-    .unwrap();
-    MIGRATOR
-        .run_to(20261202000009, &pool)
-        .await
-        .expect("the schema before");
+    let pool = crate::harness::database_migrated_to(20261202000009).await;
     for (name, age) in [
         ("Praxis Alt", 3),
         ("PRAXIS ALT", 2),

@@ -1,5 +1,6 @@
 //! The worker delivering queued messages into the simulated Microsoft 365.
 
+use mailbridge_core::ids::MessageId;
 use mailbridge_core::ids::TenantId;
 use mailbridge_core::queue::MessageState;
 use std::time::Duration;
@@ -40,7 +41,7 @@ async fn one_message_queued(
     customer: &str,
     to: &str,
     subject: &str,
-) -> (TestTenant, String, uuid::Uuid) {
+) -> (TestTenant, String, MessageId) {
     let tenant = app.add_tenant(customer).await;
     let device = app.add_device(&tenant, "Scanner").await;
     let reply = submit(
@@ -53,7 +54,7 @@ async fn one_message_queued(
     )
     .await;
     let id = app.message_ids().await[0];
-    (tenant, reply, id.as_uuid())
+    (tenant, reply, id)
 }
 
 #[tokio::test]
@@ -215,7 +216,7 @@ async fn a_message_logged_without_a_queue_row_is_adopted_and_delivered() {
     app.stack.start_worker().unwrap();
     let inbox = app.wait_for_inbox("arzt@klinik.example", 1).await;
     assert!(inbox[0].mime.ends_with(&message));
-    app.wait_for_message(id.into(), |s| s.state == MessageState::Accepted)
+    app.wait_for_message(id, |s| s.state == MessageState::Accepted)
         .await;
     assert_eq!(
         queue::adopt_orphans(app.pool()).await.unwrap(),
@@ -232,13 +233,13 @@ async fn a_message_logged_without_a_queue_row_is_adopted_and_delivered() {
 async fn settle_one(
     app: &TestApp,
     owner: &str,
-    id: uuid::Uuid,
+    id: MessageId,
     attempt: &queue::DeliveryAttempt,
     settlement: queue::Settlement,
     report: Option<&queue::NewMessage>,
 ) -> Vec<bool> {
     let settling = [queue::Settling {
-        message_id: id.into(),
+        message_id: id,
         attempt,
         settlement,
         report,
@@ -249,7 +250,7 @@ async fn settle_one(
 }
 
 /// Leases message `id` to `owner` as a worker's lease does.
-async fn lease_to(app: &TestApp, owner: &str, id: uuid::Uuid) {
+async fn lease_to(app: &TestApp, owner: &str, id: MessageId) {
     sqlx::query(
         "UPDATE queue SET lease_owner = $2, due_at = now() + interval '5 minutes',
                 attempt_count = attempt_count + 1 WHERE message_id = $1",
@@ -298,7 +299,7 @@ async fn a_failure_report_is_queued_with_its_settlement_once() {
         worker: String::new(),
     };
     let report = |subject: &str| queue::NewMessage {
-        id: (uuid::Uuid::now_v7()).into(),
+        id: MessageId::now(),
         tenant_id: tenant.tenant.id,
         device_id: None,
         mail_from: tenant.tenant.sender_mailbox.clone(),
@@ -342,7 +343,7 @@ async fn a_failure_report_is_queued_with_its_settlement_once() {
         Some(&mine),
     );
     assert_eq!(settled.await, vec![true]);
-    let status = queue::status(app.pool(), id.into()).await.unwrap().unwrap();
+    let status = queue::status(app.pool(), id).await.unwrap().unwrap();
     assert_eq!(status.state, MessageState::Failed);
     assert_eq!(reports().await, 1, "the report committed with the failure");
 
@@ -413,10 +414,7 @@ async fn a_settlement_tried_again_after_a_lost_answer_changes_nothing() {
         Some(owner),
         "the new lease is left alone"
     );
-    assert_eq!(
-        queue::attempts(app.pool(), id.into()).await.unwrap().len(),
-        1
-    );
+    assert_eq!(queue::attempts(app.pool(), id).await.unwrap().len(), 1);
 
     // Accepted, settled, tried again.
     let accepted = attempt(AttemptOutcome::Accepted);
@@ -428,10 +426,7 @@ async fn a_settlement_tried_again_after_a_lost_answer_changes_nothing() {
         settle(&accepted, queue::Settlement::Accepted).await,
         vec![true]
     );
-    assert_eq!(
-        queue::attempts(app.pool(), id.into()).await.unwrap().len(),
-        2
-    );
+    assert_eq!(queue::attempts(app.pool(), id).await.unwrap().len(), 2);
     let (counted, recipients): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT sum(accepted)::bigint FROM usage_hours WHERE tenant_id = $1),
                 (SELECT sum(recipients)::bigint FROM mailbox_usage WHERE mailbox = lower($2))",
@@ -871,7 +866,7 @@ async fn graph_tenants(
 /// A small message of a device of `tenant_id`, to enqueue.
 fn queued_message(tenant_id: TenantId) -> queue::NewMessage {
     queue::NewMessage {
-        id: (uuid::Uuid::now_v7()).into(),
+        id: MessageId::now(),
         tenant_id,
         device_id: None,
         mail_from: "s@x.example".into(),
@@ -1355,18 +1350,11 @@ async fn a_mailbox_at_its_daily_recipients_defers_without_an_attempt() {
     let mut app = app;
     app.stack.start_worker().unwrap();
     let status = app
-        .wait_for_message(id.into(), |s| {
-            s.next_attempt_at > chrono_now_plus_seconds(600)
-        })
+        .wait_for_message(id, |s| s.next_attempt_at > chrono_now_plus_seconds(600))
         .await;
     assert_eq!(status.state.as_str(), "queued");
     assert_eq!(status.attempt_count, 0, "a deferral is not an attempt");
-    assert!(
-        queue::attempts(app.pool(), id.into())
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(queue::attempts(app.pool(), id).await.unwrap().is_empty());
     assert!(app.stack.simulator.directory.delivered().is_empty());
 }
 

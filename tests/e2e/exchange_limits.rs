@@ -35,7 +35,7 @@ async fn queue_message(
         app.pool(),
         app.master_key(),
         &NewMessage {
-            id: (Uuid::now_v7()).into(),
+            id: MessageId::now(),
             tenant_id: tenant.tenant.id,
             device_id: None,
             mail_from: tenant.tenant.sender_mailbox.clone(),

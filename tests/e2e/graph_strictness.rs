@@ -34,7 +34,7 @@ async fn queue_to(
         app.pool(),
         app.master_key(),
         &NewMessage {
-            id: (Uuid::now_v7()).into(),
+            id: MessageId::now(),
             tenant_id: tenant.tenant.id,
             device_id: None,
             mail_from: sender.clone(),

@@ -141,6 +141,22 @@ pub fn any_master_key() -> mailbridge_core::crypto::MasterKey {
     MasterKey::from_base64(&MasterKey::generate_base64()).expect("a generated key")
 }
 
+/// A database of its own migrated up to `version` (inclusive), to test a later
+/// migration against rows written before it.
+pub async fn database_migrated_to(version: i64) -> PgPool {
+    let database = empty_database().await;
+    let pool = mailbridge_core::db::pool(
+        &database_url(&database),
+        mailbridge_core::db::PoolOptions::default(),
+    )
+    .expect("a pool");
+    mailbridge_core::db::MIGRATOR
+        .run_to(version, &pool)
+        .await
+        .expect("the schema before");
+    pool
+}
+
 /// A fresh, migrated database of its own for one test.
 pub async fn fresh_database() -> PgPool {
     fresh_named_database().await.1

@@ -543,16 +543,7 @@ async fn lettre_with_a_foreign_sender_goes_through_its_own_tenant() {
 #[tokio::test]
 async fn the_migration_names_the_customer_on_rows_written_before_it() {
     use mailbridge_core::db::MIGRATOR;
-    let database = crate::harness::empty_database().await;
-    let pool = mailbridge_core::db::pool(
-        &crate::harness::database_url(&database),
-        mailbridge_core::db::PoolOptions::default(),
-    )
-    .unwrap();
-    MIGRATOR
-        .run_to(20261206000100, &pool)
-        .await
-        .expect("the schema before");
+    let pool = crate::harness::database_migrated_to(20261206000100).await;
     let (tenant, device, message): (Uuid, Uuid, Uuid) = sqlx::query_as(
         "WITH t AS (INSERT INTO tenants (name, entra_tenant_id, sender_mailbox)
                     VALUES ('Praxis Vorher', gen_random_uuid(), 'scan@vorher.example') RETURNING id),

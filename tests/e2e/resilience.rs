@@ -1,6 +1,7 @@
 //! The promise an MSP buys: a message the edge said `250` to is delivered, whatever
 //! fails. Here PostgreSQL itself goes away under the running stack and comes back.
 
+use mailbridge_core::ids::MessageId;
 use std::time::Duration;
 
 use lettre::{AsyncTransport, address::Envelope};
@@ -132,7 +133,7 @@ async fn a_customer_deleted_mid_delivery_does_not_hold_the_worker() {
         times: Some(1),
     });
     let message = |tenant: &crate::harness::TestTenant, to: &str| NewMessage {
-        id: (uuid::Uuid::now_v7()).into(),
+        id: MessageId::now(),
         tenant_id: tenant.tenant.id,
         device_id: None,
         mail_from: tenant.tenant.sender_mailbox.clone(),

@@ -3,6 +3,7 @@
 //! CSV and the page; and still says after the message records are purged and the
 //! hours are rolled up into days. The charts are drawn from the same aggregates.
 
+use mailbridge_core::ids::MessageId;
 use std::time::Duration;
 
 use lettre::{AsyncTransport, address::Envelope};
@@ -223,7 +224,7 @@ async fn a_burst_settled_in_batches_is_counted_once_per_message() {
             let body =
                 sample_message(sender, "a@klinik.example", &format!("Schub {n}")).into_bytes();
             burst.push(NewMessage {
-                id: (uuid::Uuid::now_v7()).into(),
+                id: MessageId::now(),
                 tenant_id: tenant.tenant.id,
                 device_id: Some(device.device.id),
                 mail_from: sender.clone(),

@@ -1,6 +1,7 @@
 //! Real `mailbridge worker` processes against one queue: two share it without
 //! delivering anything twice, and one killed with SIGKILL mid-delivery loses nothing.
 
+use mailbridge_core::ids::MessageId;
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
@@ -24,7 +25,7 @@ async fn queue_messages(app: &TestApp, tenant: &TestTenant, count: usize) -> Vec
             app.pool(),
             app.master_key(),
             &NewMessage {
-                id: (Uuid::now_v7()).into(),
+                id: MessageId::now(),
                 tenant_id: tenant.tenant.id,
                 device_id: None,
                 mail_from: tenant.tenant.sender_mailbox.clone(),
