@@ -225,11 +225,8 @@ async fn a_message_logged_without_a_queue_row_is_adopted_and_delivered() {
     );
 }
 
-/// Two workers adopt at once: while one worker's adoption (with the delivery and
-/// settlement that follow, here one transaction) is not yet committed, the other's
-/// statement has already seen the message without a queue row. Once the first
-/// commits, the second must see the message settled — not queue it a second time.
-/// Settles message `id` as worker `owner` (queueing `report` with it), alone.
+/// Settles message `id` as worker `owner` (queueing `report` with it), alone;
+/// `maybe_settled`: tried again after a lost answer.
 async fn settle_one(
     app: &TestApp,
     owner: &str,
@@ -237,12 +234,14 @@ async fn settle_one(
     attempt: &queue::DeliveryAttempt,
     settlement: queue::Settlement,
     report: Option<&queue::NewMessage>,
+    maybe_settled: bool,
 ) -> Vec<bool> {
     let settling = [queue::Settling {
         message_id: id,
         attempt,
         settlement,
         report,
+        maybe_settled,
     }];
     queue::settle_all(app.pool(), app.master_key(), owner, &settling)
         .await
@@ -324,6 +323,7 @@ async fn a_failure_report_is_queued_with_its_settlement_once() {
         &failed,
         queue::Settlement::Failed,
         Some(&late),
+        false,
     );
     assert_eq!(settled.await, vec![false]);
     assert_eq!(
@@ -341,6 +341,7 @@ async fn a_failure_report_is_queued_with_its_settlement_once() {
         &failed,
         queue::Settlement::Failed,
         Some(&mine),
+        false,
     );
     assert_eq!(settled.await, vec![true]);
     let status = queue::status(app.pool(), id).await.unwrap().unwrap();
@@ -355,6 +356,7 @@ async fn a_failure_report_is_queued_with_its_settlement_once() {
         &failed,
         queue::Settlement::Failed,
         Some(&mine),
+        true,
     );
     assert_eq!(settled.await, vec![true], "already settled");
     assert_eq!(reports().await, 1, "queued once");
@@ -400,15 +402,20 @@ async fn a_settlement_tried_again_after_a_lost_answer_changes_nothing() {
         mailbox: Some(tenant.tenant.sender_mailbox.clone()),
         worker: owner.into(),
     };
-    let settle = |attempt, settlement| settle_one(&app, owner, id, attempt, settlement, None);
+    let settle =
+        |attempt, settlement, again| settle_one(&app, owner, id, attempt, settlement, None, again);
 
     // A retry, settled; its answer lost; the message leased by the same worker again.
     lease_to(&app, owner, id).await;
     let retry = attempt(AttemptOutcome::Retry);
     let later = queue::Settlement::RetryAt(chrono::Utc::now());
-    assert_eq!(settle(&retry, later).await, vec![true]);
+    assert_eq!(settle(&retry, later, false).await, vec![true]);
     lease_to(&app, owner, id).await;
-    assert_eq!(settle(&retry, later).await, vec![true], "already settled");
+    assert_eq!(
+        settle(&retry, later, true).await,
+        vec![true],
+        "already settled"
+    );
     assert_eq!(
         leased_by().await.as_deref(),
         Some(owner),
@@ -419,11 +426,11 @@ async fn a_settlement_tried_again_after_a_lost_answer_changes_nothing() {
     // Accepted, settled, tried again.
     let accepted = attempt(AttemptOutcome::Accepted);
     assert_eq!(
-        settle(&accepted, queue::Settlement::Accepted).await,
+        settle(&accepted, queue::Settlement::Accepted, false).await,
         vec![true]
     );
     assert_eq!(
-        settle(&accepted, queue::Settlement::Accepted).await,
+        settle(&accepted, queue::Settlement::Accepted, true).await,
         vec![true]
     );
     assert_eq!(queue::attempts(app.pool(), id).await.unwrap().len(), 2);
@@ -439,6 +446,10 @@ async fn a_settlement_tried_again_after_a_lost_answer_changes_nothing() {
     assert_eq!((counted, recipients), (1, 1), "counted once");
 }
 
+/// Two workers adopt at once: while one worker's adoption (with the delivery and
+/// settlement that follow, here one transaction) is not yet committed, the other's
+/// statement has already seen the message without a queue row. Once the first
+/// commits, the second must see the message settled — not queue it a second time.
 #[tokio::test]
 async fn a_message_settled_during_another_adoption_is_not_queued_again() {
     let app = TestApp::spawn_without_worker().await;

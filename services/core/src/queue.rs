@@ -570,6 +570,11 @@ pub struct Settling<'a> {
     /// committed exactly when the settlement is, never lost to a crash between the
     /// two, never queued twice.
     pub report: Option<&'a NewMessage>,
+    /// This settlement may have been committed already: it is tried again because
+    /// the answer to an earlier try was lost (a dropped connection, a failover).
+    /// Only then is the attempt looked up; a first try — nearly every settlement —
+    /// skips that check, so its cost cannot grow with `delivery_attempts`.
+    pub maybe_settled: bool,
 }
 
 /// Records the attempts and settles their messages, all in one statement (one
@@ -584,9 +589,9 @@ pub struct Settling<'a> {
 ///
 /// Settling again what was already settled — the same attempt of the same worker,
 /// tried again because the answer to the first try was lost after its commit (a
-/// connection dropped, a failover) — changes nothing and counts as settled: the
-/// attempt is not recorded twice, and a lease this worker has taken on the message
-/// since is left alone.
+/// connection dropped, a failover), marked [`Settling::maybe_settled`] — changes
+/// nothing and counts as settled: the attempt is not recorded twice, and a lease
+/// this worker has taken on the message since is left alone.
 ///
 /// Rows are locked in one order by every settlement, so that batches cannot
 /// deadlock with each other or with a customer's deletion: the queue rows first
@@ -666,13 +671,13 @@ async fn settle_statement<'e>(
         r#"WITH input AS (
              SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::int[], $4::text[], $5::text[],
                                   $6::int[], $7::text[], $8::text[], $9::text[], $10::text[],
-                                  $11::text[], $12::timestamptz[], $13::text[])
+                                  $11::text[], $12::timestamptz[], $13::text[], $15::bool[])
                  AS i(message_id, started_at, duration_ms, method, outcome, upstream_status,
                       upstream_code, upstream_message, diagnosis, mailbox, state, next_attempt_at,
-                      error)),
+                      error, maybe_settled)),
          prior AS (
              SELECT i.message_id FROM input i
-              WHERE EXISTS (SELECT 1 FROM delivery_attempts a
+              WHERE i.maybe_settled AND EXISTS (SELECT 1 FROM delivery_attempts a
                              WHERE a.message_id = i.message_id AND a.started_at = i.started_at
                                AND a.worker = $14)),
          locked AS (
@@ -736,7 +741,8 @@ async fn settle_statement<'e>(
         &states as &[&str],
         &next_attempts as &[Option<DateTime<Utc>>],
         &errors as &[Option<String>],
-        owner
+        owner,
+        &settling.iter().map(|s| s.maybe_settled).collect::<Vec<_>>()
     )
     .fetch_all(executor)
     .await?;

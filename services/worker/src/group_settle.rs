@@ -9,12 +9,15 @@
 //! the others wait for the batch that took theirs. Under light load a settlement
 //! goes alone at once; under heavy load the batches grow by themselves. A batch
 //! that fails is settled again one by one, so one bad settlement (a customer
-//! deleted meanwhile) cannot fail the others.
+//! deleted meanwhile) cannot fail the others. A settlement whose answer was lost
+//! is tried again while the lease lasts, marked as maybe settled already, so that
+//! only such a try pays for looking up whether its attempt was recorded.
 
 use mailbridge_core::ids::MessageId;
 use std::{
     future::Future,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use mailbridge_core::{
@@ -23,7 +26,10 @@ use mailbridge_core::{
     queue::{self, DeliveryAttempt, NewMessage, Settlement, Settling},
 };
 use sqlx::PgPool;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::{
+    sync::{Semaphore, oneshot},
+    time::Instant,
+};
 
 /// Batches in flight at once.
 const SETTLERS: usize = 2;
@@ -37,6 +43,7 @@ struct Waiting {
     attempt: DeliveryAttempt,
     settlement: Settlement,
     report: Option<NewMessage>,
+    maybe_settled: bool,
     reply: oneshot::Sender<Answer>,
 }
 
@@ -87,7 +94,8 @@ impl Default for GroupSettle {
 impl GroupSettle {
     /// Records `attempt` and settles message `message_id` in `store` (queueing
     /// `report` with it), in a batch with what else is waiting; whether this worker
-    /// still held its lease.
+    /// still held its lease. `maybe_settled`: this is a try again after an answer
+    /// that was lost ([`Settling::maybe_settled`]).
     pub(crate) async fn settle(
         &self,
         store: &impl Settle,
@@ -95,6 +103,7 @@ impl GroupSettle {
         attempt: &DeliveryAttempt,
         settlement: Settlement,
         report: Option<&NewMessage>,
+        maybe_settled: bool,
     ) -> Answer {
         let (reply, mut answer) = oneshot::channel();
         self.waiting.lock().expect("not poisoned").push(Waiting {
@@ -102,6 +111,7 @@ impl GroupSettle {
             attempt: attempt.clone(),
             settlement,
             report: report.cloned(),
+            maybe_settled,
             reply,
         });
         loop {
@@ -118,6 +128,51 @@ impl GroupSettle {
             }
             settle_batch(store, batch).await;
             drop(settler);
+        }
+    }
+
+    /// [`Self::settle`], tried again while the database cannot be reached, for up
+    /// to `patience`: an answer Microsoft already gave is recorded rather than the
+    /// message delivered again once its lease expires. A try after an error is
+    /// marked maybe settled: the earlier one may have committed all the same.
+    pub(crate) async fn settle_patiently(
+        &self,
+        store: &impl Settle,
+        message_id: MessageId,
+        attempt: &DeliveryAttempt,
+        settlement: Settlement,
+        report: Option<&NewMessage>,
+        patience: Duration,
+    ) -> Answer {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(500);
+        let mut maybe_settled = false;
+        loop {
+            let settled = self.settle(
+                store,
+                message_id,
+                attempt,
+                settlement,
+                report,
+                maybe_settled,
+            );
+            match settled.await {
+                // The database answered and refused: the message is gone (its customer
+                // was deleted meanwhile); trying again cannot help.
+                Err(e)
+                    if matches!(&*e, sqlx::Error::Database(db)
+                        if db.code().is_some_and(|code| code.starts_with("23"))) =>
+                {
+                    return Err(e);
+                }
+                Err(e) if started.elapsed() + pause < patience => {
+                    tracing::warn!(queue_id = %message_id, error = %e, "could not record the attempt yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                    maybe_settled = true;
+                }
+                result => return result,
+            }
         }
     }
 
@@ -144,6 +199,7 @@ async fn settle_batch(store: &impl Settle, batch: Vec<Waiting>) {
             attempt: &w.attempt,
             settlement: w.settlement,
             report: w.report.as_ref(),
+            maybe_settled: w.maybe_settled,
         })
         .collect();
     let answers: Vec<Answer> = match store.settle_all(&settling).await {
@@ -153,7 +209,12 @@ async fn settle_batch(store: &impl Settle, batch: Vec<Waiting>) {
             tracing::debug!(error = %e, size = settling.len(), "a settlement batch failed; settling its attempts one by one");
             let mut answers = Vec::with_capacity(settling.len());
             for one in &settling {
-                let answer = store.settle_all(std::slice::from_ref(one)).await;
+                // The batch's answer may have been lost after its commit.
+                let one = Settling {
+                    maybe_settled: true,
+                    ..*one
+                };
+                let answer = store.settle_all(std::slice::from_ref(&one)).await;
                 answers.push(answer.map(|settled| settled[0]).map_err(Arc::new));
             }
             answers
@@ -171,11 +232,12 @@ mod tests {
     use mailbridge_core::queue::AttemptOutcome;
     use tokio::sync::Notify;
 
-    /// Records each batch's size; holds every batch until `open`; refuses a batch
+    /// Records each batch's size and whether it was marked as maybe settled already;
+    /// holds every batch until `open`; refuses a batch
     /// of more than one that holds `poison` (a customer deleted meanwhile), and
     /// `poison` alone.
     struct Recorder {
-        batches: Mutex<Vec<usize>>,
+        batches: Mutex<Vec<(usize, bool)>>,
         entered: Notify,
         open: Semaphore,
         poison: Option<MessageId>,
@@ -194,11 +256,37 @@ mod tests {
 
     impl Settle for Recorder {
         async fn settle_all(&self, settling: &[Settling<'_>]) -> Result<Vec<bool>, sqlx::Error> {
-            self.batches.lock().unwrap().push(settling.len());
+            let maybe_settled = settling.iter().all(|s| s.maybe_settled);
+            assert!(
+                maybe_settled || settling.iter().all(|s| !s.maybe_settled),
+                "marked alike in one batch here"
+            );
+            self.batches
+                .lock()
+                .unwrap()
+                .push((settling.len(), maybe_settled));
             self.entered.notify_one();
             drop(self.open.acquire().await.unwrap());
             if settling.iter().any(|s| Some(s.message_id) == self.poison) {
                 return Err(sqlx::Error::RowNotFound);
+            }
+            Ok(vec![true; settling.len()])
+        }
+    }
+
+    /// Loses the answer of its first `lost` settlements (they commit, the
+    /// connection drops), and records how each try was marked.
+    struct LostAnswers {
+        lost: usize,
+        tries: Mutex<Vec<bool>>,
+    }
+
+    impl Settle for LostAnswers {
+        async fn settle_all(&self, settling: &[Settling<'_>]) -> Result<Vec<bool>, sqlx::Error> {
+            let mut tries = self.tries.lock().unwrap();
+            tries.push(settling[0].maybe_settled);
+            if tries.len() <= self.lost {
+                return Err(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into()));
             }
             Ok(vec![true; settling.len()])
         }
@@ -228,7 +316,7 @@ mod tests {
             let (group, store) = (group.clone(), store.clone());
             tokio::spawn(async move {
                 group
-                    .settle(&*store, id, &attempt(), Settlement::Accepted, None)
+                    .settle(&*store, id, &attempt(), Settlement::Accepted, None, false)
                     .await
             })
         };
@@ -260,7 +348,11 @@ mod tests {
         assert!(answers.iter().all(|a| matches!(a, Ok(true))));
         let mut batches = store.batches.lock().unwrap().clone();
         batches.sort_unstable();
-        assert_eq!(batches, vec![1, 1, 5], "the five waiting went in one batch");
+        assert_eq!(
+            batches,
+            vec![(1, false), (1, false), (5, false)],
+            "the five waiting went in one batch, each a first try"
+        );
     }
 
     #[tokio::test]
@@ -278,8 +370,32 @@ mod tests {
         let batches = store.batches.lock().unwrap().clone();
         assert_eq!(
             &batches[SETTLERS..],
-            &[3, 1, 1, 1],
-            "the batch, then one by one"
+            &[(3, false), (1, true), (1, true), (1, true)],
+            "the batch, then one by one, each looked up: the batch may have committed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_settlement_tried_again_after_an_error_is_marked_maybe_settled() {
+        let store = LostAnswers {
+            lost: 2,
+            tries: Mutex::default(),
+        };
+        let answer = GroupSettle::default()
+            .settle_patiently(
+                &store,
+                MessageId::now(),
+                &attempt(),
+                Settlement::Accepted,
+                None,
+                Duration::from_secs(60),
+            )
+            .await;
+        assert!(matches!(answer, Ok(true)));
+        assert_eq!(
+            *store.tries.lock().unwrap(),
+            vec![false, true, true],
+            "a first try, then tries that look the attempt up"
         );
     }
 }

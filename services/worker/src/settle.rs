@@ -1,9 +1,9 @@
 //! Settlement: what an attempt's outcome means for its message — accepted, failed
 //! at once, or due again after a backoff (at once when held, soon after our own
 //! database failed or a mailbox slot was busy), failed when past its maximum age —
-//! recorded with the attempt, retried while the database is unreachable; the holds
-//! and the customer's token record an outcome tells of; the metrics; the report to
-//! a device's sender when its message failed.
+//! recorded with the attempt (tried again while the database is unreachable, in
+//! `group_settle`); the holds and the customer's token record an outcome tells of;
+//! the metrics; the report to a device's sender when its message failed.
 
 use std::time::{Duration, Instant};
 
@@ -208,35 +208,15 @@ impl Worker {
         settlement: Settlement,
         report: Option<&queue::NewMessage>,
     ) -> Result<bool, std::sync::Arc<sqlx::Error>> {
+        let store = crate::group_settle::Database {
+            pool: &self.pool,
+            key: &self.master_key,
+            owner: &self.identity,
+        };
         let patience = Duration::from_secs(self.settings.worker.lease_seconds).mul_f64(0.8);
-        let started = std::time::Instant::now();
-        let mut pause = Duration::from_millis(500);
-        loop {
-            let store = crate::group_settle::Database {
-                pool: &self.pool,
-                key: &self.master_key,
-                owner: &self.identity,
-            };
-            let settled = self
-                .settlements
-                .settle(&store, message.id, attempt, settlement, report);
-            match settled.await {
-                // The database answered and refused: the message is gone (its customer
-                // was deleted meanwhile); trying again cannot help.
-                Err(e)
-                    if matches!(&*e, sqlx::Error::Database(db)
-                        if db.code().is_some_and(|code| code.starts_with("23"))) =>
-                {
-                    return Err(e);
-                }
-                Err(e) if started.elapsed() + pause < patience => {
-                    tracing::warn!(queue_id = %message.id, error = %e, "could not record the attempt yet; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(10));
-                }
-                result => return result,
-            }
-        }
+        self.settlements
+            .settle_patiently(&store, message.id, attempt, settlement, report, patience)
+            .await
     }
 
     /// Records the tenant's token refusals, for its page (the hold that keeps its
