@@ -147,9 +147,13 @@ impl Connection {
         }
     }
 
+    /// Reads the customer's connection. The check comes first: a check that is
+    /// verified was committed with its customer's consent, so the customer read
+    /// after it shows the consent. Read the other way round, a check verified
+    /// between the two reads showed a customer just connected as not connected.
     pub async fn load(state: &WebState, id: TenantId, tr: Tr) -> Result<Self> {
-        let tenant = customers::load(&state.pool, id).await?;
         let latest = consent_checks::latest(&state.pool, id).await?;
+        let tenant = customers::load(&state.pool, id).await?;
         let recorded = mailbridge_core::least_privilege::get(&state.pool, id).await?;
         let holds = crate::holds::for_customers(&state.pool, std::slice::from_ref(&tenant))
             .await?

@@ -606,6 +606,8 @@ async fn detail(
     axum::extract::Query(query): axum::extract::Query<NoticeQuery>,
     axum::extract::Query(search): axum::extract::Query<crate::device_health::DeviceQuery>,
 ) -> Result<Response> {
+    // The consent check before the customer, as `Connection::load` reads them.
+    let latest = mailbridge_core::consent_checks::latest(&state.pool, id).await?;
     let customer = with_health(&state.pool, Some(id), &actor.customers)
         .await?
         .pop()
@@ -625,7 +627,6 @@ async fn detail(
         (list.previous_offset(), list.next_offset()),
     );
     let devices = list.devices;
-    let latest = mailbridge_core::consent_checks::latest(&state.pool, id).await?;
     let connection = crate::connection::Connection::of(
         &customer.tenant,
         latest.as_ref(),
