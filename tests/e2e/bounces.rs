@@ -5,7 +5,7 @@
 //! however many workers watch. A message to a recipient that exists stays accepted.
 
 use mailbridge_core::ids::MessageId;
-use mailbridge_core::queue::MessageState;
+use mailbridge_core::queue::{self, MessageState};
 use std::time::Duration;
 
 use lettre::{AsyncTransport, address::Envelope};
@@ -390,4 +390,113 @@ async fn two_worker_processes_handle_each_report_once() {
             .messages
             .is_empty()
     );
+}
+
+/// A bounce and the report about it commit together: while the report cannot be
+/// queued, the bounce is not recorded either and the non-delivery report stays in
+/// the Inbox to be read again; once reports can be queued, the next poll records
+/// the bounce with exactly one report.
+#[tokio::test]
+async fn a_bounce_is_recorded_only_with_its_report() {
+    let app = TestApp::spawn_configured(mailbridge::stack::StackOptions::ephemeral(), |s| {
+        s.worker.bounce_poll_seconds = 1;
+    })
+    .await;
+    let (tenant, domain) = customer(&app, "Praxis Zusammen").await;
+    let sender = tenant.tenant.sender_mailbox.clone();
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_reports() RETURNS trigger LANGUAGE plpgsql
+           AS $$ BEGIN RAISE EXCEPTION 'reports refused'; END $$;
+         CREATE TRIGGER refuse_reports BEFORE INSERT ON messages
+           FOR EACH ROW WHEN (NEW.kind = 'notification') EXECUTE FUNCTION refuse_reports();",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let unknown = format!("niemand@{domain}");
+    submit(
+        &app,
+        &tenant,
+        &unknown,
+        &sample_message(&sender, &unknown, "Befund 4713"),
+    )
+    .await;
+    let id = id_to(&app, &unknown).await;
+    app.wait_for_message(id, |m| m.state == MessageState::Accepted)
+        .await;
+    let inbox = || {
+        app.stack
+            .simulator
+            .directory
+            .mail_folders(&sender)
+            .into_iter()
+            .find(|f| f.display_name == "Inbox")
+            .map_or(0, |f| f.messages.len())
+    };
+    wait_until(
+        "the report in the Inbox",
+        Duration::from_secs(30),
+        || async { inbox() == 1 },
+    )
+    .await;
+    let arrived = chrono::Utc::now();
+    let polled_since = |at: chrono::DateTime<chrono::Utc>| {
+        let pool = app.pool().clone();
+        let tenant = tenant.tenant.id;
+        async move {
+            let polled: Option<chrono::DateTime<chrono::Utc>> =
+                sqlx::query_scalar("SELECT last_polled_at FROM bounce_watch WHERE tenant_id = $1")
+                    .bind(tenant)
+                    .fetch_optional(&pool)
+                    .await
+                    .unwrap()
+                    .flatten();
+            polled.is_some_and(|p| p > at + chrono::Duration::seconds(2))
+        }
+    };
+    wait_until(
+        "polls after the report arrived",
+        Duration::from_secs(30),
+        || polled_since(arrived),
+    )
+    .await;
+    let status = queue::status(app.pool(), id).await.unwrap().unwrap();
+    assert_eq!(
+        status.state,
+        MessageState::Accepted,
+        "not bounced without its report"
+    );
+    let bounces: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM message_bounces WHERE message_id = $1")
+            .bind(id)
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(bounces, 0);
+    assert_eq!(inbox(), 1, "left in the Inbox to be read again");
+
+    sqlx::raw_sql("DROP TRIGGER refuse_reports ON messages; DROP FUNCTION refuse_reports();")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    app.wait_for_message(id, |m| m.state == MessageState::Bounced)
+        .await;
+    let reports = app.wait_for_inbox(REPORTS_TO, 1).await;
+    let handled = chrono::Utc::now();
+    wait_until("polls after the bounce", Duration::from_secs(30), || {
+        polled_since(handled)
+    })
+    .await;
+    assert_eq!(reports.len(), 1);
+    assert_eq!(
+        app.stack.simulator.directory.inbox(REPORTS_TO).len(),
+        1,
+        "one report"
+    );
+    let notifications: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM messages WHERE kind = 'notification'")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(notifications, 1);
 }

@@ -160,16 +160,17 @@ pub enum Recorded {
 
 /// Records a report of `tenant_id`'s mailbox about the message submitted with
 /// `message_id`: each failed recipient once, and the message `bounced`. Idempotent:
-/// a report handled twice (a lease that ran out mid-poll) adds nothing.
+/// a report handled twice (a lease that ran out mid-poll) adds nothing. In the
+/// caller's transaction `tx`, so that what follows from the bounce (the report to
+/// the customer) commits with it or not at all.
 pub async fn record(
-    pool: &PgPool,
+    tx: &mut sqlx::PgConnection,
     tenant_id: TenantId,
     message_id: &str,
     report_id: &str,
     reported_at: DateTime<Utc>,
     recipients: &[BouncedRecipient],
 ) -> Result<Recorded, sqlx::Error> {
-    let mut tx = pool.begin().await?;
     // A device may send the same Message-ID again and again: the newest message
     // accepted before the report, to one of the failed recipients, is the one.
     let message: Option<LeasedMessage> = sqlx::query_as(
@@ -252,7 +253,6 @@ pub async fn record(
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(Recorded::Matched { message, new })
 }
 

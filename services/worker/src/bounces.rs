@@ -28,7 +28,7 @@ use mailbridge_core::{
     bounces::{self, BouncedRecipient, PollResult, Recorded, Watch},
     diagnosis,
     metrics::metrics,
-    queue::MessageKind,
+    queue::{self, MessageKind},
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -417,8 +417,16 @@ impl Worker {
                     .to_owned(),
             })
             .collect();
+        let database = |e: sqlx::Error| GraphFailure {
+            status: 0,
+            text: e.to_string(),
+        };
+        // The bounce and the reports about it commit together: a crash between the
+        // two cannot lose a report, and a report handled again (the watermark stays
+        // before it when anything here fails) queues none twice.
+        let mut tx = self.pool.begin().await.map_err(database)?;
         let recorded = bounces::record(
-            &self.pool,
+            &mut tx,
             watch.tenant_id,
             &report.original_message_id,
             &listed.id,
@@ -426,29 +434,20 @@ impl Worker {
             &recipients,
         )
         .await
-        .map_err(|e| GraphFailure {
-            status: 0,
-            text: e.to_string(),
-        })?;
+        .map_err(database)?;
         let Recorded::Matched { message, new } = recorded else {
             // Not about a message mailbridge sent: someone else's, left where it is.
             tracing::info!(tenant = %watch.tenant_id, message_id = report.original_message_id, "non-delivery report about a message mailbridge did not send");
             return Ok(0);
         };
-        for bounced in &new {
-            let explained = diagnosis::bounce(
-                &bounced.status,
-                bounced.diagnostic_code.as_deref().unwrap_or(""),
-            );
-            metrics()
-                .worker
-                .bounces
-                .with_label_values(&[&watch.tenant_id.to_string(), &bounced.status])
-                .inc();
-            tracing::info!(queue_id = %message.id, tenant = %watch.tenant_id, recipient = bounced.recipient, status = bounced.status, "bounced");
-            if message.kind != MessageKind::Notification {
+        let mut reports = Vec::new();
+        if message.kind != MessageKind::Notification {
+            for bounced in &new {
                 let failure = Failure {
-                    diagnosis: explained,
+                    diagnosis: diagnosis::bounce(
+                        &bounced.status,
+                        bounced.diagnostic_code.as_deref().unwrap_or(""),
+                    ),
                     source: Source::Resource,
                     status: bounced.diagnostic_code.as_deref().and_then(reply_code),
                     code: bounced.status.clone(),
@@ -463,18 +462,32 @@ impl Worker {
                     retry_after: None,
                     repeated: false,
                 };
-                if let Err(e) = notify::report_bounced(
-                    &self.pool,
-                    &self.settings,
-                    &self.master_key,
-                    &message,
-                    &failure,
-                )
-                .await
-                {
-                    tracing::warn!(queue_id = %message.id, error = %e, "could not queue the bounce report");
+                // A report that cannot be written is skipped: the bounce is kept.
+                match notify::bounced(&self.pool, &self.settings, &message, &failure).await {
+                    Ok(report) => reports.extend(report),
+                    Err(e) => {
+                        tracing::warn!(queue_id = %message.id, error = %e, "could not write the bounce report")
+                    }
                 }
             }
+        }
+        if !reports.is_empty() {
+            let reports: Vec<_> = reports.iter().collect();
+            queue::enqueue_all(&mut *tx, &self.master_key, &reports)
+                .await
+                .map_err(database)?;
+        }
+        tx.commit().await.map_err(database)?;
+        for _ in &reports {
+            notify::queued();
+        }
+        for bounced in &new {
+            metrics()
+                .worker
+                .bounces
+                .with_label_values(&[&watch.tenant_id.to_string(), &bounced.status])
+                .inc();
+            tracing::info!(queue_id = %message.id, tenant = %watch.tenant_id, recipient = bounced.recipient, status = bounced.status, "bounced");
         }
         // Out of the Inbox, so that the shared mailbox does not fill.
         let target = mailbox.folder(folder.as_deref()).await;

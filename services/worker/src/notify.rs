@@ -7,12 +7,10 @@
 
 use mailbridge_core::ids::MessageId;
 use mailbridge_core::{
-    Settings,
-    crypto::MasterKey,
-    devices,
+    Settings, devices,
     i18n::{self, Lang},
     own_mail::OwnMail,
-    queue::{self, LeasedMessage, MessageKind, NewMessage},
+    queue::{LeasedMessage, MessageKind, NewMessage},
     tenants, tr,
 };
 use sqlx::PgPool;
@@ -21,7 +19,7 @@ use mailbridge_m365::outcome::Failure;
 
 /// The report that `message` failed for good (`expired`: past its maximum age), if
 /// its tenant (or the MSP) has an address for it: to be queued with the failed
-/// settlement, in its transaction ([`queue::Settling::report`]).
+/// settlement, in its transaction ([`mailbridge_core::queue::Settling::report`]).
 pub async fn undeliverable(
     pool: &PgPool,
     settings: &Settings,
@@ -42,20 +40,16 @@ enum Why {
     Bounced,
 }
 
-/// Queues the report that Microsoft bounced `message` (`failure`: the recipient's
-/// code and diagnosis).
-pub async fn report_bounced(
+/// The report that Microsoft bounced `message` (`failure`: the recipient's code
+/// and diagnosis), if its tenant (or the MSP) has an address for it: to be queued
+/// in the transaction that records the bounce.
+pub async fn bounced(
     pool: &PgPool,
     settings: &Settings,
-    key: &MasterKey,
     message: &LeasedMessage,
     failure: &Failure,
-) -> Result<(), sqlx::Error> {
-    if let Some(report) = report(pool, settings, message, failure, Why::Bounced).await? {
-        queue::enqueue(pool, key, &report).await?;
-        queued();
-    }
-    Ok(())
+) -> Result<Option<NewMessage>, sqlx::Error> {
+    report(pool, settings, message, failure, Why::Bounced).await
 }
 
 /// Counts a report queued.
