@@ -262,10 +262,25 @@ async fn worker_between_accept_and_record(
             .fetch_one(app.pool())
             .await
             .unwrap();
+            // What the workers' connections are doing, and who is registered as
+            // alive: enough to tell a stuck release from stuck deliveries.
+            let registered: Vec<String> = sqlx::query_scalar("SELECT identity FROM workers")
+                .fetch_all(app.pool())
+                .await
+                .unwrap();
+            let backends: Vec<String> = sqlx::query_scalar(
+                "SELECT format('%s x %s/%s/%s', count(*), state, wait_event_type, wait_event)
+                   FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
+                  GROUP BY state, wait_event_type, wait_event",
+            )
+            .fetch_all(app.pool())
+            .await
+            .unwrap();
             panic!(
                 "no delivery between Microsoft's acceptance and its record within 120 s: \
                  Microsoft has {} messages ({} in the last {:?}), the queue {queued} ({leased} \
-                 leased, by {owners:?}), live workers {pids:?}",
+                 leased, by {owners:?}), live workers {pids:?}, registered {registered:?}, \
+                 backends {backends:?}",
                 app.stack.simulator.directory.delivered().len(),
                 recent.len(),
                 answer_delay / 2,

@@ -261,6 +261,40 @@ async fn lease_to(app: &TestApp, owner: &str, id: MessageId) {
     .unwrap();
 }
 
+/// A permanent failure of `tenant`'s sender mailbox: Send As denied.
+fn send_as_denied(tenant: &TestTenant) -> queue::DeliveryAttempt {
+    queue::DeliveryAttempt {
+        started_at: chrono::Utc::now(),
+        duration_ms: 80,
+        method: "graph".into(),
+        outcome: AttemptOutcome::Permanent,
+        upstream_status: Some(403),
+        upstream_code: Some("ErrorSendAsDenied".into()),
+        upstream_message: Some("not allowed to send as".into()),
+        diagnosis: Some("send_as_denied".into()),
+        mailbox: Some(tenant.tenant.sender_mailbox.clone()),
+        worker: String::new(),
+    }
+}
+
+/// A report to `tenant`'s IT about a failed message.
+fn failure_report(tenant: &TestTenant, subject: &str) -> queue::NewMessage {
+    queue::NewMessage {
+        id: MessageId::now(),
+        tenant_id: tenant.tenant.id,
+        device_id: None,
+        mail_from: tenant.tenant.sender_mailbox.clone(),
+        rcpt_to: vec!["it@praxis.example".into()],
+        client_addr: std::net::IpAddr::from([127, 0, 0, 1]),
+        tls_protocol: None,
+        tls_cipher: None,
+        kind: queue::MessageKind::Notification,
+        subject: Some(subject.into()),
+        body: sample_message(&tenant.tenant.sender_mailbox, "it@praxis.example", subject)
+            .into_bytes(),
+    }
+}
+
 /// A failure report goes into the queue in its message's settlement: committed
 /// with it (a crash between the two cannot lose it, and whoever sees the message
 /// failed sees its report), queued once when the settlement is tried again, and
@@ -285,32 +319,8 @@ async fn a_failure_report_is_queued_with_its_settlement_once() {
         .await
         .unwrap()
     };
-    let failed = queue::DeliveryAttempt {
-        started_at: chrono::Utc::now(),
-        duration_ms: 80,
-        method: "graph".into(),
-        outcome: AttemptOutcome::Permanent,
-        upstream_status: Some(403),
-        upstream_code: Some("ErrorSendAsDenied".into()),
-        upstream_message: Some("not allowed to send as".into()),
-        diagnosis: Some("send_as_denied".into()),
-        mailbox: Some(tenant.tenant.sender_mailbox.clone()),
-        worker: String::new(),
-    };
-    let report = |subject: &str| queue::NewMessage {
-        id: MessageId::now(),
-        tenant_id: tenant.tenant.id,
-        device_id: None,
-        mail_from: tenant.tenant.sender_mailbox.clone(),
-        rcpt_to: vec!["it@praxis.example".into()],
-        client_addr: std::net::IpAddr::from([127, 0, 0, 1]),
-        tls_protocol: None,
-        tls_cipher: None,
-        kind: queue::MessageKind::Notification,
-        subject: Some(subject.into()),
-        body: sample_message(&tenant.tenant.sender_mailbox, "it@praxis.example", subject)
-            .into_bytes(),
-    };
+    let failed = send_as_denied(&tenant);
+    let report = |subject: &str| failure_report(&tenant, subject);
 
     // Leased by one worker, taken over by another: the first one's report is not queued.
     lease_to(&app, "worker-a", id).await;
@@ -360,6 +370,52 @@ async fn a_failure_report_is_queued_with_its_settlement_once() {
     );
     assert_eq!(settled.await, vec![true], "already settled");
     assert_eq!(reports().await, 1, "queued once");
+}
+
+/// A report the database refuses does not hold up its message's failure: the
+/// settlement goes through without it — else the failed message would be tried
+/// again at every lease, its report refused each time.
+#[tokio::test]
+async fn a_refused_failure_report_does_not_hold_up_the_failure() {
+    let app = TestApp::spawn_without_worker().await;
+    let (tenant, _, id) = one_message_queued(
+        &app,
+        "Praxis Ohne Bericht",
+        "arzt@klinik.example",
+        "report refused",
+    )
+    .await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_reports() RETURNS trigger LANGUAGE plpgsql
+           AS $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'check_violation', MESSAGE = 'reports refused'; END $$;
+         CREATE TRIGGER refuse_reports BEFORE INSERT ON messages
+           FOR EACH ROW WHEN (NEW.kind = 'notification') EXECUTE FUNCTION refuse_reports();",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    lease_to(&app, "worker-a", id).await;
+    let report = failure_report(&tenant, "Undeliverable");
+    let failed = send_as_denied(&tenant);
+    let settled = settle_one(
+        &app,
+        "worker-a",
+        id,
+        &failed,
+        queue::Settlement::Failed,
+        Some(&report),
+        false,
+    );
+    assert_eq!(settled.await, vec![true], "settled without its report");
+    let status = queue::status(app.pool(), id).await.unwrap().unwrap();
+    assert_eq!(status.state, MessageState::Failed);
+    assert_eq!(queue::attempts(app.pool(), id).await.unwrap().len(), 1);
+    let reports: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM messages WHERE kind = 'notification'")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(reports, 0);
 }
 
 /// A settlement tried again because the answer to the first try was lost after its

@@ -601,17 +601,39 @@ pub struct Settling<'a> {
 ///
 /// Reports ([`Settling::report`], sealed with `key`) are queued in the same
 /// transaction, each only if its message was settled now (not before, not by
-/// another worker). Without reports, the statement is the transaction.
+/// another worker). Without reports, the statement is the transaction. Reports the
+/// database refuses (a constraint) do not hold up their settlements: those are
+/// settled again without them — a failed message must not be tried again and
+/// again because its report cannot be written.
 pub async fn settle_all(
     pool: &PgPool,
     key: &MasterKey,
     owner: &str,
     settling: &[Settling<'_>],
 ) -> Result<Vec<bool>, sqlx::Error> {
-    if settling.iter().all(|s| s.report.is_none()) {
+    let only_settle = || async {
         let settled = settle_statement(pool, owner, settling).await?;
-        return Ok(settled.into_iter().map(|(settled, _)| settled).collect());
+        Ok(settled.into_iter().map(|(settled, _)| settled).collect())
+    };
+    if settling.iter().all(|s| s.report.is_none()) {
+        return only_settle().await;
     }
+    match settle_with_reports(pool, key, owner, settling).await {
+        Err(sqlx::Error::Database(e)) if e.code().is_some_and(|c| c.starts_with("23")) => {
+            tracing::warn!(error = %e, "a failure report was refused; settling without it");
+            only_settle().await
+        }
+        result => result,
+    }
+}
+
+/// [`settle_all`] with reports: the settlement and its reports in one transaction.
+async fn settle_with_reports(
+    pool: &PgPool,
+    key: &MasterKey,
+    owner: &str,
+    settling: &[Settling<'_>],
+) -> Result<Vec<bool>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let settled = settle_statement(&mut *tx, owner, settling).await?;
     let reports: Vec<&NewMessage> = settling
