@@ -14,7 +14,8 @@ use mailbridge_m365_sim::{ROLE_MAIL_READ_WRITE, ROLE_MAIL_SEND};
 
 use crate::{
     harness::{
-        TestApp, TestTenant, database_url, readable, sample_message, wait_until, without_final_crlf,
+        ReportRefusal, TestApp, TestTenant, allow_reports, database_url, readable, refuse_reports,
+        sample_message, wait_until, without_final_crlf,
     },
     staff_client::StaffClient,
 };
@@ -392,27 +393,20 @@ async fn two_worker_processes_handle_each_report_once() {
     );
 }
 
-/// A bounce and the report about it commit together: while the report cannot be
-/// queued, the bounce is not recorded either and the non-delivery report stays in
-/// the Inbox to be read again; once reports can be queued, the next poll records
-/// the bounce with exactly one report.
+/// A bounce and the report about it commit together: while the database fails to
+/// queue the report, the bounce is not recorded either and the non-delivery report
+/// stays in the Inbox to be read again; once it can, the next poll records the
+/// bounce with exactly one report. A report the database refuses for good (a
+/// constraint) does not hold its bounce up: that is recorded without it.
 #[tokio::test]
-async fn a_bounce_is_recorded_only_with_its_report() {
+async fn a_bounce_is_recorded_with_its_report_and_not_held_up_by_a_refused_one() {
     let app = TestApp::spawn_configured(mailbridge::stack::StackOptions::ephemeral(), |s| {
         s.worker.bounce_poll_seconds = 1;
     })
     .await;
     let (tenant, domain) = customer(&app, "Praxis Zusammen").await;
     let sender = tenant.tenant.sender_mailbox.clone();
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_reports() RETURNS trigger LANGUAGE plpgsql
-           AS $$ BEGIN RAISE EXCEPTION 'reports refused'; END $$;
-         CREATE TRIGGER refuse_reports BEFORE INSERT ON messages
-           FOR EACH ROW WHEN (NEW.kind = 'notification') EXECUTE FUNCTION refuse_reports();",
-    )
-    .execute(app.pool())
-    .await
-    .unwrap();
+    refuse_reports(app.pool(), ReportRefusal::Failure).await;
     let unknown = format!("niemand@{domain}");
     submit(
         &app,
@@ -475,10 +469,7 @@ async fn a_bounce_is_recorded_only_with_its_report() {
     assert_eq!(bounces, 0);
     assert_eq!(inbox(), 1, "left in the Inbox to be read again");
 
-    sqlx::raw_sql("DROP TRIGGER refuse_reports ON messages; DROP FUNCTION refuse_reports();")
-        .execute(app.pool())
-        .await
-        .unwrap();
+    allow_reports(app.pool()).await;
     app.wait_for_message(id, |m| m.state == MessageState::Bounced)
         .await;
     let reports = app.wait_for_inbox(REPORTS_TO, 1).await;
@@ -499,4 +490,31 @@ async fn a_bounce_is_recorded_only_with_its_report() {
             .await
             .unwrap();
     assert_eq!(notifications, 1);
+
+    // Refused for good: the next bounce is recorded and moved, without a report.
+    refuse_reports(app.pool(), ReportRefusal::Constraint).await;
+    let unknown = format!("auch-niemand@{domain}");
+    submit(
+        &app,
+        &tenant,
+        &unknown,
+        &sample_message(&sender, &unknown, "Befund 4714"),
+    )
+    .await;
+    let id = id_to(&app, &unknown).await;
+    app.wait_for_message(id, |m| m.state == MessageState::Bounced)
+        .await;
+    wait_until(
+        "the report out of the Inbox",
+        Duration::from_secs(30),
+        || async { inbox() == 0 },
+    )
+    .await;
+    allow_reports(app.pool()).await;
+    let notifications: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM messages WHERE kind = 'notification'")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(notifications, 1, "no report for the second bounce");
 }

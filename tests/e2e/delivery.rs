@@ -6,7 +6,8 @@ use mailbridge_core::queue::MessageState;
 use std::time::Duration;
 
 use crate::harness::{
-    TestApp, TestTenant, readable, sample_message, wait_until, without_final_crlf,
+    ReportRefusal, TestApp, TestTenant, readable, refuse_reports, sample_message, wait_until,
+    without_final_crlf,
 };
 use lettre::{AsyncTransport, address::Envelope};
 use mailbridge_core::{
@@ -385,15 +386,7 @@ async fn a_refused_failure_report_does_not_hold_up_the_failure() {
         "report refused",
     )
     .await;
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_reports() RETURNS trigger LANGUAGE plpgsql
-           AS $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'check_violation', MESSAGE = 'reports refused'; END $$;
-         CREATE TRIGGER refuse_reports BEFORE INSERT ON messages
-           FOR EACH ROW WHEN (NEW.kind = 'notification') EXECUTE FUNCTION refuse_reports();",
-    )
-    .execute(app.pool())
-    .await
-    .unwrap();
+    refuse_reports(app.pool(), ReportRefusal::Constraint).await;
     lease_to(&app, "worker-a", id).await;
     let report = failure_report(&tenant, "Undeliverable");
     let failed = send_as_denied(&tenant);

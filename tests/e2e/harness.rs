@@ -743,6 +743,41 @@ pub fn readable(mime: &str) -> String {
     text
 }
 
+/// How the database fails to queue a report, for [`refuse_reports`].
+#[derive(Debug, Clone, Copy)]
+pub enum ReportRefusal {
+    /// As a constraint refuses a row (SQLSTATE class 23): the same every time.
+    Constraint,
+    /// As a database failing for a moment would (`raise_exception`).
+    Failure,
+}
+
+/// Makes the database refuse every report (a message of kind `notification`) the
+/// way `how` says, until [`allow_reports`].
+pub async fn refuse_reports(pool: &sqlx::PgPool, how: ReportRefusal) {
+    let code = match how {
+        ReportRefusal::Constraint => "check_violation",
+        ReportRefusal::Failure => "raise_exception",
+    };
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION refuse_reports() RETURNS trigger LANGUAGE plpgsql
+           AS $$ BEGIN RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = 'reports refused'; END $$;
+         CREATE TRIGGER refuse_reports BEFORE INSERT ON messages
+           FOR EACH ROW WHEN (NEW.kind = 'notification') EXECUTE FUNCTION refuse_reports();"
+    )))
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// Ends [`refuse_reports`].
+pub async fn allow_reports(pool: &sqlx::PgPool) {
+    sqlx::raw_sql("DROP TRIGGER refuse_reports ON messages; DROP FUNCTION refuse_reports();")
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
 /// Waits for `check` to hold, at most `within` (polled every 100 ms); fails the
 /// test naming `what` otherwise.
 pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
