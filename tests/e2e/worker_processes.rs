@@ -1,5 +1,6 @@
 //! Real `mailbridge worker` processes against one queue: two share it without
-//! delivering anything twice, and one killed with SIGKILL mid-delivery loses nothing.
+//! delivering anything twice, and one killed with SIGKILL mid-delivery loses nothing;
+//! a worker's presence lock survives losing its connection.
 
 use mailbridge_core::ids::MessageId;
 use std::{
@@ -217,4 +218,78 @@ async fn a_killed_workers_messages_are_delivered_by_another_within_seconds_not_a
     survivor.wait().ok();
     eprintln!("all delivered {:.1} s after the kill", took.as_secs_f64());
     assert!(took < Duration::from_secs(30), "took {took:?}");
+}
+
+/// The session holding advisory lock `key` in this test's database, if any.
+async fn holder_of(pool: &sqlx::PgPool, key: i64) -> Option<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_locks
+          WHERE locktype = 'advisory' AND granted AND objsubid = 1
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND classid = (($1 >> 32) & 4294967295)::oid AND objid = ($1 & 4294967295)::oid",
+    )
+    .bind(key)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+}
+
+/// A worker whose presence connection is lost while PostgreSQL still holds its old
+/// lock — a half-open connection after a partition lives on in the server until its
+/// keepalive gives up — takes a new lock at once instead of waiting for the old one,
+/// and the other workers do not take it for dead.
+#[tokio::test]
+async fn a_lost_presence_connection_is_replaced_without_waiting_for_its_old_lock() {
+    use mailbridge_core::workers::{self, Presence};
+    let app = TestApp::spawn_without_worker().await;
+    let pool = app.pool();
+    let identity = "worker-half-open";
+    let lock_key = || async {
+        sqlx::query_scalar::<_, i64>("SELECT lock_key FROM workers WHERE identity = $1")
+            .bind(identity)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    };
+    let mut presence = Presence::register(pool, identity).await.unwrap();
+    let old_key = lock_key().await;
+    let backend = holder_of(pool, old_key)
+        .await
+        .expect("the presence lock is held");
+    // The server ends the presence connection; another session takes its lock at
+    // once, standing in for the half-open server side that still holds it.
+    let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 10000)")
+        .bind(backend)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(ended);
+    let mut lingering = pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(old_key)
+        .execute(&mut *lingering)
+        .await
+        .unwrap();
+
+    tokio::time::timeout(Duration::from_secs(30), presence.keep(pool))
+        .await
+        .expect("the presence is kept without waiting for the old lock")
+        .unwrap();
+    let new_key = lock_key().await;
+    assert_ne!(new_key, old_key);
+    assert!(holder_of(pool, new_key).await.is_some());
+    assert_eq!(
+        workers::release_the_departed(pool, "another-worker")
+            .await
+            .unwrap(),
+        0
+    );
+    let registered: i64 = sqlx::query_scalar("SELECT count(*) FROM workers WHERE identity = $1")
+        .bind(identity)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(registered, 1, "not taken for dead");
+    drop(lingering);
+    presence.leave().await;
 }

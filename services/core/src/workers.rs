@@ -9,7 +9,12 @@
 //! message re-leased while it delivers it: that is counted as a duplicate when it
 //! settles, as with an expired lease. It takes its lock again at once.
 
+use std::time::Duration;
+
 use sqlx::{Connection, PgConnection, PgPool};
+
+/// How long the presence connection may take to answer a ping.
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A worker's hold on its presence lock.
 #[derive(Debug)]
@@ -48,20 +53,29 @@ impl Presence {
         Ok(connection)
     }
 
-    /// Checks the lock connection; after it was lost, takes the lock again (and
-    /// registers again, should another worker have taken this one for dead).
+    /// Checks the lock connection (bounded: a partition must not hang the check);
+    /// after it was lost, takes a lock under a new key and registers it (again,
+    /// should another worker have taken this one for dead). Never the old key: the
+    /// old connection's server side may still hold it — a half-open connection
+    /// after a partition lives on in PostgreSQL until its keepalive gives up — and
+    /// waiting for it would hang this worker's presence for as long.
     pub async fn keep(&mut self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        if self.connection.ping().await.is_ok() {
+        let ping = tokio::time::timeout(PING_TIMEOUT, self.connection.ping()).await;
+        if matches!(ping, Ok(Ok(()))) {
             return Ok(());
         }
-        self.connection = Self::lock(pool, self.lock_key).await?;
+        let lock_key: i64 = rand::random();
+        let mut connection = Self::lock(pool, lock_key).await?;
         sqlx::query!(
-            "INSERT INTO workers (identity, lock_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            "INSERT INTO workers (identity, lock_key) VALUES ($1, $2)
+             ON CONFLICT (identity) DO UPDATE SET lock_key = EXCLUDED.lock_key",
             self.identity,
-            self.lock_key
+            lock_key
         )
-        .execute(&mut self.connection)
+        .execute(&mut connection)
         .await?;
+        self.connection = connection;
+        self.lock_key = lock_key;
         Ok(())
     }
 
