@@ -271,10 +271,18 @@ async fn a_lost_presence_connection_is_replaced_without_waiting_for_its_old_lock
         .await
         .unwrap();
 
-    tokio::time::timeout(Duration::from_secs(30), presence.keep(pool))
+    let kept = tokio::time::timeout(Duration::from_secs(30), presence.keep(pool)).await;
+    if kept.is_err() {
+        let sessions: Vec<String> = sqlx::query_scalar(
+            "SELECT format('%s %s/%s: %s', state, wait_event_type, wait_event, left(query, 80))
+               FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_all(pool)
         .await
-        .expect("the presence is kept without waiting for the old lock")
         .unwrap();
+        panic!("the presence was not kept within 30 s; the database's sessions: {sessions:#?}");
+    }
+    kept.unwrap().unwrap();
     let new_key = lock_key().await;
     assert_ne!(new_key, old_key);
     assert!(holder_of(pool, new_key).await.is_some());
@@ -292,4 +300,25 @@ async fn a_lost_presence_connection_is_replaced_without_waiting_for_its_old_lock
     assert_eq!(registered, 1, "not taken for dead");
     drop(lingering);
     presence.leave().await;
+}
+
+/// Every connection has PostgreSQL notice within about a minute when its client
+/// vanished without closing it (a failed node): keepalive on the server's side of
+/// the connection, set as each connection is made (`db::SESSION_SETTINGS`).
+#[tokio::test]
+async fn every_connection_has_postgresql_notice_a_vanished_client_within_a_minute() {
+    let app = TestApp::spawn_without_worker().await;
+    let (idle, interval, count): (String, String, String) = sqlx::query_as(
+        "SELECT current_setting('tcp_keepalives_idle'), current_setting('tcp_keepalives_interval'),
+                current_setting('tcp_keepalives_count')",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    let seconds: u32 = idle.parse::<u32>().unwrap()
+        + interval.parse::<u32>().unwrap() * count.parse::<u32>().unwrap();
+    assert!(
+        seconds > 0 && seconds <= 60,
+        "a vanished client is noticed after {seconds} s (idle {idle}, interval {interval}, count {count})"
+    );
 }

@@ -34,12 +34,30 @@ pub fn connect_options(url: &SecretString) -> Result<PgConnectOptions, sqlx::Err
     url.expose_secret().parse()
 }
 
+/// What every connection sets first: PostgreSQL's keepalive on its side of the
+/// connection. A pod whose node fails (power, kernel, network) never closes its
+/// connections; without keepalive their sessions live on in PostgreSQL for the
+/// kernel's default of over two hours — and with them what they hold: a worker's
+/// mailbox slots (transaction advisory locks: the mailbox could send less, or not
+/// at all) and its presence lock (its leases would wait for their expiry). With
+/// these, PostgreSQL ends such a session about a minute after the last sign of
+/// life. (Ignored on Unix sockets, which cannot be half open.)
+pub const SESSION_SETTINGS: &str = "SET tcp_keepalives_idle = 30; \
+     SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3";
+
 /// Opens a pool. Connections are made lazily so a process can start (and report
-/// itself unready) while the database is still coming up.
+/// itself unready) while the database is still coming up; each runs
+/// [`SESSION_SETTINGS`] when it is made.
 pub fn pool(url: &SecretString, options: PoolOptions) -> Result<PgPool, sqlx::Error> {
     Ok(PgPoolOptions::new()
         .max_connections(options.max_connections)
         .acquire_timeout(options.acquire_timeout)
+        .after_connect(|connection, _| {
+            Box::pin(async move {
+                sqlx::raw_sql(SESSION_SETTINGS).execute(connection).await?;
+                Ok(())
+            })
+        })
         .connect_lazy_with(connect_options(url)?))
 }
 
