@@ -15,7 +15,7 @@ use mailbridge_m365_sim::{ROLE_MAIL_READ_WRITE, ROLE_MAIL_SEND};
 use crate::{
     harness::{
         ReportRefusal, TestApp, TestTenant, allow_reports, database_url, readable, refuse_reports,
-        sample_message, wait_until, without_final_crlf,
+        reports_written, sample_message, wait_until, without_final_crlf,
     },
     staff_client::StaffClient,
 };
@@ -360,11 +360,7 @@ async fn two_worker_processes_handle_each_report_once() {
     }
     assert_eq!(reports.len(), 3);
     assert_eq!(reports_later.len(), 3, "no report twice");
-    let notifications: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM messages WHERE kind = 'notification'")
-            .fetch_one(app.pool())
-            .await
-            .unwrap();
+    let notifications = reports_written(app.pool()).await;
     assert_eq!(notifications, 3);
     // The customer's usage counts each bounced message once, however many workers
     // saw its report.
@@ -484,11 +480,7 @@ async fn a_bounce_is_recorded_with_its_report_and_not_held_up_by_a_refused_one()
         1,
         "one report"
     );
-    let notifications: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM messages WHERE kind = 'notification'")
-            .fetch_one(app.pool())
-            .await
-            .unwrap();
+    let notifications = reports_written(app.pool()).await;
     assert_eq!(notifications, 1);
 
     // Refused for good: the next bounce is recorded and moved, without a report.
@@ -511,10 +503,6 @@ async fn a_bounce_is_recorded_with_its_report_and_not_held_up_by_a_refused_one()
     )
     .await;
     allow_reports(app.pool()).await;
-    let notifications: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM messages WHERE kind = 'notification'")
-            .fetch_one(app.pool())
-            .await
-            .unwrap();
+    let notifications = reports_written(app.pool()).await;
     assert_eq!(notifications, 1, "no report for the second bounce");
 }

@@ -6,8 +6,8 @@ use mailbridge_core::queue::MessageState;
 use std::time::Duration;
 
 use crate::harness::{
-    ReportRefusal, TestApp, TestTenant, readable, refuse_reports, sample_message, wait_until,
-    without_final_crlf,
+    ReportRefusal, TestApp, TestTenant, readable, refuse_reports, reports_written, sample_message,
+    wait_until, without_final_crlf,
 };
 use lettre::{AsyncTransport, address::Envelope};
 use mailbridge_core::{
@@ -403,11 +403,7 @@ async fn a_refused_failure_report_does_not_hold_up_the_failure() {
     let status = queue::status(app.pool(), id).await.unwrap().unwrap();
     assert_eq!(status.state, MessageState::Failed);
     assert_eq!(queue::attempts(app.pool(), id).await.unwrap().len(), 1);
-    let reports: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM messages WHERE kind = 'notification'")
-            .fetch_one(app.pool())
-            .await
-            .unwrap();
+    let reports = reports_written(app.pool()).await;
     assert_eq!(reports, 0);
 }
 

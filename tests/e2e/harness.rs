@@ -770,6 +770,14 @@ pub async fn refuse_reports(pool: &sqlx::PgPool, how: ReportRefusal) {
     .unwrap();
 }
 
+/// How many reports (messages of kind `notification`) the database holds.
+pub async fn reports_written(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM messages WHERE kind = 'notification'")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 /// Ends [`refuse_reports`].
 pub async fn allow_reports(pool: &sqlx::PgPool) {
     sqlx::raw_sql("DROP TRIGGER refuse_reports ON messages; DROP FUNCTION refuse_reports();")
