@@ -63,6 +63,13 @@ async fn submit(app: &TestApp, tenant: &TestTenant, to: &str, message: &str) {
         .expect("the edge accepts the message");
 }
 
+/// Sends a sample message with `subject` to `to` through the edge; its id.
+async fn sent_to(app: &TestApp, tenant: &TestTenant, to: &str, subject: &str) -> MessageId {
+    let sender = &tenant.tenant.sender_mailbox;
+    submit(app, tenant, to, &sample_message(sender, to, subject)).await;
+    id_to(app, to).await
+}
+
 async fn id_to(app: &TestApp, recipient: &str) -> MessageId {
     sqlx::query_scalar("SELECT id FROM messages WHERE $1 = ANY(rcpt_to) AND kind = 'device'")
         .bind(recipient)
@@ -404,14 +411,7 @@ async fn a_bounce_is_recorded_with_its_report_and_not_held_up_by_a_refused_one()
     let sender = tenant.tenant.sender_mailbox.clone();
     refuse_reports(app.pool(), ReportRefusal::Failure).await;
     let unknown = format!("niemand@{domain}");
-    submit(
-        &app,
-        &tenant,
-        &unknown,
-        &sample_message(&sender, &unknown, "Befund 4713"),
-    )
-    .await;
-    let id = id_to(&app, &unknown).await;
+    let id = sent_to(&app, &tenant, &unknown, "Befund 4713").await;
     app.wait_for_message(id, |m| m.state == MessageState::Accepted)
         .await;
     let inbox = || {
@@ -486,14 +486,7 @@ async fn a_bounce_is_recorded_with_its_report_and_not_held_up_by_a_refused_one()
     // Refused for good: the next bounce is recorded and moved, without a report.
     refuse_reports(app.pool(), ReportRefusal::Constraint).await;
     let unknown = format!("auch-niemand@{domain}");
-    submit(
-        &app,
-        &tenant,
-        &unknown,
-        &sample_message(&sender, &unknown, "Befund 4714"),
-    )
-    .await;
-    let id = id_to(&app, &unknown).await;
+    let id = sent_to(&app, &tenant, &unknown, "Befund 4714").await;
     app.wait_for_message(id, |m| m.state == MessageState::Bounced)
         .await;
     wait_until(

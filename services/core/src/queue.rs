@@ -601,51 +601,65 @@ pub struct Settling<'a> {
 ///
 /// Reports ([`Settling::report`], sealed with `key`) are queued in the same
 /// transaction, each only if its message was settled now (not before, not by
-/// another worker). Without reports, the statement is the transaction. Reports the
-/// database refuses (a constraint) do not hold up their settlements: those are
-/// settled again without them — a failed message must not be tried again and
-/// again because its report cannot be written.
+/// another worker), by [`enqueue_reports`]: reports the database refuses do not
+/// hold up their settlements. Without reports, the statement is the transaction.
 pub async fn settle_all(
     pool: &PgPool,
     key: &MasterKey,
     owner: &str,
     settling: &[Settling<'_>],
 ) -> Result<Vec<bool>, sqlx::Error> {
-    let only_settle = || async {
-        let settled = settle_statement(pool, owner, settling).await?;
-        Ok(settled.into_iter().map(|(settled, _)| settled).collect())
+    let mut tx = None;
+    if settling.iter().any(|s| s.report.is_some()) {
+        tx = Some(pool.begin().await?);
+    }
+    let settled = match tx.as_mut() {
+        Some(tx) => settle_statement(&mut **tx, owner, settling).await?,
+        None => settle_statement(pool, owner, settling).await?,
     };
-    if settling.iter().all(|s| s.report.is_none()) {
-        return only_settle().await;
+    if let Some(mut tx) = tx {
+        let reports: Vec<&NewMessage> = settling
+            .iter()
+            .zip(&settled)
+            .filter_map(|(s, &(settled, again))| s.report.filter(|_| settled && !again))
+            .collect();
+        let queued = enqueue_reports(&mut tx, key, &reports).await?;
+        tx.commit().await?;
+        crate::metrics::metrics()
+            .worker
+            .notifications
+            .inc_by(queued as u64);
     }
-    match settle_with_reports(pool, key, owner, settling).await {
-        Err(sqlx::Error::Database(e)) if e.code().is_some_and(|c| c.starts_with("23")) => {
-            tracing::warn!(error = %e, "a failure report was refused; settling without it");
-            only_settle().await
-        }
-        result => result,
-    }
+    Ok(settled.into_iter().map(|(settled, _)| settled).collect())
 }
 
-/// [`settle_all`] with reports: the settlement and its reports in one transaction.
-async fn settle_with_reports(
-    pool: &PgPool,
+/// Queues `reports` — what mailbridge writes to a customer about a message of
+/// theirs (failed, bounced) — in the caller's transaction `tx`, so that they commit
+/// exactly with what they report on. In a savepoint: reports the database refuses
+/// (a constraint) are left out, with a warning, rather than failing the settlement
+/// or the bounce they report on, which would otherwise be tried again and again.
+/// Returns how many were queued (count them once `tx` commits).
+pub async fn enqueue_reports(
+    tx: &mut sqlx::PgConnection,
     key: &MasterKey,
-    owner: &str,
-    settling: &[Settling<'_>],
-) -> Result<Vec<bool>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let settled = settle_statement(&mut *tx, owner, settling).await?;
-    let reports: Vec<&NewMessage> = settling
-        .iter()
-        .zip(&settled)
-        .filter_map(|(s, &(settled, again))| s.report.filter(|_| settled && !again))
-        .collect();
-    if !reports.is_empty() {
-        enqueue_all(&mut *tx, key, &reports).await?;
+    reports: &[&NewMessage],
+) -> Result<usize, sqlx::Error> {
+    if reports.is_empty() {
+        return Ok(0);
     }
-    tx.commit().await?;
-    Ok(settled.into_iter().map(|(settled, _)| settled).collect())
+    let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+    match enqueue_all(&mut *savepoint, key, reports).await {
+        Ok(()) => {
+            savepoint.commit().await?;
+            Ok(reports.len())
+        }
+        Err(sqlx::Error::Database(e)) if e.code().is_some_and(|c| c.starts_with("23")) => {
+            tracing::warn!(error = %e, reports = reports.len(), "reports refused; what they report on is kept without them");
+            savepoint.rollback().await?;
+            Ok(0)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The statement of [`settle_all`]: for each settlement in order, whether it was

@@ -471,27 +471,11 @@ impl Worker {
                 }
             }
         }
-        if !reports.is_empty() {
-            // In a savepoint: reports the database refuses (a constraint) do not hold
-            // up the bounce, which would otherwise be read again at every poll.
-            let mut savepoint = sqlx::Connection::begin(&mut *tx).await.map_err(database)?;
-            let each: Vec<_> = reports.iter().collect();
-            let queued = queue::enqueue_all(&mut *savepoint, &self.master_key, &each).await;
-            drop(each);
-            match queued {
-                Ok(()) => savepoint.commit().await.map_err(database)?,
-                Err(sqlx::Error::Database(e)) if e.code().is_some_and(|c| c.starts_with("23")) => {
-                    tracing::warn!(queue_id = %message.id, error = %e, "a bounce report was refused; the bounce is recorded without it");
-                    savepoint.rollback().await.map_err(database)?;
-                    reports.clear();
-                }
-                Err(e) => return Err(database(e)),
-            }
-        }
+        let each: Vec<_> = reports.iter().collect();
+        let queued = queue::enqueue_reports(&mut tx, &self.master_key, &each).await;
+        let queued = queued.map_err(database)?;
         tx.commit().await.map_err(database)?;
-        for _ in &reports {
-            notify::queued();
-        }
+        metrics().worker.notifications.inc_by(queued as u64);
         for bounced in &new {
             metrics()
                 .worker

@@ -52,14 +52,6 @@ pub async fn bounced(
     report(pool, settings, message, failure, Why::Bounced).await
 }
 
-/// Counts a report queued.
-pub fn queued() {
-    mailbridge_core::metrics::metrics()
-        .worker
-        .notifications
-        .inc();
-}
-
 /// Writes the report about `message`; none without an address to send it to.
 async fn report(
     pool: &PgPool,

@@ -155,9 +155,6 @@ impl Worker {
                 return;
             }
         }
-        if report.is_some() {
-            notify::queued();
-        }
         // A test message (or a hold's probe) accepted as the sender mailbox proves a
         // limited customer's Exchange grant.
         if matches!(settlement, Settlement::Accepted)
@@ -338,19 +335,11 @@ impl Worker {
             MessageKind::Device => self.report(&message, &failure, true).await,
             _ => None,
         };
-        match self
+        let settled = self
             .settle(&message, &attempt, Settlement::Failed, report.as_ref())
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => {
-                tracing::error!(queue_id = %message.id, error = %e, "could not settle message");
-                return;
-            }
-        }
-        if report.is_some() {
-            notify::queued();
+            .await;
+        if let Err(e) = settled {
+            tracing::error!(queue_id = %message.id, error = %e, "could not settle message");
         }
     }
 }
